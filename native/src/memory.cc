@@ -1,0 +1,116 @@
+// Native memory for tensors: 64-byte aligned blocks handed to JS as external ArrayBuffers.
+// Lifetime is explicit (free() detaches the buffer and releases the memory at once); if a buffer
+// is never freed, the GC finalizer releases it. A per-allocation record makes the two paths safe
+// against double frees even when an address is reused.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "args.h"
+#include "registry.h"
+
+namespace qlora {
+namespace {
+
+struct Block {
+  void* data;
+  size_t bytes;
+  bool freed;
+};
+
+std::mutex mu;
+std::unordered_map<void*, Block*> live;  // data pointer -> record, for free()
+std::atomic<int64_t> allocated{0};
+std::atomic<int64_t> peak{0};
+
+void release(Block* b) {
+  if (b->freed) return;
+  b->freed = true;
+  std::free(b->data);
+  allocated.fetch_sub(static_cast<int64_t>(b->bytes));
+}
+
+void finalize(Napi::Env, void*, Block* b) {
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    if (!b->freed) {
+      live.erase(b->data);
+      release(b);
+    }
+  }
+  delete b;
+}
+
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t bytes = intArg(info, 0, "bytes");
+  size_t rounded = static_cast<size_t>((bytes + 63) / 64 * 64);
+  if (rounded == 0) rounded = 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (p == nullptr) fail(env, "out of memory allocating " + std::to_string(bytes) + " bytes");
+  std::memset(p, 0, rounded);
+  Block* b = new Block{p, rounded, false};
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    live[p] = b;
+  }
+  int64_t now = allocated.fetch_add(static_cast<int64_t>(rounded)) + static_cast<int64_t>(rounded);
+  int64_t prev = peak.load();
+  while (now > prev && !peak.compare_exchange_weak(prev, now)) {
+  }
+  // The JS view covers exactly the requested bytes; the rounding is slack for vector tails.
+  return Napi::ArrayBuffer::New(env, p, static_cast<size_t>(bytes), finalize, b);
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require(info.Length() >= 1 && info[0].IsArrayBuffer(), env, "free: expected an ArrayBuffer");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  void* p = ab.Data();
+  if (p == nullptr) return env.Undefined();  // already detached
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    auto it = live.find(p);
+    require(it != live.end(), env, "free: not a buffer from alloc()");
+    Block* b = it->second;
+    live.erase(it);
+    release(b);
+  }
+  ab.Detach();
+  return env.Undefined();
+}
+
+Napi::Value Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("allocatedBytes", Napi::Number::New(env, static_cast<double>(allocated.load())));
+  o.Set("peakBytes", Napi::Number::New(env, static_cast<double>(peak.load())));
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    o.Set("liveBlocks", Napi::Number::New(env, static_cast<double>(live.size())));
+  }
+  return o;
+}
+
+Napi::Value SimdLevel(const Napi::CallbackInfo& info) {
+#if defined(__AVX512F__)
+  const char* level = "avx512";
+#elif defined(__AVX2__) && defined(__FMA__)
+  const char* level = "avx2";
+#elif defined(__ARM_NEON)
+  const char* level = "neon";
+#else
+  const char* level = "scalar";
+#endif
+  return Napi::String::New(info.Env(), level);
+}
+
+QLORA_EXPORT("alloc", Alloc);
+QLORA_EXPORT("free", Free);
+QLORA_EXPORT("memoryStats", Stats);
+QLORA_EXPORT("simdLevel", SimdLevel);
+
+}  // namespace
+}  // namespace qlora

@@ -1,0 +1,176 @@
+#include "threads.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "args.h"
+#include "registry.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define QLORA_X86 1
+#endif
+
+namespace qlora {
+
+DenormalGuard::DenormalGuard() {
+#ifdef QLORA_X86
+  saved = _mm_getcsr();
+  _mm_setcsr(saved | 0x8040);  // FTZ | DAZ
+#else
+  saved = 0;
+#endif
+}
+DenormalGuard::~DenormalGuard() {
+#ifdef QLORA_X86
+  _mm_setcsr(saved);
+#endif
+}
+
+namespace {
+
+class Pool {
+ public:
+  explicit Pool(int n) { resize(n); }
+  ~Pool() { stop(); }
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  void resize(int n) {
+    if (n < 1) n = 1;
+    if (n > 256) n = 256;
+    stop();
+    stopping_ = false;
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+  }
+
+  void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
+    const int threads = size();
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    const int64_t chunks = (n + grain - 1) / grain;
+    if (threads == 1 || chunks == 1) {
+      DenormalGuard guard;
+      fn(0, n, 0);
+      return;
+    }
+    std::lock_guard<std::mutex> serial(dispatch_);  // one parallel region at a time
+    n_ = n;
+    grain_ = grain;
+    chunks_ = chunks;
+    fn_ = &fn;
+    pending_.store(threads - 1, std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    {
+      DenormalGuard guard;
+      share(0);
+    }
+    // Wait for the workers: spin briefly (regions are short), then yield.
+    int spins = 0;
+    while (pending_.load(std::memory_order_acquire) != 0) {
+      if (++spins > 4000) std::this_thread::yield();
+    }
+    fn_ = nullptr;
+  }
+
+ private:
+  void share(int t) {
+    const int threads = size();
+    const int64_t c0 = chunks_ * t / threads, c1 = chunks_ * (t + 1) / threads;
+    int64_t begin = c0 * grain_, end = c1 * grain_;
+    if (end > n_) end = n_;
+    if (begin < end) (*fn_)(begin, end, t);
+  }
+
+  void loop(int t) {
+#ifdef QLORA_X86
+    _mm_setcsr(_mm_getcsr() | 0x8040);
+#endif
+    uint64_t seen = generation_.load(std::memory_order_acquire);
+    for (;;) {
+      // Spin a little before sleeping: the next region usually follows within microseconds.
+      int spins = 0;
+      while (generation_.load(std::memory_order_acquire) == seen && !stopping_.load(std::memory_order_acquire)) {
+        if (++spins > 20000) {
+          std::unique_lock<std::mutex> lk(mu_);
+          cv_.wait(lk, [&] {
+            return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_acquire);
+          });
+          break;
+        }
+#ifdef QLORA_X86
+        _mm_pause();
+#endif
+      }
+      if (stopping_.load(std::memory_order_acquire)) return;
+      seen = generation_.load(std::memory_order_acquire);
+      share(t);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_, dispatch_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stopping_{false};
+  int64_t n_ = 0, grain_ = 1, chunks_ = 0;
+  const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;
+};
+
+int default_threads() {
+  if (const char* env = std::getenv("QLORA_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : static_cast<int>(hc);
+}
+
+Pool& pool() {
+  static Pool* p = new Pool(default_threads());  // never destroyed: workers outlive static teardown
+  return *p;
+}
+
+Napi::Value GetThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), pool().size()); }
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  int64_t n = intArg(info, 0, "threads");
+  require(n >= 1 && n <= 256, info.Env(), "threads must be in 1..256");
+  pool().resize(static_cast<int>(n));
+  return info.Env().Undefined();
+}
+
+QLORA_EXPORT("getThreads", GetThreads);
+QLORA_EXPORT("setThreads", SetThreads);
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+void set_num_threads(int n) { pool().resize(n); }
+
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) { pool().run(n, 1, fn); }
+void parallel_for_grain(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
+  pool().run(n, grain, fn);
+}
+
+}  // namespace qlora

@@ -1,0 +1,40 @@
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * The compiled addon (build/Release/qlora_native.node, built by `npm install`). Kernel files add
+ * their entry points to `NativeAddon` as they register them on the C++ side (QLORA_EXPORT).
+ */
+export interface NativeAddon {
+  alloc(bytes: number): ArrayBuffer;
+  free(buffer: ArrayBuffer): void;
+  memoryStats(): { allocatedBytes: number; peakBytes: number; liveBlocks: number };
+  simdLevel(): string;
+  getThreads(): number;
+  setThreads(n: number): void;
+  // Kernel entry points are typed where they are wrapped (src/backends/cpu/*.ts).
+  [kernel: string]: unknown;
+}
+
+function load(): NativeAddon {
+  // src/backends/cpu/native.ts and dist/backends/cpu/native.js are both three levels below the root.
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  const require = createRequire(import.meta.url);
+  const path = join(root, 'build', 'Release', 'qlora_native.node');
+  try {
+    return require(path) as NativeAddon;
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new Error(`cannot load the native addon at ${path} (run \`npm install\` or \`npm run build:native\`): ${reason}`);
+  }
+}
+
+export const native: NativeAddon = load();
+
+/** A typed kernel entry point, failing clearly if the addon was built without it. */
+export function kernel<F extends (...args: never[]) => unknown>(name: string): F {
+  const fn = native[name];
+  if (typeof fn !== 'function') throw new Error(`native addon has no kernel '${name}' (rebuild with npm run build:native)`);
+  return fn as F;
+}

@@ -1,0 +1,56 @@
+import { type Arena, type HostChunk, HostArena } from '../tensor/arena.js';
+import type { Backend, MemoryStats } from '../tensor/backend.js';
+import { BYTES_PER_ELEMENT, type DType, type HostArray, hostArrayFor, shapeSize } from '../tensor/dtype.js';
+import { type Storage, Tensor } from '../tensor/tensor.js';
+
+/**
+ * Memory management shared by the backends whose tensors live in host memory (ref, cpu): storage
+ * is a typed array over a chunk that `allocChunk` provides.
+ */
+export abstract class HostMemory {
+  abstract readonly name: string;
+
+  /** A zero-filled block of at least `bytes`, released explicitly. */
+  protected abstract allocChunk(bytes: number): HostChunk;
+
+  abstract memoryStats(): MemoryStats;
+
+  zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    const length = shapeSize(shape);
+    const chunk = this.allocChunk(length * BYTES_PER_ELEMENT[dtype]);
+    const array = hostArrayFor(dtype, chunk.buffer, 0, length);
+    return new Tensor(this as unknown as Backend, [...shape], dtype, { kind: 'host', array }, {
+      kind: 'owned',
+      release: () => chunk.release(),
+    });
+  }
+
+  fromArray(values: ArrayLike<number>, shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    const t = this.zeros(shape, dtype);
+    this.write(t, values);
+    return t;
+  }
+
+  createArena(initialBytes = 0, name = 'arena'): Arena {
+    return new HostArena(this as unknown as Backend, (bytes) => this.allocChunk(bytes), initialBytes, name);
+  }
+
+  read(t: Tensor): Promise<HostArray> {
+    return Promise.resolve(t.data.slice());
+  }
+
+  write(t: Tensor, values: ArrayLike<number>): void {
+    if (values.length !== t.size) throw new Error(`write: ${values.length} values for a tensor of ${t.size}`);
+    const a = t.data;
+    if (a.constructor === (values as object).constructor) {
+      a.set(values as unknown as ArrayLike<number> & HostArray);
+    } else {
+      for (let i = 0; i < values.length; i++) a[i] = values[i]!;
+    }
+  }
+
+  sliceStorage(storage: Storage, _dtype: DType, offset: number, length: number): Storage {
+    if (storage.kind !== 'host') throw new Error(`${this.name}: not a host tensor`);
+    return { kind: 'host', array: storage.array.subarray(offset, offset + length) };
+  }
+}

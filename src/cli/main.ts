@@ -1,0 +1,38 @@
+import { Command, CommanderError } from 'commander';
+import { VERSION } from '../version.js';
+
+/** Builds the `qlora` command tree. Subcommands register themselves here as they land. */
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('qlora')
+    .description('QLoRA fine-tuning of Llama-family models in TypeScript: 4-bit NF4 base, LoRA adapters.')
+    .version(VERSION, '-v, --version', 'print the version')
+    .helpOption('-h, --help', 'show help')
+    .showHelpAfterError()
+    .exitOverride();
+  program
+    .command('backends')
+    .description('list the compute backends and what this machine offers them')
+    .action(async () => {
+      const { getBackend } = await import('../backends/index.js');
+      const cpu = await getBackend('cpu');
+      const { CpuBackend } = await import('../backends/cpu/index.js');
+      const detail = cpu instanceof CpuBackend ? ` (${cpu.simd}, ${cpu.threads} threads)` : '';
+      console.log(`ref  plain TypeScript reference (f32, f64)`);
+      console.log(`cpu  native addon${detail}`);
+    });
+  return program;
+}
+
+/** Runs the CLI; resolves to the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode;
+    throw err;
+  }
+}

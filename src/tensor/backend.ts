@@ -1,0 +1,179 @@
+import type { Arena } from './arena.js';
+import type { DType, HostArray } from './dtype.js';
+import type { Storage, Tensor } from './tensor.js';
+
+/**
+ * A 4-bit weight in the bitsandbytes layout (formats.md §1): the [rows, cols] = [out, in] matrix is
+ * flattened row-major; element 2i sits in the HIGH nibble of byte i, 2i+1 in the low nibble.
+ * absmax is per block of `blocksize` consecutive flat elements; with double quantization the absmax
+ * values are themselves 8-bit codes: absmax[b] = nested.code[qabsmax[b]] * nested.absmax[b / nested.blocksize] + nested.offset.
+ */
+export interface Packed4bitWeight {
+  readonly rows: number;
+  readonly cols: number;
+  readonly quantType: 'nf4' | 'fp4';
+  readonly blocksize: number;
+  /** u8 [ceil(rows*cols/2)] */
+  readonly packed: Tensor;
+  /** f32 [16]: value of each 4-bit code (the bnb `quant_map`). */
+  readonly code: Tensor;
+  /** f32 [nblocks] without double quantization; u8 [nblocks] (codes into nested.code) with it. */
+  readonly absmax: Tensor;
+  readonly nested: NestedAbsmax | null;
+}
+
+export interface NestedAbsmax {
+  /** f32 [ceil(nblocks / blocksize)] */
+  readonly absmax: Tensor;
+  /** f32 [256]: the signed dynamic 8-bit map. */
+  readonly code: Tensor;
+  readonly blocksize: number;
+  readonly offset: number;
+}
+
+export interface MatmulOptions {
+  /** Use Aᵀ: a is stored [..., K, M]. */
+  readonly transA?: boolean;
+  /** Use Bᵀ: b is stored [..., N, K] (the `x·Wᵀ` of nn.Linear). */
+  readonly transB?: boolean;
+  /** out = alpha·op(A)·op(B) + beta·out. Defaults 1 and 0 (beta 0 ignores out's old contents, NaN included). */
+  readonly alpha?: number;
+  readonly beta?: number;
+}
+
+export type RopeLayout = 'half' | 'interleaved';
+
+export interface AttentionOptions {
+  /** Softmax scale, usually 1/sqrt(headDim). */
+  readonly scale: number;
+  /**
+   * Optional i32 [B, Tk] segment ids (packed sequences): query i may attend key j only when
+   * seg[j] == seg[query's position]. Only valid when Tq == Tk.
+   */
+  readonly segmentIds?: Tensor | null;
+}
+
+export interface AdamWOptions {
+  readonly lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  /** 1-based step count, for bias correction. */
+  readonly step: number;
+}
+
+export interface MemoryStats {
+  /** Bytes held by this backend's long-lived and arena allocations right now. */
+  readonly allocatedBytes: number;
+  readonly peakBytes: number;
+}
+
+/**
+ * A compute backend. Ops use destination passing: the caller (the ops layer, which owns the memory
+ * plan) allocates every output, so kernels never allocate and outputs can come from an arena.
+ * All tensors are contiguous row-major. Unless stated, outputs must not alias inputs.
+ *
+ * Shapes use these letters: B batch, T sequence, H query heads, Hkv key/value heads, D head dim,
+ * n rows, d features, V vocabulary.
+ */
+export interface Backend {
+  readonly name: string;
+  /** dtypes this backend computes in (ref: f32 and f64; cpu: f32). i32/u8 are storage types on all. */
+  readonly floatTypes: readonly DType[];
+
+  // ---- memory -------------------------------------------------------------------------------
+  /** A long-lived, zero-filled tensor; release with dispose(). */
+  zeros(shape: readonly number[], dtype?: DType): Tensor;
+  /** A long-lived tensor holding a copy of `values`. */
+  fromArray(values: ArrayLike<number>, shape: readonly number[], dtype?: DType): Tensor;
+  /** An arena for per-step temporaries: allocation is a pointer bump, reset() recycles all of it. */
+  createArena(initialBytes?: number, name?: string): Arena;
+  /** A copy of a tensor's elements. */
+  read(t: Tensor): Promise<HostArray>;
+  /** Overwrites a tensor's elements from JS values (converted to its dtype). */
+  write(t: Tensor, values: ArrayLike<number>): void;
+  /** Storage for elements [offset, offset+length) of `storage` (used by Tensor.rows()). */
+  sliceStorage(storage: Storage, dtype: DType, offset: number, length: number): Storage;
+  memoryStats(): MemoryStats;
+
+  // ---- elementwise and data movement ---------------------------------------------------------
+  /** out[i] = value */
+  fill(out: Tensor, value: number): void;
+  /** dst = src (same size) */
+  copy(src: Tensor, dst: Tensor): void;
+  /** out = a + b (same size; out may alias a or b) */
+  add(a: Tensor, b: Tensor, out: Tensor): void;
+  /** out = alpha·x (out may alias x) */
+  scale(x: Tensor, alpha: number, out: Tensor): void;
+  /** y += alpha·x (gradient accumulation) */
+  axpy(alpha: number, x: Tensor, y: Tensor): void;
+  /** out[0] (+)= Σ x² (accumulated in f64 per thread, summed in a fixed order); accumulate=false overwrites. */
+  sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void;
+
+  // ---- matrix products -----------------------------------------------------------------------
+  /**
+   * out[..., M, N] = alpha·op(a)·op(b) + beta·out. a: [..., M, K] (or [..., K, M] with transA);
+   * b: [..., K, N] (or [..., N, K] with transB). Batch dims of a and out must match; b either has the
+   * same batch dims or is 2-D (shared by every batch).
+   */
+  matmul(a: Tensor, b: Tensor, out: Tensor, options?: MatmulOptions): void;
+  /** out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out. Dequantizes tile by tile; never the whole weight. */
+  matmul4bit(x: Tensor, w: Packed4bitWeight, out: Tensor, beta?: number): void;
+  /** dx[n, cols] = dy[n, rows] · dequant(w) + beta·dx (w is frozen: no weight gradient). */
+  matmul4bitInputGrad(dy: Tensor, w: Packed4bitWeight, dx: Tensor, beta?: number): void;
+  /** out[rows, cols] = dequant(w) */
+  dequantize4bit(w: Packed4bitWeight, out: Tensor): void;
+
+  // ---- layers ----------------------------------------------------------------------------------
+  /** out[n, d] = table[ids[n], :]; ids out of range throw. */
+  embedding(ids: Tensor, table: Tensor, out: Tensor): void;
+  /** dtable[ids[i], :] += dout[i, :] */
+  embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): void;
+  /** x [n, d]: out = x · rstd · weight, rstd[n] = 1/sqrt(mean(x²) + eps) (statistics in f32 or better). */
+  rmsnorm(x: Tensor, weight: Tensor, eps: number, out: Tensor, rstd: Tensor): void;
+  /** dx = ∂/∂x; dweight (+)= ∂/∂weight when given (accumulates). */
+  rmsnormBackward(dout: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, dx: Tensor, dweight: Tensor | null): void;
+  /**
+   * Rotary embedding of x [B, T, H, D] at positions (i32 [B*T]) with tables cos/sin [maxPos, D/2]
+   * (frequency scaling is baked into the tables). 'half' pairs (i, i + D/2) (HF rotate_half);
+   * 'interleaved' pairs (2i, 2i+1) (llama2.c, GGUF). inverse rotates by -θ: the backward pass.
+   * out may alias x.
+   */
+  rope(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout, inverse: boolean, out: Tensor): void;
+  /**
+   * Causal grouped-query attention, memory-efficient (online softmax; never a full T×T matrix).
+   * q [B, Tq, H, D], k/v [B, Tk, Hkv, D] with Tk ≥ Tq and H % Hkv == 0; query i sits at absolute
+   * position Tk - Tq + i and sees keys j ≤ that. out [B, Tq, H, D]; lse [B, H, Tq] receives the
+   * log-sum-exp of each query's scaled scores (kept for the backward pass).
+   */
+  attention(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options: AttentionOptions): void;
+  /** Gradients of attention; recomputes scores from q, k, lse. dq, dk, dv are overwritten. */
+  attentionBackward(
+    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+    dq: Tensor, dk: Tensor, dv: Tensor, options: AttentionOptions,
+  ): void;
+  /** out = silu(gate) · up */
+  swiglu(gate: Tensor, up: Tensor, out: Tensor): void;
+  /** dgate, dup from dout (dgate/dup may alias gate/up). */
+  swigluBackward(dout: Tensor, gate: Tensor, up: Tensor, dgate: Tensor, dup: Tensor): void;
+  /**
+   * Cross-entropy of logits [n, V] against labels i32 [n] (ignoreIndex rows count 0).
+   * losses[n] = -log softmax(logits)[label] (0 when ignored). When dlogits is given it receives
+   * gradScale·(softmax - onehot) (zeros for ignored rows); dlogits may alias logits.
+   * Labels outside [0, V) other than ignoreIndex throw.
+   */
+  crossEntropy(
+    logits: Tensor, labels: Tensor, ignoreIndex: number, losses: Tensor,
+    dlogits: Tensor | null, gradScale: number,
+  ): void;
+  /**
+   * out = x · keep / (1 - p) with keep[i] = uniform(seed, i) ≥ p (see rng.ts: the same mask on every
+   * backend, so backward is the same call on dout with the same seed). out may alias x.
+   */
+  dropout(x: Tensor, p: number, seed: number, out: Tensor): void;
+
+  // ---- optimizer ---------------------------------------------------------------------------------
+  /** One AdamW step in place (PyTorch semantics: decoupled decay p -= lr·wd·p, then the Adam update). */
+  adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamWOptions): void;
+}
