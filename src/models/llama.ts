@@ -1,0 +1,494 @@
+import type { Arena } from '../tensor/arena.js';
+import type { Backend, RopeLayout } from '../tensor/backend.js';
+import type { DType } from '../tensor/dtype.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { FrozenLinear } from '../nn/linear.js';
+import { LoraLinear, type LoraSaved } from '../nn/lora.js';
+import type { Param } from '../nn/param.js';
+
+/** The shape facts the forward pass needs (a subset of the normalized LlamaConfig). */
+export interface LlamaDims {
+  readonly vocabSize: number;
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly numLayers: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly rmsNormEps: number;
+}
+
+/** A projection: a frozen base, optionally wrapped by a trainable LoRA adapter. */
+export type Projection = FrozenLinear | LoraLinear;
+
+export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export type ProjectionName = (typeof PROJECTIONS)[number];
+
+export interface LlamaLayer {
+  readonly attnNorm: Tensor;
+  readonly ffnNorm: Tensor;
+  readonly proj: Record<ProjectionName, Projection>;
+}
+
+/** Rotary tables [maxPos, headDim/2] on the model's backend, with their layout. */
+export interface RopeState {
+  cos: Tensor;
+  sin: Tensor;
+  readonly layout: RopeLayout;
+  readonly maxPositions: number;
+}
+
+/** Everything one layer's forward keeps for its backward. */
+interface LayerTape {
+  x: Tensor;
+  a: Tensor;
+  rstd1: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  attn: Tensor;
+  lse: Tensor;
+  x1: Tensor;
+  b: Tensor;
+  rstd2: Tensor;
+  g: Tensor;
+  u: Tensor;
+  m: Tensor;
+  lora: Partial<Record<ProjectionName, LoraSaved>>;
+}
+
+/** A training/eval batch as the model consumes it (see src/data for how batches are built). */
+export interface ModelBatch {
+  readonly batchSize: number;
+  readonly seqLen: number;
+  /** i32 [B*T] */
+  readonly inputIds: Int32Array;
+  /** i32 [B*T]: the token each position must predict, or -100. */
+  readonly labels: Int32Array;
+  /** i32 [B*T]: rotary positions (restart per packed example). */
+  readonly positions: Int32Array;
+  /** i32 [B*T] or null: packed-example ids; attention stays inside a segment. */
+  readonly segmentIds: Int32Array | null;
+}
+
+export interface StepOptions {
+  /** Dropout on (LoRA dropout). */
+  readonly training: boolean;
+  /** Seeds this step's dropout masks. */
+  readonly stepSeed: number;
+  /** Recompute each layer in backward instead of keeping its activations. */
+  readonly gradientCheckpointing: boolean;
+  /** Rows of logits alive at once in the loss. */
+  readonly lossChunkRows: number;
+  /** Multiplies the gradient (e.g. 1/gradAccum); the loss is the mean over counted tokens. */
+  readonly gradScale: number;
+}
+
+export interface LossResult {
+  /** Sum of per-token losses over counted tokens. */
+  readonly lossSum: number;
+  /** Tokens whose label is not -100. */
+  readonly tokens: number;
+}
+
+/**
+ * A Llama-family decoder (Llama 1/2/3, Mistral, Qwen2, TinyLlama, SmolLM) with an explicit forward
+ * and backward per layer, in the style of llm.c. Weights use the Hugging Face layout (Q/K rows in
+ * rotate_half order); embeddings, norms and lm_head stay full precision, projections may be 4-bit
+ * and may carry LoRA adapters. Only LoRA parameters receive gradients.
+ */
+export class LlamaModel {
+  constructor(
+    readonly dims: LlamaDims,
+    readonly backend: Backend,
+    readonly dtype: DType,
+    readonly embedding: Tensor,
+    readonly layers: LlamaLayer[],
+    readonly finalNorm: Tensor,
+    /** [V, d]; the embedding table itself when tied. */
+    readonly lmHead: Tensor,
+    readonly rope: RopeState,
+  ) {}
+
+  get tiedEmbeddings(): boolean {
+    return this.lmHead === this.embedding;
+  }
+
+  /** All trainable parameters (LoRA A and B), in a stable order. */
+  parameters(): Param[] {
+    const out: Param[] = [];
+    for (const layer of this.layers) {
+      for (const name of PROJECTIONS) {
+        const p = layer.proj[name];
+        if (p instanceof LoraLinear) out.push(...p.parameters());
+      }
+    }
+    return out;
+  }
+
+  loraLayers(): LoraLinear[] {
+    const out: LoraLinear[] = [];
+    for (const layer of this.layers) {
+      for (const name of PROJECTIONS) {
+        const p = layer.proj[name];
+        if (p instanceof LoraLinear) out.push(p);
+      }
+    }
+    return out;
+  }
+
+  // ---- forward pieces ------------------------------------------------------------------------
+
+  private project(
+    name: ProjectionName, p: Projection, x: Tensor, y: Tensor, arena: Arena, training: boolean, seed: number,
+    tape: LayerTape | null,
+  ): void {
+    if (p instanceof LoraLinear) {
+      const saved = p.forward(x, y, arena, training, seed);
+      if (tape) tape.lora[name] = saved;
+    } else {
+      p.forward(x, y);
+    }
+  }
+
+  private projectBack(
+    name: ProjectionName, p: Projection, dy: Tensor, dx: Tensor | null, accumulate: boolean, tape: LayerTape, arena: Arena,
+  ): void {
+    if (p instanceof LoraLinear) {
+      const saved = tape.lora[name];
+      if (!saved) throw new Error(`missing saved activations for ${p.name}`);
+      p.backward(dy, saved, dx, accumulate, arena);
+    } else if (dx) {
+      p.inputGrad(dy, dx, accumulate);
+    }
+  }
+
+  /** Embedding lookup into a new [n, d] tensor. */
+  embed(ids: Tensor, arena: Arena): Tensor {
+    const x = arena.alloc([ids.size, this.dims.hiddenSize], this.dtype);
+    this.backend.embedding(ids, this.embedding, x);
+    return x;
+  }
+
+  /**
+   * One decoder layer: returns its output (allocated in `outArena`) and the tape (in `arena`).
+   * kv: where keys/values go — the fresh k/v of this call, or a KV cache (then attention reads the
+   * cache prefix).
+   */
+  layerForward(
+    index: number, x: Tensor, shape: { batch: number; seq: number }, positions: Tensor, segmentIds: Tensor | null,
+    arena: Arena, outArena: Arena, training: boolean, stepSeed: number, cache: KvCache | null,
+  ): { out: Tensor; tape: LayerTape } {
+    const be = this.backend;
+    const d = this.dims;
+    const layer = this.layers[index]!;
+    const n = x.shape[0]!;
+    const { batch, seq } = shape;
+    const qDim = d.numHeads * d.headDim;
+    const kvDim = d.numKvHeads * d.headDim;
+    const tape: LayerTape = { lora: {} } as LayerTape;
+    tape.x = x;
+    tape.a = arena.alloc([n, d.hiddenSize], this.dtype);
+    tape.rstd1 = arena.alloc([n], this.dtype);
+    be.rmsnorm(x, layer.attnNorm, d.rmsNormEps, tape.a, tape.rstd1);
+    const layerSeed = (stepSeed + index * 0x9e3779b1) >>> 0;
+    tape.q = arena.alloc([n, qDim], this.dtype);
+    tape.k = arena.alloc([n, kvDim], this.dtype);
+    tape.v = arena.alloc([n, kvDim], this.dtype);
+    this.project('q_proj', layer.proj.q_proj, tape.a, tape.q, arena, training, layerSeed, tape);
+    this.project('k_proj', layer.proj.k_proj, tape.a, tape.k, arena, training, layerSeed, tape);
+    this.project('v_proj', layer.proj.v_proj, tape.a, tape.v, arena, training, layerSeed, tape);
+    const q4 = tape.q.view([batch, seq, d.numHeads, d.headDim]);
+    const k4 = tape.k.view([batch, seq, d.numKvHeads, d.headDim]);
+    be.rope(q4, positions, this.rope.cos, this.rope.sin, this.rope.layout, false, q4);
+    be.rope(k4, positions, this.rope.cos, this.rope.sin, this.rope.layout, false, k4);
+    tape.attn = arena.alloc([n, qDim], this.dtype);
+    tape.lse = arena.alloc([batch, d.numHeads, seq], this.dtype);
+    const scale = 1 / Math.sqrt(d.headDim);
+    if (cache) {
+      const { k, v } = cache.append(index, tape.k, tape.v);
+      be.attention(q4, k, v, tape.attn.view([batch, seq, d.numHeads, d.headDim]), tape.lse, { scale });
+    } else {
+      be.attention(
+        q4, k4, tape.v.view([batch, seq, d.numKvHeads, d.headDim]),
+        tape.attn.view([batch, seq, d.numHeads, d.headDim]), tape.lse, { scale, segmentIds },
+      );
+    }
+    tape.x1 = arena.alloc([n, d.hiddenSize], this.dtype);
+    this.project('o_proj', layer.proj.o_proj, tape.attn, tape.x1, arena, training, layerSeed, tape);
+    be.add(tape.x1, x, tape.x1);
+    tape.b = arena.alloc([n, d.hiddenSize], this.dtype);
+    tape.rstd2 = arena.alloc([n], this.dtype);
+    be.rmsnorm(tape.x1, layer.ffnNorm, d.rmsNormEps, tape.b, tape.rstd2);
+    tape.g = arena.alloc([n, d.intermediateSize], this.dtype);
+    tape.u = arena.alloc([n, d.intermediateSize], this.dtype);
+    this.project('gate_proj', layer.proj.gate_proj, tape.b, tape.g, arena, training, layerSeed, tape);
+    this.project('up_proj', layer.proj.up_proj, tape.b, tape.u, arena, training, layerSeed, tape);
+    tape.m = arena.alloc([n, d.intermediateSize], this.dtype);
+    be.swiglu(tape.g, tape.u, tape.m);
+    const out = outArena.alloc([n, d.hiddenSize], this.dtype);
+    this.project('down_proj', layer.proj.down_proj, tape.m, out, arena, training, layerSeed, tape);
+    be.add(out, tape.x1, out);
+    return { out, tape };
+  }
+
+  /**
+   * Backward through one layer: given dOut (gradient of the layer output), accumulates LoRA
+   * gradients and returns dx (gradient of the layer input), or null when not needed.
+   */
+  layerBackward(
+    index: number, tape: LayerTape, dOut: Tensor, shape: { batch: number; seq: number }, positions: Tensor,
+    segmentIds: Tensor | null, arena: Arena, outArena: Arena, needInputGrad: boolean,
+  ): Tensor | null {
+    const be = this.backend;
+    const d = this.dims;
+    const layer = this.layers[index]!;
+    const n = dOut.shape[0]!;
+    const { batch, seq } = shape;
+    const qDim = d.numHeads * d.headDim;
+    const kvDim = d.numKvHeads * d.headDim;
+    // MLP: out = x1 + down(swiglu(gate(b), up(b))), b = rmsnorm(x1)
+    const dm = arena.alloc([n, d.intermediateSize], this.dtype);
+    this.projectBack('down_proj', layer.proj.down_proj, dOut, dm, false, tape, arena);
+    const dg = arena.alloc([n, d.intermediateSize], this.dtype);
+    const du = arena.alloc([n, d.intermediateSize], this.dtype);
+    be.swigluBackward(dm, tape.g, tape.u, dg, du);
+    const db = arena.alloc([n, d.hiddenSize], this.dtype);
+    this.projectBack('gate_proj', layer.proj.gate_proj, dg, db, false, tape, arena);
+    this.projectBack('up_proj', layer.proj.up_proj, du, db, true, tape, arena);
+    const dx1 = arena.alloc([n, d.hiddenSize], this.dtype);
+    be.rmsnormBackward(db, tape.x1, layer.ffnNorm, tape.rstd2, dx1, null);
+    be.add(dx1, dOut, dx1);
+    // Attention: x1 = x + o(attn(rope(q(a)), rope(k(a)), v(a))), a = rmsnorm(x)
+    const dattn = arena.alloc([n, qDim], this.dtype);
+    this.projectBack('o_proj', layer.proj.o_proj, dx1, dattn, false, tape, arena);
+    const dq = arena.alloc([n, qDim], this.dtype);
+    const dk = arena.alloc([n, kvDim], this.dtype);
+    const dv = arena.alloc([n, kvDim], this.dtype);
+    const q4 = (t: Tensor) => t.view([batch, seq, d.numHeads, d.headDim]);
+    const kv4 = (t: Tensor) => t.view([batch, seq, d.numKvHeads, d.headDim]);
+    be.attentionBackward(
+      q4(dattn), q4(tape.q), kv4(tape.k), kv4(tape.v), q4(tape.attn), tape.lse, q4(dq), kv4(dk), kv4(dv),
+      { scale: 1 / Math.sqrt(d.headDim), segmentIds },
+    );
+    be.rope(q4(dq), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, q4(dq));
+    be.rope(kv4(dk), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, kv4(dk));
+    const da = needInputGrad ? arena.alloc([n, d.hiddenSize], this.dtype) : null;
+    this.projectBack('q_proj', layer.proj.q_proj, dq, da, false, tape, arena);
+    this.projectBack('k_proj', layer.proj.k_proj, dk, da, true, tape, arena);
+    this.projectBack('v_proj', layer.proj.v_proj, dv, da, true, tape, arena);
+    if (!da) return null;
+    const dx = outArena.alloc([n, d.hiddenSize], this.dtype);
+    be.rmsnormBackward(da, tape.x, layer.attnNorm, tape.rstd1, dx, null);
+    be.add(dx, dx1, dx);
+    return dx;
+  }
+
+  // ---- whole-model entry points -------------------------------------------------------------------
+
+  private batchTensors(batch: ModelBatch, arena: Arena): { ids: Tensor; positions: Tensor; segments: Tensor | null; labels: Tensor } {
+    const n = batch.batchSize * batch.seqLen;
+    for (const [what, arr] of [['inputIds', batch.inputIds], ['labels', batch.labels], ['positions', batch.positions]] as const) {
+      if (arr.length !== n) throw new Error(`batch.${what} has ${arr.length} entries, expected ${n}`);
+    }
+    const ids = arena.alloc([n], 'i32');
+    ids.write(batch.inputIds);
+    const positions = arena.alloc([n], 'i32');
+    positions.write(batch.positions);
+    const labels = arena.alloc([n], 'i32');
+    labels.write(batch.labels);
+    let segments: Tensor | null = null;
+    if (batch.segmentIds) {
+      segments = arena.alloc([batch.batchSize, batch.seqLen], 'i32');
+      segments.write(batch.segmentIds);
+    }
+    this.ensureRope(batch.positions);
+    return { ids, positions, segments, labels };
+  }
+
+  /** Grows the rotary tables when a position exceeds them. */
+  ensureRope(positions: ArrayLike<number>): void {
+    let max = 0;
+    for (let i = 0; i < positions.length; i++) max = Math.max(max, positions[i]!);
+    if (max >= this.rope.maxPositions) this.onRopeOverflow(max + 1);
+  }
+
+  /** Replaced by the builder with a function that rebuilds the tables for at least `positions`. */
+  onRopeOverflow: (positions: number) => void = (positions) => {
+    throw new Error(`position ${positions - 1} exceeds the rotary table (${this.rope.maxPositions})`);
+  };
+
+  /**
+   * Loss of a batch and, when training, its gradients: forward through all layers, chunked
+   * cross-entropy fused with its backward, then backward through the layers (recomputing each
+   * layer's activations first when gradient checkpointing is on). LoRA gradients accumulate into
+   * each Param.grad (call zeroGrad on them first).
+   */
+  async lossAndGradients(batch: ModelBatch, arena: Arena, layerArena: Arena, options: StepOptions, backward = true): Promise<LossResult> {
+    const be = this.backend;
+    const d = this.dims;
+    const n = batch.batchSize * batch.seqLen;
+    const shape = { batch: batch.batchSize, seq: batch.seqLen };
+    const { ids, positions, segments, labels } = this.batchTensors(batch, arena);
+    let tokens = 0;
+    for (const l of batch.labels) if (l !== -100) tokens++;
+
+    const ckpt = options.gradientCheckpointing && backward;
+    const inputs: Tensor[] = [];
+    const tapes: LayerTape[] = [];
+    let x = this.embed(ids, arena);
+    for (let i = 0; i < this.layers.length; i++) {
+      inputs.push(x);
+      const scratch = ckpt ? layerArena : arena;
+      const { out, tape } = this.layerForward(i, x, shape, positions, segments, scratch, arena, options.training, options.stepSeed, null);
+      if (ckpt) layerArena.reset();
+      else tapes.push(tape);
+      x = out;
+    }
+    // Final norm + chunked vocabulary projection and cross-entropy (+ its gradient).
+    const hf = arena.alloc([n, d.hiddenSize], this.dtype);
+    const rstdF = arena.alloc([n], this.dtype);
+    be.rmsnorm(x, this.finalNorm, d.rmsNormEps, hf, rstdF);
+    const dhf = backward ? arena.alloc([n, d.hiddenSize], this.dtype) : null;
+    const losses = arena.alloc([n], this.dtype);
+    const chunk = Math.max(1, Math.min(n, options.lossChunkRows));
+    const logitsBuf = arena.alloc([chunk, d.vocabSize], this.dtype);
+    const gradScale = tokens > 0 ? options.gradScale / tokens : 0;
+    for (let r0 = 0; r0 < n; r0 += chunk) {
+      const r1 = Math.min(n, r0 + chunk);
+      const logits = logitsBuf.rows(0, r1 - r0);
+      be.matmul(hf.rows(r0, r1), this.lmHead, logits, { transB: true });
+      be.crossEntropy(logits, labels.rows(r0, r1), -100, losses.rows(r0, r1), backward ? logits : null, gradScale);
+      if (dhf) be.matmul(logits, this.lmHead, dhf.rows(r0, r1));
+    }
+    const lossValues = await losses.read();
+    let lossSum = 0;
+    for (let i = 0; i < n; i++) lossSum += lossValues[i]!;
+    if (!backward || !dhf) return { lossSum, tokens };
+
+    let dx: Tensor | null = arena.alloc([n, d.hiddenSize], this.dtype);
+    be.rmsnormBackward(dhf, x, this.finalNorm, rstdF, dx, null);
+    for (let i = this.layers.length - 1; i >= 0; i--) {
+      let tape: LayerTape;
+      if (ckpt) {
+        layerArena.reset();
+        tape = this.layerForward(i, inputs[i]!, shape, positions, segments, layerArena, layerArena, options.training, options.stepSeed, null).tape;
+      } else {
+        tape = tapes[i]!;
+      }
+      const needInput = i > 0;
+      dx = this.layerBackward(i, tape, dx!, shape, positions, segments, ckpt ? layerArena : arena, arena, needInput);
+    }
+    if (ckpt) layerArena.reset();
+    return { lossSum, tokens };
+  }
+
+  /**
+   * Logits for the last `keepLast` positions of `tokens` appended to the cache (prefill or decode).
+   * Returns a [keepLast, V] tensor in `arena`.
+   */
+  forwardCached(tokens: Int32Array, cache: KvCache, arena: Arena, keepLast = 1): Tensor {
+    const be = this.backend;
+    const d = this.dims;
+    const n = tokens.length;
+    if (n === 0) throw new Error('forwardCached: no tokens');
+    if (cache.length + n > cache.capacity) {
+      throw new Error(`context full: ${cache.length} + ${n} tokens exceed the cache capacity ${cache.capacity}`);
+    }
+    const ids = arena.alloc([n], 'i32');
+    ids.write(tokens);
+    const posArr = new Int32Array(n);
+    for (let i = 0; i < n; i++) posArr[i] = cache.length + i;
+    this.ensureRope(posArr);
+    const positions = arena.alloc([n], 'i32');
+    positions.write(posArr);
+    let x = this.embed(ids, arena);
+    for (let i = 0; i < this.layers.length; i++) {
+      x = this.layerForward(i, x, { batch: 1, seq: n }, positions, null, arena, arena, false, 0, cache).out;
+    }
+    cache.commit(n);
+    const keep = Math.min(keepLast, n);
+    const last = x.rows(n - keep, n);
+    const h = arena.alloc([keep, d.hiddenSize], this.dtype);
+    const rstd = arena.alloc([keep], this.dtype);
+    be.rmsnorm(last, this.finalNorm, d.rmsNormEps, h, rstd);
+    const logits = arena.alloc([keep, d.vocabSize], this.dtype);
+    be.matmul(h, this.lmHead, logits, { transB: true });
+    return logits;
+  }
+
+  dispose(): void {
+    this.embedding.dispose();
+    if (!this.tiedEmbeddings) this.lmHead.dispose();
+    this.finalNorm.dispose();
+    for (const layer of this.layers) {
+      layer.attnNorm.dispose();
+      layer.ffnNorm.dispose();
+      for (const name of PROJECTIONS) layer.proj[name].dispose();
+    }
+    this.rope.cos.dispose();
+    this.rope.sin.dispose();
+  }
+}
+
+/**
+ * Keys and values of past positions, per layer ([capacity, Hkv, D], batch 1), so generation
+ * processes each new token once.
+ */
+export class KvCache {
+  private readonly keys: Tensor[];
+  private readonly values: Tensor[];
+  private _length = 0;
+  private pending = 0;
+
+  constructor(
+    readonly model: LlamaModel,
+    readonly capacity: number,
+  ) {
+    const d = model.dims;
+    const be = model.backend;
+    this.keys = [];
+    this.values = [];
+    for (let i = 0; i < d.numLayers; i++) {
+      this.keys.push(be.zeros([capacity, d.numKvHeads, d.headDim], model.dtype));
+      this.values.push(be.zeros([capacity, d.numKvHeads, d.headDim], model.dtype));
+    }
+  }
+
+  get length(): number {
+    return this._length;
+  }
+
+  /** Writes this call's k/v rows for `layer` after the committed prefix; returns the views attention reads. */
+  append(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
+    const be = this.model.backend;
+    const d = this.model.dims;
+    const n = k.shape[0]!;
+    this.pending = n;
+    const end = this._length + n;
+    be.copy(k, this.keys[layer]!.rows(this._length, end).view(k.shape));
+    be.copy(v, this.values[layer]!.rows(this._length, end).view(v.shape));
+    return {
+      k: this.keys[layer]!.rows(0, end).view([1, end, d.numKvHeads, d.headDim]),
+      v: this.values[layer]!.rows(0, end).view([1, end, d.numKvHeads, d.headDim]),
+    };
+  }
+
+  /** Makes the rows written by the last forward part of the prefix. */
+  commit(n: number): void {
+    if (n !== this.pending) throw new Error('KvCache: commit does not match the appended rows');
+    this._length += n;
+    this.pending = 0;
+  }
+
+  /** Forgets everything after `length` tokens (e.g. to reuse a shared prompt prefix). */
+  truncate(length: number): void {
+    if (length < 0 || length > this._length) throw new Error(`KvCache.truncate(${length}) out of range`);
+    this._length = length;
+  }
+
+  dispose(): void {
+    for (const t of [...this.keys, ...this.values]) t.dispose();
+  }
+}
+
