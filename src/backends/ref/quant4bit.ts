@@ -1,15 +1,123 @@
-// STUB: to be implemented (see src/tensor/backend.ts for the contract).
 import type { Packed4bitWeight } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
+import { blockAbsmax, nibbleAt } from '../../quant/quantize4bit.js';
+import { bytes, expectShape, expectSize, fail, floats, noAlias, sameFloatType } from './check.js';
 
-export function matmul4bit(_x: Tensor, _w: Packed4bitWeight, _out: Tensor, _beta = 0): void {
-  throw new Error('ref.matmul4bit: not implemented');
+/** A validated view of a 4-bit weight: packed codes, code values and float32 absmax per block. */
+interface Decoded4bit {
+  readonly rows: number;
+  readonly cols: number;
+  readonly packed: Uint8Array;
+  readonly code: ArrayLike<number>;
+  readonly absmax: Float32Array;
+  readonly blocksize: number;
 }
 
-export function matmul4bitInputGrad(_dy: Tensor, _w: Packed4bitWeight, _dx: Tensor, _beta = 0): void {
-  throw new Error('ref.matmul4bitInputGrad: not implemented');
+/** Checks a Packed4bitWeight and resolves its absmax (dequantizing the nested codes; nblocks values only). */
+function decode(op: string, w: Packed4bitWeight): Decoded4bit {
+  const { rows, cols, blocksize } = w;
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) fail(op, `invalid weight shape [${rows}, ${cols}]`);
+  if (!Number.isInteger(blocksize) || blocksize <= 0) fail(op, `invalid blocksize ${blocksize}`);
+  const n = rows * cols;
+  const nblocks = Math.ceil(n / blocksize);
+  const packed = bytes(op, 'w.packed', w.packed);
+  expectSize(op, 'w.packed', w.packed, Math.ceil(n / 2));
+  const code = floats(op, 'w.code', w.code);
+  expectSize(op, 'w.code', w.code, 16);
+  let absmax: Float32Array;
+  if (w.nested) {
+    const q = bytes(op, 'w.absmax (double-quantized)', w.absmax);
+    expectSize(op, 'w.absmax', w.absmax, nblocks);
+    const nb = w.nested.blocksize;
+    if (!Number.isInteger(nb) || nb <= 0) fail(op, `invalid nested blocksize ${nb}`);
+    const nestedAbsmax = floats(op, 'w.nested.absmax', w.nested.absmax);
+    expectSize(op, 'w.nested.absmax', w.nested.absmax, Math.ceil(nblocks / nb));
+    const nestedCode = floats(op, 'w.nested.code', w.nested.code);
+    expectSize(op, 'w.nested.code', w.nested.code, 256);
+    absmax = blockAbsmax({
+      absmax: q,
+      nested: {
+        absmax: Float32Array.from(nestedAbsmax),
+        code: Float32Array.from(nestedCode),
+        blocksize: nb,
+        offset: w.nested.offset,
+      },
+    });
+  } else {
+    const a = floats(op, 'w.absmax', w.absmax);
+    expectSize(op, 'w.absmax', w.absmax, nblocks);
+    absmax = Float32Array.from(a);
+  }
+  return { rows, cols, packed, code, absmax, blocksize };
 }
 
-export function dequantize4bit(_w: Packed4bitWeight, _out: Tensor): void {
-  throw new Error('ref.dequantize4bit: not implemented');
+/** Row r of the dequantized weight (float32 values, as bnb's fp32 dequantization produces). */
+function dequantRow(w: Decoded4bit, r: number, row: Float64Array): void {
+  const base = r * w.cols;
+  for (let c = 0; c < w.cols; c++) {
+    const i = base + c;
+    row[c] = Math.fround(w.code[nibbleAt(w.packed, i)]! * w.absmax[Math.floor(i / w.blocksize)]!);
+  }
+}
+
+/** out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out (dequantizes one weight row at a time). */
+export function matmul4bit(x: Tensor, w: Packed4bitWeight, out: Tensor, beta = 0): void {
+  const op = 'matmul4bit';
+  const d = decode(op, w);
+  sameFloatType(op, { x, out });
+  noAlias(op, 'x and out', x, out);
+  if (x.rank !== 2) fail(op, `x must be [n, ${d.cols}]`);
+  const n = x.shape[0]!;
+  expectShape(op, 'x', x, [n, d.cols]);
+  expectShape(op, 'out', out, [n, d.rows]);
+  const X = x.data;
+  const O = out.data;
+  const row = new Float64Array(d.cols);
+  for (let r = 0; r < d.rows; r++) {
+    dequantRow(d, r, row);
+    for (let t = 0; t < n; t++) {
+      let acc = 0;
+      for (let c = 0; c < d.cols; c++) acc += X[t * d.cols + c]! * row[c]!;
+      const o = t * d.rows + r;
+      O[o] = beta === 0 ? acc : acc + beta * O[o]!;
+    }
+  }
+}
+
+/** dx[n, cols] = dy[n, rows] · dequant(w) + beta·dx. */
+export function matmul4bitInputGrad(dy: Tensor, w: Packed4bitWeight, dx: Tensor, beta = 0): void {
+  const op = 'matmul4bitInputGrad';
+  const d = decode(op, w);
+  sameFloatType(op, { dy, dx });
+  noAlias(op, 'dy and dx', dy, dx);
+  if (dy.rank !== 2) fail(op, `dy must be [n, ${d.rows}]`);
+  const n = dy.shape[0]!;
+  expectShape(op, 'dy', dy, [n, d.rows]);
+  expectShape(op, 'dx', dx, [n, d.cols]);
+  const DY = dy.data;
+  const DX = dx.data;
+  const acc = new Float64Array(n * d.cols);
+  const row = new Float64Array(d.cols);
+  for (let r = 0; r < d.rows; r++) {
+    dequantRow(d, r, row);
+    for (let t = 0; t < n; t++) {
+      const g = DY[t * d.rows + r]!;
+      for (let c = 0; c < d.cols; c++) acc[t * d.cols + c]! += g * row[c]!;
+    }
+  }
+  for (let i = 0; i < acc.length; i++) DX[i] = beta === 0 ? acc[i]! : acc[i]! + beta * DX[i]!;
+}
+
+/** out[rows, cols] = dequant(w). */
+export function dequantize4bit(w: Packed4bitWeight, out: Tensor): void {
+  const op = 'dequantize4bit';
+  const d = decode(op, w);
+  floats(op, 'out', out);
+  expectShape(op, 'out', out, [d.rows, d.cols]);
+  const O = out.data;
+  const row = new Float64Array(d.cols);
+  for (let r = 0; r < d.rows; r++) {
+    dequantRow(d, r, row);
+    for (let c = 0; c < d.cols; c++) O[r * d.cols + c] = row[c]!;
+  }
 }

@@ -1,0 +1,64 @@
+/**
+ * Argument validation shared by the reference kernels: every op checks dtypes and shapes up front
+ * and throws a message naming the op and the offending argument.
+ */
+import { shapeString } from '../../tensor/dtype.js';
+import type { Tensor } from '../../tensor/tensor.js';
+
+export type FloatArray = Float32Array | Float64Array;
+
+export function fail(op: string, message: string): never {
+  throw new Error(`ref.${op}: ${message}`);
+}
+
+/** The elements of a float (f32/f64) tensor. */
+export function floats(op: string, name: string, t: Tensor): FloatArray {
+  if (t.dtype !== 'f32' && t.dtype !== 'f64') fail(op, `${name} must be f32 or f64, got ${t.dtype}`);
+  return t.data as FloatArray;
+}
+
+export function ints(op: string, name: string, t: Tensor): Int32Array {
+  if (t.dtype !== 'i32') fail(op, `${name} must be i32, got ${t.dtype}`);
+  return t.data as Int32Array;
+}
+
+export function bytes(op: string, name: string, t: Tensor): Uint8Array {
+  if (t.dtype !== 'u8') fail(op, `${name} must be u8, got ${t.dtype}`);
+  return t.data as Uint8Array;
+}
+
+/** All float tensors of one op share a dtype (no silent mixed precision). */
+export function sameFloatType(op: string, tensors: Record<string, Tensor>): void {
+  let first: [string, Tensor] | null = null;
+  for (const [name, t] of Object.entries(tensors)) {
+    floats(op, name, t);
+    if (!first) first = [name, t];
+    else if (t.dtype !== first[1].dtype) fail(op, `${name} is ${t.dtype} but ${first[0]} is ${first[1].dtype}`);
+  }
+}
+
+export function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    fail(op, `${name} has shape ${shapeString(t.shape)}, expected ${shapeString(shape)}`);
+  }
+}
+
+export function expectSize(op: string, name: string, t: Tensor, size: number): void {
+  if (t.size !== size) fail(op, `${name} has ${t.size} elements, expected ${size}`);
+}
+
+export function expectRank(op: string, name: string, t: Tensor, rank: number): void {
+  if (t.rank !== rank) fail(op, `${name} must have rank ${rank}, got shape ${shapeString(t.shape)}`);
+}
+
+/** Two tensors must not share memory unless the op allows it. */
+export function noAlias(op: string, names: string, a: Tensor, b: Tensor): void {
+  const x = a.data;
+  const y = b.data;
+  if (x.buffer !== y.buffer) return;
+  const xs = x.byteOffset;
+  const xe = xs + x.byteLength;
+  const ys = y.byteOffset;
+  const ye = ys + y.byteLength;
+  if (xs < ye && ys < xe) fail(op, `${names} must not alias`);
+}

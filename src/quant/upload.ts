@@ -1,0 +1,33 @@
+/**
+ * Moves a host-side quantized weight onto a backend as a `Packed4bitWeight` (the layout every
+ * backend's 4-bit kernels read), and releases it again.
+ */
+import type { Backend, Packed4bitWeight } from '../tensor/backend.js';
+import type { Quantized4bit } from './quantize4bit.js';
+
+/** Uploads `q` as a [rows, cols] weight (rows·cols must equal q.length). Release with disposePacked4bit. */
+export function uploadPacked4bit(backend: Backend, q: Quantized4bit, rows: number, cols: number): Packed4bitWeight {
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0 || rows * cols !== q.length) {
+    throw new Error(`uploadPacked4bit: [${rows}, ${cols}] does not match ${q.length} quantized elements`);
+  }
+  const packed = backend.fromArray(q.packed, [q.packed.length], 'u8');
+  const code = backend.fromArray(q.code, [q.code.length], 'f32');
+  const absmax = backend.fromArray(q.absmax, [q.absmax.length], q.nested ? 'u8' : 'f32');
+  const nested = q.nested
+    ? {
+        absmax: backend.fromArray(q.nested.absmax, [q.nested.absmax.length], 'f32'),
+        code: backend.fromArray(q.nested.code, [q.nested.code.length], 'f32'),
+        blocksize: q.nested.blocksize,
+        offset: q.nested.offset,
+      }
+    : null;
+  return { rows, cols, quantType: q.quantType, blocksize: q.blocksize, packed, code, absmax, nested };
+}
+
+export function disposePacked4bit(w: Packed4bitWeight): void {
+  w.packed.dispose();
+  w.code.dispose();
+  w.absmax.dispose();
+  w.nested?.absmax.dispose();
+  w.nested?.code.dispose();
+}
