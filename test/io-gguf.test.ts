@@ -1,0 +1,101 @@
+// GGUF reader on real files: stories260K and llama.cpp vocab-only GGUFs.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { GgufMetadataView, GgufReader, readGgufMetadata } from '../src/io/gguf.js';
+
+const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
+const STORIES_GGUF = here('../fixtures/stories260K/stories260K.gguf');
+const SPM_VOCAB = here('../fixtures/gguf-vocab/ggml-vocab-llama-spm.gguf');
+const SHARED_GPT2_VOCAB = here('../../shared/assets/tokenizers/llama.cpp-vocab/ggml-vocab-gpt-2.gguf');
+
+test('stories260K.gguf metadata matches the model card', () => {
+  const g = readGgufMetadata(STORIES_GGUF);
+  const m = new GgufMetadataView(g);
+  assert.equal(g.version, 3);
+  assert.equal(m.string('general.architecture'), 'llama');
+  assert.equal(m.number('llama.embedding_length'), 64);
+  assert.equal(m.number('llama.feed_forward_length'), 172);
+  assert.equal(m.number('llama.block_count'), 5);
+  assert.equal(m.number('llama.attention.head_count'), 8);
+  assert.equal(m.number('llama.attention.head_count_kv'), 4);
+  assert.equal(m.number('llama.rope.dimension_count'), 8);
+  assert.equal(m.number('llama.context_length'), 2048);
+  assert.equal(Math.fround(m.number('llama.attention.layer_norm_rms_epsilon')), Math.fround(1e-5));
+  assert.equal(m.string('tokenizer.ggml.model'), 'llama');
+  assert.equal(m.number('tokenizer.ggml.bos_token_id'), 1);
+  assert.equal(m.number('tokenizer.ggml.eos_token_id'), 2);
+  const tokens = m.stringArray('tokenizer.ggml.tokens')!;
+  assert.equal(tokens.length, 512);
+  assert.deepEqual(tokens.slice(0, 4), ['<unk>', '<s>', '</s>', '<0x00>']);
+  assert.equal(tokens[258], '<0xFF>');
+  const scores = g.metadata.get('tokenizer.ggml.scores');
+  assert.ok(scores instanceof Float32Array && scores.length === 512);
+  // Merges 259.. have score -(id - 259) (README of the shared assets, checked against tok512.bin).
+  assert.equal(scores[259], -0);
+  assert.equal(scores[300], -41);
+  const types = g.metadata.get('tokenizer.ggml.token_type');
+  assert.ok(types instanceof Int32Array);
+  assert.deepEqual(Array.from(types.slice(0, 4)), [2, 3, 3, 6]); // unk, control, control, byte
+  // Header-only read skips tensor infos.
+  assert.equal(g.tensors.length, 0);
+});
+
+test('stories260K.gguf tensor table: 48 F32 tensors, data at 14176, dims reversed to [out, in]', () => {
+  const r = GgufReader.open(STORIES_GGUF);
+  try {
+    assert.equal(r.tensors.length, 3 + 5 * 9);
+    assert.equal(r.gguf.dataOffset, 14176);
+    assert.equal(r.gguf.alignment, 32);
+    const q = r.tensor('blk.0.attn_q.weight');
+    assert.deepEqual(q.ne, [64, 64]);
+    const k = r.tensor('blk.3.attn_k.weight');
+    assert.deepEqual(k.ne, [64, 32]);
+    assert.deepEqual(k.shape, [32, 64]);
+    assert.deepEqual(r.tensor('blk.1.ffn_down.weight').shape, [64, 172]);
+    for (const t of r.tensors) {
+      assert.equal(t.typeName, 'F32');
+      assert.equal(t.relativeOffset % 32, 0);
+      assert.equal(t.byteSize, t.nElements * 4);
+    }
+    // Tensor data read by position equals the bytes at that place in the file.
+    const whole = fs.readFileSync(STORIES_GGUF);
+    const v = r.readF32('blk.2.ffn_gate.weight');
+    const t = r.tensor('blk.2.ffn_gate.weight');
+    assert.equal(v.length, 172 * 64);
+    for (const i of [0, 1, 777, v.length - 1]) assert.equal(v[i], whole.readFloatLE(t.offset + 4 * i));
+    assert.throws(() => r.readF32('nope'), /stories260K\.gguf: no tensor named 'nope'/);
+  } finally {
+    r.close();
+  }
+});
+
+test('vocab-only llama-spm GGUF: 32000 tokens, scores and types, no tensors', () => {
+  const g = readGgufMetadata(SPM_VOCAB);
+  const m = new GgufMetadataView(g);
+  assert.equal(m.string('tokenizer.ggml.model'), 'llama');
+  const tokens = m.stringArray('tokenizer.ggml.tokens')!;
+  assert.equal(tokens.length, 32000);
+  assert.deepEqual(tokens.slice(0, 4), ['<unk>', '<s>', '</s>', '<0x00>']);
+  assert.equal(tokens[29871], '\u2581'); // the lone SentencePiece space piece of the Llama 2 vocab
+  assert.equal(m.numberArray('tokenizer.ggml.scores')!.length, 32000);
+  assert.equal(m.numberArray('tokenizer.ggml.token_type')!.length, 32000);
+  assert.equal(m.boolean('tokenizer.ggml.add_bos_token', false), true);
+  const r = GgufReader.open(SPM_VOCAB);
+  assert.equal(r.tensors.length, 0);
+  r.close();
+});
+
+test('vocab-only gpt-2 GGUF (shared assets): 50257 tokens and 50000 merges', (t) => {
+  if (!fs.existsSync(SHARED_GPT2_VOCAB)) {
+    t.skip(`${SHARED_GPT2_VOCAB} not present (only in the development checkout)`);
+    return;
+  }
+  const m = new GgufMetadataView(readGgufMetadata(SHARED_GPT2_VOCAB));
+  assert.equal(m.string('tokenizer.ggml.model'), 'gpt2');
+  assert.equal(m.stringArray('tokenizer.ggml.tokens')!.length, 50257);
+  const merges = m.stringArray('tokenizer.ggml.merges')!;
+  assert.equal(merges.length, 50000);
+  assert.equal(merges[0], '\u0120 t'); // GPT-2's first merge "Ġ t"
+});
