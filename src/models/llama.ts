@@ -35,7 +35,8 @@ export interface RopeState {
   cos: Tensor;
   sin: Tensor;
   readonly layout: RopeLayout;
-  readonly maxPositions: number;
+  /** Rows in the tables; they are rebuilt larger when a longer sequence arrives. */
+  maxPositions: number;
 }
 
 /** Everything one layer's forward keeps for its backward. */

@@ -1,6 +1,7 @@
 import type { Arena } from '../tensor/arena.js';
 import type { Backend, Packed4bitWeight } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { disposePacked4bit } from '../quant/upload.js';
 
 /**
  * A frozen linear map y = x·Wᵀ (+ b), x [n, in] → y [n, out], in full precision or 4-bit.
@@ -119,12 +120,7 @@ export class Linear4bit implements FrozenLinear {
   }
 
   dispose(): void {
-    const w = this.weight;
-    w.packed.dispose();
-    w.code.dispose();
-    w.absmax.dispose();
-    w.nested?.absmax.dispose();
-    w.nested?.code.dispose();
+    disposePacked4bit(this.weight);
     this.bias?.dispose();
   }
 }

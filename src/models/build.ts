@@ -1,0 +1,172 @@
+import type { Backend } from '../tensor/backend.js';
+import type { DType } from '../tensor/dtype.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { DenseLinear, type FrozenLinear, Linear4bit } from '../nn/linear.js';
+import { LoraLinear, type LoraOptions } from '../nn/lora.js';
+import { quantize4bit, type Quantize4bitOptions } from '../quant/quantize4bit.js';
+import { uploadPacked4bit } from '../quant/upload.js';
+import { ropeTables, type RopeScaling } from '../backends/rope-tables.js';
+import {
+  type LlamaDims,
+  type LlamaLayer,
+  LlamaModel,
+  PROJECTIONS,
+  type Projection,
+  type ProjectionName,
+  type RopeState,
+} from './llama.js';
+
+/** What the builder needs to know about a model (LlamaConfig satisfies it). */
+export interface BuildConfig extends LlamaDims {
+  readonly ropeTheta: number;
+  readonly ropeScaling: RopeScaling | null;
+  readonly maxPositionEmbeddings: number;
+  readonly tieWordEmbeddings: boolean;
+  readonly attentionBias: boolean;
+}
+
+/** Tensors by Hugging Face name, in HF layout ([out, in], Q/K rows in rotate_half order), loaded one at a time. */
+export interface TensorSource {
+  has(name: string): boolean;
+  load(name: string): Float32Array | Promise<Float32Array>;
+}
+
+export interface LoraConfig extends LoraOptions {
+  /** Projection names (q_proj, …) or 'all-linear'. */
+  readonly targets: readonly ProjectionName[] | 'all-linear';
+  /** Only these layer indices (PEFT layers_to_transform); all when null. */
+  readonly layers: readonly number[] | null;
+}
+
+export interface BuildOptions {
+  readonly backend: Backend;
+  /** Compute dtype: f32 (default), or f64 on the ref backend for gradient checks. */
+  readonly dtype?: DType;
+  /** 4-bit base for the projections (NF4 + double quant for QLoRA); null keeps them full precision. */
+  readonly quantization?: Quantize4bitOptions | null;
+  readonly lora?: LoraConfig | null;
+  /** Rotary table length to start with (grows on demand). */
+  readonly maxPositions?: number;
+  /** Called as each tensor is loaded (progress). */
+  readonly onTensor?: (name: string, index: number, total: number) => void;
+}
+
+export function resolveTargets(targets: LoraConfig['targets']): Set<ProjectionName> {
+  if (targets === 'all-linear') return new Set(PROJECTIONS);
+  const out = new Set<ProjectionName>();
+  for (const t of targets) {
+    if (!(PROJECTIONS as readonly string[]).includes(t)) {
+      throw new Error(`unknown LoRA target '${t}' (choose from ${PROJECTIONS.join(', ')} or all-linear)`);
+    }
+    out.add(t);
+  }
+  return out;
+}
+
+/**
+ * Builds a LlamaModel tensor by tensor: each projection is loaded, quantized (when asked) and
+ * uploaded before the next is read, so the full-precision model never exists in memory at once.
+ */
+export async function buildLlama(config: BuildConfig, source: TensorSource, options: BuildOptions): Promise<LlamaModel> {
+  const be = options.backend;
+  const dtype = options.dtype ?? 'f32';
+  if (!be.floatTypes.includes(dtype)) throw new Error(`backend '${be.name}' does not compute in ${dtype}`);
+  const c = config;
+  const names = expectedTensorNames(c);
+  let index = 0;
+  const total = names.length;
+  const need = async (name: string, shape: readonly number[]): Promise<Float32Array> => {
+    if (!source.has(name)) throw new Error(`checkpoint is missing tensor '${name}'`);
+    options.onTensor?.(name, index++, total);
+    const values = await source.load(name);
+    const expected = shape.reduce((a, b) => a * b, 1);
+    if (values.length !== expected) {
+      throw new Error(`tensor '${name}' has ${values.length} values, expected [${shape.join(', ')}] = ${expected}`);
+    }
+    return values;
+  };
+  const upload = async (name: string, shape: readonly number[]): Promise<Tensor> => be.fromArray(await need(name, shape), shape, dtype);
+
+  const targets = options.lora ? resolveTargets(options.lora.targets) : new Set<ProjectionName>();
+  const loraLayers = options.lora?.layers ? new Set(options.lora.layers) : null;
+  for (const l of loraLayers ?? []) {
+    if (!Number.isInteger(l) || l < 0 || l >= c.numLayers) throw new Error(`LoRA layer ${l} out of range (model has ${c.numLayers})`);
+  }
+
+  const embedding = await upload('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
+  const layers: LlamaLayer[] = [];
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const projShapes: Record<ProjectionName, [number, number]> = {
+    q_proj: [qDim, c.hiddenSize],
+    k_proj: [kvDim, c.hiddenSize],
+    v_proj: [kvDim, c.hiddenSize],
+    o_proj: [c.hiddenSize, qDim],
+    gate_proj: [c.intermediateSize, c.hiddenSize],
+    up_proj: [c.intermediateSize, c.hiddenSize],
+    down_proj: [c.hiddenSize, c.intermediateSize],
+  };
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    const attnNorm = await upload(`${p}.input_layernorm.weight`, [c.hiddenSize]);
+    const ffnNorm = await upload(`${p}.post_attention_layernorm.weight`, [c.hiddenSize]);
+    const proj = {} as Record<ProjectionName, Projection>;
+    for (const name of PROJECTIONS) {
+      const module = name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
+      const key = `${p}.${module}.${name}`;
+      const shape = projShapes[name];
+      const w = await need(`${key}.weight`, shape);
+      const hasBias = c.attentionBias && (name === 'q_proj' || name === 'k_proj' || name === 'v_proj') && source.has(`${key}.bias`);
+      const bias = hasBias ? await upload(`${key}.bias`, [shape[0]]) : null;
+      let base: FrozenLinear;
+      if (options.quantization) {
+        const q = quantize4bit(w, options.quantization);
+        base = new Linear4bit(uploadPacked4bit(be, q, shape[0], shape[1]), bias);
+      } else {
+        base = new DenseLinear(be.fromArray(w, shape, dtype), bias);
+      }
+      const wantLora = options.lora && targets.has(name) && (!loraLayers || loraLayers.has(i));
+      proj[name] = wantLora ? new LoraLinear(base, `base_model.model.${key}`, options.lora!) : base;
+    }
+    layers.push({ attnNorm, ffnNorm, proj });
+  }
+  const finalNorm = await upload('model.norm.weight', [c.hiddenSize]);
+  const tied = c.tieWordEmbeddings || !source.has('lm_head.weight');
+  const lmHead = tied ? embedding : await upload('lm_head.weight', [c.vocabSize, c.hiddenSize]);
+
+  const initialPositions = Math.min(options.maxPositions ?? 2048, Math.max(c.maxPositionEmbeddings, 1));
+  const makeRope = (positions: number) => {
+    const t = ropeTables(c.headDim, positions, c.ropeTheta, c.ropeScaling, dtype === 'f64' ? 'f64' : 'f32');
+    return { cos: be.fromArray(t.cos, [positions, c.headDim / 2], dtype), sin: be.fromArray(t.sin, [positions, c.headDim / 2], dtype) };
+  };
+  const first = makeRope(initialPositions);
+  const rope: RopeState = { ...first, layout: 'half', maxPositions: initialPositions };
+  const model = new LlamaModel(c, be, dtype, embedding, layers, finalNorm, lmHead, rope);
+  model.onRopeOverflow = (positions: number) => {
+    const grown = Math.max(positions, rope.maxPositions * 2);
+    const next = makeRope(grown);
+    rope.cos.dispose();
+    rope.sin.dispose();
+    rope.cos = next.cos;
+    rope.sin = next.sin;
+    rope.maxPositions = grown;
+  };
+  return model;
+}
+
+/** The tensor names a Llama-family HF checkpoint holds for `config` (lm_head only when untied). */
+export function expectedTensorNames(c: BuildConfig): string[] {
+  const names = ['model.embed_tokens.weight'];
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    names.push(`${p}.input_layernorm.weight`, `${p}.post_attention_layernorm.weight`);
+    for (const name of PROJECTIONS) {
+      const module = name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
+      names.push(`${p}.${module}.${name}.weight`);
+      if (c.attentionBias && (name === 'q_proj' || name === 'k_proj' || name === 'v_proj')) names.push(`${p}.${module}.${name}.bias`);
+    }
+  }
+  names.push('model.norm.weight');
+  if (!c.tieWordEmbeddings) names.push('lm_head.weight');
+  return names;
+}
