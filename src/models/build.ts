@@ -126,7 +126,7 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
         base = new DenseLinear(be.fromArray(w, shape, dtype), bias);
       }
       const wantLora = options.lora && targets.has(name) && (!loraLayers || loraLayers.has(i));
-      proj[name] = wantLora ? new LoraLinear(base, `base_model.model.${key}`, options.lora!) : base;
+      proj[name] = wantLora ? new LoraLinear(base, `base_model.model.${key}`, options.lora!, dtype) : base;
     }
     layers.push({ attnNorm, ffnNorm, proj });
   }

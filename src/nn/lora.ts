@@ -1,5 +1,6 @@
 import type { Arena } from '../tensor/arena.js';
 import type { Backend } from '../tensor/backend.js';
+import type { DType } from '../tensor/dtype.js';
 import { mix32 } from '../tensor/rng.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { normalInit, seedFor, uniformInit } from './init.js';
@@ -42,6 +43,7 @@ export class LoraLinear {
     readonly base: FrozenLinear,
     readonly name: string,
     readonly options: LoraOptions,
+    readonly dtype: DType = 'f32',
   ) {
     const { r, alpha } = options;
     if (!Number.isInteger(r) || r < 1) throw new Error(`${name}: LoRA rank must be a positive integer, got ${r}`);
@@ -52,8 +54,8 @@ export class LoraLinear {
       options.init === 'gaussian'
         ? normalInit(r * base.inFeatures, seedFor(options.seed, `${name}.lora_A`), 1 / r)
         : uniformInit(r * base.inFeatures, seedFor(options.seed, `${name}.lora_A`), 1 / Math.sqrt(base.inFeatures));
-    this.A = new Param(`${name}.lora_A.weight`, be.fromArray(aValues, [r, base.inFeatures], 'f32'));
-    this.B = new Param(`${name}.lora_B.weight`, be.zeros([base.outFeatures, r], 'f32'));
+    this.A = new Param(`${name}.lora_A.weight`, be.fromArray(aValues, [r, base.inFeatures], dtype));
+    this.B = new Param(`${name}.lora_B.weight`, be.zeros([base.outFeatures, r], dtype));
   }
 
   get backend(): Backend {

@@ -1,0 +1,122 @@
+// Gradients of every LoRA A and B through a whole (tiny) Llama model — 4-bit base, GQA, RoPE,
+// causal attention with packed segments, SwiGLU, chunked cross-entropy — equal central finite
+// differences of the loss, on the float64 reference backend.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { getBackend } from '../src/backends/index.js';
+import { type BuildConfig, buildLlama, expectedTensorNames } from '../src/models/build.js';
+import type { LlamaModel, ModelBatch, StepOptions } from '../src/models/llama.js';
+import { randn } from './util.js';
+
+const config: BuildConfig = {
+  vocabSize: 13,
+  hiddenSize: 8,
+  intermediateSize: 12,
+  numLayers: 2,
+  numHeads: 2,
+  numKvHeads: 1,
+  headDim: 4,
+  rmsNormEps: 1e-5,
+  ropeTheta: 10000,
+  ropeScaling: null,
+  maxPositionEmbeddings: 64,
+  tieWordEmbeddings: false,
+  attentionBias: false,
+};
+
+function randomSource(seed: number) {
+  const shapes = new Map<string, number>();
+  const c = config;
+  for (const name of expectedTensorNames(c)) {
+    let size = c.hiddenSize;
+    if (name.includes('embed_tokens') || name.startsWith('lm_head')) size = c.vocabSize * c.hiddenSize;
+    else if (name.includes('q_proj') || name.includes('o_proj')) size = c.numHeads * c.headDim * c.hiddenSize;
+    else if (name.includes('k_proj') || name.includes('v_proj')) size = c.numKvHeads * c.headDim * c.hiddenSize;
+    else if (name.includes('_proj')) size = c.intermediateSize * c.hiddenSize;
+    shapes.set(name, size);
+  }
+  let k = 0;
+  const values = new Map<string, Float32Array>();
+  for (const [name, size] of shapes) {
+    const isNorm = name.includes('norm');
+    const v = randn(size, seed + 101 * k++, isNorm ? 0.1 : 0.5);
+    values.set(name, Float32Array.from(v, (x) => (isNorm ? 1 + x : x)));
+  }
+  return { has: (n: string) => values.has(n), load: (n: string) => values.get(n)! };
+}
+
+const batch: ModelBatch = {
+  batchSize: 2,
+  seqLen: 5,
+  inputIds: Int32Array.from([1, 4, 7, 2, 9, 3, 3, 12, 0, 5]),
+  // Row 0 packs two examples (segments 0 and 1); row 1 has a masked prompt.
+  labels: Int32Array.from([4, 7, -100, 9, 11, -100, -100, 0, 5, 6]),
+  positions: Int32Array.from([0, 1, 2, 0, 1, 0, 1, 2, 3, 4]),
+  segmentIds: Int32Array.from([0, 0, 0, 1, 1, 0, 0, 0, 0, 0]),
+};
+
+async function build(dropout: number): Promise<LlamaModel> {
+  const be = await getBackend('ref');
+  const model = await buildLlama(config, randomSource(7), {
+    backend: be,
+    dtype: 'f64',
+    quantization: { quantType: 'nf4', blocksize: 32, doubleQuant: true },
+    lora: { r: 2, alpha: 3, dropout, useRslora: false, init: 'kaiming', seed: 5, targets: 'all-linear', layers: null },
+  });
+  // B starts at zero (PEFT init), which would make every dA zero: give B random values.
+  model.parameters().forEach((p, i) => {
+    if (p.name.endsWith('lora_B.weight')) p.value.write(randn(p.value.size, 900 + i, 0.3));
+  });
+  return model;
+}
+
+for (const dropout of [0, 0.3]) {
+  test(`LoRA gradients through a 4-bit Llama equal finite differences (f64, dropout ${dropout})`, async () => {
+    const model = await build(dropout);
+    const be = model.backend;
+    const arena = be.createArena(1 << 16, 'step');
+    const layerArena = be.createArena(1 << 16, 'layer');
+    const opts: StepOptions = { training: true, stepSeed: 77, gradientCheckpointing: false, lossChunkRows: 3, gradScale: 1 };
+    const loss = async (): Promise<number> => {
+      arena.reset();
+      const r = await model.lossAndGradients(batch, arena, layerArena, opts, false);
+      return r.lossSum / r.tokens;
+    };
+    const params = model.parameters();
+    for (const p of params) p.zeroGrad();
+    arena.reset();
+    const res = await model.lossAndGradients(batch, arena, layerArena, opts, true);
+    assert.equal(res.tokens, 7);
+    const analytic = params.map((p) => Float64Array.from(p.grad!.data));
+
+    // The same gradients with gradient checkpointing (recompute per layer).
+    for (const p of params) p.zeroGrad();
+    arena.reset();
+    await model.lossAndGradients(batch, arena, layerArena, { ...opts, gradientCheckpointing: true }, true);
+    params.forEach((p, i) => assert.deepEqual(Float64Array.from(p.grad!.data), analytic[i], `${p.name}: checkpointing changed the gradient`));
+
+    const h = 1e-6;
+    let checked = 0;
+    for (const [pi, p] of params.entries()) {
+      const data = p.value.data as Float64Array;
+      // A few entries per parameter keep the test fast; every parameter is covered.
+      for (const j of [0, Math.floor(data.length / 2), data.length - 1]) {
+        const old = data[j]!;
+        data[j] = old + h;
+        const up = await loss();
+        data[j] = old - h;
+        const down = await loss();
+        data[j] = old;
+        const numeric = (up - down) / (2 * h);
+        const a = analytic[pi]![j]!;
+        assert.ok(Math.abs(a - numeric) <= 1e-6 + 1e-5 * Math.abs(numeric), `${p.name}[${j}]: analytic ${a} vs numeric ${numeric}`);
+        checked++;
+      }
+    }
+    assert.equal(checked, params.length * 3);
+    assert.ok(analytic.some((g) => g.some((x) => Math.abs(x) > 1e-4)), 'gradients are not all ~0');
+    arena.dispose();
+    layerArena.dispose();
+    model.dispose();
+  });
+}
