@@ -1,0 +1,109 @@
+/**
+ * Training checkpoints: adapter (PEFT files), optimizer state, and the trainer state (step, data
+ * cursor, best eval, seed) in one folder `checkpoint-<step>`, written into a temporary folder and
+ * renamed into place, so a crash mid-write never leaves a half checkpoint. Older ones are pruned.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
+import { applyPeftAdapter, loadPeftAdapter, savePeftAdapter } from '../io/peft.js';
+import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
+import type { LoraConfig } from '../models/build.js';
+import type { LlamaModel } from '../models/llama.js';
+import type { Optimizer, OptimizerStateArrays } from './optimizer.js';
+
+export const OPTIMIZER_FILE = 'optimizer.safetensors';
+export const TRAINER_STATE_FILE = 'trainer_state.json';
+
+export interface TrainerState {
+  /** Completed optimizer steps. */
+  readonly step: number;
+  readonly dataCursor: unknown;
+  readonly bestEvalLoss: number | null;
+  readonly evalsWithoutImprovement: number;
+  readonly tokensSeen: number;
+  readonly elapsedSeconds: number;
+  /** Fingerprint of the options that must not change across a resume. */
+  readonly fingerprint: string;
+  readonly optimizerKind: string;
+}
+
+export function checkpointDir(outputDir: string, step: number): string {
+  return path.join(outputDir, `checkpoint-${step}`);
+}
+
+export function saveCheckpoint(
+  outputDir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null, optimizer: Optimizer,
+  state: TrainerState, keep: number,
+): string {
+  const final = checkpointDir(outputDir, state.step);
+  const tmp = path.join(outputDir, `.tmp-checkpoint-${state.step}-${process.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  try {
+    savePeftAdapter(tmp, model, lora, baseModel);
+    const opt = optimizer.state();
+    const tensors = Object.entries(opt.arrays).map(([name, data]) => ({
+      name,
+      dtype: data instanceof Uint8Array ? 'U8' : 'F32',
+      shape: [data.length],
+      data: data instanceof Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    }));
+    writeSafetensors(path.join(tmp, OPTIMIZER_FILE), tensors, { kind: optimizer.kind, steps: String(opt.steps) });
+    const json = new TextEncoder().encode(`${JSON.stringify(state, null, 2)}\n`);
+    writeFileAtomic(path.join(tmp, TRAINER_STATE_FILE), (fd) => writeAll(fd, json));
+    fs.rmSync(final, { recursive: true, force: true });
+    fs.renameSync(tmp, final);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  pruneCheckpoints(outputDir, keep);
+  return final;
+}
+
+/** Checkpoint folders in outputDir, oldest first. */
+export function listCheckpoints(outputDir: string): { step: number; dir: string }[] {
+  if (!fs.existsSync(outputDir)) return [];
+  return fs
+    .readdirSync(outputDir)
+    .map((name) => /^checkpoint-(\d+)$/.exec(name))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ step: Number(m[1]), dir: path.join(outputDir, m[0]) }))
+    .filter((c) => fs.existsSync(path.join(c.dir, TRAINER_STATE_FILE)))
+    .sort((a, b) => a.step - b.step);
+}
+
+function pruneCheckpoints(outputDir: string, keep: number): void {
+  if (keep <= 0) return;
+  const all = listCheckpoints(outputDir);
+  for (const c of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(c.dir, { recursive: true, force: true });
+}
+
+/** Restores model adapter weights and optimizer state from a checkpoint folder; returns the trainer state. */
+export function loadCheckpoint(dir: string, model: LlamaModel, optimizer: Optimizer): TrainerState {
+  const statePath = path.join(dir, TRAINER_STATE_FILE);
+  if (!fs.existsSync(statePath)) throw new Error(`${dir}: not a checkpoint (no ${TRAINER_STATE_FILE})`);
+  let state: TrainerState;
+  try {
+    state = JSON.parse(fs.readFileSync(statePath, 'utf8')) as TrainerState;
+  } catch (e) {
+    throw new Error(`${statePath}: invalid JSON: ${(e as Error).message}`);
+  }
+  if (state.optimizerKind !== optimizer.kind) {
+    throw new Error(`${dir}: checkpoint was written by optimizer '${state.optimizerKind}', this run uses '${optimizer.kind}'`);
+  }
+  applyPeftAdapter(model, loadPeftAdapter(dir));
+  const file = SafetensorsFile.open(path.join(dir, OPTIMIZER_FILE));
+  try {
+    const arrays: OptimizerStateArrays = {};
+    for (const [name, info] of file.tensors) {
+      const raw = file.readRaw(name);
+      arrays[name] = info.dtype === 'U8' ? Uint8Array.from(raw) : new Float32Array(raw.slice().buffer);
+    }
+    optimizer.restore(Number(file.metadata.steps ?? state.step), arrays);
+  } finally {
+    file.close();
+  }
+  return state;
+}

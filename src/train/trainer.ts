@@ -1,0 +1,330 @@
+/**
+ * The QLoRA training loop: gradient accumulation, clipping, schedules, AdamW (fp32 or 8-bit),
+ * periodic evaluation with optional early stopping, atomic checkpoints with bit-identical resume,
+ * NaN/Inf detection, and a clean stop on Ctrl-C (a resumable checkpoint is written first).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Arena } from '../tensor/arena.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { LoraConfig } from '../models/build.js';
+import type { LlamaModel, ModelBatch } from '../models/llama.js';
+import { mix32 } from '../tensor/rng.js';
+import { savePeftAdapter } from '../io/peft.js';
+import { type TrainerState, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { ADAMW_DEFAULTS, AdamW, AdamW8bit, type Optimizer } from './optimizer.js';
+import { lossCurveSvg } from './plot.js';
+import { type ScheduleKind, learningRate } from './schedule.js';
+
+/** Where batches come from; the cursor is saved in checkpoints so a resumed run sees the same data. */
+export interface BatchSource {
+  next(): ModelBatch;
+  /** A JSON-serializable position in the data stream. */
+  cursor(): unknown;
+  restore(cursor: unknown): void;
+}
+
+export interface TrainOptions {
+  readonly outputDir: string;
+  readonly maxSteps: number;
+  readonly lr: number;
+  readonly schedule: ScheduleKind;
+  readonly warmupSteps: number;
+  readonly gradAccum: number;
+  /** 0 disables clipping. */
+  readonly maxGradNorm: number;
+  readonly weightDecay: number;
+  readonly optimizer: 'adamw' | 'adamw8bit';
+  readonly seed: number;
+  readonly gradientCheckpointing: boolean;
+  readonly lossChunkRows: number;
+  /** 0 = only at the end. */
+  readonly evalEvery: number;
+  /** 0 = only at the end. */
+  readonly saveEvery: number;
+  readonly keepCheckpoints: number;
+  /** Stop after this many evaluations without improvement (0 = off). */
+  readonly earlyStoppingPatience: number;
+  /** What to do when the loss or gradient is NaN/Inf. */
+  readonly onNonFinite: 'stop' | 'skip';
+  /** Resume from the newest checkpoint in outputDir (or this folder). */
+  readonly resume: boolean | string;
+  readonly baseModel: string | null;
+}
+
+export interface StepMetrics {
+  readonly step: number;
+  readonly loss: number;
+  readonly lr: number;
+  readonly gradNorm: number;
+  readonly tokens: number;
+  readonly tokensPerSecond: number;
+  readonly elapsedSeconds: number;
+  readonly skipped?: boolean;
+}
+
+export interface EvalMetrics {
+  readonly step: number;
+  readonly evalLoss: number;
+  readonly perplexity: number;
+  readonly tokens: number;
+}
+
+export interface TrainEvents {
+  onStep?(m: StepMetrics): void;
+  onEval?(m: EvalMetrics): void;
+  onCheckpoint?(dir: string, step: number): void;
+  onResume?(dir: string, step: number): void;
+}
+
+export interface TrainSummary {
+  readonly steps: number;
+  readonly tokensSeen: number;
+  readonly seconds: number;
+  readonly finalTrainLoss: number | null;
+  readonly finalEvalLoss: number | null;
+  readonly stoppedBy: 'max-steps' | 'early-stopping' | 'interrupt';
+  readonly peakRssBytes: number;
+  readonly adapterDir: string;
+}
+
+export class NonFiniteError extends Error {}
+
+/** Options that must match for a resume to continue the same run. */
+function fingerprint(o: TrainOptions, lora: LoraConfig): string {
+  return JSON.stringify({
+    lr: o.lr, schedule: o.schedule, warmup: o.warmupSteps, accum: o.gradAccum, clip: o.maxGradNorm, wd: o.weightDecay,
+    opt: o.optimizer, seed: o.seed, maxSteps: o.maxSteps, r: lora.r, alpha: lora.alpha, dropout: lora.dropout,
+    targets: lora.targets, layers: lora.layers, rslora: lora.useRslora,
+  });
+}
+
+export class Trainer {
+  private readonly arena: Arena;
+  private readonly layerArena: Arena;
+  private readonly normScratch: Tensor;
+  private interrupted = false;
+
+  constructor(
+    readonly model: LlamaModel,
+    readonly lora: LoraConfig,
+    readonly options: TrainOptions,
+    readonly train: BatchSource,
+    readonly evalBatches: (() => Iterable<ModelBatch>) | null,
+    readonly events: TrainEvents = {},
+  ) {
+    const be = model.backend;
+    this.arena = be.createArena(1 << 20, 'step');
+    this.layerArena = be.createArena(1 << 20, 'layer');
+    this.normScratch = be.zeros([1], model.dtype);
+  }
+
+  /** Asks the loop to stop after the current step (it checkpoints first). */
+  interrupt(): void {
+    this.interrupted = true;
+  }
+
+  private makeOptimizer(): Optimizer {
+    const hyper = { ...ADAMW_DEFAULTS, weightDecay: this.options.weightDecay };
+    const params = this.model.parameters();
+    return this.options.optimizer === 'adamw8bit' ? new AdamW8bit(params, hyper) : new AdamW(params, hyper);
+  }
+
+  /** Mean loss over the evaluation batches (no dropout, no gradients). */
+  async evaluate(): Promise<{ loss: number; tokens: number } | null> {
+    if (!this.evalBatches) return null;
+    let sum = 0;
+    let tokens = 0;
+    for (const batch of this.evalBatches()) {
+      this.arena.reset();
+      const r = await this.model.lossAndGradients(batch, this.arena, this.layerArena, {
+        training: false, stepSeed: 0, gradientCheckpointing: false, lossChunkRows: this.options.lossChunkRows, gradScale: 1,
+      }, false);
+      sum += r.lossSum;
+      tokens += r.tokens;
+    }
+    this.arena.reset();
+    return tokens > 0 ? { loss: sum / tokens, tokens } : null;
+  }
+
+  private async globalGradNorm(): Promise<number> {
+    const be = this.model.backend;
+    let first = true;
+    for (const p of this.model.parameters()) {
+      be.sumOfSquares(p.grad!, this.normScratch, !first);
+      first = false;
+    }
+    const v = await this.normScratch.read();
+    return Math.sqrt(v[0]!);
+  }
+
+  async run(): Promise<TrainSummary> {
+    const o = this.options;
+    const params = this.model.parameters();
+    if (params.length === 0) throw new Error('the model has no trainable (LoRA) parameters');
+    fs.mkdirSync(o.outputDir, { recursive: true });
+    const optimizer = this.makeOptimizer();
+    const fp = fingerprint(o, this.lora);
+    let step = 0;
+    let tokensSeen = 0;
+    let elapsedBefore = 0;
+    let bestEval: number | null = null;
+    let evalsWithoutImprovement = 0;
+    if (o.resume) {
+      const dir = typeof o.resume === 'string' ? o.resume : listCheckpoints(o.outputDir).at(-1)?.dir;
+      if (!dir) throw new Error(`--resume: no checkpoint in ${o.outputDir}`);
+      const state = loadCheckpoint(dir, this.model, optimizer);
+      if (state.fingerprint !== fp) {
+        throw new Error(`${dir}: checkpoint was written with different training options; resume needs the same options`);
+      }
+      step = state.step;
+      tokensSeen = state.tokensSeen;
+      elapsedBefore = state.elapsedSeconds;
+      bestEval = state.bestEvalLoss;
+      evalsWithoutImprovement = state.evalsWithoutImprovement;
+      this.train.restore(state.dataCursor);
+      this.events.onResume?.(dir, step);
+    }
+    const metricsPath = path.join(o.outputDir, 'metrics.jsonl');
+    const history = readHistory(metricsPath, step);
+    const log = (record: object) => fs.appendFileSync(metricsPath, `${JSON.stringify(record)}\n`);
+
+    const onSignal = () => this.interrupt();
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const t0 = performance.now();
+    const elapsed = () => elapsedBefore + (performance.now() - t0) / 1000;
+    const state = (): TrainerState => ({
+      step, dataCursor: this.train.cursor(), bestEvalLoss: bestEval, evalsWithoutImprovement, tokensSeen,
+      elapsedSeconds: elapsed(), fingerprint: fp, optimizerKind: optimizer.kind,
+    });
+    const checkpoint = () => {
+      const dir = saveCheckpoint(o.outputDir, this.model, this.lora, o.baseModel, optimizer, state(), o.keepCheckpoints);
+      this.events.onCheckpoint?.(dir, step);
+    };
+    let stoppedBy: TrainSummary['stoppedBy'] = 'max-steps';
+    let lastTrainLoss: number | null = null;
+    let lastEval: number | null = null;
+    const runEval = async () => {
+      const ev = await this.evaluate();
+      if (!ev) return false;
+      lastEval = ev.loss;
+      const m: EvalMetrics = { step, evalLoss: ev.loss, perplexity: Math.exp(ev.loss), tokens: ev.tokens };
+      log({ type: 'eval', ...m });
+      history.eval.push([step, ev.loss]);
+      this.events.onEval?.(m);
+      if (bestEval === null || ev.loss < bestEval - 1e-12) {
+        bestEval = ev.loss;
+        evalsWithoutImprovement = 0;
+      } else {
+        evalsWithoutImprovement++;
+      }
+      return o.earlyStoppingPatience > 0 && evalsWithoutImprovement >= o.earlyStoppingPatience;
+    };
+
+    try {
+      while (step < o.maxSteps) {
+        const stepStart = performance.now();
+        for (const p of params) p.zeroGrad();
+        let lossSum = 0;
+        let tokens = 0;
+        for (let micro = 0; micro < o.gradAccum; micro++) {
+          const batch = this.train.next();
+          this.arena.reset();
+          const r = await this.model.lossAndGradients(batch, this.arena, this.layerArena, {
+            training: true,
+            stepSeed: mix32((mix32(o.seed >>> 0) + step * o.gradAccum + micro) >>> 0),
+            gradientCheckpointing: o.gradientCheckpointing,
+            lossChunkRows: o.lossChunkRows,
+            gradScale: 1 / o.gradAccum,
+          });
+          lossSum += r.tokens > 0 ? r.lossSum / r.tokens : 0;
+          tokens += r.tokens;
+        }
+        this.arena.reset();
+        const loss = lossSum / o.gradAccum;
+        const gradNorm = await this.globalGradNorm();
+        const lr = learningRate(step, { kind: o.schedule, lr: o.lr, warmupSteps: o.warmupSteps, totalSteps: o.maxSteps });
+        let skipped = false;
+        if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+          const what = Number.isFinite(loss) ? `gradient norm ${gradNorm}` : `loss ${loss}`;
+          if (o.onNonFinite === 'stop') {
+            throw new NonFiniteError(`step ${step + 1}: ${what} is not finite; stopping (the last checkpoint is intact; lower --lr or use --skip-nonfinite)`);
+          }
+          skipped = true;
+        } else {
+          if (o.maxGradNorm > 0 && gradNorm > o.maxGradNorm) {
+            const scale = o.maxGradNorm / (gradNorm + 1e-6);
+            for (const p of params) this.model.backend.scale(p.grad!, scale, p.grad!);
+          }
+          optimizer.step(lr);
+        }
+        step++;
+        tokensSeen += tokens;
+        lastTrainLoss = skipped ? lastTrainLoss : loss;
+        const seconds = (performance.now() - stepStart) / 1000;
+        const m: StepMetrics = { step, loss, lr, gradNorm, tokens, tokensPerSecond: tokens / seconds, elapsedSeconds: elapsed(), ...(skipped ? { skipped } : {}) };
+        log({ type: 'train', ...m });
+        if (!skipped) history.train.push([step, loss]);
+        this.events.onStep?.(m);
+        let stop = false;
+        if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.maxSteps) stop = await runEval();
+        if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < o.maxSteps) checkpoint();
+        if (stop) {
+          stoppedBy = 'early-stopping';
+          break;
+        }
+        if (this.interrupted) {
+          stoppedBy = 'interrupt';
+          break;
+        }
+      }
+      if (stoppedBy === 'max-steps') await runEval();
+      checkpoint();
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+    // The final adapter sits at the top of the output folder, ready for PEFT / qlora generate.
+    savePeftAdapter(o.outputDir, this.model, this.lora, o.baseModel);
+    fs.writeFileSync(path.join(o.outputDir, 'loss.svg'), lossCurveSvg([
+      { label: 'train loss', color: '#1f77b4', points: history.train },
+      { label: 'eval loss', color: '#d62728', points: history.eval },
+    ], 'QLoRA training loss'));
+    optimizer.dispose();
+    return {
+      steps: step, tokensSeen, seconds: elapsed(), finalTrainLoss: lastTrainLoss, finalEvalLoss: lastEval, stoppedBy,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024, adapterDir: o.outputDir,
+    };
+  }
+
+  dispose(): void {
+    this.arena.dispose();
+    this.layerArena.dispose();
+    this.normScratch.dispose();
+  }
+}
+
+/** Loss history from an earlier (resumed) run's metrics file, up to `step`. */
+function readHistory(metricsPath: string, step: number): { train: [number, number][]; eval: [number, number][] } {
+  const out = { train: [] as [number, number][], eval: [] as [number, number][] };
+  if (step === 0 || !fs.existsSync(metricsPath)) {
+    if (step === 0) fs.rmSync(metricsPath, { force: true });
+    return out;
+  }
+  const kept: string[] = [];
+  for (const line of fs.readFileSync(metricsPath, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const r = JSON.parse(line) as { type: string; step: number; loss?: number; evalLoss?: number };
+      if (r.step > step) continue; // steps after the checkpoint are redone
+      kept.push(line);
+      if (r.type === 'train' && r.loss !== undefined) out.train.push([r.step, r.loss]);
+      if (r.type === 'eval' && r.evalLoss !== undefined) out.eval.push([r.step, r.evalLoss]);
+    } catch {
+      // a torn last line from a killed run: drop it
+    }
+  }
+  fs.writeFileSync(metricsPath, kept.length ? `${kept.join('\n')}\n` : '');
+  return out;
+}
