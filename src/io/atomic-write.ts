@@ -1,0 +1,34 @@
+/** Writes a file through a temporary sibling and a rename, so readers never see a half-written file. */
+import fs from 'node:fs';
+import path from 'node:path';
+
+/**
+ * Calls `write(fd)` on a fresh temporary file next to `target`, fsyncs it, then renames it over
+ * `target`. On any error the temporary file is removed and the target is left untouched.
+ */
+export function writeFileAtomic(target: string, write: (fd: number) => void): void {
+  const dir = path.dirname(target);
+  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${Date.now()}.tmp`);
+  const fd = fs.openSync(tmp, 'wx');
+  try {
+    write(fd);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  try {
+    fs.renameSync(tmp, target);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Writes all of `data` at the fd's current position (writeSync may write less than asked). */
+export function writeAll(fd: number, data: Uint8Array): void {
+  let done = 0;
+  while (done < data.byteLength) done += fs.writeSync(fd, data, done, Math.min(data.byteLength - done, 1 << 30));
+}

@@ -1,0 +1,380 @@
+/**
+ * One entry point for model weights: `openCheckpoint(path)` recognizes a Hugging Face folder
+ * (config.json + model.safetensors or a sharded index), a .gguf file, or a llama2.c .bin, and
+ * presents every source the same way — HF tensor names, HF layout ([out, in] row-major, Q/K rows
+ * in rotate_half order), f32 values — loading one tensor at a time on request.
+ *
+ * GGUF (llama architecture) and llama2.c store Q/K rows in the interleaved-pair RoPE layout
+ * (formats.md §4.4 permutation); we apply its inverse per head so all sources give the same
+ * logits with HF's rotate_half RoPE. Qwen2 GGUFs use NEOX (rotate_half) RoPE and are not permuted.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ropeInverseFrequencies, type RopeScaling } from '../backends/rope-tables.js';
+import { FileFormatError, RandomAccessFile } from '../io/binary-reader.js';
+import { GgufReader } from '../io/gguf.js';
+import { Llama2cCheckpoint, looksLikeLlama2cV1 } from '../io/llama2c.js';
+import { SAFETENSORS_INDEX, SafetensorsCollection } from '../io/safetensors.js';
+import { configFromGguf, configFromLlama2c, loadHfConfig, type LlamaConfig } from './config.js';
+
+export type CheckpointSource = 'hf' | 'gguf' | 'llama2c';
+
+export interface Checkpoint {
+  readonly config: LlamaConfig;
+  readonly source: CheckpointSource;
+  readonly path: string;
+  /** Canonical HF names of every weight the model needs (no lm_head when tied). */
+  readonly tensorNames: readonly string[];
+  has(name: string): boolean;
+  /** Row-major shape of a canonical tensor ([out, in] for linear weights). */
+  shapeOf(name: string): readonly number[];
+  /** Reads, dequantizes and (for Q/K) re-lays-out one tensor. */
+  loadTensor(name: string): Float32Array;
+  /** Same as loadTensor (the TensorSource interface models/build.ts consumes). */
+  load(name: string): Float32Array;
+  close(): void;
+}
+
+/** Canonical tensor names and shapes for a config, in load order. */
+export function canonicalShapes(c: LlamaConfig): Map<string, number[]> {
+  const s = new Map<string, number[]>();
+  const q = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  s.set('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    s.set(`${p}input_layernorm.weight`, [c.hiddenSize]);
+    s.set(`${p}self_attn.q_proj.weight`, [q, c.hiddenSize]);
+    s.set(`${p}self_attn.k_proj.weight`, [kv, c.hiddenSize]);
+    s.set(`${p}self_attn.v_proj.weight`, [kv, c.hiddenSize]);
+    if (c.attentionBias) {
+      s.set(`${p}self_attn.q_proj.bias`, [q]);
+      s.set(`${p}self_attn.k_proj.bias`, [kv]);
+      s.set(`${p}self_attn.v_proj.bias`, [kv]);
+    }
+    s.set(`${p}self_attn.o_proj.weight`, [c.hiddenSize, q]);
+    if (c.attentionOutputBias) s.set(`${p}self_attn.o_proj.bias`, [c.hiddenSize]);
+    s.set(`${p}post_attention_layernorm.weight`, [c.hiddenSize]);
+    s.set(`${p}mlp.gate_proj.weight`, [c.intermediateSize, c.hiddenSize]);
+    s.set(`${p}mlp.up_proj.weight`, [c.intermediateSize, c.hiddenSize]);
+    s.set(`${p}mlp.down_proj.weight`, [c.hiddenSize, c.intermediateSize]);
+    if (c.mlpBias) {
+      s.set(`${p}mlp.gate_proj.bias`, [c.intermediateSize]);
+      s.set(`${p}mlp.up_proj.bias`, [c.intermediateSize]);
+      s.set(`${p}mlp.down_proj.bias`, [c.hiddenSize]);
+    }
+  }
+  s.set('model.norm.weight', [c.hiddenSize]);
+  if (!c.tieWordEmbeddings) s.set('lm_head.weight', [c.vocabSize, c.hiddenSize]);
+  return s;
+}
+
+/**
+ * Inverse of the HF→interleaved Q/K permutation (formats.md §4.4): within each head of size hd,
+ * HF row j·hd/2 + i ← stored row 2i + j. Works on weights ([rows, cols]) and biases (cols = 1).
+ */
+export function unpermuteInterleavedRows(src: Float32Array, nHeads: number, cols: number): Float32Array {
+  const rows = src.length / cols;
+  const hd = rows / nHeads;
+  if (!Number.isInteger(rows) || !Number.isInteger(hd) || hd % 2 !== 0) {
+    throw new Error(`unpermuteInterleavedRows: ${src.length} values do not form ${nHeads} heads of even size × ${cols}`);
+  }
+  const out = new Float32Array(src.length);
+  const half = hd / 2;
+  for (let h = 0; h < nHeads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const from = (h * hd + 2 * i + j) * cols;
+        const to = (h * hd + j * half + i) * cols;
+        out.set(src.subarray(from, from + cols), to);
+      }
+    }
+  }
+  return out;
+}
+
+/** The forward permutation (HF → interleaved), for writers and tests. */
+export function permuteToInterleavedRows(src: Float32Array, nHeads: number, cols: number): Float32Array {
+  const rows = src.length / cols;
+  const hd = rows / nHeads;
+  if (!Number.isInteger(rows) || !Number.isInteger(hd) || hd % 2 !== 0) {
+    throw new Error(`permuteToInterleavedRows: ${src.length} values do not form ${nHeads} heads of even size × ${cols}`);
+  }
+  const out = new Float32Array(src.length);
+  const half = hd / 2;
+  for (let h = 0; h < nHeads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const to = (h * hd + 2 * i + j) * cols;
+        const from = (h * hd + j * half + i) * cols;
+        out.set(src.subarray(from, from + cols), to);
+      }
+    }
+  }
+  return out;
+}
+
+/** How one canonical tensor is fetched from the underlying file. */
+interface Mapping {
+  stored: string;
+  /** Number of heads to un-permute Q/K rows over, or 0. */
+  unpermuteHeads: number;
+}
+
+/** Shared implementation: canonical names → stored names, shape checks, Q/K re-layout. */
+class MappedCheckpoint implements Checkpoint {
+  readonly tensorNames: readonly string[];
+
+  constructor(
+    readonly config: LlamaConfig,
+    readonly source: CheckpointSource,
+    readonly path: string,
+    private readonly label: string,
+    private readonly shapes: Map<string, number[]>,
+    private readonly mapping: Map<string, Mapping>,
+    private readonly readStored: (stored: string) => Float32Array,
+    private readonly closeFile: () => void,
+  ) {
+    this.tensorNames = [...shapes.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.shapes.has(name);
+  }
+
+  shapeOf(name: string): readonly number[] {
+    const s = this.shapes.get(name);
+    if (!s) throw new FileFormatError(this.label, `no tensor '${name}' in this ${this.source} checkpoint`);
+    return s;
+  }
+
+  loadTensor(name: string): Float32Array {
+    const shape = this.shapeOf(name);
+    const m = this.mapping.get(name)!;
+    let data = this.readStored(m.stored);
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (data.length !== n) {
+      throw new FileFormatError(this.label, `tensor '${m.stored}' has ${data.length} values, expected [${shape.join(', ')}] for '${name}'`);
+    }
+    if (m.unpermuteHeads > 0) data = unpermuteInterleavedRows(data, m.unpermuteHeads, shape.length === 2 ? shape[1]! : 1);
+    return data;
+  }
+
+  load(name: string): Float32Array {
+    return this.loadTensor(name);
+  }
+
+  close(): void {
+    this.closeFile();
+  }
+}
+
+/** Opens any supported checkpoint; see the module comment. */
+export function openCheckpoint(p: string): Checkpoint {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(p);
+  } catch (e) {
+    throw new FileFormatError(path.basename(p), `cannot open: ${(e as Error).message}`);
+  }
+  if (st.isDirectory()) return openHfFolder(p);
+  if (path.basename(p) === 'config.json' || p.endsWith('.safetensors') || path.basename(p) === SAFETENSORS_INDEX) {
+    return openHfFolder(path.dirname(p));
+  }
+  const head = readHead(p);
+  if (head.length >= 4 && head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46) return openGguf(p);
+  if (looksLikeLlama2cV1(head) || p.endsWith('.bin')) return openLlama2c(p);
+  throw new FileFormatError(path.basename(p), 'not a recognized checkpoint (expected an HF folder, a .gguf file, or a llama2.c .bin)');
+}
+
+function readHead(p: string): Uint8Array {
+  const f = RandomAccessFile.open(p);
+  try {
+    return f.read(0, Math.min(8, f.size), 'file header');
+  } finally {
+    f.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hugging Face folder
+
+function openHfFolder(dir: string): Checkpoint {
+  const label = path.basename(path.resolve(dir));
+  const configPath = path.join(dir, 'config.json');
+  if (!fs.existsSync(configPath)) throw new FileFormatError(label, 'folder has no config.json');
+  const config = loadHfConfig(configPath);
+  const indexPath = path.join(dir, SAFETENSORS_INDEX);
+  const singlePath = path.join(dir, 'model.safetensors');
+  let st: SafetensorsCollection;
+  if (fs.existsSync(indexPath)) st = SafetensorsCollection.fromIndex(indexPath);
+  else if (fs.existsSync(singlePath)) st = SafetensorsCollection.fromFile(singlePath);
+  else throw new FileFormatError(label, `folder has neither model.safetensors nor ${SAFETENSORS_INDEX}`);
+  try {
+    const shapes = canonicalShapes(config);
+    const mapping = new Map<string, Mapping>();
+    for (const [name, shape] of shapes) {
+      if (!st.has(name)) throw new FileFormatError(label, `checkpoint lacks tensor '${name}'`);
+      const info = st.info(name);
+      if (info.shape.join(',') !== shape.join(',')) {
+        throw new FileFormatError(label, `tensor '${name}' has shape [${info.shape.join(', ')}], config implies [${shape.join(', ')}]`);
+      }
+      mapping.set(name, { stored: name, unpermuteHeads: 0 });
+    }
+    return new MappedCheckpoint(config, 'hf', dir, label, shapes, mapping, (n) => st.readF32(n), () => st.close());
+  } catch (e) {
+    st.close();
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF
+
+const GGUF_LAYER_NAMES: [hf: string, gguf: string][] = [
+  ['input_layernorm.weight', 'attn_norm.weight'],
+  ['self_attn.q_proj.weight', 'attn_q.weight'],
+  ['self_attn.k_proj.weight', 'attn_k.weight'],
+  ['self_attn.v_proj.weight', 'attn_v.weight'],
+  ['self_attn.q_proj.bias', 'attn_q.bias'],
+  ['self_attn.k_proj.bias', 'attn_k.bias'],
+  ['self_attn.v_proj.bias', 'attn_v.bias'],
+  ['self_attn.o_proj.weight', 'attn_output.weight'],
+  ['self_attn.o_proj.bias', 'attn_output.bias'],
+  ['post_attention_layernorm.weight', 'ffn_norm.weight'],
+  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
+  ['mlp.up_proj.weight', 'ffn_up.weight'],
+  ['mlp.down_proj.weight', 'ffn_down.weight'],
+  ['mlp.gate_proj.bias', 'ffn_gate.bias'],
+  ['mlp.up_proj.bias', 'ffn_up.bias'],
+  ['mlp.down_proj.bias', 'ffn_down.bias'],
+];
+
+/** HF canonical name → GGUF tensor name (formats.md §4.4). */
+export function ggufNameFor(hf: string): string {
+  if (hf === 'model.embed_tokens.weight') return 'token_embd.weight';
+  if (hf === 'model.norm.weight') return 'output_norm.weight';
+  if (hf === 'lm_head.weight') return 'output.weight';
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hf);
+  const pair = m && GGUF_LAYER_NAMES.find(([h]) => h === m[2]);
+  if (!m || !pair) throw new Error(`no GGUF name for '${hf}'`);
+  return `blk.${m[1]}.${pair[1]}`;
+}
+
+/** True when two stored tensors hold identical bytes (compared in chunks, stopping at the first difference). */
+function sameBytes(reader: GgufReader, a: string, b: string): boolean {
+  const ta = reader.tensor(a);
+  const tb = reader.tensor(b);
+  if (ta.type !== tb.type || ta.byteSize !== tb.byteSize || ta.ne.join() !== tb.ne.join()) return false;
+  const file = RandomAccessFile.open(reader.gguf.path);
+  try {
+    const chunk = 1 << 20;
+    for (let o = 0; o < ta.byteSize; o += chunk) {
+      const n = Math.min(chunk, ta.byteSize - o);
+      const x = file.read(ta.offset + o, n, `tensor '${a}' data`);
+      const y = file.read(tb.offset + o, n, `tensor '${b}' data`);
+      for (let i = 0; i < n; i++) if (x[i] !== y[i]) return false;
+    }
+    return true;
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * Llama-3 GGUFs carry rope scaling only as `rope_freqs.weight` (per-frequency divisors). Recover
+ * the HF llama3 parameters by checking the standard settings against the stored factors.
+ */
+function ropeScalingFromFreqFactors(factors: Float32Array, config: LlamaConfig, fail: (m: string) => never): RopeScaling | null {
+  if (factors.length !== config.headDim / 2) fail(`rope_freqs.weight has ${factors.length} values, expected ${config.headDim / 2}`);
+  if (factors.every((f) => f === 1)) return null;
+  const base = ropeInverseFrequencies(config.headDim, config.ropeTheta, null, 'f64');
+  const factor = Math.max(...factors);
+  for (const orig of [8192, 4096, 16384, 32768, 2048, 131072]) {
+    const candidate: RopeScaling = { ropeType: 'llama3', factor, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: orig };
+    const scaled = ropeInverseFrequencies(config.headDim, config.ropeTheta, candidate, 'f64');
+    if (factors.every((f, i) => Math.abs(base[i]! / scaled[i]! - f) <= 1e-4 * f)) return candidate;
+  }
+  return fail('rope_freqs.weight does not match Llama-3 rope scaling with standard parameters (low 1, high 4)');
+}
+
+function openGguf(p: string): Checkpoint {
+  const reader = GgufReader.open(p);
+  const label = reader.label;
+  const fail = (m: string): never => {
+    throw new FileFormatError(label, m);
+  };
+  try {
+    const names = reader.gguf.tensorsByName;
+    const embed = names.get('token_embd.weight') ?? fail("no 'token_embd.weight' tensor (vocabulary-only GGUF?)");
+    // An output matrix byte-identical to the embedding (llama2.c conversions copy it) is a tied classifier.
+    const tied = !names.has('output.weight') || sameBytes(reader, 'output.weight', 'token_embd.weight');
+    let config = configFromGguf(reader.gguf, { tieWordEmbeddings: tied, embeddingRows: embed.shape[0] }, label);
+    if (names.has('rope_freqs.weight')) {
+      config = { ...config, ropeScaling: ropeScalingFromFreqFactors(reader.readF32('rope_freqs.weight'), config, fail) };
+    }
+    // llama.cpp permutes Q/K for NORM-rope architectures (llama, mistral), not for NEOX ones (qwen2).
+    const interleaved = config.architecture === 'llama' || config.architecture === 'mistral';
+    const shapes = canonicalShapes(config);
+    const mapping = new Map<string, Mapping>();
+    for (const [name, shape] of shapes) {
+      const stored = ggufNameFor(name);
+      const t = names.get(stored) ?? fail(`no tensor '${stored}' (needed for '${name}')`);
+      if (t.shape.join(',') !== shape.join(',')) {
+        fail(`tensor '${stored}' has shape [${t.shape.join(', ')}], config implies [${shape.join(', ')}]`);
+      }
+      const isQ = /\.self_attn\.q_proj\./.test(name);
+      const isK = /\.self_attn\.k_proj\./.test(name);
+      const heads = interleaved ? (isQ ? config.numHeads : isK ? config.numKvHeads : 0) : 0;
+      mapping.set(name, { stored, unpermuteHeads: heads });
+    }
+    return new MappedCheckpoint(config, 'gguf', p, label, shapes, mapping, (n) => reader.readF32(n), () => reader.close());
+  } catch (e) {
+    reader.close();
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// llama2.c
+
+const LLAMA2C_LAYER_NAMES: [hf: string, l2c: string][] = [
+  ['input_layernorm.weight', 'rms_att'],
+  ['self_attn.q_proj.weight', 'wq'],
+  ['self_attn.k_proj.weight', 'wk'],
+  ['self_attn.v_proj.weight', 'wv'],
+  ['self_attn.o_proj.weight', 'wo'],
+  ['post_attention_layernorm.weight', 'rms_ffn'],
+  ['mlp.gate_proj.weight', 'w1'],
+  ['mlp.down_proj.weight', 'w2'],
+  ['mlp.up_proj.weight', 'w3'],
+];
+
+function llama2cNameFor(hf: string): string {
+  if (hf === 'model.embed_tokens.weight') return 'token_embedding';
+  if (hf === 'model.norm.weight') return 'rms_final';
+  if (hf === 'lm_head.weight') return 'wcls';
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hf);
+  const pair = m && LLAMA2C_LAYER_NAMES.find(([h]) => h === m[2]);
+  if (!m || !pair) throw new Error(`no llama2.c name for '${hf}'`);
+  return `layers.${m[1]}.${pair[1]}`;
+}
+
+function openLlama2c(p: string): Checkpoint {
+  const ck = Llama2cCheckpoint.open(p);
+  try {
+    const config = configFromLlama2c(ck.header, ck.label);
+    const shapes = canonicalShapes(config);
+    const mapping = new Map<string, Mapping>();
+    for (const name of shapes.keys()) {
+      const stored = llama2cNameFor(name);
+      ck.tensor(stored);
+      const heads = name.endsWith('q_proj.weight') ? config.numHeads : name.endsWith('k_proj.weight') ? config.numKvHeads : 0;
+      mapping.set(name, { stored, unpermuteHeads: heads });
+    }
+    return new MappedCheckpoint(config, 'llama2c', p, ck.label, shapes, mapping, (n) => ck.readF32(n), () => ck.close());
+  } catch (e) {
+    ck.close();
+    throw e;
+  }
+}

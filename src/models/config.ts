@@ -1,0 +1,392 @@
+/**
+ * The one normalized model configuration (`LlamaConfig`) for Llama-family decoders, parsed from
+ * a Hugging Face config.json (zod-validated), GGUF metadata, or a llama2.c header. Defaults follow
+ * transformers' LlamaConfig / MistralConfig / Qwen2Config (formats.md §5) where a field is absent.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import type { RopeScaling } from '../backends/rope-tables.js';
+import { FileFormatError } from '../io/binary-reader.js';
+import { GgufMetadataView, type GgufFile } from '../io/gguf.js';
+import type { Llama2cHeader } from '../io/llama2c.js';
+
+export type { RopeScaling } from '../backends/rope-tables.js';
+
+export type Architecture = 'llama' | 'mistral' | 'qwen2';
+export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen2'];
+
+export interface LlamaConfig {
+  readonly architecture: Architecture;
+  readonly vocabSize: number;
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly numLayers: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly rmsNormEps: number;
+  readonly ropeTheta: number;
+  readonly ropeScaling: RopeScaling | null;
+  readonly maxPositionEmbeddings: number;
+  readonly tieWordEmbeddings: boolean;
+  /** q/k/v projections carry a bias (Qwen2 always; Llama when attention_bias). */
+  readonly attentionBias: boolean;
+  /** o_proj carries a bias (Llama attention_bias only; never Qwen2). */
+  readonly attentionOutputBias: boolean;
+  /** gate/up/down projections carry a bias (Llama mlp_bias). */
+  readonly mlpBias: boolean;
+  readonly bosTokenId: number | null;
+  /** First end-of-sequence id (configs may list several). */
+  readonly eosTokenId: number | null;
+  readonly eosTokenIds: readonly number[];
+  /** Mistral sliding-window attention span, or null for full attention. */
+  readonly slidingWindow: number | null;
+}
+
+interface ArchDefaults {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number | null;
+  maxPositionEmbeddings: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  tieWordEmbeddings: boolean;
+  bosTokenId: number | null;
+  eosTokenId: number | null;
+}
+
+/** transformers configuration_*.py defaults. */
+const DEFAULTS: Record<Architecture, ArchDefaults> = {
+  llama: {
+    vocabSize: 32000, hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32, numKvHeads: null,
+    maxPositionEmbeddings: 2048, rmsNormEps: 1e-6, ropeTheta: 10000, tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2,
+  },
+  mistral: {
+    vocabSize: 32000, hiddenSize: 4096, intermediateSize: 14336, numLayers: 32, numHeads: 32, numKvHeads: 8,
+    maxPositionEmbeddings: 4096 * 32, rmsNormEps: 1e-6, ropeTheta: 10000, tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2,
+  },
+  qwen2: {
+    vocabSize: 151936, hiddenSize: 4096, intermediateSize: 22016, numLayers: 32, numHeads: 32, numKvHeads: 32,
+    maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, tieWordEmbeddings: false, bosTokenId: null, eosTokenId: null,
+  },
+};
+
+const positiveInt = z.number().int().positive();
+const tokenIds = z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())]).nullish();
+
+const ropeParams = z.object({
+  rope_type: z.string().optional(),
+  type: z.string().optional(),
+  rope_theta: z.number().positive().optional(),
+  factor: z.number().positive().optional(),
+  low_freq_factor: z.number().positive().optional(),
+  high_freq_factor: z.number().positive().optional(),
+  original_max_position_embeddings: positiveInt.optional(),
+});
+
+const hfConfigSchema = z.object({
+  model_type: z.string().optional(),
+  architectures: z.array(z.string()).nullish(),
+  vocab_size: positiveInt.optional(),
+  hidden_size: positiveInt.optional(),
+  intermediate_size: positiveInt.optional(),
+  num_hidden_layers: positiveInt.optional(),
+  num_attention_heads: positiveInt.optional(),
+  num_key_value_heads: positiveInt.nullish(),
+  head_dim: positiveInt.nullish(),
+  hidden_act: z.string().optional(),
+  max_position_embeddings: positiveInt.optional(),
+  rms_norm_eps: z.number().positive().optional(),
+  rope_theta: z.number().positive().optional(),
+  rope_scaling: ropeParams.nullish(),
+  rope_parameters: ropeParams.nullish(),
+  tie_word_embeddings: z.boolean().optional(),
+  attention_bias: z.boolean().optional(),
+  mlp_bias: z.boolean().optional(),
+  bos_token_id: tokenIds,
+  eos_token_id: tokenIds,
+  sliding_window: positiveInt.nullish(),
+  use_sliding_window: z.boolean().optional(),
+});
+
+const ARCH_BY_CLASS: Record<string, Architecture> = {
+  LlamaForCausalLM: 'llama',
+  MistralForCausalLM: 'mistral',
+  Qwen2ForCausalLM: 'qwen2',
+};
+
+function idList(v: number | number[] | null | undefined, fallback: number | null): number[] {
+  if (v === undefined) return fallback === null ? [] : [fallback];
+  if (v === null) return [];
+  return Array.isArray(v) ? v : [v];
+}
+
+/** HF rope settings (`rope_scaling` or v5 `rope_parameters`) → normalized scaling, or null. */
+function parseRopeScaling(p: z.infer<typeof ropeParams> | null | undefined, fail: (m: string) => never): RopeScaling | null {
+  if (!p) return null;
+  const kind = p.rope_type ?? p.type ?? 'default';
+  switch (kind) {
+    case 'default':
+      return null;
+    case 'linear':
+      if (p.factor === undefined) fail('rope scaling "linear" needs a factor');
+      return { ropeType: 'linear', factor: p.factor };
+    case 'llama3':
+      if (p.factor === undefined || p.low_freq_factor === undefined || p.high_freq_factor === undefined || p.original_max_position_embeddings === undefined) {
+        fail('rope scaling "llama3" needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings');
+      }
+      return {
+        ropeType: 'llama3',
+        factor: p.factor,
+        lowFreqFactor: p.low_freq_factor,
+        highFreqFactor: p.high_freq_factor,
+        originalMaxPositionEmbeddings: p.original_max_position_embeddings,
+      };
+    default:
+      return fail(`unsupported rope scaling type '${kind}' (supported: default, linear, llama3)`);
+  }
+}
+
+/** Checks the cross-field rules every config must satisfy. */
+function validate(c: LlamaConfig, fail: (m: string) => never): LlamaConfig {
+  if (c.numHeads % c.numKvHeads !== 0) fail(`num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`);
+  if (c.headDim % 2 !== 0) fail(`head_dim ${c.headDim} is odd (RoPE rotates pairs)`);
+  for (const id of [c.bosTokenId, ...c.eosTokenIds]) {
+    if (id !== null && id >= c.vocabSize) fail(`special token id ${id} is outside the vocabulary (${c.vocabSize})`);
+  }
+  return c;
+}
+
+/** Parses a Hugging Face config.json object. `label` names the source in errors. */
+export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig {
+  const fail = (m: string): never => {
+    throw new FileFormatError(label, m);
+  };
+  const parsed = hfConfigSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    return fail(`invalid field '${issue.path.join('.')}': ${issue.message}`);
+  }
+  const h = parsed.data;
+  let arch: Architecture | undefined;
+  if (h.model_type !== undefined) {
+    if (!(ARCHITECTURES as readonly string[]).includes(h.model_type)) {
+      fail(`unsupported model_type '${h.model_type}' (supported: ${ARCHITECTURES.join(', ')})`);
+    }
+    arch = h.model_type as Architecture;
+  } else {
+    arch = h.architectures?.map((a) => ARCH_BY_CLASS[a]).find((a) => a !== undefined);
+    if (!arch) fail(`unknown architecture (no model_type; architectures ${JSON.stringify(h.architectures ?? [])})`);
+  }
+  const a = arch as Architecture;
+  if (h.hidden_act !== undefined && h.hidden_act !== 'silu') fail(`hidden_act '${h.hidden_act}' is not supported (only silu)`);
+  const d = DEFAULTS[a];
+  const hiddenSize = h.hidden_size ?? d.hiddenSize;
+  const numHeads = h.num_attention_heads ?? d.numHeads;
+  if (h.head_dim == null && hiddenSize % numHeads !== 0) fail(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
+  const rope = h.rope_parameters ?? h.rope_scaling;
+  const eosTokenIds = idList(h.eos_token_id, d.eosTokenId);
+  const bos = idList(h.bos_token_id, d.bosTokenId);
+  const attnBias = a === 'qwen2' ? true : (h.attention_bias ?? false);
+  return validate(
+    {
+      architecture: a,
+      vocabSize: h.vocab_size ?? d.vocabSize,
+      hiddenSize,
+      intermediateSize: h.intermediate_size ?? d.intermediateSize,
+      numLayers: h.num_hidden_layers ?? d.numLayers,
+      numHeads,
+      numKvHeads: h.num_key_value_heads ?? d.numKvHeads ?? numHeads,
+      headDim: h.head_dim ?? hiddenSize / numHeads,
+      rmsNormEps: h.rms_norm_eps ?? d.rmsNormEps,
+      ropeTheta: h.rope_parameters?.rope_theta ?? h.rope_theta ?? d.ropeTheta,
+      ropeScaling: parseRopeScaling(rope, fail),
+      maxPositionEmbeddings: h.max_position_embeddings ?? d.maxPositionEmbeddings,
+      tieWordEmbeddings: h.tie_word_embeddings ?? d.tieWordEmbeddings,
+      attentionBias: attnBias,
+      attentionOutputBias: a === 'llama' ? (h.attention_bias ?? false) : false,
+      mlpBias: a === 'llama' ? (h.mlp_bias ?? false) : false,
+      bosTokenId: bos[0] ?? null,
+      eosTokenId: eosTokenIds[0] ?? null,
+      eosTokenIds,
+      // Qwen2 only slides when use_sliding_window is set; Mistral whenever sliding_window is.
+      slidingWindow: a === 'mistral' || (a === 'qwen2' && h.use_sliding_window === true) ? (h.sliding_window ?? null) : null,
+    },
+    fail,
+  );
+}
+
+/** Reads and parses a config.json file. */
+export function loadHfConfig(filePath: string): LlamaConfig {
+  const label = path.basename(filePath);
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(filePath, 'utf8'));
+  } catch (e) {
+    throw new FileFormatError(label, `cannot read JSON: ${(e as Error).message}`);
+  }
+  return configFromHf(json, label);
+}
+
+/** The shortest decimal that rounds to the same float32 (GGUF stores 1e-5 as 9.99999974e-6). */
+export function shortestF32(x: number): number {
+  const f = Math.fround(x);
+  for (let p = 1; p <= 9; p++) {
+    const v = Number(f.toPrecision(p));
+    if (Math.fround(v) === f) return v;
+  }
+  return f;
+}
+
+/**
+ * Config from GGUF metadata (`<arch>.*` keys, formats.md §4.4). The vocabulary size falls back to
+ * the token list; tied embeddings are decided by the caller from the tensor list (`output.weight`
+ * absent ⇒ tied), and Llama-3 `rope_freqs.weight` likewise (see checkpoint.ts).
+ */
+export function configFromGguf(
+  gguf: GgufFile,
+  extra: { tieWordEmbeddings: boolean; embeddingRows?: number },
+  label = path.basename(gguf.path),
+): LlamaConfig {
+  const m = new GgufMetadataView(gguf, label);
+  const fail = (msg: string): never => {
+    throw new FileFormatError(label, msg);
+  };
+  const arch = m.string('general.architecture');
+  if (!(ARCHITECTURES as readonly string[]).includes(arch)) {
+    fail(`unsupported general.architecture '${arch}' (supported: ${ARCHITECTURES.join(', ')})`);
+  }
+  const k = (suffix: string): string => `${arch}.${suffix}`;
+  const hiddenSize = m.number(k('embedding_length'));
+  const numHeads = m.number(k('attention.head_count'));
+  const numKvHeads = m.number(k('attention.head_count_kv'), numHeads);
+  const headDim = m.optionalNumber(k('attention.key_length')) ?? m.optionalNumber(k('rope.dimension_count')) ?? hiddenSize / numHeads;
+  const tokens = m.stringArray('tokenizer.ggml.tokens');
+  const vocabSize = m.optionalNumber(k('vocab_size')) ?? extra.embeddingRows ?? tokens?.length ?? fail(`no ${k('vocab_size')}, token list or embedding to size the vocabulary`);
+  let ropeScaling: RopeScaling | null = null;
+  const scalingType = m.optionalString(k('rope.scaling.type'));
+  if (scalingType === 'linear') ropeScaling = { ropeType: 'linear', factor: m.number(k('rope.scaling.factor')) };
+  else if (scalingType !== undefined && scalingType !== 'none') fail(`unsupported ${k('rope.scaling.type')} '${scalingType}'`);
+  const intOrNull = (key: string): number | null => {
+    const v = m.optionalNumber(key);
+    // llama.cpp writes 0xFFFFFFFF (-1 as u32) for "no such token".
+    return v === undefined || v === 0xffffffff || v < 0 ? null : v;
+  };
+  const eos = intOrNull('tokenizer.ggml.eos_token_id');
+  const sizes = {
+    [k('embedding_length')]: hiddenSize,
+    [k('attention.head_count')]: numHeads,
+    [k('attention.head_count_kv')]: numKvHeads,
+    [k('block_count')]: m.number(k('block_count')),
+    [k('feed_forward_length')]: m.number(k('feed_forward_length')),
+    [k('context_length')]: m.number(k('context_length')),
+    'head dim': headDim,
+    vocab: vocabSize,
+  };
+  for (const [key, v] of Object.entries(sizes)) {
+    if (!Number.isSafeInteger(v) || v <= 0) fail(`${key} = ${v} must be a positive integer`);
+  }
+  return validate(
+    {
+      architecture: arch as Architecture,
+      vocabSize,
+      hiddenSize,
+      intermediateSize: sizes[k('feed_forward_length')]!,
+      numLayers: sizes[k('block_count')]!,
+      numHeads,
+      numKvHeads,
+      headDim,
+      rmsNormEps: shortestF32(m.number(k('attention.layer_norm_rms_epsilon'))),
+      ropeTheta: shortestF32(m.number(k('rope.freq_base'), 10000)),
+      ropeScaling,
+      maxPositionEmbeddings: sizes[k('context_length')]!,
+      tieWordEmbeddings: extra.tieWordEmbeddings,
+      attentionBias: arch === 'qwen2',
+      attentionOutputBias: false,
+      mlpBias: false,
+      bosTokenId: intOrNull('tokenizer.ggml.bos_token_id'),
+      eosTokenId: eos,
+      eosTokenIds: eos === null ? [] : [eos],
+      slidingWindow: arch === 'mistral' ? (m.optionalNumber(k('attention.sliding_window')) ?? null) : null,
+    },
+    fail,
+  );
+}
+
+/** Config implied by a llama2.c header: run.c's constants (eps 1e-5, θ 10000, BOS 1, EOS 2). */
+export function configFromLlama2c(h: Llama2cHeader, label = 'llama2.c checkpoint'): LlamaConfig {
+  return validate(
+    {
+      architecture: 'llama',
+      vocabSize: h.vocabSize,
+      hiddenSize: h.dim,
+      intermediateSize: h.hiddenDim,
+      numLayers: h.nLayers,
+      numHeads: h.nHeads,
+      numKvHeads: h.nKvHeads,
+      headDim: h.dim / h.nHeads,
+      rmsNormEps: 1e-5,
+      ropeTheta: 10000,
+      ropeScaling: null,
+      maxPositionEmbeddings: h.seqLen,
+      tieWordEmbeddings: h.sharedClassifier,
+      attentionBias: false,
+      attentionOutputBias: false,
+      mlpBias: false,
+      bosTokenId: 1,
+      eosTokenId: 2,
+      eosTokenIds: [2],
+      slidingWindow: null,
+    },
+    (m) => {
+      throw new FileFormatError(label, m);
+    },
+  );
+}
+
+/** The config as a transformers config.json object (for exporting merged models). */
+export function configToHf(c: LlamaConfig): Record<string, unknown> {
+  const classes: Record<Architecture, string> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' };
+  const rope =
+    c.ropeScaling === null
+      ? null
+      : c.ropeScaling.ropeType === 'linear'
+        ? { rope_type: 'linear', factor: c.ropeScaling.factor }
+        : {
+            rope_type: 'llama3',
+            factor: c.ropeScaling.factor,
+            low_freq_factor: c.ropeScaling.lowFreqFactor,
+            high_freq_factor: c.ropeScaling.highFreqFactor,
+            original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings,
+          };
+  const out: Record<string, unknown> = {
+    architectures: [classes[c.architecture]],
+    model_type: c.architecture,
+    vocab_size: c.vocabSize,
+    hidden_size: c.hiddenSize,
+    intermediate_size: c.intermediateSize,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.numHeads,
+    num_key_value_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    hidden_act: 'silu',
+    max_position_embeddings: c.maxPositionEmbeddings,
+    rms_norm_eps: c.rmsNormEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling: rope,
+    tie_word_embeddings: c.tieWordEmbeddings,
+    bos_token_id: c.bosTokenId,
+    eos_token_id: c.eosTokenIds.length > 1 ? [...c.eosTokenIds] : c.eosTokenId,
+  };
+  if (c.architecture === 'llama') {
+    out.attention_bias = c.attentionBias;
+    out.mlp_bias = c.mlpBias;
+  }
+  if (c.architecture !== 'llama') out.sliding_window = c.slidingWindow;
+  if (c.architecture === 'qwen2') out.use_sliding_window = c.slidingWindow !== null;
+  return out;
+}
