@@ -1,0 +1,57 @@
+/**
+ * Random-weight models of real shapes, generated in-process (tests, benchmarks, the memory plan):
+ * users can't download models here, but the shapes of TinyLlama or Llama-2-7B are what matter for
+ * speed and memory. Weights are deterministic per (seed, tensor name) and generated one tensor at
+ * a time, so a 7B-shaped model never exists in full precision at once.
+ */
+import { mix32, uniformAt } from '../tensor/rng.js';
+import { type BuildConfig, type TensorSource, expectedTensorNames } from './build.js';
+
+/** Shape of a tensor in a Llama-family HF checkpoint. */
+export function tensorShape(c: BuildConfig, name: string): number[] {
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight') return [c.vocabSize, c.hiddenSize];
+  if (name.endsWith('norm.weight')) return [c.hiddenSize];
+  const m = /\.(q|k|v|o|gate|up|down)_proj\.(weight|bias)$/.exec(name);
+  if (!m) throw new Error(`not a Llama tensor name: ${name}`);
+  const rows = { q: qDim, k: kvDim, v: kvDim, o: c.hiddenSize, gate: c.intermediateSize, up: c.intermediateSize, down: c.hiddenSize }[m[1] as 'q'];
+  const cols = m[1] === 'o' ? qDim : m[1] === 'down' ? c.intermediateSize : c.hiddenSize;
+  return m[2] === 'bias' ? [rows] : [rows, cols];
+}
+
+function nameSeed(seed: number, name: string): number {
+  let h = mix32(seed >>> 0);
+  for (let i = 0; i < name.length; i++) h = mix32((h ^ name.charCodeAt(i)) >>> 0);
+  return h;
+}
+
+/**
+ * Deterministic random weights: matrices ~ U(±√3·std) with std = 0.02 (HF initializer_range) but
+ * scaled so activations stay O(1) in deep stacks; norm weights near 1.
+ */
+export function syntheticSource(config: BuildConfig, seed = 1234): TensorSource & { names: string[]; shape(name: string): number[] } {
+  const names = expectedTensorNames(config);
+  const known = new Set(names);
+  return {
+    names,
+    shape: (name: string) => tensorShape(config, name),
+    has: (name: string) => known.has(name),
+    load: (name: string) => {
+      if (!known.has(name)) throw new Error(`synthetic model has no tensor '${name}'`);
+      const shape = tensorShape(config, name);
+      const n = shape.reduce((a, b) => a * b, 1);
+      const s = nameSeed(seed, name);
+      const out = new Float32Array(n);
+      if (name.endsWith('norm.weight')) {
+        for (let i = 0; i < n; i++) out[i] = 1 + 0.1 * (2 * uniformAt(s, i) - 1);
+        return out;
+      }
+      const fanIn = shape.length === 2 ? shape[1]! : config.hiddenSize;
+      const std = name.includes('embed_tokens') ? 1 : 1 / Math.sqrt(fanIn);
+      const bound = Math.sqrt(3) * std;
+      for (let i = 0; i < n; i++) out[i] = (2 * uniformAt(s, i) - 1) * bound;
+      return out;
+    },
+  };
+}
