@@ -1,0 +1,193 @@
+/**
+ * Tokenizer for Hugging Face model folders: tokenizer.json runs through @huggingface/tokenizers;
+ * tokenizer_config.json / generation_config.json supply what tokenizer.json lacks (special-token
+ * roles, add_bos/add_eos, chat template, extra eos ids).
+ *
+ * Goal: encode(text) equals HF Python `tokenizer(text).input_ids` and decode equals
+ * `tokenizer.decode(ids, skip_special_tokens=...)` (transformers 4.57 semantics).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Tokenizer as HfJsTokenizer } from '@huggingface/tokenizers';
+import type { Tokenizer } from './types.js';
+import {
+  END_OF_TURN_TOKENS,
+  additionalSpecialTokens,
+  chatTemplateOf,
+  idList,
+  optionalBoolean,
+  specialTokenText,
+  type JsonObject,
+} from './hf-config.js';
+
+export interface HfTokenizerSources {
+  /** Parsed tokenizer.json. */
+  tokenizerJson: JsonObject;
+  /** Parsed tokenizer_config.json, when the model has one. */
+  tokenizerConfig?: JsonObject;
+  /** Parsed generation_config.json, when the model has one. */
+  generationConfig?: JsonObject;
+  /** Contents of chat_template.jinja (newer exports keep the template there); wins over the config's. */
+  chatTemplate?: string;
+}
+
+/**
+ * transformers' Llama-family fast tokenizers rebuild the post-processor from add_bos_token /
+ * add_eos_token (LlamaTokenizerFast.update_post_processor), overriding tokenizer.json; other
+ * classes use tokenizer.json's post-processor as is.
+ */
+const FLAG_DRIVEN_CLASSES = /^(Llama|CodeLlama|Gemma)Tokenizer(Fast)?$/;
+
+interface AddedTokenJson {
+  id: number;
+  content: string;
+  special?: boolean;
+}
+
+function readJsonIfPresent(file: string): JsonObject | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  const parsed: unknown = JSON.parse(fs.readFileSync(file, 'utf8'));
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new Error(`${path.basename(file)}: expected a JSON object`);
+  }
+  return parsed as JsonObject;
+}
+
+/** A TemplateProcessing post-processor that adds bos / eos around each sequence, as LlamaTokenizerFast builds it. */
+function bosEosTemplate(bos: string | null, eos: string | null): JsonObject {
+  const seq = (id: 'A' | 'B', typeId: number): unknown[] => [
+    ...(bos !== null ? [{ SpecialToken: { id: bos, type_id: typeId } }] : []),
+    { Sequence: { id, type_id: typeId } },
+    ...(eos !== null ? [{ SpecialToken: { id: eos, type_id: typeId } }] : []),
+  ];
+  const specials: JsonObject = {};
+  for (const t of [bos, eos]) if (t !== null) specials[t] = { id: t, ids: [], tokens: [t] };
+  return { type: 'TemplateProcessing', single: seq('A', 0), pair: [...seq('A', 0), ...seq('B', 1)], special_tokens: specials };
+}
+
+export class HfTokenizer implements Tokenizer {
+  readonly vocabSize: number;
+  readonly bosId: number | null;
+  readonly eosId: number | null;
+  readonly eosIds: readonly number[];
+  readonly padId: number | null;
+  readonly unkId: number | null;
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly addBos: boolean;
+  readonly addEos: boolean;
+  readonly chatTemplate: string | null;
+
+  private readonly inner: HfJsTokenizer;
+  private readonly specialIds: ReadonlySet<number>;
+
+  /** Loads tokenizer.json plus tokenizer_config.json, generation_config.json and chat_template.jinja when present. */
+  static fromDirectory(dir: string): HfTokenizer {
+    const tokenizerJson = readJsonIfPresent(path.join(dir, 'tokenizer.json'));
+    if (!tokenizerJson) throw new Error(`${dir}: no tokenizer.json`);
+    const templateFile = path.join(dir, 'chat_template.jinja');
+    return new HfTokenizer({
+      tokenizerJson,
+      tokenizerConfig: readJsonIfPresent(path.join(dir, 'tokenizer_config.json')),
+      generationConfig: readJsonIfPresent(path.join(dir, 'generation_config.json')),
+      chatTemplate: fs.existsSync(templateFile) ? fs.readFileSync(templateFile, 'utf8') : undefined,
+    });
+  }
+
+  constructor(sources: HfTokenizerSources) {
+    const config = sources.tokenizerConfig ?? {};
+    const generation = sources.generationConfig ?? {};
+    const addedTokens = (Array.isArray(sources.tokenizerJson.added_tokens) ? sources.tokenizerJson.added_tokens : []) as AddedTokenJson[];
+
+    this.bosToken = specialTokenText(config.bos_token);
+    this.eosToken = specialTokenText(config.eos_token);
+    const unkToken = specialTokenText(config.unk_token);
+    const padToken = specialTokenText(config.pad_token);
+
+    let tokenizerJson = sources.tokenizerJson;
+    const tokenizerClass = typeof config.tokenizer_class === 'string' ? config.tokenizer_class : '';
+    if (FLAG_DRIVEN_CLASSES.test(tokenizerClass)) {
+      // LlamaTokenizer defaults: add_bos_token=True, add_eos_token=False.
+      const wantBos = optionalBoolean(config.add_bos_token) ?? true;
+      const wantEos = optionalBoolean(config.add_eos_token) ?? false;
+      tokenizerJson = {
+        ...tokenizerJson,
+        post_processor: bosEosTemplate(wantBos ? this.bosToken : null, wantEos ? this.eosToken : null),
+      };
+    }
+
+    // transformers >= 4.45 defaults clean_up_tokenization_spaces to False; tokenizers.js defaults to true.
+    const innerConfig: JsonObject = {
+      ...config,
+      bos_token: this.bosToken ?? undefined,
+      eos_token: this.eosToken ?? undefined,
+      unk_token: unkToken ?? undefined,
+      pad_token: padToken ?? undefined,
+      additional_special_tokens: additionalSpecialTokens(config),
+      clean_up_tokenization_spaces: optionalBoolean(config.clean_up_tokenization_spaces) ?? false,
+    };
+    delete innerConfig.chat_template;
+    this.inner = new HfJsTokenizer(tokenizerJson, innerConfig);
+
+    const idOf = (t: string | null): number | null => (t === null ? null : (this.inner.token_to_id(t) ?? null));
+    const generationEos = idList(generation.eos_token_id);
+    this.bosId = idOf(this.bosToken) ?? idList(generation.bos_token_id)[0] ?? null;
+    this.eosId = idOf(this.eosToken) ?? generationEos[0] ?? null;
+    this.unkId = idOf(unkToken);
+    this.padId = idOf(padToken) ?? idList(generation.pad_token_id)[0] ?? null;
+
+    const special = new Set<number>();
+    for (const t of addedTokens) if (t.special) special.add(t.id);
+    for (const t of [this.bosToken, this.eosToken, unkToken, padToken, ...additionalSpecialTokens(config)]) {
+      const id = idOf(t);
+      if (id !== null) special.add(id);
+    }
+    this.specialIds = special;
+
+    const eosIds: number[] = [];
+    const addEosId = (id: number | null): void => {
+      if (id !== null && !eosIds.includes(id)) eosIds.push(id);
+    };
+    addEosId(this.eosId);
+    generationEos.forEach(addEosId);
+    for (const text of END_OF_TURN_TOKENS) {
+      const id = idOf(text);
+      if (id !== null && special.has(id)) addEosId(id);
+    }
+    this.eosIds = eosIds;
+
+    let maxId = -1;
+    for (const id of this.inner.get_vocab(true).values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+
+    this.chatTemplate = sources.chatTemplate ?? chatTemplateOf(config.chat_template);
+
+    // Whatever the post-processor does is the truth; probe it rather than trusting the flags.
+    const probe = 'a';
+    const plain = this.inner.encode(probe, { add_special_tokens: false }).ids;
+    const full = this.inner.encode(probe, { add_special_tokens: true }).ids;
+    this.addBos = this.bosId !== null && full.length > plain.length && full[0] === this.bosId;
+    this.addEos = this.eosId !== null && full.length > plain.length && full[full.length - 1] === this.eosId;
+  }
+
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    return this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+  }
+
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    if (ids.length === 0) return ''; // tokenizers.js throws on an empty list
+    return this.inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.inner.token_to_id(token);
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.inner.id_to_token(id);
+  }
+
+  isSpecial(id: number): boolean {
+    return this.specialIds.has(id);
+  }
+}

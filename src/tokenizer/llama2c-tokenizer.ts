@@ -1,0 +1,171 @@
+/**
+ * llama2.c tokenizer.bin (formats.md §6) with run.c's encode/decode:
+ * encode = optional BOS, a dummy-prefix " " token, one token per UTF-8 character (or its bytes as
+ * byte tokens, id = byte + 3, when the character is not a piece), then greedy best-score pair
+ * merges; decode = raw pieces, "<0xXX>" pieces as bytes, and the leading space dropped after BOS.
+ *
+ * Pieces are handled as byte strings (each char = one byte, latin1) so that byte-level pieces and
+ * multi-byte characters compare exactly as run.c's strcmp does.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Tokenizer } from './types.js';
+import { mergeByScore } from './score-merge.js';
+import { SpecialTokenSplitter } from './special-split.js';
+
+/** run.c's fixed special ids. */
+const UNK_ID = 0;
+const BOS_ID = 1;
+const EOS_ID = 2;
+/** run.c: byte b falls back to token id b + 3 (ids 3..258 are <0x00>..<0xFF>). */
+const BYTE_TOKEN_OFFSET = 3;
+const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
+
+export interface Llama2cVocab {
+  maxTokenLength: number;
+  /** Raw piece bytes as latin1 strings (one char per byte). */
+  pieces: string[];
+  scores: Float32Array;
+}
+
+/**
+ * Parses tokenizer.bin. The token count is not stored in the file: pass the model's vocab_size to
+ * check it, or omit it to read tokens until the end of the file.
+ */
+export function parseLlama2cTokenizer(bytes: Uint8Array, vocabSize?: number, label = 'tokenizer.bin'): Llama2cVocab {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const fail = (problem: string): never => {
+    throw new Error(`${label}: ${problem}`);
+  };
+  if (bytes.byteLength < 4) fail('too short for the max_token_length header');
+  const maxTokenLength = view.getInt32(0, true);
+  if (maxTokenLength <= 0 || maxTokenLength > 1 << 16) fail(`implausible max_token_length ${maxTokenLength}`);
+  const pieces: string[] = [];
+  const scores: number[] = [];
+  let off = 4;
+  while (vocabSize === undefined ? off < bytes.byteLength : pieces.length < vocabSize) {
+    if (off + 8 > bytes.byteLength) fail(`token ${pieces.length}: header runs past end of file`);
+    const score = view.getFloat32(off, true);
+    const len = view.getInt32(off + 4, true);
+    off += 8;
+    if (len < 0 || len > maxTokenLength || off + len > bytes.byteLength) fail(`token ${pieces.length}: bad length ${len}`);
+    pieces.push(Buffer.from(bytes.buffer, bytes.byteOffset + off, len).toString('latin1'));
+    scores.push(score);
+    off += len;
+  }
+  if (vocabSize !== undefined && off !== bytes.byteLength) {
+    fail(`${bytes.byteLength - off} bytes left after ${vocabSize} tokens (vocab size mismatch?)`);
+  }
+  if (pieces.length <= EOS_ID + 256) fail(`only ${pieces.length} tokens; expected specials, 256 byte tokens and merges`);
+  return { maxTokenLength, pieces, scores: Float32Array.from(scores) };
+}
+
+const toBytes = (s: string): string => Buffer.from(s, 'utf8').toString('latin1');
+const fromBytes = (s: string): string => Buffer.from(s, 'latin1').toString('utf8');
+
+export class Llama2cTokenizer implements Tokenizer {
+  readonly vocabSize: number;
+  readonly bosId = BOS_ID;
+  readonly eosId = EOS_ID;
+  readonly eosIds: readonly number[] = [EOS_ID];
+  readonly padId = null;
+  readonly unkId = UNK_ID;
+  readonly bosToken = '<s>';
+  readonly eosToken = '</s>';
+  /** run.c's generate() encodes prompts with bos=1, eos=0. */
+  readonly addBos = true;
+  readonly addEos = false;
+  readonly chatTemplate = null;
+
+  private readonly idOf = new Map<string, number>();
+  private readonly specials: SpecialTokenSplitter;
+  /** SentencePiece names for the control tokens (tokenizer.bin spells BOS "\n<s>\n"). */
+  private readonly controlNames = new Map<number, string>([
+    [UNK_ID, '<unk>'],
+    [BOS_ID, '<s>'],
+    [EOS_ID, '</s>'],
+  ]);
+
+  static fromFile(file: string, vocabSize?: number): Llama2cTokenizer {
+    return new Llama2cTokenizer(parseLlama2cTokenizer(fs.readFileSync(file), vocabSize, path.basename(file)));
+  }
+
+  constructor(private readonly vocab: Llama2cVocab) {
+    this.vocabSize = vocab.pieces.length;
+    // run.c looks pieces up by binary search over the sorted vocab; with duplicate spellings the
+    // first id wins here.
+    vocab.pieces.forEach((p, id) => {
+      if (!this.idOf.has(p)) this.idOf.set(p, id);
+    });
+    this.specials = new SpecialTokenSplitter(new Map([...this.controlNames].map(([id, name]) => [name, id])));
+  }
+
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    const out: number[] = [];
+    if (options.addSpecialTokens ?? true) out.push(BOS_ID);
+    for (const frag of this.specials.split(text)) {
+      // run.c adds the dummy prefix once, before non-empty text. A text fragment here starts the
+      // text or follows a special token, where llama.cpp adds the prefix too (run.c itself has no
+      // special-token parsing, so for plain text this is exactly run.c).
+      if (frag.kind === 'special') out.push(frag.id);
+      else this.encodeText(toBytes(frag.text), out);
+    }
+    return out;
+  }
+
+  private encodeText(bytes: string, out: number[]): void {
+    const symbols: string[] = [' '];
+    let i = 0;
+    while (i < bytes.length) {
+      // One UTF-8 character: a lead byte plus up to 3 continuation bytes (run.c caps at 4 bytes).
+      let end = i + 1;
+      while (end < bytes.length && end - i < 4 && (bytes.charCodeAt(end) & 0xc0) === 0x80) end++;
+      const ch = bytes.slice(i, end);
+      if (this.idOf.has(ch)) symbols.push(ch);
+      else for (let b = i; b < end; b++) symbols.push(this.vocab.pieces[bytes.charCodeAt(b) + BYTE_TOKEN_OFFSET]!);
+      i = end;
+    }
+    const merged = mergeByScore(symbols, (t) => {
+      const id = this.idOf.get(t);
+      return id === undefined ? undefined : this.vocab.scores[id];
+    });
+    for (const piece of merged) out.push(this.idOf.get(piece)!);
+  }
+
+  decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
+    const skip = options.skipSpecialTokens ?? false;
+    const bytes: number[] = [];
+    let prev = -1;
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new Error(`token id ${id} out of range [0, ${this.vocabSize})`);
+      const control = this.controlNames.get(id);
+      if (control !== undefined) {
+        if (!skip) for (const c of Buffer.from(control, 'latin1')) bytes.push(c);
+        prev = id;
+        continue;
+      }
+      let piece = this.vocab.pieces[id]!;
+      // run.c drops the dummy-prefix space after BOS; we also drop it at the very start so that
+      // decode(encode(text, {addSpecialTokens: false})) gives back text.
+      if ((prev === BOS_ID || prev === -1) && piece.startsWith(' ')) piece = piece.slice(1);
+      const byte = BYTE_PIECE.exec(piece);
+      if (byte) bytes.push(parseInt(byte[1]!, 16));
+      else for (let k = 0; k < piece.length; k++) bytes.push(piece.charCodeAt(k));
+      prev = id;
+    }
+    return Buffer.from(bytes).toString('utf8');
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.idOf.get(toBytes(token)) ?? [...this.controlNames].find(([, name]) => name === token)?.[0];
+  }
+
+  idToToken(id: number): string | undefined {
+    const piece = this.vocab.pieces[id];
+    return piece === undefined ? undefined : fromBytes(piece);
+  }
+
+  isSpecial(id: number): boolean {
+    return this.controlNames.has(id);
+  }
+}

@@ -1,0 +1,58 @@
+// Shared fixture access for the tokenizer tests. Large upstream files are stored gzipped in
+// fixtures/tokenizers (see its NOTICE.md); each is checked against the upstream sha256 after
+// decompression, so the tests run on byte-identical copies of the published files.
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
+
+export const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
+export const TOKENIZER_FIXTURES = path.join(FIXTURES, 'tokenizers');
+
+/** sha256 of the upstream (uncompressed) files, from /work/shared/assets/README.md. */
+export const UPSTREAM_SHA256: Record<string, string> = {
+  'tinyllama/tokenizer.json.gz': 'bcd04f0eadf90287bd26e1a183ac487d8a141b09b06aecb7725bbdd343640f2e',
+  'phi-2/tokenizer.json.gz': '337da36be7a71a6e88aa9148967a7bc8736f4b47c7de8e19ba92b89e80734cfc',
+  'llama.cpp-vocab/ggml-vocab-gpt-2.gguf.gz': 'cedc56ca6e2e89f63e781696d1fd76b4b1d49e6720dee86463e915f6e90016ac',
+};
+
+export function readTokenizerFixture(rel: string): Buffer {
+  const bytes = fs.readFileSync(path.join(TOKENIZER_FIXTURES, rel));
+  if (!rel.endsWith('.gz')) return bytes;
+  const raw = gunzipSync(bytes);
+  const want = UPSTREAM_SHA256[rel];
+  if (want === undefined) throw new Error(`no upstream sha256 recorded for ${rel}`);
+  const got = createHash('sha256').update(raw).digest('hex');
+  if (got !== want) throw new Error(`${rel}: decompressed sha256 ${got} != upstream ${want}`);
+  return raw;
+}
+
+export function readJsonFixture<T = Record<string, unknown>>(rel: string): T {
+  return JSON.parse(readTokenizerFixture(rel).toString('utf8')) as T;
+}
+
+/**
+ * Writes fixture files (decompressed) into a fresh temporary folder, for code that loads from
+ * paths; `names` maps fixture path → file name in the folder. Call the returned cleanup when done.
+ */
+export function materialize(names: Record<string, string>): { dir: string; cleanup: () => void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-tok-'));
+  for (const [rel, name] of Object.entries(names)) fs.writeFileSync(path.join(dir, name), readTokenizerFixture(rel));
+  return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** llama.cpp test-tokenizer-0 vectors: inputs end with "\n__ggml_vocab_test__\n"; one id line each. */
+export function llamaCppVectors(vocab: string): { text: string; ids: number[] }[] {
+  const inputs = readTokenizerFixture(`llama.cpp-vocab/ggml-vocab-${vocab}.gguf.inp`).toString('utf8').split('\n__ggml_vocab_test__\n');
+  const last = inputs.pop();
+  if (last !== '') throw new Error(`${vocab}.inp: unexpected trailing text ${JSON.stringify(last)}`);
+  const lines = readTokenizerFixture(`llama.cpp-vocab/ggml-vocab-${vocab}.gguf.out`).toString('utf8').split('\n');
+  if (lines.pop() !== '') throw new Error(`${vocab}.out: no final newline`);
+  if (lines.length !== inputs.length) throw new Error(`${vocab}: ${inputs.length} inputs but ${lines.length} outputs`);
+  return inputs.map((text, i) => ({
+    text,
+    ids: lines[i]!.trim() === '' ? [] : lines[i]!.trim().split(/\s+/).map(Number),
+  }));
+}
