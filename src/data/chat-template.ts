@@ -1,0 +1,149 @@
+import { Template } from '@huggingface/jinja';
+import { DatasetError } from './errors.js';
+
+export interface ChatMessage {
+  readonly role: string;
+  readonly content: string;
+  readonly [extra: string]: unknown;
+}
+
+/** Where one assistant turn's loss begins and ends, as prefixes of the rendered text (see RenderedExample). */
+export interface AssistantSpan {
+  /** Rendered text up to where the assistant's own output begins (after its header). */
+  readonly before: string;
+  /**
+   * The conversation rendered through this turn. Its tokens agree with the full rendering's up to
+   * the end of this turn's end-of-turn marker; the tokenizer takes the loss up to that point.
+   */
+  readonly through: string;
+}
+
+export interface ChatTemplateOptions {
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  /**
+   * Date the template sees through strftime_now / date_string (Llama 3.x print "Today Date").
+   * Fixed by default so rendered training text does not change from one day to the next.
+   */
+  readonly date?: Date;
+}
+
+/** A message list rendering failed; the message says why (the caller adds the row). */
+export class ChatRenderError extends Error {}
+
+/**
+ * A model's Jinja chat template, rendered with @huggingface/jinja (which applies the trim_blocks /
+ * lstrip_blocks settings Hugging Face uses) and the variables transformers passes:
+ * messages, bos_token, eos_token, add_generation_prompt, and tools when a row has them.
+ */
+export class ChatTemplate {
+  private readonly template: Template;
+  private readonly date: Date;
+
+  constructor(
+    readonly source: string,
+    private readonly options: ChatTemplateOptions,
+  ) {
+    try {
+      this.template = new Template(source);
+    } catch (err) {
+      throw new DatasetError(`the chat template does not parse: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    this.date = options.date ?? new Date(Date.UTC(2024, 6, 26));
+  }
+
+  render(messages: readonly ChatMessage[], addGenerationPrompt: boolean, tools?: unknown): string {
+    const variables: Record<string, unknown> = {
+      messages: messages.map((m) => ({ ...m })),
+      bos_token: this.options.bosToken ?? '',
+      eos_token: this.options.eosToken ?? '',
+      add_generation_prompt: addGenerationPrompt,
+      strftime_now: (format: string) => strftime(this.date, String(format)),
+    };
+    if (tools !== undefined) variables.tools = tools;
+    try {
+      return this.template.render(variables);
+    } catch (err) {
+      throw new ChatRenderError(`chat template error: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+
+  /**
+   * Renders a conversation and locates each assistant turn by rendering prefixes of it: a turn
+   * starts where "the conversation before it + the generation prompt" ends, and ends where "the
+   * conversation through it" stops agreeing with the full rendering. This asks the template itself
+   * where turns are, so it works for any template whose rendering of a prefix of the conversation
+   * is a prefix of the whole (all common ones); when the generation prompt is not (templates that
+   * render the last turn differently), the turn's content is searched for instead.
+   */
+  renderWithAssistantSpans(messages: readonly ChatMessage[], tools?: unknown): { text: string; spans: AssistantSpan[] } {
+    const text = this.render(messages, false, tools);
+    const spans: AssistantSpan[] = [];
+    let searchFrom = 0;
+    for (let i = 0; i < messages.length; i++) {
+      if (messages[i]!.role !== 'assistant') continue;
+      const content = messages[i]!.content;
+      let start = -1;
+      if (i > 0) {
+        const withPrompt = this.tryRender(messages.slice(0, i), true, tools);
+        if (withPrompt !== null && text.startsWith(withPrompt)) start = withPrompt.length;
+      }
+      if (start < 0) {
+        const at = text.indexOf(content.trim(), searchFrom);
+        if (at < 0) throw new ChatRenderError(`could not find assistant message ${i + 1} in the rendered chat`);
+        start = at;
+      }
+      const through = this.render(messages.slice(0, i + 1), false, tools);
+      const end = Math.max(start, commonPrefixLength(through, text));
+      if (!text.slice(start, end).includes(content.trim())) {
+        throw new ChatRenderError(
+          `the chat template renders assistant message ${i + 1} differently in the full conversation than in its prefix; ` +
+            'cannot tell which tokens are the assistant\'s',
+        );
+      }
+      spans.push({ before: text.slice(0, start), through });
+      searchFrom = end;
+    }
+    return { text, spans };
+  }
+
+  private tryRender(messages: readonly ChatMessage[], addGenerationPrompt: boolean, tools?: unknown): string | null {
+    try {
+      return this.render(messages, addGenerationPrompt, tools);
+    } catch {
+      return null;
+    }
+  }
+}
+
+export function commonPrefixLength(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
+}
+
+const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+
+/** The subset of Python strftime chat templates use, in UTC. */
+function strftime(date: Date, format: string): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return format.replace(/%([dbBmyYHMSaAj%])/g, (_, c: string) => {
+    switch (c) {
+      case 'd': return pad(date.getUTCDate());
+      case 'b': return MONTHS[date.getUTCMonth()]!.slice(0, 3);
+      case 'B': return MONTHS[date.getUTCMonth()]!;
+      case 'm': return pad(date.getUTCMonth() + 1);
+      case 'y': return pad(date.getUTCFullYear() % 100);
+      case 'Y': return String(date.getUTCFullYear());
+      case 'H': return pad(date.getUTCHours());
+      case 'M': return pad(date.getUTCMinutes());
+      case 'S': return pad(date.getUTCSeconds());
+      case 'a': return DAYS[date.getUTCDay()]!.slice(0, 3);
+      case 'A': return DAYS[date.getUTCDay()]!;
+      case 'j': return String(Math.floor((date.getTime() - Date.UTC(date.getUTCFullYear(), 0, 1)) / 86400000) + 1).padStart(3, '0');
+      default: return '%';
+    }
+  });
+}

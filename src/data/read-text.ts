@@ -1,0 +1,79 @@
+import { createReadStream } from 'node:fs';
+import type { RawRow } from './rows.js';
+
+/** How a plain-text file becomes documents. */
+export interface TextReadOptions {
+  /** Split the file into documents at each occurrence of this string (e.g. "\n\n"); absent: the file is one document. */
+  readonly separator?: string;
+  /**
+   * A whole-file document is handed on in pieces of about this many characters, cut after a line
+   * break, so a large file is never held as one string. Pieces of one document share a `document`
+   * number and only the last has `last: true`; the text format joins their tokens back together.
+   */
+  readonly pieceChars?: number;
+}
+
+/**
+ * Marks a row as a piece of a text document: {document, last}. A symbol, so it cannot collide
+ * with a user's own field names.
+ */
+export const TEXT_PIECE = Symbol('textPiece');
+
+/** A row from a text file. */
+export interface TextRowValue {
+  readonly text: string;
+  readonly [TEXT_PIECE]: { readonly document: number; readonly last: boolean };
+}
+
+/** Streams a plain-text file as {text} rows, one per document (or piece of a document). */
+export async function* readText(file: string, options: TextReadOptions = {}, displayName = file): AsyncGenerator<RawRow> {
+  const separator = options.separator && options.separator.length > 0 ? options.separator : null;
+  const pieceChars = options.pieceChars ?? 1 << 18;
+  let buffer = '';
+  let bufferLine = 1; // line on which `buffer` starts
+  let document = 0;
+  let row = 0;
+  let first = true;
+  const make = (text: string, last: boolean): RawRow => {
+    row++;
+    const value: TextRowValue = { text, [TEXT_PIECE]: { document, last } };
+    return { value, location: { file: displayName, line: bufferLine, row } };
+  };
+  const advance = (consumed: string) => {
+    for (let i = 0; i < consumed.length; i++) if (consumed.charCodeAt(i) === 10) bufferLine++;
+  };
+
+  for await (let chunk of createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 16 })) {
+    if (first && (chunk as string).charCodeAt(0) === 0xfeff) chunk = (chunk as string).slice(1);
+    first = false;
+    buffer += chunk as string;
+    if (separator) {
+      let at: number;
+      while ((at = buffer.indexOf(separator)) >= 0) {
+        const text = buffer.slice(0, at);
+        if (text.trim() !== '') {
+          yield make(text, true);
+          document++;
+        }
+        advance(buffer.slice(0, at + separator.length));
+        buffer = buffer.slice(at + separator.length);
+      }
+    } else {
+      while (buffer.length >= pieceChars) {
+        // Cut after the last line break within the first pieceChars characters (or, failing that, the first after).
+        let cut = buffer.lastIndexOf('\n', pieceChars - 1);
+        if (cut < 0) cut = buffer.indexOf('\n', pieceChars);
+        if (cut < 0) break;
+        const text = buffer.slice(0, cut + 1);
+        yield make(text, false);
+        advance(text);
+        buffer = buffer.slice(cut + 1);
+      }
+    }
+  }
+  if (separator) {
+    if (buffer.trim() !== '') yield make(buffer, true);
+  } else if (buffer.length > 0 || row > 0) {
+    yield make(buffer, true);
+  }
+}
