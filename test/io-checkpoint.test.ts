@@ -75,7 +75,7 @@ function referenceForward(ck: Checkpoint, ids: number[], rotateHalf = true): { n
   const kvDim = c.numKvHeads * hd;
   const group = c.numHeads / c.numKvHeads;
   const nll: number[] = [];
-  let logits0 = new Float64Array(0);
+  let logits0: Float64Array = new Float64Array(0);
   for (let pos = 0; pos < ids.length - 1; pos++) {
     let x = Float64Array.from(embed.subarray(ids[pos]! * c.hiddenSize, (ids[pos]! + 1) * c.hiddenSize));
     for (const L of layers) {
