@@ -137,6 +137,7 @@ test('every valid blocksize 32..4096 blocks the flat tensor; invalid ones throw'
     }
   }
   for (const bs of [16, 48, 8192]) assert.throws(() => quantize4bit(values, { blocksize: bs }), /blocksize/);
+  for (const bad of [NaN, Infinity]) assert.throws(() => quantize4bit([1, bad]), /non-finite/);
 });
 
 test('Gaussian data: codes equal the argmin nearest code (bnb CPU formulation) and errors stay within half a gap', () => {

@@ -75,7 +75,7 @@ export function quantize4bit(values: ArrayLike<number>, options: Quantize4bitOpt
     let amax = 0;
     for (let i = start; i < end; i++) {
       const x = f(values[i]!);
-      if (Number.isNaN(x)) throw new Error(`quantize4bit: NaN at element ${i}`);
+      if (!Number.isFinite(x)) throw new Error(`quantize4bit: non-finite value ${x} at element ${i}`);
       amax = Math.max(amax, Math.abs(x));
     }
     absmax[b] = amax;
