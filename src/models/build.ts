@@ -22,7 +22,19 @@ export interface BuildConfig extends LlamaDims {
   readonly ropeScaling: RopeScaling | null;
   readonly maxPositionEmbeddings: number;
   readonly tieWordEmbeddings: boolean;
+  /** q/k/v projections carry a bias (Qwen2). */
   readonly attentionBias: boolean;
+  /** o_proj carries a bias. */
+  readonly attentionOutputBias?: boolean;
+  /** gate/up/down carry biases. */
+  readonly mlpBias?: boolean;
+}
+
+/** Whether projection `name` has a bias under config `c`. */
+export function projectionHasBias(c: BuildConfig, name: ProjectionName): boolean {
+  if (name === 'q_proj' || name === 'k_proj' || name === 'v_proj') return c.attentionBias;
+  if (name === 'o_proj') return c.attentionOutputBias ?? false;
+  return c.mlpBias ?? false;
 }
 
 /** Tensors by Hugging Face name, in HF layout ([out, in], Q/K rows in rotate_half order), loaded one at a time. */
@@ -116,8 +128,7 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
       const key = `${p}.${module}.${name}`;
       const shape = projShapes[name];
       const w = await need(`${key}.weight`, shape);
-      const hasBias = c.attentionBias && (name === 'q_proj' || name === 'k_proj' || name === 'v_proj') && source.has(`${key}.bias`);
-      const bias = hasBias ? await upload(`${key}.bias`, [shape[0]]) : null;
+      const bias = projectionHasBias(c, name) ? await upload(`${key}.bias`, [shape[0]]) : null;
       let base: FrozenLinear;
       if (options.quantization) {
         const q = quantize4bit(w, options.quantization);
@@ -163,7 +174,7 @@ export function expectedTensorNames(c: BuildConfig): string[] {
     for (const name of PROJECTIONS) {
       const module = name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
       names.push(`${p}.${module}.${name}.weight`);
-      if (c.attentionBias && (name === 'q_proj' || name === 'k_proj' || name === 'v_proj')) names.push(`${p}.${module}.${name}.bias`);
+      if (projectionHasBias(c, name)) names.push(`${p}.${module}.${name}.bias`);
     }
   }
   names.push('model.norm.weight');

@@ -1,4 +1,3 @@
-import type { Arena } from '../tensor/arena.js';
 import type { Backend, Packed4bitWeight } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { disposePacked4bit } from '../quant/upload.js';
@@ -17,30 +16,50 @@ export interface FrozenLinear {
   inputGrad(dy: Tensor, dx: Tensor, accumulate: boolean): void;
   /** Bytes the weight occupies in memory. */
   readonly weightBytes: number;
+  /** The bias [out], if any. */
+  readonly bias: Tensor | null;
   /** The dense weight [out, in] (a new long-lived tensor the caller disposes), for merges and export. */
   dequantize(): Tensor;
   dispose(): void;
 }
 
-/** Adds a bias row to every row of y (y [n, out] += 1·bᵀ, as a rank-1 matmul). */
-function addBias(backend: Backend, arena: Arena | null, bias: Tensor, y: Tensor): void {
-  const n = y.shape[0]!;
-  const ones = arena ? arena.alloc([n, 1], y.dtype) : backend.zeros([n, 1], y.dtype);
-  backend.fill(ones, 1);
-  backend.matmul(ones, bias.view([1, bias.size]), y, { beta: 1 });
-  if (!arena) ones.dispose();
+/**
+ * Adds a bias row to every row of y (y [n, out] += 1·bᵀ, a rank-1 matmul), keeping a long-lived
+ * column of ones that grows with n, so no per-call allocation happens.
+ */
+class BiasAdder {
+  private ones: Tensor | null = null;
+
+  constructor(readonly bias: Tensor) {}
+
+  apply(y: Tensor): void {
+    const be = this.bias.backend;
+    const n = y.shape[0]!;
+    if (!this.ones || this.ones.shape[0]! < n) {
+      this.ones?.dispose();
+      this.ones = be.zeros([Math.max(n, 2 * (this.ones?.shape[0] ?? 0)), 1], y.dtype);
+      be.fill(this.ones, 1);
+    }
+    be.matmul(this.ones.rows(0, n), this.bias.view([1, this.bias.size]), y, { beta: 1 });
+  }
+
+  dispose(): void {
+    this.ones?.dispose();
+    this.bias.dispose();
+  }
 }
 
 /** Full-precision frozen linear (embeddings-adjacent layers, unquantized bases, merged models). */
 export class DenseLinear implements FrozenLinear {
+  private readonly biasAdder: BiasAdder | null;
   readonly outFeatures: number;
   readonly inFeatures: number;
 
   constructor(
     readonly weight: Tensor,
-    readonly bias: Tensor | null = null,
-    private readonly scratch: () => Arena | null = () => null,
+    bias: Tensor | null = null,
   ) {
+    this.biasAdder = bias ? new BiasAdder(bias) : null;
     if (weight.rank !== 2) throw new Error(`linear weight must be 2-D, got [${weight.shape.join(', ')}]`);
     this.outFeatures = weight.shape[0]!;
     this.inFeatures = weight.shape[1]!;
@@ -50,14 +69,17 @@ export class DenseLinear implements FrozenLinear {
     return this.weight.backend;
   }
 
+  get bias(): Tensor | null {
+    return this.biasAdder?.bias ?? null;
+  }
+
   get weightBytes(): number {
-    return this.weight.size * 4 + (this.bias ? this.bias.size * 4 : 0);
+    return this.weight.size * 4 + (this.biasAdder ? this.biasAdder.bias.size * 4 : 0);
   }
 
   forward(x: Tensor, y: Tensor): void {
-    const be = this.weight.backend;
-    be.matmul(x, this.weight, y, { transB: true });
-    if (this.bias) addBias(be, this.scratch(), this.bias, y);
+    this.weight.backend.matmul(x, this.weight, y, { transB: true });
+    this.biasAdder?.apply(y);
   }
 
   inputGrad(dy: Tensor, dx: Tensor, accumulate: boolean): void {
@@ -73,20 +95,21 @@ export class DenseLinear implements FrozenLinear {
 
   dispose(): void {
     this.weight.dispose();
-    this.bias?.dispose();
+    this.biasAdder?.dispose();
   }
 }
 
 /** A 4-bit (NF4/FP4, bitsandbytes layout) frozen linear: the QLoRA base layer. */
 export class Linear4bit implements FrozenLinear {
+  private readonly biasAdder: BiasAdder | null;
   readonly outFeatures: number;
   readonly inFeatures: number;
 
   constructor(
     readonly weight: Packed4bitWeight,
-    readonly bias: Tensor | null = null,
-    private readonly scratch: () => Arena | null = () => null,
+    bias: Tensor | null = null,
   ) {
+    this.biasAdder = bias ? new BiasAdder(bias) : null;
     this.outFeatures = weight.rows;
     this.inFeatures = weight.cols;
   }
@@ -95,17 +118,20 @@ export class Linear4bit implements FrozenLinear {
     return this.weight.packed.backend;
   }
 
+  get bias(): Tensor | null {
+    return this.biasAdder?.bias ?? null;
+  }
+
   get weightBytes(): number {
     const w = this.weight;
     let bytes = w.packed.size + w.code.size * 4 + w.absmax.size * (w.nested ? 1 : 4);
     if (w.nested) bytes += w.nested.absmax.size * 4 + w.nested.code.size * 4;
-    return bytes + (this.bias ? this.bias.size * 4 : 0);
+    return bytes + (this.biasAdder ? this.biasAdder.bias.size * 4 : 0);
   }
 
   forward(x: Tensor, y: Tensor): void {
-    const be = this.weight.packed.backend;
-    be.matmul4bit(x, this.weight, y, 0);
-    if (this.bias) addBias(be, this.scratch(), this.bias, y);
+    this.weight.packed.backend.matmul4bit(x, this.weight, y, 0);
+    this.biasAdder?.apply(y);
   }
 
   inputGrad(dy: Tensor, dx: Tensor, accumulate: boolean): void {
@@ -121,6 +147,6 @@ export class Linear4bit implements FrozenLinear {
 
   dispose(): void {
     disposePacked4bit(this.weight);
-    this.bias?.dispose();
+    this.biasAdder?.dispose();
   }
 }
