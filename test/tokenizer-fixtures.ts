@@ -16,6 +16,7 @@ export const UPSTREAM_SHA256: Record<string, string> = {
   'tinyllama/tokenizer.json.gz': 'bcd04f0eadf90287bd26e1a183ac487d8a141b09b06aecb7725bbdd343640f2e',
   'phi-2/tokenizer.json.gz': '337da36be7a71a6e88aa9148967a7bc8736f4b47c7de8e19ba92b89e80734cfc',
   'llama.cpp-vocab/ggml-vocab-gpt-2.gguf.gz': 'cedc56ca6e2e89f63e781696d1fd76b4b1d49e6720dee86463e915f6e90016ac',
+  'llama3/tokenizer.model.gz': '82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55',
 };
 
 export function readTokenizerFixture(rel: string): Buffer {

@@ -76,9 +76,10 @@ export function byteLevelTokenizerJson(v: ByteLevelVocab): JsonObject {
   if (!pre) {
     throw new Error(`unsupported byte-level BPE pre-tokenizer '${v.pre}' (supported: ${supportedPreTokenizers().join(', ')})`);
   }
-  const vocab: Record<string, number> = {};
+  // No prototype: tokens such as "toString" or "constructor" must not hit Object.prototype.
+  const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
   v.tokens.forEach((t, id) => {
-    if (!(t in vocab)) vocab[t] = id;
+    if (!Object.hasOwn(vocab, t)) vocab[t] = id;
   });
   const specials = [v.bosToPrepend, v.eosToAppend].filter((t): t is string => t !== null);
   const template = (seq: 'A' | 'B', typeId: number): unknown[] => [

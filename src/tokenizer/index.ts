@@ -4,7 +4,10 @@
  *   chat_template.jinja), or that tokenizer.json itself → HfTokenizer;
  * - a .gguf file (detected by its magic) → the vocabulary in its metadata;
  * - a llama2.c tokenizer.bin → Llama2cTokenizer (vocabSize option checks the token count;
- *   without it tokens are read to the end of the file).
+ *   without it tokens are read to the end of the file);
+ * - a tiktoken ranks file (Meta's Llama 3 tokenizer.model) → byte-level BPE with Llama 3's split
+ *   and special tokens. (SentencePiece protobuf tokenizer.model files are not supported: use the
+ *   model's tokenizer.json or GGUF.)
  * Loading is synchronous (files are read whole; GGUF tensors are not touched).
  */
 import fs from 'node:fs';
@@ -14,12 +17,14 @@ import type { Tokenizer } from './types.js';
 import { HfTokenizer } from './hf-tokenizer.js';
 import { Llama2cTokenizer } from './llama2c-tokenizer.js';
 import { tokenizerFromGgufMetadata } from './gguf-tokenizer.js';
+import { loadTiktokenLlama3, looksLikeTiktoken } from './tiktoken.js';
 
 export type { Tokenizer } from './types.js';
 export { HfTokenizer } from './hf-tokenizer.js';
 export { Llama2cTokenizer, parseLlama2cTokenizer } from './llama2c-tokenizer.js';
 export { SpmTokenizer } from './spm-tokenizer.js';
 export { tokenizerFromGgufMetadata } from './gguf-tokenizer.js';
+export { tiktokenLlama3Tokenizer, loadTiktokenLlama3 } from './tiktoken.js';
 
 export interface LoadTokenizerOptions {
   /** llama2.c tokenizer.bin only: the model's vocab_size (the file does not store it). */
@@ -28,11 +33,11 @@ export interface LoadTokenizerOptions {
 
 const GGUF_MAGIC = Buffer.from('GGUF', 'latin1');
 
-function startsWithGgufMagic(file: string): boolean {
+function fileHead(file: string, bytes: number): Buffer {
   const fd = fs.openSync(file, 'r');
   try {
-    const head = Buffer.alloc(4);
-    return fs.readSync(fd, head, 0, 4, 0) === 4 && head.equals(GGUF_MAGIC);
+    const head = Buffer.alloc(bytes);
+    return head.subarray(0, fs.readSync(fd, head, 0, bytes, 0));
   } finally {
     fs.closeSync(fd);
   }
@@ -45,9 +50,11 @@ export function loadTokenizer(target: string, options: LoadTokenizerOptions = {}
     throw new Error(`${target}: no tokenizer.json in this folder (pass a .gguf or llama2.c tokenizer.bin file instead)`);
   }
   if (path.basename(target) === 'tokenizer.json') return HfTokenizer.fromDirectory(path.dirname(target));
-  if (startsWithGgufMagic(target)) return tokenizerFromGgufMetadata(readGgufMetadata(target).metadata);
+  const head = fileHead(target, 256);
+  if (head.subarray(0, 4).equals(GGUF_MAGIC)) return tokenizerFromGgufMetadata(readGgufMetadata(target).metadata);
+  if (looksLikeTiktoken(head.toString('latin1'))) return loadTiktokenLlama3(target);
   if (target.endsWith('.bin')) return Llama2cTokenizer.fromFile(target, options.vocabSize);
   throw new Error(
-    `${target}: unrecognized tokenizer file (expected a folder with tokenizer.json, a .gguf file, or a llama2.c tokenizer.bin)`,
+    `${target}: unrecognized tokenizer file (expected a folder with tokenizer.json, a .gguf file, a llama2.c tokenizer.bin, or a Llama 3 tiktoken tokenizer.model)`,
   );
 }
