@@ -116,6 +116,15 @@ test('HfTokenizer: config variants (add_eos_token, named chat templates, eos lis
   assert.equal(t.chatTemplate, 'DEFAULT');
   const withFile = new HfTokenizer({ tokenizerJson: json, tokenizerConfig: config, chatTemplate: 'FROM FILE' });
   assert.equal(withFile.chatTemplate, 'FROM FILE');
+
+  // tokenizer.json alone: its TemplateProcessing post-processor reveals BOS; nothing names an EOS.
+  const bare = new HfTokenizer({ tokenizerJson: json });
+  assert.deepEqual([bare.bosId, bare.bosToken, bare.addBos, bare.eosId, bare.addEos], [1, '<s>', true, null, false]);
+  assert.deepEqual(bare.encode('Hello world'), [1, 15043, 3186]);
+  // A Llama-class config without token keys gets LlamaTokenizer's defaults <s>, </s>, <unk>.
+  const minimal = new HfTokenizer({ tokenizerJson: json, tokenizerConfig: { tokenizer_class: 'LlamaTokenizer', add_eos_token: true } });
+  assert.deepEqual([minimal.bosId, minimal.eosId, minimal.unkId, minimal.addBos, minimal.addEos], [1, 2, 0, true, true]);
+  assert.deepEqual(minimal.encode('Hello world'), [1, 15043, 3186, 2]);
 });
 
 // ---- GPT-2 byte-level BPE ----

@@ -37,6 +37,7 @@ export interface HfTokenizerSources {
  * classes use tokenizer.json's post-processor as is.
  */
 const FLAG_DRIVEN_CLASSES = /^(Llama|CodeLlama|Gemma)Tokenizer(Fast)?$/;
+const LLAMA_CLASSES = /^(Llama|CodeLlama)Tokenizer(Fast)?$/;
 
 interface AddedTokenJson {
   id: number;
@@ -99,28 +100,31 @@ export class HfTokenizer implements Tokenizer {
     const generation = sources.generationConfig ?? {};
     const addedTokens = (Array.isArray(sources.tokenizerJson.added_tokens) ? sources.tokenizerJson.added_tokens : []) as AddedTokenJson[];
 
-    this.bosToken = specialTokenText(config.bos_token);
-    this.eosToken = specialTokenText(config.eos_token);
-    const unkToken = specialTokenText(config.unk_token);
+    const tokenizerClass = typeof config.tokenizer_class === 'string' ? config.tokenizer_class : '';
+    // LlamaTokenizer(Fast)'s constructor defaults apply when the config omits a key.
+    const llamaDefault = (key: string, text: string): string | null =>
+      LLAMA_CLASSES.test(tokenizerClass) && !(key in config) ? text : null;
+    let bosToken = specialTokenText(config.bos_token) ?? llamaDefault('bos_token', '<s>');
+    let eosToken = specialTokenText(config.eos_token) ?? llamaDefault('eos_token', '</s>');
+    const unkToken = specialTokenText(config.unk_token) ?? llamaDefault('unk_token', '<unk>');
     const padToken = specialTokenText(config.pad_token);
 
     let tokenizerJson = sources.tokenizerJson;
-    const tokenizerClass = typeof config.tokenizer_class === 'string' ? config.tokenizer_class : '';
     if (FLAG_DRIVEN_CLASSES.test(tokenizerClass)) {
       // LlamaTokenizer defaults: add_bos_token=True, add_eos_token=False.
       const wantBos = optionalBoolean(config.add_bos_token) ?? true;
       const wantEos = optionalBoolean(config.add_eos_token) ?? false;
       tokenizerJson = {
         ...tokenizerJson,
-        post_processor: bosEosTemplate(wantBos ? this.bosToken : null, wantEos ? this.eosToken : null),
+        post_processor: bosEosTemplate(wantBos ? bosToken : null, wantEos ? eosToken : null),
       };
     }
 
     // transformers >= 4.45 defaults clean_up_tokenization_spaces to False; tokenizers.js defaults to true.
     const innerConfig: JsonObject = {
       ...config,
-      bos_token: this.bosToken ?? undefined,
-      eos_token: this.eosToken ?? undefined,
+      bos_token: bosToken ?? undefined,
+      eos_token: eosToken ?? undefined,
       unk_token: unkToken ?? undefined,
       pad_token: padToken ?? undefined,
       additional_special_tokens: additionalSpecialTokens(config),
@@ -131,8 +135,26 @@ export class HfTokenizer implements Tokenizer {
 
     const idOf = (t: string | null): number | null => (t === null ? null : (this.inner.token_to_id(t) ?? null));
     const generationEos = idList(generation.eos_token_id);
-    this.bosId = idOf(this.bosToken) ?? idList(generation.bos_token_id)[0] ?? null;
-    this.eosId = idOf(this.eosToken) ?? generationEos[0] ?? null;
+    let bosId = idOf(bosToken) ?? idList(generation.bos_token_id)[0] ?? null;
+    let eosId = idOf(eosToken) ?? generationEos[0] ?? null;
+
+    // Whatever the post-processor does is the truth; probe it rather than trusting the flags.
+    // A folder with only tokenizer.json still tells us its BOS/EOS this way.
+    const probe = 'a';
+    const plain = this.inner.encode(probe, { add_special_tokens: false }).ids;
+    const full = this.inner.encode(probe, { add_special_tokens: true }).ids;
+    const prepends = full.length > plain.length && full[0] !== plain[0];
+    const appends = full.length > plain.length && full[full.length - 1] !== plain[plain.length - 1];
+    if (bosId === null && prepends) bosId = full[0]!;
+    if (eosId === null && appends) eosId = full[full.length - 1]!;
+    bosToken ??= bosId === null ? null : (this.inner.id_to_token(bosId) ?? null);
+    eosToken ??= eosId === null ? null : (this.inner.id_to_token(eosId) ?? null);
+    this.bosId = bosId;
+    this.eosId = eosId;
+    this.bosToken = bosToken;
+    this.eosToken = eosToken;
+    this.addBos = prepends && full[0] === bosId;
+    this.addEos = appends && full[full.length - 1] === eosId;
     this.unkId = idOf(unkToken);
     this.padId = idOf(padToken) ?? idList(generation.pad_token_id)[0] ?? null;
 
@@ -161,13 +183,6 @@ export class HfTokenizer implements Tokenizer {
     this.vocabSize = maxId + 1;
 
     this.chatTemplate = sources.chatTemplate ?? chatTemplateOf(config.chat_template);
-
-    // Whatever the post-processor does is the truth; probe it rather than trusting the flags.
-    const probe = 'a';
-    const plain = this.inner.encode(probe, { add_special_tokens: false }).ids;
-    const full = this.inner.encode(probe, { add_special_tokens: true }).ids;
-    this.addBos = this.bosId !== null && full.length > plain.length && full[0] === this.bosId;
-    this.addEos = this.eosId !== null && full.length > plain.length && full[full.length - 1] === this.eosId;
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
