@@ -153,6 +153,9 @@ function parseRopeScaling(p: z.infer<typeof ropeParams> | null | undefined, fail
 
 /** Checks the cross-field rules every config must satisfy. */
 function validate(c: LlamaConfig, fail: (m: string) => never): LlamaConfig {
+  if (!(Number.isFinite(c.rmsNormEps) && c.rmsNormEps > 0 && c.rmsNormEps < 1)) fail(`rms_norm_eps ${c.rmsNormEps} is not a small positive number`);
+  if (!(Number.isFinite(c.ropeTheta) && c.ropeTheta > 1)) fail(`rope theta ${c.ropeTheta} must be a finite number > 1`);
+  if (c.ropeScaling && !(Number.isFinite(c.ropeScaling.factor) && c.ropeScaling.factor > 0)) fail(`rope scaling factor ${c.ropeScaling.factor} must be positive`);
   if (c.numHeads % c.numKvHeads !== 0) fail(`num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`);
   if (c.headDim % 2 !== 0) fail(`head_dim ${c.headDim} is odd (RoPE rotates pairs)`);
   for (const id of [c.bosTokenId, ...c.eosTokenIds]) {
