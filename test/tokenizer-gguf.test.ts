@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { readGgufMetadata } from '../src/io/gguf.js';
 import { Llama2cTokenizer, SpmTokenizer, loadTokenizer, tokenizerFromGgufMetadata, type Tokenizer } from '../src/tokenizer/index.js';
-import { FIXTURES, llamaCppVectors, materialize } from './tokenizer-fixtures.js';
+import { FIXTURES, llamaCppVectors, materialize, readJsonFixture } from './tokenizer-fixtures.js';
 
 function checkVectors(tok: Tokenizer, vocab: string): void {
   const vectors = llamaCppVectors(vocab);
@@ -29,6 +29,24 @@ test('GGUF llama (SPM) vocabulary: all llama.cpp ggml-vocab-llama-spm vectors', 
   assert.equal(tok.decode([1, 15043, 3186, 2], { skipSpecialTokens: true }), 'Hello world');
 });
 
+test('GGUF llama (SPM) vocabulary: reproduces HF Python ids for the same Llama-2 vocabulary (TinyLlama baselines)', () => {
+  // ggml-vocab-llama-spm carries the same 32000 pieces as TinyLlama's tokenizer.json.
+  const tok = loadTokenizer(path.join(FIXTURES, 'gguf-vocab', 'ggml-vocab-llama-spm.gguf'));
+  const inputs = readJsonFixture<{ inputs: { id: string; text: string }[] }>('swift-transformers/MultilingualConformance/inputs.json').inputs;
+  const baseline = readJsonFixture<{ entries: Record<string, { input_ids: number[]; decoded_skip_special: string }> }>(
+    'swift-transformers/MultilingualConformance/baselines/TinyLlama__TinyLlama-1.1B-Chat-v1.0.json',
+  ).entries;
+  for (const { id, text } of inputs) {
+    const ids = tok.encode(text);
+    assert.deepEqual(ids, baseline[id]!.input_ids, id);
+    assert.equal(tok.decode(ids, { skipSpecialTokens: true }), baseline[id]!.decoded_skip_special, id);
+  }
+  const cases = readJsonFixture<Record<string, { input: string; encoded: { input_ids: number[] } }[]>>('swift-transformers/tokenizer_tests.json')[
+    'coreml-projects/Llama-2-7b-chat-coreml'
+  ]!;
+  for (const c of cases) assert.deepEqual(tok.encode(c.input), c.encoded.input_ids, JSON.stringify(c.input));
+});
+
 let gpt2Folder: { dir: string; cleanup: () => void };
 before(() => {
   gpt2Folder = materialize({ 'llama.cpp-vocab/ggml-vocab-gpt-2.gguf.gz': 'ggml-vocab-gpt-2.gguf' });
@@ -42,6 +60,16 @@ test('GGUF gpt2 (byte-level BPE, pre gpt-2) vocabulary: all llama.cpp ggml-vocab
   assert.equal(tok.isSpecial(50256), true);
   checkVectors(tok, 'gpt-2');
   assert.deepEqual(tok.encode('Hello<|endoftext|>'), [15496, 50256]);
+  // Same vocabulary as openai-community/gpt2: HF Python's MultilingualConformance outputs.
+  const inputs = readJsonFixture<{ inputs: { id: string; text: string }[] }>('swift-transformers/MultilingualConformance/inputs.json').inputs;
+  const baseline = readJsonFixture<{ entries: Record<string, { input_ids: number[]; decoded_skip_special: string }> }>(
+    'swift-transformers/MultilingualConformance/baselines/openai-community__gpt2.json',
+  ).entries;
+  for (const { id, text } of inputs) {
+    const ids = tok.encode(text);
+    assert.deepEqual(ids, baseline[id]!.input_ids, id);
+    assert.equal(tok.decode(ids, { skipSpecialTokens: true }), baseline[id]!.decoded_skip_special, id);
+  }
 });
 
 test('GGUF: stories260K embedded vocabulary encodes like its llama2.c tok512.bin', () => {
