@@ -99,3 +99,76 @@ test('vocab-only gpt-2 GGUF (shared assets): 50257 tokens and 50000 merges', (t)
   assert.equal(merges.length, 50000);
   assert.equal(merges[0], '\u0120 t'); // GPT-2's first merge "Ġ t"
 });
+
+test('every metadata value type round-trips through the writer; v2 files parse the same', async () => {
+  const { writeGguf } = await import('../src/io/gguf-writer.js');
+  const { GgufValueType: T } = await import('../src/io/gguf.js');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-gguf-'));
+  try {
+    const f = path.join(dir, 'meta.gguf');
+    writeGguf(
+      f,
+      [
+        { key: 'u8', type: T.U8, value: 255 },
+        { key: 'i8', type: T.I8, value: -128 },
+        { key: 'u16', type: T.U16, value: 65535 },
+        { key: 'i16', type: T.I16, value: -32768 },
+        { key: 'u32', type: T.U32, value: 4294967295 },
+        { key: 'i32', type: T.I32, value: -2147483648 },
+        { key: 'f32', type: T.F32, value: 0.5 },
+        { key: 'f64', type: T.F64, value: 0.1 },
+        { key: 'bool', type: T.BOOL, value: true },
+        { key: 'str', type: T.STRING, value: 'héllo ▁ wörld' },
+        { key: 'u64', type: T.U64, value: 2 ** 53 - 1 },
+        { key: 'u64big', type: T.U64, value: 2n ** 63n },
+        { key: 'i64', type: T.I64, value: -5 },
+        { key: 'arr.str', type: T.ARRAY, elemType: T.STRING, value: ['a', '', 'ü'] },
+        { key: 'arr.f32', type: T.ARRAY, elemType: T.F32, value: Float32Array.from([1, -2.5]) },
+        { key: 'arr.i32', type: T.ARRAY, elemType: T.I32, value: Int32Array.from([-1, 7]) },
+        { key: 'arr.u8', type: T.ARRAY, elemType: T.U8, value: Uint8Array.from([0, 200]) },
+        { key: 'arr.bool', type: T.ARRAY, elemType: T.BOOL, value: [true, false] },
+        { key: 'arr.u64', type: T.ARRAY, elemType: T.U64, value: BigUint64Array.from([1n, 2n ** 60n]) },
+        { key: 'arr.empty', type: T.ARRAY, elemType: T.F64, value: new Float64Array(0) },
+        { key: 'arr.nested', type: T.ARRAY, elemType: [T.ARRAY, T.I16], value: [Int16Array.from([1, -2]), new Int16Array(0)] },
+        { key: 'arr.nested.str', type: T.ARRAY, elemType: [T.ARRAY, T.STRING], value: [['x'], ['y', 'z']] },
+        { key: 'general.alignment', type: T.U32, value: 64 },
+      ],
+      [{ name: 't', shape: [3], type: 0, data: new Uint8Array(Float32Array.from([1, 2, 3]).buffer) }],
+    );
+    const g = readGgufMetadata(f);
+    const m = g.metadata;
+    assert.deepEqual(
+      ['u8', 'i8', 'u16', 'i16', 'u32', 'i32', 'f32', 'f64', 'bool', 'str', 'u64', 'i64'].map((k) => m.get(k)),
+      [255, -128, 65535, -32768, 4294967295, -2147483648, 0.5, 0.1, true, 'héllo ▁ wörld', 2 ** 53 - 1, -5],
+    );
+    assert.equal(m.get('u64big'), 2n ** 63n, 'u64 beyond 2^53 stays a bigint');
+    assert.deepEqual(m.get('arr.str'), ['a', '', 'ü']);
+    assert.deepEqual(m.get('arr.f32'), Float32Array.from([1, -2.5]));
+    assert.deepEqual(m.get('arr.i32'), Int32Array.from([-1, 7]));
+    assert.deepEqual(m.get('arr.u8'), Uint8Array.from([0, 200]));
+    assert.deepEqual(m.get('arr.bool'), [true, false]);
+    assert.deepEqual(m.get('arr.u64'), BigUint64Array.from([1n, 2n ** 60n]));
+    assert.deepEqual(m.get('arr.empty'), new Float64Array(0));
+    assert.deepEqual(m.get('arr.nested'), [Int16Array.from([1, -2]), new Int16Array(0)]);
+    assert.deepEqual(m.get('arr.nested.str'), [['x'], ['y', 'z']]);
+    assert.equal(g.arrayElementTypes.get('arr.nested'), T.ARRAY);
+    assert.equal(g.metadataTypes.get('arr.f32'), T.ARRAY);
+    assert.equal(g.arrayElementTypes.get('arr.f32'), T.F32);
+    assert.equal(g.alignment, 64);
+    const r = GgufReader.open(f);
+    assert.equal(r.gguf.dataOffset % 64, 0);
+    assert.deepEqual(Array.from(r.readF32('t')), [1, 2, 3]);
+    r.close();
+    // Version 2 has the same layout (u64 counts); only the version field differs.
+    const bytes = fs.readFileSync(f);
+    bytes.writeUInt32LE(2, 4);
+    fs.writeFileSync(f, bytes);
+    const g2 = readGgufMetadata(f);
+    assert.equal(g2.version, 2);
+    assert.deepEqual(g2.metadata, m);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

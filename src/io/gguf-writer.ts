@@ -10,8 +10,11 @@ export interface GgufMetadataEntry {
   key: string;
   type: GgufValueTypeId;
   value: GgufValue;
-  /** Element type when `type` is ARRAY (nested arrays: elements are written with this type's rules recursively). */
-  elemType?: GgufValueTypeId;
+  /**
+   * Element type when `type` is ARRAY. For nested arrays give one type per level, outermost first:
+   * [ARRAY, I32] is an array of arrays of i32.
+   */
+  elemType?: GgufValueTypeId | GgufValueTypeId[];
 }
 
 export interface GgufTensorToWrite {
@@ -57,7 +60,7 @@ class ByteSink {
   result(): Uint8Array { return this.buf.subarray(0, this.length); }
 }
 
-function writeValue(s: ByteSink, type: number, value: GgufValue, elemType: number | undefined, key: string): void {
+function writeValue(s: ByteSink, type: number, value: GgufValue, elemTypes: readonly number[], key: string): void {
   const num = (): number => {
     if (typeof value !== 'number') throw new Error(`GGUF metadata '${key}': expected a number`);
     return value;
@@ -80,16 +83,13 @@ function writeValue(s: ByteSink, type: number, value: GgufValue, elemType: numbe
       if (typeof value !== 'string') throw new Error(`GGUF metadata '${key}': expected a string`);
       return s.string(value);
     case GgufValueType.ARRAY: {
-      if (elemType === undefined) throw new Error(`GGUF metadata '${key}': array needs elemType`);
+      const [elemType, ...inner] = elemTypes;
+      if (elemType === undefined) throw new Error(`GGUF metadata '${key}': array needs elemType (one per nesting level)`);
       if (!Array.isArray(value) && !ArrayBuffer.isView(value)) throw new Error(`GGUF metadata '${key}': expected an array`);
       const items = value as ArrayLike<GgufValue>;
       s.u32(elemType);
       s.u64(items.length);
-      for (let i = 0; i < items.length; i++) {
-        const item = items[i]!;
-        // Nested arrays repeat the same element type one level down (enough for our uses).
-        writeValue(s, elemType, item, elemType === GgufValueType.ARRAY ? elemType : undefined, key);
-      }
+      for (let i = 0; i < items.length; i++) writeValue(s, elemType, items[i]!, inner, key);
       return;
     }
     default:
@@ -111,7 +111,7 @@ export function writeGguf(filePath: string, metadata: GgufMetadataEntry[], tenso
   for (const e of metadata) {
     head.string(e.key);
     head.u32(e.type);
-    writeValue(head, e.type, e.value, e.elemType, e.key);
+    writeValue(head, e.type, e.value, e.elemType === undefined ? [] : ([] as number[]).concat(e.elemType), e.key);
   }
   let offset = 0;
   for (const t of tensors) {
