@@ -1,5 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.js';
+import { registerGenerateCommand } from './generate.js';
+import { registerInfoCommand } from './info.js';
 
 /** Builds the `qlora` command tree. Subcommands register themselves here as they land. */
 export function buildProgram(): Command {
@@ -22,6 +24,8 @@ export function buildProgram(): Command {
       console.log(`ref  plain TypeScript reference (f32, f64)`);
       console.log(`cpu  native addon${detail}`);
     });
+  registerGenerateCommand(program);
+  registerInfoCommand(program);
   return program;
 }
 

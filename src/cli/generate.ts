@@ -1,0 +1,112 @@
+import readline from 'node:readline';
+import type { Command } from 'commander';
+import { ChatTemplate, type ChatMessage } from '../data/chat-template.js';
+import { generate, type GenerateOptions } from '../generate/generate.js';
+import { loadModel } from './load-model.js';
+import { choiceOption, collect, floatOption, intOption } from './options.js';
+
+interface GenerateFlags {
+  model: string;
+  tokenizer?: string;
+  adapter?: string;
+  prompt?: string;
+  chat?: boolean;
+  system?: string;
+  maxTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repetitionPenalty: number;
+  seed: number;
+  stop: string[];
+  bos: boolean;
+  quantize: 'none' | 'nf4' | 'fp4';
+  backend: 'cpu' | 'ref';
+  stats: boolean;
+}
+
+export function registerGenerateCommand(program: Command): void {
+  program
+    .command('generate')
+    .description('generate text from a model (and optionally a LoRA adapter), streaming to stdout')
+    .requiredOption('-m, --model <path>', 'model: HF folder, .gguf file, or llama2.c .bin')
+    .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
+    .option('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file')
+    .option('-p, --prompt <text>', 'prompt text (default: empty, i.e. start from BOS)')
+    .option('--chat', 'interactive chat using the model\'s chat template (reads lines from stdin)')
+    .option('--system <text>', 'system message for --chat')
+    .option('-n, --max-tokens <n>', 'maximum new tokens', intOption('--max-tokens', 1), 256)
+    .option('-t, --temperature <t>', 'sampling temperature (0 = greedy)', floatOption('--temperature', 0), 0.8)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intOption('--top-k', 0), 40)
+    .option('--top-p <p>', 'nucleus sampling threshold (1 = off)', floatOption('--top-p', 0, 1), 0.95)
+    .option('--min-p <p>', 'drop tokens below p × the top probability (0 = off)', floatOption('--min-p', 0, 1), 0)
+    .option('--repetition-penalty <r>', 'penalty for tokens already in the context (1 = off)', floatOption('--repetition-penalty', 0), 1)
+    .option('-s, --seed <n>', 'random seed', intOption('--seed', 0), 0)
+    .option('--stop <text>', 'stop when this text appears (repeatable)', collect, [])
+    .option('--no-bos', 'do not prepend BOS to the prompt')
+    .option('--quantize <type>', 'run the base in 4-bit: none, nf4, fp4', choiceOption('--quantize', ['none', 'nf4', 'fp4'] as const), 'none')
+    .option('--backend <name>', 'compute backend: cpu or ref', choiceOption('--backend', ['cpu', 'ref'] as const), 'cpu')
+    .option('--stats', 'print tokens/s to stderr at the end')
+    .action(async (flags: GenerateFlags) => {
+      if (flags.chat && flags.prompt !== undefined) throw new Error('use either --prompt or --chat, not both');
+      const { model, tokenizer } = await loadModel({
+        model: flags.model,
+        tokenizer: flags.tokenizer,
+        adapter: flags.adapter,
+        backend: flags.backend,
+        quantization: flags.quantize === 'none' ? null : { quantType: flags.quantize, blocksize: 64, doubleQuant: true },
+      });
+      const arena = model.backend.createArena(1 << 22, 'generate');
+      const options: GenerateOptions = {
+        maxTokens: flags.maxTokens,
+        temperature: flags.temperature,
+        topK: flags.topK,
+        topP: flags.topP,
+        minP: flags.minP,
+        repetitionPenalty: flags.repetitionPenalty,
+        seed: flags.seed,
+        stopStrings: flags.stop,
+      };
+      const write = (s: string) => process.stdout.write(s);
+      const report = (r: { tokens: number[]; promptTokens: number; prefillSeconds: number; decodeSeconds: number }) => {
+        if (!flags.stats) return;
+        const pp = r.promptTokens / Math.max(r.prefillSeconds, 1e-9);
+        const tg = Math.max(r.tokens.length - 1, 0) / Math.max(r.decodeSeconds, 1e-9);
+        process.stderr.write(`\n[prompt ${r.promptTokens} tokens, ${pp.toFixed(1)} tok/s; generated ${r.tokens.length} tokens, ${tg.toFixed(1)} tok/s]\n`);
+      };
+      try {
+        if (!flags.chat) {
+          const text = flags.prompt ?? '';
+          let ids = tokenizer.encode(text, { addSpecialTokens: false });
+          if (flags.bos && tokenizer.bosId !== null) ids = [tokenizer.bosId, ...ids];
+          if (ids.length === 0) throw new Error('empty prompt and the tokenizer has no BOS token: give --prompt');
+          write(text);
+          const r = await generate(model, tokenizer, ids, arena, options, (s) => write(s.text));
+          write('\n');
+          report(r);
+          return;
+        }
+        if (!tokenizer.chatTemplate) throw new Error('this model has no chat template (use --prompt)');
+        const template = new ChatTemplate(tokenizer.chatTemplate, { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken });
+        const history: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
+        const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
+        if (process.stdin.isTTY) write('chat — empty line or Ctrl-D to quit\n> ');
+        for await (const line of rl) {
+          if (line.trim() === '') break;
+          history.push({ role: 'user', content: line });
+          const rendered = template.render(history, true);
+          const ids = tokenizer.encode(rendered, { addSpecialTokens: false });
+          const r = await generate(model, tokenizer, ids, arena, { ...options, contextLength: ids.length + flags.maxTokens }, (s) => write(s.text));
+          history.push({ role: 'assistant', content: r.text });
+          write('\n');
+          report(r);
+          if (process.stdin.isTTY) write('> ');
+        }
+        rl.close();
+      } finally {
+        arena.dispose();
+        model.dispose();
+      }
+    });
+}

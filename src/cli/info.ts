@@ -1,0 +1,83 @@
+import type { Command } from 'commander';
+import { type BuildConfig, expectedTensorNames, projectionHasBias } from '../models/build.js';
+import { openCheckpoint } from '../models/checkpoint.js';
+import { tensorShape } from '../models/synthetic.js';
+import { loadTokenizer } from '../tokenizer/index.js';
+import { tokenizerPathFor } from './load-model.js';
+import { formatBytes, formatCount } from './options.js';
+
+/** Parameter counts by kind, from the config alone (no weights are read). */
+export function parameterCounts(c: BuildConfig): Record<'embedding' | 'attention' | 'mlp' | 'norms' | 'lmHead', number> {
+  const counts = { embedding: 0, attention: 0, mlp: 0, norms: 0, lmHead: 0 };
+  for (const name of expectedTensorNames(c)) {
+    const n = tensorShape(c, name).reduce((a, b) => a * b, 1);
+    if (name === 'model.embed_tokens.weight') counts.embedding += n;
+    else if (name === 'lm_head.weight') counts.lmHead += n;
+    else if (name.includes('norm')) counts.norms += n;
+    else if (name.includes('self_attn')) counts.attention += n;
+    else counts.mlp += n;
+  }
+  return counts;
+}
+
+/**
+ * Bytes of the weights when projections are NF4 with double quantization (block 64: 4 bits +
+ * 8/64 + 32/(64·256) bits per value) and embeddings, norms and lm_head stay at `otherBytes` per value.
+ */
+export function nf4Bytes(c: BuildConfig, otherBytesPerValue = 4): number {
+  const k = parameterCounts(c);
+  const quantized = k.attention + k.mlp;
+  return (quantized * (4 + 8 / 64 + 32 / (64 * 256))) / 8 + (k.embedding + k.lmHead + k.norms) * otherBytesPerValue;
+}
+
+export function registerInfoCommand(program: Command): void {
+  program
+    .command('info')
+    .description('describe a model: architecture, parameters by kind, context, tokenizer, memory at f32/bf16/NF4')
+    .argument('<path>', 'model: HF folder, .gguf file, or llama2.c .bin')
+    .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
+    .action((modelPath: string, flags: { tokenizer?: string }) => {
+      const ck = openCheckpoint(modelPath);
+      const c = ck.config;
+      ck.close();
+      const k = parameterCounts(c);
+      const total = Object.values(k).reduce((a, b) => a + b, 0);
+      const lines: [string, string][] = [
+        ['path', modelPath],
+        ['format', ck.source],
+        ['architecture', c.architecture],
+        ['layers', String(c.numLayers)],
+        ['hidden size', String(c.hiddenSize)],
+        ['intermediate size', String(c.intermediateSize)],
+        ['attention heads', `${c.numHeads} query, ${c.numKvHeads} key/value (head dim ${c.headDim})`],
+        ['vocabulary', String(c.vocabSize)],
+        ['context length', String(c.maxPositionEmbeddings)],
+        ['rope', `theta ${c.ropeTheta}${c.ropeScaling ? `, ${c.ropeScaling.ropeType} scaling ×${c.ropeScaling.factor}` : ''}`],
+        ['tied embeddings', c.tieWordEmbeddings ? 'yes' : 'no'],
+        ['biases', (['q_proj', 'o_proj', 'gate_proj'] as const).filter((p) => projectionHasBias(c, p)).join(', ') || 'none'],
+        ['parameters', `${formatCount(total)} (${total})`],
+        ['  embedding', formatCount(k.embedding)],
+        ['  attention', formatCount(k.attention)],
+        ['  mlp', formatCount(k.mlp)],
+        ['  norms', formatCount(k.norms)],
+        ['  lm_head', k.lmHead ? formatCount(k.lmHead) : 'tied to the embedding'],
+        ['memory f32', formatBytes(total * 4)],
+        ['memory bf16', formatBytes(total * 2)],
+        ['memory NF4 (QLoRA)', `${formatBytes(nf4Bytes(c, 2))} (projections NF4 + double quant ≈ 4.127 bits/param; embeddings, norms, lm_head bf16)`],
+      ];
+      try {
+        const tokPath = flags.tokenizer ?? tokenizerPathFor(modelPath);
+        const tok = loadTokenizer(tokPath, { vocabSize: c.vocabSize });
+        const special = [['bos', tok.bosToken, tok.bosId], ['eos', tok.eosToken, tok.eosId]]
+          .filter(([, , id]) => id !== null)
+          .map(([n, t, id]) => `${n} ${JSON.stringify(t)}=${id}`)
+          .join(', ');
+        lines.push(['tokenizer', `${tokPath} (${tok.vocabSize} tokens${special ? `; ${special}` : ''}${tok.addBos ? '; adds BOS' : ''})`]);
+        lines.push(['chat template', tok.chatTemplate ? 'yes' : 'no']);
+      } catch (e) {
+        lines.push(['tokenizer', `not found (${(e as Error).message})`]);
+      }
+      const width = Math.max(...lines.map(([a]) => a.length));
+      for (const [a, b] of lines) console.log(`${a.padEnd(width)}  ${b}`);
+    });
+}

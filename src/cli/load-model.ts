@@ -1,0 +1,84 @@
+/**
+ * What every model-using command needs: a checkpoint (HF folder, GGUF, llama2.c .bin), its
+ * tokenizer (found next to it unless --tokenizer says otherwise), an optional adapter (PEFT folder
+ * or GGUF LoRA), built on a backend with or without a 4-bit base.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { type BackendName, getBackend } from '../backends/index.js';
+import { applyPeftAdapter, loadPeftAdapter, type PeftAdapter } from '../io/peft.js';
+import { type BuildOptions, buildLlama, type LoraConfig } from '../models/build.js';
+import { type Checkpoint, openCheckpoint } from '../models/checkpoint.js';
+import type { LlamaModel } from '../models/llama.js';
+import type { Quantize4bitOptions } from '../quant/quantize4bit.js';
+import { loadTokenizer } from '../tokenizer/index.js';
+import type { Tokenizer } from '../tokenizer/types.js';
+
+export interface LoadOptions {
+  readonly model: string;
+  readonly tokenizer?: string;
+  readonly backend?: BackendName;
+  /** 4-bit base (QLoRA) or full precision (null). */
+  readonly quantization?: Quantize4bitOptions | null;
+  /** Fresh LoRA adapters to train. */
+  readonly lora?: LoraConfig | null;
+  /** A trained adapter to apply (PEFT folder, or a GGUF LoRA file). */
+  readonly adapter?: string;
+  readonly maxPositions?: number;
+  readonly onTensor?: BuildOptions['onTensor'];
+}
+
+export interface LoadedModel {
+  readonly model: LlamaModel;
+  readonly tokenizer: Tokenizer;
+  readonly checkpoint: Pick<Checkpoint, 'config' | 'source' | 'path' | 'tensorNames'>;
+  readonly adapter: PeftAdapter | null;
+}
+
+/** Finds the tokenizer that belongs with a model path. */
+export function tokenizerPathFor(modelPath: string): string {
+  const stat = fs.statSync(modelPath);
+  if (stat.isDirectory()) {
+    for (const name of ['tokenizer.json', 'tokenizer.gguf', 'tokenizer.bin']) {
+      if (fs.existsSync(path.join(modelPath, name))) return path.join(modelPath, name);
+    }
+    throw new Error(`${modelPath}: no tokenizer.json (or tokenizer.gguf / tokenizer.bin) in the model folder; pass --tokenizer`);
+  }
+  if (modelPath.endsWith('.gguf')) return modelPath;
+  // llama2.c checkpoints: tokenizer.bin (or tokNNN.bin) beside the model.
+  const dir = path.dirname(modelPath);
+  const candidates = fs.readdirSync(dir).filter((f) => f === 'tokenizer.bin' || /^tok\d+\.bin$/.test(f)).sort();
+  if (candidates.length > 0) return path.join(dir, candidates[0]!);
+  throw new Error(`${modelPath}: no tokenizer.bin next to this llama2.c checkpoint; pass --tokenizer`);
+}
+
+export async function loadAdapter(adapterPath: string): Promise<PeftAdapter> {
+  return loadPeftAdapter(adapterPath);
+}
+
+export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
+  if (!fs.existsSync(o.model)) throw new Error(`${o.model}: no such file or folder`);
+  const backend = await getBackend(o.backend ?? 'cpu');
+  const adapter = o.adapter ? await loadAdapter(o.adapter) : null;
+  if (adapter && o.lora) throw new Error('cannot both apply an existing adapter and create a new one');
+  const ck = openCheckpoint(o.model);
+  let model: LlamaModel;
+  try {
+    model = await buildLlama(ck.config, ck, {
+      backend,
+      quantization: o.quantization ?? null,
+      lora: adapter ? adapter.lora : (o.lora ?? null),
+      maxPositions: o.maxPositions,
+      onTensor: o.onTensor,
+    });
+  } finally {
+    ck.close();
+  }
+  if (adapter) applyPeftAdapter(model, adapter);
+  const tokenizerPath = o.tokenizer ?? tokenizerPathFor(o.model);
+  const tokenizer = loadTokenizer(tokenizerPath, { vocabSize: ck.config.vocabSize });
+  if (tokenizer.vocabSize > ck.config.vocabSize) {
+    throw new Error(`tokenizer ${tokenizerPath} has ${tokenizer.vocabSize} tokens but the model only ${ck.config.vocabSize}`);
+  }
+  return { model, tokenizer, checkpoint: { config: ck.config, source: ck.source, path: ck.path, tensorNames: ck.tensorNames }, adapter };
+}
