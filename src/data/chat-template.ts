@@ -22,8 +22,9 @@ export interface ChatTemplateOptions {
   readonly bosToken: string | null;
   readonly eosToken: string | null;
   /**
-   * Date the template sees through strftime_now / date_string (Llama 3.x print "Today Date").
-   * Fixed by default so rendered training text does not change from one day to the next.
+   * Date the template sees as date_string (Llama 3.x print "Today Date: 26 Jul 2024"). Fixed by
+   * default so rendered training text does not change from one day to the next. (A template that
+   * calls strftime_now without checking date_string still gets the real date.)
    */
   readonly date?: Date;
 }
@@ -34,7 +35,7 @@ export class ChatRenderError extends Error {}
 /**
  * A model's Jinja chat template, rendered with @huggingface/jinja (which applies the trim_blocks /
  * lstrip_blocks settings Hugging Face uses) and the variables transformers passes:
- * messages, bos_token, eos_token, add_generation_prompt, and tools when a row has them.
+ * messages, bos_token, eos_token, add_generation_prompt, tools when a row has them, and date_string.
  */
 export class ChatTemplate {
   private readonly template: Template;
@@ -58,7 +59,8 @@ export class ChatTemplate {
       bos_token: this.options.bosToken ?? '',
       eos_token: this.options.eosToken ?? '',
       add_generation_prompt: addGenerationPrompt,
-      strftime_now: (format: string) => strftime(this.date, String(format)),
+      // Llama 3.x templates print "Today Date: {date_string}" when it is defined (else the real date).
+      date_string: strftime(this.date, '%d %b %Y'),
     };
     if (tools !== undefined) variables.tools = tools;
     try {

@@ -33,8 +33,8 @@ export interface FormatOptions {
   readonly columns?: ColumnMapping;
   /** Builds the prompt from {column} placeholders; the completion comes from the `completion` field. */
   readonly promptTemplate?: PromptTemplate;
-  /** Needed for chat rows: the model's template (or an override). */
-  readonly chatTemplate?: ChatTemplate | null;
+  /** Needed for chat rows: the model's template (or an override). Called only once chat rows are seen. */
+  readonly chatTemplate?: () => ChatTemplate | null;
   /** Put loss on prompts / user turns too (default: completion and assistant turns only). */
   readonly trainOnPrompt?: boolean;
 }
@@ -47,6 +47,7 @@ export class RowRenderer {
   private detected: RowFormat | null;
   /** Which field holds the completion: 'completion', or 'text' for MLX's {prompt, text}. */
   private completionField = 'completion';
+  private chatTemplate: ChatTemplate | null | undefined;
 
   constructor(private readonly options: FormatOptions) {
     this.detected = options.format && options.format !== 'auto' ? options.format : null;
@@ -142,7 +143,7 @@ export class RowRenderer {
   }
 
   private renderChat(row: Record<string, unknown>, location: SourceLocation): RenderedExample {
-    const template = this.options.chatTemplate;
+    const template = (this.chatTemplate ??= this.options.chatTemplate?.() ?? null);
     if (!template) {
       throw new DatasetError('chat rows need a chat template, and this model has none: pass one with --chat-template FILE', location);
     }

@@ -1,0 +1,229 @@
+import type { Tokenizer } from '../tokenizer/types.js';
+import { ChatTemplate } from './chat-template.js';
+import { DatasetError, RowError } from './errors.js';
+import { RowRenderer, type FormatOptions, type RenderedExample, type RowFormat } from './formats.js';
+import type { TextReadOptions } from './read-text.js';
+import { seededPermutation } from './shuffle.js';
+import { readSplit, resolveSources, type SplitFiles } from './sources.js';
+import { countTargets, tokenizeExample, type TokenizedExample } from './tokenize.js';
+import { fitToLength, type TruncationPolicy } from './truncate.js';
+
+export interface DatasetOptions extends Omit<FormatOptions, 'chatTemplate'> {
+  /** Longest example, in tokens, after BOS/EOS. */
+  readonly maxSeqLen: number;
+  /** Default: 'split' for plain text (language modelling), 'truncate-right' otherwise. */
+  readonly truncation?: TruncationPolicy;
+  /** Count bad rows and go on, instead of stopping at the first. */
+  readonly skipBadRows?: boolean;
+  /** Jinja chat template overriding the tokenizer's own. */
+  readonly chatTemplate?: string;
+  readonly text?: TextReadOptions;
+  /** Fraction of train examples held out for validation when there is no validation file (default 0.05; 0 for none). */
+  readonly validFraction?: number;
+  readonly seed?: number;
+  /** Read at most this many rows per split (for quick inspection). */
+  readonly maxRows?: number;
+}
+
+export interface SplitStats {
+  /** Rows read from the files (for plain text: documents and their pieces). */
+  rows: number;
+  /** Rows skipped as bad (only with skipBadRows), and the first few reasons. */
+  badRows: number;
+  readonly badRowMessages: string[];
+  /** Examples longer than maxSeqLen (shortened, split or dropped per the policy). */
+  overLength: number;
+  droppedTooLong: number;
+  /** Examples left with no loss token after truncation. */
+  droppedNoLoss: number;
+  /** Loss boundaries that fell inside a token. */
+  inexactBoundaries: number;
+  examples: number;
+  tokens: number;
+  lossTokens: number;
+}
+
+export interface LoadedDataset {
+  readonly format: RowFormat;
+  readonly truncation: TruncationPolicy;
+  readonly train: TokenizedExample[];
+  readonly valid: TokenizedExample[];
+  readonly test: TokenizedExample[] | null;
+  /** Where validation examples came from. */
+  readonly validSource: 'file' | 'held-out' | 'none';
+  readonly stats: { readonly train: SplitStats; readonly valid: SplitStats; readonly test: SplitStats | null };
+}
+
+const MAX_BAD_ROW_MESSAGES = 5;
+
+function emptyStats(): SplitStats {
+  return {
+    rows: 0,
+    badRows: 0,
+    badRowMessages: [],
+    overLength: 0,
+    droppedTooLong: 0,
+    droppedNoLoss: 0,
+    inexactBoundaries: 0,
+    examples: 0,
+    tokens: 0,
+    lossTokens: 0,
+  };
+}
+
+/**
+ * Loads a dataset path (file or MLX-style directory) into tokenized train / validation / test
+ * examples, with counts of everything that was skipped, shortened or dropped.
+ */
+export async function loadDataset(path: string, tokenizer: Tokenizer, options: DatasetOptions): Promise<LoadedDataset> {
+  if (!Number.isInteger(options.maxSeqLen) || options.maxSeqLen < 2) {
+    throw new DatasetError(`max sequence length must be an integer >= 2, got ${options.maxSeqLen}`);
+  }
+  const sources = await resolveSources(path);
+  const renderer = new RowRenderer({
+    ...options,
+    chatTemplate: () => {
+      const source = options.chatTemplate ?? tokenizer.chatTemplate;
+      return source ? new ChatTemplate(source, { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken }) : null;
+    },
+  });
+  const loader = new SplitLoader(renderer, tokenizer, options);
+
+  const train = await loader.load(sources.train, 'train');
+  let valid: { examples: TokenizedExample[]; stats: SplitStats };
+  let validSource: LoadedDataset['validSource'];
+  if (sources.valid) {
+    valid = await loader.load(sources.valid, 'validation');
+    validSource = 'file';
+  } else {
+    const held = holdOut(train.examples, options.validFraction ?? 0.05, options.seed ?? 0);
+    train.examples = held.train;
+    valid = { examples: held.valid, stats: statsOf(held.valid) };
+    validSource = held.valid.length > 0 ? 'held-out' : 'none';
+    train.stats.examples = held.train.length;
+    train.stats.tokens -= valid.stats.tokens;
+    train.stats.lossTokens -= valid.stats.lossTokens;
+  }
+  const test = sources.test ? await loader.load(sources.test, 'test') : null;
+  return {
+    format: renderer.format!,
+    truncation: loader.policy!,
+    train: train.examples,
+    valid: valid.examples,
+    test: test ? test.examples : null,
+    validSource,
+    stats: { train: train.stats, valid: valid.stats, test: test ? test.stats : null },
+  };
+}
+
+class SplitLoader {
+  policy: TruncationPolicy | null = null;
+
+  constructor(
+    private readonly renderer: RowRenderer,
+    private readonly tokenizer: Tokenizer,
+    private readonly options: DatasetOptions,
+  ) {}
+
+  async load(files: SplitFiles, name: string): Promise<{ examples: TokenizedExample[]; stats: SplitStats }> {
+    const stats = emptyStats();
+    const examples: TokenizedExample[] = [];
+    // Pieces of one plain-text document, joined before truncation.
+    let pending: { ids: number[]; targets: number[]; first: RenderedExample } | null = null;
+
+    const finish = (ids: number[], targets: number[], location: RenderedExample['location']) => {
+      const policy = (this.policy ??= this.options.truncation ?? (this.renderer.format === 'text' ? 'split' : 'truncate-right'));
+      const example: TokenizedExample = { ids: Int32Array.from(ids), targets: Uint8Array.from(targets), location };
+      const fit = fitToLength(example, this.options.maxSeqLen, policy, this.tokenizer.bosId);
+      if (fit.overLength) stats.overLength++;
+      if (fit.dropped) stats.droppedTooLong++;
+      for (const piece of fit.examples) {
+        const loss = countTargets(piece.targets);
+        if (loss === 0) {
+          stats.droppedNoLoss++;
+          continue;
+        }
+        examples.push(piece);
+        stats.tokens += piece.ids.length;
+        stats.lossTokens += loss;
+      }
+    };
+
+    for await (const raw of readSplit(files, this.options.text)) {
+      if (this.options.maxRows !== undefined && stats.rows >= this.options.maxRows) break;
+      stats.rows++;
+      try {
+        if (raw.error) throw raw.error;
+        const rendered = this.renderer.render(raw.value, raw.location);
+        if (rendered.document) {
+          // A piece of a longer text document: BOS before the first piece only, EOS after the last only.
+          const first: boolean = pending === null;
+          const part = tokenizeExample(this.tokenizer, { ...rendered, bos: first, eos: false });
+          pending ??= { ids: [], targets: [], first: rendered };
+          for (let i = 0; i < part.ids.length; i++) {
+            pending.ids.push(part.ids[i]!);
+            pending.targets.push(part.targets[i]!);
+          }
+          if (rendered.document.last) {
+            const eosId = this.tokenizer.eosId;
+            if (eosId !== null && pending.ids[pending.ids.length - 1] !== eosId) {
+              pending.ids.push(eosId);
+              pending.targets.push(1);
+            }
+            finish(pending.ids, pending.targets, pending.first.location);
+            pending = null;
+          }
+          continue;
+        }
+        const result = tokenizeExample(this.tokenizer, rendered);
+        stats.inexactBoundaries += result.inexactBoundaries;
+        if (countTargets(result.targets) === 0) {
+          throw new RowError('every token is masked (no completion or assistant tokens carry loss): nothing to learn from this row', raw.location);
+        }
+        finish(result.ids, result.targets, rendered.location);
+      } catch (err) {
+        if (!(err instanceof RowError) || !this.options.skipBadRows) throw err;
+        stats.badRows++;
+        if (stats.badRowMessages.length < MAX_BAD_ROW_MESSAGES) stats.badRowMessages.push(err.message);
+      }
+    }
+    if (pending) finish(pending.ids, pending.targets, pending.first.location);
+    stats.examples = examples.length;
+    if (examples.length === 0) {
+      const where = files.files.map((f) => f.path).join(', ');
+      const why =
+        stats.rows === 0
+          ? 'it has no rows'
+          : `${stats.rows} row(s) read, ${stats.badRows} bad, ${stats.droppedTooLong} too long, ${stats.droppedNoLoss} with nothing to learn`;
+      throw new DatasetError(`the ${name} data is empty: ${why}`, { file: where });
+    }
+    return { examples, stats };
+  }
+}
+
+/** Deterministically moves a seeded random `fraction` of examples (at least one, never all) to validation. */
+export function holdOut(
+  examples: readonly TokenizedExample[],
+  fraction: number,
+  seed: number,
+): { train: TokenizedExample[]; valid: TokenizedExample[] } {
+  if (!(fraction >= 0 && fraction < 1)) throw new DatasetError(`validation fraction must be in [0, 1), got ${fraction}`);
+  if (fraction === 0 || examples.length < 2) return { train: [...examples], valid: [] };
+  const count = Math.min(examples.length - 1, Math.max(1, Math.round(fraction * examples.length)));
+  const order = seededPermutation(examples.length, seed ^ 0x5eed);
+  const validIndex = new Set(order.slice(0, count));
+  const train: TokenizedExample[] = [];
+  const valid: TokenizedExample[] = [];
+  examples.forEach((ex, i) => (validIndex.has(i) ? valid : train).push(ex));
+  return { train, valid };
+}
+
+function statsOf(examples: readonly TokenizedExample[]): SplitStats {
+  const stats = emptyStats();
+  stats.examples = examples.length;
+  for (const ex of examples) {
+    stats.tokens += ex.ids.length;
+    stats.lossTokens += countTargets(ex.targets);
+  }
+  return stats;
+}
