@@ -38,8 +38,9 @@ test('stories260K.gguf metadata matches the model card', () => {
   const types = g.metadata.get('tokenizer.ggml.token_type');
   assert.ok(types instanceof Int32Array);
   assert.deepEqual(Array.from(types.slice(0, 4)), [2, 3, 3, 6]); // unk, control, control, byte
-  // Header-only read skips tensor infos.
-  assert.equal(g.tensors.length, 0);
+  // The header read also lists the tensors (without reading their data).
+  assert.equal(g.tensors.length, 48);
+  assert.equal(g.dataOffset, 14176);
 });
 
 test('stories260K.gguf tensor table: 48 F32 tensors, data at 14176, dims reversed to [out, in]', () => {

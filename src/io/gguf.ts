@@ -169,7 +169,7 @@ function readNumericArray(c: ByteCursor, type: number, count: number, what: stri
   }
 }
 
-function parseHeader(file: RandomAccessFile, withTensors: boolean): GgufFile {
+function parseHeader(file: RandomAccessFile): GgufFile {
   const c = new ByteCursor(file);
   if (file.size < 24) file.fail(`too small to be GGUF (${file.size} bytes)`);
   const magic = c.u32('magic');
@@ -217,7 +217,7 @@ function parseHeader(file: RandomAccessFile, withTensors: boolean): GgufFile {
   const tensorsByName = new Map<string, GgufTensorInfo>();
   const raw: Omit<GgufTensorInfo, 'offset'>[] = [];
   const seenNames = new Set<string>();
-  for (let i = 0; i < (withTensors ? tensorCount : 0); i++) {
+  for (let i = 0; i < tensorCount; i++) {
     const name = readString(c, `tensor #${i} name`);
     const nDims = c.u32(`tensor '${name}' n_dims`);
     if (nDims > MAX_DIMS) file.fail(`tensor '${name}' has ${nDims} dims (max ${MAX_DIMS})`);
@@ -267,11 +267,14 @@ function align(o: number, a: number): number {
   return o + ((a - (o % a)) % a);
 }
 
-/** Reads only the header and metadata of a GGUF file (e.g. for a tokenizer); tensors are not parsed. */
+/**
+ * Reads the header of a GGUF file: metadata plus the tensor table (names, shapes, offsets), but no
+ * tensor data (e.g. for a tokenizer). The file is closed on return.
+ */
 export function readGgufMetadata(path: string): GgufFile {
   const file = RandomAccessFile.open(path);
   try {
-    return parseHeader(file, false);
+    return parseHeader(file);
   } finally {
     file.close();
   }
@@ -287,7 +290,7 @@ export class GgufReader {
   static open(path: string): GgufReader {
     const file = RandomAccessFile.open(path);
     try {
-      return new GgufReader(file, parseHeader(file, true));
+      return new GgufReader(file, parseHeader(file));
     } catch (e) {
       file.close();
       throw e;
