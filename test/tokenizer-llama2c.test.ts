@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { Llama2cTokenizer, loadTokenizer, parseLlama2cTokenizer } from '../src/tokenizer/index.js';
+import { readLlama2cTokenizer } from '../src/io/llama2c.js';
+import { Llama2cTokenizer, loadTokenizer } from '../src/tokenizer/index.js';
 import { FIXTURES } from './tokenizer-fixtures.js';
 
 const TOK512 = path.join(FIXTURES, 'stories260K', 'tok512.bin');
@@ -14,15 +15,13 @@ const reference = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'stories260K', 
   greedy_from_bos: { token_ids: number[]; text: string };
 };
 
-test('tok512.bin: the file layout matches the spec (max_token_length, 512 tokens, byte tokens, merge scores)', () => {
-  const vocab = parseLlama2cTokenizer(fs.readFileSync(TOK512), 512);
-  // The header is the longest piece length (7 here; the shared assets README says 9, which the file contradicts).
-  assert.equal(vocab.maxTokenLength, Math.max(...vocab.pieces.map((p) => p.length)));
-  assert.equal(vocab.pieces.length, 512);
-  assert.deepEqual(vocab.pieces.slice(0, 3), ['<unk>', '\n<s>\n', '\n</s>\n']);
-  assert.equal(vocab.pieces[3], '<0x00>');
-  assert.equal(vocab.pieces[258], '<0xFF>');
-  for (let id = 259; id < 512; id++) assert.equal(vocab.scores[id], -(id - 259), `score of merge ${id}`);
+test('tok512.bin: the vocabulary has the spec layout (512 tokens, specials, byte tokens, merge scores)', () => {
+  const tok = Llama2cTokenizer.fromFile(TOK512, 512);
+  assert.equal(tok.vocabSize, 512);
+  assert.deepEqual([0, 1, 2, 3, 258].map((i) => tok.idToToken(i)), ['<unk>', '\n<s>\n', '\n</s>\n', '<0x00>', '<0xFF>']);
+  // Scores come from src/io/llama2c.ts's reader; merges are scored -(id - 259) in tok512.
+  const scores = readLlama2cTokenizer(TOK512, 512).scores;
+  for (let id = 259; id < 512; id++) assert.equal(scores[id], -(id - 259), `score of merge ${id}`);
 });
 
 test('tok512.bin: encoding the reference prompt gives the recorded ids (BOS, dummy prefix, merges)', () => {
@@ -55,15 +54,20 @@ test('tok512.bin: characters without a piece fall back to byte tokens (id = byte
   assert.deepEqual([0, 1, 2, 3, 300].map((i) => tok.isSpecial(i)), [true, true, true, false, false]);
 });
 
-test('tok512.bin: a wrong vocab size or a truncated file is a clear error', () => {
+test('tok512.bin: a wrong vocab size, a truncated file or a too-small vocabulary is a clear error', () => {
+  assert.throws(() => loadTokenizer(TOK512, { vocabSize: 500 }), /trailing bytes after 500 tokens/);
+  assert.throws(() => loadTokenizer(TOK512, { vocabSize: 513 }), /tok512\.bin/);
   const bytes = fs.readFileSync(TOK512);
-  assert.throws(() => parseLlama2cTokenizer(bytes, 500), /bytes left after 500 tokens/);
-  assert.throws(() => parseLlama2cTokenizer(bytes, 513), /token 512: header runs past end of file/);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-tok-'));
   try {
     const cut = path.join(dir, 'tokenizer.bin');
-    fs.writeFileSync(cut, bytes.subarray(0, 3000));
-    assert.throws(() => loadTokenizer(cut), /tokenizer\.bin: token \d+: bad length|header runs past end/);
+    fs.writeFileSync(cut, bytes.subarray(0, 3001));
+    assert.throws(() => loadTokenizer(cut), /tokenizer\.bin/);
+    // 100 whole tokens parse, but a llama2.c vocabulary needs 3 specials + 256 byte tokens first.
+    let end = 4;
+    for (let i = 0; i < 100; i++) end += 8 + bytes.readInt32LE(end + 4);
+    fs.writeFileSync(cut, bytes.subarray(0, end));
+    assert.throws(() => loadTokenizer(cut), /only 100 tokens/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -21,7 +21,7 @@ import { loadTiktokenLlama3, looksLikeTiktoken } from './tiktoken.js';
 
 export type { Tokenizer } from './types.js';
 export { HfTokenizer } from './hf-tokenizer.js';
-export { Llama2cTokenizer, parseLlama2cTokenizer } from './llama2c-tokenizer.js';
+export { Llama2cTokenizer } from './llama2c-tokenizer.js';
 export { SpmTokenizer } from './spm-tokenizer.js';
 export { tokenizerFromGgufMetadata } from './gguf-tokenizer.js';
 export { tiktokenLlama3Tokenizer, loadTiktokenLlama3 } from './tiktoken.js';

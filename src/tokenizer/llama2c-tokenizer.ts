@@ -7,8 +7,7 @@
  * Pieces are handled as byte strings (each char = one byte, latin1) so that byte-level pieces and
  * multi-byte characters compare exactly as run.c's strcmp does.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { readLlama2cTokenizer, type Llama2cTokenizerFile } from '../io/llama2c.js';
 import type { Tokenizer } from './types.js';
 import { mergeByScore } from './score-merge.js';
 import { SpecialTokenSplitter } from './special-split.js';
@@ -22,42 +21,9 @@ const BYTE_TOKEN_OFFSET = 3;
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
 
 export interface Llama2cVocab {
-  maxTokenLength: number;
   /** Raw piece bytes as latin1 strings (one char per byte). */
   pieces: string[];
   scores: Float32Array;
-}
-
-/**
- * Parses tokenizer.bin. The token count is not stored in the file: pass the model's vocab_size to
- * check it, or omit it to read tokens until the end of the file.
- */
-export function parseLlama2cTokenizer(bytes: Uint8Array, vocabSize?: number, label = 'tokenizer.bin'): Llama2cVocab {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const fail = (problem: string): never => {
-    throw new Error(`${label}: ${problem}`);
-  };
-  if (bytes.byteLength < 4) fail('too short for the max_token_length header');
-  const maxTokenLength = view.getInt32(0, true);
-  if (maxTokenLength <= 0 || maxTokenLength > 1 << 16) fail(`implausible max_token_length ${maxTokenLength}`);
-  const pieces: string[] = [];
-  const scores: number[] = [];
-  let off = 4;
-  while (vocabSize === undefined ? off < bytes.byteLength : pieces.length < vocabSize) {
-    if (off + 8 > bytes.byteLength) fail(`token ${pieces.length}: header runs past end of file`);
-    const score = view.getFloat32(off, true);
-    const len = view.getInt32(off + 4, true);
-    off += 8;
-    if (len < 0 || len > maxTokenLength || off + len > bytes.byteLength) fail(`token ${pieces.length}: bad length ${len}`);
-    pieces.push(Buffer.from(bytes.buffer, bytes.byteOffset + off, len).toString('latin1'));
-    scores.push(score);
-    off += len;
-  }
-  if (vocabSize !== undefined && off !== bytes.byteLength) {
-    fail(`${bytes.byteLength - off} bytes left after ${vocabSize} tokens (vocab size mismatch?)`);
-  }
-  if (pieces.length <= EOS_ID + 256) fail(`only ${pieces.length} tokens; expected specials, 256 byte tokens and merges`);
-  return { maxTokenLength, pieces, scores: Float32Array.from(scores) };
 }
 
 const toBytes = (s: string): string => Buffer.from(s, 'utf8').toString('latin1');
@@ -86,8 +52,17 @@ export class Llama2cTokenizer implements Tokenizer {
     [EOS_ID, '</s>'],
   ]);
 
+  /** Reads tokenizer.bin (src/io/llama2c.ts); vocabSize checks the token count, which the file does not store. */
   static fromFile(file: string, vocabSize?: number): Llama2cTokenizer {
-    return new Llama2cTokenizer(parseLlama2cTokenizer(fs.readFileSync(file), vocabSize, path.basename(file)));
+    return Llama2cTokenizer.fromParsed(readLlama2cTokenizer(file, vocabSize));
+  }
+
+  static fromParsed(file: Llama2cTokenizerFile): Llama2cTokenizer {
+    if (file.tokens.length <= EOS_ID + 256) {
+      throw new Error(`tokenizer.bin: only ${file.tokens.length} tokens; expected 3 specials, 256 byte tokens and merges`);
+    }
+    const pieces = file.tokens.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength).toString('latin1'));
+    return new Llama2cTokenizer({ pieces, scores: file.scores });
   }
 
   constructor(private readonly vocab: Llama2cVocab) {
