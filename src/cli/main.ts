@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.js';
 import { registerGenerateCommand } from './generate.js';
 import { registerInfoCommand } from './info.js';
+import { registerTrainCommand } from './train.js';
 
 /** Builds the `qlora` command tree. Subcommands register themselves here as they land. */
 export function buildProgram(): Command {
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
     });
   registerGenerateCommand(program);
   registerInfoCommand(program);
+  registerTrainCommand(program);
   return program;
 }
 

@@ -1,0 +1,106 @@
+/**
+ * `qlora train` settings: defaults ← --config run.yaml ← command-line flags, validated with zod so a
+ * bad value in either place is one clear message naming the setting.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { z } from 'zod';
+
+const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** The embedded demo: the bundled stories260K model and tiny-shakespeare excerpt. */
+export const DEMO = {
+  model: path.join(packageRoot, 'fixtures', 'stories260K', 'stories260K.bin'),
+  data: path.join(packageRoot, 'fixtures', 'datasets', 'tinyshakespeare', 'input.txt'),
+  output: 'qlora-demo-output',
+} as const;
+
+export const trainConfigSchema = z
+  .object({
+    model: z.string().min(1),
+    data: z.string().min(1),
+    output: z.string().min(1),
+    tokenizer: z.string().optional(),
+    maxSteps: z.number().int().positive().optional(),
+    epochs: z.number().positive().optional(),
+    lr: z.number().positive().default(2e-4),
+    schedule: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
+    warmupSteps: z.number().int().min(0).optional(),
+    warmupRatio: z.number().min(0).max(1).default(0.03),
+    rank: z.number().int().positive().default(16),
+    alpha: z.number().positive().default(32),
+    dropout: z.number().min(0).lt(1).default(0.05),
+    targets: z.union([z.literal('all-linear'), z.array(z.string()).min(1)]).default('all-linear'),
+    layers: z.array(z.number().int().min(0)).optional(),
+    rslora: z.boolean().default(false),
+    init: z.enum(['kaiming', 'gaussian']).default('kaiming'),
+    batchSize: z.number().int().positive().default(4),
+    gradAccum: z.number().int().positive().default(1),
+    seqLen: z.number().int().min(8).default(512),
+    packing: z.boolean().default(true),
+    evalEvery: z.number().int().min(0).default(100),
+    evalBatches: z.number().int().positive().default(20),
+    saveEvery: z.number().int().min(0).default(100),
+    keepCheckpoints: z.number().int().min(1).default(3),
+    earlyStopping: z.number().int().min(0).default(0),
+    resume: z.union([z.boolean(), z.string()]).default(false),
+    optimizer: z.enum(['adamw', 'adamw8bit']).default('adamw'),
+    weightDecay: z.number().min(0).default(0),
+    maxGradNorm: z.number().min(0).default(1),
+    seed: z.number().int().min(0).default(42),
+    quant: z.enum(['nf4', 'fp4', 'none']).default('nf4'),
+    blocksize: z.number().int().default(64),
+    doubleQuant: z.boolean().default(true),
+    gradientCheckpointing: z.boolean().default(false),
+    skipNonfinite: z.boolean().default(false),
+    format: z.enum(['auto', 'text', 'completion', 'alpaca', 'chat']).default('auto'),
+    columns: z.string().optional(),
+    template: z.string().optional(),
+    trainOnPrompt: z.boolean().default(false),
+    validFraction: z.number().min(0).lt(1).default(0.05),
+    truncation: z.enum(['drop', 'truncate-left', 'truncate-right', 'split']).optional(),
+    skipBadRows: z.boolean().default(false),
+    backend: z.enum(['cpu', 'ref']).default('cpu'),
+    samplePrompt: z.string().optional(),
+    sampleTokens: z.number().int().min(0).default(64),
+  })
+  .strict();
+
+export type TrainConfig = z.infer<typeof trainConfigSchema>;
+
+/** kebab-case or snake_case keys (as people write YAML) → the camelCase the schema uses. */
+function camel(key: string): string {
+  return key.replace(/[-_]([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+export function readConfigFile(file: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = YAML.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`${file}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`${file}: expected a mapping of settings`);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(parsed)) out[camel(k)] = v;
+  // Paths in the file are relative to the file.
+  for (const key of ['model', 'data', 'output', 'tokenizer']) {
+    if (typeof out[key] === 'string' && !path.isAbsolute(out[key] as string)) out[key] = path.resolve(path.dirname(file), out[key] as string);
+  }
+  return out;
+}
+
+/** Validates merged settings; the first problem becomes one line naming the setting. */
+export function resolveTrainConfig(values: Record<string, unknown>, source: string): TrainConfig {
+  const r = trainConfigSchema.safeParse(values);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const key = issue.path.join('.') || 'config';
+    throw new Error(`${source}: ${key}: ${issue.message}`);
+  }
+  if (r.data.maxSteps !== undefined && r.data.epochs !== undefined) throw new Error(`${source}: give either maxSteps or epochs, not both`);
+  return r.data;
+}
