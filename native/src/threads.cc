@@ -45,7 +45,10 @@ class Pool {
     if (n > 256) n = 256;
     stop();
     stopping_ = false;
-    for (int i = 1; i < n; i++) workers_.emplace_back([this, i] { loop(i); });
+    // Workers start from the current generation: a worker that starts late must still see the
+    // next run() as new (reading the generation inside the thread raced with run()).
+    const uint64_t start = generation_.load(std::memory_order_acquire);
+    for (int i = 1; i < n; i++) workers_.emplace_back([this, i, start] { loop(i, start); });
   }
 
   void run(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t, int)>& fn) {
@@ -90,11 +93,10 @@ class Pool {
     if (begin < end) (*fn_)(begin, end, t);
   }
 
-  void loop(int t) {
+  void loop(int t, uint64_t seen) {
 #ifdef QLORA_X86
     _mm_setcsr(_mm_getcsr() | 0x8040);
 #endif
-    uint64_t seen = generation_.load(std::memory_order_acquire);
     for (;;) {
       // Spin a little before sleeping: the next region usually follows within microseconds.
       int spins = 0;
