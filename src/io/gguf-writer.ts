@@ -99,6 +99,25 @@ function writeValue(s: ByteSink, type: number, value: GgufValue, elemTypes: read
 
 /** Writes a GGUF v3 file atomically. `general.alignment` in `metadata` (U32) sets the alignment. */
 export function writeGguf(filePath: string, metadata: GgufMetadataEntry[], tensors: GgufTensorToWrite[]): void {
+  writeGgufStreaming(filePath, metadata, tensors.map((t) => ({ name: t.name, shape: t.shape, type: t.type, data: () => t.data })));
+}
+
+/** A tensor whose bytes are produced only when the writer reaches it (exports of large models). */
+export interface GgufTensorPlan {
+  name: string;
+  /** Row-major (PyTorch) shape; written reversed as ggml dims. */
+  shape: number[];
+  /** ggml type id (see GgmlType). */
+  type: number;
+  /** Called once, in file order; must return exactly the bytes the type and shape require. */
+  data: () => Uint8Array;
+}
+
+/**
+ * Like writeGguf, but each tensor's bytes are produced on demand, so only one tensor is in memory
+ * at a time. Sizes are known from (type, shape) up front, which is all the header needs.
+ */
+export function writeGgufStreaming(filePath: string, metadata: GgufMetadataEntry[], tensors: GgufTensorPlan[]): void {
   const alignEntry = metadata.find((e) => e.key === 'general.alignment');
   const alignment = alignEntry ? (alignEntry.value as number) : GGUF_DEFAULT_ALIGNMENT;
   const pad = (o: number): number => (alignment - (o % alignment)) % alignment;
@@ -113,14 +132,13 @@ export function writeGguf(filePath: string, metadata: GgufMetadataEntry[], tenso
     head.u32(e.type);
     writeValue(head, e.type, e.value, e.elemType === undefined ? [] : ([] as number[]).concat(e.elemType), e.key);
   }
+  const sizes: number[] = [];
   let offset = 0;
   for (const t of tensors) {
     const nElements = t.shape.reduce((a, b) => a * b, 1);
     const size = ggmlByteSize(t.type, t.shape[t.shape.length - 1] ?? 1, nElements);
     if (typeof size === 'string') throw new Error(`GGUF tensor '${t.name}': ${size}`);
-    if (size !== t.data.byteLength) {
-      throw new Error(`GGUF tensor '${t.name}': ${ggmlTypeName(t.type)} [${t.shape.join(', ')}] needs ${size} bytes, got ${t.data.byteLength}`);
-    }
+    sizes.push(size);
     head.string(t.name);
     head.u32(t.shape.length);
     for (let d = t.shape.length - 1; d >= 0; d--) head.u64(t.shape[d]!);
@@ -132,10 +150,14 @@ export function writeGguf(filePath: string, metadata: GgufMetadataEntry[], tenso
 
   writeFileAtomic(filePath, (fd) => {
     writeAll(fd, head.result());
-    for (const t of tensors) {
-      writeAll(fd, t.data);
-      const p = pad(t.data.byteLength);
+    tensors.forEach((t, i) => {
+      const data = t.data();
+      if (sizes[i] !== data.byteLength) {
+        throw new Error(`GGUF tensor '${t.name}': ${ggmlTypeName(t.type)} [${t.shape.join(', ')}] needs ${sizes[i]} bytes, got ${data.byteLength}`);
+      }
+      writeAll(fd, data);
+      const p = pad(data.byteLength);
       if (p) writeAll(fd, new Uint8Array(p));
-    }
+    });
   });
 }

@@ -1,0 +1,85 @@
+/**
+ * How a normalized LlamaConfig is spelled in GGUF (formats.md §4.4, convert_hf_to_gguf.py): the
+ * architecture name, the `<arch>.*` hyperparameter keys, Llama-3 rope scaling as the
+ * `rope_freqs.weight` tensor, and whether Q/K rows are stored in the interleaved RoPE layout.
+ */
+import { GgufValueType } from '../io/gguf.js';
+import type { GgufMetadataEntry } from '../io/gguf-writer.js';
+import type { LlamaConfig } from '../models/config.js';
+
+/**
+ * GGUF architecture name. llama.cpp has no "mistral" architecture: convert_hf_to_gguf writes
+ * MistralForCausalLM as "llama" (sliding-window attention is not represented).
+ */
+export function ggufArchitecture(c: LlamaConfig): 'llama' | 'qwen2' {
+  return c.architecture === 'qwen2' ? 'qwen2' : 'llama';
+}
+
+/**
+ * llama.cpp uses NORM (interleaved-pair) RoPE for llama, so HF Q/K rows are permuted on export;
+ * qwen2 uses NEOX RoPE (rotate_half, HF's own layout) and is written as is.
+ */
+export function usesInterleavedQk(c: LlamaConfig): boolean {
+  return ggufArchitecture(c) === 'llama';
+}
+
+/** Things about a config that the GGUF cannot express. */
+export function ggufConfigWarnings(c: LlamaConfig): string[] {
+  const w: string[] = [];
+  if (c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings) {
+    w.push(`sliding-window attention (${c.slidingWindow}) is not represented in GGUF "llama"; llama.cpp attends to the full context`);
+  }
+  return w;
+}
+
+/** The general.* and `<arch>.*` keys llama.cpp reads for a Llama-family model. */
+export function hyperparameterMetadata(c: LlamaConfig, name: string): GgufMetadataEntry[] {
+  const arch = ggufArchitecture(c);
+  const u32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${arch}.${key}`, type: GgufValueType.U32, value });
+  const f32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${arch}.${key}`, type: GgufValueType.F32, value });
+  const out: GgufMetadataEntry[] = [
+    { key: 'general.architecture', type: GgufValueType.STRING, value: arch },
+    { key: 'general.type', type: GgufValueType.STRING, value: 'model' },
+    { key: 'general.name', type: GgufValueType.STRING, value: name },
+    u32('vocab_size', c.vocabSize),
+    u32('context_length', c.maxPositionEmbeddings),
+    u32('embedding_length', c.hiddenSize),
+    u32('block_count', c.numLayers),
+    u32('feed_forward_length', c.intermediateSize),
+    u32('attention.head_count', c.numHeads),
+    u32('attention.head_count_kv', c.numKvHeads),
+    f32('rope.freq_base', c.ropeTheta),
+    f32('attention.layer_norm_rms_epsilon', c.rmsNormEps),
+    u32('rope.dimension_count', c.headDim),
+  ];
+  if (c.headDim * c.numHeads !== c.hiddenSize) out.push(u32('attention.key_length', c.headDim), u32('attention.value_length', c.headDim));
+  if (c.ropeScaling?.ropeType === 'linear') {
+    out.push({ key: `${arch}.rope.scaling.type`, type: GgufValueType.STRING, value: 'linear' }, f32('rope.scaling.factor', c.ropeScaling.factor));
+  }
+  return out;
+}
+
+/**
+ * Llama-3 rope scaling as llama.cpp wants it: per-frequency divisors (`rope_freqs.weight`,
+ * [head_dim/2] f32), computed as convert_hf_to_gguf's LlamaModel does; null without llama3 scaling.
+ */
+export function llama3RopeFreqFactors(c: LlamaConfig): Float32Array | null {
+  const s = c.ropeScaling;
+  if (s?.ropeType !== 'llama3') return null;
+  const half = c.headDim / 2;
+  const out = new Float32Array(half);
+  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  for (let i = 0; i < half; i++) {
+    // torch: 1 / base ** (arange(0, dim, 2, float32) / dim), in float32.
+    const freq = Math.fround(1 / Math.fround(Math.pow(c.ropeTheta, Math.fround((2 * i) / c.headDim))));
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < highWavelen) out[i] = 1;
+    else if (wavelen > lowWavelen) out[i] = s.factor;
+    else {
+      const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+      out[i] = 1 / ((1 - smooth) / s.factor + smooth);
+    }
+  }
+  return out;
+}

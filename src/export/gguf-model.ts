@@ -1,0 +1,109 @@
+/**
+ * Base or merged model → a GGUF that llama.cpp, Ollama, LM Studio and node-llama-cpp load directly
+ * (formats.md §4.4): hyperparameters, vocabulary and chat template in metadata; HF tensors renamed,
+ * Q/K rows permuted to the interleaved RoPE layout (llama), 1-D tensors and norms kept F32, the rest
+ * in the chosen type; Llama-3 rope scaling as rope_freqs.weight. Tensors are read, merged, permuted
+ * and encoded one at a time while the file is written.
+ */
+import path from 'node:path';
+import { GgmlType } from '../io/ggml-types.js';
+import { GgufValueType } from '../io/gguf.js';
+import { type GgufMetadataEntry, type GgufTensorPlan, writeGgufStreaming } from '../io/gguf-writer.js';
+import type { PeftAdapter } from '../io/peft.js';
+import { type Checkpoint, ggufNameFor, permuteToInterleavedRows } from '../models/checkpoint.js';
+import { encodeGgml } from './ggml-encode.js';
+import { ggufConfigWarnings, hyperparameterMetadata, llama3RopeFreqFactors, usesInterleavedQk } from './gguf-arch.js';
+import type { VocabMetadata } from './gguf-vocab.js';
+import { checkAdapterAgainst, merger } from './lora-merge.js';
+
+export const GGUF_DTYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
+export type GgufDtype = (typeof GGUF_DTYPES)[number];
+
+/** Tensor type and general.file_type (llama_ftype) per export dtype. */
+const DTYPE_INFO: Record<GgufDtype, { type: number; fileType: number }> = {
+  f32: { type: GgmlType.F32, fileType: 0 },
+  f16: { type: GgmlType.F16, fileType: 1 },
+  q4_0: { type: GgmlType.Q4_0, fileType: 2 },
+  q8_0: { type: GgmlType.Q8_0, fileType: 7 },
+  bf16: { type: GgmlType.BF16, fileType: 32 },
+};
+
+export interface GgufModelExportOptions {
+  dtype: GgufDtype;
+  vocab: VocabMetadata;
+  /** A PEFT adapter to merge into the weights (W + scale·B·A in f32). */
+  adapter?: PeftAdapter | null;
+  /** general.name; defaults to the checkpoint's file or folder name. */
+  name?: string;
+  onTensor?: (name: string, index: number, total: number) => void;
+}
+
+export interface ExportResult {
+  out: string;
+  tensors: number;
+  warnings: string[];
+}
+
+/**
+ * ggml type for one tensor: norms and other 1-D tensors stay F32 (llama.cpp expects it); block
+ * types fall back to F16 for rows that are not a multiple of the block size (as convert does).
+ */
+export function tensorTypeFor(dtype: GgufDtype, shape: readonly number[], hfName: string): number {
+  if (shape.length < 2 || hfName.endsWith('norm.weight')) return GgmlType.F32;
+  const type = DTYPE_INFO[dtype].type;
+  if ((type === GgmlType.Q8_0 || type === GgmlType.Q4_0) && shape[shape.length - 1]! % 32 !== 0) return GgmlType.F16;
+  return type;
+}
+
+/** The Q/K head count to permute an HF tensor's rows over for GGUF, or 0. */
+export function qkPermuteHeads(ck: Pick<Checkpoint, 'config'>, hfName: string): number {
+  if (!usesInterleavedQk(ck.config)) return 0;
+  if (/\.self_attn\.q_proj\.(weight|bias)$/.test(hfName)) return ck.config.numHeads;
+  if (/\.self_attn\.k_proj\.(weight|bias)$/.test(hfName)) return ck.config.numKvHeads;
+  return 0;
+}
+
+export function exportGgufModel(ck: Checkpoint, out: string, options: GgufModelExportOptions): ExportResult {
+  const c = ck.config;
+  const warnings = [...ggufConfigWarnings(c), ...options.vocab.warnings];
+  if (options.vocab.size !== c.vocabSize) {
+    throw new Error(`the vocabulary has ${options.vocab.size} tokens but the model's embedding has ${c.vocabSize} rows`);
+  }
+  const adapter = options.adapter ?? null;
+  if (adapter) checkAdapterAgainst(adapter, (hf) => (ck.has(hf) ? ck.shapeOf(hf) : undefined));
+  const merge = merger(adapter);
+  const name = options.name ?? path.basename(ck.path).replace(/\.(gguf|bin)$/, '');
+  const info = DTYPE_INFO[options.dtype];
+
+  const plans: GgufTensorPlan[] = [];
+  const ropeFactors = llama3RopeFreqFactors(c);
+  if (ropeFactors) plans.push({ name: 'rope_freqs.weight', shape: [ropeFactors.length], type: GgmlType.F32, data: () => encodeGgml(GgmlType.F32, ropeFactors) });
+  let quantized = false;
+  const total = ck.tensorNames.length;
+  ck.tensorNames.forEach((hf, index) => {
+    const shape = [...ck.shapeOf(hf)];
+    const type = tensorTypeFor(options.dtype, shape, hf);
+    if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0) quantized = true;
+    plans.push({
+      name: ggufNameFor(hf),
+      shape,
+      type,
+      data: () => {
+        options.onTensor?.(hf, index, total);
+        let w = merge(hf, ck.loadTensor(hf));
+        const heads = qkPermuteHeads(ck, hf);
+        if (heads > 0) w = permuteToInterleavedRows(w, heads, shape.length === 2 ? shape[1]! : 1);
+        return encodeGgml(type, w);
+      },
+    });
+  });
+
+  const metadata: GgufMetadataEntry[] = [
+    ...hyperparameterMetadata(c, name),
+    { key: 'general.file_type', type: GgufValueType.U32, value: info.fileType },
+  ];
+  if (quantized) metadata.push({ key: 'general.quantization_version', type: GgufValueType.U32, value: 2 });
+  metadata.push(...options.vocab.entries);
+  writeGgufStreaming(out, metadata, plans);
+  return { out, tensors: plans.length, warnings };
+}
