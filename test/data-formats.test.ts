@@ -226,6 +226,6 @@ test('column mapping, prompt templates and bad rows: clear errors, or counted wi
   await assert.rejects(loadDataset(empty, tok, { maxSeqLen: 64 }), (e: unknown) => e instanceof DatasetError && /the train data is empty: it has no rows/.test(e.message));
   const allBad = join(dir, 'bad.jsonl');
   await writeFile(allBad, '{"text": 1}\n{"text": 2}\n');
-  await assert.rejects(loadDataset(allBad, tok, { maxSeqLen: 64, skipBadRows: true }), /empty: 2 row\(s\) read, 2 bad/);
+  await assert.rejects(loadDataset(allBad, tok, { maxSeqLen: 64, skipBadRows: true }), /empty: 2 row\(s\) read, 2 bad, 0 dropped/);
   await assert.rejects(loadDataset(allBad, tok, { maxSeqLen: 1 }), /max sequence length must be an integer >= 2/);
 });

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.js';
+import { registerDataCommands } from './data.js';
 import { registerGenerateCommand } from './generate.js';
 import { registerInfoCommand } from './info.js';
 import { registerTrainCommand } from './train.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
       console.log(`ref  plain TypeScript reference (f32, f64)`);
       console.log(`cpu  native addon${detail}`);
     });
+  registerDataCommands(program);
   registerGenerateCommand(program);
   registerInfoCommand(program);
   registerTrainCommand(program);

@@ -158,7 +158,7 @@ class SplitLoader {
         if (rendered.document) {
           // A piece of a longer text document: BOS before the first piece only, EOS after the last only.
           const first: boolean = pending === null;
-          const part = tokenizeExample(this.tokenizer, { ...rendered, bos: first, eos: false });
+          const part = this.tokenize({ ...rendered, bos: first, eos: false });
           pending ??= { ids: [], targets: [], first: rendered };
           for (let i = 0; i < part.ids.length; i++) {
             pending.ids.push(part.ids[i]!);
@@ -175,7 +175,7 @@ class SplitLoader {
           }
           continue;
         }
-        const result = tokenizeExample(this.tokenizer, rendered);
+        const result = this.tokenize(rendered);
         stats.inexactBoundaries += result.inexactBoundaries;
         if (countTargets(result.targets) === 0) {
           throw new RowError('every token is masked (no completion or assistant tokens carry loss): nothing to learn from this row', raw.location);
@@ -194,10 +194,21 @@ class SplitLoader {
       const why =
         stats.rows === 0
           ? 'it has no rows'
-          : `${stats.rows} row(s) read, ${stats.badRows} bad, ${stats.droppedTooLong} too long, ${stats.droppedNoLoss} with nothing to learn`;
+          : `${stats.rows} row(s) read, ${stats.badRows} bad, ${stats.droppedTooLong} dropped as longer than ${this.options.maxSeqLen} tokens, ` +
+            `${stats.droppedNoLoss} left with no loss token after truncation to ${this.options.maxSeqLen} tokens` +
+            (stats.droppedNoLoss > 0 ? ' (raise the max sequence length, or truncate from the left)' : '');
       throw new DatasetError(`the ${name} data is empty: ${why}`, { file: where });
     }
     return { examples, stats };
+  }
+
+  /** A tokenizer that rejects a row's text (e.g. unpaired surrogates from a JSON escape) is a problem of that row. */
+  private tokenize(rendered: RenderedExample) {
+    try {
+      return tokenizeExample(this.tokenizer, rendered);
+    } catch (err) {
+      throw new RowError(`the tokenizer failed on this row: ${err instanceof Error ? err.message : String(err)}`, rendered.location);
+    }
   }
 }
 

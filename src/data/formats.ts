@@ -164,7 +164,9 @@ export class RowRenderer {
 }
 
 function readMessages(row: Record<string, unknown>, location: SourceLocation): ChatMessage[] {
-  const key = Object.prototype.hasOwnProperty.call(row, 'messages') ? 'messages' : 'conversations';
+  const has = (k: string) => Object.prototype.hasOwnProperty.call(row, k);
+  if (!has('messages') && !has('conversations')) throw new RowError(`is missing 'messages' (it has: ${fieldList(row)})`, location);
+  const key = has('messages') ? 'messages' : 'conversations';
   const list = row[key];
   if (!Array.isArray(list)) throw new RowError(`'${key}' must be a list of messages, got ${describeType(list)}`, location);
   if (list.length === 0) throw new RowError(`'${key}' is empty`, location);
@@ -184,6 +186,7 @@ function readMessages(row: Record<string, unknown>, location: SourceLocation): C
       throw new RowError(`${where} has unknown role '${msg.role}' (expected ${CHAT_ROLES.join(', ')})`, location);
     }
     const content = msg.content ?? (msg.role === 'assistant' && Array.isArray(msg.tool_calls) ? '' : undefined);
+    if (content === undefined) throw new RowError(`${where} (${msg.role}) has no content (it has: ${fieldList(msg)})`, location);
     if (typeof content !== 'string') throw new RowError(`${where} (${msg.role}) content must be text, got ${describeType(msg.content)}`, location);
     return { ...msg, role: msg.role, content };
   });
@@ -204,6 +207,7 @@ function fieldList(row: Record<string, unknown>): string {
 }
 
 function describeType(value: unknown): string {
+  if (value === undefined) return 'nothing';
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'a list';
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;

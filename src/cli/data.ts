@@ -1,0 +1,111 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { parseColumnMapping } from '../data/columns.js';
+import { loadDataset } from '../data/dataset.js';
+import { RowError } from '../data/errors.js';
+import { ROW_FORMATS, type RowFormat } from '../data/formats.js';
+import { BRACKET_STYLE, DIM_STYLE, inspectReport } from '../data/inspect.js';
+import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
+import { TRUNCATION_POLICIES, type TruncationPolicy } from '../data/truncate.js';
+import { loadTokenizer } from '../tokenizer/index.js';
+import { tokenizerPathFor } from './load-model.js';
+import { choiceOption, floatOption, intOption } from './options.js';
+
+interface InspectFlags {
+  model: string;
+  tokenizer?: string;
+  format: RowFormat | 'auto';
+  columns?: string;
+  template?: string;
+  chatTemplate?: string;
+  maxSeqLen: number;
+  truncation?: TruncationPolicy;
+  trainOnPrompt?: boolean;
+  skipBadRows?: boolean;
+  separator?: string;
+  validFraction: number;
+  seed: number;
+  show: number;
+  maxRows?: number;
+  color: boolean;
+}
+
+/** `qlora data …`: look at a dataset the way training will see it. */
+export function registerDataCommands(program: Command): void {
+  const data = program.command('data').description('dataset tools: see how your data becomes training examples');
+  data
+    .command('inspect')
+    .description(
+      'load a dataset as training would and report: detected format, example counts, token lengths, ' +
+        'the share of tokens that carry loss, truncation, and the first examples with the masked part marked',
+    )
+    .argument('<path>', 'dataset: .jsonl/.json/.csv/.tsv/.txt file, or a folder with train.* (valid.*, test.*)')
+    .requiredOption('-m, --model <path>', 'model or tokenizer: HF folder (tokenizer.json), .gguf, or llama2.c checkpoint/tokenizer')
+    .option('--tokenizer <path>', 'tokenizer, when it is not next to the model')
+    .option('--format <format>', `row format: auto, ${ROW_FORMATS.join(', ')}`, choiceOption('--format', ['auto', ...ROW_FORMATS] as const), 'auto')
+    .option('--columns <map>', 'use other columns as fields, e.g. prompt=mr,completion=ref')
+    .option('--template <text>', 'prompt template with {column} placeholders, e.g. "Target: {ref}\\nMeaning representation:"')
+    .option('--chat-template <file>', 'Jinja chat template to use instead of the model\'s')
+    .option('--max-seq-len <n>', 'longest example in tokens', intOption('--max-seq-len', 2), 1024)
+    .option('--truncation <policy>', `longer examples: ${TRUNCATION_POLICIES.join(', ')} (default: split for text, truncate-right otherwise)`, choiceOption('--truncation', TRUNCATION_POLICIES))
+    .option('--train-on-prompt', 'put loss on prompts and user turns too')
+    .option('--skip-bad-rows', 'skip rows that cannot be used (and count them) instead of stopping')
+    .option('--separator <text>', 'plain text: split documents at this string (e.g. "\\n\\n"); default one document per file')
+    .option('--valid-fraction <f>', 'held out for validation when there is no validation file', floatOption('--valid-fraction', 0, 0.99), 0.05)
+    .option('--seed <n>', 'seed for the validation split', intOption('--seed', 0), 42)
+    .option('--show <n>', 'rendered examples to print', intOption('--show', 0), 3)
+    .option('--max-rows <n>', 'read at most this many rows per split', intOption('--max-rows', 1))
+    .option('--no-color', 'mark masked text with ⟦brackets⟧ instead of dim')
+    .action(async (dataPath: string, flags: InspectFlags) => {
+      const tokenizerPath = flags.tokenizer ?? resolveTokenizerPath(flags.model);
+      const tokenizer = loadTokenizer(tokenizerPath);
+      let loaded;
+      try {
+        loaded = await loadDataset(dataPath, tokenizer, {
+          maxSeqLen: flags.maxSeqLen,
+          format: flags.format,
+          ...(flags.columns ? { columns: parseColumnMapping(flags.columns) } : {}),
+          ...(flags.template !== undefined ? { promptTemplate: new PromptTemplate(unescapeCommandLine(flags.template)) } : {}),
+          ...(flags.chatTemplate ? { chatTemplate: readTemplateFile(flags.chatTemplate) } : {}),
+          ...(flags.truncation ? { truncation: flags.truncation } : {}),
+          trainOnPrompt: flags.trainOnPrompt ?? false,
+          skipBadRows: flags.skipBadRows ?? false,
+          ...(flags.separator !== undefined ? { text: { separator: unescapeCommandLine(flags.separator) } } : {}),
+          validFraction: flags.validFraction,
+          seed: flags.seed,
+          ...(flags.maxRows !== undefined ? { maxRows: flags.maxRows } : {}),
+        });
+      } catch (err) {
+        if (err instanceof RowError) throw new Error(`${err.message}\n(fix the row, or pass --skip-bad-rows to skip such rows and count them)`);
+        throw err;
+      }
+      const style = flags.color && process.stdout.isTTY ? DIM_STYLE : BRACKET_STYLE;
+      const lines = inspectReport(loaded, tokenizer, {
+        path: dataPath,
+        tokenizerPath,
+        formatWasGiven: flags.format !== 'auto' || flags.template !== undefined,
+        maxSeqLen: flags.maxSeqLen,
+        show: flags.show,
+        style,
+      });
+      console.log(lines.join('\n'));
+    });
+}
+
+/** A model folder / file, or a tokenizer folder / file, to the tokenizer to load. */
+function resolveTokenizerPath(model: string): string {
+  if (fs.existsSync(model) && fs.statSync(model).isDirectory() && fs.existsSync(path.join(model, 'tokenizer.json'))) return model;
+  return tokenizerPathFor(model);
+}
+
+function readTemplateFile(file: string): string {
+  const text = fs.readFileSync(file, 'utf8');
+  // A tokenizer_config.json works too: take its chat_template.
+  if (file.endsWith('.json')) {
+    const parsed = JSON.parse(text) as { chat_template?: unknown };
+    if (typeof parsed.chat_template !== 'string') throw new Error(`${file}: no chat_template string in this JSON file`);
+    return parsed.chat_template;
+  }
+  return text;
+}
