@@ -38,7 +38,7 @@ export function writeSyntheticHfFolder(dir: string, hfConfig: Record<string, unk
 
 /** Builds a LoRA model over `source`, fills B (and A) with seeded random values and saves it as a PEFT folder. */
 export async function writeRandomPeftAdapter(dir: string, config: LlamaConfig, source: TensorSource, lora: LoraConfig, seed: number, bScale: number): Promise<PeftAdapter> {
-  const be = await getBackend('cpu');
+  const be = await getBackend('ref');
   const model = await buildLlama(config, source, { backend: be, lora });
   try {
     model.parameters().forEach((p, i) => {

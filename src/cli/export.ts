@@ -1,0 +1,91 @@
+/**
+ * `qlora export` (GGUF model, merged GGUF, GGUF LoRA adapter, merged HF folder / llama2.c) and
+ * `qlora convert IN OUT` (between HF folder, GGUF and llama2.c).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { convertCheckpoint, writeCheckpointAs, type ConvertResult } from '../export/convert.js';
+import { exportGgufLora, GGUF_LORA_DTYPES, type GgufLoraDtype } from '../export/gguf-lora.js';
+import { loadPeftAdapter } from '../io/peft.js';
+import { openCheckpoint } from '../models/checkpoint.js';
+import { choiceOption } from './options.js';
+
+const EXPORT_FORMATS = ['gguf', 'gguf-lora', 'hf', 'llama2c'] as const;
+type ExportFormat = (typeof EXPORT_FORMATS)[number];
+
+interface ExportFlags {
+  model?: string;
+  adapter?: string;
+  format: ExportFormat;
+  dtype?: string;
+  tokenizer?: string;
+  name?: string;
+  out: string;
+}
+
+function report(r: ConvertResult): void {
+  for (const w of r.warnings) console.error(`warning: ${w}`);
+  console.log(`wrote ${r.out} (${r.format})`);
+}
+
+/** Output path with the extension the format expects (so writeCheckpointAs picks that format). */
+function checkExtension(format: ExportFormat, out: string): void {
+  const want = { gguf: '.gguf', 'gguf-lora': '.gguf', llama2c: '.bin', hf: '' }[format];
+  if (want && !out.endsWith(want)) throw new Error(`--out for --format ${format} must end in ${want}`);
+  if (format === 'hf' && (out.endsWith('.gguf') || out.endsWith('.bin'))) throw new Error('--out for --format hf is a folder');
+}
+
+function exportLora(flags: ExportFlags): void {
+  if (!flags.adapter) throw new Error('--format gguf-lora needs --adapter (a PEFT adapter folder)');
+  const adapter = loadPeftAdapter(flags.adapter);
+  // The base decides the architecture and the Q/K permutation of B.
+  const basePath = flags.model ?? adapter.config.base_model_name_or_path ?? undefined;
+  if (!basePath || !fs.existsSync(basePath)) {
+    throw new Error(`pass --model: the adapter's base model${basePath ? ` '${basePath}'` : ''} is not a local path, and the export needs its config`);
+  }
+  const ck = openCheckpoint(basePath);
+  try {
+    const dtype = choiceOption<GgufLoraDtype>('--dtype', GGUF_LORA_DTYPES)(flags.dtype ?? 'f32');
+    const r = exportGgufLora(adapter, ck.config, flags.out, { dtype, name: flags.name });
+    console.log(`wrote ${r.out} (GGUF LoRA adapter, ${r.tensors} tensors, base ${path.basename(basePath)})`);
+  } finally {
+    ck.close();
+  }
+}
+
+export function registerExportCommands(program: Command): void {
+  program
+    .command('export')
+    .description('export for llama.cpp / Ollama: a GGUF model (merged with --adapter), a GGUF LoRA adapter, or a merged HF folder / llama2.c file')
+    .option('-m, --model <path>', 'base model: HF folder, .gguf or llama2.c .bin')
+    .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (merged into the model, or exported alone with --format gguf-lora)')
+    .option('-f, --format <format>', `output format: ${EXPORT_FORMATS.join(', ')}`, choiceOption('--format', EXPORT_FORMATS), 'gguf')
+    .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, default f16; gguf-lora: f32, f16, bf16, default f32; hf: f32, f16, bf16)')
+    .option('--tokenizer <path>', 'vocabulary for the GGUF (.gguf, tokenizer.json or its folder, llama2.c tokenizer.bin); default: the model\'s own')
+    .option('--name <name>', 'general.name written into the GGUF')
+    .requiredOption('-o, --out <path>', 'output file (.gguf, .bin) or folder (hf)')
+    .action((flags: ExportFlags) => {
+      checkExtension(flags.format, flags.out);
+      if (flags.format === 'gguf-lora') return exportLora(flags);
+      if (!flags.model) throw new Error(`--format ${flags.format} needs --model`);
+      const adapter = flags.adapter ? loadPeftAdapter(flags.adapter) : null;
+      const ck = openCheckpoint(flags.model);
+      try {
+        report(writeCheckpointAs(ck, flags.out, { dtype: flags.dtype, tokenizer: flags.tokenizer, adapter, name: flags.name }));
+      } finally {
+        ck.close();
+      }
+    });
+
+  program
+    .command('convert')
+    .description('convert a model between HF folder, GGUF and llama2.c (format from OUT: *.gguf, *.bin, else a folder)')
+    .argument('<input>', 'HF folder, .gguf file or llama2.c .bin')
+    .argument('<output>', 'output: *.gguf, *.bin (llama2.c v0) or a folder (HF)')
+    .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, default f16; hf: f32, f16, bf16, default f32)')
+    .option('--tokenizer <path>', 'vocabulary for a GGUF output (default: the input\'s own)')
+    .action((input: string, output: string, flags: { dtype?: string; tokenizer?: string }) => {
+      report(convertCheckpoint(input, output, { dtype: flags.dtype, tokenizer: flags.tokenizer }));
+    });
+}

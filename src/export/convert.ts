@@ -1,0 +1,79 @@
+/**
+ * Model conversion between the formats openCheckpoint reads — HF folder, GGUF, llama2.c .bin —
+ * optionally merging a LoRA adapter on the way. The target format follows the output path:
+ * `*.gguf` → GGUF, `*.bin` → llama2.c v0, anything else → an HF folder.
+ */
+import type { PeftAdapter } from '../io/peft.js';
+import { type Checkpoint, openCheckpoint } from '../models/checkpoint.js';
+import { GGUF_DTYPES, type GgufDtype, exportGgufModel } from './gguf-model.js';
+import { HF_DTYPES, type HfDtype, writeHfFolder } from './hf-writer.js';
+import { writeLlama2c } from './llama2c-writer.js';
+import { checkAdapterAgainst, merger } from './lora-merge.js';
+import { vocabForCheckpoint } from './vocab-source.js';
+
+export type ModelFormat = 'gguf' | 'llama2c' | 'hf';
+
+export function outputFormatFor(out: string): ModelFormat {
+  if (out.endsWith('.gguf')) return 'gguf';
+  if (out.endsWith('.bin')) return 'llama2c';
+  return 'hf';
+}
+
+export interface ConvertOptions {
+  /** Tensor type: GGUF f32/f16/bf16/q8_0/q4_0 (default f16); HF f32/f16/bf16 (default f32); llama2.c f32 only. */
+  dtype?: string;
+  /** Vocabulary for a GGUF target when the source's own is missing or should be replaced. */
+  tokenizer?: string | null;
+  /** A LoRA adapter to merge into the weights. */
+  adapter?: PeftAdapter | null;
+  /** general.name of a GGUF target. */
+  name?: string;
+  onTensor?: (name: string, index: number, total: number) => void;
+}
+
+export interface ConvertResult {
+  format: ModelFormat;
+  out: string;
+  warnings: string[];
+}
+
+function pickDtype<T extends string>(format: string, dtype: string | undefined, allowed: readonly T[], fallback: T): T {
+  const d = dtype ?? fallback;
+  if (!(allowed as readonly string[]).includes(d)) throw new Error(`dtype '${d}' is not available for ${format} output (choose ${allowed.join(', ')})`);
+  return d as T;
+}
+
+/** Writes an open checkpoint in the format chosen by `out` (see the module comment). */
+export function writeCheckpointAs(ck: Checkpoint, out: string, options: ConvertOptions = {}): ConvertResult {
+  const format = outputFormatFor(out);
+  const adapter = options.adapter ?? null;
+  if (adapter) checkAdapterAgainst(adapter, (hf) => (ck.has(hf) ? ck.shapeOf(hf) : undefined));
+  const transform = merger(adapter);
+  switch (format) {
+    case 'gguf': {
+      const dtype = pickDtype<GgufDtype>('GGUF', options.dtype, GGUF_DTYPES, 'f16');
+      const vocab = vocabForCheckpoint(ck, options.tokenizer);
+      const r = exportGgufModel(ck, out, { dtype, vocab, adapter, name: options.name, onTensor: options.onTensor });
+      return { format, out, warnings: r.warnings };
+    }
+    case 'llama2c':
+      pickDtype('llama2.c', options.dtype, ['f32'], 'f32');
+      writeLlama2c(ck, out, transform);
+      return { format, out, warnings: [] };
+    case 'hf': {
+      const dtype = pickDtype<HfDtype>('an HF folder', options.dtype, HF_DTYPES, 'f32');
+      const r = writeHfFolder(ck, out, { dtype, transform });
+      return { format, out, warnings: r.warnings };
+    }
+  }
+}
+
+/** Opens `input` (HF folder, .gguf, llama2.c .bin) and writes it as `out`'s format. */
+export function convertCheckpoint(input: string, out: string, options: ConvertOptions = {}): ConvertResult {
+  const ck = openCheckpoint(input);
+  try {
+    return writeCheckpointAs(ck, out, options);
+  } finally {
+    ck.close();
+  }
+}
