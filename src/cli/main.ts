@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.js';
 import { registerDataCommands } from './data.js';
+import { registerExportCommands } from './export.js';
 import { registerGenerateCommand } from './generate.js';
 import { registerInfoCommand } from './info.js';
 import { registerTrainCommand } from './train.js';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
       console.log(`cpu  native addon${detail}`);
     });
   registerDataCommands(program);
+  registerExportCommands(program);
   registerGenerateCommand(program);
   registerInfoCommand(program);
   registerTrainCommand(program);
