@@ -17,7 +17,7 @@
       ],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED", "NAPI_CPP_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions", "-O2", "-O3"],
-      "cflags_cc!": ["-fno-exceptions", "-O2", "-O3"],
+      "cflags_cc!": ["-fno-exceptions", "-O2"],
       "cflags_cc": ["-std=c++17", "-O3", "-march=<(qlora_march)", "-fno-math-errno", "-fexceptions", "-pthread", "-Wall", "-Wno-unused-parameter"],
       "ldflags": ["-pthread"],
       "xcode_settings": {
