@@ -171,3 +171,23 @@ test('chat errors: no assistant turn, unknown role, bad content, template except
   assert.equal(sharegpt.text, '<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n');
   assert.ok(tok.encode(sharegpt.text).length > 0);
 });
+
+test('a template that writes bos_token itself gets no second BOS from the tokenizer config', () => {
+  const tok = tinyLlamaTokenizer();
+  assert.equal(tok.addBos, true);
+  const template = new ChatTemplate(
+    "{{ bos_token }}{% for m in messages %}{{ '[' + m.role + '] ' + m.content + eos_token }}{% endfor %}",
+    { bosToken: tok.bosToken, eosToken: tok.eosToken },
+  );
+  const renderer = new RowRenderer({ chatTemplate: () => template });
+  const rendered = renderer.render({ messages: CONVERSATION.slice(1, 3) }, { file: 'x', row: 1 });
+  assert.equal(rendered.text, '<s>[user] Hi</s>[assistant] Hello!</s>');
+  const { ids, targets } = tokenizeExample(tok, rendered);
+  assert.equal(ids[0], tok.bosId);
+  assert.equal(ids.filter((id) => id === tok.bosId).length, 1);
+  // This template has no generation prompt, so at inference the model itself would write the
+  // "[assistant] " header after the user's turn: the header is part of what it learns.
+  const loss = ids.filter((_, i) => targets[i]);
+  assert.equal(tok.decode(loss, { skipSpecialTokens: true }).trim(), '[assistant] Hello!');
+  assert.equal(loss.at(-1), tok.eosId);
+});

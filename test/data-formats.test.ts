@@ -125,6 +125,10 @@ test('text (tiny-shakespeare): split into windows overlapping by one token; ever
     rebuilt.push(...w.ids.slice(1));
   }
   assert.deepEqual(rebuilt, expected);
+  // The file was read in pieces (4096 characters by default); smaller pieces give the same tokens.
+  assert.ok(whole.length > 4 * 4096);
+  const small = await loadDataset(SHAKESPEARE, tok, { maxSeqLen, validFraction: 0, text: { pieceChars: 700 } });
+  assert.deepEqual(small.train.map((w) => [...w.ids]), ds.train.map((w) => [...w.ids]));
   assert.ok(ds.train.every((w) => w.ids.length <= maxSeqLen));
   assert.equal(ds.stats.train.lossTokens, expected.length - 1);
   // Held out with a seed: the same examples every time, different for another seed.

@@ -76,17 +76,24 @@ export class Batcher {
     private readonly examples: readonly TokenizedExample[],
     options: BatcherOptions,
   ) {
+    // Field by field, so an option passed as undefined still gets its default.
     const shuffle = options.shuffle ?? true;
     this.options = {
-      packing: true,
+      batchSize: options.batchSize,
+      seqLen: options.seqLen,
+      padId: options.padId,
+      packing: options.packing ?? true,
       shuffle,
-      seed: 0,
-      groupByLength: shuffle,
-      padToMultipleOf: 8,
-      dropLast: false,
-      ...options,
+      seed: options.seed ?? 0,
+      groupByLength: options.groupByLength ?? shuffle,
+      padToMultipleOf: options.padToMultipleOf ?? 8,
+      dropLast: options.dropLast ?? false,
     };
     if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new DatasetError(`batch size must be a positive integer, got ${options.batchSize}`);
+    if (!Number.isInteger(options.seqLen) || options.seqLen < 2) throw new DatasetError(`sequence length must be an integer >= 2, got ${options.seqLen}`);
+    if (!Number.isInteger(this.options.padToMultipleOf) || this.options.padToMultipleOf < 1) {
+      throw new DatasetError(`padToMultipleOf must be a positive integer, got ${this.options.padToMultipleOf}`);
+    }
     if (examples.length === 0) throw new DatasetError('no examples to batch');
     const longest = examples.reduce((m, e) => Math.max(m, e.ids.length), 0);
     if (longest > options.seqLen) {

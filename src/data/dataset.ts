@@ -129,7 +129,7 @@ class SplitLoader {
     const stats = emptyStats();
     const examples: TokenizedExample[] = [];
     // Pieces of one plain-text document, joined before truncation.
-    let pending: { ids: number[]; targets: number[]; first: RenderedExample } | null = null;
+    let pending: { ids: number[]; targets: number[]; first: RenderedExample; context: string } | null = null;
 
     const finish = (ids: number[], targets: number[], location: RenderedExample['location']) => {
       const policy = (this.policy ??= this.options.truncation ?? (this.renderer.format === 'text' ? 'split' : 'truncate-right'));
@@ -157,13 +157,13 @@ class SplitLoader {
         const rendered = this.renderer.render(raw.value, raw.location);
         if (rendered.document) {
           // A piece of a longer text document: BOS before the first piece only, EOS after the last only.
-          const first: boolean = pending === null;
-          const part = this.tokenize({ ...rendered, bos: first, eos: false });
-          pending ??= { ids: [], targets: [], first: rendered };
+          const part = this.tokenizePiece(rendered, pending?.context ?? null);
+          pending ??= { ids: [], targets: [], first: rendered, context: '' };
           for (let i = 0; i < part.ids.length; i++) {
             pending.ids.push(part.ids[i]!);
             pending.targets.push(part.targets[i]!);
           }
+          pending.context = lastLine(rendered.text);
           if (rendered.document.last) {
             const eosId = this.tokenizer.eosId;
             if (eosId !== null && pending.ids[pending.ids.length - 1] !== eosId) {
@@ -202,8 +202,23 @@ class SplitLoader {
     return { examples, stats };
   }
 
+  /**
+   * Tokens of one piece of a long text document. Pieces after the first are tokenized behind the
+   * last line of the piece before (then that context's tokens are dropped), so the joined tokens
+   * equal those of the whole document: a tokenizer that treats the start of a text specially
+   * (SentencePiece's "▁" prefix) sees the piece in context.
+   */
+  private tokenizePiece(rendered: RenderedExample, context: string | null): { ids: number[]; targets: number[] } {
+    if (context === null) return this.tokenize({ ...rendered, bos: true, eos: false });
+    const text = context + rendered.text;
+    const result = this.tokenize({ text, loss: [{ from: context, to: text }], bos: false, eos: false, location: rendered.location });
+    const start = result.targets.indexOf(1);
+    if (start < 0) return { ids: [], targets: [] };
+    return { ids: result.ids.slice(start), targets: result.targets.slice(start) };
+  }
+
   /** A tokenizer that rejects a row's text (e.g. unpaired surrogates from a JSON escape) is a problem of that row. */
-  private tokenize(rendered: RenderedExample) {
+  private tokenize(rendered: Pick<RenderedExample, 'text' | 'loss' | 'bos' | 'eos' | 'location'>) {
     try {
       return tokenizeExample(this.tokenizer, rendered);
     } catch (err) {
@@ -227,6 +242,11 @@ export function holdOut(
   const valid: TokenizedExample[] = [];
   examples.forEach((ex, i) => (validIndex.has(i) ? valid : train).push(ex));
   return { train, valid };
+}
+
+/** The last line of a text that ends in a line break, with its break. */
+function lastLine(text: string): string {
+  return text.slice(text.lastIndexOf('\n', text.length - 2) + 1);
 }
 
 function statsOf(examples: readonly TokenizedExample[]): SplitStats {

@@ -6,8 +6,9 @@ export interface TextReadOptions {
   /** Split the file into documents at each occurrence of this string (e.g. "\n\n"); absent: the file is one document. */
   readonly separator?: string;
   /**
-   * A whole-file document is handed on in pieces of about this many characters, cut after a line
-   * break, so a large file is never held as one string. Pieces of one document share a `document`
+   * A whole-file document is handed on in pieces of about this many characters (default 4096),
+   * cut after a line break, so a large file is never held as one string (and tokenizers, some of
+   * which slow down on very long inputs, see short ones). Pieces of one document share a `document`
    * number and only the last has `last: true`; the text format joins their tokens back together.
    */
   readonly pieceChars?: number;
@@ -28,7 +29,7 @@ export interface TextRowValue {
 /** Streams a plain-text file as {text} rows, one per document (or piece of a document). */
 export async function* readText(file: string, options: TextReadOptions = {}, displayName = file): AsyncGenerator<RawRow> {
   const separator = options.separator && options.separator.length > 0 ? options.separator : null;
-  const pieceChars = options.pieceChars ?? 1 << 18;
+  const pieceChars = options.pieceChars ?? 4096;
   let buffer = '';
   let bufferLine = 1; // line on which `buffer` starts
   let document = 0;
