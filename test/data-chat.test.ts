@@ -191,3 +191,21 @@ test('a template that writes bos_token itself gets no second BOS from the tokeni
   assert.equal(tok.decode(loss, { skipSpecialTokens: true }).trim(), '[assistant] Hello!');
   assert.equal(loss.at(-1), tok.eosId);
 });
+
+test('a generation prompt that the history does not repeat (a thinking block): the reply is found by content', () => {
+  // Like Qwen3: add_generation_prompt opens "<think>", which past assistant turns do not show.
+  const template = new ChatTemplate(
+    "{% for m in messages %}{{ '<' + m.role + '>' + m.content + '</' + m.role + '>' }}{% endfor %}" +
+      "{% if add_generation_prompt %}{{ '<assistant><think>' }}{% endif %}",
+    { bosToken: null, eosToken: null },
+  );
+  const messages: ChatMessage[] = [
+    { role: 'user', content: 'Hello!' },
+    { role: 'assistant', content: 'Hello!' },
+  ];
+  const { text, spans } = template.renderWithAssistantSpans(messages);
+  assert.equal(text, '<user>Hello!</user><assistant>Hello!</assistant>');
+  // Not the user's identical "Hello!": the search starts after the rendered history.
+  assert.equal(spans[0]!.before, '<user>Hello!</user><assistant>');
+  assert.equal(spans[0]!.through, text);
+});

@@ -77,6 +77,10 @@ export class ChatTemplate {
    * where turns are, so it works for any template whose rendering of a prefix of the conversation
    * is a prefix of the whole (all common ones); when the generation prompt is not (templates that
    * render the last turn differently), the turn's content is searched for instead.
+   *
+   * So the loss covers what the model must write after the generation prompt: the reply and the
+   * template's end-of-turn marker (e.g. "Hello!</s>\n", "Hello!<|eot_id|>"). A template without
+   * a generation prompt leaves the assistant header to the model, and the header is learned too.
    */
   renderWithAssistantSpans(messages: readonly ChatMessage[], tools?: unknown): { text: string; spans: AssistantSpan[] } {
     const text = this.render(messages, false, tools);
@@ -91,7 +95,10 @@ export class ChatTemplate {
         if (withPrompt !== null && text.startsWith(withPrompt)) start = withPrompt.length;
       }
       if (start < 0) {
-        const at = text.indexOf(content.trim(), searchFrom);
+        // Search after everything the conversation before this turn renders to.
+        const history = i > 0 ? this.tryRender(messages.slice(0, i), false, tools) : null;
+        const from = Math.max(searchFrom, history === null ? 0 : commonPrefixLength(history, text));
+        const at = text.indexOf(content.trim(), from);
         if (at < 0) throw new ChatRenderError(`could not find assistant message ${i + 1} in the rendered chat`);
         start = at;
       }
