@@ -78,6 +78,11 @@ void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, i
 #if defined(__AVX512F__)
 void micro_kernel(int64_t kc, const float* __restrict A, const float* __restrict B, float* C, int64_t ldc,
                   int m, int n, float alpha, float beta, bool overwrite) {
+  // Start fetching the C tile now; it is only touched after the K loop.
+  for (int i = 0; i < m; i++) {
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + 16), _MM_HINT_T0);
+  }
   __m512 c[MR][2];
 #pragma GCC unroll 14
   for (int i = 0; i < MR; i++) {

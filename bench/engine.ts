@@ -1,0 +1,294 @@
+// Engine benchmark for the `cpu` backend (`npm run bench`, `npm run bench -- --quick`).
+//
+// Measures this machine's ceilings (register-only FMA peak, memcpy bandwidth), sgemm and the
+// 4-bit matmul at square and training shapes, 4-bit dequantization bandwidth and attention
+// forward+backward, then prints a markdown report and writes bench/results/latest.{json,md}.
+// Every number is the median of several timed runs after a warm-up run.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { CpuBackend } from '../src/backends/cpu/index.js';
+import { native } from '../src/backends/cpu/native.js';
+import { getBackend } from '../src/backends/index.js';
+import { NF4_CODE, createDynamicMap } from '../src/quant/index.js';
+import type { Packed4bitWeight } from '../src/tensor/backend.js';
+import type { Tensor } from '../src/tensor/tensor.js';
+
+const quick = process.argv.includes('--quick');
+const be = (await getBackend('cpu')) as CpuBackend;
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+/** Deterministic fill with values in [-1, 1) (xorshift; fast enough for 10^8 elements). */
+function fillRandom(a: Float32Array | Uint8Array, seed: number, scale = 1): void {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const isBytes = a instanceof Uint8Array;
+  for (let i = 0; i < a.length; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    a[i] = isBytes ? s & 0xff : scale * (s / 2147483648 - 1);
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Median seconds of `fn` after one warm-up; repeats until `minSeconds` of samples (3..maxReps). */
+function time(fn: () => void, { minSeconds = 0.3, maxReps = 7 } = {}): number {
+  fn();
+  const samples: number[] = [];
+  let total = 0;
+  while (samples.length < 3 || (total < minSeconds && samples.length < maxReps)) {
+    const t0 = process.hrtime.bigint();
+    fn();
+    const dt = Number(process.hrtime.bigint() - t0) / 1e9;
+    samples.push(dt);
+    total += dt;
+  }
+  return median(samples);
+}
+
+function randomTensor(shape: number[], seed: number): Tensor {
+  const t = be.zeros(shape);
+  fillRandom(t.data as Float32Array, seed);
+  return t;
+}
+
+/** A random NF4 weight with double-quantized absmax (block 64, nested block 256): timing only. */
+function random4bit(rows: number, cols: number, seed: number): Packed4bitWeight {
+  const n = rows * cols;
+  const blocksize = 64;
+  const nblocks = Math.ceil(n / blocksize);
+  const packed = be.zeros([Math.ceil(n / 2)], 'u8');
+  fillRandom(packed.data as Uint8Array, seed);
+  const absmax = be.zeros([nblocks], 'u8');
+  fillRandom(absmax.data as Uint8Array, seed + 1);
+  const nestedAbsmax = be.zeros([Math.ceil(nblocks / 256)]);
+  (nestedAbsmax.data as Float32Array).fill(0.01);
+  return {
+    rows, cols, quantType: 'nf4', blocksize,
+    packed,
+    code: be.fromArray(NF4_CODE, [16]),
+    absmax,
+    nested: { absmax: nestedAbsmax, code: be.fromArray(createDynamicMap(true), [256]), blocksize: 256, offset: 0.02 },
+  };
+}
+
+function dispose4bit(w: Packed4bitWeight): void {
+  for (const t of [w.packed, w.code, w.absmax, w.nested?.absmax, w.nested?.code]) t?.dispose();
+}
+
+function cpuModel(): string {
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
+    if (line) return line.split(':')[1]!.trim();
+  } catch {
+    // not Linux: fall through
+  }
+  return os.cpus()[0]?.model ?? 'unknown';
+}
+
+const fmt = (x: number | null, digits = 1): string => (x === null ? 'n/a' : x.toFixed(digits));
+const pct = (x: number | null): string => (x === null ? 'n/a' : `${(100 * x).toFixed(0)}%`);
+const log = (s: string): void => void process.stderr.write(`${s}\n`);
+
+// ---- ceilings ----------------------------------------------------------------------------------
+
+type Native = { benchFmaPeak(it: number): { seconds: number; flops: number }; benchMemcpy(d: Uint8Array, s: Uint8Array, reps: number): { seconds: number; bytes: number } };
+const nat = native as unknown as Native;
+
+function fmaPeak(): number {
+  const samples: number[] = [];
+  nat.benchFmaPeak(1_000_000);
+  for (let i = 0; i < 5; i++) {
+    const r = nat.benchFmaPeak(5_000_000);
+    samples.push(r.flops / r.seconds / 1e9);
+  }
+  return median(samples);
+}
+
+function memcpyBandwidth(): number {
+  const bytes = 256 << 20;
+  const src = be.zeros([bytes], 'u8');
+  const dst = be.zeros([bytes], 'u8');
+  fillRandom(src.data as Uint8Array, 3);
+  nat.benchMemcpy(dst.data as Uint8Array, src.data as Uint8Array, 1);
+  const samples: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const r = nat.benchMemcpy(dst.data as Uint8Array, src.data as Uint8Array, 2);
+    samples.push(r.bytes / r.seconds / 1e9);
+  }
+  src.dispose();
+  dst.dispose();
+  return median(samples);
+}
+
+// ---- matmuls -----------------------------------------------------------------------------------
+
+interface ShapeResult {
+  M: number;
+  K: number;
+  N: number;
+  sgemm: number;
+  q4: number | null;
+}
+
+/** out[M, N] = x[M, K] · W[N, K]ᵀ, dense and (optionally) 4-bit. GFLOP/s. */
+function matmulShape(M: number, K: number, N: number, with4bit: boolean, transB: boolean): ShapeResult {
+  const flops = 2 * M * K * N;
+  const x = randomTensor([M, K], M + K);
+  const out = be.zeros([M, N]);
+  const w = randomTensor(transB ? [N, K] : [K, N], K * N);
+  const sgemm = flops / time(() => be.matmul(x, w, out, { transB })) / 1e9;
+  w.dispose();
+  let q4: number | null = null;
+  if (with4bit) {
+    const wq = random4bit(N, K, N + 7);
+    q4 = flops / time(() => be.matmul4bit(x, wq, out)) / 1e9;
+    dispose4bit(wq);
+  }
+  x.dispose();
+  out.dispose();
+  return { M, K, N, sgemm, q4 };
+}
+
+function dequantBandwidth(): number {
+  const rows = quick ? 2048 : 4096;
+  const cols = quick ? 4096 : 11008;
+  const w = random4bit(rows, cols, 5);
+  const out = be.zeros([rows, cols]);
+  const seconds = time(() => be.dequantize4bit(w, out), { minSeconds: 0.5, maxReps: 9 });
+  dispose4bit(w);
+  out.dispose();
+  return (rows * cols * 4) / seconds / 1e9;
+}
+
+// ---- attention -----------------------------------------------------------------------------------
+
+interface AttentionResult {
+  T: number;
+  ms: number | null;
+  note?: string;
+}
+
+function attentionFwdBwd(T: number): AttentionResult {
+  const B = 1;
+  const H = 8;
+  const Hkv = 8;
+  const D = 64;
+  const q = randomTensor([B, T, H, D], 1);
+  const k = randomTensor([B, T, Hkv, D], 2);
+  const v = randomTensor([B, T, Hkv, D], 3);
+  const dout = randomTensor([B, T, H, D], 4);
+  const out = be.zeros([B, T, H, D]);
+  const lse = be.zeros([B, H, T]);
+  const dq = be.zeros([B, T, H, D]);
+  const dk = be.zeros([B, T, Hkv, D]);
+  const dv = be.zeros([B, T, Hkv, D]);
+  const options = { scale: 1 / Math.sqrt(D) };
+  try {
+    const seconds = time(() => {
+      be.attention(q, k, v, out, lse, options);
+      be.attentionBackward(dout, q, k, v, out, lse, dq, dk, dv, options);
+    }, { minSeconds: 0.2 });
+    return { T, ms: seconds * 1e3 };
+  } catch (err) {
+    return { T, ms: null, note: err instanceof Error ? err.message.split('\n')[0] : String(err) };
+  } finally {
+    for (const t of [q, k, v, dout, out, lse, dq, dk, dv]) t.dispose();
+  }
+}
+
+// ---- run -----------------------------------------------------------------------------------------
+
+const started = Date.now();
+const machine = {
+  cpu: cpuModel(),
+  cores: os.cpus().length,
+  simd: be.simd,
+  threads: be.threads,
+  node: process.version,
+  date: new Date().toISOString(),
+  quick,
+};
+log(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.simd}, ${machine.threads} threads${quick ? ' (quick)' : ''}`);
+
+const peak = fmaPeak();
+log(`FMA peak ${fmt(peak)} GFLOP/s`);
+const memcpy = memcpyBandwidth();
+log(`memcpy ${fmt(memcpy)} GB/s`);
+
+const squareSizes = quick ? [256, 1024] : [256, 512, 1024, 2048];
+const squares = squareSizes.map((n) => {
+  const r = matmulShape(n, n, n, false, false);
+  log(`square ${n}: ${fmt(r.sgemm)} GFLOP/s`);
+  return r;
+});
+
+const dims = quick ? [768, 4096] : [288, 768, 2048, 4096, 11008];
+const training: ShapeResult[] = [];
+for (const K of dims) {
+  for (const N of dims) {
+    const r = matmulShape(1024, K, N, true, true);
+    log(`M=1024 K=${K} N=${N}: sgemm ${fmt(r.sgemm)}, 4-bit ${fmt(r.q4)} GFLOP/s`);
+    training.push(r);
+  }
+}
+
+const dequant = dequantBandwidth();
+log(`dequantize ${fmt(dequant)} GB/s`);
+
+const attention = (quick ? [256, 512] : [256, 512, 1024]).map((T) => {
+  const r = attentionFwdBwd(T);
+  log(`attention T=${T}: ${r.ms === null ? `n/a (${r.note})` : `${fmt(r.ms)} ms`}`);
+  return r;
+});
+
+// Targets: sgemm ≥ 70% of peak at M ≥ 256 (median over every measured shape), 4-bit ≥ 80% of
+// sgemm at the same shape (median ratio), dequantize ≥ 50% of memcpy bandwidth.
+const allSgemm = [...squares, ...training].map((r) => r.sgemm);
+const sgemmFraction = median(allSgemm) / peak;
+const q4Fraction = median(training.map((r) => r.q4! / r.sgemm));
+const dequantFraction = dequant / memcpy;
+const targets = [
+  { name: 'sgemm / FMA peak (median, M ≥ 256)', value: sgemmFraction, target: 0.7 },
+  { name: '4-bit matmul / sgemm (median ratio)', value: q4Fraction, target: 0.8 },
+  { name: 'dequantize / memcpy bandwidth', value: dequantFraction, target: 0.5 },
+].map((t) => ({ ...t, pass: t.value >= t.target }));
+
+const lines: string[] = [];
+lines.push(`# qlora-ts engine benchmark (cpu backend)${quick ? ' — quick' : ''}`, '');
+lines.push(`- CPU: ${machine.cpu} (${machine.cores} cores), SIMD: ${machine.simd}, threads: ${machine.threads}, Node ${machine.node}`);
+lines.push(`- Date: ${machine.date}`);
+lines.push(`- FMA peak (register-only, all threads): **${fmt(peak)} GFLOP/s**`);
+lines.push(`- memcpy: **${fmt(memcpy)} GB/s** (bytes copied per second, 256 MiB buffers)`);
+lines.push(`- dequantize4bit (NF4, double quant, block 64): **${fmt(dequant)} GB/s** of fp32 output`, '');
+lines.push('## sgemm, square (C = A·B)', '', '| n | GFLOP/s | % of peak |', '|---:|---:|---:|');
+for (const r of squares) lines.push(`| ${r.M} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} |`);
+lines.push('', '## Training shapes: y[1024, N] = x[1024, K] · W[N, K]ᵀ', '');
+lines.push('| K | N | sgemm GFLOP/s | % of peak | 4-bit GFLOP/s | 4-bit / sgemm |', '|---:|---:|---:|---:|---:|---:|');
+for (const r of training) {
+  lines.push(`| ${r.K} | ${r.N} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} | ${fmt(r.q4)} | ${pct(r.q4! / r.sgemm)} |`);
+}
+lines.push('', '## Attention forward + backward (B=1, H=8, Hkv=8, D=64, causal)', '', '| T | ms |', '|---:|---:|');
+for (const r of attention) lines.push(`| ${r.T} | ${r.ms === null ? 'n/a' : fmt(r.ms)} |`);
+lines.push('', '## Targets', '', '| metric | measured | target | |', '|---|---:|---:|---|');
+for (const t of targets) lines.push(`| ${t.name} | ${pct(t.value)} | ${pct(t.target)} | ${t.pass ? 'pass' : 'FAIL'} |`);
+lines.push('', `Total bench time ${((Date.now() - started) / 1000).toFixed(0)} s.`);
+const markdown = lines.join('\n') + '\n';
+
+process.stdout.write(markdown);
+const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results');
+mkdirSync(resultsDir, { recursive: true });
+writeFileSync(join(resultsDir, 'latest.md'), markdown);
+writeFileSync(
+  join(resultsDir, 'latest.json'),
+  JSON.stringify({ machine, peakGflops: peak, memcpyGBps: memcpy, dequantGBps: dequant, squares, training, attention, targets }, null, 2) + '\n',
+);
