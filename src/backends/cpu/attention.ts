@@ -1,11 +1,87 @@
-// STUB: to be implemented (see src/tensor/backend.ts for the contract).
 import type { AttentionOptions } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
+import { expectFinite, expectRank, expectShape, f32, fail, i32, noAlias } from './checks.js';
+import { kernel } from './native.js';
 
-export function attention(_q: Tensor, _k: Tensor, _v: Tensor, _out: Tensor, _lse: Tensor, _options: AttentionOptions): void {
-  throw new Error('cpu.attention: not implemented');
+type Forward = (
+  q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array, seg: Int32Array | null,
+  B: number, Tq: number, Tk: number, H: number, Hkv: number, D: number, scale: number,
+) => void;
+type Backward = (
+  dout: Float32Array, q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, lse: Float32Array,
+  dq: Float32Array, dk: Float32Array, dv: Float32Array, seg: Int32Array | null,
+  B: number, Tq: number, Tk: number, H: number, Hkv: number, D: number, scale: number,
+) => void;
+
+const attentionF32 = kernel<Forward>('attentionF32');
+const attentionBackwardF32 = kernel<Backward>('attentionBackwardF32');
+
+interface Dims {
+  B: number;
+  Tq: number;
+  Tk: number;
+  H: number;
+  Hkv: number;
+  D: number;
 }
 
-export function attentionBackward(_dout: Tensor, _q: Tensor, _k: Tensor, _v: Tensor, _out: Tensor, _lse: Tensor, _dq: Tensor, _dk: Tensor, _dv: Tensor, _options: AttentionOptions): void {
-  throw new Error('cpu.attentionBackward: not implemented');
+/** Shapes shared by forward and backward: q [B, Tq, H, D], k/v [B, Tk, Hkv, D], lse [B, H, Tq]. */
+function checkInputs(op: string, q: Tensor, k: Tensor, v: Tensor, lse: Tensor, options: AttentionOptions): Dims {
+  expectRank(op, 'q', q, 4);
+  expectRank(op, 'k', k, 4);
+  const [B, Tq, H, D] = q.shape as [number, number, number, number];
+  const [Bk, Tk, Hkv, Dk] = k.shape as [number, number, number, number];
+  if (Bk !== B || Dk !== D) fail(op, `k [${k.shape.join(', ')}] does not match q [${q.shape.join(', ')}]`);
+  if (Hkv === 0 || H % Hkv !== 0) fail(op, `query heads (${H}) must be a multiple of kv heads (${Hkv})`);
+  if (D === 0) fail(op, 'head dim must be positive');
+  if (Tk < Tq) fail(op, `Tk (${Tk}) must be ≥ Tq (${Tq})`);
+  expectShape(op, 'v', v, k.shape);
+  expectShape(op, 'lse', lse, [B, H, Tq]);
+  expectFinite(op, 'scale', options.scale);
+  const seg = options.segmentIds;
+  if (seg) {
+    if (Tq !== Tk) fail(op, `segment ids need Tq == Tk (got ${Tq} and ${Tk})`);
+    expectShape(op, 'segmentIds', seg, [B, Tk]);
+    i32(op, 'segmentIds', seg);
+  }
+  return { B, Tq, Tk, H, Hkv, D };
+}
+
+/** Causal grouped-query flash attention (see native/src/attention.cc). */
+export function attention(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options: AttentionOptions): void {
+  const op = 'attention';
+  const { B, Tq, Tk, H, Hkv, D } = checkInputs(op, q, k, v, lse, options);
+  expectShape(op, 'out', out, q.shape);
+  for (const [name, t] of [['q', q], ['k', k], ['v', v], ['lse', lse]] as const) noAlias(op, `out and ${name}`, out, t);
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) noAlias(op, `lse and ${name}`, lse, t);
+  const seg = options.segmentIds ? (options.segmentIds.data as Int32Array) : null;
+  attentionF32(
+    f32(op, 'q', q), f32(op, 'k', k), f32(op, 'v', v), f32(op, 'out', out), f32(op, 'lse', lse), seg,
+    B, Tq, Tk, H, Hkv, D, options.scale,
+  );
+}
+
+/** Gradients of attention; dq, dk, dv are overwritten. */
+export function attentionBackward(
+  dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+  dq: Tensor, dk: Tensor, dv: Tensor, options: AttentionOptions,
+): void {
+  const op = 'attentionBackward';
+  const { B, Tq, Tk, H, Hkv, D } = checkInputs(op, q, k, v, lse, options);
+  expectShape(op, 'dout', dout, q.shape);
+  expectShape(op, 'out', out, q.shape);
+  expectShape(op, 'dq', dq, q.shape);
+  expectShape(op, 'dk', dk, k.shape);
+  expectShape(op, 'dv', dv, k.shape);
+  const inputs = [['dout', dout], ['q', q], ['k', k], ['v', v], ['out', out], ['lse', lse]] as const;
+  const grads = [['dq', dq], ['dk', dk], ['dv', dv]] as const;
+  for (const [gn, g] of grads) for (const [n, t] of inputs) noAlias(op, `${gn} and ${n}`, g, t);
+  noAlias(op, 'dq and dk', dq, dk);
+  noAlias(op, 'dq and dv', dq, dv);
+  noAlias(op, 'dk and dv', dk, dv);
+  const seg = options.segmentIds ? (options.segmentIds.data as Int32Array) : null;
+  attentionBackwardF32(
+    f32(op, 'dout', dout), f32(op, 'q', q), f32(op, 'k', k), f32(op, 'v', v), f32(op, 'out', out), f32(op, 'lse', lse),
+    f32(op, 'dq', dq), f32(op, 'dk', dk), f32(op, 'dv', dv), seg, B, Tq, Tk, H, Hkv, D, options.scale,
+  );
 }

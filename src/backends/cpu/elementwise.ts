@@ -1,38 +1,126 @@
-// STUB: to be implemented (see src/tensor/backend.ts for the contract).
 import type { Tensor } from '../../tensor/tensor.js';
+import { expectFinite, expectSize, f32, fail, noAlias, sameOrDisjoint } from './checks.js';
+import { kernel } from './native.js';
 
-export function fill(_out: Tensor, _value: number): void {
-  throw new Error('cpu.fill: not implemented');
+type Fill = (out: Float32Array, n: number, value: number) => void;
+type Copy = (src: Float32Array, dst: Float32Array, n: number) => void;
+type Binary = (a: Float32Array, b: Float32Array, out: Float32Array, n: number) => void;
+type Scale = (x: Float32Array, alpha: number, out: Float32Array, n: number) => void;
+type Axpy = (alpha: number, x: Float32Array, y: Float32Array, n: number) => void;
+type SumOfSquares = (x: Float32Array, out: Float32Array, n: number, accumulate: boolean) => void;
+type SwigluBackward = (
+  dout: Float32Array, gate: Float32Array, up: Float32Array, dgate: Float32Array, dup: Float32Array, n: number,
+) => void;
+type Dropout = (x: Float32Array, p: number, seed: number, out: Float32Array, n: number) => void;
+
+const fillF32 = kernel<Fill>('fillF32');
+const copyF32 = kernel<Copy>('copyF32');
+const addF32 = kernel<Binary>('addF32');
+const scaleF32 = kernel<Scale>('scaleF32');
+const axpyF32 = kernel<Axpy>('axpyF32');
+const sumOfSquaresF32 = kernel<SumOfSquares>('sumOfSquaresF32');
+const swigluF32 = kernel<Binary>('swigluF32');
+const swigluBackwardF32 = kernel<SwigluBackward>('swigluBackwardF32');
+const dropoutF32 = kernel<Dropout>('dropoutF32');
+
+/** out[i] = value. f32 runs natively; i32/u8 (storage types) fill through the typed array. */
+export function fill(out: Tensor, value: number): void {
+  if (typeof value !== 'number') fail('fill', 'value must be a number');
+  if (out.dtype === 'f32') {
+    fillF32(out.data as Float32Array, out.size, value);
+    return;
+  }
+  if (out.dtype === 'f64') fail('fill', 'out must be f32, i32 or u8, got f64');
+  if (!Number.isInteger(value)) fail('fill', `${value} is not an integer for a ${out.dtype} tensor`);
+  out.data.fill(value);
 }
 
-export function copy(_src: Tensor, _dst: Tensor): void {
-  throw new Error('cpu.copy: not implemented');
+/** dst = src (same dtype and element count; the shapes may differ, like a view). */
+export function copy(src: Tensor, dst: Tensor): void {
+  if (src.dtype !== dst.dtype) fail('copy', `src is ${src.dtype} but dst is ${dst.dtype}`);
+  expectSize('copy', 'dst', dst, src.size);
+  if (src.dtype === 'f32') {
+    copyF32(src.data as Float32Array, dst.data as Float32Array, src.size);
+    return;
+  }
+  if (src.dtype === 'f64') fail('copy', 'f64 tensors are not supported by the cpu backend');
+  // TypedArray.set is a memmove for the storage types.
+  (dst.data as Int32Array).set(src.data as Int32Array);
 }
 
-export function add(_a: Tensor, _b: Tensor, _out: Tensor): void {
-  throw new Error('cpu.add: not implemented');
+export function add(a: Tensor, b: Tensor, out: Tensor): void {
+  const x = f32('add', 'a', a);
+  const y = f32('add', 'b', b);
+  const o = f32('add', 'out', out);
+  expectSize('add', 'b', b, a.size);
+  expectSize('add', 'out', out, a.size);
+  sameOrDisjoint('add', 'out and a', out, a);
+  sameOrDisjoint('add', 'out and b', out, b);
+  addF32(x, y, o, a.size);
 }
 
-export function scale(_x: Tensor, _alpha: number, _out: Tensor): void {
-  throw new Error('cpu.scale: not implemented');
+export function scale(x: Tensor, alpha: number, out: Tensor): void {
+  expectFinite('scale', 'alpha', alpha);
+  const xs = f32('scale', 'x', x);
+  const o = f32('scale', 'out', out);
+  expectSize('scale', 'out', out, x.size);
+  sameOrDisjoint('scale', 'out and x', out, x);
+  scaleF32(xs, alpha, o, x.size);
 }
 
-export function axpy(_alpha: number, _x: Tensor, _y: Tensor): void {
-  throw new Error('cpu.axpy: not implemented');
+export function axpy(alpha: number, x: Tensor, y: Tensor): void {
+  expectFinite('axpy', 'alpha', alpha);
+  const xs = f32('axpy', 'x', x);
+  const ys = f32('axpy', 'y', y);
+  expectSize('axpy', 'y', y, x.size);
+  sameOrDisjoint('axpy', 'y and x', y, x);
+  axpyF32(alpha, xs, ys, x.size);
 }
 
-export function sumOfSquares(_x: Tensor, _out: Tensor, _accumulate: boolean): void {
-  throw new Error('cpu.sumOfSquares: not implemented');
+export function sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void {
+  const xs = f32('sumOfSquares', 'x', x);
+  const o = f32('sumOfSquares', 'out', out);
+  expectSize('sumOfSquares', 'out', out, 1);
+  noAlias('sumOfSquares', 'out and x', out, x);
+  sumOfSquaresF32(xs, o, x.size, accumulate);
 }
 
-export function swiglu(_gate: Tensor, _up: Tensor, _out: Tensor): void {
-  throw new Error('cpu.swiglu: not implemented');
+export function swiglu(gate: Tensor, up: Tensor, out: Tensor): void {
+  const g = f32('swiglu', 'gate', gate);
+  const u = f32('swiglu', 'up', up);
+  const o = f32('swiglu', 'out', out);
+  expectSize('swiglu', 'up', up, gate.size);
+  expectSize('swiglu', 'out', out, gate.size);
+  sameOrDisjoint('swiglu', 'out and gate', out, gate);
+  sameOrDisjoint('swiglu', 'out and up', out, up);
+  swigluF32(g, u, o, gate.size);
 }
 
-export function swigluBackward(_dout: Tensor, _gate: Tensor, _up: Tensor, _dgate: Tensor, _dup: Tensor): void {
-  throw new Error('cpu.swigluBackward: not implemented');
+export function swigluBackward(dout: Tensor, gate: Tensor, up: Tensor, dgate: Tensor, dup: Tensor): void {
+  const op = 'swigluBackward';
+  const d = f32(op, 'dout', dout);
+  const g = f32(op, 'gate', gate);
+  const u = f32(op, 'up', up);
+  const dg = f32(op, 'dgate', dgate);
+  const du = f32(op, 'dup', dup);
+  const n = dout.size;
+  for (const [name, t] of [['gate', gate], ['up', up], ['dgate', dgate], ['dup', dup]] as const) expectSize(op, name, t, n);
+  noAlias(op, 'dgate and dup', dgate, dup);
+  for (const [name, t] of [['dout', dout], ['gate', gate], ['up', up]] as const) {
+    sameOrDisjoint(op, `dgate and ${name}`, dgate, t);
+    sameOrDisjoint(op, `dup and ${name}`, dup, t);
+  }
+  swigluBackwardF32(d, g, u, dg, du, n);
 }
 
-export function dropout(_x: Tensor, _p: number, _seed: number, _out: Tensor): void {
-  throw new Error('cpu.dropout: not implemented');
+export function dropout(x: Tensor, p: number, seed: number, out: Tensor): void {
+  if (!(p >= 0 && p < 1)) fail('dropout', `p must be in [0, 1), got ${p}`);
+  if (!Number.isInteger(seed)) fail('dropout', `seed must be an integer, got ${seed}`);
+  const xs = f32('dropout', 'x', x);
+  const o = f32('dropout', 'out', out);
+  expectSize('dropout', 'out', out, x.size);
+  if (x.size > 2 ** 32) fail('dropout', 'more than 2^32 elements');
+  sameOrDisjoint('dropout', 'out and x', out, x);
+  // rng.ts hashes `seed >>> 0`; pass the same u32.
+  dropoutF32(xs, p, seed >>> 0, o, x.size);
 }

@@ -1,0 +1,203 @@
+// Elementwise kernels: memory-bound loops split across the pool in large contiguous ranges.
+// Shapes are validated in TypeScript (src/backends/cpu/elementwise.ts); here every array is
+// length-checked against the element count before any work.
+#include <cmath>
+#include <vector>
+
+#include "args.h"
+#include "registry.h"
+#include "threads.h"
+#include "vec.h"
+
+namespace qlora {
+namespace {
+
+using namespace vec;
+
+// Below this many elements a call runs on the calling thread (waking workers costs more).
+constexpr int64_t kGrain = 1 << 15;
+
+Napi::Value Fill(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 1, "n");
+  Span<float> out = f32Arg(info, 0, "out", n);
+  const float value = static_cast<float>(numArg(info, 2, "value"));
+  parallel_for_grain(n, kGrain, [&](int64_t b, int64_t e, int) {
+    float* o = out.data;
+    for (int64_t i = b; i < e; i++) o[i] = value;
+  });
+  return info.Env().Undefined();
+}
+
+Napi::Value Copy(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 2, "n");
+  Span<float> src = f32Arg(info, 0, "src", n);
+  Span<float> dst = f32Arg(info, 1, "dst", n);
+  parallel_for_grain(n, kGrain, [&](int64_t b, int64_t e, int) {
+    std::memmove(dst.data + b, src.data + b, static_cast<size_t>(e - b) * sizeof(float));
+  });
+  return info.Env().Undefined();
+}
+
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 3, "n");
+  Span<float> a = f32Arg(info, 0, "a", n);
+  Span<float> b = f32Arg(info, 1, "b", n);
+  Span<float> out = f32Arg(info, 2, "out", n);
+  parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int) {
+    const float* x = a.data;
+    const float* y = b.data;
+    float* o = out.data;
+    for (int64_t i = lo; i < hi; i++) o[i] = x[i] + y[i];
+  });
+  return info.Env().Undefined();
+}
+
+Napi::Value Scale(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 3, "n");
+  Span<float> x = f32Arg(info, 0, "x", n);
+  const float alpha = static_cast<float>(numArg(info, 1, "alpha"));
+  Span<float> out = f32Arg(info, 2, "out", n);
+  parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int) {
+    const float* xs = x.data;
+    float* o = out.data;
+    for (int64_t i = lo; i < hi; i++) o[i] = alpha * xs[i];
+  });
+  return info.Env().Undefined();
+}
+
+Napi::Value Axpy(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 3, "n");
+  const float alpha = static_cast<float>(numArg(info, 0, "alpha"));
+  Span<float> x = f32Arg(info, 1, "x", n);
+  Span<float> y = f32Arg(info, 2, "y", n);
+  parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int) {
+    const float* xs = x.data;
+    float* ys = y.data;
+    for (int64_t i = lo; i < hi; i++) ys[i] = std::fma(alpha, xs[i], ys[i]);
+  });
+  return info.Env().Undefined();
+}
+
+// out[0] (+)= Σ x²: each thread sums its range in double, partials are added in thread order.
+Napi::Value SumOfSquares(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 2, "n");
+  Span<float> x = f32Arg(info, 0, "x", n);
+  Span<float> out = f32Arg(info, 1, "out", 1);
+  const bool accumulate = boolArg(info, 3);
+  std::vector<double> partial(static_cast<size_t>(num_threads()), 0.0);
+  parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int t) {
+    partial[static_cast<size_t>(t)] = sum_squares(x.data + lo, static_cast<size_t>(hi - lo));
+  });
+  double total = accumulate ? static_cast<double>(out.data[0]) : 0.0;
+  for (double p : partial) total += p;
+  out.data[0] = static_cast<float>(total);
+  return info.Env().Undefined();
+}
+
+// silu(g) = g·σ(g), σ(g) = 1 / (1 + e^-g)
+inline V sigmoid(V g) { return div(set1(1.0f), add(set1(1.0f), vec::exp(sub(zero(), g)))); }
+
+Napi::Value Swiglu(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 3, "n");
+  Span<float> gate = f32Arg(info, 0, "gate", n);
+  Span<float> up = f32Arg(info, 1, "up", n);
+  Span<float> out = f32Arg(info, 2, "out", n);
+  parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int) {
+    int64_t i = lo;
+    for (; i + W <= hi; i += W) {
+      const V g = load(gate.data + i);
+      store(out.data + i, mul(mul(g, sigmoid(g)), load(up.data + i)));
+    }
+    if (i < hi) {
+      const int r = static_cast<int>(hi - i);
+      const V g = load_n(gate.data + i, r);
+      store_n(out.data + i, mul(mul(g, sigmoid(g)), load_n(up.data + i, r)), r);
+    }
+  });
+  return info.Env().Undefined();
+}
+
+// dgate = dout·up·σ(g)·(1 + g·(1 - σ(g))), dup = dout·silu(g). dgate/dup may alias gate/up:
+// each vector is fully read before its results are stored.
+inline void swiglu_backward_vec(V d, V g, V u, V* dg, V* du) {
+  const V s = sigmoid(g);
+  const V silu = mul(g, s);
+  const V dsilu = fmadd(silu, sub(set1(1.0f), s), s);
+  *dg = mul(mul(d, u), dsilu);
+  *du = mul(d, silu);
+}
+
+Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 5, "n");
+  Span<float> dout = f32Arg(info, 0, "dout", n);
+  Span<float> gate = f32Arg(info, 1, "gate", n);
+  Span<float> up = f32Arg(info, 2, "up", n);
+  Span<float> dgate = f32Arg(info, 3, "dgate", n);
+  Span<float> dup = f32Arg(info, 4, "dup", n);
+  parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int) {
+    int64_t i = lo;
+    V dg, du;
+    for (; i + W <= hi; i += W) {
+      swiglu_backward_vec(load(dout.data + i), load(gate.data + i), load(up.data + i), &dg, &du);
+      store(dgate.data + i, dg);
+      store(dup.data + i, du);
+    }
+    if (i < hi) {
+      const int r = static_cast<int>(hi - i);
+      swiglu_backward_vec(load_n(dout.data + i, r), load_n(gate.data + i, r), load_n(up.data + i, r), &dg, &du);
+      store_n(dgate.data + i, dg, r);
+      store_n(dup.data + i, du, r);
+    }
+  });
+  return info.Env().Undefined();
+}
+
+// The counter-based hash of src/tensor/rng.ts (mix32, uniformAt).
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// keep[i] = uniformAt(seed, i) ≥ p, i.e. (h >> 8) / 2^24 ≥ p. Since h >> 8 is an integer and
+// p·2^24 is exact in double, that is (h >> 8) ≥ ceil(p·2^24): an integer compare, same mask.
+Napi::Value Dropout(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 4, "n");
+  Span<float> x = f32Arg(info, 0, "x", n);
+  const double p = numArg(info, 1, "p");
+  const double seedNum = numArg(info, 2, "seed");
+  Span<float> out = f32Arg(info, 3, "out", n);
+  require(p >= 0.0 && p <= 1.0, info.Env(), "dropout: p must be in [0, 1]");
+  require(n <= (int64_t(1) << 32), info.Env(), "dropout: more than 2^32 elements");
+  require(seedNum >= 0 && seedNum < 4294967296.0, info.Env(), "dropout: seed must be a u32");
+  const uint32_t seedHash = mix32(static_cast<uint32_t>(seedNum));
+  const double thresholdD = std::ceil(p * 16777216.0);
+  const uint32_t threshold = static_cast<uint32_t>(thresholdD);
+  // p = 1 keeps nothing; the scale 1/(1-p) is then never applied.
+  const float scale = p < 1.0 ? static_cast<float>(1.0 / (1.0 - p)) : 1.0f;
+  parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int) {
+    const float* xs = x.data;
+    float* o = out.data;
+    for (int64_t i = lo; i < hi; i++) {
+      const uint32_t h = mix32(seedHash + static_cast<uint32_t>(i));
+      o[i] = (h >> 8) >= threshold ? xs[i] * scale : 0.0f;
+    }
+  });
+  return info.Env().Undefined();
+}
+
+QLORA_EXPORT("fillF32", Fill);
+QLORA_EXPORT("copyF32", Copy);
+QLORA_EXPORT("addF32", Add);
+QLORA_EXPORT("scaleF32", Scale);
+QLORA_EXPORT("axpyF32", Axpy);
+QLORA_EXPORT("sumOfSquaresF32", SumOfSquares);
+QLORA_EXPORT("swigluF32", Swiglu);
+QLORA_EXPORT("swigluBackwardF32", SwigluBackward);
+QLORA_EXPORT("dropoutF32", Dropout);
+
+}  // namespace
+}  // namespace qlora

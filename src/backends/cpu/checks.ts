@@ -1,0 +1,71 @@
+/**
+ * Argument validation for the cpu kernel wrappers: dtypes and shapes are checked in TypeScript
+ * with messages naming the op and argument; the addon then re-checks array lengths (args.h).
+ */
+import { shapeString } from '../../tensor/dtype.js';
+import type { Tensor } from '../../tensor/tensor.js';
+
+export function fail(op: string, message: string): never {
+  throw new Error(`cpu.${op}: ${message}`);
+}
+
+/** The elements of an f32 tensor (the only float type this backend computes in). */
+export function f32(op: string, name: string, t: Tensor): Float32Array {
+  if (t.dtype !== 'f32') fail(op, `${name} must be f32, got ${t.dtype}`);
+  return t.data as Float32Array;
+}
+
+export function i32(op: string, name: string, t: Tensor): Int32Array {
+  if (t.dtype !== 'i32') fail(op, `${name} must be i32, got ${t.dtype}`);
+  return t.data as Int32Array;
+}
+
+export function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    fail(op, `${name} has shape ${shapeString(t.shape)}, expected ${shapeString(shape)}`);
+  }
+}
+
+export function expectSize(op: string, name: string, t: Tensor, size: number): void {
+  if (t.size !== size) fail(op, `${name} has ${t.size} elements, expected ${size}`);
+}
+
+export function expectRank(op: string, name: string, t: Tensor, rank: number): void {
+  if (t.rank !== rank) fail(op, `${name} must have rank ${rank}, got shape ${shapeString(t.shape)}`);
+}
+
+export function expectFinite(op: string, name: string, value: number): void {
+  if (!Number.isFinite(value)) fail(op, `${name} must be a finite number, got ${value}`);
+}
+
+/** Two tensors must not share memory unless the op allows it (partial overlap is never allowed). */
+export function noAlias(op: string, names: string, a: Tensor, b: Tensor): void {
+  if (overlap(a, b)) fail(op, `${names} must not alias`);
+}
+
+/** Allowed aliasing is exact (same elements); a partial overlap would race. */
+export function sameOrDisjoint(op: string, names: string, a: Tensor, b: Tensor): void {
+  const x = a.data;
+  const y = b.data;
+  if (overlap(a, b) && !(x.byteOffset === y.byteOffset && x.byteLength === y.byteLength)) {
+    fail(op, `${names} overlap partially (they may only be the same tensor)`);
+  }
+}
+
+function overlap(a: Tensor, b: Tensor): boolean {
+  const x = a.data;
+  const y = b.data;
+  if (x.buffer !== y.buffer) return false;
+  return x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
+}
+
+/** Runs a native call, re-throwing its errors (bad ids, labels, positions) under the op's name. */
+export function callNative(op: string, call: () => void): void {
+  try {
+    call();
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    if (!message.startsWith('qlora_native: ')) throw err;
+    fail(op, message.replace(/^qlora_native: (\w+: )?/, ''));
+  }
+}
