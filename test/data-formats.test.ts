@@ -118,6 +118,7 @@ test('text (tiny-shakespeare): split into windows overlapping by one token; ever
   assert.equal(ds.format, 'text');
   assert.equal(ds.truncation, 'split');
   assert.equal(ds.stats.train.overLength, 1);
+  assert.equal(ds.stats.train.rows, 1, 'one document, however many pieces it was read in');
   assert.equal(ds.train.length, Math.ceil((expected.length - 1) / (maxSeqLen - 1)));
   const rebuilt = [...ds.train[0]!.ids];
   for (const w of ds.train.slice(1)) {
@@ -225,11 +226,20 @@ test('column mapping, prompt templates and bad rows: clear errors, or counted wi
   );
   assert.match(skipped.stats.train.badRowMessages[2]!, /line 4, column 19 \(row 4\)/);
 
+  // A stray first row does not fix the format: with skipBadRows it is skipped like any bad row.
+  const stray = join(dir, 'stray.jsonl');
+  await writeFile(stray, '{"junk": 1}\n{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n');
+  await assert.rejects(loadDataset(stray, tok, { maxSeqLen: 64 }), /line 1 \(row 1\): cannot tell the row format from its fields \(junk\)/);
+  const strayed = await loadDataset(stray, tok, { maxSeqLen: 64, skipBadRows: true, validFraction: 0 });
+  assert.equal(strayed.format, 'completion');
+  assert.equal(strayed.train.length, 2);
+  assert.equal(strayed.stats.train.badRows, 1);
+
   const empty = join(dir, 'empty.jsonl');
   await writeFile(empty, '\n\n');
   await assert.rejects(loadDataset(empty, tok, { maxSeqLen: 64 }), (e: unknown) => e instanceof DatasetError && /the train data is empty: it has no rows/.test(e.message));
   const allBad = join(dir, 'bad.jsonl');
   await writeFile(allBad, '{"text": 1}\n{"text": 2}\n');
-  await assert.rejects(loadDataset(allBad, tok, { maxSeqLen: 64, skipBadRows: true }), /empty: 2 row\(s\) read, 2 bad, 0 dropped/);
+  await assert.rejects(loadDataset(allBad, tok, { maxSeqLen: 64, skipBadRows: true }), /empty: 2 row\(s\) read, 2 bad, 0 dropped.*; first bad row: .*bad\.jsonl, line 1 \(row 1\): 'text' must be text, got a number 1/);
   await assert.rejects(loadDataset(allBad, tok, { maxSeqLen: 1 }), /max sequence length must be an integer >= 2/);
 });

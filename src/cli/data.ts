@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
-import { RowError } from '../data/errors.js';
+import { RowError, UnknownFormatError } from '../data/errors.js';
 import { ROW_FORMATS, type RowFormat } from '../data/formats.js';
 import { BRACKET_STYLE, DIM_STYLE, inspectReport } from '../data/inspect.js';
 import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
@@ -77,7 +77,9 @@ export function registerDataCommands(program: Command): void {
           ...(flags.maxRows !== undefined ? { maxRows: flags.maxRows } : {}),
         });
       } catch (err) {
-        if (err instanceof RowError) throw new Error(`${err.message}\n(fix the row, or pass --skip-bad-rows to skip such rows and count them)`);
+        if (err instanceof RowError && !(err instanceof UnknownFormatError)) {
+          throw new Error(`${err.message}\n(fix the row, or pass --skip-bad-rows to skip such rows and count them)`);
+        }
         throw err;
       }
       const style = flags.color && process.stdout.isTTY ? DIM_STYLE : BRACKET_STYLE;

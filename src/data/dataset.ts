@@ -2,7 +2,7 @@ import type { Tokenizer } from '../tokenizer/types.js';
 import { ChatTemplate } from './chat-template.js';
 import { DatasetError, RowError } from './errors.js';
 import { RowRenderer, type FormatOptions, type RenderedExample, type RowFormat } from './formats.js';
-import type { TextReadOptions } from './read-text.js';
+import { TEXT_PIECE, type TextReadOptions } from './read-text.js';
 import { seededPermutation } from './shuffle.js';
 import { readSplit, resolveSources, type SplitFiles } from './sources.js';
 import { countTargets, tokenizeExample, type TokenizedExample } from './tokenize.js';
@@ -26,7 +26,7 @@ export interface DatasetOptions extends Omit<FormatOptions, 'chatTemplate'> {
 }
 
 export interface SplitStats {
-  /** Rows read from the files (for plain text: documents and their pieces). */
+  /** Rows read from the files (for plain text: documents). */
   rows: number;
   /** Rows skipped as bad (only with skipBadRows), and the first few reasons. */
   badRows: number;
@@ -150,8 +150,12 @@ class SplitLoader {
     };
 
     for await (const raw of readSplit(files, this.options.text)) {
-      if (this.options.maxRows !== undefined && stats.rows >= this.options.maxRows) break;
-      stats.rows++;
+      // Pieces of a text document after its first are not rows of their own.
+      const continuation = pending !== null && isTextPiece(raw.value);
+      if (!continuation) {
+        if (this.options.maxRows !== undefined && stats.rows >= this.options.maxRows) break;
+        stats.rows++;
+      }
       try {
         if (raw.error) throw raw.error;
         const rendered = this.renderer.render(raw.value, raw.location);
@@ -196,7 +200,8 @@ class SplitLoader {
           ? 'it has no rows'
           : `${stats.rows} row(s) read, ${stats.badRows} bad, ${stats.droppedTooLong} dropped as longer than ${this.options.maxSeqLen} tokens, ` +
             `${stats.droppedNoLoss} left with no loss token after truncation to ${this.options.maxSeqLen} tokens` +
-            (stats.droppedNoLoss > 0 ? ' (raise the max sequence length, or truncate from the left)' : '');
+            (stats.droppedNoLoss > 0 ? ' (raise the max sequence length, or truncate from the left)' : '') +
+            (stats.badRowMessages.length > 0 ? `; first bad row: ${stats.badRowMessages[0]}` : '');
       throw new DatasetError(`the ${name} data is empty: ${why}`, { file: where });
     }
     return { examples, stats };
@@ -242,6 +247,10 @@ export function holdOut(
   const valid: TokenizedExample[] = [];
   examples.forEach((ex, i) => (validIndex.has(i) ? valid : train).push(ex));
   return { train, valid };
+}
+
+function isTextPiece(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && TEXT_PIECE in value;
 }
 
 /** The last line of a text that ends in a line break, with its break. */

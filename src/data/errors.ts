@@ -54,3 +54,15 @@ export function preview(value: unknown, max = 80): string {
   }
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
+
+/**
+ * A row whose fields fit no known format, while the format is still being detected. A row error
+ * (so --skip-bad-rows can pass over a stray first row), but usually the whole file needs --columns
+ * or --format, which the message says.
+ */
+export class UnknownFormatError extends RowError {
+  constructor(reason: string, location: SourceLocation) {
+    super(reason, location);
+    this.name = 'UnknownFormatError';
+  }
+}

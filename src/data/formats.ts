@@ -1,7 +1,7 @@
 import { alpacaPrompt } from './alpaca.js';
 import { ChatRenderError, type ChatMessage, type ChatTemplate } from './chat-template.js';
 import { applyColumnMapping, type ColumnMapping } from './columns.js';
-import { DatasetError, RowError, preview, type SourceLocation } from './errors.js';
+import { DatasetError, RowError, UnknownFormatError, preview, type SourceLocation } from './errors.js';
 import type { PromptTemplate } from './prompt-template.js';
 import { TEXT_PIECE, type TextRowValue } from './read-text.js';
 
@@ -99,7 +99,7 @@ export class RowRenderer {
       return 'completion';
     }
     if (has('text')) return 'text';
-    throw new DatasetError(
+    throw new UnknownFormatError(
       `cannot tell the row format from its fields (${fieldList(row)}). Expected one of: {text}, {prompt, completion}, ` +
         `{instruction, input, output}, {messages}. Map columns with --columns (e.g. prompt=mr,completion=ref) or set --format.`,
       location,
