@@ -4,6 +4,7 @@ import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { rng } from './util.js';
 import { DatasetError, RowError } from '../src/data/errors.js';
 import { findJsonSyntaxProblem, lineColumnOf } from '../src/data/json-locate.js';
 import { readDelimited } from '../src/data/read-csv.js';
@@ -183,4 +184,29 @@ test('directories: MLX-style train/valid/test, a folder of text documents, and c
   // A .json file that holds JSON Lines reads as JSON Lines.
   const jsonl = await collect(readSplit({ files: [{ path: await file('lines.json', '{"text":"a"}\n{"text":"b"}\n'), kind: 'json' }] }));
   assert.deepEqual(jsonl.map((r) => r.value), [{ text: 'a' }, { text: 'b' }]);
+});
+
+test('CSV round trip: random records written per RFC 4180 read back exactly, across 64 KiB chunk edges', async () => {
+  const r = rng(4180);
+  const alphabet = ['a', 'b', 'Z', ' ', ',', '"', '\n', '\t', 'é', '😀', '€', ';', "'"];
+  const field = () => Array.from({ length: Math.floor(r() * 30) }, () => alphabet[Math.floor(r() * alphabet.length)]!).join('');
+  const quote = (f: string) => (/[",\n\r]/.test(f) || f === '' ? `"${f.replace(/"/g, '""')}"` : f);
+  for (const [lineEnd, sep] of [['\n', ','], ['\r\n', ','], ['\r\n', '\t']] as const) {
+    const records: string[][] = [];
+    let text = `first${sep}second${sep}third${lineEnd}`;
+    while (text.length < 200_000) {
+      const rec = [field(), field(), field()];
+      records.push(rec);
+      const q = sep === ',' ? quote : (f: string) => (/[\t"\n\r]/.test(f) || f === '' ? `"${f.replace(/"/g, '""')}"` : f);
+      // Embedded newlines inside quoted fields use the file's line ending too.
+      text += rec.map((f) => q(f).replace(/\n/g, lineEnd)).join(sep) + lineEnd;
+    }
+    const path = await file(`round${records.length}${sep === ',' ? '.csv' : '.tsv'}`, text);
+    const rows = await collect(readDelimited(path, sep));
+    assert.equal(rows.length, records.length);
+    rows.forEach((row, i) => {
+      assert.equal(row.error, undefined, row.error?.message);
+      assert.deepEqual(row.value, { first: records[i]![0], second: records[i]![1], third: records[i]![2] }, `record ${i + 1}`);
+    });
+  }
 });
