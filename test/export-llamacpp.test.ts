@@ -9,23 +9,37 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import zlib from 'node:zlib';
 import { getLlama, type Llama } from 'node-llama-cpp';
-import { exportGgufLora } from '../src/export/gguf-lora.js';
+import { hyperparameterMetadata } from '../src/export/gguf-arch.js';
+import { writeGguf } from '../src/io/gguf-writer.js';
+import { exportGgufLora, loadGgufLoraAdapter } from '../src/export/gguf-lora.js';
 import { exportGgufModel } from '../src/export/gguf-model.js';
 import { vocabFromHfFolder, vocabFromLlama2c } from '../src/export/gguf-vocab.js';
 import type { LoraConfig } from '../src/models/build.js';
 import { type Checkpoint, openCheckpoint } from '../src/models/checkpoint.js';
 import { configFromHf } from '../src/models/config.js';
+import { syntheticSource } from '../src/models/synthetic.js';
 import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
 import { Llama2cTokenizer } from '../src/tokenizer/llama2c-tokenizer.js';
-import { llamaCppNextTokens, logProbDiff, ourNextTokens, STORIES, writeRandomPeftAdapter, writeSyntheticHfFolder, type NextTokenResult } from './export-support.js';
+import { FIXTURES, llamaCppNextTokens, logProbDiff, ourNextTokens, STORIES, writeRandomPeftAdapter, writeSyntheticHfFolder, type NextTokenResult } from './export-support.js';
 
 const STEPS = 20;
 let llama: Llama;
 let tmp: string;
 
 before(async () => {
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  llama = await getLlama({
+    gpu: false,
+    build: 'never',
+    logLevel: 'error' as never,
+    // node-llama-cpp probes a vocabOnly model with a full load first, which logs these two lines
+    // even for llama.cpp's own vocabulary files; everything else still shows.
+    logger: (level, message) => {
+      if (/missing tensor 'token_embd\.weight'|failed to load model/.test(message)) return;
+      console.error(`[llama.cpp ${level}] ${message.trim()}`);
+    },
+  });
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-export-'));
 });
 
@@ -113,6 +127,126 @@ test('random GQA Llama from an HF folder (biases, untied head, Llama-3 rope scal
     const tok = HfTokenizer.fromDirectory(dir);
     const lora: LoraConfig = { r: 8, alpha: 4, dropout: 0, useRslora: true, init: 'kaiming', seed: 11, targets: 'all-linear', layers: null };
     await checkModel('hf-random', ck, vocabFromHfFolder(dir, 32000), lora, 0.2, 'The quick brown fox jumps over the lazy dog.', (t) => tok.encode(t, { addSpecialTokens: false }));
+  } finally {
+    ck.close();
+  }
+});
+
+const RANDOM_HF = {
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_act: 'silu',
+  vocab_size: 32000, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
+  num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 256,
+  rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true, bos_token_id: 1, eos_token_id: 2,
+};
+
+test('qwen2 export (NEOX RoPE: Q/K not permuted; q/k/v biases) matches our forward in llama.cpp', async () => {
+  const qwenHf = { ...RANDOM_HF, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2' };
+  const dir = path.join(tmp, 'hf-qwen2');
+  writeSyntheticHfFolder(dir, qwenHf, configFromHf(qwenHf), 77);
+  const prompt = [1, ...HfTokenizer.fromDirectory(dir).encode('Hello there, general Kenobi', { addSpecialTokens: false })];
+  const out = path.join(tmp, 'qwen2.gguf');
+  const ck = openCheckpoint(dir);
+  try {
+    exportGgufModel(ck, out, { dtype: 'f32', vocab: vocabFromHfFolder(dir, 32000) });
+    const model = await llama.loadModel({ modelPath: out });
+    try {
+      assertSame('qwen2', await ourNextTokens(ck.config, ck, null, prompt, STEPS), await llamaCppNextTokens(model, prompt, STEPS, null), 32000);
+    } finally {
+      await model.dispose();
+    }
+  } finally {
+    ck.close();
+  }
+});
+
+test('q8_0 stories260K export: llama.cpp agrees with our forward over the same dequantized weights', async () => {
+  const out = path.join(tmp, 'stories-q8_0.gguf');
+  const src = openCheckpoint(path.join(STORIES, 'stories260K.bin'));
+  try {
+    exportGgufModel(src, out, { dtype: 'q8_0', vocab: vocabFromLlama2c(path.join(STORIES, 'tok512.bin'), 512) });
+  } finally {
+    src.close();
+  }
+  const ck = openCheckpoint(out);
+  const model = await llama.loadModel({ modelPath: out });
+  try {
+    const prompt = [1, ...model.tokenize('Once upon a time, there was a little girl')];
+    const ours = await ourNextTokens(ck.config, ck, null, prompt, STEPS);
+    const theirs = await llamaCppNextTokens(model, prompt, STEPS, null);
+    // llama.cpp's CPU Q8_0 matmul also quantizes the activations to 8 bits (≈0.3% relative error per
+    // matmul input over 35 matmuls), so only closeness is expected; a wrong block scale or layout
+    // would change the text.
+    let likely = 0;
+    for (let i = 0; i < ours.logProbs.length; i++) if (ours.logProbs[i]! > -6) likely = Math.max(likely, Math.abs(ours.logProbs[i]! - theirs.logProbs[i]!));
+    console.log(`# stories q8_0: max |Δ log p| over tokens with log p > -6: ${likely.toExponential(2)}; greedy ${theirs.greedy.join(',')} vs ${ours.greedy.join(',')}`);
+    assert.ok(likely < 0.15, `q8_0: log-probabilities of likely tokens differ by ${likely}`);
+    assert.deepEqual(theirs.greedy.slice(0, 10), ours.greedy.slice(0, 10));
+  } finally {
+    ck.close();
+    await model.dispose();
+  }
+});
+
+test('exported vocabularies tokenize in llama.cpp as our tokenizers do (TinyLlama SentencePiece-BPE, phi-2 byte-level BPE); chat template carried', async () => {
+  const texts = [
+    'Hello world',
+    '  leading spaces and trailing  ',
+    'numbers 12345 and 3.14159, dates 2024-01-31',
+    'unicode: héllo wörld — 日本語 🦙 ñ',
+    'tabs\tand\nnewlines\n\n end',
+    "don't can't I'm we'll",
+  ];
+  const cases: [string, string, number][] = [
+    ['tinyllama', path.join(FIXTURES, 'tokenizers', 'tinyllama'), 32000],
+    ['phi-2', path.join(FIXTURES, 'tokenizers', 'phi-2'), 51200],
+  ];
+  for (const [name, fixture, vocabSize] of cases) {
+    const dir = path.join(tmp, `vocab-${name}`);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), zlib.gunzipSync(fs.readFileSync(path.join(fixture, 'tokenizer.json.gz'))));
+    fs.copyFileSync(path.join(fixture, 'tokenizer_config.json'), path.join(dir, 'tokenizer_config.json'));
+    const vocab = vocabFromHfFolder(dir, vocabSize);
+    const config = configFromHf({ ...RANDOM_HF, vocab_size: vocabSize });
+    const file = path.join(tmp, `vocab-${name}.gguf`);
+    writeGguf(file, [...hyperparameterMetadata(config, name), ...vocab.entries], []);
+    const ours = HfTokenizer.fromDirectory(dir);
+    const model = await llama.loadModel({ modelPath: file, vocabOnly: true });
+    try {
+      for (const t of texts) assert.deepEqual(Array.from(model.tokenize(t)), ours.encode(t, { addSpecialTokens: false }), `${name}: ${JSON.stringify(t)}`);
+      if (ours.chatTemplate) assert.equal(model.fileInfo.metadata.tokenizer.chat_template, ours.chatTemplate);
+    } finally {
+      await model.dispose();
+    }
+  }
+});
+
+test('llama.cpp refuses the adapters our loader refuses: other architecture, other shapes', async () => {
+  const ck = openCheckpoint(path.join(STORIES, 'stories260K.bin'));
+  const dir = path.join(tmp, 'refuse');
+  fs.mkdirSync(dir, { recursive: true });
+  try {
+    const base = path.join(dir, 'base.gguf');
+    exportGgufModel(ck, base, { dtype: 'f32', vocab: vocabFromLlama2c(path.join(STORIES, 'tok512.bin'), 512) });
+    const lora: LoraConfig = { r: 2, alpha: 2, dropout: 0, useRslora: false, init: 'kaiming', seed: 1, targets: ['q_proj'], layers: null };
+    const adapter = await writeRandomPeftAdapter(path.join(dir, 'peft'), ck.config, ck, lora, 3, 0.1);
+    const qwenFile = path.join(dir, 'qwen2-adapter.gguf');
+    exportGgufLora(adapter, { ...ck.config, architecture: 'qwen2', attentionBias: true }, qwenFile);
+    const otherHf = { model_type: 'llama', vocab_size: 512, hidden_size: 32, intermediate_size: 64, num_hidden_layers: 5, num_attention_heads: 4, num_key_value_heads: 2 };
+    const other = configFromHf(otherHf);
+    const otherAdapter = await writeRandomPeftAdapter(path.join(dir, 'other-peft'), other, syntheticSource(other, 1), lora, 3, 0.1);
+    const otherFile = path.join(dir, 'other-adapter.gguf');
+    exportGgufLora(otherAdapter, other, otherFile);
+
+    assert.throws(() => loadGgufLoraAdapter(qwenFile, ck.config), /adapter is for architecture "qwen2" but the model is "llama"/);
+    assert.throws(() => loadGgufLoraAdapter(otherFile, ck.config), /do not fit the model's \[64, 64\] weight/);
+    const model = await llama.loadModel({ modelPath: base });
+    try {
+      for (const file of [qwenFile, otherFile]) {
+        await assert.rejects(llamaCppNextTokens(model, [1, 2], 1, file), Error, `llama.cpp accepted ${path.basename(file)}`);
+      }
+    } finally {
+      await model.dispose();
+    }
   } finally {
     ck.close();
   }
