@@ -20,6 +20,7 @@ import type { LoraConfig } from '../src/models/build.js';
 import { type Checkpoint, openCheckpoint } from '../src/models/checkpoint.js';
 import { configFromHf } from '../src/models/config.js';
 import { syntheticSource } from '../src/models/synthetic.js';
+import { byteLevelTokenizerJson } from '../src/tokenizer/byte-level-bpe.js';
 import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
 import { Llama2cTokenizer } from '../src/tokenizer/llama2c-tokenizer.js';
 import { FIXTURES, llamaCppNextTokens, logProbDiff, ourNextTokens, STORIES, writeRandomPeftAdapter, writeSyntheticHfFolder, type NextTokenResult } from './export-support.js';
@@ -187,25 +188,50 @@ test('q8_0 stories260K export: llama.cpp agrees with our forward over the same d
   }
 });
 
-test('exported vocabularies tokenize in llama.cpp as our tokenizers do (TinyLlama SentencePiece-BPE, phi-2 byte-level BPE); chat template carried', async () => {
+/** An HF folder holding phi-2's byte-level vocabulary behind the pre-tokenizer `pre` (llama-bpe, qwen2, …). */
+function byteLevelFolder(dir: string, phi2Json: Record<string, unknown>, pre: string): void {
+  const model = phi2Json.model as { vocab: Record<string, number>; merges: string[] };
+  const added = phi2Json.added_tokens as { id: number; content: string; special: boolean }[];
+  const tokens: string[] = [];
+  for (const [t, id] of Object.entries(model.vocab)) tokens[id] = t;
+  for (const t of added) tokens[t.id] = t.content;
+  const json = byteLevelTokenizerJson({ tokens, merges: model.merges, addedTokens: added, pre, bosToPrepend: null, eosToAppend: null });
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(json));
+}
+
+test('exported vocabularies tokenize in llama.cpp as our tokenizers do (SentencePiece-BPE; byte-level BPE with gpt-2, llama-bpe, qwen2, smollm splits); chat template carried', async () => {
   const texts = [
     'Hello world',
     '  leading spaces and trailing  ',
-    'numbers 12345 and 3.14159, dates 2024-01-31',
+    'numbers 12345 and 3.14159, dates 2024-01-31, 1234567890',
     'unicode: héllo wörld — 日本語 🦙 ñ',
-    'tabs\tand\nnewlines\n\n end',
-    "don't can't I'm we'll",
+    'tabs\tand\nnewlines\n\n end   three',
+    "don't can't I'm we'll HOW'S",
   ];
-  const cases: [string, string, number][] = [
-    ['tinyllama', path.join(FIXTURES, 'tokenizers', 'tinyllama'), 32000],
-    ['phi-2', path.join(FIXTURES, 'tokenizers', 'phi-2'), 51200],
+  const phi2Gz = path.join(FIXTURES, 'tokenizers', 'phi-2', 'tokenizer.json.gz');
+  const phi2Json = JSON.parse(zlib.gunzipSync(fs.readFileSync(phi2Gz)).toString('utf8')) as Record<string, unknown>;
+  const cases: [name: string, vocabSize: number, model: 'llama' | 'gpt2', pre: string | undefined][] = [
+    ['tinyllama', 32000, 'llama', undefined],
+    ['phi-2', 51200, 'gpt2', 'gpt-2'],
+    ['llama-bpe', 51200, 'gpt2', 'llama-bpe'],
+    ['qwen2', 51200, 'gpt2', 'qwen2'],
+    ['smollm', 51200, 'gpt2', 'smollm'],
   ];
-  for (const [name, fixture, vocabSize] of cases) {
+  for (const [name, vocabSize, kind, pre] of cases) {
     const dir = path.join(tmp, `vocab-${name}`);
-    fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, 'tokenizer.json'), zlib.gunzipSync(fs.readFileSync(path.join(fixture, 'tokenizer.json.gz'))));
-    fs.copyFileSync(path.join(fixture, 'tokenizer_config.json'), path.join(dir, 'tokenizer_config.json'));
+    if (name === 'tinyllama' || name === 'phi-2') {
+      const fixture = path.join(FIXTURES, 'tokenizers', name);
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, 'tokenizer.json'), zlib.gunzipSync(fs.readFileSync(path.join(fixture, 'tokenizer.json.gz'))));
+      fs.copyFileSync(path.join(fixture, 'tokenizer_config.json'), path.join(dir, 'tokenizer_config.json'));
+    } else {
+      byteLevelFolder(dir, phi2Json, name);
+    }
     const vocab = vocabFromHfFolder(dir, vocabSize);
+    const meta = new Map(vocab.entries.map((e) => [e.key, e.value]));
+    assert.equal(meta.get('tokenizer.ggml.model'), kind, name);
+    assert.equal(meta.get('tokenizer.ggml.pre'), pre, name);
     const config = configFromHf({ ...RANDOM_HF, vocab_size: vocabSize });
     const file = path.join(tmp, `vocab-${name}.gguf`);
     writeGguf(file, [...hyperparameterMetadata(config, name), ...vocab.entries], []);
