@@ -27,6 +27,11 @@ interface ExportFlags {
 function report(r: ConvertResult): void {
   for (const w of r.warnings) console.error(`warning: ${w}`);
   console.log(`wrote ${r.out} (${r.format})`);
+  if (r.format === 'gguf') {
+    const file = path.basename(r.out);
+    console.log(`llama.cpp: llama-cli -m ${r.out}`);
+    console.log(`Ollama:    printf 'FROM ./${file}\\n' > Modelfile && ollama create ${file.replace(/\.gguf$/, '')} -f Modelfile`);
+  }
 }
 
 /** Output path with the extension the format expects (so writeCheckpointAs picks that format). */
@@ -49,6 +54,8 @@ function exportLora(flags: ExportFlags): void {
     const dtype = choiceOption<GgufLoraDtype>('--dtype', GGUF_LORA_DTYPES)(flags.dtype ?? 'f32');
     const r = exportGgufLora(adapter, ck.config, flags.out, { dtype, name: flags.name });
     console.log(`wrote ${r.out} (GGUF LoRA adapter, ${r.tensors} tensors, base ${path.basename(basePath)})`);
+    console.log(`llama.cpp: llama-cli -m <base>.gguf --lora ${r.out}`);
+    console.log(`Ollama:    a Modelfile with 'FROM <base>.gguf' and 'ADAPTER ./${path.basename(r.out)}'`);
   } finally {
     ck.close();
   }
