@@ -181,7 +181,40 @@ Napi::Value Dropout(const Napi::CallbackInfo& info) {
   parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int) {
     const float* xs = x.data;
     float* o = out.data;
-    for (int64_t i = lo; i < hi; i++) {
+    int64_t i = lo;
+#if defined(__AVX512F__)
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i c1 = _mm512_set1_epi32(0x7feb352d), c2 = _mm512_set1_epi32(static_cast<int>(0x846ca68bu));
+    const __m512i thr = _mm512_set1_epi32(static_cast<int>(threshold));
+    const __m512 sv = _mm512_set1_ps(scale);
+    for (; i + 16 <= hi; i += 16) {
+      __m512i h = _mm512_add_epi32(_mm512_set1_epi32(static_cast<int>(seedHash + static_cast<uint32_t>(i))), lane);
+      h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+      h = _mm512_mullo_epi32(h, c1);
+      h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 15));
+      h = _mm512_mullo_epi32(h, c2);
+      h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+      const __mmask16 keep = _mm512_cmpge_epu32_mask(_mm512_srli_epi32(h, 8), thr);
+      _mm512_storeu_ps(o + i, _mm512_maskz_mul_ps(keep, _mm512_loadu_ps(xs + i), sv));
+    }
+#elif defined(__AVX2__)
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i c1 = _mm256_set1_epi32(0x7feb352d), c2 = _mm256_set1_epi32(static_cast<int>(0x846ca68bu));
+    // (h >> 8) < 2^24 and threshold ≤ 2^24, so a signed compare against threshold - 1 is exact.
+    const __m256i thrMinus1 = _mm256_set1_epi32(static_cast<int>(threshold) - 1);
+    const __m256 sv = _mm256_set1_ps(scale);
+    for (; i + 8 <= hi; i += 8) {
+      __m256i h = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(seedHash + static_cast<uint32_t>(i))), lane);
+      h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+      h = _mm256_mullo_epi32(h, c1);
+      h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 15));
+      h = _mm256_mullo_epi32(h, c2);
+      h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+      const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_srli_epi32(h, 8), thrMinus1));
+      _mm256_storeu_ps(o + i, _mm256_and_ps(keep, _mm256_mul_ps(_mm256_loadu_ps(xs + i), sv)));
+    }
+#endif
+    for (; i < hi; i++) {
       const uint32_t h = mix32(seedHash + static_cast<uint32_t>(i));
       o[i] = (h >> 8) >= threshold ? xs[i] * scale : 0.0f;
     }
