@@ -3,6 +3,7 @@ import { VERSION } from '../version.js';
 import { registerDataCommands } from './data.js';
 import { registerExportCommands } from './export.js';
 import { registerGenerateCommand } from './generate.js';
+import { registerEvalCommand } from './eval.js';
 import { registerInfoCommand } from './info.js';
 import { registerTrainCommand } from './train.js';
 
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerExportCommands(program);
   registerGenerateCommand(program);
   registerInfoCommand(program);
+  registerEvalCommand(program);
   registerTrainCommand(program);
   return program;
 }

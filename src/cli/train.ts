@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { Batcher, type DataCursor } from '../data/batching.js';
 import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
-import { PromptTemplate } from '../data/prompt-template.js';
+import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
 import { generate } from '../generate/generate.js';
 import type { LoraConfig } from '../models/build.js';
 import type { LlamaModel, ModelBatch } from '../models/llama.js';
@@ -105,6 +105,7 @@ export function registerTrainCommand(program: Command): void {
       if (key === 'config' || cmd.getOptionValueSource(key) !== 'cli') continue;
       if (key === 'targets') fromCli.targets = value === 'all-linear' ? 'all-linear' : list(String(value));
       else if (key === 'layers') fromCli.layers = intList(String(value));
+      else if (key === 'template') fromCli.template = unescapeCommandLine(String(value));
       else if (key === 'resume') fromCli.resume = value;
       else fromCli[key] = value;
     }

@@ -3,7 +3,7 @@ import type { DType } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { DenseLinear, type FrozenLinear, Linear4bit } from '../nn/linear.js';
 import { LoraLinear, type LoraOptions } from '../nn/lora.js';
-import { quantize4bit, type Quantize4bitOptions } from '../quant/quantize4bit.js';
+import { type Quantized4bit, quantize4bit, type Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { uploadPacked4bit } from '../quant/upload.js';
 import { ropeTables, type RopeScaling } from '../backends/rope-tables.js';
 import {
@@ -41,6 +41,8 @@ export function projectionHasBias(c: BuildConfig, name: ProjectionName): boolean
 export interface TensorSource {
   has(name: string): boolean;
   load(name: string): Float32Array | Promise<Float32Array>;
+  /** A projection weight already stored in 4-bit (bitsandbytes checkpoints): used as is. */
+  loadQuantized?(name: string): Quantized4bit | null;
 }
 
 export interface LoraConfig extends LoraOptions {
@@ -127,14 +129,18 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
       const module = name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
       const key = `${p}.${module}.${name}`;
       const shape = projShapes[name];
-      const w = await need(`${key}.weight`, shape);
+      const stored = options.quantization ? (source.loadQuantized?.(`${key}.weight`) ?? null) : null;
+      const w = stored ? null : await need(`${key}.weight`, shape);
       const bias = projectionHasBias(c, name) ? await upload(`${key}.bias`, [shape[0]]) : null;
       let base: FrozenLinear;
-      if (options.quantization) {
-        const q = quantize4bit(w, options.quantization);
+      if (stored) {
+        options.onTensor?.(`${key}.weight`, index++, total);
+        base = new Linear4bit(uploadPacked4bit(be, stored, shape[0], shape[1]), bias);
+      } else if (options.quantization) {
+        const q = quantize4bit(w!, options.quantization);
         base = new Linear4bit(uploadPacked4bit(be, q, shape[0], shape[1]), bias);
       } else {
-        base = new DenseLinear(be.fromArray(w, shape, dtype), bias);
+        base = new DenseLinear(be.fromArray(w!, shape, dtype), bias);
       }
       const wantLora = options.lora && targets.has(name) && (!loraLayers || loraLayers.has(i));
       proj[name] = wantLora ? new LoraLinear(base, `base_model.model.${key}`, options.lora!, dtype) : base;

@@ -15,6 +15,8 @@ import { FileFormatError, RandomAccessFile } from '../io/binary-reader.js';
 import { GgufReader } from '../io/gguf.js';
 import { Llama2cCheckpoint, looksLikeLlama2cV1 } from '../io/llama2c.js';
 import { SAFETENSORS_INDEX, SafetensorsCollection } from '../io/safetensors.js';
+import { isBnb4bit, type RawTensorReader, readBnb4bit } from '../io/bnb4bit.js';
+import { dequantize4bit, type Quantized4bit } from '../quant/quantize4bit.js';
 import { configFromGguf, configFromLlama2c, loadHfConfig, type LlamaConfig } from './config.js';
 
 export type CheckpointSource = 'hf' | 'gguf' | 'llama2c';
@@ -32,6 +34,8 @@ export interface Checkpoint {
   loadTensor(name: string): Float32Array;
   /** Same as loadTensor (the TensorSource interface models/build.ts consumes). */
   load(name: string): Float32Array;
+  /** The stored 4-bit form of a projection weight from a bitsandbytes checkpoint, else null. */
+  loadQuantized(name: string): Quantized4bit | null;
   close(): void;
 }
 
@@ -119,6 +123,8 @@ interface Mapping {
   stored: string;
   /** Number of heads to un-permute Q/K rows over, or 0. */
   unpermuteHeads: number;
+  /** Stored as a bitsandbytes 4-bit weight (HF folders only). */
+  bnb?: boolean;
 }
 
 /** Shared implementation: canonical names → stored names, shape checks, Q/K re-layout. */
@@ -134,6 +140,7 @@ class MappedCheckpoint implements Checkpoint {
     private readonly mapping: Map<string, Mapping>,
     private readonly readStored: (stored: string) => Float32Array,
     private readonly closeFile: () => void,
+    private readonly readBnb: ((stored: string) => Quantized4bit) | null = null,
   ) {
     this.tensorNames = [...shapes.keys()];
   }
@@ -151,7 +158,7 @@ class MappedCheckpoint implements Checkpoint {
   loadTensor(name: string): Float32Array {
     const shape = this.shapeOf(name);
     const m = this.mapping.get(name)!;
-    let data = this.readStored(m.stored);
+    let data = m.bnb ? dequantize4bit(this.readBnb!(m.stored)) : this.readStored(m.stored);
     const n = shape.reduce((a, b) => a * b, 1);
     if (data.length !== n) {
       throw new FileFormatError(this.label, `tensor '${m.stored}' has ${data.length} values, expected [${shape.join(', ')}] for '${name}'`);
@@ -162,6 +169,12 @@ class MappedCheckpoint implements Checkpoint {
 
   load(name: string): Float32Array {
     return this.loadTensor(name);
+  }
+
+  loadQuantized(name: string): Quantized4bit | null {
+    this.shapeOf(name);
+    const m = this.mapping.get(name)!;
+    return m.bnb ? this.readBnb!(m.stored) : null;
   }
 
   close(): void {
@@ -213,15 +226,32 @@ function openHfFolder(dir: string): Checkpoint {
   try {
     const shapes = canonicalShapes(config);
     const mapping = new Map<string, Mapping>();
+    const reader: RawTensorReader = { has: (n) => st.has(n), raw: (n) => st.readRaw(n), f32: (n) => st.readF32(n), dtype: (n) => st.info(n).dtype };
+    const readBnb = (n: string): Quantized4bit => {
+      try {
+        return readBnb4bit(reader, n).q;
+      } catch (e) {
+        throw new FileFormatError(label, (e as Error).message);
+      }
+    };
     for (const [name, shape] of shapes) {
       if (!st.has(name)) throw new FileFormatError(label, `checkpoint lacks tensor '${name}'`);
+      if (isBnb4bit(reader, name)) {
+        // Pre-quantized (bitsandbytes) weight: the logical shape is in its quant state.
+        const stored = readBnb4bit(reader, name).shape;
+        if (stored.join(',') !== shape.join(',')) {
+          throw new FileFormatError(label, `4-bit tensor '${name}' has shape [${stored.join(', ')}], config implies [${shape.join(', ')}]`);
+        }
+        mapping.set(name, { stored: name, unpermuteHeads: 0, bnb: true });
+        continue;
+      }
       const info = st.info(name);
       if (info.shape.join(',') !== shape.join(',')) {
         throw new FileFormatError(label, `tensor '${name}' has shape [${info.shape.join(', ')}], config implies [${shape.join(', ')}]`);
       }
       mapping.set(name, { stored: name, unpermuteHeads: 0 });
     }
-    return new MappedCheckpoint(config, 'hf', dir, label, shapes, mapping, (n) => st.readF32(n), () => st.close());
+    return new MappedCheckpoint(config, 'hf', dir, label, shapes, mapping, (n) => st.readF32(n), () => st.close(), readBnb);
   } catch (e) {
     st.close();
     throw e;

@@ -1,0 +1,90 @@
+import type { Command } from 'commander';
+import { Batcher } from '../data/batching.js';
+import { parseColumnMapping } from '../data/columns.js';
+import { loadDataset } from '../data/dataset.js';
+import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
+import { loadModel } from './load-model.js';
+import { choiceOption, formatCount, intOption } from './options.js';
+
+interface EvalFlags {
+  model: string;
+  data: string;
+  tokenizer?: string;
+  adapter?: string;
+  seqLen: number;
+  batchSize: number;
+  format: 'auto' | 'text' | 'completion' | 'alpaca' | 'chat';
+  columns?: string;
+  template?: string;
+  split: 'train' | 'valid' | 'test' | 'all';
+  quantize: 'none' | 'nf4' | 'fp4';
+  backend: 'cpu' | 'ref';
+  json?: boolean;
+}
+
+/**
+ * Mean next-token loss (nats) and perplexity of a model (optionally with an adapter) over a data
+ * file, counting only loss tokens (completions / assistant turns for those formats).
+ */
+export function registerEvalCommand(program: Command): void {
+  program
+    .command('eval')
+    .description('loss and perplexity of a model (+ adapter) over a dataset file (text, JSONL, CSV, …)')
+    .requiredOption('-m, --model <path>', 'model: HF folder, .gguf file, or llama2.c .bin')
+    .requiredOption('-d, --data <path>', 'dataset file or folder')
+    .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
+    .option('-a, --adapter <path>', 'LoRA adapter folder')
+    .option('--seq-len <n>', 'tokens per sequence', intOption('--seq-len', 8), 512)
+    .option('-b, --batch-size <n>', 'sequences per batch', intOption('--batch-size', 1), 4)
+    .option('--format <format>', 'row format: auto, text, completion, alpaca, chat', choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const), 'auto')
+    .option('--columns <map>', 'map dataset columns, e.g. prompt=mr,completion=ref')
+    .option('--template <text>', 'prompt template with {column} placeholders')
+    .option('--split <name>', 'which split of a folder dataset: train, valid, test, all', choiceOption('--split', ['train', 'valid', 'test', 'all'] as const), 'all')
+    .option('--quantize <type>', 'evaluate with a 4-bit base: none, nf4, fp4', choiceOption('--quantize', ['none', 'nf4', 'fp4'] as const), 'none')
+    .option('--backend <name>', 'compute backend: cpu or ref', choiceOption('--backend', ['cpu', 'ref'] as const), 'cpu')
+    .option('--json', 'print the result as JSON')
+    .action(async (flags: EvalFlags) => {
+      const { model, tokenizer } = await loadModel({
+        model: flags.model,
+        tokenizer: flags.tokenizer,
+        adapter: flags.adapter,
+        backend: flags.backend,
+        quantization: flags.quantize === 'none' ? null : { quantType: flags.quantize, blocksize: 64, doubleQuant: true },
+        maxPositions: flags.seqLen,
+      });
+      const data = await loadDataset(flags.data, tokenizer, {
+        maxSeqLen: flags.seqLen,
+        format: flags.format,
+        columns: flags.columns ? parseColumnMapping(flags.columns) : undefined,
+        promptTemplate: flags.template ? new PromptTemplate(unescapeCommandLine(flags.template)) : undefined,
+        validFraction: 0,
+      });
+      const examples =
+        flags.split === 'all' ? [...data.train, ...data.valid, ...(data.test ?? [])] : flags.split === 'train' ? data.train : flags.split === 'valid' ? data.valid : (data.test ?? []);
+      if (examples.length === 0) throw new Error(`${flags.data}: no examples in split '${flags.split}'`);
+      const batcher = new Batcher(examples, { batchSize: flags.batchSize, seqLen: flags.seqLen, shuffle: false, padId: tokenizer.padId ?? tokenizer.eosId ?? 0 });
+      const arena = model.backend.createArena(1 << 22, 'eval');
+      const layerArena = model.backend.createArena(1 << 16, 'eval-layer');
+      let lossSum = 0;
+      let tokens = 0;
+      const t0 = performance.now();
+      try {
+        for (const batch of batcher.epoch(0)) {
+          arena.reset();
+          const r = await model.lossAndGradients(batch, arena, layerArena, { training: false, stepSeed: 0, gradientCheckpointing: false, lossChunkRows: 256, gradScale: 1 }, false);
+          lossSum += r.lossSum;
+          tokens += r.tokens;
+        }
+      } finally {
+        arena.dispose();
+        layerArena.dispose();
+        model.dispose();
+      }
+      if (tokens === 0) throw new Error(`${flags.data}: no tokens carry loss`);
+      const loss = lossSum / tokens;
+      const seconds = (performance.now() - t0) / 1000;
+      const result = { examples: examples.length, tokens, loss, perplexity: Math.exp(loss), seconds };
+      if (flags.json) console.log(JSON.stringify(result));
+      else console.log(`${examples.length} examples, ${formatCount(tokens)} loss tokens: loss ${loss.toFixed(4)} nats/token, perplexity ${result.perplexity.toFixed(3)} (${seconds.toFixed(1)} s)`);
+    });
+}
