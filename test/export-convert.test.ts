@@ -15,7 +15,10 @@ import { GgmlType } from '../src/io/ggml-types.js';
 import { GgufReader, readGgufMetadata } from '../src/io/gguf.js';
 import { openCheckpoint } from '../src/models/checkpoint.js';
 import { configFromHf } from '../src/models/config.js';
+import { hfTokenizerFilesFromVocab } from '../src/export/hf-tokenizer-files.js';
+import { HfTokenizer, Llama2cTokenizer, loadTokenizer } from '../src/tokenizer/index.js';
 import { STORIES, writeRandomPeftAdapter, writeSyntheticHfFolder } from './export-support.js';
+import { FIXTURES, llamaCppVectors, materialize } from './tokenizer-fixtures.js';
 
 const BIN = path.join(STORIES, 'stories260K.bin');
 const GGUF = path.join(STORIES, 'stories260K.gguf');
@@ -51,6 +54,24 @@ test('tok512.bin becomes the same vocabulary llama.cpp wrote into stories260K.gg
   }
   assert.deepEqual(Array.from(ours.get('tokenizer.ggml.scores')!.value as Float32Array), Array.from(ref.metadata.get('tokenizer.ggml.scores') as Float32Array));
   assert.deepEqual(Array.from(ours.get('tokenizer.ggml.token_type')!.value as Int32Array), Array.from(ref.metadata.get('tokenizer.ggml.token_type') as Int32Array));
+});
+
+test('GGUF vocabularies → tokenizer.json: all llama.cpp test-tokenizer-0 vectors for llama-spm and gpt-2', () => {
+  const { dir, cleanup } = materialize({ 'llama.cpp-vocab/ggml-vocab-gpt-2.gguf.gz': 'gpt-2.gguf' });
+  try {
+    for (const [name, file] of [['llama-spm', path.join(FIXTURES, 'gguf-vocab', 'ggml-vocab-llama-spm.gguf')], ['gpt-2', path.join(dir, 'gpt-2.gguf')]] as const) {
+      const files = hfTokenizerFilesFromVocab(readGgufMetadata(file).metadata);
+      const tok = new HfTokenizer({ tokenizerJson: files.tokenizerJson, tokenizerConfig: files.tokenizerConfig });
+      const vectors = llamaCppVectors(name);
+      assert.equal(vectors.length, 46);
+      for (const { text, ids } of vectors) {
+        assert.deepEqual(tok.encode(text, { addSpecialTokens: false }), ids, `${name}: encode ${JSON.stringify(text)}`);
+        assert.equal(tok.decode(ids), text, `${name}: decode ${JSON.stringify(text)}`);
+      }
+    }
+  } finally {
+    cleanup();
+  }
 });
 
 test('GGUF → GGUF (f32): identical tensors, tied head omitted, tokenizer keys copied with their types, llama hyperparameters', () => {
@@ -93,10 +114,22 @@ test('llama2.c → GGUF → llama2.c → HF folder → GGUF is lossless; the .bi
   const d = path.join(tmp, 'd.gguf');
   convertCheckpoint(BIN, a, { dtype: 'f32', tokenizer: TOK });
   convertCheckpoint(a, b);
-  convertCheckpoint(b, c);
-  convertCheckpoint(c, d, { dtype: 'f32', tokenizer: a });
+  const noVocab = convertCheckpoint(b, path.join(tmp, 'no-vocab-hf'));
+  assert.match(noVocab.warnings.join('\n'), /pass its tokenizer\.bin with --tokenizer/);
+  convertCheckpoint(b, c, { tokenizer: TOK });
+  // The GGUF's vocabulary comes from the tokenizer.json the HF folder got from tok512.bin.
+  convertCheckpoint(c, d, { dtype: 'f32' });
   for (const p of [a, b, c, d]) assertSameTensors(BIN, p);
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(c, 'config.json'), 'utf8')).num_key_value_heads, 4);
+  const reference = Llama2cTokenizer.fromFile(TOK, 512);
+  const viaHf = HfTokenizer.fromDirectory(c);
+  const viaGguf = loadTokenizer(d);
+  assert.deepEqual(readGgufMetadata(d).metadata.get('tokenizer.ggml.tokens'), readGgufMetadata(GGUF).metadata.get('tokenizer.ggml.tokens'));
+  for (const text of ['Once upon a time, there was a little girl named Lily.', 'She liked to play outside! 123 ü']) {
+    const want = reference.encode(text);
+    assert.deepEqual(viaHf.encode(text), want, `HF folder: ${text}`);
+    assert.deepEqual(viaGguf.encode(text), want, `GGUF from the HF folder: ${text}`);
+  }
 
   // Header and weights are the original bytes; the trailing freq_cis tables (not used by run.c)
   // agree to f32 rounding. stories260K: seq_len 512, head_size 8 → 2 × 512 × 4 floats.

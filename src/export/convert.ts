@@ -6,6 +6,7 @@
 import type { PeftAdapter } from '../io/peft.js';
 import { type Checkpoint, openCheckpoint } from '../models/checkpoint.js';
 import { GGUF_DTYPES, type GgufDtype, exportGgufModel } from './gguf-model.js';
+import type { VocabMetadata } from './gguf-vocab.js';
 import { HF_DTYPES, type HfDtype, writeHfFolder } from './hf-writer.js';
 import { writeLlama2c } from './llama2c-writer.js';
 import { checkAdapterAgainst, merger } from './lora-merge.js';
@@ -62,8 +63,17 @@ export function writeCheckpointAs(ck: Checkpoint, out: string, options: ConvertO
       return { format, out, warnings: [] };
     case 'hf': {
       const dtype = pickDtype<HfDtype>('an HF folder', options.dtype, HF_DTYPES, 'f32');
-      const r = writeHfFolder(ck, out, { dtype, transform });
-      return { format, out, warnings: r.warnings };
+      const warnings: string[] = [];
+      let vocab: VocabMetadata | null = null;
+      if (ck.source !== 'hf') {
+        try {
+          vocab = vocabForCheckpoint(ck, options.tokenizer);
+        } catch (e) {
+          warnings.push((e as Error).message);
+        }
+      }
+      const r = writeHfFolder(ck, out, { dtype, transform, vocab });
+      return { format, out, warnings: [...warnings, ...r.warnings] };
     }
   }
 }

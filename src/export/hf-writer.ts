@@ -1,8 +1,9 @@
 /**
  * Writes a Hugging Face model folder from any checkpoint: config.json (transformers keys),
- * model.safetensors (or 2 GiB shards with an index) in HF layout, and the tokenizer files when the
- * source is itself an HF folder. Tensors are loaded one at a time and each shard is written before
- * the next is built.
+ * model.safetensors (or 2 GiB shards with an index) in HF layout, and the tokenizer: copied from an
+ * HF source, else tokenizer.json + tokenizer_config.json built from the vocabulary given (a GGUF's
+ * or a llama2.c tokenizer.bin's). Tensors are loaded one at a time and each shard is written
+ * before the next is built.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,6 +11,8 @@ import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import { writeSafetensors, writeSafetensorsIndex, type SafetensorsTensorToWrite } from '../io/safetensors.js';
 import type { Checkpoint } from '../models/checkpoint.js';
 import { configToHf } from '../models/config.js';
+import type { VocabMetadata } from './gguf-vocab.js';
+import { hfTokenizerFilesFromVocab } from './hf-tokenizer-files.js';
 
 export const HF_DTYPES = ['f32', 'f16', 'bf16'] as const;
 export type HfDtype = (typeof HF_DTYPES)[number];
@@ -23,7 +26,12 @@ const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tok
 export function writeHfFolder(
   ck: Checkpoint,
   dir: string,
-  options: { dtype: HfDtype; transform?: (hf: string, w: Float32Array) => Float32Array },
+  options: {
+    dtype: HfDtype;
+    transform?: (hf: string, w: Float32Array) => Float32Array;
+    /** Vocabulary for a non-HF source (its tokenizer.json is built from it); ignored for HF sources. */
+    vocab?: VocabMetadata | null;
+  },
 ): { files: string[]; warnings: string[] } {
   fs.mkdirSync(dir, { recursive: true });
   const transform = options.transform ?? ((_h: string, w: Float32Array) => w);
@@ -73,8 +81,15 @@ export function writeHfFolder(
         files.push(f);
       }
     }
+  } else if (options.vocab) {
+    const t = hfTokenizerFilesFromVocab(options.vocab.entries);
+    for (const [name, json] of [['tokenizer.json', t.tokenizerJson], ['tokenizer_config.json', t.tokenizerConfig]] as const) {
+      const bytes = new TextEncoder().encode(`${JSON.stringify(json, null, 2)}\n`);
+      writeFileAtomic(path.join(dir, name), (fd) => writeAll(fd, bytes));
+      files.push(name);
+    }
   } else {
-    warnings.push(`no tokenizer files written: a ${ck.source} source has no tokenizer.json (keep using its vocabulary with --tokenizer)`);
+    warnings.push(`no tokenizer files written: no vocabulary was found for this ${ck.source} source (pass --tokenizer)`);
   }
   return { files, warnings };
 }
