@@ -65,7 +65,16 @@ function effect(a: NextTokenResult, b: NextTokenResult): number {
   return m;
 }
 
-async function checkModel(name: string, ck: Checkpoint, vocabEntries: ReturnType<typeof vocabFromLlama2c>, lora: LoraConfig, bScale: number, promptText: string, encode: (t: string) => number[]): Promise<void> {
+async function checkModel(
+  name: string,
+  ck: Checkpoint,
+  vocabEntries: ReturnType<typeof vocabFromLlama2c>,
+  lora: LoraConfig,
+  bScale: number,
+  promptText: string,
+  encode: (t: string) => number[],
+  thirdPartyBase?: string,
+): Promise<void> {
   const dir = path.join(tmp, name);
   fs.mkdirSync(dir, { recursive: true });
   const basePath = path.join(dir, 'base.gguf');
@@ -92,13 +101,22 @@ async function checkModel(name: string, ck: Checkpoint, vocabEntries: ReturnType
     const b = assertSame(`${name} (b) base + GGUF LoRA`, oursLora, await llamaCppNextTokens(base, prompt, STEPS, loraPath), V);
     const c = assertSame(`${name} (c) merged`, oursLora, await llamaCppNextTokens(merged, prompt, STEPS, null), V);
     console.log(`# ${name}: max |Δ log p| base ${a.toExponential(2)}, lora ${b.toExponential(2)}, merged ${c.toExponential(2)}; LoRA effect ${effect(oursBase, oursLora).toFixed(3)}`);
+    if (thirdPartyBase) {
+      // The same adapter on a GGUF that llama.cpp's own converter wrote (what users pull from hubs).
+      const other = await llama.loadModel({ modelPath: thirdPartyBase });
+      try {
+        assertSame(`${name} (b') ${path.basename(thirdPartyBase)} + GGUF LoRA`, oursLora, await llamaCppNextTokens(other, prompt, STEPS, loraPath), V);
+      } finally {
+        await other.dispose();
+      }
+    }
   } finally {
     await base.dispose();
     await merged.dispose();
   }
 }
 
-test('stories260K (llama2.c source): base, base + GGUF LoRA and merged GGUF match our forward in llama.cpp', async () => {
+test('stories260K (llama2.c source): base, base + GGUF LoRA (also on llama.cpp\'s own stories260K.gguf) and merged GGUF match our forward in llama.cpp', async () => {
   const ck = openCheckpoint(path.join(STORIES, 'stories260K.bin'));
   try {
     const tok = Llama2cTokenizer.fromFile(path.join(STORIES, 'tok512.bin'), 512);
@@ -106,7 +124,7 @@ test('stories260K (llama2.c source): base, base + GGUF LoRA and merged GGUF matc
       r: 4, alpha: 8, dropout: 0, useRslora: false, init: 'kaiming', seed: 5,
       targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'down_proj'], layers: [0, 2, 4],
     };
-    await checkModel('stories', ck, vocabFromLlama2c(path.join(STORIES, 'tok512.bin'), 512), lora, 0.2, 'Once upon a time, there was a little girl', (t) => tok.encode(t, { addSpecialTokens: false }));
+    await checkModel('stories', ck, vocabFromLlama2c(path.join(STORIES, 'tok512.bin'), 512), lora, 0.2, 'Once upon a time, there was a little girl', (t) => tok.encode(t, { addSpecialTokens: false }), path.join(STORIES, 'stories260K.gguf'));
   } finally {
     ck.close();
   }

@@ -75,9 +75,12 @@ export function registerExportCommands(program: Command): void {
     .action((flags: ExportFlags) => {
       checkExtension(flags.format, flags.out);
       if (flags.format === 'gguf-lora') return exportLora(flags);
-      if (!flags.model) throw new Error(`--format ${flags.format} needs --model`);
       const adapter = flags.adapter ? loadPeftAdapter(flags.adapter) : null;
-      const ck = openCheckpoint(flags.model);
+      // A merge may take the base from the adapter's base_model_name_or_path when that is a local path.
+      const adapterBase = adapter?.config.base_model_name_or_path;
+      const modelPath = flags.model ?? (adapterBase && fs.existsSync(adapterBase) ? adapterBase : undefined);
+      if (!modelPath) throw new Error(`--format ${flags.format} needs --model`);
+      const ck = openCheckpoint(modelPath);
       try {
         report(writeCheckpointAs(ck, flags.out, { dtype: flags.dtype, tokenizer: flags.tokenizer, adapter, name: flags.name }));
       } finally {
