@@ -29,6 +29,16 @@ static_assert(kBk % W == 0, "key tile must be whole vectors");
 
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Stops the compiler from folding a vector load into every FMA that uses it (which would
+// turn 4 loads per k step into 16 and make the micro-kernel load-bound).
+inline void keep_in_register(V& v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
+
 // ---- small GEMM micro-kernel ---------------------------------------------------------------
 // C[M, NV·W] (+)= A(M×K) · B[K, NV·W] for M a multiple of 4, with A(m, k) = A[m·lda + k], or
 // A[k·lda + m] when TransA (so Pᵀ·dO needs no explicit transpose). 4 rows × NV vectors of
@@ -43,7 +53,10 @@ void gemm_block(int M, int K, const float* A, int64_t lda, const float* B, int64
     }
     for (int k = 0; k < K; k++) {
       V b[NV];
-      for (int v = 0; v < NV; v++) b[v] = load(B + k * ldb + v * W);
+      for (int v = 0; v < NV; v++) {
+        b[v] = load(B + k * ldb + v * W);
+        keep_in_register(b[v]);
+      }
       for (int r = 0; r < 4; r++) {
         const V a = set1(TransA ? A[k * lda + i + r] : A[(i + r) * lda + k]);
         for (int v = 0; v < NV; v++) acc[r][v] = fmadd(a, b[v], acc[r][v]);
