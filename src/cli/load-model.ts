@@ -6,7 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type BackendName, getBackend } from '../backends/index.js';
-import { applyPeftAdapter, loadPeftAdapter, type PeftAdapter } from '../io/peft.js';
+import { applyPeftAdapter, type PeftAdapter } from '../io/peft.js';
+import { loadLoraAdapter } from '../export/gguf-lora.js';
 import { type BuildOptions, buildLlama, type LoraConfig } from '../models/build.js';
 import { type Checkpoint, openCheckpoint } from '../models/checkpoint.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -52,18 +53,16 @@ export function tokenizerPathFor(modelPath: string): string {
   throw new Error(`${modelPath}: no tokenizer.bin next to this llama2.c checkpoint; pass --tokenizer`);
 }
 
-export async function loadAdapter(adapterPath: string): Promise<PeftAdapter> {
-  return loadPeftAdapter(adapterPath);
-}
-
 export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
   if (!fs.existsSync(o.model)) throw new Error(`${o.model}: no such file or folder`);
   const backend = await getBackend(o.backend ?? 'cpu');
-  const adapter = o.adapter ? await loadAdapter(o.adapter) : null;
-  if (adapter && o.lora) throw new Error('cannot both apply an existing adapter and create a new one');
+  if (o.adapter && o.lora) throw new Error('cannot both apply an existing adapter and create a new one');
   const ck = openCheckpoint(o.model);
   let model: LlamaModel;
+  let adapter: PeftAdapter | null = null;
   try {
+    // A PEFT folder, or a GGUF LoRA (whose Q/K rows are mapped back to this model's layout).
+    adapter = o.adapter ? loadLoraAdapter(o.adapter, ck.config) : null;
     model = await buildLlama(ck.config, ck, {
       backend,
       quantization: o.quantization ?? null,
