@@ -53,12 +53,27 @@ void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, i
     const int64_t row0 = i0 + r * MR;
     if (!g.transA) {
       // op(A)[i, k] = a[i·lda + k]: each source row is contiguous in k; scatter it with stride MR.
+      int64_t kDone = 0;
+#if defined(__AVX512F__)
+      // 16 columns at a time through the register transpose; the MR (≤ 16) live lanes of each
+      // transposed vector are one k-row of the panel.
+      static_assert(MR <= 16, "the transpose path packs at most 16 rows");
+      constexpr __mmask16 rowMask = static_cast<__mmask16>((1u << MR) - 1);
+      for (; kDone + 16 <= kc; kDone += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; i++) {
+          r[i] = i < rows ? _mm512_loadu_ps(g.a + (row0 + i) * g.lda + k0 + kDone) : _mm512_setzero_ps();
+        }
+        transpose16x16(r);
+        for (int t = 0; t < 16; t++) _mm512_mask_storeu_ps(panel + (kDone + t) * MR, rowMask, r[t]);
+      }
+#endif
       for (int64_t i = 0; i < rows; i++) {
         const float* src = g.a + (row0 + i) * g.lda + k0;
-        for (int64_t k = 0; k < kc; k++) panel[k * MR + i] = src[k];
+        for (int64_t k = kDone; k < kc; k++) panel[k * MR + i] = src[k];
       }
       for (int64_t i = rows; i < MR; i++) {
-        for (int64_t k = 0; k < kc; k++) panel[k * MR + i] = 0.0f;
+        for (int64_t k = kDone; k < kc; k++) panel[k * MR + i] = 0.0f;
       }
     } else {
       // op(A)[i, k] = a[k·lda + i]: MR consecutive floats per k.
@@ -216,41 +231,57 @@ void scale_c(const GemmArgs& g) {
   }
 }
 
-// ---- small-M path (M ≤ SMALL_M): no packing, memory-bound anyway -------------------------------------
-constexpr int64_t SMALL_M = 4;
+// ---- small-M path (M ≤ SMALL_M): no packing; B is streamed once, memory-bound anyway ---------
+constexpr int64_t SMALL_M = 8;
 
-float dot(const float* x, const float* y, int64_t n) {
+// out[r] = dot(x + r·ldx, y) for r < rows ≤ 4: the rows share each load of y, and 2 accumulators
+// per row keep 8 FMA chains in flight.
+void dot_rows(const float* x, int64_t ldx, int rows, const float* y, int64_t n, float* out) {
   int64_t k = 0;
-  float s = 0.0f;
+  float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #if defined(__AVX512F__)
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  __m512 acc[4][2];
+  for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (; k + 32 <= n; k += 32) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), _mm512_loadu_ps(y + k), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(y + k + 16), acc1);
+    const __m512 y0 = _mm512_loadu_ps(y + k), y1 = _mm512_loadu_ps(y + k + 16);
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+      if (r >= rows) break;
+      acc[r][0] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * ldx + k), y0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(_mm512_loadu_ps(x + r * ldx + k + 16), y1, acc[r][1]);
+    }
   }
-  if (k + 16 <= n) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), _mm512_loadu_ps(y + k), acc0);
-    k += 16;
-  }
-  s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+  for (int r = 0; r < rows; r++) s[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
 #elif defined(__AVX2__) && defined(__FMA__)
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc[4][2];
+  for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   for (; k + 16 <= n; k += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(y + k + 8), acc1);
+    const __m256 y0 = _mm256_loadu_ps(y + k), y1 = _mm256_loadu_ps(y + k + 8);
+    for (int r = 0; r < rows; r++) {
+      acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ldx + k), y0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(_mm256_loadu_ps(x + r * ldx + k + 8), y1, acc[r][1]);
+    }
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
-  for (float v : lanes) s += v;
+  for (int r = 0; r < rows; r++) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, _mm256_add_ps(acc[r][0], acc[r][1]));
+    for (float v : lanes) s[r] += v;
+  }
 #else
-  float lanes[8] = {};
+  float lanes[4][8] = {};
   for (; k + 8 <= n; k += 8) {
-    for (int l = 0; l < 8; l++) lanes[l] += x[k + l] * y[k + l];
+    for (int r = 0; r < rows; r++) {
+      for (int l = 0; l < 8; l++) lanes[r][l] += x[r * ldx + k + l] * y[k + l];
+    }
   }
-  for (float v : lanes) s += v;
+  for (int r = 0; r < rows; r++) {
+    for (float v : lanes[r]) s[r] += v;
+  }
 #endif
-  for (; k < n; k++) s += x[k] * y[k];
-  return s;
+  for (int r = 0; r < rows; r++) {
+    for (int64_t kk = k; kk < n; kk++) s[r] += x[r * ldx + kk] * y[kk];
+    out[r] = s[r];
+  }
 }
 
 void gemm_small_m(const GemmArgs& g, const float* b, int64_t ldb, bool transB) {
@@ -272,22 +303,34 @@ void gemm_small_m(const GemmArgs& g, const float* b, int64_t ldb, bool transB) {
   };
   auto work = [&](int64_t j0, int64_t j1, int) {
     if (transB) {
+      // out[i, j] = dot(row i of op(A), row j of b)
       for (int64_t j = j0; j < j1; j++) {
-        for (int64_t i = 0; i < g.M; i++) store(i, j, dot(arows + i * lda, b + j * ldb, g.K));
+        for (int64_t i0 = 0; i0 < g.M; i0 += 4) {
+          const int rows = static_cast<int>(std::min<int64_t>(4, g.M - i0));
+          float s[4];
+          dot_rows(arows + i0 * lda, lda, rows, b + j * ldb, g.K, s);
+          for (int r = 0; r < rows; r++) store(i0 + r, j, s[r]);
+        }
       }
     } else {
+      // out[i, chunk] = Σ_k a[i, k]·b[k, chunk], streaming each row strip of b once for all rows.
       constexpr int64_t CHUNK = 256;
-      alignas(64) float acc[CHUNK];
+      alignas(64) float acc[SMALL_M][CHUNK];
       for (int64_t jc = j0; jc < j1; jc += CHUNK) {
         const int64_t nb = std::min(CHUNK, j1 - jc);
         for (int64_t i = 0; i < g.M; i++) {
-          for (int64_t j = 0; j < nb; j++) acc[j] = 0.0f;
-          for (int64_t k = 0; k < g.K; k++) {
+          for (int64_t j = 0; j < nb; j++) acc[i][j] = 0.0f;
+        }
+        for (int64_t k = 0; k < g.K; k++) {
+          const float* brow = b + k * ldb + jc;
+          for (int64_t i = 0; i < g.M; i++) {
             const float a = arows[i * lda + k];
-            const float* brow = b + k * ldb + jc;
-            for (int64_t j = 0; j < nb; j++) acc[j] += a * brow[j];
+            float* ai = acc[i];
+            for (int64_t j = 0; j < nb; j++) ai[j] += a * brow[j];
           }
-          for (int64_t j = 0; j < nb; j++) store(i, jc + j, acc[j]);
+        }
+        for (int64_t i = 0; i < g.M; i++) {
+          for (int64_t j = 0; j < nb; j++) store(i, jc + j, acc[i][j]);
         }
       }
     }
