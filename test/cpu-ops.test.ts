@@ -356,6 +356,7 @@ const ATTENTION_CASES: AttnCase[] = [
   // Decode with a KV cache (one query at the last position) and a chunk of new queries.
   { B: 2, Tq: 1, Tk: 77, H: 4, Hkv: 1, D: 64 },
   { B: 1, Tq: 33, Tk: 150, H: 4, Hkv: 2, D: 12 },
+  { B: 1, Tq: 7, Tk: 200, H: 4, Hkv: 2, D: 80 },
   // Packed sequences.
   { B: 2, Tq: 140, Tk: 140, H: 2, Hkv: 1, D: 16, segments: 'packed' },
   { B: 1, Tq: 90, Tk: 90, H: 4, Hkv: 2, D: 80, segments: 'scattered' },
