@@ -8,8 +8,7 @@ import { ROW_FORMATS, type RowFormat } from '../data/formats.js';
 import { BRACKET_STYLE, DIM_STYLE, inspectReport } from '../data/inspect.js';
 import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
 import { TRUNCATION_POLICIES, type TruncationPolicy } from '../data/truncate.js';
-import { loadTokenizer } from '../tokenizer/index.js';
-import { tokenizerPathFor } from './load-model.js';
+import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import { choiceOption, floatOption, intOption } from './options.js';
 
 interface InspectFlags {

@@ -2,8 +2,7 @@ import type { Command } from 'commander';
 import { type BuildConfig, expectedTensorNames, projectionHasBias } from '../models/build.js';
 import { openCheckpoint } from '../models/checkpoint.js';
 import { tensorShape } from '../models/synthetic.js';
-import { loadTokenizer } from '../tokenizer/index.js';
-import { tokenizerPathFor } from './load-model.js';
+import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import { formatBytes, formatCount } from './options.js';
 
 /** Parameter counts by kind, from the config alone (no weights are read). */

@@ -12,7 +12,7 @@ import { type BuildOptions, buildLlama, type LoraConfig } from '../models/build.
 import { type Checkpoint, openCheckpoint } from '../models/checkpoint.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { Quantize4bitOptions } from '../quant/quantize4bit.js';
-import { loadTokenizer } from '../tokenizer/index.js';
+import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 
 export interface LoadOptions {
@@ -34,23 +34,6 @@ export interface LoadedModel {
   readonly tokenizer: Tokenizer;
   readonly checkpoint: Pick<Checkpoint, 'config' | 'source' | 'path' | 'tensorNames'>;
   readonly adapter: PeftAdapter | null;
-}
-
-/** Finds the tokenizer that belongs with a model path. */
-export function tokenizerPathFor(modelPath: string): string {
-  const stat = fs.statSync(modelPath);
-  if (stat.isDirectory()) {
-    for (const name of ['tokenizer.json', 'tokenizer.gguf', 'tokenizer.bin']) {
-      if (fs.existsSync(path.join(modelPath, name))) return path.join(modelPath, name);
-    }
-    throw new Error(`${modelPath}: no tokenizer.json (or tokenizer.gguf / tokenizer.bin) in the model folder; pass --tokenizer`);
-  }
-  if (modelPath.endsWith('.gguf')) return modelPath;
-  // llama2.c checkpoints: tokenizer.bin (or tokNNN.bin) beside the model.
-  const dir = path.dirname(modelPath);
-  const candidates = fs.readdirSync(dir).filter((f) => f === 'tokenizer.bin' || /^tok\d+\.bin$/.test(f)).sort();
-  if (candidates.length > 0) return path.join(dir, candidates[0]!);
-  throw new Error(`${modelPath}: no tokenizer.bin next to this llama2.c checkpoint; pass --tokenizer`);
 }
 
 export async function loadModel(o: LoadOptions): Promise<LoadedModel> {

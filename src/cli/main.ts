@@ -1,10 +1,12 @@
 import { Command, CommanderError } from 'commander';
 import { VERSION } from '../version.js';
+import { registerPlanCommand } from './plan.js';
 import { registerDataCommands } from './data.js';
 import { registerExportCommands } from './export.js';
 import { registerGenerateCommand } from './generate.js';
 import { registerEvalCommand } from './eval.js';
 import { registerInfoCommand } from './info.js';
+import { registerMergeCommand } from './merge.js';
 import { registerTrainCommand } from './train.js';
 
 /** Builds the `qlora` command tree. Subcommands register themselves here as they land. */
@@ -28,12 +30,14 @@ export function buildProgram(): Command {
       console.log(`ref  plain TypeScript reference (f32, f64)`);
       console.log(`cpu  native addon${detail}`);
     });
+  registerPlanCommand(program);
   registerDataCommands(program);
   registerExportCommands(program);
   registerGenerateCommand(program);
   registerInfoCommand(program);
   registerEvalCommand(program);
   registerTrainCommand(program);
+  registerMergeCommand(program);
   return program;
 }
 

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readGgufMetadata } from '../io/gguf.js';
 import type { Checkpoint } from '../models/checkpoint.js';
+import { tokenizerPathFor } from '../tokenizer/index.js';
 import { type VocabMetadata, vocabFromGguf, vocabFromHfFolder, vocabFromLlama2c } from './gguf-vocab.js';
 
 function isGguf(file: string): boolean {
@@ -38,10 +39,8 @@ export function vocabForCheckpoint(ck: Checkpoint, tokenizer?: string | null): V
       return vocabFromGguf(readGgufMetadata(ck.path));
     case 'hf':
       return vocabFromHfFolder(ck.path, n);
-    case 'llama2c': {
-      const beside = path.join(path.dirname(ck.path), 'tokenizer.bin');
-      if (fs.existsSync(beside)) return vocabFromLlama2c(beside, n);
-      throw new Error(`${ck.path}: a llama2.c checkpoint has no vocabulary of its own; pass its tokenizer.bin with --tokenizer`);
-    }
+    case 'llama2c':
+      // tokenizer.bin (or tokNNN.bin) beside the model; the error says to pass --tokenizer otherwise.
+      return vocabFromLlama2c(tokenizerPathFor(ck.path), n);
   }
 }

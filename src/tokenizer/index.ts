@@ -58,3 +58,20 @@ export function loadTokenizer(target: string, options: LoadTokenizerOptions = {}
     `${target}: unrecognized tokenizer file (expected a folder with tokenizer.json, a .gguf file, a llama2.c tokenizer.bin, or a Llama 3 tiktoken tokenizer.model)`,
   );
 }
+
+/** Finds the tokenizer that belongs with a model path. */
+export function tokenizerPathFor(modelPath: string): string {
+  const stat = fs.statSync(modelPath);
+  if (stat.isDirectory()) {
+    for (const name of ['tokenizer.json', 'tokenizer.gguf', 'tokenizer.bin']) {
+      if (fs.existsSync(path.join(modelPath, name))) return path.join(modelPath, name);
+    }
+    throw new Error(`${modelPath}: no tokenizer.json (or tokenizer.gguf / tokenizer.bin) in the model folder; pass --tokenizer`);
+  }
+  if (modelPath.endsWith('.gguf')) return modelPath;
+  // llama2.c checkpoints: tokenizer.bin (or tokNNN.bin) beside the model.
+  const dir = path.dirname(modelPath);
+  const candidates = fs.readdirSync(dir).filter((f) => f === 'tokenizer.bin' || /^tok\d+\.bin$/.test(f)).sort();
+  if (candidates.length > 0) return path.join(dir, candidates[0]!);
+  throw new Error(`${modelPath}: no tokenizer.bin next to this llama2.c checkpoint; pass --tokenizer`);
+}
