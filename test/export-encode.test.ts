@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { encodeBF16, encodeF16, encodeGgml, quantizeQ4_0, quantizeQ8_0 } from '../src/export/ggml-encode.js';
-import { GgmlType } from '../src/io/ggml-types.js';
+import { encodeBF16, encodeF16, encodeGgml, quantizeQ4_0, quantizeQ4_K, quantizeQ8_0 } from '../src/export/ggml-encode.js';
+import { dequantize, GgmlType } from '../src/io/ggml-types.js';
 import { GgufReader } from '../src/io/gguf.js';
 import { writeGgufStreaming } from '../src/io/gguf-writer.js';
 import { f16ToF32 } from '../src/io/half.js';
@@ -56,6 +56,47 @@ test('Q4_0: d = (value of largest magnitude)/−8, q = min(15, trunc(x/d + 8.5))
   assert.equal(f16ToF32(c[0]! | (c[1]! << 8)), -1);
   assert.equal(c[2]! & 0x0f, 0);
   assert.throws(() => quantizeQ4_0(new Float32Array(33)), /not a multiple of the block size 32/);
+});
+
+test('Q4_K: sub-blocks on an exact 16-level grid keep their levels; 6-bit scales round(63·s/s_max); zero mins; gaussian data beats Q4_0', () => {
+  // Every 32-value sub-block holds levels 0..15 twice, times 0.25·(j+1) for sub-block j: min 0,
+  // and scale 0.25·(j+1) represents it exactly, so the least-squares search must find it.
+  const x = new Float32Array(256);
+  for (let j = 0; j < 8; j++) for (let l = 0; l < 32; l++) x[32 * j + l] = 0.25 * (j + 1) * (l % 16);
+  const b = quantizeQ4_K(x);
+  assert.equal(b.length, 144);
+  // d = largest scale / 63 = 2/63 (as f16), dmin = 0.
+  assert.ok(Math.abs(f16ToF32(b[0]! | (b[1]! << 8)) - 2 / 63) <= (2 / 63) * 2 ** -11);
+  assert.equal(b[2]! | (b[3]! << 8), 0, 'dmin = 0');
+  // 6-bit scales: sub-block j gets round(63·(j+1)/8) (31.5 rounds to even: 32); packed as in get_scale_min_k4.
+  const sc = b.subarray(4, 16);
+  const unpack = (j: number): number => (j < 4 ? sc[j]! & 63 : (sc[j + 4]! & 0xf) | ((sc[j - 4]! >> 6) << 4));
+  assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7].map(unpack), [8, 16, 24, 32, 39, 47, 55, 63]);
+  // Levels: in each 64-value chunk, values 0..31 in low nibbles and 32..63 in high nibbles.
+  for (let i = 0; i < 256; i++) {
+    const chunk = Math.floor(i / 64);
+    const within = i % 64;
+    const byte = b[16 + 32 * chunk + (within % 32)]!;
+    assert.equal(within < 32 ? byte & 0xf : byte >> 4, i % 16, `level of value ${i}`);
+  }
+  // Values come back up to the 6-bit rounding of each sub-block's scale (≤ 0.5/8 relative).
+  const back = new Float32Array(256);
+  dequantize(GgmlType.Q4_K, b, 256, back);
+  for (let i = 0; i < 256; i++) assert.ok(Math.abs(back[i]! - x[i]!) <= x[i]! / 16 + 1e-6, `value ${i}: ${back[i]} vs ${x[i]}`);
+
+  const n = 256 * 32;
+  const g = Float32Array.from(randn(n, 23, 1));
+  const rmse = (type: number, bytes: Uint8Array): number => {
+    const out = new Float32Array(n);
+    dequantize(type, bytes, n, out);
+    let se = 0;
+    for (let i = 0; i < n; i++) se += (out[i]! - g[i]!) ** 2;
+    return Math.sqrt(se / n);
+  };
+  const k = rmse(GgmlType.Q4_K, quantizeQ4_K(g));
+  const q0 = rmse(GgmlType.Q4_0, quantizeQ4_0(g));
+  assert.ok(k < q0 && k < 0.08, `Q4_K rmse ${k} vs Q4_0 ${q0} on unit gaussians`);
+  assert.throws(() => quantizeQ4_K(new Float32Array(288)), /not a multiple of the block size 256/);
 });
 
 test('F16/BF16: exact values stay exact; rounding is to nearest even', () => {

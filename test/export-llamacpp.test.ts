@@ -12,6 +12,7 @@ import { after, before, test } from 'node:test';
 import zlib from 'node:zlib';
 import { getLlama, type Llama } from 'node-llama-cpp';
 import { hyperparameterMetadata } from '../src/export/gguf-arch.js';
+import { GgufReader } from '../src/io/gguf.js';
 import { writeGguf } from '../src/io/gguf-writer.js';
 import { exportGgufLora, loadGgufLoraAdapter } from '../src/export/gguf-lora.js';
 import { exportGgufModel } from '../src/export/gguf-model.js';
@@ -199,6 +200,44 @@ test('q8_0 stories260K export: llama.cpp agrees with our forward over the same d
     for (let i = 0; i < ours.logProbs.length; i++) if (ours.logProbs[i]! > -6) likely = Math.max(likely, Math.abs(ours.logProbs[i]! - theirs.logProbs[i]!));
     console.log(`# stories q8_0: max |Δ log p| over tokens with log p > -6: ${likely.toExponential(2)}; greedy ${theirs.greedy.join(',')} vs ${ours.greedy.join(',')}`);
     assert.ok(likely < 0.15, `q8_0: log-probabilities of likely tokens differ by ${likely}`);
+    assert.deepEqual(theirs.greedy.slice(0, 10), ours.greedy.slice(0, 10));
+  } finally {
+    ck.close();
+    await model.dispose();
+  }
+});
+
+test('q4_k export (hidden 256, Q4_K matrices) runs in llama.cpp like our forward over its dequantized weights', async () => {
+  // Untied head (std 1/√256): logits of order 1, so many tokens are plausible and errors show.
+  const hf = { ...RANDOM_HF, vocab_size: 512, hidden_size: 256, intermediate_size: 512, tie_word_embeddings: false };
+  const dir = path.join(tmp, 'hf-256');
+  writeSyntheticHfFolder(dir, hf, configFromHf(hf), 91);
+  const out = path.join(tmp, 'q4_k.gguf');
+  const src = openCheckpoint(dir);
+  try {
+    exportGgufModel(src, out, { dtype: 'q4_k', vocab: vocabFromLlama2c(path.join(STORIES, 'tok512.bin'), 512) });
+  } finally {
+    src.close();
+  }
+  const ck = openCheckpoint(out);
+  const model = await llama.loadModel({ modelPath: out });
+  try {
+    const r = GgufReader.open(out);
+    try {
+      assert.equal(r.tensor('blk.0.attn_q.weight').typeName, 'Q4_K');
+      assert.equal(r.tensor('token_embd.weight').typeName, 'Q4_K');
+      assert.equal(r.metadata.get('general.file_type'), 14);
+    } finally {
+      r.close();
+    }
+    const prompt = [1, ...model.tokenize('Once upon a time')];
+    const ours = await ourNextTokens(ck.config, ck, null, prompt, STEPS);
+    const theirs = await llamaCppNextTokens(model, prompt, STEPS, null);
+    let likely = 0;
+    for (let i = 0; i < ours.logProbs.length; i++) if (ours.logProbs[i]! > -6) likely = Math.max(likely, Math.abs(ours.logProbs[i]! - theirs.logProbs[i]!));
+    console.log(`# q4_k: max |Δ log p| over tokens with log p > -6: ${likely.toExponential(2)}; greedy ${theirs.greedy.join(',')} vs ${ours.greedy.join(',')}`);
+    // llama.cpp quantizes activations to Q8_K for Q4_K matmuls, so only closeness is expected.
+    assert.ok(likely < 0.15, `q4_k: log-probabilities of likely tokens differ by ${likely}`);
     assert.deepEqual(theirs.greedy.slice(0, 10), ours.greedy.slice(0, 10));
   } finally {
     ck.close();

@@ -68,7 +68,7 @@ export function registerExportCommands(program: Command): void {
     .option('-m, --model <path>', 'base model: HF folder, .gguf or llama2.c .bin')
     .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (merged into the model, or exported alone with --format gguf-lora)')
     .option('-f, --format <format>', `output format: ${EXPORT_FORMATS.join(', ')}`, choiceOption('--format', EXPORT_FORMATS), 'gguf')
-    .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, default f16; gguf-lora: f32, f16, bf16, default f32; hf: f32, f16, bf16)')
+    .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; gguf-lora: f32, f16, bf16, default f32; hf: f32, f16, bf16)')
     .option('--tokenizer <path>', 'vocabulary for the GGUF (.gguf, tokenizer.json or its folder, llama2.c tokenizer.bin); default: the model\'s own')
     .option('--name <name>', 'general.name written into the GGUF')
     .requiredOption('-o, --out <path>', 'output file (.gguf, .bin) or folder (hf)')
@@ -93,7 +93,7 @@ export function registerExportCommands(program: Command): void {
     .description('convert a model between HF folder, GGUF and llama2.c (format from OUT: *.gguf, *.bin, else a folder)')
     .argument('<input>', 'HF folder, .gguf file or llama2.c .bin')
     .argument('<output>', 'output: *.gguf, *.bin (llama2.c v0) or a folder (HF)')
-    .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, default f16; hf: f32, f16, bf16, default f32)')
+    .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; hf: f32, f16, bf16, default f32)')
     .option('--tokenizer <path>', 'vocabulary for a GGUF output (default: the input\'s own)')
     .action((input: string, output: string, flags: { dtype?: string; tokenizer?: string }) => {
       report(convertCheckpoint(input, output, { dtype: flags.dtype, tokenizer: flags.tokenizer }));

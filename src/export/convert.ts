@@ -21,7 +21,7 @@ export function outputFormatFor(out: string): ModelFormat {
 }
 
 export interface ConvertOptions {
-  /** Tensor type: GGUF f32/f16/bf16/q8_0/q4_0 (default f16); HF f32/f16/bf16 (default f32); llama2.c f32 only. */
+  /** Tensor type: GGUF f32/f16/bf16/q8_0/q4_0/q4_k (default f16); HF f32/f16/bf16 (default f32); llama2.c f32 only. */
   dtype?: string;
   /** Vocabulary for a GGUF target when the source's own is missing or should be replaced. */
   tokenizer?: string | null;

@@ -1,10 +1,10 @@
 /**
  * f32 values → the bytes of a ggml tensor type, for GGUF export: F32, F16, BF16 and the reference
- * quantizers of ggml-quants.c for Q8_0 and Q4_0 (formats.md §4.3). Arithmetic is done in float32
+ * quantizers of ggml-quants.c for Q8_0, Q4_0 and Q4_K (formats.md §4.3). Arithmetic is done in float32
  * (Math.fround) exactly as the C reference does, so files match what llama.cpp's own tools write.
  */
 import { GgmlType, ggmlTypeName } from '../io/ggml-types.js';
-import { f32ToBF16, f32ToF16 } from '../io/half.js';
+import { f16ToF32, f32ToBF16, f32ToF16 } from '../io/half.js';
 
 const QK = 32;
 const f = Math.fround;
@@ -82,8 +82,162 @@ export function quantizeQ4_0(values: Float32Array): Uint8Array {
   return out;
 }
 
+/** ggml's nearest_int: round to nearest, ties to even (the 1.5·2^23 float trick). */
+function nearestInt(x: number): number {
+  return f(x + 12582912) - 12582912;
+}
+
+/**
+ * make_qkx2_quants (ggml-quants.c): 4-bit levels with a scale and a non-positive offset for one
+ * sub-block, refined by a weighted least-squares search over 21 candidate scales. Returns the scale
+ * and writes the levels to `L` and −offset to `minOut[0]`.
+ */
+function makeQkx2Quants(x: Float32Array, weights: Float32Array, L: Uint8Array, minOut: Float32Array): number {
+  const n = x.length;
+  const nmax = 15;
+  const rmin = -1;
+  const rdelta = 0.1;
+  const nstep = 20;
+  let min = x[0]!;
+  let max = x[0]!;
+  let sumW = weights[0]!;
+  let sumX = f(sumW * x[0]!);
+  for (let i = 1; i < n; i++) {
+    if (x[i]! < min) min = x[i]!;
+    if (x[i]! > max) max = x[i]!;
+    sumW = f(sumW + weights[i]!);
+    sumX = f(sumX + f(weights[i]! * x[i]!));
+  }
+  if (min > 0) min = 0;
+  if (max === min) {
+    L.fill(0);
+    minOut[0] = -min;
+    return 0;
+  }
+  let iscale = f(nmax / f(max - min));
+  let scale = f(1 / iscale);
+  let bestError = 0;
+  for (let i = 0; i < n; i++) {
+    const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[i]! - min)))));
+    L[i] = l;
+    const diff = f(f(f(scale * l) + min) - x[i]!);
+    bestError = f(bestError + f(weights[i]! * f(diff * diff)));
+  }
+  const aux = new Uint8Array(n);
+  for (let is = 0; is <= nstep; is++) {
+    iscale = f(f(f(rmin + f(rdelta * is)) + nmax) / f(max - min));
+    let sumL = 0;
+    let sumL2 = 0;
+    let sumXL = 0;
+    for (let i = 0; i < n; i++) {
+      const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[i]! - min)))));
+      aux[i] = l;
+      const w = weights[i]!;
+      sumL = f(sumL + f(w * l));
+      sumL2 = f(sumL2 + f(f(w * l) * l));
+      sumXL = f(sumXL + f(f(w * l) * x[i]!));
+    }
+    const D = f(f(sumW * sumL2) - f(sumL * sumL));
+    if (D > 0) {
+      let thisScale = f(f(f(sumW * sumXL) - f(sumX * sumL)) / D);
+      let thisMin = f(f(f(sumL2 * sumX) - f(sumL * sumXL)) / D);
+      if (thisMin > 0) {
+        thisMin = 0;
+        thisScale = f(sumXL / sumL2);
+      }
+      let curError = 0;
+      for (let i = 0; i < n; i++) {
+        const diff = f(f(f(thisScale * aux[i]!) + thisMin) - x[i]!);
+        curError = f(curError + f(weights[i]! * f(diff * diff)));
+      }
+      if (curError < bestError) {
+        L.set(aux);
+        bestError = curError;
+        scale = thisScale;
+        min = thisMin;
+      }
+    }
+  }
+  minOut[0] = -min;
+  return scale;
+}
+
+/** The 6-bit (scale, min) pair j from a Q4_K block's 12 packed bytes (get_scale_min_k4). */
+function scaleMinK4(j: number, q: Uint8Array): [number, number] {
+  if (j < 4) return [q[j]! & 63, q[j + 4]! & 63];
+  return [(q[j + 4]! & 0xf) | ((q[j - 4]! >> 6) << 4), (q[j + 4]! >> 4) | ((q[j]! >> 6) << 4)];
+}
+
+/**
+ * quantize_row_q4_K_ref: per 256-value super-block, eight 32-value sub-blocks each get a scale and
+ * min from makeQkx2Quants (weights |x| + rms); those are quantized to 6 bits against f16 d / dmin,
+ * then every value is re-quantized with its sub-block's final scale. Block: f16 d, f16 dmin,
+ * u8 scales[12], u8 qs[128] (values 0-31 of each 64 in low nibbles, 32-63 in high nibbles).
+ */
+export function quantizeQ4_K(values: Float32Array): Uint8Array {
+  const QK_K = 256;
+  if (values.length % QK_K !== 0) throw new Error(`Q4_K: ${values.length} values is not a multiple of the block size ${QK_K}`);
+  const out = new Uint8Array((values.length / QK_K) * 144);
+  const dv = new DataView(out.buffer);
+  const L = new Uint8Array(QK_K);
+  const weights = new Float32Array(32);
+  const mins = new Float32Array(8);
+  const scales = new Float32Array(8);
+  const minOut = new Float32Array(1);
+  for (let b = 0, p = 0; b < values.length; b += QK_K, p += 144) {
+    let maxScale = 0;
+    let maxMin = 0;
+    for (let j = 0; j < 8; j++) {
+      const x = values.subarray(b + 32 * j, b + 32 * j + 32);
+      let sumX2 = 0;
+      for (let l = 0; l < 32; l++) sumX2 = f(sumX2 + f(x[l]! * x[l]!));
+      const avX = f(Math.sqrt(f(sumX2 / 32)));
+      for (let l = 0; l < 32; l++) weights[l] = f(avX + Math.abs(x[l]!));
+      scales[j] = makeQkx2Quants(x, weights, L.subarray(32 * j, 32 * j + 32), minOut);
+      mins[j] = minOut[0]!;
+      if (scales[j]! > maxScale) maxScale = scales[j]!;
+      if (mins[j]! > maxMin) maxMin = mins[j]!;
+    }
+    const invScale = maxScale > 0 ? f(63 / maxScale) : 0;
+    const invMin = maxMin > 0 ? f(63 / maxMin) : 0;
+    const sc = out.subarray(p + 4, p + 16);
+    for (let j = 0; j < 8; j++) {
+      const ls = Math.min(63, nearestInt(f(invScale * scales[j]!)) & 0xff);
+      const lm = Math.min(63, nearestInt(f(invMin * mins[j]!)) & 0xff);
+      if (j < 4) {
+        sc[j] = ls;
+        sc[j + 4] = lm;
+      } else {
+        sc[j + 4] = (ls & 0xf) | ((lm & 0xf) << 4);
+        sc[j - 4]! |= (ls >> 4) << 6;
+        sc[j]! |= (lm >> 4) << 6;
+      }
+    }
+    const dBits = f32ToF16(f(maxScale / 63));
+    const dminBits = f32ToF16(f(maxMin / 63));
+    dv.setUint16(p, dBits, true);
+    dv.setUint16(p + 2, dminBits, true);
+    const d0 = f16ToF32(dBits);
+    const dmin0 = f16ToF32(dminBits);
+    for (let j = 0; j < 8; j++) {
+      const [s, m] = scaleMinK4(j, sc);
+      const d = f(d0 * s);
+      if (!d) continue;
+      const dm = f(dmin0 * m);
+      for (let ii = 0; ii < 32; ii++) {
+        L[32 * j + ii] = Math.max(0, Math.min(15, nearestInt(f(f(values[b + 32 * j + ii]! + dm) / d))));
+      }
+    }
+    const qs = p + 16;
+    for (let j = 0, q = qs; j < QK_K; j += 64, q += 32) {
+      for (let l = 0; l < 32; l++) out[q + l] = L[j + l]! | (L[j + l + 32]! << 4);
+    }
+  }
+  return out;
+}
+
 /** Types encodeGgml can produce. */
-export const ENCODABLE_TYPES: readonly number[] = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0];
+export const ENCODABLE_TYPES: readonly number[] = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K];
 
 /** Encodes f32 values (row-major, innermost dimension last) as ggml `type`. */
 export function encodeGgml(type: number, values: Float32Array): Uint8Array {
@@ -98,7 +252,9 @@ export function encodeGgml(type: number, values: Float32Array): Uint8Array {
       return quantizeQ8_0(values);
     case GgmlType.Q4_0:
       return quantizeQ4_0(values);
+    case GgmlType.Q4_K:
+      return quantizeQ4_K(values);
     default:
-      throw new Error(`cannot encode ggml type ${ggmlTypeName(type)} (supported: F32, F16, BF16, Q8_0, Q4_0)`);
+      throw new Error(`cannot encode ggml type ${ggmlTypeName(type)} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K)`);
   }
 }

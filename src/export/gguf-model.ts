@@ -16,7 +16,7 @@ import { ggufConfigWarnings, hyperparameterMetadata, llama3RopeFreqFactors, uses
 import type { VocabMetadata } from './gguf-vocab.js';
 import { checkAdapterAgainst, merger } from './lora-merge.js';
 
-export const GGUF_DTYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
+export const GGUF_DTYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k'] as const;
 export type GgufDtype = (typeof GGUF_DTYPES)[number];
 
 /** Tensor type and general.file_type (llama_ftype) per export dtype. */
@@ -26,6 +26,8 @@ const DTYPE_INFO: Record<GgufDtype, { type: number; fileType: number }> = {
   q4_0: { type: GgmlType.Q4_0, fileType: 2 },
   q8_0: { type: GgmlType.Q8_0, fileType: 7 },
   bf16: { type: GgmlType.BF16, fileType: 32 },
+  // Every matrix Q4_K: llama_ftype MOSTLY_Q4_K_S is the nearest label (Q4_K_M mixes in Q6_K).
+  q4_k: { type: GgmlType.Q4_K, fileType: 14 },
 };
 
 export interface GgufModelExportOptions {
@@ -45,13 +47,16 @@ export interface ExportResult {
 }
 
 /**
- * ggml type for one tensor: norms and other 1-D tensors stay F32 (llama.cpp expects it); block
- * types fall back to F16 for rows that are not a multiple of the block size (as convert does).
+ * ggml type for one tensor: norms and other 1-D tensors stay F32 (llama.cpp expects it). Rows that
+ * are not a multiple of the block size fall back: Q4_K (256) to Q8_0, 32-blocks to F16 (as
+ * convert_hf_to_gguf does).
  */
 export function tensorTypeFor(dtype: GgufDtype, shape: readonly number[], hfName: string): number {
   if (shape.length < 2 || hfName.endsWith('norm.weight')) return GgmlType.F32;
-  const type = DTYPE_INFO[dtype].type;
-  if ((type === GgmlType.Q8_0 || type === GgmlType.Q4_0) && shape[shape.length - 1]! % 32 !== 0) return GgmlType.F16;
+  const row = shape[shape.length - 1]!;
+  let type = DTYPE_INFO[dtype].type;
+  if (type === GgmlType.Q4_K && row % 256 !== 0) type = GgmlType.Q8_0;
+  if ((type === GgmlType.Q8_0 || type === GgmlType.Q4_0) && row % 32 !== 0) type = GgmlType.F16;
   return type;
 }
 
@@ -83,7 +88,7 @@ export function exportGgufModel(ck: Checkpoint, out: string, options: GgufModelE
   ck.tensorNames.forEach((hf, index) => {
     const shape = [...ck.shapeOf(hf)];
     const type = tensorTypeFor(options.dtype, shape, hf);
-    if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0) quantized = true;
+    if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0 || type === GgmlType.Q4_K) quantized = true;
     plans.push({
       name: ggufNameFor(hf),
       shape,
