@@ -23,15 +23,16 @@ const swigluF32 = kernel<Binary>('swigluF32');
 const swigluBackwardF32 = kernel<SwigluBackward>('swigluBackwardF32');
 const dropoutF32 = kernel<Dropout>('dropoutF32');
 
-/** out[i] = value. f32 runs natively; i32/u8 (storage types) fill through the typed array. */
+/** out[i] = value. f32 runs natively; other dtypes (storage only here) fill through the typed array. */
 export function fill(out: Tensor, value: number): void {
   if (typeof value !== 'number') fail('fill', 'value must be a number');
   if (out.dtype === 'f32') {
     fillF32(out.data as Float32Array, out.size, value);
     return;
   }
-  if (out.dtype === 'f64') fail('fill', 'out must be f32, i32 or u8, got f64');
-  if (!Number.isInteger(value)) fail('fill', `${value} is not an integer for a ${out.dtype} tensor`);
+  if ((out.dtype === 'i32' || out.dtype === 'u8') && !Number.isInteger(value)) {
+    fail('fill', `${value} is not an integer for a ${out.dtype} tensor`);
+  }
   out.data.fill(value);
 }
 
@@ -43,8 +44,7 @@ export function copy(src: Tensor, dst: Tensor): void {
     copyF32(src.data as Float32Array, dst.data as Float32Array, src.size);
     return;
   }
-  if (src.dtype === 'f64') fail('copy', 'f64 tensors are not supported by the cpu backend');
-  // TypedArray.set is a memmove for the storage types.
+  // TypedArray.set is a memmove for the other dtypes.
   (dst.data as Int32Array).set(src.data as Int32Array);
 }
 
