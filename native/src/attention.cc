@@ -95,8 +95,52 @@ void load_rows(const float* src, int64_t ld, int rows, int Mp, int D, int Dp, fl
   std::fill(dst + static_cast<int64_t>(rows) * Dp, dst + static_cast<int64_t>(Mp) * Dp, 0.0f);
 }
 
+#if defined(__AVX512F__)
+// In-register transpose: r[k] lane i ← r[i] lane k.
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; i++) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), e = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+  }
+  for (int i = 0; i < 2; i++) {
+    for (int j = 0; j < 4; j++) {
+      t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0x88);
+      t[8 * i + 4 + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + 4 + j], 0xDD);
+    }
+  }
+  for (int j = 0; j < 8; j++) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xDD);
+  }
+}
+#endif
+
 // dst[D][kBk] = transpose of kn key rows (row stride ld); keys kn..kBk are zero.
 void transpose_keys(const float* src, int64_t ld, int kn, int D, float* dst) {
+#if defined(__AVX512F__)
+  for (int j0 = 0; j0 < kBk; j0 += 16) {
+    for (int c0 = 0; c0 < D; c0 += 16) {
+      const int cw = std::min(16, D - c0);
+      __m512 r[16];
+      for (int j = 0; j < 16; j++) {
+        const float* row = src + (j0 + j) * ld + c0;
+        r[j] = j0 + j >= kn ? zero() : cw == 16 ? load(row) : load_n(row, cw);
+      }
+      transpose16x16(r);
+      for (int c = 0; c < cw; c++) store(dst + static_cast<int64_t>(c0 + c) * kBk + j0, r[c]);
+    }
+  }
+  return;
+#endif
   for (int c = 0; c < D; c++) {
     float* d = dst + static_cast<int64_t>(c) * kBk;
     for (int j = 0; j < kn; j++) d[j] = src[j * ld + c];
