@@ -83,6 +83,20 @@ export interface StepOptions {
   readonly lossChunkRows: number;
   /** Multiplies the gradient (e.g. 1/gradAccum); the loss is the mean over counted tokens. */
   readonly gradScale: number;
+  /** When given, wall-clock milliseconds of each phase are added to it (benchmarks, profiling). */
+  readonly timings?: StepTimings;
+}
+
+/** Where a step's time went (accumulated across calls; the kernels are synchronous). */
+export interface StepTimings {
+  /** Embedding and the decoder layers' forward pass. */
+  forwardMs: number;
+  /** Final norm, vocabulary projection, cross-entropy and its gradient back to the final hidden state. */
+  lossMs: number;
+  /** Backward through the layers, including recomputation under gradient checkpointing. */
+  backwardMs: number;
+  /** The share of backwardMs spent recomputing layer activations (gradient checkpointing). */
+  recomputeMs: number;
 }
 
 export interface LossResult {
@@ -235,12 +249,13 @@ export class LlamaModel {
 
   /**
    * Backward through one layer: given dOut (gradient of the layer output), accumulates LoRA
-   * gradients and returns dx (gradient of the layer input), or null when not needed.
+   * gradients and writes dx (gradient of the layer input) when given. Temporaries come from
+   * `arena`; dx must not alias dOut.
    */
   layerBackward(
     index: number, tape: LayerTape, dOut: Tensor, shape: { batch: number; seq: number }, positions: Tensor,
-    segmentIds: Tensor | null, arena: Arena, outArena: Arena, needInputGrad: boolean,
-  ): Tensor | null {
+    segmentIds: Tensor | null, arena: Arena, dx: Tensor | null,
+  ): void {
     const be = this.backend;
     const d = this.dims;
     const layer = this.layers[index]!;
@@ -274,15 +289,13 @@ export class LlamaModel {
     );
     be.rope(q4(dq), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, q4(dq));
     be.rope(kv4(dk), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, kv4(dk));
-    const da = needInputGrad ? arena.alloc([n, d.hiddenSize], this.dtype) : null;
+    const da = dx ? arena.alloc([n, d.hiddenSize], this.dtype) : null;
     this.projectBack('q_proj', layer.proj.q_proj, dq, da, false, tape, arena);
     this.projectBack('k_proj', layer.proj.k_proj, dk, da, true, tape, arena);
     this.projectBack('v_proj', layer.proj.v_proj, dv, da, true, tape, arena);
-    if (!da) return null;
-    const dx = outArena.alloc([n, d.hiddenSize], this.dtype);
+    if (!da || !dx) return;
     be.rmsnormBackward(da, tape.x, layer.attnNorm, tape.rstd1, dx, null);
     be.add(dx, dx1, dx);
-    return dx;
   }
 
   // ---- whole-model entry points -------------------------------------------------------------------
@@ -330,6 +343,14 @@ export class LlamaModel {
     const d = this.dims;
     const n = batch.batchSize * batch.seqLen;
     const shape = { batch: batch.batchSize, seq: batch.seqLen };
+    const timings = options.timings;
+    let mark = timings ? performance.now() : 0;
+    const lap = (): number => {
+      const now = performance.now();
+      const ms = now - mark;
+      mark = now;
+      return ms;
+    };
     const { ids, positions, segments, labels } = this.batchTensors(batch, arena);
     let tokens = 0;
     for (const l of batch.labels) if (l !== -100) tokens++;
@@ -346,6 +367,7 @@ export class LlamaModel {
       else tapes.push(tape);
       x = out;
     }
+    if (timings) timings.forwardMs += lap();
     // Final norm + chunked vocabulary projection and cross-entropy (+ its gradient).
     const hf = arena.alloc([n, d.hiddenSize], this.dtype);
     const rstdF = arena.alloc([n], this.dtype);
@@ -365,22 +387,30 @@ export class LlamaModel {
     const lossValues = await losses.read();
     let lossSum = 0;
     for (let i = 0; i < n; i++) lossSum += lossValues[i]!;
+    if (timings) timings.lossMs += lap();
     if (!backward || !dhf) return { lossSum, tokens };
 
-    let dx: Tensor | null = arena.alloc([n, d.hiddenSize], this.dtype);
-    be.rmsnormBackward(dhf, x, this.finalNorm, rstdF, dx, null);
+    // Layer-input gradients ping-pong between two buffers; each layer's temporaries live in
+    // layerArena, recycled per layer, so backward memory does not grow with depth.
+    const dxBuffers = [arena.alloc([n, d.hiddenSize], this.dtype), arena.alloc([n, d.hiddenSize], this.dtype)] as const;
+    let dOut = dxBuffers[0];
+    be.rmsnormBackward(dhf, x, this.finalNorm, rstdF, dOut, null);
     for (let i = this.layers.length - 1; i >= 0; i--) {
+      layerArena.reset();
       let tape: LayerTape;
       if (ckpt) {
-        layerArena.reset();
+        const t0 = timings ? performance.now() : 0;
         tape = this.layerForward(i, inputs[i]!, shape, positions, segments, layerArena, layerArena, options.training, options.stepSeed, null).tape;
+        if (timings) timings.recomputeMs += performance.now() - t0;
       } else {
         tape = tapes[i]!;
       }
-      const needInput = i > 0;
-      dx = this.layerBackward(i, tape, dx!, shape, positions, segments, ckpt ? layerArena : arena, arena, needInput);
+      const dx = i > 0 ? (dOut === dxBuffers[0] ? dxBuffers[1] : dxBuffers[0]) : null;
+      this.layerBackward(i, tape, dOut, shape, positions, segments, layerArena, dx);
+      if (dx) dOut = dx;
     }
-    if (ckpt) layerArena.reset();
+    layerArena.reset();
+    if (timings) timings.backwardMs += lap();
     return { lossSum, tokens };
   }
 

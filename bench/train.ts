@@ -1,0 +1,327 @@
+/**
+ * QLoRA training benchmark at real model shapes (random weights generated in-process):
+ * NF4 + double-quant base, LoRA r=16 on all linear layers, AdamW. For each shape it reports
+ * training and forward-only tokens/s, the time split (forward / loss / backward / optimizer /
+ * other), peak RSS against the planner's prediction, bits per base parameter and model-FLOP
+ * utilisation against the engine bench's measured FMA peak.
+ *
+ *   npm run bench:train                      # all shapes (the 7B one takes many minutes)
+ *   npm run bench:train -- --only 15m,110m   # some shapes
+ *   npm run bench:train -- --steps 3         # measured training steps per shape
+ *
+ * Each shape runs in a fresh child process so its peak RSS is its own. Results go to
+ * bench/results/train-latest.json and .md; the table goes to stdout.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getBackend } from '../src/backends/index.js';
+import { native } from '../src/backends/cpu/native.js';
+import { buildLlama } from '../src/models/build.js';
+import { LlamaModel, PROJECTIONS, type ModelBatch, type StepTimings } from '../src/models/llama.js';
+import { syntheticSource } from '../src/models/synthetic.js';
+import { LoraLinear } from '../src/nn/lora.js';
+import { mix32 } from '../src/tensor/rng.js';
+import { AdamW } from '../src/train/optimizer.js';
+import { defaultMachine, flopsPerToken, namedShape, planTraining, type PlanOptions } from '../src/train/plan.js';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const RESULTS = path.join(ROOT, 'bench', 'results');
+
+interface ShapeRun {
+  readonly key: string;
+  readonly shape: string;
+  readonly label: string;
+  readonly batchSize: number;
+  readonly seqLen: number;
+  readonly gradientCheckpointing: boolean;
+  readonly warmupSteps: number;
+  readonly steps: number;
+  /** PyTorch 1.13 QLoRA tokens/s on this machine (issue 7), where known. */
+  readonly pytorchQlora: number | null;
+}
+
+const SHAPES: readonly ShapeRun[] = [
+  { key: '15m', shape: 'stories15m', label: 'stories15M', batchSize: 4, seqLen: 256, gradientCheckpointing: false, warmupSteps: 1, steps: 4, pytorchQlora: 820 },
+  { key: '110m', shape: 'stories110m', label: 'stories110M', batchSize: 4, seqLen: 256, gradientCheckpointing: false, warmupSteps: 1, steps: 3, pytorchQlora: 160 },
+  { key: '1.1b', shape: 'tinyllama', label: 'TinyLlama-1.1B', batchSize: 4, seqLen: 256, gradientCheckpointing: true, warmupSteps: 1, steps: 1, pytorchQlora: null },
+  { key: '7b', shape: 'llama2-7b', label: 'Llama-2-7B', batchSize: 1, seqLen: 512, gradientCheckpointing: true, warmupSteps: 1, steps: 1, pytorchQlora: null },
+];
+
+const LORA = { r: 16, alpha: 32, dropout: 0, useRslora: false, init: 'kaiming' as const, seed: 1, targets: 'all-linear' as const, layers: null };
+const QUANT = { quantType: 'nf4' as const, blocksize: 64, doubleQuant: true };
+const LOSS_CHUNK_ROWS = 256;
+
+export interface ShapeResult {
+  readonly key: string;
+  readonly label: string;
+  readonly batchSize: number;
+  readonly seqLen: number;
+  readonly gradientCheckpointing: boolean;
+  readonly steps: number;
+  readonly buildSeconds: number;
+  readonly trainTokensPerSecond: number;
+  readonly forwardTokensPerSecond: number;
+  /** Mean milliseconds per training step, by phase. */
+  readonly split: { forward: number; loss: number; backward: number; recompute: number; optimizer: number; other: number; total: number };
+  readonly peakRssBytes: number;
+  readonly predictedPeakBytes: number;
+  readonly predictedTokensPerSecond: number;
+  readonly baseBitsPerParam: number;
+  readonly projectionBitsPerParam: number;
+  readonly modelGflopsPerToken: number;
+  readonly achievedGflops: number;
+  readonly mfu: number;
+  readonly peakGflops: number;
+  readonly pytorchQlora: number | null;
+  readonly finalLoss: number;
+}
+
+// ---- child: one shape ----------------------------------------------------------------------------
+
+function syntheticBatch(batchSize: number, seqLen: number, vocab: number, seed: number): ModelBatch {
+  const n = batchSize * seqLen;
+  const inputIds = new Int32Array(n);
+  const labels = new Int32Array(n);
+  const positions = new Int32Array(n);
+  let h = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    h = mix32((h + 0x9e3779b9) >>> 0);
+    inputIds[i] = h % vocab;
+    positions[i] = i % seqLen;
+  }
+  for (let i = 0; i < n; i++) labels[i] = (i + 1) % seqLen === 0 ? -100 : inputIds[i + 1]!;
+  return { batchSize, seqLen, inputIds, labels, positions, segmentIds: null };
+}
+
+/** Resident bytes of the frozen base (what the model actually holds) and of its projections alone. */
+function baseWeightBytes(model: LlamaModel): { all: number; projections: number; params: number; projectionParams: number } {
+  let projections = 0;
+  let projectionParams = 0;
+  let other = model.embedding.size * 4 + model.finalNorm.size * 4 + (model.tiedEmbeddings ? 0 : model.lmHead.size * 4);
+  let params = model.embedding.size + model.finalNorm.size + (model.tiedEmbeddings ? 0 : model.lmHead.size);
+  for (const layer of model.layers) {
+    other += (layer.attnNorm.size + layer.ffnNorm.size) * 4;
+    params += layer.attnNorm.size + layer.ffnNorm.size;
+    for (const name of PROJECTIONS) {
+      const p = layer.proj[name];
+      const base = p instanceof LoraLinear ? p.base : p;
+      projections += base.weightBytes;
+      projectionParams += base.inFeatures * base.outFeatures;
+    }
+  }
+  params += projectionParams;
+  return { all: projections + other, projections, params, projectionParams };
+}
+
+async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult> {
+  const config = namedShape(run.shape);
+  if (!config) throw new Error(`unknown shape ${run.shape}`);
+  const be = await getBackend('cpu');
+  const t0 = performance.now();
+  const model = await buildLlama(config, syntheticSource(config, 1234), { backend: be, quantization: QUANT, lora: LORA });
+  const buildSeconds = (performance.now() - t0) / 1000;
+  const weights = baseWeightBytes(model);
+  const params = model.parameters();
+  const optimizer = new AdamW(params);
+  // The same arenas the Trainer makes.
+  const arena = be.createArena(1 << 20, 'step');
+  const layerArena = be.createArena(1 << 20, 'layer');
+  const normScratch = be.zeros([1]);
+  const n = run.batchSize * run.seqLen;
+
+  // Forward only (evaluation: no dropout, no gradients).
+  const evalBatch = syntheticBatch(run.batchSize, run.seqLen, config.vocabSize, 99);
+  const forwardTimes: number[] = [];
+  const forwardRuns = run.steps > 1 ? 2 : 1;
+  for (let i = 0; i < forwardRuns; i++) {
+    arena.reset();
+    const s = performance.now();
+    await model.lossAndGradients(evalBatch, arena, layerArena, {
+      training: false, stepSeed: 0, gradientCheckpointing: false, lossChunkRows: LOSS_CHUNK_ROWS, gradScale: 1,
+    }, false);
+    forwardTimes.push(performance.now() - s);
+  }
+  arena.reset();
+
+  // Training steps, as Trainer.run does them (zero grads, loss + backward, grad norm + clip, AdamW).
+  const split = { forward: 0, loss: 0, backward: 0, recompute: 0, optimizer: 0, other: 0, total: 0 };
+  let finalLoss = NaN;
+  for (let step = 0; step < run.warmupSteps + run.steps; step++) {
+    const measured = step >= run.warmupSteps;
+    const batch = syntheticBatch(run.batchSize, run.seqLen, config.vocabSize, step + 1);
+    const timings: StepTimings = { forwardMs: 0, lossMs: 0, backwardMs: 0, recomputeMs: 0 };
+    const stepStart = performance.now();
+    for (const p of params) p.zeroGrad();
+    arena.reset();
+    const r = await model.lossAndGradients(batch, arena, layerArena, {
+      training: true, stepSeed: step, gradientCheckpointing: run.gradientCheckpointing, lossChunkRows: LOSS_CHUNK_ROWS, gradScale: 1, timings,
+    });
+    arena.reset();
+    let first = true;
+    for (const p of params) {
+      be.sumOfSquares(p.grad!, normScratch, !first);
+      first = false;
+    }
+    const gradNorm = Math.sqrt((await normScratch.read())[0]!);
+    if (gradNorm > 1) for (const p of params) be.scale(p.grad!, 1 / (gradNorm + 1e-6), p.grad!);
+    const optStart = performance.now();
+    optimizer.step(1e-4);
+    const stepEnd = performance.now();
+    finalLoss = r.lossSum / r.tokens;
+    const total = stepEnd - stepStart;
+    process.stderr.write(`  ${run.label} step ${step + 1}${measured ? '' : ' (warm-up)'}: ${(total / 1000).toFixed(2)} s, loss ${finalLoss.toFixed(3)}, ` +
+      `rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB\n`);
+    if (!measured) continue;
+    split.forward += timings.forwardMs;
+    split.loss += timings.lossMs;
+    split.backward += timings.backwardMs;
+    split.recompute += timings.recomputeMs;
+    split.optimizer += stepEnd - optStart;
+    split.total += total;
+  }
+  split.other = split.total - split.forward - split.loss - split.backward - split.optimizer;
+  for (const k of Object.keys(split) as (keyof typeof split)[]) split[k] /= run.steps;
+
+  const planOptions: Partial<PlanOptions> = {
+    seqLen: run.seqLen, batchSize: run.batchSize, rank: LORA.r, targets: 'all-linear', gradientCheckpointing: run.gradientCheckpointing,
+    optimizer: 'adamw', lossChunkRows: LOSS_CHUNK_ROWS, quantization: { blocksize: QUANT.blocksize, doubleQuant: QUANT.doubleQuant }, loraDropout: 0,
+  };
+  const plan = planTraining(config, planOptions, defaultMachine({ peakFlops: peakGflops * 1e9 }));
+  const flops = flopsPerToken(config, plan.options);
+  const trainTokensPerSecond = (n * 1000) / split.total;
+  const modelFlops = flops.forward + flops.backward;
+  const achieved = modelFlops * trainTokensPerSecond;
+  return {
+    key: run.key, label: run.label, batchSize: run.batchSize, seqLen: run.seqLen, gradientCheckpointing: run.gradientCheckpointing,
+    steps: run.steps, buildSeconds, trainTokensPerSecond,
+    forwardTokensPerSecond: (n * 1000) / Math.min(...forwardTimes),
+    split,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    predictedPeakBytes: plan.peakBytes,
+    predictedTokensPerSecond: plan.tokensPerSecond,
+    baseBitsPerParam: (8 * weights.all) / weights.params,
+    projectionBitsPerParam: (8 * weights.projections) / weights.projectionParams,
+    modelGflopsPerToken: modelFlops / 1e9,
+    achievedGflops: achieved / 1e9,
+    mfu: achieved / (peakGflops * 1e9),
+    peakGflops,
+    pytorchQlora: run.pytorchQlora,
+    finalLoss,
+  };
+}
+
+// ---- parent: peak, children, report ------------------------------------------------------------------
+
+/**
+ * The FMA peak: the larger of the engine bench's figure (bench/results/latest.json) and the kernel
+ * thread count × the best single-thread register-only FMA rate measured now. Other processes on a
+ * shared machine only ever lower a measurement, and a single thread is the least disturbed, so
+ * the larger figure is the better estimate of the machine's peak (and keeps MFU conservative).
+ */
+function fmaPeakGflops(): { gflops: number; source: string } {
+  const candidates: { gflops: number; source: string }[] = [];
+  const latest = path.join(RESULTS, 'latest.json');
+  if (fs.existsSync(latest)) {
+    const found = findPeak(JSON.parse(fs.readFileSync(latest, 'utf8')) as unknown);
+    if (found) candidates.push({ gflops: found, source: 'bench/results/latest.json' });
+  }
+  const bench = native.benchFmaPeak as ((iterations: number) => { flops: number; seconds: number }) | undefined;
+  if (typeof bench === 'function') {
+    const threads = native.getThreads();
+    native.setThreads(1);
+    let best = 0;
+    for (let i = 0; i < 5; i++) {
+      const r = bench(20_000_000);
+      best = Math.max(best, r.flops / r.seconds / 1e9);
+    }
+    native.setThreads(threads);
+    candidates.push({ gflops: best * threads, source: `${threads} × single-thread benchFmaPeak (${best.toFixed(1)} GFLOP/s)` });
+  }
+  if (candidates.length === 0) return { gflops: defaultMachine().peakFlops / 1e9, source: 'cpu-performance.md estimate' };
+  return candidates.reduce((a, b) => (b.gflops > a.gflops ? b : a));
+}
+
+/** The first numeric field whose key mentions the FMA peak, in GFLOP/s. */
+function findPeak(json: unknown): number | null {
+  if (!json || typeof json !== 'object') return null;
+  for (const [k, v] of Object.entries(json as Record<string, unknown>)) {
+    if (typeof v === 'number' && /peak/i.test(k) && /fma|flop/i.test(k)) return /gflop/i.test(k) || v < 1e6 ? v : v / 1e9;
+    const inner = findPeak(v);
+    if (inner) return inner;
+  }
+  return null;
+}
+
+function runChild(run: ShapeRun, steps: number | null, peak: number): ShapeResult {
+  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', run.key, '--peak', String(peak)];
+  if (steps !== null) args.push('--steps', String(steps));
+  const r = spawnSync(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 24 });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (r.status !== 0 || !line) throw new Error(`${run.label}: child exited with ${r.status ?? r.signal}\n${r.stdout}`);
+  return JSON.parse(line.slice('RESULT '.length)) as ShapeResult;
+}
+
+const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+
+function table(results: readonly ShapeResult[]): string[] {
+  const head = ['shape', 'batch', 'ckpt', 'train tok/s', 'vs PyTorch QLoRA', 'fwd tok/s', 'peak RSS', 'plan', 'plan err',
+    'bits/param (proj)', 'fwd / loss / bwd (recompute) / opt / other ms', 'GFLOP/s', 'MFU'];
+  const rows = results.map((r) => [
+    r.label, `${r.batchSize}×${r.seqLen}`, r.gradientCheckpointing ? 'on' : 'off',
+    r.trainTokensPerSecond.toFixed(r.trainTokensPerSecond < 10 ? 2 : 0),
+    r.pytorchQlora ? `${(r.trainTokensPerSecond / r.pytorchQlora).toFixed(2)}× (${r.pytorchQlora})` : '–',
+    r.forwardTokensPerSecond.toFixed(r.forwardTokensPerSecond < 10 ? 2 : 0),
+    gib(r.peakRssBytes), gib(r.predictedPeakBytes),
+    `${(((r.predictedPeakBytes - r.peakRssBytes) / r.peakRssBytes) * 100).toFixed(1)}%`,
+    `${r.baseBitsPerParam.toFixed(2)} (${r.projectionBitsPerParam.toFixed(2)})`,
+    `${r.split.forward.toFixed(0)} / ${r.split.loss.toFixed(0)} / ${r.split.backward.toFixed(0)} (${r.split.recompute.toFixed(0)}) / ` +
+      `${r.split.optimizer.toFixed(0)} / ${r.split.other.toFixed(0)}`,
+    r.achievedGflops.toFixed(1), `${(r.mfu * 100).toFixed(1)}%`,
+  ]);
+  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((c) => `| ${c.join(' | ')} |`)];
+}
+
+async function main(argv: string[]): Promise<void> {
+  const arg = (name: string): string | null => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? (argv[i + 1] ?? null) : null;
+  };
+  const steps = arg('--steps') ? Number(arg('--steps')) : null;
+  const child = arg('--child');
+  if (child) {
+    const run = SHAPES.find((s) => s.key === child);
+    if (!run) throw new Error(`unknown shape ${child}`);
+    const result = await runShape(steps ? { ...run, steps } : run, Number(arg('--peak')));
+    process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+    return;
+  }
+  const only = arg('--only')?.split(',').map((s) => s.trim().toLowerCase());
+  const runs = only ? SHAPES.filter((s) => only.includes(s.key) || only.includes(s.shape)) : SHAPES;
+  if (runs.length === 0) throw new Error(`--only matched no shape (choose from ${SHAPES.map((s) => s.key).join(', ')})`);
+  const peak = fmaPeakGflops();
+  console.log(`FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}); ${os.cpus().length} CPUs, ${native.getThreads()} kernel threads`);
+  const results: ShapeResult[] = [];
+  for (const run of runs) {
+    console.log(`${run.label}: batch ${run.batchSize}×${run.seqLen}, gradient checkpointing ${run.gradientCheckpointing ? 'on' : 'off'} ...`);
+    results.push(runChild(run, steps, peak.gflops));
+  }
+  const lines = table(results);
+  console.log(lines.join('\n'));
+  fs.mkdirSync(RESULTS, { recursive: true });
+  const meta = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', threads: native.getThreads(), simd: native.simdLevel(), peakGflops: peak.gflops, peakSource: peak.source, loadAverage: os.loadavg() };
+  fs.writeFileSync(path.join(RESULTS, 'train-latest.json'), `${JSON.stringify({ ...meta, results }, null, 2)}\n`);
+  fs.writeFileSync(path.join(RESULTS, 'train-latest.md'), [
+    `# QLoRA training benchmark (${meta.date})`, '',
+    `NF4 + double quant base, LoRA r=16 on all linear layers, AdamW, loss chunk ${LOSS_CHUNK_ROWS} rows; random weights of real shapes.`,
+    `${meta.cpus} CPUs (${meta.cpu}), ${meta.threads} kernel threads, ${meta.simd}; FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}); load average at the end ${meta.loadAverage.map((l) => l.toFixed(1)).join(', ')}.`,
+    '', ...lines, '',
+  ].join('\n'));
+}
+
+main(process.argv.slice(2)).catch((err) => {
+  console.error(err instanceof Error ? err.stack : err);
+  process.exitCode = 1;
+});
