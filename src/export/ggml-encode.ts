@@ -87,55 +87,62 @@ function nearestInt(x: number): number {
   return f(x + 12582912) - 12582912;
 }
 
+/** Scratch for makeQkx2Quants's candidate levels (one sub-block of 32). */
+const AUX = new Uint8Array(32);
+const MIN_OUT = new Float32Array(1);
+
 /**
- * make_qkx2_quants (ggml-quants.c): 4-bit levels with a scale and a non-positive offset for one
- * sub-block, refined by a weighted least-squares search over 21 candidate scales. Returns the scale
- * and writes the levels to `L` and −offset to `minOut[0]`.
+ * make_qkx2_quants (ggml-quants.c) for the 32 values x[o..o+32): 4-bit levels with a scale and a
+ * non-positive offset, refined by a weighted least-squares search over 21 candidate scales.
+ * Returns the scale, writes the levels to L[lo..lo+32) and −offset to MIN_OUT[0].
  */
-function makeQkx2Quants(x: Float32Array, weights: Float32Array, L: Uint8Array, minOut: Float32Array): number {
-  const n = x.length;
+function makeQkx2Quants(x: Float32Array, o: number, weights: Float32Array, L: Uint8Array, lo: number): number {
+  const n = 32;
   const nmax = 15;
   const rmin = -1;
   const rdelta = 0.1;
   const nstep = 20;
-  let min = x[0]!;
-  let max = x[0]!;
+  let min = x[o]!;
+  let max = x[o]!;
   let sumW = weights[0]!;
-  let sumX = f(sumW * x[0]!);
+  let sumX = f(sumW * x[o]!);
   for (let i = 1; i < n; i++) {
-    if (x[i]! < min) min = x[i]!;
-    if (x[i]! > max) max = x[i]!;
+    const v = x[o + i]!;
+    if (v < min) min = v;
+    if (v > max) max = v;
     sumW = f(sumW + weights[i]!);
-    sumX = f(sumX + f(weights[i]! * x[i]!));
+    sumX = f(sumX + f(weights[i]! * v));
   }
   if (min > 0) min = 0;
   if (max === min) {
-    L.fill(0);
-    minOut[0] = -min;
+    L.fill(0, lo, lo + n);
+    MIN_OUT[0] = -min;
     return 0;
   }
   let iscale = f(nmax / f(max - min));
   let scale = f(1 / iscale);
   let bestError = 0;
   for (let i = 0; i < n; i++) {
-    const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[i]! - min)))));
-    L[i] = l;
-    const diff = f(f(f(scale * l) + min) - x[i]!);
+    const v = x[o + i]!;
+    const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(v - min)))));
+    L[lo + i] = l;
+    const diff = f(f(f(scale * l) + min) - v);
     bestError = f(bestError + f(weights[i]! * f(diff * diff)));
   }
-  const aux = new Uint8Array(n);
   for (let is = 0; is <= nstep; is++) {
     iscale = f(f(f(rmin + f(rdelta * is)) + nmax) / f(max - min));
     let sumL = 0;
     let sumL2 = 0;
     let sumXL = 0;
     for (let i = 0; i < n; i++) {
-      const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(x[i]! - min)))));
-      aux[i] = l;
-      const w = weights[i]!;
-      sumL = f(sumL + f(w * l));
-      sumL2 = f(sumL2 + f(f(w * l) * l));
-      sumXL = f(sumXL + f(f(w * l) * x[i]!));
+      const v = x[o + i]!;
+      // `min` is the best offset so far: the C code updates it inside this loop (here and in iscale).
+      const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(v - min)))));
+      AUX[i] = l;
+      const wl = f(weights[i]! * l);
+      sumL = f(sumL + wl);
+      sumL2 = f(sumL2 + f(wl * l));
+      sumXL = f(sumXL + f(wl * v));
     }
     const D = f(f(sumW * sumL2) - f(sumL * sumL));
     if (D > 0) {
@@ -147,32 +154,27 @@ function makeQkx2Quants(x: Float32Array, weights: Float32Array, L: Uint8Array, m
       }
       let curError = 0;
       for (let i = 0; i < n; i++) {
-        const diff = f(f(f(thisScale * aux[i]!) + thisMin) - x[i]!);
+        const diff = f(f(f(thisScale * AUX[i]!) + thisMin) - x[o + i]!);
         curError = f(curError + f(weights[i]! * f(diff * diff)));
       }
       if (curError < bestError) {
-        L.set(aux);
+        L.set(AUX, lo);
         bestError = curError;
         scale = thisScale;
         min = thisMin;
       }
     }
   }
-  minOut[0] = -min;
+  MIN_OUT[0] = -min;
   return scale;
-}
-
-/** The 6-bit (scale, min) pair j from a Q4_K block's 12 packed bytes (get_scale_min_k4). */
-function scaleMinK4(j: number, q: Uint8Array): [number, number] {
-  if (j < 4) return [q[j]! & 63, q[j + 4]! & 63];
-  return [(q[j + 4]! & 0xf) | ((q[j - 4]! >> 6) << 4), (q[j + 4]! >> 4) | ((q[j]! >> 6) << 4)];
 }
 
 /**
  * quantize_row_q4_K_ref: per 256-value super-block, eight 32-value sub-blocks each get a scale and
  * min from makeQkx2Quants (weights |x| + rms); those are quantized to 6 bits against f16 d / dmin,
  * then every value is re-quantized with its sub-block's final scale. Block: f16 d, f16 dmin,
- * u8 scales[12], u8 qs[128] (values 0-31 of each 64 in low nibbles, 32-63 in high nibbles).
+ * u8 scales[12] (get_scale_min_k4 packing), u8 qs[128] (values 0-31 of each 64 in low nibbles,
+ * 32-63 in high nibbles).
  */
 export function quantizeQ4_K(values: Float32Array): Uint8Array {
   const QK_K = 256;
@@ -183,34 +185,35 @@ export function quantizeQ4_K(values: Float32Array): Uint8Array {
   const weights = new Float32Array(32);
   const mins = new Float32Array(8);
   const scales = new Float32Array(8);
-  const minOut = new Float32Array(1);
+  const ls = new Uint8Array(8);
+  const lm = new Uint8Array(8);
   for (let b = 0, p = 0; b < values.length; b += QK_K, p += 144) {
     let maxScale = 0;
     let maxMin = 0;
     for (let j = 0; j < 8; j++) {
-      const x = values.subarray(b + 32 * j, b + 32 * j + 32);
+      const o = b + 32 * j;
       let sumX2 = 0;
-      for (let l = 0; l < 32; l++) sumX2 = f(sumX2 + f(x[l]! * x[l]!));
+      for (let l = 0; l < 32; l++) sumX2 = f(sumX2 + f(values[o + l]! * values[o + l]!));
       const avX = f(Math.sqrt(f(sumX2 / 32)));
-      for (let l = 0; l < 32; l++) weights[l] = f(avX + Math.abs(x[l]!));
-      scales[j] = makeQkx2Quants(x, weights, L.subarray(32 * j, 32 * j + 32), minOut);
-      mins[j] = minOut[0]!;
+      for (let l = 0; l < 32; l++) weights[l] = f(avX + Math.abs(values[o + l]!));
+      scales[j] = makeQkx2Quants(values, o, weights, L, 32 * j);
+      mins[j] = MIN_OUT[0]!;
       if (scales[j]! > maxScale) maxScale = scales[j]!;
       if (mins[j]! > maxMin) maxMin = mins[j]!;
     }
     const invScale = maxScale > 0 ? f(63 / maxScale) : 0;
     const invMin = maxMin > 0 ? f(63 / maxMin) : 0;
-    const sc = out.subarray(p + 4, p + 16);
+    const sc = p + 4;
     for (let j = 0; j < 8; j++) {
-      const ls = Math.min(63, nearestInt(f(invScale * scales[j]!)) & 0xff);
-      const lm = Math.min(63, nearestInt(f(invMin * mins[j]!)) & 0xff);
+      ls[j] = Math.min(63, nearestInt(f(invScale * scales[j]!)) & 0xff);
+      lm[j] = Math.min(63, nearestInt(f(invMin * mins[j]!)) & 0xff);
       if (j < 4) {
-        sc[j] = ls;
-        sc[j + 4] = lm;
+        out[sc + j] = ls[j]!;
+        out[sc + j + 4] = lm[j]!;
       } else {
-        sc[j + 4] = (ls & 0xf) | ((lm & 0xf) << 4);
-        sc[j - 4]! |= (ls >> 4) << 6;
-        sc[j]! |= (lm >> 4) << 6;
+        out[sc + j + 4] = (ls[j]! & 0xf) | ((lm[j]! & 0xf) << 4);
+        out[sc + j - 4]! |= (ls[j]! >> 4) << 6;
+        out[sc + j]! |= (lm[j]! >> 4) << 6;
       }
     }
     const dBits = f32ToF16(f(maxScale / 63));
@@ -220,16 +223,15 @@ export function quantizeQ4_K(values: Float32Array): Uint8Array {
     const d0 = f16ToF32(dBits);
     const dmin0 = f16ToF32(dminBits);
     for (let j = 0; j < 8; j++) {
-      const [s, m] = scaleMinK4(j, sc);
-      const d = f(d0 * s);
+      // The 6-bit values written above are exactly what get_scale_min_k4 unpacks.
+      const d = f(d0 * ls[j]!);
       if (!d) continue;
-      const dm = f(dmin0 * m);
+      const dm = f(dmin0 * lm[j]!);
       for (let ii = 0; ii < 32; ii++) {
         L[32 * j + ii] = Math.max(0, Math.min(15, nearestInt(f(f(values[b + 32 * j + ii]! + dm) / d))));
       }
     }
-    const qs = p + 16;
-    for (let j = 0, q = qs; j < QK_K; j += 64, q += 32) {
+    for (let j = 0, q = p + 16; j < QK_K; j += 64, q += 32) {
       for (let l = 0; l < 32; l++) out[q + l] = L[j + l]! | (L[j + l + 32]! << 4);
     }
   }
