@@ -17,7 +17,12 @@ import type { LoraConfig } from '../src/models/build.js';
 import { openCheckpoint, permuteToInterleavedRows } from '../src/models/checkpoint.js';
 import { configFromHf, type LlamaConfig } from '../src/models/config.js';
 import { syntheticSource } from '../src/models/synthetic.js';
+import { getBackend } from '../src/backends/index.js';
+import { applyPeftAdapter } from '../src/io/peft.js';
+import { buildLlama } from '../src/models/build.js';
+import { KvCache } from '../src/models/llama.js';
 import { STORIES, writeRandomPeftAdapter } from './export-support.js';
+import { maxAbsDiff } from './util.js';
 
 let tmp: string;
 let storiesConfig: LlamaConfig;
@@ -85,6 +90,35 @@ test('re-imported GGUF LoRA equals the PEFT adapter (tensors, targets, scale); l
   }
   assert.equal(loadLoraAdapter(file, storiesConfig).tensors.size, adapter.tensors.size);
   assert.equal(loadLoraAdapter(path.join(tmp, 'peft'), storiesConfig).tensors.size, adapter.tensors.size);
+});
+
+test('a model with the re-imported GGUF LoRA applied gives the same logits as with the PEFT adapter', async () => {
+  const file = path.join(tmp, 'apply.gguf');
+  exportGgufLora(adapter, storiesConfig, file);
+  const be = await getBackend('ref');
+  const ck = openCheckpoint(path.join(STORIES, 'stories260K.bin'));
+  const logits = async (a: PeftAdapter): Promise<Float32Array> => {
+    const model = await buildLlama(ck.config, ck, { backend: be, lora: a.lora, maxPositions: 16 });
+    applyPeftAdapter(model, a);
+    const arena = be.createArena(1 << 20);
+    const cache = new KvCache(model, 8);
+    try {
+      return Float32Array.from(await model.forwardCached(Int32Array.of(1, 403, 407, 261), cache, arena, 1).read());
+    } finally {
+      cache.dispose();
+      arena.dispose();
+      model.dispose();
+    }
+  };
+  try {
+    const viaPeft = await logits(adapter);
+    const viaGguf = await logits(loadGgufLoraAdapter(file, storiesConfig));
+    const base = await logits({ ...adapter, tensors: new Map([...adapter.tensors].map(([k, t]) => [k, { ...t, values: new Float32Array(t.values.length) }])) });
+    assert.ok(maxAbsDiff(viaGguf, viaPeft) < 1e-5, `logits differ by ${maxAbsDiff(viaGguf, viaPeft)}`);
+    assert.ok(maxAbsDiff(viaPeft, base) > 1e-2, 'the adapter changes the logits');
+  } finally {
+    ck.close();
+  }
 });
 
 test('a GGUF LoRA covering only some projections of a layer gets zero A/B for the rest; alpha 0 means scale 1', () => {
