@@ -4,8 +4,8 @@
 // Tiles entirely above the causal diagonal (and, with segment ids, tiles whose query and key
 // segment ranges are disjoint) are skipped.
 //
-// Parallelism is deterministic: the forward splits (batch, head, query tile) units, each owning
-// its output rows; the backward splits (batch, kv head) units, each owning dk/dv of its kv head
+// Parallelism is deterministic: the forward splits (batch, kv head, tile of (query, head) rows) units,
+// each owning its output rows; the backward splits (batch, kv head) units, each owning dk/dv of its kv head
 // and dq of the query heads that share it. Results do not depend on the thread count.
 #include <algorithm>
 #include <cmath>
@@ -249,25 +249,43 @@ struct ForwardScratch {
       : q(base), s(q + kBq * d.Dp), o(s + kBq * kBk), m(o + kBq * d.Dp), l(m + kBq) {}
 };
 
-// One (batch, head, query tile): stream key tiles through an online softmax.
-void forward_tile(const Dims& d, int64_t b, int64_t h, int64_t qt, const float* q, const float* kt, const float* vbase,
-                  int64_t ldv, float* out, float* lse, ForwardScratch& sc) {
-  const int64_t hk = h / d.G;
-  const int64_t i0 = qt * kBq;
-  const int rows = static_cast<int>(std::min<int64_t>(kBq, d.Tq - i0));
-  const int Mp = static_cast<int>(round_up(rows, 4));
+// The forward works on rows (query i, head g of the kv group), r = i·G + g: all rows of a tile
+// share one kv head, so a decode step (one query) fills G rows of a tile instead of padding one.
+struct RowTile {
+  int64_t r0;   // first row
+  int rows;     // valid rows
+  int Mp;       // rows rounded up for the micro-kernel
+  int64_t minPos, maxPos;  // absolute positions of the first and last query
+};
+
+RowTile row_tile(const Dims& d, int64_t rt) {
+  RowTile t;
+  t.r0 = rt * kBq;
+  t.rows = static_cast<int>(std::min<int64_t>(kBq, d.Tq * d.G - t.r0));
+  t.Mp = static_cast<int>(round_up(t.rows, 4));
+  t.minPos = d.offset + t.r0 / d.G;
+  t.maxPos = d.offset + (t.r0 + t.rows - 1) / d.G;
+  return t;
+}
+
+// One (batch, kv head, row tile): stream key tiles through an online softmax.
+void forward_tile(const Dims& d, int64_t b, int64_t hk, int64_t rt, const float* q, const float* kt,
+                  const float* vbase, int64_t ldv, float* out, float* lse, ForwardScratch& sc) {
+  const RowTile tile = row_tile(d, rt);
+  const int rows = tile.rows, Mp = tile.Mp;
   const int Dp = static_cast<int>(d.Dp);
-  const int64_t minPos = d.offset + i0, maxPos = minPos + rows - 1;
-  const int64_t ldq = d.H * d.D;
-  load_rows(q + ((b * d.Tq + i0) * d.H + h) * d.D, ldq, rows, Mp, static_cast<int>(d.D), Dp, d.scale, sc.q);
-  zero_rows(sc.o, 0, Mp, Dp);
   for (int r = 0; r < rows; r++) {
+    const int64_t i = (tile.r0 + r) / d.G, g = (tile.r0 + r) % d.G;
+    load_rows(q + ((b * d.Tq + i) * d.H + hk * d.G + g) * d.D, 0, 1, 1, static_cast<int>(d.D), Dp, d.scale,
+              sc.q + static_cast<int64_t>(r) * Dp);
     sc.m[r] = kNegInf;
     sc.l[r] = 0.0f;
   }
+  zero_rows(sc.q, rows, Mp, Dp);
+  zero_rows(sc.o, 0, Mp, Dp);
   int32_t qsLo = 0, qsHi = 0;
-  if (d.seg != nullptr) seg_range(d, b, minPos, maxPos + 1, &qsLo, &qsHi);
-  const int64_t lastTile = maxPos / kBk;
+  if (d.seg != nullptr) seg_range(d, b, tile.minPos, tile.maxPos + 1, &qsLo, &qsHi);
+  const int64_t lastTile = tile.maxPos / kBk;
   for (int64_t t = 0; t <= lastTile; t++) {
     const int64_t j0 = t * kBk;
     const int kn = static_cast<int>(std::min<int64_t>(kBk, d.Tk - j0));
@@ -276,12 +294,12 @@ void forward_tile(const Dims& d, int64_t b, int64_t h, int64_t qt, const float* 
       seg_range(d, b, j0, j0 + kn, &ksLo, &ksHi);
       if (ksHi < qsLo || ksLo > qsHi) continue;  // no query shares a segment with these keys
     }
-    const bool needMask = kn < kBk || j0 + kBk - 1 > minPos || d.seg != nullptr;
+    const bool needMask = kn < kBk || j0 + kBk - 1 > tile.minPos || d.seg != nullptr;
     gemm<false>(Mp, kBk, static_cast<int>(d.D), sc.q, Dp, kt + ((b * d.Hkv + hk) * d.nTk + t) * d.D * kBk, kBk, sc.s,
                 kBk, false);
     for (int r = 0; r < rows; r++) {
       float* srow = sc.s + r * kBk;
-      if (needMask) mask_row(d, b, minPos + r, j0, kn, srow);
+      if (needMask) mask_row(d, b, d.offset + (tile.r0 + r) / d.G, j0, kn, srow);
       const float mNew = std::max(sc.m[r], row_max(srow));
       if (mNew == kNegInf) {  // nothing visible yet in this row
         std::fill(srow, srow + kBk, 0.0f);
@@ -307,15 +325,16 @@ void forward_tile(const Dims& d, int64_t b, int64_t h, int64_t qt, const float* 
     gemm<false>(Mp, Dp, kn, sc.s, kBk, vbase + j0 * ldv, ldv, sc.o, Dp, true);
   }
   for (int r = 0; r < rows; r++) {
+    const int64_t i = (tile.r0 + r) / d.G, h = hk * d.G + (tile.r0 + r) % d.G;
     const float inv = 1.0f / sc.l[r];
     const float* orow = sc.o + static_cast<int64_t>(r) * Dp;
-    float* dst = out + ((b * d.Tq + i0 + r) * d.H + h) * d.D;
+    float* dst = out + ((b * d.Tq + i) * d.H + h) * d.D;
     for (int64_t c = 0; c < d.D; c++) dst[c] = orow[c] * inv;
-    lse[(b * d.H + h) * d.Tq + i0 + r] = sc.m[r] + std::log(sc.l[r]);
+    lse[(b * d.H + h) * d.Tq + i] = sc.m[r] + std::log(sc.l[r]);
   }
 }
 
-// Query tiles of one head in the order 0, n-1, 1, n-2, ...: contiguous shares of the unit list
+// Row tiles of one kv head in the order 0, n-1, 1, n-2, ...: contiguous shares of the unit list
 // then mix cheap (early) and expensive (late) causal tiles.
 int64_t zigzag(int64_t z, int64_t n) { return (z % 2 == 0) ? z / 2 : n - 1 - z / 2; }
 
@@ -352,12 +371,12 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const int threads = num_threads();
   const int64_t perThread = round_up(ForwardScratch::floats(d), 16);
   Scratch scratch(static_cast<size_t>(threads * perThread));
-  parallel_for(B * H * d.nTq, [&](int64_t lo, int64_t hi, int t) {
+  const int64_t rowTiles = (Tq * d.G + kBq - 1) / kBq;
+  parallel_for(B * Hkv * rowTiles, [&](int64_t lo, int64_t hi, int t) {
     ForwardScratch sc(scratch.data() + t * perThread, d);
     for (int64_t u = lo; u < hi; u++) {
-      const int64_t bh = u / d.nTq, b = bh / H, h = bh % H;
-      const int64_t qt = zigzag(u % d.nTq, d.nTq);
-      const int64_t hk = h / d.G;
+      const int64_t bk = u / rowTiles, b = bk / Hkv, hk = bk % Hkv;
+      const int64_t rt = zigzag(u % rowTiles, rowTiles);
       const float* vbase;
       int64_t ldv;
       if (d.Dp == D) {
@@ -367,7 +386,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
         vbase = vp.data() + (b * Hkv + hk) * Tk * d.Dp;
         ldv = d.Dp;
       }
-      forward_tile(d, b, h, qt, q.data, kt.data(), vbase, ldv, out.data, lse.data, sc);
+      forward_tile(d, b, hk, rt, q.data, kt.data(), vbase, ldv, out.data, lse.data, sc);
     }
   });
   return env.Undefined();
