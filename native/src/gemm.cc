@@ -419,7 +419,6 @@ Napi::Value SgemmExport(const Napi::CallbackInfo& info) {
   Span<float> a = f32Arg(info, 0, "a", static_cast<size_t>(batch * M * K));
   Span<float> b = f32Arg(info, 1, "b", static_cast<size_t>((bBatched ? batch : 1) * K * N));
   Span<float> c = f32Arg(info, 2, "out", static_cast<size_t>(batch * M * N));
-  require(batch >= 0, env, "sgemm: bad batch");
   for (int64_t i = 0; i < batch; i++) {
     GemmArgs g{M, N, K, a.data + i * M * K, transA ? M : K, transA, c.data + i * M * N, N, alpha, beta};
     const float* bi = b.data + (bBatched ? i * K * N : 0);
