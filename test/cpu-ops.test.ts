@@ -378,6 +378,17 @@ test('attention is bit-identical on repeats and across thread counts', () => {
   freeAll();
   assert.deepEqual(results[1], results[0], 'repeat with 2 threads');
   assert.deepEqual(results[2], results[0], '1 thread vs 2 threads');
+  // One (batch, kv head) unit on 2 threads: the backward splits key tiles; still reproducible.
+  const single: AttnCase = { B: 1, Tq: 200, Tk: 200, H: 3, Hkv: 1, D: 32 };
+  const repeats = [];
+  for (let i = 0; i < 2; i++) {
+    cpu.threads = 2;
+    nextSeed = 9100;
+    repeats.push(attentionCase(single));
+  }
+  cpu.threads = defaultThreads;
+  freeAll();
+  assert.deepEqual(repeats[1], repeats[0], 'repeat with split key tiles');
 });
 
 test('attention rejects inconsistent shapes and options', () => {

@@ -6,7 +6,8 @@
 //
 // Parallelism is deterministic: the forward splits (batch, kv head, tile of (query, head) rows) units,
 // each owning its output rows; the backward splits (batch, kv head) units, each owning dk/dv of its kv head
-// and dq of the query heads that share it. Results do not depend on the thread count.
+// and dq of the query heads that share it. Results do not depend on the thread count, except that
+// the backward splits key tiles when there are fewer (batch, kv head) units than it can share evenly.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -404,7 +405,7 @@ struct BackwardScratch {
   float* vt;   // [D, kBk] values transposed
   float* dk;   // [kBk, Dp]
   float* dv;   // [kBk, Dp]
-  float* dq;   // [G, nTq·kBq, Dp] accumulated over key tiles
+  float* dq;   // [G, nTq·kBq, Dp] accumulated over key tiles (when a unit owns all of them)
   float* di;   // [G, Tq] rowsum(dout ∘ out)
   static int64_t floats(const Dims& d) {
     return 2 * kBq * d.Dp + 2 * kBq * kBk + 3 * kBk * d.Dp + 2 * d.D * kBk + d.G * d.nTq * kBq * d.Dp + d.G * d.Tq;
@@ -428,9 +429,15 @@ struct BackwardArgs {
   float *dq, *dk, *dv;
 };
 
+int64_t dq_floats(const Dims& d) { return d.G * d.nTq * kBq * d.Dp; }
+
 // With S = scale·q·kᵀ, P = exp(S - lse), O = P·V:
 //   dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP - rowsum(dO ∘ O)),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q.
-void backward_unit(const Dims& d, int64_t b, int64_t hk, const BackwardArgs& a, BackwardScratch& sc) {
+// The unit handles key tiles chunk, chunk + chunks, ... (interleaved, so chunks of a causal
+// problem get similar work) and accumulates dS·K into dqAcc [G, nTq·kBq, Dp]. With a single chunk
+// it also writes dq; otherwise the caller sums the chunks' dqAcc in chunk order.
+void backward_unit(const Dims& d, int64_t b, int64_t hk, int64_t chunk, int64_t chunks, const BackwardArgs& a,
+                   BackwardScratch& sc, float* dqAcc) {
   const int Dp = static_cast<int>(d.Dp), D = static_cast<int>(d.D);
   const int64_t ldq = d.H * d.D, ldk = d.Hkv * d.D;
   for (int64_t g = 0; g < d.G; g++) {
@@ -440,8 +447,8 @@ void backward_unit(const Dims& d, int64_t b, int64_t hk, const BackwardArgs& a, 
       sc.di[g * d.Tq + i] = dot(a.dout + off, a.out + off, static_cast<size_t>(d.D));
     }
   }
-  std::fill(sc.dq, sc.dq + d.G * d.nTq * kBq * d.Dp, 0.0f);
-  for (int64_t t = 0; t < d.nTk; t++) {
+  std::fill(dqAcc, dqAcc + dq_floats(d), 0.0f);
+  for (int64_t t = chunk; t < d.nTk; t += chunks) {
     const int64_t j0 = t * kBk;
     const int kn = static_cast<int>(std::min<int64_t>(kBk, d.Tk - j0));
     const float* kRows = a.k + ((b * d.Tk + j0) * d.Hkv + hk) * d.D;
@@ -489,7 +496,7 @@ void backward_unit(const Dims& d, int64_t b, int64_t hk, const BackwardArgs& a, 
           for (int j = 0; j < kBk; j += W) store(drow + j, mul(load(prow + j), sub(load(drow + j), dv)));
         }
         gemm<true>(kBk, Dp, Mp, sc.ds, kBk, sc.q, Dp, sc.dk, Dp, true);        // dK += dSᵀ·(scale·Q)
-        gemm<false>(Mp, Dp, kn, sc.ds, kBk, sc.kp, Dp, sc.dq + (g * d.nTq * kBq + i0) * Dp, Dp, true);  // dQ += dS·K
+        gemm<false>(Mp, Dp, kn, sc.ds, kBk, sc.kp, Dp, dqAcc + (g * d.nTq * kBq + i0) * Dp, Dp, true);  // dQ += dS·K
       }
     }
     for (int j = 0; j < kn; j++) {
@@ -499,10 +506,11 @@ void backward_unit(const Dims& d, int64_t b, int64_t hk, const BackwardArgs& a, 
       std::copy(sc.dv + static_cast<int64_t>(j) * Dp, sc.dv + static_cast<int64_t>(j) * Dp + D, dvRow);
     }
   }
+  if (chunks > 1) return;
   for (int64_t g = 0; g < d.G; g++) {
     const int64_t h = hk * d.G + g;
     for (int64_t i = 0; i < d.Tq; i++) {
-      const float* src = sc.dq + (g * d.nTq * kBq + i) * Dp;
+      const float* src = dqAcc + (g * d.nTq * kBq + i) * Dp;
       float* dst = a.dq + ((b * d.Tq + i) * d.H + h) * d.D;
       for (int c = 0; c < D; c++) dst[c] = src[c] * d.scale;
     }
@@ -539,9 +547,39 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   const int threads = num_threads();
   const int64_t perThread = round_up(BackwardScratch::floats(d), 16);
   Scratch scratch(static_cast<size_t>(threads * perThread));
-  parallel_for(B * Hkv, [&](int64_t lo, int64_t hi, int t) {
+  const int64_t units = B * Hkv;
+  // Each (batch, kv head) unit owns its dk/dv and dq rows. When there are too few units to share
+  // evenly (say 1 or 3 on 2 threads), each unit's key tiles are split into `threads` interleaved
+  // chunks with private dq accumulators, summed afterwards in chunk order.
+  const int64_t chunks = (units % threads != 0 && units < 2 * threads) ? threads : 1;
+  if (chunks == 1) {
+    parallel_for(units, [&](int64_t lo, int64_t hi, int t) {
+      BackwardScratch sc(scratch.data() + t * perThread, d);
+      for (int64_t u = lo; u < hi; u++) backward_unit(d, u / Hkv, u % Hkv, 0, 1, a, sc, sc.dq);
+    });
+    return env.Undefined();
+  }
+  const int64_t dqSize = round_up(dq_floats(d), 16);
+  Scratch partial(static_cast<size_t>(units * chunks * dqSize));
+  parallel_for(units * chunks, [&](int64_t lo, int64_t hi, int t) {
     BackwardScratch sc(scratch.data() + t * perThread, d);
-    for (int64_t u = lo; u < hi; u++) backward_unit(d, u / Hkv, u % Hkv, a, sc);
+    for (int64_t u = lo; u < hi; u++) {
+      const int64_t unit = u / chunks;
+      backward_unit(d, unit / Hkv, unit % Hkv, u % chunks, chunks, a, sc, partial.data() + u * dqSize);
+    }
+  });
+  // dq[b, i, h, :] = scale · Σ_chunks partial (fixed order).
+  parallel_for(units * d.G * Tq, [&](int64_t lo, int64_t hi, int) {
+    for (int64_t row = lo; row < hi; row++) {
+      const int64_t unit = row / (d.G * Tq), g = (row / Tq) % d.G, i = row % Tq;
+      const int64_t b = unit / Hkv, h = (unit % Hkv) * d.G + g;
+      float* dst = a.dq + ((b * Tq + i) * H + h) * D;
+      for (int64_t c = 0; c < D; c++) {
+        float sum = 0.0f;
+        for (int64_t k = 0; k < chunks; k++) sum += partial.data()[(unit * chunks + k) * dqSize + (g * d.nTq * kBq + i) * d.Dp + c];
+        dst[c] = sum * d.scale;
+      }
+    }
   });
   return env.Undefined();
 }
