@@ -96,6 +96,25 @@ test('cpu.matmul batched b and broadcast 2-D b', () => {
   }
 });
 
+test('cpu.matmul many small batched products (run one product per thread) match ref and are thread-independent', () => {
+  const saved = cpu.threads;
+  try {
+    for (const c of [
+      { batch: [64], M: 40, N: 40, K: 40, transA: true, transB: true, bBatched: true, beta: 0.5 },
+      { batch: [8, 25], M: 3, N: 100, K: 100, transA: true, bBatched: false },
+      { batch: [200], M: 3, N: 100, K: 100, transB: true, bBatched: true },
+    ] satisfies Case[]) {
+      cpu.threads = 2;
+      const two = check(c);
+      seed -= 3; // same inputs again
+      cpu.threads = 1;
+      assert.deepEqual(check(c), two, `1 vs 2 threads: ${JSON.stringify(c)}`);
+    }
+  } finally {
+    cpu.threads = saved;
+  }
+});
+
 test('cpu.matmul results are bit-identical across runs and thread counts 1 and 2', () => {
   const saved = cpu.threads;
   try {

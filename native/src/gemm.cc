@@ -284,7 +284,7 @@ void dot_rows(const float* x, int64_t ldx, int rows, const float* y, int64_t n, 
   }
 }
 
-void gemm_small_m(const GemmArgs& g, const float* b, int64_t ldb, bool transB) {
+void gemm_small_m(const GemmArgs& g, const float* b, int64_t ldb, bool transB, bool allowThreads) {
   // Rows of op(A), contiguous (a copy only when A is transposed).
   const float* arows = g.a;
   int64_t lda = g.lda;
@@ -335,7 +335,7 @@ void gemm_small_m(const GemmArgs& g, const float* b, int64_t ldb, bool transB) {
       }
     }
   };
-  if (flops < 2e5) {
+  if (!allowThreads || flops < 2e5) {
     DenormalGuard guard;
     work(0, g.N, 0);
   } else {
@@ -377,6 +377,9 @@ void DensePanels::pack(float* dst, int64_t k0, int64_t kc, int64_t n0, int64_t n
   pack_from_rows(dst, kc, nc, Rows{b_ + n0 * ldb_ + k0, ldb_});
 }
 
+// Below this many flops a product runs on one thread (dispatch would cost more than it saves).
+constexpr double PARALLEL_FLOPS = 4e6;
+
 void sgemm(const GemmArgs& g, const PanelSource& b) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K == 0) {
@@ -385,7 +388,7 @@ void sgemm(const GemmArgs& g, const PanelSource& b) {
   }
   const double flops = 2.0 * static_cast<double>(g.M) * g.N * g.K;
   const int threads = num_threads();
-  if (threads == 1 || flops < 4e6) {
+  if (threads == 1 || flops < PARALLEL_FLOPS) {
     DenormalGuard guard;
     gemm_serial(g, b, 0, g.M, 0, g.N);
     return;
@@ -419,15 +422,31 @@ Napi::Value SgemmExport(const Napi::CallbackInfo& info) {
   Span<float> a = f32Arg(info, 0, "a", static_cast<size_t>(batch * M * K));
   Span<float> b = f32Arg(info, 1, "b", static_cast<size_t>((bBatched ? batch : 1) * K * N));
   Span<float> c = f32Arg(info, 2, "out", static_cast<size_t>(batch * M * N));
-  for (int64_t i = 0; i < batch; i++) {
+  // One product; `threaded` false keeps it on the calling thread (no nested parallel regions).
+  auto product = [&](int64_t i, bool threaded) {
     GemmArgs g{M, N, K, a.data + i * M * K, transA ? M : K, transA, c.data + i * M * N, N, alpha, beta};
     const float* bi = b.data + (bBatched ? i * K * N : 0);
     const int64_t ldb = transB ? K : N;
     if (M <= SMALL_M && K > 0) {
-      gemm_small_m(g, bi, ldb, transB);
-    } else {
+      gemm_small_m(g, bi, ldb, transB, threaded);
+    } else if (threaded) {
       sgemm(g, DensePanels(bi, ldb, transB));
+    } else if (M > 0 && N > 0) {
+      if (K == 0) {
+        scale_c(g);
+      } else {
+        gemm_serial(g, DensePanels(bi, ldb, transB), 0, M, 0, N);
+      }
     }
+  };
+  const double itemFlops = 2.0 * static_cast<double>(M) * N * K;
+  if (batch > 1 && num_threads() > 1 && itemFlops < PARALLEL_FLOPS && itemFlops * batch >= PARALLEL_FLOPS) {
+    // Many small products: whole products per thread (each element's arithmetic is unchanged).
+    parallel_for(batch, [&](int64_t i0, int64_t i1, int) {
+      for (int64_t i = i0; i < i1; i++) product(i, false);
+    });
+  } else {
+    for (int64_t i = 0; i < batch; i++) product(i, true);
   }
   return env.Undefined();
 }
