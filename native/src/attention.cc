@@ -24,6 +24,7 @@ using namespace vec;
 
 constexpr int kBq = 64;  // query rows per tile
 constexpr int kBk = 64;  // keys per tile (a multiple of every W)
+constexpr float kRescaleSlack = 8.0f;  // see forward_tile
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 static_assert(kBk % W == 0, "key tile must be whole vectors");
@@ -301,26 +302,32 @@ void forward_tile(const Dims& d, int64_t b, int64_t hk, int64_t rt, const float*
     for (int r = 0; r < rows; r++) {
       float* srow = sc.s + r * kBk;
       if (needMask) mask_row(d, b, d.offset + (tile.r0 + r) / d.G, j0, kn, srow);
-      const float mNew = std::max(sc.m[r], row_max(srow));
-      if (mNew == kNegInf) {  // nothing visible yet in this row
+      // The reference max m only moves when a score exceeds it by kRescaleSlack: exp(s - m) stays
+      // ≤ e^slack (no overflow) and the O/l rescale is skipped on most tiles. lse = m + log(l)
+      // holds for any m.
+      const float tileMax = row_max(srow);
+      if (tileMax > sc.m[r] + kRescaleSlack) {  // also the first visible key (m = -inf)
+        if (sc.m[r] != kNegInf) {
+          const float alpha = std::exp(sc.m[r] - tileMax);
+          sc.l[r] *= alpha;
+          const V av = set1(alpha);
+          float* orow = sc.o + static_cast<int64_t>(r) * Dp;
+          for (int c = 0; c < Dp; c += W) store(orow + c, mul(load(orow + c), av));
+        }
+        sc.m[r] = tileMax;
+      }
+      if (sc.m[r] == kNegInf) {  // nothing visible yet in this row
         std::fill(srow, srow + kBk, 0.0f);
         continue;
       }
-      const V mv = set1(mNew);
+      const V mv = set1(sc.m[r]);
       V sum = zero();
       for (int j = 0; j < kBk; j += W) {
         const V p = vec::exp(sub(load(srow + j), mv));
         store(srow + j, p);
         sum = add(sum, p);
       }
-      const float alpha = std::exp(sc.m[r] - mNew);  // 0 when m was -inf
-      sc.l[r] = sc.l[r] * alpha + hsum(sum);
-      sc.m[r] = mNew;
-      if (alpha != 1.0f) {
-        const V av = set1(alpha);
-        float* orow = sc.o + static_cast<int64_t>(r) * Dp;
-        for (int c = 0; c < Dp; c += W) store(orow + c, mul(load(orow + c), av));
-      }
+      sc.l[r] += hsum(sum);
     }
     zero_rows(sc.s, rows, Mp, kBk);
     gemm<false>(Mp, Dp, kn, sc.s, kBk, vbase + j0 * ldv, ldv, sc.o, Dp, true);
