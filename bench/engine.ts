@@ -40,19 +40,31 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-/** Median seconds of `fn` after one warm-up; repeats until `minSeconds` of samples (3..maxReps). */
-function time(fn: () => void, { minSeconds = 0.3, maxReps = 7 } = {}): number {
+/**
+ * Median wall seconds of `fn` after one warm-up; repeats until `minSeconds` of samples
+ * (3..maxReps). Also the median CPU seconds of this process (all threads): on a shared machine,
+ * time-slicing by other processes inflates wall time but not CPU time.
+ */
+function timeBoth(fn: () => void, { minSeconds = 0.3, maxReps = 7 } = {}): { wall: number; cpu: number } {
   fn();
-  const samples: number[] = [];
+  const wall: number[] = [];
+  const cpu: number[] = [];
   let total = 0;
-  while (samples.length < 3 || (total < minSeconds && samples.length < maxReps)) {
+  while (wall.length < 3 || (total < minSeconds && wall.length < maxReps)) {
+    const c0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
     fn();
     const dt = Number(process.hrtime.bigint() - t0) / 1e9;
-    samples.push(dt);
+    const c = process.cpuUsage(c0);
+    wall.push(dt);
+    cpu.push((c.user + c.system) / 1e6);
     total += dt;
   }
-  return median(samples);
+  return { wall: median(wall), cpu: median(cpu) };
+}
+
+function time(fn: () => void, options?: { minSeconds?: number; maxReps?: number }): number {
+  return timeBoth(fn, options).wall;
 }
 
 function randomTensor(shape: number[], seed: number): Tensor {
@@ -104,19 +116,26 @@ const log = (s: string): void => void process.stderr.write(`${s}\n`);
 type Native = { benchFmaPeak(it: number): { seconds: number; flops: number }; benchMemcpy(d: Uint8Array, s: Uint8Array, reps: number): { seconds: number; bytes: number } };
 const nat = native as unknown as Native;
 
-/** The best of several runs: a ceiling, so interference from other processes should not lower it. */
-function fmaPeak(): number {
-  let best = 0;
+/**
+ * The best of several runs: a ceiling, so interference from other processes should not lower it.
+ * `perCpuSecond`: flops per CPU-second of all threads (per-core rate × threads when unloaded).
+ */
+function fmaPeak(): { wall: number; perCpuSecond: number } {
+  let wall = 0;
+  let perCpuSecond = 0;
   nat.benchFmaPeak(1_000_000);
   for (let i = 0; i < 7; i++) {
+    const c0 = process.cpuUsage();
     const r = nat.benchFmaPeak(10_000_000);
-    best = Math.max(best, r.flops / r.seconds / 1e9);
+    const c = process.cpuUsage(c0);
+    wall = Math.max(wall, r.flops / r.seconds / 1e9);
+    perCpuSecond = Math.max(perCpuSecond, r.flops / ((c.user + c.system) / 1e6) / 1e9);
   }
-  return best;
+  return { wall, perCpuSecond };
 }
 
-function memcpyBandwidth(): number {
-  const bytes = 256 << 20;
+/** Parallel memcpy bandwidth (bytes copied per second) with buffers of `bytes` each. */
+function memcpyBandwidth(bytes: number): number {
   const src = be.zeros([bytes], 'u8');
   const dst = be.zeros([bytes], 'u8');
   fillRandom(src.data as Uint8Array, 3);
@@ -138,6 +157,8 @@ interface ShapeResult {
   K: number;
   N: number;
   sgemm: number;
+  /** sgemm flops per CPU-second of all threads. */
+  sgemmPerCpu: number;
   q4: number | null;
 }
 
@@ -147,7 +168,9 @@ function matmulShape(M: number, K: number, N: number, with4bit: boolean, transB:
   const x = randomTensor([M, K], M + K);
   const out = be.zeros([M, N]);
   const w = randomTensor(transB ? [N, K] : [K, N], K * N);
-  const sgemm = flops / time(() => be.matmul(x, w, out, { transB })) / 1e9;
+  const t = timeBoth(() => be.matmul(x, w, out, { transB }));
+  const sgemm = flops / t.wall / 1e9;
+  const sgemmPerCpu = flops / t.cpu / 1e9;
   w.dispose();
   let q4: number | null = null;
   if (with4bit) {
@@ -157,12 +180,16 @@ function matmulShape(M: number, K: number, N: number, with4bit: boolean, transB:
   }
   x.dispose();
   out.dispose();
-  return { M, K, N, sgemm, q4 };
+  return { M, K, N, sgemm, sgemmPerCpu, q4 };
 }
 
+// Dequantization is measured on a [rows, cols] weight; memcpy copies as many bytes as it writes.
+const DEQUANT_ROWS = quick ? 2048 : 4096;
+const DEQUANT_COLS = quick ? 4096 : 11008;
+
 function dequantBandwidth(): number {
-  const rows = quick ? 2048 : 4096;
-  const cols = quick ? 4096 : 11008;
+  const rows = DEQUANT_ROWS;
+  const cols = DEQUANT_COLS;
   const w = random4bit(rows, cols, 5);
   const out = be.zeros([rows, cols]);
   const seconds = time(() => be.dequantize4bit(w, out), { minSeconds: 0.5, maxReps: 9 });
@@ -221,9 +248,10 @@ const machine = {
 };
 log(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.simd}, ${machine.threads} threads${quick ? ' (quick)' : ''}`);
 
-const peak = fmaPeak();
-log(`FMA peak ${fmt(peak)} GFLOP/s`);
-const memcpy = memcpyBandwidth();
+const peaks = fmaPeak();
+const peak = peaks.wall;
+log(`FMA peak ${fmt(peak)} GFLOP/s (${fmt(peaks.perCpuSecond)} per CPU-second)`);
+const memcpy = memcpyBandwidth(DEQUANT_ROWS * DEQUANT_COLS * 4);
 log(`memcpy ${fmt(memcpy)} GB/s`);
 
 const squareSizes = quick ? [256, 1024] : [256, 512, 1024, 2048];
@@ -256,10 +284,14 @@ const attention = (quick ? [256, 512] : [256, 512, 1024]).map((T) => {
 // sgemm at the same shape (median ratio), dequantize ≥ 50% of memcpy bandwidth.
 const allSgemm = [...squares, ...training].map((r) => r.sgemm);
 const sgemmFraction = median(allSgemm) / peak;
+// The same ratio in CPU time: what the kernel achieves while it actually runs, even when other
+// processes share the cores (threads waiting on each other still count as CPU time).
+const sgemmCpuFraction = median([...squares, ...training].map((r) => r.sgemmPerCpu)) / peaks.perCpuSecond;
 const q4Fraction = median(training.map((r) => r.q4! / r.sgemm));
 const dequantFraction = dequant / memcpy;
 const targets = [
   { name: 'sgemm / FMA peak (median, M ≥ 256)', value: sgemmFraction, target: 0.7 },
+  { name: 'same, in CPU time (robust to other load)', value: sgemmCpuFraction, target: 0.7 },
   { name: '4-bit matmul / sgemm (median ratio)', value: q4Fraction, target: 0.8 },
   { name: 'dequantize / memcpy bandwidth', value: dequantFraction, target: 0.5 },
 ].map((t) => ({ ...t, pass: t.value >= t.target }));
@@ -268,9 +300,9 @@ const lines: string[] = [];
 lines.push(`# qlora-ts engine benchmark (cpu backend)${quick ? ' — quick' : ''}`, '');
 lines.push(`- CPU: ${machine.cpu} (${machine.cores} cores), SIMD: ${machine.simd}, threads: ${machine.threads}, Node ${machine.node}`);
 lines.push(`- Date: ${machine.date}`);
-lines.push(`- FMA peak (register-only, all threads, best of 7): **${fmt(peak)} GFLOP/s**`);
-lines.push(`- memcpy: **${fmt(memcpy)} GB/s** (bytes copied per second, 256 MiB buffers)`);
-lines.push(`- dequantize4bit (NF4, double quant, block 64): **${fmt(dequant)} GB/s** of fp32 output`, '');
+lines.push(`- FMA peak (register-only, all threads, best of 7): **${fmt(peak)} GFLOP/s** (${fmt(peaks.perCpuSecond)} GFLOP per CPU-second)`);
+lines.push(`- memcpy: **${fmt(memcpy)} GB/s** (bytes copied per second, ${((DEQUANT_ROWS * DEQUANT_COLS * 4) / 2 ** 20).toFixed(0)} MiB buffers)`);
+lines.push(`- dequantize4bit (NF4, double quant, block 64, [${DEQUANT_ROWS}, ${DEQUANT_COLS}]): **${fmt(dequant)} GB/s** of fp32 output`, '');
 lines.push('## sgemm, square (C = A·B)', '', '| n | GFLOP/s | % of peak |', '|---:|---:|---:|');
 for (const r of squares) lines.push(`| ${r.M} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} |`);
 lines.push('', '## Training shapes: y[1024, N] = x[1024, K] · W[N, K]ᵀ', '');
@@ -291,5 +323,5 @@ mkdirSync(resultsDir, { recursive: true });
 writeFileSync(join(resultsDir, 'latest.md'), markdown);
 writeFileSync(
   join(resultsDir, 'latest.json'),
-  JSON.stringify({ machine, peakGflops: peak, memcpyGBps: memcpy, dequantGBps: dequant, squares, training, attention, targets }, null, 2) + '\n',
+  JSON.stringify({ machine, peakGflops: peak, peakGflopsPerCpuSecond: peaks.perCpuSecond, memcpyGBps: memcpy, dequantGBps: dequant, squares, training, attention, targets }, null, 2) + '\n',
 );
