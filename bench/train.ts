@@ -46,8 +46,8 @@ interface ShapeRun {
 const SHAPES: readonly ShapeRun[] = [
   { key: '15m', shape: 'stories15m', label: 'stories15M', batchSize: 4, seqLen: 256, gradientCheckpointing: false, warmupSteps: 1, steps: 4, pytorchQlora: 820 },
   { key: '110m', shape: 'stories110m', label: 'stories110M', batchSize: 4, seqLen: 256, gradientCheckpointing: false, warmupSteps: 1, steps: 3, pytorchQlora: 160 },
-  { key: '1.1b', shape: 'tinyllama', label: 'TinyLlama-1.1B', batchSize: 4, seqLen: 256, gradientCheckpointing: true, warmupSteps: 1, steps: 1, pytorchQlora: null },
-  { key: '7b', shape: 'llama2-7b', label: 'Llama-2-7B', batchSize: 1, seqLen: 512, gradientCheckpointing: true, warmupSteps: 1, steps: 1, pytorchQlora: null },
+  { key: '1.1b', shape: 'tinyllama', label: 'TinyLlama-1.1B', batchSize: 4, seqLen: 256, gradientCheckpointing: true, warmupSteps: 0, steps: 1, pytorchQlora: null },
+  { key: '7b', shape: 'llama2-7b', label: 'Llama-2-7B', batchSize: 1, seqLen: 512, gradientCheckpointing: true, warmupSteps: 0, steps: 1, pytorchQlora: null },
 ];
 
 const LORA = { r: 16, alpha: 32, dropout: 0, useRslora: false, init: 'kaiming' as const, seed: 1, targets: 'all-linear' as const, layers: null };
@@ -77,6 +77,8 @@ export interface ShapeResult {
   readonly peakGflops: number;
   readonly pytorchQlora: number | null;
   readonly finalLoss: number;
+  /** 1-minute load average when the shape finished (the machine may be shared: > threads means contention). */
+  readonly loadAverage: number;
 }
 
 // ---- child: one shape ----------------------------------------------------------------------------
@@ -121,7 +123,14 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   if (!config) throw new Error(`unknown shape ${run.shape}`);
   const be = await getBackend('cpu');
   const t0 = performance.now();
-  const model = await buildLlama(config, syntheticSource(config, 1234), { backend: be, quantization: QUANT, lora: LORA });
+  const model = await buildLlama(config, syntheticSource(config, 1234), {
+    backend: be, quantization: QUANT, lora: LORA,
+    onTensor: (name, index, total) => {
+      if (index % Math.ceil(total / 8) === 0) {
+        process.stderr.write(`  ${run.label} building: tensor ${index + 1}/${total} (${name}), rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB\n`);
+      }
+    },
+  });
   const buildSeconds = (performance.now() - t0) / 1000;
   const weights = baseWeightBytes(model);
   const params = model.parameters();
@@ -131,20 +140,6 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   const layerArena = be.createArena(1 << 20, 'layer');
   const normScratch = be.zeros([1]);
   const n = run.batchSize * run.seqLen;
-
-  // Forward only (evaluation: no dropout, no gradients).
-  const evalBatch = syntheticBatch(run.batchSize, run.seqLen, config.vocabSize, 99);
-  const forwardTimes: number[] = [];
-  const forwardRuns = run.steps > 1 ? 2 : 1;
-  for (let i = 0; i < forwardRuns; i++) {
-    arena.reset();
-    const s = performance.now();
-    await model.lossAndGradients(evalBatch, arena, layerArena, {
-      training: false, stepSeed: 0, gradientCheckpointing: false, lossChunkRows: LOSS_CHUNK_ROWS, gradScale: 1,
-    }, false);
-    forwardTimes.push(performance.now() - s);
-  }
-  arena.reset();
 
   // Training steps, as Trainer.run does them (zero grads, loss + backward, grad norm + clip, AdamW).
   const split = { forward: 0, loss: 0, backward: 0, recompute: 0, optimizer: 0, other: 0, total: 0 };
@@ -182,6 +177,20 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
     split.optimizer += stepEnd - optStart;
     split.total += total;
   }
+  // Forward only (evaluation, as Trainer.evaluate runs it after training steps: no dropout, no gradients).
+  const evalBatch = syntheticBatch(run.batchSize, run.seqLen, config.vocabSize, 99);
+  const forwardTimes: number[] = [];
+  const forwardRuns = run.steps > 1 ? 2 : 1;
+  for (let i = 0; i < forwardRuns; i++) {
+    arena.reset();
+    const s = performance.now();
+    await model.lossAndGradients(evalBatch, arena, layerArena, {
+      training: false, stepSeed: 0, gradientCheckpointing: false, lossChunkRows: LOSS_CHUNK_ROWS, gradScale: 1,
+    }, false);
+    forwardTimes.push(performance.now() - s);
+  }
+  arena.reset();
+
   split.other = split.total - split.forward - split.loss - split.backward - split.optimizer;
   for (const k of Object.keys(split) as (keyof typeof split)[]) split[k] /= run.steps;
 
@@ -210,6 +219,7 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
     peakGflops,
     pytorchQlora: run.pytorchQlora,
     finalLoss,
+    loadAverage: os.loadavg()[0]!,
   };
 }
 
@@ -255,6 +265,8 @@ function findPeak(json: unknown): number | null {
   return null;
 }
 
+type StoredResult = ShapeResult & { measuredAt?: string };
+
 function runChild(run: ShapeRun, steps: number | null, peak: number): ShapeResult {
   const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', run.key, '--peak', String(peak)];
   if (steps !== null) args.push('--steps', String(steps));
@@ -268,7 +280,7 @@ const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 
 function table(results: readonly ShapeResult[]): string[] {
   const head = ['shape', 'batch', 'ckpt', 'train tok/s', 'vs PyTorch QLoRA', 'fwd tok/s', 'peak RSS', 'plan', 'plan err',
-    'bits/param (proj)', 'fwd / loss / bwd (recompute) / opt / other ms', 'GFLOP/s', 'MFU'];
+    'bits/param (proj)', 'fwd / loss / bwd (recompute) / opt / other ms', 'GFLOP/s', 'MFU', 'load'];
   const rows = results.map((r) => [
     r.label, `${r.batchSize}×${r.seqLen}`, r.gradientCheckpointing ? 'on' : 'off',
     r.trainTokensPerSecond.toFixed(r.trainTokensPerSecond < 10 ? 2 : 0),
@@ -279,7 +291,7 @@ function table(results: readonly ShapeResult[]): string[] {
     `${r.baseBitsPerParam.toFixed(2)} (${r.projectionBitsPerParam.toFixed(2)})`,
     `${r.split.forward.toFixed(0)} / ${r.split.loss.toFixed(0)} / ${r.split.backward.toFixed(0)} (${r.split.recompute.toFixed(0)}) / ` +
       `${r.split.optimizer.toFixed(0)} / ${r.split.other.toFixed(0)}`,
-    r.achievedGflops.toFixed(1), `${(r.mfu * 100).toFixed(1)}%`,
+    r.achievedGflops.toFixed(1), `${(r.mfu * 100).toFixed(1)}%`, r.loadAverage?.toFixed(1) ?? '?',
   ]);
   return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((c) => `| ${c.join(' | ')} |`)];
 }
@@ -308,15 +320,22 @@ async function main(argv: string[]): Promise<void> {
     console.log(`${run.label}: batch ${run.batchSize}×${run.seqLen}, gradient checkpointing ${run.gradientCheckpointing ? 'on' : 'off'} ...`);
     results.push(runChild(run, steps, peak.gflops));
   }
-  const lines = table(results);
-  console.log(lines.join('\n'));
+  console.log(table(results).join('\n'));
+  // Shapes run piecewise (--only) keep the other shapes' latest results in the files.
   fs.mkdirSync(RESULTS, { recursive: true });
+  const jsonPath = path.join(RESULTS, 'train-latest.json');
+  const earlier = fs.existsSync(jsonPath) ? ((JSON.parse(fs.readFileSync(jsonPath, 'utf8')) as { results?: StoredResult[] }).results ?? []) : [];
+  const merged: StoredResult[] = SHAPES.map((s) => results.find((r) => r.key === s.key) ?? earlier.find((r) => r.key === s.key))
+    .filter((r): r is StoredResult => r !== undefined)
+    .map((r) => ({ ...r, measuredAt: (r as StoredResult).measuredAt ?? new Date().toISOString() }));
+  const lines = table(merged);
   const meta = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', threads: native.getThreads(), simd: native.simdLevel(), peakGflops: peak.gflops, peakSource: peak.source, loadAverage: os.loadavg() };
-  fs.writeFileSync(path.join(RESULTS, 'train-latest.json'), `${JSON.stringify({ ...meta, results }, null, 2)}\n`);
+  fs.writeFileSync(jsonPath, `${JSON.stringify({ ...meta, results: merged }, null, 2)}\n`);
   fs.writeFileSync(path.join(RESULTS, 'train-latest.md'), [
     `# QLoRA training benchmark (${meta.date})`, '',
     `NF4 + double quant base, LoRA r=16 on all linear layers, AdamW, loss chunk ${LOSS_CHUNK_ROWS} rows; random weights of real shapes.`,
     `${meta.cpus} CPUs (${meta.cpu}), ${meta.threads} kernel threads, ${meta.simd}; FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}); load average at the end ${meta.loadAverage.map((l) => l.toFixed(1)).join(', ')}.`,
+    'Rows may come from separate runs (`--only`); each row\'s time is in train-latest.json (measuredAt).',
     '', ...lines, '',
   ].join('\n'));
 }

@@ -59,10 +59,11 @@ test('the planned arenas match the capacities a real training step reaches (GQA,
     const arena = be.createArena(1 << 20, 'step');
     const layerArena = be.createArena(1 << 20, 'layer');
     const opts = { training: true, stepSeed: 1, gradientCheckpointing, lossChunkRows: 200, gradScale: 1 };
-    for (let step = 0; step < 2; step++) {
+    // Two training steps, then an evaluation forward on the same arenas (as the Trainer does).
+    for (const backward of [true, true, false]) {
       for (const p of model.parameters()) p.zeroGrad();
       arena.reset();
-      await model.lossAndGradients(batchFor(3, 128, config.vocabSize, step), arena, layerArena, opts);
+      await model.lossAndGradients(batchFor(3, 128, config.vocabSize, 1), arena, layerArena, opts, backward);
       arena.reset();
     }
     const planned = planArenas(config, {

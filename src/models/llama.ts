@@ -356,15 +356,18 @@ export class LlamaModel {
     for (const l of batch.labels) if (l !== -100) tokens++;
 
     const ckpt = options.gradientCheckpointing && backward;
+    // Tapes are kept only for a backward without checkpointing; otherwise each layer's
+    // temporaries live in layerArena and are recycled (evaluation keeps only layer outputs).
+    const keepTapes = backward && !ckpt;
     const inputs: Tensor[] = [];
     const tapes: LayerTape[] = [];
     let x = this.embed(ids, arena);
     for (let i = 0; i < this.layers.length; i++) {
       inputs.push(x);
-      const scratch = ckpt ? layerArena : arena;
+      const scratch = keepTapes ? arena : layerArena;
       const { out, tape } = this.layerForward(i, x, shape, positions, segments, scratch, arena, options.training, options.stepSeed, null);
-      if (ckpt) layerArena.reset();
-      else tapes.push(tape);
+      if (keepTapes) tapes.push(tape);
+      else layerArena.reset();
       x = out;
     }
     if (timings) timings.forwardMs += lap();

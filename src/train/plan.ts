@@ -267,8 +267,8 @@ export function parameterCounts(m: PlanModel, o: Pick<PlanOptions, 'rank' | 'tar
 }
 
 /**
- * The two step arenas of a training step (Trainer: 'step' and 'layer', 1 MiB each to start),
- * replaying LlamaModel.lossAndGradients' allocations for two steps so merged capacities settle.
+ * The two arenas of the Trainer ('step' and 'layer', 1 MiB each to start), replaying
+ * LlamaModel.lossAndGradients' allocations so the merged capacities settle where the real ones do.
  */
 export function planArenas(m: PlanModel, options: Partial<PlanOptions> = {}): { step: SimulatedArena; layer: SimulatedArena } {
   const o: PlanOptions = { ...PLAN_DEFAULTS, ...options };
@@ -339,21 +339,25 @@ export function planArenas(m: PlanModel, options: Partial<PlanOptions> = {}): { 
     loraBackward(a, 'k_proj', needDx);
     loraBackward(a, 'v_proj', needDx);
   };
-  for (let s = 0; s < 2; s++) {
+  // Two training steps (capacities settle after the first merge), then an evaluation forward
+  // (Trainer.evaluate uses the same arenas; it keeps no tapes).
+  for (const backward of [true, true, false]) {
+    const keepTapes = backward && !ckpt;
     step.reset();
     step.alloc(n, 'i32'); // ids
     step.alloc(n, 'i32'); // positions
     step.alloc(n, 'i32'); // labels
     step.alloc(n * d); // embedding output
     for (let i = 0; i < m.numLayers; i++) {
-      layerForward(ckpt ? layer : step, step);
-      if (ckpt) layer.reset();
+      layerForward(keepTapes ? step : layer, step);
+      if (!keepTapes) layer.reset();
     }
     step.alloc(n * d); // hf
     step.alloc(n); // rstdF
-    step.alloc(n * d); // dhf
+    if (backward) step.alloc(n * d); // dhf
     step.alloc(n); // losses
     step.alloc(Math.max(1, Math.min(n, o.lossChunkRows)) * m.vocabSize); // logits chunk
+    if (!backward) continue;
     step.alloc(n * d); // dx ping
     step.alloc(n * d); // dx pong
     for (let i = m.numLayers - 1; i >= 0; i--) {
@@ -363,6 +367,7 @@ export function planArenas(m: PlanModel, options: Partial<PlanOptions> = {}): { 
     }
     layer.reset();
   }
+  step.reset();
   return { step, layer };
 }
 
