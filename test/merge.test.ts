@@ -67,11 +67,12 @@ for (const useRslora of [false, true]) {
 
       // The CLI path end to end: merge, then generate from the merged folder.
       const cliOut = path.join(dir, 'cli');
-      const bin = path.join(root, 'node_modules', '.bin', 'tsx');
       const cli = path.join(root, 'src', 'cli', 'run.ts');
-      execFileSync(bin, [cli, 'merge', '-m', MODEL, '-a', adapterDir, '-o', cliOut], { stdio: 'pipe' });
+/** tsx's loader by URL, so child processes running in other folders find it. */
+const TSX = import.meta.resolve('tsx');
+      execFileSync(process.execPath, ['--import', TSX, cli, 'merge', '-m', MODEL, '-a', adapterDir, '-o', cliOut], { stdio: 'pipe' });
       assert.ok(fs.existsSync(path.join(cliOut, 'model.safetensors')) && fs.existsSync(path.join(cliOut, 'config.json')));
-      const text = execFileSync(bin, [cli, 'generate', '-m', cliOut, '-p', 'Once upon a time', '-n', '8', '-t', '0'], { encoding: 'utf8' });
+      const text = execFileSync(process.execPath, ['--import', TSX, cli, 'generate', '-m', cliOut, '-p', 'Once upon a time', '-n', '8', '-t', '0'], { encoding: 'utf8' });
       assert.match(text, /^Once upon a time/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

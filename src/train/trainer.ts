@@ -90,11 +90,15 @@ export interface TrainSummary {
 
 export class NonFiniteError extends Error {}
 
-/** Options that must match for a resume to continue the same run. */
+/**
+ * Options that must match for a resume to continue the same run. maxSteps (and with it a warm-up
+ * given as a ratio) may change — extending a run is common; then the schedule moves, so the result
+ * is no longer bit-identical to a single run of the new length.
+ */
 function fingerprint(o: TrainOptions, lora: LoraConfig): string {
   return JSON.stringify({
-    lr: o.lr, schedule: o.schedule, warmup: o.warmupSteps, accum: o.gradAccum, clip: o.maxGradNorm, wd: o.weightDecay,
-    opt: o.optimizer, seed: o.seed, maxSteps: o.maxSteps, r: lora.r, alpha: lora.alpha, dropout: lora.dropout,
+    lr: o.lr, schedule: o.schedule, accum: o.gradAccum, clip: o.maxGradNorm, wd: o.weightDecay,
+    opt: o.optimizer, seed: o.seed, r: lora.r, alpha: lora.alpha, dropout: lora.dropout,
     targets: lora.targets, layers: lora.layers, rslora: lora.useRslora,
   });
 }
@@ -274,6 +278,9 @@ export class Trainer {
           stoppedBy = 'early-stopping';
           break;
         }
+        // Let pending events run (Ctrl-C arrives as one): host backends resolve reads at once, so
+        // without this yield a CPU-bound loop would never see the signal.
+        await new Promise<void>((resolve) => setImmediate(resolve));
         if (this.interrupted) {
           stoppedBy = 'interrupt';
           break;
