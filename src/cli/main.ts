@@ -7,6 +7,7 @@ import { registerGenerateCommand } from './generate.js';
 import { registerEvalCommand } from './eval.js';
 import { registerInfoCommand } from './info.js';
 import { registerMergeCommand } from './merge.js';
+import { registerQuantizeCommand } from './quantize.js';
 import { registerTrainCommand } from './train.js';
 
 /** Builds the `qlora` command tree. Subcommands register themselves here as they land. */
@@ -38,6 +39,7 @@ export function buildProgram(): Command {
   registerEvalCommand(program);
   registerTrainCommand(program);
   registerMergeCommand(program);
+  registerQuantizeCommand(program);
   return program;
 }
 

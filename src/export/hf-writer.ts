@@ -73,6 +73,17 @@ export function writeHfFolder(
   files.push('config.json');
 
   const warnings: string[] = [];
+  writeTokenizerFiles(ck, dir, options.vocab ?? null, files, warnings);
+  return { files, warnings };
+}
+
+/**
+ * The tokenizer beside a written HF folder: copied from an HF source, else tokenizer.json +
+ * tokenizer_config.json built from `vocab`. Appends written names to `files`, problems to `warnings`.
+ */
+export function writeTokenizerFiles(
+  ck: Pick<Checkpoint, 'source' | 'path'>, dir: string, vocab: VocabMetadata | null, files: string[], warnings: string[],
+): void {
   if (ck.source === 'hf') {
     for (const f of TOKENIZER_FILES) {
       const from = path.join(ck.path, f);
@@ -81,8 +92,8 @@ export function writeHfFolder(
         files.push(f);
       }
     }
-  } else if (options.vocab) {
-    const t = hfTokenizerFilesFromVocab(options.vocab.entries);
+  } else if (vocab) {
+    const t = hfTokenizerFilesFromVocab(vocab.entries);
     for (const [name, json] of [['tokenizer.json', t.tokenizerJson], ['tokenizer_config.json', t.tokenizerConfig]] as const) {
       const bytes = new TextEncoder().encode(`${JSON.stringify(json, null, 2)}\n`);
       writeFileAtomic(path.join(dir, name), (fd) => writeAll(fd, bytes));
@@ -91,5 +102,4 @@ export function writeHfFolder(
   } else {
     warnings.push(`no tokenizer files written: no vocabulary was found for this ${ck.source} source (pass --tokenizer)`);
   }
-  return { files, warnings };
 }
