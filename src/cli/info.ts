@@ -4,6 +4,9 @@ import { openCheckpoint } from '../models/checkpoint.js';
 import { tensorShape } from '../models/synthetic.js';
 import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import { formatBytes, formatCount } from './options.js';
+import { loadModel } from './load-model.js';
+import { PROJECTIONS } from '../models/llama.js';
+import type { Linear4bit } from '../nn/linear.js';
 
 /** Parameter counts by kind, from the config alone (no weights are read). */
 export function parameterCounts(c: BuildConfig): Record<'embedding' | 'attention' | 'mlp' | 'norms' | 'lmHead', number> {
@@ -35,7 +38,8 @@ export function registerInfoCommand(program: Command): void {
     .description('describe a model: architecture, parameters by kind, context, tokenizer, memory at f32/bf16/NF4')
     .argument('<path>', 'model: HF folder, .gguf file, or llama2.c .bin')
     .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
-    .action((modelPath: string, flags: { tokenizer?: string }) => {
+    .option('--measure', 'load the model with an NF4 base and report the bytes its projections really occupy')
+    .action(async (modelPath: string, flags: { tokenizer?: string; measure?: boolean }) => {
       const ck = openCheckpoint(modelPath);
       const c = ck.config;
       ck.close();
@@ -75,6 +79,23 @@ export function registerInfoCommand(program: Command): void {
         lines.push(['chat template', tok.chatTemplate ? 'yes' : 'no']);
       } catch (e) {
         lines.push(['tokenizer', `not found (${(e as Error).message})`]);
+      }
+      if (flags.measure) {
+        const { model } = await loadModel({ model: modelPath, tokenizer: flags.tokenizer, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true } });
+        let bytes = 0;
+        let tables = 0;
+        let params = 0;
+        for (const layer of model.layers) {
+          for (const name of PROJECTIONS) {
+            const p = layer.proj[name] as Linear4bit;
+            bytes += p.weightBytes - (p.bias ? p.bias.size * 4 : 0);
+            tables += p.weight.code.size * 4 + (p.weight.nested ? p.weight.nested.code.size * 4 : 0);
+            params += p.inFeatures * p.outFeatures;
+          }
+        }
+        model.dispose();
+        const bits = (b: number) => ((8 * b) / params).toFixed(3);
+        lines.push(['measured NF4 base', `${formatBytes(bytes)} for ${formatCount(params)} projection weights: ${bits(bytes - tables)} bits/param (packed codes + 8-bit absmax + nested absmax), ${bits(bytes)} with each tensor's 16- and 256-entry code tables`]);
       }
       const width = Math.max(...lines.map(([a]) => a.length));
       for (const [a, b] of lines) console.log(`${a.padEnd(width)}  ${b}`);
