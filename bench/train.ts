@@ -8,6 +8,7 @@
  *   npm run bench:train                      # all shapes (the 7B one takes many minutes)
  *   npm run bench:train -- --only 15m,110m   # some shapes
  *   npm run bench:train -- --steps 3         # measured training steps per shape
+ *   npm run bench:train -- --threads 1       # kernel threads (default: the addon's, one per core)
  *
  * Each shape runs in a fresh child process so its peak RSS is its own. Results go to
  * bench/results/train-latest.json and .md; the table goes to stdout.
@@ -25,7 +26,7 @@ import { syntheticSource } from '../src/models/synthetic.js';
 import { LoraLinear } from '../src/nn/lora.js';
 import { mix32 } from '../src/tensor/rng.js';
 import { AdamW } from '../src/train/optimizer.js';
-import { defaultMachine, flopsPerToken, namedShape, planTraining, type PlanOptions } from '../src/train/plan.js';
+import { defaultMachine, flopsPerToken, namedShape, planTraining, type PlanOptions, releaseBuildGarbage } from '../src/train/plan.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS = path.join(ROOT, 'bench', 'results');
@@ -77,6 +78,8 @@ export interface ShapeResult {
   readonly peakGflops: number;
   readonly pytorchQlora: number | null;
   readonly finalLoss: number;
+  /** Kernel threads the shape ran with. */
+  readonly threads: number;
   /** 1-minute load average when the shape finished (the machine may be shared: > threads means contention). */
   readonly loadAverage: number;
 }
@@ -132,6 +135,8 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
     },
   });
   const buildSeconds = (performance.now() - t0) / 1000;
+  // What `qlora train` does after loading (see releaseBuildGarbage): the dead full-precision copies go.
+  await releaseBuildGarbage();
   const weights = baseWeightBytes(model);
   const params = model.parameters();
   const optimizer = new AdamW(params);
@@ -198,7 +203,7 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
     seqLen: run.seqLen, batchSize: run.batchSize, rank: LORA.r, targets: 'all-linear', gradientCheckpointing: run.gradientCheckpointing,
     optimizer: 'adamw', lossChunkRows: LOSS_CHUNK_ROWS, quantization: { blocksize: QUANT.blocksize, doubleQuant: QUANT.doubleQuant }, loraDropout: 0,
   };
-  const plan = planTraining(config, planOptions, defaultMachine({ peakFlops: peakGflops * 1e9 }));
+  const plan = planTraining(config, planOptions);
   const flops = flopsPerToken(config, plan.options);
   const trainTokensPerSecond = (n * 1000) / split.total;
   const modelFlops = flops.forward + flops.backward;
@@ -220,6 +225,7 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
     pytorchQlora: run.pytorchQlora,
     finalLoss,
     loadAverage: os.loadavg()[0]!,
+    threads: native.getThreads(),
   };
 }
 
@@ -267,9 +273,10 @@ function findPeak(json: unknown): number | null {
 
 type StoredResult = ShapeResult & { measuredAt?: string };
 
-function runChild(run: ShapeRun, steps: number | null, peak: number): ShapeResult {
+function runChild(run: ShapeRun, steps: number | null, peak: number, threads: number | null): ShapeResult {
   const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', run.key, '--peak', String(peak)];
   if (steps !== null) args.push('--steps', String(steps));
+  if (threads !== null) args.push('--threads', String(threads));
   const r = spawnSync(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 24 });
   const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
   if (r.status !== 0 || !line) throw new Error(`${run.label}: child exited with ${r.status ?? r.signal}\n${r.stdout}`);
@@ -279,11 +286,12 @@ function runChild(run: ShapeRun, steps: number | null, peak: number): ShapeResul
 const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 
 function table(results: readonly ShapeResult[]): string[] {
-  const head = ['shape', 'batch', 'ckpt', 'train tok/s', 'vs PyTorch QLoRA', 'fwd tok/s', 'peak RSS', 'plan', 'plan err',
-    'bits/param (proj)', 'fwd / loss / bwd (recompute) / opt / other ms', 'GFLOP/s', 'MFU', 'load'];
+  const head = ['shape', 'batch', 'ckpt', 'train tok/s', 'plan tok/s', 'vs PyTorch QLoRA', 'fwd tok/s', 'peak RSS', 'plan', 'plan err',
+    'bits/param (proj)', 'fwd / loss / bwd (recompute) / opt / other ms', 'GFLOP/s', 'MFU', 'threads', 'load'];
   const rows = results.map((r) => [
     r.label, `${r.batchSize}×${r.seqLen}`, r.gradientCheckpointing ? 'on' : 'off',
     r.trainTokensPerSecond.toFixed(r.trainTokensPerSecond < 10 ? 2 : 0),
+    r.predictedTokensPerSecond.toFixed(r.predictedTokensPerSecond < 10 ? 2 : 0),
     r.pytorchQlora ? `${(r.trainTokensPerSecond / r.pytorchQlora).toFixed(2)}× (${r.pytorchQlora})` : '–',
     r.forwardTokensPerSecond.toFixed(r.forwardTokensPerSecond < 10 ? 2 : 0),
     gib(r.peakRssBytes), gib(r.predictedPeakBytes),
@@ -291,7 +299,7 @@ function table(results: readonly ShapeResult[]): string[] {
     `${r.baseBitsPerParam.toFixed(2)} (${r.projectionBitsPerParam.toFixed(2)})`,
     `${r.split.forward.toFixed(0)} / ${r.split.loss.toFixed(0)} / ${r.split.backward.toFixed(0)} (${r.split.recompute.toFixed(0)}) / ` +
       `${r.split.optimizer.toFixed(0)} / ${r.split.other.toFixed(0)}`,
-    r.achievedGflops.toFixed(1), `${(r.mfu * 100).toFixed(1)}%`, r.loadAverage?.toFixed(1) ?? '?',
+    r.achievedGflops.toFixed(1), `${(r.mfu * 100).toFixed(1)}%`, String(r.threads ?? '?'), r.loadAverage?.toFixed(1) ?? '?',
   ]);
   return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((c) => `| ${c.join(' | ')} |`)];
 }
@@ -302,8 +310,11 @@ async function main(argv: string[]): Promise<void> {
     return i >= 0 ? (argv[i + 1] ?? null) : null;
   };
   const steps = arg('--steps') ? Number(arg('--steps')) : null;
+  const threads = arg('--threads') ? Number(arg('--threads')) : null;
+  if (threads !== null && !(Number.isInteger(threads) && threads >= 1)) throw new Error(`--threads must be a positive integer`);
   const child = arg('--child');
   if (child) {
+    if (threads !== null) native.setThreads(threads);
     const run = SHAPES.find((s) => s.key === child);
     if (!run) throw new Error(`unknown shape ${child}`);
     const result = await runShape(steps ? { ...run, steps } : run, Number(arg('--peak')));
@@ -318,16 +329,20 @@ async function main(argv: string[]): Promise<void> {
   const results: ShapeResult[] = [];
   for (const run of runs) {
     console.log(`${run.label}: batch ${run.batchSize}×${run.seqLen}, gradient checkpointing ${run.gradientCheckpointing ? 'on' : 'off'} ...`);
-    results.push(runChild(run, steps, peak.gflops));
+    results.push(runChild(run, steps, peak.gflops, threads));
   }
   console.log(table(results).join('\n'));
   // Shapes run piecewise (--only) keep the other shapes' latest results in the files.
   fs.mkdirSync(RESULTS, { recursive: true });
   const jsonPath = path.join(RESULTS, 'train-latest.json');
   const earlier = fs.existsSync(jsonPath) ? ((JSON.parse(fs.readFileSync(jsonPath, 'utf8')) as { results?: StoredResult[] }).results ?? []) : [];
-  const merged: StoredResult[] = SHAPES.map((s) => results.find((r) => r.key === s.key) ?? earlier.find((r) => r.key === s.key))
-    .filter((r): r is StoredResult => r !== undefined)
-    .map((r) => ({ ...r, measuredAt: (r as StoredResult).measuredAt ?? new Date().toISOString() }));
+  const now = new Date().toISOString();
+  const same = (a: StoredResult, b: StoredResult) => a.key === b.key && a.threads === b.threads;
+  const order = (r: StoredResult) => SHAPES.findIndex((s) => s.key === r.key) * 1000 - (r.threads ?? 0);
+  const merged: StoredResult[] = [
+    ...earlier.filter((e) => !results.some((r) => same(r, e))),
+    ...results.map((r) => ({ ...r, measuredAt: now })),
+  ].sort((a, b) => order(a) - order(b));
   const lines = table(merged);
   const meta = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', threads: native.getThreads(), simd: native.simdLevel(), peakGflops: peak.gflops, peakSource: peak.source, loadAverage: os.loadavg() };
   fs.writeFileSync(jsonPath, `${JSON.stringify({ ...meta, results: merged }, null, 2)}\n`);

@@ -118,9 +118,9 @@ test('qlora plan prints the breakdown and exits 2 when the run cannot fit', asyn
   }
   const code = process.exitCode;
   process.exitCode = undefined;
-  assert.equal(ok, 0);
-  assert.equal(tooBig, 0);
-  assert.equal(code, 2);
+  assert.equal(ok, 0, lines.join('\n'));
+  // The command sets exit status 2; main() reports it (or leaves it in process.exitCode).
+  assert.equal(tooBig === 0 ? code : tooBig, 2);
   const text = lines.join('\n');
   for (const what of ['base weights', 'adapters', 'gradients', 'optimizer states', 'activations', 'workspace', 'predicted peak', 'predicted speed']) {
     assert.match(text, new RegExp(what));
