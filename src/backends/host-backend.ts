@@ -54,3 +54,26 @@ export abstract class HostMemory {
     return { kind: 'host', array: storage.array.subarray(offset, offset + length) };
   }
 }
+
+/** Every op of the Backend interface (everything but memory management). */
+export const KERNEL_NAMES = [
+  'fill', 'copy', 'add', 'scale', 'axpy', 'sumOfSquares', 'matmul', 'matmul4bit', 'matmul4bitInputGrad', 'dequantize4bit',
+  'embedding', 'embeddingBackward', 'rmsnorm', 'rmsnormBackward', 'rope', 'attention', 'attentionBackward', 'swiglu',
+  'swigluBackward', 'crossEntropy', 'dropout', 'adamw',
+] as const satisfies readonly (keyof Backend)[];
+
+export type Kernels = Pick<Backend, (typeof KERNEL_NAMES)[number]>;
+
+/**
+ * A backend's kernel table from its per-op modules (each exports functions named after the ops):
+ * exactly the ops, each found once, so a missing or doubly defined kernel fails at start-up.
+ */
+export function kernelTable(modules: readonly Record<string, unknown>[]): Kernels {
+  const table: Record<string, unknown> = {};
+  for (const name of KERNEL_NAMES) {
+    const found = modules.filter((m) => typeof m[name] === 'function');
+    if (found.length !== 1) throw new Error(`kernel '${name}' is defined in ${found.length} modules (expected 1)`);
+    table[name] = found[0]![name];
+  }
+  return table as unknown as Kernels;
+}

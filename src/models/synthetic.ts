@@ -30,7 +30,14 @@ function nameSeed(seed: number, name: string): number {
  * Deterministic random weights: matrices ~ U(±√3·std) with std = 0.02 (HF initializer_range) but
  * scaled so activations stay O(1) in deep stacks; norm weights near 1.
  */
-export function syntheticSource(config: BuildConfig, seed = 1234): TensorSource & { names: string[]; shape(name: string): number[] } {
+/** A TensorSource whose tensors are generated on request (synchronously). */
+export interface SyntheticSource extends TensorSource {
+  readonly names: string[];
+  shape(name: string): number[];
+  load(name: string): Float32Array;
+}
+
+export function syntheticSource(config: BuildConfig, seed = 1234): SyntheticSource {
   const names = expectedTensorNames(config);
   const known = new Set(names);
   return {
