@@ -50,11 +50,15 @@ export function sampleToken(logits: ArrayLike<number>, context: readonly number[
   if (o.temperature === 0) return argmax(z);
   for (let i = 0; i < V; i++) z[i] = z[i]! / o.temperature;
 
-  // Candidates sorted by logit, descending (ties by id for determinism).
-  let order = Array.from({ length: V }, (_, i) => i);
-  order.sort((a, b) => z[b]! - z[a]! || a - b);
-  if (o.topK > 0 && o.topK < order.length) order = order.slice(0, o.topK);
-  const maxZ = z[order[0]!]!;
+  // Candidates sorted by logit, descending (ties by id for determinism). With top-k only the k best
+  // are selected and sorted; without any filter the full vocabulary is sampled in id order.
+  const byLogit = (a: number, b: number) => z[b]! - z[a]! || a - b;
+  let order: number[];
+  if (o.topK > 0 && o.topK < V) order = topKIndices(z, o.topK, byLogit);
+  else if (o.topP < 1 || o.minP > 0) order = Array.from({ length: V }, (_, i) => i).sort(byLogit);
+  else order = Array.from({ length: V }, (_, i) => i);
+  let maxZ = -Infinity;
+  for (const i of order) maxZ = Math.max(maxZ, z[i]!);
   let probs = order.map((i) => Math.exp(z[i]! - maxZ));
   let total = probs.reduce((s, p) => s + p, 0);
   if (o.topP < 1) {
@@ -70,6 +74,7 @@ export function sampleToken(logits: ArrayLike<number>, context: readonly number[
     total = probs.reduce((s, p) => s + p, 0);
   }
   if (o.minP > 0) {
+    // order is sorted here (min-p implies a sort above), so probs[0] is the most likely token.
     const threshold = o.minP * (probs[0]! / total);
     let keep = probs.findIndex((p) => p / total < threshold);
     if (keep === -1) keep = probs.length;
@@ -90,5 +95,23 @@ export function sampleToken(logits: ArrayLike<number>, context: readonly number[
 export function argmax(values: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
+  return best;
+}
+
+/** Indices of the k largest values under `compare`, sorted; one pass with a small sorted buffer. */
+function topKIndices(z: Float64Array, k: number, compare: (a: number, b: number) => number): number[] {
+  const best: number[] = [];
+  for (let i = 0; i < z.length; i++) {
+    if (best.length === k && compare(i, best[k - 1]!) >= 0) continue;
+    let lo = 0;
+    let hi = best.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compare(best[mid]!, i) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    best.splice(lo, 0, i);
+    if (best.length > k) best.pop();
+  }
   return best;
 }
