@@ -140,9 +140,15 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   const weights = baseWeightBytes(model);
   const params = model.parameters();
   const optimizer = new AdamW(params);
-  // The same arenas the Trainer makes.
-  const arena = be.createArena(1 << 20, 'step');
-  const layerArena = be.createArena(1 << 20, 'layer');
+  const planOptions: Partial<PlanOptions> = {
+    seqLen: run.seqLen, batchSize: run.batchSize, rank: LORA.r, targets: 'all-linear', gradientCheckpointing: run.gradientCheckpointing,
+    optimizer: 'adamw', lossChunkRows: LOSS_CHUNK_ROWS, quantization: { blocksize: QUANT.blocksize, doubleQuant: QUANT.doubleQuant }, loraDropout: 0,
+    presizedArenas: true,
+  };
+  const plan = planTraining(config, planOptions);
+  // The Trainer's two arenas, created at their planned size so they never grow.
+  const arena = be.createArena(plan.arenaBytes.step, 'step');
+  const layerArena = be.createArena(plan.arenaBytes.layer, 'layer');
   const normScratch = be.zeros([1]);
   const n = run.batchSize * run.seqLen;
 
@@ -196,14 +202,13 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   }
   arena.reset();
 
+  if (arena.capacity > plan.arenaBytes.step || layerArena.capacity > plan.arenaBytes.layer) {
+    process.stderr.write(`  warning: arenas grew past the plan (step ${arena.capacity} > ${plan.arenaBytes.step} or layer ${layerArena.capacity} > ${plan.arenaBytes.layer})\n`);
+  }
   split.other = split.total - split.forward - split.loss - split.backward - split.optimizer;
   for (const k of Object.keys(split) as (keyof typeof split)[]) split[k] /= run.steps;
 
-  const planOptions: Partial<PlanOptions> = {
-    seqLen: run.seqLen, batchSize: run.batchSize, rank: LORA.r, targets: 'all-linear', gradientCheckpointing: run.gradientCheckpointing,
-    optimizer: 'adamw', lossChunkRows: LOSS_CHUNK_ROWS, quantization: { blocksize: QUANT.blocksize, doubleQuant: QUANT.doubleQuant }, loraDropout: 0,
-  };
-  const plan = planTraining(config, planOptions);
+
   const flops = flopsPerToken(config, plan.options);
   const trainTokensPerSecond = (n * 1000) / split.total;
   const modelFlops = flops.forward + flops.backward;
