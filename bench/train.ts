@@ -9,6 +9,7 @@
  *   npm run bench:train -- --only 15m,110m   # some shapes
  *   npm run bench:train -- --steps 3         # measured training steps per shape
  *   npm run bench:train -- --threads 1       # kernel threads (default: the addon's, one per core)
+ *   npm run bench:train -- --report          # rewrite the files from stored results with the current planner
  *
  * Each shape runs in a fresh child process so its peak RSS is its own. Results go to
  * bench/results/train-latest.json and .md; the table goes to stdout.
@@ -84,6 +85,15 @@ export interface ShapeResult {
   readonly loadAverage: number;
 }
 
+/** The planner's view of a shape's run (the same options the run uses). */
+function planOptionsFor(run: Pick<ShapeRun, 'seqLen' | 'batchSize' | 'gradientCheckpointing'>): Partial<PlanOptions> {
+  return {
+    seqLen: run.seqLen, batchSize: run.batchSize, rank: LORA.r, targets: 'all-linear', gradientCheckpointing: run.gradientCheckpointing,
+    optimizer: 'adamw', lossChunkRows: LOSS_CHUNK_ROWS, quantization: { blocksize: QUANT.blocksize, doubleQuant: QUANT.doubleQuant }, loraDropout: 0,
+    presizedArenas: true,
+  };
+}
+
 // ---- child: one shape ----------------------------------------------------------------------------
 
 function syntheticBatch(batchSize: number, seqLen: number, vocab: number, seed: number): ModelBatch {
@@ -140,12 +150,7 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   const weights = baseWeightBytes(model);
   const params = model.parameters();
   const optimizer = new AdamW(params);
-  const planOptions: Partial<PlanOptions> = {
-    seqLen: run.seqLen, batchSize: run.batchSize, rank: LORA.r, targets: 'all-linear', gradientCheckpointing: run.gradientCheckpointing,
-    optimizer: 'adamw', lossChunkRows: LOSS_CHUNK_ROWS, quantization: { blocksize: QUANT.blocksize, doubleQuant: QUANT.doubleQuant }, loraDropout: 0,
-    presizedArenas: true,
-  };
-  const plan = planTraining(config, planOptions);
+  const plan = planTraining(config, planOptionsFor(run));
   // The Trainer's two arenas, created at their planned size so they never grow.
   const arena = be.createArena(plan.arenaBytes.step, 'step');
   const layerArena = be.createArena(plan.arenaBytes.layer, 'layer');
@@ -295,8 +300,8 @@ function table(results: readonly ShapeResult[]): string[] {
     'bits/param (proj)', 'fwd / loss / bwd (recompute) / opt / other ms', 'GFLOP/s', 'MFU', 'threads', 'load'];
   const rows = results.map((r) => [
     r.label, `${r.batchSize}×${r.seqLen}`, r.gradientCheckpointing ? 'on' : 'off',
-    r.trainTokensPerSecond.toFixed(r.trainTokensPerSecond < 10 ? 2 : 0),
-    r.predictedTokensPerSecond.toFixed(r.predictedTokensPerSecond < 10 ? 2 : 0),
+    r.trainTokensPerSecond.toFixed(r.trainTokensPerSecond < 100 ? 1 : 0),
+    r.predictedTokensPerSecond.toFixed(r.predictedTokensPerSecond < 100 ? 1 : 0),
     r.pytorchQlora ? `${(r.trainTokensPerSecond / r.pytorchQlora).toFixed(2)}× (${r.pytorchQlora})` : '–',
     r.forwardTokensPerSecond.toFixed(r.forwardTokensPerSecond < 10 ? 2 : 0),
     gib(r.peakRssBytes), gib(r.predictedPeakBytes),
@@ -326,6 +331,16 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
     return;
   }
+  if (argv.includes('--report')) {
+    const stored = JSON.parse(fs.readFileSync(path.join(RESULTS, 'train-latest.json'), 'utf8')) as { peakGflops: number; peakSource: string; results: StoredResult[] };
+    const replanned = stored.results.map((r) => {
+      const config = namedShape(SHAPES.find((s) => s.key === r.key)!.shape)!;
+      const plan = planTraining(config, planOptionsFor(r));
+      return { ...r, predictedPeakBytes: plan.peakBytes, predictedTokensPerSecond: plan.tokensPerSecond };
+    });
+    writeResults(replanned, { gflops: stored.peakGflops, source: stored.peakSource }, []);
+    return;
+  }
   const only = arg('--only')?.split(',').map((s) => s.trim().toLowerCase());
   const runs = only ? SHAPES.filter((s) => only.includes(s.key) || only.includes(s.shape)) : SHAPES;
   if (runs.length === 0) throw new Error(`--only matched no shape (choose from ${SHAPES.map((s) => s.key).join(', ')})`);
@@ -337,25 +352,32 @@ async function main(argv: string[]): Promise<void> {
     results.push(runChild(run, steps, peak.gflops, threads));
   }
   console.log(table(results).join('\n'));
+  writeResults(results, peak, results);
+}
+
+/** Merges `fresh` (measured now) with the stored rows of other shapes/thread counts and writes both files. */
+function writeResults(all: readonly StoredResult[], peak: { gflops: number; source: string }, fresh: readonly ShapeResult[]): void {
   // Shapes run piecewise (--only) keep the other shapes' latest results in the files.
   fs.mkdirSync(RESULTS, { recursive: true });
   const jsonPath = path.join(RESULTS, 'train-latest.json');
-  const earlier = fs.existsSync(jsonPath) ? ((JSON.parse(fs.readFileSync(jsonPath, 'utf8')) as { results?: StoredResult[] }).results ?? []) : [];
+  const earlier = fresh.length === 0 ? [...all]
+    : fs.existsSync(jsonPath) ? ((JSON.parse(fs.readFileSync(jsonPath, 'utf8')) as { results?: StoredResult[] }).results ?? []) : [];
   const now = new Date().toISOString();
   const same = (a: StoredResult, b: StoredResult) => a.key === b.key && a.threads === b.threads;
   const order = (r: StoredResult) => SHAPES.findIndex((s) => s.key === r.key) * 1000 - (r.threads ?? 0);
   const merged: StoredResult[] = [
-    ...earlier.filter((e) => !results.some((r) => same(r, e))),
-    ...results.map((r) => ({ ...r, measuredAt: now })),
+    ...earlier.filter((e) => !fresh.some((r) => same(r, e))),
+    ...fresh.map((r) => ({ ...r, measuredAt: now })),
   ].sort((a, b) => order(a) - order(b));
   const lines = table(merged);
-  const meta = { date: new Date().toISOString(), cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', threads: native.getThreads(), simd: native.simdLevel(), peakGflops: peak.gflops, peakSource: peak.source, loadAverage: os.loadavg() };
+  if (fresh.length === 0) console.log(lines.join('\n'));
+  const meta = { date: now, cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', threads: native.getThreads(), simd: native.simdLevel(), peakGflops: peak.gflops, peakSource: peak.source, loadAverage: os.loadavg() };
   fs.writeFileSync(jsonPath, `${JSON.stringify({ ...meta, results: merged }, null, 2)}\n`);
   fs.writeFileSync(path.join(RESULTS, 'train-latest.md'), [
     `# QLoRA training benchmark (${meta.date})`, '',
     `NF4 + double quant base, LoRA r=16 on all linear layers, AdamW, loss chunk ${LOSS_CHUNK_ROWS} rows; random weights of real shapes.`,
-    `${meta.cpus} CPUs (${meta.cpu}), ${meta.threads} kernel threads, ${meta.simd}; FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}); load average at the end ${meta.loadAverage.map((l) => l.toFixed(1)).join(', ')}.`,
-    'Rows may come from separate runs (`--only`); each row\'s time is in train-latest.json (measuredAt).',
+    `${meta.cpus} CPUs (${meta.cpu}), ${meta.simd}; FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}).`,
+    'Rows may come from separate runs (`--only`, `--threads`); each row\'s time is in train-latest.json (measuredAt), its load average in the table.',
     '', ...lines, '',
   ].join('\n'));
 }

@@ -74,20 +74,19 @@ export interface MachineModel {
 }
 
 /**
- * Defaults for the project's 2-core machine when idle: FMA peak 2 × ≈130 GFLOP/s (benchFmaPeak,
- * one thread), sgemm and the 4-bit matmul at ≈200 GFLOP/s on training shapes (bench/engine.ts),
- * the rank-16 LoRA products far lower (one side of every product is r), memcpy ≈13 GB/s.
- * docs/performance.md compares the prediction with `npm run bench:train`; pass measured values
- * where you have them.
+ * Defaults for the project's 2-core machine (AMD EPYC, AVX-512) when idle: FMA peak 2 × ≈270
+ * GFLOP/s (benchFmaPeak, one thread), efficiencies fitted to `npm run bench:train` on an idle
+ * machine (stories15M to Llama-2-7B within 3%; docs/performance.md). Pass measured values for
+ * other machines.
  */
 export function defaultMachine(overrides: Partial<MachineModel> = {}): MachineModel {
   return {
-    peakFlops: 260e9,
-    gemmEfficiency: 0.7,
-    gemm4bitEfficiency: 0.7,
-    loraEfficiency: 0.15,
-    attentionEfficiency: 0.2,
-    bandwidth: 10e9,
+    peakFlops: 540e9,
+    gemmEfficiency: 0.8,
+    gemm4bitEfficiency: 0.85,
+    loraEfficiency: 0.4,
+    attentionEfficiency: 0.4,
+    bandwidth: 25e9,
     totalMemoryBytes: os.totalmem(),
     ...overrides,
   };
@@ -97,7 +96,7 @@ export function defaultMachine(overrides: Partial<MachineModel> = {}): MachineMo
  * Resident memory beyond the native tensors: Node.js with tsx, the addon and the library loaded
  * (≈90 MiB at start), V8 code and heap growth, allocator slack, kernel thread stacks (measured).
  */
-export const RUNTIME_BYTES = 130 * 2 ** 20;
+export const RUNTIME_BYTES = 120 * 2 ** 20;
 
 /** Per-thread GEMM/attention scratch (packed panels, 4-bit scale rows) kept between calls. */
 const WORKSPACE_PER_THREAD_BYTES = 2 * 2 ** 20;
