@@ -12,9 +12,14 @@ import type { Tokenizer } from '../tokenizer/types.js';
 import { type BatchSource, Trainer } from '../train/trainer.js';
 import { warmupSteps } from '../train/schedule.js';
 import { loadModel } from './load-model.js';
+import { openCheckpoint } from '../models/checkpoint.js';
+import { printTrainingPlan, releaseBuildGarbage } from '../train/plan.js';
 import { choiceOption, floatOption, formatBytes, formatCount, intOption } from './options.js';
 import { ProgressLine, bar, duration } from './progress.js';
 import { DEMO, readConfigFile, resolveTrainConfig, type TrainConfig } from './train-config.js';
+
+/** Rows of logits alive at once in the loss. */
+const LOSS_CHUNK_ROWS = 256;
 
 /** Settings of the embedded demo (`qlora train` with no model and no data). */
 const DEMO_SETTINGS: Partial<TrainConfig> = {
@@ -168,6 +173,23 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     targets: config.targets === 'all-linear' ? 'all-linear' : (config.targets as ProjectionName[]),
     layers: config.layers ?? null,
   };
+  // The memory plan first (from the config alone), so a run that cannot fit is flagged before loading.
+  const header = openCheckpoint(config.model);
+  const plan = printTrainingPlan(header.config, {
+    seqLen: config.seqLen,
+    batchSize: config.batchSize,
+    rank: config.rank,
+    targets: lora.targets,
+    gradientCheckpointing: config.gradientCheckpointing,
+    optimizer: config.optimizer,
+    lossChunkRows: LOSS_CHUNK_ROWS,
+    quantization: config.quant === 'none' ? null : { blocksize: config.blocksize, doubleQuant: config.doubleQuant },
+    loraDropout: config.dropout,
+    gradAccum: config.gradAccum,
+    presizedArenas: true,
+  }, path.basename(path.resolve(config.model)), log);
+  header.close();
+  if (!plan.fits) log('warning: the plan says this run does not fit in this machine\'s memory (see above); continuing anyway');
   const t0 = performance.now();
   const { model, tokenizer, checkpoint } = await loadModel({
     model: config.model,
@@ -177,6 +199,8 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     lora,
     maxPositions: config.seqLen,
   });
+  // Full-precision copies made while quantizing are garbage now: return them before training.
+  await releaseBuildGarbage();
   const c = checkpoint.config;
   const trainable = model.parameters().reduce((s, p) => s + p.value.size, 0);
   log(`model: ${c.architecture} ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} (${checkpoint.source}); base ${config.quant === 'none' ? 'f32' : `${config.quant.toUpperCase()}${config.doubleQuant ? ' + double quant' : ''}`}; LoRA r=${lora.r} alpha=${lora.alpha} on ${model.loraLayers().length} projections: ${formatCount(trainable)} trainable parameters (${(performance.now() - t0) / 1000 < 10 ? ((performance.now() - t0) / 1000).toFixed(1) : Math.round((performance.now() - t0) / 1000)} s to load)`);
@@ -230,7 +254,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       optimizer: config.optimizer,
       seed: config.seed,
       gradientCheckpointing: config.gradientCheckpointing,
-      lossChunkRows: 256,
+      lossChunkRows: LOSS_CHUNK_ROWS,
       evalEvery: config.evalEvery,
       saveEvery: config.saveEvery,
       keepCheckpoints: config.keepCheckpoints,
@@ -238,6 +262,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       onNonFinite: config.skipNonfinite ? 'skip' : 'stop',
       resume: config.resume,
       baseModel: path.resolve(config.model),
+      arenaBytes: plan.arenaBytes,
     },
     new BatcherSource(trainBatcher),
     evalBatches,

@@ -50,6 +50,11 @@ export interface TrainOptions {
   /** Resume from the newest checkpoint in outputDir (or this folder). */
   readonly resume: boolean | string;
   readonly baseModel: string | null;
+  /**
+   * Initial sizes of the step and layer arenas (plan.arenaBytes from src/train/plan.ts): arenas
+   * created at their peak size never grow, so no freed chunks linger in the heap. Default 1 MiB each.
+   */
+  readonly arenaBytes?: { readonly step: number; readonly layer: number };
 }
 
 export interface StepMetrics {
@@ -118,8 +123,8 @@ export class Trainer {
     readonly events: TrainEvents = {},
   ) {
     const be = model.backend;
-    this.arena = be.createArena(1 << 20, 'step');
-    this.layerArena = be.createArena(1 << 20, 'layer');
+    this.arena = be.createArena(options.arenaBytes?.step ?? 1 << 20, 'step');
+    this.layerArena = be.createArena(options.arenaBytes?.layer ?? 1 << 20, 'layer');
     this.normScratch = be.zeros([1], model.dtype);
   }
 
