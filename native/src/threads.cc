@@ -33,6 +33,12 @@ DenormalGuard::~DenormalGuard() {
 
 namespace {
 
+/**
+ * Shares are claimed, not owned: share t is normally run by worker t, but when a worker has not
+ * started it by the time the caller finishes its own share (descheduled on a busy machine), the
+ * caller runs it instead. A share's arithmetic depends only on its index, never on which thread
+ * runs it, so results stay bit-identical; the region simply never waits for a sleeping thread.
+ */
 class Pool {
  public:
   explicit Pool(int n) { resize(n); }
@@ -45,9 +51,11 @@ class Pool {
     if (n > 256) n = 256;
     stop();
     stopping_ = false;
+    claimed_ = std::vector<std::atomic<uint64_t>>(static_cast<size_t>(n));
+    const uint64_t start = generation_.load(std::memory_order_acquire);
+    for (auto& c : claimed_) c.store(start, std::memory_order_relaxed);
     // Workers start from the current generation: a worker that starts late must still see the
     // next run() as new (reading the generation inside the thread raced with run()).
-    const uint64_t start = generation_.load(std::memory_order_acquire);
     for (int i = 1; i < n; i++) workers_.emplace_back([this, i, start] { loop(i, start); });
   }
 
@@ -66,31 +74,41 @@ class Pool {
     grain_ = grain;
     chunks_ = chunks;
     fn_ = &fn;
-    pending_.store(threads - 1, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    uint64_t gen;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      generation_.fetch_add(1, std::memory_order_release);
+      gen = generation_.fetch_add(1, std::memory_order_acq_rel) + 1;
     }
     cv_.notify_all();
     {
       DenormalGuard guard;
-      share(0);
+      tryRun(0, gen);
+      // Then any share whose worker has not started yet.
+      for (int t = 1; t < threads; t++) tryRun(t, gen);
     }
-    // Wait for the workers: spin briefly (regions are short), then yield.
     int spins = 0;
-    while (pending_.load(std::memory_order_acquire) != 0) {
+    while (done_.load(std::memory_order_acquire) != threads) {
       if (++spins > 4000) std::this_thread::yield();
+#ifdef QLORA_X86
+      else _mm_pause();
+#endif
     }
     fn_ = nullptr;
   }
 
  private:
-  void share(int t) {
+  /** Runs share t of region `gen` unless someone already claimed it. */
+  void tryRun(int t, uint64_t gen) {
+    uint64_t seen = claimed_[static_cast<size_t>(t)].load(std::memory_order_acquire);
+    if (seen >= gen) return;
+    if (!claimed_[static_cast<size_t>(t)].compare_exchange_strong(seen, gen, std::memory_order_acq_rel)) return;
     const int threads = size();
     const int64_t c0 = chunks_ * t / threads, c1 = chunks_ * (t + 1) / threads;
     int64_t begin = c0 * grain_, end = c1 * grain_;
     if (end > n_) end = n_;
     if (begin < end) (*fn_)(begin, end, t);
+    done_.fetch_add(1, std::memory_order_acq_rel);
   }
 
   void loop(int t, uint64_t seen) {
@@ -114,8 +132,8 @@ class Pool {
       }
       if (stopping_.load(std::memory_order_acquire)) return;
       seen = generation_.load(std::memory_order_acquire);
-      share(t);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      // A claim for an older region fails (its share was run), so a late wake-up never runs stale work.
+      tryRun(t, seen);
     }
   }
 
@@ -130,10 +148,11 @@ class Pool {
   }
 
   std::vector<std::thread> workers_;
+  std::vector<std::atomic<uint64_t>> claimed_;
   std::mutex mu_, dispatch_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<int> done_{0};
   std::atomic<bool> stopping_{false};
   int64_t n_ = 0, grain_ = 1, chunks_ = 0;
   const std::function<void(int64_t, int64_t, int)>* fn_ = nullptr;
