@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { Backend } from '../src/tensor/backend.js';
 import { argmax } from '../src/generate/sampler.js';
 import { type BuildConfig, buildLlama, type TensorSource } from '../src/models/build.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
+import { openCheckpoint } from '../src/io/checkpoint.js';
 import { KvCache, type LlamaModel } from '../src/models/llama.js';
 import { syntheticSource } from '../src/models/synthetic.js';
 

@@ -33,8 +33,8 @@ export { LoraLinear, type LoraOptions } from './nn/lora.js';
 export { Param } from './nn/param.js';
 export { LlamaModel, KvCache, PROJECTIONS, type ModelBatch, type ProjectionName, type StepOptions } from './models/llama.js';
 export { buildLlama, type BuildConfig, type BuildOptions, type LoraConfig, type TensorSource } from './models/build.js';
-export { openCheckpoint, type Checkpoint } from './models/checkpoint.js';
-export { loadHfConfig, type LlamaConfig } from './models/config.js';
+export { openCheckpoint, type Checkpoint } from './io/checkpoint.js';
+export { loadHfConfig, type LlamaConfig } from './io/config.js';
 export { syntheticSource } from './models/synthetic.js';
 
 // files

@@ -18,8 +18,8 @@ import { exportGgufLora, loadGgufLoraAdapter } from '../src/export/gguf-lora.js'
 import { exportGgufModel } from '../src/export/gguf-model.js';
 import { vocabFromHfFolder, vocabFromLlama2c } from '../src/export/gguf-vocab.js';
 import type { LoraConfig } from '../src/models/build.js';
-import { type Checkpoint, openCheckpoint } from '../src/models/checkpoint.js';
-import { configFromHf } from '../src/models/config.js';
+import { type Checkpoint, openCheckpoint } from '../src/io/checkpoint.js';
+import { configFromHf } from '../src/io/config.js';
 import { syntheticSource } from '../src/models/synthetic.js';
 import { byteLevelTokenizerJson } from '../src/tokenizer/byte-level-bpe.js';
 import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';

@@ -10,7 +10,7 @@ import { getBackend } from '../src/backends/index.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { loadPeftAdapter, savePeftAdapter, type PeftAdapter } from '../src/io/peft.js';
 import { buildLlama, type LoraConfig, type TensorSource } from '../src/models/build.js';
-import type { LlamaConfig } from '../src/models/config.js';
+import type { LlamaConfig } from '../src/io/config.js';
 import { KvCache, type LlamaModel } from '../src/models/llama.js';
 import { syntheticSource } from '../src/models/synthetic.js';
 import { applyPeftAdapter } from '../src/io/peft.js';

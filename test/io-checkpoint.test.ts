@@ -13,8 +13,8 @@ import {
   openCheckpoint,
   permuteToInterleavedRows,
   unpermuteInterleavedRows,
-} from '../src/models/checkpoint.js';
-import { configToHf } from '../src/models/config.js';
+} from '../src/io/checkpoint.js';
+import { configToHf } from '../src/io/config.js';
 import { GgufReader } from '../src/io/gguf.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));

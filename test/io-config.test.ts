@@ -10,8 +10,8 @@ import { ropeInverseFrequencies, type RopeScaling } from '../src/backends/rope-t
 import { GgmlType } from '../src/io/ggml-types.js';
 import { GgufValueType as T } from '../src/io/gguf.js';
 import { writeGguf, type GgufMetadataEntry } from '../src/io/gguf-writer.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
-import { configFromHf, configToHf, loadHfConfig } from '../src/models/config.js';
+import { openCheckpoint } from '../src/io/checkpoint.js';
+import { configFromHf, configToHf, loadHfConfig } from '../src/io/config.js';
 import { randn } from './util.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));

@@ -12,7 +12,7 @@ import { FileFormatError } from '../src/io/binary-reader.js';
 import { GgufReader, readGgufMetadata } from '../src/io/gguf.js';
 import { readLlama2cTokenizer } from '../src/io/llama2c.js';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
+import { openCheckpoint } from '../src/io/checkpoint.js';
 import { rng } from './util.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { GgufMetadataView, readGgufMetadata } from '../src/io/gguf.js';
 import { Llama2cCheckpoint, readLlama2cTokenizer } from '../src/io/llama2c.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
+import { openCheckpoint } from '../src/io/checkpoint.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 const BIN = here('../fixtures/stories260K/stories260K.bin');

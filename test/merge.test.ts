@@ -12,7 +12,7 @@ import { asQuantizedBase } from '../src/cli/merge.js';
 import { writeCheckpointAs } from '../src/export/convert.js';
 import { loadPeftAdapter, savePeftAdapter } from '../src/io/peft.js';
 import type { LoraConfig } from '../src/models/build.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
+import { openCheckpoint } from '../src/io/checkpoint.js';
 import { KvCache, type LlamaModel } from '../src/models/llama.js';
 import { maxAbsDiff, randn } from './util.js';
 

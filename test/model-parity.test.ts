@@ -14,8 +14,8 @@ import { vocabFromHfFolder } from '../src/export/gguf-vocab.js';
 import { GgufReader } from '../src/io/gguf.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { buildLlama } from '../src/models/build.js';
-import { openCheckpoint, permuteToInterleavedRows } from '../src/models/checkpoint.js';
-import { configFromHf } from '../src/models/config.js';
+import { openCheckpoint, permuteToInterleavedRows } from '../src/io/checkpoint.js';
+import { configFromHf } from '../src/io/config.js';
 import { KvCache } from '../src/models/llama.js';
 import { syntheticSource } from '../src/models/synthetic.js';
 

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
 import { generate } from '../src/generate/generate.js';
 import { buildLlama } from '../src/models/build.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
+import { openCheckpoint } from '../src/io/checkpoint.js';
 import { KvCache } from '../src/models/llama.js';
 import { loadTokenizer } from '../src/tokenizer/index.js';
 import { maxAbsDiff } from './util.js';

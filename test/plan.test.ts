@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
 import { main } from '../src/cli/main.js';
 import { buildLlama } from '../src/models/build.js';
-import { configFromHf } from '../src/models/config.js';
+import { configFromHf } from '../src/io/config.js';
 import type { ModelBatch } from '../src/models/llama.js';
 import { syntheticSource } from '../src/models/synthetic.js';
 import { defaultMachine, namedShape, parameterCounts, planArenas, planTraining } from '../src/train/plan.js';

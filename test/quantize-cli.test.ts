@@ -10,7 +10,7 @@ import { loadModel } from '../src/cli/load-model.js';
 import { writeBnb4bitFolder } from '../src/export/bnb-writer.js';
 import { vocabForCheckpoint } from '../src/export/vocab-source.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
-import { openCheckpoint } from '../src/models/checkpoint.js';
+import { openCheckpoint } from '../src/io/checkpoint.js';
 import { KvCache, type LlamaModel } from '../src/models/llama.js';
 import { quantize4bit } from '../src/quant/quantize4bit.js';
 

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { convertCheckpoint, writeCheckpointAs, type ConvertResult } from '../export/convert.js';
 import { exportGgufLora, GGUF_LORA_DTYPES, type GgufLoraDtype } from '../export/gguf-lora.js';
 import { loadPeftAdapter } from '../io/peft.js';
-import { openCheckpoint } from '../models/checkpoint.js';
+import { openCheckpoint } from '../io/checkpoint.js';
 import { choiceOption } from './options.js';
 
 const EXPORT_FORMATS = ['gguf', 'gguf-lora', 'hf', 'llama2c'] as const;

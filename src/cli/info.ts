@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { type BuildConfig, expectedTensorNames, projectionHasBias } from '../models/build.js';
-import { openCheckpoint } from '../models/checkpoint.js';
+import { openCheckpoint } from '../io/checkpoint.js';
 import { tensorShape } from '../models/synthetic.js';
 import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import { formatBytes, formatCount } from './options.js';

@@ -9,7 +9,7 @@ import { type BackendName, getBackend } from '../backends/index.js';
 import { applyPeftAdapter, type PeftAdapter } from '../io/peft.js';
 import { loadLoraAdapter } from '../export/gguf-lora.js';
 import { type BuildOptions, buildLlama, type LoraConfig } from '../models/build.js';
-import { type Checkpoint, openCheckpoint } from '../models/checkpoint.js';
+import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';
 import type { LlamaModel } from '../models/llama.js';
 import type { Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { loadLoraAdapter } from '../export/gguf-lora.js';
 import { writeCheckpointAs } from '../export/convert.js';
 import { HF_DTYPES } from '../export/hf-writer.js';
-import { type Checkpoint, openCheckpoint } from '../models/checkpoint.js';
+import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';
 import { PROJECTIONS } from '../models/llama.js';
 import { dequantize4bit, quantize4bit, type Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { choiceOption, intOption } from './options.js';

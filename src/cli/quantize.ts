@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { writeBnb4bitFolder } from '../export/bnb-writer.js';
 import { HF_DTYPES } from '../export/hf-writer.js';
 import { vocabForCheckpoint } from '../export/vocab-source.js';
-import { openCheckpoint } from '../models/checkpoint.js';
+import { openCheckpoint } from '../io/checkpoint.js';
 import { VALID_4BIT_BLOCKSIZES } from '../quant/quantize4bit.js';
 import { choiceOption, formatBytes, intOption } from './options.js';
 

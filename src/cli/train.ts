@@ -12,7 +12,7 @@ import type { Tokenizer } from '../tokenizer/types.js';
 import { type BatchSource, Trainer } from '../train/trainer.js';
 import { warmupSteps } from '../train/schedule.js';
 import { loadModel } from './load-model.js';
-import { openCheckpoint } from '../models/checkpoint.js';
+import { openCheckpoint } from '../io/checkpoint.js';
 import { printTrainingPlan, releaseBuildGarbage } from '../train/plan.js';
 import { choiceOption, floatOption, formatBytes, formatCount, intOption } from './options.js';
 import { ProgressLine, bar, duration } from './progress.js';

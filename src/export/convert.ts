@@ -4,7 +4,7 @@
  * `*.gguf` → GGUF, `*.bin` → llama2.c v0, anything else → an HF folder.
  */
 import type { PeftAdapter } from '../io/peft.js';
-import { type Checkpoint, openCheckpoint } from '../models/checkpoint.js';
+import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';
 import { GGUF_DTYPES, type GgufDtype, exportGgufModel } from './gguf-model.js';
 import type { VocabMetadata } from './gguf-vocab.js';
 import { HF_DTYPES, type HfDtype, writeHfFolder } from './hf-writer.js';

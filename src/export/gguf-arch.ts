@@ -5,7 +5,7 @@
  */
 import { GgufValueType } from '../io/gguf.js';
 import type { GgufMetadataEntry } from '../io/gguf-writer.js';
-import type { LlamaConfig } from '../models/config.js';
+import type { LlamaConfig } from '../io/config.js';
 
 /**
  * GGUF architecture name. llama.cpp has no "mistral" architecture: convert_hf_to_gguf writes

@@ -10,7 +10,7 @@ import { GgmlType } from '../io/ggml-types.js';
 import { GgufValueType } from '../io/gguf.js';
 import { type GgufMetadataEntry, type GgufTensorPlan, writeGgufStreaming } from '../io/gguf-writer.js';
 import type { PeftAdapter } from '../io/peft.js';
-import { type Checkpoint, ggufNameFor, permuteToInterleavedRows } from '../models/checkpoint.js';
+import { type Checkpoint, ggufNameFor, permuteToInterleavedRows } from '../io/checkpoint.js';
 import { encodeGgml } from './ggml-encode.js';
 import { ggufConfigWarnings, hyperparameterMetadata, llama3RopeFreqFactors, usesInterleavedQk } from './gguf-arch.js';
 import type { VocabMetadata } from './gguf-vocab.js';

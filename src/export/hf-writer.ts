@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import { writeSafetensors, writeSafetensorsIndex, type SafetensorsTensorToWrite } from '../io/safetensors.js';
-import type { Checkpoint } from '../models/checkpoint.js';
-import { configToHf } from '../models/config.js';
+import type { Checkpoint } from '../io/checkpoint.js';
+import { configToHf } from '../io/config.js';
 import type { VocabMetadata } from './gguf-vocab.js';
 import { hfTokenizerFilesFromVocab } from './hf-tokenizer-files.js';
 

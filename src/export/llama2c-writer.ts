@@ -6,8 +6,8 @@
  * so anything else is refused rather than silently changed.
  */
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
-import { type Checkpoint, permuteToInterleavedRows } from '../models/checkpoint.js';
-import type { LlamaConfig } from '../models/config.js';
+import { type Checkpoint, permuteToInterleavedRows } from '../io/checkpoint.js';
+import type { LlamaConfig } from '../io/config.js';
 
 /** Why `c` cannot be a llama2.c checkpoint, or null when it can. */
 export function llama2cIncompatibility(c: LlamaConfig): string | null {

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { readGgufMetadata } from '../io/gguf.js';
-import type { Checkpoint } from '../models/checkpoint.js';
+import type { Checkpoint } from '../io/checkpoint.js';
 import { tokenizerPathFor } from '../tokenizer/index.js';
 import { type VocabMetadata, vocabFromGguf, vocabFromHfFolder, vocabFromLlama2c } from './gguf-vocab.js';
 

@@ -18,8 +18,8 @@ import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { BuildConfig } from '../models/build.js';
-import { openCheckpoint } from '../models/checkpoint.js';
-import { configFromHf, type LlamaConfig, loadHfConfig } from '../models/config.js';
+import { openCheckpoint } from '../io/checkpoint.js';
+import { configFromHf, type LlamaConfig, loadHfConfig } from '../io/config.js';
 import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
 import { BYTES_PER_ELEMENT, type DType } from '../tensor/dtype.js';
 

@@ -11,11 +11,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ropeInverseFrequencies, type RopeScaling } from '../backends/rope-tables.js';
-import { FileFormatError, RandomAccessFile } from '../io/binary-reader.js';
-import { GgufReader } from '../io/gguf.js';
-import { Llama2cCheckpoint, looksLikeLlama2cV1 } from '../io/llama2c.js';
-import { SAFETENSORS_INDEX, SafetensorsCollection } from '../io/safetensors.js';
-import { isBnb4bit, type RawTensorReader, readBnb4bit } from '../io/bnb4bit.js';
+import { FileFormatError, RandomAccessFile } from './binary-reader.js';
+import { GgufReader } from './gguf.js';
+import { Llama2cCheckpoint, looksLikeLlama2cV1 } from './llama2c.js';
+import { SAFETENSORS_INDEX, SafetensorsCollection } from './safetensors.js';
+import { isBnb4bit, type RawTensorReader, readBnb4bit } from './bnb4bit.js';
 import { dequantize4bit, type Quantized4bit } from '../quant/quantize4bit.js';
 import { configFromGguf, configFromLlama2c, loadHfConfig, type LlamaConfig } from './config.js';
 

@@ -7,9 +7,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import type { RopeScaling } from '../backends/rope-tables.js';
-import { FileFormatError } from '../io/binary-reader.js';
-import { GgufMetadataView, type GgufFile } from '../io/gguf.js';
-import type { Llama2cHeader } from '../io/llama2c.js';
+import { FileFormatError } from './binary-reader.js';
+import { GgufMetadataView, type GgufFile } from './gguf.js';
+import type { Llama2cHeader } from './llama2c.js';
 
 export type { RopeScaling } from '../backends/rope-tables.js';
 
