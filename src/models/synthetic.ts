@@ -27,8 +27,9 @@ function nameSeed(seed: number, name: string): number {
 }
 
 /**
- * Deterministic random weights: matrices ~ U(±√3·std) with std = 0.02 (HF initializer_range) but
- * scaled so activations stay O(1) in deep stacks; norm weights near 1.
+ * Deterministic random weights: embeddings (and a separate lm_head) ~ U with std 0.02 (HF's
+ * initializer_range, so a tied head gives logits of O(1) and a loss near ln V); projections with
+ * std 1/√fan_in so activations stay O(1) through deep stacks; norm weights near 1.
  */
 /** A TensorSource whose tensors are generated on request (synchronously). */
 export interface SyntheticSource extends TensorSource {
@@ -55,7 +56,7 @@ export function syntheticSource(config: BuildConfig, seed = 1234): SyntheticSour
         return out;
       }
       const fanIn = shape.length === 2 ? shape[1]! : config.hiddenSize;
-      const std = name.includes('embed_tokens') ? 1 : 1 / Math.sqrt(fanIn);
+      const std = name === 'model.embed_tokens.weight' || name === 'lm_head.weight' ? 0.02 : 1 / Math.sqrt(fanIn);
       const bound = Math.sqrt(3) * std;
       for (let i = 0; i < n; i++) out[i] = (2 * uniformAt(s, i) - 1) * bound;
       return out;
