@@ -115,8 +115,9 @@ function syntheticBatch(batchSize: number, seqLen: number, vocab: number, seed: 
 function baseWeightBytes(model: LlamaModel): { all: number; projections: number; params: number; projectionParams: number } {
   let projections = 0;
   let projectionParams = 0;
-  let other = model.embedding.size * 4 + model.finalNorm.size * 4 + (model.tiedEmbeddings ? 0 : model.lmHead.size * 4);
-  let params = model.embedding.size + model.finalNorm.size + (model.tiedEmbeddings ? 0 : model.lmHead.size);
+  const head = model.lmHead;
+  let other = model.embedding.size * 4 + model.finalNorm.size * 4 + (model.tiedEmbeddings ? 0 : head.weightBytes);
+  let params = model.embedding.size + model.finalNorm.size + (model.tiedEmbeddings ? 0 : head.inFeatures * head.outFeatures);
   for (const layer of model.layers) {
     other += (layer.attnNorm.size + layer.ffnNorm.size) * 4;
     params += layer.attnNorm.size + layer.ffnNorm.size;

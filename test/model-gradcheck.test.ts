@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
 import { type BuildConfig, buildLlama, expectedTensorNames } from '../src/models/build.js';
 import type { LlamaModel, ModelBatch, StepOptions } from '../src/models/llama.js';
+import { Linear4bit } from '../src/nn/linear.js';
 import { randn } from './util.js';
 
 const config: BuildConfig = {
@@ -55,12 +56,13 @@ const batch: ModelBatch = {
   segmentIds: Int32Array.from([0, 0, 0, 1, 1, 0, 0, 0, 0, 0]),
 };
 
-async function build(dropout: number): Promise<LlamaModel> {
+async function build(dropout: number, quantizeHead: boolean): Promise<LlamaModel> {
   const be = await getBackend('ref');
   const model = await buildLlama(config, randomSource(7), {
     backend: be,
     dtype: 'f64',
     quantization: { quantType: 'nf4', blocksize: 32, doubleQuant: true },
+    quantizeHead,
     lora: { r: 2, alpha: 3, dropout, useRslora: false, init: 'kaiming', seed: 5, targets: 'all-linear', layers: null },
   });
   // B starts at zero (PEFT init), which would make every dA zero: give B random values.
@@ -70,9 +72,10 @@ async function build(dropout: number): Promise<LlamaModel> {
   return model;
 }
 
-for (const dropout of [0, 0.3]) {
-  test(`LoRA gradients through a 4-bit Llama equal finite differences (f64, dropout ${dropout})`, async () => {
-    const model = await build(dropout);
+for (const [dropout, quantizeHead] of [[0, false], [0.3, true]] as const) {
+  test(`LoRA gradients through a 4-bit Llama equal finite differences (f64, dropout ${dropout}, ${quantizeHead ? '4-bit' : 'f64'} lm_head)`, async () => {
+    const model = await build(dropout, quantizeHead);
+    assert.equal(model.lmHead instanceof Linear4bit, quantizeHead);
     const be = model.backend;
     const arena = be.createArena(1 << 16, 'step');
     const layerArena = be.createArena(1 << 16, 'layer');

@@ -21,6 +21,8 @@ export interface LoadOptions {
   readonly backend?: BackendName;
   /** 4-bit base (QLoRA) or full precision (null). */
   readonly quantization?: Quantize4bitOptions | null;
+  /** Also store an untied lm_head in 4-bit. */
+  readonly quantizeHead?: boolean;
   /** Fresh LoRA adapters to train. */
   readonly lora?: LoraConfig | null;
   /** A trained adapter to apply (PEFT folder, or a GGUF LoRA file). */
@@ -49,6 +51,7 @@ export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
     model = await buildLlama(ck.config, ck, {
       backend,
       quantization: o.quantization ?? null,
+      quantizeHead: o.quantizeHead,
       lora: adapter ? adapter.lora : (o.lora ?? null),
       maxPositions: o.maxPositions,
       onTensor: o.onTensor,

@@ -8,14 +8,15 @@ import { dequantize4bit, quantize4bit, type Quantize4bitOptions } from '../quant
 import { choiceOption, intOption } from './options.js';
 
 const PROJECTION_WEIGHT = new RegExp(`\\.(${PROJECTIONS.join('|')})\\.weight$`);
+const HEAD = 'lm_head.weight';
 
 /**
  * The checkpoint as the adapter saw it during QLoRA training: each projection weight passed through
  * the same 4-bit quantizer, so merged = dequant(base) + scale·B·A reproduces base+adapter logits.
  */
-export function asQuantizedBase(ck: Checkpoint, q: Quantize4bitOptions): Checkpoint {
+export function asQuantizedBase(ck: Checkpoint, q: Quantize4bitOptions, quantizeHead = false): Checkpoint {
   const load = (name: string): Float32Array => {
-    if (!PROJECTION_WEIGHT.test(name)) return ck.loadTensor(name);
+    if (!PROJECTION_WEIGHT.test(name) && !(quantizeHead && name === HEAD)) return ck.loadTensor(name);
     const stored = ck.loadQuantized(name);
     return dequantize4bit(stored ?? quantize4bit(ck.loadTensor(name), q));
   };
@@ -41,6 +42,7 @@ interface MergeFlags {
   quant: 'nf4' | 'fp4' | 'none';
   blocksize: number;
   doubleQuant: boolean;
+  quantizeHead?: boolean;
 }
 
 export function registerMergeCommand(program: Command): void {
@@ -54,11 +56,12 @@ export function registerMergeCommand(program: Command): void {
     .option('--quant <type>', 'the base the adapter was trained on: nf4 (QLoRA default), fp4, or none (full precision)', choiceOption('--quant', ['nf4', 'fp4', 'none'] as const), 'nf4')
     .option('--blocksize <n>', '4-bit block size used in training', intOption('--blocksize', 32), 64)
     .option('--no-double-quant', 'the training base kept absmax in fp32')
+    .option('--quantize-head', 'the training base had a 4-bit lm_head (train --quantize-head)')
     .action((flags: MergeFlags) => {
       const ck = openCheckpoint(flags.model);
       try {
         const adapter = loadLoraAdapter(flags.adapter, ck.config);
-        const base = flags.quant === 'none' ? ck : asQuantizedBase(ck, { quantType: flags.quant, blocksize: flags.blocksize, doubleQuant: flags.doubleQuant });
+        const base = flags.quant === 'none' ? ck : asQuantizedBase(ck, { quantType: flags.quant, blocksize: flags.blocksize, doubleQuant: flags.doubleQuant }, flags.quantizeHead ?? false);
         if (flags.out.endsWith('.gguf') || flags.out.endsWith('.bin')) throw new Error('merge writes an HF folder; for GGUF use `qlora export --format gguf --adapter`');
         const r = writeCheckpointAs(base, flags.out, { adapter, dtype: flags.dtype });
         for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);

@@ -38,6 +38,7 @@ interface PlanCliOptions {
   lossChunkRows: number;
   quant: string;
   loraDropout: string;
+  quantizeHead?: boolean;
 }
 
 export function registerPlanCommand(program: Command): void {
@@ -55,6 +56,7 @@ export function registerPlanCommand(program: Command): void {
     .option('--loss-chunk-rows <n>', 'rows of logits alive at once', positiveInt('--loss-chunk-rows'), PLAN_DEFAULTS.lossChunkRows)
     .option('--quant <kind>', 'base weights: nf4 (double quant), nf4-nodq, or f32', 'nf4')
     .option('--lora-dropout <p>', 'LoRA dropout (> 0 keeps dropped-out input copies)', '0')
+    .option('--quantize-head', 'an untied lm_head in 4-bit too (train --quantize-head)')
     .action((o: PlanCliOptions) => {
       if (o.optimizer !== 'adamw' && o.optimizer !== 'adamw8bit') throw new Error(`--optimizer must be adamw or adamw8bit, got '${o.optimizer}'`);
       const quantization = { nf4: { blocksize: 64, doubleQuant: true }, 'nf4-nodq': { blocksize: 64, doubleQuant: false }, f32: null }[o.quant];
@@ -64,7 +66,7 @@ export function registerPlanCommand(program: Command): void {
       const { config, label } = resolvePlanModel(o.model);
       const plan = printTrainingPlan(config, {
         seqLen: o.seqLen, batchSize: o.batchSize, rank: o.rank, targets: o.targets, gradientCheckpointing: o.gradCheckpointing,
-        optimizer: o.optimizer, lossChunkRows: o.lossChunkRows, quantization, loraDropout,
+        optimizer: o.optimizer, lossChunkRows: o.lossChunkRows, quantization, loraDropout, quantizeHead: o.quantizeHead ?? false,
       }, label);
       if (!plan.fits) process.exitCode = 2;
     });

@@ -53,6 +53,7 @@ export const trainConfigSchema = z
     quant: z.enum(['nf4', 'fp4', 'none']).default('nf4'),
     blocksize: z.number().int().default(64),
     doubleQuant: z.boolean().default(true),
+    quantizeHead: z.boolean().default(false),
     gradientCheckpointing: z.boolean().default(false),
     skipNonfinite: z.boolean().default(false),
     format: z.enum(['auto', 'text', 'completion', 'alpaca', 'chat']).default('auto'),

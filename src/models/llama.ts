@@ -2,7 +2,7 @@ import type { Arena } from '../tensor/arena.js';
 import type { Backend, RopeLayout } from '../tensor/backend.js';
 import type { DType } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
-import type { FrozenLinear } from '../nn/linear.js';
+import { DenseLinear, type FrozenLinear } from '../nn/linear.js';
 import { LoraLinear, type LoraSaved } from '../nn/lora.js';
 import type { Param } from '../nn/param.js';
 
@@ -16,6 +16,8 @@ export interface LlamaDims {
   readonly numKvHeads: number;
   readonly headDim: number;
   readonly rmsNormEps: number;
+  /** Mistral-style sliding-window span; attention here is full, so longer sequences are refused. */
+  readonly slidingWindow?: number | null;
 }
 
 /** A projection: a frozen base, optionally wrapped by a trainable LoRA adapter. */
@@ -120,13 +122,13 @@ export class LlamaModel {
     readonly embedding: Tensor,
     readonly layers: LlamaLayer[],
     readonly finalNorm: Tensor,
-    /** [V, d]; the embedding table itself when tied. */
-    readonly lmHead: Tensor,
+    /** The vocabulary projection [V, d]: the embedding table itself when tied, else dense or 4-bit. */
+    readonly lmHead: FrozenLinear,
     readonly rope: RopeState,
   ) {}
 
   get tiedEmbeddings(): boolean {
-    return this.lmHead === this.embedding;
+    return this.lmHead instanceof DenseLinear && this.lmHead.weight === this.embedding;
   }
 
   /** All trainable parameters (LoRA A and B), in a stable order. */
@@ -320,6 +322,14 @@ export class LlamaModel {
     return { ids, positions, segments, labels };
   }
 
+  /** Full attention equals sliding-window attention only up to the window: refuse longer spans. */
+  private checkWindow(length: number): void {
+    const w = this.dims.slidingWindow;
+    if (w && length > w) {
+      throw new Error(`sequence of ${length} tokens exceeds this model's sliding attention window (${w}); sliding-window attention is not implemented`);
+    }
+  }
+
   /** Grows the rotary tables when a position exceeds them. */
   ensureRope(positions: ArrayLike<number>): void {
     let max = 0;
@@ -351,6 +361,7 @@ export class LlamaModel {
       mark = now;
       return ms;
     };
+    this.checkWindow(batch.seqLen);
     const { ids, positions, segments, labels } = this.batchTensors(batch, arena);
     let tokens = 0;
     for (const l of batch.labels) if (l !== -100) tokens++;
@@ -383,9 +394,9 @@ export class LlamaModel {
     for (let r0 = 0; r0 < n; r0 += chunk) {
       const r1 = Math.min(n, r0 + chunk);
       const logits = logitsBuf.rows(0, r1 - r0);
-      be.matmul(hf.rows(r0, r1), this.lmHead, logits, { transB: true });
+      this.lmHead.forward(hf.rows(r0, r1), logits);
       be.crossEntropy(logits, labels.rows(r0, r1), -100, losses.rows(r0, r1), backward ? logits : null, gradScale);
-      if (dhf) be.matmul(logits, this.lmHead, dhf.rows(r0, r1));
+      if (dhf) this.lmHead.inputGrad(logits, dhf.rows(r0, r1), false);
     }
     const lossValues = await losses.read();
     let lossSum = 0;
@@ -426,6 +437,7 @@ export class LlamaModel {
     const d = this.dims;
     const n = tokens.length;
     if (n === 0) throw new Error('forwardCached: no tokens');
+    this.checkWindow(cache.length + n);
     if (cache.length + n > cache.capacity) {
       throw new Error(`context full: ${cache.length} + ${n} tokens exceed the cache capacity ${cache.capacity}`);
     }
@@ -447,7 +459,7 @@ export class LlamaModel {
     const rstd = arena.alloc([keep], this.dtype);
     be.rmsnorm(last, this.finalNorm, d.rmsNormEps, h, rstd);
     const logits = arena.alloc([keep, d.vocabSize], this.dtype);
-    be.matmul(h, this.lmHead, logits, { transB: true });
+    this.lmHead.forward(h, logits);
     return logits;
   }
 

@@ -41,6 +41,8 @@ export interface PlanOptions {
   readonly gradAccum?: number;
   /** The step arenas are created at plan.arenaBytes (true) or grow from 1 MiB (false). */
   readonly presizedArenas: boolean;
+  /** An untied lm_head stored in 4-bit too (BuildOptions.quantizeHead). */
+  readonly quantizeHead?: boolean;
 }
 
 export const PLAN_DEFAULTS: PlanOptions = {
@@ -447,7 +449,8 @@ export function planTraining(m: PlanModel, options: Partial<PlanOptions> = {}, m
   // Rotary tables: min(2048, max positions) rows to start, grown to max(seqLen, 2×) on demand (build.ts).
   const ropeStart = Math.min(2048, Math.max(m.maxPositionEmbeddings, 1));
   const ropeRows = o.seqLen > ropeStart ? Math.max(o.seqLen, 2 * ropeStart) : ropeStart;
-  const embedBytes = block(params.embedding) + (params.lmHead ? block(params.lmHead) : 0);
+  const headBytes = !params.lmHead ? 0 : o.quantizeHead && o.quantization ? projectionBytes(m.vocabSize, m.hiddenSize, o.quantization) : block(params.lmHead);
+  const embedBytes = block(params.embedding) + headBytes;
   const normBytes = (2 * m.numLayers + 1) * block(m.hiddenSize);
   const baseWeights = projectionBytesTotal + biasBytes + embedBytes + normBytes + 2 * block((ropeRows * m.headDim) / 2);
 
