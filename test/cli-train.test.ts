@@ -33,7 +33,7 @@ test('qlora train with no model or data runs the bundled demo and prints samples
     }
     const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     assert.equal(lines.filter((l) => l.type === 'train').length, 12);
-    assert.deepEqual(lines.filter((l) => l.type === 'eval').map((l) => l.step), [6, 12]);
+    assert.deepEqual(lines.filter((l) => l.type === 'eval').map((l) => l.step), [0, 6, 12]);
   } finally {
     fs.rmSync(cwd, { recursive: true, force: true });
   }

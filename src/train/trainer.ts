@@ -232,6 +232,8 @@ export class Trainer {
     };
 
     try {
+      // A baseline before the first step, so the eval curve starts where training starts.
+      if (step === 0 && o.evalEvery > 0) await runEval();
       while (step < o.maxSteps) {
         const stepStart = performance.now();
         for (const p of params) p.zeroGrad();
