@@ -72,18 +72,22 @@ test('empty input, zero blocks, a single non-zero per block, subnormals and sign
 });
 
 test('values exactly at, just below and just above every NF4 threshold and FP4 pivot', () => {
-  // A 1.0 in each block pins absmax to 1, so s = x exactly and the decision rule is what is tested.
-  const pinned = (points: readonly number[]): number[] => {
-    const out: number[] = [1];
+  // A 1.0 at the start of every block pins absmax to 1, so s = x exactly and the decision rule is
+  // what is tested.
+  const pinned = (points: readonly number[], blocksize: number): number[] => {
+    const out: number[] = [];
     for (const p of points) out.push(nextFloat32(p, -1), p, nextFloat32(p, 1), -p);
+    for (let i = 0; i < out.length; i += blocksize) out.splice(i, 0, 1);
     return out;
   };
   const thresholds = Array.from(NF4_THRESHOLDS);
   const pivots = Object.values(FP4_PIVOTS);
   for (const blocksize of [32, 64, 128]) {
+    const pinnedAbsmax = quantize4bitNative(pinned(thresholds, blocksize), { blocksize, doubleQuant: false }).absmax;
+    assert.ok(Array.from(pinnedAbsmax).every((a) => a === 1), 'every block is pinned to absmax 1');
     for (const quantType of QUANT_TYPES) {
-      assertSameAsReference(pinned(thresholds), { quantType, blocksize, doubleQuant: false }, 'NF4 thresholds');
-      assertSameAsReference(pinned(pivots), { quantType, blocksize, doubleQuant: true }, 'FP4 pivots');
+      assertSameAsReference(pinned(thresholds, blocksize), { quantType, blocksize, doubleQuant: false }, 'NF4 thresholds');
+      assertSameAsReference(pinned(pivots, blocksize), { quantType, blocksize, doubleQuant: true }, 'FP4 pivots');
     }
   }
   // The reference rule itself: at a threshold the code stays low, one ulp above it goes up.

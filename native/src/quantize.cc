@@ -88,28 +88,120 @@ inline float scaled(float x, float recip) {
   return lo > 1.0f ? 1.0f : lo;
 }
 
+#ifdef __AVX512F__
+// 16 elements at a time: the same float32 compares as nf4Code / fp4Code / scaled (IEEE compares
+// and min/max are exact, so lanes agree with the scalar code bit for bit).
+inline __m512i nf4Codes16(__m512 s) {
+  // Branch-free binary search over the 15 ascending thresholds (padded with +inf): the result is
+  // the count of thresholds strictly below s, which is what nf4Code computes.
+  alignas(64) static const float padded[16] = {
+      kNf4Thresholds[0], kNf4Thresholds[1], kNf4Thresholds[2],  kNf4Thresholds[3],  kNf4Thresholds[4],
+      kNf4Thresholds[5], kNf4Thresholds[6], kNf4Thresholds[7],  kNf4Thresholds[8],  kNf4Thresholds[9],
+      kNf4Thresholds[10], kNf4Thresholds[11], kNf4Thresholds[12], kNf4Thresholds[13], kNf4Thresholds[14],
+      INFINITY};
+  const __m512 table = _mm512_load_ps(padded);
+  __m512i code = _mm512_setzero_si512();
+  for (int step = 8; step >= 1; step >>= 1) {
+    const __m512 t = _mm512_permutexvar_ps(_mm512_add_epi32(code, _mm512_set1_epi32(step - 1)), table);
+    code = _mm512_mask_add_epi32(code, _mm512_cmp_ps_mask(s, t, _CMP_GT_OQ), code, _mm512_set1_epi32(step));
+  }
+  return code;
+}
+
+inline __m512i fp4Codes16(__m512 s) {
+  const __m512 a = _mm512_abs_ps(s);
+  auto gt = [&](float p) { return _mm512_cmp_ps_mask(a, _mm512_set1_ps(p), _CMP_GT_OQ); };
+  auto pick = [](__mmask16 m, int yes, int no) {
+    return _mm512_mask_blend_epi32(m, _mm512_set1_epi32(no), _mm512_set1_epi32(yes));
+  };
+  const __m512i hi = _mm512_mask_blend_epi32(gt(kP0_583333), pick(gt(kP0_4166667), 0b101, 0b100), pick(gt(kP0_8333333), 0b011, 0b010));
+  const __m512i mid = pick(gt(kP0_20833333), 0b111, 0b110);
+  const __m512i lo = pick(gt(kP0_00260417), 0b001, 0b000);
+  __m512i bits = _mm512_mask_blend_epi32(gt(kP0_0859375), lo, mid);
+  bits = _mm512_mask_blend_epi32(gt(kP0_29166667), bits, hi);
+  const __mmask16 negative = _mm512_cmp_ps_mask(s, _mm512_setzero_ps(), _CMP_LT_OQ);
+  return _mm512_mask_or_epi32(bits, negative, bits, _mm512_set1_epi32(0b1000));
+}
+
+// Quantizes the first count - count % 16 elements of a block; returns how many it did.
 template <bool Fp4>
-void quantizeCodes(const float* x, int64_t count, float recip, uint8_t* codes) {
-  for (int64_t i = 0; i < count; i++) codes[i] = Fp4 ? fp4Code(scaled(x[i], recip)) : nf4Code(scaled(x[i], recip));
+int64_t quantizeChunks16(const float* x, int64_t count, float recip, uint8_t* out) {
+  const __m512 r = _mm512_set1_ps(recip);
+  const __m512 lo = _mm512_set1_ps(-1.0f), hi = _mm512_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    // max_ps(p, -1) returns p unless -1 > p, so -0 stays -0 like Math.max(-1, -0).
+    const __m512 s = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), r), lo), hi);
+    const __m512i codes = Fp4 ? fp4Codes16(s) : nf4Codes16(s);
+    // Each 64-bit lane holds (even element, odd element) as (low, high) int32: one packed byte.
+    const __m512i pairs = _mm512_or_si512(_mm512_slli_epi64(_mm512_and_si512(codes, _mm512_set1_epi64(0xF)), 4),
+                                          _mm512_srli_epi64(codes, 32));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i / 2), _mm512_cvtepi64_epi8(pairs));
+  }
+  return i;
+}
+
+// Max |x| of a block and whether any element is not finite.
+inline float blockAbsmax(const float* x, int64_t count, bool& bad) {
+  __m512 amax = _mm512_setzero_ps();
+  const __m512 fmax = _mm512_set1_ps(FLT_MAX);
+  __mmask16 notFinite = 0;
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    const __m512 a = _mm512_abs_ps(_mm512_loadu_ps(x + i));
+    notFinite |= _mm512_cmp_ps_mask(a, fmax, _CMP_NLE_UQ);
+    amax = _mm512_max_ps(amax, a);
+  }
+  float m = _mm512_reduce_max_ps(amax);  // max of non-negative finite values: order-free, exact
+  bad = notFinite != 0;
+  for (; i < count; i++) {
+    const float a = std::fabs(x[i]);
+    bad |= !(a <= FLT_MAX);
+    m = a > m ? a : m;
+  }
+  return m;
+}
+#else
+template <bool Fp4>
+int64_t quantizeChunks16(const float*, int64_t, float, uint8_t*) { return 0; }
+
+inline float blockAbsmax(const float* x, int64_t count, bool& bad) {
+  float amax = 0.0f;
+  int notFinite = 0;
+  for (int64_t i = 0; i < count; i++) {
+    const float a = std::fabs(x[i]);
+    notFinite |= !(a <= FLT_MAX);
+    amax = a > amax ? a : amax;
+  }
+  bad = notFinite != 0;
+  return amax;
+}
+#endif
+
+// Packs elements [from, count) of a block (from is even) with the scalar rule; an odd count
+// (only the last block of an odd n) gets the code of 0.0 as padding nibble.
+template <bool Fp4>
+void quantizeTail(const float* x, int64_t from, int64_t count, float recip, uint8_t* out) {
+  auto codeOf = [](float s) { return Fp4 ? fp4Code(s) : nf4Code(s); };
+  for (int64_t i = from; i < count; i += 2) {
+    const uint8_t even = codeOf(scaled(x[i], recip));
+    const uint8_t odd = i + 1 < count ? codeOf(scaled(x[i + 1], recip)) : codeOf(0.0f);
+    out[i / 2] = static_cast<uint8_t>((even << 4) | odd);
+  }
 }
 
 // Quantizes blocks [b0, b1); returns the index of the first non-finite value met, or -1 (the
 // share stops there: the caller throws, as the TS quantizer does).
-int64_t quantize4bitBlocks(const float* values, int64_t n, bool fp4, int64_t blocksize, int64_t b0, int64_t b1,
+template <bool Fp4>
+int64_t quantize4bitBlocks(const float* values, int64_t n, int64_t blocksize, int64_t b0, int64_t b1,
                            uint8_t* packed, float* absmax) {
   ExactSubnormals exact;
-  std::vector<uint8_t> codes(static_cast<size_t>(blocksize));
   for (int64_t b = b0; b < b1; b++) {
     const int64_t start = b * blocksize;
     const int64_t count = std::min(n, start + blocksize) - start;
     const float* x = values + start;
-    float amax = 0.0f;
-    int bad = 0;
-    for (int64_t i = 0; i < count; i++) {
-      const float a = std::fabs(x[i]);
-      bad |= !(a <= FLT_MAX);
-      amax = a > amax ? a : amax;
-    }
+    bool bad = false;
+    const float amax = blockAbsmax(x, count, bad);
     if (bad) {
       for (int64_t i = 0; i < count; i++) {
         if (!std::isfinite(x[i])) return start + i;
@@ -117,13 +209,9 @@ int64_t quantize4bitBlocks(const float* values, int64_t n, bool fp4, int64_t blo
     }
     absmax[b] = amax;
     const float recip = scaleReciprocal(amax);
-    if (fp4) quantizeCodes<true>(x, count, recip, codes.data());
-    else quantizeCodes<false>(x, count, recip, codes.data());
     uint8_t* out = packed + start / 2;
-    const int64_t pairs = count / 2;
-    for (int64_t j = 0; j < pairs; j++) out[j] = static_cast<uint8_t>((codes[2 * j] << 4) | codes[2 * j + 1]);
-    // Odd count (only the last block of an odd n): the padding nibble is the code of 0.0.
-    if (count % 2 == 1) out[pairs] = static_cast<uint8_t>((codes[count - 1] << 4) | (fp4 ? fp4Code(0.0f) : nf4Code(0.0f)));
+    const int64_t done = quantizeChunks16<Fp4>(x, count, recip, out);
+    quantizeTail<Fp4>(x, done, count, recip, out);
   }
   return -1;
 }
@@ -142,7 +230,9 @@ Napi::Value Quantize4bitF32(const Napi::CallbackInfo& info) {
   Span<float> absmax = f32Arg(info, 4, "absmax", static_cast<size_t>(nblocks));
   std::vector<int64_t> firstBad(static_cast<size_t>(num_threads()) + 1, -1);
   parallel_for(nblocks, [&](int64_t b0, int64_t b1, int t) {
-    firstBad[static_cast<size_t>(t)] = quantize4bitBlocks(values.data, n, fp4, blocksize, b0, b1, packed.data, absmax.data);
+    firstBad[static_cast<size_t>(t)] =
+        fp4 ? quantize4bitBlocks<true>(values.data, n, blocksize, b0, b1, packed.data, absmax.data)
+            : quantize4bitBlocks<false>(values.data, n, blocksize, b0, b1, packed.data, absmax.data);
   });
   // Shares are contiguous and ordered by thread, so the smallest index is the first in the tensor.
   int64_t first = -1;
@@ -153,15 +243,12 @@ Napi::Value Quantize4bitF32(const Napi::CallbackInfo& info) {
 }
 
 // Index of the code nearest to s, ties to the lower code: the count of midpoints strictly below s
-// (blockwise8bit.ts nearestCodeIndex, the same binary search over float64 midpoints).
-inline uint8_t nearestCodeIndex(const double* mids, int count, double s) {
-  int lo = 0, hi = count;
-  while (lo < hi) {
-    const int mid = (lo + hi) >> 1;
-    if (s > mids[mid]) lo = mid + 1;
-    else hi = mid;
-  }
-  return static_cast<uint8_t>(lo);
+// (blockwise8bit.ts nearestCodeIndex). Branch-free binary search over the 255 ascending float64
+// midpoints padded with +inf to 256 (s is finite, so the pad is never below it).
+inline uint8_t nearestCodeIndex(const double* mids256, double s) {
+  int idx = 0;
+  for (int step = 128; step >= 1; step >>= 1) idx += s > mids256[idx + step - 1] ? step : 0;
+  return static_cast<uint8_t>(idx);
 }
 
 // quantizeBlockwise8bitF32(values: Float32Array, code: Float32Array[256] ascending, blocksize,
@@ -176,7 +263,8 @@ Napi::Value QuantizeBlockwise8bitF32(const Napi::CallbackInfo& info) {
   const int64_t nblocks = (n + blocksize - 1) / blocksize;
   Span<uint8_t> codes = u8Arg(info, 3, "codes", static_cast<size_t>(n));
   Span<float> absmax = f32Arg(info, 4, "absmax", static_cast<size_t>(nblocks));
-  double mids[255];
+  double mids[256];
+  mids[255] = INFINITY;
   for (int i = 0; i < 255; i++) {
     require(code.data[i + 1] >= code.data[i], env, "quantizeBlockwise8bitF32: code values must be sorted ascending");
     mids[i] = (static_cast<double>(code.data[i]) + static_cast<double>(code.data[i + 1])) / 2;
@@ -195,7 +283,7 @@ Napi::Value QuantizeBlockwise8bitF32(const Napi::CallbackInfo& info) {
       const float recip = scaleReciprocal(amax);
       for (int64_t i = start; i < end; i++) {
         const float s = amax == 0.0f ? 0.0f : scaled(values.data[i], recip);
-        codes.data[i] = nearestCodeIndex(mids, 255, static_cast<double>(s));
+        codes.data[i] = nearestCodeIndex(mids, static_cast<double>(s));
       }
     }
   });
