@@ -106,6 +106,12 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
   };
   const upload = async (name: string, shape: readonly number[]): Promise<Tensor> => be.fromArray(await need(name, shape), shape, dtype);
 
+  // The cpu backend quantizes on the native addon (bit-identical, threaded); the lazy import keeps
+  // the ref backend free of the addon.
+  const quantize: typeof quantize4bit = be.name === 'cpu' && options.quantization
+    ? (await import('../quant/quantize-native.js')).quantize4bitNative
+    : quantize4bit;
+
   const targets = options.lora ? resolveTargets(options.lora.targets) : new Set<ProjectionName>();
   const loraLayers = options.lora?.layers ? new Set(options.lora.layers) : null;
   for (const l of loraLayers ?? []) {
@@ -142,7 +148,7 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
         options.onTensor?.(`${key}.weight`, index++, total);
         base = new Linear4bit(uploadPacked4bit(be, stored, shape[0], shape[1]), bias);
       } else if (options.quantization) {
-        const q = quantize4bit(w!, options.quantization);
+        const q = quantize(w!, options.quantization);
         base = new Linear4bit(uploadPacked4bit(be, q, shape[0], shape[1]), bias);
       } else {
         base = new DenseLinear(be.fromArray(w!, shape, dtype), bias);
@@ -158,7 +164,7 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
   if (tied) lmHead = new DenseLinear(embedding);
   else if (options.quantizeHead && options.quantization) {
     const stored = source.loadQuantized?.('lm_head.weight') ?? null;
-    const q = stored ?? quantize4bit(await need('lm_head.weight', [c.vocabSize, c.hiddenSize]), options.quantization);
+    const q = stored ?? quantize(await need('lm_head.weight', [c.vocabSize, c.hiddenSize]), options.quantization);
     lmHead = new Linear4bit(uploadPacked4bit(be, q, c.vocabSize, c.hiddenSize));
   } else lmHead = new DenseLinear(await upload('lm_head.weight', [c.vocabSize, c.hiddenSize]));
 
