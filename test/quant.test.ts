@@ -15,7 +15,7 @@ import {
   uploadPacked4bit,
   blockAbsmax,
 } from '../src/quant/index.js';
-import { assertClose, randn } from './util.js';
+import { assertClose, nextFloat32, randn } from './util.js';
 
 const f = Math.fround;
 
@@ -36,14 +36,6 @@ const SPEC_FP4_INTERVALS: [number, number][] = [
   [0.00260417, 0b000], [0.0859375, 0b001], [0.20833333, 0b110], [0.29166667, 0b111],
   [0.4166667, 0b100], [0.583333, 0b101], [0.8333333, 0b010], [Infinity, 0b011],
 ];
-
-function nextFloat32(x: number, direction: 1 | -1): number {
-  const buf = new Float32Array([x]);
-  const bits = new Uint32Array(buf.buffer);
-  if (x === 0) return direction * 1.4e-45;
-  bits[0] = (x > 0) === (direction > 0) ? bits[0]! + 1 : bits[0]! - 1;
-  return buf[0]!;
-}
 
 function codesOf(q: Quantized4bit): number[] {
   return Array.from({ length: q.length }, (_, i) => (i % 2 === 0 ? q.packed[i >> 1]! >> 4 : q.packed[i >> 1]! & 15));

@@ -6,7 +6,7 @@ import { getBackend } from '../src/backends/index.js';
 import { NF4_THRESHOLDS, FP4_PIVOTS, type QuantType4bit } from '../src/quant/codes4bit.js';
 import { quantize4bit, VALID_4BIT_BLOCKSIZES, type Quantize4bitOptions } from '../src/quant/quantize4bit.js';
 import { quantize4bitNative } from '../src/quant/quantize-native.js';
-import { randn, randu, rng } from './util.js';
+import { nextFloat32, randn, randu, rng } from './util.js';
 
 const QUANT_TYPES: readonly QuantType4bit[] = ['nf4', 'fp4'];
 
@@ -25,14 +25,6 @@ function forAllFormats(values: ArrayLike<number>, what: string, blocksizes: read
 }
 
 /** The next float32 after t in direction dir (±1). */
-function nextFloat32(t: number, dir: 1 | -1): number {
-  const buf = new Float32Array([t]);
-  const bits = new Int32Array(buf.buffer);
-  if (t === 0) bits[0] = dir > 0 ? 1 : -2147483647;
-  else bits[0]! += (t > 0) === (dir > 0) ? 1 : -1;
-  return buf[0]!;
-}
-
 async function withThreads(n: number, body: () => void): Promise<void> {
   const cpu = await getBackend('cpu') as unknown as { threads: number };
   const saved = cpu.threads;

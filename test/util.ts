@@ -66,3 +66,12 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
 }
+
+/** The float32 next to x (one ulp up or down); ±0 steps to the smallest subnormal. */
+export function nextFloat32(x: number, direction: 1 | -1): number {
+  const buf = new Float32Array([x]);
+  const bits = new Uint32Array(buf.buffer);
+  if (x === 0) return direction * 1.4e-45;
+  bits[0] = (x > 0) === (direction > 0) ? bits[0]! + 1 : bits[0]! - 1;
+  return buf[0]!;
+}
