@@ -56,6 +56,16 @@ for (const useRslora of [false, true]) {
       const diff = maxAbsDiff(got, want);
       assert.ok(diff < 1e-4, `merged vs base+adapter logits differ by ${diff}`);
 
+      // The same merge written as a GGUF (Q/K permuted on the way) loads back with the same logits.
+      const ggufOut = path.join(dir, 'merged.gguf');
+      const ck3 = openCheckpoint(MODEL);
+      writeCheckpointAs(asQuantizedBase(ck3, q), ggufOut, { adapter: loadPeftAdapter(adapterDir), dtype: 'f32' });
+      ck3.close();
+      const fromGguf = await loadModel({ model: ggufOut });
+      const ggufDiff = maxAbsDiff(await logits(fromGguf.model), want);
+      fromGguf.model.dispose();
+      assert.ok(ggufDiff < 1e-4, `merged GGUF vs base+adapter logits differ by ${ggufDiff}`);
+
       // Without the 4-bit round trip the merge would not match (so the check above has teeth).
       const plainOut = path.join(dir, 'plain');
       const ck2 = openCheckpoint(MODEL);

@@ -9,6 +9,7 @@ import { convertCheckpoint, writeCheckpointAs, type ConvertResult } from '../exp
 import { exportGgufLora, GGUF_LORA_DTYPES, type GgufLoraDtype } from '../export/gguf-lora.js';
 import { loadPeftAdapter } from '../io/peft.js';
 import { openCheckpoint } from '../io/checkpoint.js';
+import { asQuantizedBase } from './merge.js';
 import { choiceOption } from './options.js';
 
 const EXPORT_FORMATS = ['gguf', 'gguf-lora', 'hf', 'llama2c'] as const;
@@ -22,6 +23,7 @@ interface ExportFlags {
   tokenizer?: string;
   name?: string;
   out: string;
+  baseQuant: 'none' | 'nf4' | 'fp4';
 }
 
 function report(r: ConvertResult): void {
@@ -72,6 +74,7 @@ export function registerExportCommands(program: Command): void {
     .option('--tokenizer <path>', 'vocabulary for the GGUF (.gguf, tokenizer.json or its folder, llama2.c tokenizer.bin); default: the model\'s own')
     .option('--name <name>', 'general.name written into the GGUF')
     .requiredOption('-o, --out <path>', 'output file (.gguf, .bin) or folder (hf)')
+    .option('--base-quant <type>', 'with --adapter: merge into the 4-bit base the adapter was trained on (nf4, fp4; block 64, double quant) instead of the full-precision weights (none)', choiceOption('--base-quant', ['none', 'nf4', 'fp4'] as const), 'none')
     .action((flags: ExportFlags) => {
       checkExtension(flags.format, flags.out);
       if (flags.format === 'gguf-lora') return exportLora(flags);
@@ -82,7 +85,8 @@ export function registerExportCommands(program: Command): void {
       if (!modelPath) throw new Error(`--format ${flags.format} needs --model`);
       const ck = openCheckpoint(modelPath);
       try {
-        report(writeCheckpointAs(ck, flags.out, { dtype: flags.dtype, tokenizer: flags.tokenizer, adapter, name: flags.name }));
+        const base = adapter && flags.baseQuant !== 'none' ? asQuantizedBase(ck, { quantType: flags.baseQuant, blocksize: 64, doubleQuant: true }) : ck;
+        report(writeCheckpointAs(base, flags.out, { dtype: flags.dtype, tokenizer: flags.tokenizer, adapter, name: flags.name }));
       } finally {
         ck.close();
       }
