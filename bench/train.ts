@@ -22,6 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
 import { native } from '../src/backends/cpu/native.js';
 import { buildLlama } from '../src/models/build.js';
+import { Linear4bit } from '../src/nn/linear.js';
+import { Tensor } from '../src/tensor/tensor.js';
 import { LlamaModel, PROJECTIONS, type ModelBatch, type StepTimings } from '../src/models/llama.js';
 import { syntheticSource } from '../src/models/synthetic.js';
 import { LoraLinear } from '../src/nn/lora.js';
@@ -116,8 +118,12 @@ function baseWeightBytes(model: LlamaModel): { all: number; projections: number;
   let projections = 0;
   let projectionParams = 0;
   const head = model.lmHead;
-  let other = model.embedding.size * 4 + model.finalNorm.size * 4 + (model.tiedEmbeddings ? 0 : head.weightBytes);
-  let params = model.embedding.size + model.finalNorm.size + (model.tiedEmbeddings ? 0 : head.inFeatures * head.outFeatures);
+  const emb = model.embedding;
+  // A 4-bit embedding is the tied head's own weight: count it through the head in that case.
+  const embBytes = emb instanceof Tensor ? emb.size * 4 : new Linear4bit(emb).weightBytes;
+  const embParams = emb instanceof Tensor ? emb.size : emb.rows * emb.cols;
+  let other = embBytes + model.finalNorm.size * 4 + (model.tiedEmbeddings ? 0 : head.weightBytes);
+  let params = embParams + model.finalNorm.size + (model.tiedEmbeddings ? 0 : head.inFeatures * head.outFeatures);
   for (const layer of model.layers) {
     other += (layer.attnNorm.size + layer.ffnNorm.size) * 4;
     params += layer.attnNorm.size + layer.ffnNorm.size;

@@ -63,6 +63,7 @@ async function build(dropout: number, quantizeHead: boolean): Promise<LlamaModel
     dtype: 'f64',
     quantization: { quantType: 'nf4', blocksize: 32, doubleQuant: true },
     quantizeHead,
+    quantizeEmbedding: quantizeHead,
     lora: { r: 2, alpha: 3, dropout, useRslora: false, init: 'kaiming', seed: 5, targets: 'all-linear', layers: null },
   });
   // B starts at zero (PEFT init), which would make every dA zero: give B random values.
@@ -73,7 +74,7 @@ async function build(dropout: number, quantizeHead: boolean): Promise<LlamaModel
 }
 
 for (const [dropout, quantizeHead] of [[0, false], [0.3, true]] as const) {
-  test(`LoRA gradients through a 4-bit Llama equal finite differences (f64, dropout ${dropout}, ${quantizeHead ? '4-bit' : 'f64'} lm_head)`, async () => {
+  test(`LoRA gradients through a 4-bit Llama equal finite differences (f64, dropout ${dropout}, ${quantizeHead ? '4-bit' : 'f64'} lm_head and embedding)`, async () => {
     const model = await build(dropout, quantizeHead);
     assert.equal(model.lmHead instanceof Linear4bit, quantizeHead);
     const be = model.backend;

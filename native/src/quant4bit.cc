@@ -281,7 +281,30 @@ Napi::Value Matmul4bit(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// embedding4bit(<quant args 0..10>, ids, out, n): out[i, :] = row ids[i] of dequant(W).
+Napi::Value Embedding4bit(const Napi::CallbackInfo& info) {
+  const Quant4 q = quantArgs(info, 0);
+  const int64_t n = intArg(info, 13, "n");
+  const int32_t* ids = i32Arg(info, 11, "ids", static_cast<size_t>(n)).data;
+  float* out = f32Arg(info, 12, "out", static_cast<size_t>(n * q.cols)).data;
+  for (int64_t i = 0; i < n; i++) {
+    if (ids[i] < 0 || ids[i] >= q.rows) {
+      fail(info.Env(), "embedding4bit: id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+                           " is outside [0, " + std::to_string(q.rows) + ")");
+    }
+  }
+  parallel_for(n, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; i++) {
+      const int64_t base = static_cast<int64_t>(ids[i]) * q.cols;
+      float* o = out + i * q.cols;
+      for (int64_t c = 0; c < q.cols; c++) o[c] = q.at(base + c);
+    }
+  });
+  return info.Env().Undefined();
+}
+
 QLORA_EXPORT("dequantize4bit", Dequantize4bit);
+QLORA_EXPORT("embedding4bit", Embedding4bit);
 QLORA_EXPORT("matmul4bit", Matmul4bit);
 
 }  // namespace

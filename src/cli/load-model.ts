@@ -23,6 +23,8 @@ export interface LoadOptions {
   readonly quantization?: Quantize4bitOptions | null;
   /** Also store an untied lm_head in 4-bit. */
   readonly quantizeHead?: boolean;
+  /** Also store the embedding table in 4-bit. */
+  readonly quantizeEmbedding?: boolean;
   /** Fresh LoRA adapters to train. */
   readonly lora?: LoraConfig | null;
   /** A trained adapter to apply (PEFT folder, or a GGUF LoRA file). */
@@ -52,6 +54,7 @@ export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
       backend,
       quantization: o.quantization ?? null,
       quantizeHead: o.quantizeHead,
+      quantizeEmbedding: o.quantizeEmbedding,
       lora: adapter ? adapter.lora : (o.lora ?? null),
       maxPositions: o.maxPositions,
       onTensor: o.onTensor,

@@ -9,14 +9,22 @@ import { choiceOption, intOption } from './options.js';
 
 const PROJECTION_WEIGHT = new RegExp(`\\.(${PROJECTIONS.join('|')})\\.weight$`);
 const HEAD = 'lm_head.weight';
+const EMBEDDING = 'model.embed_tokens.weight';
+
+/** Which non-projection tensors the training base also held in 4-bit (train --quantize-head / --quantize-embeddings). */
+export interface QuantizedExtras {
+  readonly head?: boolean;
+  readonly embedding?: boolean;
+}
 
 /**
  * The checkpoint as the adapter saw it during QLoRA training: each projection weight passed through
  * the same 4-bit quantizer, so merged = dequant(base) + scale·B·A reproduces base+adapter logits.
  */
-export function asQuantizedBase(ck: Checkpoint, q: Quantize4bitOptions, quantizeHead = false): Checkpoint {
+export function asQuantizedBase(ck: Checkpoint, q: Quantize4bitOptions, extras: QuantizedExtras = {}): Checkpoint {
+  const quantized = (name: string) => PROJECTION_WEIGHT.test(name) || (extras.head && name === HEAD) || (extras.embedding && name === EMBEDDING);
   const load = (name: string): Float32Array => {
-    if (!PROJECTION_WEIGHT.test(name) && !(quantizeHead && name === HEAD)) return ck.loadTensor(name);
+    if (!quantized(name)) return ck.loadTensor(name);
     const stored = ck.loadQuantized(name);
     return dequantize4bit(stored ?? quantize4bit(ck.loadTensor(name), q));
   };
@@ -43,6 +51,7 @@ interface MergeFlags {
   blocksize: number;
   doubleQuant: boolean;
   quantizeHead?: boolean;
+  quantizeEmbeddings?: boolean;
 }
 
 export function registerMergeCommand(program: Command): void {
@@ -57,11 +66,12 @@ export function registerMergeCommand(program: Command): void {
     .option('--blocksize <n>', '4-bit block size used in training', intOption('--blocksize', 32), 64)
     .option('--no-double-quant', 'the training base kept absmax in fp32')
     .option('--quantize-head', 'the training base had a 4-bit lm_head (train --quantize-head)')
+    .option('--quantize-embeddings', 'the training base had a 4-bit embedding table (train --quantize-embeddings)')
     .action((flags: MergeFlags) => {
       const ck = openCheckpoint(flags.model);
       try {
         const adapter = loadLoraAdapter(flags.adapter, ck.config);
-        const base = flags.quant === 'none' ? ck : asQuantizedBase(ck, { quantType: flags.quant, blocksize: flags.blocksize, doubleQuant: flags.doubleQuant }, flags.quantizeHead ?? false);
+        const base = flags.quant === 'none' ? ck : asQuantizedBase(ck, { quantType: flags.quant, blocksize: flags.blocksize, doubleQuant: flags.doubleQuant }, { head: flags.quantizeHead, embedding: flags.quantizeEmbeddings });
         if (flags.out.endsWith('.gguf') || flags.out.endsWith('.bin')) throw new Error('merge writes an HF folder; for GGUF use `qlora export --format gguf --adapter`');
         const r = writeCheckpointAs(base, flags.out, { adapter, dtype: flags.dtype });
         for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);

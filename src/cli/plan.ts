@@ -39,6 +39,7 @@ interface PlanCliOptions {
   quant: string;
   loraDropout: string;
   quantizeHead?: boolean;
+  quantizeEmbeddings?: boolean;
 }
 
 export function registerPlanCommand(program: Command): void {
@@ -57,6 +58,7 @@ export function registerPlanCommand(program: Command): void {
     .option('--quant <kind>', 'base weights: nf4 (double quant), nf4-nodq, or f32', 'nf4')
     .option('--lora-dropout <p>', 'LoRA dropout (> 0 keeps dropped-out input copies)', '0')
     .option('--quantize-head', 'an untied lm_head in 4-bit too (train --quantize-head)')
+    .option('--quantize-embeddings', 'the embedding table in 4-bit too (train --quantize-embeddings)')
     .action((o: PlanCliOptions) => {
       if (o.optimizer !== 'adamw' && o.optimizer !== 'adamw8bit') throw new Error(`--optimizer must be adamw or adamw8bit, got '${o.optimizer}'`);
       const quantization = { nf4: { blocksize: 64, doubleQuant: true }, 'nf4-nodq': { blocksize: 64, doubleQuant: false }, f32: null }[o.quant];
@@ -66,7 +68,7 @@ export function registerPlanCommand(program: Command): void {
       const { config, label } = resolvePlanModel(o.model);
       const plan = printTrainingPlan(config, {
         seqLen: o.seqLen, batchSize: o.batchSize, rank: o.rank, targets: o.targets, gradientCheckpointing: o.gradCheckpointing,
-        optimizer: o.optimizer, lossChunkRows: o.lossChunkRows, quantization, loraDropout, quantizeHead: o.quantizeHead ?? false,
+        optimizer: o.optimizer, lossChunkRows: o.lossChunkRows, quantization, loraDropout, quantizeHead: o.quantizeHead ?? false, quantizeEmbedding: o.quantizeEmbeddings ?? false,
       }, label);
       if (!plan.fits) process.exitCode = 2;
     });

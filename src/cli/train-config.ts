@@ -54,6 +54,7 @@ export const trainConfigSchema = z
     blocksize: z.number().int().default(64),
     doubleQuant: z.boolean().default(true),
     quantizeHead: z.boolean().default(false),
+    quantizeEmbeddings: z.boolean().default(false),
     gradientCheckpointing: z.boolean().default(false),
     skipNonfinite: z.boolean().default(false),
     format: z.enum(['auto', 'text', 'completion', 'alpaca', 'chat']).default('auto'),

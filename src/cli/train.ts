@@ -93,6 +93,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--blocksize <n>', '4-bit block size, 32..4096 (default 64)', intOption('--blocksize', 32))
     .option('--no-double-quant', 'keep absmax in fp32 (default: 8-bit double quantization)')
     .option('--quantize-head', 'store an untied lm_head in 4-bit too (default: embeddings, norms and lm_head stay f32)')
+    .option('--quantize-embeddings', 'store the embedding table in 4-bit too (a tied lm_head shares it)')
     .option('--gradient-checkpointing', 'recompute layer activations in backward (less memory, ~30% more time)')
     .option('--skip-nonfinite', 'skip steps with a NaN/Inf loss or gradient instead of stopping')
     .option('--format <format>', 'row format: auto, text, completion, alpaca, chat (default auto)', choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const))
@@ -189,6 +190,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     gradAccum: config.gradAccum,
     presizedArenas: true,
     quantizeHead: config.quantizeHead,
+    quantizeEmbedding: config.quantizeEmbeddings,
   }, path.basename(path.resolve(config.model)), log);
   header.close();
   if (!plan.fits) log('warning: the plan says this run does not fit in this machine\'s memory (see above); continuing anyway');
@@ -199,6 +201,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     backend: config.backend,
     quantization: config.quant === 'none' ? null : { quantType: config.quant, blocksize: config.blocksize, doubleQuant: config.doubleQuant },
     quantizeHead: config.quantizeHead,
+    quantizeEmbedding: config.quantizeEmbeddings,
     lora,
     maxPositions: config.seqLen,
   });

@@ -1,8 +1,9 @@
 import type { Arena } from '../tensor/arena.js';
-import type { Backend, RopeLayout } from '../tensor/backend.js';
+import type { Backend, Packed4bitWeight, RopeLayout } from '../tensor/backend.js';
 import type { DType } from '../tensor/dtype.js';
-import type { Tensor } from '../tensor/tensor.js';
-import { DenseLinear, type FrozenLinear } from '../nn/linear.js';
+import { Tensor } from '../tensor/tensor.js';
+import { DenseLinear, type FrozenLinear, Linear4bit } from '../nn/linear.js';
+import { disposePacked4bit } from '../quant/upload.js';
 import { LoraLinear, type LoraSaved } from '../nn/lora.js';
 import type { Param } from '../nn/param.js';
 
@@ -119,7 +120,8 @@ export class LlamaModel {
     readonly dims: LlamaDims,
     readonly backend: Backend,
     readonly dtype: DType,
-    readonly embedding: Tensor,
+    /** [V, d] in full precision, or a 4-bit table (BuildOptions.quantizeEmbedding). */
+    readonly embedding: Tensor | Packed4bitWeight,
     readonly layers: LlamaLayer[],
     readonly finalNorm: Tensor,
     /** The vocabulary projection [V, d]: the embedding table itself when tied, else dense or 4-bit. */
@@ -128,7 +130,7 @@ export class LlamaModel {
   ) {}
 
   get tiedEmbeddings(): boolean {
-    return this.lmHead instanceof DenseLinear && this.lmHead.weight === this.embedding;
+    return (this.lmHead instanceof DenseLinear || this.lmHead instanceof Linear4bit) && this.lmHead.weight === this.embedding;
   }
 
   /** All trainable parameters (LoRA A and B), in a stable order. */
@@ -183,7 +185,9 @@ export class LlamaModel {
   /** Embedding lookup into a new [n, d] tensor. */
   embed(ids: Tensor, arena: Arena): Tensor {
     const x = arena.alloc([ids.size, this.dims.hiddenSize], this.dtype);
-    this.backend.embedding(ids, this.embedding, x);
+    const table = this.embedding;
+    if (table instanceof Tensor) this.backend.embedding(ids, table, x);
+    else this.backend.embedding4bit(ids, table, x);
     return x;
   }
 
@@ -464,8 +468,10 @@ export class LlamaModel {
   }
 
   dispose(): void {
-    this.embedding.dispose();
-    if (!this.tiedEmbeddings) this.lmHead.dispose();
+    const tied = this.tiedEmbeddings;
+    if (this.embedding instanceof Tensor) this.embedding.dispose();
+    else disposePacked4bit(this.embedding);
+    if (!tied) this.lmHead.dispose();
     this.finalNorm.dispose();
     for (const layer of this.layers) {
       layer.attnNorm.dispose();

@@ -124,6 +124,8 @@ export interface Backend {
   matmul4bitInputGrad(dy: Tensor, w: Packed4bitWeight, dx: Tensor, beta?: number): void;
   /** out[rows, cols] = dequant(w) */
   dequantize4bit(w: Packed4bitWeight, out: Tensor): void;
+  /** out[n, cols] = rows ids[n] of dequant(w) (a 4-bit embedding table; ids out of range throw). */
+  embedding4bit(ids: Tensor, w: Packed4bitWeight, out: Tensor): void;
 
   // ---- layers ----------------------------------------------------------------------------------
   /** out[n, d] = table[ids[n], :]; ids out of range throw. */

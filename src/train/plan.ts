@@ -43,6 +43,8 @@ export interface PlanOptions {
   readonly presizedArenas: boolean;
   /** An untied lm_head stored in 4-bit too (BuildOptions.quantizeHead). */
   readonly quantizeHead?: boolean;
+  /** The embedding table stored in 4-bit too (BuildOptions.quantizeEmbedding). */
+  readonly quantizeEmbedding?: boolean;
 }
 
 export const PLAN_DEFAULTS: PlanOptions = {
@@ -450,7 +452,8 @@ export function planTraining(m: PlanModel, options: Partial<PlanOptions> = {}, m
   const ropeStart = Math.min(2048, Math.max(m.maxPositionEmbeddings, 1));
   const ropeRows = o.seqLen > ropeStart ? Math.max(o.seqLen, 2 * ropeStart) : ropeStart;
   const headBytes = !params.lmHead ? 0 : o.quantizeHead && o.quantization ? projectionBytes(m.vocabSize, m.hiddenSize, o.quantization) : block(params.lmHead);
-  const embedBytes = block(params.embedding) + headBytes;
+  const embeddingBytes = o.quantizeEmbedding && o.quantization ? projectionBytes(m.vocabSize, m.hiddenSize, o.quantization) : block(params.embedding);
+  const embedBytes = embeddingBytes + headBytes;
   const normBytes = (2 * m.numLayers + 1) * block(m.hiddenSize);
   const baseWeights = projectionBytesTotal + biasBytes + embedBytes + normBytes + 2 * block((ropeRows * m.headDim) / 2);
 

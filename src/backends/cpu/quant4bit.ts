@@ -17,6 +17,7 @@ type Matmul4bitKernel = (
 ) => void;
 
 const dequantizeKernel = kernel<Dequantize4bitKernel>('dequantize4bit');
+const embeddingKernel = kernel<(...args: [...QuantArgs, ids: Int32Array, out: Float32Array, n: number]) => void>('embedding4bit');
 const matmulKernel = kernel<Matmul4bitKernel>('matmul4bit');
 
 /** out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out (dequantized panel by panel, never whole). */
@@ -46,6 +47,14 @@ export function dequantize4bit(w: Packed4bitWeight, out: Tensor): void {
   const q = quantArgs(w, 'dequantize4bit');
   expectShape(out, [w.rows, w.cols], 'dequantize4bit', 'out');
   dequantizeKernel(...q, f32(out, 'dequantize4bit', 'out'));
+}
+
+/** out[n, cols] = rows ids[n] of dequant(w): an embedding lookup from a 4-bit table. */
+export function embedding4bit(ids: Tensor, w: Packed4bitWeight, out: Tensor): void {
+  const q = quantArgs(w, 'embedding4bit');
+  if (ids.dtype !== 'i32') throw new Error(`cpu.embedding4bit: ids must be i32, got ${ids.dtype}`);
+  expectShape(out, [ids.size, w.cols], 'embedding4bit', 'out');
+  embeddingKernel(...q, ids.data as Int32Array, f32(out, 'embedding4bit', 'out'), ids.size);
 }
 
 function quantArgs(w: Packed4bitWeight, op: string): QuantArgs {

@@ -121,3 +121,22 @@ export function dequantize4bit(w: Packed4bitWeight, out: Tensor): void {
     for (let c = 0; c < d.cols; c++) O[r * d.cols + c] = row[c]!;
   }
 }
+
+/** out[n, cols] = rows ids[n] of dequant(w): an embedding lookup from a 4-bit table. */
+export function embedding4bit(ids: Tensor, w: Packed4bitWeight, out: Tensor): void {
+  const op = 'embedding4bit';
+  const d = decode(op, w);
+  if (ids.dtype !== 'i32') fail(op, `ids must be i32, got ${ids.dtype}`);
+  floats(op, 'out', out);
+  expectShape(op, 'out', out, [ids.size, d.cols]);
+  const I = ids.data;
+  for (let i = 0; i < I.length; i++) {
+    if (!Number.isInteger(I[i]) || I[i]! < 0 || I[i]! >= d.rows) fail(op, `id ${I[i]} at position ${i} is outside [0, ${d.rows})`);
+  }
+  const O = out.data;
+  const row = new Float64Array(d.cols);
+  for (let i = 0; i < I.length; i++) {
+    dequantRow(d, I[i]!, row);
+    for (let c = 0; c < d.cols; c++) O[i * d.cols + c] = row[c]!;
+  }
+}
