@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
 import { native } from '../src/backends/cpu/native.js';
 import { buildLlama } from '../src/models/build.js';
-import { Linear4bit } from '../src/nn/linear.js';
+import { packedWeightBytes } from '../src/quant/upload.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { LlamaModel, PROJECTIONS, type ModelBatch, type StepTimings } from '../src/models/llama.js';
 import { syntheticSource } from '../src/models/synthetic.js';
@@ -120,7 +120,7 @@ function baseWeightBytes(model: LlamaModel): { all: number; projections: number;
   const head = model.lmHead;
   const emb = model.embedding;
   // A 4-bit embedding is the tied head's own weight: count it through the head in that case.
-  const embBytes = emb instanceof Tensor ? emb.size * 4 : new Linear4bit(emb).weightBytes;
+  const embBytes = emb instanceof Tensor ? emb.size * 4 : packedWeightBytes(emb);
   const embParams = emb instanceof Tensor ? emb.size : emb.rows * emb.cols;
   let other = embBytes + model.finalNorm.size * 4 + (model.tiedEmbeddings ? 0 : head.weightBytes);
   let params = embParams + model.finalNorm.size + (model.tiedEmbeddings ? 0 : head.inFeatures * head.outFeatures);

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
 import { NF4_THRESHOLDS, FP4_PIVOTS, type QuantType4bit } from '../src/quant/codes4bit.js';
 import { quantize4bit, VALID_4BIT_BLOCKSIZES, type Quantize4bitOptions } from '../src/quant/quantize4bit.js';
-import { quantize4bitNative } from '../src/quant/quantize-native.js';
+import { quantize4bitNative } from '../src/backends/cpu/quantize4bit-native.js';
 import { nextFloat32, randn, randu, rng } from './util.js';
 
 const QUANT_TYPES: readonly QuantType4bit[] = ['nf4', 'fp4'];

@@ -114,7 +114,7 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
   // The cpu backend quantizes on the native addon (bit-identical, threaded); the lazy import keeps
   // the ref backend free of the addon.
   const quantize: typeof quantize4bit = be.name === 'cpu' && options.quantization
-    ? (await import('../quant/quantize-native.js')).quantize4bitNative
+    ? (await import('../backends/cpu/quantize4bit-native.js')).quantize4bitNative
     : quantize4bit;
 
   /** A tensor in 4-bit: as stored (bitsandbytes checkpoints) or quantized now. */

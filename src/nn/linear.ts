@@ -1,6 +1,6 @@
 import type { Backend, Packed4bitWeight } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { disposePacked4bit } from '../quant/upload.js';
+import { disposePacked4bit, packedWeightBytes } from '../quant/upload.js';
 
 /**
  * A frozen linear map y = x·Wᵀ (+ b), x [n, in] → y [n, out], in full precision or 4-bit.
@@ -123,10 +123,7 @@ export class Linear4bit implements FrozenLinear {
   }
 
   get weightBytes(): number {
-    const w = this.weight;
-    let bytes = w.packed.size + w.code.size * 4 + w.absmax.size * (w.nested ? 1 : 4);
-    if (w.nested) bytes += w.nested.absmax.size * 4 + w.nested.code.size * 4;
-    return bytes + (this.biasAdder ? this.biasAdder.bias.size * 4 : 0);
+    return packedWeightBytes(this.weight) + (this.biasAdder ? this.biasAdder.bias.size * 4 : 0);
   }
 
   forward(x: Tensor, y: Tensor): void {

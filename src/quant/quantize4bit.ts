@@ -56,7 +56,8 @@ export interface Quantized4bit {
 /** Default for training: NF4 with double quantization, blocksize 64 (the QLoRA recipe). */
 export const QLORA_DEFAULTS: Required<Quantize4bitOptions> = { quantType: 'nf4', blocksize: 64, doubleQuant: true };
 
-export function quantize4bit(values: ArrayLike<number>, options: Quantize4bitOptions = {}): Quantized4bit {
+/** Options with defaults applied and checked (shared by the TypeScript and native quantizers). */
+export function resolveQuantize4bitOptions(options: Quantize4bitOptions): Required<Quantize4bitOptions> {
   const quantType = options.quantType ?? 'nf4';
   const blocksize = options.blocksize ?? 64;
   const doubleQuant = options.doubleQuant ?? true;
@@ -64,6 +65,11 @@ export function quantize4bit(values: ArrayLike<number>, options: Quantize4bitOpt
   if (!VALID_4BIT_BLOCKSIZES.includes(blocksize)) {
     throw new Error(`quantize4bit: blocksize ${blocksize} not in ${VALID_4BIT_BLOCKSIZES.join(', ')}`);
   }
+  return { quantType, blocksize, doubleQuant };
+}
+
+export function quantize4bit(values: ArrayLike<number>, options: Quantize4bitOptions = {}): Quantized4bit {
+  const { quantType, blocksize, doubleQuant } = resolveQuantize4bitOptions(options);
   const n = values.length;
   const nblocks = Math.ceil(n / blocksize);
   const absmax = new Float32Array(nblocks);

@@ -31,3 +31,10 @@ export function disposePacked4bit(w: Packed4bitWeight): void {
   w.nested?.absmax.dispose();
   w.nested?.code.dispose();
 }
+
+/** Bytes a backend holds for a 4-bit weight: packed codes, absmax (8-bit codes + nested f32, or f32) and code tables. */
+export function packedWeightBytes(w: Packed4bitWeight): number {
+  let bytes = w.packed.size + w.code.size * 4 + w.absmax.size * (w.nested ? 1 : 4);
+  if (w.nested) bytes += w.nested.absmax.size * 4 + w.nested.code.size * 4;
+  return bytes;
+}

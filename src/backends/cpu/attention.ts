@@ -1,6 +1,7 @@
 import type { AttentionOptions } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { expectFinite, expectRank, expectShape, f32, fail, i32, noAlias } from './checks.js';
+import { type AttentionDims, attentionDims } from '../shape-checks.js';
+import { checks, expectShape, f32, i32, noAlias } from './checks.js';
 import { kernel } from './native.js';
 
 type Forward = (
@@ -16,35 +17,12 @@ type Backward = (
 const attentionF32 = kernel<Forward>('attentionF32');
 const attentionBackwardF32 = kernel<Backward>('attentionBackwardF32');
 
-interface Dims {
-  B: number;
-  Tq: number;
-  Tk: number;
-  H: number;
-  Hkv: number;
-  D: number;
-}
-
-/** Shapes shared by forward and backward: q [B, Tq, H, D], k/v [B, Tk, Hkv, D], lse [B, H, Tq]. */
-function checkInputs(op: string, q: Tensor, k: Tensor, v: Tensor, lse: Tensor, options: AttentionOptions): Dims {
-  expectRank(op, 'q', q, 4);
-  expectRank(op, 'k', k, 4);
-  const [B, Tq, H, D] = q.shape as [number, number, number, number];
-  const [Bk, Tk, Hkv, Dk] = k.shape as [number, number, number, number];
-  if (Bk !== B || Dk !== D) fail(op, `k [${k.shape.join(', ')}] does not match q [${q.shape.join(', ')}]`);
-  if (Hkv === 0 || H % Hkv !== 0) fail(op, `query heads (${H}) must be a multiple of kv heads (${Hkv})`);
-  if (D === 0) fail(op, 'head dim must be positive');
-  if (Tk < Tq) fail(op, `Tk (${Tk}) must be ≥ Tq (${Tq})`);
-  expectShape(op, 'v', v, k.shape);
-  expectShape(op, 'lse', lse, [B, H, Tq]);
-  expectFinite(op, 'scale', options.scale);
-  const seg = options.segmentIds;
-  if (seg) {
-    if (Tq !== Tk) fail(op, `segment ids need Tq == Tk (got ${Tq} and ${Tk})`);
-    expectShape(op, 'segmentIds', seg, [B, Tk]);
-    i32(op, 'segmentIds', seg);
-  }
-  return { B, Tq, Tk, H, Hkv, D };
+/** Shapes shared by forward and backward (shape-checks.ts), plus lse [B, H, Tq] and i32 segment ids. */
+function checkInputs(op: string, q: Tensor, k: Tensor, v: Tensor, lse: Tensor, options: AttentionOptions): AttentionDims {
+  const d = attentionDims(checks, op, q, k, v, options);
+  expectShape(op, 'lse', lse, [d.B, d.H, d.Tq]);
+  if (options.segmentIds) i32(op, 'segmentIds', options.segmentIds);
+  return d;
 }
 
 /** Causal grouped-query flash attention (see native/src/attention.cc). */

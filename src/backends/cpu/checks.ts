@@ -4,10 +4,11 @@
  */
 import { shapeString } from '../../tensor/dtype.js';
 import type { Tensor } from '../../tensor/tensor.js';
+import { shapeChecks } from '../shape-checks.js';
 
-export function fail(op: string, message: string): never {
-  throw new Error(`cpu.${op}: ${message}`);
-}
+/** The shape checks every backend shares, with this backend's error prefix. */
+export const checks = shapeChecks('cpu');
+export const { fail, expectShape, expectSize, expectRank } = checks;
 
 /** The elements of an f32 tensor (the only float type this backend computes in). */
 export function f32(op: string, name: string, t: Tensor): Float32Array {
@@ -20,19 +21,8 @@ export function i32(op: string, name: string, t: Tensor): Int32Array {
   return t.data as Int32Array;
 }
 
-export function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
-  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    fail(op, `${name} has shape ${shapeString(t.shape)}, expected ${shapeString(shape)}`);
-  }
-}
 
-export function expectSize(op: string, name: string, t: Tensor, size: number): void {
-  if (t.size !== size) fail(op, `${name} has ${t.size} elements, expected ${size}`);
-}
 
-export function expectRank(op: string, name: string, t: Tensor, rank: number): void {
-  if (t.rank !== rank) fail(op, `${name} must have rank ${rank}, got shape ${shapeString(t.shape)}`);
-}
 
 export function expectFinite(op: string, name: string, value: number): void {
   if (!Number.isFinite(value)) fail(op, `${name} must be a finite number, got ${value}`);

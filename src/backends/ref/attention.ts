@@ -1,37 +1,18 @@
 import type { AttentionOptions } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { expectRank, expectShape, fail, ints, noAlias, sameFloatType } from './check.js';
+import { type AttentionDims, attentionDims } from '../shape-checks.js';
+import { checks, expectShape, fail, ints, noAlias, sameFloatType } from './check.js';
 
 /**
  * Reference causal grouped-query attention. Clarity first: each query's full score row is held
  * (the contract's "never a full T×T matrix" is about the fast kernels' memory; one row is O(Tk)).
  */
-interface Dims {
-  B: number;
-  Tq: number;
-  Tk: number;
-  H: number;
-  Hkv: number;
-  D: number;
-}
+type Dims = AttentionDims;
 
 function checkDims(op: string, q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): { dims: Dims; seg: Int32Array | null } {
-  expectRank(op, 'q', q, 4);
-  expectRank(op, 'k', k, 4);
-  const [B, Tq, H, D] = q.shape as [number, number, number, number];
-  const [Bk, Tk, Hkv, Dk] = k.shape as [number, number, number, number];
-  if (Bk !== B || Dk !== D) fail(op, `k [${k.shape.join(', ')}] does not match q [${q.shape.join(', ')}]`);
-  expectShape(op, 'v', v, k.shape);
-  if (Tk < Tq) fail(op, `Tk (${Tk}) must be ≥ Tq (${Tq})`);
-  if (Hkv <= 0 || H % Hkv !== 0) fail(op, `query heads ${H} must be a multiple of key/value heads ${Hkv}`);
-  if (!Number.isFinite(options.scale)) fail(op, `scale must be finite, got ${options.scale}`);
-  let seg: Int32Array | null = null;
-  if (options.segmentIds) {
-    if (Tq !== Tk) fail(op, `segment ids need Tq == Tk (got ${Tq}, ${Tk})`);
-    seg = ints(op, 'segmentIds', options.segmentIds);
-    expectShape(op, 'segmentIds', options.segmentIds, [B, Tk]);
-  }
-  return { dims: { B, Tq, Tk, H, Hkv, D }, seg };
+  const dims = attentionDims(checks, op, q, k, v, options);
+  const seg = options.segmentIds ? ints(op, 'segmentIds', options.segmentIds) : null;
+  return { dims, seg };
 }
 
 /** Keys query i may see: j ≤ its absolute position, and (with segment ids) the same segment. */

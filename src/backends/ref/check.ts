@@ -4,12 +4,13 @@
  */
 import { shapeString } from '../../tensor/dtype.js';
 import type { Tensor } from '../../tensor/tensor.js';
+import { shapeChecks } from '../shape-checks.js';
 
 export type FloatArray = Float32Array | Float64Array;
 
-export function fail(op: string, message: string): never {
-  throw new Error(`ref.${op}: ${message}`);
-}
+/** The shape checks every backend shares, with this backend's error prefix. */
+export const checks = shapeChecks('ref');
+export const { fail, expectShape, expectSize, expectRank } = checks;
 
 /** The elements of a float (f32/f64) tensor. */
 export function floats(op: string, name: string, t: Tensor): FloatArray {
@@ -37,19 +38,8 @@ export function sameFloatType(op: string, tensors: Record<string, Tensor>): void
   }
 }
 
-export function expectShape(op: string, name: string, t: Tensor, shape: readonly number[]): void {
-  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    fail(op, `${name} has shape ${shapeString(t.shape)}, expected ${shapeString(shape)}`);
-  }
-}
 
-export function expectSize(op: string, name: string, t: Tensor, size: number): void {
-  if (t.size !== size) fail(op, `${name} has ${t.size} elements, expected ${size}`);
-}
 
-export function expectRank(op: string, name: string, t: Tensor, rank: number): void {
-  if (t.rank !== rank) fail(op, `${name} must have rank ${rank}, got shape ${shapeString(t.shape)}`);
-}
 
 /** Two tensors must not share memory unless the op allows it. */
 export function noAlias(op: string, names: string, a: Tensor, b: Tensor): void {

@@ -4,12 +4,12 @@
  * the addon (importing this module loads it); callers that must work without the addon use the
  * TypeScript quantizer.
  */
-import { kernel } from '../backends/cpu/native.js';
-import { codeTable } from './codes4bit.js';
-import { createDynamicMap } from './dynamic-map.js';
+import { kernel } from './native.js';
+import { codeTable } from '../../quant/codes4bit.js';
+import { createDynamicMap } from '../../quant/dynamic-map.js';
 import {
-  NESTED_BLOCKSIZE, type Quantize4bitOptions, type Quantized4bit, VALID_4BIT_BLOCKSIZES,
-} from './quantize4bit.js';
+  NESTED_BLOCKSIZE, type Quantize4bitOptions, type Quantized4bit, resolveQuantize4bitOptions,
+} from '../../quant/quantize4bit.js';
 
 type Quantize4bitKernel = (values: Float32Array, fp4: boolean, blocksize: number, packed: Uint8Array, absmax: Float32Array) => number;
 type Blockwise8bitKernel = (values: Float32Array, code: Float32Array, blocksize: number, codes: Uint8Array, absmax: Float32Array) => void;
@@ -18,13 +18,7 @@ const quantize4bitF32 = kernel<Quantize4bitKernel>('quantize4bitF32');
 const quantizeBlockwise8bitF32 = kernel<Blockwise8bitKernel>('quantizeBlockwise8bitF32');
 
 export function quantize4bitNative(values: ArrayLike<number>, options: Quantize4bitOptions = {}): Quantized4bit {
-  const quantType = options.quantType ?? 'nf4';
-  const blocksize = options.blocksize ?? 64;
-  const doubleQuant = options.doubleQuant ?? true;
-  if (quantType !== 'nf4' && quantType !== 'fp4') throw new Error(`quantize4bit: unknown quantType '${String(quantType)}'`);
-  if (!VALID_4BIT_BLOCKSIZES.includes(blocksize)) {
-    throw new Error(`quantize4bit: blocksize ${blocksize} not in ${VALID_4BIT_BLOCKSIZES.join(', ')}`);
-  }
+  const { quantType, blocksize, doubleQuant } = resolveQuantize4bitOptions(options);
   // Float32Array.from rounds each value like Math.fround, the TS quantizer's first step.
   const f32 = values instanceof Float32Array ? values : Float32Array.from(values);
   const n = f32.length;
