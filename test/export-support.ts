@@ -47,7 +47,7 @@ export async function writeRandomPeftAdapter(dir: string, config: LlamaConfig, s
       for (let j = 0; j < v.length; j++) v[j] = (2 * uniformAt(seed + i, j) - 1) * bScale;
       p.value.write(v);
     });
-    savePeftAdapter(dir, model, lora, null);
+    await savePeftAdapter(dir, model, lora, null);
   } finally {
     model.dispose();
   }

@@ -42,7 +42,7 @@ for (const useRslora of [false, true]) {
         if (p.name.endsWith('lora_B.weight')) p.value.write(randn(p.value.size, 50 + i, 0.2));
       });
       const adapterDir = path.join(dir, 'adapter');
-      savePeftAdapter(adapterDir, trained.model, lora, null);
+      await savePeftAdapter(adapterDir, trained.model, lora, null);
       const want = await logits(trained.model);
       trained.model.dispose();
 

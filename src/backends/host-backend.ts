@@ -59,7 +59,7 @@ export abstract class HostMemory {
 export const KERNEL_NAMES = [
   'fill', 'copy', 'add', 'scale', 'axpy', 'sumOfSquares', 'matmul', 'matmul4bit', 'matmul4bitInputGrad', 'dequantize4bit', 'embedding4bit',
   'embedding', 'embeddingBackward', 'rmsnorm', 'rmsnormBackward', 'rope', 'attention', 'attentionBackward', 'swiglu',
-  'swigluBackward', 'crossEntropy', 'dropout', 'adamw',
+  'swigluBackward', 'crossEntropy', 'dropout', 'adamw', 'adamw8bit',
 ] as const satisfies readonly (keyof Backend)[];
 
 export type Kernels = Pick<Backend, (typeof KERNEL_NAMES)[number]>;

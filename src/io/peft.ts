@@ -72,15 +72,17 @@ export function adapterConfigJson(lora: LoraConfig, baseModel: string | null): R
   return Object.fromEntries(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
-/** Saves the model's LoRA weights as a PEFT adapter folder (each file written atomically). */
-export function savePeftAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null): void {
+/**
+ * Saves the model's LoRA weights as a PEFT adapter folder (each file written atomically). The
+ * weights are read back from the backend (async: a device backend maps its buffers).
+ */
+export async function savePeftAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
-  const tensors = model.parameters().map((p) => ({
-    name: p.name,
-    dtype: 'F32',
-    shape: [...p.value.shape],
-    data: p.value.dtype === 'f32' ? (p.value.data as Float32Array) : Float32Array.from(p.value.data),
-  }));
+  const tensors = [];
+  for (const p of model.parameters()) {
+    const values = await p.value.read();
+    tensors.push({ name: p.name, dtype: 'F32', shape: [...p.value.shape], data: values instanceof Float32Array ? values : Float32Array.from(values) });
+  }
   if (tensors.length === 0) throw new Error('the model has no LoRA layers to save');
   writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
   const json = new TextEncoder().encode(`${JSON.stringify(adapterConfigJson(lora, baseModel), null, 2)}\n`);

@@ -101,7 +101,7 @@ export class HostArena implements Arena {
 
   zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
     const t = this.alloc(shape, dtype);
-    t.data.fill(0);
+    this.backend.fill(t, 0);
     return t;
   }
 

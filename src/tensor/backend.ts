@@ -63,6 +63,30 @@ export interface AdamWOptions {
   readonly step: number;
 }
 
+/** Elements per block of 8-bit optimizer state (bitsandbytes' blockwise 8-bit optimizers). */
+export const ADAMW8BIT_BLOCKSIZE = 256;
+
+/**
+ * 8-bit blockwise AdamW state of one parameter of n elements (bitsandbytes
+ * `optimizer_update_8bit_blockwise`): each moment is stored as a u8 code per element into a
+ * 256-entry map (the signed dynamic map for m, the unsigned one for v) times an f32 absmax per
+ * block of ADAMW8BIT_BLOCKSIZE elements.
+ */
+export interface AdamW8bitState {
+  /** u8 [n]: codes of m into qmap1. */
+  readonly state1: Tensor;
+  /** u8 [n]: codes of v into qmap2. */
+  readonly state2: Tensor;
+  /** f32 [ceil(n / 256)] */
+  readonly absmax1: Tensor;
+  /** f32 [ceil(n / 256)] */
+  readonly absmax2: Tensor;
+  /** f32 [256], ascending: the signed dynamic map (create_dynamic_map(signed=True)). */
+  readonly qmap1: Tensor;
+  /** f32 [256], ascending: the unsigned dynamic map. */
+  readonly qmap2: Tensor;
+}
+
 export interface MemoryStats {
   /** Bytes held by this backend's long-lived and arena allocations right now. */
   readonly allocatedBytes: number;
@@ -178,4 +202,14 @@ export interface Backend {
   // ---- optimizer ---------------------------------------------------------------------------------
   /** One AdamW step in place (PyTorch semantics: decoupled decay p -= lr·wd·p, then the Adam update). */
   adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamWOptions): void;
+  /**
+   * One 8-bit blockwise AdamW step in place (bitsandbytes `kOptimizerStatic8bit2StateBlockwise`).
+   * Per block: dequantize m and v (code · absmax, rounded to f32), update them in float64
+   * (m = β1·m + (1-β1)·g, v = β2·v + (1-β2)·g², each rounded to f32), then
+   * p += -(lr·sqrt(1-β2^t)/(1-β1^t)) · m / (sqrt(v) + eps·sqrt(1-β2^t)), then p ·= (1 - lr·wd) when wd > 0;
+   * the block's new absmax is max|m| (max v), and each moment is requantized to the nearest code
+   * (m keeps its sign). Elements with a non-finite gradient are skipped (p unchanged, m = v = 0).
+   * Every backend gives the same bits: the arithmetic is specified to the rounding.
+   */
+  adamw8bit(param: Tensor, grad: Tensor, state: AdamW8bitState, options: AdamWOptions): void;
 }

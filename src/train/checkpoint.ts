@@ -32,17 +32,17 @@ export function checkpointDir(outputDir: string, step: number): string {
   return path.join(outputDir, `checkpoint-${step}`);
 }
 
-export function saveCheckpoint(
+export async function saveCheckpoint(
   outputDir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null, optimizer: Optimizer,
   state: TrainerState, keep: number,
-): string {
+): Promise<string> {
   const final = checkpointDir(outputDir, state.step);
   const tmp = path.join(outputDir, `.tmp-checkpoint-${state.step}-${process.pid}`);
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp, { recursive: true });
   try {
-    savePeftAdapter(tmp, model, lora, baseModel);
-    const opt = optimizer.state();
+    await savePeftAdapter(tmp, model, lora, baseModel);
+    const opt = await optimizer.state();
     const tensors = Object.entries(opt.arrays).map(([name, data]) => ({
       name,
       dtype: data instanceof Uint8Array ? 'U8' : 'F32',

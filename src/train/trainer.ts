@@ -207,8 +207,8 @@ export class Trainer {
       step, dataCursor: this.train.cursor(), bestEvalLoss: bestEval, evalsWithoutImprovement, tokensSeen,
       elapsedSeconds: elapsed(), fingerprint: fp, optimizerKind: optimizer.kind,
     });
-    const checkpoint = () => {
-      const dir = saveCheckpoint(o.outputDir, this.model, this.lora, o.baseModel, optimizer, state(), o.keepCheckpoints);
+    const checkpoint = async () => {
+      const dir = await saveCheckpoint(o.outputDir, this.model, this.lora, o.baseModel, optimizer, state(), o.keepCheckpoints);
       this.events.onCheckpoint?.(dir, step);
     };
     let stoppedBy: TrainSummary['stoppedBy'] = 'max-steps';
@@ -280,7 +280,7 @@ export class Trainer {
         this.events.onStep?.(m);
         let stop = false;
         if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.maxSteps) stop = await runEval();
-        if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < o.maxSteps) checkpoint();
+        if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < o.maxSteps) await checkpoint();
         if (stop) {
           stoppedBy = 'early-stopping';
           break;
@@ -294,13 +294,13 @@ export class Trainer {
         }
       }
       if (stoppedBy === 'max-steps') await runEval();
-      checkpoint();
+      await checkpoint();
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }
     // The final adapter sits at the top of the output folder, ready for PEFT / qlora generate.
-    savePeftAdapter(o.outputDir, this.model, this.lora, o.baseModel);
+    await savePeftAdapter(o.outputDir, this.model, this.lora, o.baseModel);
     fs.writeFileSync(path.join(o.outputDir, 'loss.svg'), lossCurveSvg([
       { label: 'train loss', color: '#1f77b4', points: history.train },
       { label: 'eval loss', color: '#d62728', points: history.eval },

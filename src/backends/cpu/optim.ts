@@ -1,6 +1,7 @@
-import type { AdamWOptions } from '../../tensor/backend.js';
+import type { AdamW8bitState, AdamWOptions } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { expectFinite, expectSize, f32, fail, noAlias } from './checks.js';
+import { adamw8bitArrays, checkAdamW8bit } from '../adamw8bit-host.js';
+import { checks, expectFinite, expectSize, f32, fail, noAlias } from './checks.js';
 import { kernel } from './native.js';
 
 type AdamW = (
@@ -28,5 +29,23 @@ export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options
   adamwF32(
     f32(op, 'param', param), f32(op, 'grad', grad), f32(op, 'm', m), f32(op, 'v', v), n,
     lr, beta1, beta2, eps, weightDecay, step,
+  );
+}
+
+/**
+ * One 8-bit blockwise AdamW step. The arithmetic is the contract's to the rounding (float64 with
+ * f32 roundings at fixed points), so it runs as the shared TypeScript loop over the native memory:
+ * a C++ port would have to reproduce V8's float64 evaluation exactly (no FMA contraction, no
+ * flush-to-zero) to keep checkpoints interchangeable with ref.
+ */
+export function adamw8bit(param: Tensor, grad: Tensor, state: AdamW8bitState, options: AdamWOptions): void {
+  checkAdamW8bit(checks, param, grad, state, options);
+  noAlias('adamw8bit', 'param and grad', param, grad);
+  noAlias('adamw8bit', 'state1 and state2', state.state1, state.state2);
+  noAlias('adamw8bit', 'absmax1 and absmax2', state.absmax1, state.absmax2);
+  adamw8bitArrays(
+    param.data as Float32Array, grad.data as Float32Array, state.state1.data as Uint8Array, state.state2.data as Uint8Array,
+    state.absmax1.data as Float32Array, state.absmax2.data as Float32Array, state.qmap1.data as Float32Array,
+    state.qmap2.data as Float32Array, options,
   );
 }

@@ -1,6 +1,7 @@
-import type { AdamWOptions } from '../../tensor/backend.js';
+import type { AdamW8bitState, AdamWOptions } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { expectSize, fail, noAlias, sameFloatType } from './check.js';
+import { adamw8bitArrays, checkAdamW8bit } from '../adamw8bit-host.js';
+import { checks, expectSize, fail, noAlias, sameFloatType } from './check.js';
 
 /**
  * One AdamW step, PyTorch `_single_tensor_adamw` semantics:
@@ -33,4 +34,17 @@ export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options
     // Use the stored (dtype-rounded) moments, as PyTorch's in-place ops do.
     P[i] = P[i]! * decay - (stepSize * M[i]!) / (Math.sqrt(Vv[i]!) / bc2Sqrt + eps);
   }
+}
+
+/** One 8-bit blockwise AdamW step (the contract's arithmetic, see adamw8bit-host.ts). */
+export function adamw8bit(param: Tensor, grad: Tensor, state: AdamW8bitState, options: AdamWOptions): void {
+  checkAdamW8bit(checks, param, grad, state, options);
+  noAlias('adamw8bit', 'param and grad', param, grad);
+  noAlias('adamw8bit', 'state1 and state2', state.state1, state.state2);
+  noAlias('adamw8bit', 'absmax1 and absmax2', state.absmax1, state.absmax2);
+  adamw8bitArrays(
+    param.data as Float32Array, grad.data as Float32Array, state.state1.data as Uint8Array, state.state2.data as Uint8Array,
+    state.absmax1.data as Float32Array, state.absmax2.data as Float32Array, state.qmap1.data as Float32Array,
+    state.qmap2.data as Float32Array, options,
+  );
 }
