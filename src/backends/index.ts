@@ -1,12 +1,13 @@
 import type { Backend } from '../tensor/backend.js';
 
-export type BackendName = 'ref' | 'cpu';
+export type BackendName = 'ref' | 'cpu' | 'webgpu';
 
 const cache = new Map<BackendName, Backend>();
 
 /**
  * The backend registry. `ref` is pure TypeScript; `cpu` loads the native addon on first use (so
- * code that only needs ref never touches the addon).
+ * code that only needs ref never touches the addon); `webgpu` opens the default GPU adapter (Dawn
+ * in Node through the optional `webgpu` package, navigator.gpu in browsers).
  */
 export async function getBackend(name: BackendName): Promise<Backend> {
   const hit = cache.get(name);
@@ -23,8 +24,13 @@ export async function getBackend(name: BackendName): Promise<Backend> {
       backend = new CpuBackend();
       break;
     }
+    case 'webgpu': {
+      const { createWebGpuBackend } = await import('./webgpu/index.js');
+      backend = await createWebGpuBackend();
+      break;
+    }
     default:
-      throw new Error(`unknown backend '${String(name)}' (choose ref or cpu)`);
+      throw new Error(`unknown backend '${String(name)}' (choose ref, cpu or webgpu)`);
   }
   cache.set(name, backend);
   return backend;

@@ -1,0 +1,121 @@
+/**
+ * The WebGPU backend: tensors live in GPU buffers (storage kind 'device'), kernels are WGSL compute
+ * shaders recorded into command buffers, and values reach JavaScript only through `read()`. The
+ * same code runs in Node (Dawn, the optional `webgpu` package) and in browsers (navigator.gpu).
+ */
+import type { Arena } from '../../tensor/arena.js';
+import type { Backend, MemoryStats } from '../../tensor/backend.js';
+import { BYTES_PER_ELEMENT, type DType, type HostArray, hostArrayFor, shapeSize } from '../../tensor/dtype.js';
+import { type Storage, Tensor } from '../../tensor/tensor.js';
+import { type Kernels, kernelTable } from '../host-backend.js';
+import { GpuContext } from './context.js';
+import { type AdapterSummary, type GpuDeviceHandle, type OpenDeviceOptions, openDevice } from './gpu.js';
+import { DeviceBytes, GpuArena, deviceStorage, sliceDeviceStorage, spanOf } from './memory.js';
+import * as elementwise from './kernels/elementwise.js';
+import * as matmul from './kernels/matmul.js';
+import * as quant4bit from './kernels/quant4bit.js';
+import * as embedding from './kernels/embedding.js';
+import * as norm from './kernels/norm.js';
+import * as rope from './kernels/rope.js';
+import * as attention from './kernels/attention.js';
+import * as loss from './kernels/loss.js';
+import * as optim from './kernels/optim.js';
+
+// QLORA_WEBGPU_PARTIAL=1 lets a backend with unfinished kernels start (for kernel development only:
+// a missing kernel then throws when called); without it a missing kernel fails at start-up.
+const KERNELS = kernelTable([elementwise, matmul, quant4bit, embedding, norm, rope, attention, loss, optim], {
+  allowMissing: typeof process !== 'undefined' && process.env?.QLORA_WEBGPU_PARTIAL === '1',
+  backend: 'webgpu',
+});
+
+export interface WebGpuBackend extends Kernels {}
+export class WebGpuBackend implements Backend {
+  readonly name = 'webgpu';
+  readonly floatTypes: readonly DType[] = ['f32'];
+  readonly ctx: GpuContext;
+  private readonly bytes = new DeviceBytes();
+
+  constructor(handle: GpuDeviceHandle) {
+    this.ctx = new GpuContext(handle);
+    Object.assign(this, KERNELS);
+  }
+
+  /** The adapter this backend runs on (vendor, description, features, limits). */
+  get adapter(): AdapterSummary {
+    return this.ctx.handle.adapter;
+  }
+
+  /** Whether WGSL f16 arithmetic is available (the adapter has `shader-f16`). */
+  get hasF16(): boolean {
+    return this.ctx.features.has('shader-f16');
+  }
+
+  zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    if (dtype === 'f64') throw new Error('webgpu: f64 tensors are not supported (GPUs compute in f32)');
+    const bytes = shapeSize(shape) * BYTES_PER_ELEMENT[dtype];
+    // WebGPU zero-initializes new buffers.
+    const buffer = this.ctx.createBuffer(bytes, `tensor [${shape.join(', ')}] ${dtype}`);
+    const size = buffer.size;
+    this.bytes.add(size);
+    return new Tensor(this, [...shape], dtype, deviceStorage(buffer, 0), {
+      kind: 'owned',
+      release: () => {
+        this.bytes.remove(size);
+        this.ctx.release(buffer);
+      },
+    });
+  }
+
+  fromArray(values: ArrayLike<number>, shape: readonly number[], dtype: DType = 'f32'): Tensor {
+    const t = this.zeros(shape, dtype);
+    this.write(t, values);
+    return t;
+  }
+
+  createArena(initialBytes = 0, name = 'arena'): Arena {
+    return new GpuArena(this, this.ctx, this.bytes, initialBytes, name);
+  }
+
+  async read(t: Tensor): Promise<HostArray> {
+    const span = spanOf(t);
+    const bytes = await this.ctx.read(span);
+    return hostArrayFor(t.dtype, bytes.buffer, bytes.byteOffset, t.size);
+  }
+
+  write(t: Tensor, values: ArrayLike<number>): void {
+    if (values.length !== t.size) throw new Error(`write: ${values.length} values for a tensor of ${t.size}`);
+    const host = hostArrayFor(t.dtype, new ArrayBuffer(t.size * BYTES_PER_ELEMENT[t.dtype]), 0, t.size);
+    if (host.constructor === (values as object).constructor) host.set(values as unknown as ArrayLike<number> & HostArray);
+    else for (let i = 0; i < values.length; i++) host[i] = values[i]!;
+    const span = spanOf(t);
+    const bytes = new Uint8Array(host.buffer, host.byteOffset, host.byteLength);
+    if (span.byteOffset % 4 === 0 && bytes.byteLength % 4 === 0) {
+      this.ctx.write(span, bytes);
+      return;
+    }
+    // A u8 range that does not cover whole words: upload whole words to a temporary and let the
+    // byte-exact copy kernel merge them, so neighbouring bytes are left as they were.
+    const staging = this.zeros([t.size], 'u8');
+    this.ctx.write(spanOf(staging), bytes);
+    this.copy(staging, t);
+    staging.dispose();
+  }
+
+  sliceStorage(storage: Storage, dtype: DType, offset: number, _length: number): Storage {
+    return sliceDeviceStorage(storage, dtype, offset);
+  }
+
+  memoryStats(): MemoryStats {
+    return { allocatedBytes: this.bytes.allocated, peakBytes: this.bytes.peak };
+  }
+
+  /** Waits for the GPU to finish everything recorded so far (and reports device errors). */
+  sync(): Promise<void> {
+    return this.ctx.sync();
+  }
+}
+
+/** Opens the default GPU and returns a backend on it. */
+export async function createWebGpuBackend(options: OpenDeviceOptions = {}): Promise<WebGpuBackend> {
+  return new WebGpuBackend(await openDevice(options));
+}

@@ -1,0 +1,2 @@
+// WebGPU kernels: attention (being written).
+export {};

@@ -1,0 +1,2 @@
+// WebGPU kernels: embedding (being written).
+export {};

@@ -1,0 +1,2 @@
+// WebGPU kernels: loss (being written).
+export {};

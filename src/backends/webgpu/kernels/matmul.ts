@@ -1,0 +1,2 @@
+// WebGPU kernels: matmul (being written).
+export {};

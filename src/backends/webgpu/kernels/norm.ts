@@ -1,0 +1,2 @@
+// WebGPU kernels: norm (being written).
+export {};

@@ -1,0 +1,2 @@
+// WebGPU kernels: optim (being written).
+export {};

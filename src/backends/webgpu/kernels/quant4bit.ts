@@ -1,0 +1,2 @@
+// WebGPU kernels: quant4bit (being written).
+export {};

@@ -1,0 +1,2 @@
+// WebGPU kernels: rope (being written).
+export {};

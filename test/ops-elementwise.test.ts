@@ -1,0 +1,139 @@
+// Elementwise ops (fill, copy, add, scale, axpy, sum of squares, SwiGLU, dropout) on every backend
+// under test against ref (float64), at sizes around SIMD widths, workgroup sizes and grid caps.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { getBackend } from '../src/backends/index.js';
+import { Pairs, backendsUnderTest } from './backends-under-test.js';
+
+const ref = await getBackend('ref');
+const SIZES = [1, 7, 16, 17, 255, 257, 1000, 100_003];
+
+for (const { name, be } of await backendsUnderTest()) {
+  test(`${name}: fill, copy, add, scale, axpy match ref (including in-place forms)`, async () => {
+    const P = new Pairs(be, ref);
+    try {
+      for (const n of SIZES) {
+        const a = P.random([n]);
+        const b = P.random([n]);
+        const out = P.zeros([n]);
+        be.fill(out.t, 2.5);
+        ref.fill(out.r, 2.5);
+        await P.close(out, `fill n=${n}`, { atol: 0, rtol: 0 });
+        be.copy(a.t, out.t);
+        ref.copy(a.r, out.r);
+        await P.close(out, `copy n=${n}`, { atol: 0, rtol: 0 });
+        be.add(a.t, b.t, out.t);
+        ref.add(a.r, b.r, out.r);
+        await P.close(out, `add n=${n}`);
+        be.add(out.t, b.t, out.t);
+        ref.add(out.r, b.r, out.r);
+        await P.close(out, `add in place n=${n}`);
+        be.scale(out.t, -0.75, out.t);
+        ref.scale(out.r, -0.75, out.r);
+        await P.close(out, `scale in place n=${n}`);
+        be.axpy(0.3, a.t, out.t);
+        ref.axpy(0.3, a.r, out.r);
+        await P.close(out, `axpy n=${n}`);
+      }
+    } finally {
+      P.free();
+    }
+  });
+
+  test(`${name}: fill and copy of i32 and u8 tensors, including u8 views at odd byte offsets`, async () => {
+    const P = new Pairs(be, ref);
+    try {
+      for (const n of [1, 3, 5, 17, 1001]) {
+        const ints = P.pair(Int32Array.from({ length: n }, (_, i) => i * 7 - 3), [n], 'i32');
+        const dst = P.zeros([n], 'i32');
+        be.copy(ints.t, dst.t);
+        ref.copy(ints.r, dst.r);
+        await P.equal(dst, `i32 copy n=${n}`);
+        be.fill(dst.t, -5);
+        ref.fill(dst.r, -5);
+        await P.equal(dst, `i32 fill n=${n}`);
+        const bytes = P.pair(Uint8Array.from({ length: n + 6 }, (_, i) => (i * 37 + 11) & 0xff), [n + 6], 'u8');
+        const target = P.pair(Uint8Array.from({ length: n + 6 }, (_, i) => (i * 13) & 0xff), [n + 6], 'u8');
+        // Views at byte offsets 1..3 (not word aligned): neighbours must be untouched.
+        be.copy(bytes.t.rows(1, n + 1), target.t.rows(3, n + 3));
+        ref.copy(bytes.r.rows(1, n + 1), target.r.rows(3, n + 3));
+        await P.equal(target, `u8 copy of a view n=${n}`);
+        be.fill(target.t.rows(2, n + 1), 0xab);
+        ref.fill(target.r.rows(2, n + 1), 0xab);
+        await P.equal(target, `u8 fill of a view n=${n}`);
+        const w = Uint8Array.from({ length: n }, (_, i) => (i * 5 + 1) & 0xff);
+        target.t.rows(1, n + 1).write(w);
+        target.r.rows(1, n + 1).write(w);
+        await P.equal(target, `u8 write to a view n=${n}`);
+      }
+    } finally {
+      P.free();
+    }
+  });
+
+  test(`${name}: sumOfSquares (overwrite and accumulate), swiglu and its backward match ref`, async () => {
+    const P = new Pairs(be, ref);
+    try {
+      for (const n of SIZES) {
+        const x = P.random([n]);
+        const s = P.zeros([1]);
+        be.sumOfSquares(x.t, s.t, false);
+        ref.sumOfSquares(x.r, s.r, false);
+        await P.close(s, `sumOfSquares n=${n}`, { atol: 1e-6, rtol: 1e-5 });
+        be.sumOfSquares(x.t, s.t, true);
+        ref.sumOfSquares(x.r, s.r, true);
+        await P.close(s, `sumOfSquares accumulate n=${n}`, { atol: 1e-6, rtol: 1e-5 });
+        const gate = P.random([n], 2);
+        const up = P.random([n]);
+        const out = P.zeros([n]);
+        be.swiglu(gate.t, up.t, out.t);
+        ref.swiglu(gate.r, up.r, out.r);
+        await P.close(out, `swiglu n=${n}`, { atol: 1e-6, rtol: 1e-5 });
+        const dout = P.random([n]);
+        const dg = P.zeros([n]);
+        const du = P.zeros([n]);
+        be.swigluBackward(dout.t, gate.t, up.t, dg.t, du.t);
+        ref.swigluBackward(dout.r, gate.r, up.r, dg.r, du.r);
+        await P.close(dg, `swiglu dgate n=${n}`, { atol: 1e-6, rtol: 1e-5 });
+        await P.close(du, `swiglu dup n=${n}`, { atol: 1e-6, rtol: 1e-5 });
+      }
+    } finally {
+      P.free();
+    }
+  });
+
+  test(`${name}: dropout masks equal ref's bit for bit (p = 0, 0.1, 0.5, 0.999; seeds near 2^32)`, async () => {
+    const P = new Pairs(be, ref);
+    try {
+      for (const n of [1, 17, 100_003]) {
+        for (const [p, seed] of [[0, 1], [0.1, 42], [0.5, 4294967295], [0.999, 7]] as const) {
+          const x = P.random([n]);
+          const out = P.zeros([n]);
+          be.dropout(x.t, p, seed, out.t);
+          ref.dropout(x.r, p, seed, out.r);
+          const got = await out.t.read();
+          const want = await out.r.read();
+          for (let i = 0; i < n; i++) {
+            assert.equal(got[i] === 0, want[i] === 0, `dropout mask p=${p} seed=${seed} n=${n} at ${i}`);
+          }
+          await P.close(out, `dropout values p=${p} n=${n}`, { atol: 0, rtol: 1e-7 });
+        }
+      }
+    } finally {
+      P.free();
+    }
+  });
+
+  test(`${name}: elementwise ops reject mismatched sizes and partial aliasing with the op name`, () => {
+    const a = be.zeros([8]);
+    const b = be.zeros([9]);
+    try {
+      assert.throws(() => be.add(a, b, a), new RegExp(`${name}\\.add: b has 9 elements`));
+      assert.throws(() => be.add(a.rows(0, 4), a.rows(0, 4), a.rows(2, 6)), /overlap partially/);
+      assert.throws(() => be.axpy(1, a.rows(0, 4), a.rows(1, 5)), /overlap partially|must not alias/);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+  });
+}
