@@ -22,7 +22,7 @@ export type WgslScalar = 'f32' | 'u32' | 'i32';
 export interface KernelBinding {
   readonly name: string;
   /** Element type the shader sees: u8 tensors are bound as u32 words (their offset is in bytes). */
-  readonly type: WgslScalar | 'f16';
+  readonly type: WgslScalar | 'f16' | 'atomic<u32>';
   /** Documentation only: every binding is read_write storage (see pipeline()). */
   readonly write: boolean;
 }
@@ -73,6 +73,8 @@ export class GpuContext {
   private errorScopes: Promise<GPUError | null>[] = [];
   private lost = false;
   private scratchBuffer: GPUBuffer | null = null;
+  private readonly faultBuffer: GPUBuffer;
+  private readonly faultTemplates: string[] = [''];
 
   constructor(readonly handle: GpuDeviceHandle) {
     this.device = handle.device;
@@ -86,6 +88,7 @@ export class GpuContext {
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
       label: 'qlora params',
     });
+    this.faultBuffer = this.createBuffer(16, 'faults');
     this.device.addEventListener('uncapturederror', (event) => {
       const e = (event as GPUUncapturedErrorEvent).error;
       this.deviceError ??= e.message;
@@ -131,6 +134,25 @@ export class GpuContext {
       this.scratchBuffer = this.createBuffer(Math.max(bytes, 1 << 16), 'scratch');
     }
     return { buffer: this.scratchBuffer, byteOffset: 0, byteLength: bytes };
+  }
+
+  /**
+   * Kernels cannot throw, so they report bad input (an id out of range, a label past the
+   * vocabulary) by raising a fault: a code and two values in a small device buffer that every
+   * read checks, throwing the registered message. Bind `faultSpan()` as \`fault\` of type
+   * 'atomic<u32>' and call FAULT_WGSL's `raise(code, a, b)`; the first fault wins.
+   */
+  faultCode(template: string): number {
+    let code = this.faultTemplates.indexOf(template);
+    if (code < 0) {
+      code = this.faultTemplates.length;
+      this.faultTemplates.push(template);
+    }
+    return code;
+  }
+
+  faultSpan(): GpuSpan {
+    return { buffer: this.faultBuffer, byteOffset: 0, byteLength: 16 };
   }
 
   // ---- recording --------------------------------------------------------------------------------
@@ -253,16 +275,18 @@ export class GpuContext {
     }
   }
 
-  /** Device → host: the bytes of a span (any alignment). */
+  /** Device → host: the bytes of a span (any alignment). Throws any fault or device error first. */
   async read(span: GpuSpan): Promise<Uint8Array> {
     this.checkUsable();
     const start = Math.floor(span.byteOffset / 4) * 4;
     const lead = span.byteOffset - start;
     const size = Math.max(4, roundUp(lead + span.byteLength, 4));
-    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'qlora read' });
+    const faultsAt = roundUp(size, 16);
+    const staging = this.device.createBuffer({ size: faultsAt + 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'qlora read' });
     const enc = this.commandEncoder();
     this.endPass();
     enc.copyBufferToBuffer(span.buffer, start, staging, 0, size);
+    enc.copyBufferToBuffer(this.faultBuffer, 0, staging, faultsAt, 16);
     this.flush();
     try {
       await staging.mapAsync(GPUMapMode.READ);
@@ -271,18 +295,19 @@ export class GpuContext {
       throw err;
     }
     // getMappedRange wants 8-byte aligned offsets: map the whole staging buffer and cut.
-    const out = new Uint8Array(staging.getMappedRange().slice(lead, lead + span.byteLength));
+    const mapped = staging.getMappedRange();
+    const out = new Uint8Array(mapped.slice(lead, lead + span.byteLength));
+    const faults = new Uint32Array(mapped.slice(faultsAt, faultsAt + 16));
     staging.unmap();
     staging.destroy();
     await this.surfaceErrors();
+    this.throwFault(faults);
     return out;
   }
 
-  /** Waits for all submitted work and throws the first device error since the last check. */
+  /** Waits for all submitted work and throws the first fault or device error since the last check. */
   async sync(): Promise<void> {
-    this.flush();
-    await this.device.queue.onSubmittedWorkDone();
-    await this.surfaceErrors();
+    await this.read(this.faultSpan());
   }
 
   // ---- internals --------------------------------------------------------------------------------
@@ -299,6 +324,15 @@ export class GpuContext {
       this.deviceError = null;
       throw new Error(`webgpu: ${message}`);
     }
+  }
+
+  private throwFault(faults: Uint32Array): void {
+    const code = faults[0]!;
+    if (code === 0) return;
+    this.device.queue.writeBuffer(this.faultBuffer, 0, new Uint32Array(4));
+    const ints = new Int32Array(faults.buffer);
+    const template = this.faultTemplates[code] ?? `unknown fault ${code}`;
+    throw new Error(`webgpu.${template.replace('{a}', String(ints[1])).replace('{b}', String(ints[2]))}`);
   }
 
   private checkUsable(): void {
@@ -349,6 +383,17 @@ export class GpuContext {
     return made;
   }
 }
+
+/** WGSL for kernels with a \`fault\` binding: records the first fault (see GpuContext.faultCode). */
+export const FAULT_WGSL = `
+fn raise(code: u32, a: i32, b: i32) {
+  // atomicMax always lands (a weak compare-exchange may fail spuriously); the raiser that found
+  // no fault before it records the values.
+  if (atomicMax(&fault[0], code) == 0u) {
+    atomicStore(&fault[1], bitcast<u32>(a));
+    atomicStore(&fault[2], bitcast<u32>(b));
+  }
+}`;
 
 /** The full WGSL of a kernel: enables, bindings, the parameter struct, then the kernel's own source. */
 export function kernelSource(spec: KernelSpec, rep: readonly number[] = spec.bindings.map((_, i) => i)): string {
