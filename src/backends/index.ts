@@ -1,6 +1,9 @@
 import type { Backend } from '../tensor/backend.js';
 
 export type BackendName = 'ref' | 'cpu' | 'webgpu';
+/** What a user may ask for: a backend, or 'auto' (a hardware GPU through WebGPU when present, else cpu). */
+export type BackendChoice = BackendName | 'auto';
+export const BACKEND_CHOICES = ['auto', 'cpu', 'webgpu', 'ref'] as const satisfies readonly BackendChoice[];
 
 const cache = new Map<BackendName, Backend>();
 
@@ -34,4 +37,22 @@ export async function getBackend(name: BackendName): Promise<Backend> {
   }
   cache.set(name, backend);
   return backend;
+}
+
+/**
+ * Resolves a user's choice. 'auto' takes WebGPU only on a hardware adapter (a software one, such
+ * as lavapipe or SwiftShader, is far slower than the native cpu backend) and otherwise cpu.
+ */
+export async function resolveBackend(choice: BackendChoice): Promise<Backend> {
+  if (choice !== 'auto') return getBackend(choice);
+  const hit = cache.get('webgpu');
+  if (hit && !(hit as { adapter?: { isFallback?: boolean } }).adapter?.isFallback) return hit;
+  try {
+    const { createWebGpuBackend } = await import('./webgpu/index.js');
+    const backend = await createWebGpuBackend({ requireHardware: true });
+    cache.set('webgpu', backend);
+    return backend;
+  } catch {
+    return getBackend('cpu');
+  }
 }

@@ -36,10 +36,17 @@ export function registerInfoCommand(program: Command): void {
   program
     .command('info')
     .description('describe a model: architecture, parameters by kind, context, tokenizer, memory at f32/bf16/NF4')
-    .argument('<path>', 'model: HF folder, .gguf file, or llama2.c .bin')
+    .argument('[path]', 'model: HF folder, .gguf file, or llama2.c .bin')
+    .option('--devices', 'list the compute devices instead: cpu, and WebGPU adapters with their features and limits')
     .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
     .option('--measure', 'load the model with an NF4 base and report the bytes its projections really occupy')
-    .action(async (modelPath: string, flags: { tokenizer?: string; measure?: boolean }) => {
+    .action(async (modelPath: string | undefined, flags: { tokenizer?: string; measure?: boolean; devices?: boolean }) => {
+      if (flags.devices) {
+        const { describeDevices } = await import('./devices.js');
+        for (const line of await describeDevices()) console.log(line);
+        return;
+      }
+      if (modelPath === undefined) throw new Error('qlora info: give a model path (or --devices)');
       const ck = openCheckpoint(modelPath);
       const c = ck.config;
       ck.close();

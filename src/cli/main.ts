@@ -24,12 +24,8 @@ export function buildProgram(): Command {
     .command('backends')
     .description('list the compute backends and what this machine offers them')
     .action(async () => {
-      const { getBackend } = await import('../backends/index.js');
-      const cpu = await getBackend('cpu');
-      const { CpuBackend } = await import('../backends/cpu/index.js');
-      const detail = cpu instanceof CpuBackend ? ` (${cpu.simd}, ${cpu.threads} threads)` : '';
-      console.log(`ref  plain TypeScript reference (f32, f64)`);
-      console.log(`cpu  native addon${detail}`);
+      const { describeDevices } = await import('./devices.js');
+      for (const line of await describeDevices()) console.log(line);
     });
   registerPlanCommand(program);
   registerDataCommands(program);
