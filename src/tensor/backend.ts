@@ -209,7 +209,8 @@ export interface Backend {
    * p += -(lr·sqrt(1-β2^t)/(1-β1^t)) · m / (sqrt(v) + eps·sqrt(1-β2^t)), then p ·= (1 - lr·wd) when wd > 0;
    * the block's new absmax is max|m| (max v), and each moment is requantized to the nearest code
    * (m keeps its sign). Elements with a non-finite gradient are skipped (p unchanged, m = v = 0).
-   * Every backend gives the same bits: the arithmetic is specified to the rounding.
+   * The host backends (ref, cpu) give the same bits: the arithmetic is specified to the rounding in
+   * float64. webgpu has no f64 and computes it in f32 (within about an ulp; see its optim.ts).
    */
   adamw8bit(param: Tensor, grad: Tensor, state: AdamW8bitState, options: AdamWOptions): void;
 }
