@@ -196,3 +196,55 @@ test('padding: one example per row, length-grouped batches pad less, lengths rou
   assert.deepEqual(first.inputIds.subarray(0, examples[0]!.ids.length), examples[0]!.ids);
   assert.throws(() => new Batcher(examples, { batchSize: 2, seqLen: 16, padId }), /has \d+ tokens but batches hold 16/);
 });
+
+test('packing over several epochs: each epoch has its own length, every example once per epoch, no batch lost or invented', () => {
+  // Shuffled packing gives later epochs a batch more or less than the first (issue 10.1: a run sized
+  // from epoch 0 crashed at its last step). Several dataset sizes and batch sizes, three epochs each.
+  let lengthsDiffer = 0;
+  for (const size of [5, 37, 120, examples.length]) {
+    for (const batchSize of [1, 3, 4]) {
+      const subset = examples.slice(0, size);
+      const batcher = new Batcher(subset, { batchSize, seqLen: 256, padId, seed: size * 7 + batchSize });
+      const perEpoch = [0, 1, 2].map((e) => batcher.batchesInEpoch(e));
+      if (new Set(perEpoch).size > 1) lengthsDiffer++;
+      const total = batcher.batchesInEpochs(3);
+      assert.equal(total, perEpoch[0]! + perEpoch[1]! + perEpoch[2]!);
+      assert.equal(batcher.batchesInEpochs(2.5), perEpoch[0]! + perEpoch[1]! + Math.ceil(perEpoch[2]! / 2));
+      const seen: string[][] = [[], [], []];
+      let cursor: DataCursor = { epoch: 0, index: 0 };
+      for (let s = 0; s < total; s++) {
+        const epoch = cursor.epoch;
+        assert.ok(cursor.index < perEpoch[epoch]!, `size ${size} batch ${batchSize}: cursor ${JSON.stringify(cursor)} past its epoch`);
+        assert.ok(Math.abs(batcher.epochPosition(cursor) - (epoch + cursor.index / perEpoch[epoch]!)) < 1e-12);
+        const r = batcher.next(cursor);
+        assert.ok(r.batch.batchSize >= 1);
+        for (let row = 0; row < r.batch.batchSize; row++) {
+          for (const seg of segmentsOf(r.batch, row)) {
+            const ids = r.batch.inputIds.subarray(row * r.batch.seqLen + seg.start, row * r.batch.seqLen + seg.end);
+            if (!ids.every((id) => id === padId)) seen[epoch]!.push(keyOf(ids));
+          }
+        }
+        cursor = r.cursor;
+      }
+      // Exactly three whole epochs: the cursor sits at the start of the fourth.
+      assert.deepEqual(cursor, { epoch: 3, index: 0 }, `size ${size} batch ${batchSize}`);
+      const want = subset.map((e) => keyOf(e.ids)).sort();
+      for (const e of [0, 1, 2]) assert.deepEqual(seen[e]!.sort(), want, `size ${size} batch ${batchSize} epoch ${e}`);
+    }
+  }
+  assert.ok(lengthsDiffer > 0, 'the case this guards against (epochs of different lengths) occurs');
+});
+
+test('a cursor saved past the end of a shorter epoch rolls into the next epoch', () => {
+  // Find a seed whose epoch 1 packs into fewer batches than epoch 0.
+  let batcher: Batcher | null = null;
+  for (let seed = 0; seed < 200 && !batcher; seed++) {
+    const b = new Batcher(examples.slice(0, 120), { batchSize: 1, seqLen: 256, padId, seed });
+    if (b.batchesInEpoch(1) < b.batchesInEpoch(0)) batcher = b;
+  }
+  assert.ok(batcher, 'some seed packs epoch 1 shorter than epoch 0');
+  const epoch = 1;
+  // The index epoch 0 would still allow is past the end of epoch 1.
+  const r = batcher.next({ epoch, index: batcher.batchesInEpoch(epoch) });
+  assert.deepEqual(r.batch.inputIds, batcher.next({ epoch: epoch + 1, index: 0 }).batch.inputIds);
+});

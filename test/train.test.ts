@@ -174,3 +174,127 @@ test('corrupt or mismatched adapters are rejected with clear errors', async () =
     fs.rmSync(outputDir, { recursive: true, force: true });
   }
 });
+
+const VIGGO = path.join(root, 'fixtures', 'datasets', 'viggo', 'train.csv');
+
+/** The first `rows` ViGGO rows as a CSV of their own (a dataset size of our choosing). */
+function viggoSubset(rows: number): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-viggo-'));
+  const lines = fs.readFileSync(VIGGO, 'utf8').split('\n');
+  fs.writeFileSync(path.join(dir, 'train.csv'), `${lines.slice(0, rows + 1).join('\n')}\n`);
+  return path.join(dir, 'train.csv');
+}
+
+/** A packed, shuffled ViGGO run (prompt=mr, completion=ref) whose epochs are not all the same length. */
+async function packedSetup(rows: number, extra: Partial<TrainOptions> & { wrap?: (s: BatchSource) => BatchSource } = {}) {
+  const { model, tokenizer } = await loadModel({ model: MODEL, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true }, lora, maxPositions: 512 });
+  const csv = viggoSubset(rows);
+  const data = await loadDataset(csv, tokenizer, { maxSeqLen: 512, columns: { prompt: 'mr', completion: 'ref' }, validFraction: 0 });
+  fs.rmSync(path.dirname(csv), { recursive: true, force: true });
+  const padId = tokenizer.eosId ?? 0;
+  // The first seed whose epochs 0..2 do not all pack into the same number of batches (some sizes have none).
+  const batcherFor = (s: number) => new Batcher(data.train, { batchSize: 2, seqLen: 512, seed: s, padId });
+  let seed = 0;
+  while (seed < 20 && new Set([0, 1, 2].map((e) => batcherFor(seed).batchesInEpoch(e))).size === 1) seed++;
+  const train = batcherFor(seed === 20 ? 0 : seed);
+  const outputDir = extra.outputDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-train-'));
+  const { wrap, ...rest } = extra;
+  const options: TrainOptions = {
+    maxSteps: Math.ceil(train.batchesInEpochs(3) / (rest.gradAccum ?? 1)), lr: 3e-3, schedule: 'cosine', warmupSteps: 1, gradAccum: 1, maxGradNorm: 1, weightDecay: 0,
+    optimizer: 'adamw', seed: 5, gradientCheckpointing: false, lossChunkRows: 100, evalEvery: 0, saveEvery: 0, keepCheckpoints: 2,
+    earlyStoppingPatience: 0, onNonFinite: 'stop', resume: false, baseModel: 'stories260K', ...rest, outputDir,
+  };
+  const source = new Source(train);
+  const trainer = new Trainer(model, lora, options, wrap ? wrap(source) : source, null);
+  return { model, trainer, outputDir, options, train };
+}
+
+/** The uninterrupted 3-epoch run on 19 rows in steps of two batches (epochs pack into 4, 4 and 5 batches), shared by the resume tests. */
+let packedReference: Promise<{ want: Float32Array[]; maxSteps: number; epoch0: number }> | null = null;
+function packedReferenceRun() {
+  packedReference ??= (async () => {
+    const ref = await packedSetup(19, { gradAccum: 2 });
+    await ref.trainer.run();
+    const out = { want: weightsOf(ref.model), maxSteps: ref.options.maxSteps, epoch0: ref.train.batchesInEpoch(0) };
+    ref.trainer.dispose();
+    ref.model.dispose();
+    fs.rmSync(ref.outputDir, { recursive: true, force: true });
+    return out;
+  })();
+  return packedReference;
+}
+
+const weightsOf = (model: { parameters(): { value: { data: ArrayLike<number> } }[] }) => model.parameters().map((p) => Float32Array.from(p.value.data));
+
+test('multi-epoch packed runs over several dataset sizes finish every step of every epoch', async () => {
+  let unequal = 0;
+  for (const rows of [7, 19]) {
+    const { model, trainer, outputDir, options, train } = await packedSetup(rows);
+    if (new Set([0, 1, 2].map((e) => train.batchesInEpoch(e))).size > 1) unequal++;
+    try {
+      const summary = await trainer.run();
+      assert.equal(summary.steps, options.maxSteps, `${rows} rows`);
+      assert.equal(options.maxSteps, train.batchesInEpoch(0) + train.batchesInEpoch(1) + train.batchesInEpoch(2));
+      assert.ok(fs.existsSync(path.join(outputDir, 'adapter_model.safetensors')));
+    } finally {
+      trainer.dispose();
+      model.dispose();
+      fs.rmSync(outputDir, { recursive: true, force: true });
+    }
+  }
+  assert.ok(unequal >= 1, 'epochs of unequal length (the case that crashed) are covered');
+});
+
+test('a packed run resumed across an epoch boundary equals the uninterrupted run to the last bit', async () => {
+  const { want, maxSteps, epoch0 } = await packedReferenceRun();
+  const boundary = Math.floor(epoch0 / 2); // the last step wholly inside epoch 0
+
+  const first = await packedSetup(19, { gradAccum: 2, maxSteps });
+  let steps = 0;
+  (first.trainer.events as { onStep?: () => void }).onStep = () => {
+    if (++steps === boundary) first.trainer.interrupt();
+  };
+  assert.equal((await first.trainer.run()).steps, boundary);
+  first.trainer.dispose();
+  first.model.dispose();
+  const second = await packedSetup(19, { gradAccum: 2, maxSteps, resume: true, outputDir: first.outputDir });
+  assert.equal((await second.trainer.run()).steps, maxSteps);
+  weightsOf(second.model).forEach((w, i) => assert.deepEqual(w, want[i], `${second.model.parameters()[i]!.name} differs after resume`));
+  second.trainer.dispose();
+  second.model.dispose();
+  fs.rmSync(first.outputDir, { recursive: true, force: true });
+});
+
+test('an error inside a run saves the last finished step, and resuming from it equals the uninterrupted run', async () => {
+  const { want, maxSteps, epoch0 } = await packedReferenceRun();
+
+  // The data source fails on the second micro-batch of step k (in epoch 1): step k-1 is the last finished one.
+  const k = Math.floor(epoch0 / 2) + 2;
+  let calls = 0;
+  const failing = await packedSetup(19, {
+    gradAccum: 2,
+    wrap: (s) => ({
+      next: () => {
+        if (++calls === 2 * k) throw new Error('disk read failed');
+        return s.next();
+      },
+      cursor: () => s.cursor(),
+      restore: (c) => s.restore(c),
+    }),
+  });
+  await assert.rejects(failing.trainer.run(), (e: Error) => {
+    assert.match(e.message, /^disk read failed \(saved a checkpoint of the last finished step \((\d+)\) in .*checkpoint-\1; continue with --resume\)$/);
+    assert.equal(Number(/step \((\d+)\)/.exec(e.message)![1]), k - 1);
+    return true;
+  });
+  failing.trainer.dispose();
+  failing.model.dispose();
+  assert.ok(fs.existsSync(path.join(failing.outputDir, `checkpoint-${k - 1}`, 'trainer_state.json')));
+
+  const resumed = await packedSetup(19, { gradAccum: 2, resume: true, outputDir: failing.outputDir });
+  assert.equal((await resumed.trainer.run()).steps, maxSteps);
+  weightsOf(resumed.model).forEach((w, i) => assert.deepEqual(w, want[i], `${resumed.model.parameters()[i]!.name} differs after resume`));
+  resumed.trainer.dispose();
+  resumed.model.dispose();
+  fs.rmSync(failing.outputDir, { recursive: true, force: true });
+});

@@ -227,9 +227,10 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   const padId = tokenizer.padId ?? tokenizer.eosId ?? 0;
   const trainBatcher = new Batcher(data.train, { batchSize: config.batchSize, seqLen: config.seqLen, packing: config.packing, shuffle: true, seed: config.seed, padId });
   const validBatcher = data.valid.length > 0 ? new Batcher(data.valid, { batchSize: config.batchSize, seqLen: config.seqLen, packing: config.packing, shuffle: false, padId }) : null;
-  const maxSteps = config.maxSteps ?? Math.max(1, Math.ceil(((config.epochs ?? 1) * trainBatcher.batchesPerEpoch) / config.gradAccum));
+  // Each epoch's own plan counts: shuffled packing can give an epoch a batch more or less than the first.
+  const maxSteps = config.maxSteps ?? Math.max(1, Math.ceil(trainBatcher.batchesInEpochs(config.epochs ?? 1) / config.gradAccum));
   const warmup = warmupSteps(maxSteps, config.warmupSteps, config.warmupRatio);
-  log(`training: ${maxSteps} steps × ${config.gradAccum} × ${config.batchSize} × ${config.seqLen} tokens (${trainBatcher.batchesPerEpoch} batches per epoch), lr ${config.lr} ${config.schedule}, warm-up ${warmup}, ${config.optimizer}`);
+  log(`training: ${maxSteps} steps × ${config.gradAccum} × ${config.batchSize} × ${config.seqLen} tokens (${config.packing ? '~' : ''}${trainBatcher.batchesPerEpoch} batches per epoch), lr ${config.lr} ${config.schedule}, warm-up ${warmup}, ${config.optimizer}`);
 
   if (config.samplePrompt !== undefined && config.sampleTokens > 0) {
     log(`\n--- sample before training ---\n${await sample(model, tokenizer, config.samplePrompt, config.sampleTokens)}\n`);

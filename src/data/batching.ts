@@ -61,6 +61,8 @@ type BatchPlan = readonly (readonly number[])[];
 
 /** How many open rows packing keeps filling at once: more packs tighter, fewer keeps order closer to the shuffle. */
 const OPEN_ROWS = 16;
+/** Epoch plans kept in memory (the current epoch, the next one, and one counted ahead). */
+const PLAN_CACHE_EPOCHS = 3;
 /** Padding mode length grouping sorts within windows of this many batches (as transformers' LengthGroupedSampler). */
 const GROUP_WINDOW_BATCHES = 50;
 
@@ -70,7 +72,8 @@ const GROUP_WINDOW_BATCHES = 50;
  */
 export class Batcher {
   private readonly options: Required<BatcherOptions>;
-  private planCache: { epoch: number; plan: BatchPlan[] } | null = null;
+  /** The few most recent epoch plans (next() and counting may alternate between two epochs). */
+  private readonly planCache = new Map<number, BatchPlan[]>();
 
   constructor(
     private readonly examples: readonly TokenizedExample[],
@@ -101,21 +104,55 @@ export class Batcher {
     }
   }
 
-  /** Batches in one epoch (the same for every epoch). */
+  /**
+   * Batches in the first epoch. With packing and shuffling, later epochs can differ by a batch or so
+   * (another order packs differently): count a whole run with batchesInEpochs.
+   */
   get batchesPerEpoch(): number {
     return this.plan(0).length;
   }
 
-  /** The batch at `cursor`, and the cursor after it (rolling into the next epoch). */
+  /** Batches in epoch `epoch` (each epoch's own plan). */
+  batchesInEpoch(epoch: number): number {
+    return this.plan(epoch).length;
+  }
+
+  /**
+   * Batches in the first `epochs` epochs, each counted from its own plan; a fractional last epoch
+   * contributes that share of its batches (rounded up). This is the exact number of next() calls
+   * that take a run from {epoch 0, index 0} to the end of those epochs.
+   */
+  batchesInEpochs(epochs: number): number {
+    if (!(epochs > 0) || !Number.isFinite(epochs)) throw new DatasetError(`epochs must be a positive number, got ${epochs}`);
+    let total = 0;
+    const whole = Math.floor(epochs);
+    for (let e = 0; e < whole; e++) total += this.batchesInEpoch(e);
+    const part = epochs - whole;
+    if (part > 0) total += Math.ceil(part * this.batchesInEpoch(whole));
+    return total;
+  }
+
+  /**
+   * The batch at `cursor`, and the cursor after it (rolling into the next epoch). Every bound comes
+   * from the cursor's own epoch plan: epochs of one packed dataset need not have the same length.
+   */
   next(cursor: DataCursor): { batch: Batch; cursor: DataCursor } {
     let { epoch, index } = cursor;
-    if (index >= this.batchesPerEpoch) {
+    let plan = this.plan(epoch);
+    if (index >= plan.length) {
       epoch++;
       index = 0;
+      plan = this.plan(epoch);
     }
-    const batch = this.makeBatch(this.plan(epoch)[index]!);
+    const batch = this.makeBatch(plan[index]!);
     index++;
-    return { batch, cursor: index >= this.batchesPerEpoch ? { epoch: epoch + 1, index: 0 } : { epoch, index } };
+    return { batch, cursor: index >= plan.length ? { epoch: epoch + 1, index: 0 } : { epoch, index } };
+  }
+
+  /** Where `cursor` is in the run, in epochs (e.g. 1.25 = a quarter into the second epoch). */
+  epochPosition(cursor: DataCursor): number {
+    const n = this.batchesInEpoch(cursor.epoch);
+    return cursor.epoch + Math.min(1, cursor.index / n);
   }
 
   /** Every batch of one epoch, in order (for validation). */
@@ -124,7 +161,8 @@ export class Batcher {
   }
 
   private plan(epoch: number): BatchPlan[] {
-    if (this.planCache?.epoch === epoch) return this.planCache.plan;
+    const cached = this.planCache.get(epoch);
+    if (cached) return cached;
     const { shuffle, seed, packing, batchSize, dropLast } = this.options;
     const order = shuffle ? seededPermutation(this.examples.length, mix32((seed >>> 0) ^ mix32(epoch + 1))) : this.examples.map((_, i) => i);
     let rows: number[][];
@@ -138,7 +176,8 @@ export class Batcher {
       batches = chunk(order.map((i) => [i]), batchSize);
     }
     if (dropLast && batches.length > 1 && batches[batches.length - 1]!.length < batchSize) batches.pop();
-    this.planCache = { epoch, plan: batches };
+    if (this.planCache.size >= PLAN_CACHE_EPOCHS) this.planCache.delete(this.planCache.keys().next().value!);
+    this.planCache.set(epoch, batches);
     return batches;
   }
 

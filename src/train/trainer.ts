@@ -11,7 +11,7 @@ import type { LoraConfig } from '../models/build.js';
 import type { LlamaModel, ModelBatch } from '../models/llama.js';
 import { mix32 } from '../tensor/rng.js';
 import { savePeftAdapter } from '../io/peft.js';
-import { type TrainerState, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { type TrainerState, checkpointDir, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { ADAMW_DEFAULTS, AdamW, AdamW8bit, type Optimizer } from './optimizer.js';
 import { lossCurveSvg } from './plot.js';
 import { type ScheduleKind, learningRate } from './schedule.js';
@@ -203,13 +203,39 @@ export class Trainer {
     process.on('SIGTERM', onSignal);
     const t0 = performance.now();
     const elapsed = () => elapsedBefore + (performance.now() - t0) / 1000;
+    // The data position after the last finished step: a step that fails midway has taken batches
+    // that a checkpoint of the step before must not skip. A copy, so a source may mutate its cursor.
+    const snapshot = (c: unknown): unknown => (c === undefined ? c : JSON.parse(JSON.stringify(c)));
+    let cursorAfterStep = snapshot(this.train.cursor());
+    // True while the optimizer is changing the weights: they are then neither the last step's nor the next's.
+    let updating = false;
+    let lastCheckpointStep = step;
     const state = (): TrainerState => ({
-      step, dataCursor: this.train.cursor(), bestEvalLoss: bestEval, evalsWithoutImprovement, tokensSeen,
+      step, dataCursor: cursorAfterStep, bestEvalLoss: bestEval, evalsWithoutImprovement, tokensSeen,
       elapsedSeconds: elapsed(), fingerprint: fp, optimizerKind: optimizer.kind,
     });
     const checkpoint = async () => {
       const dir = await saveCheckpoint(o.outputDir, this.model, this.lora, o.baseModel, optimizer, state(), o.keepCheckpoints);
+      lastCheckpointStep = step;
       this.events.onCheckpoint?.(dir, step);
+    };
+    /** After an error: save the last finished step so `--resume` loses nothing; says what happened in the error. */
+    const checkpointAfterError = async (e: unknown) => {
+      if (!(e instanceof Error)) return;
+      let note: string;
+      if (updating) {
+        note = `no checkpoint written: the error came while the optimizer was updating the weights${lastCheckpointStep > 0 ? `; the newest checkpoint is step ${lastCheckpointStep}` : ''}`;
+      } else if (step === 0 || step === lastCheckpointStep) {
+        note = step === 0 ? 'no step had finished, nothing to checkpoint' : `checkpoint-${step} holds the last finished step; continue with --resume`;
+      } else {
+        try {
+          await checkpoint();
+          note = `saved a checkpoint of the last finished step (${step}) in ${checkpointDir(o.outputDir, step)}; continue with --resume`;
+        } catch (saveError) {
+          note = `could not save a checkpoint of step ${step} either: ${(saveError as Error).message}`;
+        }
+      }
+      e.message = `${e.message} (${note})`;
     };
     let stoppedBy: TrainSummary['stoppedBy'] = 'max-steps';
     let lastTrainLoss: number | null = null;
@@ -268,9 +294,12 @@ export class Trainer {
             const scale = o.maxGradNorm / (gradNorm + 1e-6);
             for (const p of params) this.model.backend.scale(p.grad!, scale, p.grad!);
           }
+          updating = true;
           optimizer.step(lr);
         }
         step++;
+        updating = false;
+        cursorAfterStep = snapshot(this.train.cursor());
         tokensSeen += tokens;
         lastTrainLoss = skipped ? lastTrainLoss : loss;
         const seconds = (performance.now() - stepStart) / 1000;
@@ -295,6 +324,9 @@ export class Trainer {
       }
       if (stoppedBy === 'max-steps') await runEval();
       await checkpoint();
+    } catch (e) {
+      await checkpointAfterError(e);
+      throw e;
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
