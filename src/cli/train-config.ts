@@ -46,6 +46,7 @@ export const trainConfigSchema = z
     keepCheckpoints: z.number().int().min(1).default(3),
     earlyStopping: z.number().int().min(0).default(0),
     resume: z.union([z.boolean(), z.string()]).default(false),
+    overwrite: z.boolean().default(false),
     optimizer: z.enum(['adamw', 'adamw8bit']).default('adamw'),
     weightDecay: z.number().min(0).default(0),
     maxGradNorm: z.number().min(0).default(1),

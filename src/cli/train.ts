@@ -13,6 +13,7 @@ import { type BatchSource, Trainer } from '../train/trainer.js';
 import { warmupSteps } from '../train/schedule.js';
 import { loadModel } from './load-model.js';
 import { openCheckpoint } from '../io/checkpoint.js';
+import { prepareOutputDir } from '../train/output-dir.js';
 import { printTrainingPlan, releaseBuildGarbage } from '../train/plan.js';
 import { choiceOption, floatOption, formatBytes, formatCount, intOption } from './options.js';
 import { ProgressLine, bar, duration } from './progress.js';
@@ -39,6 +40,8 @@ const DEMO_SETTINGS: Partial<TrainConfig> = {
   validFraction: 0.1,
   samplePrompt: 'ROMEO:',
   sampleTokens: 48,
+  // The demo's folder is the demo's own: running it again replaces the last demo run.
+  overwrite: true,
 };
 
 function list(value: string): string[] {
@@ -85,6 +88,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--keep-checkpoints <k>', 'keep the newest k checkpoints (default 3)', intOption('--keep-checkpoints', 1))
     .option('--early-stopping <n>', 'stop after n evaluations without improvement (default off)', intOption('--early-stopping', 0))
     .option('--resume [checkpoint]', 'continue from the newest checkpoint in --output (or this checkpoint folder)')
+    .option('--overwrite', 'replace the run in a non-empty --output folder (its files are removed first; without it such a folder is refused)')
     .option('--optimizer <kind>', 'adamw (fp32 states) or adamw8bit (bitsandbytes-style 8-bit states)', choiceOption('--optimizer', ['adamw', 'adamw8bit'] as const))
     .option('--weight-decay <w>', 'decoupled weight decay (default 0)', floatOption('--weight-decay', 0))
     .option('--max-grad-norm <g>', 'clip the global gradient norm; 0 = off (default 1)', floatOption('--max-grad-norm', 0))
@@ -175,6 +179,9 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     targets: config.targets === 'all-linear' ? 'all-linear' : (config.targets as ProjectionName[]),
     layers: config.layers ?? null,
   };
+  // The output folder first: an unusable or already used one fails before anything is loaded.
+  const { removed } = prepareOutputDir(config.output, { resume: Boolean(config.resume), overwrite: config.overwrite });
+  if (config.overwrite && removed.length > 0 && !config.resume) log(`--overwrite: removed the previous run's ${removed.join(', ')} from ${config.output}`);
   // The memory plan first (from the config alone), so a run that cannot fit is flagged before loading.
   const header = openCheckpoint(config.model);
   const plan = printTrainingPlan(header.config, {
@@ -268,6 +275,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       earlyStoppingPatience: config.earlyStopping,
       onNonFinite: config.skipNonfinite ? 'skip' : 'stop',
       resume: config.resume,
+      overwrite: config.overwrite,
       baseModel: path.resolve(config.model),
       arenaBytes: plan.arenaBytes,
     },

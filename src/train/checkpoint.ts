@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
-import { applyPeftAdapter, loadPeftAdapter, savePeftAdapter } from '../io/peft.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, applyPeftAdapter, loadPeftAdapter, savePeftAdapter } from '../io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import type { LoraConfig } from '../models/build.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -39,7 +39,7 @@ export async function saveCheckpoint(
   const final = checkpointDir(outputDir, state.step);
   const tmp = path.join(outputDir, `.tmp-checkpoint-${state.step}-${process.pid}`);
   fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(tmp, { recursive: true });
+  fs.mkdirSync(tmp); // not recursive: the output folder exists (prepareOutputDir), and a planted link here fails
   try {
     await savePeftAdapter(tmp, model, lora, baseModel);
     const opt = await optimizer.state();
@@ -52,7 +52,7 @@ export async function saveCheckpoint(
     writeSafetensors(path.join(tmp, OPTIMIZER_FILE), tensors, { kind: optimizer.kind, steps: String(opt.steps) });
     const json = new TextEncoder().encode(`${JSON.stringify(state, null, 2)}\n`);
     writeFileAtomic(path.join(tmp, TRAINER_STATE_FILE), (fd) => writeAll(fd, json));
-    fs.rmSync(final, { recursive: true, force: true });
+    if (fs.existsSync(final)) retire(outputDir, final);
     fs.renameSync(tmp, final);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -70,26 +70,53 @@ export function listCheckpoints(outputDir: string): { step: number; dir: string 
     .map((name) => /^checkpoint-(\d+)$/.exec(name))
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => ({ step: Number(m[1]), dir: path.join(outputDir, m[0]) }))
-    .filter((c) => fs.existsSync(path.join(c.dir, TRAINER_STATE_FILE)))
+    .filter((c) => isCompleteCheckpoint(c.dir))
     .sort((a, b) => a.step - b.step);
+}
+
+/** The files every checkpoint holds; a folder missing one is the remains of a killed prune, never listed. */
+const CHECKPOINT_FILES = [ADAPTER_WEIGHTS, ADAPTER_CONFIG, OPTIMIZER_FILE, TRAINER_STATE_FILE];
+
+export function isCompleteCheckpoint(dir: string): boolean {
+  try {
+    return CHECKPOINT_FILES.every((f) => fs.lstatSync(path.join(dir, f)).isFile());
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Removes a checkpoint folder without ever leaving a half-deleted one under its listed name: it is
+ * first renamed to a temporary name (atomic), then deleted; a kill in between leaves a temporary
+ * that the next start cleans.
+ */
+function retire(outputDir: string, dir: string): void {
+  const doomed = path.join(outputDir, `.tmp-checkpoint-removing-${path.basename(dir)}-${process.pid}`);
+  fs.rmSync(doomed, { recursive: true, force: true });
+  fs.renameSync(dir, doomed);
+  fs.rmSync(doomed, { recursive: true, force: true });
 }
 
 function pruneCheckpoints(outputDir: string, keep: number): void {
   if (keep <= 0) return;
   const all = listCheckpoints(outputDir);
-  for (const c of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(c.dir, { recursive: true, force: true });
+  for (const c of all.slice(0, Math.max(0, all.length - keep))) retire(outputDir, c.dir);
+}
+
+/** The trainer state of a checkpoint folder (read before anything is loaded, to check the options). */
+export function readTrainerState(dir: string): TrainerState {
+  const statePath = path.join(dir, TRAINER_STATE_FILE);
+  if (!fs.existsSync(statePath)) throw new Error(`${dir}: not a checkpoint (no ${TRAINER_STATE_FILE})`);
+  try {
+    return JSON.parse(fs.readFileSync(statePath, 'utf8')) as TrainerState;
+  } catch (e) {
+    throw new Error(`${statePath}: invalid JSON: ${(e as Error).message}`);
+  }
 }
 
 /** Restores model adapter weights and optimizer state from a checkpoint folder; returns the trainer state. */
 export function loadCheckpoint(dir: string, model: LlamaModel, optimizer: Optimizer): TrainerState {
-  const statePath = path.join(dir, TRAINER_STATE_FILE);
-  if (!fs.existsSync(statePath)) throw new Error(`${dir}: not a checkpoint (no ${TRAINER_STATE_FILE})`);
-  let state: TrainerState;
-  try {
-    state = JSON.parse(fs.readFileSync(statePath, 'utf8')) as TrainerState;
-  } catch (e) {
-    throw new Error(`${statePath}: invalid JSON: ${(e as Error).message}`);
-  }
+  const state = readTrainerState(dir);
   if (state.optimizerKind !== optimizer.kind) {
     throw new Error(`${dir}: checkpoint was written by optimizer '${state.optimizerKind}', this run uses '${optimizer.kind}'`);
   }

@@ -10,9 +10,10 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { LoraConfig } from '../models/build.js';
 import type { LlamaModel, ModelBatch } from '../models/llama.js';
 import { mix32 } from '../tensor/rng.js';
-import { savePeftAdapter } from '../io/peft.js';
-import { type TrainerState, checkpointDir, listCheckpoints, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
+import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
+import { type TrainerState, checkpointDir, listCheckpoints, loadCheckpoint, readTrainerState, saveCheckpoint } from './checkpoint.js';
 import { ADAMW_DEFAULTS, AdamW, AdamW8bit, type Optimizer } from './optimizer.js';
+import { openAppendNoFollow, prepareOutputDir, saveFinalAdapter } from './output-dir.js';
 import { lossCurveSvg } from './plot.js';
 import { type ScheduleKind, learningRate } from './schedule.js';
 
@@ -49,6 +50,8 @@ export interface TrainOptions {
   readonly onNonFinite: 'stop' | 'skip';
   /** Resume from the newest checkpoint in outputDir (or this folder). */
   readonly resume: boolean | string;
+  /** Replace the run already in outputDir (its files are removed first); without it a non-empty folder is refused. */
+  readonly overwrite?: boolean;
   readonly baseModel: string | null;
   /**
    * Initial sizes of the step and layer arenas (plan.arenaBytes from src/train/plan.ts): arenas
@@ -100,6 +103,29 @@ export class NonFiniteError extends Error {}
  * given as a ratio) may change — extending a run is common; then the schedule moves, so the result
  * is no longer bit-identical to a single run of the new length.
  */
+/** The option names a user knows (the CLI flags) for each fingerprint field. */
+const FINGERPRINT_NAMES: Record<string, string> = {
+  lr: 'lr', schedule: 'schedule', accum: 'grad-accum', clip: 'max-grad-norm', wd: 'weight-decay', opt: 'optimizer',
+  seed: 'seed', r: 'rank', alpha: 'alpha', dropout: 'dropout', targets: 'targets', layers: 'layers', rslora: 'rslora',
+};
+
+/** Each option that differs between a checkpoint's fingerprint and this run's, by name: "--lr 0.001 (checkpoint: 0.0002)". */
+export function fingerprintDiff(saved: string, now: string): string {
+  let a: Record<string, unknown>;
+  let b: Record<string, unknown>;
+  try {
+    a = JSON.parse(saved) as Record<string, unknown>;
+    b = JSON.parse(now) as Record<string, unknown>;
+  } catch {
+    return 'the checkpoint\'s options are unreadable';
+  }
+  const show = (v: unknown) => (v === undefined ? 'unset' : Array.isArray(v) ? v.join(',') : String(v));
+  const diffs = [...new Set([...Object.keys(a), ...Object.keys(b)])]
+    .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
+    .map((k) => `--${FINGERPRINT_NAMES[k] ?? k} ${show(b[k])} (checkpoint: ${show(a[k])})`);
+  return diffs.length > 0 ? diffs.join(', ') : 'the options are recorded differently';
+}
+
 function fingerprint(o: TrainOptions, lora: LoraConfig): string {
   return JSON.stringify({
     lr: o.lr, schedule: o.schedule, accum: o.gradAccum, clip: o.maxGradNorm, wd: o.weightDecay,
@@ -171,7 +197,7 @@ export class Trainer {
     const o = this.options;
     const params = this.model.parameters();
     if (params.length === 0) throw new Error('the model has no trainable (LoRA) parameters');
-    fs.mkdirSync(o.outputDir, { recursive: true });
+    prepareOutputDir(o.outputDir, { resume: Boolean(o.resume), overwrite: o.overwrite ?? false });
     const optimizer = this.makeOptimizer();
     const fp = fingerprint(o, this.lora);
     let step = 0;
@@ -182,10 +208,11 @@ export class Trainer {
     if (o.resume) {
       const dir = typeof o.resume === 'string' ? o.resume : listCheckpoints(o.outputDir).at(-1)?.dir;
       if (!dir) throw new Error(`--resume: no checkpoint in ${o.outputDir}`);
-      const state = loadCheckpoint(dir, this.model, optimizer);
-      if (state.fingerprint !== fp) {
-        throw new Error(`${dir}: checkpoint was written with different training options; resume needs the same options`);
+      const saved = readTrainerState(dir);
+      if (saved.fingerprint !== fp) {
+        throw new Error(`${dir}: checkpoint was written with different training options; resume needs the same options: ${fingerprintDiff(saved.fingerprint, fp)}`);
       }
+      const state = loadCheckpoint(dir, this.model, optimizer);
       step = state.step;
       tokensSeen = state.tokensSeen;
       elapsedBefore = state.elapsedSeconds;
@@ -196,7 +223,9 @@ export class Trainer {
     }
     const metricsPath = path.join(o.outputDir, 'metrics.jsonl');
     const history = readHistory(metricsPath, step);
-    const log = (record: object) => fs.appendFileSync(metricsPath, `${JSON.stringify(record)}\n`);
+    // Appends never follow a symlink planted in the output folder (readHistory replaced the file).
+    const metricsFd = openAppendNoFollow(metricsPath);
+    const log = (record: object) => writeAll(metricsFd, new TextEncoder().encode(`${JSON.stringify(record)}\n`));
 
     const onSignal = () => this.interrupt();
     process.on('SIGINT', onSignal);
@@ -328,12 +357,13 @@ export class Trainer {
       await checkpointAfterError(e);
       throw e;
     } finally {
+      fs.closeSync(metricsFd);
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }
     // The final adapter sits at the top of the output folder, ready for PEFT / qlora generate.
-    await savePeftAdapter(o.outputDir, this.model, this.lora, o.baseModel);
-    fs.writeFileSync(path.join(o.outputDir, 'loss.svg'), lossCurveSvg([
+    await saveFinalAdapter(o.outputDir, this.model, this.lora, o.baseModel);
+    writeText(path.join(o.outputDir, 'loss.svg'), lossCurveSvg([
       { label: 'train loss', color: '#1f77b4', points: history.train },
       { label: 'eval loss', color: '#d62728', points: history.eval },
     ], 'QLoRA training loss'));
@@ -351,9 +381,17 @@ export class Trainer {
   }
 }
 
+/** Writes a text file through a temp file + rename in its folder: a symlink at `file` is replaced, never followed. */
+function writeText(file: string, text: string): void {
+  const bytes = new TextEncoder().encode(text);
+  writeFileAtomic(file, (fd) => writeAll(fd, bytes));
+}
+
 /** Loss history from an earlier (resumed) run's metrics file, up to `step`. */
 function readHistory(metricsPath: string, step: number): { train: [number, number][]; eval: [number, number][] } {
   const out = { train: [] as [number, number][], eval: [] as [number, number][] };
+  // A symlink in its place is not ours to read or write: drop it (the file starts anew).
+  if (fs.lstatSync(metricsPath, { throwIfNoEntry: false })?.isSymbolicLink()) fs.rmSync(metricsPath);
   if (step === 0 || !fs.existsSync(metricsPath)) {
     if (step === 0) fs.rmSync(metricsPath, { force: true });
     return out;
@@ -371,6 +409,6 @@ function readHistory(metricsPath: string, step: number): { train: [number, numbe
       // a torn last line from a killed run: drop it
     }
   }
-  fs.writeFileSync(metricsPath, kept.length ? `${kept.join('\n')}\n` : '');
+  writeText(metricsPath, kept.length ? `${kept.join('\n')}\n` : '');
   return out;
 }
