@@ -32,8 +32,8 @@ test('qlora train with no model or data runs the bundled demo and prints samples
       assert.ok(fs.existsSync(path.join(out, f)), `${f} missing`);
     }
     const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    assert.equal(lines.filter((l) => l.type === 'train').length, 12);
-    assert.deepEqual(lines.filter((l) => l.type === 'eval').map((l) => l.step), [0, 6, 12]);
+    assert.equal(lines.filter((l) => 'loss' in l).length, 12);
+    assert.deepEqual(lines.filter((l) => 'eval_loss' in l).map((l) => l.step), [0, 6, 12]);
   } finally {
     fs.rmSync(cwd, { recursive: true, force: true });
   }

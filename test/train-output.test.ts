@@ -26,7 +26,7 @@ const RUN = ['train', '-m', MODEL, '-d', DATA, '--seq-len', '64', '-b', '2', '-r
 
 /** Steps of the training records in a metrics.jsonl. */
 function trainSteps(file: string): number[] {
-  return fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.type === 'train').map((r) => r.step);
+  return fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => 'loss' in r).map((r) => r.step);
 }
 
 function tmp(): string {

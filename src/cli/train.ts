@@ -147,6 +147,10 @@ class BatcherSource implements BatchSource {
     return this.position;
   }
 
+  epoch(): number {
+    return this.batcher.epochPosition(this.position);
+  }
+
   restore(cursor: unknown): void {
     const c = cursor as DataCursor;
     if (!c || !Number.isInteger(c.epoch) || !Number.isInteger(c.index)) throw new Error('checkpoint has an invalid data cursor');
@@ -285,7 +289,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       onStep: (m) => {
         const eta = ((maxSteps - m.step) * m.elapsedSeconds) / Math.max(m.step, 1);
         progress.update(
-          `step ${m.step}/${maxSteps} ${bar(m.step / maxSteps)} loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${Math.round(m.tokensPerSecond)} tok/s ETA ${duration(eta)}${m.skipped ? ' (skipped: non-finite)' : ''}`,
+          `step ${m.step}/${maxSteps} ${bar(m.step / maxSteps)} ${m.epoch !== undefined ? `epoch ${m.epoch.toFixed(2)} ` : ''}loss ${m.loss.toFixed(4)} lr ${m.lr.toExponential(2)} ${Math.round(m.tokensPerSecond)} tok/s ETA ${duration(eta)}${m.skipped ? ' (skipped: non-finite)' : ''}`,
           m.step === maxSteps,
         );
       },
@@ -305,8 +309,9 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     log(`\n--- sample after training ---\n${await sample(model, tokenizer, config.samplePrompt, config.sampleTokens)}\n`);
   }
   log(
-    `done (${summary.stoppedBy}): ${summary.steps} steps, ${formatCount(summary.tokensSeen)} tokens in ${duration(summary.seconds)}; ` +
-      `final train loss ${summary.finalTrainLoss?.toFixed(4) ?? 'n/a'}, eval loss ${summary.finalEvalLoss?.toFixed(4) ?? 'n/a'}; peak memory ${formatBytes(summary.peakRssBytes)}`,
+    `done (${summary.stoppedBy}): ${summary.steps} steps, ${formatCount(summary.tokensSeen)} tokens (${formatCount(summary.lossTokensSeen)} with loss) in ${duration(summary.seconds)}` +
+      `${summary.seconds > 0 ? `, ${Math.round(summary.tokensSeen / summary.seconds)} tok/s` : ''}; ` +
+      `final train loss ${summary.finalTrainLoss?.toFixed(4) ?? 'n/a'}, eval loss ${summary.finalEvalLoss !== null ? `${summary.finalEvalLoss.toFixed(4)} (step ${summary.finalEvalStep})` : 'n/a'}; peak memory ${formatBytes(summary.peakRssBytes)}`,
   );
   log(`adapter: ${path.join(summary.adapterDir, 'adapter_model.safetensors')} (+ adapter_config.json), metrics: ${path.join(config.output, 'metrics.jsonl')}, curve: ${path.join(config.output, 'loss.svg')}`);
   model.dispose();

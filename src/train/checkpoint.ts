@@ -21,7 +21,10 @@ export interface TrainerState {
   readonly dataCursor: unknown;
   readonly bestEvalLoss: number | null;
   readonly evalsWithoutImprovement: number;
+  /** Token positions processed (batch × sequence). */
   readonly tokensSeen: number;
+  /** Tokens that carried loss (absent in checkpoints from before it was recorded). */
+  readonly lossTokensSeen?: number;
   readonly elapsedSeconds: number;
   /** Fingerprint of the options that must not change across a resume. */
   readonly fingerprint: string;

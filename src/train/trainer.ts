@@ -23,6 +23,8 @@ export interface BatchSource {
   /** A JSON-serializable position in the data stream. */
   cursor(): unknown;
   restore(cursor: unknown): void;
+  /** Optional: where the stream is, in epochs (1.5 = half-way through the second pass); logged as `epoch`. */
+  epoch?(): number;
 }
 
 export interface TrainOptions {
@@ -62,10 +64,16 @@ export interface TrainOptions {
 
 export interface StepMetrics {
   readonly step: number;
+  /** Position in the data, in epochs, when the batch source knows it. */
+  readonly epoch?: number;
   readonly loss: number;
   readonly lr: number;
   readonly gradNorm: number;
+  /** Every token position the step processed (batch × sequence, over all micro-batches), as `qlora plan` counts. */
   readonly tokens: number;
+  /** Of those, the tokens that carry loss. */
+  readonly lossTokens: number;
+  /** Processed tokens per second of this step. */
   readonly tokensPerSecond: number;
   readonly elapsedSeconds: number;
   readonly skipped?: boolean;
@@ -73,8 +81,10 @@ export interface StepMetrics {
 
 export interface EvalMetrics {
   readonly step: number;
+  readonly epoch?: number;
   readonly evalLoss: number;
   readonly perplexity: number;
+  /** Loss tokens scored. */
   readonly tokens: number;
 }
 
@@ -87,10 +97,15 @@ export interface TrainEvents {
 
 export interface TrainSummary {
   readonly steps: number;
+  /** Token positions processed over the whole run (resumed runs included). */
   readonly tokensSeen: number;
+  /** Of those, tokens that carried loss. */
+  readonly lossTokensSeen: number;
   readonly seconds: number;
   readonly finalTrainLoss: number | null;
+  /** The latest evaluation (this process or, after a resume, the run's record) and its step. */
   readonly finalEvalLoss: number | null;
+  readonly finalEvalStep: number | null;
   readonly stoppedBy: 'max-steps' | 'early-stopping' | 'interrupt';
   readonly peakRssBytes: number;
   readonly adapterDir: string;
@@ -202,6 +217,7 @@ export class Trainer {
     const fp = fingerprint(o, this.lora);
     let step = 0;
     let tokensSeen = 0;
+    let lossTokensSeen = 0;
     let elapsedBefore = 0;
     let bestEval: number | null = null;
     let evalsWithoutImprovement = 0;
@@ -215,6 +231,7 @@ export class Trainer {
       const state = loadCheckpoint(dir, this.model, optimizer);
       step = state.step;
       tokensSeen = state.tokensSeen;
+      lossTokensSeen = state.lossTokensSeen ?? 0;
       elapsedBefore = state.elapsedSeconds;
       bestEval = state.bestEvalLoss;
       evalsWithoutImprovement = state.evalsWithoutImprovement;
@@ -223,6 +240,11 @@ export class Trainer {
     }
     const metricsPath = path.join(o.outputDir, 'metrics.jsonl');
     const history = readHistory(metricsPath, step);
+    // The curve is redrawn at every evaluation (watch it during a long run) and at the end.
+    const writeCurve = () => writeText(path.join(o.outputDir, 'loss.svg'), lossCurveSvg([
+      { label: 'train loss', color: '#1f77b4', points: history.train },
+      { label: 'eval loss', color: '#d62728', points: history.eval },
+    ], 'QLoRA training loss', { x: 'step', y: 'loss (nats/token)' }));
     // Appends never follow a symlink planted in the output folder (readHistory replaced the file).
     const metricsFd = openAppendNoFollow(metricsPath);
     const log = (record: object) => writeAll(metricsFd, new TextEncoder().encode(`${JSON.stringify(record)}\n`));
@@ -240,7 +262,7 @@ export class Trainer {
     let updating = false;
     let lastCheckpointStep = step;
     const state = (): TrainerState => ({
-      step, dataCursor: cursorAfterStep, bestEvalLoss: bestEval, evalsWithoutImprovement, tokensSeen,
+      step, dataCursor: cursorAfterStep, bestEvalLoss: bestEval, evalsWithoutImprovement, tokensSeen, lossTokensSeen,
       elapsedSeconds: elapsed(), fingerprint: fp, optimizerKind: optimizer.kind,
     });
     const checkpoint = async () => {
@@ -268,14 +290,20 @@ export class Trainer {
     };
     let stoppedBy: TrainSummary['stoppedBy'] = 'max-steps';
     let lastTrainLoss: number | null = null;
-    let lastEval: number | null = null;
+    // The latest evaluation so far: after a resume, the run's record holds it.
+    let lastEval: number | null = history.eval.at(-1)?.[1] ?? null;
+    let lastEvalStep: number | null = history.eval.at(-1)?.[0] ?? null;
+    const epochNow = () => (this.train.epoch ? { epoch: round6(this.train.epoch()) } : {});
     const runEval = async () => {
       const ev = await this.evaluate();
       if (!ev) return false;
       lastEval = ev.loss;
-      const m: EvalMetrics = { step, evalLoss: ev.loss, perplexity: Math.exp(ev.loss), tokens: ev.tokens };
-      log({ type: 'eval', ...m });
+      lastEvalStep = step;
+      const m: EvalMetrics = { step, ...epochNow(), evalLoss: ev.loss, perplexity: Math.exp(ev.loss), tokens: ev.tokens };
+      // Hugging Face Trainer's log_history names, so tools that read those logs read this one.
+      log({ step, ...epochNow(), eval_loss: ev.loss, eval_perplexity: m.perplexity, eval_tokens: ev.tokens });
       history.eval.push([step, ev.loss]);
+      writeCurve();
       this.events.onEval?.(m);
       if (bestEval === null || ev.loss < bestEval - 1e-12) {
         bestEval = ev.loss;
@@ -294,6 +322,7 @@ export class Trainer {
         for (const p of params) p.zeroGrad();
         let lossSum = 0;
         let tokens = 0;
+        let lossTokens = 0;
         for (let micro = 0; micro < o.gradAccum; micro++) {
           const batch = this.train.next();
           this.arena.reset();
@@ -305,7 +334,8 @@ export class Trainer {
             gradScale: 1 / o.gradAccum,
           });
           lossSum += r.tokens > 0 ? r.lossSum / r.tokens : 0;
-          tokens += r.tokens;
+          lossTokens += r.tokens;
+          tokens += batch.batchSize * batch.seqLen;
         }
         this.arena.reset();
         const loss = lossSum / o.gradAccum;
@@ -330,10 +360,16 @@ export class Trainer {
         updating = false;
         cursorAfterStep = snapshot(this.train.cursor());
         tokensSeen += tokens;
+        lossTokensSeen += lossTokens;
         lastTrainLoss = skipped ? lastTrainLoss : loss;
         const seconds = (performance.now() - stepStart) / 1000;
-        const m: StepMetrics = { step, loss, lr, gradNorm, tokens, tokensPerSecond: tokens / seconds, elapsedSeconds: elapsed(), ...(skipped ? { skipped } : {}) };
-        log({ type: 'train', ...m });
+        const m: StepMetrics = {
+          step, ...epochNow(), loss, lr, gradNorm, tokens, lossTokens, tokensPerSecond: tokens / seconds, elapsedSeconds: elapsed(), ...(skipped ? { skipped } : {}),
+        };
+        log({
+          step, ...epochNow(), loss, grad_norm: gradNorm, learning_rate: lr, num_input_tokens_seen: tokensSeen, num_loss_tokens_seen: lossTokensSeen,
+          tokens_per_second: m.tokensPerSecond, elapsed_seconds: m.elapsedSeconds, ...(skipped ? { skipped } : {}),
+        });
         if (!skipped) history.train.push([step, loss]);
         this.events.onStep?.(m);
         let stop = false;
@@ -351,7 +387,9 @@ export class Trainer {
           break;
         }
       }
-      if (stoppedBy === 'max-steps') await runEval();
+      // A run that ends (or is stopped) evaluates where it stands, so its summary is current;
+      // early stopping has just evaluated.
+      if (stoppedBy !== 'early-stopping' && lastEvalStep !== step) await runEval();
       await checkpoint();
     } catch (e) {
       await checkpointAfterError(e);
@@ -363,13 +401,10 @@ export class Trainer {
     }
     // The final adapter sits at the top of the output folder, ready for PEFT / qlora generate.
     await saveFinalAdapter(o.outputDir, this.model, this.lora, o.baseModel);
-    writeText(path.join(o.outputDir, 'loss.svg'), lossCurveSvg([
-      { label: 'train loss', color: '#1f77b4', points: history.train },
-      { label: 'eval loss', color: '#d62728', points: history.eval },
-    ], 'QLoRA training loss'));
+    writeCurve();
     optimizer.dispose();
     return {
-      steps: step, tokensSeen, seconds: elapsed(), finalTrainLoss: lastTrainLoss, finalEvalLoss: lastEval, stoppedBy,
+      steps: step, tokensSeen, lossTokensSeen, seconds: elapsed(), finalTrainLoss: lastTrainLoss, finalEvalLoss: lastEval, finalEvalStep: lastEvalStep, stoppedBy,
       peakRssBytes: process.resourceUsage().maxRSS * 1024, adapterDir: o.outputDir,
     };
   }
@@ -379,6 +414,10 @@ export class Trainer {
     this.layerArena.dispose();
     this.normScratch.dispose();
   }
+}
+
+function round6(x: number): number {
+  return Math.round(x * 1e6) / 1e6;
 }
 
 /** Writes a text file through a temp file + rename in its folder: a symlink at `file` is replaced, never followed. */
@@ -400,11 +439,13 @@ function readHistory(metricsPath: string, step: number): { train: [number, numbe
   for (const line of fs.readFileSync(metricsPath, 'utf8').split('\n')) {
     if (!line.trim()) continue;
     try {
-      const r = JSON.parse(line) as { type: string; step: number; loss?: number; evalLoss?: number };
+      const r = JSON.parse(line) as { type?: string; step: number; loss?: number; eval_loss?: number; evalLoss?: number; skipped?: boolean };
       if (r.step > step) continue; // steps after the checkpoint are redone
       kept.push(line);
-      if (r.type === 'train' && r.loss !== undefined) out.train.push([r.step, r.loss]);
-      if (r.type === 'eval' && r.evalLoss !== undefined) out.eval.push([r.step, r.evalLoss]);
+      // HF names; `type`/`evalLoss` are the records of runs from before them.
+      if (r.loss !== undefined && !r.skipped) out.train.push([r.step, r.loss]);
+      const evalLoss = r.eval_loss ?? r.evalLoss;
+      if (evalLoss !== undefined) out.eval.push([r.step, evalLoss]);
     } catch {
       // a torn last line from a killed run: drop it
     }
