@@ -45,6 +45,7 @@ export const trainConfigSchema = z
     saveEvery: z.number().int().min(0).default(100),
     keepCheckpoints: z.number().int().min(1).default(3),
     earlyStopping: z.number().int().min(0).default(0),
+    loadBest: z.boolean().default(false),
     resume: z.union([z.boolean(), z.string()]).default(false),
     overwrite: z.boolean().default(false),
     optimizer: z.enum(['adamw', 'adamw8bit']).default('adamw'),

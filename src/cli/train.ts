@@ -86,6 +86,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--eval-batches <n>', 'validation batches per evaluation (default 20)', intOption('--eval-batches', 1))
     .option('--save-every <n>', 'checkpoint every n steps; 0 = only at the end (default 100)', intOption('--save-every', 0))
     .option('--keep-checkpoints <k>', 'keep the newest k checkpoints (default 3)', intOption('--keep-checkpoints', 1))
+    .option('--load-best', 'make the final adapter the one with the lowest eval loss (as HF load_best_model_at_end); checkpoints still hold the last step')
     .option('--early-stopping <n>', 'stop after n evaluations without improvement (default off)', intOption('--early-stopping', 0))
     .option('--resume [checkpoint]', 'continue from the newest checkpoint in --output (or this checkpoint folder)')
     .option('--overwrite', 'replace the run in a non-empty --output folder (its files are removed first; without it such a folder is refused)')
@@ -239,6 +240,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   const trainBatcher = new Batcher(data.train, { batchSize: config.batchSize, seqLen: config.seqLen, packing: config.packing, shuffle: true, seed: config.seed, padId });
   const validBatcher = data.valid.length > 0 ? new Batcher(data.valid, { batchSize: config.batchSize, seqLen: config.seqLen, packing: config.packing, shuffle: false, padId }) : null;
   // Each epoch's own plan counts: shuffled packing can give an epoch a batch more or less than the first.
+  if (config.loadBest && !validBatcher) throw new Error('--load-best needs validation data to pick the best adapter (a valid file, or --valid-fraction > 0)');
   const maxSteps = config.maxSteps ?? Math.max(1, Math.ceil(trainBatcher.batchesInEpochs(config.epochs ?? 1) / config.gradAccum));
   const warmup = warmupSteps(maxSteps, config.warmupSteps, config.warmupRatio);
   log(`training: ${maxSteps} steps × ${config.gradAccum} × ${config.batchSize} × ${config.seqLen} tokens (${config.packing ? '~' : ''}${trainBatcher.batchesPerEpoch} batches per epoch), lr ${config.lr} ${config.schedule}, warm-up ${warmup}, ${config.optimizer}`);
@@ -280,6 +282,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       onNonFinite: config.skipNonfinite ? 'skip' : 'stop',
       resume: config.resume,
       overwrite: config.overwrite,
+      loadBest: config.loadBest,
       baseModel: path.resolve(config.model),
       arenaBytes: plan.arenaBytes,
     },
@@ -296,6 +299,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       onEval: (m) => progress.log(`eval @ step ${m.step}: loss ${m.evalLoss.toFixed(4)}, perplexity ${m.perplexity.toFixed(2)}`),
       onCheckpoint: (dir) => progress.log(`checkpoint: ${dir}`),
       onResume: (dir, step) => progress.log(`resumed from ${dir} at step ${step}`),
+      onLoadBest: (step, loss) => progress.log(`--load-best: the final adapter holds the weights of step ${step ?? '?'} (lowest eval loss ${loss?.toFixed(4) ?? 'n/a'})`),
     },
   );
   let summary;
@@ -313,6 +317,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       `${summary.seconds > 0 ? `, ${Math.round(summary.tokensSeen / summary.seconds)} tok/s` : ''}; ` +
       `final train loss ${summary.finalTrainLoss?.toFixed(4) ?? 'n/a'}, eval loss ${summary.finalEvalLoss !== null ? `${summary.finalEvalLoss.toFixed(4)} (step ${summary.finalEvalStep})` : 'n/a'}; peak memory ${formatBytes(summary.peakRssBytes)}`,
   );
+  if (config.loadBest && summary.bestStep !== null) log(`best: step ${summary.bestStep}, eval loss ${summary.bestEvalLoss?.toFixed(4)}; the adapter below holds its weights (checkpoint-${summary.steps} holds the last step's)`);
   log(`adapter: ${path.join(summary.adapterDir, 'adapter_model.safetensors')} (+ adapter_config.json), metrics: ${path.join(config.output, 'metrics.jsonl')}, curve: ${path.join(config.output, 'loss.svg')}`);
   model.dispose();
   if (summary.stoppedBy === 'interrupt') process.exitCode = 130;

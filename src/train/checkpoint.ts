@@ -14,12 +14,19 @@ import type { Optimizer, OptimizerStateArrays } from './optimizer.js';
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const TRAINER_STATE_FILE = 'trainer_state.json';
+/** The adapter weights at the best evaluation so far (--load-best), PEFT key names. */
+export const BEST_ADAPTER_FILE = 'best_adapter_model.safetensors';
+
+/** Adapter weights kept on the host: PEFT key → values (shapes are the model's). */
+export type HostAdapterWeights = ReadonlyMap<string, { readonly shape: readonly number[]; readonly values: Float32Array }>;
 
 export interface TrainerState {
   /** Completed optimizer steps. */
   readonly step: number;
   readonly dataCursor: unknown;
   readonly bestEvalLoss: number | null;
+  /** The step of the best evaluation whose weights are kept (--load-best), when they are. */
+  readonly bestStep?: number | null;
   readonly evalsWithoutImprovement: number;
   /** Token positions processed (batch × sequence). */
   readonly tokensSeen: number;
@@ -37,7 +44,7 @@ export function checkpointDir(outputDir: string, step: number): string {
 
 export async function saveCheckpoint(
   outputDir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null, optimizer: Optimizer,
-  state: TrainerState, keep: number,
+  state: TrainerState, keep: number, best: HostAdapterWeights | null = null,
 ): Promise<string> {
   const final = checkpointDir(outputDir, state.step);
   const tmp = path.join(outputDir, `.tmp-checkpoint-${state.step}-${process.pid}`);
@@ -53,6 +60,10 @@ export async function saveCheckpoint(
       data: data instanceof Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
     }));
     writeSafetensors(path.join(tmp, OPTIMIZER_FILE), tensors, { kind: optimizer.kind, steps: String(opt.steps) });
+    if (best) {
+      const bestTensors = [...best].map(([name, t]) => ({ name, dtype: 'F32', shape: [...t.shape], data: t.values }));
+      writeSafetensors(path.join(tmp, BEST_ADAPTER_FILE), bestTensors, { step: String(state.bestStep ?? '') });
+    }
     const json = new TextEncoder().encode(`${JSON.stringify(state, null, 2)}\n`);
     writeFileAtomic(path.join(tmp, TRAINER_STATE_FILE), (fd) => writeAll(fd, json));
     if (fs.existsSync(final)) retire(outputDir, final);
@@ -104,6 +115,20 @@ function pruneCheckpoints(outputDir: string, keep: number): void {
   if (keep <= 0) return;
   const all = listCheckpoints(outputDir);
   for (const c of all.slice(0, Math.max(0, all.length - keep))) retire(outputDir, c.dir);
+}
+
+/** The best-evaluation weights a checkpoint kept (--load-best), or null when it kept none. */
+export function loadBestAdapter(dir: string): HostAdapterWeights | null {
+  const file = path.join(dir, BEST_ADAPTER_FILE);
+  if (!fs.existsSync(file)) return null;
+  const f = SafetensorsFile.open(file);
+  try {
+    const out = new Map<string, { shape: number[]; values: Float32Array }>();
+    for (const [name, info] of f.tensors) out.set(name, { shape: [...info.shape], values: new Float32Array(f.readRaw(name).slice().buffer) });
+    return out;
+  } finally {
+    f.close();
+  }
 }
 
 /** The trainer state of a checkpoint folder (read before anything is loaded, to check the options). */

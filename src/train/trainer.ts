@@ -11,7 +11,7 @@ import type { LoraConfig } from '../models/build.js';
 import type { LlamaModel, ModelBatch } from '../models/llama.js';
 import { mix32 } from '../tensor/rng.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
-import { type TrainerState, checkpointDir, listCheckpoints, loadCheckpoint, readTrainerState, saveCheckpoint } from './checkpoint.js';
+import { type HostAdapterWeights, type TrainerState, checkpointDir, loadBestAdapter, listCheckpoints, loadCheckpoint, readTrainerState, saveCheckpoint } from './checkpoint.js';
 import { ADAMW_DEFAULTS, AdamW, AdamW8bit, type Optimizer } from './optimizer.js';
 import { openAppendNoFollow, prepareOutputDir, saveFinalAdapter } from './output-dir.js';
 import { lossCurveSvg } from './plot.js';
@@ -52,6 +52,12 @@ export interface TrainOptions {
   readonly onNonFinite: 'stop' | 'skip';
   /** Resume from the newest checkpoint in outputDir (or this folder). */
   readonly resume: boolean | string;
+  /**
+   * Make the final adapter the one with the lowest evaluation loss (Hugging Face's
+   * load_best_model_at_end). Its weights are copied to the host at each improvement and kept in
+   * checkpoints, so a resumed run still knows them.
+   */
+  readonly loadBest?: boolean;
   /** Replace the run already in outputDir (its files are removed first); without it a non-empty folder is refused. */
   readonly overwrite?: boolean;
   readonly baseModel: string | null;
@@ -93,6 +99,8 @@ export interface TrainEvents {
   onEval?(m: EvalMetrics): void;
   onCheckpoint?(dir: string, step: number): void;
   onResume?(dir: string, step: number): void;
+  /** --load-best put the weights of the best evaluation (at `step`, null when unknown) back in the model. */
+  onLoadBest?(step: number | null, evalLoss: number | null): void;
 }
 
 export interface TrainSummary {
@@ -107,6 +115,9 @@ export interface TrainSummary {
   readonly finalEvalLoss: number | null;
   readonly finalEvalStep: number | null;
   readonly stoppedBy: 'max-steps' | 'early-stopping' | 'interrupt';
+  /** With loadBest: the step whose weights the final adapter holds, and its eval loss (null without evaluations). */
+  readonly bestStep: number | null;
+  readonly bestEvalLoss: number | null;
   readonly peakRssBytes: number;
   readonly adapterDir: string;
 }
@@ -197,6 +208,13 @@ export class Trainer {
     return tokens > 0 ? { loss: sum / tokens, tokens } : null;
   }
 
+  /** The adapter weights copied to the host (async reads: a device backend maps its buffers). */
+  private async hostWeights(): Promise<HostAdapterWeights> {
+    const out = new Map<string, { shape: readonly number[]; values: Float32Array }>();
+    for (const p of this.model.parameters()) out.set(p.name, { shape: [...p.value.shape], values: Float32Array.from(await p.value.read()) });
+    return out;
+  }
+
   private async globalGradNorm(): Promise<number> {
     const be = this.model.backend;
     let first = true;
@@ -221,6 +239,8 @@ export class Trainer {
     let elapsedBefore = 0;
     let bestEval: number | null = null;
     let evalsWithoutImprovement = 0;
+    let best: HostAdapterWeights | null = null;
+    let bestStep: number | null = null;
     if (o.resume) {
       const dir = typeof o.resume === 'string' ? o.resume : listCheckpoints(o.outputDir).at(-1)?.dir;
       if (!dir) throw new Error(`--resume: no checkpoint in ${o.outputDir}`);
@@ -234,6 +254,12 @@ export class Trainer {
       lossTokensSeen = state.lossTokensSeen ?? 0;
       elapsedBefore = state.elapsedSeconds;
       bestEval = state.bestEvalLoss;
+      if (o.loadBest) {
+        best = loadBestAdapter(dir);
+        bestStep = best ? (state.bestStep ?? null) : null;
+        // A checkpoint without kept weights (the run had no --load-best): the best so far is unknown, start afresh.
+        if (!best) bestEval = null;
+      }
       evalsWithoutImprovement = state.evalsWithoutImprovement;
       this.train.restore(state.dataCursor);
       this.events.onResume?.(dir, step);
@@ -262,11 +288,11 @@ export class Trainer {
     let updating = false;
     let lastCheckpointStep = step;
     const state = (): TrainerState => ({
-      step, dataCursor: cursorAfterStep, bestEvalLoss: bestEval, evalsWithoutImprovement, tokensSeen, lossTokensSeen,
+      step, dataCursor: cursorAfterStep, bestEvalLoss: bestEval, bestStep, evalsWithoutImprovement, tokensSeen, lossTokensSeen,
       elapsedSeconds: elapsed(), fingerprint: fp, optimizerKind: optimizer.kind,
     });
     const checkpoint = async () => {
-      const dir = await saveCheckpoint(o.outputDir, this.model, this.lora, o.baseModel, optimizer, state(), o.keepCheckpoints);
+      const dir = await saveCheckpoint(o.outputDir, this.model, this.lora, o.baseModel, optimizer, state(), o.keepCheckpoints, best);
       lastCheckpointStep = step;
       this.events.onCheckpoint?.(dir, step);
     };
@@ -307,6 +333,10 @@ export class Trainer {
       this.events.onEval?.(m);
       if (bestEval === null || ev.loss < bestEval - 1e-12) {
         bestEval = ev.loss;
+        if (o.loadBest) {
+          best = await this.hostWeights();
+          bestStep = step;
+        }
         evalsWithoutImprovement = 0;
       } else {
         evalsWithoutImprovement++;
@@ -399,12 +429,23 @@ export class Trainer {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }
+    // --load-best: the final checkpoint above holds the last step (a resume continues the run);
+    // the model, and so the final adapter, take the best evaluation's weights.
+    if (o.loadBest && best && bestStep !== step) {
+      for (const p of params) {
+        const kept = best.get(p.name);
+        if (!kept) throw new Error(`--load-best: the kept best weights have no ${p.name}`);
+        p.value.write(kept.values);
+      }
+      this.events.onLoadBest?.(bestStep, bestEval);
+    }
     // The final adapter sits at the top of the output folder, ready for PEFT / qlora generate.
     await saveFinalAdapter(o.outputDir, this.model, this.lora, o.baseModel);
     writeCurve();
     optimizer.dispose();
     return {
       steps: step, tokensSeen, lossTokensSeen, seconds: elapsed(), finalTrainLoss: lastTrainLoss, finalEvalLoss: lastEval, finalEvalStep: lastEvalStep, stoppedBy,
+      bestStep: o.loadBest ? bestStep : null, bestEvalLoss: o.loadBest ? bestEval : null,
       peakRssBytes: process.resourceUsage().maxRSS * 1024, adapterDir: o.outputDir,
     };
   }
