@@ -2,6 +2,7 @@
  * `qlora export` (GGUF model, merged GGUF, GGUF LoRA adapter, merged HF folder / llama2.c) and
  * `qlora convert IN OUT` (between HF folder, GGUF and llama2.c).
  */
+import { recipeModelPath } from './recipe.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
@@ -47,7 +48,8 @@ function exportLora(flags: ExportFlags): void {
   if (!flags.adapter) throw new Error('--format gguf-lora needs --adapter (a PEFT adapter folder)');
   const adapter = loadPeftAdapter(flags.adapter);
   // The base decides the architecture and the Q/K permutation of B.
-  const basePath = flags.model ?? adapter.config.base_model_name_or_path ?? undefined;
+  const named = adapter.config.base_model_name_or_path;
+  const basePath = flags.model ?? (named && fs.existsSync(named) ? named : (recipeModelPath(flags.adapter) ?? named ?? undefined));
   if (!basePath || !fs.existsSync(basePath)) {
     throw new Error(`pass --model: the adapter's base model${basePath ? ` '${basePath}'` : ''} is not a local path, and the export needs its config`);
   }
@@ -81,7 +83,8 @@ export function registerExportCommands(program: Command): void {
       const adapter = flags.adapter ? loadPeftAdapter(flags.adapter) : null;
       // A merge may take the base from the adapter's base_model_name_or_path when that is a local path.
       const adapterBase = adapter?.config.base_model_name_or_path;
-      const modelPath = flags.model ?? (adapterBase && fs.existsSync(adapterBase) ? adapterBase : undefined);
+      // Or from the adapter's config.yaml (a qlora train output records the model's path there).
+      const modelPath = flags.model ?? (adapterBase && fs.existsSync(adapterBase) ? adapterBase : flags.adapter ? (recipeModelPath(flags.adapter) ?? undefined) : undefined);
       if (!modelPath) throw new Error(`--format ${flags.format} needs --model`);
       const ck = openCheckpoint(modelPath);
       try {

@@ -14,6 +14,7 @@ import { warmupSteps } from '../train/schedule.js';
 import { loadModel } from './load-model.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { prepareOutputDir } from '../train/output-dir.js';
+import { modelCard, modelName, writeRecipe } from './recipe.js';
 import { printTrainingPlan, releaseBuildGarbage } from '../train/plan.js';
 import { choiceOption, floatOption, formatBytes, formatCount, intOption } from './options.js';
 import { ProgressLine, bar, duration } from './progress.js';
@@ -283,7 +284,9 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       resume: config.resume,
       overwrite: config.overwrite,
       loadBest: config.loadBest,
-      baseModel: path.resolve(config.model),
+      // PEFT's base_model_name_or_path: the model's name (Hub id when known), not this machine's path;
+      // the path is in config.yaml.
+      baseModel: modelName(config.model),
       arenaBytes: plan.arenaBytes,
     },
     new BatcherSource(trainBatcher),
@@ -317,8 +320,15 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       `${summary.seconds > 0 ? `, ${Math.round(summary.tokensSeen / summary.seconds)} tok/s` : ''}; ` +
       `final train loss ${summary.finalTrainLoss?.toFixed(4) ?? 'n/a'}, eval loss ${summary.finalEvalLoss !== null ? `${summary.finalEvalLoss.toFixed(4)} (step ${summary.finalEvalStep})` : 'n/a'}; peak memory ${formatBytes(summary.peakRssBytes)}`,
   );
+  // The recipe and a model card, next to the adapter.
+  writeRecipe(config.output, config, modelCard({
+    config, baseName: modelName(config.model), format: data.format, trainExamples: st.examples, validExamples: data.valid.length,
+    steps: summary.steps, tokens: summary.tokensSeen, lossTokens: summary.lossTokensSeen, finalTrainLoss: summary.finalTrainLoss,
+    finalEvalLoss: summary.finalEvalLoss, finalEvalStep: summary.finalEvalStep, bestStep: summary.bestStep, bestEvalLoss: summary.bestEvalLoss,
+    stoppedBy: summary.stoppedBy,
+  }));
   if (config.loadBest && summary.bestStep !== null) log(`best: step ${summary.bestStep}, eval loss ${summary.bestEvalLoss?.toFixed(4)}; the adapter below holds its weights (checkpoint-${summary.steps} holds the last step's)`);
-  log(`adapter: ${path.join(summary.adapterDir, 'adapter_model.safetensors')} (+ adapter_config.json), metrics: ${path.join(config.output, 'metrics.jsonl')}, curve: ${path.join(config.output, 'loss.svg')}`);
+  log(`adapter: ${path.join(summary.adapterDir, 'adapter_model.safetensors')} (+ adapter_config.json), metrics: ${path.join(config.output, 'metrics.jsonl')}, curve: ${path.join(config.output, 'loss.svg')}, recipe: ${path.join(config.output, 'config.yaml')}, model card: ${path.join(config.output, 'README.md')}`);
   model.dispose();
   if (summary.stoppedBy === 'interrupt') process.exitCode = 130;
 }
