@@ -32,7 +32,16 @@ void release(Block* b) {
   allocated.fetch_sub(static_cast<int64_t>(b->bytes));
 }
 
-void finalize(Napi::Env, void*, Block* b) {
+// Set while Alloc is inside napi_create_external_arraybuffer. When the runtime refuses the buffer
+// (Node: larger than buffer.constants.MAX_LENGTH, 4 GiB on Node 20) it runs the finalizer at once
+// and still reports failure. The finalizer must then leave the block to Alloc: releasing it there
+// too freed it twice (and node-addon-api's ArrayBuffer::New also deleted its finalizer record a
+// second time: the "double free detected in tcache 2" of arenas merged past 4 GiB).
+thread_local Block* creating = nullptr;
+
+void finalize(napi_env, void*, void* hint) {
+  Block* b = static_cast<Block*>(hint);
+  if (b == creating) return;
   {
     std::lock_guard<std::mutex> lk(mu);
     if (!b->freed) {
@@ -50,18 +59,37 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
   if (rounded == 0) rounded = 64;
   void* p = std::aligned_alloc(64, rounded);
   if (p == nullptr) fail(env, "out of memory allocating " + std::to_string(bytes) + " bytes");
-  std::memset(p, 0, rounded);
   Block* b = new Block{p, rounded, false};
   {
     std::lock_guard<std::mutex> lk(mu);
     live[p] = b;
   }
-  int64_t now = allocated.fetch_add(static_cast<int64_t>(rounded)) + static_cast<int64_t>(rounded);
+  allocated.fetch_add(static_cast<int64_t>(rounded));
+  // The JS view covers exactly the requested bytes; the rounding is slack for vector tails. The
+  // raw C call (not Napi::ArrayBuffer::New) so a refusal leaves exactly one owner: this function.
+  napi_value value = nullptr;
+  creating = b;
+  const napi_status status =
+      napi_create_external_arraybuffer(env, p, static_cast<size_t>(bytes), finalize, b, &value);
+  creating = nullptr;
+  if (status != napi_ok) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      live.erase(p);
+      release(b);
+    }
+    delete b;
+    std::string reason;
+    if (env.IsExceptionPending()) reason = ": " + env.GetAndClearPendingException().Message();
+    fail(env, "alloc: the runtime refused an ArrayBuffer of " + std::to_string(bytes) + " bytes" + reason);
+  }
+  // Zeroed only once it is ours for good: a refused block is never touched (no pages committed).
+  std::memset(p, 0, rounded);
+  const int64_t now = allocated.load();
   int64_t prev = peak.load();
   while (now > prev && !peak.compare_exchange_weak(prev, now)) {
   }
-  // The JS view covers exactly the requested bytes; the rounding is slack for vector tails.
-  return Napi::ArrayBuffer::New(env, p, static_cast<size_t>(bytes), finalize, b);
+  return Napi::ArrayBuffer(env, value);
 }
 
 Napi::Value Free(const Napi::CallbackInfo& info) {

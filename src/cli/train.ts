@@ -5,7 +5,8 @@ import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
 import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
 import { generate } from '../generate/generate.js';
-import type { LoraConfig } from '../models/build.js';
+import { type LoraConfig, resolveTargets } from '../models/build.js';
+import { checkLoraRank } from '../models/lora-rank.js';
 import type { LlamaModel, ModelBatch } from '../models/llama.js';
 import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
 import type { Tokenizer } from '../tokenizer/types.js';
@@ -190,6 +191,14 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   if (config.overwrite && removed.length > 0 && !config.resume) log(`--overwrite: removed the previous run's ${removed.join(', ')} from ${config.output}`);
   // The memory plan first (from the config alone), so a run that cannot fit is flagged before loading.
   const header = openCheckpoint(config.model);
+  try {
+    // The rank against the model's projections first: a typo like --rank 100000 stops here, before
+    // the plan or any allocation; a rank above min(in, out) only wastes memory, so it is a warning.
+    for (const w of checkLoraRank(header.config, lora.r, resolveTargets(lora.targets))) log(`warning: ${w}`);
+  } catch (err) {
+    header.close();
+    throw err;
+  }
   const plan = printTrainingPlan(header.config, {
     seqLen: config.seqLen,
     batchSize: config.batchSize,

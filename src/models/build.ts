@@ -6,6 +6,7 @@ import { LoraLinear, type LoraOptions } from '../nn/lora.js';
 import { type Quantized4bit, quantize4bit, type Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { uploadPacked4bit } from '../quant/upload.js';
 import { ropeTables, type RopeScaling } from '../backends/rope-tables.js';
+import { checkLoraRank, projectionShapes } from './lora-rank.js';
 import {
   type LlamaDims,
   type LlamaLayer,
@@ -126,6 +127,8 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
   for (const l of loraLayers ?? []) {
     if (!Number.isInteger(l) || l < 0 || l >= c.numLayers) throw new Error(`LoRA layer ${l} out of range (model has ${c.numLayers})`);
   }
+  // Before anything is allocated: an absurd rank is refused here, not after gigabytes of adapters.
+  if (options.lora) checkLoraRank(c, options.lora.r, targets);
 
   const embedShape = [c.vocabSize, c.hiddenSize] as const;
   const embedding: Tensor | Packed4bitWeight =
@@ -133,17 +136,7 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
       ? uploadPacked4bit(be, await quantizeTensor('model.embed_tokens.weight', embedShape), c.vocabSize, c.hiddenSize)
       : await upload('model.embed_tokens.weight', embedShape);
   const layers: LlamaLayer[] = [];
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  const projShapes: Record<ProjectionName, [number, number]> = {
-    q_proj: [qDim, c.hiddenSize],
-    k_proj: [kvDim, c.hiddenSize],
-    v_proj: [kvDim, c.hiddenSize],
-    o_proj: [c.hiddenSize, qDim],
-    gate_proj: [c.intermediateSize, c.hiddenSize],
-    up_proj: [c.intermediateSize, c.hiddenSize],
-    down_proj: [c.hiddenSize, c.intermediateSize],
-  };
+  const projShapes = projectionShapes(c);
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}`;
     const attnNorm = await upload(`${p}.input_layernorm.weight`, [c.hiddenSize]);

@@ -1,5 +1,6 @@
+import { constants as bufferConstants } from 'node:buffer';
 import type { Backend } from './backend.js';
-import { BYTES_PER_ELEMENT, type DType, hostArrayFor, shapeSize } from './dtype.js';
+import { BYTES_PER_ELEMENT, type DType, hostArrayFor, shapeString, shapeSize } from './dtype.js';
 import { Tensor } from './tensor.js';
 
 /**
@@ -33,6 +34,25 @@ export interface HostChunk {
 const ALIGN = 64;
 
 /**
+ * The largest block a host chunk may be. Node wraps native memory in an ArrayBuffer only up to
+ * buffer.constants.MAX_LENGTH bytes (4 GiB on Node 20): the addon's alloc() fails past it, so an
+ * arena that needs more holds several chunks instead of one merged block.
+ */
+export const MAX_CHUNK_BYTES = Math.floor(bufferConstants.MAX_LENGTH / ALIGN) * ALIGN;
+
+/** Chunk sizes for `total` bytes (64-byte multiples): as few as possible, none above `maxChunk`. */
+export function chunkSizes(total: number, maxChunk: number): number[] {
+  const sizes: number[] = [];
+  for (let left = roundUp(total); left > 0; left -= Math.min(left, maxChunk)) sizes.push(Math.min(left, maxChunk));
+  return sizes;
+}
+
+/** Size of the chunk added when a request of `bytes` does not fit: max(request, last chunk, 1 MiB), capped. */
+export function growChunkSize(bytes: number, lastChunk: number, maxChunk: number): number {
+  return roundUp(Math.max(bytes, Math.min(Math.max(lastChunk, 1 << 20), maxChunk)));
+}
+
+/**
  * Arena over host memory, shared by the host backends. `allocChunk` supplies the memory (JS
  * ArrayBuffers for ref, native aligned blocks for cpu). When a step needs more than the current
  * chunk, another chunk is added; on reset the chunks are merged into one big enough for the
@@ -52,8 +72,9 @@ export class HostArena implements Arena {
     private readonly allocChunk: (bytes: number) => HostChunk,
     initialBytes: number,
     readonly name: string,
+    private readonly maxChunkBytes: number = MAX_CHUNK_BYTES,
   ) {
-    if (initialBytes > 0) this.chunks.push(allocChunk(roundUp(initialBytes)));
+    for (const size of chunkSizes(Math.max(0, initialBytes), maxChunkBytes)) this.chunks.push(allocChunk(size));
   }
 
   get generation(): number {
@@ -76,6 +97,12 @@ export class HostArena implements Arena {
     if (this.disposed) throw new Error(`arena '${this.name}' used after dispose()`);
     const length = shapeSize(shape);
     const bytes = roundUp(length * BYTES_PER_ELEMENT[dtype]);
+    if (bytes > this.maxChunkBytes) {
+      throw new Error(
+        `arena '${this.name}': a ${dtype} tensor of shape ${shapeString(shape)} needs ${bytes} bytes, more than ` +
+          `the largest block this runtime can hold (${this.maxChunkBytes} bytes); use a smaller batch or sequence length`,
+      );
+    }
     let chunk = this.chunks[this.chunkIndex];
     if (!chunk || this.offset + bytes > chunk.buffer.byteLength) {
       this.usedInEarlierChunks += this.offset;
@@ -84,8 +111,7 @@ export class HostArena implements Arena {
       chunk = this.chunks[this.chunkIndex];
       if (!chunk || bytes > chunk.buffer.byteLength) {
         const last = this.chunks[this.chunks.length - 1];
-        const grow = Math.max(bytes, last ? last.buffer.byteLength : 0, 1 << 20);
-        chunk = this.allocChunk(roundUp(grow));
+        chunk = this.allocChunk(growChunkSize(bytes, last ? last.buffer.byteLength : 0, this.maxChunkBytes));
         this.chunks.splice(this.chunkIndex, 0, chunk);
       }
     }
@@ -108,10 +134,15 @@ export class HostArena implements Arena {
   reset(): void {
     this._generation++;
     if (this.chunks.length > 1) {
-      // Merge: one chunk as large as everything this step needed.
+      // Merge: one chunk as large as everything this step needed (several when that is more than
+      // one block may hold), unless it already is as merged as it can be.
       const total = this.chunks.reduce((s, c) => s + c.buffer.byteLength, 0);
-      for (const c of this.chunks) c.release();
-      this.chunks = [this.allocChunk(roundUp(total))];
+      const sizes = chunkSizes(total, this.maxChunkBytes);
+      if (sizes.length < this.chunks.length) {
+        for (const c of this.chunks) c.release();
+        this.chunks = [];
+        for (const size of sizes) this.chunks.push(this.allocChunk(size));
+      }
     }
     this.chunkIndex = 0;
     this.offset = 0;

@@ -22,6 +22,7 @@ import { openCheckpoint } from '../io/checkpoint.js';
 import { configFromHf, type LlamaConfig, loadHfConfig } from '../io/config.js';
 import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
 import { BYTES_PER_ELEMENT, type DType } from '../tensor/dtype.js';
+import { chunkSizes, growChunkSize, MAX_CHUNK_BYTES } from '../tensor/arena.js';
 
 export interface PlanOptions {
   readonly seqLen: number;
@@ -174,7 +175,8 @@ const block = (elements: number, dtype: DType = 'f32') => Math.max(ALIGN, roundU
 
 /**
  * Replays HostArena's policy (src/tensor/arena.ts): chunks of max(request, last chunk, 1 MiB),
- * unused chunk tails wasted, chunks merged into one on reset. `capacity` is what stays resident.
+ * unused chunk tails wasted, chunks merged into one (or as few as the block limit allows) on reset.
+ * `capacity` is what stays resident.
  */
 export class SimulatedArena {
   private chunks: number[] = [];
@@ -183,8 +185,8 @@ export class SimulatedArena {
   private usedInEarlierChunks = 0;
   peakInUse = 0;
 
-  constructor(initialBytes: number) {
-    if (initialBytes > 0) this.chunks.push(roundUp(initialBytes));
+  constructor(initialBytes: number, private readonly maxChunkBytes: number = MAX_CHUNK_BYTES) {
+    this.chunks = chunkSizes(Math.max(0, initialBytes), maxChunkBytes);
   }
 
   get capacity(): number {
@@ -201,7 +203,7 @@ export class SimulatedArena {
       chunk = this.chunks[this.chunkIndex];
       if (chunk === undefined || bytes > chunk) {
         const last = this.chunks[this.chunks.length - 1];
-        chunk = roundUp(Math.max(bytes, last ?? 0, 1 << 20));
+        chunk = growChunkSize(bytes, last ?? 0, this.maxChunkBytes);
         this.chunks.splice(this.chunkIndex, 0, chunk);
       }
     }
@@ -210,7 +212,8 @@ export class SimulatedArena {
   }
 
   reset(): void {
-    if (this.chunks.length > 1) this.chunks = [this.capacity];
+    const merged = chunkSizes(this.capacity, this.maxChunkBytes);
+    if (merged.length < this.chunks.length) this.chunks = merged;
     this.chunkIndex = 0;
     this.offset = 0;
     this.usedInEarlierChunks = 0;

@@ -1,9 +1,10 @@
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
- * The compiled addon (build/Release/qlora_native.node, built by `npm install`). Kernel files add
+ * The compiled addon (build/Release/qlora_native.node, built by `npm install`; QLORA_ADDON=path
+ * loads another build instead, e.g. the sanitizer and instruction-set variants CI tests). Kernel files add
  * their entry points to `NativeAddon` as they register them on the C++ side (QLORA_EXPORT).
  */
 export interface NativeAddon {
@@ -21,12 +22,14 @@ function load(): NativeAddon {
   // src/backends/cpu/native.ts and dist/backends/cpu/native.js are both three levels below the root.
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
   const require = createRequire(import.meta.url);
-  const path = join(root, 'build', 'Release', 'qlora_native.node');
+  const override = process.env['QLORA_ADDON'];
+  const path = override ? resolve(override) : join(root, 'build', 'Release', 'qlora_native.node');
   try {
     return require(path) as NativeAddon;
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
-    throw new Error(`cannot load the native addon at ${path} (run \`npm install\` or \`npm run build:native\`): ${reason}`);
+    const hint = override ? 'check QLORA_ADDON' : 'run `npm install` or `npm run build:native`';
+    throw new Error(`cannot load the native addon at ${path} (${hint}): ${reason}`);
   }
 }
 

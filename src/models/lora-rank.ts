@@ -1,0 +1,56 @@
+import { PROJECTIONS, type ProjectionName } from './llama.js';
+
+/** The dimensions rank checks need (a BuildConfig or a checkpoint header's config). */
+export interface ProjectionDims {
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+}
+
+/** [out, in] of each projection's weight. */
+export function projectionShapes(c: ProjectionDims): Record<ProjectionName, [number, number]> {
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  return {
+    q_proj: [qDim, c.hiddenSize],
+    k_proj: [kvDim, c.hiddenSize],
+    v_proj: [kvDim, c.hiddenSize],
+    o_proj: [c.hiddenSize, qDim],
+    gate_proj: [c.intermediateSize, c.hiddenSize],
+    up_proj: [c.intermediateSize, c.hiddenSize],
+    down_proj: [c.hiddenSize, c.intermediateSize],
+  };
+}
+
+/**
+ * Checks a LoRA rank against the projections it adapts, before anything is allocated.
+ *
+ * B·A has rank at most min(in, out), so a rank above that adds parameters (and memory, optimizer
+ * state, time) but no expressiveness: a warning names those projections. A rank above both
+ * dimensions of every targeted projection is refused: each of its A and B would then be larger
+ * than the weight it adapts, and such ranks are typos (`--rank 100000` on a 64-wide model asked
+ * for gigabytes of adapters). Returns the warnings; throws for an invalid rank.
+ */
+export function checkLoraRank(c: ProjectionDims, r: number, targets: ReadonlySet<ProjectionName>): string[] {
+  if (!Number.isInteger(r) || r < 1) throw new Error(`LoRA rank must be a positive integer, got ${r}`);
+  const shapes = projectionShapes(c);
+  const targeted = PROJECTIONS.filter((name) => targets.has(name));
+  if (targeted.length === 0) return [];
+  const largest = Math.max(...targeted.map((name) => Math.max(...shapes[name])));
+  const usable = Math.max(...targeted.map((name) => Math.min(...shapes[name])));
+  if (r > largest) {
+    throw new Error(
+      `LoRA rank ${r} is larger than every dimension of the projections it adapts (the largest is ${largest}): ` +
+        `each adapter would be bigger than its weight and add nothing; use a rank ≤ ${usable} (min(in, out) of the widest target)`,
+    );
+  }
+  const over = targeted.filter((name) => r > Math.min(...shapes[name]));
+  if (over.length === 0) return [];
+  const list = over.map((name) => `${name} [${shapes[name][0]}×${shapes[name][1]}]`).join(', ');
+  return [
+    `LoRA rank ${r} exceeds min(in, out) of ${list}: an update of those projections has rank at most min(in, out), ` +
+      `so the extra rank only costs memory and time`,
+  ];
+}
