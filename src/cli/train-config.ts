@@ -59,6 +59,8 @@ export const trainConfigSchema = z
     quantizeEmbeddings: z.boolean().default(false),
     gradientCheckpointing: z.boolean().default(false),
     skipNonfinite: z.boolean().default(false),
+    maxConsecutiveSkips: z.number().int().positive().optional(),
+    maxSkippedSteps: z.number().int().positive().optional(),
     format: z.enum(['auto', 'text', 'completion', 'alpaca', 'chat']).default('auto'),
     columns: z.string().optional(),
     template: z.string().optional(),

@@ -102,7 +102,9 @@ export function registerTrainCommand(program: Command): void {
     .option('--quantize-head', 'store an untied lm_head in 4-bit too (default: embeddings, norms and lm_head stay f32)')
     .option('--quantize-embeddings', 'store the embedding table in 4-bit too (a tied lm_head shares it)')
     .option('--gradient-checkpointing', 'recompute layer activations in backward (less memory, ~30% more time)')
-    .option('--skip-nonfinite', 'skip steps with a NaN/Inf loss or gradient instead of stopping')
+    .option('--skip-nonfinite', 'skip steps with a NaN/Inf loss or gradient instead of stopping (within the limits below)')
+    .option('--max-consecutive-skips <n>', 'with --skip-nonfinite: stop (exit 1) after n skipped steps in a row (default 5)', intOption('--max-consecutive-skips', 1))
+    .option('--max-skipped-steps <n>', 'with --skip-nonfinite: stop (exit 1) after n skipped steps in all (default 10% of the steps, at least 5)', intOption('--max-skipped-steps', 1))
     .option('--format <format>', 'row format: auto, text, completion, alpaca, chat (default auto)', choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const))
     .option('--columns <map>', 'map dataset columns, e.g. prompt=mr,completion=ref')
     .option('--template <text>', 'prompt template with {column} placeholders')
@@ -290,6 +292,8 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       keepCheckpoints: config.keepCheckpoints,
       earlyStoppingPatience: config.earlyStopping,
       onNonFinite: config.skipNonfinite ? 'skip' : 'stop',
+      maxConsecutiveSkips: config.maxConsecutiveSkips,
+      maxSkippedSteps: config.maxSkippedSteps,
       resume: config.resume,
       overwrite: config.overwrite,
       loadBest: config.loadBest,

@@ -72,15 +72,29 @@ export function adapterConfigJson(lora: LoraConfig, baseModel: string | null): R
   return Object.fromEntries(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
+/** Index of the first NaN/±Inf in `values`, or -1. */
+export function firstNonFinite(values: ArrayLike<number>): number {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return i;
+  return -1;
+}
+
+/** Throws naming the tensor (and where it comes from) when `values` holds a NaN/Inf. */
+export function assertFiniteTensor(values: ArrayLike<number>, tensor: string, where: string, action: string): void {
+  const i = firstNonFinite(values);
+  if (i >= 0) throw new Error(`${where}: tensor '${tensor}' has a non-finite value (${values[i]}) at element ${i}; ${action}`);
+}
+
 /**
  * Saves the model's LoRA weights as a PEFT adapter folder (each file written atomically). The
- * weights are read back from the backend (async: a device backend maps its buffers).
+ * weights are read back from the backend (async: a device backend maps its buffers). An adapter
+ * with a NaN/Inf weight is never written: nothing can use it, and it would replace a good one.
  */
 export async function savePeftAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   const tensors = [];
   for (const p of model.parameters()) {
     const values = await p.value.read();
+    assertFiniteTensor(values, p.name, dir, 'refusing to write a non-finite adapter (training diverged: lower --lr)');
     tensors.push({ name: p.name, dtype: 'F32', shape: [...p.value.shape], data: values instanceof Float32Array ? values : Float32Array.from(values) });
   }
   if (tensors.length === 0) throw new Error('the model has no LoRA layers to save');
@@ -135,7 +149,9 @@ export function loadPeftAdapter(dir: string): PeftAdapter {
       if (rDim !== config.r) throw new Error(`${weightsPath}: '${name}' has rank ${rDim} but adapter_config.json says r=${config.r}`);
       present.add(proj);
       layers.add(Number(m[1]));
-      tensors.set(name.replace('.default.weight', '.weight'), { shape: info.shape, values: file.readF32(name) });
+      const values = file.readF32(name);
+      assertFiniteTensor(values, name, weightsPath, 'refusing a non-finite adapter (it would turn every output into NaN)');
+      tensors.set(name.replace('.default.weight', '.weight'), { shape: info.shape, values });
     }
   } finally {
     file.close();

@@ -50,6 +50,10 @@ export interface TrainOptions {
   readonly earlyStoppingPatience: number;
   /** What to do when the loss or gradient is NaN/Inf. */
   readonly onNonFinite: 'stop' | 'skip';
+  /** With onNonFinite 'skip': stop after this many skipped steps in a row (default 5). */
+  readonly maxConsecutiveSkips?: number;
+  /** With onNonFinite 'skip': stop after this many skipped steps in all (default 10% of maxSteps, at least 5). */
+  readonly maxSkippedSteps?: number;
   /** Resume from the newest checkpoint in outputDir (or this folder). */
   readonly resume: boolean | string;
   /**
@@ -123,6 +127,13 @@ export interface TrainSummary {
 }
 
 export class NonFiniteError extends Error {}
+
+export const DEFAULT_MAX_CONSECUTIVE_SKIPS = 5;
+
+/** The total skip budget: 10% of the run, at least 5 steps. */
+export function defaultMaxSkippedSteps(maxSteps: number): number {
+  return Math.max(5, Math.ceil(0.1 * maxSteps));
+}
 
 /**
  * Options that must match for a resume to continue the same run. maxSteps (and with it a warm-up
@@ -314,6 +325,10 @@ export class Trainer {
       }
       e.message = `${e.message} (${note})`;
     };
+    const maxConsecutiveSkips = o.maxConsecutiveSkips ?? DEFAULT_MAX_CONSECUTIVE_SKIPS;
+    const maxSkippedSteps = o.maxSkippedSteps ?? defaultMaxSkippedSteps(o.maxSteps);
+    let consecutiveSkips = 0;
+    let skippedSteps = 0;
     let stoppedBy: TrainSummary['stoppedBy'] = 'max-steps';
     let lastTrainLoss: number | null = null;
     // The latest evaluation so far: after a resume, the run's record holds it.
@@ -323,6 +338,11 @@ export class Trainer {
     const runEval = async () => {
       const ev = await this.evaluate();
       if (!ev) return false;
+      // A non-finite validation loss means the adapter (or the base) produces NaN/Inf: saving it
+      // and exiting 0 would hand the user a broken adapter.
+      if (!Number.isFinite(ev.loss)) {
+        throw new NonFiniteError(`evaluation at step ${step}: loss ${ev.loss} is not finite: the adapter produces NaN/Inf; stopping`);
+      }
       lastEval = ev.loss;
       lastEvalStep = step;
       const m: EvalMetrics = { step, ...epochNow(), evalLoss: ev.loss, perplexity: Math.exp(ev.loss), tokens: ev.tokens };
@@ -375,10 +395,20 @@ export class Trainer {
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           const what = Number.isFinite(loss) ? `gradient norm ${gradNorm}` : `loss ${loss}`;
           if (o.onNonFinite === 'stop') {
-            throw new NonFiniteError(`step ${step + 1}: ${what} is not finite; stopping (the last checkpoint is intact; lower --lr or use --skip-nonfinite)`);
+            throw new NonFiniteError(`step ${step + 1}: ${what} is not finite; stopping: lower --lr, or use --skip-nonfinite to skip such steps`);
           }
           skipped = true;
+          consecutiveSkips++;
+          skippedSteps++;
+          // Skipping is for a rare bad batch; a run where it keeps happening has diverged.
+          if (consecutiveSkips >= maxConsecutiveSkips || skippedSteps >= maxSkippedSteps) {
+            const which = consecutiveSkips >= maxConsecutiveSkips
+              ? `${consecutiveSkips} steps in a row were skipped (limit ${maxConsecutiveSkips})`
+              : `${skippedSteps} steps were skipped in all (limit ${maxSkippedSteps})`;
+            throw new NonFiniteError(`step ${step + 1}: ${what} is not finite and ${which}: training has diverged; stopping: lower --lr`);
+          }
         } else {
+          consecutiveSkips = 0;
           if (o.maxGradNorm > 0 && gradNorm > o.maxGradNorm) {
             const scale = o.maxGradNorm / (gradNorm + 1e-6);
             for (const p of params) this.model.backend.scale(p.grad!, scale, p.grad!);
