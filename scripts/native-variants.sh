@@ -33,7 +33,8 @@ build() {
   ln -sfn "$ROOT/native" "$dir/native"
   ln -sfn "$ROOT/node_modules" "$dir/node_modules"
   cp "$ROOT/binding.gyp" "$dir/binding.gyp"
-  if ! (cd "$dir" && env "$@" "$ROOT/node_modules/.bin/node-gyp" rebuild -j "$(nproc)" >"$dir/build.log" 2>&1); then
+  # Through npm (as `npm install` runs it), so npm's settings such as nodedir reach node-gyp.
+  if ! (cd "$dir" && env "$@" npm exec --offline --no -- node-gyp rebuild -j "$(nproc)" >"$dir/build.log" 2>&1); then
     tail -40 "$dir/build.log"
     echo "native-variants: building $name failed (log: $dir/build.log)" >&2
     return 1
@@ -50,42 +51,46 @@ expect_simd() {
   if [ "$got" != "$2" ]; then echo "native-variants: $1 build reports simd '$got', expected '$2'" >&2; return 1; fi
 }
 
+# Each variant reports its wall time and the CPU time of everything it ran (builds and tests).
+TIMEFORMAT="native-variants: %R s wall, %U s user + %S s sys CPU"
 start=$(date +%s)
 for v in "${variants[@]}"; do
-  t0=$(date +%s)
-  case $v in
-    asan)
-      build asan QLORA_SANITIZE=address,undefined
-      runtime=$(ldd "$(addon asan)" | awk '/libasan/ { print $3 }')
-      if [ -z "$runtime" ]; then echo "native-variants: the asan build does not link libasan dynamically" >&2; exit 1; fi
-      export_env=(QLORA_ADDON="$(addon asan)" LD_PRELOAD="$runtime"
-        ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
-      env "${export_env[@]}" node --import tsx --test "${OP_TESTS[@]}"
-      # A short training run (the demo model and data) through every training kernel, with an eval,
-      # a checkpoint and the final save.
-      train_out=$OUT/asan/train-run
-      rm -rf "$train_out"
-      env "${export_env[@]}" node --import tsx src/cli/run.ts train --output "$train_out" --max-steps 3 --seq-len 96 \
-        --batch-size 3 --eval-every 2 --eval-batches 1 --save-every 2 >"$OUT/asan/train.log" 2>&1 ||
-        { tail -60 "$OUT/asan/train.log"; echo "native-variants: the training run under ASan+UBSan failed" >&2; exit 1; }
-      test -f "$train_out/adapter_model.safetensors"
-      echo "native-variants: training run under ASan+UBSan ok ($(grep -c . "$OUT/asan/train.log") log lines)"
-      ;;
-    avx2)
-      build avx2 QLORA_MARCH=haswell
-      expect_simd avx2 avx2
-      QLORA_ADDON=$(addon avx2) node --import tsx --test "${OP_TESTS[@]}"
-      ;;
-    scalar)
-      build scalar QLORA_MARCH=x86-64
-      expect_simd scalar scalar
-      QLORA_ADDON=$(addon scalar) node --import tsx --test "${OP_TESTS[@]}"
-      ;;
-    *)
-      echo "native-variants: unknown variant '$v' (asan, avx2, scalar)" >&2
-      exit 2
-      ;;
-  esac
-  echo "native-variants: $v ok in $(($(date +%s) - t0)) s"
+  echo "native-variants: $v"
+  time {
+    case $v in
+      asan)
+        build asan QLORA_SANITIZE=address,undefined
+        runtime=$(ldd "$(addon asan)" | awk '/libasan/ { print $3 }')
+        if [ -z "$runtime" ]; then echo "native-variants: the asan build does not link libasan dynamically" >&2; exit 1; fi
+        export_env=(QLORA_ADDON="$(addon asan)" LD_PRELOAD="$runtime"
+          ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+        env "${export_env[@]}" node --import tsx --test "${OP_TESTS[@]}"
+        # A short training run (the demo model and data) through every training kernel, with an eval,
+        # a checkpoint and the final save.
+        train_out=$OUT/asan/train-run
+        rm -rf "$train_out"
+        env "${export_env[@]}" node --import tsx src/cli/run.ts train --output "$train_out" --max-steps 3 --seq-len 96 \
+          --batch-size 3 --eval-every 2 --eval-batches 1 --save-every 2 >"$OUT/asan/train.log" 2>&1 ||
+          { tail -60 "$OUT/asan/train.log"; echo "native-variants: the training run under ASan+UBSan failed" >&2; exit 1; }
+        test -f "$train_out/adapter_model.safetensors"
+        echo "native-variants: training run under ASan+UBSan ok ($(grep -c . "$OUT/asan/train.log") log lines)"
+        ;;
+      avx2)
+        build avx2 QLORA_MARCH=haswell
+        expect_simd avx2 avx2
+        QLORA_ADDON=$(addon avx2) node --import tsx --test "${OP_TESTS[@]}"
+        ;;
+      scalar)
+        build scalar QLORA_MARCH=x86-64
+        expect_simd scalar scalar
+        QLORA_ADDON=$(addon scalar) node --import tsx --test "${OP_TESTS[@]}"
+        ;;
+      *)
+        echo "native-variants: unknown variant '$v' (asan, avx2, scalar)" >&2
+        exit 2
+        ;;
+    esac
+  }
+  echo "native-variants: $v ok"
 done
 echo "native-variants: ${variants[*]} ok in $(($(date +%s) - start)) s"
