@@ -28,6 +28,17 @@ const KERNELS = kernelTable([elementwise, matmul, quant4bit, embedding, norm, ro
   backend: 'webgpu',
 });
 
+/** Precision of the frozen-base (4-bit) matmuls: f16 tiles with f32 accumulation, or f32 throughout. */
+export type ComputeDtype = 'f32' | 'f16';
+
+export interface WebGpuBackendOptions extends OpenDeviceOptions {
+  /**
+   * 'f16' (needs the adapter's `shader-f16`) runs matmul4bit and matmul4bitInputGrad on f16 tiles
+   * with f32 accumulation; LoRA weights, optimizer and loss stay f32. Default 'f32'.
+   */
+  readonly computeDtype?: ComputeDtype;
+}
+
 export interface WebGpuBackend extends Kernels {}
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu';
@@ -35,8 +46,17 @@ export class WebGpuBackend implements Backend {
   readonly ctx: GpuContext;
   private readonly bytes = new DeviceBytes();
 
-  constructor(handle: GpuDeviceHandle) {
+  readonly computeDtype: ComputeDtype;
+
+  constructor(handle: GpuDeviceHandle, options: { computeDtype?: ComputeDtype } = {}) {
     this.ctx = new GpuContext(handle);
+    this.computeDtype = options.computeDtype ?? 'f32';
+    if (this.computeDtype !== 'f32' && this.computeDtype !== 'f16') {
+      throw new Error(`webgpu: computeDtype must be 'f32' or 'f16', got '${String(this.computeDtype)}'`);
+    }
+    if (this.computeDtype === 'f16' && !this.ctx.features.has('shader-f16')) {
+      throw new Error(`webgpu: computeDtype 'f16' needs the shader-f16 feature, which ${handle.adapter.description || 'this adapter'} lacks`);
+    }
     Object.assign(this, KERNELS);
   }
 
@@ -116,6 +136,7 @@ export class WebGpuBackend implements Backend {
 }
 
 /** Opens the default GPU and returns a backend on it. */
-export async function createWebGpuBackend(options: OpenDeviceOptions = {}): Promise<WebGpuBackend> {
-  return new WebGpuBackend(await openDevice(options));
+export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
+  const handle = await openDevice({ ...options, f16: options.f16 ?? true });
+  return new WebGpuBackend(handle, { computeDtype: options.computeDtype });
 }

@@ -36,9 +36,9 @@ export type TileName = keyof typeof TILES;
 /**
  * Where op(B) comes from. 'f32': a matrix. '4bit': a packed weight W [rows, cols] with op(B) = Wᵀ
  * (transB: matmul4bit, x·Wᵀ) or W (inputGrad); `words` reads aligned u32 words of 8 codes (cols and
- * blocksize multiples of 8, packed 4-byte aligned), else code by code; `nested`: double-quantized absmax.
+ * blocksize multiples of 8, packed 4-byte aligned), else code by code.
  */
-export type BSource = { readonly kind: 'f32' } | { readonly kind: '4bit'; readonly words: boolean; readonly nested: boolean };
+export type BSource = { readonly kind: 'f32' } | { readonly kind: '4bit'; readonly words: boolean };
 
 export interface GemmVariant {
   readonly transA: boolean;
@@ -51,27 +51,49 @@ export interface GemmVariant {
 const b = (name: string, type: KernelBinding['type'], write = false): KernelBinding => ({ name, type, write });
 const u = (name: string): KernelParam => ({ name, type: 'u32' });
 
+/**
+ * WGSL: the absmax of flat block `blk` of a 4-bit weight. `qabs` is bound as u32 words either way:
+ * f32 values (plain), or 8-bit codes (P.nested = 1) dequantized as blockAbsmax does, code ·
+ * nested absmax + offset. One pipeline serves both (a uniform branch), so a software adapter
+ * compiles half as many variants.
+ */
+export const ABSMAX_WGSL = `fn absmaxOf(blk: u32) -> f32 {
+  if (P.nested == 0u) { return bitcast<f32>(qabs[(P.off_qabs >> 2u) + blk]); }
+  let at = P.off_qabs + blk;
+  let q = (qabs[at >> 2u] >> ((at & 3u) << 3u)) & 255u;
+  return ncode[P.off_ncode + q] * nabs[P.off_nabs + blk / P.nblocksize] + P.noffset;
+}`;
+
+/**
+ * WGSL: code of flat element g of a packed weight bound as `qw` (u32 words) from byte P.wByte0 on:
+ * element 2i in the high nibble of byte i.
+ */
+export const NIBBLE_WGSL = `fn nibble(g: u32) -> u32 {
+  let byte = P.off_qw + (g >> 1u) - P.wByte0;
+  return (qw[byte >> 2u] >> (((byte & 3u) << 3u) + select(0u, 4u, (g & 1u) == 0u))) & 15u;
+}`;
+
+/** The 4-bit weight's bindings: codes, code table, absmax (as u32 words), nested absmax and code table. */
+export const Q4_BINDINGS: readonly KernelBinding[] = [b('qw', 'u32'), b('qcode', 'f32'), b('qabs', 'u32'), b('nabs', 'f32'), b('ncode', 'f32')];
+
 /** Parameters every variant takes, in this order (see gemmParams in matmul.ts / quant4bit.ts). */
 export const GEMM_PARAMS: readonly KernelParam[] = [
   u('M'), u('N'), u('K'), u('lda'), u('ldb'), u('ldc'), u('sA'), u('sB'), u('sC'), u('batch'),
   { name: 'alpha', type: 'f32' }, { name: 'beta', type: 'f32' },
 ];
-/** Extra parameters of 4-bit variants: W's row length, the window's first W row and first byte, blocksizes, nested offset. */
+/** Extra parameters of 4-bit variants: W's row length, the window's first W row and first byte, blocksize, double quant (0/1), nested blocksize and offset. */
 export const Q4_PARAMS: readonly KernelParam[] = [
-  u('cols'), u('wRow0'), u('wByte0'), u('blocksize'), u('nblocksize'), { name: 'noffset', type: 'f32' },
+  u('cols'), u('wRow0'), u('wByte0'), u('blocksize'), u('nested'), u('nblocksize'), { name: 'noffset', type: 'f32' },
 ];
 
 export function gemmSpec(v: GemmVariant): KernelSpec {
   const t = TILES[v.tile];
   const bindings: KernelBinding[] = [b('matA', 'f32')];
   if (v.b.kind === 'f32') bindings.push(b('matB', 'f32'));
-  else {
-    bindings.push(b('qw', 'u32'), b('qcode', 'f32'), b('qabs', v.b.nested ? 'u32' : 'f32'));
-    if (v.b.nested) bindings.push(b('nabs', 'f32'), b('ncode', 'f32'));
-  }
+  else bindings.push(...Q4_BINDINGS);
   bindings.push(b('matC', 'f32', true));
   const params = v.b.kind === 'f32' ? GEMM_PARAMS : [...GEMM_PARAMS, ...Q4_PARAMS];
-  const bkey = v.b.kind === 'f32' ? 'f32' : `q4${v.b.words ? 'w' : 'e'}${v.b.nested ? 'n' : ''}`;
+  const bkey = v.b.kind === 'f32' ? 'f32' : `q4${v.b.words ? 'w' : 'e'}`;
   return {
     key: `gemm_${v.transA ? 't' : 'n'}${v.transB ? 't' : 'n'}_${v.tile}_${bkey}_${v.f16 ? 'f16' : 'f32'}`,
     bindings,
@@ -114,24 +136,16 @@ function source(v: GemmVariant, t: Tile): string {
 }`);
   } else {
     lines.push('var<workgroup> codeS: array<f32, 16>;');
-    // absmax of flat block `blk` (f32, or 8-bit code · nested absmax + offset as in blockAbsmax).
-    lines.push(q4.nested
-      ? `fn absmaxOf(blk: u32) -> f32 {
-  let at = P.off_qabs + blk;
-  let q = (qabs[at >> 2u] >> ((at & 3u) << 3u)) & 255u;
-  return ncode[P.off_ncode + q] * nabs[P.off_nabs + blk / P.nblocksize] + P.noffset;
-}`
-      : `fn absmaxOf(blk: u32) -> f32 { return qabs[P.off_qabs + blk]; }`);
+    lines.push(ABSMAX_WGSL);
     // Flat index of W element (row r of this window, column c); op(B)[k][n] is W[n][k] (transB) or W[k][n].
     lines.push(`fn flatW(r: u32, c: u32) -> u32 { return (P.wRow0 + r) * P.cols + c; }`);
     lines.push(`fn codeByte(g: u32) -> u32 { return P.off_qw + (g >> 1u) - P.wByte0; }`);
     if (!words) {
+      lines.push(NIBBLE_WGSL);
       lines.push(`fn fetchB(base: u32, k: u32, n: u32) -> f32 {
   if (k >= P.K || n >= P.N) { return 0.0; }
   let g = ${v.transB ? 'flatW(n, k)' : 'flatW(k, n)'};
-  let byte = codeByte(g);
-  let nib = (qw[byte >> 2u] >> (((byte & 3u) << 3u) + select(0u, 4u, (g & 1u) == 0u))) & 15u;
-  return codeS[nib] * absmaxOf(g / P.blocksize);
+  return codeS[nibble(g)] * absmaxOf(g / P.blocksize);
 }`);
     }
   }
