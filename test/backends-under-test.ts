@@ -29,7 +29,10 @@ export function webgpuBackend(): Promise<Backend | null> {
 
 export async function backendsUnderTest(names: readonly ('cpu' | 'webgpu')[] = ['cpu', 'webgpu']): Promise<BackendUnderTest[]> {
   const out: BackendUnderTest[] = [];
-  for (const name of names) {
+  // QLORA_TEST_BACKENDS=webgpu narrows the suites (bench/gpu.sh on a GPU machine, where the cpu
+  // addon built for another CPU may not load).
+  const only = process.env.QLORA_TEST_BACKENDS?.split(',');
+  for (const name of names.filter((n) => !only || only.includes(n))) {
     if (name === 'webgpu') {
       const be = await webgpuBackend();
       if (be) out.push({ name, be });
