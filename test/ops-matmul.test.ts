@@ -65,9 +65,9 @@ for (const { name, be } of await backendsUnderTest()) {
         [1, 1, 1], [1, 7, 3], [3, 1, 5], [2, 3, 1], [5, 16, 16], [13, 31, 17], [63, 65, 8], [65, 129, 9], [129, 63, 33],
       ];
       for (const tile of tiles) {
-        // A software adapter compiles each pipeline for seconds: the 128×128 tile runs the two
-        // transpose pairs that between them cover every load path (A and B, plain and transposed).
-        const pairs = tile === 'large' ? [TRANSPOSES[0], TRANSPOSES[3]] : TRANSPOSES;
+        // A software adapter compiles each GEMM pipeline in ~10 s of CPU: the 128×128 tile (same
+        // generator, other constants) runs one transpose pair, both operands transposed.
+        const pairs = tile === 'large' ? [TRANSPOSES[3]] : TRANSPOSES;
         await withTile(name, tile, async () => {
           for (const [M, N, K] of shapes) {
             for (const [transA, transB] of pairs) await check(P, be, { batch: [], M, N, K, transA, transB });
