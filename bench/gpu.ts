@@ -97,6 +97,11 @@ async function nf4Rows(be: WebGpuBackend, half: WebGpuBackend | null, M: number,
   return rows;
 }
 
+/** GFLOP/s with three significant digits (a software adapter does well under 1). */
+function fmt(g: number): string {
+  return g >= 100 ? g.toFixed(0) : g.toPrecision(3);
+}
+
 interface TorchRow {
   readonly M: number;
   readonly N: number;
@@ -119,7 +124,7 @@ async function main(): Promise<void> {
   process.stderr.write(`webgpu adapter: ${device}${scale !== 1 ? `; shapes divided by ${scale}` : ''}\n`);
   const s = (n: number) => Math.max(1, Math.round(n / scale));
   const rows: Row[] = [];
-  const log = (r: Row) => process.stderr.write(`  ${r.op} [${r.M}×${r.N}×${r.K}] ${r.compute}: ${r.gflops.toFixed(1)} GFLOP/s\n`);
+  const log = (r: Row) => process.stderr.write(`  ${r.op} [${r.M}×${r.N}×${r.K}] ${r.compute}: ${fmt(r.gflops)} GFLOP/s\n`);
   for (const n of [1024, 2048, 4096]) {
     const r = await matmulRow(be, 'square', s(n), s(n), s(n), false, minMs);
     log(r);
@@ -154,7 +159,7 @@ async function main(): Promise<void> {
       const t16 = torchBf16(r);
       const tcol = t32 || t16 ? `${t32 ? (t32.tflops * 1e3).toFixed(0) : '–'} / ${t16 ? (t16.tflops * 1e3).toFixed(0) : '–'}` : '–';
       const ratio = r.fp32Gflops ? `${((r.gflops / r.fp32Gflops) * 100).toFixed(0)}%` : '–';
-      return `| ${r.op} | ${r.M}×${r.N}×${r.K} | ${r.compute} | ${r.ms.toFixed(3)} | ${r.gflops.toFixed(1)} |${pct(r.gflops)} ${ratio} | ${tcol} |`;
+      return `| ${r.op} | ${r.M}×${r.N}×${r.K} | ${r.compute} | ${r.ms.toFixed(3)} | ${fmt(r.gflops)} |${pct(r.gflops)} ${ratio} | ${tcol} |`;
     }),
     '',
   ];
