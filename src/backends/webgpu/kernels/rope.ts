@@ -1,2 +1,87 @@
-// WebGPU kernels: rope (being written).
-export {};
+/**
+ * Rotary embedding on WebGPU: one invocation per rotated pair (grid-stride), which reads both
+ * elements before writing them, so out may be x. Positions outside the cos/sin tables raise a fault
+ * (thrown at the next read) and leave their pairs unwritten.
+ */
+import type { RopeLayout } from '../../../tensor/backend.js';
+import type { Tensor } from '../../../tensor/tensor.js';
+import { FAULT_WGSL, type KernelSpec } from '../context.js';
+import { ctxOf, expectRank, expectShape, expectSize, f32, fail, i32, noAlias, sameOrDisjoint } from '../checks.js';
+import { strideGroups } from '../grid.js';
+
+const WG = 256;
+
+const ROPE: KernelSpec = {
+  key: 'rope',
+  bindings: [
+    { name: 'x', type: 'f32', write: false },
+    { name: 'positions', type: 'i32', write: false },
+    { name: 'cosT', type: 'f32', write: false },
+    { name: 'sinT', type: 'f32', write: false },
+    { name: 'out', type: 'f32', write: true },
+    { name: 'fault', type: 'atomic<u32>', write: true },
+  ],
+  params: [
+    { name: 'pairs', type: 'u32' }, { name: 'heads', type: 'u32' }, { name: 'half', type: 'u32' },
+    { name: 'maxPos', type: 'i32' }, { name: 'interleaved', type: 'u32' }, { name: 'sign', type: 'f32' },
+    { name: 'code', type: 'u32' },
+  ],
+  source: `const WG = ${WG}u;
+${FAULT_WGSL}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let step = nwg.x * WG;
+  let perRow = P.heads * P.half;
+  for (var i = gid.x; i < P.pairs; i += step) {
+    let bt = i / perRow;
+    let rem = i - bt * perRow;
+    let h = rem / P.half;
+    let p = rem - h * P.half;
+    let pos = positions[P.off_positions + bt];
+    if (pos < 0 || pos >= P.maxPos) {
+      raise(P.code, pos, i32(bt));
+      continue;
+    }
+    let c = cosT[P.off_cosT + u32(pos) * P.half + p];
+    let s = P.sign * sinT[P.off_sinT + u32(pos) * P.half + p];
+    let base = (bt * P.heads + h) * 2u * P.half;
+    let i0 = select(base + p, base + 2u * p, P.interleaved != 0u);
+    let i1 = select(base + p + P.half, base + 2u * p + 1u, P.interleaved != 0u);
+    let a = x[P.off_x + i0];
+    let bb = x[P.off_x + i1];
+    out[P.off_out + i0] = a * c - bb * s;
+    out[P.off_out + i1] = bb * c + a * s;
+  }
+}`,
+};
+
+/** x [B, T, H, D] rotated at positions (i32 [B·T]); positions outside the tables raise a fault. */
+export function rope(
+  x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout, inverse: boolean, out: Tensor,
+): void {
+  const op = 'rope';
+  if (layout !== 'half' && layout !== 'interleaved') fail(op, `unknown layout '${String(layout)}'`);
+  expectRank(op, 'x', x, 4);
+  const [B, T, H, D] = x.shape as [number, number, number, number];
+  if (D % 2 !== 0) fail(op, `head dim must be even, got ${D}`);
+  expectSize(op, 'positions', positions, B * T);
+  expectRank(op, 'cos', cos, 2);
+  const maxPos = cos.shape[0]!;
+  expectShape(op, 'cos', cos, [maxPos, D / 2]);
+  expectShape(op, 'sin', sin, [maxPos, D / 2]);
+  expectShape(op, 'out', out, x.shape);
+  sameOrDisjoint(op, 'out and x', out, x);
+  for (const [name, t] of [['positions', positions], ['cos', cos], ['sin', sin]] as const) noAlias(op, `out and ${name}`, out, t);
+  const spans = [f32(op, 'x', x), i32(op, 'positions', positions), f32(op, 'cos', cos), f32(op, 'sin', sin), f32(op, 'out', out)];
+  const pairs = (x.size / 2) | 0;
+  if (pairs === 0) return;
+  if (maxPos > 2 ** 31 - 1) fail(op, `cos/sin tables of ${maxPos} positions are too long`);
+  const ctx = ctxOf(out);
+  const code = ctx.faultCode(`rope: position {a} at index {b} is outside the cos/sin tables [0, ${maxPos})`);
+  ctx.dispatch(
+    ROPE,
+    [...spans, ctx.faultSpan()],
+    [pairs, H, D / 2, maxPos, layout === 'interleaved' ? 1 : 0, inverse ? -1 : 1, code],
+    [strideGroups(ctx, pairs, WG)],
+  );
+}
