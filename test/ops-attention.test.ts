@@ -1,0 +1,162 @@
+// Causal grouped-query flash attention, forward and backward, on every backend under test against
+// ref (float64): GQA ratios 1/2/3/4, decode (Tq = 1 < Tk) and query chunks (Tq < Tk), head dims
+// from 5 to 256, packed and scattered segment ids; backward repeats bit-identical; ref's backward
+// against float64 finite differences.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { getBackend } from '../src/backends/index.js';
+import type { AttentionOptions, Backend } from '../src/tensor/backend.js';
+import { Pairs, backendsUnderTest } from './backends-under-test.js';
+import { checkGradients } from './finite-diff.js';
+import { randn, rng } from './util.js';
+
+const ref = await getBackend('ref');
+
+interface Case {
+  B: number;
+  Tq: number;
+  Tk: number;
+  H: number;
+  Hkv: number;
+  D: number;
+  segments?: 'packed' | 'scattered';
+}
+
+// Small: the software adapter CI uses computes about 1 GFLOP/s.
+const CASES: Case[] = [
+  { B: 1, Tq: 1, Tk: 1, H: 1, Hkv: 1, D: 8 },
+  { B: 2, Tq: 5, Tk: 5, H: 2, Hkv: 1, D: 8 },
+  { B: 1, Tq: 37, Tk: 37, H: 3, Hkv: 1, D: 12 },
+  { B: 1, Tq: 20, Tk: 20, H: 4, Hkv: 1, D: 64 },
+  { B: 1, Tq: 33, Tk: 33, H: 2, Hkv: 2, D: 128 },
+  { B: 1, Tq: 9, Tk: 9, H: 2, Hkv: 1, D: 256 },
+  { B: 1, Tq: 6, Tk: 6, H: 1, Hkv: 1, D: 5 },
+  // Decode with a KV cache (one query at the last position) and a chunk of new queries.
+  { B: 2, Tq: 1, Tk: 40, H: 4, Hkv: 1, D: 64 },
+  { B: 1, Tq: 1, Tk: 19, H: 6, Hkv: 2, D: 12 },
+  { B: 1, Tq: 7, Tk: 50, H: 4, Hkv: 2, D: 80 },
+  // Packed sequences; scattered ids put masked keys inside tiles.
+  { B: 2, Tq: 45, Tk: 45, H: 2, Hkv: 1, D: 16, segments: 'packed' },
+  { B: 1, Tq: 30, Tk: 30, H: 3, Hkv: 1, D: 24, segments: 'scattered' },
+];
+
+function segmentIds(c: Case, seed: number): Int32Array {
+  const r = rng(seed);
+  const s = new Int32Array(c.B * c.Tk);
+  for (let b = 0; b < c.B; b++) {
+    let id = 0;
+    for (let j = 0; j < c.Tk; j++) {
+      if (c.segments === 'packed') {
+        if (j > 0 && r() < 0.1) id++;
+        s[b * c.Tk + j] = id;
+      } else {
+        s[b * c.Tk + j] = Math.floor(r() * 3);
+      }
+    }
+  }
+  return s;
+}
+
+const describe = (c: Case) => `B=${c.B} Tq=${c.Tq} Tk=${c.Tk} H=${c.H} Hkv=${c.Hkv} D=${c.D} seg=${c.segments ?? 'none'}`;
+
+/** Forward and backward of one case on `be` and ref; returns the backend's gradients (for repeats). */
+async function runCase(be: Backend, c: Case, seed: number): Promise<Float32Array[]> {
+  const P = new Pairs(be, ref, seed);
+  try {
+    const qShape = [c.B, c.Tq, c.H, c.D];
+    const kShape = [c.B, c.Tk, c.Hkv, c.D];
+    const q = P.random(qShape);
+    const k = P.random(kShape);
+    const v = P.random(kShape);
+    const seg = c.segments ? P.pair(segmentIds(c, seed), [c.B, c.Tk], 'i32') : null;
+    const opts = (side: 't' | 'r'): AttentionOptions => ({ scale: 1 / Math.sqrt(c.D), segmentIds: seg ? seg[side] : null });
+    const out = P.zeros(qShape);
+    const lse = P.zeros([c.B, c.H, c.Tq]);
+    be.attention(q.t, k.t, v.t, out.t, lse.t, opts('t'));
+    ref.attention(q.r, k.r, v.r, out.r, lse.r, opts('r'));
+    const what = describe(c);
+    await P.close(out, `attention out ${what}`, { atol: 1e-5, rtol: 1e-4 });
+    await P.close(lse, `attention lse ${what}`, { atol: 1e-5, rtol: 1e-5 });
+    const dout = P.random(qShape);
+    // Gradients are overwritten: start from NaN.
+    const nan = (shape: number[]) => P.pair(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(Number.NaN), shape);
+    const dq = nan(qShape);
+    const dk = nan(kShape);
+    const dv = nan(kShape);
+    be.attentionBackward(dout.t, q.t, k.t, v.t, out.t, lse.t, dq.t, dk.t, dv.t, opts('t'));
+    // The reference backward gets its own forward's out/lse (float64).
+    ref.attentionBackward(dout.r, q.r, k.r, v.r, out.r, lse.r, dq.r, dk.r, dv.r, opts('r'));
+    await P.close(dq, `attention dq ${what}`, { atol: 2e-5, rtol: 1e-4 });
+    await P.close(dk, `attention dk ${what}`, { atol: 2e-5, rtol: 1e-4 });
+    await P.close(dv, `attention dv ${what}`, { atol: 2e-5, rtol: 1e-4 });
+    return [await out.t.read(), await lse.t.read(), await dq.t.read(), await dk.t.read(), await dv.t.read()] as Float32Array[];
+  } finally {
+    P.free();
+  }
+}
+
+for (const { name, be } of await backendsUnderTest()) {
+  test(`${name}: attention forward and backward match ref (GQA 1/2/3/4, decode, odd sizes, head dims to 256, segments)`, async () => {
+    for (const [i, c] of CASES.entries()) await runCase(be, c, 1000 + 10 * i);
+  });
+
+  test(`${name}: attention forward and backward are bit-identical on repeats`, async () => {
+    const c: Case = { B: 1, Tq: 40, Tk: 40, H: 4, Hkv: 2, D: 24, segments: 'packed' };
+    const first = await runCase(be, c, 2000);
+    const second = await runCase(be, c, 2000);
+    assert.deepEqual(second, first);
+  });
+
+  test(`${name}: attention rejects inconsistent shapes and options`, () => {
+    const P = new Pairs(be, ref, 3000);
+    try {
+      const z = (shape: number[]) => P.zeros(shape).t;
+      const q = z([1, 4, 4, 8]);
+      const k = z([1, 4, 2, 8]);
+      const out = z([1, 4, 4, 8]);
+      const lse = z([1, 4, 4]);
+      const opts = { scale: 0.3 };
+      assert.throws(() => be.attention(q, z([1, 4, 3, 8]), z([1, 4, 3, 8]), out, lse, opts), new RegExp(`${name}\\.attention: query heads \\(4\\) must be a multiple of kv heads \\(3\\)`));
+      assert.throws(() => be.attention(q, z([1, 3, 2, 8]), z([1, 3, 2, 8]), out, lse, opts), /Tk \(3\) must be ≥ Tq \(4\)/);
+      assert.throws(() => be.attention(q, k, z([1, 4, 2, 4]), out, lse, opts), /v has shape/);
+      assert.throws(() => be.attention(q, k, k, out, z([1, 4, 3]), opts), /lse has shape \[1, 4, 3\], expected \[1, 4, 4\]/);
+      assert.throws(() => be.attention(q, k, k, q, lse, opts), /must not alias/);
+      const seg = P.pair([0, 0, 1, 1, 1], [1, 5], 'i32').t;
+      assert.throws(() => be.attention(q, z([1, 5, 2, 8]), z([1, 5, 2, 8]), out, lse, { scale: 1, segmentIds: seg }), /segment ids need Tq == Tk/);
+      assert.throws(() => be.attention(q, k, k, out, lse, { scale: 1, segmentIds: z([1, 4]) }), /segmentIds must be i32/);
+      assert.throws(() => be.attention(q, k, k, out, lse, { scale: Number.NaN }), /scale must be a finite number/);
+      assert.throws(() => be.attentionBackward(q, q, k, k, out, lse, z([1, 4, 4, 8]), k, z([1, 4, 2, 8]), opts), new RegExp(`${name}\\.attentionBackward: dk and k must not alias`));
+      assert.throws(() => be.attentionBackward(q, q, k, k, out, lse, z([1, 4, 4, 8]), z([1, 4, 2, 8]), z([1, 4, 3, 8]), opts), /dv has shape/);
+      if (name === 'webgpu') {
+        const big = z([1, 1, 1, 264]);
+        assert.throws(() => be.attention(big, big, big, z([1, 1, 1, 264]), z([1, 1, 1]), opts), /head dim 264 is over/);
+      }
+    } finally {
+      P.free();
+    }
+  });
+}
+
+test('ref: attention backward equals float64 finite differences (GQA 3, Tq < Tk, segments with GQA)', () => {
+  const cases = [
+    { B: 1, Tq: 2, Tk: 4, H: 3, Hkv: 1, D: 3, seg: null },
+    { B: 1, Tq: 4, Tk: 4, H: 3, Hkv: 1, D: 2, seg: [5, 5, 6, 6] },
+    { B: 2, Tq: 1, Tk: 3, H: 2, Hkv: 2, D: 4, seg: null },
+  ];
+  for (const [ci, c] of cases.entries()) {
+    const t = (shape: number[], seed: number) => ref.fromArray(randn(shape.reduce((a, b) => a * b, 1), seed), shape, 'f64');
+    const q = t([c.B, c.Tq, c.H, c.D], 20 + ci);
+    const k = t([c.B, c.Tk, c.Hkv, c.D], 30 + ci);
+    const v = t([c.B, c.Tk, c.Hkv, c.D], 40 + ci);
+    const out = ref.zeros(q.shape, 'f64');
+    const lse = ref.zeros([c.B, c.H, c.Tq], 'f64');
+    const options = { scale: 0.7, segmentIds: c.seg ? ref.fromArray(c.seg, [c.B, c.Tk], 'i32') : null };
+    const R = t(q.shape as number[], 50 + ci);
+    ref.attention(q, k, v, out, lse, options);
+    const dq = ref.zeros(q.shape, 'f64');
+    const dk = ref.zeros(k.shape, 'f64');
+    const dv = ref.zeros(v.shape, 'f64');
+    ref.attentionBackward(R, q, k, v, out, lse, dq, dk, dv, options);
+    checkGradients(`attention case ${ci}`, { q, k, v }, out, () => ref.attention(q, k, v, out, lse, options), { q: dq.data, k: dk.data, v: dv.data }, R);
+  }
+});
