@@ -107,6 +107,61 @@ for (const { name, be } of await backendsUnderTest()) {
     assert.deepEqual(second, first);
   });
 
+  test(`${name}: attention, rmsnorm and crossEntropy on views packed closer than a binding alignment equal whole tensors`, async () => {
+    // Tensors a few elements apart in one buffer: on a device their aligned binding windows overlap
+    // and must be merged into one binding (transitively), each keeping its own offset.
+    const [B, T, H, Hkv, D] = [2, 9, 4, 2, 12];
+    const count = (s: number[]) => s.reduce((a, b) => a * b, 1);
+    const pool = be.zeros([20000]);
+    const owned = [pool];
+    let at = 3;
+    const view = (shape: number[]) => {
+      const t = pool.rows(at, at + count(shape)).view(shape);
+      at += count(shape) + 5;
+      return t;
+    };
+    const values = (k: number, s: number) => Float32Array.from({ length: k }, (_, i) => Math.sin(i * 1.3 + s));
+    const input = (shape: number[], s: number) => {
+      const whole = be.fromArray(values(count(shape), s), shape);
+      owned.push(whole);
+      const v = view(shape);
+      v.write(values(count(shape), s));
+      return { whole, v };
+    };
+    const output = (shape: number[]) => {
+      const whole = be.zeros(shape);
+      owned.push(whole);
+      return { whole, v: view(shape) };
+    };
+    try {
+      const [qS, kS] = [[B, T, H, D], [B, T, Hkv, D]];
+      const q = input(qS, 1), k = input(kS, 2), v = input(kS, 3), dout = input(qS, 4);
+      const seg = be.fromArray(Int32Array.from({ length: B * T }, (_, i) => (i % T < 4 ? 0 : 1)), [B, T], 'i32');
+      owned.push(seg);
+      const out = output(qS), lse = output([B, H, T]), dq = output(qS), dk = output(kS), dv = output(kS);
+      const o = { scale: 0.3, segmentIds: seg };
+      for (const side of ['whole', 'v'] as const) {
+        be.attention(q[side], k[side], v[side], out[side], lse[side], o);
+        be.attentionBackward(dout[side], q[side], k[side], v[side], out[side], lse[side], dq[side], dk[side], dv[side], o);
+      }
+      const x = input([7, 33], 5), w = input([33], 6);
+      const y = output([7, 33]), rstd = output([7]), dx = output([7, 33]), dw = output([33]);
+      const labels = be.fromArray([1, 2, -100, 30, 0, 5, 32], [7], 'i32');
+      owned.push(labels);
+      const losses = output([7]), dlogits = output([7, 33]);
+      for (const side of ['whole', 'v'] as const) {
+        be.rmsnorm(x[side], w[side], 1e-5, y[side], rstd[side]);
+        be.rmsnormBackward(x[side], x[side], w[side], rstd[side], dx[side], dw[side]);
+        be.crossEntropy(x[side], labels, -100, losses[side], dlogits[side], 0.5);
+      }
+      for (const [what, p] of Object.entries({ out, lse, dq, dk, dv, y, rstd, dx, dw, losses, dlogits })) {
+        assert.deepEqual(await p.v.read(), await p.whole.read(), `${what} on views`);
+      }
+    } finally {
+      for (const t of owned) t.dispose();
+    }
+  });
+
   test(`${name}: attention rejects inconsistent shapes and options`, () => {
     const P = new Pairs(be, ref, 3000);
     try {

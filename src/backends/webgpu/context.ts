@@ -181,18 +181,25 @@ export class GpuContext {
     // pass the same tensor twice and views of one tensor can share an aligned window: overlapping
     // bindings are merged into one binding that covers them all, read under the first one's name.
     const rep = spec.bindings.map((_, i) => i);
-    for (let i = 0; i < windows.length; i++) {
-      for (let j = 0; j < i; j++) {
-        const a = windows[i]!;
-        const c = windows[rep[j]!]!;
-        if (rep[j] !== j || a.buffer !== c.buffer || a.end <= c.base || c.end <= a.base) continue;
-        if (spec.bindings[i]!.type !== spec.bindings[j]!.type) {
-          throw new Error(`webgpu ${spec.key}: '${spec.bindings[i]!.name}' and '${spec.bindings[j]!.name}' overlap with different element types`);
+    // A merge grows a window, which can then overlap one found disjoint before (views packed closer
+    // than the binding alignment): repeat until no two representatives overlap.
+    for (let merged = true; merged; ) {
+      merged = false;
+      for (let i = 0; i < windows.length && !merged; i++) {
+        if (rep[i] !== i) continue;
+        for (let j = 0; j < i; j++) {
+          const a = windows[i]!;
+          const c = windows[j]!;
+          if (rep[j] !== j || a.buffer !== c.buffer || a.end <= c.base || c.end <= a.base) continue;
+          if (spec.bindings[i]!.type !== spec.bindings[j]!.type) {
+            throw new Error(`webgpu ${spec.key}: '${spec.bindings[i]!.name}' and '${spec.bindings[j]!.name}' overlap with different element types`);
+          }
+          for (let m = 0; m < rep.length; m++) if (rep[m] === i) rep[m] = j;
+          c.base = Math.min(c.base, a.base);
+          c.end = Math.max(c.end, a.end);
+          merged = true;
+          break;
         }
-        rep[i] = j;
-        c.base = Math.min(c.base, a.base);
-        c.end = Math.max(c.end, a.end);
-        break;
       }
     }
     const { pipeline, layout } = this.pipeline(spec, rep);
