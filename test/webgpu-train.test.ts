@@ -124,7 +124,7 @@ class Source implements BatchSource {
 
 const lora: LoraConfig = { r: 8, alpha: 16, dropout: 0.05, useRslora: false, init: 'kaiming', seed: 3, targets: 'all-linear', layers: null };
 
-async function run(backend: 'cpu' | 'webgpu', extra: Partial<TrainOptions>, outputDir: string) {
+async function run(backend: 'cpu' | 'webgpu', extra: Partial<TrainOptions>, outputDir: string, stopAfter = 0) {
   const { model, tokenizer } = await loadModel({
     model: MODEL, backend, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true }, lora, maxPositions: 32,
   });
@@ -137,7 +137,12 @@ async function run(backend: 'cpu' | 'webgpu', extra: Partial<TrainOptions>, outp
     ...extra, outputDir,
   };
   const losses: number[] = [];
-  const trainer = new Trainer(model, lora, options, new Source(train), null, { onStep: (m) => losses.push(m.loss) });
+  // stopAfter: interrupted after that step (as Ctrl-C would), keeping the full run's LR schedule.
+  const trainer: Trainer = new Trainer(model, lora, options, new Source(train), null, {
+    onStep: (m) => {
+      if (losses.push(m.loss) === stopAfter) trainer.interrupt();
+    },
+  });
   await trainer.run();
   model.dispose();
   return losses;
@@ -164,7 +169,7 @@ test('webgpu: a run resumed from a checkpoint equals the uninterrupted run bit f
     const whole = path.join(tmp, 'whole');
     const parts = path.join(tmp, 'parts');
     await run('webgpu', { maxSteps: 8, optimizer: 'adamw8bit' }, whole);
-    await run('webgpu', { maxSteps: 4, saveEvery: 4, optimizer: 'adamw8bit' }, parts);
+    await run('webgpu', { maxSteps: 8, saveEvery: 4, optimizer: 'adamw8bit' }, parts, 4);
     await run('webgpu', { maxSteps: 8, saveEvery: 4, optimizer: 'adamw8bit', resume: true }, parts);
     const a = fs.readFileSync(path.join(whole, 'adapter_model.safetensors'));
     const b = fs.readFileSync(path.join(parts, 'adapter_model.safetensors'));
