@@ -39,6 +39,23 @@ export interface Checkpoint {
   close(): void;
 }
 
+/** The fewest tensors one decoder layer stores (norms 2, q/k/v/o 4, gate/up/down 3). */
+const MIN_TENSORS_PER_LAYER = 9;
+
+/**
+ * A config's layer count, checked against the tensors the file really holds before anything is
+ * sized from it: a corrupt `num_hidden_layers` / `block_count` must not make us build a name table
+ * of billions of entries (each layer needs at least 9 tensors).
+ */
+export function checkLayerCount(c: LlamaConfig, tensorCount: number, field: string, fail: (m: string) => never): void {
+  // Counted loosely (layers only), so a file missing a tensor or two still gets the precise
+  // "lacks tensor" message from the shape check.
+  const needed = c.numLayers * MIN_TENSORS_PER_LAYER;
+  if (needed > tensorCount) {
+    fail(`${field} = ${c.numLayers} needs at least ${needed} tensors (${MIN_TENSORS_PER_LAYER} per layer) but the weights hold ${tensorCount}`);
+  }
+}
+
 /** Canonical tensor names and shapes for a config, in load order. */
 export function canonicalShapes(c: LlamaConfig): Map<string, number[]> {
   const s = new Map<string, number[]>();
@@ -224,6 +241,9 @@ function openHfFolder(dir: string): Checkpoint {
   else if (fs.existsSync(singlePath)) st = SafetensorsCollection.fromFile(singlePath);
   else throw new FileFormatError(label, `folder has neither model.safetensors nor ${SAFETENSORS_INDEX}`);
   try {
+    checkLayerCount(config, st.tensorNames.length, 'config.json num_hidden_layers', (m) => {
+      throw new FileFormatError(label, m);
+    });
     const shapes = canonicalShapes(config);
     const mapping = new Map<string, Mapping>();
     const reader: RawTensorReader = { has: (n) => st.has(n), raw: (n) => st.readRaw(n), f32: (n) => st.readF32(n), dtype: (n) => st.info(n).dtype };
@@ -345,6 +365,7 @@ function openGguf(p: string): Checkpoint {
     }
     // llama.cpp permutes Q/K for NORM-rope architectures (llama, mistral), not for NEOX ones (qwen2).
     const interleaved = config.architecture === 'llama' || config.architecture === 'mistral';
+    checkLayerCount(config, reader.tensors.length, `metadata '${config.architecture}.block_count'`, fail);
     const shapes = canonicalShapes(config);
     const mapping = new Map<string, Mapping>();
     for (const [name, shape] of shapes) {

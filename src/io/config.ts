@@ -151,8 +151,41 @@ function parseRopeScaling(p: z.infer<typeof ropeParams> | null | undefined, fail
   }
 }
 
+/**
+ * Upper bounds far beyond any real model (the largest public ones have ~130 layers, hidden 16k,
+ * vocabularies of ~260k and contexts of ~10M). A size past these is corruption or an attack, and
+ * is refused before anything is sized from it.
+ */
+export const MAX_CONFIG_SIZES = {
+  vocabSize: 1 << 24,
+  hiddenSize: 1 << 20,
+  intermediateSize: 1 << 22,
+  numLayers: 1 << 14,
+  numHeads: 1 << 14,
+  numKvHeads: 1 << 14,
+  headDim: 1 << 16,
+  maxPositionEmbeddings: 1 << 30,
+} as const;
+
+/** Names of the sizes in config.json, for messages. */
+const HF_FIELD: Record<keyof typeof MAX_CONFIG_SIZES, string> = {
+  vocabSize: 'vocab_size',
+  hiddenSize: 'hidden_size',
+  intermediateSize: 'intermediate_size',
+  numLayers: 'num_hidden_layers',
+  numHeads: 'num_attention_heads',
+  numKvHeads: 'num_key_value_heads',
+  headDim: 'head_dim',
+  maxPositionEmbeddings: 'max_position_embeddings',
+};
+
 /** Checks the cross-field rules every config must satisfy. */
-function validate(c: LlamaConfig, fail: (m: string) => never): LlamaConfig {
+function validate(c: LlamaConfig, fail: (m: string) => never, fieldNames: Partial<Record<keyof typeof MAX_CONFIG_SIZES, string>> = HF_FIELD): LlamaConfig {
+  for (const [key, max] of Object.entries(MAX_CONFIG_SIZES) as [keyof typeof MAX_CONFIG_SIZES, number][]) {
+    const v = c[key];
+    const name = fieldNames[key] ?? HF_FIELD[key];
+    if (!Number.isSafeInteger(v) || v <= 0 || v > max) fail(`${name} = ${v} is not a plausible size (expected an integer in 1..${max})`);
+  }
   if (!(Number.isFinite(c.rmsNormEps) && c.rmsNormEps > 0 && c.rmsNormEps < 1)) fail(`rms_norm_eps ${c.rmsNormEps} is not a small positive number`);
   if (!(Number.isFinite(c.ropeTheta) && c.ropeTheta > 1)) fail(`rope theta ${c.ropeTheta} must be a finite number > 1`);
   if (c.ropeScaling && !(Number.isFinite(c.ropeScaling.factor) && c.ropeScaling.factor > 0)) fail(`rope scaling factor ${c.ropeScaling.factor} must be positive`);
@@ -317,6 +350,16 @@ export function configFromGguf(
       slidingWindow: arch === 'mistral' ? (m.optionalNumber(k('attention.sliding_window')) ?? null) : null,
     },
     fail,
+    {
+      vocabSize: `${k('vocab_size')} (vocabulary size)`,
+      hiddenSize: `metadata '${k('embedding_length')}'`,
+      intermediateSize: `metadata '${k('feed_forward_length')}'`,
+      numLayers: `metadata '${k('block_count')}'`,
+      numHeads: `metadata '${k('attention.head_count')}'`,
+      numKvHeads: `metadata '${k('attention.head_count_kv')}'`,
+      headDim: 'head dim',
+      maxPositionEmbeddings: `metadata '${k('context_length')}'`,
+    },
   );
 }
 
@@ -348,6 +391,7 @@ export function configFromLlama2c(h: Llama2cHeader, label = 'llama2.c checkpoint
     (m) => {
       throw new FileFormatError(label, m);
     },
+    { vocabSize: 'header vocab_size', hiddenSize: 'header dim', intermediateSize: 'header hidden_dim', numLayers: 'header n_layers', numHeads: 'header n_heads', numKvHeads: 'header n_kv_heads', headDim: 'head size', maxPositionEmbeddings: 'header seq_len' },
   );
 }
 

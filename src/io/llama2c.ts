@@ -122,6 +122,20 @@ function readHeader(file: RandomAccessFile): Llama2cHeader {
 function layoutTensors(file: RandomAccessFile, h: Llama2cHeader): Map<string, Llama2cTensorInfo> {
   const headSize = h.dim / h.nHeads;
   const kvDim = h.nKvHeads * headSize;
+  // The size the header implies, in closed form, checked before any per-layer table is built: a
+  // corrupt n_layers (up to 2^20 passes the header bounds) must not cost millions of entries first.
+  const perLayer4 = 2 * h.dim + 2 * h.dim * h.dim + 2 * kvDim * h.dim + 3 * h.hiddenDim * h.dim;
+  const expected =
+    (h.version === 1 ? V1_HEADER_BYTES : 28) +
+    4 * (h.vocabSize * h.dim * (h.sharedClassifier ? 1 : 2) + h.nLayers * perLayer4 + h.dim) +
+    (h.version === 0 ? 2 * 4 * h.seqLen * (headSize / 2) : 0);
+  if (expected !== file.size) {
+    file.fail(
+      `file size ${file.size} does not match the v${h.version} header (dim ${h.dim}, hidden ${h.hiddenDim}, ` +
+        `layers ${h.nLayers}, heads ${h.nHeads}/${h.nKvHeads}, vocab ${h.vocabSize}, seq ${h.seqLen}` +
+        `${h.sharedClassifier ? '' : ', unshared classifier'}): expected ${expected} bytes`,
+    );
+  }
   const tensors = new Map<string, Llama2cTensorInfo>();
   let offset = h.version === 1 ? V1_HEADER_BYTES : 28;
   const add = (name: string, shape: number[]): void => {

@@ -10,6 +10,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Tokenizer as HfJsTokenizer } from '@huggingface/tokenizers';
 import type { Tokenizer } from './types.js';
+import { TokenizerFileError, validateTokenizerJson } from './hf-validate.js';
+import { jsonNestingBeyond } from '../io/json-scan.js';
 import {
   END_OF_TURN_TOKENS,
   additionalSpecialTokens,
@@ -29,6 +31,10 @@ export interface HfTokenizerSources {
   generationConfig?: JsonObject;
   /** Contents of chat_template.jinja (newer exports keep the template there); wins over the config's. */
   chatTemplate?: string;
+  /** Where tokenizer.json came from, for messages (default 'tokenizer.json'). */
+  tokenizerFile?: string;
+  /** Where the chat template came from, for messages (default: chat_template.jinja or tokenizer_config.json). */
+  chatTemplateFile?: string;
 }
 
 /**
@@ -45,14 +51,29 @@ interface AddedTokenJson {
   special?: boolean;
 }
 
+/** Side files are small; a tokenizer.json of the largest vocabularies is ~20 MB. */
+const MAX_TOKENIZER_FILE_BYTES = 256 << 20;
+
 function readJsonIfPresent(file: string): JsonObject | undefined {
   if (!fs.existsSync(file)) return undefined;
-  const parsed: unknown = JSON.parse(fs.readFileSync(file, 'utf8'));
+  let parsed: unknown;
+  try {
+    const size = fs.statSync(file).size;
+    if (size > MAX_TOKENIZER_FILE_BYTES) throw new Error(`${size} bytes is more than any tokenizer file needs (limit ${MAX_TOKENIZER_FILE_BYTES})`);
+    const text = fs.readFileSync(file, 'utf8');
+    const deep = jsonNestingBeyond(text, MAX_TOKENIZER_JSON_DEPTH);
+    if (deep !== null) throw new Error(`JSON nests deeper than ${MAX_TOKENIZER_JSON_DEPTH} levels at offset ${deep}`);
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new TokenizerFileError(file, `cannot read JSON: ${(e as Error).message}`);
+  }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new Error(`${path.basename(file)}: expected a JSON object`);
+    throw new TokenizerFileError(file, 'expected a JSON object');
   }
   return parsed as JsonObject;
 }
+
+const MAX_TOKENIZER_JSON_DEPTH = 64;
 
 /** A TemplateProcessing post-processor that adds bos / eos around each sequence, as LlamaTokenizerFast builds it. */
 function bosEosTemplate(bos: string | null, eos: string | null): JsonObject {
@@ -64,6 +85,35 @@ function bosEosTemplate(bos: string | null, eos: string | null): JsonObject {
   const specials: JsonObject = {};
   for (const t of [bos, eos]) if (t !== null) specials[t] = { id: t, ids: [], tokens: [t] };
   return { type: 'TemplateProcessing', single: seq('A', 0), pair: [...seq('A', 0), ...seq('B', 1)], special_tokens: specials };
+}
+
+/**
+ * Builds the library's tokenizer; a failure names the file and, found by building again without
+ * each pipeline section in turn, the section the library could not take.
+ */
+function buildInner(json: JsonObject, config: JsonObject, file: string): HfJsTokenizer {
+  try {
+    return new HfJsTokenizer(json, config);
+  } catch (e) {
+    const why = (e as Error)?.message ?? String(e);
+    for (const section of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) {
+      if (json[section] === undefined || json[section] === null) continue;
+      try {
+        new HfJsTokenizer({ ...json, [section]: null }, config);
+      } catch {
+        continue;
+      }
+      throw new TokenizerFileError(file, `field '${section}' is malformed or unsupported (${describeLibraryError(why)})`);
+    }
+    throw new TokenizerFileError(file, `cannot build a tokenizer from it (${describeLibraryError(why)})`);
+  }
+}
+
+/** Library messages like "x.split is not a function" mean a field had the wrong type; say so. */
+function describeLibraryError(message: string): string {
+  return /is not a function|is not iterable|Cannot read properties|Cannot convert|undefined|null/.test(message)
+    ? 'a field has the wrong type or is missing'
+    : message.slice(0, 200);
 }
 
 export class HfTokenizer implements Tokenizer {
@@ -78,24 +128,32 @@ export class HfTokenizer implements Tokenizer {
   readonly addBos: boolean;
   readonly addEos: boolean;
   readonly chatTemplate: string | null;
+  readonly chatTemplateFile: string | undefined;
 
   private readonly inner: HfJsTokenizer;
   private readonly specialIds: ReadonlySet<number>;
 
   /** Loads tokenizer.json plus tokenizer_config.json, generation_config.json and chat_template.jinja when present. */
   static fromDirectory(dir: string): HfTokenizer {
-    const tokenizerJson = readJsonIfPresent(path.join(dir, 'tokenizer.json'));
-    if (!tokenizerJson) throw new Error(`${dir}: no tokenizer.json`);
+    const tokenizerFile = path.join(dir, 'tokenizer.json');
+    const tokenizerJson = readJsonIfPresent(tokenizerFile);
+    if (!tokenizerJson) throw new TokenizerFileError(tokenizerFile, 'no such file');
     const templateFile = path.join(dir, 'chat_template.jinja');
+    const configFile = path.join(dir, 'tokenizer_config.json');
+    const hasTemplateFile = fs.existsSync(templateFile);
     return new HfTokenizer({
       tokenizerJson,
-      tokenizerConfig: readJsonIfPresent(path.join(dir, 'tokenizer_config.json')),
+      tokenizerConfig: readJsonIfPresent(configFile),
       generationConfig: readJsonIfPresent(path.join(dir, 'generation_config.json')),
-      chatTemplate: fs.existsSync(templateFile) ? fs.readFileSync(templateFile, 'utf8') : undefined,
+      chatTemplate: hasTemplateFile ? fs.readFileSync(templateFile, 'utf8') : undefined,
+      tokenizerFile,
+      chatTemplateFile: hasTemplateFile ? templateFile : configFile,
     });
   }
 
   constructor(sources: HfTokenizerSources) {
+    const file = sources.tokenizerFile ?? 'tokenizer.json';
+    validateTokenizerJson(sources.tokenizerJson, file);
     const config = sources.tokenizerConfig ?? {};
     const generation = sources.generationConfig ?? {};
     const addedTokens = (Array.isArray(sources.tokenizerJson.added_tokens) ? sources.tokenizerJson.added_tokens : []) as AddedTokenJson[];
@@ -131,7 +189,7 @@ export class HfTokenizer implements Tokenizer {
       clean_up_tokenization_spaces: optionalBoolean(config.clean_up_tokenization_spaces) ?? false,
     };
     delete innerConfig.chat_template;
-    this.inner = new HfJsTokenizer(tokenizerJson, innerConfig);
+    this.inner = buildInner(tokenizerJson, innerConfig, file);
 
     const idOf = (t: string | null): number | null => (t === null ? null : (this.inner.token_to_id(t) ?? null));
     const generationEos = idList(generation.eos_token_id);
@@ -183,6 +241,7 @@ export class HfTokenizer implements Tokenizer {
     this.vocabSize = maxId + 1;
 
     this.chatTemplate = sources.chatTemplate ?? chatTemplateOf(config.chat_template);
+    this.chatTemplateFile = this.chatTemplate === null ? undefined : (sources.chatTemplateFile ?? (sources.chatTemplate !== undefined ? 'chat_template.jinja' : 'tokenizer_config.json'));
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
