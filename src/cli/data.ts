@@ -22,6 +22,7 @@ interface InspectFlags {
   truncation?: TruncationPolicy;
   trainOnPrompt?: boolean;
   skipBadRows?: boolean;
+  maxRowBytes?: number;
   separator?: string;
   validFraction: number;
   seed: number;
@@ -50,6 +51,7 @@ export function registerDataCommands(program: Command): void {
     .option('--truncation <policy>', `longer examples: ${TRUNCATION_POLICIES.join(', ')} (default: split for text, truncate-right otherwise)`, choiceOption('--truncation', TRUNCATION_POLICIES))
     .option('--train-on-prompt', 'put loss on prompts and user turns too')
     .option('--skip-bad-rows', 'skip rows that cannot be used (and count them) instead of stopping')
+    .option('--max-row-bytes <n>', 'longest row (JSONL line, CSV record, JSON element, text document) in bytes; longer rows are bad rows (default 1048576)', intOption('--max-row-bytes', 1))
     .option('--separator <text>', 'plain text: split documents at this string (e.g. "\\n\\n"); default one document per file')
     .option('--valid-fraction <f>', 'held out for validation when there is no validation file', floatOption('--valid-fraction', 0, 0.99), 0.05)
     .option('--seed <n>', 'seed for the validation split', intOption('--seed', 0), 42)
@@ -70,6 +72,7 @@ export function registerDataCommands(program: Command): void {
           ...(flags.truncation ? { truncation: flags.truncation } : {}),
           trainOnPrompt: flags.trainOnPrompt ?? false,
           skipBadRows: flags.skipBadRows ?? false,
+          ...(flags.maxRowBytes !== undefined ? { maxRowBytes: flags.maxRowBytes } : {}),
           ...(flags.separator !== undefined ? { text: { separator: unescapeCommandLine(flags.separator) } } : {}),
           validFraction: flags.validFraction,
           seed: flags.seed,

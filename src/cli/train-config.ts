@@ -68,6 +68,7 @@ export const trainConfigSchema = z
     validFraction: z.number().min(0).lt(1).default(0.05),
     truncation: z.enum(['drop', 'truncate-left', 'truncate-right', 'split']).optional(),
     skipBadRows: z.boolean().default(false),
+    maxRowBytes: z.number().int().positive().default(1 << 20),
     backend: z.enum(['cpu', 'ref']).default('cpu'),
     samplePrompt: z.string().optional(),
     sampleTokens: z.number().int().min(0).default(64),

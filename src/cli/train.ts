@@ -112,6 +112,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--valid-fraction <f>', 'held-out validation fraction when there is no validation file (default 0.05)', floatOption('--valid-fraction', 0, 0.99))
     .option('--truncation <policy>', 'over-long examples: drop, truncate-left, truncate-right, split', choiceOption('--truncation', ['drop', 'truncate-left', 'truncate-right', 'split'] as const))
     .option('--skip-bad-rows', 'count and skip malformed rows instead of stopping')
+    .option('--max-row-bytes <n>', 'longest dataset row (JSONL line, CSV record, JSON element, text document) in bytes; longer rows are bad rows (default 1048576)', intOption('--max-row-bytes', 1))
     .option('--backend <name>', 'compute backend: cpu (default) or ref', choiceOption('--backend', ['cpu', 'ref'] as const))
     .option('--sample-prompt <text>', 'print a sample for this prompt before and after training')
     .option('--sample-tokens <n>', 'tokens in each sample (default 64)', intOption('--sample-tokens', 0));
@@ -243,6 +244,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     trainOnPrompt: config.trainOnPrompt,
     truncation: config.truncation,
     skipBadRows: config.skipBadRows,
+    maxRowBytes: config.maxRowBytes,
     validFraction: config.validFraction,
     seed: config.seed,
   });

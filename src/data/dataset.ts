@@ -23,6 +23,8 @@ export interface DatasetOptions extends Omit<FormatOptions, 'chatTemplate'> {
   readonly seed?: number;
   /** Read at most this many rows per split (for quick inspection). */
   readonly maxRows?: number;
+  /** Longest row in UTF-8 bytes (default 1 MiB, DEFAULT_MAX_ROW_BYTES); a longer row is a row error. */
+  readonly maxRowBytes?: number;
 }
 
 export interface SplitStats {
@@ -78,6 +80,9 @@ function emptyStats(): SplitStats {
 export async function loadDataset(path: string, tokenizer: Tokenizer, options: DatasetOptions): Promise<LoadedDataset> {
   if (!Number.isInteger(options.maxSeqLen) || options.maxSeqLen < 2) {
     throw new DatasetError(`max sequence length must be an integer >= 2, got ${options.maxSeqLen}`);
+  }
+  if (options.maxRowBytes !== undefined && !(Number.isSafeInteger(options.maxRowBytes) && options.maxRowBytes >= 1)) {
+    throw new DatasetError(`max row bytes must be a positive integer, got ${options.maxRowBytes}`);
   }
   const sources = await resolveSources(path);
   const renderer = new RowRenderer({
@@ -149,7 +154,7 @@ class SplitLoader {
       }
     };
 
-    for await (const raw of readSplit(files, this.options.text)) {
+    for await (const raw of readSplit(files, this.options.text, this.options.maxRowBytes !== undefined ? { maxRowBytes: this.options.maxRowBytes } : {})) {
       // Pieces of a text document after its first are not rows of their own.
       const continuation = pending !== null && isTextPiece(raw.value);
       if (!continuation) {

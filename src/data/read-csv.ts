@@ -1,5 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { DatasetError, RowError, type SourceLocation } from './errors.js';
+import { DEFAULT_MAX_ROW_BYTES, rowTooLongMessage } from './limits.js';
+import type { RowReadOptions } from './read-jsonl.js';
 import type { RawRow } from './rows.js';
 
 /**
@@ -9,13 +11,14 @@ import type { RawRow } from './rows.js';
  * number of fields, or text after a closing quote, is a row error; an unterminated quote at the end
  * of the file stops loading, naming the line where the quoted field began.
  */
-export async function* readDelimited(file: string, delimiter: ',' | '\t', displayName = file): AsyncGenerator<RawRow> {
-  const parser = new DelimitedParser(delimiter.charCodeAt(0));
+export async function* readDelimited(file: string, delimiter: ',' | '\t', displayName = file, options: RowReadOptions = {}): AsyncGenerator<RawRow> {
+  const parser = new DelimitedParser(delimiter.charCodeAt(0), options.maxRowBytes ?? DEFAULT_MAX_ROW_BYTES);
   let header: string[] | null = null;
   let row = 0;
   const emit = function* (record: ParsedRecord): Generator<RawRow> {
     const location: SourceLocation = { file: displayName, line: record.line, ...(header ? { row: ++row } : {}) };
     if (header === null) {
+      if (record.problem) throw new DatasetError(`the header row: ${record.problem.message}`, location);
       header = record.fields.map((f, i) => (i === 0 ? f.replace(/^\uFEFF/, '') : f).trim());
       const seen = new Set<string>();
       for (const name of header) {
@@ -72,9 +75,28 @@ class DelimitedParser {
   private quoteLine = 1;
   private lastWasCR = false;
   private problem: ParsedRecord['problem'] | undefined;
+  /** UTF-8 bytes of the record so far; past the limit its text is dropped and it becomes a row error. */
+  private recordBytes = 0;
+  private overLong = false;
   unterminatedQuoteLine: number | null = null;
 
-  constructor(private readonly delimiter: number) {}
+  constructor(
+    private readonly delimiter: number,
+    private readonly maxRecordBytes: number,
+  ) {}
+
+  /** Counts a character into the record; false once the record is over the limit (its text is no longer kept). */
+  private keep(c: number): boolean {
+    this.recordBytes += c < 0x80 ? 1 : c < 0x800 ? 2 : c >= 0xdc00 && c <= 0xdfff ? 1 : 3;
+    if (this.overLong) return false;
+    if (this.recordBytes > this.maxRecordBytes) {
+      this.overLong = true;
+      this.fields = [];
+      this.field = '';
+      return false;
+    }
+    return true;
+  }
 
   *push(chunk: string): Generator<ParsedRecord> {
     for (let i = 0; i < chunk.length; i++) {
@@ -90,11 +112,11 @@ class DelimitedParser {
       switch (this.state) {
         case 'quoted':
           if (c === QUOTE) this.state = 'quoteInQuoted';
-          else this.field += isBreak ? '\n' : chunk[i];
+          else if (this.keep(c)) this.field += isBreak ? '\n' : chunk[i];
           break;
         case 'quoteInQuoted':
           if (c === QUOTE) {
-            this.field += '"';
+            if (this.keep(c)) this.field += '"';
             this.state = 'quoted';
           } else if (c === this.delimiter) this.endField();
           else if (isBreak) {
@@ -102,7 +124,7 @@ class DelimitedParser {
             if (record) yield record;
           } else {
             this.problem ??= { message: `unexpected text after a closing quote`, line: this.line, column: this.column };
-            this.field += chunk[i];
+            if (this.keep(c)) this.field += chunk[i];
             this.state = 'unquoted';
           }
           break;
@@ -116,7 +138,7 @@ class DelimitedParser {
             this.state = 'quoted';
             this.quoteLine = this.line;
           } else {
-            this.field += chunk[i];
+            if (this.keep(c)) this.field += chunk[i];
             this.state = 'unquoted';
           }
           break;
@@ -138,14 +160,26 @@ class DelimitedParser {
   }
 
   private endField(): void {
+    this.keep(0x2c);
+    if (this.overLong) {
+      this.field = '';
+      this.state = 'fieldStart';
+      return;
+    }
     this.fields.push(this.field);
     this.field = '';
     this.state = 'fieldStart';
   }
 
   private endRecord(): ParsedRecord | null {
-    const blank = this.fields.length === 0 && this.field === '' && this.state === 'fieldStart';
+    const blank = this.fields.length === 0 && this.field === '' && this.state === 'fieldStart' && !this.overLong;
     this.endField();
+    if (this.overLong) {
+      this.problem = { message: rowTooLongMessage(this.recordBytes, this.maxRecordBytes, 'this record'), line: this.recordLine, column: 1 };
+      this.fields = [];
+    }
+    this.overLong = false;
+    this.recordBytes = 0;
     const record: ParsedRecord = { fields: this.fields, line: this.recordLine, ...(this.problem ? { problem: this.problem } : {}) };
     this.fields = [];
     this.problem = undefined;

@@ -1,6 +1,9 @@
-import { readFile } from 'node:fs/promises';
-import { DatasetError } from './errors.js';
+import { readFile, stat } from 'node:fs/promises';
+import { jsonNestingBeyond } from '../io/json-scan.js';
+import { DatasetError, RowError } from './errors.js';
 import { findJsonSyntaxProblem, lineColumnOf } from './json-locate.js';
+import { DEFAULT_MAX_ROW_BYTES, MAX_JSON_ARRAY_FILE_BYTES, MAX_ROW_JSON_DEPTH, describeBytes, rowTooLongMessage, utf8Length } from './limits.js';
+import type { RowReadOptions } from './read-jsonl.js';
 import type { RawRow } from './rows.js';
 
 /**
@@ -8,9 +11,19 @@ import type { RawRow } from './rows.js';
  * cannot be split safely without a streaming parser); convert large datasets to JSONL.
  * A syntax error stops loading with the file's line and column.
  */
-export async function* readJsonArray(file: string, displayName = file): AsyncGenerator<RawRow> {
+export async function* readJsonArray(file: string, displayName = file, options: RowReadOptions = {}): AsyncGenerator<RawRow> {
+  const limit = options.maxRowBytes ?? DEFAULT_MAX_ROW_BYTES;
+  const size = (await stat(file)).size;
+  if (size > MAX_JSON_ARRAY_FILE_BYTES) {
+    throw new DatasetError(
+      `a JSON array file is read whole and this one is ${size} bytes, over the ${describeBytes(MAX_JSON_ARRAY_FILE_BYTES)} limit; convert it to JSON Lines (.jsonl, one row per line)`,
+      { file: displayName },
+    );
+  }
   let text = await readFile(file, 'utf8');
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  // Rows sit one level below the array: allow the array itself on top of the row depth.
+  const someRowTooDeep = jsonNestingBeyond(text, MAX_ROW_JSON_DEPTH + 1) !== null;
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -23,15 +36,37 @@ export async function* readJsonArray(file: string, displayName = file): AsyncGen
     const kind = parsed === null ? 'null' : typeof parsed === 'object' ? 'an object' : typeof parsed;
     throw new DatasetError(`expected a JSON array of rows (or JSON Lines), found ${kind}`, { file: displayName, line: 1 });
   }
-  const lines = elementStartLines(text);
+  const { lines, starts, chars } = elementExtents(text);
   for (let i = 0; i < parsed.length; i++) {
-    yield { value: parsed[i], location: { file: displayName, row: i + 1, line: lines[i] } };
+    const location = { file: displayName, row: i + 1, line: lines[i] };
+    if (someRowTooDeep) {
+      const start = starts[i] ?? 0;
+      const deep = jsonNestingBeyond(text.slice(start, start + (chars[i] ?? 0)), MAX_ROW_JSON_DEPTH);
+      if (deep !== null) {
+        yield { error: new RowError(`JSON nested deeper than ${MAX_ROW_JSON_DEPTH} levels`, location), location };
+        continue;
+      }
+    }
+    // Elements are measured in characters; only a long one is measured in bytes.
+    if ((chars[i] ?? 0) > limit / 4) {
+      const value = parsed[i];
+      const bytes = utf8Length(JSON.stringify(value) ?? '');
+      if (bytes > limit) {
+        yield { error: new RowError(rowTooLongMessage(bytes, limit, 'this array element'), location), location };
+        continue;
+      }
+    }
+    yield { value: parsed[i], location };
   }
 }
 
-/** 1-based line on which each top-level array element starts (text is known-valid JSON here). */
-function elementStartLines(text: string): number[] {
+/**
+ * 1-based line on which each top-level array element starts, and its length in characters (up to
+ * the next element; text is known-valid JSON here).
+ */
+function elementExtents(text: string): { lines: number[]; starts: number[]; chars: number[] } {
   const lines: number[] = [];
+  const starts: number[] = [];
   let line = 1;
   let depth = 0;
   let inString = false;
@@ -47,6 +82,7 @@ function elementStartLines(text: string): number[] {
     const isSpace = c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
     if (expectingElement && !isSpace && c !== 0x5d) {
       lines.push(line);
+      starts.push(i);
       expectingElement = false;
     }
     if (c === 0x22) inString = true;
@@ -56,5 +92,6 @@ function elementStartLines(text: string): number[] {
     } else if (c === 0x5d || c === 0x7d) depth--;
     else if (c === 0x2c && depth === 1) expectingElement = true;
   }
-  return lines;
+  const chars = starts.map((s, k) => (starts[k + 1] ?? text.length) - s);
+  return { lines, starts, chars };
 }

@@ -1,29 +1,95 @@
 import { createReadStream } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { jsonNestingBeyond } from '../io/json-scan.js';
 import { RowError } from './errors.js';
 import { findJsonSyntaxProblem } from './json-locate.js';
+import { DEFAULT_MAX_ROW_BYTES, MAX_ROW_JSON_DEPTH, rowTooLongMessage } from './limits.js';
 import type { RawRow } from './rows.js';
+
+export interface RowReadOptions {
+  /** Longest line in UTF-8 bytes (default 1 MiB); a longer one is a row error and is not held in memory. */
+  readonly maxRowBytes?: number;
+}
+
+const utf8 = new TextDecoder('utf-8');
 
 /**
  * JSON Lines, streamed line by line: one JSON value per line, blank lines ignored. A line that
- * does not parse becomes a row error naming its line and column.
+ * does not parse, nests deeper than MAX_ROW_JSON_DEPTH or is longer than the row limit becomes a
+ * row error naming its line (and column). Lines are split on bytes, so an over-long line is
+ * skipped without ever being held whole.
  */
-export async function* readJsonLines(file: string, displayName = file): AsyncGenerator<RawRow> {
-  const lines = createInterface({ input: createReadStream(file, { encoding: 'utf8' }), crlfDelay: Infinity });
+export async function* readJsonLines(file: string, displayName = file, options: RowReadOptions = {}): AsyncGenerator<RawRow> {
+  const limit = options.maxRowBytes ?? DEFAULT_MAX_ROW_BYTES;
   let lineNo = 0;
   let row = 0;
-  for await (let line of lines) {
+  let parts: Buffer[] = [];
+  let partBytes = 0;
+  let overLong = false;
+
+  const finishLine = (): RawRow | null => {
     lineNo++;
+    if (overLong) {
+      const bytes = partBytes;
+      parts = [];
+      partBytes = 0;
+      overLong = false;
+      row++;
+      const location = { file: displayName, line: lineNo, row };
+      return { error: new RowError(rowTooLongMessage(bytes, limit, 'this line'), location), location };
+    }
+    let line = utf8.decode(parts.length === 1 ? parts[0]! : Buffer.concat(parts, partBytes));
+    parts = [];
+    partBytes = 0;
+    if (line.endsWith('\r')) line = line.slice(0, -1);
     if (lineNo === 1 && line.charCodeAt(0) === 0xfeff) line = line.slice(1);
-    if (line.trim() === '') continue;
+    if (line.trim() === '') return null;
     row++;
+    const location = { file: displayName, line: lineNo, row };
+    const deep = jsonNestingBeyond(line, MAX_ROW_JSON_DEPTH);
+    if (deep !== null) {
+      const at = { ...location, column: deep + 1 };
+      return { error: new RowError(`JSON nested deeper than ${MAX_ROW_JSON_DEPTH} levels`, at), location: at };
+    }
     try {
-      yield { value: JSON.parse(line), location: { file: displayName, line: lineNo, row } };
+      return { value: JSON.parse(line), location };
     } catch (err) {
       if (!(err instanceof SyntaxError)) throw err;
       const problem = findJsonSyntaxProblem(line) ?? { offset: 0, message: err.message };
-      const location = { file: displayName, line: lineNo, column: problem.offset + 1, row };
-      yield { error: new RowError(`malformed JSON: ${problem.message}`, location), location };
+      const at = { ...location, column: problem.offset + 1 };
+      return { error: new RowError(`malformed JSON: ${problem.message}`, at), location: at };
     }
+  };
+
+  const take = (bytes: Buffer): void => {
+    if (overLong) {
+      partBytes += bytes.length;
+      return;
+    }
+    partBytes += bytes.length;
+    if (partBytes > limit) {
+      // Too long: keep counting, stop keeping.
+      overLong = true;
+      parts = [];
+      return;
+    }
+    parts.push(bytes);
+  };
+
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 16 })) {
+    const buf = chunk as Buffer;
+    let start = 0;
+    let nl: number;
+    while ((nl = buf.indexOf(10, start)) >= 0) {
+      take(buf.subarray(start, nl));
+      start = nl + 1;
+      const r = finishLine();
+      if (r) yield r;
+    }
+    // The chunk buffer is not reused by the stream, so a view is safe to keep.
+    if (start < buf.length) take(buf.subarray(start));
+  }
+  if (partBytes > 0 || overLong) {
+    const r = finishLine();
+    if (r) yield r;
   }
 }

@@ -3,7 +3,7 @@ import { basename, extname, join } from 'node:path';
 import { DatasetError } from './errors.js';
 import { readDelimited } from './read-csv.js';
 import { readJsonArray } from './read-json-array.js';
-import { readJsonLines } from './read-jsonl.js';
+import { readJsonLines, type RowReadOptions } from './read-jsonl.js';
 import { TEXT_PIECE, readText, type TextReadOptions, type TextRowValue } from './read-text.js';
 import type { RawRow } from './rows.js';
 
@@ -97,26 +97,30 @@ function requireKind(path: string): FileKind {
 }
 
 /** Reads every row of a split's files in order. */
-export async function* readSplit(split: SplitFiles, text: TextReadOptions = {}): AsyncGenerator<RawRow> {
+export async function* readSplit(split: SplitFiles, text: TextReadOptions = {}, rows: RowReadOptions = {}): AsyncGenerator<RawRow> {
   let documentBase = 0;
   for (const { path, kind } of split.files) {
     switch (kind) {
       case 'jsonl':
-        yield* readJsonLines(path);
+        yield* readJsonLines(path, path, rows);
         break;
       case 'json':
-        yield* readJsonArrayOrLines(path);
+        yield* readJsonArrayOrLines(path, rows);
         break;
       case 'csv':
-        yield* readDelimited(path, ',');
+        yield* readDelimited(path, ',', path, rows);
         break;
       case 'tsv':
-        yield* readDelimited(path, '\t');
+        yield* readDelimited(path, '\t', path, rows);
         break;
       case 'text': {
         // Document numbers continue across files so each file stays its own document.
         let last = documentBase;
-        for await (const row of readText(path, text)) {
+        for await (const row of readText(path, { ...(rows.maxRowBytes !== undefined ? { maxRowBytes: rows.maxRowBytes } : {}), ...text })) {
+          if (row.error) {
+            yield row;
+            continue;
+          }
           const value = row.value as TextRowValue;
           last = documentBase + value[TEXT_PIECE].document;
           const renumbered: TextRowValue = { text: value.text, [TEXT_PIECE]: { ...value[TEXT_PIECE], document: last } };
@@ -130,7 +134,7 @@ export async function* readSplit(split: SplitFiles, text: TextReadOptions = {}):
 }
 
 /** `.json` files holding JSON Lines are common (the Hugging Face `json` loader accepts both). */
-async function* readJsonArrayOrLines(path: string): AsyncGenerator<RawRow> {
+async function* readJsonArrayOrLines(path: string, rows: RowReadOptions): AsyncGenerator<RawRow> {
   const { open } = await import('node:fs/promises');
   const handle = await open(path, 'r');
   let head: string;
@@ -141,6 +145,6 @@ async function* readJsonArrayOrLines(path: string): AsyncGenerator<RawRow> {
   } finally {
     await handle.close();
   }
-  if (head.startsWith('[') || head === '') yield* readJsonArray(path);
-  else yield* readJsonLines(path);
+  if (head.startsWith('[') || head === '') yield* readJsonArray(path, path, rows);
+  else yield* readJsonLines(path, path, rows);
 }

@@ -26,3 +26,22 @@ export function jsonNestingBeyond(text: string, maxDepth: number): number | null
   }
   return null;
 }
+
+/** Object members (name: value pairs) in the text, counted without parsing. */
+export function jsonMemberCount(text: string): number {
+  let members = 0;
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      for (i++; i < n; i++) {
+        const d = text.charCodeAt(i);
+        if (d === 0x5c) i++;
+        else if (d === 0x22) break;
+      }
+    } else if (c === 0x3a) {
+      members++;
+    }
+  }
+  return members;
+}

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { writeAll, writeFileAtomic } from './atomic-write.js';
 import { FileFormatError, RandomAccessFile } from './binary-reader.js';
+import { jsonMemberCount, jsonNestingBeyond } from './json-scan.js';
 import { decodeBF16, decodeF16, f32ToBF16, f32ToF16 } from './half.js';
 
 /** Bits per element of every dtype the format defines. */
@@ -19,6 +20,11 @@ const DTYPE_BITS: Record<string, number> = {
 export type SafetensorsDType = keyof typeof DTYPE_BITS | string;
 
 export const SAFETENSORS_MAX_HEADER = 100_000_000;
+/**
+ * 4 members per tensor entry: room for 65,536 tensors in one file (the largest checkpoints have a
+ * few thousand per shard). JSON.parse of a flat object with millions of keys takes many seconds.
+ */
+const SAFETENSORS_MAX_HEADER_MEMBERS = 1 << 18;
 
 export interface SafetensorsTensorInfo {
   name: string;
@@ -112,9 +118,22 @@ function parseHeader(file: RandomAccessFile): { tensors: Map<string, Safetensors
   if (8 + headerLen > file.size) file.fail(`header length ${headerLen} runs past end of file (size ${file.size})`);
   const headerBytes = file.read(8, headerLen, 'header');
   if (headerLen < 2 || headerBytes[0] !== 0x7b) file.fail("header does not start with '{'");
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+  } catch {
+    return file.fail('header is not valid UTF-8 JSON (invalid UTF-8)');
+  }
+  // Bound the parsing work before JSON.parse builds anything: a header is an object of tensor
+  // entries ({dtype, shape: [...], data_offsets: [...]}) and one flat __metadata__ object, so it
+  // never nests deeper than 3, and has a few members per tensor.
+  const deep = jsonNestingBeyond(text, 3);
+  if (deep !== null) file.fail(`header nests deeper than a safetensors header can (3 levels) at byte ${8 + deep}`);
+  const members = jsonMemberCount(text);
+  if (members > SAFETENSORS_MAX_HEADER_MEMBERS) file.fail(`header has ${members} JSON members, more than the ${SAFETENSORS_MAX_HEADER_MEMBERS} any real checkpoint needs`);
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+    json = JSON.parse(text);
   } catch (e) {
     file.fail(`header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
@@ -133,15 +152,20 @@ function parseHeader(file: RandomAccessFile): { tensors: Map<string, Safetensors
     const where = `tensor '${name}'`;
     if (typeof entry !== 'object' || entry === null) file.fail(`${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_BITS)) file.fail(`${where}: unknown dtype ${JSON.stringify(dtype)}`);
+    for (const [field, value] of [['dtype', dtype], ['shape', shape], ['data_offsets', offsets]] as const) {
+      if (value === undefined) file.fail(`${where}: field '${field}' is missing (an entry needs dtype, shape and data_offsets)`);
+    }
+    if (typeof dtype !== 'string' || !(dtype in DTYPE_BITS)) {
+      file.fail(`${where}: unknown dtype ${JSON.stringify(dtype).slice(0, 40)} (expected one of ${Object.keys(DTYPE_BITS).join(', ')})`);
+    }
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      file.fail(`${where}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+      file.fail(`${where}: shape ${JSON.stringify(shape).slice(0, 80)} is not a list of non-negative integers`);
     }
     if (
       !Array.isArray(offsets) || offsets.length !== 2 ||
       !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]
     ) {
-      file.fail(`${where}: data_offsets ${JSON.stringify(offsets)} is not [begin, end] with begin <= end`);
+      file.fail(`${where}: data_offsets ${JSON.stringify(offsets).slice(0, 80)} is not [begin, end] with begin <= end`);
     }
     const [begin, end] = offsets as [number, number];
     if (end > bufferSize) file.fail(`${where} data [${begin}, ${end}) runs past end of buffer (${bufferSize} bytes)`);
@@ -211,7 +235,10 @@ export class SafetensorsCollection {
     try {
       const st = fs.statSync(indexPath);
       if (st.size > SAFETENSORS_MAX_HEADER) throw new Error(`index is ${st.size} bytes, too large`);
-      json = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+      const text = fs.readFileSync(indexPath, 'utf8');
+      const deep = jsonNestingBeyond(text, 8);
+      if (deep !== null) throw new Error(`JSON nests deeper than 8 levels at offset ${deep}`);
+      json = JSON.parse(text);
     } catch (e) {
       throw new FileFormatError(label, `cannot read index: ${(e as Error).message}`);
     }
