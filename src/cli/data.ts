@@ -68,7 +68,7 @@ export function registerDataCommands(program: Command): void {
           format: flags.format,
           ...(flags.columns ? { columns: parseColumnMapping(flags.columns) } : {}),
           ...(flags.template !== undefined ? { promptTemplate: new PromptTemplate(unescapeCommandLine(flags.template)) } : {}),
-          ...(flags.chatTemplate ? { chatTemplate: readTemplateFile(flags.chatTemplate) } : {}),
+          ...(flags.chatTemplate ? { chatTemplate: readTemplateFile(flags.chatTemplate), chatTemplateFile: flags.chatTemplate } : {}),
           ...(flags.truncation ? { truncation: flags.truncation } : {}),
           trainOnPrompt: flags.trainOnPrompt ?? false,
           skipBadRows: flags.skipBadRows ?? false,

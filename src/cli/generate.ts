@@ -88,7 +88,11 @@ export function registerGenerateCommand(program: Command): void {
           return;
         }
         if (!tokenizer.chatTemplate) throw new Error('this model has no chat template (use --prompt)');
-        const template = new ChatTemplate(tokenizer.chatTemplate, { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken });
+        const template = new ChatTemplate(tokenizer.chatTemplate, {
+          bosToken: tokenizer.bosToken,
+          eosToken: tokenizer.eosToken,
+          ...(tokenizer.chatTemplateFile !== undefined ? { file: tokenizer.chatTemplateFile } : {}),
+        });
         const history: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
         const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
         if (process.stdin.isTTY) write('chat — empty line or Ctrl-D to quit\n> ');

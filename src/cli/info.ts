@@ -75,8 +75,9 @@ export function registerInfoCommand(program: Command): void {
         ['memory bf16', formatBytes(total * 2)],
         ['memory NF4 (QLoRA)', `${formatBytes(nf4Bytes(c, 2))} (projections NF4 + double quant ≈ 4.127 bits/param; embeddings, norms, lm_head bf16)`],
       ];
+      let tokPath: string | undefined;
       try {
-        const tokPath = flags.tokenizer ?? tokenizerPathFor(modelPath);
+        tokPath = flags.tokenizer ?? tokenizerPathFor(modelPath);
         const tok = loadTokenizer(tokPath, { vocabSize: c.vocabSize });
         const special = [['bos', tok.bosToken, tok.bosId], ['eos', tok.eosToken, tok.eosId]]
           .filter(([, , id]) => id !== null)
@@ -85,7 +86,8 @@ export function registerInfoCommand(program: Command): void {
         lines.push(['tokenizer', `${tokPath} (${tok.vocabSize} tokens${special ? `; ${special}` : ''}${tok.addBos ? '; adds BOS' : ''})`]);
         lines.push(['chat template', tok.chatTemplate ? 'yes' : 'no']);
       } catch (e) {
-        lines.push(['tokenizer', `not found (${(e as Error).message})`]);
+        // Not finding a tokenizer and failing to read the one found are different problems.
+        lines.push(['tokenizer', tokPath === undefined ? `not found (${(e as Error).message})` : `cannot load ${tokPath}: ${(e as Error).message}`]);
       }
       if (flags.measure) {
         const { model } = await loadModel({ model: modelPath, tokenizer: flags.tokenizer, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true } });

@@ -1,5 +1,6 @@
 import { Template } from '@huggingface/jinja';
 import { DatasetError } from './errors.js';
+import { DEFAULT_TEMPLATE_LIMITS, TemplateLimitError, renderWithLimits, type TemplateLimits } from './template-budget.js';
 
 export interface ChatMessage {
   readonly role: string;
@@ -27,10 +28,20 @@ export interface ChatTemplateOptions {
    * calls strftime_now without checking date_string still gets the real date.)
    */
   readonly date?: Date;
+  /** Where the template came from (e.g. ".../tokenizer_config.json"), named in every error about it. */
+  readonly file?: string;
+  /** Bounds on each render's work (steps, list sizes, output, time); defaults: DEFAULT_TEMPLATE_LIMITS. */
+  readonly limits?: TemplateLimits;
 }
 
 /** A message list rendering failed; the message says why (the caller adds the row). */
 export class ChatRenderError extends Error {}
+
+/**
+ * The template itself ran past a limit (loop, recursion or output too large): not a problem of one
+ * row, so loading stops. The message names the template's file.
+ */
+export class ChatTemplateLimitError extends DatasetError {}
 
 /**
  * A model's Jinja chat template, rendered with @huggingface/jinja (which applies the trim_blocks /
@@ -48,7 +59,9 @@ export class ChatTemplate {
     try {
       this.template = new Template(source);
     } catch (err) {
-      throw new DatasetError(`the chat template does not parse: ${err instanceof Error ? err.message : String(err)}`);
+      // The parser meets a template that ends inside a tag or expression as a TypeError.
+      const why = err instanceof TypeError ? 'it ends inside a tag or expression (an unclosed {% %}, {{ }} or bracket?)' : err instanceof Error ? err.message : String(err);
+      throw new DatasetError(`${this.origin}: the chat template does not parse: ${why}`);
     }
     this.date = options.date ?? new Date(Date.UTC(2024, 6, 26));
   }
@@ -64,10 +77,18 @@ export class ChatTemplate {
     };
     if (tools !== undefined) variables.tools = tools;
     try {
-      return this.template.render(variables);
+      return renderWithLimits(this.template, variables, (format) => strftime(new Date(), format, false), this.options.limits ?? DEFAULT_TEMPLATE_LIMITS);
     } catch (err) {
+      if (err instanceof TemplateLimitError) throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message}`);
+      // Deep recursion in a template (a macro calling itself) ends in a RangeError: a template limit too.
+      if (err instanceof RangeError) throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message} (recursion or output too large for a chat template)`);
       throw new ChatRenderError(`chat template error: ${err instanceof Error ? err.message : String(err)}`);
     }
+  }
+
+  /** The template's file for messages ("chat template" when unknown). */
+  get origin(): string {
+    return this.options.file ?? 'chat template';
   }
 
   /**
@@ -119,7 +140,8 @@ export class ChatTemplate {
   private tryRender(messages: readonly ChatMessage[], addGenerationPrompt: boolean, tools?: unknown): string | null {
     try {
       return this.render(messages, addGenerationPrompt, tools);
-    } catch {
+    } catch (err) {
+      if (err instanceof ChatTemplateLimitError) throw err;
       return null;
     }
   }
@@ -135,23 +157,29 @@ export function commonPrefixLength(a: string, b: string): number {
 const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
 const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
 
-/** The subset of Python strftime chat templates use, in UTC. */
-function strftime(date: Date, format: string): string {
+/**
+ * The subset of Python strftime chat templates use: in UTC for the fixed date_string, in local time
+ * for strftime_now (as Python's and @huggingface/jinja's strftime_now do).
+ */
+function strftime(date: Date, format: string, utc = true): string {
   const pad = (n: number) => String(n).padStart(2, '0');
+  const d = utc
+    ? { date: date.getUTCDate(), month: date.getUTCMonth(), year: date.getUTCFullYear(), h: date.getUTCHours(), m: date.getUTCMinutes(), s: date.getUTCSeconds(), day: date.getUTCDay() }
+    : { date: date.getDate(), month: date.getMonth(), year: date.getFullYear(), h: date.getHours(), m: date.getMinutes(), s: date.getSeconds(), day: date.getDay() };
   return format.replace(/%([dbBmyYHMSaAj%])/g, (_, c: string) => {
     switch (c) {
-      case 'd': return pad(date.getUTCDate());
-      case 'b': return MONTHS[date.getUTCMonth()]!.slice(0, 3);
-      case 'B': return MONTHS[date.getUTCMonth()]!;
-      case 'm': return pad(date.getUTCMonth() + 1);
-      case 'y': return pad(date.getUTCFullYear() % 100);
-      case 'Y': return String(date.getUTCFullYear());
-      case 'H': return pad(date.getUTCHours());
-      case 'M': return pad(date.getUTCMinutes());
-      case 'S': return pad(date.getUTCSeconds());
-      case 'a': return DAYS[date.getUTCDay()]!.slice(0, 3);
-      case 'A': return DAYS[date.getUTCDay()]!;
-      case 'j': return String(Math.floor((date.getTime() - Date.UTC(date.getUTCFullYear(), 0, 1)) / 86400000) + 1).padStart(3, '0');
+      case 'd': return pad(d.date);
+      case 'b': return MONTHS[d.month]!.slice(0, 3);
+      case 'B': return MONTHS[d.month]!;
+      case 'm': return pad(d.month + 1);
+      case 'y': return pad(d.year % 100);
+      case 'Y': return String(d.year);
+      case 'H': return pad(d.h);
+      case 'M': return pad(d.m);
+      case 'S': return pad(d.s);
+      case 'a': return DAYS[d.day]!.slice(0, 3);
+      case 'A': return DAYS[d.day]!;
+      case 'j': return String(Math.floor((Date.UTC(d.year, d.month, d.date) - Date.UTC(d.year, 0, 1)) / 86400000) + 1).padStart(3, '0');
       default: return '%';
     }
   });

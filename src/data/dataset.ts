@@ -17,6 +17,8 @@ export interface DatasetOptions extends Omit<FormatOptions, 'chatTemplate'> {
   readonly skipBadRows?: boolean;
   /** Jinja chat template overriding the tokenizer's own. */
   readonly chatTemplate?: string;
+  /** Where chatTemplate came from, for messages. */
+  readonly chatTemplateFile?: string;
   readonly text?: TextReadOptions;
   /** Fraction of train examples held out for validation when there is no validation file (default 0.05; 0 for none). */
   readonly validFraction?: number;
@@ -89,7 +91,8 @@ export async function loadDataset(path: string, tokenizer: Tokenizer, options: D
     ...options,
     chatTemplate: () => {
       const source = options.chatTemplate ?? tokenizer.chatTemplate;
-      return source ? new ChatTemplate(source, { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken }) : null;
+      const file = options.chatTemplate !== undefined ? (options.chatTemplateFile ?? 'the --chat-template file') : tokenizer.chatTemplateFile;
+      return source ? new ChatTemplate(source, { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken, ...(file !== undefined ? { file } : {}) }) : null;
     },
   });
   const loader = new SplitLoader(renderer, tokenizer, options);

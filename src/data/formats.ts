@@ -1,5 +1,5 @@
 import { alpacaPrompt } from './alpaca.js';
-import { ChatRenderError, type ChatMessage, type ChatTemplate } from './chat-template.js';
+import { ChatRenderError, ChatTemplateLimitError, type ChatMessage, type ChatTemplate } from './chat-template.js';
 import { applyColumnMapping, type ColumnMapping } from './columns.js';
 import { DatasetError, RowError, UnknownFormatError, preview, type SourceLocation } from './errors.js';
 import type { PromptTemplate } from './prompt-template.js';
@@ -158,6 +158,8 @@ export class RowRenderer {
       return { text, loss, bos: true, eos: false, location };
     } catch (err) {
       if (err instanceof ChatRenderError) throw new RowError(err.message, location);
+      // A template past its limits stops loading; say which row it was rendering.
+      if (err instanceof ChatTemplateLimitError && err.location === undefined) throw new ChatTemplateLimitError(err.message, location);
       throw err;
     }
   }

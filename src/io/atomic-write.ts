@@ -9,22 +9,43 @@ import path from 'node:path';
 export function writeFileAtomic(target: string, write: (fd: number) => void): void {
   const dir = path.dirname(target);
   const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${Date.now()}.tmp`);
-  const fd = fs.openSync(tmp, 'wx');
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, 'wx');
+  } catch (e) {
+    throw naming(e, target);
+  }
   try {
     write(fd);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
   } catch (e) {
-    fs.closeSync(fd);
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // already closed
+    }
     fs.rmSync(tmp, { force: true });
-    throw e;
+    throw naming(e, target);
   }
   try {
     fs.renameSync(tmp, target);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
-    throw e;
+    throw naming(e, target);
   }
+}
+
+/**
+ * A system error from writing (ENOSPC, EIO, EBADF …) names no file, or names the temporary one:
+ * say which file was being written. Errors of our own pass through unchanged.
+ */
+function naming(e: unknown, target: string): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (!(e instanceof Error) || typeof err.code !== 'string' || err.message.startsWith(target)) return e;
+  const named = new Error(`${target}: cannot write: ${err.message}`, { cause: e }) as NodeJS.ErrnoException;
+  named.code = err.code;
+  return named;
 }
 
 /** Writes all of `data` at the fd's current position (writeSync may write less than asked). */

@@ -44,6 +44,8 @@ export interface TensorSource {
   load(name: string): Float32Array | Promise<Float32Array>;
   /** A projection weight already stored in 4-bit (bitsandbytes checkpoints): used as is. */
   loadQuantized?(name: string): Quantized4bit | null;
+  /** Where the tensors come from (a file or folder), named in errors about them. */
+  readonly path?: string;
 }
 
 export interface LoraConfig extends LoraOptions {
@@ -114,13 +116,28 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
 
   // The cpu backend quantizes on the native addon (bit-identical, threaded); the lazy import keeps
   // the ref backend free of the addon.
-  const quantize: typeof quantize4bit = be.name === 'cpu' && options.quantization
+  const quantizeRaw: typeof quantize4bit = be.name === 'cpu' && options.quantization
     ? (await import('../backends/cpu/quantize4bit-native.js')).quantize4bitNative
     : quantize4bit;
+  // The quantizer knows values, not where they came from: a NaN weight is named by source and tensor.
+  const where = source.path === undefined ? '' : `${source.path.split(/[\\/]/).filter(Boolean).pop() ?? source.path}: `;
+  let quantizing = '';
+  const quantize: typeof quantize4bit = (values, q) => {
+    try {
+      return quantizeRaw(values, q);
+    } catch (e) {
+      throw new Error(`${where}tensor '${quantizing}': ${(e as Error).message}`, { cause: e });
+    }
+  };
 
   /** A tensor in 4-bit: as stored (bitsandbytes checkpoints) or quantized now. */
-  const quantizeTensor = async (name: string, shape: readonly number[]): Promise<Quantized4bit> =>
-    source.loadQuantized?.(name) ?? quantize(await need(name, shape), options.quantization!);
+  const quantizeTensor = async (name: string, shape: readonly number[]): Promise<Quantized4bit> => {
+    const stored = source.loadQuantized?.(name);
+    if (stored) return stored;
+    const values = await need(name, shape);
+    quantizing = name;
+    return quantize(values, options.quantization!);
+  };
 
   const targets = options.lora ? resolveTargets(options.lora.targets) : new Set<ProjectionName>();
   const loraLayers = options.lora?.layers ? new Set(options.lora.layers) : null;
@@ -154,6 +171,7 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
         options.onTensor?.(`${key}.weight`, index++, total);
         base = new Linear4bit(uploadPacked4bit(be, stored, shape[0], shape[1]), bias);
       } else if (options.quantization) {
+        quantizing = `${key}.weight`;
         const q = quantize(w!, options.quantization);
         base = new Linear4bit(uploadPacked4bit(be, q, shape[0], shape[1]), bias);
       } else {

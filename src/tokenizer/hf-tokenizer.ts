@@ -131,6 +131,8 @@ export class HfTokenizer implements Tokenizer {
   readonly chatTemplateFile: string | undefined;
 
   private readonly inner: HfJsTokenizer;
+  /** tokenizer.json's path, for messages. */
+  private readonly file: string;
   private readonly specialIds: ReadonlySet<number>;
 
   /** Loads tokenizer.json plus tokenizer_config.json, generation_config.json and chat_template.jinja when present. */
@@ -153,6 +155,7 @@ export class HfTokenizer implements Tokenizer {
 
   constructor(sources: HfTokenizerSources) {
     const file = sources.tokenizerFile ?? 'tokenizer.json';
+    this.file = file;
     validateTokenizerJson(sources.tokenizerJson, file);
     const config = sources.tokenizerConfig ?? {};
     const generation = sources.generationConfig ?? {};
@@ -245,12 +248,26 @@ export class HfTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
-    return this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    try {
+      return this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+    } catch (e) {
+      throw this.libraryFailure('encode', e);
+    }
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
     if (ids.length === 0) return ''; // tokenizers.js throws on an empty list
-    return this.inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+    try {
+      return this.inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+    } catch (e) {
+      throw this.libraryFailure('decode', e);
+    }
+  }
+
+  /** A library failure while tokenizing comes from a field of the file it was built from: name the file. */
+  private libraryFailure(what: 'encode' | 'decode', e: unknown): Error {
+    const message = (e as Error)?.message ?? String(e);
+    return new TokenizerFileError(this.file, `cannot ${what} with this tokenizer (${describeLibraryError(message)})`);
   }
 
   tokenToId(token: string): number | undefined {

@@ -103,7 +103,10 @@ function checkComponent(value: unknown, where: string, fail: (m: string) => neve
   for (const list of ['normalizers', 'pretokenizers', 'processors', 'decoders']) {
     if (c[list] === undefined) continue;
     if (!Array.isArray(c[list])) fail(`field '${where}.${list}' must be a list (found ${kind(c[list])})`);
-    (c[list] as unknown[]).forEach((item, i) => checkComponent(item, `${where}.${list}[${i}]`, fail, depth + 1));
+    (c[list] as unknown[]).forEach((item, i) => {
+      if (!isObject(item)) fail(`field '${where}.${list}[${i}]' must be an object (found ${kind(item)})`);
+      checkComponent(item, `${where}.${list}[${i}]`, fail, depth + 1);
+    });
   }
   if (c.pattern !== undefined) {
     const p = c.pattern;
@@ -194,12 +197,14 @@ export function catastrophicBacktracking(pattern: string): string | null {
 }
 
 function kind(v: unknown): string {
+  if (v === undefined) return 'nothing';
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   return typeof v === 'object' ? 'an object' : `${typeof v} ${short(v)}`;
 }
 
 function short(v: unknown): string {
+  if (v === undefined) return 'nothing';
   let s: string;
   try {
     s = JSON.stringify(v) ?? String(v);

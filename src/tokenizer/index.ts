@@ -51,7 +51,11 @@ export function loadTokenizer(target: string, options: LoadTokenizerOptions = {}
   }
   if (path.basename(target) === 'tokenizer.json') return HfTokenizer.fromDirectory(path.dirname(target));
   const head = fileHead(target, 256);
-  if (head.subarray(0, 4).equals(GGUF_MAGIC)) return tokenizerFromGgufMetadata(readGgufMetadata(target).metadata);
+  if (head.subarray(0, 4).equals(GGUF_MAGIC)) {
+    const tok = tokenizerFromGgufMetadata(readGgufMetadata(target).metadata);
+    // The chat template (if any) came from this file's tokenizer.chat_template: name it in messages.
+    return tok.chatTemplate === null ? tok : Object.assign(tok, { chatTemplateFile: `${target} (tokenizer.chat_template)` });
+  }
   if (looksLikeTiktoken(head.toString('latin1'))) return loadTiktokenLlama3(target);
   if (target.endsWith('.bin')) return Llama2cTokenizer.fromFile(target, options.vocabSize);
   throw new Error(

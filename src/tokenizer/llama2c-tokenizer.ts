@@ -54,14 +54,25 @@ export class Llama2cTokenizer implements Tokenizer {
 
   /** Reads tokenizer.bin (src/io/llama2c.ts); vocabSize checks the token count, which the file does not store. */
   static fromFile(file: string, vocabSize?: number): Llama2cTokenizer {
-    return Llama2cTokenizer.fromParsed(readLlama2cTokenizer(file, vocabSize));
+    return Llama2cTokenizer.fromParsed(readLlama2cTokenizer(file, vocabSize), file);
   }
 
-  static fromParsed(file: Llama2cTokenizerFile): Llama2cTokenizer {
+  /**
+   * run.c encodes any byte it has no piece for as token byte + 3, so those 256 ids must be the
+   * byte tokens: checked here, so no text can encode to an id the vocabulary lacks.
+   */
+  static fromParsed(file: Llama2cTokenizerFile, label = 'tokenizer.bin'): Llama2cTokenizer {
     if (file.tokens.length <= EOS_ID + 256) {
-      throw new Error(`tokenizer.bin: only ${file.tokens.length} tokens; expected 3 specials, 256 byte tokens and merges`);
+      throw new Error(`${label}: only ${file.tokens.length} tokens; expected 3 specials, 256 byte tokens and merges`);
     }
     const pieces = file.tokens.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength).toString('latin1'));
+    for (let b = 0; b < 256; b++) {
+      const want = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
+      const piece = pieces[b + BYTE_TOKEN_OFFSET]!;
+      if (piece !== want) {
+        throw new Error(`${label}: token ${b + BYTE_TOKEN_OFFSET} is ${JSON.stringify(fromBytes(piece)).slice(0, 40)}; expected the byte token ${want} (ids 3..258 are the 256 byte tokens)`);
+      }
+    }
     return new Llama2cTokenizer({ pieces, scores: file.scores });
   }
 
@@ -89,7 +100,8 @@ export class Llama2cTokenizer implements Tokenizer {
   }
 
   private encodeText(bytes: string, out: number[]): void {
-    const symbols: string[] = [' '];
+    // The dummy prefix is a piece of every real vocabulary; one cut short may lack it (then no prefix).
+    const symbols: string[] = this.idOf.has(' ') ? [' '] : [];
     let i = 0;
     while (i < bytes.length) {
       // One UTF-8 character: a lead byte plus up to 3 continuation bytes (run.c caps at 4 bytes).
@@ -104,7 +116,12 @@ export class Llama2cTokenizer implements Tokenizer {
       const id = this.idOf.get(t);
       return id === undefined ? undefined : this.vocab.scores[id];
     });
-    for (const piece of merged) out.push(this.idOf.get(piece)!);
+    for (const piece of merged) {
+      const id = this.idOf.get(piece);
+      if (id !== undefined) out.push(id);
+      // Merges only make pieces that exist; never emit an id the vocabulary lacks.
+      else for (let k = 0; k < piece.length; k++) out.push(piece.charCodeAt(k) + BYTE_TOKEN_OFFSET);
+    }
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {

@@ -20,6 +20,8 @@ export interface Tokenizer {
   readonly addEos: boolean;
   /** The model's Jinja chat template, if its files carry one. */
   readonly chatTemplate: string | null;
+  /** The file the chat template came from (tokenizer_config.json, chat_template.jinja, a .gguf), for messages. */
+  readonly chatTemplateFile?: string;
 
   /**
    * Token ids of `text`. addSpecialTokens (default true) adds BOS/EOS as the tokenizer config says;
