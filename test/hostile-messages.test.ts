@@ -15,6 +15,7 @@ import { writeFileAtomic } from '../src/io/atomic-write.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { configToHf } from '../src/io/config.js';
 import { readLlama2cTokenizer } from '../src/io/llama2c.js';
+import { loadPeftAdapter } from '../src/io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
 import { Llama2cTokenizer, loadTokenizer } from '../src/tokenizer/index.js';
 import { readTokenizerFixture } from './tokenizer-fixtures.js';
@@ -148,4 +149,9 @@ test('a truncated tokenizer.bin read without a vocab size never encodes to undef
   const bad = path.join(tmp, 'badbytes.bin');
   fs.writeFileSync(bad, shuffled);
   assert.throws(() => loadTokenizer(bad), /badbytes\.bin: token 4 is "<0xZZ>"; expected the byte token <0x01> \(ids 3\.\.258 are the 256 byte tokens\)$/);
+});
+
+test('a PEFT adapter_config.json missing a field says which, and that it is missing', () => {
+  const dir = folder('adapter', { 'adapter_config.json': JSON.stringify({ peft_type: 'LORA', lora_alpha: 16 }), 'adapter_model.safetensors': '' });
+  assert.throws(() => loadPeftAdapter(dir), (e: Error) => e.message === `${path.join(dir, 'adapter_config.json')}: r: Invalid input: expected number, but the field is missing`);
 });

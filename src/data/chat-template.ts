@@ -82,7 +82,8 @@ export class ChatTemplate {
       if (err instanceof TemplateLimitError) throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message}`);
       // Deep recursion in a template (a macro calling itself) ends in a RangeError: a template limit too.
       if (err instanceof RangeError) throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message} (recursion or output too large for a chat template)`);
-      throw new ChatRenderError(`chat template error: ${err instanceof Error ? err.message : String(err)}`);
+      // Jinja's own messages ("Cannot perform operation + on undefined values") speak of the template's variables.
+      throw new ChatRenderError(`chat template error: ${err instanceof Error ? err.message : String(err)} (template from ${this.origin})`);
     }
   }
 

@@ -205,7 +205,7 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
   const parsed = hfConfigSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    return fail(`invalid field '${issue.path.join('.')}': ${issue.message}`);
+    return fail(`invalid field '${issue.path.join('.')}': ${issue.message.replace(/, received undefined$/, ', but the field is missing')}`);
   }
   const h = parsed.data;
   let arch: Architecture | undefined;

@@ -121,7 +121,7 @@ export function loadPeftAdapter(dir: string): PeftAdapter {
   const parsed = adapterConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new Error(`${configPath}: ${issue.path.join('.') || 'config'}: ${issue.message}`);
+    throw new Error(`${configPath}: ${issue.path.join('.') || 'config'}: ${issue.message.replace(/, received undefined$/, ', but the field is missing')}`);
   }
   const config = parsed.data;
   if (config.use_dora) throw new Error(`${configPath}: DoRA adapters are not supported`);

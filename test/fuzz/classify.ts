@@ -6,6 +6,12 @@ import path from 'node:path';
 export const RAW_ENGINE_TEXT =
   /is not a function|Cannot read propert|Cannot set propert|is not iterable|is not defined|Cannot convert|Cannot create property|\bundefined\b|Maximum call stack|Invalid array length|Invalid string length|Invalid typed array length|Array buffer allocation failed|out of memory|Map maximum size/;
 
+/**
+ * The same without "undefined": for a chat template's own runtime errors, where Jinja speaks of
+ * the template's undefined variables ("Cannot perform operation + on undefined values").
+ */
+export const RAW_ENGINE_TEXT_IN_TEMPLATES = new RegExp(RAW_ENGINE_TEXT.source.replace('|\\bundefined\\b', ''));
+
 /** 'clean' or 'unclear <json message>' for an error thrown by a case whose mutated file is `target` in `dir`. */
 export function classify(e: unknown, target: string, dir: string): string {
   const message = e instanceof Error ? e.message : `non-Error thrown: ${String(e)}`;

@@ -15,7 +15,7 @@ import { readGgufMetadata } from '../../src/io/gguf.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterConfigJson, loadPeftAdapter } from '../../src/io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../../src/io/safetensors.js';
 import { loadTokenizer, type Tokenizer } from '../../src/tokenizer/index.js';
-import { RAW_ENGINE_TEXT } from './classify.js';
+import { RAW_ENGINE_TEXT_IN_TEMPLATES } from './classify.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const fixture = (p: string): string => path.join(root, 'fixtures', p);
@@ -412,7 +412,7 @@ export function subjects(scratch: string): Subject[] {
               } catch (e) {
                 // A template that cannot render a row is a row error (the loader adds file and row):
                 // fine unless its message is raw engine text.
-                if (!(e instanceof ChatRenderError) || RAW_ENGINE_TEXT.test(e.message)) throw e;
+                if (!(e instanceof ChatRenderError) || RAW_ENGINE_TEXT_IN_TEMPLATES.test(e.message)) throw e;
               }
             }
           },
