@@ -363,8 +363,16 @@ export function subjects(scratch: string): Subject[] {
       }),
     },
     {
+      // As a checkpoint, or as the vocabulary in its metadata (tokenizer.ggml.*).
       name: 'gguf',
-      make: (r) => ({ files: new Map([['model.gguf', mutateBytes(s.stories.gguf, r, 14176)]]), target: 'model.gguf', load: (dir) => loadAll(path.join(dir, 'model.gguf')) }),
+      make: (r) => {
+        const asTokenizer = r() < 0.4;
+        return {
+          files: new Map([['model.gguf', mutateBytes(s.stories.gguf, r, 14176)]]),
+          target: 'model.gguf',
+          load: (dir) => (asTokenizer ? exercise(loadTokenizer(path.join(dir, 'model.gguf'))) : loadAll(path.join(dir, 'model.gguf'))),
+        };
+      },
     },
     {
       name: 'llama2c',
