@@ -107,3 +107,11 @@ test('a safetensors header with a deeply nested or huge __metadata__ is refused 
   const missing = write('missing.safetensors', header('{"w":{"dtype":"F32","shape":[0]}}'));
   assert.throws(() => SafetensorsFile.open(missing), /^FileFormatError: missing\.safetensors: tensor 'w': field 'data_offsets' is missing \(an entry needs dtype, shape and data_offsets\)$/);
 });
+
+test('JSON Lines still read a lone carriage return as a line break (as before the byte-level reader)', async () => {
+  const { readJsonLines } = await import('../src/data/read-jsonl.js');
+  const file = write('cr.jsonl', '\uFEFF{"a":1}\r{"a":2}\r\n\r\n{"a":3}\n{"a":');
+  const rows = [];
+  for await (const r of readJsonLines(file)) rows.push(r.error ? `error line ${r.location.line}` : `${JSON.stringify(r.value)} line ${r.location.line}`);
+  assert.deepEqual(rows, ['{"a":1} line 1', '{"a":2} line 2', '{"a":3} line 4', 'error line 5']);
+});

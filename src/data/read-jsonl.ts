@@ -26,38 +26,31 @@ export async function* readJsonLines(file: string, displayName = file, options: 
   let partBytes = 0;
   let overLong = false;
 
-  const finishLine = (): RawRow | null => {
-    lineNo++;
+  /** Rows of one \n-terminated segment: a lone \r is a line break too (as readline reads it). */
+  const finishLine = (): RawRow[] => {
     if (overLong) {
+      lineNo++;
       const bytes = partBytes;
       parts = [];
       partBytes = 0;
       overLong = false;
       row++;
       const location = { file: displayName, line: lineNo, row };
-      return { error: new RowError(rowTooLongMessage(bytes, limit, 'this line'), location), location };
+      return [{ error: new RowError(rowTooLongMessage(bytes, limit, 'this line'), location), location }];
     }
-    let line = utf8.decode(parts.length === 1 ? parts[0]! : Buffer.concat(parts, partBytes));
+    let text = utf8.decode(parts.length === 1 ? parts[0]! : Buffer.concat(parts, partBytes));
     parts = [];
     partBytes = 0;
-    if (line.endsWith('\r')) line = line.slice(0, -1);
-    if (lineNo === 1 && line.charCodeAt(0) === 0xfeff) line = line.slice(1);
-    if (line.trim() === '') return null;
-    row++;
-    const location = { file: displayName, line: lineNo, row };
-    const deep = jsonNestingBeyond(line, MAX_ROW_JSON_DEPTH);
-    if (deep !== null) {
-      const at = { ...location, column: deep + 1 };
-      return { error: new RowError(`JSON nested deeper than ${MAX_ROW_JSON_DEPTH} levels`, at), location: at };
+    if (text.endsWith('\r')) text = text.slice(0, -1);
+    const out: RawRow[] = [];
+    for (let line of text.includes('\r') ? text.split('\r') : [text]) {
+      lineNo++;
+      if (lineNo === 1 && line.charCodeAt(0) === 0xfeff) line = line.slice(1);
+      if (line.trim() === '') continue;
+      row++;
+      out.push(parseLine(line, { file: displayName, line: lineNo, row }));
     }
-    try {
-      return { value: JSON.parse(line), location };
-    } catch (err) {
-      if (!(err instanceof SyntaxError)) throw err;
-      const problem = findJsonSyntaxProblem(line) ?? { offset: 0, message: err.message };
-      const at = { ...location, column: problem.offset + 1 };
-      return { error: new RowError(`malformed JSON: ${problem.message}`, at), location: at };
-    }
+    return out;
   };
 
   const take = (bytes: Buffer): void => {
@@ -82,14 +75,27 @@ export async function* readJsonLines(file: string, displayName = file, options: 
     while ((nl = buf.indexOf(10, start)) >= 0) {
       take(buf.subarray(start, nl));
       start = nl + 1;
-      const r = finishLine();
-      if (r) yield r;
+      yield* finishLine();
     }
     // The chunk buffer is not reused by the stream, so a view is safe to keep.
     if (start < buf.length) take(buf.subarray(start));
   }
-  if (partBytes > 0 || overLong) {
-    const r = finishLine();
-    if (r) yield r;
+  if (partBytes > 0 || overLong) yield* finishLine();
+}
+
+/** One line's JSON value, or a row error saying where and why it is not one. */
+function parseLine(line: string, location: { file: string; line: number; row: number }): RawRow {
+  const deep = jsonNestingBeyond(line, MAX_ROW_JSON_DEPTH);
+  if (deep !== null) {
+    const at = { ...location, column: deep + 1 };
+    return { error: new RowError(`JSON nested deeper than ${MAX_ROW_JSON_DEPTH} levels`, at), location: at };
+  }
+  try {
+    return { value: JSON.parse(line), location };
+  } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
+    const problem = findJsonSyntaxProblem(line) ?? { offset: 0, message: err.message };
+    const at = { ...location, column: problem.offset + 1 };
+    return { error: new RowError(`malformed JSON: ${problem.message}`, at), location: at };
   }
 }
