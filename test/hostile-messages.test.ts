@@ -155,3 +155,11 @@ test('a PEFT adapter_config.json missing a field says which, and that it is miss
   const dir = folder('adapter', { 'adapter_config.json': JSON.stringify({ peft_type: 'LORA', lora_alpha: 16 }), 'adapter_model.safetensors': '' });
   assert.throws(() => loadPeftAdapter(dir), (e: Error) => e.message === `${path.join(dir, 'adapter_config.json')}: r: Invalid input: expected number, but the field is missing`);
 });
+
+test('a GGUF whose vocabulary metadata is incomplete is named when loaded as a tokenizer', async () => {
+  const { writeGguf } = await import('../src/io/gguf-writer.js');
+  const { GgufValueType } = await import('../src/io/gguf.js');
+  const file = path.join(tmp, 'novocab.gguf');
+  writeGguf(file, [{ key: 'general.architecture', type: GgufValueType.STRING, value: 'llama' }, { key: 'tokenizer.ggml.model', type: GgufValueType.STRING, value: 'llama' }], []);
+  assert.throws(() => loadTokenizer(file), (e: Error) => e.message.startsWith(`${file}: `) && /tokenizer\.ggml\.tokens/.test(e.message));
+});

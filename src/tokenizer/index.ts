@@ -52,7 +52,15 @@ export function loadTokenizer(target: string, options: LoadTokenizerOptions = {}
   if (path.basename(target) === 'tokenizer.json') return HfTokenizer.fromDirectory(path.dirname(target));
   const head = fileHead(target, 256);
   if (head.subarray(0, 4).equals(GGUF_MAGIC)) {
-    const tok = tokenizerFromGgufMetadata(readGgufMetadata(target).metadata);
+    let tok: Tokenizer;
+    try {
+      tok = tokenizerFromGgufMetadata(readGgufMetadata(target).metadata);
+    } catch (e) {
+      // Metadata problems are found after the file is read: name it.
+      const message = (e as Error).message;
+      if (message.includes(path.basename(target))) throw e;
+      throw new Error(`${target}: ${message.replace(/^GGUF tokenizer: /, '')}`, { cause: e });
+    }
     // The chat template (if any) came from this file's tokenizer.chat_template: name it in messages.
     return tok.chatTemplate === null ? tok : Object.assign(tok, { chatTemplateFile: `${target} (tokenizer.chat_template)` });
   }
