@@ -81,7 +81,7 @@ export class ChatTemplate {
     } catch (err) {
       if (err instanceof TemplateLimitError) throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message}`);
       // Deep recursion in a template (a macro calling itself) ends in a RangeError: a template limit too.
-      if (err instanceof RangeError) throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message} (recursion or output too large for a chat template)`);
+      if (err instanceof RangeError && /call stack|string length|array length|allocation/i.test(err.message)) throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message} (recursion or output too large for a chat template)`);
       // Jinja's own messages ("Cannot perform operation + on undefined values") speak of the template's variables.
       throw new ChatRenderError(`chat template error: ${err instanceof Error ? err.message : String(err)} (template from ${this.origin})`);
     }
