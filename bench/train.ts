@@ -153,7 +153,7 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   });
   const buildSeconds = (performance.now() - t0) / 1000;
   // What `qlora train` does after loading (see releaseBuildGarbage): the dead full-precision copies go.
-  await releaseBuildGarbage();
+  await releaseBuildGarbage(model.backend);
   const weights = baseWeightBytes(model);
   const params = model.parameters();
   const optimizer = new AdamW(params);

@@ -231,7 +231,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     maxPositions: config.seqLen,
   });
   // Full-precision copies made while quantizing are garbage now: return them before training.
-  await releaseBuildGarbage();
+  await releaseBuildGarbage(model.backend);
   const c = checkpoint.config;
   const trainable = model.parameters().reduce((s, p) => s + p.value.size, 0);
   log(`model: ${c.architecture} ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} (${checkpoint.source}); base ${config.quant === 'none' ? 'f32' : `${config.quant.toUpperCase()}${config.doubleQuant ? ' + double quant' : ''}`}; LoRA r=${lora.r} alpha=${lora.alpha} on ${model.loraLayers().length} projections: ${formatCount(trainable)} trainable parameters (${(performance.now() - t0) / 1000 < 10 ? ((performance.now() - t0) / 1000).toFixed(1) : Math.round((performance.now() - t0) / 1000)} s to load)`);

@@ -3,10 +3,11 @@ import type { DType } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { DenseLinear, type FrozenLinear, Linear4bit } from '../nn/linear.js';
 import { LoraLinear, type LoraOptions } from '../nn/lora.js';
-import { type Quantized4bit, quantize4bit, type Quantize4bitOptions } from '../quant/quantize4bit.js';
+import type { Quantized4bit, Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { uploadPacked4bit } from '../quant/upload.js';
 import { ropeTables, type RopeScaling } from '../backends/rope-tables.js';
 import { checkLoraRank, projectionShapes } from './lora-rank.js';
+import { type HostQuantize4bit, quantizerFor } from '../backends/capabilities.js';
 import {
   type LlamaDims,
   type LlamaLayer,
@@ -114,15 +115,12 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
   };
   const upload = async (name: string, shape: readonly number[]): Promise<Tensor> => be.fromArray(await need(name, shape), shape, dtype);
 
-  // The cpu backend quantizes on the native addon (bit-identical, threaded); the lazy import keeps
-  // the ref backend free of the addon.
-  const quantizeRaw: typeof quantize4bit = be.name === 'cpu' && options.quantization
-    ? (await import('../backends/cpu/quantize4bit-native.js')).quantize4bitNative
-    : quantize4bit;
+  // A backend with a faster host quantizer (cpu: the native one) quantizes with it; same bits.
+  const quantizeRaw = quantizerFor(be);
   // The quantizer knows values, not where they came from: a NaN weight is named by source and tensor.
   const where = source.path === undefined ? '' : `${source.path.split(/[\\/]/).filter(Boolean).pop() ?? source.path}: `;
   let quantizing = '';
-  const quantize: typeof quantize4bit = (values, q) => {
+  const quantize: HostQuantize4bit = (values, q) => {
     try {
       return quantizeRaw(values, q);
     } catch (e) {

@@ -213,4 +213,12 @@ export interface Backend {
    * float64. webgpu has no f64 and computes it in f32 (within about an ulp; see its optim.ts).
    */
   adamw8bit(param: Tensor, grad: Tensor, state: AdamW8bitState, options: AdamWOptions): void;
+
+  // ---- optional capabilities ---------------------------------------------------------------------
+  // Callers test for these, never for a backend's name. Capabilities typed by higher layers (a
+  // faster host quantizer) are reached through src/backends/capabilities.ts.
+  /** One line on what this backend runs on here (instruction set and threads; a device's name). */
+  describe?(): string;
+  /** Returns freed heap memory to the operating system (after building a model); true when it did. */
+  trimMemory?(): boolean;
 }

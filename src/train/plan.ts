@@ -21,6 +21,7 @@ import type { BuildConfig } from '../models/build.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { configFromHf, type LlamaConfig, loadHfConfig } from '../io/config.js';
 import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
+import type { Backend } from '../tensor/backend.js';
 import { BYTES_PER_ELEMENT, type DType } from '../tensor/dtype.js';
 import { chunkSizes, growChunkSize, MAX_CHUNK_BYTES } from '../tensor/arena.js';
 
@@ -646,7 +647,7 @@ export function resolvePlanModel(spec: string): { config: LlamaConfig; label: st
  * training (6.09 GiB peak against the 5.57 GiB the plan counts); the plan assumes this ran after
  * building. Returns what could be done (a collector / a native trim).
  */
-export async function releaseBuildGarbage(): Promise<{ collected: boolean; trimmed: boolean }> {
+export async function releaseBuildGarbage(backend?: Backend): Promise<{ collected: boolean; trimmed: boolean }> {
   let gc = (globalThis as { gc?: () => void }).gc;
   if (!gc) {
     try {
@@ -663,12 +664,7 @@ export async function releaseBuildGarbage(): Promise<{ collected: boolean; trimm
     await new Promise((resolve) => setTimeout(resolve, 50));
     gc();
   }
-  let trimmed = false;
-  try {
-    const { native } = await import('../backends/cpu/native.js');
-    if (typeof native.trimMemory === 'function') trimmed = (native.trimMemory as () => boolean)();
-  } catch {
-    // No native addon (ref backend only): nothing to trim.
-  }
+  // The backend trims its allocator when it can (cpu: malloc_trim); others have nothing to trim.
+  const trimmed = backend?.trimMemory?.() ?? false;
   return { collected: gc !== undefined, trimmed };
 }

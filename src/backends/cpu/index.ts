@@ -12,6 +12,8 @@ import * as attention from './attention.js';
 import * as loss from './loss.js';
 import * as optim from './optim.js';
 import { native } from './native.js';
+import { quantize4bitNative } from './quantize4bit-native.js';
+import type { HostQuantize4bit } from '../capabilities.js';
 
 const KERNELS = kernelTable([elementwise, matmul, quant4bit, embedding, norm, rope, attention, loss, optim]);
 
@@ -48,6 +50,18 @@ export class CpuBackend extends HostMemory implements Backend {
   }
 
   readonly floatTypes: readonly DType[] = ['f32'];
+
+  /** Capability (capabilities.ts): the threaded native quantizer, bit-identical to the TypeScript one. */
+  readonly quantize4bitHost: HostQuantize4bit = quantize4bitNative;
+
+  describe(): string {
+    return `native addon (${this.simd}, ${this.threads} threads)`;
+  }
+
+  /** malloc_trim where the addon has it: the heap holes building a model leaves go back to the OS. */
+  trimMemory(): boolean {
+    return typeof native.trimMemory === 'function' ? (native.trimMemory as () => boolean)() : false;
+  }
 
   constructor() {
     super();

@@ -46,6 +46,10 @@ export class RefBackend extends HostMemory implements Backend {
 
   readonly floatTypes: readonly DType[] = ['f32', 'f64'];
 
+  describe(): string {
+    return 'plain TypeScript reference (f32, f64)';
+  }
+
   constructor() {
     super();
     // The ops come from the per-op modules (see kernelTable); declaration merging types them.

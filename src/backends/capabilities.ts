@@ -1,0 +1,22 @@
+/**
+ * Optional backend abilities whose types belong to layers above `tensor` (where the Backend
+ * interface lives): callers ask for the ability, never for a backend's name.
+ */
+import { type Quantize4bitOptions, type Quantized4bit, quantize4bit } from '../quant/quantize4bit.js';
+import type { Backend } from '../tensor/backend.js';
+
+export type HostQuantize4bit = (values: ArrayLike<number>, options?: Quantize4bitOptions) => Quantized4bit;
+
+/** A backend with a host quantizer faster than src/quant/quantize4bit.ts and bit-identical to it. */
+export interface QuantizingBackend extends Backend {
+  readonly quantize4bitHost: HostQuantize4bit;
+}
+
+export function hasHostQuantizer(be: Backend): be is QuantizingBackend {
+  return typeof (be as Partial<QuantizingBackend>).quantize4bitHost === 'function';
+}
+
+/** The quantizer to build a model with on `be`: its own when it has one, else the TypeScript one (same bits). */
+export function quantizerFor(be: Backend): HostQuantize4bit {
+  return hasHostQuantizer(be) ? be.quantize4bitHost : quantize4bit;
+}
