@@ -2,9 +2,10 @@
 
 // tensor and backends
 export type { DType, HostArray } from './tensor/dtype.js';
-export { Tensor } from './tensor/tensor.js';
-export type { Arena } from './tensor/arena.js';
+export { Tensor, type DeviceStorage, type HostStorage, type Storage } from './tensor/tensor.js';
+export { type Arena, type ArenaChunk, ChunkArena } from './tensor/arena.js';
 export type {
+  AdamW8bitState,
   AdamWOptions,
   AttentionOptions,
   Backend,

@@ -126,6 +126,28 @@ withThreads('sumOfSquares matches ref, accumulates, and is bit-identical on repe
   }
 });
 
+withThreads('sum equals ref f32 to the last bit (float64 in element order), accumulates, and rejects bad shapes', () => {
+  for (const n of SIZES) {
+    const values = data(n, 10);
+    const xc = cpu.fromArray(values, [n]);
+    const xr = ref.fromArray(values, [n]);
+    const oc = cpu.fromArray([1.25], [1]);
+    const or = ref.fromArray([1.25], [1]);
+    cpu.sum(xc, oc, true);
+    ref.sum(xr, or, true);
+    assert.deepEqual(oc.data, or.data, `sum accumulate n=${n}`);
+    let s = 0;
+    for (const v of values) s += v;
+    assert.equal(oc.data[0], Math.fround(1.25 + s));
+    cpu.sum(xc, oc, false);
+    assert.equal(oc.data[0], Math.fround(s));
+    for (const t of [xc, xr, oc, or]) t.dispose();
+  }
+  const x = cpu.zeros([3]);
+  assert.throws(() => cpu.sum(x, cpu.zeros([2]), false), /cpu\.sum: out has 2 elements, expected 1/);
+  x.dispose();
+});
+
 withThreads('swiglu and its backward match ref (dgate/dup may alias gate/up)', () => {
   for (const n of SIZES) {
     const gate = pair(data(n, 3), [n]);

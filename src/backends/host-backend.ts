@@ -57,7 +57,7 @@ export abstract class HostMemory {
 
 /** Every op of the Backend interface (everything but memory management). */
 export const KERNEL_NAMES = [
-  'fill', 'copy', 'add', 'scale', 'axpy', 'sumOfSquares', 'matmul', 'matmul4bit', 'matmul4bitInputGrad', 'dequantize4bit', 'embedding4bit',
+  'fill', 'copy', 'add', 'scale', 'axpy', 'sumOfSquares', 'sum', 'matmul', 'matmul4bit', 'matmul4bitInputGrad', 'dequantize4bit', 'embedding4bit',
   'embedding', 'embeddingBackward', 'rmsnorm', 'rmsnormBackward', 'rope', 'attention', 'attentionBackward', 'swiglu',
   'swigluBackward', 'crossEntropy', 'dropout', 'adamw', 'adamw8bit',
 ] as const satisfies readonly (keyof Backend)[];

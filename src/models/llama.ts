@@ -90,7 +90,11 @@ export interface StepOptions {
   readonly timings?: StepTimings;
 }
 
-/** Where a step's time went (accumulated across calls; the kernels are synchronous). */
+/**
+ * Where a step's time went (accumulated across calls). Kernels may run asynchronously (a device
+ * queue), so when timings are asked for the model reads one element back at each phase boundary:
+ * an in-order queue has then finished everything before it. Timing a step thus costs a few syncs.
+ */
 export interface StepTimings {
   /** Embedding and the decoder layers' forward pass. */
   forwardMs: number;
@@ -350,16 +354,36 @@ export class LlamaModel {
    * Loss of a batch and, when training, its gradients: forward through all layers, chunked
    * cross-entropy fused with its backward, then backward through the layers (recomputing each
    * layer's activations first when gradient checkpointing is on). LoRA gradients accumulate into
-   * each Param.grad (call zeroGrad on them first).
+   * each Param.grad (call zeroGrad on them first). Reads the loss back (see lossAndGradientsInto
+   * for the variant that leaves it on the device).
    */
   async lossAndGradients(batch: ModelBatch, arena: Arena, layerArena: Arena, options: StepOptions, backward = true): Promise<LossResult> {
+    // A long-lived scalar rather than an arena tensor: the step arena's layout stays what the
+    // planner replays (src/train/plan.ts).
+    this.lossScratch ??= this.backend.zeros([1], this.dtype);
+    const { tokens } = await this.lossAndGradientsInto(batch, arena, layerArena, options, backward, this.lossScratch);
+    return { lossSum: (await this.lossScratch.read())[0]!, tokens };
+  }
+
+  private lossScratch: Tensor | null = null;
+
+  /**
+   * lossAndGradients with the loss sum (over counted tokens) written to `lossSum` ([1], e.g. one
+   * element of a statistics tensor) on the backend instead of read back, so a training step can
+   * read its losses and gradient norm in one transfer. Returns the number of counted tokens.
+   */
+  async lossAndGradientsInto(
+    batch: ModelBatch, arena: Arena, layerArena: Arena, options: StepOptions, backward: boolean, lossSum: Tensor,
+  ): Promise<{ tokens: number }> {
     const be = this.backend;
     const d = this.dims;
     const n = batch.batchSize * batch.seqLen;
     const shape = { batch: batch.batchSize, seq: batch.seqLen };
     const timings = options.timings;
     let mark = timings ? performance.now() : 0;
-    const lap = (): number => {
+    // Milliseconds since the last mark, measured once `probe` can be read back (see StepTimings).
+    const lap = async (probe: Tensor): Promise<number> => {
+      await be.read(firstElement(probe));
       const now = performance.now();
       const ms = now - mark;
       mark = now;
@@ -385,7 +409,7 @@ export class LlamaModel {
       else layerArena.reset();
       x = out;
     }
-    if (timings) timings.forwardMs += lap();
+    if (timings) timings.forwardMs += await lap(x);
     // Final norm + chunked vocabulary projection and cross-entropy (+ its gradient).
     const hf = arena.alloc([n, d.hiddenSize], this.dtype);
     const rstdF = arena.alloc([n], this.dtype);
@@ -402,11 +426,9 @@ export class LlamaModel {
       be.crossEntropy(logits, labels.rows(r0, r1), -100, losses.rows(r0, r1), backward ? logits : null, gradScale);
       if (dhf) this.lmHead.inputGrad(logits, dhf.rows(r0, r1), false);
     }
-    const lossValues = await losses.read();
-    let lossSum = 0;
-    for (let i = 0; i < n; i++) lossSum += lossValues[i]!;
-    if (timings) timings.lossMs += lap();
-    if (!backward || !dhf) return { lossSum, tokens };
+    be.sum(losses, lossSum, false);
+    if (timings) timings.lossMs += await lap(lossSum);
+    if (!backward || !dhf) return { tokens };
 
     // Layer-input gradients ping-pong between two buffers; each layer's temporaries live in
     // layerArena, recycled per layer, so backward memory does not grow with depth.
@@ -417,9 +439,13 @@ export class LlamaModel {
       layerArena.reset();
       let tape: LayerTape;
       if (ckpt) {
+        if (timings) await be.read(firstElement(dOut));
         const t0 = timings ? performance.now() : 0;
         tape = this.layerForward(i, inputs[i]!, shape, positions, segments, layerArena, layerArena, options.training, options.stepSeed, null).tape;
-        if (timings) timings.recomputeMs += performance.now() - t0;
+        if (timings) {
+          await be.read(firstElement(dOut));
+          timings.recomputeMs += performance.now() - t0;
+        }
       } else {
         tape = tapes[i]!;
       }
@@ -428,8 +454,9 @@ export class LlamaModel {
       if (dx) dOut = dx;
     }
     layerArena.reset();
-    if (timings) timings.backwardMs += lap();
-    return { lossSum, tokens };
+    // A device queue runs in order: reading any tensor waits for every kernel queued before.
+    if (timings) timings.backwardMs += await lap(dOut);
+    return { tokens };
   }
 
   /**
@@ -480,6 +507,8 @@ export class LlamaModel {
     }
     this.rope.cos.dispose();
     this.rope.sin.dispose();
+    this.lossScratch?.dispose();
+    this.lossScratch = null;
   }
 }
 
@@ -544,3 +573,7 @@ export class KvCache {
   }
 }
 
+/** A one-element view (a cheap read-back that still waits for the queue). */
+function firstElement(t: Tensor): Tensor {
+  return t.view([t.size]).rows(0, Math.min(1, t.size));
+}

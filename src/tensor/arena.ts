@@ -1,7 +1,7 @@
 import { constants as bufferConstants } from 'node:buffer';
 import type { Backend } from './backend.js';
 import { BYTES_PER_ELEMENT, type DType, hostArrayFor, shapeString, shapeSize } from './dtype.js';
-import { Tensor } from './tensor.js';
+import { type Storage, Tensor } from './tensor.js';
 
 /**
  * Per-step memory: tensors are carved out of large chunks by bumping an offset, and reset()
@@ -25,7 +25,15 @@ export interface Arena {
   dispose(): void;
 }
 
-/** A chunk of host memory an arena carves tensors from. */
+/** A block of a backend's memory that an arena carves tensors from. */
+export interface ArenaChunk {
+  readonly byteLength: number;
+  /** Storage for `length` elements of `dtype` starting `byteOffset` bytes (64-byte aligned) into the block. */
+  storageAt(byteOffset: number, dtype: DType, length: number): Storage;
+  release(): void;
+}
+
+/** A chunk of host memory (ref: a JS ArrayBuffer, cpu: native aligned memory). */
 export interface HostChunk {
   readonly buffer: ArrayBuffer;
   release(): void;
@@ -53,13 +61,13 @@ export function growChunkSize(bytes: number, lastChunk: number, maxChunk: number
 }
 
 /**
- * Arena over host memory, shared by the host backends. `allocChunk` supplies the memory (JS
- * ArrayBuffers for ref, native aligned blocks for cpu). When a step needs more than the current
- * chunk, another chunk is added; on reset the chunks are merged into one big enough for the
- * largest step, so steady state is a single chunk and zero allocations.
+ * Arena over any backend's memory: `allocChunk` supplies blocks (host buffers, device buffers),
+ * each tensor is a byte range of one, and zeros() clears through the backend's fill op. When a
+ * step needs more than the current chunk, another chunk is added; on reset the chunks are merged
+ * into one big enough for the largest step, so steady state is a single chunk and zero allocations.
  */
-export class HostArena implements Arena {
-  private chunks: HostChunk[] = [];
+export class ChunkArena implements Arena {
+  private chunks: ArenaChunk[] = [];
   private chunkIndex = 0;
   private offset = 0;
   private usedInEarlierChunks = 0;
@@ -69,7 +77,7 @@ export class HostArena implements Arena {
 
   constructor(
     private readonly backend: Backend,
-    private readonly allocChunk: (bytes: number) => HostChunk,
+    private readonly allocChunk: (bytes: number) => ArenaChunk,
     initialBytes: number,
     readonly name: string,
     private readonly maxChunkBytes: number = MAX_CHUNK_BYTES,
@@ -90,7 +98,7 @@ export class HostArena implements Arena {
   }
 
   get capacity(): number {
-    return this.chunks.reduce((s, c) => s + c.buffer.byteLength, 0);
+    return this.chunks.reduce((s, c) => s + c.byteLength, 0);
   }
 
   alloc(shape: readonly number[], dtype: DType = 'f32'): Tensor {
@@ -104,21 +112,21 @@ export class HostArena implements Arena {
       );
     }
     let chunk = this.chunks[this.chunkIndex];
-    if (!chunk || this.offset + bytes > chunk.buffer.byteLength) {
+    if (!chunk || this.offset + bytes > chunk.byteLength) {
       this.usedInEarlierChunks += this.offset;
       this.offset = 0;
       this.chunkIndex = chunk ? this.chunkIndex + 1 : this.chunkIndex;
       chunk = this.chunks[this.chunkIndex];
-      if (!chunk || bytes > chunk.buffer.byteLength) {
+      if (!chunk || bytes > chunk.byteLength) {
         const last = this.chunks[this.chunks.length - 1];
-        chunk = this.allocChunk(growChunkSize(bytes, last ? last.buffer.byteLength : 0, this.maxChunkBytes));
+        chunk = this.allocChunk(growChunkSize(bytes, last ? last.byteLength : 0, this.maxChunkBytes));
         this.chunks.splice(this.chunkIndex, 0, chunk);
       }
     }
-    const array = hostArrayFor(dtype, chunk.buffer, this.offset, length);
+    const storage = chunk.storageAt(this.offset, dtype, length);
     this.offset += bytes;
     this._peak = Math.max(this._peak, this.bytesInUse);
-    return new Tensor(this.backend, [...shape], dtype, { kind: 'host', array }, {
+    return new Tensor(this.backend, [...shape], dtype, storage, {
       kind: 'arena',
       arena: this,
       generation: this._generation,
@@ -136,7 +144,7 @@ export class HostArena implements Arena {
     if (this.chunks.length > 1) {
       // Merge: one chunk as large as everything this step needed (several when that is more than
       // one block may hold), unless it already is as merged as it can be.
-      const total = this.chunks.reduce((s, c) => s + c.buffer.byteLength, 0);
+      const total = this.chunks.reduce((s, c) => s + c.byteLength, 0);
       const sizes = chunkSizes(total, this.maxChunkBytes);
       if (sizes.length < this.chunks.length) {
         for (const c of this.chunks) c.release();
@@ -156,6 +164,24 @@ export class HostArena implements Arena {
     for (const c of this.chunks) c.release();
     this.chunks = [];
   }
+}
+
+/** The arena of the host backends: chunks are host buffers, tensors typed arrays over them. */
+export class HostArena extends ChunkArena {
+  constructor(
+    backend: Backend, allocChunk: (bytes: number) => HostChunk, initialBytes: number, name: string,
+    maxChunkBytes: number = MAX_CHUNK_BYTES,
+  ) {
+    super(backend, (bytes) => hostArenaChunk(allocChunk(bytes)), initialBytes, name, maxChunkBytes);
+  }
+}
+
+function hostArenaChunk(chunk: HostChunk): ArenaChunk {
+  return {
+    byteLength: chunk.buffer.byteLength,
+    storageAt: (byteOffset, dtype, length) => ({ kind: 'host', array: hostArrayFor(dtype, chunk.buffer, byteOffset, length) }),
+    release: () => chunk.release(),
+  };
 }
 
 function roundUp(bytes: number): number {

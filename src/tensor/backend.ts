@@ -134,6 +134,12 @@ export interface Backend {
   axpy(alpha: number, x: Tensor, y: Tensor): void;
   /** out[0] (+)= Σ x² (accumulated in f64 per thread, summed in a fixed order); accumulate=false overwrites. */
   sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void;
+  /**
+   * out[0] (+)= Σ x, summed in float64 in element order (then added to out[0] and stored in its
+   * dtype): the same bits on every backend. For small reductions that stay on the device (a
+   * batch's loss) until one read-back.
+   */
+  sum(x: Tensor, out: Tensor, accumulate: boolean): void;
 
   // ---- matrix products -----------------------------------------------------------------------
   /**

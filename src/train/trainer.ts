@@ -174,7 +174,13 @@ function fingerprint(o: TrainOptions, lora: LoraConfig): string {
 export class Trainer {
   private readonly arena: Arena;
   private readonly layerArena: Arena;
-  private readonly normScratch: Tensor;
+  /**
+   * One step's statistics on the backend: the loss sum of each micro-batch, then the squared
+   * gradient norm — read back together, once per optimizer step.
+   */
+  private readonly stepStats: Tensor;
+  /** Evaluation's running loss sum and the current batch's, read back once per evaluation. */
+  private readonly evalStats: Tensor;
   private interrupted = false;
 
   constructor(
@@ -188,7 +194,8 @@ export class Trainer {
     const be = model.backend;
     this.arena = be.createArena(options.arenaBytes?.step ?? 1 << 20, 'step');
     this.layerArena = be.createArena(options.arenaBytes?.layer ?? 1 << 20, 'layer');
-    this.normScratch = be.zeros([1], model.dtype);
+    this.stepStats = be.zeros([options.gradAccum + 1], model.dtype);
+    this.evalStats = be.zeros([2], model.dtype);
   }
 
   /** Asks the loop to stop after the current step (it checkpoints first). */
@@ -205,17 +212,21 @@ export class Trainer {
   /** Mean loss over the evaluation batches (no dropout, no gradients). */
   async evaluate(): Promise<{ loss: number; tokens: number } | null> {
     if (!this.evalBatches) return null;
-    let sum = 0;
+    const be = this.model.backend;
+    const total = this.evalStats.rows(0, 1);
+    const batchSum = this.evalStats.rows(1, 2);
+    be.fill(total, 0);
     let tokens = 0;
     for (const batch of this.evalBatches()) {
       this.arena.reset();
-      const r = await this.model.lossAndGradients(batch, this.arena, this.layerArena, {
+      const r = await this.model.lossAndGradientsInto(batch, this.arena, this.layerArena, {
         training: false, stepSeed: 0, gradientCheckpointing: false, lossChunkRows: this.options.lossChunkRows, gradScale: 1,
-      }, false);
-      sum += r.lossSum;
+      }, false, batchSum);
+      be.sum(batchSum, total, true);
       tokens += r.tokens;
     }
     this.arena.reset();
+    const sum = (await this.evalStats.read())[0]!;
     return tokens > 0 ? { loss: sum / tokens, tokens } : null;
   }
 
@@ -226,15 +237,16 @@ export class Trainer {
     return out;
   }
 
-  private async globalGradNorm(): Promise<number> {
+  /** The squared global gradient norm into the last element of stepStats (on the backend). */
+  private queueGradNormSquared(): void {
     const be = this.model.backend;
+    const out = this.stepStats.rows(this.options.gradAccum, this.options.gradAccum + 1);
     let first = true;
     for (const p of this.model.parameters()) {
-      be.sumOfSquares(p.grad!, this.normScratch, !first);
+      be.sumOfSquares(p.grad!, out, !first);
       first = false;
     }
-    const v = await this.normScratch.read();
-    return Math.sqrt(v[0]!);
+    if (first) be.fill(out, 0);
   }
 
   async run(): Promise<TrainSummary> {
@@ -370,26 +382,33 @@ export class Trainer {
       while (step < o.maxSteps) {
         const stepStart = performance.now();
         for (const p of params) p.zeroGrad();
-        let lossSum = 0;
+        // Kernels are queued (a device backend runs them asynchronously); the step's losses and
+        // gradient norm come back in one read once everything before it has run.
+        const lossTokensPerMicro: number[] = [];
         let tokens = 0;
-        let lossTokens = 0;
         for (let micro = 0; micro < o.gradAccum; micro++) {
           const batch = this.train.next();
           this.arena.reset();
-          const r = await this.model.lossAndGradients(batch, this.arena, this.layerArena, {
+          const r = await this.model.lossAndGradientsInto(batch, this.arena, this.layerArena, {
             training: true,
             stepSeed: mix32((mix32(o.seed >>> 0) + step * o.gradAccum + micro) >>> 0),
             gradientCheckpointing: o.gradientCheckpointing,
             lossChunkRows: o.lossChunkRows,
             gradScale: 1 / o.gradAccum,
-          });
-          lossSum += r.tokens > 0 ? r.lossSum / r.tokens : 0;
-          lossTokens += r.tokens;
+          }, true, this.stepStats.rows(micro, micro + 1));
+          lossTokensPerMicro.push(r.tokens);
           tokens += batch.batchSize * batch.seqLen;
         }
         this.arena.reset();
+        this.queueGradNormSquared();
+        const stats = await this.stepStats.read();
+        let lossSum = 0;
+        lossTokensPerMicro.forEach((t, micro) => {
+          lossSum += t > 0 ? stats[micro]! / t : 0;
+        });
+        const lossTokens = lossTokensPerMicro.reduce((a, b) => a + b, 0);
         const loss = lossSum / o.gradAccum;
-        const gradNorm = await this.globalGradNorm();
+        const gradNorm = Math.sqrt(stats[o.gradAccum]!);
         const lr = learningRate(step, { kind: o.schedule, lr: o.lr, warmupSteps: o.warmupSteps, totalSteps: o.maxSteps });
         let skipped = false;
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
@@ -483,7 +502,8 @@ export class Trainer {
   dispose(): void {
     this.arena.dispose();
     this.layerArena.dispose();
-    this.normScratch.dispose();
+    this.stepStats.dispose();
+    this.evalStats.dispose();
   }
 }
 

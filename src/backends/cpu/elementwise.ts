@@ -85,6 +85,20 @@ export function sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void 
   sumOfSquaresF32(xs, o, x.size, accumulate);
 }
 
+/**
+ * out[0] (+)= Σ x in float64, element order: a sequential loop here rather than a threaded native
+ * reduction, because the contract fixes the summation order (the same bits as ref) and its uses
+ * are small (a batch's per-row losses).
+ */
+export function sum(x: Tensor, out: Tensor, accumulate: boolean): void {
+  const xs = f32('sum', 'x', x);
+  const o = f32('sum', 'out', out);
+  expectSize('sum', 'out', out, 1);
+  let s = 0;
+  for (let i = 0; i < xs.length; i++) s += xs[i]!;
+  o[0] = accumulate ? o[0]! + s : s;
+}
+
 export function swiglu(gate: Tensor, up: Tensor, out: Tensor): void {
   const g = f32('swiglu', 'gate', gate);
   const u = f32('swiglu', 'up', up);

@@ -61,6 +61,16 @@ export function sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void 
   O[0] = accumulate ? O[0]! + s : s;
 }
 
+/** out[0] (+)= Σ x, a float64 sum in element order. */
+export function sum(x: Tensor, out: Tensor, accumulate: boolean): void {
+  const X = floats('sum', 'x', x);
+  const O = floats('sum', 'out', out);
+  expectSize('sum', 'out', out, 1);
+  let s = 0;
+  for (let i = 0; i < X.length; i++) s += X[i]!;
+  O[0] = accumulate ? O[0]! + s : s;
+}
+
 function sigmoid(x: number): number {
   return 1 / (1 + Math.exp(-x));
 }
