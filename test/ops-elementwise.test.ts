@@ -1,4 +1,4 @@
-// Elementwise ops (fill, copy, add, scale, axpy, sum of squares, SwiGLU, dropout) on every backend
+// Elementwise ops (fill, copy, add, scale, axpy, sum, sum of squares, SwiGLU, dropout) on every backend
 // under test against ref (float64), at sizes around SIMD widths, workgroup sizes and grid caps.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -71,7 +71,7 @@ for (const { name, be } of await backendsUnderTest()) {
     }
   });
 
-  test(`${name}: sumOfSquares (overwrite and accumulate), swiglu and its backward match ref`, async () => {
+  test(`${name}: sumOfSquares and sum (overwrite and accumulate), swiglu and its backward match ref`, async () => {
     const P = new Pairs(be, ref);
     try {
       for (const n of SIZES) {
@@ -83,6 +83,12 @@ for (const { name, be } of await backendsUnderTest()) {
         be.sumOfSquares(x.t, s.t, true);
         ref.sumOfSquares(x.r, s.r, true);
         await P.close(s, `sumOfSquares accumulate n=${n}`, { atol: 1e-6, rtol: 1e-5 });
+        be.sum(x.t, s.t, true);
+        ref.sum(x.r, s.r, true);
+        await P.close(s, `sum accumulate n=${n}`, { atol: 1e-5, rtol: 1e-5 });
+        be.sum(x.t, s.t, false);
+        ref.sum(x.r, s.r, false);
+        await P.close(s, `sum n=${n}`, { atol: 1e-5, rtol: 1e-5 });
         const gate = P.random([n], 2);
         const up = P.random([n]);
         const out = P.zeros([n]);

@@ -1,4 +1,7 @@
 import type { Backend } from '../tensor/backend.js';
+import type { AdapterSummary } from './webgpu/gpu.js';
+
+export type { AdapterSummary } from './webgpu/gpu.js';
 
 export type BackendName = 'ref' | 'cpu' | 'webgpu';
 /** What a user may ask for: a backend, or 'auto' (a hardware GPU through WebGPU when present, else cpu). */
@@ -55,4 +58,10 @@ export async function resolveBackend(choice: BackendChoice): Promise<Backend> {
   } catch {
     return getBackend('cpu');
   }
+}
+
+/** This machine's WebGPU adapters (none without the optional `webgpu` package or a driver). */
+export async function listGpuAdapters(): Promise<AdapterSummary[]> {
+  const { listAdapters } = await import('./webgpu/gpu.js');
+  return listAdapters();
 }

@@ -1,5 +1,5 @@
 /** What `qlora info --devices` and `qlora backends` print about this machine's compute devices. */
-import { listAdapters } from '../backends/webgpu/gpu.js';
+import { getBackend, listGpuAdapters } from '../backends/index.js';
 import { formatBytes } from './options.js';
 
 const SHOWN_LIMITS = [
@@ -13,11 +13,11 @@ const SHOWN_LIMITS = [
 
 export async function describeDevices(): Promise<string[]> {
   const lines: string[] = [];
-  const { getBackend } = await import('../backends/index.js');
-  const cpu = (await getBackend('cpu')) as unknown as { simd?: string; threads?: number };
-  lines.push(`cpu     native addon (${cpu.simd ?? '?'}, ${cpu.threads ?? '?'} threads)`);
-  lines.push('ref     plain TypeScript reference (f32, f64)');
-  const adapters = await listAdapters();
+  for (const name of ['cpu', 'ref'] as const) {
+    const be = await getBackend(name);
+    lines.push(`${name.padEnd(8)}${be.describe?.() ?? ''}`);
+  }
+  const adapters = await listGpuAdapters();
   if (adapters.length === 0) {
     lines.push('webgpu  no adapter (in Node: the optional "webgpu" package and a Vulkan/Metal/D3D12 driver; docs/webgpu.md)');
     return lines;

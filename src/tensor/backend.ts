@@ -135,9 +135,9 @@ export interface Backend {
   /** out[0] (+)= Σ x² (accumulated in f64 per thread, summed in a fixed order); accumulate=false overwrites. */
   sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void;
   /**
-   * out[0] (+)= Σ x, summed in float64 in element order (then added to out[0] and stored in its
-   * dtype): the same bits on every backend. For small reductions that stay on the device (a
-   * batch's loss) until one read-back.
+   * out[0] (+)= Σ x: small reductions that stay on the backend (a batch's loss) until one
+   * read-back. Host backends sum in float64 in element order, then add to out[0] and store in its
+   * dtype (ref and cpu agree to the bit); a device without f64 sums f32 partials in a fixed order.
    */
   sum(x: Tensor, out: Tensor, accumulate: boolean): void;
 

@@ -1,5 +1,5 @@
 /**
- * Elementwise WebGPU kernels: fill, copy, add, scale, axpy, sum of squares, SwiGLU and dropout.
+ * Elementwise WebGPU kernels: fill, copy, add, scale, axpy, sum and sum of squares, SwiGLU and dropout.
  * Grid-stride loops over a capped grid; f32/i32 move as 32-bit words, u8 tensors byte-exactly
  * (whole words read-modify-written by the one invocation that owns them).
  */
@@ -153,9 +153,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 
 const SUMSQ_GROUPS = 256;
 
-/** Pass 1: workgroup g sums squares of its strided elements into partial[g] (fixed tree order). */
-const SUMSQ_PARTIAL: KernelSpec = {
-  key: 'sumsq_partial',
+/**
+ * Pass 1: workgroup g sums its strided elements (squared for the sum of squares) into partial[g]
+ * (fixed tree order).
+ */
+const sumPartial = (square: boolean): KernelSpec => ({
+  key: square ? 'sumsq_partial' : 'sum_partial',
   bindings: [b('x', 'f32'), b('partial', 'f32', true)],
   params: [{ name: 'n', type: 'u32' }],
   source: `${HEAD}
@@ -169,7 +172,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(local_invocation_id)
   for (var i = gid.x; i < P.n; i += step) {
     let v = x[P.off_x + i];
     // Kahan: f32 has no f64 fallback on the GPU; compensation keeps long sums accurate.
-    let y = v * v - c;
+    let y = ${square ? 'v * v' : 'v'} - c;
     let t = s + y;
     c = (t - s) - y;
     s = t;
@@ -182,7 +185,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(local_invocation_id)
   }
   if (lid.x == 0u) { partial[P.off_partial + wg.x] = acc[0]; }
 }`,
-};
+});
+const SUMSQ_PARTIAL = sumPartial(true);
+const SUM_PARTIAL = sumPartial(false);
 
 const SUMSQ_FINAL: KernelSpec = {
   key: 'sumsq_final',
@@ -284,6 +289,19 @@ export function sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void 
   const groups = Math.min(SUMSQ_GROUPS, Math.max(1, Math.ceil(x.size / WG)));
   const partial = ctx.scratch(SUMSQ_GROUPS * 4);
   ctx.dispatch(SUMSQ_PARTIAL, [xs, partial], [x.size], [groups]);
+  ctx.dispatch(SUMSQ_FINAL, [partial, o], [groups, accumulate ? 1 : 0], [1]);
+}
+
+/** out[0] (+)= Σ x: Kahan-compensated f32 partials per invocation, then a fixed tree (no f64 on GPUs). */
+export function sum(x: Tensor, out: Tensor, accumulate: boolean): void {
+  const xs = f32('sum', 'x', x);
+  const o = f32('sum', 'out', out);
+  expectSize('sum', 'out', out, 1);
+  noAlias('sum', 'x and out', x, out);
+  const ctx = ctxOf(out);
+  const groups = Math.min(SUMSQ_GROUPS, Math.max(1, Math.ceil(x.size / WG)));
+  const partial = ctx.scratch(SUMSQ_GROUPS * 4);
+  ctx.dispatch(SUM_PARTIAL, [xs, partial], [x.size], [groups]);
   ctx.dispatch(SUMSQ_FINAL, [partial, o], [groups, accumulate ? 1 : 0], [1]);
 }
 
