@@ -53,19 +53,29 @@ function nearest(mids: Float64Array, s: number): number {
   return lo;
 }
 
+/** The step's scalars, computed once in JavaScript for every implementation (so they agree to the bit). */
+export function adamw8bitScalars(options: AdamWOptions): { stepSize: number; epsHat: number; decay: number; applyDecay: boolean } {
+  const { lr, beta1, beta2, eps, weightDecay, step } = options;
+  const c1t = 1 - beta1 ** step;
+  const c2t = 1 - beta2 ** step;
+  return {
+    stepSize: (-lr * Math.sqrt(c2t)) / c1t,
+    epsHat: eps * Math.sqrt(c2t),
+    decay: 1 - lr * weightDecay,
+    applyDecay: weightDecay > 0,
+  };
+}
+
 /** The update itself, in place on the arrays (validated by the caller). */
 export function adamw8bitArrays(
   w: Float32Array, g: Float32Array, c1: Uint8Array, c2: Uint8Array, absmax1: Float32Array, absmax2: Float32Array,
   qmap1: Float32Array, qmap2: Float32Array, options: AdamWOptions,
 ): void {
-  const { lr, beta1, beta2, eps, weightDecay, step } = options;
+  const { lr, beta1, beta2, weightDecay } = options;
+  const { stepSize, epsHat } = adamw8bitScalars(options);
   const mids1 = midpoints(qmap1);
   const mids2 = midpoints(qmap2);
-  const c1t = 1 - beta1 ** step;
-  const c2t = 1 - beta2 ** step;
   const n = w.length;
-  const stepSize = (-lr * Math.sqrt(c2t)) / c1t;
-  const epsHat = eps * Math.sqrt(c2t);
   const m = new Float32Array(BLOCK);
   const v = new Float32Array(BLOCK);
   for (let b0 = 0, blk = 0; b0 < n; b0 += BLOCK, blk++) {

@@ -1,6 +1,6 @@
 import type { AdamW8bitState, AdamWOptions } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { adamw8bitArrays, checkAdamW8bit } from '../adamw8bit-host.js';
+import { adamw8bitScalars, checkAdamW8bit } from '../adamw8bit-host.js';
 import { checks, expectFinite, expectSize, f32, fail, noAlias } from './checks.js';
 import { kernel } from './native.js';
 
@@ -32,20 +32,28 @@ export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options
   );
 }
 
+type AdamW8bit = (
+  param: Float32Array, grad: Float32Array, state1: Uint8Array, state2: Uint8Array, absmax1: Float32Array, absmax2: Float32Array,
+  qmap1: Float32Array, qmap2: Float32Array, n: number,
+  beta1: number, beta2: number, stepSize: number, epsHat: number, decay: number, applyDecay: boolean,
+) => void;
+
+const adamw8bitF32 = kernel<AdamW8bit>('adamw8bitF32');
+
 /**
- * One 8-bit blockwise AdamW step. The arithmetic is the contract's to the rounding (float64 with
- * f32 roundings at fixed points), so it runs as the shared TypeScript loop over the native memory:
- * a C++ port would have to reproduce V8's float64 evaluation exactly (no FMA contraction, no
- * flush-to-zero) to keep checkpoints interchangeable with ref.
+ * One 8-bit blockwise AdamW step on the addon (native/src/optim.cc), threaded over blocks: the
+ * contract's arithmetic to the rounding, so it equals ref (and adamw8bit-host.ts) bit for bit.
  */
 export function adamw8bit(param: Tensor, grad: Tensor, state: AdamW8bitState, options: AdamWOptions): void {
+  const op = 'adamw8bit';
   checkAdamW8bit(checks, param, grad, state, options);
-  noAlias('adamw8bit', 'param and grad', param, grad);
-  noAlias('adamw8bit', 'state1 and state2', state.state1, state.state2);
-  noAlias('adamw8bit', 'absmax1 and absmax2', state.absmax1, state.absmax2);
-  adamw8bitArrays(
-    param.data as Float32Array, grad.data as Float32Array, state.state1.data as Uint8Array, state.state2.data as Uint8Array,
-    state.absmax1.data as Float32Array, state.absmax2.data as Float32Array, state.qmap1.data as Float32Array,
-    state.qmap2.data as Float32Array, options,
+  noAlias(op, 'param and grad', param, grad);
+  noAlias(op, 'state1 and state2', state.state1, state.state2);
+  noAlias(op, 'absmax1 and absmax2', state.absmax1, state.absmax2);
+  const { stepSize, epsHat, decay, applyDecay } = adamw8bitScalars(options);
+  adamw8bitF32(
+    f32(op, 'param', param), f32(op, 'grad', grad), state.state1.data as Uint8Array, state.state2.data as Uint8Array,
+    f32(op, 'absmax1', state.absmax1), f32(op, 'absmax2', state.absmax2), f32(op, 'qmap1', state.qmap1), f32(op, 'qmap2', state.qmap2),
+    param.size, options.beta1, options.beta2, stepSize, epsHat, decay, applyDecay,
   );
 }
