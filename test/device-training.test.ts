@@ -130,3 +130,24 @@ test('8-bit AdamW keeps its state on a device-resident backend; state() reads it
   assert.deepEqual(states[1], states[0]);
   assert.deepEqual(Object.keys(states[1]!.state.arrays).filter((k) => k.endsWith('.state1')), ['p0.state1', 'p2.state1']);
 });
+
+test('arenas work over device memory: zeros() clears recycled memory through the backend, reset invalidates, chunks merge', async () => {
+  const device = new DeviceLikeBackend();
+  const arena = device.createArena(256, 'device-step');
+  const a = arena.alloc([40]);
+  a.write(Array.from({ length: 40 }, (_, i) => i + 1));
+  const big = arena.alloc([100]); // outgrows the first chunk
+  assert.throws(() => a.data, /not host-resident; use read\(\)/);
+  arena.reset();
+  assert.throws(() => a.storage, /used after its arena was reset/);
+  assert.equal(arena.capacity >= 4 * 140, true);
+  const b = arena.alloc([40]); // the merged chunk's first bytes, now holding values
+  b.write(Array.from({ length: 40 }, (_, i) => -i - 1));
+  arena.reset();
+  const z = arena.zeros([40]); // the same bytes b held
+  assert.deepEqual(Array.from(await z.read()), new Array(40).fill(0));
+  const ids = arena.zeros([3], 'i32');
+  assert.deepEqual(Array.from(await ids.read()), [0, 0, 0]);
+  assert.equal(big.alive, false);
+  arena.dispose();
+});
