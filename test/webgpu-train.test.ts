@@ -178,3 +178,16 @@ test('webgpu: a run resumed from a checkpoint equals the uninterrupted run bit f
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('webgpu: `qlora generate --backend webgpu` prints the same greedy text as cpu', { skip: !gpu }, async () => {
+  const { spawnSync } = await import('node:child_process');
+  const out = (backend: string) => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli', 'run.ts'), 'generate', '-m', MODEL,
+      '-p', 'Once upon a time', '-t', '0', '--max-tokens', '24', '--backend', backend], { cwd: root, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  const cpu = out('cpu');
+  assert.match(cpu, /Once upon a time/);
+  assert.equal(out('webgpu'), cpu);
+});

@@ -1,3 +1,4 @@
+import { BACKEND_CHOICES, type BackendChoice } from '../backends/index.js';
 import type { Command } from 'commander';
 import { Batcher } from '../data/batching.js';
 import { parseColumnMapping } from '../data/columns.js';
@@ -18,7 +19,7 @@ interface EvalFlags {
   template?: string;
   split: 'train' | 'valid' | 'test' | 'all';
   quantize: 'none' | 'nf4' | 'fp4';
-  backend: 'cpu' | 'ref';
+  backend: BackendChoice;
   json?: boolean;
 }
 
@@ -41,7 +42,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--template <text>', 'prompt template with {column} placeholders')
     .option('--split <name>', 'which split of a folder dataset: train, valid, test, all', choiceOption('--split', ['train', 'valid', 'test', 'all'] as const), 'all')
     .option('--quantize <type>', 'evaluate with a 4-bit base: none, nf4, fp4', choiceOption('--quantize', ['none', 'nf4', 'fp4'] as const), 'none')
-    .option('--backend <name>', 'compute backend: cpu or ref', choiceOption('--backend', ['cpu', 'ref'] as const), 'cpu')
+    .option('--backend <name>', 'compute backend: cpu, webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES), 'cpu')
     .option('--json', 'print the result as JSON')
     .action(async (flags: EvalFlags) => {
       const { model, tokenizer } = await loadModel({

@@ -1,3 +1,4 @@
+import { BACKEND_CHOICES, type BackendChoice } from '../backends/index.js';
 import readline from 'node:readline';
 import type { Command } from 'commander';
 import { ChatTemplate, type ChatMessage } from '../data/chat-template.js';
@@ -22,7 +23,7 @@ interface GenerateFlags {
   stop: string[];
   bos: boolean;
   quantize: 'none' | 'nf4' | 'fp4';
-  backend: 'cpu' | 'ref';
+  backend: BackendChoice;
   stats: boolean;
 }
 
@@ -46,7 +47,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--stop <text>', 'stop when this text appears (repeatable)', collect, [])
     .option('--no-bos', 'do not prepend BOS to the prompt')
     .option('--quantize <type>', 'run the base in 4-bit: none, nf4, fp4', choiceOption('--quantize', ['none', 'nf4', 'fp4'] as const), 'none')
-    .option('--backend <name>', 'compute backend: cpu or ref', choiceOption('--backend', ['cpu', 'ref'] as const), 'cpu')
+    .option('--backend <name>', 'compute backend: cpu, webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES), 'cpu')
     .option('--stats', 'print tokens/s to stderr at the end')
     .action(async (flags: GenerateFlags) => {
       if (flags.chat && flags.prompt !== undefined) throw new Error('use either --prompt or --chat, not both');

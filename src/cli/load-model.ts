@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { type BackendName, getBackend } from '../backends/index.js';
+import { type BackendChoice, resolveBackend } from '../backends/index.js';
 import type { Backend } from '../tensor/backend.js';
 import { applyPeftAdapter, type PeftAdapter } from '../io/peft.js';
 import { loadLoraAdapter } from '../export/gguf-lora.js';
@@ -20,7 +20,7 @@ export interface LoadOptions {
   readonly model: string;
   readonly tokenizer?: string;
   /** A registered backend's name (default cpu), or a Backend object of your own. */
-  readonly backend?: BackendName | Backend;
+  readonly backend?: BackendChoice | Backend;
   /** 4-bit base (QLoRA) or full precision (null). */
   readonly quantization?: Quantize4bitOptions | null;
   /** Also store an untied lm_head in 4-bit. */
@@ -44,7 +44,7 @@ export interface LoadedModel {
 
 export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
   if (!fs.existsSync(o.model)) throw new Error(`${o.model}: no such file or folder`);
-  const backend = typeof o.backend === 'object' ? o.backend : await getBackend(o.backend ?? 'cpu');
+  const backend = typeof o.backend === 'object' ? o.backend : await resolveBackend(o.backend ?? 'cpu');
   if (o.adapter && o.lora) throw new Error('cannot both apply an existing adapter and create a new one');
   const ck = openCheckpoint(o.model);
   let model: LlamaModel;

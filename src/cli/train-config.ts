@@ -69,7 +69,7 @@ export const trainConfigSchema = z
     truncation: z.enum(['drop', 'truncate-left', 'truncate-right', 'split']).optional(),
     skipBadRows: z.boolean().default(false),
     maxRowBytes: z.number().int().positive().default(1 << 20),
-    backend: z.enum(['cpu', 'ref']).default('cpu'),
+    backend: z.enum(['auto', 'cpu', 'webgpu', 'ref']).default('cpu'),
     samplePrompt: z.string().optional(),
     sampleTokens: z.number().int().min(0).default(64),
   })

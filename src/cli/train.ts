@@ -1,3 +1,4 @@
+import { BACKEND_CHOICES } from '../backends/index.js';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { Batcher, type DataCursor } from '../data/batching.js';
@@ -113,7 +114,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--truncation <policy>', 'over-long examples: drop, truncate-left, truncate-right, split', choiceOption('--truncation', ['drop', 'truncate-left', 'truncate-right', 'split'] as const))
     .option('--skip-bad-rows', 'count and skip malformed rows instead of stopping')
     .option('--max-row-bytes <n>', 'longest dataset row (JSONL line, CSV record, JSON element, text document) in bytes; longer rows are bad rows (default 1048576)', intOption('--max-row-bytes', 1))
-    .option('--backend <name>', 'compute backend: cpu (default) or ref', choiceOption('--backend', ['cpu', 'ref'] as const))
+    .option('--backend <name>', 'compute backend: cpu (default), webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES))
     .option('--sample-prompt <text>', 'print a sample for this prompt before and after training')
     .option('--sample-tokens <n>', 'tokens in each sample (default 64)', intOption('--sample-tokens', 0));
   cmd.action(async (flags: Record<string, unknown>) => {
