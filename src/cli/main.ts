@@ -9,6 +9,7 @@ import { registerInfoCommand } from './info.js';
 import { registerMergeCommand } from './merge.js';
 import { registerQuantizeCommand } from './quantize.js';
 import { registerTrainCommand } from './train.js';
+import { registerWebCommand } from './web.js';
 
 /** Builds the `qlora` command tree. Subcommands register themselves here as they land. */
 export function buildProgram(): Command {
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerTrainCommand(program);
   registerMergeCommand(program);
   registerQuantizeCommand(program);
+  registerWebCommand(program);
   return program;
 }
 

@@ -131,16 +131,22 @@ function niceWidth(raw: number): number {
   return 10 * power;
 }
 
+/** A stretch of an example's text and whether its tokens carry loss. */
+export interface MaskedSegment {
+  readonly text: string;
+  readonly loss: boolean;
+}
+
 /**
- * Decodes an example with its masked runs marked. Each run's text is the difference between
- * decoding the example up to the run's end and up to its start, so spaces that a tokenizer only
- * produces in context (SentencePiece's leading "▁") come out right.
+ * An example's text in stretches of loss / no-loss tokens, at most `maxChars` characters (then
+ * `truncated`). Each stretch is decoded as the difference of decoded prefixes, so multi-byte
+ * characters split across tokens come out whole.
  */
-export function renderMasked(tokenizer: Tokenizer, ex: TokenizedExample, style: MaskStyle, maxChars: number): string {
+export function maskedSegments(tokenizer: Tokenizer, ex: TokenizedExample, maxChars: number): { segments: MaskedSegment[]; truncated: boolean } {
   const ids = Array.from(ex.ids);
   // Whether token i carries loss; the first token never does (nothing precedes it).
   const loss = (i: number) => i > 0 && ex.targets[i] === 1;
-  let out = '';
+  const segments: MaskedSegment[] = [];
   let shownChars = 0;
   let previous = '';
   let i = 0;
@@ -153,14 +159,22 @@ export function renderMasked(tokenizer: Tokenizer, ex: TokenizedExample, style: 
     const room = maxChars - shownChars;
     const cut = piece.length > room;
     if (cut) piece = piece.slice(0, room);
-    out += masked ? `${style.open}${piece}${style.close}` : piece;
+    segments.push({ text: piece, loss: !masked });
     shownChars += piece.length;
     previous = upto;
-    if (cut) {
-      out += ` … (not all shown: ${ids.length} tokens)`;
-      break;
-    }
+    if (cut) return { segments, truncated: true };
     i = j;
   }
-  return out;
+  return { segments, truncated: false };
+}
+
+/**
+ * Decodes an example with its masked runs marked. Each run's text is the difference between
+ * decoding the example up to the run's end and up to its start, so spaces that a tokenizer only
+ * produces in context (SentencePiece's leading "▁") come out right.
+ */
+export function renderMasked(tokenizer: Tokenizer, ex: TokenizedExample, style: MaskStyle, maxChars: number): string {
+  const { segments, truncated } = maskedSegments(tokenizer, ex, maxChars);
+  const out = segments.map((s) => (s.loss ? s.text : `${style.open}${s.text}${style.close}`)).join('');
+  return truncated ? `${out} … (not all shown: ${ex.ids.length} tokens)` : out;
 }

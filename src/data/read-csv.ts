@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { fs } from '../io/host.js';
 import { DatasetError, RowError, type SourceLocation } from './errors.js';
 import { DEFAULT_MAX_ROW_BYTES, rowTooLongMessage } from './limits.js';
 import type { RowReadOptions } from './read-jsonl.js';
@@ -42,7 +42,7 @@ export async function* readDelimited(file: string, delimiter: ',' | '\t', displa
     yield { value, location };
   };
 
-  for await (const chunk of createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 16 })) {
+  for await (const chunk of fs.createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 16 })) {
     for (const record of parser.push(chunk as string)) yield* emit(record);
   }
   for (const record of parser.end()) yield* emit(record);

@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises';
+import { fs } from '../io/host.js';
 import { jsonNestingBeyond } from '../io/json-scan.js';
 import { DatasetError, RowError } from './errors.js';
 import { findJsonSyntaxProblem, lineColumnOf } from './json-locate.js';
@@ -13,14 +13,14 @@ import type { RawRow } from './rows.js';
  */
 export async function* readJsonArray(file: string, displayName = file, options: RowReadOptions = {}): AsyncGenerator<RawRow> {
   const limit = options.maxRowBytes ?? DEFAULT_MAX_ROW_BYTES;
-  const size = (await stat(file)).size;
+  const size = (await fs.promises.stat(file)).size;
   if (size > MAX_JSON_ARRAY_FILE_BYTES) {
     throw new DatasetError(
       `a JSON array file is read whole and this one is ${size} bytes, over the ${describeBytes(MAX_JSON_ARRAY_FILE_BYTES)} limit; convert it to JSON Lines (.jsonl, one row per line)`,
       { file: displayName },
     );
   }
-  let text = await readFile(file, 'utf8');
+  let text = await fs.promises.readFile(file, 'utf8');
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   // Rows sit one level below the array: allow the array itself on top of the row depth.
   const someRowTooDeep = jsonNestingBeyond(text, MAX_ROW_JSON_DEPTH + 1) !== null;

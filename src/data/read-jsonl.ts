@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { fs } from '../io/host.js';
 import { jsonNestingBeyond } from '../io/json-scan.js';
 import { RowError } from './errors.js';
 import { findJsonSyntaxProblem } from './json-locate.js';
@@ -68,7 +68,7 @@ export async function* readJsonLines(file: string, displayName = file, options: 
     parts.push(bytes);
   };
 
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 16 })) {
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 16 })) {
     const buf = chunk as Buffer;
     let start = 0;
     let nl: number;

@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { fs } from '../io/host.js';
 import { RowError } from './errors.js';
 import { DEFAULT_MAX_ROW_BYTES, rowTooLongMessage, utf8Length } from './limits.js';
 import type { RawRow } from './rows.js';
@@ -60,7 +60,7 @@ export async function* readText(file: string, options: TextReadOptions = {}, dis
     for (let i = 0; i < consumed.length; i++) if (consumed.charCodeAt(i) === 10) bufferLine++;
   };
 
-  for await (let chunk of createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 16 })) {
+  for await (let chunk of fs.createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 16 })) {
     if (first && (chunk as string).charCodeAt(0) === 0xfeff) chunk = (chunk as string).slice(1);
     first = false;
     buffer += chunk as string;

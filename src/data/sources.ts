@@ -1,5 +1,4 @@
-import { readdir, stat } from 'node:fs/promises';
-import { basename, extname, join } from 'node:path';
+import { fs, path as paths } from '../io/host.js';
 import { DatasetError } from './errors.js';
 import { readDelimited } from './read-csv.js';
 import { readJsonArray } from './read-json-array.js';
@@ -39,7 +38,7 @@ const SPLIT_STEMS: Record<SplitName, readonly string[]> = {
 };
 
 export function fileKindOf(path: string): FileKind | null {
-  return KIND_BY_EXTENSION[extname(path).toLowerCase()] ?? null;
+  return KIND_BY_EXTENSION[paths.extname(path).toLowerCase()] ?? null;
 }
 
 /**
@@ -50,23 +49,23 @@ export function fileKindOf(path: string): FileKind | null {
 export async function resolveSources(path: string): Promise<ResolvedSources> {
   let info;
   try {
-    info = await stat(path);
+    info = await fs.promises.stat(path);
   } catch {
     throw new DatasetError(`no such file or directory`, { file: path });
   }
   if (info.isFile()) return { train: { files: [{ path, kind: requireKind(path) }] } };
   if (!info.isDirectory()) throw new DatasetError('not a regular file or directory', { file: path });
 
-  const names = (await readdir(path)).filter((n) => !n.startsWith('.')).sort();
+  const names = (await fs.promises.readdir(path)).filter((n) => !n.startsWith('.')).sort();
   const find = (split: SplitName): SplitFiles | undefined => {
     const matches = names.filter((n) => {
-      const stem = basename(n, extname(n)).toLowerCase();
+      const stem = paths.basename(n, paths.extname(n)).toLowerCase();
       return SPLIT_STEMS[split].includes(stem) && fileKindOf(n) !== null;
     });
     if (matches.length > 1) {
       throw new DatasetError(`more than one ${split} file (${matches.join(', ')}); keep one`, { file: path });
     }
-    return matches.length === 1 ? { files: [{ path: join(path, matches[0]!), kind: fileKindOf(matches[0]!)! }] } : undefined;
+    return matches.length === 1 ? { files: [{ path: paths.join(path, matches[0]!), kind: fileKindOf(matches[0]!)! }] } : undefined;
   };
   const train = find('train');
   const valid = find('valid');
@@ -75,7 +74,7 @@ export async function resolveSources(path: string): Promise<ResolvedSources> {
 
   const texts = names.filter((n) => fileKindOf(n) === 'text');
   if (texts.length > 0 && texts.length === names.filter((n) => fileKindOf(n) !== null).length) {
-    return { train: { files: texts.map((n) => ({ path: join(path, n), kind: 'text' as const })) } };
+    return { train: { files: texts.map((n) => ({ path: paths.join(path, n), kind: 'text' as const })) } };
   }
   throw new DatasetError(
     `a dataset directory needs a train.* file (jsonl, json, csv, tsv or txt), optionally with valid.* and test.*; found: ${
@@ -89,7 +88,7 @@ function requireKind(path: string): FileKind {
   const kind = fileKindOf(path);
   if (!kind) {
     throw new DatasetError(
-      `unsupported file type '${extname(path) || '(none)'}': use .jsonl, .json, .csv, .tsv or .txt`,
+      `unsupported file type '${paths.extname(path) || '(none)'}': use .jsonl, .json, .csv, .tsv or .txt`,
       { file: path },
     );
   }
@@ -135,8 +134,7 @@ export async function* readSplit(split: SplitFiles, text: TextReadOptions = {}, 
 
 /** `.json` files holding JSON Lines are common (the Hugging Face `json` loader accepts both). */
 async function* readJsonArrayOrLines(path: string, rows: RowReadOptions): AsyncGenerator<RawRow> {
-  const { open } = await import('node:fs/promises');
-  const handle = await open(path, 'r');
+  const handle = await fs.promises.open(path, 'r');
   let head: string;
   try {
     const buf = Buffer.alloc(4096);

@@ -3,8 +3,7 @@
  * transformers save a 4-bit model (formats.md §1.5), so it loads directly here and in transformers.
  * Tensors are quantized one at a time; shards of ≤ 2 GiB are written as they fill.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from '../io/host.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import { bnbQuantizationConfig, bnbTensors } from '../io/bnb4bit.js';
 import { type SafetensorsTensorToWrite, writeSafetensors, writeSafetensorsIndex } from '../io/safetensors.js';

@@ -11,8 +11,7 @@
  * Import reverses all of it and returns the shape loadPeftAdapter returns, so applyPeftAdapter and
  * everything downstream (generate, further training) work unchanged.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from '../io/host.js';
 import { GgmlType } from '../io/ggml-types.js';
 import { GgufReader, GgufValueType } from '../io/gguf.js';
 import { type GgufMetadataEntry, type GgufTensorPlan, writeGgufStreaming } from '../io/gguf-writer.js';

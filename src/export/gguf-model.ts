@@ -5,7 +5,7 @@
  * in the chosen type; Llama-3 rope scaling as rope_freqs.weight. Tensors are read, merged, permuted
  * and encoded one at a time while the file is written.
  */
-import path from 'node:path';
+import { path } from '../io/host.js';
 import { GgmlType } from '../io/ggml-types.js';
 import { GgufValueType } from '../io/gguf.js';
 import { type GgufMetadataEntry, type GgufTensorPlan, writeGgufStreaming } from '../io/gguf-writer.js';

@@ -8,8 +8,7 @@
  *   and the chat template from tokenizer_config.json;
  * - a llama2.c tokenizer.bin: a "llama" vocabulary (pieces with ▁, scores, types).
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from '../io/host.js';
 import { GgufValueType, type GgufFile } from '../io/gguf.js';
 import type { GgufMetadataEntry } from '../io/gguf-writer.js';
 import { readLlama2cTokenizer } from '../io/llama2c.js';

@@ -5,8 +5,7 @@
  * or a llama2.c tokenizer.bin's). Tensors are loaded one at a time and each shard is written
  * before the next is built.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from '../io/host.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import { writeSafetensors, writeSafetensorsIndex, type SafetensorsTensorToWrite } from '../io/safetensors.js';
 import type { Checkpoint } from '../io/checkpoint.js';

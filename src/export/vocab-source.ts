@@ -3,8 +3,7 @@
  * tokenizer.json or its folder, llama2.c tokenizer.bin), else the checkpoint's own (a GGUF's
  * metadata, an HF folder's tokenizer.json, a tokenizer.bin next to a llama2.c model).
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from '../io/host.js';
 import { readGgufMetadata } from '../io/gguf.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { tokenizerPathFor } from '../tokenizer/index.js';

@@ -1,6 +1,5 @@
 /** Writes a file through a temporary sibling and a rename, so readers never see a half-written file. */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, hostProcess, path } from './host.js';
 
 /**
  * Calls `write(fd)` on a fresh temporary file next to `target`, fsyncs it, then renames it over
@@ -8,7 +7,7 @@ import path from 'node:path';
  */
 export function writeFileAtomic(target: string, write: (fd: number) => void): void {
   const dir = path.dirname(target);
-  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${Date.now()}.tmp`);
+  const tmp = path.join(dir, `.${path.basename(target)}.${hostProcess.pid}.${Date.now()}.tmp`);
   let fd: number;
   try {
     fd = fs.openSync(tmp, 'wx');

@@ -5,8 +5,7 @@
  * field says so: every length, offset and count is checked against the real file size before any
  * allocation or read, and every failure is a one-line `FileFormatError` naming the file.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from './host.js';
 
 /** A malformed or unsupported file. The message is one line: `<file>: <problem>`. */
 export class FileFormatError extends Error {

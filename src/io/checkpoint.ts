@@ -8,8 +8,7 @@
  * (formats.md §4.4 permutation); we apply its inverse per head so all sources give the same
  * logits with HF's rotate_half RoPE. Qwen2 GGUFs use NEOX (rotate_half) RoPE and are not permuted.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from './host.js';
 import { ropeInverseFrequencies, type RopeScaling } from '../backends/rope-tables.js';
 import { FileFormatError, RandomAccessFile } from './binary-reader.js';
 import { GgufReader } from './gguf.js';
@@ -201,7 +200,7 @@ class MappedCheckpoint implements Checkpoint {
 
 /** Opens any supported checkpoint; see the module comment. */
 export function openCheckpoint(p: string): Checkpoint {
-  let st: fs.Stats;
+  let st: import('node:fs').Stats;
   try {
     st = fs.statSync(p);
   } catch (e) {

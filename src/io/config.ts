@@ -3,8 +3,7 @@
  * a Hugging Face config.json (zod-validated), GGUF metadata, or a llama2.c header. Defaults follow
  * transformers' LlamaConfig / MistralConfig / Qwen2Config (formats.md §5) where a field is absent.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from './host.js';
 import { z } from 'zod';
 import type { RopeScaling } from '../backends/rope-tables.js';
 import { FileFormatError } from './binary-reader.js';

@@ -3,8 +3,7 @@
  * `adapter_model.safetensors` with PEFT's exact key names
  * (`base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight` [r, in], `lora_B` [out, r]).
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from './host.js';
 import { z } from 'zod';
 import type { LoraConfig } from '../models/build.js';
 import { type LlamaModel, PROJECTIONS, type ProjectionName } from '../models/llama.js';

@@ -5,8 +5,7 @@
  * tensor's shape × dtype size equal to its byte span. Tensors are read one at a time by position.
  * Sharded checkpoints (`model.safetensors.index.json`) are presented as one collection.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from './host.js';
 import { writeAll, writeFileAtomic } from './atomic-write.js';
 import { FileFormatError, RandomAccessFile } from './binary-reader.js';
 import { jsonMemberCount, jsonNestingBeyond } from './json-scan.js';

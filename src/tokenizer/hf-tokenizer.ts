@@ -6,8 +6,7 @@
  * Goal: encode(text) equals HF Python `tokenizer(text).input_ids` and decode equals
  * `tokenizer.decode(ids, skip_special_tokens=...)` (transformers 4.57 semantics).
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from '../io/host.js';
 import { Tokenizer as HfJsTokenizer } from '@huggingface/tokenizers';
 import type { Tokenizer } from './types.js';
 import { TokenizerFileError, validateTokenizerJson } from './hf-validate.js';

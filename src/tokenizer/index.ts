@@ -10,8 +10,7 @@
  *   model's tokenizer.json or GGUF.)
  * Loading is synchronous (files are read whole; GGUF tensors are not touched).
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from '../io/host.js';
 import { readGgufMetadata } from '../io/gguf.js';
 import type { Tokenizer } from './types.js';
 import { HfTokenizer } from './hf-tokenizer.js';

@@ -7,7 +7,7 @@
  * names: 128005 is <|step_id|> and 128011 <|image|>, where HF's Llama 3.1 tokenizer.json has
  * reserved tokens; the ids of all named tokens agree).
  */
-import fs from 'node:fs';
+import { fs } from '../io/host.js';
 import type { Tokenizer } from './types.js';
 import { HfTokenizer } from './hf-tokenizer.js';
 import { byteLevelTokenizerJson } from './byte-level-bpe.js';

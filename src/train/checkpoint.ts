@@ -3,8 +3,7 @@
  * cursor, best eval, seed) in one folder `checkpoint-<step>`, written into a temporary folder and
  * renamed into place, so a crash mid-write never leaves a half checkpoint. Older ones are pruned.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, hostProcess, path } from '../io/host.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, applyPeftAdapter, loadPeftAdapter, savePeftAdapter } from '../io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
@@ -47,7 +46,7 @@ export async function saveCheckpoint(
   state: TrainerState, keep: number, best: HostAdapterWeights | null = null,
 ): Promise<string> {
   const final = checkpointDir(outputDir, state.step);
-  const tmp = path.join(outputDir, `.tmp-checkpoint-${state.step}-${process.pid}`);
+  const tmp = path.join(outputDir, `.tmp-checkpoint-${state.step}-${hostProcess.pid}`);
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp); // not recursive: the output folder exists (prepareOutputDir), and a planted link here fails
   try {
@@ -105,7 +104,7 @@ export function isCompleteCheckpoint(dir: string): boolean {
  * that the next start cleans.
  */
 function retire(outputDir: string, dir: string): void {
-  const doomed = path.join(outputDir, `.tmp-checkpoint-removing-${path.basename(dir)}-${process.pid}`);
+  const doomed = path.join(outputDir, `.tmp-checkpoint-removing-${path.basename(dir)}-${hostProcess.pid}`);
   fs.rmSync(doomed, { recursive: true, force: true });
   fs.renameSync(dir, doomed);
   fs.rmSync(doomed, { recursive: true, force: true });

@@ -5,8 +5,7 @@
  * Every file the trainer writes goes through a temporary name in this folder and a rename (or is
  * opened with O_NOFOLLOW), so a symlink planted here is replaced, never written through.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, hostProcess, path } from '../io/host.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, savePeftAdapter } from '../io/peft.js';
 import type { LoraConfig } from '../models/build.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -30,7 +29,7 @@ export function makeOutputDir(dir: string): string {
   const missing: string[] = [];
   let at = abs;
   for (;;) {
-    let st: fs.Stats | null = null;
+    let st: import('node:fs').Stats | null = null;
     try {
       st = fs.statSync(at);
     } catch (e) {
@@ -56,7 +55,7 @@ export function makeOutputDir(dir: string): string {
     }
   }
   // Writable? Better to know now than after loading a model and an hour of training.
-  const probe = path.join(abs, `.tmp-adapter-probe-${process.pid}`);
+  const probe = path.join(abs, `.tmp-adapter-probe-${hostProcess.pid}`);
   try {
     fs.mkdirSync(probe);
     fs.rmdirSync(probe);
@@ -146,7 +145,7 @@ export function openAppendNoFollow(file: string): number {
  * holds the same weights).
  */
 export async function saveFinalAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null): Promise<void> {
-  const stage = path.join(dir, `.tmp-adapter-${process.pid}`);
+  const stage = path.join(dir, `.tmp-adapter-${hostProcess.pid}`);
   fs.rmSync(stage, { recursive: true, force: true });
   fs.mkdirSync(stage);
   try {

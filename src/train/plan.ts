@@ -11,12 +11,7 @@
  * Speed is FLOP accounting (cpu-performance.md) divided by calibrated rates: GEMM work at a
  * fraction of the FMA peak, attention at its own rate, and memory-bound passes at a bandwidth.
  */
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import v8 from 'node:v8';
-import vm from 'node:vm';
+import { fs, hostProcess, nodeBuiltin, path } from '../io/host.js';
 import type { BuildConfig } from '../models/build.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { configFromHf, type LlamaConfig, loadHfConfig } from '../io/config.js';
@@ -93,7 +88,7 @@ export function defaultMachine(overrides: Partial<MachineModel> = {}): MachineMo
     loraEfficiency: 0.4,
     attentionEfficiency: 0.4,
     bandwidth: 25e9,
-    totalMemoryBytes: os.totalmem(),
+    totalMemoryBytes: hostProcess.totalMemoryBytes(),
     ...overrides,
   };
 }
@@ -484,7 +479,7 @@ export function planTraining(m: PlanModel, options: Partial<PlanOptions> = {}, m
   const grown = params.lora > 0 ? planArenas(m, o) : null;
   const arenaBytes = grown ? { step: grown.step.peakInUse, layer: grown.layer.peakInUse } : { step: 1 << 20, layer: 1 << 20 };
   const arenas = grown ? (o.presizedArenas ? planArenas(m, o, arenaBytes) : grown) : null;
-  const threads = Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+  const threads = hostProcess.cpuCount();
   const activations = arenas ? arenas.step.capacity : 0;
   const workspace = (arenas ? arenas.layer.capacity : 0) + threads * WORKSPACE_PER_THREAD_BYTES;
   const memory: MemoryBreakdown = {
@@ -586,7 +581,8 @@ export function printTrainingPlan(
 
 // ---- named shapes ------------------------------------------------------------------------------
 
-const FIXTURES = fileURLToPath(new URL('../../fixtures/', import.meta.url));
+/** The package's fixtures folder (computed on use: import.meta.url is a file: URL only in Node). */
+const fixturesDir = (): string => nodeBuiltin<typeof import('node:url')>('node:url')!.fileURLToPath(new URL('../../fixtures/', import.meta.url));
 
 /** HF config.json fields of the shapes the benchmarks and `qlora plan` know by name. */
 const NAMED_HF_CONFIGS: Record<string, () => Record<string, unknown>> = {
@@ -599,7 +595,7 @@ const NAMED_HF_CONFIGS: Record<string, () => Record<string, unknown>> = {
     model_type: 'llama', hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 2048,
     vocab_size: 32000, max_position_embeddings: 1024, rms_norm_eps: 1e-5, tie_word_embeddings: true,
   }),
-  tinyllama: () => JSON.parse(fs.readFileSync(path.join(FIXTURES, 'tinyllama-config.json'), 'utf8')) as Record<string, unknown>,
+  tinyllama: () => JSON.parse(fs.readFileSync(path.join(fixturesDir(), 'tinyllama-config.json'), 'utf8')) as Record<string, unknown>,
   'llama2-7b': () => ({
     model_type: 'llama', hidden_size: 4096, num_hidden_layers: 32, num_attention_heads: 32, intermediate_size: 11008,
     vocab_size: 32000, max_position_embeddings: 4096, rms_norm_eps: 1e-5, tie_word_embeddings: false,
@@ -652,8 +648,8 @@ export async function releaseBuildGarbage(backend?: Backend): Promise<{ collecte
   if (!gc) {
     try {
       // Without --expose-gc on the command line: expose it now and take it from a fresh context.
-      v8.setFlagsFromString('--expose-gc');
-      gc = vm.runInNewContext('gc') as () => void;
+      nodeBuiltin<typeof import('node:v8')>('node:v8')!.setFlagsFromString('--expose-gc');
+      gc = nodeBuiltin<typeof import('node:vm')>('node:vm')!.runInNewContext('gc') as () => void;
     } catch {
       gc = undefined;
     }

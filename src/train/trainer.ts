@@ -3,8 +3,7 @@
  * periodic evaluation with optional early stopping, atomic checkpoints with bit-identical resume,
  * NaN/Inf detection, and a clean stop on Ctrl-C (a resumable checkpoint is written first).
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, hostProcess, path } from '../io/host.js';
 import type { Arena } from '../tensor/arena.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LoraConfig } from '../models/build.js';
@@ -298,9 +297,7 @@ export class Trainer {
     const metricsFd = openAppendNoFollow(metricsPath);
     const log = (record: object) => writeAll(metricsFd, new TextEncoder().encode(`${JSON.stringify(record)}\n`));
 
-    const onSignal = () => this.interrupt();
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    const offInterrupt = hostProcess.onInterrupt(() => this.interrupt());
     const t0 = performance.now();
     const elapsed = () => elapsedBefore + (performance.now() - t0) / 1000;
     // The data position after the last finished step: a step that fails midway has taken batches
@@ -460,7 +457,7 @@ export class Trainer {
         }
         // Let pending events run (Ctrl-C arrives as one): host backends resolve reads at once, so
         // without this yield a CPU-bound loop would never see the signal.
-        await new Promise<void>((resolve) => setImmediate(resolve));
+        await hostProcess.yieldToEvents();
         if (this.interrupted) {
           stoppedBy = 'interrupt';
           break;
@@ -475,8 +472,7 @@ export class Trainer {
       throw e;
     } finally {
       fs.closeSync(metricsFd);
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      offInterrupt();
     }
     // --load-best: the final checkpoint above holds the last step (a resume continues the run);
     // the model, and so the final adapter, take the best evaluation's weights.
@@ -495,7 +491,7 @@ export class Trainer {
     return {
       steps: step, tokensSeen, lossTokensSeen, seconds: elapsed(), finalTrainLoss: lastTrainLoss, finalEvalLoss: lastEval, finalEvalStep: lastEvalStep, stoppedBy,
       bestStep: o.loadBest ? bestStep : null, bestEvalLoss: o.loadBest ? bestEval : null,
-      peakRssBytes: process.resourceUsage().maxRSS * 1024, adapterDir: o.outputDir,
+      peakRssBytes: hostProcess.peakRssBytes(), adapterDir: o.outputDir,
     };
   }
 

@@ -1,0 +1,3 @@
+// Injected by esbuild into the browser bundle: the global `Buffer` the tokenizers use (Node's API,
+// from the `buffer` package).
+export { Buffer } from 'buffer';
