@@ -11,6 +11,9 @@ const input = (id: string) => $<HTMLInputElement>(id);
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
 const send = (m: Request) => worker.postMessage(m);
 
+/** ?backend=ref runs the plain-TypeScript backend on the CPU (slow; for checking the app without a GPU). */
+const BACKEND: RunOptions['backend'] = new URLSearchParams(location.search).get('backend') === 'ref' ? 'ref' : 'webgpu';
+
 const history = { train: [] as [number, number][], eval: [] as [number, number][] };
 let maxSteps = 0;
 let haveGpu = false;
@@ -45,11 +48,12 @@ function runOptions(): RunOptions {
     saveEvery: Number(input('save-every').value),
     samplePrompt: input('sample-prompt').value,
     sampleTokens: Number(input('sample-tokens').value),
+    backend: BACKEND,
   };
 }
 
 function refreshButtons(): void {
-  const ready = haveGpu && haveModel && haveData && !running;
+  const ready = (haveGpu || BACKEND === 'ref') && haveModel && haveData && !running;
   $<HTMLButtonElement>('train').disabled = !ready;
   $<HTMLButtonElement>('resume').disabled = !ready || resumableRun === null;
   $<HTMLButtonElement>('stop').disabled = !running;
@@ -82,7 +86,7 @@ function duration(s: number): string {
 }
 
 function planAgain(): void {
-  if (haveModel && haveGpu) send({ type: 'plan', options: runOptions() });
+  if (haveModel && (haveGpu || BACKEND === 'ref')) send({ type: 'plan', options: runOptions() });
 }
 
 function showInspect(view: Extract<Reply, { type: 'inspect' }>['view']): void {
@@ -253,7 +257,8 @@ for (const id of ['rank', 'alpha', 'batch', 'seq-len', 'steps', 'epochs', 'lr'])
 
 function start(resume: boolean): void {
   running = true;
-  for (const id of ['sample-before', 'sample-after', 'downloads']) $(id).replaceChildren();
+  // A resumed run keeps the before-sample of the run it continues.
+  for (const id of resume ? ['sample-after', 'downloads'] : ['sample-before', 'sample-after', 'downloads']) $(id).replaceChildren();
   delete $('train-section').dataset.done;
   history.train = [];
   history.eval = [];

@@ -26,6 +26,8 @@ export interface RunOptions extends DataOptions {
   readonly saveEvery: number;
   readonly samplePrompt: string;
   readonly sampleTokens: number;
+  /** 'webgpu'; 'ref' (plain TypeScript on the CPU, page URL ?backend=ref) checks the app without a GPU. */
+  readonly backend: 'webgpu' | 'ref';
 }
 
 export interface ModelFile {

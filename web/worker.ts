@@ -9,7 +9,7 @@ import { installHost, type HostPath } from '../src/io/host.js';
 import { MemoryFs } from '../src/io/memory-fs.js';
 import { posixPath } from '../src/io/posix-path.js';
 import { type AdapterSummary, getGpu, summarizeAdapter } from '../src/backends/webgpu/gpu.js';
-import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
+import type { Backend } from '../src/tensor/backend.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import type { LlamaConfig } from '../src/io/config.js';
 import { loadPeftAdapter } from '../src/io/peft.js';
@@ -62,7 +62,7 @@ const post = (m: Reply, transfer?: Transferable[]) => self.postMessage(m, transf
 const status = (text: string) => post({ type: 'status', text });
 
 let adapter: AdapterSummary | null = null;
-let backend: WebGpuBackend | null = null;
+let backend: Backend | null = null;
 let modelPath: string | null = null;
 let modelName = '';
 let config: LlamaConfig | null = null;
@@ -92,11 +92,17 @@ async function checkGpu(): Promise<void> {
   post({ type: 'gpu', ok: true, adapter });
 }
 
-async function getBackend(): Promise<WebGpuBackend> {
+async function getBackend(name: RunOptions['backend']): Promise<Backend> {
+  if (backend?.name === name) return backend;
   // Loaded on first use, so a backend that cannot start (e.g. kernels it lacks) is an error message
   // when training starts, not a worker that dies while the page is still picking files.
-  const { createWebGpuBackend } = await import('../src/backends/webgpu/index.js');
-  backend ??= await createWebGpuBackend();
+  if (name === 'ref') {
+    const { RefBackend } = await import('../src/backends/ref/index.js');
+    backend = new RefBackend();
+  } else {
+    const { createWebGpuBackend } = await import('../src/backends/webgpu/index.js');
+    backend = await createWebGpuBackend();
+  }
   return backend;
 }
 
@@ -289,8 +295,8 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
     const data = await loadData(o);
     if (data.train.length === 0) throw new Error('the data gave no training examples');
     const lora = loraConfig(o);
-    const be = await getBackend();
-    status(`loading ${modelName} onto the GPU (4-bit NF4, tensor by tensor)…`);
+    const be = await getBackend(o.backend);
+    status(`loading ${modelName} onto ${be.name === 'webgpu' ? 'the GPU' : `the ${be.name} backend`} (4-bit NF4, tensor by tensor)…`);
     const ck = openCheckpoint(modelPath);
     try {
       let loaded = 0;
