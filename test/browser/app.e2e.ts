@@ -160,3 +160,27 @@ test('fine-tune in the browser tab: train, stop, resume, download, same greedy t
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
+
+test('without a WebGPU adapter the page says so at once instead of hanging', { timeout: 120_000 }, async () => {
+  const { server, url } = await serveWeb(WEB_ROOT, 0);
+  // Headless Chromium without --enable-unsafe-webgpu: navigator.gpu exists, requestAdapter() gives null.
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(url);
+    await waitFor(page, 'the WebGPU check', "document.getElementById('gpu').dataset.ready !== undefined", 30_000);
+    assert.equal(await page.getAttribute('#gpu', 'data-ready'), 'false');
+    assert.match(await page.textContent('#gpu') ?? '', /no GPU adapter|no WebGPU/);
+    assert.equal(await page.getAttribute('#gpu', 'class'), 'error');
+    await page.setInputFiles('#model-file', MODEL);
+    await waitFor(page, 'the model summary', "document.getElementById('model-summary').textContent !== ''", 30_000);
+    assert.equal(await page.isDisabled('#train'), true, 'training cannot start without a GPU');
+  } finally {
+    await browser.close();
+    server.close();
+  }
+});
