@@ -18,6 +18,8 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { type Page, chromium } from 'playwright-core';
 import { WEB_ROOT, serveWeb } from '../../src/cli/web.js';
+import { configFromHf } from '../../src/io/config.js';
+import { writeSyntheticHfFolder } from '../export-support.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MODEL = path.join(ROOT, 'fixtures', 'stories260K', 'stories260K.gguf');
@@ -161,8 +163,16 @@ test('fine-tune in the browser tab: train, stop, resume, download, same greedy t
   }
 });
 
-test('without a WebGPU adapter the page says so at once instead of hanging', { timeout: 120_000 }, async () => {
+test('without a WebGPU adapter the page says so at once instead of hanging; an HF folder opens through the folder picker', { timeout: 120_000 }, async () => {
   const { server, url } = await serveWeb(WEB_ROOT, 0);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-web-e2e-hf-'));
+  const hfDir = path.join(tmp, 'tiny-llama-hf');
+  const hf = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: 32000, hidden_size: 32, intermediate_size: 48,
+    num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 128,
+    rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true,
+  };
+  writeSyntheticHfFolder(hfDir, hf, configFromHf(hf, 'config.json'), 5);
   // Headless Chromium without --enable-unsafe-webgpu: navigator.gpu exists, requestAdapter() gives null.
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -179,8 +189,14 @@ test('without a WebGPU adapter the page says so at once instead of hanging', { t
     await page.setInputFiles('#model-file', MODEL);
     await waitFor(page, 'the model summary', "document.getElementById('model-summary').textContent !== ''", 30_000);
     assert.equal(await page.isDisabled('#train'), true, 'training cannot start without a GPU');
+    // An HF folder (config.json, model.safetensors, tokenizer.json) through the directory picker.
+    await page.evaluate("document.getElementById('model-summary').textContent = ''");
+    await page.setInputFiles('#model-folder', hfDir);
+    await waitFor(page, 'the HF model summary', "document.getElementById('model-summary').textContent !== ''", 60_000);
+    assert.match(await page.textContent('#model-summary') ?? '', /^tiny-llama-hf: llama \(hf\), 2 layers, hidden 32, vocab 32000.*tokenizer tokenizer\.json \(32000 tokens\)/);
   } finally {
     await browser.close();
     server.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
