@@ -19,6 +19,8 @@ let maxSteps = 0;
 let haveGpu = false;
 let haveModel = false;
 let haveData = false;
+/** A data file was picked (it may have been picked before the model, which tokenizes it). */
+let dataPicked = false;
 let running = false;
 let resumableRun: { step: number; model: string; data: string } | null = null;
 const downloadUrls: string[] = [];
@@ -155,7 +157,7 @@ worker.onmessage = (e: MessageEvent<Reply>) => {
       const s = m.summary;
       setText('model-summary', `${s.name}: ${s.architecture} (${s.source}), ${s.layers} layers, hidden ${s.hidden}, vocab ${s.vocab}, ${(s.parameters / 1e6).toFixed(2)}M parameters; tokenizer ${s.tokenizer}`, 'ok');
       planAgain();
-      if (haveData) send({ type: 'inspect', options: dataOptions() });
+      if (dataPicked) send({ type: 'inspect', options: dataOptions() });
       break;
     }
     case 'inspect':
@@ -247,6 +249,7 @@ input('data-file').addEventListener('change', () => {
   const f = input('data-file').files?.[0];
   if (!f) return;
   haveData = false;
+  dataPicked = true;
   $('inspect').className = '';
   $('inspect').textContent = `reading ${f.name}…`;
   send({ type: 'data', file: f, options: dataOptions() });

@@ -72,6 +72,8 @@ let dataName = '';
 let dataset: LoadedDataset | null = null;
 let datasetKey = '';
 let training = false;
+/** Stop pressed while the model was still loading: do not start the loop. */
+let stopRequested = false;
 
 async function checkGpu(): Promise<void> {
   // Never hang on a missing GPU: no navigator.gpu, or an adapter request that yields null, is a clear message.
@@ -290,6 +292,7 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
   if (!config || !modelPath || !tokenizer) throw new Error('pick a model first');
   if (training) throw new Error('training is already running');
   training = true;
+  stopRequested = false;
   let model: LlamaModel | null = null;
   try {
     const data = await loadData(o);
@@ -331,6 +334,7 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
       memfs.rmSync(`${OUT}/run.json`, { force: true });
       resumedAt = run.step;
     }
+    if (stopRequested) throw new Error('stopped before the first step');
     post({ type: 'started', maxSteps, resumedAt, history: readHistory() });
 
     if (o.samplePrompt && o.sampleTokens > 0 && !resume) {
@@ -414,6 +418,7 @@ async function handle(req: Request): Promise<void> {
       await train(req.options, req.resume);
       return;
     case 'stop':
+      stopRequested = true;
       for (const h of interruptHandlers) h();
       return;
   }
