@@ -15,6 +15,12 @@ import { loadDataset } from '../src/data/dataset.js';
 import { writeFileAtomic, writeAll } from '../src/io/atomic-write.js';
 import { configFromHf } from '../src/io/config.js';
 import { FIXTURES, STORIES, writeSyntheticHfFolder } from './export-support.js';
+import { getBackend } from '../src/backends/index.js';
+import { Batcher, type DataCursor } from '../src/data/batching.js';
+import { buildLlama, type LoraConfig } from '../src/models/build.js';
+import { Trainer, type TrainOptions } from '../src/train/trainer.js';
+import { loadPeftAdapter } from '../src/io/peft.js';
+import { exportGgufLora } from '../src/export/gguf-lora.js';
 
 const GGUF = nodePath.join(STORIES, 'stories260K.gguf');
 const SHAKESPEARE = nodePath.join(FIXTURES, 'datasets', 'tinyshakespeare', 'input.txt');
@@ -169,4 +175,55 @@ test('posix path functions agree with node:path/posix', () => {
   assert.equal(posixPath.resolve('/a/b', '../c', 'd'), '/a/c/d');
   assert.equal(posixPath.resolve('/a', '/x', 'y'), '/x/y');
   assert.equal(posixPath.relative('/a/b/c', '/a/d'), '../../d');
+});
+
+test('the Trainer runs on the memory file system as the browser worker runs it: checkpoints, resume, final adapter, GGUF LoRA', async () => {
+  const { mem } = mountedFs({ '/model/stories260K.gguf': GGUF, '/data/input.txt': SHAKESPEARE });
+  const backend = await getBackend('cpu');
+  const lora: LoraConfig = { r: 4, alpha: 8, dropout: 0, useRslora: false, init: 'kaiming', seed: 1, targets: 'all-linear', layers: null };
+  await withHost(mem, async () => {
+    const tok = loadTokenizer('/model/stories260K.gguf');
+    const data = await loadDataset('/data/input.txt', tok, { maxSeqLen: 32, validFraction: 0.1, seed: 1 });
+    const train = new Batcher(data.train, { batchSize: 2, seqLen: 32, seed: 1, padId: 0 });
+    const options = (maxSteps: number, resume: boolean): TrainOptions => ({
+      outputDir: '/out', maxSteps, lr: 1e-2, schedule: 'constant', warmupSteps: 0, gradAccum: 1, maxGradNorm: 1, weightDecay: 0,
+      optimizer: 'adamw', seed: 1, gradientCheckpointing: true, lossChunkRows: 64, evalEvery: 0, saveEvery: 2, keepCheckpoints: 1,
+      earlyStoppingPatience: 0, onNonFinite: 'stop', resume, baseModel: 'stories260K.gguf',
+    });
+    const runTo = async (maxSteps: number, resume: boolean) => {
+      const ck = openCheckpoint('/model/stories260K.gguf');
+      const model = await buildLlama(ck.config, ck, { backend, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true }, lora });
+      ck.close();
+      let cursor: DataCursor = { epoch: 0, index: 0 };
+      const source = {
+        next: () => {
+          const r = train.next(cursor);
+          cursor = r.cursor;
+          return r.batch;
+        },
+        cursor: () => cursor,
+        restore: (c: unknown) => (cursor = c as DataCursor),
+      };
+      const trainer = new Trainer(model, lora, options(maxSteps, resume), source, null);
+      try {
+        return await trainer.run();
+      } finally {
+        trainer.dispose();
+        model.dispose();
+      }
+    };
+    assert.equal((await runTo(2, false)).steps, 2);
+    assert.ok(mem.existsSync('/out/checkpoint-2/optimizer.safetensors'));
+    const resumed = await runTo(3, true);
+    assert.equal(resumed.steps, 3);
+    const steps = (mem.readFileSync('/out/metrics.jsonl', 'utf8') as string).trim().split('\n').map((l) => JSON.parse(l).step);
+    assert.deepEqual(steps, [1, 2, 3]);
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'loss.svg', 'checkpoint-3/trainer_state.json']) {
+      assert.ok(mem.existsSync(`/out/${f}`), f);
+    }
+    const adapter = loadPeftAdapter('/out');
+    assert.equal(adapter.lora.r, 4);
+    exportGgufLora(adapter, openCheckpoint('/model/stories260K.gguf').config, '/out/adapter.gguf');
+    assert.ok(mem.statSync('/out/adapter.gguf')!.size > 1000);
+  });
 });
