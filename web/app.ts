@@ -257,6 +257,10 @@ input('data-file').addEventListener('change', () => {
 
 $('reinspect').addEventListener('click', () => send({ type: 'inspect', options: dataOptions() }));
 for (const id of ['rank', 'alpha', 'batch', 'seq-len', 'steps', 'epochs', 'lr']) input(id).addEventListener('change', planAgain);
+// The data view depends on the sequence length (over-long examples, packing).
+input('seq-len').addEventListener('change', () => {
+  if (haveModel && dataPicked) send({ type: 'inspect', options: dataOptions() });
+});
 
 function start(resume: boolean): void {
   running = true;
