@@ -281,9 +281,10 @@ function readHistory(): { train: [number, number][]; eval: [number, number][] } 
   if (!memfs.existsSync(`${OUT}/metrics.jsonl`)) return out;
   for (const line of (memfs.readFileSync(`${OUT}/metrics.jsonl`, 'utf8') as string).split('\n')) {
     if (!line.trim()) continue;
-    const r = JSON.parse(line) as { type: string; step: number; loss?: number; evalLoss?: number };
-    if (r.type === 'train' && r.loss !== undefined) out.train.push([r.step, r.loss]);
-    if (r.type === 'eval' && r.evalLoss !== undefined) out.eval.push([r.step, r.evalLoss]);
+    // metrics.jsonl rows use the HF Trainer's names: train rows carry `loss`, eval rows `eval_loss`.
+    const r = JSON.parse(line) as { step: number; loss?: number; eval_loss?: number };
+    if (typeof r.loss === 'number') out.train.push([r.step, r.loss]);
+    if (typeof r.eval_loss === 'number') out.eval.push([r.step, r.eval_loss]);
   }
   return out;
 }
