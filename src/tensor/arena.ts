@@ -1,4 +1,3 @@
-import { constants as bufferConstants } from 'node:buffer';
 import type { Backend } from './backend.js';
 import { BYTES_PER_ELEMENT, type DType, hostArrayFor, shapeString, shapeSize } from './dtype.js';
 import { type Storage, Tensor } from './tensor.js';
@@ -46,7 +45,17 @@ const ALIGN = 64;
  * buffer.constants.MAX_LENGTH bytes (4 GiB on Node 20): the addon's alloc() fails past it, so an
  * arena that needs more holds several chunks instead of one merged block.
  */
-export const MAX_CHUNK_BYTES = Math.floor(bufferConstants.MAX_LENGTH / ALIGN) * ALIGN;
+export const MAX_CHUNK_BYTES = Math.floor(maxArrayBufferBytes() / ALIGN) * ALIGN;
+
+/**
+ * Node's buffer.constants.MAX_LENGTH, read without a static node: import so the library still
+ * bundles for browsers (src/io/host.ts); browsers cap ArrayBuffers near 2 GiB (Chromium) or 4 GiB.
+ */
+function maxArrayBufferBytes(): number {
+  const load = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule;
+  const buffer = typeof load === 'function' ? (load('node:buffer') as { constants: { MAX_LENGTH: number } }) : null;
+  return buffer?.constants.MAX_LENGTH ?? 2 ** 31 - 1;
+}
 
 /** Chunk sizes for `total` bytes (64-byte multiples): as few as possible, none above `maxChunk`. */
 export function chunkSizes(total: number, maxChunk: number): number[] {
