@@ -8,7 +8,7 @@ import { GgufMetadataView, GgufReader, readGgufMetadata } from '../src/io/gguf.j
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 const STORIES_GGUF = here('../fixtures/stories260K/stories260K.gguf');
 const SPM_VOCAB = here('../fixtures/gguf-vocab/ggml-vocab-llama-spm.gguf');
-const SHARED_GPT2_VOCAB = here('../../shared/assets/tokenizers/llama.cpp-vocab/ggml-vocab-gpt-2.gguf');
+const GPT2_VOCAB = here('../fixtures/gguf-vocab/ggml-vocab-gpt-2.gguf');
 
 test('stories260K.gguf metadata matches the model card', () => {
   const g = readGgufMetadata(STORIES_GGUF);
@@ -88,12 +88,8 @@ test('vocab-only llama-spm GGUF: 32000 tokens, scores and types, no tensors', ()
   r.close();
 });
 
-test('vocab-only gpt-2 GGUF (shared assets): 50257 tokens and 50000 merges', (t) => {
-  if (!fs.existsSync(SHARED_GPT2_VOCAB)) {
-    t.skip(`${SHARED_GPT2_VOCAB} not present (only in the development checkout)`);
-    return;
-  }
-  const m = new GgufMetadataView(readGgufMetadata(SHARED_GPT2_VOCAB));
+test('vocab-only gpt-2 GGUF: 50257 tokens and 50000 merges', () => {
+  const m = new GgufMetadataView(readGgufMetadata(GPT2_VOCAB));
   assert.equal(m.string('tokenizer.ggml.model'), 'gpt2');
   assert.equal(m.stringArray('tokenizer.ggml.tokens')!.length, 50257);
   const merges = m.stringArray('tokenizer.ggml.merges')!;
