@@ -15,9 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
 import { buildLlama } from '../src/models/build.js';
-import type { ModelBatch } from '../src/models/llama.js';
-import { syntheticSource } from '../src/models/synthetic.js';
-import { mix32 } from '../src/tensor/rng.js';
+import { syntheticBatch, syntheticSource } from '../src/models/synthetic.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { flopsPerToken, namedShape, planTraining } from '../src/train/plan.js';
 
@@ -46,21 +44,6 @@ const QUANT = { quantType: 'nf4' as const, blocksize: 64, doubleQuant: true };
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
-function syntheticBatch(batchSize: number, seqLen: number, vocab: number, seed: number): ModelBatch {
-  const n = batchSize * seqLen;
-  const inputIds = new Int32Array(n);
-  const labels = new Int32Array(n);
-  const positions = new Int32Array(n);
-  let h = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    h = mix32((h + 0x9e3779b9) >>> 0);
-    inputIds[i] = h % vocab;
-    positions[i] = i % seqLen;
-  }
-  for (let i = 0; i < n; i++) labels[i] = (i + 1) % seqLen === 0 ? -100 : inputIds[i + 1]!;
-  return { batchSize, seqLen, inputIds, labels, positions, segmentIds: null };
 }
 
 async function runShape(be: WebGpuBackend, s: Shape, steps: number) {

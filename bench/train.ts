@@ -24,10 +24,9 @@ import { native } from '../src/backends/cpu/native.js';
 import { buildLlama } from '../src/models/build.js';
 import { packedWeightBytes } from '../src/quant/upload.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { LlamaModel, PROJECTIONS, type ModelBatch, type StepTimings } from '../src/models/llama.js';
-import { syntheticSource } from '../src/models/synthetic.js';
+import { LlamaModel, PROJECTIONS, type StepTimings } from '../src/models/llama.js';
+import { syntheticBatch, syntheticSource } from '../src/models/synthetic.js';
 import { LoraLinear } from '../src/nn/lora.js';
-import { mix32 } from '../src/tensor/rng.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { defaultMachine, flopsPerToken, namedShape, planTraining, type PlanOptions, releaseBuildGarbage } from '../src/train/plan.js';
 
@@ -97,21 +96,6 @@ function planOptionsFor(run: Pick<ShapeRun, 'seqLen' | 'batchSize' | 'gradientCh
 }
 
 // ---- child: one shape ----------------------------------------------------------------------------
-
-function syntheticBatch(batchSize: number, seqLen: number, vocab: number, seed: number): ModelBatch {
-  const n = batchSize * seqLen;
-  const inputIds = new Int32Array(n);
-  const labels = new Int32Array(n);
-  const positions = new Int32Array(n);
-  let h = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    h = mix32((h + 0x9e3779b9) >>> 0);
-    inputIds[i] = h % vocab;
-    positions[i] = i % seqLen;
-  }
-  for (let i = 0; i < n; i++) labels[i] = (i + 1) % seqLen === 0 ? -100 : inputIds[i + 1]!;
-  return { batchSize, seqLen, inputIds, labels, positions, segmentIds: null };
-}
 
 /** Resident bytes of the frozen base (what the model actually holds) and of its projections alone. */
 function baseWeightBytes(model: LlamaModel): { all: number; projections: number; params: number; projectionParams: number } {

@@ -10,14 +10,13 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
 import { loadModel } from '../src/cli/load-model.js';
-import { Batcher, type DataCursor } from '../src/data/batching.js';
+import { Batcher } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
 import { generate } from '../src/generate/generate.js';
 import type { LoraConfig } from '../src/models/build.js';
-import type { ModelBatch } from '../src/models/llama.js';
 import { Param } from '../src/nn/param.js';
 import { AdamW8bit } from '../src/train/optimizer.js';
-import { type BatchSource, type StepMetrics, Trainer, type TrainOptions } from '../src/train/trainer.js';
+import { type StepMetrics, Trainer, type TrainOptions } from '../src/train/trainer.js';
 import type { Backend } from '../src/tensor/backend.js';
 import { DeviceLikeBackend } from './device-backend.js';
 import { randn } from './util.js';
@@ -27,22 +26,6 @@ const MODEL = path.join(root, 'fixtures', 'stories260K', 'stories260K.bin');
 const DATA = path.join(root, 'fixtures', 'datasets', 'tinyshakespeare', 'input.txt');
 const lora: LoraConfig = { r: 4, alpha: 8, dropout: 0.1, useRslora: false, init: 'kaiming', seed: 3, targets: 'all-linear', layers: null };
 const ref = await getBackend('ref');
-
-class Source implements BatchSource {
-  private c: DataCursor = { epoch: 0, index: 0 };
-  constructor(private readonly b: Batcher) {}
-  next(): ModelBatch {
-    const r = this.b.next(this.c);
-    this.c = r.cursor;
-    return r.batch;
-  }
-  cursor(): unknown {
-    return this.c;
-  }
-  restore(c: unknown): void {
-    this.c = c as DataCursor;
-  }
-}
 
 interface Run {
   steps: StepMetrics[];
@@ -69,7 +52,7 @@ async function trainOn(backend: Backend): Promise<Run> {
   const run: Run = { steps: [], evals: [], params: [], files: new Map(), text: '', plainStepReads: [] };
   const device = backend instanceof DeviceLikeBackend ? backend : null;
   let readsBefore = device?.reads ?? 0;
-  const trainer = new Trainer(model, lora, options, new Source(train), () => [...valid.epoch(0)], {
+  const trainer = new Trainer(model, lora, options, train.source(), () => [...valid.epoch(0)], {
     onStep: (m) => {
       run.steps.push(m);
       // Evaluations and checkpoints follow steps 2 and 4 (and the baseline eval precedes step 1):

@@ -10,34 +10,14 @@ import { fileURLToPath } from 'node:url';
 import { Batcher, type DataCursor } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
 import type { LoraConfig } from '../src/models/build.js';
-import type { ModelBatch } from '../src/models/llama.js';
 import { loadModel } from '../src/cli/load-model.js';
 import { niceTicks } from '../src/train/plot.js';
-import { type BatchSource, type EvalMetrics, Trainer, type TrainOptions } from '../src/train/trainer.js';
+import { type EvalMetrics, Trainer, type TrainOptions } from '../src/train/trainer.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MODEL = path.join(root, 'fixtures', 'stories260K', 'stories260K.bin');
 const DATA = path.join(root, 'fixtures', 'datasets', 'viggo', 'train.csv');
 const lora: LoraConfig = { r: 4, alpha: 8, dropout: 0, useRslora: false, init: 'kaiming', seed: 1, targets: 'all-linear', layers: null };
-
-class Source implements BatchSource {
-  c: DataCursor = { epoch: 0, index: 0 };
-  constructor(readonly b: Batcher) {}
-  next(): ModelBatch {
-    const r = this.b.next(this.c);
-    this.c = r.cursor;
-    return r.batch;
-  }
-  cursor(): unknown {
-    return this.c;
-  }
-  restore(c: unknown): void {
-    this.c = c as DataCursor;
-  }
-  epoch(): number {
-    return this.b.epochPosition(this.c);
-  }
-}
 
 async function setup(extra: Partial<TrainOptions>) {
   const { model, tokenizer } = await loadModel({ model: MODEL, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true }, lora, maxPositions: 256 });
@@ -52,7 +32,7 @@ async function setup(extra: Partial<TrainOptions>) {
     earlyStoppingPatience: 0, onNonFinite: 'stop', resume: false, baseModel: 'stories260K', ...extra, outputDir,
   };
   const evalBatches = () => [...valid.epoch(0)].slice(0, 2);
-  const trainer = new Trainer(model, lora, options, new Source(train), evalBatches);
+  const trainer = new Trainer(model, lora, options, train.source(), evalBatches);
   return { model, trainer, outputDir, train };
 }
 

@@ -7,12 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { Batcher, type DataCursor } from '../src/data/batching.js';
+import { Batcher } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
 import { applyPeftAdapter, loadPeftAdapter } from '../src/io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
 import type { LoraConfig } from '../src/models/build.js';
-import type { ModelBatch } from '../src/models/llama.js';
 import { loadModel } from '../src/cli/load-model.js';
 import { type BatchSource, NonFiniteError, Trainer, type TrainOptions } from '../src/train/trainer.js';
 
@@ -21,22 +20,6 @@ const MODEL = path.join(root, 'fixtures', 'stories260K', 'stories260K.bin');
 const DATA = path.join(root, 'fixtures', 'datasets', 'tinyshakespeare', 'input.txt');
 
 const lora: LoraConfig = { r: 8, alpha: 16, dropout: 0.05, useRslora: false, init: 'kaiming', seed: 3, targets: 'all-linear', layers: null };
-
-class Source implements BatchSource {
-  private c: DataCursor = { epoch: 0, index: 0 };
-  constructor(private readonly b: Batcher) {}
-  next(): ModelBatch {
-    const r = this.b.next(this.c);
-    this.c = r.cursor;
-    return r.batch;
-  }
-  cursor(): unknown {
-    return this.c;
-  }
-  restore(c: unknown): void {
-    this.c = c as DataCursor;
-  }
-}
 
 async function setup(extra: Partial<TrainOptions> = {}) {
   const { model, tokenizer } = await loadModel({ model: MODEL, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true }, lora, maxPositions: 64 });
@@ -50,7 +33,7 @@ async function setup(extra: Partial<TrainOptions> = {}) {
     optimizer: 'adamw', seed: 9, gradientCheckpointing: false, lossChunkRows: 100, evalEvery: 0, saveEvery: 0, keepCheckpoints: 2,
     earlyStoppingPatience: 0, onNonFinite: 'stop', resume: false, baseModel: 'stories260K', ...extra, outputDir,
   };
-  const trainer = new Trainer(model, lora, options, new Source(train), () => [...valid.epoch(0)]);
+  const trainer = new Trainer(model, lora, options, train.source(), () => [...valid.epoch(0)]);
   return { model, trainer, outputDir, options, train, valid };
 }
 
@@ -204,7 +187,7 @@ async function packedSetup(rows: number, extra: Partial<TrainOptions> & { wrap?:
     optimizer: 'adamw', seed: 5, gradientCheckpointing: false, lossChunkRows: 100, evalEvery: 0, saveEvery: 0, keepCheckpoints: 2,
     earlyStoppingPatience: 0, onNonFinite: 'stop', resume: false, baseModel: 'stories260K', ...rest, outputDir,
   };
-  const source = new Source(train);
+  const source = train.source();
   const trainer = new Trainer(model, lora, options, wrap ? wrap(source) : source, null);
   return { model, trainer, outputDir, options, train };
 }

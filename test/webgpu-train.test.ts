@@ -10,12 +10,12 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
 import { loadModel } from '../src/cli/load-model.js';
-import { Batcher, type DataCursor } from '../src/data/batching.js';
+import { Batcher } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
 import { type BuildConfig, buildLlama, expectedTensorNames, type LoraConfig } from '../src/models/build.js';
 import type { LlamaModel, ModelBatch, StepOptions } from '../src/models/llama.js';
 import type { Backend } from '../src/tensor/backend.js';
-import { type BatchSource, Trainer, type TrainOptions } from '../src/train/trainer.js';
+import { Trainer, type TrainOptions } from '../src/train/trainer.js';
 import { webgpuBackend } from './backends-under-test.js';
 import { randn } from './util.js';
 
@@ -106,22 +106,6 @@ for (const [dropout, quantizeHead] of [[0, false], [0.3, true]] as const) {
   });
 }
 
-class Source implements BatchSource {
-  private c: DataCursor = { epoch: 0, index: 0 };
-  constructor(private readonly b: Batcher) {}
-  next(): ModelBatch {
-    const r = this.b.next(this.c);
-    this.c = r.cursor;
-    return r.batch;
-  }
-  cursor(): unknown {
-    return this.c;
-  }
-  restore(c: unknown): void {
-    this.c = c as DataCursor;
-  }
-}
-
 const lora: LoraConfig = { r: 8, alpha: 16, dropout: 0.05, useRslora: false, init: 'kaiming', seed: 3, targets: 'all-linear', layers: null };
 
 async function run(backend: 'cpu' | 'webgpu', extra: Partial<TrainOptions>, outputDir: string, stopAfter = 0) {
@@ -138,7 +122,7 @@ async function run(backend: 'cpu' | 'webgpu', extra: Partial<TrainOptions>, outp
   };
   const losses: number[] = [];
   // stopAfter: interrupted after that step (as Ctrl-C would), keeping the full run's LR schedule.
-  const trainer: Trainer = new Trainer(model, lora, options, new Source(train), null, {
+  const trainer: Trainer = new Trainer(model, lora, options, train.source(), null, {
     onStep: (m) => {
       if (losses.push(m.loss) === stopAfter) trainer.interrupt();
     },

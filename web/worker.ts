@@ -17,7 +17,7 @@ import { buildLlama, type LoraConfig } from '../src/models/build.js';
 import type { LlamaModel, ModelBatch } from '../src/models/llama.js';
 import { loadTokenizer, tokenizerPathFor } from '../src/tokenizer/index.js';
 import type { Tokenizer } from '../src/tokenizer/types.js';
-import { Batcher, type DataCursor } from '../src/data/batching.js';
+import { Batcher } from '../src/data/batching.js';
 import { parseColumnMapping } from '../src/data/columns.js';
 import { type LoadedDataset, loadDataset } from '../src/data/dataset.js';
 import { BRACKET_STYLE, inspectReport, maskedSegments } from '../src/data/inspect.js';
@@ -27,7 +27,7 @@ import { exportGgufLora } from '../src/export/gguf-lora.js';
 import { deviceFit } from '../src/train/device-fit.js';
 import { formatPlan, planTraining } from '../src/train/plan.js';
 import { warmupSteps } from '../src/train/schedule.js';
-import { type BatchSource, Trainer } from '../src/train/trainer.js';
+import { Trainer } from '../src/train/trainer.js';
 import { type OpfsDir, copyIntoOpfs, copyFromOpfs, opfsRoot, readOpfsText, removeOpfs, writeOpfsText } from './opfs.js';
 import type { DataOptions, InspectView, ModelSummary, Reply, Request, Resumable, RunOptions } from './protocol.js';
 
@@ -220,24 +220,6 @@ function plan(o: RunOptions): void {
   post({ type: 'plan', plan: { fits: fit.fits, lines, reasons: fit.reasons } });
 }
 
-class BatcherSource implements BatchSource {
-  private position: DataCursor = { epoch: 0, index: 0 };
-  constructor(private readonly batcher: Batcher) {}
-  next(): ModelBatch {
-    const { batch, cursor } = this.batcher.next(this.position);
-    this.position = cursor;
-    return batch;
-  }
-  cursor(): unknown {
-    return this.position;
-  }
-  restore(cursor: unknown): void {
-    const c = cursor as DataCursor;
-    if (!c || !Number.isInteger(c.epoch) || !Number.isInteger(c.index)) throw new Error('checkpoint has an invalid data cursor');
-    this.position = { epoch: c.epoch, index: c.index };
-  }
-}
-
 /** Greedy continuation of the prompt, as `qlora generate -t 0` prints it (prompt + text). */
 async function sample(model: LlamaModel, prompt: string, tokens: number): Promise<string> {
   const tok = tokenizer!;
@@ -358,7 +340,7 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
       maxGradNorm: 1, weightDecay: 0, optimizer: 'adamw', seed: o.seed, gradientCheckpointing: true, lossChunkRows: LOSS_CHUNK_ROWS,
       evalEvery: o.evalEvery, saveEvery: o.saveEvery, keepCheckpoints: 1, earlyStoppingPatience: 0, onNonFinite: 'stop',
       resume, baseModel: modelName, arenaBytes: p.arenaBytes,
-    }, new BatcherSource(trainBatcher), evalBatches, {
+    }, trainBatcher.source(), evalBatches, {
       onStep: (m) => post({ type: 'step', m, maxSteps }),
       onEval: (m) => post({ type: 'eval', m }),
       onCheckpoint: (dir, step) => {

@@ -68,19 +68,10 @@ export type Kernels = Pick<Backend, (typeof KERNEL_NAMES)[number]>;
  * A backend's kernel table from its per-op modules (each exports functions named after the ops):
  * exactly the ops, each found once, so a missing or doubly defined kernel fails at start-up.
  */
-export function kernelTable(
-  modules: readonly Record<string, unknown>[],
-  options: { allowMissing?: boolean; backend?: string } = {},
-): Kernels {
+export function kernelTable(modules: readonly Record<string, unknown>[]): Kernels {
   const table: Record<string, unknown> = {};
   for (const name of KERNEL_NAMES) {
     const found = modules.filter((m) => typeof m[name] === 'function');
-    if (found.length === 0 && options.allowMissing) {
-      table[name] = () => {
-        throw new Error(`${options.backend ?? 'backend'}: kernel '${name}' is not implemented yet`);
-      };
-      continue;
-    }
     if (found.length !== 1) throw new Error(`kernel '${name}' is defined in ${found.length} modules (expected 1)`);
     table[name] = found[0]![name];
   }

@@ -2,7 +2,7 @@
  * Shape validation every backend applies the same way: the contract is the Backend interface, so
  * its checks live once. Each backend binds them to its own error prefix (`cpu.op: …`, `ref.op: …`).
  */
-import type { AttentionOptions } from '../tensor/backend.js';
+import type { AdamWOptions, AttentionOptions } from '../tensor/backend.js';
 import { shapeString } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 
@@ -64,4 +64,150 @@ export function attentionDims(c: ShapeChecks, op: string, q: Tensor, k: Tensor, 
     c.expectShape(op, 'segmentIds', options.segmentIds, [B, Tk]);
   }
   return { B, Tq, Tk, H, Hkv, D };
+}
+
+/** Matmul sizes: out[..., M, N] = op(a)[..., M, K] · op(b)[..., K, N]; b is 2-D (shared) or batched like a. */
+export interface MatmulDims {
+  M: number;
+  K: number;
+  N: number;
+  /** Product of a's batch dims (1 for 2-D). */
+  batches: number;
+  bBatched: boolean;
+}
+
+/** The shape rules of Backend.matmul, with messages that show every operand's shape. */
+export function matmulDims(c: ShapeChecks, op: string, a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: boolean): MatmulDims {
+  if (a.rank < 2 || b.rank < 2 || out.rank < 2) c.fail(op, 'a, b and out need rank ≥ 2');
+  const [a0, a1] = a.shape.slice(-2) as [number, number];
+  const [b0, b1] = b.shape.slice(-2) as [number, number];
+  const M = transA ? a1 : a0;
+  const K = transA ? a0 : a1;
+  const Kb = transB ? b1 : b0;
+  const N = transB ? b0 : b1;
+  const batchShape = a.shape.slice(0, -2);
+  const expectedOut = [...batchShape, M, N];
+  const shapes = `a ${shapeString(a.shape)}${transA ? 'ᵀ' : ''}, b ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}, out ${shapeString(out.shape)}`;
+  if (K !== Kb) c.fail(op, `inner dimensions differ: ${shapes}`);
+  if (out.rank !== expectedOut.length || out.shape.some((d, i) => d !== expectedOut[i])) {
+    c.fail(op, `out must be ${shapeString(expectedOut)}: ${shapes}`);
+  }
+  const bBatched = b.rank > 2;
+  if (bBatched) {
+    const bBatch = b.shape.slice(0, -2);
+    if (bBatch.length !== batchShape.length || bBatch.some((d, i) => d !== batchShape[i])) {
+      c.fail(op, `b must be 2-D or have a's batch dims: ${shapes}`);
+    }
+  }
+  return { M, K, N, batches: batchShape.reduce((p, d) => p * d, 1), bBatched };
+}
+
+/** Shape checks plus the backend's own aliasing checks (they depend on where storage lives). */
+export interface ArgChecks extends ShapeChecks {
+  /** Two tensors must not share memory. */
+  noAlias(op: string, names: string, a: Tensor, b: Tensor): void;
+  /** Two tensors are the same elements or disjoint (a partial overlap would race). */
+  sameOrDisjoint(op: string, names: string, a: Tensor, b: Tensor): void;
+}
+
+/** Rows of x [n, d] (any rank: the last dimension is d). */
+function rowsOf(c: ShapeChecks, op: string, x: Tensor): [number, number] {
+  if (x.rank < 1) c.fail(op, 'x must have at least one dimension');
+  const d = x.shape[x.rank - 1]!;
+  return [d === 0 ? 0 : x.size / d, d];
+}
+
+/** The argument rules of Backend.rmsnorm; returns [rows, width]. */
+export function rmsnormArgs(c: ArgChecks, x: Tensor, weight: Tensor, eps: number, out: Tensor, rstd: Tensor): [number, number] {
+  const op = 'rmsnorm';
+  if (!Number.isFinite(eps)) c.fail(op, `eps must be a finite number, got ${eps}`);
+  if (eps < 0) c.fail(op, `eps must be ≥ 0, got ${eps}`);
+  const [n, d] = rowsOf(c, op, x);
+  c.expectShape(op, 'weight', weight, [d]);
+  c.expectShape(op, 'out', out, x.shape);
+  c.expectSize(op, 'rstd', rstd, n);
+  c.sameOrDisjoint(op, 'out and x', out, x);
+  c.noAlias(op, 'out and weight', out, weight);
+  c.noAlias(op, 'rstd and out', rstd, out);
+  c.noAlias(op, 'rstd and x', rstd, x);
+  return [n, d];
+}
+
+/** The argument rules of Backend.rmsnormBackward; returns [rows, width]. */
+export function rmsnormBackwardArgs(
+  c: ArgChecks, dout: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, dx: Tensor, dweight: Tensor | null,
+): [number, number] {
+  const op = 'rmsnormBackward';
+  const [n, d] = rowsOf(c, op, x);
+  c.expectShape(op, 'dout', dout, x.shape);
+  c.expectShape(op, 'weight', weight, [d]);
+  c.expectSize(op, 'rstd', rstd, n);
+  c.expectShape(op, 'dx', dx, x.shape);
+  // dx may be dout itself (each element of dout is read before dx overwrites it).
+  c.sameOrDisjoint(op, 'dx and dout', dx, dout);
+  for (const [name, t] of [['x', x], ['weight', weight], ['rstd', rstd]] as const) c.noAlias(op, `dx and ${name}`, dx, t);
+  if (dweight) {
+    c.expectShape(op, 'dweight', dweight, [d]);
+    for (const [name, t] of [['dout', dout], ['x', x], ['weight', weight], ['rstd', rstd], ['dx', dx]] as const) {
+      c.noAlias(op, `dweight and ${name}`, dweight, t);
+    }
+  }
+  return [n, d];
+}
+
+/** The argument rules of Backend.rope: x [B, T, H, D] (D even), positions [B·T], tables [maxPos, D/2]. */
+export function ropeArgs(
+  c: ArgChecks, x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, layout: string, out: Tensor,
+): { B: number; T: number; H: number; D: number; maxPos: number } {
+  const op = 'rope';
+  if (layout !== 'half' && layout !== 'interleaved') c.fail(op, `unknown layout '${layout}'`);
+  c.expectRank(op, 'x', x, 4);
+  const [B, T, H, D] = x.shape as [number, number, number, number];
+  if (D % 2 !== 0) c.fail(op, `head dim must be even, got ${D}`);
+  c.expectSize(op, 'positions', positions, B * T);
+  c.expectRank(op, 'cos', cos, 2);
+  const maxPos = cos.shape[0]!;
+  c.expectShape(op, 'cos', cos, [maxPos, D / 2]);
+  c.expectShape(op, 'sin', sin, [maxPos, D / 2]);
+  c.expectShape(op, 'out', out, x.shape);
+  c.sameOrDisjoint(op, 'out and x', out, x);
+  for (const [name, t] of [['positions', positions], ['cos', cos], ['sin', sin]] as const) c.noAlias(op, `out and ${name}`, out, t);
+  return { B, T, H, D, maxPos };
+}
+
+/** The argument rules of Backend.adamw: finite hyper-parameters, a 1-based step, four disjoint tensors of one size. */
+export function adamwArgs(c: ArgChecks, param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamWOptions): void {
+  const op = 'adamw';
+  const { lr, beta1, beta2, eps, weightDecay, step } = options;
+  for (const [name, value] of Object.entries({ lr, beta1, beta2, eps, weightDecay })) {
+    if (!Number.isFinite(value)) c.fail(op, `${name} must be a finite number, got ${value}`);
+  }
+  if (!Number.isInteger(step) || step < 1) c.fail(op, `step must be an integer ≥ 1, got ${step}`);
+  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) c.fail(op, `betas must be in [0, 1), got ${beta1}, ${beta2}`);
+  const n = param.size;
+  c.expectSize(op, 'grad', grad, n);
+  c.expectSize(op, 'm', m, n);
+  c.expectSize(op, 'v', v, n);
+  const named = [['param', param], ['grad', grad], ['m', m], ['v', v]] as const;
+  for (let i = 0; i < named.length; i++) {
+    for (let j = i + 1; j < named.length; j++) c.noAlias(op, `${named[i]![0]} and ${named[j]![0]}`, named[i]![1], named[j]![1]);
+  }
+}
+
+/** The output rules of Backend.attentionBackward (inputs are checked by attentionDims). */
+export function attentionBackwardArgs(
+  c: ArgChecks, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dq: Tensor, dk: Tensor, dv: Tensor,
+): void {
+  const op = 'attentionBackward';
+  c.expectShape(op, 'dout', dout, q.shape);
+  c.expectShape(op, 'out', out, q.shape);
+  c.expectShape(op, 'dq', dq, q.shape);
+  c.expectShape(op, 'dk', dk, k.shape);
+  c.expectShape(op, 'dv', dv, k.shape);
+  const inputs = [['dout', dout], ['q', q], ['k', k], ['v', v], ['out', out], ['lse', lse]] as const;
+  const grads = [['dq', dq], ['dk', dk], ['dv', dv]] as const;
+  for (const [gn, g] of grads) for (const [n, t] of inputs) c.noAlias(op, `${gn} and ${n}`, g, t);
+  c.noAlias(op, 'dq and dk', dq, dk);
+  c.noAlias(op, 'dq and dv', dq, dv);
+  c.noAlias(op, 'dk and dv', dk, dv);
 }

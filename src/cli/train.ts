@@ -1,7 +1,7 @@
 import { BACKEND_CHOICES } from '../backends/index.js';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { Batcher, type DataCursor } from '../data/batching.js';
+import { Batcher } from '../data/batching.js';
 import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
 import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
@@ -11,7 +11,7 @@ import { checkLoraRank } from '../models/lora-rank.js';
 import type { LlamaModel, ModelBatch } from '../models/llama.js';
 import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
 import type { Tokenizer } from '../tokenizer/types.js';
-import { type BatchSource, Trainer } from '../train/trainer.js';
+import { Trainer } from '../train/trainer.js';
 import { warmupSteps } from '../train/schedule.js';
 import { loadModel } from './load-model.js';
 import { openCheckpoint } from '../io/checkpoint.js';
@@ -136,33 +136,6 @@ export function registerTrainCommand(program: Command): void {
     const config = resolveTrainConfig(merged, typeof flags.config === 'string' ? flags.config : 'options');
     await runTraining(config, demo);
   });
-}
-
-/** Wraps a Batcher as the trainer's BatchSource, with its cursor. */
-class BatcherSource implements BatchSource {
-  private position: DataCursor = { epoch: 0, index: 0 };
-
-  constructor(private readonly batcher: Batcher) {}
-
-  next(): ModelBatch {
-    const { batch, cursor } = this.batcher.next(this.position);
-    this.position = cursor;
-    return batch;
-  }
-
-  cursor(): unknown {
-    return this.position;
-  }
-
-  epoch(): number {
-    return this.batcher.epochPosition(this.position);
-  }
-
-  restore(cursor: unknown): void {
-    const c = cursor as DataCursor;
-    if (!c || !Number.isInteger(c.epoch) || !Number.isInteger(c.index)) throw new Error('checkpoint has an invalid data cursor');
-    this.position = { epoch: c.epoch, index: c.index };
-  }
 }
 
 async function sample(model: LlamaModel, tokenizer: Tokenizer, prompt: string, tokens: number): Promise<string> {
@@ -305,7 +278,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       baseModel: modelName(config.model),
       arenaBytes: plan.arenaBytes,
     },
-    new BatcherSource(trainBatcher),
+    trainBatcher.source(),
     evalBatches,
     {
       onStep: (m) => {

@@ -155,6 +155,11 @@ export class Batcher {
     return cursor.epoch + Math.min(1, cursor.index / n);
   }
 
+  /** The batches in order from the start, as a resumable source (the Trainer's BatchSource). */
+  source(): BatcherSource {
+    return new BatcherSource(this);
+  }
+
   /** Every batch of one epoch, in order (for validation). */
   *epoch(epoch = 0): Generator<Batch> {
     for (const rows of this.plan(epoch)) yield this.makeBatch(rows);
@@ -266,4 +271,32 @@ function chunk<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
+}
+
+/** A Batcher read in order, with its cursor: saved in checkpoints so a resumed run sees the same data. */
+export class BatcherSource {
+  private position: DataCursor = { epoch: 0, index: 0 };
+
+  constructor(private readonly batcher: Batcher) {}
+
+  next(): Batch {
+    const { batch, cursor } = this.batcher.next(this.position);
+    this.position = cursor;
+    return batch;
+  }
+
+  cursor(): DataCursor {
+    return this.position;
+  }
+
+  /** Where the stream is, in epochs (1.5 = half-way through the second pass). */
+  epoch(): number {
+    return this.batcher.epochPosition(this.position);
+  }
+
+  restore(cursor: unknown): void {
+    const c = cursor as DataCursor;
+    if (!c || !Number.isInteger(c.epoch) || !Number.isInteger(c.index)) throw new Error('checkpoint has an invalid data cursor');
+    this.position = { epoch: c.epoch, index: c.index };
+  }
 }

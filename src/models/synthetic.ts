@@ -6,6 +6,7 @@
  */
 import { mix32, uniformAt } from '../tensor/rng.js';
 import { type BuildConfig, type TensorSource, expectedTensorNames } from './build.js';
+import type { ModelBatch } from './llama.js';
 
 /** Shape of a tensor in a Llama-family HF checkpoint. */
 export function tensorShape(c: BuildConfig, name: string): number[] {
@@ -62,4 +63,20 @@ export function syntheticSource(config: BuildConfig, seed = 1234): SyntheticSour
       return out;
     },
   };
+}
+
+/** Random token ids as a training batch: each row is one sequence, labels are the next ids (none after the last). */
+export function syntheticBatch(batchSize: number, seqLen: number, vocab: number, seed: number): ModelBatch {
+  const n = batchSize * seqLen;
+  const inputIds = new Int32Array(n);
+  const labels = new Int32Array(n);
+  const positions = new Int32Array(n);
+  let h = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    h = mix32((h + 0x9e3779b9) >>> 0);
+    inputIds[i] = h % vocab;
+    positions[i] = i % seqLen;
+  }
+  for (let i = 0; i < n; i++) labels[i] = (i + 1) % seqLen === 0 ? -100 : inputIds[i + 1]!;
+  return { batchSize, seqLen, inputIds, labels, positions, segmentIds: null };
 }

@@ -27,7 +27,7 @@ export interface Arena {
 /** A block of a backend's memory that an arena carves tensors from. */
 export interface ArenaChunk {
   readonly byteLength: number;
-  /** Storage for `length` elements of `dtype` starting `byteOffset` bytes (64-byte aligned) into the block. */
+  /** Storage for `length` elements of `dtype` starting `byteOffset` bytes (arena-aligned) into the block. */
   storageAt(byteOffset: number, dtype: DType, length: number): Storage;
   release(): void;
 }
@@ -90,7 +90,10 @@ export class ChunkArena implements Arena {
     initialBytes: number,
     readonly name: string,
     private readonly maxChunkBytes: number = MAX_CHUNK_BYTES,
+    /** Tensor offsets are multiples of this (64 for SIMD loads; a device may need its binding alignment). */
+    private readonly align: number = ALIGN,
   ) {
+    if (align % ALIGN !== 0) throw new Error(`arena '${name}': alignment ${align} is not a multiple of ${ALIGN}`);
     for (const size of chunkSizes(Math.max(0, initialBytes), maxChunkBytes)) this.chunks.push(allocChunk(size));
   }
 
@@ -113,7 +116,7 @@ export class ChunkArena implements Arena {
   alloc(shape: readonly number[], dtype: DType = 'f32'): Tensor {
     if (this.disposed) throw new Error(`arena '${this.name}' used after dispose()`);
     const length = shapeSize(shape);
-    const bytes = roundUp(length * BYTES_PER_ELEMENT[dtype]);
+    const bytes = Math.ceil((length * BYTES_PER_ELEMENT[dtype]) / this.align) * this.align;
     if (bytes > this.maxChunkBytes) {
       throw new Error(
         `arena '${this.name}': a ${dtype} tensor of shape ${shapeString(shape)} needs ${bytes} bytes, more than ` +

@@ -1,7 +1,7 @@
 import type { AttentionOptions } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { type AttentionDims, attentionDims } from '../shape-checks.js';
-import { checks, expectShape, f32, i32, noAlias } from './checks.js';
+import { type AttentionDims, attentionBackwardArgs, attentionDims } from '../shape-checks.js';
+import { args, checks, expectShape, f32, i32, noAlias } from './checks.js';
 import { kernel } from './native.js';
 
 type Forward = (
@@ -46,17 +46,7 @@ export function attentionBackward(
 ): void {
   const op = 'attentionBackward';
   const { B, Tq, Tk, H, Hkv, D } = checkInputs(op, q, k, v, lse, options);
-  expectShape(op, 'dout', dout, q.shape);
-  expectShape(op, 'out', out, q.shape);
-  expectShape(op, 'dq', dq, q.shape);
-  expectShape(op, 'dk', dk, k.shape);
-  expectShape(op, 'dv', dv, k.shape);
-  const inputs = [['dout', dout], ['q', q], ['k', k], ['v', v], ['out', out], ['lse', lse]] as const;
-  const grads = [['dq', dq], ['dk', dk], ['dv', dv]] as const;
-  for (const [gn, g] of grads) for (const [n, t] of inputs) noAlias(op, `${gn} and ${n}`, g, t);
-  noAlias(op, 'dq and dk', dq, dk);
-  noAlias(op, 'dq and dv', dq, dv);
-  noAlias(op, 'dk and dv', dk, dv);
+  attentionBackwardArgs(args, dout, q, k, v, out, lse, dq, dk, dv);
   const seg = options.segmentIds ? (options.segmentIds.data as Int32Array) : null;
   attentionBackwardF32(
     f32(op, 'dout', dout), f32(op, 'q', q), f32(op, 'k', k), f32(op, 'v', v), f32(op, 'out', out), f32(op, 'lse', lse),

@@ -4,7 +4,7 @@
  */
 import { shapeString } from '../../tensor/dtype.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { shapeChecks } from '../shape-checks.js';
+import { type ArgChecks, shapeChecks } from '../shape-checks.js';
 
 /** The shape checks every backend shares, with this backend's error prefix. */
 export const checks = shapeChecks('cpu');
@@ -59,3 +59,6 @@ export function callNative(op: string, call: () => void): void {
     fail(op, message.replace(/^qlora_native: (\w+: )?/, ''));
   }
 }
+
+/** The shared argument rules (shape-checks.ts) bound to this backend's checks. */
+export const args: ArgChecks = { ...checks, noAlias, sameOrDisjoint };

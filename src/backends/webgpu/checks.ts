@@ -3,7 +3,7 @@
  * dtype checks, and aliasing checks on device spans (buffer identity and byte ranges).
  */
 import type { Tensor } from '../../tensor/tensor.js';
-import { shapeChecks } from '../shape-checks.js';
+import { type ArgChecks, shapeChecks } from '../shape-checks.js';
 import type { GpuContext, GpuSpan } from './context.js';
 import { spanOf } from './memory.js';
 
@@ -53,3 +53,6 @@ export function sameOrDisjoint(op: string, names: string, a: Tensor, b: Tensor):
 export function ctxOf(t: Tensor): GpuContext {
   return (t.backend as unknown as { ctx: GpuContext }).ctx;
 }
+
+/** The shared argument rules (shape-checks.ts) bound to this backend's checks. */
+export const args: ArgChecks = { ...checks, noAlias, sameOrDisjoint };

@@ -7,10 +7,11 @@ import type { Arena } from '../../tensor/arena.js';
 import type { Backend, MemoryStats } from '../../tensor/backend.js';
 import { BYTES_PER_ELEMENT, type DType, type HostArray, hostArrayFor, shapeSize } from '../../tensor/dtype.js';
 import { type Storage, Tensor } from '../../tensor/tensor.js';
+import type { HostQuantize4bit } from '../capabilities.js';
 import { type Kernels, kernelTable } from '../host-backend.js';
 import { GpuContext } from './context.js';
 import { type AdapterSummary, type GpuDeviceHandle, type OpenDeviceOptions, openDevice } from './gpu.js';
-import { DeviceBytes, GpuArena, deviceStorage, sliceDeviceStorage, spanOf } from './memory.js';
+import { DeviceBytes, createGpuArena, deviceStorage, sliceDeviceStorage, spanOf } from './memory.js';
 import * as elementwise from './kernels/elementwise.js';
 import * as matmul from './kernels/matmul.js';
 import * as quant4bit from './kernels/quant4bit.js';
@@ -21,12 +22,7 @@ import * as attention from './kernels/attention.js';
 import * as loss from './kernels/loss.js';
 import * as optim from './kernels/optim.js';
 
-// QLORA_WEBGPU_PARTIAL=1 lets a backend with unfinished kernels start (for kernel development only:
-// a missing kernel then throws when called); without it a missing kernel fails at start-up.
-const KERNELS = kernelTable([elementwise, matmul, quant4bit, embedding, norm, rope, attention, loss, optim], {
-  allowMissing: typeof process !== 'undefined' && process.env?.QLORA_WEBGPU_PARTIAL === '1',
-  backend: 'webgpu',
-});
+const KERNELS = kernelTable([elementwise, matmul, quant4bit, embedding, norm, rope, attention, loss, optim]);
 
 /** Precision of the frozen-base (4-bit) matmuls: f16 tiles with f32 accumulation, or f32 throughout. */
 export type ComputeDtype = 'f32' | 'f16';
@@ -65,6 +61,18 @@ export class WebGpuBackend implements Backend {
     return this.ctx.handle.adapter;
   }
 
+  /**
+   * Capability (capabilities.ts): quantizing a model happens on the host whatever the compute
+   * backend, so in Node the native addon's threaded quantizer (same bits as the TypeScript one) is
+   * used when it loads — at 7B shapes that is seconds instead of minutes. Absent in browsers.
+   */
+  quantize4bitHost?: HostQuantize4bit;
+
+  describe(): string {
+    const a = this.adapter;
+    return `${a.description || a.architecture || a.vendor} (${a.vendor}${a.isFallback ? ', software adapter' : ''}; compute ${this.computeDtype})`;
+  }
+
   /** Whether WGSL f16 arithmetic is available (the adapter has `shader-f16`). */
   get hasF16(): boolean {
     return this.ctx.features.has('shader-f16');
@@ -93,7 +101,7 @@ export class WebGpuBackend implements Backend {
   }
 
   createArena(initialBytes = 0, name = 'arena'): Arena {
-    return new GpuArena(this, this.ctx, this.bytes, initialBytes, name);
+    return createGpuArena(this, this.ctx, this.bytes, initialBytes, name);
   }
 
   async read(t: Tensor): Promise<HostArray> {
@@ -138,5 +146,13 @@ export class WebGpuBackend implements Backend {
 /** Opens the default GPU and returns a backend on it. */
 export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
   const handle = await openDevice({ ...options, f16: options.f16 ?? true });
-  return new WebGpuBackend(handle, { computeDtype: options.computeDtype });
+  const backend = new WebGpuBackend(handle, { computeDtype: options.computeDtype });
+  try {
+    // A variable specifier keeps bundlers from pulling the Node addon into browser builds.
+    const specifier = '../cpu/quantize4bit-native.js';
+    backend.quantize4bitHost = ((await import(specifier)) as { quantize4bitNative: HostQuantize4bit }).quantize4bitNative;
+  } catch {
+    // No addon (a browser, or not built): buildLlama falls back to the TypeScript quantizer.
+  }
+  return backend;
 }

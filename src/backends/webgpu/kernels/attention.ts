@@ -17,9 +17,9 @@
  */
 import type { AttentionOptions } from '../../../tensor/backend.js';
 import type { Tensor } from '../../../tensor/tensor.js';
-import { type AttentionDims, attentionDims } from '../../shape-checks.js';
+import { type AttentionDims, attentionBackwardArgs, attentionDims } from '../../shape-checks.js';
 import type { GpuContext, GpuSpan, KernelSpec } from '../context.js';
-import { checks, ctxOf, expectShape, f32, fail, i32, noAlias } from '../checks.js';
+import { args, checks, ctxOf, expectShape, f32, fail, i32, noAlias } from '../checks.js';
 import { STRIDE, UNIT_INDEX, strideGroups, unitGroups } from '../grid.js';
 
 const WG = 256;
@@ -525,17 +525,7 @@ export function attentionBackward(
 ): void {
   const op = 'attentionBackward';
   const { d, seg } = prepare(op, q, k, v, lse, options);
-  expectShape(op, 'dout', dout, q.shape);
-  expectShape(op, 'out', out, q.shape);
-  expectShape(op, 'dq', dq, q.shape);
-  expectShape(op, 'dk', dk, k.shape);
-  expectShape(op, 'dv', dv, k.shape);
-  const inputs = [['dout', dout], ['q', q], ['k', k], ['v', v], ['out', out], ['lse', lse]] as const;
-  const grads = [['dq', dq], ['dk', dk], ['dv', dv]] as const;
-  for (const [gn, g] of grads) for (const [n, t] of inputs) noAlias(op, `${gn} and ${n}`, g, t);
-  noAlias(op, 'dq and dk', dq, dk);
-  noAlias(op, 'dq and dv', dq, dv);
-  noAlias(op, 'dk and dv', dk, dv);
+  attentionBackwardArgs(args, dout, q, k, v, out, lse, dq, dk, dv);
   const s = {
     dout: f32(op, 'dout', dout), q: f32(op, 'q', q), k: f32(op, 'k', k), v: f32(op, 'v', v), out: f32(op, 'out', out),
     lse: f32(op, 'lse', lse), dq: f32(op, 'dq', dq), dk: f32(op, 'dk', dk), dv: f32(op, 'dv', dv),

@@ -280,29 +280,25 @@ export function axpy(alpha: number, x: Tensor, y: Tensor): void {
   ctx.dispatch(AXPY, [xs, ys], [x.size, alpha], [strideGroups(ctx, x.size, WG)]);
 }
 
-export function sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void {
-  const xs = f32('sumOfSquares', 'x', x);
-  const o = f32('sumOfSquares', 'out', out);
-  expectSize('sumOfSquares', 'out', out, 1);
-  noAlias('sumOfSquares', 'x and out', x, out);
+/** out[0] (+)= Σ x² or Σ x: Kahan-compensated f32 partials per invocation, then a fixed tree (no f64 on GPUs). */
+function reduce(op: 'sum' | 'sumOfSquares', partialSpec: KernelSpec, x: Tensor, out: Tensor, accumulate: boolean): void {
+  const xs = f32(op, 'x', x);
+  const o = f32(op, 'out', out);
+  expectSize(op, 'out', out, 1);
+  noAlias(op, 'x and out', x, out);
   const ctx = ctxOf(out);
   const groups = Math.min(SUMSQ_GROUPS, Math.max(1, Math.ceil(x.size / WG)));
   const partial = ctx.scratch(SUMSQ_GROUPS * 4);
-  ctx.dispatch(SUMSQ_PARTIAL, [xs, partial], [x.size], [groups]);
+  ctx.dispatch(partialSpec, [xs, partial], [x.size], [groups]);
   ctx.dispatch(SUMSQ_FINAL, [partial, o], [groups, accumulate ? 1 : 0], [1]);
 }
 
-/** out[0] (+)= Σ x: Kahan-compensated f32 partials per invocation, then a fixed tree (no f64 on GPUs). */
+export function sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void {
+  reduce('sumOfSquares', SUMSQ_PARTIAL, x, out, accumulate);
+}
+
 export function sum(x: Tensor, out: Tensor, accumulate: boolean): void {
-  const xs = f32('sum', 'x', x);
-  const o = f32('sum', 'out', out);
-  expectSize('sum', 'out', out, 1);
-  noAlias('sum', 'x and out', x, out);
-  const ctx = ctxOf(out);
-  const groups = Math.min(SUMSQ_GROUPS, Math.max(1, Math.ceil(x.size / WG)));
-  const partial = ctx.scratch(SUMSQ_GROUPS * 4);
-  ctx.dispatch(SUM_PARTIAL, [xs, partial], [x.size], [groups]);
-  ctx.dispatch(SUMSQ_FINAL, [partial, o], [groups, accumulate ? 1 : 0], [1]);
+  reduce('sum', SUM_PARTIAL, x, out, accumulate);
 }
 
 export function swiglu(gate: Tensor, up: Tensor, out: Tensor): void {

@@ -6,7 +6,8 @@ import type { MatmulOptions } from '../../../tensor/backend.js';
 import { shapeString } from '../../../tensor/dtype.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import type { GpuContext, GpuSpan } from '../context.js';
-import { ctxOf, expectFinite, f32, fail, noAlias } from '../checks.js';
+import { matmulDims } from '../../shape-checks.js';
+import { checks, ctxOf, expectFinite, f32, fail, noAlias } from '../checks.js';
 import { type GemmVariant, TILES, type TileName, gemmSpec } from './gemm.js';
 import { type GemmShape, type GemmWindow, planWindows } from './gemm-plan.js';
 
@@ -69,30 +70,10 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor, options: MatmulOptions
   const cs = f32(op, 'out', out);
   expectFinite(op, 'alpha', alpha);
   expectFinite(op, 'beta', beta);
-  if (a.rank < 2 || b.rank < 2 || out.rank < 2) fail(op, 'a, b and out need rank ≥ 2');
   noAlias(op, 'a and out', a, out);
   noAlias(op, 'b and out', b, out);
-  const [a0, a1] = a.shape.slice(-2) as [number, number];
-  const [b0, b1] = b.shape.slice(-2) as [number, number];
-  const M = transA ? a1 : a0;
-  const K = transA ? a0 : a1;
-  const Kb = transB ? b1 : b0;
-  const N = transB ? b0 : b1;
-  const batchShape = a.shape.slice(0, -2);
-  const expectedOut = [...batchShape, M, N];
-  const shapes = `a ${shapeString(a.shape)}${transA ? 'ᵀ' : ''}, b ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}, out ${shapeString(out.shape)}`;
-  if (K !== Kb) fail(op, `inner dimensions differ: ${shapes}`);
-  if (out.rank !== expectedOut.length || out.shape.some((d, i) => d !== expectedOut[i])) {
-    fail(op, `out must be ${shapeString(expectedOut)}: ${shapes}`);
-  }
-  const bBatched = b.rank > 2;
-  if (bBatched) {
-    const bBatch = b.shape.slice(0, -2);
-    if (bBatch.length !== batchShape.length || bBatch.some((d, i) => d !== batchShape[i])) {
-      fail(op, `b must be 2-D or have a's batch dims: ${shapes}`);
-    }
-  }
-  let batch = batchShape.reduce((p, d) => p * d, 1);
+  const { M, K, N, batches, bBatched } = matmulDims(checks, op, a, b, out, transA, transB);
+  let batch = batches;
   let rows = M;
   // A shared 2-D b with an untransposed a is one tall product: fold the batch into M.
   if (!bBatched && !transA && batch > 1) {
@@ -108,6 +89,7 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor, options: MatmulOptions
   const ctx = ctxOf(out);
   const tile = chooseTile(batch, rows, N);
   const spec = gemmSpec({ transA, transB, tile, b: { kind: 'f32' }, f16: false } satisfies GemmVariant);
+  const shapes = `a ${shapeString(a.shape)}${transA ? 'ᵀ' : ''}, b ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}, out ${shapeString(out.shape)}`;
   for (const w of plan(op, shape, tile, ctx, shapes)) {
     const [aStart, aLen] = transA
       ? windowRange(w.b0, w.b1, shape.sA, w.k0, w.k1, shape.lda, w.m0, w.m1)

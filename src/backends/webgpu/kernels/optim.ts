@@ -9,7 +9,8 @@ import { ADAMW8BIT_BLOCKSIZE, type AdamW8bitState, type AdamWOptions } from '../
 import { checkAdamW8bit } from '../../adamw8bit-host.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import type { KernelSpec } from '../context.js';
-import { checks, ctxOf, expectFinite, expectSize, f32, fail, noAlias, u8 } from '../checks.js';
+import { adamwArgs } from '../../shape-checks.js';
+import { args, checks, ctxOf, f32, fail, noAlias, u8 } from '../checks.js';
 import { strideGroups, unitGroups } from '../grid.js';
 
 const WG = 256;
@@ -45,18 +46,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 
 export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamWOptions): void {
   const op = 'adamw';
+  adamwArgs(args, param, grad, m, v, options);
   const { lr, beta1, beta2, eps, weightDecay, step } = options;
-  for (const [name, value] of Object.entries({ lr, beta1, beta2, eps, weightDecay })) expectFinite(op, name, value);
-  if (!Number.isInteger(step) || step < 1) fail(op, `step must be an integer ≥ 1, got ${step}`);
-  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) fail(op, `betas must be in [0, 1), got ${beta1}, ${beta2}`);
   const n = param.size;
-  expectSize(op, 'grad', grad, n);
-  expectSize(op, 'm', m, n);
-  expectSize(op, 'v', v, n);
-  const named = [['param', param], ['grad', grad], ['m', m], ['v', v]] as const;
-  for (let i = 0; i < named.length; i++) {
-    for (let j = i + 1; j < named.length; j++) noAlias(op, `${named[i]![0]} and ${named[j]![0]}`, named[i]![1], named[j]![1]);
-  }
   const bc1 = 1 - beta1 ** step;
   const bc2 = 1 - beta2 ** step;
   const ctx = ctxOf(param);

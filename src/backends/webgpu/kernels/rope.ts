@@ -6,7 +6,8 @@
 import type { RopeLayout } from '../../../tensor/backend.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import { FAULT_WGSL, type KernelSpec } from '../context.js';
-import { ctxOf, expectRank, expectShape, expectSize, f32, fail, i32, noAlias, sameOrDisjoint } from '../checks.js';
+import { ropeArgs } from '../../shape-checks.js';
+import { args, ctxOf, f32, fail, i32 } from '../checks.js';
 import { strideGroups } from '../grid.js';
 
 const WG = 256;
@@ -60,18 +61,7 @@ export function rope(
   x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout, inverse: boolean, out: Tensor,
 ): void {
   const op = 'rope';
-  if (layout !== 'half' && layout !== 'interleaved') fail(op, `unknown layout '${String(layout)}'`);
-  expectRank(op, 'x', x, 4);
-  const [B, T, H, D] = x.shape as [number, number, number, number];
-  if (D % 2 !== 0) fail(op, `head dim must be even, got ${D}`);
-  expectSize(op, 'positions', positions, B * T);
-  expectRank(op, 'cos', cos, 2);
-  const maxPos = cos.shape[0]!;
-  expectShape(op, 'cos', cos, [maxPos, D / 2]);
-  expectShape(op, 'sin', sin, [maxPos, D / 2]);
-  expectShape(op, 'out', out, x.shape);
-  sameOrDisjoint(op, 'out and x', out, x);
-  for (const [name, t] of [['positions', positions], ['cos', cos], ['sin', sin]] as const) noAlias(op, `out and ${name}`, out, t);
+  const { H, D, maxPos } = ropeArgs(args, x, positions, cos, sin, layout, out);
   const spans = [f32(op, 'x', x), i32(op, 'positions', positions), f32(op, 'cos', cos), f32(op, 'sin', sin), f32(op, 'out', out)];
   const pairs = (x.size / 2) | 0;
   if (pairs === 0) return;
