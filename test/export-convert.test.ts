@@ -228,5 +228,5 @@ test('qlora export / convert commands', async () => {
     mergedCk.close();
   }
   await assert.rejects(main(['export', '--adapter', peft, '--format', 'gguf-lora', '--out', path.join(tmp, 'n.gguf')]), /pass --model/);
-  await assert.rejects(main(['export', '--model', BIN, '--format', 'gguf', '--out', path.join(tmp, 'n.bin')]), /--out for --format gguf must end in \.gguf/);
+  await assert.rejects(main(['export', '--model', BIN, '--format', 'gguf', '--out', path.join(tmp, 'n.bin')]), /--output for --format gguf must end in \.gguf/);
 });

@@ -4,21 +4,21 @@ import { Batcher } from '../data/batching.js';
 import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
 import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
+import { addBaseOptions, type BaseFlags, buildOptionsOf, chooseBase, oneAdapter, resolveModelPath } from './base-options.js';
 import { loadModel } from './load-model.js';
-import { choiceOption, formatCount, intOption } from './options.js';
+import { choiceOption, collect, formatCount, intOption } from './options.js';
 
-interface EvalFlags {
-  model: string;
+interface EvalFlags extends BaseFlags {
+  model?: string;
   data: string;
   tokenizer?: string;
-  adapter?: string;
+  adapter?: string[];
   seqLen: number;
   batchSize: number;
   format: 'auto' | 'text' | 'completion' | 'alpaca' | 'chat';
   columns?: string;
   template?: string;
   split: 'train' | 'valid' | 'test' | 'all';
-  quantize: 'none' | 'nf4' | 'fp4';
   backend: BackendChoice;
   json?: boolean;
 }
@@ -28,29 +28,31 @@ interface EvalFlags {
  * file, counting only loss tokens (completions / assistant turns for those formats).
  */
 export function registerEvalCommand(program: Command): void {
-  program
+  const cmd = program
     .command('eval')
     .description('loss and perplexity of a model (+ adapter) over a dataset file (text, JSONL, CSV, …)')
-    .requiredOption('-m, --model <path>', 'model: HF folder, .gguf file, or llama2.c .bin')
+    .option('-m, --model <path>', 'model: HF folder, .gguf file, or llama2.c .bin (default: the base the adapter was trained on)')
     .requiredOption('-d, --data <path>', 'dataset file or folder')
     .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
-    .option('-a, --adapter <path>', 'LoRA adapter folder')
+    .option('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file', collect)
     .option('--seq-len <n>', 'tokens per sequence', intOption('--seq-len', 8), 512)
     .option('-b, --batch-size <n>', 'sequences per batch', intOption('--batch-size', 1), 4)
     .option('--format <format>', 'row format: auto, text, completion, alpaca, chat', choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const), 'auto')
     .option('--columns <map>', 'map dataset columns, e.g. prompt=mr,completion=ref')
     .option('--template <text>', 'prompt template with {column} placeholders')
     .option('--split <name>', 'which split of a folder dataset: train, valid, test, all', choiceOption('--split', ['train', 'valid', 'test', 'all'] as const), 'all')
-    .option('--quantize <type>', 'evaluate with a 4-bit base: none, nf4, fp4', choiceOption('--quantize', ['none', 'nf4', 'fp4'] as const), 'none')
     .option('--backend <name>', 'compute backend: cpu, webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES), 'cpu')
-    .option('--json', 'print the result as JSON')
-    .action(async (flags: EvalFlags) => {
+    .option('--json', 'print the result as JSON');
+  addBaseOptions(cmd, ['quantize']);
+  cmd.action(async (flags: EvalFlags) => {
+      const adapterPath = oneAdapter(flags.adapter);
+      const { base, recipe } = chooseBase(cmd, flags, adapterPath, (line) => process.stderr.write(`${line}\n`));
       const { model, tokenizer } = await loadModel({
-        model: flags.model,
+        model: resolveModelPath(flags.model, adapterPath, recipe),
         tokenizer: flags.tokenizer,
-        adapter: flags.adapter,
+        adapter: adapterPath,
         backend: flags.backend,
-        quantization: flags.quantize === 'none' ? null : { quantType: flags.quantize, blocksize: 64, doubleQuant: true },
+        ...buildOptionsOf(base),
         maxPositions: flags.seqLen,
       });
       const data = await loadDataset(flags.data, tokenizer, {

@@ -2,29 +2,31 @@
  * `qlora export` (GGUF model, merged GGUF, GGUF LoRA adapter, merged HF folder / llama2.c) and
  * `qlora convert IN OUT` (between HF folder, GGUF and llama2.c).
  */
-import { recipeModelPath } from './recipe.js';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { convertCheckpoint, writeCheckpointAs, type ConvertResult } from '../export/convert.js';
 import { exportGgufLora, GGUF_LORA_DTYPES, type GgufLoraDtype } from '../export/gguf-lora.js';
+import { readAdapterRecipe } from '../io/adapter-recipe.js';
 import { loadPeftAdapter } from '../io/peft.js';
 import { openCheckpoint } from '../io/checkpoint.js';
+import { addBaseOptions, type BaseFlags, chooseBase, oneAdapter, resolveModelPath } from './base-options.js';
 import { asQuantizedBase } from './merge.js';
-import { choiceOption } from './options.js';
+import { choiceOption, collect } from './options.js';
 
 const EXPORT_FORMATS = ['gguf', 'gguf-lora', 'hf', 'llama2c'] as const;
 type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
-interface ExportFlags {
+interface ExportFlags extends BaseFlags {
   model?: string;
-  adapter?: string;
+  adapter?: string[];
   format: ExportFormat;
   dtype?: string;
   tokenizer?: string;
   name?: string;
-  out: string;
-  baseQuant: 'none' | 'nf4' | 'fp4';
+  output?: string;
+  /** The older name of --output (hidden). */
+  out?: string;
 }
 
 function report(r: ConvertResult): void {
@@ -40,23 +42,19 @@ function report(r: ConvertResult): void {
 /** Output path with the extension the format expects (so writeCheckpointAs picks that format). */
 function checkExtension(format: ExportFormat, out: string): void {
   const want = { gguf: '.gguf', 'gguf-lora': '.gguf', llama2c: '.bin', hf: '' }[format];
-  if (want && !out.endsWith(want)) throw new Error(`--out for --format ${format} must end in ${want}`);
-  if (format === 'hf' && (out.endsWith('.gguf') || out.endsWith('.bin'))) throw new Error('--out for --format hf is a folder');
+  if (want && !out.endsWith(want)) throw new Error(`--output for --format ${format} must end in ${want}`);
+  if (format === 'hf' && (out.endsWith('.gguf') || out.endsWith('.bin'))) throw new Error('--output for --format hf is a folder');
 }
 
-function exportLora(flags: ExportFlags): void {
-  if (!flags.adapter) throw new Error('--format gguf-lora needs --adapter (a PEFT adapter folder)');
-  const adapter = loadPeftAdapter(flags.adapter);
+function exportLora(flags: ExportFlags, adapterPath: string | undefined, out: string): void {
+  if (!adapterPath) throw new Error('--format gguf-lora needs --adapter (a PEFT adapter folder)');
+  const adapter = loadPeftAdapter(adapterPath);
   // The base decides the architecture and the Q/K permutation of B.
-  const named = adapter.config.base_model_name_or_path;
-  const basePath = flags.model ?? (named && fs.existsSync(named) ? named : (recipeModelPath(flags.adapter) ?? named ?? undefined));
-  if (!basePath || !fs.existsSync(basePath)) {
-    throw new Error(`pass --model: the adapter's base model${basePath ? ` '${basePath}'` : ''} is not a local path, and the export needs its config`);
-  }
+  const basePath = resolveModelPath(flags.model, adapterPath, readAdapterRecipe(adapterPath));
   const ck = openCheckpoint(basePath);
   try {
     const dtype = choiceOption<GgufLoraDtype>('--dtype', GGUF_LORA_DTYPES)(flags.dtype ?? 'f32');
-    const r = exportGgufLora(adapter, ck.config, flags.out, { dtype, name: flags.name });
+    const r = exportGgufLora(adapter, ck.config, out, { dtype, name: flags.name });
     console.log(`wrote ${r.out} (GGUF LoRA adapter, ${r.tensors} tensors, base ${path.basename(basePath)})`);
     console.log(`llama.cpp: llama-cli -m <base>.gguf --lora ${r.out}`);
     console.log(`Ollama:    a Modelfile with 'FROM <base>.gguf' and 'ADAPTER ./${path.basename(r.out)}'`);
@@ -66,34 +64,36 @@ function exportLora(flags: ExportFlags): void {
 }
 
 export function registerExportCommands(program: Command): void {
-  program
+  const cmd = program
     .command('export')
     .description('export for llama.cpp / Ollama: a GGUF model (merged with --adapter), a GGUF LoRA adapter, or a merged HF folder / llama2.c file')
-    .option('-m, --model <path>', 'base model: HF folder, .gguf or llama2.c .bin')
-    .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (merged into the model, or exported alone with --format gguf-lora)')
+    .option('-m, --model <path>', 'base model: HF folder, .gguf or llama2.c .bin (default: the base the adapter was trained on)')
+    .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (merged into the model, or exported alone with --format gguf-lora)', collect)
     .option('-f, --format <format>', `output format: ${EXPORT_FORMATS.join(', ')}`, choiceOption('--format', EXPORT_FORMATS), 'gguf')
     .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; gguf-lora: f32, f16, bf16, default f32; hf: f32, f16, bf16)')
     .option('--tokenizer <path>', 'vocabulary for the GGUF (.gguf, tokenizer.json or its folder, llama2.c tokenizer.bin); default: the model\'s own')
     .option('--name <name>', 'general.name written into the GGUF')
-    .requiredOption('-o, --out <path>', 'output file (.gguf, .bin) or folder (hf)')
-    .option('--base-quant <type>', 'with --adapter: merge into the 4-bit base the adapter was trained on (nf4, fp4; block 64, double quant) instead of the full-precision weights (none)', choiceOption('--base-quant', ['none', 'nf4', 'fp4'] as const), 'none')
-    .action((flags: ExportFlags) => {
-      checkExtension(flags.format, flags.out);
-      if (flags.format === 'gguf-lora') return exportLora(flags);
-      const adapter = flags.adapter ? loadPeftAdapter(flags.adapter) : null;
-      // A merge may take the base from the adapter's base_model_name_or_path when that is a local path.
-      const adapterBase = adapter?.config.base_model_name_or_path;
-      // Or from the adapter's config.yaml (a qlora train output records the model's path there).
-      const modelPath = flags.model ?? (adapterBase && fs.existsSync(adapterBase) ? adapterBase : flags.adapter ? (recipeModelPath(flags.adapter) ?? undefined) : undefined);
-      if (!modelPath) throw new Error(`--format ${flags.format} needs --model`);
-      const ck = openCheckpoint(modelPath);
-      try {
-        const base = adapter && flags.baseQuant !== 'none' ? asQuantizedBase(ck, { quantType: flags.baseQuant, blocksize: 64, doubleQuant: true }) : ck;
-        report(writeCheckpointAs(base, flags.out, { dtype: flags.dtype, tokenizer: flags.tokenizer, adapter, name: flags.name }));
-      } finally {
-        ck.close();
-      }
-    });
+    .option('-o, --output <path>', 'output file (.gguf, .bin) or folder (hf)')
+    .addOption(new Option('--out <path>').hideHelp());
+  // With --adapter the weights merge into the base it was trained on (its qlora_config.json), unless --quant says otherwise.
+  addBaseOptions(cmd, ['base-quant']);
+  cmd.action((flags: ExportFlags) => {
+    const out = flags.output ?? flags.out;
+    if (out === undefined) throw new Error('--output is required (the file or folder to write)');
+    const adapterPath = oneAdapter(flags.adapter);
+    checkExtension(flags.format, out);
+    if (flags.format === 'gguf-lora') return exportLora(flags, adapterPath, out);
+    const adapter = adapterPath ? loadPeftAdapter(adapterPath) : null;
+    const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) => process.stderr.write(`${line}\n`));
+    const modelPath = resolveModelPath(flags.model, adapterPath, recipe);
+    const ck = openCheckpoint(modelPath);
+    try {
+      const base = adapter && quant ? asQuantizedBase(ck, quant, { head: quant.quantizeHead, embedding: quant.quantizeEmbeddings }) : ck;
+      report(writeCheckpointAs(base, out, { dtype: flags.dtype, tokenizer: flags.tokenizer, adapter, name: flags.name }));
+    } finally {
+      ck.close();
+    }
+  });
 
   program
     .command('convert')

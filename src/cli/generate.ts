@@ -1,15 +1,16 @@
 import { BACKEND_CHOICES, type BackendChoice } from '../backends/index.js';
 import readline from 'node:readline';
 import type { Command } from 'commander';
+import { addBaseOptions, type BaseFlags, buildOptionsOf, chooseBase, oneAdapter, resolveModelPath } from './base-options.js';
 import { ChatTemplate, type ChatMessage } from '../data/chat-template.js';
 import { generate, type GenerateOptions } from '../generate/generate.js';
 import { loadModel } from './load-model.js';
 import { choiceOption, collect, floatOption, intOption } from './options.js';
 
-interface GenerateFlags {
-  model: string;
+interface GenerateFlags extends BaseFlags {
+  model?: string;
   tokenizer?: string;
-  adapter?: string;
+  adapter?: string[];
   prompt?: string;
   chat?: boolean;
   system?: string;
@@ -22,18 +23,17 @@ interface GenerateFlags {
   seed: number;
   stop: string[];
   bos: boolean;
-  quantize: 'none' | 'nf4' | 'fp4';
   backend: BackendChoice;
   stats: boolean;
 }
 
 export function registerGenerateCommand(program: Command): void {
-  program
+  const cmd = program
     .command('generate')
     .description('generate text from a model (and optionally a LoRA adapter), streaming to stdout')
-    .requiredOption('-m, --model <path>', 'model: HF folder, .gguf file, or llama2.c .bin')
+    .option('-m, --model <path>', 'model: HF folder, .gguf file, or llama2.c .bin (default: the base the adapter was trained on)')
     .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
-    .option('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file')
+    .option('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file', collect)
     .option('-p, --prompt <text>', 'prompt text (default: empty, i.e. start from BOS)')
     .option('--chat', 'interactive chat using the model\'s chat template (reads lines from stdin)')
     .option('--system <text>', 'system message for --chat')
@@ -46,17 +46,19 @@ export function registerGenerateCommand(program: Command): void {
     .option('-s, --seed <n>', 'random seed', intOption('--seed', 0), 0)
     .option('--stop <text>', 'stop when this text appears (repeatable)', collect, [])
     .option('--no-bos', 'do not prepend BOS to the prompt')
-    .option('--quantize <type>', 'run the base in 4-bit: none, nf4, fp4', choiceOption('--quantize', ['none', 'nf4', 'fp4'] as const), 'none')
     .option('--backend <name>', 'compute backend: cpu, webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES), 'cpu')
-    .option('--stats', 'print tokens/s to stderr at the end')
-    .action(async (flags: GenerateFlags) => {
+    .option('--stats', 'print tokens/s to stderr at the end');
+  addBaseOptions(cmd, ['quantize']);
+  cmd.action(async (flags: GenerateFlags) => {
       if (flags.chat && flags.prompt !== undefined) throw new Error('use either --prompt or --chat, not both');
+      const adapterPath = oneAdapter(flags.adapter);
+      const { base, recipe } = chooseBase(cmd, flags, adapterPath, (line) => process.stderr.write(`${line}\n`));
       const { model, tokenizer } = await loadModel({
-        model: flags.model,
+        model: resolveModelPath(flags.model, adapterPath, recipe),
         tokenizer: flags.tokenizer,
-        adapter: flags.adapter,
+        adapter: adapterPath,
         backend: flags.backend,
-        quantization: flags.quantize === 'none' ? null : { quantType: flags.quantize, blocksize: 64, doubleQuant: true },
+        ...buildOptionsOf(base),
       });
       const arena = model.backend.createArena(1 << 22, 'generate');
       const options: GenerateOptions = {

@@ -1,11 +1,12 @@
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
+import { addBaseOptions, type BaseFlags, chooseBase, oneAdapter, resolveModelPath } from './base-options.js';
 import { loadLoraAdapter } from '../export/gguf-lora.js';
 import { writeCheckpointAs } from '../export/convert.js';
 import { HF_DTYPES } from '../export/hf-writer.js';
 import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';
 import { PROJECTIONS } from '../models/llama.js';
 import { dequantize4bit, quantize4bit, type Quantize4bitOptions } from '../quant/quantize4bit.js';
-import { choiceOption, intOption } from './options.js';
+import { choiceOption, collect } from './options.js';
 
 const PROJECTION_WEIGHT = new RegExp(`\\.(${PROJECTIONS.join('|')})\\.weight$`);
 const HEAD = 'lm_head.weight';
@@ -42,42 +43,41 @@ export function asQuantizedBase(ck: Checkpoint, q: Quantize4bitOptions, extras: 
   };
 }
 
-interface MergeFlags {
-  model: string;
-  adapter: string;
-  out: string;
+interface MergeFlags extends BaseFlags {
+  model?: string;
+  adapter: string[];
+  output?: string;
+  /** The older name of --output (hidden). */
+  out?: string;
   dtype: 'f32' | 'f16' | 'bf16';
-  quant: 'nf4' | 'fp4' | 'none';
-  blocksize: number;
-  doubleQuant: boolean;
-  quantizeHead?: boolean;
-  quantizeEmbeddings?: boolean;
 }
 
 export function registerMergeCommand(program: Command): void {
-  program
+  const cmd = program
     .command('merge')
     .description('fold a LoRA adapter into its base model and write a Hugging Face folder (qlora generate loads it)')
-    .requiredOption('-m, --model <path>', 'base model: HF folder, .gguf file, or llama2.c .bin')
-    .requiredOption('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file')
-    .requiredOption('-o, --out <dir>', 'output folder')
-    .option('--dtype <dtype>', 'weight dtype of the output: f32, f16, bf16', choiceOption('--dtype', HF_DTYPES), 'f32')
-    .option('--quant <type>', 'the base the adapter was trained on: nf4 (QLoRA default), fp4, or none (full precision)', choiceOption('--quant', ['nf4', 'fp4', 'none'] as const), 'nf4')
-    .option('--blocksize <n>', '4-bit block size used in training', intOption('--blocksize', 32), 64)
-    .option('--no-double-quant', 'the training base kept absmax in fp32')
-    .option('--quantize-head', 'the training base had a 4-bit lm_head (train --quantize-head)')
-    .option('--quantize-embeddings', 'the training base had a 4-bit embedding table (train --quantize-embeddings)')
-    .action((flags: MergeFlags) => {
-      const ck = openCheckpoint(flags.model);
-      try {
-        const adapter = loadLoraAdapter(flags.adapter, ck.config);
-        const base = flags.quant === 'none' ? ck : asQuantizedBase(ck, { quantType: flags.quant, blocksize: flags.blocksize, doubleQuant: flags.doubleQuant }, { head: flags.quantizeHead, embedding: flags.quantizeEmbeddings });
-        if (flags.out.endsWith('.gguf') || flags.out.endsWith('.bin')) throw new Error('merge writes an HF folder; for GGUF use `qlora export --format gguf --adapter`');
-        const r = writeCheckpointAs(base, flags.out, { adapter, dtype: flags.dtype });
-        for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-        process.stderr.write(`merged ${adapter.tensors.size / 2} LoRA layers into ${flags.out} (${flags.dtype}${flags.quant === 'none' ? '' : `, base through ${flags.quant}`})\n`);
-      } finally {
-        ck.close();
-      }
-    });
+    .option('-m, --model <path>', 'base model: HF folder, .gguf file, or llama2.c .bin (default: the base the adapter was trained on)')
+    .requiredOption('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file', collect)
+    .option('-o, --output <dir>', 'output folder')
+    .addOption(new Option('--out <dir>').hideHelp())
+    .option('--dtype <dtype>', 'weight dtype of the output: f32, f16, bf16', choiceOption('--dtype', HF_DTYPES), 'f32');
+  // The weights merge into the base the adapter was trained on (its qlora_config.json), unless --quant says otherwise.
+  addBaseOptions(cmd);
+  cmd.action((flags: MergeFlags) => {
+    const out = flags.output ?? flags.out;
+    if (out === undefined) throw new Error('--output is required (the folder to write)');
+    if (out.endsWith('.gguf') || out.endsWith('.bin')) throw new Error('merge writes an HF folder; for GGUF use `qlora export --format gguf --adapter`');
+    const adapterPath = oneAdapter(flags.adapter)!;
+    const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) => process.stderr.write(`${line}\n`));
+    const ck = openCheckpoint(resolveModelPath(flags.model, adapterPath, recipe));
+    try {
+      const adapter = loadLoraAdapter(adapterPath, ck.config);
+      const base = quant ? asQuantizedBase(ck, quant, { head: quant.quantizeHead, embedding: quant.quantizeEmbeddings }) : ck;
+      const r = writeCheckpointAs(base, out, { adapter, dtype: flags.dtype });
+      for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+      process.stderr.write(`merged ${adapter.tensors.size / 2} LoRA layers into ${out} (${flags.dtype}${quant ? `, base through ${quant.quantType}` : ''})\n`);
+    } finally {
+      ck.close();
+    }
+  });
 }

@@ -276,6 +276,22 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       // PEFT's base_model_name_or_path: the model's name (Hub id when known), not this machine's path;
       // the path is in config.yaml.
       baseModel: modelName(config.model),
+      recipe: {
+        baseModelPath: path.resolve(config.model),
+        quantization:
+          config.quant === 'none'
+            ? null
+            : { quantType: config.quant, blocksize: config.blocksize, doubleQuant: config.doubleQuant, quantizeHead: config.quantizeHead, quantizeEmbeddings: config.quantizeEmbeddings },
+        data: {
+          format: data.format,
+          columns: config.columns ? parseColumnMapping(config.columns) : null,
+          template: config.template ?? null,
+          chatTemplateName: null,
+          trainOnPrompt: config.trainOnPrompt,
+          seqLen: config.seqLen,
+        },
+        chatTemplate: data.format === 'chat' ? tokenizer.chatTemplate : null,
+      },
       arenaBytes: plan.arenaBytes,
     },
     trainBatcher.source(),

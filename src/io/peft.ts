@@ -7,6 +7,7 @@ import { fs, path } from './host.js';
 import { z } from 'zod';
 import type { LoraConfig } from '../models/build.js';
 import { type LlamaModel, PROJECTIONS, type ProjectionName } from '../models/llama.js';
+import { type AdapterRecipe, writeAdapterRecipe } from './adapter-recipe.js';
 import { writeAll, writeFileAtomic } from './atomic-write.js';
 import { SafetensorsFile, writeSafetensors } from './safetensors.js';
 
@@ -84,11 +85,12 @@ export function assertFiniteTensor(values: ArrayLike<number>, tensor: string, wh
 }
 
 /**
- * Saves the model's LoRA weights as a PEFT adapter folder (each file written atomically). The
- * weights are read back from the backend (async: a device backend maps its buffers). An adapter
- * with a NaN/Inf weight is never written: nothing can use it, and it would replace a good one.
+ * Saves the model's LoRA weights as a PEFT adapter folder (each file written atomically), with the
+ * training recipe (qlora_config.json, chat_template.jinja) when one is given. The weights are read
+ * back from the backend (async: a device backend maps its buffers). An adapter with a NaN/Inf
+ * weight is never written: nothing can use it, and it would replace a good one.
  */
-export async function savePeftAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null): Promise<void> {
+export async function savePeftAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null, recipe?: AdapterRecipe | null): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   const tensors = [];
   for (const p of model.parameters()) {
@@ -100,6 +102,7 @@ export async function savePeftAdapter(dir: string, model: LlamaModel, lora: Lora
   writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
   const json = new TextEncoder().encode(`${JSON.stringify(adapterConfigJson(lora, baseModel), null, 2)}\n`);
   writeFileAtomic(path.join(dir, ADAPTER_CONFIG), (fd) => writeAll(fd, json));
+  if (recipe) writeAdapterRecipe(dir, recipe);
 }
 
 /** Reads and validates a PEFT LoRA adapter folder (trained here or by PEFT). */

@@ -5,6 +5,7 @@
  */
 import { fs, hostProcess, path } from '../io/host.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
+import type { AdapterRecipe } from '../io/adapter-recipe.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, applyPeftAdapter, loadPeftAdapter, savePeftAdapter } from '../io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import type { LoraConfig } from '../models/build.js';
@@ -43,14 +44,14 @@ export function checkpointDir(outputDir: string, step: number): string {
 
 export async function saveCheckpoint(
   outputDir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null, optimizer: Optimizer,
-  state: TrainerState, keep: number, best: HostAdapterWeights | null = null,
+  state: TrainerState, keep: number, best: HostAdapterWeights | null = null, recipe: AdapterRecipe | null = null,
 ): Promise<string> {
   const final = checkpointDir(outputDir, state.step);
   const tmp = path.join(outputDir, `.tmp-checkpoint-${state.step}-${hostProcess.pid}`);
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp); // not recursive: the output folder exists (prepareOutputDir), and a planted link here fails
   try {
-    await savePeftAdapter(tmp, model, lora, baseModel);
+    await savePeftAdapter(tmp, model, lora, baseModel, recipe);
     const opt = await optimizer.state();
     const tensors = Object.entries(opt.arrays).map(([name, data]) => ({
       name,

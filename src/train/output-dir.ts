@@ -6,6 +6,7 @@
  * opened with O_NOFOLLOW), so a symlink planted here is replaced, never written through.
  */
 import { fs, hostProcess, path } from '../io/host.js';
+import type { AdapterRecipe } from '../io/adapter-recipe.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, savePeftAdapter } from '../io/peft.js';
 import type { LoraConfig } from '../models/build.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -144,12 +145,12 @@ export function openAppendNoFollow(file: string): number {
  * without a config by a kill between renames are removed on the next start (the final checkpoint
  * holds the same weights).
  */
-export async function saveFinalAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null): Promise<void> {
+export async function saveFinalAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null, recipe: AdapterRecipe | null = null): Promise<void> {
   const stage = path.join(dir, `.tmp-adapter-${hostProcess.pid}`);
   fs.rmSync(stage, { recursive: true, force: true });
   fs.mkdirSync(stage);
   try {
-    await savePeftAdapter(stage, model, lora, baseModel);
+    await savePeftAdapter(stage, model, lora, baseModel, recipe);
     fs.rmSync(path.join(dir, ADAPTER_CONFIG), { force: true });
     const names = fs.readdirSync(stage).filter((n) => n !== ADAPTER_CONFIG);
     for (const name of [...names, ADAPTER_CONFIG]) fs.renameSync(path.join(stage, name), path.join(dir, name));

@@ -10,6 +10,7 @@ import type { LoraConfig } from '../models/build.js';
 import type { LlamaModel, ModelBatch } from '../models/llama.js';
 import { mix32 } from '../tensor/rng.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
+import type { AdapterRecipe } from '../io/adapter-recipe.js';
 import { type HostAdapterWeights, type TrainerState, checkpointDir, loadBestAdapter, listCheckpoints, loadCheckpoint, readTrainerState, saveCheckpoint } from './checkpoint.js';
 import { ADAMW_DEFAULTS, AdamW, AdamW8bit, type Optimizer } from './optimizer.js';
 import { openAppendNoFollow, prepareOutputDir, saveFinalAdapter } from './output-dir.js';
@@ -64,6 +65,8 @@ export interface TrainOptions {
   /** Replace the run already in outputDir (its files are removed first); without it a non-empty folder is refused. */
   readonly overwrite?: boolean;
   readonly baseModel: string | null;
+  /** Saved with every adapter (qlora_config.json): the base quantization and data recipe inference should reuse. */
+  readonly recipe?: AdapterRecipe | null;
   /**
    * Initial sizes of the step and layer arenas (plan.arenaBytes from src/train/plan.ts): arenas
    * created at their peak size never grow, so no freed chunks linger in the heap. Default 1 MiB each.
@@ -312,7 +315,7 @@ export class Trainer {
       elapsedSeconds: elapsed(), fingerprint: fp, optimizerKind: optimizer.kind,
     });
     const checkpoint = async () => {
-      const dir = await saveCheckpoint(o.outputDir, this.model, this.lora, o.baseModel, optimizer, state(), o.keepCheckpoints, best);
+      const dir = await saveCheckpoint(o.outputDir, this.model, this.lora, o.baseModel, optimizer, state(), o.keepCheckpoints, best, o.recipe ?? null);
       lastCheckpointStep = step;
       this.events.onCheckpoint?.(dir, step);
     };
@@ -485,7 +488,7 @@ export class Trainer {
       this.events.onLoadBest?.(bestStep, bestEval);
     }
     // The final adapter sits at the top of the output folder, ready for PEFT / qlora generate.
-    await saveFinalAdapter(o.outputDir, this.model, this.lora, o.baseModel);
+    await saveFinalAdapter(o.outputDir, this.model, this.lora, o.baseModel, o.recipe ?? null);
     writeCurve();
     optimizer.dispose();
     return {
