@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { Batcher } from '../data/batching.js';
 import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
+import { lengthAdvice } from '../data/length-advice.js';
 import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
 import { generate } from '../generate/generate.js';
 import { type LoraConfig, resolveTargets } from '../models/build.js';
@@ -115,6 +116,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--skip-bad-rows', 'count and skip malformed rows instead of stopping')
     .option('--max-row-bytes <n>', 'longest dataset row (JSONL line, CSV record, JSON element, text document) in bytes; longer rows are bad rows (default 1048576)', intOption('--max-row-bytes', 1))
     .option('--backend <name>', 'compute backend: cpu (default), webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES))
+    .option('--force', 'train even when the plan exceeds this machine\'s memory or most examples lose their loss tokens to --seq-len')
     .option('--sample-prompt <text>', 'print a sample for this prompt before and after training')
     .option('--sample-tokens <n>', 'tokens in each sample (default 64)', intOption('--sample-tokens', 0));
   cmd.action(async (flags: Record<string, unknown>) => {
@@ -192,7 +194,10 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     quantizeEmbedding: config.quantizeEmbeddings,
   }, path.basename(path.resolve(config.model)), log);
   header.close();
-  if (!plan.fits) log('warning: the plan says this run does not fit in this machine\'s memory (see above); continuing anyway');
+  if (!plan.fits) {
+    if (!config.force) throw new Error('the plan above needs more memory than this machine has: lower --batch-size or --seq-len, turn on --gradient-checkpointing, or pass --force to try anyway');
+    log('warning: the plan says this run does not fit in this machine\'s memory (see above); continuing because of --force');
+  }
   const t0 = performance.now();
   const { model, tokenizer, checkpoint } = await loadModel({
     model: config.model,
@@ -224,6 +229,12 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   });
   const st = data.stats.train;
   log(`data: ${data.format} format, ${st.examples} train examples (${formatCount(st.tokens)} tokens, ${formatCount(st.lossTokens)} with loss), ${data.valid.length} validation (${data.validSource})${st.badRows ? `, ${st.badRows} bad rows skipped` : ''}${st.overLength ? `, ${st.overLength} over-long (${data.truncation})` : ''}`);
+  const advice = lengthAdvice(st, { seqLen: config.seqLen, policy: data.truncation, format: data.format, contextLength: c.maxPositionEmbeddings || null });
+  for (const w of advice.warnings) log(`warning: ${w}`);
+  if (advice.refusal) {
+    if (!config.force) throw new Error(advice.refusal);
+    log('continuing because of --force');
+  }
   const padId = tokenizer.padId ?? tokenizer.eosId ?? 0;
   const trainBatcher = new Batcher(data.train, { batchSize: config.batchSize, seqLen: config.seqLen, packing: config.packing, shuffle: true, seed: config.seed, padId });
   const validBatcher = data.valid.length > 0 ? new Batcher(data.valid, { batchSize: config.batchSize, seqLen: config.seqLen, packing: config.packing, shuffle: false, padId }) : null;

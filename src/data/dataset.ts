@@ -38,8 +38,14 @@ export interface SplitStats {
   /** Examples longer than maxSeqLen (shortened, split or dropped per the policy). */
   overLength: number;
   droppedTooLong: number;
-  /** Examples left with no loss token after truncation. */
+  /** Pieces left with no loss token after truncation (or splitting). */
   droppedNoLoss: number;
+  /** Examples that had loss tokens and lost every one of them to the length limit (dropped, or truncated away). */
+  lostAllLoss: number;
+  /** Loss tokens removed by the length limit. */
+  lossTokensCut: number;
+  /** Token length of every example before the length limit, in reading order (for length advice: p95 and max). */
+  readonly lengths: number[];
   /** Loss boundaries that fell inside a token. */
   inexactBoundaries: number;
   examples: number;
@@ -68,6 +74,9 @@ function emptyStats(): SplitStats {
     overLength: 0,
     droppedTooLong: 0,
     droppedNoLoss: 0,
+    lostAllLoss: 0,
+    lossTokensCut: 0,
+    lengths: [],
     inexactBoundaries: 0,
     examples: 0,
     tokens: 0,
@@ -143,8 +152,11 @@ class SplitLoader {
       const policy = (this.policy ??= this.options.truncation ?? (this.renderer.format === 'text' ? 'split' : 'truncate-right'));
       const example: TokenizedExample = { ids: Int32Array.from(ids), targets: Uint8Array.from(targets), location };
       const fit = fitToLength(example, this.options.maxSeqLen, policy, this.tokenizer.bosId);
+      stats.lengths.push(ids.length);
       if (fit.overLength) stats.overLength++;
       if (fit.dropped) stats.droppedTooLong++;
+      const lossBefore = countTargets(example.targets);
+      let lossKept = 0;
       for (const piece of fit.examples) {
         const loss = countTargets(piece.targets);
         if (loss === 0) {
@@ -154,7 +166,10 @@ class SplitLoader {
         examples.push(piece);
         stats.tokens += piece.ids.length;
         stats.lossTokens += loss;
+        lossKept += loss;
       }
+      if (lossBefore > 0 && lossKept === 0) stats.lostAllLoss++;
+      stats.lossTokensCut += Math.max(0, lossBefore - lossKept);
     };
 
     for await (const raw of readSplit(files, this.options.text, this.options.maxRowBytes !== undefined ? { maxRowBytes: this.options.maxRowBytes } : {})) {
