@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
+import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
 import { RowError, UnknownFormatError } from '../data/errors.js';
@@ -46,7 +47,7 @@ export function registerDataCommands(program: Command): void {
     .option('--format <format>', `row format: auto, ${ROW_FORMATS.join(', ')}`, choiceOption('--format', ['auto', ...ROW_FORMATS] as const), 'auto')
     .option('--columns <map>', 'use other columns as fields, e.g. prompt=mr,completion=ref')
     .option('--template <text>', 'prompt template with {column} placeholders, e.g. "Target: {ref}\\nMeaning representation:"')
-    .option('--chat-template <file>', 'Jinja chat template to use instead of the model\'s')
+    .option('--chat-template <file|name>', 'chat template instead of the model\'s: a Jinja file, a tokenizer_config.json, or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca)')
     .option('--max-seq-len <n>', 'longest example in tokens', intOption('--max-seq-len', 2), 1024)
     .option('--truncation <policy>', `longer examples: ${TRUNCATION_POLICIES.join(', ')} (default: split for text, truncate-right otherwise)`, choiceOption('--truncation', TRUNCATION_POLICIES))
     .option('--train-on-prompt', 'put loss on prompts and user turns too')
@@ -68,7 +69,7 @@ export function registerDataCommands(program: Command): void {
           format: flags.format,
           ...(flags.columns ? { columns: parseColumnMapping(flags.columns) } : {}),
           ...(flags.template !== undefined ? { promptTemplate: new PromptTemplate(unescapeCommandLine(flags.template)) } : {}),
-          ...(flags.chatTemplate ? { chatTemplate: readTemplateFile(flags.chatTemplate), chatTemplateFile: flags.chatTemplate } : {}),
+          ...(flags.chatTemplate ? templateOptions(resolveChatTemplate(flags.chatTemplate)) : {}),
           ...(flags.truncation ? { truncation: flags.truncation } : {}),
           trainOnPrompt: flags.trainOnPrompt ?? false,
           skipBadRows: flags.skipBadRows ?? false,
@@ -103,13 +104,7 @@ function resolveTokenizerPath(model: string): string {
   return tokenizerPathFor(model);
 }
 
-function readTemplateFile(file: string): string {
-  const text = fs.readFileSync(file, 'utf8');
-  // A tokenizer_config.json works too: take its chat_template.
-  if (file.endsWith('.json')) {
-    const parsed = JSON.parse(text) as { chat_template?: unknown };
-    if (typeof parsed.chat_template !== 'string') throw new Error(`${file}: no chat_template string in this JSON file`);
-    return parsed.chat_template;
-  }
-  return text;
+/** A resolved --chat-template as dataset options (its name labels errors raised inside it). */
+function templateOptions(t: { name: string; source: string }): { chatTemplate: string; chatTemplateFile: string } {
+  return { chatTemplate: t.source, chatTemplateFile: t.name };
 }

@@ -1,9 +1,8 @@
 import { BACKEND_CHOICES, type BackendChoice } from '../backends/index.js';
 import type { Command } from 'commander';
 import { Batcher } from '../data/batching.js';
-import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
-import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js';
+import { dataOptionsFor } from './data-recipe.js';
 import { addBaseOptions, type BaseFlags, buildOptionsOf, chooseBase, oneAdapter, resolveModelPath } from './base-options.js';
 import { loadModel } from './load-model.js';
 import { choiceOption, collect, formatCount, intOption } from './options.js';
@@ -15,9 +14,10 @@ interface EvalFlags extends BaseFlags {
   adapter?: string[];
   seqLen: number;
   batchSize: number;
-  format: 'auto' | 'text' | 'completion' | 'alpaca' | 'chat';
+  format?: 'auto' | 'text' | 'completion' | 'alpaca' | 'chat';
   columns?: string;
   template?: string;
+  chatTemplate?: string;
   split: 'train' | 'valid' | 'test' | 'all';
   backend: BackendChoice;
   json?: boolean;
@@ -37,9 +37,10 @@ export function registerEvalCommand(program: Command): void {
     .option('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file', collect)
     .option('--seq-len <n>', 'tokens per sequence', intOption('--seq-len', 8), 512)
     .option('-b, --batch-size <n>', 'sequences per batch', intOption('--batch-size', 1), 4)
-    .option('--format <format>', 'row format: auto, text, completion, alpaca, chat', choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const), 'auto')
-    .option('--columns <map>', 'map dataset columns, e.g. prompt=mr,completion=ref')
-    .option('--template <text>', 'prompt template with {column} placeholders')
+    .option('--format <format>', 'row format: auto, text, completion, alpaca, chat (default: as the adapter was trained, else auto)', choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const))
+    .option('--columns <map>', 'map dataset columns, e.g. prompt=mr,completion=ref (default: as the adapter was trained)')
+    .option('--template <text>', 'prompt template with {column} placeholders (default: as the adapter was trained)')
+    .option('--chat-template <file|name>', 'chat template: a Jinja file, a tokenizer_config.json, or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca); default: as the adapter was trained, else the model\'s')
     .option('--split <name>', 'which split of a folder dataset: train, valid, test, all', choiceOption('--split', ['train', 'valid', 'test', 'all'] as const), 'all')
     .option('--backend <name>', 'compute backend: cpu, webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES), 'cpu')
     .option('--json', 'print the result as JSON');
@@ -57,9 +58,7 @@ export function registerEvalCommand(program: Command): void {
       });
       const data = await loadDataset(flags.data, tokenizer, {
         maxSeqLen: flags.seqLen,
-        format: flags.format,
-        columns: flags.columns ? parseColumnMapping(flags.columns) : undefined,
-        promptTemplate: flags.template ? new PromptTemplate(unescapeCommandLine(flags.template)) : undefined,
+        ...dataOptionsFor(cmd, flags, recipe, (line) => process.stderr.write(`${line}\n`)),
         validFraction: 0,
       });
       const examples =

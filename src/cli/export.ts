@@ -7,6 +7,7 @@ import path from 'node:path';
 import { type Command, Option } from 'commander';
 import { convertCheckpoint, writeCheckpointAs, type ConvertResult } from '../export/convert.js';
 import { exportGgufLora, GGUF_LORA_DTYPES, type GgufLoraDtype } from '../export/gguf-lora.js';
+import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { readAdapterRecipe } from '../io/adapter-recipe.js';
 import { loadPeftAdapter } from '../io/peft.js';
 import { openCheckpoint } from '../io/checkpoint.js';
@@ -25,6 +26,7 @@ interface ExportFlags extends BaseFlags {
   tokenizer?: string;
   name?: string;
   output?: string;
+  chatTemplate?: string;
   /** The older name of --output (hidden). */
   out?: string;
 }
@@ -73,6 +75,7 @@ export function registerExportCommands(program: Command): void {
     .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; gguf-lora: f32, f16, bf16, default f32; hf: f32, f16, bf16)')
     .option('--tokenizer <path>', 'vocabulary for the GGUF (.gguf, tokenizer.json or its folder, llama2.c tokenizer.bin); default: the model\'s own')
     .option('--name <name>', 'general.name written into the GGUF')
+    .option('--chat-template <file|name>', 'tokenizer.chat_template of the GGUF: a Jinja file or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca); default: the one the adapter was trained with, else the model\'s')
     .option('-o, --output <path>', 'output file (.gguf, .bin) or folder (hf)')
     .addOption(new Option('--out <path>').hideHelp());
   // With --adapter the weights merge into the base it was trained on (its qlora_config.json), unless --quant says otherwise.
@@ -89,7 +92,9 @@ export function registerExportCommands(program: Command): void {
     const ck = openCheckpoint(modelPath);
     try {
       const base = adapter && quant ? asQuantizedBase(ck, quant, { head: quant.quantizeHead, embedding: quant.quantizeEmbeddings }) : ck;
-      report(writeCheckpointAs(base, out, { dtype: flags.dtype, tokenizer: flags.tokenizer, adapter, name: flags.name }));
+      // The chat template the adapter was trained with travels into the GGUF, so llama.cpp / Ollama chat in the same format.
+      const chatTemplate = flags.chatTemplate ? resolveChatTemplate(flags.chatTemplate).source : (recipe?.chatTemplate ?? null);
+      report(writeCheckpointAs(base, out, { dtype: flags.dtype, tokenizer: flags.tokenizer, adapter, name: flags.name, chatTemplate }));
     } finally {
       ck.close();
     }

@@ -3,6 +3,7 @@ import readline from 'node:readline';
 import type { Command } from 'commander';
 import { addBaseOptions, type BaseFlags, buildOptionsOf, chooseBase, oneAdapter, resolveModelPath } from './base-options.js';
 import { ChatTemplate, type ChatMessage } from '../data/chat-template.js';
+import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { generate, type GenerateOptions } from '../generate/generate.js';
 import { loadModel } from './load-model.js';
 import { choiceOption, collect, floatOption, intOption } from './options.js';
@@ -14,6 +15,7 @@ interface GenerateFlags extends BaseFlags {
   prompt?: string;
   chat?: boolean;
   system?: string;
+  chatTemplate?: string;
   maxTokens: number;
   temperature: number;
   topK: number;
@@ -37,6 +39,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('-p, --prompt <text>', 'prompt text (default: empty, i.e. start from BOS)')
     .option('--chat', 'interactive chat using the model\'s chat template (reads lines from stdin)')
     .option('--system <text>', 'system message for --chat')
+    .option('--chat-template <file|name>', 'chat template for --chat: a Jinja file, a tokenizer_config.json, or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca); default: as the adapter was trained, else the model\'s')
     .option('-n, --max-tokens <n>', 'maximum new tokens', intOption('--max-tokens', 1), 256)
     .option('-t, --temperature <t>', 'sampling temperature (0 = greedy)', floatOption('--temperature', 0), 0.8)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', intOption('--top-k', 0), 40)
@@ -90,11 +93,15 @@ export function registerGenerateCommand(program: Command): void {
           report(r);
           return;
         }
-        if (!tokenizer.chatTemplate) throw new Error('this model has no chat template (use --prompt)');
-        const template = new ChatTemplate(tokenizer.chatTemplate, {
+        const chosen = flags.chatTemplate !== undefined ? resolveChatTemplate(flags.chatTemplate) : null;
+        const source = chosen?.source ?? recipe?.chatTemplate ?? tokenizer.chatTemplate;
+        if (!source) throw new Error('this model has no chat template: pass --chat-template FILE|NAME (e.g. chatml), or use --prompt');
+        // Errors inside the template name where it came from: the file given, or the model's tokenizer files.
+        const file = chosen ? chosen.name : recipe?.chatTemplate ? undefined : tokenizer.chatTemplateFile;
+        const template = new ChatTemplate(source, {
           bosToken: tokenizer.bosToken,
           eosToken: tokenizer.eosToken,
-          ...(tokenizer.chatTemplateFile !== undefined ? { file: tokenizer.chatTemplateFile } : {}),
+          ...(file !== undefined ? { file } : {}),
         });
         const history: ChatMessage[] = flags.system ? [{ role: 'system', content: flags.system }] : [];
         const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });

@@ -64,6 +64,7 @@ export const trainConfigSchema = z
     format: z.enum(['auto', 'text', 'completion', 'alpaca', 'chat']).default('auto'),
     columns: z.string().optional(),
     template: z.string().optional(),
+    chatTemplate: z.string().optional(),
     trainOnPrompt: z.boolean().default(false),
     validFraction: z.number().min(0).lt(1).default(0.05),
     truncation: z.enum(['drop', 'truncate-left', 'truncate-right', 'split']).optional(),
@@ -97,6 +98,11 @@ export function readConfigFile(file: string): Record<string, unknown> {
   // Paths in the file are relative to the file.
   for (const key of ['model', 'data', 'output', 'tokenizer']) {
     if (typeof out[key] === 'string' && !path.isAbsolute(out[key] as string)) out[key] = path.resolve(path.dirname(file), out[key] as string);
+  }
+  // chat_template is a file (relative to the YAML file) or a built-in name.
+  if (typeof out.chatTemplate === 'string' && !path.isAbsolute(out.chatTemplate)) {
+    const beside = path.resolve(path.dirname(file), out.chatTemplate);
+    if (fs.existsSync(beside)) out.chatTemplate = beside;
   }
   return out;
 }

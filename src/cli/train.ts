@@ -2,6 +2,7 @@ import { BACKEND_CHOICES } from '../backends/index.js';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { Batcher } from '../data/batching.js';
+import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
 import { lengthAdvice } from '../data/length-advice.js';
@@ -110,6 +111,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--format <format>', 'row format: auto, text, completion, alpaca, chat (default auto)', choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const))
     .option('--columns <map>', 'map dataset columns, e.g. prompt=mr,completion=ref')
     .option('--template <text>', 'prompt template with {column} placeholders')
+    .option('--chat-template <file|name>', 'chat template for chat rows instead of the model\'s: a Jinja file, a tokenizer_config.json, or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca)')
     .option('--train-on-prompt', 'put loss on prompts and user turns too')
     .option('--valid-fraction <f>', 'held-out validation fraction when there is no validation file (default 0.05)', floatOption('--valid-fraction', 0, 0.99))
     .option('--truncation <policy>', 'over-long examples: drop, truncate-left, truncate-right, split', choiceOption('--truncation', ['drop', 'truncate-left', 'truncate-right', 'split'] as const))
@@ -215,8 +217,10 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   const trainable = model.parameters().reduce((s, p) => s + p.value.size, 0);
   log(`model: ${c.architecture} ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} (${checkpoint.source}); base ${config.quant === 'none' ? 'f32' : `${config.quant.toUpperCase()}${config.doubleQuant ? ' + double quant' : ''}`}; LoRA r=${lora.r} alpha=${lora.alpha} on ${model.loraLayers().length} projections: ${formatCount(trainable)} trainable parameters (${(performance.now() - t0) / 1000 < 10 ? ((performance.now() - t0) / 1000).toFixed(1) : Math.round((performance.now() - t0) / 1000)} s to load)`);
 
+  const chat = config.chatTemplate !== undefined ? resolveChatTemplate(config.chatTemplate) : null;
   const data = await loadDataset(config.data, tokenizer, {
     maxSeqLen: config.seqLen,
+    ...(chat ? { chatTemplate: chat.source } : {}),
     format: config.format,
     columns: config.columns ? parseColumnMapping(config.columns) : undefined,
     promptTemplate: config.template ? new PromptTemplate(config.template) : undefined,
@@ -297,11 +301,11 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
           format: data.format,
           columns: config.columns ? parseColumnMapping(config.columns) : null,
           template: config.template ?? null,
-          chatTemplateName: null,
+          chatTemplateName: chat?.name ?? null,
           trainOnPrompt: config.trainOnPrompt,
           seqLen: config.seqLen,
         },
-        chatTemplate: data.format === 'chat' ? tokenizer.chatTemplate : null,
+        chatTemplate: chat?.source ?? (data.format === 'chat' ? tokenizer.chatTemplate : null),
       },
       arenaBytes: plan.arenaBytes,
     },

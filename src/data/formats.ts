@@ -147,7 +147,7 @@ export class RowRenderer {
     if (!template) {
       throw new DatasetError('chat rows need a chat template, and this model has none: pass one with --chat-template FILE', location);
     }
-    const messages = readMessages(row, location);
+    const messages = hasMessages(row) ? readMessages(row, location) : rowAsChat(row, location);
     if (!messages.some((m) => m.role === 'assistant')) {
       throw new RowError(`the chat has no assistant turn (roles: ${messages.map((m) => m.role).join(', ')}): nothing to learn from it`, location);
     }
@@ -163,6 +163,29 @@ export class RowRenderer {
       throw err;
     }
   }
+}
+
+function hasMessages(row: Record<string, unknown>): boolean {
+  return Object.prototype.hasOwnProperty.call(row, 'messages') || Object.prototype.hasOwnProperty.call(row, 'conversations');
+}
+
+/**
+ * An Alpaca row ({instruction, input, output}, optional system) or a prompt/completion row as a
+ * one-turn chat, for --format chat: the user turn is the instruction with its input below it
+ * (as Alpaca's own prompt places it), the assistant turn the output.
+ */
+function rowAsChat(row: Record<string, unknown>, location: SourceLocation): ChatMessage[] {
+  const has = (k: string) => Object.prototype.hasOwnProperty.call(row, k);
+  const system: ChatMessage[] = has('system') && row.system !== null && row.system !== '' ? [{ role: 'system', content: requireString(row, 'system', location) }] : [];
+  if (has('instruction') && has('output')) {
+    const instruction = requireString(row, 'instruction', location);
+    const input = row.input === undefined || row.input === null ? '' : requireString(row, 'input', location);
+    return [...system, { role: 'user', content: input === '' ? instruction : `${instruction}\n\n${input}` }, { role: 'assistant', content: requireString(row, 'output', location) }];
+  }
+  if (has('prompt') && has('completion')) {
+    return [...system, { role: 'user', content: requireString(row, 'prompt', location) }, { role: 'assistant', content: requireString(row, 'completion', location) }];
+  }
+  throw new RowError(`is missing 'messages' (it has: ${fieldList(row)}); --format chat also takes Alpaca rows (instruction, input, output) and prompt/completion rows`, location);
 }
 
 function readMessages(row: Record<string, unknown>, location: SourceLocation): ChatMessage[] {

@@ -3,6 +3,7 @@
  * optionally merging a LoRA adapter on the way. The target format follows the output path:
  * `*.gguf` → GGUF, `*.bin` → llama2.c v0, anything else → an HF folder.
  */
+import { GgufValueType } from '../io/gguf.js';
 import type { PeftAdapter } from '../io/peft.js';
 import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';
 import { GGUF_DTYPES, type GgufDtype, exportGgufModel } from './gguf-model.js';
@@ -29,6 +30,8 @@ export interface ConvertOptions {
   adapter?: PeftAdapter | null;
   /** general.name of a GGUF target. */
   name?: string;
+  /** Chat template for a GGUF target's tokenizer.chat_template (replacing the vocabulary's own), e.g. the one an adapter was trained with. */
+  chatTemplate?: string | null;
   onTensor?: (name: string, index: number, total: number) => void;
 }
 
@@ -53,7 +56,12 @@ export function writeCheckpointAs(ck: Checkpoint, out: string, options: ConvertO
   switch (format) {
     case 'gguf': {
       const dtype = pickDtype<GgufDtype>('GGUF', options.dtype, GGUF_DTYPES, 'f16');
-      const vocab = vocabForCheckpoint(ck, options.tokenizer);
+      let vocab = vocabForCheckpoint(ck, options.tokenizer);
+      if (options.chatTemplate) {
+        const entries = vocab.entries.filter((e) => e.key !== 'tokenizer.chat_template');
+        entries.push({ key: 'tokenizer.chat_template', type: GgufValueType.STRING, value: options.chatTemplate });
+        vocab = { ...vocab, entries };
+      }
       const r = exportGgufModel(ck, out, { dtype, vocab, adapter, name: options.name, onTensor: options.onTensor });
       return { format, out, warnings: r.warnings };
     }
