@@ -5,7 +5,9 @@ import { addBaseOptions, type BaseFlags, buildOptionsOf, chooseBase, oneAdapter,
 import { ChatTemplate, type ChatMessage } from '../data/chat-template.js';
 import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { generate, type GenerateOptions } from '../generate/generate.js';
+import { dataOptionsFor } from './data-recipe.js';
 import { loadModel } from './load-model.js';
+import { predictDataset } from './predict.js';
 import { choiceOption, collect, floatOption, intOption } from './options.js';
 
 interface GenerateFlags extends BaseFlags {
@@ -27,6 +29,12 @@ interface GenerateFlags extends BaseFlags {
   bos: boolean;
   backend: BackendChoice;
   stats: boolean;
+  data?: string;
+  split?: 'train' | 'valid' | 'test';
+  output?: string;
+  format?: 'auto' | 'text' | 'completion' | 'alpaca' | 'chat';
+  columns?: string;
+  template?: string;
 }
 
 export function registerGenerateCommand(program: Command): void {
@@ -50,13 +58,24 @@ export function registerGenerateCommand(program: Command): void {
     .option('--stop <text>', 'stop when this text appears (repeatable)', collect, [])
     .option('--no-bos', 'do not prepend BOS to the prompt')
     .option('--backend <name>', 'compute backend: cpu, webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES), 'cpu')
-    .option('--stats', 'print tokens/s to stderr at the end');
+    .option('--stats', 'print tokens/s to stderr at the end')
+    .option('--data <path>', 'predict every row of a dataset (file or folder) instead of one prompt: prompts rendered as in training, greedy unless --temperature')
+    .option('--split <name>', 'with --data and a folder: train, valid or test (default: test, else valid, else train)', choiceOption('--split', ['train', 'valid', 'test'] as const))
+    .option('-o, --output <file>', 'with --data: JSONL file for {prompt, prediction, reference} per row (default: stdout)')
+    .option('--format <format>', 'with --data: row format (default: as the adapter was trained, else auto)', choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const))
+    .option('--columns <map>', 'with --data: map dataset columns, e.g. prompt=mr,completion=ref (default: as the adapter was trained)')
+    .option('--template <text>', 'with --data: prompt template with {column} placeholders (default: as the adapter was trained)');
   addBaseOptions(cmd, ['quantize']);
   cmd.action(async (flags: GenerateFlags) => {
-      if (flags.chat && flags.prompt !== undefined) throw new Error('use either --prompt or --chat, not both');
+      if ([flags.chat, flags.prompt !== undefined, flags.data !== undefined].filter(Boolean).length > 1) throw new Error('use one of --prompt, --chat and --data');
+      if (flags.data === undefined) {
+        for (const key of ['split', 'output', 'format', 'columns', 'template'] as const) {
+          if (flags[key] !== undefined) throw new Error(`--${key} goes with --data`);
+        }
+      }
       const adapterPath = oneAdapter(flags.adapter);
       const { base, recipe } = chooseBase(cmd, flags, adapterPath, (line) => process.stderr.write(`${line}\n`));
-      const { model, tokenizer } = await loadModel({
+      const { model, tokenizer, checkpoint } = await loadModel({
         model: resolveModelPath(flags.model, adapterPath, recipe),
         tokenizer: flags.tokenizer,
         adapter: adapterPath,
@@ -74,6 +93,23 @@ export function registerGenerateCommand(program: Command): void {
         seed: flags.seed,
         stopStrings: flags.stop,
       };
+      if (flags.data !== undefined) {
+        try {
+          await predictDataset(model, tokenizer, {
+            data: flags.data,
+            split: flags.split,
+            output: flags.output ?? null,
+            recipe: dataOptionsFor(cmd, flags, recipe, (line) => process.stderr.write(`${line}\n`)),
+            // Predictions are greedy unless a temperature is asked for.
+            generation: { ...options, temperature: cmd.getOptionValueSource('temperature') === 'cli' ? flags.temperature : 0 },
+            contextLength: checkpoint.config.maxPositionEmbeddings,
+          }, (line) => process.stderr.write(`${line}\n`));
+        } finally {
+          arena.dispose();
+          model.dispose();
+        }
+        return;
+      }
       const write = (s: string) => process.stdout.write(s);
       const report = (r: { tokens: number[]; promptTokens: number; prefillSeconds: number; decodeSeconds: number }) => {
         if (!flags.stats) return;

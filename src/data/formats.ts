@@ -39,6 +39,14 @@ export interface FormatOptions {
   readonly trainOnPrompt?: boolean;
 }
 
+/** A row's prompt for inference, and the answer it carries (null when none). */
+export interface PromptRow {
+  readonly prompt: string;
+  readonly reference: string | null;
+  /** Whether to prepend the tokenizer's BOS (when its config asks for one), as training did. */
+  readonly bos: boolean;
+}
+
 export const CHAT_ROLES = ['system', 'user', 'assistant', 'tool', 'ipython'] as const;
 const SHAREGPT_ROLES: Record<string, string> = { human: 'user', user: 'user', gpt: 'assistant', assistant: 'assistant', system: 'system', tool: 'tool' };
 
@@ -86,6 +94,68 @@ export class RowRenderer {
         return this.renderAlpaca(row, location);
       case 'chat':
         return this.renderChat(row, location);
+    }
+  }
+
+  /**
+   * A row's prompt as training rendered it (the text before the loss), for inference over a dataset,
+   * with the reference answer when the row has one: the completion, Alpaca's output, or a chat's
+   * final assistant turn (the chat before it is rendered with the generation prompt). A row need
+   * not carry the answer, so mapped columns it lacks are skipped rather than an error.
+   */
+  renderPrompt(value: unknown, location: SourceLocation): PromptRow {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+      throw new RowError(`a row must be an object with named fields, got ${describeType(value)} ${preview(value, 40)}`, location);
+    }
+    let row = { ...(value as Record<string, unknown>) };
+    for (const [target, source] of Object.entries(this.options.columns ?? {})) {
+      if (Object.prototype.hasOwnProperty.call(row, source)) row[target] = row[source];
+    }
+    const has = (k: string) => Object.prototype.hasOwnProperty.call(row, k);
+    const reference = (field: string): string | null => (typeof row[field] === 'string' ? (row[field] as string) : null);
+    if (this.detected === null) {
+      // A row without its answer still tells its format by the fields it has.
+      if (has('messages') || has('conversations')) this.detected = 'chat';
+      else if (has('instruction')) this.detected = 'alpaca';
+      else if (has('prompt')) this.detected = 'completion';
+      else this.detected = this.detect(row, location);
+    }
+    switch (this.detected) {
+      case 'text':
+        throw new RowError('text rows have no prompt to complete: give prompt/completion, Alpaca or chat rows (or map columns with --columns)', location);
+      case 'completion': {
+        const rendered = this.options.promptTemplate ? this.options.promptTemplate.render(row) : null;
+        if (rendered && 'unknownColumn' in rendered) throw new RowError(`the prompt template uses {${rendered.unknownColumn}} but the row has no such column (it has: ${fieldList(row)})`, location);
+        if (rendered && 'badValue' in rendered) throw new RowError(`the prompt template uses {${rendered.badValue}}, which is ${describeType(row[rendered.badValue])}, not text`, location);
+        const prompt = rendered ? rendered.text : requireString(row, 'prompt', location);
+        return { prompt, reference: reference(has('completion') ? 'completion' : this.completionField), bos: true };
+      }
+      case 'alpaca': {
+        const instruction = requireString(row, 'instruction', location);
+        const input = row.input === undefined || row.input === null ? '' : requireString(row, 'input', location);
+        return { prompt: alpacaPrompt(instruction, input), reference: reference('output'), bos: true };
+      }
+      case 'chat': {
+        const template = (this.chatTemplate ??= this.options.chatTemplate?.() ?? null);
+        if (!template) throw new DatasetError('chat rows need a chat template, and this model has none: pass one with --chat-template FILE|NAME', location);
+        let messages: ChatMessage[];
+        if (hasMessages(row)) messages = readMessages(row, location);
+        else {
+          // An Alpaca or prompt/completion row as a chat; without its answer, only the user turn.
+          if (!has('output') && !has('completion')) row = { ...row, [has('instruction') ? 'output' : 'completion']: '' };
+          messages = rowAsChat(row, location);
+        }
+        const last = messages[messages.length - 1]!;
+        const answer = last.role === 'assistant' ? last.content : null;
+        const history = last.role === 'assistant' ? messages.slice(0, -1) : messages;
+        if (history.length === 0) throw new RowError('the chat has no turn before the assistant\'s to prompt with', location);
+        try {
+          return { prompt: template.render(history, true), reference: answer === '' ? null : answer, bos: true };
+        } catch (err) {
+          if (err instanceof ChatRenderError) throw new RowError(err.message, location);
+          throw err;
+        }
+      }
     }
   }
 

@@ -52,3 +52,41 @@ export function writeAll(fd: number, data: Uint8Array): void {
   let done = 0;
   while (done < data.byteLength) done += fs.writeSync(fd, data, done, Math.min(data.byteLength - done, 1 << 30));
 }
+
+/**
+ * A file written piece by piece (e.g. one prediction at a time) that appears under its name only
+ * when complete: pieces go to a temporary sibling, `commit` fsyncs and renames it, `abort` removes it.
+ */
+export class AtomicFileWriter {
+  private readonly tmp: string;
+  private fd: number | null;
+
+  constructor(readonly target: string) {
+    this.tmp = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${Date.now()}.tmp`);
+    this.fd = fs.openSync(this.tmp, 'wx');
+  }
+
+  write(text: string): void {
+    if (this.fd === null) throw new Error(`${this.target}: already closed`);
+    writeAll(this.fd, Buffer.from(text, 'utf8'));
+  }
+
+  commit(): void {
+    if (this.fd === null) throw new Error(`${this.target}: already closed`);
+    fs.fsyncSync(this.fd);
+    fs.closeSync(this.fd);
+    this.fd = null;
+    try {
+      fs.renameSync(this.tmp, this.target);
+    } catch (e) {
+      fs.rmSync(this.tmp, { force: true });
+      throw e;
+    }
+  }
+
+  abort(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+    fs.rmSync(this.tmp, { force: true });
+  }
+}
