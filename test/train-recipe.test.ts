@@ -30,7 +30,8 @@ test('config.yaml round trip: every resolved setting reads back the same', () =>
       template: 'Meaning: {mr}\n"Sentence": ', loadBest: true, quant: 'fp4', doubleQuant: false, samplePrompt: 'inform(', resume: true, overwrite: true,
     }, 'test');
     fs.writeFileSync(path.join(dir, 'config.yaml'), trainConfigYaml(config));
-    const back = resolveTrainConfig(readConfigFile(path.join(dir, 'config.yaml')), 'config.yaml');
+    const file = readConfigFile(path.join(dir, 'config.yaml'));
+    const back = resolveTrainConfig(file.values, 'config.yaml', file.keys);
     // resume/overwrite steer one invocation; they are not part of the recipe.
     assert.deepEqual(back, { ...config, resume: false, overwrite: false });
   } finally {

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { parseColumnMapping } from '../data/columns.js';
 import { loadDataset } from '../data/dataset.js';
@@ -11,6 +11,7 @@ import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js'
 import { TRUNCATION_POLICIES, type TruncationPolicy } from '../data/truncate.js';
 import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import { choiceOption, floatOption, intOption } from './options.js';
+import { DEFAULT_SEQ_LEN } from './train-config.js';
 
 interface InspectFlags {
   model: string;
@@ -19,7 +20,9 @@ interface InspectFlags {
   columns?: string;
   template?: string;
   chatTemplate?: string;
-  maxSeqLen: number;
+  seqLen?: number;
+  /** The older name of --seq-len (hidden). */
+  maxSeqLen?: number;
   truncation?: TruncationPolicy;
   trainOnPrompt?: boolean;
   skipBadRows?: boolean;
@@ -48,7 +51,8 @@ export function registerDataCommands(program: Command): void {
     .option('--columns <map>', 'use other columns as fields, e.g. prompt=mr,completion=ref')
     .option('--template <text>', 'prompt template with {column} placeholders, e.g. "Target: {ref}\\nMeaning representation:"')
     .option('--chat-template <file|name>', 'chat template instead of the model\'s: a Jinja file, a tokenizer_config.json, or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca)')
-    .option('--max-seq-len <n>', 'longest example in tokens', intOption('--max-seq-len', 2), 1024)
+    .option('--seq-len <n>', `longest example in tokens, as train's --seq-len (default ${DEFAULT_SEQ_LEN})`, intOption('--seq-len', 2))
+    .addOption(new Option('--max-seq-len <n>').hideHelp().argParser(intOption('--max-seq-len', 2)))
     .option('--truncation <policy>', `longer examples: ${TRUNCATION_POLICIES.join(', ')} (default: split for text, truncate-right otherwise)`, choiceOption('--truncation', TRUNCATION_POLICIES))
     .option('--train-on-prompt', 'put loss on prompts and user turns too')
     .option('--skip-bad-rows', 'skip rows that cannot be used (and count them) instead of stopping')
@@ -60,12 +64,14 @@ export function registerDataCommands(program: Command): void {
     .option('--max-rows <n>', 'read at most this many rows per split', intOption('--max-rows', 1))
     .option('--no-color', 'mark masked text with ⟦brackets⟧ instead of dim')
     .action(async (dataPath: string, flags: InspectFlags) => {
+      if (flags.seqLen !== undefined && flags.maxSeqLen !== undefined) throw new Error('give --seq-len or --max-seq-len, not both');
+      const seqLen = flags.seqLen ?? flags.maxSeqLen ?? DEFAULT_SEQ_LEN;
       const tokenizerPath = flags.tokenizer ?? resolveTokenizerPath(flags.model);
       const tokenizer = loadTokenizer(tokenizerPath);
       let loaded;
       try {
         loaded = await loadDataset(dataPath, tokenizer, {
-          maxSeqLen: flags.maxSeqLen,
+          maxSeqLen: seqLen,
           format: flags.format,
           ...(flags.columns ? { columns: parseColumnMapping(flags.columns) } : {}),
           ...(flags.template !== undefined ? { promptTemplate: new PromptTemplate(unescapeCommandLine(flags.template)) } : {}),
@@ -90,7 +96,7 @@ export function registerDataCommands(program: Command): void {
         path: dataPath,
         tokenizerPath,
         formatWasGiven: flags.format !== 'auto' || flags.template !== undefined,
-        maxSeqLen: flags.maxSeqLen,
+        maxSeqLen: seqLen,
         show: flags.show,
         style,
       });

@@ -2,7 +2,6 @@
  * `qlora export` (GGUF model, merged GGUF, GGUF LoRA adapter, merged HF folder / llama2.c) and
  * `qlora convert IN OUT` (between HF folder, GGUF and llama2.c).
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { type Command, Option } from 'commander';
 import { convertCheckpoint, writeCheckpointAs, type ConvertResult } from '../export/convert.js';
@@ -13,7 +12,7 @@ import { loadPeftAdapter } from '../io/peft.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { addBaseOptions, type BaseFlags, chooseBase, oneAdapter, resolveModelPath } from './base-options.js';
 import { asQuantizedBase } from './merge.js';
-import { choiceOption, collect } from './options.js';
+import { choiceOption, collect, oneOutput } from './options.js';
 
 const EXPORT_FORMATS = ['gguf', 'gguf-lora', 'hf', 'llama2c'] as const;
 type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -104,10 +103,11 @@ export function registerExportCommands(program: Command): void {
     .command('convert')
     .description('convert a model between HF folder, GGUF and llama2.c (format from OUT: *.gguf, *.bin, else a folder)')
     .argument('<input>', 'HF folder, .gguf file or llama2.c .bin')
-    .argument('<output>', 'output: *.gguf, *.bin (llama2.c v0) or a folder (HF)')
+    .argument('[output]', 'output: *.gguf, *.bin (llama2.c v0) or a folder (HF); or -o')
+    .option('-o, --output <path>', 'output: *.gguf, *.bin (llama2.c v0) or a folder (HF)')
     .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; hf: f32, f16, bf16, default f32)')
     .option('--tokenizer <path>', 'vocabulary for a GGUF output (default: the input\'s own)')
-    .action((input: string, output: string, flags: { dtype?: string; tokenizer?: string }) => {
-      report(convertCheckpoint(input, output, { dtype: flags.dtype, tokenizer: flags.tokenizer }));
+    .action((input: string, outArg: string | undefined, flags: { dtype?: string; tokenizer?: string; output?: string }) => {
+      report(convertCheckpoint(input, oneOutput(outArg, flags.output), { dtype: flags.dtype, tokenizer: flags.tokenizer }));
     });
 }

@@ -19,7 +19,8 @@ export function buildProgram(): Command {
     .description('QLoRA fine-tuning of Llama-family models in TypeScript: 4-bit NF4 base, LoRA adapters.')
     .version(VERSION, '-v, --version', 'print the version')
     .helpOption('-h, --help', 'show help')
-    .showHelpAfterError()
+    // A mistyped flag gets one line naming the closest flag (commander's suggestion), not the whole help.
+    .configureOutput({ outputError: (text, write) => write(oneLineError(text)) })
     .exitOverride();
   program
     .command('backends')
@@ -39,6 +40,15 @@ export function buildProgram(): Command {
   registerQuantizeCommand(program);
   registerWebCommand(program);
   return program;
+}
+
+/** commander's "error: unknown option '--x'\n(Did you mean --y?)" as one line, with where to look otherwise. */
+export function oneLineError(text: string): string {
+  const lines = text.trim().split('\n').filter((l) => l.trim() !== '');
+  const suggestion = /^\(Did you mean (.+)\?\)$/.exec(lines[1] ?? '');
+  if (suggestion) return `${lines[0]} (did you mean ${suggestion[1]}?)\n`;
+  if (/unknown (option|command)/.test(lines[0] ?? '')) return `${lines[0]} (see --help)\n`;
+  return `${lines.join(' ')}\n`;
 }
 
 /** Runs the CLI; resolves to the process exit code. */

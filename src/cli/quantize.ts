@@ -4,12 +4,13 @@ import { HF_DTYPES } from '../export/hf-writer.js';
 import { vocabForCheckpoint } from '../export/vocab-source.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { VALID_4BIT_BLOCKSIZES } from '../quant/quantize4bit.js';
-import { choiceOption, formatBytes, intOption } from './options.js';
+import { choiceOption, formatBytes, intOption, oneOutput } from './options.js';
 
 interface QuantizeFlags {
   quant: 'nf4' | 'fp4';
   blocksize: number;
   doubleQuant: boolean;
+  output?: string;
   dtype: 'f32' | 'f16' | 'bf16';
   tokenizer?: string;
 }
@@ -19,13 +20,15 @@ export function registerQuantizeCommand(program: Command): void {
     .command('quantize')
     .description('write a 4-bit (bitsandbytes layout) HF checkpoint: projections NF4/FP4, the rest in --dtype')
     .argument('<model>', 'model: HF folder, .gguf file, or llama2.c .bin')
-    .argument('<out>', 'output folder')
+    .argument('[out]', 'output folder (or -o)')
+    .option('-o, --output <dir>', 'output folder')
     .option('--quant <type>', 'nf4 or fp4', choiceOption('--quant', ['nf4', 'fp4'] as const), 'nf4')
     .option('--blocksize <n>', `block size: ${VALID_4BIT_BLOCKSIZES.join(', ')}`, intOption('--blocksize', 32), 64)
     .option('--no-double-quant', 'keep absmax in fp32 (default: 8-bit double quantization)')
     .option('--dtype <dtype>', 'dtype of unquantized tensors (embeddings, norms, lm_head)', choiceOption('--dtype', HF_DTYPES), 'f32')
     .option('--tokenizer <path>', 'tokenizer to include when the model has none beside it')
-    .action((modelPath: string, out: string, flags: QuantizeFlags) => {
+    .action((modelPath: string, outArg: string | undefined, flags: QuantizeFlags) => {
+      const out = oneOutput(outArg, flags.output);
       if (!VALID_4BIT_BLOCKSIZES.includes(flags.blocksize)) throw new Error(`--blocksize must be one of ${VALID_4BIT_BLOCKSIZES.join(', ')}`);
       const ck = openCheckpoint(modelPath);
       try {
