@@ -2,7 +2,7 @@
  * `--chat-template FILE|NAME`: a built-in template by name (builtin-chat-templates.ts), a Jinja file,
  * or a tokenizer_config.json whose chat_template is taken.
  */
-import fs from 'node:fs';
+import { fs } from '../io/host.js';
 import { chatTemplateOf } from '../tokenizer/hf-config.js';
 import { BUILTIN_CHAT_TEMPLATES, builtinChatTemplateName } from './builtin-chat-templates.js';
 import { DatasetError } from './errors.js';

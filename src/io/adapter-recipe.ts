@@ -9,8 +9,7 @@
  * nothing is added there. The chat template in use is saved as `chat_template.jinja`, the file name
  * transformers itself uses, so Hugging Face tools pick it up too.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { fs, path } from './host.js';
 import { z } from 'zod';
 import { VERSION } from '../version.js';
 import { writeAll, writeFileAtomic } from './atomic-write.js';
