@@ -1,7 +1,7 @@
 // Builds the browser app (web/) into dist/web/ with esbuild: the page script, the training worker
 // (the library itself, bundled for browsers), the HTML and CSS. `platform: 'browser'` makes any
 // Node built-in that reaches the bundle a build error. Usage: node --import tsx scripts/build-web.ts [outdir]
-import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
@@ -41,9 +41,15 @@ export function webBuildOptions(outdir = join(root, 'dist', 'web')): esbuild.Bui
     // Node's Buffer (used by the tokenizers) from the `buffer` package, only where it is used.
     inject: [join(root, 'web', 'buffer-shim.ts')],
     plugins: [lazyNativeBackend],
+    // src/version.ts reads package.json in Node; the page gets the version compiled in.
+    define: { 'globalThis.QLORA_VERSION': JSON.stringify(packageVersion()) },
     logLevel: 'warning',
     logOverride: { 'unsupported-dynamic-import': 'silent' },
   };
+}
+
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
 export async function buildWeb(outdir = join(root, 'dist', 'web')): Promise<esbuild.BuildResult> {

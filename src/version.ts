@@ -1,11 +1,14 @@
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { nodeBuiltin } from './io/host.js';
 
+/**
+ * The package version. Node reads package.json (src/version.ts and dist/version.js both sit one
+ * level below the package root); the browser bundle has it compiled in by scripts/build-web.ts
+ * (esbuild `define`), since a page has no package.json to read.
+ */
 function readVersion(): string {
-  // src/version.ts and dist/version.js both sit one level below the package root.
-  const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', 'package.json');
-  return (JSON.parse(readFileSync(pkg, 'utf8')) as { version: string }).version;
+  const fs = nodeBuiltin<typeof import('node:fs')>('node:fs');
+  if (fs) return (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  return (globalThis as { QLORA_VERSION?: string }).QLORA_VERSION ?? 'unknown';
 }
 
 export const VERSION: string = readVersion();
