@@ -108,9 +108,9 @@ for (const [dropout, quantizeHead] of [[0, false], [0.3, true]] as const) {
 
 const lora: LoraConfig = { r: 8, alpha: 16, dropout: 0.05, useRslora: false, init: 'kaiming', seed: 3, targets: 'all-linear', layers: null };
 
-async function run(backend: 'cpu' | 'webgpu', extra: Partial<TrainOptions>, outputDir: string, stopAfter = 0) {
+async function run(backend: 'cpu' | 'webgpu', extra: Partial<TrainOptions>, outputDir: string, stopAfter = 0, computeDtype: 'f32' | 'f16' = 'f32') {
   const { model, tokenizer } = await loadModel({
-    model: MODEL, backend, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true }, lora, maxPositions: 32,
+    model: MODEL, backend, computeDtype, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true }, lora, maxPositions: 32,
   });
   const data = await loadDataset(DATA, tokenizer, { maxSeqLen: 32, validFraction: 0.1, seed: 1 });
   const train = new Batcher(data.train, { batchSize: 4, seqLen: 32, seed: 1, padId: tokenizer.eosId ?? 0 });
@@ -174,4 +174,35 @@ test('webgpu: `qlora generate --backend webgpu` prints the same greedy text as c
   const cpu = out('cpu');
   assert.match(cpu, /Once upon a time/);
   assert.equal(out('webgpu'), cpu);
+});
+
+const hasF16 = Boolean(gpu && (gpu as { hasF16?: boolean }).hasF16);
+test('webgpu: --compute-dtype f16 (4-bit matmuls on f16 tiles) follows the f32 loss curve within 1% over 40 steps', { skip: !hasF16 }, async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-webgpu-f16-'));
+  try {
+    const f32 = await run('webgpu', {}, path.join(tmp, 'f32'));
+    const f16 = await run('webgpu', {}, path.join(tmp, 'f16'), 0, 'f16');
+    let worst = 0;
+    for (let i = 0; i < 40; i++) worst = Math.max(worst, Math.abs(f16[i]! - f32[i]!) / Math.abs(f32[i]!));
+    console.log(`# f16 vs f32 compute on webgpu: max per-step relative loss difference ${worst.toExponential(2)} over 40 steps`);
+    assert.ok(worst > 0, 'the f16 run equals the f32 run bit for bit: the f16 path did not run');
+    assert.ok(worst < 1e-2, `f16 loss curve differs from f32 by up to ${worst}`);
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test('--compute-dtype f16 is refused on a backend without f16 compute, naming the backend', async () => {
+  await assert.rejects(loadModel({ model: MODEL, backend: 'cpu', computeDtype: 'f16' }), /--compute-dtype f16 needs the webgpu backend .*'cpu' computes in f32/);
+});
+
+test('webgpu: `qlora plan --backend webgpu` reports device memory, the binding limits and a measured speed', { skip: !gpu }, async () => {
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli', 'run.ts'), 'plan', '-m', MODEL,
+    '--seq-len', '64', '--batch-size', '2', '--backend', 'webgpu'], { cwd: root, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^on webgpu: .*$/m);
+  assert.match(r.stdout, /device memory +[\d.]+ (KiB|MiB|GiB) +at peak/);
+  assert.match(r.stdout, /speed +[\d.]+ tok\/s +at most: model FLOPs at the measured f32 GEMM rate of [\d.]+ GFLOP\/s/);
+  assert.match(r.stdout, /fits this GPU's buffer and binding limits/);
 });

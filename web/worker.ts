@@ -216,7 +216,7 @@ function plan(o: RunOptions): void {
   const lines = formatPlan(p, modelName).filter((l) => !/runtime|predicted speed|predicted peak|warning/.test(l));
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
   lines.push(`  on the GPU at peak ${mib(fit.deviceBytes).padStart(11)}`);
-  lines.push(`  largest tensor      ${mib(fit.largest[0]!.bytes).padStart(11)}   ${fit.largest[0]!.what} (limit per tensor: ${mib(fit.bindingLimit)})`);
+  lines.push(`  largest tensor      ${mib(fit.largest[0]!.bytes).padStart(11)}   ${fit.largest[0]!.what} (weights up to ${mib(limits.maxBufferSize)}, activations up to ${mib(fit.bindingLimit)})`);
   post({ type: 'plan', plan: { fits: fit.fits, lines, reasons: fit.reasons } });
 }
 

@@ -20,6 +20,7 @@ interface EvalFlags extends BaseFlags {
   chatTemplate?: string;
   split: 'train' | 'valid' | 'test' | 'all';
   backend: BackendChoice;
+  computeDtype: 'f32' | 'f16';
   json?: boolean;
 }
 
@@ -43,6 +44,7 @@ export function registerEvalCommand(program: Command): void {
     .option('--chat-template <file|name>', 'chat template: a Jinja file, a tokenizer_config.json, or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca); default: as the adapter was trained, else the model\'s')
     .option('--split <name>', 'which split of a folder dataset: train, valid, test, all', choiceOption('--split', ['train', 'valid', 'test', 'all'] as const), 'all')
     .option('--backend <name>', 'compute backend: cpu, webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES), 'cpu')
+    .option('--compute-dtype <type>', 'f32 (default) or f16: 4-bit matmuls on f16 tiles with f32 accumulation (webgpu with shader-f16)', choiceOption('--compute-dtype', ['f32', 'f16'] as const), 'f32')
     .option('--json', 'print the result as JSON');
   addBaseOptions(cmd, ['quantize']);
   cmd.action(async (flags: EvalFlags) => {
@@ -53,6 +55,7 @@ export function registerEvalCommand(program: Command): void {
         tokenizer: flags.tokenizer,
         adapter: adapterPath,
         backend: flags.backend,
+        computeDtype: flags.computeDtype,
         ...buildOptionsOf(base),
         maxPositions: flags.seqLen,
       });

@@ -28,6 +28,7 @@ interface GenerateFlags extends BaseFlags {
   stop: string[];
   bos: boolean;
   backend: BackendChoice;
+  computeDtype: 'f32' | 'f16';
   stats: boolean;
   data?: string;
   split?: 'train' | 'valid' | 'test';
@@ -58,6 +59,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--stop <text>', 'stop when this text appears (repeatable)', collect, [])
     .option('--no-bos', 'do not prepend BOS to the prompt')
     .option('--backend <name>', 'compute backend: cpu, webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES), 'cpu')
+    .option('--compute-dtype <type>', 'f32 (default) or f16: 4-bit matmuls on f16 tiles with f32 accumulation (webgpu with shader-f16)', choiceOption('--compute-dtype', ['f32', 'f16'] as const), 'f32')
     .option('--stats', 'print tokens/s to stderr at the end')
     .option('--data <path>', 'predict every row of a dataset (file or folder) instead of one prompt: prompts rendered as in training, greedy unless --temperature')
     .option('--split <name>', 'with --data and a folder: train, valid or test (default: test, else valid, else train)', choiceOption('--split', ['train', 'valid', 'test'] as const))
@@ -80,6 +82,7 @@ export function registerGenerateCommand(program: Command): void {
         tokenizer: flags.tokenizer,
         adapter: adapterPath,
         backend: flags.backend,
+        computeDtype: flags.computeDtype,
         ...buildOptionsOf(base),
       });
       const arena = model.backend.createArena(1 << 22, 'generate');

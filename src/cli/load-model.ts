@@ -21,6 +21,8 @@ export interface LoadOptions {
   readonly tokenizer?: string;
   /** A registered backend's name (default cpu), or a Backend object of your own. */
   readonly backend?: BackendChoice | Backend;
+  /** 'f16': 4-bit matmuls on f16 tiles (webgpu with shader-f16); default f32. */
+  readonly computeDtype?: 'f32' | 'f16';
   /** 4-bit base (QLoRA) or full precision (null). */
   readonly quantization?: Quantize4bitOptions | null;
   /** Also store an untied lm_head in 4-bit. */
@@ -44,7 +46,7 @@ export interface LoadedModel {
 
 export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
   if (!fs.existsSync(o.model)) throw new Error(`${o.model}: no such file or folder`);
-  const backend = typeof o.backend === 'object' ? o.backend : await resolveBackend(o.backend ?? 'cpu');
+  const backend = typeof o.backend === 'object' ? o.backend : await resolveBackend(o.backend ?? 'cpu', { computeDtype: o.computeDtype });
   if (o.adapter && o.lora) throw new Error('cannot both apply an existing adapter and create a new one');
   const ck = openCheckpoint(o.model);
   let model: LlamaModel;

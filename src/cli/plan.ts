@@ -5,6 +5,9 @@
  * `train` for `plan` in a command line predicts that run; --model may also name a shape.
  */
 import { type Command, Option } from 'commander';
+import { type AdapterSummary, resolveBackend } from '../backends/index.js';
+import type { Backend } from '../tensor/backend.js';
+import { formatDevicePlan, planOnDevice } from '../train/device-plan.js';
 import { NAMED_SHAPES, printTrainingPlan, resolvePlanModel } from '../train/plan.js';
 import { intOption } from './options.js';
 import { resolveTrainConfig } from './train-config.js';
@@ -20,7 +23,7 @@ export function registerPlanCommand(program: Command): void {
     // plan's earlier names for train's --gradient-checkpointing.
     .addOption(new Option('--grad-checkpointing').hideHelp())
     .addOption(new Option('--no-grad-checkpointing').hideHelp());
-  cmd.action((flags: Record<string, unknown>) => {
+  cmd.action(async (flags: Record<string, unknown>) => {
     const { lossChunkRows, gradCheckpointing, ...trainFlags } = flags;
     const { values, fileKeys, source } = trainSettings(cmd, trainFlags);
     if (cmd.getOptionValueSource('gradCheckpointing') === 'cli') values.gradientCheckpointing = gradCheckpointing;
@@ -28,6 +31,19 @@ export function registerPlanCommand(program: Command): void {
     const config = resolveTrainConfig({ data: '-', output: '-', ...values }, source, fileKeys);
     const { config: model, label } = resolvePlanModel(config.model);
     const plan = printTrainingPlan(model, planOptionsOf(config, typeof lossChunkRows === 'number' ? lossChunkRows : LOSS_CHUNK_ROWS), label);
+    if (config.backend === 'webgpu' || config.backend === 'auto') {
+      // The run's backend: its buffers against the adapter's limits, its speed at a GEMM rate measured now.
+      const be = await resolveBackend(config.backend, { computeDtype: config.computeDtype });
+      const gpu = be as Backend & { adapter?: AdapterSummary; sync?(): Promise<void> };
+      if (gpu.adapter) {
+        const limits = { maxBufferSize: gpu.adapter.limits.maxBufferSize ?? 0, maxStorageBufferBindingSize: gpu.adapter.limits.maxStorageBufferBindingSize ?? 0 };
+        const device = await planOnDevice(model, plan, gpu, limits, `webgpu: ${be.describe?.() ?? gpu.adapter.description}`);
+        for (const line of formatDevicePlan(device)) console.log(line);
+        if (!device.fit.fits) process.exitCode = 2;
+        return;
+      }
+      console.log(`(--backend auto: no hardware GPU adapter here, so the run would use ${be.name}; the plan above is for it)`);
+    }
     if (!plan.fits) process.exitCode = 2;
   });
 }

@@ -75,6 +75,7 @@ export const trainConfigSchema = z
     skipBadRows: z.boolean().default(false),
     maxRowBytes: z.number().int().positive().default(1 << 20),
     backend: z.enum(['auto', 'cpu', 'webgpu', 'ref']).default('cpu'),
+    computeDtype: z.enum(['f32', 'f16']).default('f32'),
     force: z.boolean().default(false),
     samplePrompt: z.string().optional(),
     sampleTokens: z.number().int().min(0).default(64),

@@ -89,6 +89,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--max-row-bytes <n>', 'longest dataset row (JSONL line, CSV record, JSON element, text document) in bytes; longer rows are bad rows (default 1048576)', intOption('--max-row-bytes', 1))
     .option('--force', 'train even when the plan exceeds this machine\'s memory or most examples lose their loss tokens to --seq-len')
     .option('--backend <name>', 'compute backend: cpu (default), webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES))
+    .option('--compute-dtype <type>', 'f32 (default) or f16: the frozen-base 4-bit matmuls on f16 tiles with f32 accumulation (webgpu with shader-f16; LoRA, optimizer and loss stay f32)', choiceOption('--compute-dtype', ['f32', 'f16'] as const))
     .option('--sample-prompt <text>', 'print a sample for this prompt before and after training')
     .option('--sample-tokens <n>', 'tokens in each sample (default 64)', intOption('--sample-tokens', 0));
   cmd

@@ -89,6 +89,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     model: config.model,
     tokenizer: config.tokenizer,
     backend: config.backend,
+    computeDtype: config.computeDtype,
     quantization: config.quant === 'none' ? null : { quantType: config.quant, blocksize: config.blocksize, doubleQuant: config.doubleQuant },
     quantizeHead: config.quantizeHead,
     quantizeEmbedding: config.quantizeEmbeddings,
@@ -100,6 +101,9 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   const c = checkpoint.config;
   const trainable = model.parameters().reduce((s, p) => s + p.value.size, 0);
   log(`model: ${c.architecture} ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} (${checkpoint.source}); base ${config.quant === 'none' ? 'f32' : `${config.quant.toUpperCase()}${config.doubleQuant ? ' + double quant' : ''}`}; LoRA r=${lora.r} alpha=${lora.alpha} on ${model.loraLayers().length} projections: ${formatCount(trainable)} trainable parameters (${(performance.now() - t0) / 1000 < 10 ? ((performance.now() - t0) / 1000).toFixed(1) : Math.round((performance.now() - t0) / 1000)} s to load)`);
+
+  const be = model.backend;
+  log(`backend: ${be.name}${be.describe ? ` (${be.describe()})` : ''}`);
 
   const chat = config.chatTemplate !== undefined ? resolveChatTemplate(config.chatTemplate) : null;
   const data = await loadDataset(config.data, tokenizer, {

@@ -1,8 +1,8 @@
 /**
  * Does a training run fit a WebGPU device? Two kinds of limit decide it. Hard ones the adapter
- * reports: every tensor is one GPUBuffer (≤ maxBufferSize) and every kernel binds a tensor whole
- * (≤ maxStorageBufferBindingSize) — a browser's SwiftShader adapter binds at most 1 GiB, the WebGPU
- * default is 128 MiB. And the memory the run needs in all (the plan's peak without the host
+ * reports: every tensor is one GPUBuffer (≤ maxBufferSize), and activations are bound whole by
+ * their kernels (≤ maxStorageBufferBindingSize; a browser's SwiftShader adapter binds at most 1 GiB,
+ * the WebGPU default is 128 MiB) while weights are bound in row windows. And the memory the run needs in all (the plan's peak without the host
  * runtime), which browsers do not reveal for the GPU: it is checked only against a budget the
  * caller knows (e.g. navigator.deviceMemory for a software adapter that uses system RAM).
  */
@@ -17,6 +17,11 @@ export interface DeviceLimits {
 export interface DeviceBuffer {
   readonly what: string;
   readonly bytes: number;
+  /**
+   * Weights the kernels bind in row windows (matmul operands, embedding tables, 4-bit weights):
+   * they need only fit one buffer. Activations are bound whole, so they must fit one binding.
+   */
+  readonly windowed: boolean;
 }
 
 export interface DeviceFit {
@@ -41,15 +46,17 @@ export function largestTensors(m: PlanModel, plan: TrainingPlan): DeviceBuffer[]
     {
       what: `embedding table ${m.vocabSize} × ${m.hiddenSize} ${o.quantizeEmbedding && q ? '4-bit' : 'f32'}`,
       bytes: matrix(m.vocabSize, m.hiddenSize, Boolean(o.quantizeEmbedding && q)),
+      windowed: true,
     },
-    { what: `logits chunk ${Math.min(o.lossChunkRows, rows)} × ${m.vocabSize} f32`, bytes: Math.min(o.lossChunkRows, rows) * m.vocabSize * 4 },
-    { what: `MLP activation ${rows} × ${m.intermediateSize} f32`, bytes: rows * m.intermediateSize * 4 },
-    { what: `4-bit MLP weight ${m.intermediateSize} × ${m.hiddenSize}`, bytes: matrix(m.intermediateSize, m.hiddenSize, Boolean(q)) },
+    { what: `logits chunk ${Math.min(o.lossChunkRows, rows)} × ${m.vocabSize} f32`, bytes: Math.min(o.lossChunkRows, rows) * m.vocabSize * 4, windowed: false },
+    { what: `MLP activation ${rows} × ${m.intermediateSize} f32`, bytes: rows * m.intermediateSize * 4, windowed: false },
+    { what: `4-bit MLP weight ${m.intermediateSize} × ${m.hiddenSize}`, bytes: matrix(m.intermediateSize, m.hiddenSize, Boolean(q)), windowed: true },
   ];
   if (!m.tieWordEmbeddings) {
     out.push({
       what: `lm_head ${m.vocabSize} × ${m.hiddenSize} ${o.quantizeHead && q ? '4-bit' : 'f32'}`,
       bytes: matrix(m.vocabSize, m.hiddenSize, Boolean(o.quantizeHead && q)),
+      windowed: true,
     });
   }
   return out.sort((a, b) => b.bytes - a.bytes);
@@ -63,9 +70,11 @@ export function deviceFit(m: PlanModel, plan: TrainingPlan, limits: DeviceLimits
   const largest = largestTensors(m, plan);
   const reasons: string[] = [];
   for (const b of largest) {
-    if (b.bytes > bindingLimit) {
-      const which = limits.maxStorageBufferBindingSize <= limits.maxBufferSize ? 'maxStorageBufferBindingSize' : 'maxBufferSize';
-      reasons.push(`the ${b.what} takes ${formatBytes(b.bytes)}, over this GPU's ${which} of ${formatBytes(bindingLimit)}`);
+    // Every tensor is one buffer; only tensors bound whole must also fit one binding.
+    const limit = b.windowed ? limits.maxBufferSize : bindingLimit;
+    if (b.bytes > limit) {
+      const which = !b.windowed && limits.maxStorageBufferBindingSize <= limits.maxBufferSize ? 'maxStorageBufferBindingSize' : 'maxBufferSize';
+      reasons.push(`the ${b.what} takes ${formatBytes(b.bytes)}, over this GPU's ${which} of ${formatBytes(limit)}`);
     }
   }
   const deviceBytes = plan.peakBytes - plan.memory.runtime;
