@@ -46,7 +46,10 @@ function median(xs: number[]): number {
  * (3..maxReps). Also the median CPU seconds of this process (all threads): on a shared machine,
  * time-slicing by other processes inflates wall time but not CPU time.
  */
-function timeBoth(fn: () => void, { minSeconds = 0.3, maxReps = 7 } = {}): { wall: number; cpu: number } {
+function timeBoth(
+  fn: () => void,
+  { minSeconds = 0.3, maxReps = 7 } = {},
+): { wall: number; cpu: number } {
   fn();
   const wall: number[] = [];
   const cpu: number[] = [];
@@ -86,11 +89,19 @@ function random4bit(rows: number, cols: number, seed: number): Packed4bitWeight 
   const nestedAbsmax = be.zeros([Math.ceil(nblocks / 256)]);
   (nestedAbsmax.data as Float32Array).fill(0.01);
   return {
-    rows, cols, quantType: 'nf4', blocksize,
+    rows,
+    cols,
+    quantType: 'nf4',
+    blocksize,
     packed,
     code: be.fromArray(NF4_CODE, [16]),
     absmax,
-    nested: { absmax: nestedAbsmax, code: be.fromArray(createDynamicMap(true), [256]), blocksize: 256, offset: 0.02 },
+    nested: {
+      absmax: nestedAbsmax,
+      code: be.fromArray(createDynamicMap(true), [256]),
+      blocksize: 256,
+      offset: 0.02,
+    },
   };
 }
 
@@ -100,7 +111,9 @@ function dispose4bit(w: Packed4bitWeight): void {
 
 function cpuModel(): string {
   try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('model name'));
     if (line) return line.split(':')[1]!.trim();
   } catch {
     // not Linux: fall through
@@ -114,7 +127,10 @@ const log = (s: string): void => void process.stderr.write(`${s}\n`);
 
 // ---- ceilings ----------------------------------------------------------------------------------
 
-type Native = { benchFmaPeak(it: number): { seconds: number; flops: number }; benchMemcpy(d: Uint8Array, s: Uint8Array, reps: number): { seconds: number; bytes: number } };
+type Native = {
+  benchFmaPeak(it: number): { seconds: number; flops: number };
+  benchMemcpy(d: Uint8Array, s: Uint8Array, reps: number): { seconds: number; bytes: number };
+};
 const nat = native as unknown as Native;
 
 /**
@@ -164,7 +180,13 @@ interface ShapeResult {
 }
 
 /** out[M, N] = x[M, K] · W[N, K]ᵀ, dense and (optionally) 4-bit. GFLOP/s. */
-function matmulShape(M: number, K: number, N: number, with4bit: boolean, transB: boolean): ShapeResult {
+function matmulShape(
+  M: number,
+  K: number,
+  N: number,
+  with4bit: boolean,
+  transB: boolean,
+): ShapeResult {
   const flops = 2 * M * K * N;
   const x = randomTensor([M, K], M + K);
   const out = be.zeros([M, N]);
@@ -223,10 +245,13 @@ function attentionFwdBwd(T: number): AttentionResult {
   const dv = be.zeros([B, T, Hkv, D]);
   const options = { scale: 1 / Math.sqrt(D) };
   try {
-    const seconds = time(() => {
-      be.attention(q, k, v, out, lse, options);
-      be.attentionBackward(dout, q, k, v, out, lse, dq, dk, dv, options);
-    }, { minSeconds: 0.2 });
+    const seconds = time(
+      () => {
+        be.attention(q, k, v, out, lse, options);
+        be.attentionBackward(dout, q, k, v, out, lse, dq, dk, dv, options);
+      },
+      { minSeconds: 0.2 },
+    );
     return { T, ms: seconds * 1e3 };
   } catch (err) {
     return { T, ms: null, note: err instanceof Error ? err.message.split('\n')[0] : String(err) };
@@ -247,7 +272,9 @@ const machine = {
   date: new Date().toISOString(),
   quick,
 };
-log(`machine: ${machine.cpu}, ${machine.cores} cores, ${machine.simd}, ${machine.threads} threads${quick ? ' (quick)' : ''}`);
+log(
+  `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.simd}, ${machine.threads} threads${quick ? ' (quick)' : ''}`,
+);
 
 const peaks = fmaPeak();
 const peak = peaks.wall;
@@ -283,7 +310,10 @@ const attention = (quick ? [256, 512] : [256, 512, 1024]).map((T) => {
 
 log('inference (prompt processing and generation)…');
 const inference = await inferenceBench(be, quick);
-for (const r of inference) log(`${r.model}: prompt ${fmt(r.promptTokensPerSecond, 0)} tok/s, generation ${fmt(r.generateTokensPerSecond, 0)} tok/s`);
+for (const r of inference)
+  log(
+    `${r.model}: prompt ${fmt(r.promptTokensPerSecond, 0)} tok/s, generation ${fmt(r.generateTokensPerSecond, 0)} tok/s`,
+  );
 
 // Targets: sgemm ≥ 70% of peak at M ≥ 256 (median over every measured shape), 4-bit ≥ 80% of
 // sgemm at the same shape (median ratio), dequantize ≥ 50% of memcpy bandwidth.
@@ -291,7 +321,8 @@ const allSgemm = [...squares, ...training].map((r) => r.sgemm);
 const sgemmFraction = median(allSgemm) / peak;
 // The same ratio in CPU time: what the kernel achieves while it actually runs, even when other
 // processes share the cores (threads waiting on each other still count as CPU time).
-const sgemmCpuFraction = median([...squares, ...training].map((r) => r.sgemmPerCpu)) / peaks.perCpuSecond;
+const sgemmCpuFraction =
+  median([...squares, ...training].map((r) => r.sgemmPerCpu)) / peaks.perCpuSecond;
 const q4Fraction = median(training.map((r) => r.q4! / r.sgemm));
 const dequantFraction = dequant / memcpy;
 const targets = [
@@ -303,25 +334,58 @@ const targets = [
 
 const lines: string[] = [];
 lines.push(`# qlora-ts engine benchmark (cpu backend)${quick ? ' — quick' : ''}`, '');
-lines.push(`- CPU: ${machine.cpu} (${machine.cores} cores), SIMD: ${machine.simd}, threads: ${machine.threads}, Node ${machine.node}`);
+lines.push(
+  `- CPU: ${machine.cpu} (${machine.cores} cores), SIMD: ${machine.simd}, threads: ${machine.threads}, Node ${machine.node}`,
+);
 lines.push(`- Date: ${machine.date}`);
-lines.push(`- FMA peak (register-only, all threads, best of 7): **${fmt(peak)} GFLOP/s** (${fmt(peaks.perCpuSecond)} GFLOP per CPU-second)`);
-lines.push(`- memcpy: **${fmt(memcpy)} GB/s** (bytes copied per second, ${((DEQUANT_ROWS * DEQUANT_COLS * 4) / 2 ** 20).toFixed(0)} MiB buffers)`);
-lines.push(`- dequantize4bit (NF4, double quant, block 64, [${DEQUANT_ROWS}, ${DEQUANT_COLS}]): **${fmt(dequant)} GB/s** of fp32 output`, '');
+lines.push(
+  `- FMA peak (register-only, all threads, best of 7): **${fmt(peak)} GFLOP/s** (${fmt(peaks.perCpuSecond)} GFLOP per CPU-second)`,
+);
+lines.push(
+  `- memcpy: **${fmt(memcpy)} GB/s** (bytes copied per second, ${((DEQUANT_ROWS * DEQUANT_COLS * 4) / 2 ** 20).toFixed(0)} MiB buffers)`,
+);
+lines.push(
+  `- dequantize4bit (NF4, double quant, block 64, [${DEQUANT_ROWS}, ${DEQUANT_COLS}]): **${fmt(dequant)} GB/s** of fp32 output`,
+  '',
+);
 lines.push('## sgemm, square (C = A·B)', '', '| n | GFLOP/s | % of peak |', '|---:|---:|---:|');
 for (const r of squares) lines.push(`| ${r.M} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} |`);
 lines.push('', '## Training shapes: y[1024, N] = x[1024, K] · W[N, K]ᵀ', '');
-lines.push('| K | N | sgemm GFLOP/s | % of peak | 4-bit GFLOP/s | 4-bit / sgemm |', '|---:|---:|---:|---:|---:|---:|');
+lines.push(
+  '| K | N | sgemm GFLOP/s | % of peak | 4-bit GFLOP/s | 4-bit / sgemm |',
+  '|---:|---:|---:|---:|---:|---:|',
+);
 for (const r of training) {
-  lines.push(`| ${r.K} | ${r.N} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} | ${fmt(r.q4)} | ${pct(r.q4! / r.sgemm)} |`);
+  lines.push(
+    `| ${r.K} | ${r.N} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} | ${fmt(r.q4)} | ${pct(r.q4! / r.sgemm)} |`,
+  );
 }
-lines.push('', '## Attention forward + backward (B=1, H=8, Hkv=8, D=64, causal)', '', '| T | ms |', '|---:|---:|');
+lines.push(
+  '',
+  '## Attention forward + backward (B=1, H=8, Hkv=8, D=64, causal)',
+  '',
+  '| T | ms |',
+  '|---:|---:|',
+);
 for (const r of attention) lines.push(`| ${r.T} | ${r.ms === null ? 'n/a' : fmt(r.ms)} |`);
-lines.push('', `## Inference (f32, greedy, ${machine.threads} threads)`, '', '| model | prompt tokens | prompt tok/s | generated | generation tok/s |', '|---|---:|---:|---:|---:|');
-for (const r of inference) lines.push(`| ${r.model} | ${r.promptTokens} | ${fmt(r.promptTokensPerSecond, 0)} | ${r.generatedTokens} | ${fmt(r.generateTokensPerSecond, 0)} |`);
-lines.push('', 'For scale: llama.cpp (f32, 2 threads) on the stories15M shape does about 3,700 tok/s prompt and 195 tok/s generation on this machine.');
+lines.push(
+  '',
+  `## Inference (f32, greedy, ${machine.threads} threads)`,
+  '',
+  '| model | prompt tokens | prompt tok/s | generated | generation tok/s |',
+  '|---|---:|---:|---:|---:|',
+);
+for (const r of inference)
+  lines.push(
+    `| ${r.model} | ${r.promptTokens} | ${fmt(r.promptTokensPerSecond, 0)} | ${r.generatedTokens} | ${fmt(r.generateTokensPerSecond, 0)} |`,
+  );
+lines.push(
+  '',
+  'For scale: llama.cpp (f32, 2 threads) on the stories15M shape does about 3,700 tok/s prompt and 195 tok/s generation on this machine.',
+);
 lines.push('', '## Targets', '', '| metric | measured | target | |', '|---|---:|---:|---|');
-for (const t of targets) lines.push(`| ${t.name} | ${pct(t.value)} | ${pct(t.target)} | ${t.pass ? 'pass' : 'FAIL'} |`);
+for (const t of targets)
+  lines.push(`| ${t.name} | ${pct(t.value)} | ${pct(t.target)} | ${t.pass ? 'pass' : 'FAIL'} |`);
 lines.push('', `Total bench time ${((Date.now() - started) / 1000).toFixed(0)} s.`);
 const markdown = lines.join('\n') + '\n';
 
@@ -331,5 +395,20 @@ mkdirSync(resultsDir, { recursive: true });
 writeFileSync(join(resultsDir, 'latest.md'), markdown);
 writeFileSync(
   join(resultsDir, 'latest.json'),
-  JSON.stringify({ machine, peakGflops: peak, peakGflopsPerCpuSecond: peaks.perCpuSecond, memcpyGBps: memcpy, dequantGBps: dequant, squares, training, attention, inference, targets }, null, 2) + '\n',
+  JSON.stringify(
+    {
+      machine,
+      peakGflops: peak,
+      peakGflopsPerCpuSecond: peaks.perCpuSecond,
+      memcpyGBps: memcpy,
+      dequantGBps: dequant,
+      squares,
+      training,
+      attention,
+      inference,
+      targets,
+    },
+    null,
+    2,
+  ) + '\n',
 );

@@ -66,32 +66,87 @@ function values(n: number, seed: number): Float32Array {
   return out;
 }
 
-async function matmulRow(be: WebGpuBackend, group: Row['group'], M: number, N: number, K: number, transB: boolean, minMs: number): Promise<Row> {
+async function matmulRow(
+  be: WebGpuBackend,
+  group: Row['group'],
+  M: number,
+  N: number,
+  K: number,
+  transB: boolean,
+  minMs: number,
+): Promise<Row> {
   const a = be.fromArray(values(M * K, 1), [M, K]);
   const b = be.fromArray(values(K * N, 2), transB ? [N, K] : [K, N]);
   const c = be.zeros([M, N]);
   const ms = await time(be, () => be.matmul(a, b, c, { transB }), minMs);
   for (const t of [a, b, c]) t.dispose();
-  return { group, op: transB ? 'matmul x·Wᵀ' : 'matmul A·B', M, N, K, compute: 'f32', ms, gflops: (2 * M * N * K) / ms / 1e6 };
+  return {
+    group,
+    op: transB ? 'matmul x·Wᵀ' : 'matmul A·B',
+    M,
+    N,
+    K,
+    compute: 'f32',
+    ms,
+    gflops: (2 * M * N * K) / ms / 1e6,
+  };
 }
 
-async function nf4Rows(be: WebGpuBackend, half: WebGpuBackend | null, M: number, N: number, K: number, minMs: number, fp32: number): Promise<Row[]> {
+async function nf4Rows(
+  be: WebGpuBackend,
+  half: WebGpuBackend | null,
+  M: number,
+  N: number,
+  K: number,
+  minMs: number,
+  fp32: number,
+): Promise<Row[]> {
   // W [N, K] (out × in), quantized on the host once.
   const q = quantize4bit(values(N * K, 3), { quantType: 'nf4', blocksize: 64, doubleQuant: true });
   const rows: Row[] = [];
   for (const b of half ? [be, half] : [be]) {
     const w: Packed4bitWeight = uploadPacked4bit(b, q, N, K);
     const compute = b.computeDtype;
-    const run = async (op: string, n: number, make: () => [Tensor, Tensor], f: (x: Tensor, y: Tensor) => void) => {
+    const run = async (
+      op: string,
+      n: number,
+      make: () => [Tensor, Tensor],
+      f: (x: Tensor, y: Tensor) => void,
+    ) => {
       const [x, y] = make();
       const ms = await time(b, () => f(x, y), minMs);
       x.dispose();
       y.dispose();
-      rows.push({ group: 'nf4', op, M: n, N, K, compute, ms, gflops: (2 * n * N * K) / ms / 1e6, ...(n === M ? { fp32Gflops: fp32 } : {}) });
+      rows.push({
+        group: 'nf4',
+        op,
+        M: n,
+        N,
+        K,
+        compute,
+        ms,
+        gflops: (2 * n * N * K) / ms / 1e6,
+        ...(n === M ? { fp32Gflops: fp32 } : {}),
+      });
     };
-    await run('matmul4bit x·Wᵀ', M, () => [b.fromArray(values(M * K, 4), [M, K]), b.zeros([M, N])], (x, y) => b.matmul4bit(x, w, y));
-    await run('matmul4bitInputGrad dy·W', M, () => [b.fromArray(values(M * N, 5), [M, N]), b.zeros([M, K])], (x, y) => b.matmul4bitInputGrad(x, w, y));
-    await run('matmul4bit decode', 1, () => [b.fromArray(values(K, 6), [1, K]), b.zeros([1, N])], (x, y) => b.matmul4bit(x, w, y));
+    await run(
+      'matmul4bit x·Wᵀ',
+      M,
+      () => [b.fromArray(values(M * K, 4), [M, K]), b.zeros([M, N])],
+      (x, y) => b.matmul4bit(x, w, y),
+    );
+    await run(
+      'matmul4bitInputGrad dy·W',
+      M,
+      () => [b.fromArray(values(M * N, 5), [M, N]), b.zeros([M, K])],
+      (x, y) => b.matmul4bitInputGrad(x, w, y),
+    );
+    await run(
+      'matmul4bit decode',
+      1,
+      () => [b.fromArray(values(K, 6), [1, K]), b.zeros([1, N])],
+      (x, y) => b.matmul4bit(x, w, y),
+    );
     disposePacked4bit(w);
   }
   return rows;
@@ -115,23 +170,36 @@ async function main(): Promise<void> {
   const minMs = Number(arg('--min-ms') ?? 200);
   const peak = arg('--peak-tflops') ? Number(arg('--peak-tflops')) : null;
   const torchFile = arg('--torch');
-  const torch: TorchRow[] = torchFile && fs.existsSync(torchFile) ? (JSON.parse(fs.readFileSync(torchFile, 'utf8')) as { rows: TorchRow[] }).rows : [];
+  const torch: TorchRow[] =
+    torchFile && fs.existsSync(torchFile)
+      ? (JSON.parse(fs.readFileSync(torchFile, 'utf8')) as { rows: TorchRow[] }).rows
+      : [];
   const { createWebGpuBackend } = await import('../src/backends/webgpu/index.js');
   const be = await createWebGpuBackend();
   const half = be.hasF16 ? await createWebGpuBackend({ computeDtype: 'f16' }) : null;
   const a = be.adapter;
   const device = `${a.description || a.architecture || a.vendor} (${a.vendor}${a.isFallback ? ', software' : ''})`;
-  process.stderr.write(`webgpu adapter: ${device}${scale !== 1 ? `; shapes divided by ${scale}` : ''}\n`);
+  process.stderr.write(
+    `webgpu adapter: ${device}${scale !== 1 ? `; shapes divided by ${scale}` : ''}\n`,
+  );
   const s = (n: number) => Math.max(1, Math.round(n / scale));
   const rows: Row[] = [];
-  const log = (r: Row) => process.stderr.write(`  ${r.op} [${r.M}×${r.N}×${r.K}] ${r.compute}: ${fmt(r.gflops)} GFLOP/s\n`);
+  const log = (r: Row) =>
+    process.stderr.write(
+      `  ${r.op} [${r.M}×${r.N}×${r.K}] ${r.compute}: ${fmt(r.gflops)} GFLOP/s\n`,
+    );
   for (const n of [1024, 2048, 4096]) {
     const r = await matmulRow(be, 'square', s(n), s(n), s(n), false, minMs);
     log(r);
     rows.push(r);
   }
   const M = s(512 * 4);
-  for (const [K, N] of [[4096, 4096], [4096, 11008], [11008, 4096], [11008, 11008]] as const) {
+  for (const [K, N] of [
+    [4096, 4096],
+    [4096, 11008],
+    [11008, 4096],
+    [11008, 11008],
+  ] as const) {
     const dense = await matmulRow(be, 'train', M, s(N), s(K), true, minMs);
     log(dense);
     rows.push(dense);
@@ -140,11 +208,16 @@ async function main(): Promise<void> {
       rows.push(r);
     }
   }
-  const torchFor = (r: Row) => torch.find((t) => t.M === r.M && t.N === r.N && t.K === r.K && t.dtype === 'float32');
-  const torchBf16 = (r: Row) => torch.find((t) => t.M === r.M && t.N === r.N && t.K === r.K && t.dtype === 'bfloat16');
+  const torchFor = (r: Row) =>
+    torch.find((t) => t.M === r.M && t.N === r.N && t.K === r.K && t.dtype === 'float32');
+  const torchBf16 = (r: Row) =>
+    torch.find((t) => t.M === r.M && t.N === r.N && t.K === r.K && t.dtype === 'bfloat16');
   fs.mkdirSync(RESULTS, { recursive: true });
   const when = new Date().toISOString();
-  fs.writeFileSync(path.join(RESULTS, 'gpu-latest.json'), `${JSON.stringify({ device, adapter: a, when, scale, peakTflops: peak, rows, torch }, null, 2)}\n`);
+  fs.writeFileSync(
+    path.join(RESULTS, 'gpu-latest.json'),
+    `${JSON.stringify({ device, adapter: a, when, scale, peakTflops: peak, rows, torch }, null, 2)}\n`,
+  );
   const pct = (g: number) => (peak ? ` ${((g / 1e3 / peak) * 100).toFixed(1)}% |` : '');
   const lines = [
     `# webgpu matrix products — ${device}`,
@@ -157,7 +230,10 @@ async function main(): Promise<void> {
     ...rows.map((r) => {
       const t32 = torchFor(r);
       const t16 = torchBf16(r);
-      const tcol = t32 || t16 ? `${t32 ? (t32.tflops * 1e3).toFixed(0) : '–'} / ${t16 ? (t16.tflops * 1e3).toFixed(0) : '–'}` : '–';
+      const tcol =
+        t32 || t16
+          ? `${t32 ? (t32.tflops * 1e3).toFixed(0) : '–'} / ${t16 ? (t16.tflops * 1e3).toFixed(0) : '–'}`
+          : '–';
       const ratio = r.fp32Gflops ? `${((r.gflops / r.fp32Gflops) * 100).toFixed(0)}%` : '–';
       return `| ${r.op} | ${r.M}×${r.N}×${r.K} | ${r.compute} | ${r.ms.toFixed(3)} | ${fmt(r.gflops)} |${pct(r.gflops)} ${ratio} | ${tcol} |`;
     }),

@@ -21,15 +21,35 @@ export interface InferenceResult {
 }
 
 export const STORIES15M_SHAPE: BuildConfig = {
-  vocabSize: 32000, hiddenSize: 288, intermediateSize: 768, numLayers: 6, numHeads: 6, numKvHeads: 6, headDim: 48,
-  rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, maxPositionEmbeddings: 1024, tieWordEmbeddings: true, attentionBias: false,
+  vocabSize: 32000,
+  hiddenSize: 288,
+  intermediateSize: 768,
+  numLayers: 6,
+  numHeads: 6,
+  numKvHeads: 6,
+  headDim: 48,
+  rmsNormEps: 1e-5,
+  ropeTheta: 10000,
+  ropeScaling: null,
+  maxPositionEmbeddings: 1024,
+  tieWordEmbeddings: true,
+  attentionBias: false,
 };
 
-async function measure(name: string, model: LlamaModel, promptTokens: number, genTokens: number, reps: number): Promise<InferenceResult> {
+async function measure(
+  name: string,
+  model: LlamaModel,
+  promptTokens: number,
+  genTokens: number,
+  reps: number,
+): Promise<InferenceResult> {
   const be = model.backend;
   const arena = be.createArena(1 << 22, 'bench');
   const cache = new KvCache(model, promptTokens + genTokens + 1);
-  const prompt = Int32Array.from({ length: promptTokens }, (_, i) => 1 + ((i * 7919) % (model.dims.vocabSize - 1)));
+  const prompt = Int32Array.from(
+    { length: promptTokens },
+    (_, i) => 1 + ((i * 7919) % (model.dims.vocabSize - 1)),
+  );
   let bestPrompt = Infinity;
   let bestGen = Infinity;
   try {
@@ -51,7 +71,13 @@ async function measure(name: string, model: LlamaModel, promptTokens: number, ge
     cache.dispose();
     arena.dispose();
   }
-  return { model: name, promptTokens, promptTokensPerSecond: promptTokens / bestPrompt, generatedTokens: genTokens, generateTokensPerSecond: genTokens / bestGen };
+  return {
+    model: name,
+    promptTokens,
+    promptTokensPerSecond: promptTokens / bestPrompt,
+    generatedTokens: genTokens,
+    generateTokensPerSecond: genTokens / bestGen,
+  };
 }
 
 export async function inferenceBench(be: Backend, quick: boolean): Promise<InferenceResult[]> {
@@ -64,7 +90,9 @@ export async function inferenceBench(be: Backend, quick: boolean): Promise<Infer
   small.dispose();
   const src: TensorSource = syntheticSource(STORIES15M_SHAPE, 15);
   const mid = await buildLlama(STORIES15M_SHAPE, src, { backend: be, maxPositions: 1024 });
-  out.push(await measure('stories15M shape (random weights)', mid, 256, quick ? 32 : 128, quick ? 1 : 3));
+  out.push(
+    await measure('stories15M shape (random weights)', mid, 256, quick ? 32 : 128, quick ? 1 : 3),
+  );
   mid.dispose();
   return out;
 }

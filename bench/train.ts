@@ -28,7 +28,14 @@ import { LlamaModel, PROJECTIONS, type StepTimings } from '../src/models/llama.j
 import { syntheticBatch, syntheticSource } from '../src/models/synthetic.js';
 import { LoraLinear } from '../src/nn/lora.js';
 import { AdamW } from '../src/train/optimizer.js';
-import { defaultMachine, flopsPerToken, namedShape, planTraining, type PlanOptions, releaseBuildGarbage } from '../src/train/plan.js';
+import {
+  defaultMachine,
+  flopsPerToken,
+  namedShape,
+  planTraining,
+  type PlanOptions,
+  releaseBuildGarbage,
+} from '../src/train/plan.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS = path.join(ROOT, 'bench', 'results');
@@ -47,13 +54,62 @@ interface ShapeRun {
 }
 
 const SHAPES: readonly ShapeRun[] = [
-  { key: '15m', shape: 'stories15m', label: 'stories15M', batchSize: 4, seqLen: 256, gradientCheckpointing: false, warmupSteps: 1, steps: 4, pytorchQlora: 820 },
-  { key: '110m', shape: 'stories110m', label: 'stories110M', batchSize: 4, seqLen: 256, gradientCheckpointing: false, warmupSteps: 1, steps: 3, pytorchQlora: 160 },
-  { key: '1.1b', shape: 'tinyllama', label: 'TinyLlama-1.1B', batchSize: 4, seqLen: 256, gradientCheckpointing: true, warmupSteps: 0, steps: 1, pytorchQlora: null },
-  { key: '7b', shape: 'llama2-7b', label: 'Llama-2-7B', batchSize: 1, seqLen: 512, gradientCheckpointing: true, warmupSteps: 0, steps: 1, pytorchQlora: null },
+  {
+    key: '15m',
+    shape: 'stories15m',
+    label: 'stories15M',
+    batchSize: 4,
+    seqLen: 256,
+    gradientCheckpointing: false,
+    warmupSteps: 1,
+    steps: 4,
+    pytorchQlora: 820,
+  },
+  {
+    key: '110m',
+    shape: 'stories110m',
+    label: 'stories110M',
+    batchSize: 4,
+    seqLen: 256,
+    gradientCheckpointing: false,
+    warmupSteps: 1,
+    steps: 3,
+    pytorchQlora: 160,
+  },
+  {
+    key: '1.1b',
+    shape: 'tinyllama',
+    label: 'TinyLlama-1.1B',
+    batchSize: 4,
+    seqLen: 256,
+    gradientCheckpointing: true,
+    warmupSteps: 0,
+    steps: 1,
+    pytorchQlora: null,
+  },
+  {
+    key: '7b',
+    shape: 'llama2-7b',
+    label: 'Llama-2-7B',
+    batchSize: 1,
+    seqLen: 512,
+    gradientCheckpointing: true,
+    warmupSteps: 0,
+    steps: 1,
+    pytorchQlora: null,
+  },
 ];
 
-const LORA = { r: 16, alpha: 32, dropout: 0, useRslora: false, init: 'kaiming' as const, seed: 1, targets: 'all-linear' as const, layers: null };
+const LORA = {
+  r: 16,
+  alpha: 32,
+  dropout: 0,
+  useRslora: false,
+  init: 'kaiming' as const,
+  seed: 1,
+  targets: 'all-linear' as const,
+  layers: null,
+};
 const QUANT = { quantType: 'nf4' as const, blocksize: 64, doubleQuant: true };
 const LOSS_CHUNK_ROWS = 256;
 
@@ -68,7 +124,15 @@ export interface ShapeResult {
   readonly trainTokensPerSecond: number;
   readonly forwardTokensPerSecond: number;
   /** Mean milliseconds per training step, by phase. */
-  readonly split: { forward: number; loss: number; backward: number; recompute: number; optimizer: number; other: number; total: number };
+  readonly split: {
+    forward: number;
+    loss: number;
+    backward: number;
+    recompute: number;
+    optimizer: number;
+    other: number;
+    total: number;
+  };
   readonly peakRssBytes: number;
   readonly predictedPeakBytes: number;
   readonly predictedTokensPerSecond: number;
@@ -87,10 +151,19 @@ export interface ShapeResult {
 }
 
 /** The planner's view of a shape's run (the same options the run uses). */
-function planOptionsFor(run: Pick<ShapeRun, 'seqLen' | 'batchSize' | 'gradientCheckpointing'>): Partial<PlanOptions> {
+function planOptionsFor(
+  run: Pick<ShapeRun, 'seqLen' | 'batchSize' | 'gradientCheckpointing'>,
+): Partial<PlanOptions> {
   return {
-    seqLen: run.seqLen, batchSize: run.batchSize, rank: LORA.r, targets: 'all-linear', gradientCheckpointing: run.gradientCheckpointing,
-    optimizer: 'adamw', lossChunkRows: LOSS_CHUNK_ROWS, quantization: { blocksize: QUANT.blocksize, doubleQuant: QUANT.doubleQuant }, loraDropout: 0,
+    seqLen: run.seqLen,
+    batchSize: run.batchSize,
+    rank: LORA.r,
+    targets: 'all-linear',
+    gradientCheckpointing: run.gradientCheckpointing,
+    optimizer: 'adamw',
+    lossChunkRows: LOSS_CHUNK_ROWS,
+    quantization: { blocksize: QUANT.blocksize, doubleQuant: QUANT.doubleQuant },
+    loraDropout: 0,
     presizedArenas: true,
   };
 }
@@ -98,7 +171,12 @@ function planOptionsFor(run: Pick<ShapeRun, 'seqLen' | 'batchSize' | 'gradientCh
 // ---- child: one shape ----------------------------------------------------------------------------
 
 /** Resident bytes of the frozen base (what the model actually holds) and of its projections alone. */
-function baseWeightBytes(model: LlamaModel): { all: number; projections: number; params: number; projectionParams: number } {
+function baseWeightBytes(model: LlamaModel): {
+  all: number;
+  projections: number;
+  params: number;
+  projectionParams: number;
+} {
   let projections = 0;
   let projectionParams = 0;
   const head = model.lmHead;
@@ -107,7 +185,10 @@ function baseWeightBytes(model: LlamaModel): { all: number; projections: number;
   const embBytes = emb instanceof Tensor ? emb.size * 4 : packedWeightBytes(emb);
   const embParams = emb instanceof Tensor ? emb.size : emb.rows * emb.cols;
   let other = embBytes + model.finalNorm.size * 4 + (model.tiedEmbeddings ? 0 : head.weightBytes);
-  let params = embParams + model.finalNorm.size + (model.tiedEmbeddings ? 0 : head.inFeatures * head.outFeatures);
+  let params =
+    embParams +
+    model.finalNorm.size +
+    (model.tiedEmbeddings ? 0 : head.inFeatures * head.outFeatures);
   for (const layer of model.layers) {
     other += (layer.attnNorm.size + layer.ffnNorm.size) * 4;
     params += layer.attnNorm.size + layer.ffnNorm.size;
@@ -128,10 +209,14 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   const be = await getBackend('cpu');
   const t0 = performance.now();
   const model = await buildLlama(config, syntheticSource(config, 1234), {
-    backend: be, quantization: QUANT, lora: LORA,
+    backend: be,
+    quantization: QUANT,
+    lora: LORA,
     onTensor: (name, index, total) => {
       if (index % Math.ceil(total / 8) === 0) {
-        process.stderr.write(`  ${run.label} building: tensor ${index + 1}/${total} (${name}), rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB\n`);
+        process.stderr.write(
+          `  ${run.label} building: tensor ${index + 1}/${total} (${name}), rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB\n`,
+        );
       }
     },
   });
@@ -149,7 +234,15 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   const n = run.batchSize * run.seqLen;
 
   // Training steps, as Trainer.run does them (zero grads, loss + backward, grad norm + clip, AdamW).
-  const split = { forward: 0, loss: 0, backward: 0, recompute: 0, optimizer: 0, other: 0, total: 0 };
+  const split = {
+    forward: 0,
+    loss: 0,
+    backward: 0,
+    recompute: 0,
+    optimizer: 0,
+    other: 0,
+    total: 0,
+  };
   let finalLoss = NaN;
   for (let step = 0; step < run.warmupSteps + run.steps; step++) {
     const measured = step >= run.warmupSteps;
@@ -159,7 +252,12 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
     for (const p of params) p.zeroGrad();
     arena.reset();
     const r = await model.lossAndGradients(batch, arena, layerArena, {
-      training: true, stepSeed: step, gradientCheckpointing: run.gradientCheckpointing, lossChunkRows: LOSS_CHUNK_ROWS, gradScale: 1, timings,
+      training: true,
+      stepSeed: step,
+      gradientCheckpointing: run.gradientCheckpointing,
+      lossChunkRows: LOSS_CHUNK_ROWS,
+      gradScale: 1,
+      timings,
     });
     arena.reset();
     let first = true;
@@ -174,8 +272,10 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
     const stepEnd = performance.now();
     finalLoss = r.lossSum / r.tokens;
     const total = stepEnd - stepStart;
-    process.stderr.write(`  ${run.label} step ${step + 1}${measured ? '' : ' (warm-up)'}: ${(total / 1000).toFixed(2)} s, loss ${finalLoss.toFixed(3)}, ` +
-      `rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB\n`);
+    process.stderr.write(
+      `  ${run.label} step ${step + 1}${measured ? '' : ' (warm-up)'}: ${(total / 1000).toFixed(2)} s, loss ${finalLoss.toFixed(3)}, ` +
+        `rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MiB\n`,
+    );
     if (!measured) continue;
     split.forward += timings.forwardMs;
     split.loss += timings.lossMs;
@@ -191,27 +291,44 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   for (let i = 0; i < forwardRuns; i++) {
     arena.reset();
     const s = performance.now();
-    await model.lossAndGradients(evalBatch, arena, layerArena, {
-      training: false, stepSeed: 0, gradientCheckpointing: false, lossChunkRows: LOSS_CHUNK_ROWS, gradScale: 1,
-    }, false);
+    await model.lossAndGradients(
+      evalBatch,
+      arena,
+      layerArena,
+      {
+        training: false,
+        stepSeed: 0,
+        gradientCheckpointing: false,
+        lossChunkRows: LOSS_CHUNK_ROWS,
+        gradScale: 1,
+      },
+      false,
+    );
     forwardTimes.push(performance.now() - s);
   }
   arena.reset();
 
   if (arena.capacity > plan.arenaBytes.step || layerArena.capacity > plan.arenaBytes.layer) {
-    process.stderr.write(`  warning: arenas grew past the plan (step ${arena.capacity} > ${plan.arenaBytes.step} or layer ${layerArena.capacity} > ${plan.arenaBytes.layer})\n`);
+    process.stderr.write(
+      `  warning: arenas grew past the plan (step ${arena.capacity} > ${plan.arenaBytes.step} or layer ${layerArena.capacity} > ${plan.arenaBytes.layer})\n`,
+    );
   }
   split.other = split.total - split.forward - split.loss - split.backward - split.optimizer;
   for (const k of Object.keys(split) as (keyof typeof split)[]) split[k] /= run.steps;
-
 
   const flops = flopsPerToken(config, plan.options);
   const trainTokensPerSecond = (n * 1000) / split.total;
   const modelFlops = flops.forward + flops.backward;
   const achieved = modelFlops * trainTokensPerSecond;
   return {
-    key: run.key, label: run.label, batchSize: run.batchSize, seqLen: run.seqLen, gradientCheckpointing: run.gradientCheckpointing,
-    steps: run.steps, buildSeconds, trainTokensPerSecond,
+    key: run.key,
+    label: run.label,
+    batchSize: run.batchSize,
+    seqLen: run.seqLen,
+    gradientCheckpointing: run.gradientCheckpointing,
+    steps: run.steps,
+    buildSeconds,
+    trainTokensPerSecond,
     forwardTokensPerSecond: (n * 1000) / Math.min(...forwardTimes),
     split,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
@@ -245,7 +362,8 @@ function fmaPeakGflops(): { gflops: number; source: string } {
     const found = findPeak(JSON.parse(fs.readFileSync(latest, 'utf8')) as unknown);
     if (found) candidates.push({ gflops: found, source: 'bench/results/latest.json' });
   }
-  const bench = native.benchFmaPeak as ((iterations: number) => { flops: number; seconds: number }) | undefined;
+  const bench = native.benchFmaPeak as
+    ((iterations: number) => { flops: number; seconds: number }) | undefined;
   if (typeof bench === 'function') {
     const threads = native.getThreads();
     native.setThreads(1);
@@ -255,9 +373,13 @@ function fmaPeakGflops(): { gflops: number; source: string } {
       best = Math.max(best, r.flops / r.seconds / 1e9);
     }
     native.setThreads(threads);
-    candidates.push({ gflops: best * threads, source: `${threads} × single-thread benchFmaPeak (${best.toFixed(1)} GFLOP/s)` });
+    candidates.push({
+      gflops: best * threads,
+      source: `${threads} × single-thread benchFmaPeak (${best.toFixed(1)} GFLOP/s)`,
+    });
   }
-  if (candidates.length === 0) return { gflops: defaultMachine().peakFlops / 1e9, source: 'cpu-performance.md estimate' };
+  if (candidates.length === 0)
+    return { gflops: defaultMachine().peakFlops / 1e9, source: 'cpu-performance.md estimate' };
   return candidates.reduce((a, b) => (b.gflops > a.gflops ? b : a));
 }
 
@@ -265,7 +387,8 @@ function fmaPeakGflops(): { gflops: number; source: string } {
 function findPeak(json: unknown): number | null {
   if (!json || typeof json !== 'object') return null;
   for (const [k, v] of Object.entries(json as Record<string, unknown>)) {
-    if (typeof v === 'number' && /peak/i.test(k) && /fma|flop/i.test(k)) return /gflop/i.test(k) || v < 1e6 ? v : v / 1e9;
+    if (typeof v === 'number' && /peak/i.test(k) && /fma|flop/i.test(k))
+      return /gflop/i.test(k) || v < 1e6 ? v : v / 1e9;
     const inner = findPeak(v);
     if (inner) return inner;
   }
@@ -274,35 +397,82 @@ function findPeak(json: unknown): number | null {
 
 type StoredResult = ShapeResult & { measuredAt?: string };
 
-function runChild(run: ShapeRun, steps: number | null, peak: number, threads: number | null): ShapeResult {
-  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', run.key, '--peak', String(peak)];
+function runChild(
+  run: ShapeRun,
+  steps: number | null,
+  peak: number,
+  threads: number | null,
+): ShapeResult {
+  const args = [
+    '--import',
+    'tsx',
+    fileURLToPath(import.meta.url),
+    '--child',
+    run.key,
+    '--peak',
+    String(peak),
+  ];
   if (steps !== null) args.push('--steps', String(steps));
   if (threads !== null) args.push('--threads', String(threads));
-  const r = spawnSync(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(process.execPath, args, {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+  });
   const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
-  if (r.status !== 0 || !line) throw new Error(`${run.label}: child exited with ${r.status ?? r.signal}\n${r.stdout}`);
+  if (r.status !== 0 || !line)
+    throw new Error(`${run.label}: child exited with ${r.status ?? r.signal}\n${r.stdout}`);
   return JSON.parse(line.slice('RESULT '.length)) as ShapeResult;
 }
 
 const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 
 function table(results: readonly ShapeResult[]): string[] {
-  const head = ['shape', 'batch', 'ckpt', 'train tok/s', 'plan tok/s', 'vs PyTorch QLoRA', 'fwd tok/s', 'peak RSS', 'plan', 'plan err',
-    'bits/param (proj)', 'fwd / loss / bwd (recompute) / opt / other ms', 'GFLOP/s', 'MFU', 'threads', 'load'];
+  const head = [
+    'shape',
+    'batch',
+    'ckpt',
+    'train tok/s',
+    'plan tok/s',
+    'vs PyTorch QLoRA',
+    'fwd tok/s',
+    'peak RSS',
+    'plan',
+    'plan err',
+    'bits/param (proj)',
+    'fwd / loss / bwd (recompute) / opt / other ms',
+    'GFLOP/s',
+    'MFU',
+    'threads',
+    'load',
+  ];
   const rows = results.map((r) => [
-    r.label, `${r.batchSize}×${r.seqLen}`, r.gradientCheckpointing ? 'on' : 'off',
+    r.label,
+    `${r.batchSize}×${r.seqLen}`,
+    r.gradientCheckpointing ? 'on' : 'off',
     r.trainTokensPerSecond.toFixed(r.trainTokensPerSecond < 100 ? 1 : 0),
     r.predictedTokensPerSecond.toFixed(r.predictedTokensPerSecond < 100 ? 1 : 0),
-    r.pytorchQlora ? `${(r.trainTokensPerSecond / r.pytorchQlora).toFixed(2)}× (${r.pytorchQlora})` : '–',
+    r.pytorchQlora
+      ? `${(r.trainTokensPerSecond / r.pytorchQlora).toFixed(2)}× (${r.pytorchQlora})`
+      : '–',
     r.forwardTokensPerSecond.toFixed(r.forwardTokensPerSecond < 10 ? 2 : 0),
-    gib(r.peakRssBytes), gib(r.predictedPeakBytes),
+    gib(r.peakRssBytes),
+    gib(r.predictedPeakBytes),
     `${(((r.predictedPeakBytes - r.peakRssBytes) / r.peakRssBytes) * 100).toFixed(1)}%`,
     `${r.baseBitsPerParam.toFixed(2)} (${r.projectionBitsPerParam.toFixed(2)})`,
     `${r.split.forward.toFixed(0)} / ${r.split.loss.toFixed(0)} / ${r.split.backward.toFixed(0)} (${r.split.recompute.toFixed(0)}) / ` +
       `${r.split.optimizer.toFixed(0)} / ${r.split.other.toFixed(0)}`,
-    r.achievedGflops.toFixed(1), `${(r.mfu * 100).toFixed(1)}%`, String(r.threads ?? '?'), r.loadAverage?.toFixed(1) ?? '?',
+    r.achievedGflops.toFixed(1),
+    `${(r.mfu * 100).toFixed(1)}%`,
+    String(r.threads ?? '?'),
+    r.loadAverage?.toFixed(1) ?? '?',
   ]);
-  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((c) => `| ${c.join(' | ')} |`)];
+  return [
+    `| ${head.join(' | ')} |`,
+    `|${head.map(() => '---').join('|')}|`,
+    ...rows.map((c) => `| ${c.join(' | ')} |`),
+  ];
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -312,7 +482,8 @@ async function main(argv: string[]): Promise<void> {
   };
   const steps = arg('--steps') ? Number(arg('--steps')) : null;
   const threads = arg('--threads') ? Number(arg('--threads')) : null;
-  if (threads !== null && !(Number.isInteger(threads) && threads >= 1)) throw new Error(`--threads must be a positive integer`);
+  if (threads !== null && !(Number.isInteger(threads) && threads >= 1))
+    throw new Error(`--threads must be a positive integer`);
   const child = arg('--child');
   if (child) {
     if (threads !== null) native.setThreads(threads);
@@ -323,23 +494,38 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (argv.includes('--report')) {
-    const stored = JSON.parse(fs.readFileSync(path.join(RESULTS, 'train-latest.json'), 'utf8')) as { peakGflops: number; peakSource: string; results: StoredResult[] };
+    const stored = JSON.parse(fs.readFileSync(path.join(RESULTS, 'train-latest.json'), 'utf8')) as {
+      peakGflops: number;
+      peakSource: string;
+      results: StoredResult[];
+    };
     const replanned = stored.results.map((r) => {
       const config = namedShape(SHAPES.find((s) => s.key === r.key)!.shape)!;
       const plan = planTraining(config, planOptionsFor(r));
-      return { ...r, predictedPeakBytes: plan.peakBytes, predictedTokensPerSecond: plan.tokensPerSecond };
+      return {
+        ...r,
+        predictedPeakBytes: plan.peakBytes,
+        predictedTokensPerSecond: plan.tokensPerSecond,
+      };
     });
     writeResults(replanned, { gflops: stored.peakGflops, source: stored.peakSource }, []);
     return;
   }
-  const only = arg('--only')?.split(',').map((s) => s.trim().toLowerCase());
+  const only = arg('--only')
+    ?.split(',')
+    .map((s) => s.trim().toLowerCase());
   const runs = only ? SHAPES.filter((s) => only.includes(s.key) || only.includes(s.shape)) : SHAPES;
-  if (runs.length === 0) throw new Error(`--only matched no shape (choose from ${SHAPES.map((s) => s.key).join(', ')})`);
+  if (runs.length === 0)
+    throw new Error(`--only matched no shape (choose from ${SHAPES.map((s) => s.key).join(', ')})`);
   const peak = fmaPeakGflops();
-  console.log(`FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}); ${os.cpus().length} CPUs, ${native.getThreads()} kernel threads`);
+  console.log(
+    `FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}); ${os.cpus().length} CPUs, ${native.getThreads()} kernel threads`,
+  );
   const results: ShapeResult[] = [];
   for (const run of runs) {
-    console.log(`${run.label}: batch ${run.batchSize}×${run.seqLen}, gradient checkpointing ${run.gradientCheckpointing ? 'on' : 'off'} ...`);
+    console.log(
+      `${run.label}: batch ${run.batchSize}×${run.seqLen}, gradient checkpointing ${run.gradientCheckpointing ? 'on' : 'off'} ...`,
+    );
     results.push(runChild(run, steps, peak.gflops, threads));
   }
   console.log(table(results).join('\n'));
@@ -347,30 +533,55 @@ async function main(argv: string[]): Promise<void> {
 }
 
 /** Merges `fresh` (measured now) with the stored rows of other shapes/thread counts and writes both files. */
-function writeResults(all: readonly StoredResult[], peak: { gflops: number; source: string }, fresh: readonly ShapeResult[]): void {
+function writeResults(
+  all: readonly StoredResult[],
+  peak: { gflops: number; source: string },
+  fresh: readonly ShapeResult[],
+): void {
   // Shapes run piecewise (--only) keep the other shapes' latest results in the files.
   fs.mkdirSync(RESULTS, { recursive: true });
   const jsonPath = path.join(RESULTS, 'train-latest.json');
-  const earlier = fresh.length === 0 ? [...all]
-    : fs.existsSync(jsonPath) ? ((JSON.parse(fs.readFileSync(jsonPath, 'utf8')) as { results?: StoredResult[] }).results ?? []) : [];
+  const earlier =
+    fresh.length === 0
+      ? [...all]
+      : fs.existsSync(jsonPath)
+        ? ((JSON.parse(fs.readFileSync(jsonPath, 'utf8')) as { results?: StoredResult[] })
+            .results ?? [])
+        : [];
   const now = new Date().toISOString();
   const same = (a: StoredResult, b: StoredResult) => a.key === b.key && a.threads === b.threads;
-  const order = (r: StoredResult) => SHAPES.findIndex((s) => s.key === r.key) * 1000 - (r.threads ?? 0);
+  const order = (r: StoredResult) =>
+    SHAPES.findIndex((s) => s.key === r.key) * 1000 - (r.threads ?? 0);
   const merged: StoredResult[] = [
     ...earlier.filter((e) => !fresh.some((r) => same(r, e))),
     ...fresh.map((r) => ({ ...r, measuredAt: now })),
   ].sort((a, b) => order(a) - order(b));
   const lines = table(merged);
   if (fresh.length === 0) console.log(lines.join('\n'));
-  const meta = { date: now, cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', threads: native.getThreads(), simd: native.simdLevel(), peakGflops: peak.gflops, peakSource: peak.source, loadAverage: os.loadavg() };
+  const meta = {
+    date: now,
+    cpus: os.cpus().length,
+    cpu: os.cpus()[0]?.model ?? '',
+    threads: native.getThreads(),
+    simd: native.simdLevel(),
+    peakGflops: peak.gflops,
+    peakSource: peak.source,
+    loadAverage: os.loadavg(),
+  };
   fs.writeFileSync(jsonPath, `${JSON.stringify({ ...meta, results: merged }, null, 2)}\n`);
-  fs.writeFileSync(path.join(RESULTS, 'train-latest.md'), [
-    `# QLoRA training benchmark (${meta.date})`, '',
-    `NF4 + double quant base, LoRA r=16 on all linear layers, AdamW, loss chunk ${LOSS_CHUNK_ROWS} rows; random weights of real shapes.`,
-    `${meta.cpus} CPUs (${meta.cpu}), ${meta.simd}; FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}).`,
-    'Rows may come from separate runs (`--only`, `--threads`); each row\'s time is in train-latest.json (measuredAt), its load average in the table.',
-    '', ...lines, '',
-  ].join('\n'));
+  fs.writeFileSync(
+    path.join(RESULTS, 'train-latest.md'),
+    [
+      `# QLoRA training benchmark (${meta.date})`,
+      '',
+      `NF4 + double quant base, LoRA r=16 on all linear layers, AdamW, loss chunk ${LOSS_CHUNK_ROWS} rows; random weights of real shapes.`,
+      `${meta.cpus} CPUs (${meta.cpu}), ${meta.simd}; FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}).`,
+      "Rows may come from separate runs (`--only`, `--threads`); each row's time is in train-latest.json (measuredAt), its load average in the table.",
+      '',
+      ...lines,
+      '',
+    ].join('\n'),
+  );
 }
 
 main(process.argv.slice(2)).catch((err) => {

@@ -27,7 +27,9 @@ const lazyNativeBackend: esbuild.Plugin = {
 };
 
 /** esbuild options for the app; tests build with the same options (write: false). */
-export function webBuildOptions(outdir = join(root, 'dist', 'web')): esbuild.BuildOptions & { outdir: string } {
+export function webBuildOptions(
+  outdir = join(root, 'dist', 'web'),
+): esbuild.BuildOptions & { outdir: string } {
   return {
     absWorkingDir: root,
     entryPoints: { app: join(root, 'web', 'app.ts'), worker: join(root, 'web', 'worker.ts') },
@@ -49,7 +51,8 @@ export function webBuildOptions(outdir = join(root, 'dist', 'web')): esbuild.Bui
 }
 
 function packageVersion(): string {
-  return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
+  return (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string })
+    .version;
 }
 
 export async function buildWeb(outdir = join(root, 'dist', 'web')): Promise<esbuild.BuildResult> {

@@ -32,8 +32,21 @@ export { uploadPacked4bit, disposePacked4bit } from './quant/upload.js';
 export { DenseLinear, Linear4bit, type FrozenLinear } from './nn/linear.js';
 export { LoraLinear, type LoraOptions } from './nn/lora.js';
 export { Param } from './nn/param.js';
-export { LlamaModel, KvCache, PROJECTIONS, type ModelBatch, type ProjectionName, type StepOptions } from './models/llama.js';
-export { buildLlama, type BuildConfig, type BuildOptions, type LoraConfig, type TensorSource } from './models/build.js';
+export {
+  LlamaModel,
+  KvCache,
+  PROJECTIONS,
+  type ModelBatch,
+  type ProjectionName,
+  type StepOptions,
+} from './models/llama.js';
+export {
+  buildLlama,
+  type BuildConfig,
+  type BuildOptions,
+  type LoraConfig,
+  type TensorSource,
+} from './models/build.js';
 export { openCheckpoint, type Checkpoint } from './io/checkpoint.js';
 export { loadHfConfig, type LlamaConfig } from './io/config.js';
 export { syntheticSource } from './models/synthetic.js';
@@ -48,10 +61,21 @@ export { convertCheckpoint } from './export/convert.js';
 
 // tokenizers and data
 export { loadTokenizer, type Tokenizer } from './tokenizer/index.js';
-export { loadDataset, Batcher, ChatTemplate, type Batch, type DatasetOptions } from './data/index.js';
+export {
+  loadDataset,
+  Batcher,
+  ChatTemplate,
+  type Batch,
+  type DatasetOptions,
+} from './data/index.js';
 
 // training and generation
-export { Trainer, type BatchSource, type TrainOptions, type TrainSummary } from './train/trainer.js';
+export {
+  Trainer,
+  type BatchSource,
+  type TrainOptions,
+  type TrainSummary,
+} from './train/trainer.js';
 export { AdamW, AdamW8bit, type Optimizer } from './train/optimizer.js';
 export { learningRate } from './train/schedule.js';
 export { generate, type GenerateOptions, type GenerationResult } from './generate/generate.js';

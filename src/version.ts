@@ -7,7 +7,12 @@ import { nodeBuiltin } from './io/host.js';
  */
 function readVersion(): string {
   const fs = nodeBuiltin<typeof import('node:fs')>('node:fs');
-  if (fs) return (JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  if (fs)
+    return (
+      JSON.parse(fs.readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+        version: string;
+      }
+    ).version;
   return (globalThis as { QLORA_VERSION?: string }).QLORA_VERSION ?? 'unknown';
 }
 

@@ -27,7 +27,9 @@ export function webgpuBackend(): Promise<Backend | null> {
   return webgpu;
 }
 
-export async function backendsUnderTest(names: readonly ('cpu' | 'webgpu')[] = ['cpu', 'webgpu']): Promise<BackendUnderTest[]> {
+export async function backendsUnderTest(
+  names: readonly ('cpu' | 'webgpu')[] = ['cpu', 'webgpu'],
+): Promise<BackendUnderTest[]> {
   const out: BackendUnderTest[] = [];
   // QLORA_TEST_BACKENDS=webgpu narrows the suites (bench/gpu.sh on a GPU machine, where the cpu
   // addon built for another CPU may not load).
@@ -54,7 +56,11 @@ export const TOL = { atol: 2e-6, rtol: 2e-5 };
 export class Pairs {
   private readonly live: Tensor[] = [];
   private seed: number;
-  constructor(readonly be: Backend, readonly ref: Backend, seed = 1) {
+  constructor(
+    readonly be: Backend,
+    readonly ref: Backend,
+    seed = 1,
+  ) {
     this.seed = seed;
   }
 
@@ -71,7 +77,13 @@ export class Pairs {
   }
 
   random(shape: readonly number[], scale = 1): Pair {
-    return this.pair(this.data(shape.reduce((a, b) => a * b, 1), scale), shape);
+    return this.pair(
+      this.data(
+        shape.reduce((a, b) => a * b, 1),
+        scale,
+      ),
+      shape,
+    );
   }
 
   zeros(shape: readonly number[], dtype: DType = 'f32'): Pair {

@@ -39,7 +39,8 @@ const EXPECTED: Record<string, { full: string; prompt: string }> = {
     full:
       '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>' +
       '<|start_header_id|>user<|end_header_id|>\n\nHow are you?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nFine.<|eot_id|>',
-    prompt: '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
+    prompt:
+      '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
   },
   mistral: {
     full: '<s>[INST] Hi [/INST]Hello!</s>[INST] How are you? [/INST]Fine.</s>',
@@ -61,7 +62,8 @@ const EXPECTED: Record<string, { full: string; prompt: string }> = {
     full:
       'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n' +
       '### Instruction:\nHi\n\n### Response:\nHello!</s>\n\n### Instruction:\nHow are you?\n\n### Response:\nFine.</s>\n\n',
-    prompt: 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nHi\n\n### Response:\n',
+    prompt:
+      'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nHi\n\n### Response:\n',
   },
 };
 
@@ -75,7 +77,11 @@ test('every built-in chat template renders a two-turn conversation as its format
   for (const name of Object.keys(EXPECTED)) {
     const t = template(name);
     assert.equal(t.render(CHAT, false), EXPECTED[name]!.full, name);
-    assert.equal(t.render(CHAT.slice(0, 1), true), EXPECTED[name]!.prompt, `${name} generation prompt`);
+    assert.equal(
+      t.render(CHAT.slice(0, 1), true),
+      EXPECTED[name]!.prompt,
+      `${name} generation prompt`,
+    );
     // The assistant turns are found, so training puts loss on exactly the replies.
     const { spans, text } = t.renderWithAssistantSpans(CHAT);
     assert.equal(spans.length, 2, name);
@@ -85,18 +91,40 @@ test('every built-in chat template renders a two-turn conversation as its format
 
 test('a system message: its own turn where the format has one, the top of the first user turn where it has not', () => {
   const chat: ChatMessage[] = [{ role: 'system', content: 'Be brief.' }, ...CHAT.slice(0, 2)];
-  assert.equal(template('chatml').render(chat, false), '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n');
-  assert.equal(template('mistral').render(chat, false), '<s>[INST] Be brief.\n\nHi [/INST]Hello!</s>');
-  assert.equal(template('gemma').render(chat, false), '<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n');
-  assert.equal(template('alpaca').render(chat, false), 'Be brief.\n\n### Instruction:\nHi\n\n### Response:\nHello!</s>\n\n');
+  assert.equal(
+    template('chatml').render(chat, false),
+    '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n',
+  );
+  assert.equal(
+    template('mistral').render(chat, false),
+    '<s>[INST] Be brief.\n\nHi [/INST]Hello!</s>',
+  );
+  assert.equal(
+    template('gemma').render(chat, false),
+    '<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n',
+  );
+  assert.equal(
+    template('alpaca').render(chat, false),
+    'Be brief.\n\n### Instruction:\nHi\n\n### Response:\nHello!</s>\n\n',
+  );
 });
 
 test('zephyr and phi-3 render as the templates TinyLlama-Chat and Phi-3-mini ship', () => {
-  for (const [name, file] of [['zephyr', 'tinyllama-tokenizer_config.json'], ['phi-3', 'phi-3-mini-tokenizer_config.json']] as const) {
+  for (const [name, file] of [
+    ['zephyr', 'tinyllama-tokenizer_config.json'],
+    ['phi-3', 'phi-3-mini-tokenizer_config.json'],
+  ] as const) {
     const shipped = resolveChatTemplate(path.join(root, 'fixtures', 'chat-templates', file));
-    const theirs = new ChatTemplate(shipped.source, { bosToken: TOKENS[name]!.bos, eosToken: TOKENS[name]!.eos });
+    const theirs = new ChatTemplate(shipped.source, {
+      bosToken: TOKENS[name]!.bos,
+      eosToken: TOKENS[name]!.eos,
+    });
     assert.equal(template(name).render(CHAT, false), theirs.render(CHAT, false), name);
-    assert.equal(template(name).render(CHAT.slice(0, 3), true), theirs.render(CHAT.slice(0, 3), true), name);
+    assert.equal(
+      template(name).render(CHAT.slice(0, 3), true),
+      theirs.render(CHAT.slice(0, 3), true),
+      name,
+    );
   }
 });
 
@@ -105,19 +133,37 @@ test('--chat-template takes aliases and files, and names the built-ins when it f
   assert.equal(resolveChatTemplate('llama3').name, 'llama-3');
   const file = path.join(root, 'fixtures', 'chat-templates', 'Qwen-Qwen2.5-7B-Instruct.jinja');
   assert.equal(resolveChatTemplate(file).source, fs.readFileSync(file, 'utf8'));
-  assert.throws(() => resolveChatTemplate('no-such-format'), /'no-such-format' is neither a file nor a built-in template \(chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca\)/);
+  assert.throws(
+    () => resolveChatTemplate('no-such-format'),
+    /'no-such-format' is neither a file nor a built-in template \(chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca\)/,
+  );
 });
 
 test('Alpaca rows become chats under --format chat, with loss on the output', () => {
   const chatml = template('chatml');
   const renderer = new RowRenderer({ format: 'chat', chatTemplate: () => chatml });
-  const r = renderer.render({ instruction: 'Add 2 and 3.', input: 'Be brief.', output: '5' }, { file: 'x.json', row: 1 });
-  assert.equal(r.text, '<|im_start|>user\nAdd 2 and 3.\n\nBe brief.<|im_end|>\n<|im_start|>assistant\n5<|im_end|>\n');
+  const r = renderer.render(
+    { instruction: 'Add 2 and 3.', input: 'Be brief.', output: '5' },
+    { file: 'x.json', row: 1 },
+  );
+  assert.equal(
+    r.text,
+    '<|im_start|>user\nAdd 2 and 3.\n\nBe brief.<|im_end|>\n<|im_start|>assistant\n5<|im_end|>\n',
+  );
   assert.equal(r.loss.length, 1);
-  assert.equal(r.loss[0]!.from, '<|im_start|>user\nAdd 2 and 3.\n\nBe brief.<|im_end|>\n<|im_start|>assistant\n');
+  assert.equal(
+    r.loss[0]!.from,
+    '<|im_start|>user\nAdd 2 and 3.\n\nBe brief.<|im_end|>\n<|im_start|>assistant\n',
+  );
   // The alpaca built-in renders a one-turn Alpaca row as the Alpaca row format does.
   const alpaca = new RowRenderer({ format: 'chat', chatTemplate: () => template('alpaca') });
-  const viaChat = alpaca.render({ instruction: 'Add 2 and 3.', input: '', output: '5' }, { file: 'x.json', row: 1 });
-  const plain = new RowRenderer({ format: 'alpaca' }).render({ instruction: 'Add 2 and 3.', input: '', output: '5' }, { file: 'x.json', row: 1 });
+  const viaChat = alpaca.render(
+    { instruction: 'Add 2 and 3.', input: '', output: '5' },
+    { file: 'x.json', row: 1 },
+  );
+  const plain = new RowRenderer({ format: 'alpaca' }).render(
+    { instruction: 'Add 2 and 3.', input: '', output: '5' },
+    { file: 'x.json', row: 1 },
+  );
   assert.equal(viaChat.text, `${plain.text}</s>\n\n`);
 });

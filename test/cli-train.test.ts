@@ -14,7 +14,11 @@ const cli = path.join(root, 'src', 'cli', 'run.ts');
 const TSX = import.meta.resolve('tsx');
 
 function qlora(args: string[], cwd: string) {
-  return spawnSync(process.execPath, ['--import', TSX, cli, ...args], { cwd, encoding: 'utf8', timeout: 240_000 });
+  return spawnSync(process.execPath, ['--import', TSX, cli, ...args], {
+    cwd,
+    encoding: 'utf8',
+    timeout: 240_000,
+  });
 }
 
 test('qlora train with no model or data runs the bundled demo and prints samples before and after', () => {
@@ -28,12 +32,25 @@ test('qlora train with no model or data runs the bundled demo and prints samples
     assert.match(r.stderr, /eval @ step 6: loss \d+\.\d+/);
     assert.match(r.stderr, /done \(max-steps\): 12 steps/);
     const out = path.join(cwd, 'qlora-demo-output');
-    for (const f of ['adapter_model.safetensors', 'adapter_config.json', 'metrics.jsonl', 'loss.svg', 'checkpoint-12']) {
+    for (const f of [
+      'adapter_model.safetensors',
+      'adapter_config.json',
+      'metrics.jsonl',
+      'loss.svg',
+      'checkpoint-12',
+    ]) {
       assert.ok(fs.existsSync(path.join(out, f)), `${f} missing`);
     }
-    const lines = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = fs
+      .readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     assert.equal(lines.filter((l) => 'loss' in l).length, 12);
-    assert.deepEqual(lines.filter((l) => 'eval_loss' in l).map((l) => l.step), [0, 6, 12]);
+    assert.deepEqual(
+      lines.filter((l) => 'eval_loss' in l).map((l) => l.step),
+      [0, 6, 12],
+    );
   } finally {
     fs.rmSync(cwd, { recursive: true, force: true });
   }
@@ -42,25 +59,34 @@ test('qlora train with no model or data runs the bundled demo and prints samples
 test('settings come from run.yaml, flags override it, and a bad value names the setting', () => {
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-cli-'));
   try {
-    fs.writeFileSync(path.join(cwd, 'run.yaml'), [
-      `model: ${path.join(root, 'fixtures', 'stories260K', 'stories260K.bin')}`,
-      `data: ${path.join(root, 'fixtures', 'datasets', 'tinyshakespeare', 'input.txt')}`,
-      'output: out',
-      'max_steps: 50',
-      'seq-len: 64',
-      'batch_size: 2',
-      'rank: 2',
-      'eval_every: 0',
-      'save_every: 0',
-    ].join('\n'));
+    fs.writeFileSync(
+      path.join(cwd, 'run.yaml'),
+      [
+        `model: ${path.join(root, 'fixtures', 'stories260K', 'stories260K.bin')}`,
+        `data: ${path.join(root, 'fixtures', 'datasets', 'tinyshakespeare', 'input.txt')}`,
+        'output: out',
+        'max_steps: 50',
+        'seq-len: 64',
+        'batch_size: 2',
+        'rank: 2',
+        'eval_every: 0',
+        'save_every: 0',
+      ].join('\n'),
+    );
     const r = qlora(['train', '--config', 'run.yaml', '--max-steps', '3'], cwd);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /training: 3 steps × 1 × 2 × 64 tokens/);
-    assert.equal(JSON.parse(fs.readFileSync(path.join(cwd, 'out', 'adapter_config.json'), 'utf8')).r, 2);
+    assert.equal(
+      JSON.parse(fs.readFileSync(path.join(cwd, 'out', 'adapter_config.json'), 'utf8')).r,
+      2,
+    );
     fs.appendFileSync(path.join(cwd, 'run.yaml'), '\nlearning_rate_typo: 3\n');
     const bad = qlora(['train', '--config', 'run.yaml'], cwd);
     assert.notEqual(bad.status, 0);
-    assert.match(bad.stderr, /run\.yaml: unknown setting 'learning_rate_typo' \(did you mean 'learning_rate'\?\)/);
+    assert.match(
+      bad.stderr,
+      /run\.yaml: unknown setting 'learning_rate_typo' \(did you mean 'learning_rate'\?\)/,
+    );
     const badFlag = qlora(['train', '--rank', 'x'], cwd);
     assert.notEqual(badFlag.status, 0);
     assert.match(badFlag.stderr, /--rank must be an integer/);
@@ -72,7 +98,22 @@ test('settings come from run.yaml, flags override it, and a bad value names the 
 test('Ctrl-C during training writes a resumable checkpoint and exits cleanly', async () => {
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-cli-'));
   try {
-    const child = spawn(process.execPath, ['--import', TSX, cli, 'train', '--max-steps', '5000', '--eval-every', '0', '--save-every', '0'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        TSX,
+        cli,
+        'train',
+        '--max-steps',
+        '5000',
+        '--eval-every',
+        '0',
+        '--save-every',
+        '0',
+      ],
+      { cwd, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let stderr = '';
     let sent = false;
     child.stderr.setEncoding('utf8');
@@ -95,7 +136,19 @@ test('Ctrl-C during training writes a resumable checkpoint and exits cleanly', a
     const step = Number(ckpt.split('-')[1]);
     assert.ok(step >= 1 && step < 5000);
     // Resume, with a new end point two steps later.
-    const resumed = qlora(['train', '--max-steps', String(step + 2), '--eval-every', '0', '--save-every', '0', '--resume'], cwd);
+    const resumed = qlora(
+      [
+        'train',
+        '--max-steps',
+        String(step + 2),
+        '--eval-every',
+        '0',
+        '--save-every',
+        '0',
+        '--resume',
+      ],
+      cwd,
+    );
     assert.equal(resumed.status, 0, resumed.stderr);
     assert.match(resumed.stderr, new RegExp(`resumed from .*checkpoint-${step} at step ${step}`));
     assert.match(resumed.stderr, new RegExp(`done \\(max-steps\\): ${step + 2} steps`));

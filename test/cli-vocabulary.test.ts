@@ -19,14 +19,21 @@ const MODEL = path.join(root, 'fixtures', 'stories260K', 'stories260K.bin');
 const TEXT = path.join(root, 'fixtures', 'datasets', 'tinyshakespeare', 'input.txt');
 
 function qlora(args: string[], cwd: string) {
-  return spawnSync(process.execPath, ['--import', TSX, cli, ...args], { cwd, encoding: 'utf8', timeout: 240_000 });
+  return spawnSync(process.execPath, ['--import', TSX, cli, ...args], {
+    cwd,
+    encoding: 'utf8',
+    timeout: 240_000,
+  });
 }
 
-test('plan takes train\'s flags with train\'s defaults (batch 4, no checkpointing, dropout 0.05)', () => {
+test("plan takes train's flags with train's defaults (batch 4, no checkpointing, dropout 0.05)", () => {
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-vocab-'));
   try {
     const r = qlora(['plan', '--model', 'llama2-7b'], cwd);
-    assert.match(r.stdout, /plan for llama2-7b: batch 4 × seq 512, LoRA r=16 on all linear layers, adamw, .*gradient checkpointing off/);
+    assert.match(
+      r.stdout,
+      /plan for llama2-7b: batch 4 × seq 512, LoRA r=16 on all linear layers, adamw, .*gradient checkpointing off/,
+    );
     // The same numbers as the planner gives for train's resolved defaults.
     const defaults = resolveTrainConfig({ model: 'llama2-7b', data: '-', output: '-' }, 'test');
     const want = planTraining(resolvePlanModel('llama2-7b').config, planOptionsOf(defaults));
@@ -34,7 +41,25 @@ test('plan takes train\'s flags with train\'s defaults (batch 4, no checkpointin
     assert.match(r.stdout, new RegExp(`predicted peak\\s+${gib} GiB`));
     // Train's own flags (and data/output, which plan ignores), the familiar aliases, and a config file.
     fs.writeFileSync(path.join(cwd, 'run.yaml'), 'lora_r: 8\nper_device_train_batch_size: 2\n');
-    const r2 = qlora(['plan', '-m', 'llama2-7b', '-d', 'x.jsonl', '-o', 'out', '--config', 'run.yaml', '--gradient-checkpointing', '--lora-dropout', '0', '--learning-rate', '1e-4'], cwd);
+    const r2 = qlora(
+      [
+        'plan',
+        '-m',
+        'llama2-7b',
+        '-d',
+        'x.jsonl',
+        '-o',
+        'out',
+        '--config',
+        'run.yaml',
+        '--gradient-checkpointing',
+        '--lora-dropout',
+        '0',
+        '--learning-rate',
+        '1e-4',
+      ],
+      cwd,
+    );
     assert.equal(r2.status, 0, r2.stderr);
     assert.match(r2.stdout, /batch 2 × seq 512, LoRA r=8 .*gradient checkpointing on/);
   } finally {
@@ -42,13 +67,19 @@ test('plan takes train\'s flags with train\'s defaults (batch 4, no checkpointin
   }
 });
 
-test('train refuses a run the plan says exceeds this machine\'s memory unless --force', () => {
+test("train refuses a run the plan says exceeds this machine's memory unless --force", () => {
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-vocab-'));
   try {
-    const r = qlora(['train', '-m', MODEL, '-d', TEXT, '--batch-size', '200000', '--seq-len', '512', '-o', 'out'], cwd);
+    const r = qlora(
+      ['train', '-m', MODEL, '-d', TEXT, '--batch-size', '200000', '--seq-len', '512', '-o', 'out'],
+      cwd,
+    );
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /warning: predicted peak .* exceeds/);
-    assert.match(r.stderr, /the plan above needs more memory than this machine has: .* pass --force to try anyway/);
+    assert.match(
+      r.stderr,
+      /the plan above needs more memory than this machine has: .* pass --force to try anyway/,
+    );
     assert.doesNotMatch(r.stderr, /continuing anyway/);
     assert.ok(!fs.existsSync(path.join(cwd, 'out', 'adapter_model.safetensors')));
   } finally {
@@ -59,9 +90,30 @@ test('train refuses a run the plan says exceeds this machine\'s memory unless --
 test('familiar aliases train as their short names; giving both is an error', () => {
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-vocab-'));
   try {
-    const r = qlora(['train', '--max-steps', '1', '--eval-every', '0', '--sample-tokens', '0', '--lora-r', '2', '--lora-alpha', '4', '--lora-dropout', '0.1', '--learning-rate', '1e-3'], cwd);
+    const r = qlora(
+      [
+        'train',
+        '--max-steps',
+        '1',
+        '--eval-every',
+        '0',
+        '--sample-tokens',
+        '0',
+        '--lora-r',
+        '2',
+        '--lora-alpha',
+        '4',
+        '--lora-dropout',
+        '0.1',
+        '--learning-rate',
+        '1e-3',
+      ],
+      cwd,
+    );
     assert.equal(r.status, 0, r.stderr);
-    const config = JSON.parse(fs.readFileSync(path.join(cwd, 'qlora-demo-output', 'adapter_config.json'), 'utf8'));
+    const config = JSON.parse(
+      fs.readFileSync(path.join(cwd, 'qlora-demo-output', 'adapter_config.json'), 'utf8'),
+    );
     assert.deepEqual([config.r, config.lora_alpha, config.lora_dropout], [2, 4, 0.1]);
     assert.match(r.stderr, /lr 0\.001/);
     const both = qlora(['train', '--lr', '1e-3', '--learning-rate', '2e-3'], cwd);
@@ -81,12 +133,21 @@ test('an unknown flag is one line naming the closest flag; YAML errors name YAML
     assert.notEqual(typo.status, 0);
     assert.equal(typo.stderr, "error: unknown option '--seqlen' (did you mean --seq-len?)\n");
     const other = qlora(['generate', '--tempreature', '0'], cwd);
-    assert.equal(other.stderr, "error: unknown option '--tempreature' (did you mean --temperature?)\n");
+    assert.equal(
+      other.stderr,
+      "error: unknown option '--tempreature' (did you mean --temperature?)\n",
+    );
 
-    fs.writeFileSync(path.join(cwd, 'run.yaml'), `model: ${MODEL}\ndata: ${TEXT}\noutput: out\nmax_steps: -1\n`);
+    fs.writeFileSync(
+      path.join(cwd, 'run.yaml'),
+      `model: ${MODEL}\ndata: ${TEXT}\noutput: out\nmax_steps: -1\n`,
+    );
     const yaml = qlora(['train', '--config', 'run.yaml'], cwd);
     assert.match(yaml.stderr, /run\.yaml: max_steps: /);
-    fs.writeFileSync(path.join(cwd, 'run.yaml'), `model: ${MODEL}\ndata: ${TEXT}\noutput: out\nmax-steps: 2\nnum_epochs: 1\n`);
+    fs.writeFileSync(
+      path.join(cwd, 'run.yaml'),
+      `model: ${MODEL}\ndata: ${TEXT}\noutput: out\nmax-steps: 2\nnum_epochs: 1\n`,
+    );
     const both = qlora(['train', '--config', 'run.yaml'], cwd);
     assert.match(both.stderr, /run\.yaml: give either max-steps or num_epochs, not both/);
 
@@ -98,7 +159,7 @@ test('an unknown flag is one line naming the closest flag; YAML errors name YAML
   }
 });
 
-test('-o/--output names the output of every command that writes; data inspect uses train\'s --seq-len default', () => {
+test("-o/--output names the output of every command that writes; data inspect uses train's --seq-len default", () => {
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-vocab-'));
   try {
     const conv = qlora(['convert', MODEL, '-o', 'm.gguf', '--dtype', 'f32'], cwd);

@@ -23,14 +23,25 @@ interface Case {
 }
 
 /** Runs one case on a backend: returns out after the matmul (out starts as `init`). */
-function run(be: Backend, c: Case, a: Float64Array, b: Float64Array, init: Float64Array): Float32Array {
+function run(
+  be: Backend,
+  c: Case,
+  a: Float64Array,
+  b: Float64Array,
+  init: Float64Array,
+): Float32Array {
   const aShape = [...c.batch, ...(c.transA ? [c.K, c.M] : [c.M, c.K])];
   const bCore = c.transB ? [c.N, c.K] : [c.K, c.N];
   const bShape = c.bBatched ? [...c.batch, ...bCore] : bCore;
   const ta = be.fromArray(a, aShape);
   const tb = be.fromArray(b, bShape);
   const to = be.fromArray(init, [...c.batch, c.M, c.N]);
-  const options: MatmulOptions = { transA: c.transA, transB: c.transB, alpha: c.alpha, beta: c.beta };
+  const options: MatmulOptions = {
+    transA: c.transA,
+    transB: c.transB,
+    alpha: c.alpha,
+    beta: c.beta,
+  };
   be.matmul(ta, tb, to, options);
   const result = Float32Array.from(to.data as Float32Array);
   ta.dispose();
@@ -44,12 +55,19 @@ function check(c: Case, initValue: number | 'random' = 'random'): Float32Array {
   const batch = c.batch.reduce((s, d) => s * d, 1);
   const a = randn(batch * c.M * c.K, seed++);
   const b = randn((c.bBatched ? batch : 1) * c.K * c.N, seed++);
-  const init = initValue === 'random' ? randn(batch * c.M * c.N, seed++) : new Float64Array(batch * c.M * c.N).fill(initValue);
+  const init =
+    initValue === 'random'
+      ? randn(batch * c.M * c.N, seed++)
+      : new Float64Array(batch * c.M * c.N).fill(initValue);
   const got = run(cpu, c, a, b, init);
   const want = run(ref, c, a, b, init);
   // float32 accumulation over K terms of size ~1: error grows ~ eps·K in the worst case.
   const scale = Math.abs(c.alpha ?? 1);
-  assertClose(got, want, { atol: 2e-6 * (c.K + 1) * scale + 1e-6, rtol: 1e-5, what: JSON.stringify(c) });
+  assertClose(got, want, {
+    atol: 2e-6 * (c.K + 1) * scale + 1e-6,
+    rtol: 1e-5,
+    what: JSON.stringify(c),
+  });
   return got;
 }
 
@@ -62,8 +80,19 @@ const transposes = [
 
 test('cpu.matmul matches ref for odd shapes and every transpose combination', () => {
   const shapes: [number, number, number][] = [
-    [1, 1, 1], [1, 7, 3], [3, 1, 5], [2, 3, 1], [4, 33, 17], [5, 16, 16], [13, 31, 15], [14, 32, 16],
-    [15, 33, 47], [29, 65, 129], [31, 17, 300], [64, 64, 64], [100, 37, 513],
+    [1, 1, 1],
+    [1, 7, 3],
+    [3, 1, 5],
+    [2, 3, 1],
+    [4, 33, 17],
+    [5, 16, 16],
+    [13, 31, 15],
+    [14, 32, 16],
+    [15, 33, 47],
+    [29, 65, 129],
+    [31, 17, 300],
+    [64, 64, 64],
+    [100, 37, 513],
   ];
   for (const [M, N, K] of shapes) {
     for (const [transA, transB] of transposes) check({ batch: [], M, N, K, transA, transB });
@@ -71,7 +100,8 @@ test('cpu.matmul matches ref for odd shapes and every transpose combination', ()
 });
 
 test('cpu.matmul crosses the cache blocks (several K blocks, M > row block, N > column block)', () => {
-  for (const [transA, transB] of transposes) check({ batch: [], M: 171, N: 2083, K: 530, transA, transB });
+  for (const [transA, transB] of transposes)
+    check({ batch: [], M: 171, N: 2083, K: 530, transA, transB });
 });
 
 test('cpu.matmul alpha/beta, and beta = 0 ignores NaN in out', () => {
@@ -80,7 +110,10 @@ test('cpu.matmul alpha/beta, and beta = 0 ignores NaN in out', () => {
     check({ batch: [], M: 2, N: 41, K: 19, transA, transB, alpha: 2, beta: 1 });
     for (const M of [1, 3, 20]) {
       const got = check({ batch: [], M, N: 40, K: 50, transA, transB, alpha: 1.5, beta: 0 }, NaN);
-      assert.ok(got.every((v) => Number.isFinite(v)), 'NaN leaked from out with beta 0');
+      assert.ok(
+        got.every((v) => Number.isFinite(v)),
+        'NaN leaked from out with beta 0',
+      );
     }
   }
   // K = 0: the product is empty, so out = beta·out.
@@ -150,7 +183,10 @@ test('cpu.matmul rejects bad shapes, dtypes and aliasing with clear errors', () 
   assert.throws(() => cpu.matmul(a, b, out), /inner dimensions differ \(4 vs 5\)/);
   const b2 = cpu.zeros([4, 6]);
   assert.throws(() => cpu.matmul(a, b2, cpu.zeros([3, 5])), /out must be \[3, 6\]/);
-  assert.throws(() => cpu.matmul(cpu.zeros([2, 3, 4]), cpu.zeros([3, 4, 6]), cpu.zeros([2, 3, 6])), /batch dims/);
+  assert.throws(
+    () => cpu.matmul(cpu.zeros([2, 3, 4]), cpu.zeros([3, 4, 6]), cpu.zeros([2, 3, 6])),
+    /batch dims/,
+  );
   assert.throws(() => cpu.matmul(cpu.zeros([4]), b2, out), /rank ≥ 2/);
   assert.throws(() => cpu.matmul(cpu.zeros([3, 4], 'i32'), b2, out), /must be f32/);
   const square = cpu.zeros([4, 4]);

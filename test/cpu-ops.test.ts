@@ -126,27 +126,33 @@ withThreads('sumOfSquares matches ref, accumulates, and is bit-identical on repe
   }
 });
 
-withThreads('sum equals ref f32 to the last bit (float64 in element order), accumulates, and rejects bad shapes', () => {
-  for (const n of SIZES) {
-    const values = data(n, 10);
-    const xc = cpu.fromArray(values, [n]);
-    const xr = ref.fromArray(values, [n]);
-    const oc = cpu.fromArray([1.25], [1]);
-    const or = ref.fromArray([1.25], [1]);
-    cpu.sum(xc, oc, true);
-    ref.sum(xr, or, true);
-    assert.deepEqual(oc.data, or.data, `sum accumulate n=${n}`);
-    let s = 0;
-    for (const v of values) s += v;
-    assert.equal(oc.data[0], Math.fround(1.25 + s));
-    cpu.sum(xc, oc, false);
-    assert.equal(oc.data[0], Math.fround(s));
-    for (const t of [xc, xr, oc, or]) t.dispose();
-  }
-  const x = cpu.zeros([3]);
-  assert.throws(() => cpu.sum(x, cpu.zeros([2]), false), /cpu\.sum: out has 2 elements, expected 1/);
-  x.dispose();
-});
+withThreads(
+  'sum equals ref f32 to the last bit (float64 in element order), accumulates, and rejects bad shapes',
+  () => {
+    for (const n of SIZES) {
+      const values = data(n, 10);
+      const xc = cpu.fromArray(values, [n]);
+      const xr = ref.fromArray(values, [n]);
+      const oc = cpu.fromArray([1.25], [1]);
+      const or = ref.fromArray([1.25], [1]);
+      cpu.sum(xc, oc, true);
+      ref.sum(xr, or, true);
+      assert.deepEqual(oc.data, or.data, `sum accumulate n=${n}`);
+      let s = 0;
+      for (const v of values) s += v;
+      assert.equal(oc.data[0], Math.fround(1.25 + s));
+      cpu.sum(xc, oc, false);
+      assert.equal(oc.data[0], Math.fround(s));
+      for (const t of [xc, xr, oc, or]) t.dispose();
+    }
+    const x = cpu.zeros([3]);
+    assert.throws(
+      () => cpu.sum(x, cpu.zeros([2]), false),
+      /cpu\.sum: out has 2 elements, expected 1/,
+    );
+    x.dispose();
+  },
+);
 
 withThreads('swiglu and its backward match ref (dgate/dup may alias gate/up)', () => {
   for (const n of SIZES) {
@@ -179,7 +185,12 @@ withThreads('swiglu and its backward match ref (dgate/dup may alias gate/up)', (
 
 withThreads('dropout keeps exactly the elements the shared hash keeps, scaled by 1/(1-p)', () => {
   for (const n of SIZES) {
-    for (const [p, seed] of [[0, 5], [0.1, 1], [0.5, 123456789], [0.9, 0xffffffff]] as const) {
+    for (const [p, seed] of [
+      [0, 5],
+      [0.1, 1],
+      [0.5, 123456789],
+      [0.9, 0xffffffff],
+    ] as const) {
       const x = pair(data(n), [n]);
       const out = zeros([n]);
       cpu.dropout(x.c, p, seed, out.c);
@@ -188,7 +199,8 @@ withThreads('dropout keeps exactly the elements the shared hash keeps, scaled by
       const c = out.c.data;
       const r = out.r.data;
       for (let i = 0; i < n; i++) {
-        if ((c[i] === 0) !== (r[i] === 0)) assert.fail(`dropout mask differs at ${i} (n=${n}, p=${p})`);
+        if ((c[i] === 0) !== (r[i] === 0))
+          assert.fail(`dropout mask differs at ${i} (n=${n}, p=${p})`);
       }
       cpu.dropout(x.c, p, seed, x.c); // in place
       assert.deepEqual(snapshot(x.c), snapshot(out.c));
@@ -200,7 +212,12 @@ withThreads('dropout keeps exactly the elements the shared hash keeps, scaled by
 });
 
 withThreads('embedding and its backward match ref; repeated ids accumulate', () => {
-  for (const [V, d, n] of [[1, 1, 1], [10, 12, 7], [50, 80, 33], [300, 128, 500]] as const) {
+  for (const [V, d, n] of [
+    [1, 1, 1],
+    [10, 12, 7],
+    [50, 80, 33],
+    [300, 128, 500],
+  ] as const) {
     const table = pair(data(V * d), [V, d]);
     const r = rng(nextSeed++);
     const idValues = Int32Array.from({ length: n }, () => Math.floor(r() * V));
@@ -220,54 +237,79 @@ withThreads('embedding and its backward match ref; repeated ids accumulate', () 
 withThreads('embedding rejects out-of-range ids before writing anything', () => {
   const table = pair(data(20), [5, 4]);
   const out = zeros([3, 4]);
-  for (const bad of [[0, 5, 1], [0, -1, 1]]) {
+  for (const bad of [
+    [0, 5, 1],
+    [0, -1, 1],
+  ]) {
     const ids = cpu.fromArray(bad, [3], 'i32');
-    assert.throws(() => cpu.embedding(ids, table.c, out.c), /cpu\.embedding: id -?\d+ at index 1 is out of range \[0, 5\)/);
+    assert.throws(
+      () => cpu.embedding(ids, table.c, out.c),
+      /cpu\.embedding: id -?\d+ at index 1 is out of range \[0, 5\)/,
+    );
     const before = snapshot(table.c);
     assert.throws(() => cpu.embeddingBackward(ids, out.c, table.c), /cpu\.embeddingBackward: id/);
     assert.deepEqual(snapshot(table.c), before, 'dtable untouched');
     ids.dispose();
   }
   const ids = cpu.fromArray([0, 1, 2], [3], 'i32');
-  assert.throws(() => cpu.embedding(ids, table.c, zeros([3, 5]).c), /out has shape \[3, 5\], expected \[3, 4\]/);
+  assert.throws(
+    () => cpu.embedding(ids, table.c, zeros([3, 5]).c),
+    /out has shape \[3, 5\], expected \[3, 4\]/,
+  );
   assert.throws(() => cpu.embedding(table.c, table.c, out.c), /ids must be i32/);
   ids.dispose();
 });
 
-withThreads('rmsnorm and its backward match ref; dweight accumulates and repeats are bit-identical', () => {
-  for (const [n, d] of [[1, 1], [3, 8], [5, 12], [300, 64], [7, 80], [65, 129]] as const) {
-    const x = pair(data(n * d, 2), [n, d]);
-    const w = pair(data(d), [d]);
-    const out = zeros([n, d]);
-    const rstd = zeros([n]);
-    cpu.rmsnorm(x.c, w.c, 1e-5, out.c, rstd.c);
-    ref.rmsnorm(x.r, w.r, 1e-5, out.r, rstd.r);
-    close(out, `rmsnorm out n=${n} d=${d}`);
-    close(rstd, `rmsnorm rstd n=${n} d=${d}`);
-    const dout = pair(data(n * d), [n, d]);
-    const dx = zeros([n, d]);
-    const dw = pair(data(d), [d]);
-    cpu.rmsnormBackward(dout.c, x.c, w.c, rstd.c, dx.c, dw.c);
-    ref.rmsnormBackward(dout.r, x.r, w.r, rstd.r, dx.r, dw.r);
-    close(dx, `rmsnorm dx n=${n} d=${d}`, { atol: 1e-5, rtol: 1e-4 });
-    close(dw, `rmsnorm dweight n=${n} d=${d}`, { atol: 1e-5, rtol: 1e-4 });
-    // Without dweight, and repeated: identical bits.
-    const dx2 = zeros([n, d]);
-    cpu.rmsnormBackward(dout.c, x.c, w.c, rstd.c, dx2.c, null);
-    assert.deepEqual(snapshot(dx2.c), snapshot(dx.c));
-    const dwA = pair(new Float32Array(d), [d]);
-    const dwB = pair(new Float32Array(d), [d]);
-    cpu.rmsnormBackward(dout.c, x.c, w.c, rstd.c, dx2.c, dwA.c);
-    cpu.rmsnormBackward(dout.c, x.c, w.c, rstd.c, dx2.c, dwB.c);
-    assert.deepEqual(snapshot(dwA.c), snapshot(dwB.c));
-    // In place forward (out = x).
-    cpu.rmsnorm(x.c, w.c, 1e-5, x.c, rstd.c);
-    assertClose(x.c.data, out.r.data, { ...TOL, what: `rmsnorm in place n=${n} d=${d}` });
-  }
-  const x = pair(data(12), [3, 4]);
-  assert.throws(() => cpu.rmsnorm(x.c, zeros([5]).c, 1e-5, zeros([3, 4]).c, zeros([3]).c), /weight has shape \[5\], expected \[4\]/);
-  assert.throws(() => cpu.rmsnorm(x.c, zeros([4]).c, 1e-5, zeros([3, 4]).c, zeros([2]).c), /rstd has 2 elements, expected 3/);
-});
+withThreads(
+  'rmsnorm and its backward match ref; dweight accumulates and repeats are bit-identical',
+  () => {
+    for (const [n, d] of [
+      [1, 1],
+      [3, 8],
+      [5, 12],
+      [300, 64],
+      [7, 80],
+      [65, 129],
+    ] as const) {
+      const x = pair(data(n * d, 2), [n, d]);
+      const w = pair(data(d), [d]);
+      const out = zeros([n, d]);
+      const rstd = zeros([n]);
+      cpu.rmsnorm(x.c, w.c, 1e-5, out.c, rstd.c);
+      ref.rmsnorm(x.r, w.r, 1e-5, out.r, rstd.r);
+      close(out, `rmsnorm out n=${n} d=${d}`);
+      close(rstd, `rmsnorm rstd n=${n} d=${d}`);
+      const dout = pair(data(n * d), [n, d]);
+      const dx = zeros([n, d]);
+      const dw = pair(data(d), [d]);
+      cpu.rmsnormBackward(dout.c, x.c, w.c, rstd.c, dx.c, dw.c);
+      ref.rmsnormBackward(dout.r, x.r, w.r, rstd.r, dx.r, dw.r);
+      close(dx, `rmsnorm dx n=${n} d=${d}`, { atol: 1e-5, rtol: 1e-4 });
+      close(dw, `rmsnorm dweight n=${n} d=${d}`, { atol: 1e-5, rtol: 1e-4 });
+      // Without dweight, and repeated: identical bits.
+      const dx2 = zeros([n, d]);
+      cpu.rmsnormBackward(dout.c, x.c, w.c, rstd.c, dx2.c, null);
+      assert.deepEqual(snapshot(dx2.c), snapshot(dx.c));
+      const dwA = pair(new Float32Array(d), [d]);
+      const dwB = pair(new Float32Array(d), [d]);
+      cpu.rmsnormBackward(dout.c, x.c, w.c, rstd.c, dx2.c, dwA.c);
+      cpu.rmsnormBackward(dout.c, x.c, w.c, rstd.c, dx2.c, dwB.c);
+      assert.deepEqual(snapshot(dwA.c), snapshot(dwB.c));
+      // In place forward (out = x).
+      cpu.rmsnorm(x.c, w.c, 1e-5, x.c, rstd.c);
+      assertClose(x.c.data, out.r.data, { ...TOL, what: `rmsnorm in place n=${n} d=${d}` });
+    }
+    const x = pair(data(12), [3, 4]);
+    assert.throws(
+      () => cpu.rmsnorm(x.c, zeros([5]).c, 1e-5, zeros([3, 4]).c, zeros([3]).c),
+      /weight has shape \[5\], expected \[4\]/,
+    );
+    assert.throws(
+      () => cpu.rmsnorm(x.c, zeros([4]).c, 1e-5, zeros([3, 4]).c, zeros([2]).c),
+      /rstd has 2 elements, expected 3/,
+    );
+  },
+);
 
 withThreads('rope matches ref in both layouts, forward and inverse, in place', () => {
   for (const D of [2, 8, 12, 64, 80, 128]) {
@@ -277,7 +319,11 @@ withThreads('rope matches ref in both layouts, forward and inverse, in place', (
     const sin = pair(tables.sin, [maxPos, D / 2]);
     const [B, T, H] = [2, 5, 3];
     const r = rng(nextSeed++);
-    const positions = pair(Int32Array.from({ length: B * T }, () => Math.floor(r() * maxPos)), [B * T], 'i32');
+    const positions = pair(
+      Int32Array.from({ length: B * T }, () => Math.floor(r() * maxPos)),
+      [B * T],
+      'i32',
+    );
     for (const layout of ['half', 'interleaved'] as const) {
       for (const inverse of [false, true]) {
         const x = pair(data(B * T * H * D), [B, T, H, D]);
@@ -298,14 +344,26 @@ withThreads('rope matches ref in both layouts, forward and inverse, in place', (
   const cos = cpu.fromArray(tables.cos, [4, 4]);
   const sin = cpu.fromArray(tables.sin, [4, 4]);
   const x = zeros([1, 2, 1, 8]).c;
-  for (const bad of [[0, 4], [-1, 0]]) {
+  for (const bad of [
+    [0, 4],
+    [-1, 0],
+  ]) {
     const pos = cpu.fromArray(bad, [2], 'i32');
-    assert.throws(() => cpu.rope(x, pos, cos, sin, 'half', false, x), /cpu\.rope: position -?\d+ at index \d is outside the cos\/sin tables \[0, 4\)/);
+    assert.throws(
+      () => cpu.rope(x, pos, cos, sin, 'half', false, x),
+      /cpu\.rope: position -?\d+ at index \d is outside the cos\/sin tables \[0, 4\)/,
+    );
     pos.dispose();
   }
   const pos = cpu.fromArray([0, 1], [2], 'i32');
-  assert.throws(() => cpu.rope(zeros([1, 2, 1, 6]).c, pos, cos, sin, 'half', false, zeros([1, 2, 1, 6]).c), /cos has shape \[4, 4\], expected \[4, 3\]/);
-  assert.throws(() => cpu.rope(zeros([1, 2, 1, 7]).c, pos, cos, sin, 'half', false, zeros([1, 2, 1, 7]).c), /head dim must be even/);
+  assert.throws(
+    () => cpu.rope(zeros([1, 2, 1, 6]).c, pos, cos, sin, 'half', false, zeros([1, 2, 1, 6]).c),
+    /cos has shape \[4, 4\], expected \[4, 3\]/,
+  );
+  assert.throws(
+    () => cpu.rope(zeros([1, 2, 1, 7]).c, pos, cos, sin, 'half', false, zeros([1, 2, 1, 7]).c),
+    /head dim must be even/,
+  );
   assert.throws(() => cpu.rope(x, pos, cos, sin, 'other' as never, false, x), /unknown layout/);
   pos.dispose();
   cos.dispose();
@@ -340,14 +398,23 @@ function segmentIds(c: AttnCase): Int32Array {
   return s;
 }
 
-function attentionCase(c: AttnCase): { out: Float32Array; lse: Float32Array; dq: Float32Array; dk: Float32Array; dv: Float32Array } {
+function attentionCase(c: AttnCase): {
+  out: Float32Array;
+  lse: Float32Array;
+  dq: Float32Array;
+  dk: Float32Array;
+  dv: Float32Array;
+} {
   const qShape = [c.B, c.Tq, c.H, c.D];
   const kShape = [c.B, c.Tk, c.Hkv, c.D];
   const q = pair(data(c.B * c.Tq * c.H * c.D), qShape);
   const k = pair(data(c.B * c.Tk * c.Hkv * c.D), kShape);
   const v = pair(data(c.B * c.Tk * c.Hkv * c.D), kShape);
   const seg = c.segments ? pair(segmentIds(c), [c.B, c.Tk], 'i32') : null;
-  const opts = (side: 'c' | 'r'): AttentionOptions => ({ scale: 1 / Math.sqrt(c.D), segmentIds: seg ? seg[side] : null });
+  const opts = (side: 'c' | 'r'): AttentionOptions => ({
+    scale: 1 / Math.sqrt(c.D),
+    segmentIds: seg ? seg[side] : null,
+  });
   const out = zeros(qShape);
   const lse = zeros([c.B, c.H, c.Tq]);
   cpu.attention(q.c, k.c, v.c, out.c, lse.c, opts('c'));
@@ -365,7 +432,13 @@ function attentionCase(c: AttnCase): { out: Float32Array; lse: Float32Array; dq:
   close(dq, `attention dq ${what}`, { atol: 2e-5, rtol: 1e-4 });
   close(dk, `attention dk ${what}`, { atol: 2e-5, rtol: 1e-4 });
   close(dv, `attention dv ${what}`, { atol: 2e-5, rtol: 1e-4 });
-  return { out: snapshot(out.c), lse: snapshot(lse.c), dq: snapshot(dq.c), dk: snapshot(dk.c), dv: snapshot(dv.c) };
+  return {
+    out: snapshot(out.c),
+    lse: snapshot(lse.c),
+    dq: snapshot(dq.c),
+    dk: snapshot(dk.c),
+    dv: snapshot(dv.c),
+  };
 }
 
 const ATTENTION_CASES: AttnCase[] = [
@@ -419,22 +492,49 @@ test('attention rejects inconsistent shapes and options', () => {
   const out = zeros([1, 4, 4, 8]).c;
   const lse = zeros([1, 4, 4]).c;
   const opts = { scale: 0.3 };
-  assert.throws(() => cpu.attention(q, zeros([1, 4, 3, 8]).c, zeros([1, 4, 3, 8]).c, out, lse, opts), /multiple of kv heads/);
-  assert.throws(() => cpu.attention(q, zeros([1, 3, 2, 8]).c, zeros([1, 3, 2, 8]).c, out, lse, opts), /Tk \(3\) must be ≥ Tq \(4\)/);
+  assert.throws(
+    () => cpu.attention(q, zeros([1, 4, 3, 8]).c, zeros([1, 4, 3, 8]).c, out, lse, opts),
+    /multiple of kv heads/,
+  );
+  assert.throws(
+    () => cpu.attention(q, zeros([1, 3, 2, 8]).c, zeros([1, 3, 2, 8]).c, out, lse, opts),
+    /Tk \(3\) must be ≥ Tq \(4\)/,
+  );
   assert.throws(() => cpu.attention(q, k, zeros([1, 4, 2, 4]).c, out, lse, opts), /v has shape/);
-  assert.throws(() => cpu.attention(q, k, k, out, zeros([1, 4, 3]).c, opts), /lse has shape \[1, 4, 3\], expected \[1, 4, 4\]/);
+  assert.throws(
+    () => cpu.attention(q, k, k, out, zeros([1, 4, 3]).c, opts),
+    /lse has shape \[1, 4, 3\], expected \[1, 4, 4\]/,
+  );
   assert.throws(() => cpu.attention(q, k, k, q, lse, opts), /must not alias/);
   const seg = cpu.fromArray([0, 0, 1, 1, 1], [1, 5], 'i32');
-  assert.throws(() => cpu.attention(q, zeros([1, 5, 2, 8]).c, zeros([1, 5, 2, 8]).c, out, lse, { scale: 1, segmentIds: seg }), /segment ids need Tq == Tk/);
+  assert.throws(
+    () =>
+      cpu.attention(q, zeros([1, 5, 2, 8]).c, zeros([1, 5, 2, 8]).c, out, lse, {
+        scale: 1,
+        segmentIds: seg,
+      }),
+    /segment ids need Tq == Tk/,
+  );
   seg.dispose();
-  assert.throws(() => cpu.attention(q, k, k, out, lse, { scale: Number.NaN }), /scale must be a finite number/);
+  assert.throws(
+    () => cpu.attention(q, k, k, out, lse, { scale: Number.NaN }),
+    /scale must be a finite number/,
+  );
   freeAll();
 });
 
 withThreads('crossEntropy matches ref (ignore index, gradScale, dlogits aliasing logits)', () => {
-  for (const [n, V] of [[1, 1], [3, 5], [9, 17], [40, 1000], [5, 32003]] as const) {
+  for (const [n, V] of [
+    [1, 1],
+    [3, 5],
+    [9, 17],
+    [40, 1000],
+    [5, 32003],
+  ] as const) {
     const r = rng(nextSeed++);
-    const labels = Int32Array.from({ length: n }, (_, i) => (i % 4 === 3 ? -100 : Math.floor(r() * V)));
+    const labels = Int32Array.from({ length: n }, (_, i) =>
+      i % 4 === 3 ? -100 : Math.floor(r() * V),
+    );
     const logits = pair(data(n * V, 4), [n, V]);
     const y = pair(labels, [n], 'i32');
     const losses = zeros([n]);
@@ -462,14 +562,26 @@ withThreads('crossEntropy matches ref (ignore index, gradScale, dlogits aliasing
 withThreads('crossEntropy rejects labels outside [0, V) other than the ignore index', () => {
   const logits = zeros([2, 5]);
   const losses = zeros([2]);
-  for (const bad of [[0, 5], [-1, 0]]) {
+  for (const bad of [
+    [0, 5],
+    [-1, 0],
+  ]) {
     const y = cpu.fromArray(bad, [2], 'i32');
-    assert.throws(() => cpu.crossEntropy(logits.c, y, -100, losses.c, null, 1), /cpu\.crossEntropy: label -?\d+ at row \d is out of range \[0, 5\)/);
+    assert.throws(
+      () => cpu.crossEntropy(logits.c, y, -100, losses.c, null, 1),
+      /cpu\.crossEntropy: label -?\d+ at row \d is out of range \[0, 5\)/,
+    );
     y.dispose();
   }
   const y = cpu.fromArray([0, 1], [2], 'i32');
-  assert.throws(() => cpu.crossEntropy(logits.c, y, -100, zeros([3]).c, null, 1), /losses has 3 elements, expected 2/);
-  assert.throws(() => cpu.crossEntropy(logits.c, y, -100, losses.c, zeros([2, 4]).c, 1), /dlogits has shape/);
+  assert.throws(
+    () => cpu.crossEntropy(logits.c, y, -100, zeros([3]).c, null, 1),
+    /losses has 3 elements, expected 2/,
+  );
+  assert.throws(
+    () => cpu.crossEntropy(logits.c, y, -100, losses.c, zeros([2, 4]).c, 1),
+    /dlogits has shape/,
+  );
   y.dispose();
 });
 
@@ -490,9 +602,18 @@ withThreads('adamw matches ref over several steps (PyTorch semantics)', () => {
   }
   const p = zeros([3]);
   const options = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 0 };
-  assert.throws(() => cpu.adamw(p.c, zeros([3]).c, zeros([3]).c, zeros([3]).c, options), /step must be an integer ≥ 1/);
-  assert.throws(() => cpu.adamw(p.c, zeros([2]).c, zeros([3]).c, zeros([3]).c, { ...options, step: 1 }), /grad has 2 elements/);
-  assert.throws(() => cpu.adamw(p.c, p.c, zeros([3]).c, zeros([3]).c, { ...options, step: 1 }), /must not alias/);
+  assert.throws(
+    () => cpu.adamw(p.c, zeros([3]).c, zeros([3]).c, zeros([3]).c, options),
+    /step must be an integer ≥ 1/,
+  );
+  assert.throws(
+    () => cpu.adamw(p.c, zeros([2]).c, zeros([3]).c, zeros([3]).c, { ...options, step: 1 }),
+    /grad has 2 elements/,
+  );
+  assert.throws(
+    () => cpu.adamw(p.c, p.c, zeros([3]).c, zeros([3]).c, { ...options, step: 1 }),
+    /must not alias/,
+  );
 });
 
 test('cpu ops reject f64 tensors and mismatched sizes with the op name', () => {

@@ -4,7 +4,12 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
 import type { CpuBackend } from '../src/backends/cpu/index.js';
-import { dequantize4bit as hostDequantize, disposePacked4bit, quantize4bit, uploadPacked4bit } from '../src/quant/index.js';
+import {
+  dequantize4bit as hostDequantize,
+  disposePacked4bit,
+  quantize4bit,
+  uploadPacked4bit,
+} from '../src/quant/index.js';
 import type { QuantType4bit } from '../src/quant/index.js';
 import type { Backend, Packed4bitWeight } from '../src/tensor/backend.js';
 import { assertClose, randn } from './util.js';
@@ -37,33 +42,59 @@ const cases: WeightCase[] = [
 let seed = 77;
 
 function makeWeight(be: Backend, c: WeightCase, values: Float64Array): Packed4bitWeight {
-  const q = quantize4bit(values, { quantType: c.quantType, blocksize: c.blocksize, doubleQuant: c.doubleQuant });
+  const q = quantize4bit(values, {
+    quantType: c.quantType,
+    blocksize: c.blocksize,
+    doubleQuant: c.doubleQuant,
+  });
   return uploadPacked4bit(be, q, c.rows, c.cols);
 }
 
 test('cpu.dequantize4bit matches the host dequantizer and ref (NF4/FP4, plain and double-quant absmax)', () => {
   for (const c of cases) {
     const values = randn(c.rows * c.cols, seed++, 0.3);
-    const q = quantize4bit(values, { quantType: c.quantType, blocksize: c.blocksize, doubleQuant: c.doubleQuant });
+    const q = quantize4bit(values, {
+      quantType: c.quantType,
+      blocksize: c.blocksize,
+      doubleQuant: c.doubleQuant,
+    });
     const expected = hostDequantize(q);
     const w = uploadPacked4bit(cpu, q, c.rows, c.cols);
     const out = cpu.zeros([c.rows, c.cols]);
     out.data.fill(NaN);
     cpu.dequantize4bit(w, out);
     // Same f32 products code·absmax; the double-quant absmax may round differently by one ulp.
-    assertClose(out.data, expected, { atol: 0, rtol: 3e-7, what: `dequantize ${JSON.stringify(c)}` });
+    assertClose(out.data, expected, {
+      atol: 0,
+      rtol: 3e-7,
+      what: `dequantize ${JSON.stringify(c)}`,
+    });
     const wr = uploadPacked4bit(ref, q, c.rows, c.cols);
     const outRef = ref.zeros([c.rows, c.cols]);
     ref.dequantize4bit(wr, outRef);
-    assertClose(out.data, outRef.data, { atol: 0, rtol: 3e-7, what: `dequantize vs ref ${JSON.stringify(c)}` });
+    assertClose(out.data, outRef.data, {
+      atol: 0,
+      rtol: 3e-7,
+      what: `dequantize vs ref ${JSON.stringify(c)}`,
+    });
     disposePacked4bit(w);
     out.dispose();
   }
 });
 
 test('cpu.dequantize4bit on a large weight (threaded) matches the host dequantizer', () => {
-  const c: WeightCase = { rows: 256, cols: 1024, quantType: 'nf4', blocksize: 64, doubleQuant: true };
-  const q = quantize4bit(randn(c.rows * c.cols, 5, 0.02), { quantType: 'nf4', blocksize: 64, doubleQuant: true });
+  const c: WeightCase = {
+    rows: 256,
+    cols: 1024,
+    quantType: 'nf4',
+    blocksize: 64,
+    doubleQuant: true,
+  };
+  const q = quantize4bit(randn(c.rows * c.cols, 5, 0.02), {
+    quantType: 'nf4',
+    blocksize: 64,
+    doubleQuant: true,
+  });
   const w = uploadPacked4bit(cpu, q, c.rows, c.cols);
   const out = cpu.zeros([c.rows, c.cols]);
   cpu.dequantize4bit(w, out);
@@ -74,8 +105,14 @@ test('cpu.dequantize4bit on a large weight (threaded) matches the host dequantiz
 
 /** Runs matmul4bit or its input gradient on a backend and returns out. */
 function runMatmul(
-  be: Backend, c: WeightCase, values: Float64Array, input: Float64Array, init: Float64Array, n: number,
-  inputGrad: boolean, beta: number,
+  be: Backend,
+  c: WeightCase,
+  values: Float64Array,
+  input: Float64Array,
+  init: Float64Array,
+  n: number,
+  inputGrad: boolean,
+  beta: number,
 ): Float32Array {
   const w = makeWeight(be, c, values);
   const x = be.fromArray(input, [n, inputGrad ? c.rows : c.cols]);
@@ -118,7 +155,11 @@ test('cpu.matmul4bit at a training-like shape equals a dense matmul of the dequa
     const rows = 288;
     const cols = 768;
     const n = 200;
-    const q = quantize4bit(randn(rows * cols, 11, 0.05), { quantType: 'nf4', blocksize: 64, doubleQuant: true });
+    const q = quantize4bit(randn(rows * cols, 11, 0.05), {
+      quantType: 'nf4',
+      blocksize: 64,
+      doubleQuant: true,
+    });
     const w = uploadPacked4bit(cpu, q, rows, cols);
     // The dense weight from cpu.dequantize4bit (same f32 arithmetic as the in-panel dequantization).
     const dense = cpu.zeros([rows, cols]);
@@ -139,7 +180,10 @@ test('cpu.matmul4bit at a training-like shape equals a dense matmul of the dequa
       cpu.matmul4bitInputGrad(dy, w, dx);
       cpu.matmul(dy, dense, dxDense);
       assert.deepEqual(dx.data, dxDense.data, `input grad vs dense, ${threads} thread(s)`);
-      results.push(Float32Array.from(y.data as Float32Array), Float32Array.from(dx.data as Float32Array));
+      results.push(
+        Float32Array.from(y.data as Float32Array),
+        Float32Array.from(dx.data as Float32Array),
+      );
     }
     assert.deepEqual(results[2], results[0], 'forward: 1 vs 2 threads');
     assert.deepEqual(results[3], results[1], 'input grad: 1 vs 2 threads');
@@ -153,11 +197,20 @@ test('cpu.matmul4bit at a training-like shape equals a dense matmul of the dequa
 test('cpu 4-bit ops reject mismatched shapes and arrays', () => {
   const q = quantize4bit(randn(64, 3), { blocksize: 32, doubleQuant: false });
   const w = uploadPacked4bit(cpu, q, 4, 16);
-  assert.throws(() => cpu.matmul4bit(cpu.zeros([2, 15]), w, cpu.zeros([2, 4])), /must be \[n, 16\]/);
+  assert.throws(
+    () => cpu.matmul4bit(cpu.zeros([2, 15]), w, cpu.zeros([2, 4])),
+    /must be \[n, 16\]/,
+  );
   assert.throws(() => cpu.matmul4bit(cpu.zeros([2, 16]), w, cpu.zeros([2, 5])), /must be \[2, 4\]/);
-  assert.throws(() => cpu.matmul4bitInputGrad(cpu.zeros([2, 4]), w, cpu.zeros([3, 16])), /must be \[2, 16\]/);
+  assert.throws(
+    () => cpu.matmul4bitInputGrad(cpu.zeros([2, 4]), w, cpu.zeros([3, 16])),
+    /must be \[2, 16\]/,
+  );
   assert.throws(() => cpu.dequantize4bit(w, cpu.zeros([16, 4])), /must be \[4, 16\]/);
   const bad: Packed4bitWeight = { ...w, absmax: cpu.zeros([1]) };
-  assert.throws(() => cpu.dequantize4bit(bad, cpu.zeros([4, 16])), /absmax .* has 1 elements, expected 2/);
+  assert.throws(
+    () => cpu.dequantize4bit(bad, cpu.zeros([4, 16])),
+    /absmax .* has 1 elements, expected 2/,
+  );
   disposePacked4bit(w);
 });

@@ -59,11 +59,18 @@ function checkBatch(batch: Batch, byKey: Map<string, TokenizedExample>): string[
         found.push(keyOf(ids));
       }
       for (let t = seg.start; t < seg.end; t++) {
-        assert.equal(batch.positions[base + t], t - seg.start, 'positions restart at 0 per example');
+        assert.equal(
+          batch.positions[base + t],
+          t - seg.start,
+          'positions restart at 0 per example',
+        );
         const label = batch.labels[base + t]!;
         const within = t - seg.start;
         // Pre-shifted: label at t is the next token of the same example when it is a target.
-        const want = !isPadding && t + 1 < seg.end && example!.targets[within + 1] ? example!.ids[within + 1]! : IGNORE_INDEX;
+        const want =
+          !isPadding && t + 1 < seg.end && example!.targets[within + 1]
+            ? example!.ids[within + 1]!
+            : IGNORE_INDEX;
         assert.equal(label, want, `row ${r} position ${t}`);
         if (label !== IGNORE_INDEX) loss++;
       }
@@ -74,7 +81,13 @@ function checkBatch(batch: Batch, byKey: Map<string, TokenizedExample>): string[
 }
 
 /** Deterministic q/k/v features of a token that depend on its id AND position (as RoPE makes them). */
-function features(ids: ArrayLike<number>, positions: ArrayLike<number>, heads: number, dim: number, salt: number): Float64Array {
+function features(
+  ids: ArrayLike<number>,
+  positions: ArrayLike<number>,
+  heads: number,
+  dim: number,
+  salt: number,
+): Float64Array {
   const out = new Float64Array(ids.length * heads * dim);
   for (let t = 0; t < ids.length; t++) {
     const seed = mix32(mix32(ids[t]! + salt) ^ (positions[t]! * 0x9e3779b1));
@@ -83,7 +96,13 @@ function features(ids: ArrayLike<number>, positions: ArrayLike<number>, heads: n
   return out;
 }
 
-function runAttention(ids: ArrayLike<number>, positions: ArrayLike<number>, B: number, T: number, segmentIds: Int32Array | null): Float64Array {
+function runAttention(
+  ids: ArrayLike<number>,
+  positions: ArrayLike<number>,
+  B: number,
+  T: number,
+  segmentIds: Int32Array | null,
+): Float64Array {
   const backend = new RefBackend();
   const [H, Hkv, D] = [2, 1, 4];
   const q = backend.fromArray(features(ids, positions, H, D, 1), [B, T, H, D], 'f64');
@@ -117,8 +136,20 @@ test('packing: attention with the batch segment ids gives each example exactly w
   const batcher = new Batcher(examples, { batchSize: 2, seqLen: 256, padId, seed: 3 });
   const batch = batcher.epoch(0).next().value as Batch;
   const [H, D] = [2, 4];
-  const packed = runAttention(batch.inputIds, batch.positions, batch.batchSize, batch.seqLen, batch.segmentIds);
-  const unsegmented = runAttention(batch.inputIds, batch.positions, batch.batchSize, batch.seqLen, null);
+  const packed = runAttention(
+    batch.inputIds,
+    batch.positions,
+    batch.batchSize,
+    batch.seqLen,
+    batch.segmentIds,
+  );
+  const unsegmented = runAttention(
+    batch.inputIds,
+    batch.positions,
+    batch.batchSize,
+    batch.seqLen,
+    null,
+  );
   let checked = 0;
   let leakWithoutSegments = 0;
   for (let r = 0; r < batch.batchSize; r++) {
@@ -127,10 +158,22 @@ test('packing: attention with the batch segment ids gives each example exactly w
       if (ids.every((id) => id === padId)) continue;
       // The example alone, with positions 0..L-1 computed here (not taken from the batch).
       const L = ids.length;
-      const alone = runAttention(ids, Array.from({ length: L }, (_, t) => t), 1, L, null);
+      const alone = runAttention(
+        ids,
+        Array.from({ length: L }, (_, t) => t),
+        1,
+        L,
+        null,
+      );
       const from = (r * batch.seqLen + seg.start) * H * D;
-      assert.ok(maxAbsDiff(packed.subarray(from, from + L * H * D), alone) < 1e-12, `row ${r} segment ${seg.id}`);
-      leakWithoutSegments = Math.max(leakWithoutSegments, maxAbsDiff(unsegmented.subarray(from, from + L * H * D), alone));
+      assert.ok(
+        maxAbsDiff(packed.subarray(from, from + L * H * D), alone) < 1e-12,
+        `row ${r} segment ${seg.id}`,
+      );
+      leakWithoutSegments = Math.max(
+        leakWithoutSegments,
+        maxAbsDiff(unsegmented.subarray(from, from + L * H * D), alone),
+      );
       checked++;
     }
   }
@@ -174,7 +217,14 @@ test('shuffling is seeded per epoch and resumes exactly from a cursor', () => {
 test('padding: one example per row, length-grouped batches pad less, lengths rounded to 8', () => {
   const byKey = new Map(examples.map((e) => [keyOf(e.ids), e]));
   const padded = (groupByLength: boolean) => {
-    const batcher = new Batcher(examples, { batchSize: 8, seqLen: 256, padId, seed: 5, packing: false, groupByLength });
+    const batcher = new Batcher(examples, {
+      batchSize: 8,
+      seqLen: 256,
+      padId,
+      seed: 5,
+      packing: false,
+      groupByLength,
+    });
     let slots = 0;
     const seen: string[] = [];
     for (const batch of batcher.epoch(0)) {
@@ -191,10 +241,19 @@ test('padding: one example per row, length-grouped batches pad less, lengths rou
   };
   assert.ok(padded(true) < padded(false));
   // Without shuffling (validation) batches keep file order.
-  const ordered = new Batcher(examples, { batchSize: 2, seqLen: 256, padId, shuffle: false, packing: false });
+  const ordered = new Batcher(examples, {
+    batchSize: 2,
+    seqLen: 256,
+    padId,
+    shuffle: false,
+    packing: false,
+  });
   const first = ordered.epoch(0).next().value as Batch;
   assert.deepEqual(first.inputIds.subarray(0, examples[0]!.ids.length), examples[0]!.ids);
-  assert.throws(() => new Batcher(examples, { batchSize: 2, seqLen: 16, padId }), /has \d+ tokens but batches hold 16/);
+  assert.throws(
+    () => new Batcher(examples, { batchSize: 2, seqLen: 16, padId }),
+    /has \d+ tokens but batches hold 16/,
+  );
 });
 
 test('packing over several epochs: each epoch has its own length, every example once per epoch, no batch lost or invented', () => {
@@ -204,23 +263,40 @@ test('packing over several epochs: each epoch has its own length, every example 
   for (const size of [5, 37, 120, examples.length]) {
     for (const batchSize of [1, 3, 4]) {
       const subset = examples.slice(0, size);
-      const batcher = new Batcher(subset, { batchSize, seqLen: 256, padId, seed: size * 7 + batchSize });
+      const batcher = new Batcher(subset, {
+        batchSize,
+        seqLen: 256,
+        padId,
+        seed: size * 7 + batchSize,
+      });
       const perEpoch = [0, 1, 2].map((e) => batcher.batchesInEpoch(e));
       if (new Set(perEpoch).size > 1) lengthsDiffer++;
       const total = batcher.batchesInEpochs(3);
       assert.equal(total, perEpoch[0]! + perEpoch[1]! + perEpoch[2]!);
-      assert.equal(batcher.batchesInEpochs(2.5), perEpoch[0]! + perEpoch[1]! + Math.ceil(perEpoch[2]! / 2));
+      assert.equal(
+        batcher.batchesInEpochs(2.5),
+        perEpoch[0]! + perEpoch[1]! + Math.ceil(perEpoch[2]! / 2),
+      );
       const seen: string[][] = [[], [], []];
       let cursor: DataCursor = { epoch: 0, index: 0 };
       for (let s = 0; s < total; s++) {
         const epoch = cursor.epoch;
-        assert.ok(cursor.index < perEpoch[epoch]!, `size ${size} batch ${batchSize}: cursor ${JSON.stringify(cursor)} past its epoch`);
-        assert.ok(Math.abs(batcher.epochPosition(cursor) - (epoch + cursor.index / perEpoch[epoch]!)) < 1e-12);
+        assert.ok(
+          cursor.index < perEpoch[epoch]!,
+          `size ${size} batch ${batchSize}: cursor ${JSON.stringify(cursor)} past its epoch`,
+        );
+        assert.ok(
+          Math.abs(batcher.epochPosition(cursor) - (epoch + cursor.index / perEpoch[epoch]!)) <
+            1e-12,
+        );
         const r = batcher.next(cursor);
         assert.ok(r.batch.batchSize >= 1);
         for (let row = 0; row < r.batch.batchSize; row++) {
           for (const seg of segmentsOf(r.batch, row)) {
-            const ids = r.batch.inputIds.subarray(row * r.batch.seqLen + seg.start, row * r.batch.seqLen + seg.end);
+            const ids = r.batch.inputIds.subarray(
+              row * r.batch.seqLen + seg.start,
+              row * r.batch.seqLen + seg.end,
+            );
             if (!ids.every((id) => id === padId)) seen[epoch]!.push(keyOf(ids));
           }
         }
@@ -229,7 +305,8 @@ test('packing over several epochs: each epoch has its own length, every example 
       // Exactly three whole epochs: the cursor sits at the start of the fourth.
       assert.deepEqual(cursor, { epoch: 3, index: 0 }, `size ${size} batch ${batchSize}`);
       const want = subset.map((e) => keyOf(e.ids)).sort();
-      for (const e of [0, 1, 2]) assert.deepEqual(seen[e]!.sort(), want, `size ${size} batch ${batchSize} epoch ${e}`);
+      for (const e of [0, 1, 2])
+        assert.deepEqual(seen[e]!.sort(), want, `size ${size} batch ${batchSize} epoch ${e}`);
     }
   }
   assert.ok(lengthsDiffer > 0, 'the case this guards against (epochs of different lengths) occurs');

@@ -7,7 +7,12 @@ import { DatasetError, RowError } from '../src/data/errors.js';
 import { RowRenderer } from '../src/data/formats.js';
 import { tokenizeExample } from '../src/data/tokenize.js';
 import type { Tokenizer } from '../src/tokenizer/types.js';
-import { chatTemplateFile, configChatTemplate, phi3Tokenizer, tinyLlamaTokenizer } from './data-util.js';
+import {
+  chatTemplateFile,
+  configChatTemplate,
+  phi3Tokenizer,
+  tinyLlamaTokenizer,
+} from './data-util.js';
 
 const CONVERSATION: ChatMessage[] = [
   { role: 'system', content: 'You are terse.' },
@@ -17,22 +22,47 @@ const CONVERSATION: ChatMessage[] = [
   { role: 'assistant', content: 'Goodbye.' },
 ];
 
-const tinyLlama = () => new ChatTemplate(configChatTemplate('tinyllama-tokenizer_config.json'), { bosToken: '<s>', eosToken: '</s>' });
-const phi3 = () => new ChatTemplate(configChatTemplate('phi-3-mini-tokenizer_config.json'), { bosToken: '<s>', eosToken: '<|endoftext|>' });
-const llama3 = (file: string) => new ChatTemplate(chatTemplateFile(file), { bosToken: '<|begin_of_text|>', eosToken: '<|eot_id|>' });
-const qwen = () => new ChatTemplate(chatTemplateFile('Qwen-Qwen2.5-7B-Instruct.jinja'), { bosToken: null, eosToken: '<|im_end|>' });
+const tinyLlama = () =>
+  new ChatTemplate(configChatTemplate('tinyllama-tokenizer_config.json'), {
+    bosToken: '<s>',
+    eosToken: '</s>',
+  });
+const phi3 = () =>
+  new ChatTemplate(configChatTemplate('phi-3-mini-tokenizer_config.json'), {
+    bosToken: '<s>',
+    eosToken: '<|endoftext|>',
+  });
+const llama3 = (file: string) =>
+  new ChatTemplate(chatTemplateFile(file), {
+    bosToken: '<|begin_of_text|>',
+    eosToken: '<|eot_id|>',
+  });
+const qwen = () =>
+  new ChatTemplate(chatTemplateFile('Qwen-Qwen2.5-7B-Instruct.jinja'), {
+    bosToken: null,
+    eosToken: '<|im_end|>',
+  });
 
 test('TinyLlama: each turn is "<|role|>\\n" + content + eos + "\\n" (trim_blocks keeps the newline after }})', () => {
   const t = tinyLlama();
   const expected =
     '<|system|>\nYou are terse.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n<|user|>\nBye</s>\n<|assistant|>\nGoodbye.</s>\n';
   assert.equal(t.render(CONVERSATION, false), expected);
-  assert.equal(t.render(CONVERSATION.slice(0, 2), true), '<|system|>\nYou are terse.</s>\n<|user|>\nHi</s>\n<|assistant|>\n');
+  assert.equal(
+    t.render(CONVERSATION.slice(0, 2), true),
+    '<|system|>\nYou are terse.</s>\n<|user|>\nHi</s>\n<|assistant|>\n',
+  );
   const { text, spans } = t.renderWithAssistantSpans(CONVERSATION);
   assert.equal(text, expected);
   assert.equal(spans.length, 2);
-  assert.equal(spans[0]!.before, '<|system|>\nYou are terse.</s>\n<|user|>\nHi</s>\n<|assistant|>\n');
-  assert.equal(spans[0]!.through, '<|system|>\nYou are terse.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n');
+  assert.equal(
+    spans[0]!.before,
+    '<|system|>\nYou are terse.</s>\n<|user|>\nHi</s>\n<|assistant|>\n',
+  );
+  assert.equal(
+    spans[0]!.through,
+    '<|system|>\nYou are terse.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n',
+  );
   assert.equal(spans[1]!.through, expected);
 });
 
@@ -43,12 +73,21 @@ test('Phi-3: "<|role|>\\n" + content + "<|end|>\\n", then eos_token unless a gen
     '<|user|>\nBye<|end|>\n<|assistant|>\nGoodbye.<|end|>\n<|endoftext|>';
   assert.equal(t.render(CONVERSATION, false), expected);
   const { spans } = t.renderWithAssistantSpans(CONVERSATION);
-  assert.equal(spans[0]!.before, '<|system|>\nYou are terse.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n');
+  assert.equal(
+    spans[0]!.before,
+    '<|system|>\nYou are terse.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n',
+  );
   // The prefix conversation ends with eos_token, which the full one does not have there.
-  assert.equal(spans[0]!.through, '<|system|>\nYou are terse.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|endoftext|>');
+  assert.equal(
+    spans[0]!.through,
+    '<|system|>\nYou are terse.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|endoftext|>',
+  );
 });
 
-for (const file of ['meta-llama-Llama-3.1-8B-Instruct.jinja', 'meta-llama-Llama-3.2-3B-Instruct.jinja']) {
+for (const file of [
+  'meta-llama-Llama-3.1-8B-Instruct.jinja',
+  'meta-llama-Llama-3.2-3B-Instruct.jinja',
+]) {
   test(`${file}: bos, system header with the fixed date, trimmed contents, <|eot_id|> after each turn`, () => {
     const t = llama3(file);
     const messages: ChatMessage[] = [
@@ -69,17 +108,33 @@ for (const file of ['meta-llama-Llama-3.1-8B-Instruct.jinja', 'meta-llama-Llama-
 test('Qwen2.5: default system prompt, "<|im_start|>role\\n" + content + "<|im_end|>\\n"', () => {
   const t = qwen();
   const turns = CONVERSATION.slice(1);
-  const sys = '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n';
+  const sys =
+    '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n';
   const expected =
     `${sys}<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n` +
     '<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\nGoodbye.<|im_end|>\n';
   const { text, spans } = t.renderWithAssistantSpans(turns);
   assert.equal(text, expected);
   assert.equal(spans[0]!.before, `${sys}<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n`);
-  assert.equal(spans[0]!.through, `${sys}<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n`);
-  assert.equal(t.render(turns.slice(0, 1), true), `${sys}<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n`);
+  assert.equal(
+    spans[0]!.through,
+    `${sys}<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n`,
+  );
+  assert.equal(
+    t.render(turns.slice(0, 1), true),
+    `${sys}<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n`,
+  );
   // An explicit system message replaces the default one.
-  assert.equal(t.render([{ role: 'system', content: 'S' }, { role: 'user', content: 'U' }], false), '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n');
+  assert.equal(
+    t.render(
+      [
+        { role: 'system', content: 'S' },
+        { role: 'user', content: 'U' },
+      ],
+      false,
+    ),
+    '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n',
+  );
 });
 
 /** Loss tokens, grouped into contiguous runs. */
@@ -95,7 +150,11 @@ function targetRuns(ids: readonly number[], targets: readonly number[]): number[
 
 function renderChat(tokenizer: Tokenizer, messages: ChatMessage[]) {
   const renderer = new RowRenderer({
-    chatTemplate: () => new ChatTemplate(tokenizer.chatTemplate!, { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken }),
+    chatTemplate: () =>
+      new ChatTemplate(tokenizer.chatTemplate!, {
+        bosToken: tokenizer.bosToken,
+        eosToken: tokenizer.eosToken,
+      }),
   });
   return renderer.render({ messages }, { file: 'chat.jsonl', line: 1, row: 1 });
 }
@@ -109,7 +168,10 @@ test('TinyLlama tokens: loss exactly on each assistant reply through its </s>, n
   assert.equal(result.ids.filter((id) => id === tok.bosId).length, 1);
   const runs = targetRuns(result.ids, result.targets);
   assert.equal(runs.length, 2);
-  for (const [run, content] of [[runs[0]!, 'Hello!'], [runs[1]!, 'Goodbye.']] as const) {
+  for (const [run, content] of [
+    [runs[0]!, 'Hello!'],
+    [runs[1]!, 'Goodbye.'],
+  ] as const) {
     // The reply, its </s>, and the newline the template writes after it; no user or header text.
     assert.equal(tok.decode(run, { skipSpecialTokens: true }).trim(), content);
     assert.equal(run.filter((id) => id === tok.eosId).length, 1);
@@ -118,7 +180,13 @@ test('TinyLlama tokens: loss exactly on each assistant reply through its </s>, n
   // The token before each run ends the "<|assistant|>\n" header: a newline byte token.
   const firstStart = result.targets.indexOf(1);
   assert.equal(tok.idToToken(result.ids[firstStart - 1]!), '<0x0A>');
-  assert.equal(tok.decode(result.ids.slice(0, firstStart), { skipSpecialTokens: true }).trimEnd().endsWith('<|assistant|>'), true);
+  assert.equal(
+    tok
+      .decode(result.ids.slice(0, firstStart), { skipSpecialTokens: true })
+      .trimEnd()
+      .endsWith('<|assistant|>'),
+    true,
+  );
   // Everything not a target decodes to the prompts and headers only.
   const masked = result.ids.filter((_, i) => !result.targets[i]);
   const maskedText = tok.decode(masked, { skipSpecialTokens: true });
@@ -135,7 +203,8 @@ test('Phi-3 tokens: <|assistant|> ends the prompt; loss covers reply + <|end|> (
   const runs = targetRuns(result.ids, result.targets);
   assert.equal(runs.length, 2);
   for (let i = 0; i < result.ids.length; i++) {
-    if (result.targets[i] && !result.targets[i - 1]) assert.equal(result.ids[i - 1], id('<|assistant|>'));
+    if (result.targets[i] && !result.targets[i - 1])
+      assert.equal(result.ids[i - 1], id('<|assistant|>'));
   }
   assert.equal(tok.decode(runs[0]!, { skipSpecialTokens: true }).trim(), 'Hello!');
   assert.equal(runs[0]!.at(-1), id('<|end|>'));
@@ -150,24 +219,65 @@ test('chat errors: no assistant turn, unknown role, bad content, template except
   const tok = tinyLlamaTokenizer();
   const where = { file: 'chat.jsonl', line: 7, row: 7 };
   const r = new RowRenderer({ chatTemplate: () => tinyLlama() });
-  assert.throws(() => r.render({ messages: [{ role: 'user', content: 'Hi' }] }, where), (e: unknown) => {
-    assert.ok(e instanceof RowError);
-    assert.match((e as Error).message, /chat\.jsonl, line 7 \(row 7\): the chat has no assistant turn \(roles: user\)/);
-    return true;
-  });
-  assert.throws(() => r.render({ messages: [{ role: 'narrator', content: 'x' }] }, where), /message 1 has unknown role 'narrator'/);
-  assert.throws(() => r.render({ messages: [{ role: 'user', content: 3 }] }, where), /message 1 \(user\) content must be text, got a number/);
-  assert.throws(() => r.render({ messages: 'hello' }, where), /'messages' must be a list of messages, got a string/);
+  assert.throws(
+    () => r.render({ messages: [{ role: 'user', content: 'Hi' }] }, where),
+    (e: unknown) => {
+      assert.ok(e instanceof RowError);
+      assert.match(
+        (e as Error).message,
+        /chat\.jsonl, line 7 \(row 7\): the chat has no assistant turn \(roles: user\)/,
+      );
+      return true;
+    },
+  );
+  assert.throws(
+    () => r.render({ messages: [{ role: 'narrator', content: 'x' }] }, where),
+    /message 1 has unknown role 'narrator'/,
+  );
+  assert.throws(
+    () => r.render({ messages: [{ role: 'user', content: 3 }] }, where),
+    /message 1 \(user\) content must be text, got a number/,
+  );
+  assert.throws(
+    () => r.render({ messages: 'hello' }, where),
+    /'messages' must be a list of messages, got a string/,
+  );
   assert.throws(() => r.render({ messages: [] }, where), /'messages' is empty/);
   // Llama 3.1 raises for two tool calls in one message.
-  const l = new RowRenderer({ chatTemplate: () => llama3('meta-llama-Llama-3.1-8B-Instruct.jinja') });
-  const twoCalls = { role: 'assistant', content: '', tool_calls: [{ function: { name: 'a', arguments: {} } }, { function: { name: 'b', arguments: {} } }] };
-  assert.throws(() => l.render({ messages: [{ role: 'user', content: 'Hi' }, twoCalls] }, where), /chat template error: .*only supports single tool-calls/);
-  assert.throws(() => new ChatTemplate('{% for m in messages %}', { bosToken: null, eosToken: null }), DatasetError);
+  const l = new RowRenderer({
+    chatTemplate: () => llama3('meta-llama-Llama-3.1-8B-Instruct.jinja'),
+  });
+  const twoCalls = {
+    role: 'assistant',
+    content: '',
+    tool_calls: [
+      { function: { name: 'a', arguments: {} } },
+      { function: { name: 'b', arguments: {} } },
+    ],
+  };
+  assert.throws(
+    () => l.render({ messages: [{ role: 'user', content: 'Hi' }, twoCalls] }, where),
+    /chat template error: .*only supports single tool-calls/,
+  );
+  assert.throws(
+    () => new ChatTemplate('{% for m in messages %}', { bosToken: null, eosToken: null }),
+    DatasetError,
+  );
   const none = new RowRenderer({ chatTemplate: () => null });
-  assert.throws(() => none.render({ messages: CONVERSATION }, where), /need a chat template.*--chat-template/);
+  assert.throws(
+    () => none.render({ messages: CONVERSATION }, where),
+    /need a chat template.*--chat-template/,
+  );
   // ShareGPT rows become role/content messages.
-  const sharegpt = r.render({ conversations: [{ from: 'human', value: 'Hi' }, { from: 'gpt', value: 'Hello!' }] }, where);
+  const sharegpt = r.render(
+    {
+      conversations: [
+        { from: 'human', value: 'Hi' },
+        { from: 'gpt', value: 'Hello!' },
+      ],
+    },
+    where,
+  );
   assert.equal(sharegpt.text, '<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n');
   assert.ok(tok.encode(sharegpt.text).length > 0);
 });

@@ -30,17 +30,34 @@ async function run(args: string[]): Promise<{ code: number; out: string }> {
 
 test('data inspect on ViGGO: format, counts, histogram, loss share and a bracketed prompt', async () => {
   const { code, out } = await run([
-    'data', 'inspect', 'fixtures/datasets/viggo', '--model', tokenizerDir,
-    '--columns', 'completion=mr', '--template', 'Target sentence: {ref}\\nMeaning representation:\\n',
-    '--max-seq-len', '256', '--show', '1', '--no-color',
+    'data',
+    'inspect',
+    'fixtures/datasets/viggo',
+    '--model',
+    tokenizerDir,
+    '--columns',
+    'completion=mr',
+    '--template',
+    'Target sentence: {ref}\\nMeaning representation:\\n',
+    '--max-seq-len',
+    '256',
+    '--show',
+    '1',
+    '--no-color',
   ]);
   assert.equal(code, 0);
-  assert.match(out, /^format {8}completion \(as given\): prompt\/completion; loss on the completion only$/m);
+  assert.match(
+    out,
+    /^format {8}completion \(as given\): prompt\/completion; loss on the completion only$/m,
+  );
   assert.match(out, /^examples {6}train 300, validation 100 \(from the validation file\)$/m);
   // Histogram rows ("a-b │bars count") add up to the 300 train examples.
   const counts = [...out.matchAll(/^ +\d+(?:-\d+)? │[█ ]+ (\d+)$/gm)].map((m) => Number(m[1]));
   assert.ok(counts.length >= 3);
-  assert.equal(counts.reduce((a, b) => a + b, 0), 300);
+  assert.equal(
+    counts.reduce((a, b) => a + b, 0),
+    300,
+  );
   const loss = /^loss tokens {3}(\d+) of (\d+) train tokens \((\d+\.\d)%\) carry loss$/m.exec(out);
   assert.ok(loss, out);
   assert.ok(Number(loss[1]) > 0 && Number(loss[1]) < Number(loss[2]));
@@ -57,9 +74,25 @@ test('data inspect on ViGGO: format, counts, histogram, loss share and a bracket
 
 test('data inspect: a bad row stops with its location and the --skip-bad-rows hint', async () => {
   await assert.rejects(
-    run(['data', 'inspect', 'fixtures/datasets/viggo', '--model', tokenizerDir, '--columns', 'prompt=meaning,completion=ref']),
+    run([
+      'data',
+      'inspect',
+      'fixtures/datasets/viggo',
+      '--model',
+      tokenizerDir,
+      '--columns',
+      'prompt=meaning,completion=ref',
+    ]),
     /train\.csv, line 2 \(row 1\): has no column 'meaning' \(it has: mr, ref\)\n\(fix the row, or pass --skip-bad-rows/,
   );
-  const bad = await run(['data', 'inspect', 'fixtures/datasets/viggo', '--model', tokenizerDir, '--truncation', 'sideways']);
+  const bad = await run([
+    'data',
+    'inspect',
+    'fixtures/datasets/viggo',
+    '--model',
+    tokenizerDir,
+    '--truncation',
+    'sideways',
+  ]);
   assert.notEqual(bad.code, 0);
 });

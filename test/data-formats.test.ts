@@ -20,9 +20,14 @@ const SHAKESPEARE = 'fixtures/datasets/tinyshakespeare/input.txt';
 
 /** ViGGO rows parsed independently of our CSV reader (the fixture has no embedded newlines or doubled quotes). */
 function viggoRows(split: 'train' | 'valid'): { mr: string; ref: string }[] {
-  const lines = readFileSync(`${VIGGO}/${split}.csv`, 'utf8').split('\n').slice(1).filter((l) => l !== '');
+  const lines = readFileSync(`${VIGGO}/${split}.csv`, 'utf8')
+    .split('\n')
+    .slice(1)
+    .filter((l) => l !== '');
   return lines.map((line) => {
-    const fields = line.match(/("[^"]*"|[^,]*)(,|$)/g)!.map((f) => f.replace(/,$/, '').replace(/^"(.*)"$/, '$1'));
+    const fields = line
+      .match(/("[^"]*"|[^,]*)(,|$)/g)!
+      .map((f) => f.replace(/,$/, '').replace(/^"(.*)"$/, '$1'));
     return { mr: fields[0]!, ref: fields[1]! };
   });
 }
@@ -57,9 +62,16 @@ test('ViGGO with a template ending in "\\n": loss starts exactly at the completi
     assert.equal(ids[0], tok.bosId, 'one BOS first');
     assert.equal(ids.at(-1), tok.eosId, 'EOS last');
     // Token level: the prompt's tokens are exactly the tokens before the first target ...
-    assert.deepEqual(ids.slice(1, start), tok.encode(prompt, { addSpecialTokens: false }), `row ${i + 1} prompt tokens`);
+    assert.deepEqual(
+      ids.slice(1, start),
+      tok.encode(prompt, { addSpecialTokens: false }),
+      `row ${i + 1} prompt tokens`,
+    );
     // ... every token from there to the end (EOS included) is a target, none before.
-    assert.ok([...ex.targets].every((t, j) => t === (j >= start ? 1 : 0)), `row ${i + 1} mask`);
+    assert.ok(
+      [...ex.targets].every((t, j) => t === (j >= start ? 1 : 0)),
+      `row ${i + 1} mask`,
+    );
     assert.equal(tok.decode(ids.slice(start)), `${rows[i]!.mr}</s>`);
   });
   assert.equal(ds.valid.length, viggoRows('valid').length);
@@ -70,7 +82,9 @@ test('ViGGO with "...representation: " (trailing space): the straddling "▁info
   const ds = await loadDataset(VIGGO, tok, {
     maxSeqLen: 512,
     columns: parseColumnMapping('prompt=ref,completion=mr'),
-    promptTemplate: new PromptTemplate(unescapeCommandLine('Target sentence: {prompt}\\nMeaning representation: ')),
+    promptTemplate: new PromptTemplate(
+      unescapeCommandLine('Target sentence: {prompt}\\nMeaning representation: '),
+    ),
   });
   // SentencePiece attaches the space to the next word, so every boundary falls inside a token.
   assert.equal(ds.stats.train.inexactBoundaries, ds.train.length);
@@ -78,8 +92,14 @@ test('ViGGO with "...representation: " (trailing space): the straddling "▁info
   ds.train.forEach((ex, i) => {
     const start = firstTarget(ex);
     const piece = tok.idToToken(ex.ids[start]!)!;
-    assert.ok(piece.startsWith('▁') && rows[i]!.mr.startsWith(piece.slice(1)), `row ${i + 1}: ${piece}`);
-    assert.equal(tok.decode([...ex.ids.slice(1, start)]), `Target sentence: ${rows[i]!.ref}\nMeaning representation:`);
+    assert.ok(
+      piece.startsWith('▁') && rows[i]!.mr.startsWith(piece.slice(1)),
+      `row ${i + 1}: ${piece}`,
+    );
+    assert.equal(
+      tok.decode([...ex.ids.slice(1, start)]),
+      `Target sentence: ${rows[i]!.ref}\nMeaning representation:`,
+    );
   });
 });
 
@@ -92,9 +112,15 @@ test('Alpaca (identity.json): the Stanford prompt without input, loss on the out
   const prompt =
     'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n' +
     '### Instruction:\nWho are you?\n\n### Response:\n';
-  assert.equal(rendered.text, `${prompt}I am {{name}}, an AI assistant developed by {{author}}. How can I assist you today?`);
+  assert.equal(
+    rendered.text,
+    `${prompt}I am {{name}}, an AI assistant developed by {{author}}. How can I assist you today?`,
+  );
   assert.deepEqual(rendered.loss, [{ from: prompt, to: rendered.text }]);
-  const withInput = renderer.render({ instruction: 'Add.', input: '2 3', output: '5' }, { file: 'x', row: 1 });
+  const withInput = renderer.render(
+    { instruction: 'Add.', input: '2 3', output: '5' },
+    { file: 'x', row: 1 },
+  );
   assert.equal(
     withInput.text,
     'Below is an instruction that describes a task, paired with an input that provides further context. ' +
@@ -106,7 +132,10 @@ test('Alpaca (identity.json): the Stanford prompt without input, loss on the out
   const ex = ds.train[2]!;
   const start = firstTarget(ex);
   assert.deepEqual([...ex.ids.slice(1, start)], tok.encode(prompt, { addSpecialTokens: false }));
-  assert.equal(tok.decode([...ex.ids.slice(start)]), 'I am {{name}}, an AI assistant developed by {{author}}. How can I assist you today?</s>');
+  assert.equal(
+    tok.decode([...ex.ids.slice(start)]),
+    'I am {{name}}, an AI assistant developed by {{author}}. How can I assist you today?</s>',
+  );
 });
 
 test('text (tiny-shakespeare): split into windows overlapping by one token; every token but BOS learned once', async () => {
@@ -128,8 +157,15 @@ test('text (tiny-shakespeare): split into windows overlapping by one token; ever
   assert.deepEqual(rebuilt, expected);
   // The file was read in pieces (4096 characters by default); smaller pieces give the same tokens.
   assert.ok(whole.length > 4 * 4096);
-  const small = await loadDataset(SHAKESPEARE, tok, { maxSeqLen, validFraction: 0, text: { pieceChars: 700 } });
-  assert.deepEqual(small.train.map((w) => [...w.ids]), ds.train.map((w) => [...w.ids]));
+  const small = await loadDataset(SHAKESPEARE, tok, {
+    maxSeqLen,
+    validFraction: 0,
+    text: { pieceChars: 700 },
+  });
+  assert.deepEqual(
+    small.train.map((w) => [...w.ids]),
+    ds.train.map((w) => [...w.ids]),
+  );
   assert.ok(ds.train.every((w) => w.ids.length <= maxSeqLen));
   assert.equal(ds.stats.train.lossTokens, expected.length - 1);
   // Held out with a seed: the same examples every time, different for another seed.
@@ -149,53 +185,88 @@ test('truncation policies on ViGGO: counts match an independent length computati
   const rows = viggoRows('train');
   const template = 'Target sentence: {ref}\nMeaning representation:\n';
   const promptOf = (r: { ref: string }) => template.replace('{ref}', r.ref);
-  const fullLength = (r: { ref: string; mr: string }) => 2 + tok.encode(promptOf(r) + r.mr, { addSpecialTokens: false }).length;
-  const promptLength = (r: { ref: string }) => 1 + tok.encode(promptOf(r), { addSpecialTokens: false }).length;
+  const fullLength = (r: { ref: string; mr: string }) =>
+    2 + tok.encode(promptOf(r) + r.mr, { addSpecialTokens: false }).length;
+  const promptLength = (r: { ref: string }) =>
+    1 + tok.encode(promptOf(r), { addSpecialTokens: false }).length;
   const maxSeqLen = 80;
   const tooLong = rows.filter((r) => fullLength(r) > maxSeqLen).length;
   assert.ok(tooLong > 10 && tooLong < rows.length, `fixture has a mix (${tooLong})`);
-  const base = { columns: { completion: 'mr' }, promptTemplate: new PromptTemplate(template), maxSeqLen, validFraction: 0 } as const;
+  const base = {
+    columns: { completion: 'mr' },
+    promptTemplate: new PromptTemplate(template),
+    maxSeqLen,
+    validFraction: 0,
+  } as const;
 
   const dropped = await loadDataset(join(VIGGO, 'train.csv'), tok, { ...base, truncation: 'drop' });
   assert.equal(dropped.stats.train.droppedTooLong, tooLong);
   assert.equal(dropped.train.length, rows.length - tooLong);
 
-  const right = await loadDataset(join(VIGGO, 'train.csv'), tok, { ...base, truncation: 'truncate-right' });
-  const noRoom = rows.filter((r) => fullLength(r) > maxSeqLen && promptLength(r) >= maxSeqLen).length;
+  const right = await loadDataset(join(VIGGO, 'train.csv'), tok, {
+    ...base,
+    truncation: 'truncate-right',
+  });
+  const noRoom = rows.filter(
+    (r) => fullLength(r) > maxSeqLen && promptLength(r) >= maxSeqLen,
+  ).length;
   assert.equal(right.stats.train.overLength, tooLong);
   assert.equal(right.stats.train.droppedNoLoss, noRoom);
   assert.equal(right.train.length, rows.length - noRoom);
   assert.ok(right.train.every((ex) => ex.ids.length <= maxSeqLen && ex.ids[0] === tok.bosId));
 
-  const left = await loadDataset(join(VIGGO, 'train.csv'), tok, { ...base, truncation: 'truncate-left' });
+  const left = await loadDataset(join(VIGGO, 'train.csv'), tok, {
+    ...base,
+    truncation: 'truncate-left',
+  });
   assert.equal(left.train.length, rows.length);
   let li = 0;
   rows.forEach((r) => {
     const ex = left.train[li++]!;
-    const full = [tok.bosId!, ...tok.encode(promptOf(r) + r.mr, { addSpecialTokens: false }), tok.eosId!];
-    const want = full.length > maxSeqLen ? [full[0]!, ...full.slice(full.length - maxSeqLen + 1)] : full;
+    const full = [
+      tok.bosId!,
+      ...tok.encode(promptOf(r) + r.mr, { addSpecialTokens: false }),
+      tok.eosId!,
+    ];
+    const want =
+      full.length > maxSeqLen ? [full[0]!, ...full.slice(full.length - maxSeqLen + 1)] : full;
     assert.deepEqual([...ex.ids], want);
   });
 });
 
 test('column mapping, prompt templates and bad rows: clear errors, or counted with skipBadRows', async () => {
   const tok = tinyLlamaTokenizer();
-  assert.deepEqual(parseColumnMapping('prompt=mr, completion=ref'), { prompt: 'mr', completion: 'ref' });
+  assert.deepEqual(parseColumnMapping('prompt=mr, completion=ref'), {
+    prompt: 'mr',
+    completion: 'ref',
+  });
   assert.throws(() => parseColumnMapping('prompt'), /bad column mapping 'prompt'/);
   assert.throws(() => parseColumnMapping('answer=ref'), /'answer' is not one of/);
   assert.throws(() => new PromptTemplate('Q: {question'), /template error at character 4/);
   assert.throws(() => new PromptTemplate('a } b'), /unmatched '\}'/);
-  assert.equal((new PromptTemplate('{{x}} {y}').render({ y: 1 }) as { text: string }).text, '{x} 1');
+  assert.equal(
+    (new PromptTemplate('{{x}} {y}').render({ y: 1 }) as { text: string }).text,
+    '{x} 1',
+  );
 
   await assert.rejects(
     loadDataset(VIGGO, tok, { maxSeqLen: 64, columns: { prompt: 'meaning', completion: 'ref' } }),
-    (e: unknown) => e instanceof RowError && /train\.csv, line 2 \(row 1\): has no column 'meaning' \(it has: mr, ref\)/.test(e.message),
+    (e: unknown) =>
+      e instanceof RowError &&
+      /train\.csv, line 2 \(row 1\): has no column 'meaning' \(it has: mr, ref\)/.test(e.message),
   );
   await assert.rejects(
-    loadDataset(VIGGO, tok, { maxSeqLen: 64, columns: { completion: 'ref' }, promptTemplate: new PromptTemplate('{mr} {title}') }),
+    loadDataset(VIGGO, tok, {
+      maxSeqLen: 64,
+      columns: { completion: 'ref' },
+      promptTemplate: new PromptTemplate('{mr} {title}'),
+    }),
     /row 1\): the prompt template uses \{title\} but the row has no such column \(it has: mr, ref, completion\)/,
   );
-  await assert.rejects(loadDataset(VIGGO, tok, { maxSeqLen: 64 }), /cannot tell the row format from its fields \(mr, ref\).*--columns/);
+  await assert.rejects(
+    loadDataset(VIGGO, tok, { maxSeqLen: 64 }),
+    /cannot tell the row format from its fields \(mr, ref\).*--columns/,
+  );
 
   const path = join(dir, 'mixed.jsonl');
   await writeFile(
@@ -210,8 +281,15 @@ test('column mapping, prompt templates and bad rows: clear errors, or counted wi
       '{"prompt": "4+4=", "completion": "8"}',
     ].join('\n'),
   );
-  await assert.rejects(loadDataset(path, tok, { maxSeqLen: 64 }), /mixed\.jsonl, line 2 \(row 2\): 'completion' must be text, got a number 6/);
-  const skipped = await loadDataset(path, tok, { maxSeqLen: 64, skipBadRows: true, validFraction: 0 });
+  await assert.rejects(
+    loadDataset(path, tok, { maxSeqLen: 64 }),
+    /mixed\.jsonl, line 2 \(row 2\): 'completion' must be text, got a number 6/,
+  );
+  const skipped = await loadDataset(path, tok, {
+    maxSeqLen: 64,
+    skipBadRows: true,
+    validFraction: 0,
+  });
   assert.equal(skipped.train.length, 2);
   assert.equal(skipped.stats.train.badRows, 5);
   assert.deepEqual(
@@ -228,18 +306,38 @@ test('column mapping, prompt templates and bad rows: clear errors, or counted wi
 
   // A stray first row does not fix the format: with skipBadRows it is skipped like any bad row.
   const stray = join(dir, 'stray.jsonl');
-  await writeFile(stray, '{"junk": 1}\n{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n');
-  await assert.rejects(loadDataset(stray, tok, { maxSeqLen: 64 }), /line 1 \(row 1\): cannot tell the row format from its fields \(junk\)/);
-  const strayed = await loadDataset(stray, tok, { maxSeqLen: 64, skipBadRows: true, validFraction: 0 });
+  await writeFile(
+    stray,
+    '{"junk": 1}\n{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n',
+  );
+  await assert.rejects(
+    loadDataset(stray, tok, { maxSeqLen: 64 }),
+    /line 1 \(row 1\): cannot tell the row format from its fields \(junk\)/,
+  );
+  const strayed = await loadDataset(stray, tok, {
+    maxSeqLen: 64,
+    skipBadRows: true,
+    validFraction: 0,
+  });
   assert.equal(strayed.format, 'completion');
   assert.equal(strayed.train.length, 2);
   assert.equal(strayed.stats.train.badRows, 1);
 
   const empty = join(dir, 'empty.jsonl');
   await writeFile(empty, '\n\n');
-  await assert.rejects(loadDataset(empty, tok, { maxSeqLen: 64 }), (e: unknown) => e instanceof DatasetError && /the train data is empty: it has no rows/.test(e.message));
+  await assert.rejects(
+    loadDataset(empty, tok, { maxSeqLen: 64 }),
+    (e: unknown) =>
+      e instanceof DatasetError && /the train data is empty: it has no rows/.test(e.message),
+  );
   const allBad = join(dir, 'bad.jsonl');
   await writeFile(allBad, '{"text": 1}\n{"text": 2}\n');
-  await assert.rejects(loadDataset(allBad, tok, { maxSeqLen: 64, skipBadRows: true }), /empty: 2 row\(s\) read, 2 bad, 0 dropped.*; first bad row: .*bad\.jsonl, line 1 \(row 1\): 'text' must be text, got a number 1/);
-  await assert.rejects(loadDataset(allBad, tok, { maxSeqLen: 1 }), /max sequence length must be an integer >= 2/);
+  await assert.rejects(
+    loadDataset(allBad, tok, { maxSeqLen: 64, skipBadRows: true }),
+    /empty: 2 row\(s\) read, 2 bad, 0 dropped.*; first bad row: .*bad\.jsonl, line 1 \(row 1\): 'text' must be text, got a number 1/,
+  );
+  await assert.rejects(
+    loadDataset(allBad, tok, { maxSeqLen: 1 }),
+    /max sequence length must be an integer >= 2/,
+  );
 });

@@ -25,7 +25,14 @@ after(async () => {
 
 const SEEDS = [
   readFileSync('fixtures/datasets/viggo/train.csv', 'utf8').split('\n').slice(0, 12).join('\n'),
-  JSON.stringify(JSON.parse(readFileSync('fixtures/datasets/llamafactory_identity/identity.json', 'utf8')).slice(0, 6), null, 2),
+  JSON.stringify(
+    JSON.parse(readFileSync('fixtures/datasets/llamafactory_identity/identity.json', 'utf8')).slice(
+      0,
+      6,
+    ),
+    null,
+    2,
+  ),
   readFileSync('fixtures/datasets/tinyshakespeare/input.txt', 'utf8').slice(0, 1500),
   [
     '{"messages":[{"role":"user","content":"Hi"},{"role":"assistant","content":"Hello!"}]}',
@@ -37,8 +44,46 @@ const SEEDS = [
 ];
 const SEED_EXTENSIONS = ['.csv', '.json', '.txt', '.jsonl'];
 const EXTENSIONS = ['.jsonl', '.json', '.csv', '.tsv', '.txt'];
-const NASTY = ['"', '{', '}', '[', ']', ',', ':', '\n', '\r', '\t', '\\', '\\u', '\\ud800', '""', 'null', '1e999', '-', '\u0000', '\uFEFF', '😀', '<s>', '</s>', '{{', '}}', '{%', '%}'];
-const WRONG_VALUES = ['1', 'null', 'true', '[]', '{}', '[1,2]', '{"role":1}', '"<|user|>"', '-0', '"\\ud83d"'];
+const NASTY = [
+  '"',
+  '{',
+  '}',
+  '[',
+  ']',
+  ',',
+  ':',
+  '\n',
+  '\r',
+  '\t',
+  '\\',
+  '\\u',
+  '\\ud800',
+  '""',
+  'null',
+  '1e999',
+  '-',
+  '\u0000',
+  '\uFEFF',
+  '😀',
+  '<s>',
+  '</s>',
+  '{{',
+  '}}',
+  '{%',
+  '%}',
+];
+const WRONG_VALUES = [
+  '1',
+  'null',
+  'true',
+  '[]',
+  '{}',
+  '[1,2]',
+  '{"role":1}',
+  '"<|user|>"',
+  '-0',
+  '"\\ud83d"',
+];
 
 function mutate(text: string, r: () => number): string {
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)]!;
@@ -57,7 +102,10 @@ function mutate(text: string, r: () => number): string {
         s = s.slice(0, at) + pick(NASTY) + s.slice(at);
         break;
       case 3: // replace a JSON string value with a value of another type
-        s = s.replace(/"(content|completion|text|output|prompt|messages|value|role)":\s*("([^"\\]|\\.)*"|\[)/, (_m, k: string) => `"${k}": ${pick(WRONG_VALUES)}`);
+        s = s.replace(
+          /"(content|completion|text|output|prompt|messages|value|role)":\s*("([^"\\]|\\.)*"|\[)/,
+          (_m, k: string) => `"${k}": ${pick(WRONG_VALUES)}`,
+        );
         break;
       case 4: // duplicate a line
         {
@@ -68,7 +116,12 @@ function mutate(text: string, r: () => number): string {
         }
         break;
       default: // random bytes as latin1 characters
-        s = s.slice(0, at) + Array.from({ length: 1 + Math.floor(r() * 8) }, () => String.fromCharCode(Math.floor(r() * 256))).join('') + s.slice(at);
+        s =
+          s.slice(0, at) +
+          Array.from({ length: 1 + Math.floor(r() * 8) }, () =>
+            String.fromCharCode(Math.floor(r() * 256)),
+          ).join('') +
+          s.slice(at);
     }
   }
   return s;
@@ -86,7 +139,9 @@ test('fuzz: loaders end in a dataset or a clear DatasetError, never another exce
     const path = join(dir, `case${iter}${ext}`);
     let bytes: Buffer;
     if (r() < 0.15) {
-      bytes = Buffer.from(Array.from({ length: Math.floor(r() * 400) }, () => Math.floor(r() * 256)));
+      bytes = Buffer.from(
+        Array.from({ length: Math.floor(r() * 400) }, () => Math.floor(r() * 256)),
+      );
     } else {
       const text = r() < 0.2 ? SEEDS[seed]! : mutate(SEEDS[seed]!, r);
       bytes = Buffer.from(text, r() < 0.8 ? 'utf8' : 'latin1');
@@ -109,15 +164,25 @@ test('fuzz: loaders end in a dataset or a clear DatasetError, never another exce
       assert.ok(ds.train.length > 0);
       for (const ex of [...ds.train, ...ds.valid]) {
         assert.equal(ex.ids.length, ex.targets.length);
-        assert.ok(ex.ids.length <= options.maxSeqLen, `case ${iter}: example longer than maxSeqLen`);
+        assert.ok(
+          ex.ids.length <= options.maxSeqLen,
+          `case ${iter}: example longer than maxSeqLen`,
+        );
         assert.ok(countTargets(ex.targets) > 0, `case ${iter}: example without loss`);
         assert.ok(ex.ids.every((id) => Number.isInteger(id) && id >= 0 && id < tok.vocabSize));
       }
     } catch (err) {
       if (err instanceof assert.AssertionError) throw err;
-      if (process.env.FUZZ_VERBOSE) console.log(String((err as Error).message).replace(/^.*?: /, '').slice(0, 90));
+      if (process.env.FUZZ_VERBOSE)
+        console.log(
+          String((err as Error).message)
+            .replace(/^.*?: /, '')
+            .slice(0, 90),
+        );
       if (!(err instanceof DatasetError)) {
-        assert.fail(`case ${iter} (${ext}, ${JSON.stringify(options)}): ${String((err as Error)?.stack ?? err)}\ninput: ${JSON.stringify(bytes.toString('utf8').slice(0, 300))}`);
+        assert.fail(
+          `case ${iter} (${ext}, ${JSON.stringify(options)}): ${String((err as Error)?.stack ?? err)}\ninput: ${JSON.stringify(bytes.toString('utf8').slice(0, 300))}`,
+        );
       }
       // Clear errors name the file, unless they are about the options themselves.
       assert.ok(err.message.includes(path) || err.location === undefined, err.message);

@@ -46,22 +46,33 @@ test('ViGGO CSV: 300 records with the header columns, quoted commas kept', async
     'inform(name[Dirt: Showdown], release_year[2012], esrb[E 10+ (for Everyone 10 and Older)], genres[driving/racing, sport], ' +
       'platforms[PlayStation, Xbox, PC], available_on_steam[no], has_linux_release[no], has_mac_release[no])',
   );
-  assert.equal(rows[3]!.value && (rows[3]!.value as Record<string, string>).ref, 'Were there even any terrible games in 2014?');
+  assert.equal(
+    rows[3]!.value && (rows[3]!.value as Record<string, string>).ref,
+    'Were there even any terrible games in 2014?',
+  );
   assert.deepEqual(rows[0]!.location, { file: `${FIXTURES}/viggo/train.csv`, line: 2, row: 1 });
   assert.equal(rows[299]!.location.line, 301);
 });
 
 test('CSV: doubled quotes, embedded newlines (LF and CRLF), blank lines, TSV, field-count errors', async () => {
-  const path = await file('q.csv', 'a,b\r\n"x ""quoted""","line1\r\nline2"\r\n\r\nplain,"multi\nline\nfield"\r\n1,2,3\n"tail",x');
+  const path = await file(
+    'q.csv',
+    'a,b\r\n"x ""quoted""","line1\r\nline2"\r\n\r\nplain,"multi\nline\nfield"\r\n1,2,3\n"tail",x',
+  );
   const rows = await collect(readDelimited(path, ','));
   assert.deepEqual(rows[0]!.value, { a: 'x "quoted"', b: 'line1\nline2' });
   assert.equal(rows[0]!.location.line, 2);
   assert.deepEqual(rows[1]!.value, { a: 'plain', b: 'multi\nline\nfield' });
   assert.equal(rows[1]!.location.line, 5);
   assert.ok(rows[2]!.error instanceof RowError);
-  assert.match(rows[2]!.error!.message, /line 8 \(row 3\): has 3 field\(s\) but the header has 2 \(a, b\)/);
+  assert.match(
+    rows[2]!.error!.message,
+    /line 8 \(row 3\): has 3 field\(s\) but the header has 2 \(a, b\)/,
+  );
   assert.deepEqual(rows[3]!.value, { a: 'tail', b: 'x' });
-  const tsv = await collect(readDelimited(await file('t.tsv', 'p\tc\nhello, world\t"tab\there"\n'), '\t'));
+  const tsv = await collect(
+    readDelimited(await file('t.tsv', 'p\tc\nhello, world\t"tab\there"\n'), '\t'),
+  );
   assert.deepEqual(tsv[0]!.value, { p: 'hello, world', c: 'tab\there' });
 });
 
@@ -73,10 +84,19 @@ test('CSV: an unterminated quote stops with the line where it opened; text after
     return true;
   });
   const rows = await collect(readDelimited(await file('v.csv', 'a,b\n"x"y,2\n3,4\n'), ','));
-  assert.match(rows[0]!.error!.message, /line 2, column 4 \(row 1\): unexpected text after a closing quote/);
+  assert.match(
+    rows[0]!.error!.message,
+    /line 2, column 4 \(row 1\): unexpected text after a closing quote/,
+  );
   assert.deepEqual(rows[1]!.value, { a: '3', b: '4' });
-  await assert.rejects(collect(readDelimited(await file('e.csv', ''), ',')), /empty \(no header row\)/);
-  await assert.rejects(collect(readDelimited(await file('d.csv', 'a,a\n1,2\n'), ',')), /names column 'a' twice/);
+  await assert.rejects(
+    collect(readDelimited(await file('e.csv', ''), ',')),
+    /empty \(no header row\)/,
+  );
+  await assert.rejects(
+    collect(readDelimited(await file('d.csv', 'a,a\n1,2\n'), ',')),
+    /names column 'a' twice/,
+  );
 });
 
 test('JSONL: rows with line numbers, blank lines skipped, malformed line names line and column', async () => {
@@ -86,7 +106,10 @@ test('JSONL: rows with line numbers, blank lines skipped, malformed line names l
   assert.deepEqual(rows[0]!.value, { text: 'a' });
   assert.ok(rows[1]!.error instanceof RowError);
   // '{"text": "b",}' — the offending '}' is character 14 of line 3.
-  assert.match(rows[1]!.error!.message, /x\.jsonl, line 3, column 14 \(row 2\): malformed JSON: unexpected '}', expected a property name/);
+  assert.match(
+    rows[1]!.error!.message,
+    /x\.jsonl, line 3, column 14 \(row 2\): malformed JSON: unexpected '}', expected a property name/,
+  );
   assert.deepEqual(rows[2]!.value, { text: 'c' });
   assert.equal(rows[2]!.location.line, 4);
 });
@@ -97,14 +120,21 @@ test('JSON array: the identity set reads whole with per-element lines; a syntax 
   assert.deepEqual(rows[0]!.value, {
     instruction: 'hi',
     input: '',
-    output: 'Hello! I am {{name}}, an AI assistant developed by {{author}}. How can I assist you today?',
+    output:
+      'Hello! I am {{name}}, an AI assistant developed by {{author}}. How can I assist you today?',
   });
   // Each element is 5 lines ("{", 3 fields, "},") after the opening "[" on line 1.
   assert.equal(rows[0]!.location.line, 2);
   assert.equal(rows[1]!.location.line, 7);
   const bad = await file('b.json', '[\n  {"a": 1},\n  {"a": 2\n  {"a": 3}\n]');
-  await assert.rejects(collect(readJsonArray(bad)), /b\.json, line 4, column 3: malformed JSON: unexpected '\{', expected ',' or '\}'/);
-  await assert.rejects(collect(readJsonArray(await file('o.json', '{"a": 1}'))), /expected a JSON array of rows/);
+  await assert.rejects(
+    collect(readJsonArray(bad)),
+    /b\.json, line 4, column 3: malformed JSON: unexpected '\{', expected ',' or '\}'/,
+  );
+  await assert.rejects(
+    collect(readJsonArray(await file('o.json', '{"a": 1}'))),
+    /expected a JSON array of rows/,
+  );
 });
 
 test('json-locate agrees with JSON.parse on validity and points at the first bad character', () => {
@@ -154,7 +184,10 @@ test('text: one document in newline-cut pieces, or documents split by a separato
   }
   const docs = await collect(readText(shakespeare, { separator: '\n\n' }));
   // Hand-checked: the excerpt opens with "First Citizen:\nBefore we proceed any further, hear me speak."
-  assert.equal((docs[0]!.value as TextRowValue).text, 'First Citizen:\nBefore we proceed any further, hear me speak.');
+  assert.equal(
+    (docs[0]!.value as TextRowValue).text,
+    'First Citizen:\nBefore we proceed any further, hear me speak.',
+  );
   assert.equal((docs[1]!.value as TextRowValue).text, 'All:\nSpeak, speak.');
   assert.equal(docs[1]!.location.line, 4);
   assert.equal(docs.length, whole.split('\n\n').filter((d) => d.trim() !== '').length);
@@ -172,32 +205,59 @@ test('directories: MLX-style train/valid/test, a folder of text documents, and c
   const folder = await resolveSources(docs);
   const rows = await collect(readSplit(folder.train));
   assert.deepEqual(
-    rows.map((r) => [(r.value as TextRowValue).text, (r.value as TextRowValue)[TEXT_PIECE].document]),
-    [['first document', 0], ['second document', 1]],
+    rows.map((r) => [
+      (r.value as TextRowValue).text,
+      (r.value as TextRowValue)[TEXT_PIECE].document,
+    ]),
+    [
+      ['first document', 0],
+      ['second document', 1],
+    ],
   );
   await assert.rejects(resolveSources(join(dir, 'missing')), /missing: no such file or directory/);
-  await assert.rejects(resolveSources(await file('data.parquet', 'x')), /unsupported file type '\.parquet'/);
+  await assert.rejects(
+    resolveSources(await file('data.parquet', 'x')),
+    /unsupported file type '\.parquet'/,
+  );
   const mixed = join(dir, 'mixed');
   await mkdir(mixed);
   await writeFile(join(mixed, 'notes.csv'), 'a\n1\n');
   await assert.rejects(resolveSources(mixed), /needs a train\.\* file .* found: notes\.csv/);
   // A .json file that holds JSON Lines reads as JSON Lines.
-  const jsonl = await collect(readSplit({ files: [{ path: await file('lines.json', '{"text":"a"}\n{"text":"b"}\n'), kind: 'json' }] }));
-  assert.deepEqual(jsonl.map((r) => r.value), [{ text: 'a' }, { text: 'b' }]);
+  const jsonl = await collect(
+    readSplit({
+      files: [{ path: await file('lines.json', '{"text":"a"}\n{"text":"b"}\n'), kind: 'json' }],
+    }),
+  );
+  assert.deepEqual(
+    jsonl.map((r) => r.value),
+    [{ text: 'a' }, { text: 'b' }],
+  );
 });
 
 test('CSV round trip: random records written per RFC 4180 read back exactly, across 64 KiB chunk edges', async () => {
   const r = rng(4180);
   const alphabet = ['a', 'b', 'Z', ' ', ',', '"', '\n', '\t', 'é', '😀', '€', ';', "'"];
-  const field = () => Array.from({ length: Math.floor(r() * 30) }, () => alphabet[Math.floor(r() * alphabet.length)]!).join('');
+  const field = () =>
+    Array.from(
+      { length: Math.floor(r() * 30) },
+      () => alphabet[Math.floor(r() * alphabet.length)]!,
+    ).join('');
   const quote = (f: string) => (/[",\n\r]/.test(f) || f === '' ? `"${f.replace(/"/g, '""')}"` : f);
-  for (const [lineEnd, sep] of [['\n', ','], ['\r\n', ','], ['\r\n', '\t']] as const) {
+  for (const [lineEnd, sep] of [
+    ['\n', ','],
+    ['\r\n', ','],
+    ['\r\n', '\t'],
+  ] as const) {
     const records: string[][] = [];
     let text = `first${sep}second${sep}third${lineEnd}`;
     while (text.length < 200_000) {
       const rec = [field(), field(), field()];
       records.push(rec);
-      const q = sep === ',' ? quote : (f: string) => (/[\t"\n\r]/.test(f) || f === '' ? `"${f.replace(/"/g, '""')}"` : f);
+      const q =
+        sep === ','
+          ? quote
+          : (f: string) => (/[\t"\n\r]/.test(f) || f === '' ? `"${f.replace(/"/g, '""')}"` : f);
       // Embedded newlines inside quoted fields use the file's line ending too.
       text += rec.map((f) => q(f).replace(/\n/g, lineEnd)).join(sep) + lineEnd;
     }
@@ -206,7 +266,11 @@ test('CSV round trip: random records written per RFC 4180 read back exactly, acr
     assert.equal(rows.length, records.length);
     rows.forEach((row, i) => {
       assert.equal(row.error, undefined, row.error?.message);
-      assert.deepEqual(row.value, { first: records[i]![0], second: records[i]![1], third: records[i]![2] }, `record ${i + 1}`);
+      assert.deepEqual(
+        row.value,
+        { first: records[i]![0], second: records[i]![1], third: records[i]![2] },
+        `record ${i + 1}`,
+      );
     });
   }
 });

@@ -14,7 +14,9 @@ let phi3: HfTokenizer | null = null;
 export function tinyLlamaTokenizer(): HfTokenizer {
   return (tinyllama ??= new HfTokenizer({
     tokenizerJson: readJsonFixture('tinyllama/tokenizer.json.gz'),
-    tokenizerConfig: JSON.parse(readTokenizerFixture('tinyllama/tokenizer_config.json').toString('utf8')),
+    tokenizerConfig: JSON.parse(
+      readTokenizerFixture('tinyllama/tokenizer_config.json').toString('utf8'),
+    ),
   }));
 }
 
@@ -22,10 +24,13 @@ export function phi3Tokenizer(): HfTokenizer {
   if (phi3) return phi3;
   const raw = gunzipSync(fs.readFileSync('fixtures/chat-templates/phi-3-mini-tokenizer.json.gz'));
   const sha = createHash('sha256').update(raw).digest('hex');
-  if (sha !== PHI3_TOKENIZER_SHA256) throw new Error(`phi-3-mini tokenizer.json sha256 ${sha} != upstream`);
+  if (sha !== PHI3_TOKENIZER_SHA256)
+    throw new Error(`phi-3-mini tokenizer.json sha256 ${sha} != upstream`);
   return (phi3 = new HfTokenizer({
     tokenizerJson: JSON.parse(raw.toString('utf8')),
-    tokenizerConfig: JSON.parse(fs.readFileSync('fixtures/chat-templates/phi-3-mini-tokenizer_config.json', 'utf8')),
+    tokenizerConfig: JSON.parse(
+      fs.readFileSync('fixtures/chat-templates/phi-3-mini-tokenizer_config.json', 'utf8'),
+    ),
   }));
 }
 

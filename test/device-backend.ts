@@ -7,7 +7,12 @@ import { KERNEL_NAMES } from '../src/backends/host-backend.js';
 import { RefBackend } from '../src/backends/ref/index.js';
 import { type Arena, ChunkArena } from '../src/tensor/arena.js';
 import type { Backend, MemoryStats } from '../src/tensor/backend.js';
-import { BYTES_PER_ELEMENT, type DType, type HostArray, hostArrayFor } from '../src/tensor/dtype.js';
+import {
+  BYTES_PER_ELEMENT,
+  type DType,
+  type HostArray,
+  hostArrayFor,
+} from '../src/tensor/dtype.js';
 import { type DeviceStorage, type Storage, Tensor } from '../src/tensor/tensor.js';
 
 export interface DeviceLikeBackend extends Backend {}
@@ -21,7 +26,11 @@ export class DeviceLikeBackend implements Backend {
   constructor(private readonly inner: Backend = new RefBackend()) {
     for (const name of KERNEL_NAMES) {
       const kernel = inner[name] as (...args: unknown[]) => void;
-      (this as Record<string, unknown>)[name] = (...args: unknown[]) => kernel.apply(inner, args.map((a) => this.toHost(a)));
+      (this as Record<string, unknown>)[name] = (...args: unknown[]) =>
+        kernel.apply(
+          inner,
+          args.map((a) => this.toHost(a)),
+        );
     }
   }
 
@@ -32,7 +41,10 @@ export class DeviceLikeBackend implements Backend {
   zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
     const host = this.inner.zeros(shape, dtype);
     const storage: DeviceStorage = { kind: 'device', handle: hostArrayOf(host), byteOffset: 0 };
-    return new Tensor(this, [...shape], dtype, storage, { kind: 'owned', release: () => host.dispose() });
+    return new Tensor(this, [...shape], dtype, storage, {
+      kind: 'owned',
+      release: () => host.dispose(),
+    });
   }
 
   fromArray(values: ArrayLike<number>, shape: readonly number[], dtype: DType = 'f32'): Tensor {
@@ -42,17 +54,26 @@ export class DeviceLikeBackend implements Backend {
   }
 
   createArena(initialBytes = 0, name = 'arena'): Arena {
-    return new ChunkArena(this, (bytes) => {
-      const buffer = new ArrayBuffer(bytes);
-      this.arenaBytes += bytes;
-      return {
-        byteLength: bytes,
-        storageAt: (byteOffset, dtype, length) => ({ kind: 'device', handle: hostArrayFor(dtype, buffer, byteOffset, length), byteOffset }),
-        release: () => {
-          this.arenaBytes -= bytes;
-        },
-      };
-    }, initialBytes, name);
+    return new ChunkArena(
+      this,
+      (bytes) => {
+        const buffer = new ArrayBuffer(bytes);
+        this.arenaBytes += bytes;
+        return {
+          byteLength: bytes,
+          storageAt: (byteOffset, dtype, length) => ({
+            kind: 'device',
+            handle: hostArrayFor(dtype, buffer, byteOffset, length),
+            byteOffset,
+          }),
+          release: () => {
+            this.arenaBytes -= bytes;
+          },
+        };
+      },
+      initialBytes,
+      name,
+    );
   }
 
   /** A copy taken now (in order with the kernels before it), delivered on a later turn of the event loop. */
@@ -69,18 +90,32 @@ export class DeviceLikeBackend implements Backend {
   sliceStorage(storage: Storage, dtype: DType, offset: number, length: number): Storage {
     if (storage.kind !== 'device') throw new Error('device-like: not a device tensor');
     const array = storage.handle as HostArray;
-    return { kind: 'device', handle: array.subarray(offset, offset + length), byteOffset: storage.byteOffset + offset * BYTES_PER_ELEMENT[dtype] };
+    return {
+      kind: 'device',
+      handle: array.subarray(offset, offset + length),
+      byteOffset: storage.byteOffset + offset * BYTES_PER_ELEMENT[dtype],
+    };
   }
 
   memoryStats(): MemoryStats {
     const s = this.inner.memoryStats();
-    return { allocatedBytes: s.allocatedBytes + this.arenaBytes, peakBytes: s.peakBytes + this.arenaBytes };
+    return {
+      allocatedBytes: s.allocatedBytes + this.arenaBytes,
+      peakBytes: s.peakBytes + this.arenaBytes,
+    };
   }
 
   /** The same elements as a ref tensor (the kernels' view of device memory). */
   private hostTwin(t: Tensor): Tensor {
-    if (t.backend !== this) throw new Error(`device-like: a tensor of backend '${t.backend.name}' was passed in`);
-    return new Tensor(this.inner, t.shape, t.dtype, { kind: 'host', array: handleOf(t) }, { kind: 'owned', release: null });
+    if (t.backend !== this)
+      throw new Error(`device-like: a tensor of backend '${t.backend.name}' was passed in`);
+    return new Tensor(
+      this.inner,
+      t.shape,
+      t.dtype,
+      { kind: 'host', array: handleOf(t) },
+      { kind: 'owned', release: null },
+    );
   }
 
   /** Kernel arguments: tensors become host twins, inside plain objects too (weights, options, optimizer state). */

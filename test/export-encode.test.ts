@@ -7,7 +7,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { encodeBF16, encodeF16, encodeGgml, quantizeQ4_0, quantizeQ4_K, quantizeQ8_0 } from '../src/export/ggml-encode.js';
+import {
+  encodeBF16,
+  encodeF16,
+  encodeGgml,
+  quantizeQ4_0,
+  quantizeQ4_K,
+  quantizeQ8_0,
+} from '../src/export/ggml-encode.js';
 import { dequantize, GgmlType } from '../src/io/ggml-types.js';
 import { GgufReader } from '../src/io/gguf.js';
 import { writeGgufStreaming } from '../src/io/gguf-writer.js';
@@ -62,7 +69,8 @@ test('Q4_K: sub-blocks on an exact 16-level grid keep their levels; 6-bit scales
   // Every 32-value sub-block holds levels 0..15 twice, times 0.25·(j+1) for sub-block j: min 0,
   // and scale 0.25·(j+1) represents it exactly, so the least-squares search must find it.
   const x = new Float32Array(256);
-  for (let j = 0; j < 8; j++) for (let l = 0; l < 32; l++) x[32 * j + l] = 0.25 * (j + 1) * (l % 16);
+  for (let j = 0; j < 8; j++)
+    for (let l = 0; l < 32; l++) x[32 * j + l] = 0.25 * (j + 1) * (l % 16);
   const b = quantizeQ4_K(x);
   assert.equal(b.length, 144);
   // d = largest scale / 63 = 2/63 (as f16), dmin = 0.
@@ -70,7 +78,8 @@ test('Q4_K: sub-blocks on an exact 16-level grid keep their levels; 6-bit scales
   assert.equal(b[2]! | (b[3]! << 8), 0, 'dmin = 0');
   // 6-bit scales: sub-block j gets round(63·(j+1)/8) (31.5 rounds to even: 32); packed as in get_scale_min_k4.
   const sc = b.subarray(4, 16);
-  const unpack = (j: number): number => (j < 4 ? sc[j]! & 63 : (sc[j + 4]! & 0xf) | ((sc[j - 4]! >> 6) << 4));
+  const unpack = (j: number): number =>
+    j < 4 ? sc[j]! & 63 : (sc[j + 4]! & 0xf) | ((sc[j - 4]! >> 6) << 4);
   assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7].map(unpack), [8, 16, 24, 32, 39, 47, 55, 63]);
   // Levels: in each 64-value chunk, values 0..31 in low nibbles and 32..63 in high nibbles.
   for (let i = 0; i < 256; i++) {
@@ -82,7 +91,8 @@ test('Q4_K: sub-blocks on an exact 16-level grid keep their levels; 6-bit scales
   // Values come back up to the 6-bit rounding of each sub-block's scale (≤ 0.5/8 relative).
   const back = new Float32Array(256);
   dequantize(GgmlType.Q4_K, b, 256, back);
-  for (let i = 0; i < 256; i++) assert.ok(Math.abs(back[i]! - x[i]!) <= x[i]! / 16 + 1e-6, `value ${i}: ${back[i]} vs ${x[i]}`);
+  for (let i = 0; i < 256; i++)
+    assert.ok(Math.abs(back[i]! - x[i]!) <= x[i]! / 16 + 1e-6, `value ${i}: ${back[i]} vs ${x[i]}`);
 
   const n = 256 * 32;
   const g = Float32Array.from(randn(n, 23, 1));
@@ -103,7 +113,9 @@ test('F16/BF16: exact values stay exact; rounding is to nearest even', () => {
   const v = Float32Array.of(1, -2, 0.5, 65504, 1 + 2 ** -11, 1 + 3 * 2 ** -11);
   const h = new Uint16Array(encodeF16(v).buffer);
   assert.deepEqual([...h].map(f16ToF32), [1, -2, 0.5, 65504, 1, 1 + 2 ** -9]);
-  const bf = new Uint16Array(encodeBF16(Float32Array.of(1, -3, 1 + 2 ** -8, 1 + 3 * 2 ** -8)).buffer);
+  const bf = new Uint16Array(
+    encodeBF16(Float32Array.of(1, -3, 1 + 2 ** -8, 1 + 3 * 2 ** -8)).buffer,
+  );
   assert.deepEqual([...bf], [0x3f80, 0xc040, 0x3f80, 0x3f82]);
 });
 
@@ -129,7 +141,11 @@ test('every encodable type round-trips through the streaming writer and the GGUF
         },
       })),
     );
-    assert.deepEqual(produced, types.map((t) => `t${t}`), 'each tensor produced once, in order');
+    assert.deepEqual(
+      produced,
+      types.map((t) => `t${t}`),
+      'each tensor produced once, in order',
+    );
     const r = GgufReader.open(file);
     try {
       for (const type of types) {
@@ -154,14 +170,25 @@ test('every encodable type round-trips through the streaming writer and the GGUF
             // Q4_0 levels run from −8d to 7d: values opposite the largest one clamp to level 7.
             const clampErr = type === GgmlType.Q4_0 ? Math.abs(x) - (7 * amax) / 8 : 0;
             const allowed = Math.max(bound, clampErr + bound);
-            assert.ok(err <= allowed + 1e-12, `type ${type} element ${blk + j}: error ${err} > ${allowed}`);
+            assert.ok(
+              err <= allowed + 1e-12,
+              `type ${type} element ${blk + j}: error ${err} > ${allowed}`,
+            );
           }
         }
       }
     } finally {
       r.close();
     }
-    assert.throws(() => writeGgufStreaming(path.join(dir, 'bad.gguf'), [], [{ name: 'x', shape: [32], type: GgmlType.Q8_0, data: () => new Uint8Array(33) }]), /needs 34 bytes, got 33/);
+    assert.throws(
+      () =>
+        writeGgufStreaming(
+          path.join(dir, 'bad.gguf'),
+          [],
+          [{ name: 'x', shape: [32], type: GgmlType.Q8_0, data: () => new Uint8Array(33) }],
+        ),
+      /needs 34 bytes, got 33/,
+    );
     assert.equal(fs.existsSync(path.join(dir, 'bad.gguf')), false, 'a failed write leaves no file');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

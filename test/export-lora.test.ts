@@ -27,7 +27,16 @@ import { maxAbsDiff } from './util.js';
 let tmp: string;
 let storiesConfig: LlamaConfig;
 let adapter: PeftAdapter;
-const LORA: LoraConfig = { r: 4, alpha: 6, dropout: 0, useRslora: true, init: 'kaiming', seed: 3, targets: ['q_proj', 'k_proj', 'down_proj'], layers: null };
+const LORA: LoraConfig = {
+  r: 4,
+  alpha: 6,
+  dropout: 0,
+  useRslora: true,
+  init: 'kaiming',
+  seed: 3,
+  targets: ['q_proj', 'k_proj', 'down_proj'],
+  layers: null,
+};
 
 before(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-lora-'));
@@ -65,11 +74,26 @@ test('exported GGUF LoRA: adapter metadata, lora_a [in, r], lora_b [r, out], B r
     assert.deepEqual(r.tensor('blk.4.ffn_down.weight.lora_b').ne, [4, 64]);
     const peft = (k: string) => adapter.tensors.get(`base_model.model.model.layers.1.${k}`)!.values;
     // A untouched; B of q (8 heads) and k (4 kv heads) permuted to interleaved rows; others as is.
-    assert.deepEqual(r.readF32('blk.1.attn_q.weight.lora_a'), peft('self_attn.q_proj.lora_A.weight'));
-    assert.deepEqual(r.readF32('blk.1.attn_q.weight.lora_b'), permuteToInterleavedRows(peft('self_attn.q_proj.lora_B.weight'), 8, 4));
-    assert.deepEqual(r.readF32('blk.1.attn_k.weight.lora_b'), permuteToInterleavedRows(peft('self_attn.k_proj.lora_B.weight'), 4, 4));
-    assert.notDeepEqual(r.readF32('blk.1.attn_q.weight.lora_b'), peft('self_attn.q_proj.lora_B.weight'));
-    assert.deepEqual(r.readF32('blk.1.ffn_down.weight.lora_b'), peft('mlp.down_proj.lora_B.weight'));
+    assert.deepEqual(
+      r.readF32('blk.1.attn_q.weight.lora_a'),
+      peft('self_attn.q_proj.lora_A.weight'),
+    );
+    assert.deepEqual(
+      r.readF32('blk.1.attn_q.weight.lora_b'),
+      permuteToInterleavedRows(peft('self_attn.q_proj.lora_B.weight'), 8, 4),
+    );
+    assert.deepEqual(
+      r.readF32('blk.1.attn_k.weight.lora_b'),
+      permuteToInterleavedRows(peft('self_attn.k_proj.lora_B.weight'), 4, 4),
+    );
+    assert.notDeepEqual(
+      r.readF32('blk.1.attn_q.weight.lora_b'),
+      peft('self_attn.q_proj.lora_B.weight'),
+    );
+    assert.deepEqual(
+      r.readF32('blk.1.ffn_down.weight.lora_b'),
+      peft('mlp.down_proj.lora_B.weight'),
+    );
   } finally {
     r.close();
   }
@@ -82,14 +106,20 @@ test('re-imported GGUF LoRA equals the PEFT adapter (tensors, targets, scale); l
   assert.equal(back.lora.r, 4);
   assert.deepEqual(back.lora.targets, ['q_proj', 'k_proj', 'down_proj']);
   assert.equal(back.lora.layers, null);
-  assert.ok(Math.abs(loraScale(back) - loraScale(adapter)) < 1e-6, `scale ${loraScale(back)} vs ${loraScale(adapter)}`);
+  assert.ok(
+    Math.abs(loraScale(back) - loraScale(adapter)) < 1e-6,
+    `scale ${loraScale(back)} vs ${loraScale(adapter)}`,
+  );
   assert.deepEqual([...back.tensors.keys()].sort(), [...adapter.tensors.keys()].sort());
   for (const [k, t] of adapter.tensors) {
     assert.deepEqual(back.tensors.get(k)!.shape, t.shape, k);
     assert.deepEqual(back.tensors.get(k)!.values, t.values, k);
   }
   assert.equal(loadLoraAdapter(file, storiesConfig).tensors.size, adapter.tensors.size);
-  assert.equal(loadLoraAdapter(path.join(tmp, 'peft'), storiesConfig).tensors.size, adapter.tensors.size);
+  assert.equal(
+    loadLoraAdapter(path.join(tmp, 'peft'), storiesConfig).tensors.size,
+    adapter.tensors.size,
+  );
 });
 
 test('a model with the re-imported GGUF LoRA applied gives the same logits as with the PEFT adapter', async () => {
@@ -103,7 +133,9 @@ test('a model with the re-imported GGUF LoRA applied gives the same logits as wi
     const arena = be.createArena(1 << 20);
     const cache = new KvCache(model, 8);
     try {
-      return Float32Array.from(await model.forwardCached(Int32Array.of(1, 403, 407, 261), cache, arena, 1).read());
+      return Float32Array.from(
+        await model.forwardCached(Int32Array.of(1, 403, 407, 261), cache, arena, 1).read(),
+      );
     } finally {
       cache.dispose();
       arena.dispose();
@@ -113,8 +145,19 @@ test('a model with the re-imported GGUF LoRA applied gives the same logits as wi
   try {
     const viaPeft = await logits(adapter);
     const viaGguf = await logits(loadGgufLoraAdapter(file, storiesConfig));
-    const base = await logits({ ...adapter, tensors: new Map([...adapter.tensors].map(([k, t]) => [k, { ...t, values: new Float32Array(t.values.length) }])) });
-    assert.ok(maxAbsDiff(viaGguf, viaPeft) < 1e-5, `logits differ by ${maxAbsDiff(viaGguf, viaPeft)}`);
+    const base = await logits({
+      ...adapter,
+      tensors: new Map(
+        [...adapter.tensors].map(([k, t]) => [
+          k,
+          { ...t, values: new Float32Array(t.values.length) },
+        ]),
+      ),
+    });
+    assert.ok(
+      maxAbsDiff(viaGguf, viaPeft) < 1e-5,
+      `logits differ by ${maxAbsDiff(viaGguf, viaPeft)}`,
+    );
     assert.ok(maxAbsDiff(viaPeft, base) > 1e-2, 'the adapter changes the logits');
   } finally {
     ck.close();
@@ -134,10 +177,30 @@ test('a GGUF LoRA covering only some projections of a layer gets zero A/B for th
       { key: 'adapter.lora.alpha', type: GgufValueType.F32, value: 0 },
     ],
     [
-      { name: 'blk.0.attn_v.weight.lora_a', shape: [2, 64], type: GgmlType.F32, data: new Uint8Array(a.buffer) },
-      { name: 'blk.0.attn_v.weight.lora_b', shape: [32, 2], type: GgmlType.F32, data: new Uint8Array(b.buffer) },
-      { name: 'blk.3.attn_q.weight.lora_a', shape: [2, 64], type: GgmlType.F32, data: new Uint8Array(a.buffer) },
-      { name: 'blk.3.attn_q.weight.lora_b', shape: [64, 2], type: GgmlType.F32, data: new Uint8Array(new Float32Array(128).fill(1).buffer) },
+      {
+        name: 'blk.0.attn_v.weight.lora_a',
+        shape: [2, 64],
+        type: GgmlType.F32,
+        data: new Uint8Array(a.buffer),
+      },
+      {
+        name: 'blk.0.attn_v.weight.lora_b',
+        shape: [32, 2],
+        type: GgmlType.F32,
+        data: new Uint8Array(b.buffer),
+      },
+      {
+        name: 'blk.3.attn_q.weight.lora_a',
+        shape: [2, 64],
+        type: GgmlType.F32,
+        data: new Uint8Array(a.buffer),
+      },
+      {
+        name: 'blk.3.attn_q.weight.lora_b',
+        shape: [64, 2],
+        type: GgmlType.F32,
+        data: new Uint8Array(new Float32Array(128).fill(1).buffer),
+      },
     ],
   );
   const back = loadGgufLoraAdapter(file, storiesConfig);
@@ -147,28 +210,62 @@ test('a GGUF LoRA covering only some projections of a layer gets zero A/B for th
   const zeros = back.tensors.get('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight')!;
   assert.deepEqual(zeros.shape, [64, 2]);
   assert.ok(zeros.values.every((v) => v === 0));
-  assert.ok(back.tensors.get('base_model.model.model.layers.3.self_attn.v_proj.lora_A.weight')!.values.every((v) => v === 0));
+  assert.ok(
+    back.tensors
+      .get('base_model.model.model.layers.3.self_attn.v_proj.lora_A.weight')!
+      .values.every((v) => v === 0),
+  );
 });
 
 test('adapters that do not fit are refused with a clear error', async () => {
   // Shapes: an adapter for a different (GQA, hidden 48) model against stories260K.
-  const otherHf = { model_type: 'llama', vocab_size: 512, hidden_size: 48, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2 };
+  const otherHf = {
+    model_type: 'llama',
+    vocab_size: 512,
+    hidden_size: 48,
+    intermediate_size: 96,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+  };
   const other = configFromHf(otherHf);
-  const otherAdapter = await writeRandomPeftAdapter(path.join(tmp, 'other-peft'), other, syntheticSource(other, 1), { ...LORA, useRslora: false }, 5, 0.1);
+  const otherAdapter = await writeRandomPeftAdapter(
+    path.join(tmp, 'other-peft'),
+    other,
+    syntheticSource(other, 1),
+    { ...LORA, useRslora: false },
+    5,
+    0.1,
+  );
   const otherFile = path.join(tmp, 'other.gguf');
   exportGgufLora(otherAdapter, other, otherFile);
-  assert.throws(() => loadGgufLoraAdapter(otherFile, storiesConfig), /other\.gguf: 'blk\.0\.ffn_down\.weight' LoRA dims a \[96, 4\], b \[4, 48\] do not fit the model's \[64, 172\] weight \(needs a \[172, r\], b \[r, 64\]/);
-  assert.throws(() => loadLoraAdapter(path.join(tmp, 'other-peft'), storiesConfig), /'base_model\.model\.model\.layers\.0\.mlp\.down_proj\.lora_A\.weight' has shape \[4, 96\] but the model's 'model\.layers\.0\.mlp\.down_proj\.weight' \[64, 172\] needs \[4, 172\]/);
-  assert.throws(() => exportGgufLora(otherAdapter, storiesConfig, path.join(tmp, 'x.gguf')), /adapter for a different model/);
+  assert.throws(
+    () => loadGgufLoraAdapter(otherFile, storiesConfig),
+    /other\.gguf: 'blk\.0\.ffn_down\.weight' LoRA dims a \[96, 4\], b \[4, 48\] do not fit the model's \[64, 172\] weight \(needs a \[172, r\], b \[r, 64\]/,
+  );
+  assert.throws(
+    () => loadLoraAdapter(path.join(tmp, 'other-peft'), storiesConfig),
+    /'base_model\.model\.model\.layers\.0\.mlp\.down_proj\.lora_A\.weight' has shape \[4, 96\] but the model's 'model\.layers\.0\.mlp\.down_proj\.weight' \[64, 172\] needs \[4, 172\]/,
+  );
+  assert.throws(
+    () => exportGgufLora(otherAdapter, storiesConfig, path.join(tmp, 'x.gguf')),
+    /adapter for a different model/,
+  );
 
   // Architecture: the same shapes exported for a qwen2 base.
   const qwen: LlamaConfig = { ...storiesConfig, architecture: 'qwen2', attentionBias: true };
   const qwenFile = path.join(tmp, 'qwen.gguf');
   exportGgufLora(adapter, qwen, qwenFile);
-  assert.throws(() => loadGgufLoraAdapter(qwenFile, storiesConfig), /adapter is for architecture "qwen2" but the model is "llama"/);
+  assert.throws(
+    () => loadGgufLoraAdapter(qwenFile, storiesConfig),
+    /adapter is for architecture "qwen2" but the model is "llama"/,
+  );
 
   // Not an adapter at all, and an adapter whose B is missing.
-  assert.throws(() => loadGgufLoraAdapter(path.join(STORIES, 'stories260K.gguf'), storiesConfig), /not a LoRA adapter \(general\.type is null, expected "adapter"\)/);
+  assert.throws(
+    () => loadGgufLoraAdapter(path.join(STORIES, 'stories260K.gguf'), storiesConfig),
+    /not a LoRA adapter \(general\.type is null, expected "adapter"\)/,
+  );
   const half = path.join(tmp, 'half.gguf');
   writeGguf(
     half,
@@ -177,9 +274,19 @@ test('adapters that do not fit are refused with a clear error', async () => {
       { key: 'general.type', type: GgufValueType.STRING, value: 'adapter' },
       { key: 'adapter.type', type: GgufValueType.STRING, value: 'lora' },
     ],
-    [{ name: 'blk.0.attn_q.weight.lora_a', shape: [2, 64], type: GgmlType.F32, data: new Uint8Array(512) }],
+    [
+      {
+        name: 'blk.0.attn_q.weight.lora_a',
+        shape: [2, 64],
+        type: GgmlType.F32,
+        data: new Uint8Array(512),
+      },
+    ],
   );
-  assert.throws(() => loadGgufLoraAdapter(half, storiesConfig), /'blk\.0\.attn_q\.weight' has lora_a but no lora_b/);
+  assert.throws(
+    () => loadGgufLoraAdapter(half, storiesConfig),
+    /'blk\.0\.attn_q\.weight' has lora_a but no lora_b/,
+  );
   // A transposed A (rank mismatch between A and B).
   const transposed = path.join(tmp, 'transposed.gguf');
   writeGguf(
@@ -190,9 +297,22 @@ test('adapters that do not fit are refused with a clear error', async () => {
       { key: 'adapter.type', type: GgufValueType.STRING, value: 'lora' },
     ],
     [
-      { name: 'blk.0.attn_q.weight.lora_a', shape: [64, 2], type: GgmlType.F32, data: new Uint8Array(512) },
-      { name: 'blk.0.attn_q.weight.lora_b', shape: [64, 2], type: GgmlType.F32, data: new Uint8Array(512) },
+      {
+        name: 'blk.0.attn_q.weight.lora_a',
+        shape: [64, 2],
+        type: GgmlType.F32,
+        data: new Uint8Array(512),
+      },
+      {
+        name: 'blk.0.attn_q.weight.lora_b',
+        shape: [64, 2],
+        type: GgmlType.F32,
+        data: new Uint8Array(512),
+      },
     ],
   );
-  assert.throws(() => loadGgufLoraAdapter(transposed, storiesConfig), /disagree on the rank \(lora_a tensor is not transposed\?\)/);
+  assert.throws(
+    () => loadGgufLoraAdapter(transposed, storiesConfig),
+    /disagree on the rank \(lora_a tensor is not transposed\?\)/,
+  );
 });

@@ -23,21 +23,44 @@ export const STORIES = path.join(FIXTURES, 'stories260K');
  * Writes an HF folder (config.json, model.safetensors with seeded random weights, TinyLlama's
  * tokenizer files) for `hfConfig`, whose vocab_size must be TinyLlama's 32000.
  */
-export function writeSyntheticHfFolder(dir: string, hfConfig: Record<string, unknown>, config: LlamaConfig, seed: number): void {
+export function writeSyntheticHfFolder(
+  dir: string,
+  hfConfig: Record<string, unknown>,
+  config: LlamaConfig,
+  seed: number,
+): void {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hfConfig, null, 2));
   const src = syntheticSource(config, seed);
   writeSafetensors(
     path.join(dir, 'model.safetensors'),
-    src.names.map((name) => ({ name, dtype: 'F32' as const, shape: src.shape(name), data: src.load(name) as Float32Array })),
+    src.names.map((name) => ({
+      name,
+      dtype: 'F32' as const,
+      shape: src.shape(name),
+      data: src.load(name) as Float32Array,
+    })),
   );
   const tiny = path.join(FIXTURES, 'tokenizers', 'tinyllama');
-  fs.writeFileSync(path.join(dir, 'tokenizer.json'), zlib.gunzipSync(fs.readFileSync(path.join(tiny, 'tokenizer.json.gz'))));
-  fs.copyFileSync(path.join(tiny, 'tokenizer_config.json'), path.join(dir, 'tokenizer_config.json'));
+  fs.writeFileSync(
+    path.join(dir, 'tokenizer.json'),
+    zlib.gunzipSync(fs.readFileSync(path.join(tiny, 'tokenizer.json.gz'))),
+  );
+  fs.copyFileSync(
+    path.join(tiny, 'tokenizer_config.json'),
+    path.join(dir, 'tokenizer_config.json'),
+  );
 }
 
 /** Builds a LoRA model over `source`, fills B (and A) with seeded random values and saves it as a PEFT folder. */
-export async function writeRandomPeftAdapter(dir: string, config: LlamaConfig, source: TensorSource, lora: LoraConfig, seed: number, bScale: number): Promise<PeftAdapter> {
+export async function writeRandomPeftAdapter(
+  dir: string,
+  config: LlamaConfig,
+  source: TensorSource,
+  lora: LoraConfig,
+  seed: number,
+  bScale: number,
+): Promise<PeftAdapter> {
   const be = await getBackend('ref');
   const model = await buildLlama(config, source, { backend: be, lora });
   try {
@@ -77,9 +100,19 @@ function argmax(row: ArrayLike<number>): number {
 }
 
 /** Our model (cpu backend), optionally with a PEFT adapter applied unmerged. */
-export async function ourNextTokens(config: LlamaConfig, source: TensorSource, adapter: PeftAdapter | null, prompt: number[], steps: number): Promise<NextTokenResult> {
+export async function ourNextTokens(
+  config: LlamaConfig,
+  source: TensorSource,
+  adapter: PeftAdapter | null,
+  prompt: number[],
+  steps: number,
+): Promise<NextTokenResult> {
   const be = await getBackend('cpu');
-  const model: LlamaModel = await buildLlama(config, source, { backend: be, lora: adapter?.lora ?? null, maxPositions: 128 });
+  const model: LlamaModel = await buildLlama(config, source, {
+    backend: be,
+    lora: adapter?.lora ?? null,
+    maxPositions: 128,
+  });
   if (adapter) applyPeftAdapter(model, adapter);
   const arena = be.createArena(1 << 22);
   const cache = new KvCache(model, prompt.length + steps + 1);
@@ -102,7 +135,12 @@ export async function ourNextTokens(config: LlamaConfig, source: TensorSource, a
 }
 
 /** llama.cpp through node-llama-cpp: full-vocabulary probabilities after the prompt, then greedy steps. */
-export async function llamaCppNextTokens(model: CppModel, prompt: number[], steps: number, loraFile: string | null): Promise<NextTokenResult> {
+export async function llamaCppNextTokens(
+  model: CppModel,
+  prompt: number[],
+  steps: number,
+  loraFile: string | null,
+): Promise<NextTokenResult> {
   const ctx = await model.createContext({
     contextSize: 256,
     threads: 1,
@@ -114,14 +152,19 @@ export async function llamaCppNextTokens(model: CppModel, prompt: number[], step
   try {
     const seq = ctx.getSequence();
     const res = await seq.controlledEvaluate(
-      prompt.map((t, i) => (i === prompt.length - 1 ? [t, { generateNext: { probabilities: true, token: true } }] : t)) as never,
+      prompt.map((t, i) =>
+        i === prompt.length - 1 ? [t, { generateNext: { probabilities: true, token: true } }] : t,
+      ) as never,
     );
-    const next = (res.at(-1) as { next: { probabilities: Map<number, number>; token: number } }).next;
+    const next = (res.at(-1) as { next: { probabilities: Map<number, number>; token: number } })
+      .next;
     const logProbs = new Float64Array(next.probabilities.size).fill(-Infinity);
     for (const [id, p] of next.probabilities) logProbs[id] = Math.log(p);
     const greedy: number[] = [next.token];
     for (let s = 1; s < steps; s++) {
-      const r = await seq.controlledEvaluate([[greedy[greedy.length - 1]!, { generateNext: { token: true } }]] as never);
+      const r = await seq.controlledEvaluate([
+        [greedy[greedy.length - 1]!, { generateNext: { token: true } }],
+      ] as never);
       greedy.push((r.at(-1) as { next: { token: number } }).next.token);
     }
     return { logProbs, greedy };
@@ -131,7 +174,10 @@ export async function llamaCppNextTokens(model: CppModel, prompt: number[], step
 }
 
 /** Largest |a−b| over tokens llama.cpp gives a representable probability (> 1e-30), and how many those are. */
-export function logProbDiff(ours: Float64Array, theirs: Float64Array): { max: number; compared: number } {
+export function logProbDiff(
+  ours: Float64Array,
+  theirs: Float64Array,
+): { max: number; compared: number } {
   let max = 0;
   let compared = 0;
   for (let i = 0; i < ours.length; i++) {

@@ -31,8 +31,12 @@ export function numericGrad(input: Tensor, loss: () => number): Float64Array {
 
 /** Checks analytic gradients of L = Σ R∘out (out recomputed by forward()) w.r.t. each input. */
 export function checkGradients(
-  what: string, inputs: Record<string, Tensor>, out: Tensor, forward: () => void,
-  analytic: Record<string, ArrayLike<number>>, R: Tensor,
+  what: string,
+  inputs: Record<string, Tensor>,
+  out: Tensor,
+  forward: () => void,
+  analytic: Record<string, ArrayLike<number>>,
+  R: Tensor,
 ): void {
   const loss = () => {
     forward();

@@ -18,7 +18,14 @@ function f64(values: ArrayLike<number>, shape: readonly number[]): Tensor {
 }
 
 function randTensor(shape: readonly number[], seed: number, scale = 1): Tensor {
-  return f64(randn(shape.reduce((a, b) => a * b, 1), seed, scale), shape);
+  return f64(
+    randn(
+      shape.reduce((a, b) => a * b, 1),
+      seed,
+      scale,
+    ),
+    shape,
+  );
 }
 
 function dot(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -44,7 +51,14 @@ function numericGrad(input: Tensor, loss: () => number): Float64Array {
 }
 
 /** Checks the analytic gradient of L = Σ R∘forward() w.r.t. each input. */
-function check(what: string, inputs: Record<string, Tensor>, out: Tensor, forward: () => void, analytic: Record<string, ArrayLike<number>>, R: Tensor): void {
+function check(
+  what: string,
+  inputs: Record<string, Tensor>,
+  out: Tensor,
+  forward: () => void,
+  analytic: Record<string, ArrayLike<number>>,
+  R: Tensor,
+): void {
   const loss = () => {
     forward();
     return dot(out.data, R.data);
@@ -62,9 +76,17 @@ test('gradcheck matmul: all transposes, batched and shared b', () => {
   for (const transA of [false, true]) {
     for (const transB of [false, true]) {
       for (const sharedB of [false, true]) {
-        const [batch, M, K, N] = [pick(r, [1, 2]), pick(r, [1, 3]), pick(r, [1, 2, 5]), pick(r, [1, 3, 4])];
+        const [batch, M, K, N] = [
+          pick(r, [1, 2]),
+          pick(r, [1, 3]),
+          pick(r, [1, 2, 5]),
+          pick(r, [1, 3, 4]),
+        ];
         const a = randTensor(transA ? [batch, K, M] : [batch, M, K], 1 + M);
-        const b = randTensor(sharedB ? (transB ? [N, K] : [K, N]) : transB ? [batch, N, K] : [batch, K, N], 2 + N);
+        const b = randTensor(
+          sharedB ? (transB ? [N, K] : [K, N]) : transB ? [batch, N, K] : [batch, K, N],
+          2 + N,
+        );
         const out = be.zeros([batch, M, N], 'f64');
         const R = randTensor([batch, M, N], 3);
         const forward = () => be.matmul(a, b, out, { transA, transB });
@@ -84,14 +106,25 @@ test('gradcheck matmul: all transposes, batched and shared b', () => {
           if (sharedB) be.axpy(1, dbi, db);
           else be.copy(dbi, db.rows(i, i + 1).view(b.shape.slice(1)));
         }
-        check(`matmul tA=${transA} tB=${transB} shared=${sharedB}`, { a, b }, out, forward, { a: da.data, b: db.data }, R);
+        check(
+          `matmul tA=${transA} tB=${transB} shared=${sharedB}`,
+          { a, b },
+          out,
+          forward,
+          { a: da.data, b: db.data },
+          R,
+        );
       }
     }
   }
 });
 
 test('gradcheck matmul4bit: input gradient through the dequantized weight', () => {
-  for (const [rows, cols, n] of [[3, 5, 2], [4, 33, 1], [1, 7, 3]] as const) {
+  for (const [rows, cols, n] of [
+    [3, 5, 2],
+    [4, 33, 1],
+    [1, 7, 3],
+  ] as const) {
     const q = quantize4bit(randn(rows * cols, rows + cols), { blocksize: 32 });
     const w = uploadPacked4bit(be, q, rows, cols);
     const x = randTensor([n, cols], 5);
@@ -100,7 +133,14 @@ test('gradcheck matmul4bit: input gradient through the dequantized weight', () =
     const dx = be.zeros([n, cols], 'f64');
     be.fill(dx, Number.NaN); // beta = 0 must ignore old contents
     be.matmul4bitInputGrad(R, w, dx);
-    check(`matmul4bit [${rows}x${cols}]`, { x }, out, () => be.matmul4bit(x, w, out), { x: dx.data }, R);
+    check(
+      `matmul4bit [${rows}x${cols}]`,
+      { x },
+      out,
+      () => be.matmul4bit(x, w, out),
+      { x: dx.data },
+      R,
+    );
     disposePacked4bit(w);
   }
 });
@@ -112,11 +152,22 @@ test('gradcheck embedding backward (repeated ids accumulate)', () => {
   const R = randTensor([7, 3], 8);
   const dtable = be.zeros([5, 3], 'f64');
   be.embeddingBackward(ids, R, dtable);
-  check('embedding', { table }, out, () => be.embedding(ids, table, out), { table: dtable.data }, R);
+  check(
+    'embedding',
+    { table },
+    out,
+    () => be.embedding(ids, table, out),
+    { table: dtable.data },
+    R,
+  );
 });
 
 test('gradcheck rmsnorm: dx and dweight', () => {
-  for (const [n, d] of [[1, 1], [3, 5], [2, 8]] as const) {
+  for (const [n, d] of [
+    [1, 1],
+    [3, 5],
+    [2, 8],
+  ] as const) {
     const x = randTensor([n, d], 9 + d);
     const weight = randTensor([d], 10 + d);
     const out = be.zeros([n, d], 'f64');
@@ -128,7 +179,14 @@ test('gradcheck rmsnorm: dx and dweight', () => {
     const dweight = be.fromArray(new Array(d).fill(0.25), [d], 'f64'); // accumulates onto 0.25
     be.rmsnormBackward(R, x, weight, rstd, dx, dweight);
     const dw = Array.from(dweight.data, (v) => v - 0.25);
-    check(`rmsnorm [${n}, ${d}]`, { x, weight }, out, () => be.rmsnorm(x, weight, eps, out, rstd), { x: dx.data, weight: dw }, R);
+    check(
+      `rmsnorm [${n}, ${d}]`,
+      { x, weight },
+      out,
+      () => be.rmsnorm(x, weight, eps, out, rstd),
+      { x: dx.data, weight: dw },
+      R,
+    );
   }
 });
 
@@ -144,7 +202,14 @@ test('gradcheck rope: the inverse rotation is the backward, both layouts', () =>
     const R = randTensor(x.shape, 14);
     const dx = be.zeros(x.shape, 'f64');
     be.rope(R, positions, cos, sin, layout, true, dx);
-    check(`rope ${layout}`, { x }, out, () => be.rope(x, positions, cos, sin, layout, false, out), { x: dx.data }, R);
+    check(
+      `rope ${layout}`,
+      { x },
+      out,
+      () => be.rope(x, positions, cos, sin, layout, false, out),
+      { x: dx.data },
+      R,
+    );
   }
 });
 
@@ -162,14 +227,24 @@ test('gradcheck attention: dq, dk, dv for GQA ratios 1/2/4, Tq < Tk, segment ids
     const v = randTensor([c.B, c.Tk, c.Hkv, c.D], 40 + ci);
     const out = be.zeros(q.shape, 'f64');
     const lse = be.zeros([c.B, c.H, c.Tq], 'f64');
-    const options = { scale: 1 / Math.sqrt(c.D) + 0.1, segmentIds: c.seg ? be.fromArray(c.seg, [c.B, c.Tk], 'i32') : null };
+    const options = {
+      scale: 1 / Math.sqrt(c.D) + 0.1,
+      segmentIds: c.seg ? be.fromArray(c.seg, [c.B, c.Tk], 'i32') : null,
+    };
     const R = randTensor(q.shape, 50 + ci);
     be.attention(q, k, v, out, lse, options);
     const dq = be.zeros(q.shape, 'f64');
     const dk = be.zeros(k.shape, 'f64');
     const dv = be.zeros(v.shape, 'f64');
     be.attentionBackward(R, q, k, v, out, lse, dq, dk, dv, options);
-    check(`attention case ${ci}`, { q, k, v }, out, () => be.attention(q, k, v, out, lse, options), { q: dq.data, k: dk.data, v: dv.data }, R);
+    check(
+      `attention case ${ci}`,
+      { q, k, v },
+      out,
+      () => be.attention(q, k, v, out, lse, options),
+      { q: dq.data, k: dk.data, v: dv.data },
+      R,
+    );
   }
 });
 
@@ -181,7 +256,14 @@ test('gradcheck swiglu', () => {
   const dgate = be.zeros([3, 5], 'f64');
   const dup = be.zeros([3, 5], 'f64');
   be.swigluBackward(R, gate, up, dgate, dup);
-  check('swiglu', { gate, up }, out, () => be.swiglu(gate, up, out), { gate: dgate.data, up: dup.data }, R);
+  check(
+    'swiglu',
+    { gate, up },
+    out,
+    () => be.swiglu(gate, up, out),
+    { gate: dgate.data, up: dup.data },
+    R,
+  );
 });
 
 test('gradcheck cross-entropy with ignore index and gradScale', () => {
@@ -219,8 +301,15 @@ test('gradcheck add, scale, axpy', () => {
   be.scale(R, -1.7, dscale);
   check('scale', { a }, out, () => be.scale(a, -1.7, out), { a: dscale.data }, R);
   // y ← y + 0.6·x as a function of (x, y0): out = copy(y0) then axpy.
-  check('axpy', { a, b }, out, () => {
-    be.copy(b, out);
-    be.axpy(0.6, a, out);
-  }, { a: Array.from(R.data, (v) => 0.6 * v), b: R.data }, R);
+  check(
+    'axpy',
+    { a, b },
+    out,
+    () => {
+      be.copy(b, out);
+      be.axpy(0.6, a, out);
+    },
+    { a: Array.from(R.data, (v) => 0.6 * v), b: R.data },
+    R,
+  );
 });

@@ -36,17 +36,57 @@ function folder(name: string, files: Record<string, string | Buffer>): string {
 test('tokenizer.json: malformed JSON and wrong field types name the file and the field', () => {
   const text = readTokenizerFixture('tinyllama/tokenizer.json.gz').toString('utf8');
   const cut = folder('cut', { 'tokenizer.json': text.slice(0, 996) });
-  assert.throws(() => loadTokenizer(cut), (e: Error) => e.message.startsWith(`${path.join(cut, 'tokenizer.json')}: cannot read JSON: `) && !/\n/.test(e.message));
-  const json = JSON.parse(text) as { model: { merges: unknown[] }; pre_tokenizer: unknown; added_tokens: unknown[] };
-  const merges = folder('merges', { 'tokenizer.json': JSON.stringify({ ...json, model: { ...json.model, merges: [1, ...json.model.merges.slice(1)] } }) });
-  assert.throws(() => loadTokenizer(merges), new RegExp(`^TokenizerFileError: ${path.join(merges, 'tokenizer.json').replace(/[.\\/]/g, '\\$&')}: field 'model\\.merges\\[0\\]' must be "left right" or \\["left", "right"\\] \\(found 1\\)$`));
-  const pre = folder('pre', { 'tokenizer.json': JSON.stringify({ ...json, pre_tokenizer: { type: 'Metaspace', replacement: 7 } }) });
-  assert.throws(() => loadTokenizer(pre), /tokenizer\.json: field 'pre_tokenizer\.replacement' must be a string \(found number 7\)$/);
-  const added = folder('added', { 'tokenizer.json': JSON.stringify({ ...json, added_tokens: [{ id: 1 }] }) });
-  assert.throws(() => loadTokenizer(added), /tokenizer\.json: field 'added_tokens\[0\]\.content' must be a string \(found nothing\)$/);
-  const unknown = folder('unknown', { 'tokenizer.json': JSON.stringify({ ...json, pre_tokenizer: { type: 'NoSuchThing' } }) });
-  assert.throws(() => loadTokenizer(unknown), /tokenizer\.json: field 'pre_tokenizer' is malformed or unsupported \(Unknown PreTokenizer type: NoSuchThing\)$/);
-  const config = folder('config', { 'tokenizer.json': text, 'tokenizer_config.json': '{"chat_template": "x",' });
+  assert.throws(
+    () => loadTokenizer(cut),
+    (e: Error) =>
+      e.message.startsWith(`${path.join(cut, 'tokenizer.json')}: cannot read JSON: `) &&
+      !/\n/.test(e.message),
+  );
+  const json = JSON.parse(text) as {
+    model: { merges: unknown[] };
+    pre_tokenizer: unknown;
+    added_tokens: unknown[];
+  };
+  const merges = folder('merges', {
+    'tokenizer.json': JSON.stringify({
+      ...json,
+      model: { ...json.model, merges: [1, ...json.model.merges.slice(1)] },
+    }),
+  });
+  assert.throws(
+    () => loadTokenizer(merges),
+    new RegExp(
+      `^TokenizerFileError: ${path.join(merges, 'tokenizer.json').replace(/[.\\/]/g, '\\$&')}: field 'model\\.merges\\[0\\]' must be "left right" or \\["left", "right"\\] \\(found 1\\)$`,
+    ),
+  );
+  const pre = folder('pre', {
+    'tokenizer.json': JSON.stringify({
+      ...json,
+      pre_tokenizer: { type: 'Metaspace', replacement: 7 },
+    }),
+  });
+  assert.throws(
+    () => loadTokenizer(pre),
+    /tokenizer\.json: field 'pre_tokenizer\.replacement' must be a string \(found number 7\)$/,
+  );
+  const added = folder('added', {
+    'tokenizer.json': JSON.stringify({ ...json, added_tokens: [{ id: 1 }] }),
+  });
+  assert.throws(
+    () => loadTokenizer(added),
+    /tokenizer\.json: field 'added_tokens\[0\]\.content' must be a string \(found nothing\)$/,
+  );
+  const unknown = folder('unknown', {
+    'tokenizer.json': JSON.stringify({ ...json, pre_tokenizer: { type: 'NoSuchThing' } }),
+  });
+  assert.throws(
+    () => loadTokenizer(unknown),
+    /tokenizer\.json: field 'pre_tokenizer' is malformed or unsupported \(Unknown PreTokenizer type: NoSuchThing\)$/,
+  );
+  const config = folder('config', {
+    'tokenizer.json': text,
+    'tokenizer_config.json': '{"chat_template": "x",',
+  });
   assert.throws(() => loadTokenizer(config), /tokenizer_config\.json: cannot read JSON: /);
 });
 
@@ -67,8 +107,16 @@ test('a non-finite weight names the checkpoint and the tensor', async () => {
   }
   for (const backend of ['ref', 'cpu'] as const) {
     await assert.rejects(
-      loadModel({ model: dir, tokenizer: TOK, backend, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true } }),
-      (e: Error) => /^nan-model: tensor 'model\.layers\.1\.self_attn\.q_proj\.weight': .*non-finite value NaN at element 292/.test(e.message),
+      loadModel({
+        model: dir,
+        tokenizer: TOK,
+        backend,
+        quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true },
+      }),
+      (e: Error) =>
+        /^nan-model: tensor 'model\.layers\.1\.self_attn\.q_proj\.weight': .*non-finite value NaN at element 292/.test(
+          e.message,
+        ),
     );
   }
 });
@@ -78,10 +126,11 @@ test('a failed write names the file being written', () => {
   fs.mkdirSync(path.dirname(target));
   // The system's own message (e.g. "ENOSPC: no space left on device, write") names no file.
   assert.throws(
-    () => writeFileAtomic(target, (fd) => {
-      fs.closeSync(fd);
-      fs.writeSync(fd, 'x');
-    }),
+    () =>
+      writeFileAtomic(target, (fd) => {
+        fs.closeSync(fd);
+        fs.writeSync(fd, 'x');
+      }),
     (e: Error) => e.message.startsWith(`${target}: cannot write: EBADF`),
   );
   assert.deepEqual(fs.readdirSync(path.dirname(target)), [], 'no temporary file is left behind');
@@ -96,13 +145,21 @@ test('safetensors entries missing dtype or data_offsets say which field', () => 
   };
   const file = path.join(tmp, 'nodtype.safetensors');
   fs.writeFileSync(file, header('{"w":{"shape":[0],"data_offsets":[0,0]}}'));
-  assert.throws(() => SafetensorsFile.open(file), /^FileFormatError: nodtype\.safetensors: tensor 'w': field 'dtype' is missing \(an entry needs dtype, shape and data_offsets\)$/);
+  assert.throws(
+    () => SafetensorsFile.open(file),
+    /^FileFormatError: nodtype\.safetensors: tensor 'w': field 'dtype' is missing \(an entry needs dtype, shape and data_offsets\)$/,
+  );
   fs.writeFileSync(file, header('{"w":{"dtype":"F99","shape":[0],"data_offsets":[0,0]}}'));
-  assert.throws(() => SafetensorsFile.open(file), /tensor 'w': unknown dtype "F99" \(expected one of BOOL, U8, .*F32.*\)$/);
+  assert.throws(
+    () => SafetensorsFile.open(file),
+    /tensor 'w': unknown dtype "F99" \(expected one of BOOL, U8, .*F32.*\)$/,
+  );
 });
 
 test('info reports a malformed tokenizer as malformed, not as "not found"', async () => {
-  const dir = folder('info-model', { 'tokenizer.bin': Buffer.from(fs.readFileSync(TOK).subarray(0, 1000)) });
+  const dir = folder('info-model', {
+    'tokenizer.bin': Buffer.from(fs.readFileSync(TOK).subarray(0, 1000)),
+  });
   fs.copyFileSync(MODEL, path.join(dir, 'model.bin'));
   const lines: string[] = [];
   const original = console.log;
@@ -123,7 +180,10 @@ test('info reports a malformed tokenizer as malformed, not as "not found"', asyn
   } finally {
     console.log = original;
   }
-  assert.match(missing.find((l) => l.startsWith('tokenizer'))!, /^tokenizer\s+not found \(/);
+  assert.match(
+    missing.find((l) => l.startsWith('tokenizer'))!,
+    /^tokenizer\s+not found \(/,
+  );
 });
 
 test('a truncated tokenizer.bin read without a vocab size never encodes to undefined ids', () => {
@@ -138,9 +198,16 @@ test('a truncated tokenizer.bin read without a vocab size never encodes to undef
   const tok = loadTokenizer(file) as Llama2cTokenizer;
   assert.equal(tok.vocabSize, 300);
   assert.ok(full.tokens.length === 512);
-  for (const text of ['Once upon a time, there was a little girl.', 'héllo wörld ✓', ' leading space']) {
+  for (const text of [
+    'Once upon a time, there was a little girl.',
+    'héllo wörld ✓',
+    ' leading space',
+  ]) {
     const ids = tok.encode(text);
-    assert.ok(ids.every((id) => Number.isInteger(id) && id >= 0 && id < 300), `${text}: ${JSON.stringify(ids)}`);
+    assert.ok(
+      ids.every((id) => Number.isInteger(id) && id >= 0 && id < 300),
+      `${text}: ${JSON.stringify(ids)}`,
+    );
     assert.equal(tok.decode(ids, { skipSpecialTokens: true }), text);
   }
   // A file whose byte tokens are not where run.c expects them is refused, naming the file.
@@ -148,18 +215,39 @@ test('a truncated tokenizer.bin read without a vocab size never encodes to undef
   shuffled.write('<0xZZ>', 66, 'latin1'); // token 4's text (tokens: 4-byte header, then score, length, bytes each)
   const bad = path.join(tmp, 'badbytes.bin');
   fs.writeFileSync(bad, shuffled);
-  assert.throws(() => loadTokenizer(bad), /badbytes\.bin: token 4 is "<0xZZ>"; expected the byte token <0x01> \(ids 3\.\.258 are the 256 byte tokens\)$/);
+  assert.throws(
+    () => loadTokenizer(bad),
+    /badbytes\.bin: token 4 is "<0xZZ>"; expected the byte token <0x01> \(ids 3\.\.258 are the 256 byte tokens\)$/,
+  );
 });
 
 test('a PEFT adapter_config.json missing a field says which, and that it is missing', () => {
-  const dir = folder('adapter', { 'adapter_config.json': JSON.stringify({ peft_type: 'LORA', lora_alpha: 16 }), 'adapter_model.safetensors': '' });
-  assert.throws(() => loadPeftAdapter(dir), (e: Error) => e.message === `${path.join(dir, 'adapter_config.json')}: r: Invalid input: expected number, but the field is missing`);
+  const dir = folder('adapter', {
+    'adapter_config.json': JSON.stringify({ peft_type: 'LORA', lora_alpha: 16 }),
+    'adapter_model.safetensors': '',
+  });
+  assert.throws(
+    () => loadPeftAdapter(dir),
+    (e: Error) =>
+      e.message ===
+      `${path.join(dir, 'adapter_config.json')}: r: Invalid input: expected number, but the field is missing`,
+  );
 });
 
 test('a GGUF whose vocabulary metadata is incomplete is named when loaded as a tokenizer', async () => {
   const { writeGguf } = await import('../src/io/gguf-writer.js');
   const { GgufValueType } = await import('../src/io/gguf.js');
   const file = path.join(tmp, 'novocab.gguf');
-  writeGguf(file, [{ key: 'general.architecture', type: GgufValueType.STRING, value: 'llama' }, { key: 'tokenizer.ggml.model', type: GgufValueType.STRING, value: 'llama' }], []);
-  assert.throws(() => loadTokenizer(file), (e: Error) => e.message.startsWith(`${file}: `) && /tokenizer\.ggml\.tokens/.test(e.message));
+  writeGguf(
+    file,
+    [
+      { key: 'general.architecture', type: GgufValueType.STRING, value: 'llama' },
+      { key: 'tokenizer.ggml.model', type: GgufValueType.STRING, value: 'llama' },
+    ],
+    [],
+  );
+  assert.throws(
+    () => loadTokenizer(file),
+    (e: Error) => e.message.startsWith(`${file}: `) && /tokenizer\.ggml\.tokens/.test(e.message),
+  );
 });

@@ -16,7 +16,8 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-regex-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const QUICK = { timeout: 60_000 };
 
-const LLAMA3 = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const LLAMA3 =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const GPT2 = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 test('nested unbounded repetition is found; real tokenizer patterns pass', () => {
@@ -29,38 +30,75 @@ test('nested unbounded repetition is found; real tokenizer patterns pass', () =>
   ] as const) {
     assert.equal(catastrophicBacktracking(pattern), nested, pattern);
   }
-  for (const pattern of [LLAMA3, GPT2, '(?:\\r?\\n)+', '[(a+)+]', '\\(a+\\)+', '(ab)+', '(a{1,3})+', ' ?\\p{L}+', '▁']) {
+  for (const pattern of [
+    LLAMA3,
+    GPT2,
+    '(?:\\r?\\n)+',
+    '[(a+)+]',
+    '\\(a+\\)+',
+    '(ab)+',
+    '(a{1,3})+',
+    ' ?\\p{L}+',
+    '▁',
+  ]) {
     assert.equal(catastrophicBacktracking(pattern), null, pattern);
   }
 });
 
-test('a tokenizer.json with a backtracking normalizer or pre-tokenizer regex is refused at load, naming file, field and pattern', QUICK, async () => {
-  const json = JSON.parse(readTokenizerFixture('tinyllama/tokenizer.json.gz').toString('utf8')) as Record<string, unknown>;
-  const folder = (name: string, edit: Record<string, unknown>): string => {
-    const dir = path.join(tmp, name);
-    fs.mkdirSync(dir);
-    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, ...edit }));
-    return dir;
-  };
-  const norm = folder('normalizer', {
-    normalizer: { type: 'Sequence', normalizers: [{ type: 'Replace', pattern: { Regex: '(a+)+b' }, content: 'x' }] },
-  });
-  const file = path.join(norm, 'tokenizer.json');
-  assert.throws(
-    () => loadTokenizer(norm),
-    (e: Error) =>
-      e.message ===
-      `${file}: field 'normalizer.normalizers[0].pattern.Regex' "(a+)+b" repeats a group that itself repeats ("(a+)+"): such a pattern can backtrack for ever on a short text; rewrite it without nested repetition`,
-  );
-  const pre = folder('pre', { pre_tokenizer: { type: 'Split', pattern: { Regex: '(\\w+\\s?)*$' }, behavior: 'Isolated', invert: false } });
-  assert.throws(() => loadTokenizer(pre), /tokenizer\.json: field 'pre_tokenizer\.pattern\.Regex' "\(\\\\w\+\\\\s\?\)\*\$" repeats a group that itself repeats/);
+test(
+  'a tokenizer.json with a backtracking normalizer or pre-tokenizer regex is refused at load, naming file, field and pattern',
+  QUICK,
+  async () => {
+    const json = JSON.parse(
+      readTokenizerFixture('tinyllama/tokenizer.json.gz').toString('utf8'),
+    ) as Record<string, unknown>;
+    const folder = (name: string, edit: Record<string, unknown>): string => {
+      const dir = path.join(tmp, name);
+      fs.mkdirSync(dir);
+      fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify({ ...json, ...edit }));
+      return dir;
+    };
+    const norm = folder('normalizer', {
+      normalizer: {
+        type: 'Sequence',
+        normalizers: [{ type: 'Replace', pattern: { Regex: '(a+)+b' }, content: 'x' }],
+      },
+    });
+    const file = path.join(norm, 'tokenizer.json');
+    assert.throws(
+      () => loadTokenizer(norm),
+      (e: Error) =>
+        e.message ===
+        `${file}: field 'normalizer.normalizers[0].pattern.Regex' "(a+)+b" repeats a group that itself repeats ("(a+)+"): such a pattern can backtrack for ever on a short text; rewrite it without nested repetition`,
+    );
+    const pre = folder('pre', {
+      pre_tokenizer: {
+        type: 'Split',
+        pattern: { Regex: '(\\w+\\s?)*$' },
+        behavior: 'Isolated',
+        invert: false,
+      },
+    });
+    assert.throws(
+      () => loadTokenizer(pre),
+      /tokenizer\.json: field 'pre_tokenizer\.pattern\.Regex' "\(\\\\w\+\\\\s\?\)\*\$" repeats a group that itself repeats/,
+    );
 
-  // `data inspect` on a 41-character row stops at once with the same message instead of hanging.
-  const data = path.join(tmp, 'row.jsonl');
-  fs.writeFileSync(data, `${JSON.stringify({ text: `${'a'.repeat(40)}!` })}\n`);
-  await assert.rejects(main(['data', 'inspect', data, '--model', norm]), /repeats a group that itself repeats/);
+    // `data inspect` on a 41-character row stops at once with the same message instead of hanging.
+    const data = path.join(tmp, 'row.jsonl');
+    fs.writeFileSync(data, `${JSON.stringify({ text: `${'a'.repeat(40)}!` })}\n`);
+    await assert.rejects(
+      main(['data', 'inspect', data, '--model', norm]),
+      /repeats a group that itself repeats/,
+    );
 
-  // The same tokenizer with a harmless pattern loads and tokenizes.
-  const ok = folder('ok', { normalizer: { type: 'Sequence', normalizers: [{ type: 'Replace', pattern: { Regex: '(ab)+' }, content: 'x' }] } });
-  assert.ok(loadTokenizer(ok).encode(`${'a'.repeat(40)}!`).length > 0);
-});
+    // The same tokenizer with a harmless pattern loads and tokenizes.
+    const ok = folder('ok', {
+      normalizer: {
+        type: 'Sequence',
+        normalizers: [{ type: 'Replace', pattern: { Regex: '(ab)+' }, content: 'x' }],
+      },
+    });
+    assert.ok(loadTokenizer(ok).encode(`${'a'.repeat(40)}!`).length > 0);
+  },
+);

@@ -25,7 +25,15 @@ function hfFolder(name: string, edit: (config: Record<string, unknown>) => void)
   fs.mkdirSync(dir, { recursive: true });
   const ck = openCheckpoint(here('../fixtures/stories260K/stories260K.bin'));
   try {
-    writeSafetensors(path.join(dir, 'model.safetensors'), ck.tensorNames.map((n) => ({ name: n, dtype: 'F32', shape: [...ck.shapeOf(n)], data: ck.loadTensor(n) })));
+    writeSafetensors(
+      path.join(dir, 'model.safetensors'),
+      ck.tensorNames.map((n) => ({
+        name: n,
+        dtype: 'F32',
+        shape: [...ck.shapeOf(n)],
+        data: ck.loadTensor(n),
+      })),
+    );
     const config = configToHf(ck.config);
     edit(config);
     fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
@@ -35,20 +43,32 @@ function hfFolder(name: string, edit: (config: Record<string, unknown>) => void)
   return dir;
 }
 
-test('config.json num_hidden_layers beyond the tensors present is refused before building the layer table', QUICK, () => {
-  const ok = hfFolder('ok', () => {});
-  openCheckpoint(ok).close();
-  const dir = hfFolder('layers', (c) => (c.num_hidden_layers = 2147483648));
-  assert.throws(
-    () => openCheckpoint(dir),
-    (e: Error) => e instanceof FileFormatError && /^config\.json: num_hidden_layers = 2147483648 is not a plausible size/.test(e.message),
-  );
-  // Plausible but more layers than the file holds tensors for.
-  const many = hfFolder('many', (c) => (c.num_hidden_layers = 9000));
-  assert.throws(() => openCheckpoint(many), /^FileFormatError: many: config\.json num_hidden_layers = 9000 needs at least 81000 tensors .* the weights hold \d+$/);
-  const wide = hfFolder('wide', (c) => (c.vocab_size = 2 ** 40));
-  assert.throws(() => openCheckpoint(wide), /config\.json: vocab_size = 1099511627776 is not a plausible size/);
-});
+test(
+  'config.json num_hidden_layers beyond the tensors present is refused before building the layer table',
+  QUICK,
+  () => {
+    const ok = hfFolder('ok', () => {});
+    openCheckpoint(ok).close();
+    const dir = hfFolder('layers', (c) => (c.num_hidden_layers = 2147483648));
+    assert.throws(
+      () => openCheckpoint(dir),
+      (e: Error) =>
+        e instanceof FileFormatError &&
+        /^config\.json: num_hidden_layers = 2147483648 is not a plausible size/.test(e.message),
+    );
+    // Plausible but more layers than the file holds tensors for.
+    const many = hfFolder('many', (c) => (c.num_hidden_layers = 9000));
+    assert.throws(
+      () => openCheckpoint(many),
+      /^FileFormatError: many: config\.json num_hidden_layers = 9000 needs at least 81000 tensors .* the weights hold \d+$/,
+    );
+    const wide = hfFolder('wide', (c) => (c.vocab_size = 2 ** 40));
+    assert.throws(
+      () => openCheckpoint(wide),
+      /config\.json: vocab_size = 1099511627776 is not a plausible size/,
+    );
+  },
+);
 
 test('GGUF block_count 2^31-1 is refused against the tensor count', QUICK, () => {
   const gguf = Buffer.from(fs.readFileSync(here('../fixtures/stories260K/stories260K.gguf')));
@@ -58,24 +78,40 @@ test('GGUF block_count 2^31-1 is refused against the tensor count', QUICK, () =>
   assert.equal(gguf.readUInt32LE(at + key.length), 4); // value type u32
   for (const [value, pattern] of [
     [2 ** 31 - 1, /metadata 'llama\.block_count' = 2147483647 is not a plausible size/],
-    [5000, /metadata 'llama\.block_count' = 5000 needs at least 45000 tensors .* the weights hold \d+/],
+    [
+      5000,
+      /metadata 'llama\.block_count' = 5000 needs at least 45000 tensors .* the weights hold \d+/,
+    ],
   ] as const) {
     gguf.writeUInt32LE(value, at + key.length + 4);
     const file = path.join(tmp, 'blocks.gguf');
     fs.writeFileSync(file, gguf);
-    assert.throws(() => openCheckpoint(file), (e: Error) => e instanceof FileFormatError && e.message.startsWith('blocks.gguf: ') && pattern.test(e.message));
+    assert.throws(
+      () => openCheckpoint(file),
+      (e: Error) =>
+        e instanceof FileFormatError &&
+        e.message.startsWith('blocks.gguf: ') &&
+        pattern.test(e.message),
+    );
   }
 });
 
-test('llama2.c n_layers 1,048,576 is refused by the file size before the tensor table is built', QUICK, () => {
-  const bin = Buffer.from(fs.readFileSync(here('../fixtures/stories260K/stories260K.bin')));
-  bin.writeInt32LE(1 << 20, 8); // dim, hidden_dim, n_layers
-  const file = path.join(tmp, 'layers.bin');
-  fs.writeFileSync(file, bin);
-  const started = process.memoryUsage().rss;
-  assert.throws(() => openCheckpoint(file), /^FileFormatError: layers\.bin: file size \d+ does not match the v0 header \(.*layers 1048576.*\): expected \d+ bytes$/);
-  assert.ok(process.memoryUsage().rss - started < 256 << 20, 'no per-layer table was built');
-});
+test(
+  'llama2.c n_layers 1,048,576 is refused by the file size before the tensor table is built',
+  QUICK,
+  () => {
+    const bin = Buffer.from(fs.readFileSync(here('../fixtures/stories260K/stories260K.bin')));
+    bin.writeInt32LE(1 << 20, 8); // dim, hidden_dim, n_layers
+    const file = path.join(tmp, 'layers.bin');
+    fs.writeFileSync(file, bin);
+    const started = process.memoryUsage().rss;
+    assert.throws(
+      () => openCheckpoint(file),
+      /^FileFormatError: layers\.bin: file size \d+ does not match the v0 header \(.*layers 1048576.*\): expected \d+ bytes$/,
+    );
+    assert.ok(process.memoryUsage().rss - started < 256 << 20, 'no per-layer table was built');
+  },
+);
 
 test('a tokenizer.json id of 2^31 is refused, naming the file and field', QUICK, () => {
   const json = JSON.parse(readTokenizerFixture('tinyllama/tokenizer.json.gz').toString('utf8')) as {
@@ -92,9 +128,20 @@ test('a tokenizer.json id of 2^31 is refused, naming the file and field', QUICK,
   };
   assert.equal(loadTokenizer(write('good', () => {})).vocabSize, 32000);
   const added = write('added', (j) => (j.added_tokens[0]!.id = 2 ** 31));
-  assert.throws(() => loadTokenizer(added), (e: Error) => e.message === `${path.join(added, 'tokenizer.json')}: field 'added_tokens[0].id' = 2147483648 is beyond any id a vocabulary of 32003 tokens uses (expected 0..65029)`);
+  assert.throws(
+    () => loadTokenizer(added),
+    (e: Error) =>
+      e.message ===
+      `${path.join(added, 'tokenizer.json')}: field 'added_tokens[0].id' = 2147483648 is beyond any id a vocabulary of 32003 tokens uses (expected 0..65029)`,
+  );
   const vocab = write('vocab', (j) => (j.model.vocab['▁the'] = 2 ** 31));
-  assert.throws(() => loadTokenizer(vocab), /tokenizer\.json: field 'model\.vocab\["▁the"\]' = 2147483648 is beyond any id/);
+  assert.throws(
+    () => loadTokenizer(vocab),
+    /tokenizer\.json: field 'model\.vocab\["▁the"\]' = 2147483648 is beyond any id/,
+  );
   const negative = write('negative', (j) => (j.model.vocab['▁the'] = -1));
-  assert.throws(() => loadTokenizer(negative), /tokenizer\.json: field 'model\.vocab\["▁the"\]' must be a non-negative integer token id \(found -1\)/);
+  assert.throws(
+    () => loadTokenizer(negative),
+    /tokenizer\.json: field 'model\.vocab\["▁the"\]' must be a non-negative integer token id \(found -1\)/,
+  );
 });

@@ -20,13 +20,19 @@ import { GgufReader } from '../src/io/gguf.js';
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 const BIN = here('../fixtures/stories260K/stories260K.bin');
 const GGUF = here('../fixtures/stories260K/stories260K.gguf');
-const REFERENCE = JSON.parse(fs.readFileSync(here('../fixtures/stories260K/stories260K.reference.json'), 'utf8')) as {
+const REFERENCE = JSON.parse(
+  fs.readFileSync(here('../fixtures/stories260K/stories260K.reference.json'), 'utf8'),
+) as {
   teacher_forced_nll: { token_ids: number[]; per_token_nll_nats: number[] };
   logits_pos0_after_bos: { all: number[] };
 };
 
 /** Teacher-forced per-token NLL with HF conventions (rotate_half RoPE), in float64. */
-function referenceForward(ck: Checkpoint, ids: number[], rotateHalf = true): { nll: number[]; logits0: Float64Array } {
+function referenceForward(
+  ck: Checkpoint,
+  ids: number[],
+  rotateHalf = true,
+): { nll: number[]; logits0: Float64Array } {
   const c = ck.config;
   const W = (n: string): Float32Array => ck.loadTensor(n);
   const hd = c.headDim;
@@ -65,10 +71,17 @@ function referenceForward(ck: Checkpoint, ids: number[], rotateHalf = true): { n
   const layers = Array.from({ length: c.numLayers }, (_, l) => {
     const p = `model.layers.${l}.`;
     return {
-      att: W(`${p}input_layernorm.weight`), q: W(`${p}self_attn.q_proj.weight`), k: W(`${p}self_attn.k_proj.weight`),
-      v: W(`${p}self_attn.v_proj.weight`), o: W(`${p}self_attn.o_proj.weight`), ffn: W(`${p}post_attention_layernorm.weight`),
-      gate: W(`${p}mlp.gate_proj.weight`), up: W(`${p}mlp.up_proj.weight`), down: W(`${p}mlp.down_proj.weight`),
-      keys: [] as Float64Array[], values: [] as Float64Array[],
+      att: W(`${p}input_layernorm.weight`),
+      q: W(`${p}self_attn.q_proj.weight`),
+      k: W(`${p}self_attn.k_proj.weight`),
+      v: W(`${p}self_attn.v_proj.weight`),
+      o: W(`${p}self_attn.o_proj.weight`),
+      ffn: W(`${p}post_attention_layernorm.weight`),
+      gate: W(`${p}mlp.gate_proj.weight`),
+      up: W(`${p}mlp.up_proj.weight`),
+      down: W(`${p}mlp.down_proj.weight`),
+      keys: [] as Float64Array[],
+      values: [] as Float64Array[],
     };
   });
   const norm = W('model.norm.weight');
@@ -77,7 +90,9 @@ function referenceForward(ck: Checkpoint, ids: number[], rotateHalf = true): { n
   const nll: number[] = [];
   let logits0: Float64Array = new Float64Array(0);
   for (let pos = 0; pos < ids.length - 1; pos++) {
-    let x = Float64Array.from(embed.subarray(ids[pos]! * c.hiddenSize, (ids[pos]! + 1) * c.hiddenSize));
+    let x = Float64Array.from(
+      embed.subarray(ids[pos]! * c.hiddenSize, (ids[pos]! + 1) * c.hiddenSize),
+    );
     for (const L of layers) {
       const h = rmsnorm(x, L.att);
       const q = matvec(L.q, h, c.numHeads * hd);
@@ -98,7 +113,8 @@ function referenceForward(ck: Checkpoint, ids: number[], rotateHalf = true): { n
         const e = scores.map((s) => Math.exp(s - m));
         const z = e.reduce((a, b) => a + b, 0);
         for (let t = 0; t < e.length; t++) {
-          for (let i = 0; i < hd; i++) att[hh * hd + i] += (e[t]! / z) * L.values[t]![kvh * hd + i]!;
+          for (let i = 0; i < hd; i++)
+            att[hh * hd + i] += (e[t]! / z) * L.values[t]![kvh * hd + i]!;
         }
       }
       x = x.map((v, i) => v + matvec(L.o, att, c.hiddenSize)[i]!);
@@ -129,13 +145,25 @@ test('stories260K: .bin and .gguf give the same config (context length aside) an
     assert.equal(b.config.maxPositionEmbeddings, 2048);
     assert.deepEqual({ ...b.config, maxPositionEmbeddings: 512 }, a.config);
     assert.deepEqual(
-      { v: a.config.vocabSize, d: a.config.hiddenSize, f: a.config.intermediateSize, l: a.config.numLayers, h: a.config.numHeads, kv: a.config.numKvHeads, hd: a.config.headDim },
+      {
+        v: a.config.vocabSize,
+        d: a.config.hiddenSize,
+        f: a.config.intermediateSize,
+        l: a.config.numLayers,
+        h: a.config.numHeads,
+        kv: a.config.numKvHeads,
+        hd: a.config.headDim,
+      },
       { v: 512, d: 64, f: 172, l: 5, h: 8, kv: 4, hd: 8 },
     );
     assert.equal(a.config.rmsNormEps, 1e-5);
     assert.equal(b.config.rmsNormEps, 1e-5);
     assert.equal(a.config.tieWordEmbeddings, true);
-    assert.equal(b.config.tieWordEmbeddings, true, 'GGUF output.weight is a byte copy of token_embd, so tied');
+    assert.equal(
+      b.config.tieWordEmbeddings,
+      true,
+      'GGUF output.weight is a byte copy of token_embd, so tied',
+    );
     assert.ok(!a.has('lm_head.weight'));
     assert.deepEqual(a.tensorNames, b.tensorNames);
     assert.equal(a.tensorNames.length, 2 + 5 * 9);
@@ -157,13 +185,23 @@ test('canonical Q/K rows are the un-permuted (rotate_half) layout of the stored 
     const stored = g.readF32('blk.1.attn_k.weight');
     const canon = ck.loadTensor('model.layers.1.self_attn.k_proj.weight');
     // formats.md §4.4: stored row 2i+j of a head ← HF row j·hd/2 + i (hd = 8, 4 kv heads, 64 cols).
-    for (const [h, i, j] of [[0, 0, 1], [1, 3, 0], [3, 2, 1]] as const) {
+    for (const [h, i, j] of [
+      [0, 0, 1],
+      [1, 3, 0],
+      [3, 2, 1],
+    ] as const) {
       const hfRow = h * 8 + j * 4 + i;
       const storedRow = h * 8 + 2 * i + j;
-      assert.deepEqual(canon.subarray(hfRow * 64, hfRow * 64 + 64), stored.subarray(storedRow * 64, storedRow * 64 + 64));
+      assert.deepEqual(
+        canon.subarray(hfRow * 64, hfRow * 64 + 64),
+        stored.subarray(storedRow * 64, storedRow * 64 + 64),
+      );
     }
     assert.deepEqual(permuteToInterleavedRows(canon, 4, 64), stored);
-    assert.deepEqual(ck.loadTensor('model.layers.1.self_attn.v_proj.weight'), g.readF32('blk.1.attn_v.weight'));
+    assert.deepEqual(
+      ck.loadTensor('model.layers.1.self_attn.v_proj.weight'),
+      g.readF32('blk.1.attn_v.weight'),
+    );
   } finally {
     ck.close();
     g.close();
@@ -185,13 +223,20 @@ test('HF-convention forward over canonical tensors reproduces the reference NLL 
     try {
       const { nll, logits0 } = referenceForward(ck, ids);
       for (let i = 0; i < expected.length; i++) {
-        assert.ok(Math.abs(nll[i]! - expected[i]!) < 1e-4, `${path.basename(file)} token ${i}: nll ${nll[i]} vs ${expected[i]}`);
+        assert.ok(
+          Math.abs(nll[i]! - expected[i]!) < 1e-4,
+          `${path.basename(file)} token ${i}: nll ${nll[i]} vs ${expected[i]}`,
+        );
       }
       const ref0 = REFERENCE.logits_pos0_after_bos.all;
-      for (let i = 0; i < ref0.length; i++) assert.ok(Math.abs(logits0[i]! - ref0[i]!) < 1e-3 * (1 + Math.abs(ref0[i]!)));
+      for (let i = 0; i < ref0.length; i++)
+        assert.ok(Math.abs(logits0[i]! - ref0[i]!) < 1e-3 * (1 + Math.abs(ref0[i]!)));
       // Negative control: canonical (rotate_half) rows with llama2.c-style pairs give different NLLs.
       const wrong = referenceForward(ck, ids.slice(0, 8), false).nll;
-      assert.ok(wrong.some((v, i) => Math.abs(v - expected[i]!) > 1e-2), 'layout mismatch must be detectable');
+      assert.ok(
+        wrong.some((v, i) => Math.abs(v - expected[i]!) > 1e-2),
+        'layout mismatch must be detectable',
+      );
     } finally {
       ck.close();
     }
@@ -209,7 +254,12 @@ test('HF folder (single file and sharded index) round-trips the canonical tensor
     const cfg = JSON.stringify(configToHf(src.config), null, 2);
     fs.writeFileSync(path.join(single, 'config.json'), cfg);
     fs.writeFileSync(path.join(sharded, 'config.json'), cfg);
-    const all = src.tensorNames.map((name) => ({ name, dtype: 'F32', shape: [...src.shapeOf(name)], data: src.loadTensor(name) }));
+    const all = src.tensorNames.map((name) => ({
+      name,
+      dtype: 'F32',
+      shape: [...src.shapeOf(name)],
+      data: src.loadTensor(name),
+    }));
     writeSafetensors(path.join(single, 'model.safetensors'), all, { format: 'pt' });
     const half = Math.ceil(all.length / 2);
     const shards = [all.slice(0, half), all.slice(half)];
@@ -230,7 +280,8 @@ test('HF folder (single file and sharded index) round-trips the canonical tensor
         assert.equal(ck.source, 'hf');
         assert.deepEqual(ck.config, src.config);
         assert.deepEqual(ck.tensorNames, src.tensorNames);
-        for (const name of src.tensorNames) assert.deepEqual(ck.loadTensor(name), src.loadTensor(name), name);
+        for (const name of src.tensorNames)
+          assert.deepEqual(ck.loadTensor(name), src.loadTensor(name), name);
       } finally {
         ck.close();
       }
@@ -240,7 +291,10 @@ test('HF folder (single file and sharded index) round-trips the canonical tensor
     fs.mkdirSync(broken);
     fs.writeFileSync(path.join(broken, 'config.json'), cfg);
     writeSafetensors(path.join(broken, 'model.safetensors'), all.slice(1));
-    assert.throws(() => openCheckpoint(broken), /broken: checkpoint lacks tensor 'model\.embed_tokens\.weight'/);
+    assert.throws(
+      () => openCheckpoint(broken),
+      /broken: checkpoint lacks tensor 'model\.embed_tokens\.weight'/,
+    );
   } finally {
     src.close();
     fs.rmSync(dir, { recursive: true, force: true });

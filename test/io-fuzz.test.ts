@@ -31,7 +31,7 @@ function loadCheckpoint(file: string): void {
 function loadSafetensors(file: string): void {
   const st = SafetensorsFile.open(file);
   try {
-    for (const t of st.tensors.values()) (t.dtype === 'U8' ? st.readRaw(t.name) : st.readF32(t.name));
+    for (const t of st.tensors.values()) t.dtype === 'U8' ? st.readRaw(t.name) : st.readF32(t.name);
   } finally {
     st.close();
   }
@@ -42,15 +42,24 @@ function loadVocabGguf(file: string): void {
 }
 
 /** Runs `load` on `bytes` written as `name`; returns 'ok' or 'rejected' and fails on anything else. */
-function attempt(name: string, bytes: Uint8Array, load: (f: string) => void, what: string): 'ok' | 'rejected' {
+function attempt(
+  name: string,
+  bytes: Uint8Array,
+  load: (f: string) => void,
+  what: string,
+): 'ok' | 'rejected' {
   const file = path.join(tmp, name);
   fs.writeFileSync(file, bytes);
   try {
     load(file);
     return 'ok';
   } catch (e) {
-    if (!(e instanceof FileFormatError)) assert.fail(`${what}: non-format error ${(e as Error)?.stack ?? String(e)}`);
-    assert.ok(e.message.startsWith(`${name}: `), `${what}: message does not name the file: ${e.message}`);
+    if (!(e instanceof FileFormatError))
+      assert.fail(`${what}: non-format error ${(e as Error)?.stack ?? String(e)}`);
+    assert.ok(
+      e.message.startsWith(`${name}: `),
+      `${what}: message does not name the file: ${e.message}`,
+    );
     assert.ok(!/[\r\n]/.test(e.message), `${what}: multi-line message`);
     return 'rejected';
   }
@@ -71,17 +80,61 @@ function subjects(): Subject[] {
   const ck = openCheckpoint(here('../fixtures/stories260K/stories260K.bin'));
   try {
     const names = ck.tensorNames.slice(0, 12);
-    writeSafetensors(stFile, names.map((n, i) => ({ name: n, dtype: ['F32', 'F16', 'BF16'][i % 3]!, shape: [...ck.shapeOf(n)], data: ck.loadTensor(n) })), { format: 'pt' });
+    writeSafetensors(
+      stFile,
+      names.map((n, i) => ({
+        name: n,
+        dtype: ['F32', 'F16', 'BF16'][i % 3]!,
+        shape: [...ck.shapeOf(n)],
+        data: ck.loadTensor(n),
+      })),
+      { format: 'pt' },
+    );
   } finally {
     ck.close();
   }
   const read = (p: string): Uint8Array => new Uint8Array(fs.readFileSync(p));
   return [
-    { name: 'stories260K.gguf', bytes: read(here('../fixtures/stories260K/stories260K.gguf')), load: loadCheckpoint, headerBytes: 14176, truncations: 60, flips: 60 },
-    { name: 'stories260K.bin', bytes: read(here('../fixtures/stories260K/stories260K.bin')), load: loadCheckpoint, headerBytes: 28, truncations: 30, flips: 40 },
-    { name: 'tok512.bin', bytes: read(here('../fixtures/stories260K/tok512.bin')), load: (f) => readLlama2cTokenizer(f, 512), headerBytes: 6227, truncations: 60, flips: 60 },
-    { name: 'vocab.gguf', bytes: read(here('../fixtures/gguf-vocab/ggml-vocab-llama-spm.gguf')), load: loadVocabGguf, headerBytes: 723869, truncations: 20, flips: 20 },
-    { name: 'model.safetensors', bytes: read(stFile), load: loadSafetensors, headerBytes: 1500, truncations: 40, flips: 60 },
+    {
+      name: 'stories260K.gguf',
+      bytes: read(here('../fixtures/stories260K/stories260K.gguf')),
+      load: loadCheckpoint,
+      headerBytes: 14176,
+      truncations: 60,
+      flips: 60,
+    },
+    {
+      name: 'stories260K.bin',
+      bytes: read(here('../fixtures/stories260K/stories260K.bin')),
+      load: loadCheckpoint,
+      headerBytes: 28,
+      truncations: 30,
+      flips: 40,
+    },
+    {
+      name: 'tok512.bin',
+      bytes: read(here('../fixtures/stories260K/tok512.bin')),
+      load: (f) => readLlama2cTokenizer(f, 512),
+      headerBytes: 6227,
+      truncations: 60,
+      flips: 60,
+    },
+    {
+      name: 'vocab.gguf',
+      bytes: read(here('../fixtures/gguf-vocab/ggml-vocab-llama-spm.gguf')),
+      load: loadVocabGguf,
+      headerBytes: 723869,
+      truncations: 20,
+      flips: 20,
+    },
+    {
+      name: 'model.safetensors',
+      bytes: read(stFile),
+      load: loadSafetensors,
+      headerBytes: 1500,
+      truncations: 40,
+      flips: 60,
+    },
   ];
 }
 
@@ -89,8 +142,28 @@ test('truncated files are rejected with one line naming the file', () => {
   const r = rng(7);
   for (const s of subjects()) {
     // Dense near the start (header fields), then spread over the file; never the full length.
-    const cuts = new Set<number>([0, 1, 3, 4, 7, 8, 15, 16, 23, 24, 27, 31, 32, 40, 64, s.bytes.length - 1]);
-    while (cuts.size < s.truncations) cuts.add(Math.floor(r() * Math.min(s.bytes.length, r() < 0.5 ? s.headerBytes + 64 : s.bytes.length)));
+    const cuts = new Set<number>([
+      0,
+      1,
+      3,
+      4,
+      7,
+      8,
+      15,
+      16,
+      23,
+      24,
+      27,
+      31,
+      32,
+      40,
+      64,
+      s.bytes.length - 1,
+    ]);
+    while (cuts.size < s.truncations)
+      cuts.add(
+        Math.floor(r() * Math.min(s.bytes.length, r() < 0.5 ? s.headerBytes + 64 : s.bytes.length)),
+      );
     for (const cut of cuts) {
       const outcome = attempt(s.name, s.bytes.subarray(0, cut), s.load, `${s.name} cut at ${cut}`);
       assert.equal(outcome, 'rejected', `${s.name} truncated to ${cut} bytes must not load`);
@@ -127,13 +200,37 @@ test('absurd counts, lengths and offsets are refused before allocating', () => {
   const firstKeyLen = Number(gguf.readBigUInt64LE(24));
   const firstType = 32 + firstKeyLen; // first kv is the token list: ARRAY of STRING
   const cases: [string, Buffer, RegExp][] = [
-    ['huge tensor count', at((b) => b.writeBigUInt64LE(2n ** 60n, 8)), /tensor count .* (absurdly large|needs at least)/],
-    ['huge kv count', at((b) => b.writeBigUInt64LE(2n ** 40n, 16)), /metadata count 1099511627776 needs at least/],
-    ['u64 max key length', at((b) => b.writeBigUInt64LE(2n ** 64n - 1n, 24)), /metadata key #0 length 18446744073709551615 is absurdly large/],
-    ['key length past end', at((b) => b.writeBigUInt64LE(10n ** 9n, 24)), /metadata key #0 \[offset 32, 1000000000 bytes\] runs past end of file/],
+    [
+      'huge tensor count',
+      at((b) => b.writeBigUInt64LE(2n ** 60n, 8)),
+      /tensor count .* (absurdly large|needs at least)/,
+    ],
+    [
+      'huge kv count',
+      at((b) => b.writeBigUInt64LE(2n ** 40n, 16)),
+      /metadata count 1099511627776 needs at least/,
+    ],
+    [
+      'u64 max key length',
+      at((b) => b.writeBigUInt64LE(2n ** 64n - 1n, 24)),
+      /metadata key #0 length 18446744073709551615 is absurdly large/,
+    ],
+    [
+      'key length past end',
+      at((b) => b.writeBigUInt64LE(10n ** 9n, 24)),
+      /metadata key #0 \[offset 32, 1000000000 bytes\] runs past end of file/,
+    ],
     ['unknown value type', at((b) => b.writeUInt32LE(77, firstType)), /unknown GGUF value type 77/],
-    ['array count too big', at((b) => b.writeBigUInt64LE(2n ** 50n, firstType + 8)), /array count 1125899906842624 needs at least/],
-    ['bad array element type', at((b) => b.writeUInt32LE(13, firstType + 4)), /unknown GGUF array element type 13/],
+    [
+      'array count too big',
+      at((b) => b.writeBigUInt64LE(2n ** 50n, firstType + 8)),
+      /array count 1125899906842624 needs at least/,
+    ],
+    [
+      'bad array element type',
+      at((b) => b.writeUInt32LE(13, firstType + 4)),
+      /unknown GGUF array element type 13/,
+    ],
     ['version 1', at((b) => b.writeUInt32LE(1, 4)), /version 1 is not supported/],
     ['big-endian', at((b) => b.writeUInt32BE(3, 4)), /big-endian GGUF is not supported/],
     ['bad magic', at((b) => b.write('GGUX', 0)), /not a GGUF file/],
@@ -141,7 +238,14 @@ test('absurd counts, lengths and offsets are refused before allocating', () => {
   for (const [what, bytes, pattern] of cases) {
     const file = path.join(tmp, 'absurd.gguf');
     fs.writeFileSync(file, bytes);
-    assert.throws(() => GgufReader.open(file), (e: Error) => e instanceof FileFormatError && /^absurd\.gguf: /.test(e.message) && pattern.test(e.message), what);
+    assert.throws(
+      () => GgufReader.open(file),
+      (e: Error) =>
+        e instanceof FileFormatError &&
+        /^absurd\.gguf: /.test(e.message) &&
+        pattern.test(e.message),
+      what,
+    );
   }
   // A tensor whose offset points past the end: patch the last tensor info's offset (just before the alignment padding).
   const r = GgufReader.open(here('../fixtures/stories260K/stories260K.gguf'));
@@ -151,20 +255,40 @@ test('absurd counts, lengths and offsets are refused before allocating', () => {
   const offsetField = idx + last.name.length + 4 + 8 * last.ne.length + 4;
   assert.equal(Number(gguf.readBigUInt64LE(offsetField)), last.relativeOffset);
   const file = path.join(tmp, 'model.gguf');
-  fs.writeFileSync(file, at((b) => b.writeBigUInt64LE(BigInt(last.relativeOffset + 32 * 1000), offsetField)));
-  assert.throws(() => GgufReader.open(file), new RegExp(`^FileFormatError: model\\.gguf: tensor '${last.name.replace(/\./g, '\\.')}' data \\[offset \\d+, 256 bytes\\] runs past end of file \\(size 1185376\\)$`));
-  fs.writeFileSync(file, at((b) => b.writeBigUInt64LE(BigInt(last.relativeOffset + 4), offsetField)));
+  fs.writeFileSync(
+    file,
+    at((b) => b.writeBigUInt64LE(BigInt(last.relativeOffset + 32 * 1000), offsetField)),
+  );
+  assert.throws(
+    () => GgufReader.open(file),
+    new RegExp(
+      `^FileFormatError: model\\.gguf: tensor '${last.name.replace(/\./g, '\\.')}' data \\[offset \\d+, 256 bytes\\] runs past end of file \\(size 1185376\\)$`,
+    ),
+  );
+  fs.writeFileSync(
+    file,
+    at((b) => b.writeBigUInt64LE(BigInt(last.relativeOffset + 4), offsetField)),
+  );
   assert.throws(() => GgufReader.open(file), /is not aligned to 32/);
-  fs.writeFileSync(file, at((b) => b.writeBigUInt64LE(0n, offsetField)));
+  fs.writeFileSync(
+    file,
+    at((b) => b.writeBigUInt64LE(0n, offsetField)),
+  );
   assert.throws(() => GgufReader.open(file), /overlaps tensor/);
 
   // llama2.c header with an absurd dim and a tokenizer with an absurd token length.
   const bin = Buffer.from(fs.readFileSync(here('../fixtures/stories260K/stories260K.bin')));
   bin.writeInt32LE(2 ** 31 - 1, 0);
   fs.writeFileSync(path.join(tmp, 'm.bin'), bin);
-  assert.throws(() => openCheckpoint(path.join(tmp, 'm.bin')), /^FileFormatError: m\.bin: header dim = 2147483647 is not a plausible size/);
+  assert.throws(
+    () => openCheckpoint(path.join(tmp, 'm.bin')),
+    /^FileFormatError: m\.bin: header dim = 2147483647 is not a plausible size/,
+  );
   const tok = Buffer.from(fs.readFileSync(here('../fixtures/stories260K/tok512.bin')));
   tok.writeInt32LE(2 ** 31 - 1, 8); // token 0 length
   fs.writeFileSync(path.join(tmp, 't.bin'), tok);
-  assert.throws(() => readLlama2cTokenizer(path.join(tmp, 't.bin'), 512), /^FileFormatError: t\.bin: token 0 length 2147483647 is outside 0\.\.max_token_length 7/);
+  assert.throws(
+    () => readLlama2cTokenizer(path.join(tmp, 't.bin'), 512),
+    /^FileFormatError: t\.bin: token 0 length 2147483647 is outside 0\.\.max_token_length 7/,
+  );
 });

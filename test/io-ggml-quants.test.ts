@@ -13,7 +13,14 @@ import { writeGguf } from '../src/io/gguf-writer.js';
 import { rng } from './util.js';
 
 /** f16 bit patterns of the powers of two we use as block scales. */
-const F16 = { '0.5': 0x3800, '-0.03125': 0xa800, '1.5': 0x3e00, '0.25': 0x3400, '0.125': 0x3000, '0.0625': 0x2c00 } as const;
+const F16 = {
+  '0.5': 0x3800,
+  '-0.03125': 0xa800,
+  '1.5': 0x3e00,
+  '0.25': 0x3400,
+  '0.125': 0x3000,
+  '0.0625': 0x2c00,
+} as const;
 
 function randInt(r: () => number, lo: number, hi: number): number {
   return lo + Math.floor(r() * (hi - lo + 1));
@@ -24,7 +31,10 @@ function setF16(b: Uint8Array, at: number, bits: number): void {
   b[at + 1] = bits >> 8;
 }
 
-function q8_0(blocks: { d: number; dBits: number }[], r: () => number): { bytes: Uint8Array; expected: number[] } {
+function q8_0(
+  blocks: { d: number; dBits: number }[],
+  r: () => number,
+): { bytes: Uint8Array; expected: number[] } {
   const bytes = new Uint8Array(34 * blocks.length);
   const expected: number[] = [];
   blocks.forEach(({ d, dBits }, b) => {
@@ -38,7 +48,10 @@ function q8_0(blocks: { d: number; dBits: number }[], r: () => number): { bytes:
   return { bytes, expected };
 }
 
-function q4_0(blocks: { d: number; dBits: number }[], r: () => number): { bytes: Uint8Array; expected: number[] } {
+function q4_0(
+  blocks: { d: number; dBits: number }[],
+  r: () => number,
+): { bytes: Uint8Array; expected: number[] } {
   const bytes = new Uint8Array(18 * blocks.length);
   const expected: number[] = [];
   blocks.forEach(({ d, dBits }, b) => {
@@ -54,7 +67,13 @@ function q4_0(blocks: { d: number; dBits: number }[], r: () => number): { bytes:
 }
 
 /** One Q4_K super-block: 8 sub-blocks of 32 with 6-bit (scale, min) packed into 12 bytes. */
-function q4_K(r: () => number, d: number, dBits: number, dmin: number, dminBits: number): { bytes: Uint8Array; expected: number[] } {
+function q4_K(
+  r: () => number,
+  d: number,
+  dBits: number,
+  dmin: number,
+  dminBits: number,
+): { bytes: Uint8Array; expected: number[] } {
   const bytes = new Uint8Array(144);
   setF16(bytes, 0, dBits);
   setF16(bytes, 2, dminBits);
@@ -84,7 +103,11 @@ function q4_K(r: () => number, d: number, dBits: number, dmin: number, dminBits:
 }
 
 /** One Q6_K super-block: 6-bit quants split into ql (low 4) / qh (high 2), 16 int8 scales. */
-function q6_K(r: () => number, d: number, dBits: number): { bytes: Uint8Array; expected: number[] } {
+function q6_K(
+  r: () => number,
+  d: number,
+  dBits: number,
+): { bytes: Uint8Array; expected: number[] } {
   const bytes = new Uint8Array(210);
   const scales = Array.from({ length: 16 }, () => randInt(r, -128, 127));
   scales.forEach((v, i) => (bytes[192 + i] = v & 0xff));
@@ -103,7 +126,10 @@ function q6_K(r: () => number, d: number, dBits: number): { bytes: Uint8Array; e
   return { bytes, expected };
 }
 
-function roundTrip(tensors: { name: string; shape: number[]; type: number; data: Uint8Array }[], check: (r: GgufReader) => void): void {
+function roundTrip(
+  tensors: { name: string; shape: number[]; type: number; data: Uint8Array }[],
+  check: (r: GgufReader) => void,
+): void {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-q-'));
   try {
     const f = path.join(dir, 'q.gguf');
@@ -121,21 +147,47 @@ function roundTrip(tensors: { name: string; shape: number[]; type: number; data:
 
 test('Q8_0, Q4_0, Q4_K, Q6_K, F16 and BF16 tensors dequantize to the block formulas', () => {
   const r = rng(42);
-  const a = q8_0([{ d: 0.5, dBits: F16['0.5'] }, { d: -0.03125, dBits: F16['-0.03125'] }, { d: 0.5, dBits: F16['0.5'] }, { d: 0.5, dBits: F16['0.5'] }], r);
-  const b = q4_0([{ d: 1.5, dBits: F16['1.5'] }, { d: 0.25, dBits: F16['0.25'] }], r);
+  const a = q8_0(
+    [
+      { d: 0.5, dBits: F16['0.5'] },
+      { d: -0.03125, dBits: F16['-0.03125'] },
+      { d: 0.5, dBits: F16['0.5'] },
+      { d: 0.5, dBits: F16['0.5'] },
+    ],
+    r,
+  );
+  const b = q4_0(
+    [
+      { d: 1.5, dBits: F16['1.5'] },
+      { d: 0.25, dBits: F16['0.25'] },
+    ],
+    r,
+  );
   const k1 = q4_K(r, 0.25, F16['0.25'], 0.125, F16['0.125']);
   const k2 = q4_K(r, 0.0625, F16['0.0625'], 0.5, F16['0.5']);
   const s1 = q6_K(r, 0.0625, F16['0.0625']);
   const s2 = q6_K(r, 0.25, F16['0.25']);
   // F16: 1, -2, 0.5, 65504, smallest subnormal 2^-24; BF16: 1, -3.5, 2^100, 0.
-  const f16 = new Uint8Array(new Uint16Array([0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0, 0, 0]).buffer);
+  const f16 = new Uint8Array(
+    new Uint16Array([0x3c00, 0xc000, 0x3800, 0x7bff, 0x0001, 0, 0, 0]).buffer,
+  );
   const bf16 = new Uint8Array(new Uint16Array([0x3f80, 0xc060, 0x7180, 0x0000]).buffer);
   roundTrip(
     [
       { name: 'q8', shape: [2, 64], type: GgmlType.Q8_0, data: a.bytes },
       { name: 'q4', shape: [1, 64], type: GgmlType.Q4_0, data: b.bytes },
-      { name: 'q4k', shape: [2, 256], type: GgmlType.Q4_K, data: new Uint8Array([...k1.bytes, ...k2.bytes]) },
-      { name: 'q6k', shape: [512], type: GgmlType.Q6_K, data: new Uint8Array([...s1.bytes, ...s2.bytes]) },
+      {
+        name: 'q4k',
+        shape: [2, 256],
+        type: GgmlType.Q4_K,
+        data: new Uint8Array([...k1.bytes, ...k2.bytes]),
+      },
+      {
+        name: 'q6k',
+        shape: [512],
+        type: GgmlType.Q6_K,
+        data: new Uint8Array([...s1.bytes, ...s2.bytes]),
+      },
       { name: 'h', shape: [2, 4], type: GgmlType.F16, data: f16 },
       { name: 'b', shape: [4], type: GgmlType.BF16, data: bf16 },
     ],
@@ -153,10 +205,16 @@ test('Q8_0, Q4_0, Q4_K, Q6_K, F16 and BF16 tensors dequantize to the block formu
 });
 
 test('sized but unsupported types and unknown type ids give clear errors', () => {
-  roundTrip([{ name: 'q5k', shape: [256], type: GgmlType.Q5_K, data: new Uint8Array(176) }], (g) => {
-    assert.throws(() => g.readF32('q5k'), /q\.gguf: tensor 'q5k' has type Q5_K, which cannot be loaded \(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K\)/);
-    assert.equal(g.readRaw('q5k').length, 176);
-  });
+  roundTrip(
+    [{ name: 'q5k', shape: [256], type: GgmlType.Q5_K, data: new Uint8Array(176) }],
+    (g) => {
+      assert.throws(
+        () => g.readF32('q5k'),
+        /q\.gguf: tensor 'q5k' has type Q5_K, which cannot be loaded \(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K\)/,
+      );
+      assert.equal(g.readRaw('q5k').length, 176);
+    },
+  );
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-q-'));
   try {
     const f = path.join(dir, 'bad.gguf');
@@ -171,7 +229,10 @@ test('sized but unsupported types and unknown type ids give clear errors', () =>
     const odd = Buffer.from(bytes);
     odd.writeBigUInt64LE(16n, 37);
     fs.writeFileSync(f, odd);
-    assert.throws(() => GgufReader.open(f), /bad\.gguf: tensor 'x': innermost dimension 16 is not a multiple of Q8_0 block size 32/);
+    assert.throws(
+      () => GgufReader.open(f),
+      /bad\.gguf: tensor 'x': innermost dimension 16 is not a multiple of Q8_0 block size 32/,
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -65,7 +65,8 @@ test('stories260K.gguf tensor table: 48 F32 tensors, data at 14176, dims reverse
     const v = r.readF32('blk.2.ffn_gate.weight');
     const t = r.tensor('blk.2.ffn_gate.weight');
     assert.equal(v.length, 172 * 64);
-    for (const i of [0, 1, 777, v.length - 1]) assert.equal(v[i], whole.readFloatLE(t.offset + 4 * i));
+    for (const i of [0, 1, 777, v.length - 1])
+      assert.equal(v[i], whole.readFloatLE(t.offset + 4 * i));
     assert.throws(() => r.readF32('nope'), /stories260K\.gguf: no tensor named 'nope'/);
   } finally {
     r.close();
@@ -126,19 +127,56 @@ test('every metadata value type round-trips through the writer; v2 files parse t
         { key: 'arr.i32', type: T.ARRAY, elemType: T.I32, value: Int32Array.from([-1, 7]) },
         { key: 'arr.u8', type: T.ARRAY, elemType: T.U8, value: Uint8Array.from([0, 200]) },
         { key: 'arr.bool', type: T.ARRAY, elemType: T.BOOL, value: [true, false] },
-        { key: 'arr.u64', type: T.ARRAY, elemType: T.U64, value: BigUint64Array.from([1n, 2n ** 60n]) },
+        {
+          key: 'arr.u64',
+          type: T.ARRAY,
+          elemType: T.U64,
+          value: BigUint64Array.from([1n, 2n ** 60n]),
+        },
         { key: 'arr.empty', type: T.ARRAY, elemType: T.F64, value: new Float64Array(0) },
-        { key: 'arr.nested', type: T.ARRAY, elemType: [T.ARRAY, T.I16], value: [Int16Array.from([1, -2]), new Int16Array(0)] },
-        { key: 'arr.nested.str', type: T.ARRAY, elemType: [T.ARRAY, T.STRING], value: [['x'], ['y', 'z']] },
+        {
+          key: 'arr.nested',
+          type: T.ARRAY,
+          elemType: [T.ARRAY, T.I16],
+          value: [Int16Array.from([1, -2]), new Int16Array(0)],
+        },
+        {
+          key: 'arr.nested.str',
+          type: T.ARRAY,
+          elemType: [T.ARRAY, T.STRING],
+          value: [['x'], ['y', 'z']],
+        },
         { key: 'general.alignment', type: T.U32, value: 64 },
       ],
-      [{ name: 't', shape: [3], type: 0, data: new Uint8Array(Float32Array.from([1, 2, 3]).buffer) }],
+      [
+        {
+          name: 't',
+          shape: [3],
+          type: 0,
+          data: new Uint8Array(Float32Array.from([1, 2, 3]).buffer),
+        },
+      ],
     );
     const g = readGgufMetadata(f);
     const m = g.metadata;
     assert.deepEqual(
-      ['u8', 'i8', 'u16', 'i16', 'u32', 'i32', 'f32', 'f64', 'bool', 'str', 'u64', 'i64'].map((k) => m.get(k)),
-      [255, -128, 65535, -32768, 4294967295, -2147483648, 0.5, 0.1, true, 'héllo ▁ wörld', 2 ** 53 - 1, -5],
+      ['u8', 'i8', 'u16', 'i16', 'u32', 'i32', 'f32', 'f64', 'bool', 'str', 'u64', 'i64'].map((k) =>
+        m.get(k),
+      ),
+      [
+        255,
+        -128,
+        65535,
+        -32768,
+        4294967295,
+        -2147483648,
+        0.5,
+        0.1,
+        true,
+        'héllo ▁ wörld',
+        2 ** 53 - 1,
+        -5,
+      ],
     );
     assert.equal(m.get('u64big'), 2n ** 63n, 'u64 beyond 2^53 stays a bigint');
     assert.deepEqual(m.get('arr.str'), ['a', '', 'ü']);

@@ -18,7 +18,15 @@ test('stories260K.bin v0 header and tensor layout', () => {
   const ck = Llama2cCheckpoint.open(BIN);
   try {
     assert.deepEqual(ck.header, {
-      version: 0, dim: 64, hiddenDim: 172, nLayers: 5, nHeads: 8, nKvHeads: 4, vocabSize: 512, seqLen: 512, sharedClassifier: true,
+      version: 0,
+      dim: 64,
+      hiddenDim: 172,
+      nLayers: 5,
+      nHeads: 8,
+      nKvHeads: 4,
+      vocabSize: 512,
+      seqLen: 512,
+      sharedClassifier: true,
     });
     assert.equal(ck.tensor('token_embedding').offset, 28);
     // rms_att follows the 512×64 embedding: 28 + 4·32768.
@@ -39,17 +47,30 @@ function rewrite(dir: string): { v1: string; v0Unshared: string; wcls: Float32Ar
   try {
     const h = ck.header;
     const t = (n: string): Buffer => Buffer.from(ck.readF32(n).buffer);
-    const layers = (kind: string): Buffer[] => Array.from({ length: h.nLayers }, (_, l) => t(`layers.${l}.${kind}`));
+    const layers = (kind: string): Buffer[] =>
+      Array.from({ length: h.nLayers }, (_, l) => t(`layers.${l}.${kind}`));
     // An unshared classifier distinct from the embedding, so a mix-up would show.
     const wcls = ck.readF32('token_embedding').map((v, i) => v * 0.5 + (i % 7));
     const v1Header = Buffer.alloc(256);
     v1Header.writeUInt32LE(0x616b3432, 0);
     v1Header.writeInt32LE(1, 4);
-    [h.dim, h.hiddenDim, h.nLayers, h.nHeads, h.nKvHeads, h.vocabSize, h.seqLen].forEach((v, i) => v1Header.writeInt32LE(v, 8 + 4 * i));
+    [h.dim, h.hiddenDim, h.nLayers, h.nHeads, h.nKvHeads, h.vocabSize, h.seqLen].forEach((v, i) =>
+      v1Header.writeInt32LE(v, 8 + 4 * i),
+    );
     v1Header.writeUInt8(0, 36); // unshared
     const v1 = Buffer.concat([
-      v1Header, ...layers('rms_att'), ...layers('rms_ffn'), t('rms_final'), t('token_embedding'),
-      ...layers('wq'), ...layers('wk'), ...layers('wv'), ...layers('wo'), ...layers('w1'), ...layers('w2'), ...layers('w3'),
+      v1Header,
+      ...layers('rms_att'),
+      ...layers('rms_ffn'),
+      t('rms_final'),
+      t('token_embedding'),
+      ...layers('wq'),
+      ...layers('wk'),
+      ...layers('wv'),
+      ...layers('wo'),
+      ...layers('w1'),
+      ...layers('w2'),
+      ...layers('w3'),
       Buffer.from(wcls.buffer),
     ]);
     const original = fs.readFileSync(BIN);
@@ -76,7 +97,8 @@ test('v1 and unshared-classifier v0 files load the same canonical tensors plus l
         assert.equal(ck.source, 'llama2c');
         assert.deepEqual(ck.config, { ...base.config, tieWordEmbeddings: false });
         assert.deepEqual(ck.tensorNames, [...base.tensorNames, 'lm_head.weight']);
-        for (const n of base.tensorNames) assert.deepEqual(ck.loadTensor(n), base.loadTensor(n), `${file} ${n}`);
+        for (const n of base.tensorNames)
+          assert.deepEqual(ck.loadTensor(n), base.loadTensor(n), `${file} ${n}`);
         assert.deepEqual(ck.loadTensor('lm_head.weight'), wcls);
       } finally {
         ck.close();
@@ -94,18 +116,30 @@ test('header and size checks', () => {
     const original = fs.readFileSync(BIN);
     const f = path.join(dir, 'm.bin');
     const cases: [string, (b: Buffer) => Buffer, RegExp][] = [
-      ['truncated', (b) => b.subarray(0, b.length - 4), /m\.bin: file size 1056536 does not match the v0 header .* expected 1056540 bytes/],
+      [
+        'truncated',
+        (b) => b.subarray(0, b.length - 4),
+        /m\.bin: file size 1056536 does not match the v0 header .* expected 1056540 bytes/,
+      ],
       ['zero heads', (b) => (b.writeInt32LE(0, 12), b), /n_heads = 0 is not a plausible size/],
       ['kv not dividing', (b) => (b.writeInt32LE(3, 16), b), /not a multiple of n_kv_heads 3/],
-      ['v2', (b) => Buffer.concat([Buffer.from([0x32, 0x34, 0x6b, 0x61, 2, 0, 0, 0]), b]), /version 2 \(Q8_0/],
-      ['v1 bad flag', (b) => {
-        const h = Buffer.alloc(256);
-        h.writeUInt32LE(0x616b3432, 0);
-        h.writeInt32LE(1, 4);
-        b.copy(h, 8, 0, 28);
-        h.writeUInt8(7, 36);
-        return Buffer.concat([h, b.subarray(28)]);
-      }, /shared_classifier flag 7/],
+      [
+        'v2',
+        (b) => Buffer.concat([Buffer.from([0x32, 0x34, 0x6b, 0x61, 2, 0, 0, 0]), b]),
+        /version 2 \(Q8_0/,
+      ],
+      [
+        'v1 bad flag',
+        (b) => {
+          const h = Buffer.alloc(256);
+          h.writeUInt32LE(0x616b3432, 0);
+          h.writeInt32LE(1, 4);
+          b.copy(h, 8, 0, 28);
+          h.writeUInt8(7, 36);
+          return Buffer.concat([h, b.subarray(28)]);
+        },
+        /shared_classifier flag 7/,
+      ],
     ];
     for (const [what, mutate, pattern] of cases) {
       fs.writeFileSync(f, mutate(Buffer.from(original)));
@@ -137,6 +171,12 @@ test('tok512.bin: 512 pieces with llama2.c spellings; same pieces and scores as 
   }
   // Without a vocab size the file is read to its end; a wrong size is reported.
   assert.equal(readLlama2cTokenizer(TOK).tokens.length, 512);
-  assert.throws(() => readLlama2cTokenizer(TOK, 500), /tok512\.bin: \d+ trailing bytes after 500 tokens/);
-  assert.throws(() => readLlama2cTokenizer(TOK, 600), /tok512\.bin: token 512 score .*runs past end of file/);
+  assert.throws(
+    () => readLlama2cTokenizer(TOK, 500),
+    /tok512\.bin: \d+ trailing bytes after 500 tokens/,
+  );
+  assert.throws(
+    () => readLlama2cTokenizer(TOK, 600),
+    /tok512\.bin: token 512 score .*runs past end of file/,
+  );
 });

@@ -5,7 +5,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { FileFormatError } from '../src/io/binary-reader.js';
-import { SafetensorsCollection, SafetensorsFile, writeSafetensors, writeSafetensorsIndex } from '../src/io/safetensors.js';
+import {
+  SafetensorsCollection,
+  SafetensorsFile,
+  writeSafetensors,
+  writeSafetensorsIndex,
+} from '../src/io/safetensors.js';
 import { randn } from './util.js';
 
 function tmpdir(): string {
@@ -80,7 +85,14 @@ test('F16/BF16 writes round to nearest even (bit patterns from the IEEE definiti
     const file = path.join(dir, 'r.safetensors');
     // 0.1 → f16 0x2E66; 1 + 2^-11 (tie) → 1.0 (even); 1 + 3·2^-11 (tie) → 1 + 2^-9; 70000 → +inf;
     // 2^-25 (tie at half the smallest subnormal) → 0; 3·2^-26 → 2^-24.
-    const vals = Float32Array.from([0.1, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 70000, 2 ** -25, 3 * 2 ** -26]);
+    const vals = Float32Array.from([
+      0.1,
+      1 + 2 ** -11,
+      1 + 3 * 2 ** -11,
+      70000,
+      2 ** -25,
+      3 * 2 ** -26,
+    ]);
     // bf16: 1 + 2^-8 (tie) → 1.0; 1 + 3·2^-8 (tie) → 1 + 2^-6.
     const bvals = Float32Array.from([1 + 2 ** -8, 1 + 3 * 2 ** -8]);
     writeSafetensors(file, [
@@ -89,7 +101,10 @@ test('F16/BF16 writes round to nearest even (bit patterns from the IEEE definiti
     ]);
     const st = SafetensorsFile.open(file);
     try {
-      assert.deepEqual(Array.from(new Uint16Array(st.readRaw('h').buffer)), [0x2e66, 0x3c00, 0x3c02, 0x7c00, 0x0000, 0x0001]);
+      assert.deepEqual(
+        Array.from(new Uint16Array(st.readRaw('h').buffer)),
+        [0x2e66, 0x3c00, 0x3c02, 0x7c00, 0x0000, 0x0001],
+      );
       assert.deepEqual(Array.from(st.readF32('b')), [1, 1 + 2 ** -6]);
     } finally {
       st.close();
@@ -102,8 +117,12 @@ test('F16/BF16 writes round to nearest even (bit patterns from the IEEE definiti
 test('sharded index: collection resolves each tensor to its shard; bad indexes are rejected', () => {
   const dir = tmpdir();
   try {
-    writeSafetensors(path.join(dir, 's1.safetensors'), [{ name: 'a', dtype: 'F32', shape: [2], data: Float32Array.from([1, 2]) }]);
-    writeSafetensors(path.join(dir, 's2.safetensors'), [{ name: 'b', dtype: 'F16', shape: [1], data: Float32Array.from([3]) }]);
+    writeSafetensors(path.join(dir, 's1.safetensors'), [
+      { name: 'a', dtype: 'F32', shape: [2], data: Float32Array.from([1, 2]) },
+    ]);
+    writeSafetensors(path.join(dir, 's2.safetensors'), [
+      { name: 'b', dtype: 'F16', shape: [1], data: Float32Array.from([3]) },
+    ]);
     writeSafetensorsIndex(dir, { a: 's1.safetensors', b: 's2.safetensors' }, 10);
     const c = SafetensorsCollection.fromIndex(path.join(dir, 'model.safetensors.index.json'));
     try {
@@ -115,11 +134,20 @@ test('sharded index: collection resolves each tensor to its shard; bad indexes a
       c.close();
     }
     writeSafetensorsIndex(dir, { a: 's1.safetensors', b: 's1.safetensors' }, 10);
-    assert.throws(() => SafetensorsCollection.fromIndex(path.join(dir, 'model.safetensors.index.json')), /puts 'b' in s1\.safetensors, which lacks it/);
+    assert.throws(
+      () => SafetensorsCollection.fromIndex(path.join(dir, 'model.safetensors.index.json')),
+      /puts 'b' in s1\.safetensors, which lacks it/,
+    );
     writeSafetensorsIndex(dir, { a: '../s1.safetensors' }, 10);
-    assert.throws(() => SafetensorsCollection.fromIndex(path.join(dir, 'model.safetensors.index.json')), /invalid shard/);
+    assert.throws(
+      () => SafetensorsCollection.fromIndex(path.join(dir, 'model.safetensors.index.json')),
+      /invalid shard/,
+    );
     writeSafetensorsIndex(dir, { a: 'nope.safetensors' }, 10);
-    assert.throws(() => SafetensorsCollection.fromIndex(path.join(dir, 'model.safetensors.index.json')), /nope\.safetensors: cannot open/);
+    assert.throws(
+      () => SafetensorsCollection.fromIndex(path.join(dir, 'model.safetensors.index.json')),
+      /nope\.safetensors: cannot open/,
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -128,29 +156,73 @@ test('sharded index: collection resolves each tensor to its shard; bad indexes a
 test('header validation: each malformed header gives a one-line error naming the file', () => {
   const dir = tmpdir();
   const f = path.join(dir, 'bad.safetensors');
-  const t = (shape: number[], off: [number, number], dtype = 'F32') => ({ dtype, shape, data_offsets: off });
+  const t = (shape: number[], off: [number, number], dtype = 'F32') => ({
+    dtype,
+    shape,
+    data_offsets: off,
+  });
   const cases: [string, () => void, RegExp][] = [
-    ['overlap', () => handMade(f, { a: t([2], [0, 8]), b: t([2], [4, 12]) }, new Uint8Array(12)), /overlaps/],
-    ['hole', () => handMade(f, { a: t([1], [0, 4]), b: t([1], [8, 12]) }, new Uint8Array(12)), /hole \[4, 8\)/],
-    ['uncovered tail', () => handMade(f, { a: t([1], [0, 4]) }, new Uint8Array(8)), /cover 4 bytes but the buffer holds 8/],
-    ['past end', () => handMade(f, { a: t([4], [0, 16]) }, new Uint8Array(8)), /runs past end of buffer/],
-    ['size mismatch', () => handMade(f, { a: t([3], [0, 8]) }, new Uint8Array(8)), /is 12 bytes but data_offsets span 8/],
-    ['unknown dtype', () => handMade(f, { a: t([2], [0, 8], 'F12') }, new Uint8Array(8)), /unknown dtype "F12"/],
+    [
+      'overlap',
+      () => handMade(f, { a: t([2], [0, 8]), b: t([2], [4, 12]) }, new Uint8Array(12)),
+      /overlaps/,
+    ],
+    [
+      'hole',
+      () => handMade(f, { a: t([1], [0, 4]), b: t([1], [8, 12]) }, new Uint8Array(12)),
+      /hole \[4, 8\)/,
+    ],
+    [
+      'uncovered tail',
+      () => handMade(f, { a: t([1], [0, 4]) }, new Uint8Array(8)),
+      /cover 4 bytes but the buffer holds 8/,
+    ],
+    [
+      'past end',
+      () => handMade(f, { a: t([4], [0, 16]) }, new Uint8Array(8)),
+      /runs past end of buffer/,
+    ],
+    [
+      'size mismatch',
+      () => handMade(f, { a: t([3], [0, 8]) }, new Uint8Array(8)),
+      /is 12 bytes but data_offsets span 8/,
+    ],
+    [
+      'unknown dtype',
+      () => handMade(f, { a: t([2], [0, 8], 'F12') }, new Uint8Array(8)),
+      /unknown dtype "F12"/,
+    ],
     ['negative dim', () => handMade(f, { a: t([-2], [0, 8]) }, new Uint8Array(8)), /shape \[-2\]/],
-    ['reversed offsets', () => handMade(f, { a: t([0], [8, 0]) }, new Uint8Array(8)), /begin <= end/],
-    ['bad metadata', () => handMade(f, { __metadata__: { x: 1 } }, new Uint8Array(0)), /__metadata__ 'x' is not a string/],
+    [
+      'reversed offsets',
+      () => handMade(f, { a: t([0], [8, 0]) }, new Uint8Array(8)),
+      /begin <= end/,
+    ],
+    [
+      'bad metadata',
+      () => handMade(f, { __metadata__: { x: 1 } }, new Uint8Array(0)),
+      /__metadata__ 'x' is not a string/,
+    ],
     ['not json', () => handMade(f, null, new Uint8Array(0), '{"a": '), /not valid UTF-8 JSON/],
     ['not object', () => handMade(f, null, new Uint8Array(0), '[1,2]'), /does not start with '\{'/],
-    ['huge header length', () => {
-      const b = Buffer.alloc(16);
-      b.writeBigUInt64LE(2n ** 62n);
-      fs.writeFileSync(f, b);
-    }, /header length 4611686018427387904 exceeds/],
-    ['header past end', () => {
-      const b = Buffer.alloc(16);
-      b.writeBigUInt64LE(1000n);
-      fs.writeFileSync(f, b);
-    }, /header length 1000 runs past end of file \(size 16\)/],
+    [
+      'huge header length',
+      () => {
+        const b = Buffer.alloc(16);
+        b.writeBigUInt64LE(2n ** 62n);
+        fs.writeFileSync(f, b);
+      },
+      /header length 4611686018427387904 exceeds/,
+    ],
+    [
+      'header past end',
+      () => {
+        const b = Buffer.alloc(16);
+        b.writeBigUInt64LE(1000n);
+        fs.writeFileSync(f, b);
+      },
+      /header length 1000 runs past end of file \(size 16\)/,
+    ],
     ['tiny file', () => fs.writeFileSync(f, Buffer.alloc(3)), /too small/],
   ];
   try {
@@ -178,8 +250,18 @@ test('writer is atomic: a failed write leaves the previous file intact and no te
     const file = path.join(dir, 'keep.safetensors');
     writeSafetensors(file, [{ name: 'a', dtype: 'F32', shape: [1], data: Float32Array.from([5]) }]);
     const before = fs.readFileSync(file);
-    assert.throws(() => writeSafetensors(file, [{ name: 'a', dtype: 'F32', shape: [3], data: Float32Array.from([1]) }]), /1 values for shape \[3\]/);
-    assert.throws(() => writeSafetensors(file, [{ name: 'a', dtype: 'U8', shape: [2], data: new Uint8Array(3) }]), /needs 2 bytes, got 3/);
+    assert.throws(
+      () =>
+        writeSafetensors(file, [
+          { name: 'a', dtype: 'F32', shape: [3], data: Float32Array.from([1]) },
+        ]),
+      /1 values for shape \[3\]/,
+    );
+    assert.throws(
+      () =>
+        writeSafetensors(file, [{ name: 'a', dtype: 'U8', shape: [2], data: new Uint8Array(3) }]),
+      /needs 2 bytes, got 3/,
+    );
     assert.deepEqual(fs.readFileSync(file), before);
     assert.deepEqual(fs.readdirSync(dir), ['keep.safetensors']);
   } finally {

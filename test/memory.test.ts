@@ -28,7 +28,13 @@ interface Param {
   v: Tensor;
 }
 
-function param(be: Backend, shape: number[], seed: number, scale: number, init?: Float32Array): Param {
+function param(
+  be: Backend,
+  shape: number[],
+  seed: number,
+  scale: number,
+  init?: Float32Array,
+): Param {
   const size = shape.reduce((a, b) => a * b, 1);
   return {
     w: be.fromArray(init ?? randn(size, seed, scale), shape),
@@ -62,7 +68,11 @@ test('cpu: 200 training-like steps keep arena, native memory and RSS flat', asyn
   const labelValues = Int32Array.from(tokens.subarray(1, n + 1));
   for (let b = 0; b < B; b++) labelValues[b * T + T - 1] = -100; // no next token across rows
   const labels = be.fromArray(labelValues, [n], 'i32');
-  const positions = be.fromArray(Int32Array.from({ length: n }, (_, i) => i % T), [n], 'i32');
+  const positions = be.fromArray(
+    Int32Array.from({ length: n }, (_, i) => i % T),
+    [n],
+    'i32',
+  );
   const arena = be.createArena(0, 'step');
   const attn = { scale: 1 / Math.sqrt(D) };
   const tB = { transB: true };
@@ -159,7 +169,14 @@ test('cpu: 200 training-like steps keep arena, native memory and RSS flat', asyn
     for (const prm of Object.values(p)) be.sumOfSquares(prm.grad, sq, true);
     assert.ok(Number.isFinite(sq.data[0]!), `finite gradient norm at step ${step}`);
     for (const prm of Object.values(p)) {
-      be.adamw(prm.w, prm.grad, prm.m, prm.v, { lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step });
+      be.adamw(prm.w, prm.grad, prm.m, prm.v, {
+        lr: 3e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weightDecay: 0.01,
+        step,
+      });
     }
     arena.reset();
 
@@ -172,7 +189,11 @@ test('cpu: 200 training-like steps keep arena, native memory and RSS flat', asyn
   const rssAtStep200 = process.memoryUsage().rss;
 
   assert.equal(arena.capacity, capacityAfterWarmup, 'arena capacity stops growing after warm-up');
-  assert.equal(be.memoryStats().allocatedBytes, allocatedAfterWarmup, 'native allocated bytes are flat');
+  assert.equal(
+    be.memoryStats().allocatedBytes,
+    allocatedAfterWarmup,
+    'native allocated bytes are flat',
+  );
   const slack = 16 * 1024 * 1024;
   assert.ok(
     rssAtStep200 - rssAtStep20 < slack,

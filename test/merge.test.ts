@@ -35,7 +35,16 @@ for (const useRslora of [false, true]) {
   test(`merged model logits equal NF4 base + adapter logits (rsLoRA ${useRslora})`, async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-merge-'));
     try {
-      const lora: LoraConfig = { r: 4, alpha: 8, dropout: 0, useRslora, init: 'kaiming', seed: 1, targets: 'all-linear', layers: null };
+      const lora: LoraConfig = {
+        r: 4,
+        alpha: 8,
+        dropout: 0,
+        useRslora,
+        init: 'kaiming',
+        seed: 1,
+        targets: 'all-linear',
+        layers: null,
+      };
       const q = { quantType: 'nf4' as const, blocksize: 64, doubleQuant: true };
       const trained = await loadModel({ model: MODEL, quantization: q, lora });
       trained.model.parameters().forEach((p, i) => {
@@ -48,7 +57,10 @@ for (const useRslora of [false, true]) {
 
       const out = path.join(dir, 'merged');
       const ck = openCheckpoint(MODEL);
-      writeCheckpointAs(asQuantizedBase(ck, q), out, { adapter: loadPeftAdapter(adapterDir), dtype: 'f32' });
+      writeCheckpointAs(asQuantizedBase(ck, q), out, {
+        adapter: loadPeftAdapter(adapterDir),
+        dtype: 'f32',
+      });
       ck.close();
       const merged = await loadModel({ model: out });
       const got = await logits(merged.model);
@@ -59,7 +71,10 @@ for (const useRslora of [false, true]) {
       // The same merge written as a GGUF (Q/K permuted on the way) loads back with the same logits.
       const ggufOut = path.join(dir, 'merged.gguf');
       const ck3 = openCheckpoint(MODEL);
-      writeCheckpointAs(asQuantizedBase(ck3, q), ggufOut, { adapter: loadPeftAdapter(adapterDir), dtype: 'f32' });
+      writeCheckpointAs(asQuantizedBase(ck3, q), ggufOut, {
+        adapter: loadPeftAdapter(adapterDir),
+        dtype: 'f32',
+      });
       ck3.close();
       const fromGguf = await loadModel({ model: ggufOut });
       const ggufDiff = maxAbsDiff(await logits(fromGguf.model), want);
@@ -78,11 +93,35 @@ for (const useRslora of [false, true]) {
       // The CLI path end to end: merge, then generate from the merged folder.
       const cliOut = path.join(dir, 'cli');
       const cli = path.join(root, 'src', 'cli', 'run.ts');
-/** tsx's loader by URL, so child processes running in other folders find it. */
-const TSX = import.meta.resolve('tsx');
-      execFileSync(process.execPath, ['--import', TSX, cli, 'merge', '-m', MODEL, '-a', adapterDir, '-o', cliOut], { stdio: 'pipe' });
-      assert.ok(fs.existsSync(path.join(cliOut, 'model.safetensors')) && fs.existsSync(path.join(cliOut, 'config.json')));
-      const text = execFileSync(process.execPath, ['--import', TSX, cli, 'generate', '-m', cliOut, '-p', 'Once upon a time', '-n', '8', '-t', '0'], { encoding: 'utf8' });
+      /** tsx's loader by URL, so child processes running in other folders find it. */
+      const TSX = import.meta.resolve('tsx');
+      execFileSync(
+        process.execPath,
+        ['--import', TSX, cli, 'merge', '-m', MODEL, '-a', adapterDir, '-o', cliOut],
+        { stdio: 'pipe' },
+      );
+      assert.ok(
+        fs.existsSync(path.join(cliOut, 'model.safetensors')) &&
+          fs.existsSync(path.join(cliOut, 'config.json')),
+      );
+      const text = execFileSync(
+        process.execPath,
+        [
+          '--import',
+          TSX,
+          cli,
+          'generate',
+          '-m',
+          cliOut,
+          '-p',
+          'Once upon a time',
+          '-n',
+          '8',
+          '-t',
+          '0',
+        ],
+        { encoding: 'utf8' },
+      );
       assert.match(text, /^Once upon a time/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });

@@ -30,9 +30,12 @@ function randomSource(seed: number) {
   const c = config;
   for (const name of expectedTensorNames(c)) {
     let size = c.hiddenSize;
-    if (name.includes('embed_tokens') || name.startsWith('lm_head')) size = c.vocabSize * c.hiddenSize;
-    else if (name.includes('q_proj') || name.includes('o_proj')) size = c.numHeads * c.headDim * c.hiddenSize;
-    else if (name.includes('k_proj') || name.includes('v_proj')) size = c.numKvHeads * c.headDim * c.hiddenSize;
+    if (name.includes('embed_tokens') || name.startsWith('lm_head'))
+      size = c.vocabSize * c.hiddenSize;
+    else if (name.includes('q_proj') || name.includes('o_proj'))
+      size = c.numHeads * c.headDim * c.hiddenSize;
+    else if (name.includes('k_proj') || name.includes('v_proj'))
+      size = c.numKvHeads * c.headDim * c.hiddenSize;
     else if (name.includes('_proj')) size = c.intermediateSize * c.hiddenSize;
     shapes.set(name, size);
   }
@@ -41,7 +44,10 @@ function randomSource(seed: number) {
   for (const [name, size] of shapes) {
     const isNorm = name.includes('norm');
     const v = randn(size, seed + 101 * k++, isNorm ? 0.1 : 0.5);
-    values.set(name, Float32Array.from(v, (x) => (isNorm ? 1 + x : x)));
+    values.set(
+      name,
+      Float32Array.from(v, (x) => (isNorm ? 1 + x : x)),
+    );
   }
   return { has: (n: string) => values.has(n), load: (n: string) => values.get(n)! };
 }
@@ -64,7 +70,16 @@ async function build(dropout: number, quantizeHead: boolean): Promise<LlamaModel
     quantization: { quantType: 'nf4', blocksize: 32, doubleQuant: true },
     quantizeHead,
     quantizeEmbedding: quantizeHead,
-    lora: { r: 2, alpha: 3, dropout, useRslora: false, init: 'kaiming', seed: 5, targets: 'all-linear', layers: null },
+    lora: {
+      r: 2,
+      alpha: 3,
+      dropout,
+      useRslora: false,
+      init: 'kaiming',
+      seed: 5,
+      targets: 'all-linear',
+      layers: null,
+    },
   });
   // B starts at zero (PEFT init), which would make every dA zero: give B random values.
   model.parameters().forEach((p, i) => {
@@ -73,14 +88,23 @@ async function build(dropout: number, quantizeHead: boolean): Promise<LlamaModel
   return model;
 }
 
-for (const [dropout, quantizeHead] of [[0, false], [0.3, true]] as const) {
+for (const [dropout, quantizeHead] of [
+  [0, false],
+  [0.3, true],
+] as const) {
   test(`LoRA gradients through a 4-bit Llama equal finite differences (f64, dropout ${dropout}, ${quantizeHead ? '4-bit' : 'f64'} lm_head and embedding)`, async () => {
     const model = await build(dropout, quantizeHead);
     assert.equal(model.lmHead instanceof Linear4bit, quantizeHead);
     const be = model.backend;
     const arena = be.createArena(1 << 16, 'step');
     const layerArena = be.createArena(1 << 16, 'layer');
-    const opts: StepOptions = { training: true, stepSeed: 77, gradientCheckpointing: false, lossChunkRows: 3, gradScale: 1 };
+    const opts: StepOptions = {
+      training: true,
+      stepSeed: 77,
+      gradientCheckpointing: false,
+      lossChunkRows: 3,
+      gradScale: 1,
+    };
     const loss = async (): Promise<number> => {
       arena.reset();
       const r = await model.lossAndGradients(batch, arena, layerArena, opts, false);
@@ -96,8 +120,20 @@ for (const [dropout, quantizeHead] of [[0, false], [0.3, true]] as const) {
     // The same gradients with gradient checkpointing (recompute per layer).
     for (const p of params) p.zeroGrad();
     arena.reset();
-    await model.lossAndGradients(batch, arena, layerArena, { ...opts, gradientCheckpointing: true }, true);
-    params.forEach((p, i) => assert.deepEqual(Float64Array.from(p.grad!.data), analytic[i], `${p.name}: checkpointing changed the gradient`));
+    await model.lossAndGradients(
+      batch,
+      arena,
+      layerArena,
+      { ...opts, gradientCheckpointing: true },
+      true,
+    );
+    params.forEach((p, i) =>
+      assert.deepEqual(
+        Float64Array.from(p.grad!.data),
+        analytic[i],
+        `${p.name}: checkpointing changed the gradient`,
+      ),
+    );
 
     const h = 1e-6;
     let checked = 0;
@@ -113,12 +149,18 @@ for (const [dropout, quantizeHead] of [[0, false], [0.3, true]] as const) {
         data[j] = old;
         const numeric = (up - down) / (2 * h);
         const a = analytic[pi]![j]!;
-        assert.ok(Math.abs(a - numeric) <= 1e-6 + 1e-5 * Math.abs(numeric), `${p.name}[${j}]: analytic ${a} vs numeric ${numeric}`);
+        assert.ok(
+          Math.abs(a - numeric) <= 1e-6 + 1e-5 * Math.abs(numeric),
+          `${p.name}[${j}]: analytic ${a} vs numeric ${numeric}`,
+        );
         checked++;
       }
     }
     assert.equal(checked, params.length * 3);
-    assert.ok(analytic.some((g) => g.some((x) => Math.abs(x) > 1e-4)), 'gradients are not all ~0');
+    assert.ok(
+      analytic.some((g) => g.some((x) => Math.abs(x) > 1e-4)),
+      'gradients are not all ~0',
+    );
     arena.dispose();
     layerArena.dispose();
     model.dispose();

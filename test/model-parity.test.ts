@@ -24,7 +24,10 @@ const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 test('TinyLlama-shaped random model: HF folder and GGUF give bit-identical logits', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-parity-'));
   try {
-    const hfJson = { ...JSON.parse(fs.readFileSync(path.join(root, 'fixtures', 'tinyllama-config.json'), 'utf8')), num_hidden_layers: 1 };
+    const hfJson = {
+      ...JSON.parse(fs.readFileSync(path.join(root, 'fixtures', 'tinyllama-config.json'), 'utf8')),
+      num_hidden_layers: 1,
+    };
     const config = configFromHf(hfJson);
     assert.equal(config.hiddenSize, 2048);
     assert.equal(config.numKvHeads, 4);
@@ -32,14 +35,31 @@ test('TinyLlama-shaped random model: HF folder and GGUF give bit-identical logit
     fs.mkdirSync(hfDir);
     fs.writeFileSync(path.join(hfDir, 'config.json'), JSON.stringify(hfJson));
     const tok = path.join(root, 'fixtures', 'tokenizers', 'tinyllama');
-    fs.writeFileSync(path.join(hfDir, 'tokenizer.json'), zlib.gunzipSync(fs.readFileSync(path.join(tok, 'tokenizer.json.gz'))));
-    fs.copyFileSync(path.join(tok, 'tokenizer_config.json'), path.join(hfDir, 'tokenizer_config.json'));
+    fs.writeFileSync(
+      path.join(hfDir, 'tokenizer.json'),
+      zlib.gunzipSync(fs.readFileSync(path.join(tok, 'tokenizer.json.gz'))),
+    );
+    fs.copyFileSync(
+      path.join(tok, 'tokenizer_config.json'),
+      path.join(hfDir, 'tokenizer_config.json'),
+    );
     const src = syntheticSource(config, 77);
-    writeSafetensors(path.join(hfDir, 'model.safetensors'), src.names.map((name) => ({ name, dtype: 'F16', shape: src.shape(name), data: src.load(name) })));
+    writeSafetensors(
+      path.join(hfDir, 'model.safetensors'),
+      src.names.map((name) => ({
+        name,
+        dtype: 'F16',
+        shape: src.shape(name),
+        data: src.load(name),
+      })),
+    );
 
     const ggufPath = path.join(dir, 'model.gguf');
     const hf = openCheckpoint(hfDir);
-    exportGgufModel(hf, ggufPath, { dtype: 'f16', vocab: vocabFromHfFolder(hfDir, config.vocabSize) });
+    exportGgufModel(hf, ggufPath, {
+      dtype: 'f16',
+      vocab: vocabFromHfFolder(hfDir, config.vocabSize),
+    });
     // The GGUF really holds the interleaved (permuted) Q rows.
     const reader = GgufReader.open(ggufPath);
     const q = hf.loadTensor('model.layers.0.self_attn.q_proj.weight');
@@ -56,7 +76,9 @@ test('TinyLlama-shaped random model: HF folder and GGUF give bit-identical logit
       ck.close();
       const arena = be.createArena(1 << 24);
       const cache = new KvCache(model, 16);
-      const out = Float32Array.from(await model.forwardCached(ids, cache, arena, ids.length).read());
+      const out = Float32Array.from(
+        await model.forwardCached(ids, cache, arena, ids.length).read(),
+      );
       cache.dispose();
       arena.dispose();
       model.dispose();

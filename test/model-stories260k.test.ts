@@ -14,8 +14,15 @@ import { KvCache } from '../src/models/llama.js';
 import { loadTokenizer } from '../src/tokenizer/index.js';
 import { maxAbsDiff } from './util.js';
 
-const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'stories260K');
-const reference = JSON.parse(fs.readFileSync(path.join(dir, 'stories260K.reference.json'), 'utf8')) as {
+const dir = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  'fixtures',
+  'stories260K',
+);
+const reference = JSON.parse(
+  fs.readFileSync(path.join(dir, 'stories260K.reference.json'), 'utf8'),
+) as {
   greedy_from_bos: { token_ids: number[]; text?: string };
   logits_pos0_after_bos: { all: number[] };
   teacher_forced_nll: { token_ids: number[]; per_token_nll_nats: number[] };
@@ -40,7 +47,9 @@ for (const backendName of ['ref', 'cpu'] as const) {
         const ids = reference.teacher_forced_nll.token_ids;
         cache.truncate(0);
         arena.reset();
-        const all = await model.forwardCached(Int32Array.from(ids), cache, arena, ids.length).read();
+        const all = await model
+          .forwardCached(Int32Array.from(ids), cache, arena, ids.length)
+          .read();
         const V = model.dims.vocabSize;
         for (let t = 0; t + 1 < ids.length; t++) {
           const row = all.subarray(t * V, (t + 1) * V);
@@ -55,9 +64,17 @@ for (const backendName of ['ref', 'cpu'] as const) {
         cache.dispose();
 
         // Greedy generation from BOS; run.c stops when BOS (1) comes out.
-        const tokenizer = loadTokenizer(path.join(dir, file.endsWith('.gguf') ? file : 'tok512.bin'), { vocabSize: V });
+        const tokenizer = loadTokenizer(
+          path.join(dir, file.endsWith('.gguf') ? file : 'tok512.bin'),
+          { vocabSize: V },
+        );
         const expectedIds = reference.greedy_from_bos.token_ids;
-        const res = await generate(model, tokenizer, [1], arena, { maxTokens: 256, temperature: 0, stopTokens: [1], contextLength: 512 });
+        const res = await generate(model, tokenizer, [1], arena, {
+          maxTokens: 256,
+          temperature: 0,
+          stopTokens: [1],
+          contextLength: 512,
+        });
         assert.deepEqual(res.tokens, expectedIds.slice(0, res.tokens.length));
         assert.equal(res.tokens.length, expectedIds.length);
       } finally {

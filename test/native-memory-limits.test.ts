@@ -34,16 +34,25 @@ test('cpu: alloc() past the ArrayBuffer limit is a clear error, frees the block 
     console.log(JSON.stringify({ message, before, after, sum, end: native.memoryStats() }));
   `;
   const r = spawnSync(process.execPath, ['--import', TSX, '--input-type=module', '-e', script], {
-    cwd: root, encoding: 'utf8', timeout: 120_000,
+    cwd: root,
+    encoding: 'utf8',
+    timeout: 120_000,
   });
   assert.equal(r.signal, null, `child died of ${r.signal}: ${r.stderr}`);
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as {
-    message: string | null; before: { allocatedBytes: number; liveBlocks: number };
-    after: { allocatedBytes: number; liveBlocks: number }; sum: number; end: { allocatedBytes: number; liveBlocks: number };
+    message: string | null;
+    before: { allocatedBytes: number; liveBlocks: number };
+    after: { allocatedBytes: number; liveBlocks: number };
+    sum: number;
+    end: { allocatedBytes: number; liveBlocks: number };
   };
   assert.match(out.message ?? '', /alloc: the runtime refused an ArrayBuffer of 4294967360 bytes/);
-  assert.equal(out.after.allocatedBytes, out.before.allocatedBytes, 'the refused block is released');
+  assert.equal(
+    out.after.allocatedBytes,
+    out.before.allocatedBytes,
+    'the refused block is released',
+  );
   assert.equal(out.after.liveBlocks, out.before.liveBlocks);
   assert.equal(out.sum, 7);
   assert.equal(out.end.allocatedBytes, out.before.allocatedBytes);
@@ -63,11 +72,22 @@ test('arena chunks never exceed the block limit: the initial size, growth and th
   assert.deepEqual(sizes, [4096, 4096, 1856], 'the planned size arrives as several chunks');
   const sim = new SimulatedArena(10_000, max);
   const step = () => {
-    const ts = [arena.alloc([700]), arena.alloc([1000]), arena.alloc([300]), arena.alloc([1024]), arena.alloc([900])];
+    const ts = [
+      arena.alloc([700]),
+      arena.alloc([1000]),
+      arena.alloc([300]),
+      arena.alloc([1024]),
+      arena.alloc([900]),
+    ];
     for (const s of [700, 1000, 300, 1024, 900]) sim.alloc(s);
     ts.forEach((t, i) => t.data.fill(i + 1));
     // Tensors of one step never overlap.
-    ts.forEach((t, i) => assert.ok(t.data.every((v) => v === i + 1), `tensor ${i} intact`));
+    ts.forEach((t, i) =>
+      assert.ok(
+        t.data.every((v) => v === i + 1),
+        `tensor ${i} intact`,
+      ),
+    );
   };
   for (let s = 0; s < 4; s++) {
     step();
@@ -82,7 +102,10 @@ test('arena chunks never exceed the block limit: the initial size, growth and th
   assert.equal(arena.capacity, capacity, 'steady state');
   assert.equal(sizes.length, allocations, 'steady state allocates nothing');
   assert.equal(sim.capacity, arena.capacity, 'the memory plan replays the same chunks');
-  assert.throws(() => arena.alloc([1025]), /arena 'limited': a f32 tensor of shape \[1025\] needs 4160 bytes, more than the largest block/);
+  assert.throws(
+    () => arena.alloc([1025]),
+    /arena 'limited': a f32 tensor of shape \[1025\] needs 4160 bytes, more than the largest block/,
+  );
   arena.dispose();
   assert.equal(live, 0);
 });
@@ -94,5 +117,8 @@ test('chunkSizes covers the total in as few chunks as the limit allows; the defa
   assert.deepEqual(chunkSizes(8193, 4096), [4096, 4096, 64]);
   assert.ok(MAX_CHUNK_BYTES <= bufferConstants.MAX_LENGTH && MAX_CHUNK_BYTES % 64 === 0);
   // The 4.48 GB merge of the reported crash becomes two blocks Node accepts.
-  assert.deepEqual(chunkSizes(2 * 2237923328, MAX_CHUNK_BYTES).map((s) => s <= bufferConstants.MAX_LENGTH), [true, true]);
+  assert.deepEqual(
+    chunkSizes(2 * 2237923328, MAX_CHUNK_BYTES).map((s) => s <= bufferConstants.MAX_LENGTH),
+    [true, true],
+  );
 });

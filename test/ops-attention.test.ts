@@ -57,7 +57,8 @@ function segmentIds(c: Case, seed: number): Int32Array {
   return s;
 }
 
-const describe = (c: Case) => `B=${c.B} Tq=${c.Tq} Tk=${c.Tk} H=${c.H} Hkv=${c.Hkv} D=${c.D} seg=${c.segments ?? 'none'}`;
+const describe = (c: Case) =>
+  `B=${c.B} Tq=${c.Tq} Tk=${c.Tk} H=${c.H} Hkv=${c.Hkv} D=${c.D} seg=${c.segments ?? 'none'}`;
 
 /** Forward and backward of one case on `be` and ref; returns the backend's gradients (for repeats). */
 async function runCase(be: Backend, c: Case, seed: number): Promise<Float32Array[]> {
@@ -69,7 +70,10 @@ async function runCase(be: Backend, c: Case, seed: number): Promise<Float32Array
     const k = P.random(kShape);
     const v = P.random(kShape);
     const seg = c.segments ? P.pair(segmentIds(c, seed), [c.B, c.Tk], 'i32') : null;
-    const opts = (side: 't' | 'r'): AttentionOptions => ({ scale: 1 / Math.sqrt(c.D), segmentIds: seg ? seg[side] : null });
+    const opts = (side: 't' | 'r'): AttentionOptions => ({
+      scale: 1 / Math.sqrt(c.D),
+      segmentIds: seg ? seg[side] : null,
+    });
     const out = P.zeros(qShape);
     const lse = P.zeros([c.B, c.H, c.Tq]);
     be.attention(q.t, k.t, v.t, out.t, lse.t, opts('t'));
@@ -79,7 +83,8 @@ async function runCase(be: Backend, c: Case, seed: number): Promise<Float32Array
     await P.close(lse, `attention lse ${what}`, { atol: 1e-5, rtol: 1e-5 });
     const dout = P.random(qShape);
     // Gradients are overwritten: start from NaN.
-    const nan = (shape: number[]) => P.pair(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(Number.NaN), shape);
+    const nan = (shape: number[]) =>
+      P.pair(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(Number.NaN), shape);
     const dq = nan(qShape);
     const dk = nan(kShape);
     const dv = nan(kShape);
@@ -89,7 +94,13 @@ async function runCase(be: Backend, c: Case, seed: number): Promise<Float32Array
     await P.close(dq, `attention dq ${what}`, { atol: 2e-5, rtol: 1e-4 });
     await P.close(dk, `attention dk ${what}`, { atol: 2e-5, rtol: 1e-4 });
     await P.close(dv, `attention dv ${what}`, { atol: 2e-5, rtol: 1e-4 });
-    return [await out.t.read(), await lse.t.read(), await dq.t.read(), await dk.t.read(), await dv.t.read()] as Float32Array[];
+    return [
+      await out.t.read(),
+      await lse.t.read(),
+      await dq.t.read(),
+      await dk.t.read(),
+      await dv.t.read(),
+    ] as Float32Array[];
   } finally {
     P.free();
   }
@@ -120,7 +131,8 @@ for (const { name, be } of await backendsUnderTest()) {
       at += count(shape) + 5;
       return t;
     };
-    const values = (k: number, s: number) => Float32Array.from({ length: k }, (_, i) => Math.sin(i * 1.3 + s));
+    const values = (k: number, s: number) =>
+      Float32Array.from({ length: k }, (_, i) => Math.sin(i * 1.3 + s));
     const input = (shape: number[], s: number) => {
       const whole = be.fromArray(values(count(shape), s), shape);
       owned.push(whole);
@@ -134,27 +146,69 @@ for (const { name, be } of await backendsUnderTest()) {
       return { whole, v: view(shape) };
     };
     try {
-      const [qS, kS] = [[B, T, H, D], [B, T, Hkv, D]];
-      const q = input(qS, 1), k = input(kS, 2), v = input(kS, 3), dout = input(qS, 4);
-      const seg = be.fromArray(Int32Array.from({ length: B * T }, (_, i) => (i % T < 4 ? 0 : 1)), [B, T], 'i32');
+      const [qS, kS] = [
+        [B, T, H, D],
+        [B, T, Hkv, D],
+      ];
+      const q = input(qS, 1),
+        k = input(kS, 2),
+        v = input(kS, 3),
+        dout = input(qS, 4);
+      const seg = be.fromArray(
+        Int32Array.from({ length: B * T }, (_, i) => (i % T < 4 ? 0 : 1)),
+        [B, T],
+        'i32',
+      );
       owned.push(seg);
-      const out = output(qS), lse = output([B, H, T]), dq = output(qS), dk = output(kS), dv = output(kS);
+      const out = output(qS),
+        lse = output([B, H, T]),
+        dq = output(qS),
+        dk = output(kS),
+        dv = output(kS);
       const o = { scale: 0.3, segmentIds: seg };
       for (const side of ['whole', 'v'] as const) {
         be.attention(q[side], k[side], v[side], out[side], lse[side], o);
-        be.attentionBackward(dout[side], q[side], k[side], v[side], out[side], lse[side], dq[side], dk[side], dv[side], o);
+        be.attentionBackward(
+          dout[side],
+          q[side],
+          k[side],
+          v[side],
+          out[side],
+          lse[side],
+          dq[side],
+          dk[side],
+          dv[side],
+          o,
+        );
       }
-      const x = input([7, 33], 5), w = input([33], 6);
-      const y = output([7, 33]), rstd = output([7]), dx = output([7, 33]), dw = output([33]);
+      const x = input([7, 33], 5),
+        w = input([33], 6);
+      const y = output([7, 33]),
+        rstd = output([7]),
+        dx = output([7, 33]),
+        dw = output([33]);
       const labels = be.fromArray([1, 2, -100, 30, 0, 5, 32], [7], 'i32');
       owned.push(labels);
-      const losses = output([7]), dlogits = output([7, 33]);
+      const losses = output([7]),
+        dlogits = output([7, 33]);
       for (const side of ['whole', 'v'] as const) {
         be.rmsnorm(x[side], w[side], 1e-5, y[side], rstd[side]);
         be.rmsnormBackward(x[side], x[side], w[side], rstd[side], dx[side], dw[side]);
         be.crossEntropy(x[side], labels, -100, losses[side], dlogits[side], 0.5);
       }
-      for (const [what, p] of Object.entries({ out, lse, dq, dk, dv, y, rstd, dx, dw, losses, dlogits })) {
+      for (const [what, p] of Object.entries({
+        out,
+        lse,
+        dq,
+        dk,
+        dv,
+        y,
+        rstd,
+        dx,
+        dw,
+        losses,
+        dlogits,
+      })) {
         assert.deepEqual(await p.v.read(), await p.whole.read(), `${what} on views`);
       }
     } finally {
@@ -171,20 +225,65 @@ for (const { name, be } of await backendsUnderTest()) {
       const out = z([1, 4, 4, 8]);
       const lse = z([1, 4, 4]);
       const opts = { scale: 0.3 };
-      assert.throws(() => be.attention(q, z([1, 4, 3, 8]), z([1, 4, 3, 8]), out, lse, opts), new RegExp(`${name}\\.attention: query heads \\(4\\) must be a multiple of kv heads \\(3\\)`));
-      assert.throws(() => be.attention(q, z([1, 3, 2, 8]), z([1, 3, 2, 8]), out, lse, opts), /Tk \(3\) must be ≥ Tq \(4\)/);
+      assert.throws(
+        () => be.attention(q, z([1, 4, 3, 8]), z([1, 4, 3, 8]), out, lse, opts),
+        new RegExp(
+          `${name}\\.attention: query heads \\(4\\) must be a multiple of kv heads \\(3\\)`,
+        ),
+      );
+      assert.throws(
+        () => be.attention(q, z([1, 3, 2, 8]), z([1, 3, 2, 8]), out, lse, opts),
+        /Tk \(3\) must be ≥ Tq \(4\)/,
+      );
       assert.throws(() => be.attention(q, k, z([1, 4, 2, 4]), out, lse, opts), /v has shape/);
-      assert.throws(() => be.attention(q, k, k, out, z([1, 4, 3]), opts), /lse has shape \[1, 4, 3\], expected \[1, 4, 4\]/);
+      assert.throws(
+        () => be.attention(q, k, k, out, z([1, 4, 3]), opts),
+        /lse has shape \[1, 4, 3\], expected \[1, 4, 4\]/,
+      );
       assert.throws(() => be.attention(q, k, k, q, lse, opts), /must not alias/);
       const seg = P.pair([0, 0, 1, 1, 1], [1, 5], 'i32').t;
-      assert.throws(() => be.attention(q, z([1, 5, 2, 8]), z([1, 5, 2, 8]), out, lse, { scale: 1, segmentIds: seg }), /segment ids need Tq == Tk/);
-      assert.throws(() => be.attention(q, k, k, out, lse, { scale: 1, segmentIds: z([1, 4]) }), /segmentIds must be i32/);
-      assert.throws(() => be.attention(q, k, k, out, lse, { scale: Number.NaN }), /scale must be a finite number/);
-      assert.throws(() => be.attentionBackward(q, q, k, k, out, lse, z([1, 4, 4, 8]), k, z([1, 4, 2, 8]), opts), new RegExp(`${name}\\.attentionBackward: dk and k must not alias`));
-      assert.throws(() => be.attentionBackward(q, q, k, k, out, lse, z([1, 4, 4, 8]), z([1, 4, 2, 8]), z([1, 4, 3, 8]), opts), /dv has shape/);
+      assert.throws(
+        () =>
+          be.attention(q, z([1, 5, 2, 8]), z([1, 5, 2, 8]), out, lse, {
+            scale: 1,
+            segmentIds: seg,
+          }),
+        /segment ids need Tq == Tk/,
+      );
+      assert.throws(
+        () => be.attention(q, k, k, out, lse, { scale: 1, segmentIds: z([1, 4]) }),
+        /segmentIds must be i32/,
+      );
+      assert.throws(
+        () => be.attention(q, k, k, out, lse, { scale: Number.NaN }),
+        /scale must be a finite number/,
+      );
+      assert.throws(
+        () => be.attentionBackward(q, q, k, k, out, lse, z([1, 4, 4, 8]), k, z([1, 4, 2, 8]), opts),
+        new RegExp(`${name}\\.attentionBackward: dk and k must not alias`),
+      );
+      assert.throws(
+        () =>
+          be.attentionBackward(
+            q,
+            q,
+            k,
+            k,
+            out,
+            lse,
+            z([1, 4, 4, 8]),
+            z([1, 4, 2, 8]),
+            z([1, 4, 3, 8]),
+            opts,
+          ),
+        /dv has shape/,
+      );
       if (name === 'webgpu') {
         const big = z([1, 1, 1, 264]);
-        assert.throws(() => be.attention(big, big, big, z([1, 1, 1, 264]), z([1, 1, 1]), opts), /head dim 264 is over/);
+        assert.throws(
+          () => be.attention(big, big, big, z([1, 1, 1, 264]), z([1, 1, 1]), opts),
+          /head dim 264 is over/,
+        );
       }
     } finally {
       P.free();
@@ -199,19 +298,37 @@ test('ref: attention backward equals float64 finite differences (GQA 3, Tq < Tk,
     { B: 2, Tq: 1, Tk: 3, H: 2, Hkv: 2, D: 4, seg: null },
   ];
   for (const [ci, c] of cases.entries()) {
-    const t = (shape: number[], seed: number) => ref.fromArray(randn(shape.reduce((a, b) => a * b, 1), seed), shape, 'f64');
+    const t = (shape: number[], seed: number) =>
+      ref.fromArray(
+        randn(
+          shape.reduce((a, b) => a * b, 1),
+          seed,
+        ),
+        shape,
+        'f64',
+      );
     const q = t([c.B, c.Tq, c.H, c.D], 20 + ci);
     const k = t([c.B, c.Tk, c.Hkv, c.D], 30 + ci);
     const v = t([c.B, c.Tk, c.Hkv, c.D], 40 + ci);
     const out = ref.zeros(q.shape, 'f64');
     const lse = ref.zeros([c.B, c.H, c.Tq], 'f64');
-    const options = { scale: 0.7, segmentIds: c.seg ? ref.fromArray(c.seg, [c.B, c.Tk], 'i32') : null };
+    const options = {
+      scale: 0.7,
+      segmentIds: c.seg ? ref.fromArray(c.seg, [c.B, c.Tk], 'i32') : null,
+    };
     const R = t(q.shape as number[], 50 + ci);
     ref.attention(q, k, v, out, lse, options);
     const dq = ref.zeros(q.shape, 'f64');
     const dk = ref.zeros(k.shape, 'f64');
     const dv = ref.zeros(v.shape, 'f64');
     ref.attentionBackward(R, q, k, v, out, lse, dq, dk, dv, options);
-    checkGradients(`attention case ${ci}`, { q, k, v }, out, () => ref.attention(q, k, v, out, lse, options), { q: dq.data, k: dk.data, v: dv.data }, R);
+    checkGradients(
+      `attention case ${ci}`,
+      { q, k, v },
+      out,
+      () => ref.attention(q, k, v, out, lse, options),
+      { q: dq.data, k: dk.data, v: dv.data },
+      R,
+    );
   }
 });

@@ -44,7 +44,11 @@ for (const { name, be } of await backendsUnderTest()) {
     const P = new Pairs(be, ref);
     try {
       for (const n of [1, 3, 5, 17, 1001]) {
-        const ints = P.pair(Int32Array.from({ length: n }, (_, i) => i * 7 - 3), [n], 'i32');
+        const ints = P.pair(
+          Int32Array.from({ length: n }, (_, i) => i * 7 - 3),
+          [n],
+          'i32',
+        );
         const dst = P.zeros([n], 'i32');
         be.copy(ints.t, dst.t);
         ref.copy(ints.r, dst.r);
@@ -52,8 +56,16 @@ for (const { name, be } of await backendsUnderTest()) {
         be.fill(dst.t, -5);
         ref.fill(dst.r, -5);
         await P.equal(dst, `i32 fill n=${n}`);
-        const bytes = P.pair(Uint8Array.from({ length: n + 6 }, (_, i) => (i * 37 + 11) & 0xff), [n + 6], 'u8');
-        const target = P.pair(Uint8Array.from({ length: n + 6 }, (_, i) => (i * 13) & 0xff), [n + 6], 'u8');
+        const bytes = P.pair(
+          Uint8Array.from({ length: n + 6 }, (_, i) => (i * 37 + 11) & 0xff),
+          [n + 6],
+          'u8',
+        );
+        const target = P.pair(
+          Uint8Array.from({ length: n + 6 }, (_, i) => (i * 13) & 0xff),
+          [n + 6],
+          'u8',
+        );
         // Views at byte offsets 1..3 (not word aligned): neighbours must be untouched.
         be.copy(bytes.t.rows(1, n + 1), target.t.rows(3, n + 3));
         ref.copy(bytes.r.rows(1, n + 1), target.r.rows(3, n + 3));
@@ -112,7 +124,12 @@ for (const { name, be } of await backendsUnderTest()) {
     const P = new Pairs(be, ref);
     try {
       for (const n of [1, 17, 100_003]) {
-        for (const [p, seed] of [[0, 1], [0.1, 42], [0.5, 4294967295], [0.999, 7]] as const) {
+        for (const [p, seed] of [
+          [0, 1],
+          [0.1, 42],
+          [0.5, 4294967295],
+          [0.999, 7],
+        ] as const) {
           const x = P.random([n]);
           const out = P.zeros([n]);
           be.dropout(x.t, p, seed, out.t);
@@ -120,7 +137,11 @@ for (const { name, be } of await backendsUnderTest()) {
           const got = await out.t.read();
           const want = await out.r.read();
           for (let i = 0; i < n; i++) {
-            assert.equal(got[i] === 0, want[i] === 0, `dropout mask p=${p} seed=${seed} n=${n} at ${i}`);
+            assert.equal(
+              got[i] === 0,
+              want[i] === 0,
+              `dropout mask p=${p} seed=${seed} n=${n} at ${i}`,
+            );
           }
           await P.close(out, `dropout values p=${p} n=${n}`, { atol: 0, rtol: 1e-7 });
         }
@@ -136,7 +157,10 @@ for (const { name, be } of await backendsUnderTest()) {
     try {
       assert.throws(() => be.add(a, b, a), new RegExp(`${name}\\.add: b has 9 elements`));
       assert.throws(() => be.add(a.rows(0, 4), a.rows(0, 4), a.rows(2, 6)), /overlap partially/);
-      assert.throws(() => be.axpy(1, a.rows(0, 4), a.rows(1, 5)), /overlap partially|must not alias/);
+      assert.throws(
+        () => be.axpy(1, a.rows(0, 4), a.rows(1, 5)),
+        /overlap partially|must not alias/,
+      );
     } finally {
       a.dispose();
       b.dispose();

@@ -20,7 +20,11 @@ function ids(n: number, vocab: number, seed: number): Int32Array {
   return Int32Array.from({ length: n }, () => (Math.floor(r() * distinct) * stride) % vocab);
 }
 
-async function checkShapes(P: Pairs, be: Backend, shapes: readonly [number, number, number][]): Promise<void> {
+async function checkShapes(
+  P: Pairs,
+  be: Backend,
+  shapes: readonly [number, number, number][],
+): Promise<void> {
   for (const [n, vocab, d] of shapes) {
     const idPair = P.pair(ids(n, vocab, n + vocab + d), [n], 'i32');
     const table = P.random([vocab, d]);
@@ -32,7 +36,10 @@ async function checkShapes(P: Pairs, be: Backend, shapes: readonly [number, numb
     const dtable = P.random([vocab, d]);
     be.embeddingBackward(idPair.t, dout.t, dtable.t);
     ref.embeddingBackward(idPair.r, dout.r, dtable.r);
-    await P.close(dtable, `embeddingBackward n=${n} vocab=${vocab} d=${d}`, { atol: 1e-6, rtol: 1e-6 });
+    await P.close(dtable, `embeddingBackward n=${n} vocab=${vocab} d=${d}`, {
+      atol: 1e-6,
+      rtol: 1e-6,
+    });
   }
 }
 
@@ -40,7 +47,14 @@ for (const { name, be } of await backendsUnderTest()) {
   test(`${name}: embedding and embeddingBackward match ref (repeated ids, odd widths, n = 1)`, async () => {
     const P = new Pairs(be, ref, 1);
     try {
-      await checkShapes(P, be, [[1, 1, 1], [1, 7, 5], [9, 5, 3], [40, 11, 33], [300, 50, 17], [64, 1000, 260]]);
+      await checkShapes(P, be, [
+        [1, 1, 1],
+        [1, 7, 5],
+        [9, 5, 3],
+        [40, 11, 33],
+        [300, 50, 17],
+        [64, 1000, 260],
+      ]);
     } finally {
       P.free();
     }
@@ -51,7 +65,10 @@ for (const { name, be } of await backendsUnderTest()) {
     const d = 37;
     const vocab = 4;
     const idT = be.fromArray(ids(n, vocab, 3), [n], 'i32');
-    const dout = be.fromArray(Float32Array.from({ length: n * d }, (_, i) => Math.sin(i) * 1e3 + 1e-3 * Math.cos(i)), [n, d]);
+    const dout = be.fromArray(
+      Float32Array.from({ length: n * d }, (_, i) => Math.sin(i) * 1e3 + 1e-3 * Math.cos(i)),
+      [n, d],
+    );
     const runs: number[][] = [];
     try {
       for (let k = 0; k < 2; k++) {
@@ -72,8 +89,14 @@ for (const { name, be } of await backendsUnderTest()) {
     const table = be.zeros([4, 3]);
     try {
       assert.throws(() => be.embedding(idT, table, be.zeros([2, 4])), /embedding.*out/);
-      assert.throws(() => be.embedding(be.zeros([2]), table, be.zeros([2, 3])), /embedding.*ids must be i32/);
-      assert.throws(() => be.embeddingBackward(idT, be.zeros([3, 3]), table), /embeddingBackward.*dout/);
+      assert.throws(
+        () => be.embedding(be.zeros([2]), table, be.zeros([2, 3])),
+        /embedding.*ids must be i32/,
+      );
+      assert.throws(
+        () => be.embeddingBackward(idT, be.zeros([3, 3]), table),
+        /embeddingBackward.*dout/,
+      );
       assert.throws(() => be.embedding(idT, be.zeros([12]), be.zeros([2, 3])), /embedding.*table/);
     } finally {
       idT.dispose();
@@ -88,7 +111,11 @@ for (const { name, be } of await backendsUnderTest()) {
       // 512 bytes of payload per binding: a few rows per window.
       gemmTuning.maxBindingBytes = 512 + 256;
       try {
-        await checkShapes(P, be, [[30, 50, 17], [7, 9, 100], [5, 3, 200]]);
+        await checkShapes(P, be, [
+          [30, 50, 17],
+          [7, 9, 100],
+          [5, 3, 200],
+        ]);
       } finally {
         gemmTuning.maxBindingBytes = saved;
         P.free();
@@ -105,7 +132,10 @@ for (const { name, be } of await backendsUnderTest()) {
         await assert.rejects(out.read(), /embedding: id 70000 at position 1 is outside \[0, 5\)/);
         idT.write([1, 2, -1]);
         be.embeddingBackward(idT, dout, table);
-        await assert.rejects(table.read(), /embeddingBackward: id -1 at position 2 is outside \[0, 5\)/);
+        await assert.rejects(
+          table.read(),
+          /embeddingBackward: id -1 at position 2 is outside \[0, 5\)/,
+        );
         idT.write([4, 0, 0]);
         be.embedding(idT, table, out);
         await out.read(); // the fault was consumed: valid ids read fine

@@ -15,10 +15,19 @@ for (const { name, be } of await backendsUnderTest()) {
   test(`${name}: crossEntropy matches ref (ignore index, gradScale, dlogits aliasing logits)`, async () => {
     const P = new Pairs(be, ref, 400);
     try {
-      for (const [n, V] of [[1, 1], [3, 5], [9, 17], [40, 1000], [5, 32003], [2, 152_064]] as const) {
+      for (const [n, V] of [
+        [1, 1],
+        [3, 5],
+        [9, 17],
+        [40, 1000],
+        [5, 32003],
+        [2, 152_064],
+      ] as const) {
         const what = `n=${n} V=${V}`;
         const r = rng(n * 7 + V);
-        const labels = Int32Array.from({ length: n }, (_, i) => (i % 4 === 3 ? IGNORE : i === 0 ? V - 1 : Math.floor(r() * V)));
+        const labels = Int32Array.from({ length: n }, (_, i) =>
+          i % 4 === 3 ? IGNORE : i === 0 ? V - 1 : Math.floor(r() * V),
+        );
         const logits = P.random([n, V], 4);
         const y = P.pair(labels, [n], 'i32');
         const losses = P.zeros([n]);
@@ -29,7 +38,11 @@ for (const { name, be } of await backendsUnderTest()) {
         await P.close(dlogits, `crossEntropy dlogits ${what}`, { atol: 1e-7, rtol: 1e-4 });
         const lossesOnly = P.zeros([n]);
         be.crossEntropy(logits.t, y.t, IGNORE, lossesOnly.t, null, 1);
-        assert.deepEqual(await lossesOnly.t.read(), await losses.t.read(), `losses without dlogits ${what}`);
+        assert.deepEqual(
+          await lossesOnly.t.read(),
+          await losses.t.read(),
+          `losses without dlogits ${what}`,
+        );
         // The gradient may overwrite the logits.
         be.crossEntropy(logits.t, y.t, IGNORE, lossesOnly.t, logits.t, 0.25);
         assert.deepEqual(await logits.t.read(), await dlogits.t.read(), `dlogits in place ${what}`);
@@ -61,23 +74,48 @@ for (const { name, be } of await backendsUnderTest()) {
     try {
       const logits = P.random([2, 5]).t;
       const losses = P.zeros([2]).t;
-      for (const [bad, row] of [[[0, 5], 1], [[-1, 0], 0], [[IGNORE + 1, 1], 0]] as const) {
+      for (const [bad, row] of [
+        [[0, 5], 1],
+        [[-1, 0], 0],
+        [[IGNORE + 1, 1], 0],
+      ] as const) {
         const y = P.pair(bad, [2], 'i32').t;
-        await assert.rejects(async () => {
-          be.crossEntropy(logits, y, IGNORE, losses, null, 1);
-          await losses.read();
-        }, new RegExp(`${name}\\.crossEntropy: label ${bad[row]} at row ${row} is out of range \\[0, 5\\)`));
+        await assert.rejects(
+          async () => {
+            be.crossEntropy(logits, y, IGNORE, losses, null, 1);
+            await losses.read();
+          },
+          new RegExp(
+            `${name}\\.crossEntropy: label ${bad[row]} at row ${row} is out of range \\[0, 5\\)`,
+          ),
+        );
       }
       // Reported once; the next call with good labels reads normally.
       const y = P.pair([0, IGNORE], [2], 'i32').t;
       be.crossEntropy(logits, y, IGNORE, losses, null, 1);
       const got = await losses.read();
       assert.ok(got[0]! > 0 && got[1] === 0);
-      assert.throws(() => be.crossEntropy(logits, y, IGNORE, P.zeros([3]).t, null, 1), new RegExp(`${name}\\.crossEntropy: losses has 3 elements, expected 2`));
-      assert.throws(() => be.crossEntropy(logits, y, IGNORE, losses, P.zeros([2, 4]).t, 1), /dlogits has shape/);
-      assert.throws(() => be.crossEntropy(logits, y, IGNORE, losses, logits.rows(1, 2).view([1, 5]) as never, 1), /dlogits has shape/);
-      assert.throws(() => be.crossEntropy(logits, y, IGNORE, logits.view([10]).rows(0, 2), null, 1), /losses and logits must not alias/);
-      assert.throws(() => be.crossEntropy(logits, y, IGNORE, losses, null, Number.NaN), /gradScale must be a finite number/);
+      assert.throws(
+        () => be.crossEntropy(logits, y, IGNORE, P.zeros([3]).t, null, 1),
+        new RegExp(`${name}\\.crossEntropy: losses has 3 elements, expected 2`),
+      );
+      assert.throws(
+        () => be.crossEntropy(logits, y, IGNORE, losses, P.zeros([2, 4]).t, 1),
+        /dlogits has shape/,
+      );
+      assert.throws(
+        () =>
+          be.crossEntropy(logits, y, IGNORE, losses, logits.rows(1, 2).view([1, 5]) as never, 1),
+        /dlogits has shape/,
+      );
+      assert.throws(
+        () => be.crossEntropy(logits, y, IGNORE, logits.view([10]).rows(0, 2), null, 1),
+        /losses and logits must not alias/,
+      );
+      assert.throws(
+        () => be.crossEntropy(logits, y, IGNORE, losses, null, Number.NaN),
+        /gradScale must be a finite number/,
+      );
     } finally {
       P.free();
     }
@@ -85,7 +123,10 @@ for (const { name, be } of await backendsUnderTest()) {
 }
 
 test('ref: crossEntropy gradient equals float64 finite differences (ignore index, gradScale, V = 1)', () => {
-  for (const [n, V, labels] of [[4, 3, [2, IGNORE, 0, 1]], [2, 1, [0, IGNORE]]] as const) {
+  for (const [n, V, labels] of [
+    [4, 3, [2, IGNORE, 0, 1]],
+    [2, 1, [0, IGNORE]],
+  ] as const) {
     const logits = ref.fromArray(randn(n * V, 600 + V, 2), [n, V], 'f64');
     const y = ref.fromArray(labels, [n], 'i32');
     const losses = ref.zeros([n], 'f64');
@@ -96,6 +137,9 @@ test('ref: crossEntropy gradient equals float64 finite differences (ignore index
       ref.crossEntropy(logits, y, IGNORE, losses, null, 0);
       return gradScale * Array.from(losses.data).reduce((s, v) => s + v, 0);
     };
-    assertClose(dlogits.data, numericGrad(logits, loss), { ...FD_TOL, what: `crossEntropy dlogits n=${n} V=${V}` });
+    assertClose(dlogits.data, numericGrad(logits, loss), {
+      ...FD_TOL,
+      what: `crossEntropy dlogits n=${n} V=${V}`,
+    });
   }
 });

@@ -25,17 +25,35 @@ interface Case {
   beta?: number;
 }
 
-const TRANSPOSES = [[false, false], [false, true], [true, false], [true, true]] as const;
+const TRANSPOSES = [
+  [false, false],
+  [false, true],
+  [true, false],
+  [true, true],
+] as const;
 
 /** Runs a case on the backend and on ref from the same inputs; returns the backend's result. */
-async function check(P: Pairs, be: Backend, c: Case, init: 'random' | number = 'random'): Promise<Float32Array> {
+async function check(
+  P: Pairs,
+  be: Backend,
+  c: Case,
+  init: 'random' | number = 'random',
+): Promise<Float32Array> {
   const batch = c.batch.reduce((s, d) => s * d, 1);
   const a = P.random([...c.batch, ...(c.transA ? [c.K, c.M] : [c.M, c.K])]);
   const bCore = c.transB ? [c.N, c.K] : [c.K, c.N];
   const b = P.random(c.bBatched ? [...c.batch, ...bCore] : bCore);
   const outShape = [...c.batch, c.M, c.N];
-  const out = init === 'random' ? P.random(outShape) : P.pair(new Float32Array(batch * c.M * c.N).fill(init), outShape);
-  const options: MatmulOptions = { transA: c.transA, transB: c.transB, alpha: c.alpha, beta: c.beta };
+  const out =
+    init === 'random'
+      ? P.random(outShape)
+      : P.pair(new Float32Array(batch * c.M * c.N).fill(init), outShape);
+  const options: MatmulOptions = {
+    transA: c.transA,
+    transB: c.transB,
+    alpha: c.alpha,
+    beta: c.beta,
+  };
   be.matmul(a.t, b.t, out.t, options);
   ref.matmul(a.r, b.r, out.r, options);
   // f32 accumulation over K terms of size ~1: the error grows ~eps·K in the worst case.
@@ -62,7 +80,15 @@ for (const { name, be } of await backendsUnderTest()) {
     const P = new Pairs(be, ref, 100);
     try {
       const shapes: [number, number, number][] = [
-        [1, 1, 1], [1, 7, 3], [3, 1, 5], [2, 3, 1], [5, 16, 16], [13, 31, 17], [63, 65, 8], [65, 129, 9], [129, 63, 33],
+        [1, 1, 1],
+        [1, 7, 3],
+        [3, 1, 5],
+        [2, 3, 1],
+        [5, 16, 16],
+        [13, 31, 17],
+        [63, 65, 8],
+        [65, 129, 9],
+        [129, 63, 33],
       ];
       for (const tile of tiles) {
         // A software adapter compiles each GEMM pipeline in ~10 s of CPU: the 128×128 tile (same
@@ -70,7 +96,8 @@ for (const { name, be } of await backendsUnderTest()) {
         const pairs = tile === 'large' ? [TRANSPOSES[3]] : TRANSPOSES;
         await withTile(name, tile, async () => {
           for (const [M, N, K] of shapes) {
-            for (const [transA, transB] of pairs) await check(P, be, { batch: [], M, N, K, transA, transB });
+            for (const [transA, transB] of pairs)
+              await check(P, be, { batch: [], M, N, K, transA, transB });
           }
         });
       }
@@ -83,15 +110,35 @@ for (const { name, be } of await backendsUnderTest()) {
     const P = new Pairs(be, ref, 200);
     try {
       for (const [transA, transB] of TRANSPOSES) {
-        await check(P, be, { batch: [], M: 23, N: 41, K: 19, transA, transB, alpha: -0.5, beta: 0.75 });
+        await check(P, be, {
+          batch: [],
+          M: 23,
+          N: 41,
+          K: 19,
+          transA,
+          transB,
+          alpha: -0.5,
+          beta: 0.75,
+        });
         for (const M of [1, 20]) {
-          const got = await check(P, be, { batch: [], M, N: 40, K: 50, transA, transB, alpha: 1.5, beta: 0 }, NaN);
-          assert.ok(got.every((v) => Number.isFinite(v)), 'NaN leaked from out with beta 0');
+          const got = await check(
+            P,
+            be,
+            { batch: [], M, N: 40, K: 50, transA, transB, alpha: 1.5, beta: 0 },
+            NaN,
+          );
+          assert.ok(
+            got.every((v) => Number.isFinite(v)),
+            'NaN leaked from out with beta 0',
+          );
         }
       }
       await check(P, be, { batch: [], M: 3, N: 4, K: 0, beta: 0.5 });
       const empty = await check(P, be, { batch: [], M: 30, N: 40, K: 0, beta: 0 }, NaN);
-      assert.ok(empty.every((v) => v === 0), 'K = 0 with beta 0 gives zeros');
+      assert.ok(
+        empty.every((v) => v === 0),
+        'K = 0 with beta 0 gives zeros',
+      );
     } finally {
       P.free();
     }
@@ -102,8 +149,26 @@ for (const { name, be } of await backendsUnderTest()) {
     try {
       for (const [transA, transB] of TRANSPOSES) {
         await check(P, be, { batch: [2, 3], M: 9, N: 21, K: 35, transA, transB, bBatched: true });
-        await check(P, be, { batch: [4], M: 17, N: 20, K: 33, transA, transB, bBatched: false, beta: 0.5 });
-        await check(P, be, { batch: [3], M: 1, N: 70, K: 33, transA, transB, bBatched: true, alpha: 2 });
+        await check(P, be, {
+          batch: [4],
+          M: 17,
+          N: 20,
+          K: 33,
+          transA,
+          transB,
+          bBatched: false,
+          beta: 0.5,
+        });
+        await check(P, be, {
+          batch: [3],
+          M: 1,
+          N: 70,
+          K: 33,
+          transA,
+          transB,
+          bBatched: true,
+          alpha: 2,
+        });
       }
     } finally {
       P.free();
@@ -114,12 +179,21 @@ for (const { name, be } of await backendsUnderTest()) {
     const P = new Pairs(be, ref, 400);
     try {
       const big = P.random([7 * 13 + 3]);
-      const a = { t: big.t.rows(3, 3 + 7 * 13).view([7, 13]), r: big.r.rows(3, 3 + 7 * 13).view([7, 13]) };
+      const a = {
+        t: big.t.rows(3, 3 + 7 * 13).view([7, 13]),
+        r: big.r.rows(3, 3 + 7 * 13).view([7, 13]),
+      };
       const holder = P.random([5 + 7 * 7]);
-      const out = { t: holder.t.rows(5, 5 + 49).view([7, 7]), r: holder.r.rows(5, 5 + 49).view([7, 7]) };
+      const out = {
+        t: holder.t.rows(5, 5 + 49).view([7, 7]),
+        r: holder.r.rows(5, 5 + 49).view([7, 7]),
+      };
       be.matmul(a.t, a.t, out.t, { transB: true, beta: 1 });
       ref.matmul(a.r, a.r, out.r, { transB: true, beta: 1 });
-      await P.close(holder, 'x·xᵀ at offsets 3 and 5 (neighbours untouched)', { atol: 3e-5, rtol: 1e-5 });
+      await P.close(holder, 'x·xᵀ at offsets 3 and 5 (neighbours untouched)', {
+        atol: 3e-5,
+        rtol: 1e-5,
+      });
     } finally {
       P.free();
     }
@@ -148,9 +222,27 @@ for (const { name, be } of await backendsUnderTest()) {
       gemmTuning.maxBindingBytes = 1024 + 256;
       try {
         for (const [transA, transB] of TRANSPOSES) {
-          await check(P, be, { batch: [], M: 37, N: 90, K: 70, transA, transB, alpha: 0.5, beta: 0.25 });
+          await check(P, be, {
+            batch: [],
+            M: 37,
+            N: 90,
+            K: 70,
+            transA,
+            transB,
+            alpha: 0.5,
+            beta: 0.25,
+          });
           await check(P, be, { batch: [3], M: 5, N: 40, K: 9, transA, transB, bBatched: true });
-          await check(P, be, { batch: [2], M: 6, N: 33, K: 21, transA, transB, bBatched: false, beta: 1 });
+          await check(P, be, {
+            batch: [2],
+            M: 6,
+            N: 33,
+            K: 21,
+            transA,
+            transB,
+            bBatched: false,
+            beta: 1,
+          });
         }
       } finally {
         gemmTuning.maxBindingBytes = saved;
@@ -165,8 +257,40 @@ test('window planner: a 32000×4096 f32 lm_head (500 MiB) splits into binding-si
   const [M, N, K] = [2048, 32000, 4096];
   // logits = x · Wᵀ (transB), and the input gradient dx = dlogits · W (W as an untransposed [N, K] b).
   for (const [shape, bRows] of [
-    [{ batch: 1, M, N, K, transA: false, transB: true, lda: K, ldb: K, ldc: N, sA: 0, sB: 0, sC: 0 }, 'n'],
-    [{ batch: 1, M, N: K, K: N, transA: false, transB: false, lda: N, ldb: K, ldc: K, sA: 0, sB: 0, sC: 0 }, 'k'],
+    [
+      {
+        batch: 1,
+        M,
+        N,
+        K,
+        transA: false,
+        transB: true,
+        lda: K,
+        ldb: K,
+        ldc: N,
+        sA: 0,
+        sB: 0,
+        sC: 0,
+      },
+      'n',
+    ],
+    [
+      {
+        batch: 1,
+        M,
+        N: K,
+        K: N,
+        transA: false,
+        transB: false,
+        lda: N,
+        ldb: K,
+        ldc: K,
+        sA: 0,
+        sB: 0,
+        sC: 0,
+      },
+      'k',
+    ],
   ] as const) {
     const windows = planWindows(shape, 'large', limits);
     assert.ok(windows.length > 1, 'split');
@@ -174,7 +298,10 @@ test('window planner: a 32000×4096 f32 lm_head (500 MiB) splits into binding-si
     for (const w of windows) {
       const rows = bRows === 'n' ? w.n1 - w.n0 : w.k1 - w.k0;
       const width = bRows === 'n' ? K : shape.ldb;
-      assert.ok(rows * width * 4 <= limits.maxBinding - limits.bindAlign, `b window ${rows} rows fits`);
+      assert.ok(
+        rows * width * 4 <= limits.maxBinding - limits.bindAlign,
+        `b window ${rows} rows fits`,
+      );
       assert.ok((w.m1 - w.m0) * shape.ldc * 4 <= limits.maxBinding, 'out window fits');
       const key = `${w.m0},${w.n0}`;
       covered.set(key, (covered.get(key) ?? 0) + (w.k1 - w.k0));
@@ -182,8 +309,13 @@ test('window planner: a 32000×4096 f32 lm_head (500 MiB) splits into binding-si
     }
     // Every output tile gets the whole K exactly once.
     for (const k of covered.values()) assert.equal(k, shape.K);
-    const area = windows.filter((w) => w.k0 === 0).reduce((s, w) => s + (w.m1 - w.m0) * (w.n1 - w.n0), 0);
+    const area = windows
+      .filter((w) => w.k0 === 0)
+      .reduce((s, w) => s + (w.m1 - w.m0) * (w.n1 - w.n0), 0);
     assert.equal(area, shape.M * shape.N);
-    assert.ok(windows.every((w) => (w.n1 - w.n0) % TILES.large.BN === 0 || w.n1 === shape.N), 'whole tiles');
+    assert.ok(
+      windows.every((w) => (w.n1 - w.n0) % TILES.large.BN === 0 || w.n1 === shape.N),
+      'whole tiles',
+    );
   }
 });

@@ -14,7 +14,16 @@ const GRAD_TOL = { atol: 1e-5, rtol: 1e-4 };
 
 // [shape of x]: a single element, odd widths, rows over several weight-gradient chunks, width over
 // one workgroup, rank 3.
-const NORM_SHAPES: readonly (readonly number[])[] = [[1, 1], [3, 8], [5, 12], [7, 80], [65, 129], [300, 64], [4, 700], [2, 3, 5]];
+const NORM_SHAPES: readonly (readonly number[])[] = [
+  [1, 1],
+  [3, 8],
+  [5, 12],
+  [7, 80],
+  [65, 129],
+  [300, 64],
+  [4, 700],
+  [2, 3, 5],
+];
 
 for (const { name, be } of await backendsUnderTest()) {
   test(`${name}: rmsnorm, its backward and the accumulated weight gradient match ref; repeats are bit-identical`, async () => {
@@ -53,15 +62,35 @@ for (const { name, be } of await backendsUnderTest()) {
         assert.deepEqual(await dout.t.read(), await dx.t.read(), `dx in place of dout ${what}`);
         // In-place forward (out = x).
         be.rmsnorm(x.t, w.t, 1e-5, x.t, rstd.t);
-        assertClose(await x.t.read(), await out.r.read(), { atol: 2e-6, rtol: 2e-5, what: `rmsnorm in place ${what}` });
+        assertClose(await x.t.read(), await out.r.read(), {
+          atol: 2e-6,
+          rtol: 2e-5,
+          what: `rmsnorm in place ${what}`,
+        });
       }
       const x = P.zeros([3, 4]);
-      assert.throws(() => be.rmsnorm(x.t, P.zeros([5]).t, 1e-5, P.zeros([3, 4]).t, P.zeros([3]).t), new RegExp(`${name}\\.rmsnorm: weight has shape \\[5\\], expected \\[4\\]`));
-      assert.throws(() => be.rmsnorm(x.t, P.zeros([4]).t, 1e-5, P.zeros([3, 4]).t, P.zeros([2]).t), /rstd has 2 elements, expected 3/);
-      assert.throws(() => be.rmsnorm(x.t, P.zeros([4]).t, -1, P.zeros([3, 4]).t, P.zeros([3]).t), /eps must be ≥ 0/);
-      assert.throws(() => be.rmsnormBackward(x.t, x.t, P.zeros([4]).t, P.zeros([3]).t, x.t, null), /dx and x must not alias/);
+      assert.throws(
+        () => be.rmsnorm(x.t, P.zeros([5]).t, 1e-5, P.zeros([3, 4]).t, P.zeros([3]).t),
+        new RegExp(`${name}\\.rmsnorm: weight has shape \\[5\\], expected \\[4\\]`),
+      );
+      assert.throws(
+        () => be.rmsnorm(x.t, P.zeros([4]).t, 1e-5, P.zeros([3, 4]).t, P.zeros([2]).t),
+        /rstd has 2 elements, expected 3/,
+      );
+      assert.throws(
+        () => be.rmsnorm(x.t, P.zeros([4]).t, -1, P.zeros([3, 4]).t, P.zeros([3]).t),
+        /eps must be ≥ 0/,
+      );
+      assert.throws(
+        () => be.rmsnormBackward(x.t, x.t, P.zeros([4]).t, P.zeros([3]).t, x.t, null),
+        /dx and x must not alias/,
+      );
       const dw = P.zeros([4]);
-      assert.throws(() => be.rmsnormBackward(x.t, P.zeros([3, 4]).t, dw.t, P.zeros([3]).t, P.zeros([3, 4]).t, dw.t), /dweight and weight must not alias/);
+      assert.throws(
+        () =>
+          be.rmsnormBackward(x.t, P.zeros([3, 4]).t, dw.t, P.zeros([3]).t, P.zeros([3, 4]).t, dw.t),
+        /dweight and weight must not alias/,
+      );
     } finally {
       P.free();
     }
@@ -70,14 +99,22 @@ for (const { name, be } of await backendsUnderTest()) {
   test(`${name}: rope matches ref in both layouts, forward and inverse, in place and round trip`, async () => {
     const P = new Pairs(be, ref, 200);
     try {
-      for (const [B, T, H, D] of [[1, 1, 1, 2], [2, 5, 3, 12], [1, 7, 2, 64], [2, 3, 1, 128], [1, 2, 5, 80]] as const) {
+      for (const [B, T, H, D] of [
+        [1, 1, 1, 2],
+        [2, 5, 3, 12],
+        [1, 7, 2, 64],
+        [2, 3, 1, 128],
+        [1, 2, 5, 80],
+      ] as const) {
         const maxPos = 40;
         const tables = ropeTables(D, maxPos, 10000);
         const cos = P.pair(tables.cos, [maxPos, D / 2]);
         const sin = P.pair(tables.sin, [maxPos, D / 2]);
         const r = rng(B * 1000 + T * 100 + D);
         // Include both ends of the table.
-        const pos = Int32Array.from({ length: B * T }, (_, i) => (i === 0 ? maxPos - 1 : i === 1 ? 0 : Math.floor(r() * maxPos)));
+        const pos = Int32Array.from({ length: B * T }, (_, i) =>
+          i === 0 ? maxPos - 1 : i === 1 ? 0 : Math.floor(r() * maxPos),
+        );
         const positions = P.pair(pos, [B * T], 'i32');
         for (const layout of ['half', 'interleaved'] as const) {
           for (const inverse of [false, true]) {
@@ -89,9 +126,17 @@ for (const { name, be } of await backendsUnderTest()) {
             await P.close(out, `rope ${what}`);
             const original = await x.t.read();
             be.rope(x.t, positions.t, cos.t, sin.t, layout, inverse, x.t);
-            assertClose(await x.t.read(), await out.r.read(), { atol: 2e-6, rtol: 2e-5, what: `rope in place ${what}` });
+            assertClose(await x.t.read(), await out.r.read(), {
+              atol: 2e-6,
+              rtol: 2e-5,
+              what: `rope in place ${what}`,
+            });
             be.rope(x.t, positions.t, cos.t, sin.t, layout, !inverse, x.t);
-            assertClose(await x.t.read(), original, { atol: 2e-6, rtol: 2e-5, what: `rope round trip ${what}` });
+            assertClose(await x.t.read(), original, {
+              atol: 2e-6,
+              rtol: 2e-5,
+              what: `rope round trip ${what}`,
+            });
           }
         }
       }
@@ -107,21 +152,40 @@ for (const { name, be } of await backendsUnderTest()) {
       const cos = P.pair(tables.cos, [4, 4]).t;
       const sin = P.pair(tables.sin, [4, 4]).t;
       const x = P.random([1, 2, 1, 8]).t;
-      for (const [bad, at] of [[[0, 4], 1], [[-1, 0], 0]] as const) {
+      for (const [bad, at] of [
+        [[0, 4], 1],
+        [[-1, 0], 0],
+      ] as const) {
         const pos = P.pair(bad, [2], 'i32').t;
-        await assert.rejects(async () => {
-          be.rope(x, pos, cos, sin, 'half', false, x);
-          await x.read();
-        }, new RegExp(`${name}\\.rope: position ${bad[at]} at index ${at} is outside the cos/sin tables \\[0, 4\\)`));
+        await assert.rejects(
+          async () => {
+            be.rope(x, pos, cos, sin, 'half', false, x);
+            await x.read();
+          },
+          new RegExp(
+            `${name}\\.rope: position ${bad[at]} at index ${at} is outside the cos/sin tables \\[0, 4\\)`,
+          ),
+        );
       }
       // The fault is reported once: later work runs and reads normally.
       const pos = P.pair([3, 0], [2], 'i32').t;
       const out = P.zeros([1, 2, 1, 8]).t;
       be.rope(x, pos, cos, sin, 'half', false, out);
       assert.equal((await out.read()).length, 16);
-      assert.throws(() => be.rope(P.zeros([1, 2, 1, 6]).t, pos, cos, sin, 'half', false, P.zeros([1, 2, 1, 6]).t), /cos has shape \[4, 4\], expected \[4, 3\]/);
-      assert.throws(() => be.rope(P.zeros([1, 2, 1, 7]).t, pos, cos, sin, 'half', false, P.zeros([1, 2, 1, 7]).t), /head dim must be even/);
-      assert.throws(() => be.rope(x, pos, cos, sin, 'other' as never, false, x), new RegExp(`${name}\\.rope: unknown layout`));
+      assert.throws(
+        () =>
+          be.rope(P.zeros([1, 2, 1, 6]).t, pos, cos, sin, 'half', false, P.zeros([1, 2, 1, 6]).t),
+        /cos has shape \[4, 4\], expected \[4, 3\]/,
+      );
+      assert.throws(
+        () =>
+          be.rope(P.zeros([1, 2, 1, 7]).t, pos, cos, sin, 'half', false, P.zeros([1, 2, 1, 7]).t),
+        /head dim must be even/,
+      );
+      assert.throws(
+        () => be.rope(x, pos, cos, sin, 'other' as never, false, x),
+        new RegExp(`${name}\\.rope: unknown layout`),
+      );
     } finally {
       P.free();
     }
@@ -129,7 +193,11 @@ for (const { name, be } of await backendsUnderTest()) {
 }
 
 test('ref: rmsnorm backward (dx, accumulated dweight) equals float64 finite differences', () => {
-  for (const shape of [[1, 1], [3, 7], [2, 2, 4]] as readonly (readonly number[])[]) {
+  for (const shape of [
+    [1, 1],
+    [3, 7],
+    [2, 2, 4],
+  ] as readonly (readonly number[])[]) {
     const d = shape[shape.length - 1]!;
     const n = shape.reduce((a, b) => a * b, 1) / d;
     const x = ref.fromArray(randn(n * d, 9 + d), shape, 'f64');
@@ -142,7 +210,14 @@ test('ref: rmsnorm backward (dx, accumulated dweight) equals float64 finite diff
     const dweight = ref.fromArray(new Array(d).fill(0.25), [d], 'f64');
     ref.rmsnormBackward(R, x, weight, rstd, dx, dweight);
     const dw = Array.from(dweight.data, (v) => v - 0.25);
-    checkGradients(`rmsnorm [${shape.join(', ')}]`, { x, weight }, out, () => ref.rmsnorm(x, weight, 1e-5, out, rstd), { x: dx.data, weight: dw }, R);
+    checkGradients(
+      `rmsnorm [${shape.join(', ')}]`,
+      { x, weight },
+      out,
+      () => ref.rmsnorm(x, weight, 1e-5, out, rstd),
+      { x: dx.data, weight: dw },
+      R,
+    );
   }
 });
 
@@ -158,6 +233,13 @@ test('ref: rope inverse is its backward (finite differences, both layouts, odd h
     const R = ref.fromArray(randn(x.size, 22), x.shape, 'f64');
     const dx = ref.zeros(x.shape, 'f64');
     ref.rope(R, positions, cos, sin, layout, true, dx);
-    checkGradients(`rope ${layout}`, { x }, out, () => ref.rope(x, positions, cos, sin, layout, false, out), { x: dx.data }, R);
+    checkGradients(
+      `rope ${layout}`,
+      { x },
+      out,
+      () => ref.rope(x, positions, cos, sin, layout, false, out),
+      { x: dx.data },
+      R,
+    );
   }
 });

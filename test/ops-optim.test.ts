@@ -45,7 +45,11 @@ for (const { name, be } of await backendsUnderTest()) {
         absmax2: b.zeros([blocks], 'f32'),
         qmap1: b.fromArray(signed, [256], 'f32'),
         qmap2: b.fromArray(unsigned, [256], 'f32'),
-        param: b.fromArray(Float32Array.from({ length: n }, (_, i) => Math.sin(i + 1)), [n], dtype),
+        param: b.fromArray(
+          Float32Array.from({ length: n }, (_, i) => Math.sin(i + 1)),
+          [n],
+          dtype,
+        ),
       });
       const T = make(be, 'f32');
       const R = make(ref, 'f32');
@@ -62,13 +66,18 @@ for (const { name, be } of await backendsUnderTest()) {
           gr.dispose();
         }
         const [pt, pr] = [await T.param.read(), await R.param.read()];
-        for (let i = 0; i < n; i++) assert.ok(Math.abs(pt[i]! - pr[i]!) <= 1e-5 * (1 + Math.abs(pr[i]!)), `param[${i}] ${pt[i]} vs ${pr[i]} (n=${n})`);
+        for (let i = 0; i < n; i++)
+          assert.ok(
+            Math.abs(pt[i]! - pr[i]!) <= 1e-5 * (1 + Math.abs(pr[i]!)),
+            `param[${i}] ${pt[i]} vs ${pr[i]} (n=${n})`,
+          );
         const [c1t, c1r] = [await T.state1.read(), await R.state1.read()];
         let differ = 0;
         for (let i = 0; i < n; i++) if (Math.abs(c1t[i]! - c1r[i]!) > 1) differ++;
         assert.equal(differ, 0, `m codes more than one step apart (n=${n})`);
         const [a2t, a2r] = [await T.absmax2.read(), await R.absmax2.read()];
-        for (let b = 0; b < blocks; b++) assert.ok(Math.abs(a2t[b]! - a2r[b]!) <= 1e-5 * a2r[b]!, `absmax2[${b}]`);
+        for (let b = 0; b < blocks; b++)
+          assert.ok(Math.abs(a2t[b]! - a2r[b]!) <= 1e-5 * a2r[b]!, `absmax2[${b}]`);
       } finally {
         for (const s of [T, R]) for (const t of Object.values(s)) t.dispose();
       }
@@ -81,8 +90,14 @@ for (const { name, be } of await backendsUnderTest()) {
     const c = be.zeros([4]);
     const o = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 };
     try {
-      assert.throws(() => be.adamw(a, b, c, c, o), new RegExp(`${name}\\.adamw: m and v must not alias`));
-      assert.throws(() => be.adamw(a, b, c, be.zeros([4]), { ...o, step: 0 }), /step must be an integer/);
+      assert.throws(
+        () => be.adamw(a, b, c, c, o),
+        new RegExp(`${name}\\.adamw: m and v must not alias`),
+      );
+      assert.throws(
+        () => be.adamw(a, b, c, be.zeros([4]), { ...o, step: 0 }),
+        /step must be an integer/,
+      );
       assert.throws(() => be.adamw(a, b, c, be.zeros([4]), { ...o, beta1: 1 }), /betas must be in/);
     } finally {
       for (const t of [a, b, c]) t.dispose();

@@ -15,7 +15,13 @@ import { randn, rng } from './util.js';
 
 const ref = await getBackend('ref');
 
-type Spec = readonly [quantType: 'nf4' | 'fp4', doubleQuant: boolean, rows: number, cols: number, blocksize: number];
+type Spec = readonly [
+  quantType: 'nf4' | 'fp4',
+  doubleQuant: boolean,
+  rows: number,
+  cols: number,
+  blocksize: number,
+];
 const WEIGHTS: Spec[] = [
   ['nf4', true, 33, 64, 64], // word path: 8 codes per u32, blocks of 64
   ['nf4', false, 17, 37, 32], // odd cols: rows start mid-byte, code-by-code path
@@ -29,8 +35,16 @@ interface WeightPair {
   readonly r: Packed4bitWeight;
 }
 
-function quantized(be: Backend, [quantType, doubleQuant, rows, cols, blocksize]: Spec, seed: number): WeightPair {
-  const q = quantize4bit(Float32Array.from(randn(rows * cols, seed)), { quantType, doubleQuant, blocksize });
+function quantized(
+  be: Backend,
+  [quantType, doubleQuant, rows, cols, blocksize]: Spec,
+  seed: number,
+): WeightPair {
+  const q = quantize4bit(Float32Array.from(randn(rows * cols, seed)), {
+    quantType,
+    doubleQuant,
+    blocksize,
+  });
   return { t: uploadPacked4bit(be, q, rows, cols), r: uploadPacked4bit(ref, q, rows, cols) };
 }
 
@@ -38,7 +52,13 @@ function quantized(be: Backend, [quantType, doubleQuant, rows, cols, blocksize]:
  * A weight laid out by hand (random codes and absmax, blocksize 7, nested blocksize 3): checks the
  * layout rules themselves rather than what the quantizer happens to produce.
  */
-function handMade(be: Backend, rows: number, cols: number, nested: boolean, seed: number): WeightPair {
+function handMade(
+  be: Backend,
+  rows: number,
+  cols: number,
+  nested: boolean,
+  seed: number,
+): WeightPair {
   const r = rng(seed);
   const n = rows * cols;
   const blocksize = 7;
@@ -48,16 +68,41 @@ function handMade(be: Backend, rows: number, cols: number, nested: boolean, seed
   const make = (b: Backend): Packed4bitWeight => {
     const nestedState = nested
       ? {
-          absmax: b.fromArray(Float32Array.from({ length: Math.ceil(nblocks / 3) }, (_, i) => 0.5 + ((i * 37) % 11) / 7), [Math.ceil(nblocks / 3)]),
-          code: b.fromArray(Float32Array.from({ length: 256 }, (_, i) => (i - 127.5) / 128), [256]),
+          absmax: b.fromArray(
+            Float32Array.from(
+              { length: Math.ceil(nblocks / 3) },
+              (_, i) => 0.5 + ((i * 37) % 11) / 7,
+            ),
+            [Math.ceil(nblocks / 3)],
+          ),
+          code: b.fromArray(
+            Float32Array.from({ length: 256 }, (_, i) => (i - 127.5) / 128),
+            [256],
+          ),
           blocksize: 3,
           offset: 0.125,
         }
       : null;
     const absmax = nested
-      ? b.fromArray(Uint8Array.from({ length: nblocks }, (_, i) => (i * 101 + 7) & 0xff), [nblocks], 'u8')
-      : b.fromArray(Float32Array.from({ length: nblocks }, (_, i) => 0.25 + (i % 5)), [nblocks]);
-    return { rows, cols, quantType: 'nf4', blocksize, packed: b.fromArray(packed, [packed.length], 'u8'), code: b.fromArray(code, [16]), absmax, nested: nestedState };
+      ? b.fromArray(
+          Uint8Array.from({ length: nblocks }, (_, i) => (i * 101 + 7) & 0xff),
+          [nblocks],
+          'u8',
+        )
+      : b.fromArray(
+          Float32Array.from({ length: nblocks }, (_, i) => 0.25 + (i % 5)),
+          [nblocks],
+        );
+    return {
+      rows,
+      cols,
+      quantType: 'nf4',
+      blocksize,
+      packed: b.fromArray(packed, [packed.length], 'u8'),
+      code: b.fromArray(code, [16]),
+      absmax,
+      nested: nestedState,
+    };
   };
   return { t: make(be), r: make(ref) };
 }
@@ -65,12 +110,24 @@ function handMade(be: Backend, rows: number, cols: number, nested: boolean, seed
 const tol = (K: number) => ({ atol: 2e-6 * (K + 1) + 1e-6, rtol: 1e-5 });
 
 /** matmul4bit and its input gradient for n tokens, beta 0 over NaN and beta ≠ 0 over random values. */
-async function checkMatmuls(P: Pairs, be: Backend, w: WeightPair, n: number, what: string): Promise<void> {
+async function checkMatmuls(
+  P: Pairs,
+  be: Backend,
+  w: WeightPair,
+  n: number,
+  what: string,
+): Promise<void> {
   await checkForward(P, be, w, n, what);
   await checkInputGrad(P, be, w, n, what);
 }
 
-async function checkForward(P: Pairs, be: Backend, w: WeightPair, n: number, what: string): Promise<void> {
+async function checkForward(
+  P: Pairs,
+  be: Backend,
+  w: WeightPair,
+  n: number,
+  what: string,
+): Promise<void> {
   const { rows, cols } = w.t;
   const x = P.random([n, cols]);
   const out = P.pair(new Float32Array(n * rows).fill(NaN), [n, rows]);
@@ -83,7 +140,13 @@ async function checkForward(P: Pairs, be: Backend, w: WeightPair, n: number, wha
   await P.close(acc, `matmul4bit beta 0.5 ${what} n=${n}`, tol(cols));
 }
 
-async function checkInputGrad(P: Pairs, be: Backend, w: WeightPair, n: number, what: string): Promise<void> {
+async function checkInputGrad(
+  P: Pairs,
+  be: Backend,
+  w: WeightPair,
+  n: number,
+  what: string,
+): Promise<void> {
   const { rows, cols } = w.t;
   const dy = P.random([n, rows]);
   const dx = P.pair(new Float32Array(n * cols).fill(NaN), [n, cols]);
@@ -96,7 +159,12 @@ async function checkInputGrad(P: Pairs, be: Backend, w: WeightPair, n: number, w
   await P.close(dx2, `matmul4bitInputGrad beta -1 ${what} n=${n}`, tol(rows));
 }
 
-async function checkDequantAndEmbedding(P: Pairs, be: Backend, w: WeightPair, what: string): Promise<void> {
+async function checkDequantAndEmbedding(
+  P: Pairs,
+  be: Backend,
+  w: WeightPair,
+  what: string,
+): Promise<void> {
   const { rows, cols } = w.t;
   const full = P.zeros([rows, cols]);
   be.dequantize4bit(w.t, full.t);
@@ -172,10 +240,19 @@ for (const { name, be } of await backendsUnderTest()) {
     try {
       assert.throws(() => be.matmul4bit(z([2, 7]), w, z([2, 6])), /matmul4bit.*x/);
       assert.throws(() => be.matmul4bit(z([2, 8]), w, z([2, 5])), /matmul4bit.*out/);
-      assert.throws(() => be.matmul4bitInputGrad(z([2, 6]), w, z([3, 8])), /matmul4bitInputGrad.*dx/);
+      assert.throws(
+        () => be.matmul4bitInputGrad(z([2, 6]), w, z([3, 8])),
+        /matmul4bitInputGrad.*dx/,
+      );
       assert.throws(() => be.dequantize4bit(w, z([6, 7])), /dequantize4bit.*out/);
-      assert.throws(() => be.matmul4bit(z([2, 8]), { ...w, rows: 7 }, z([2, 7])), /matmul4bit.*packed/);
-      assert.throws(() => be.embedding4bit(be.zeros([2], 'f32'), w, z([2, 8])), /embedding4bit.*ids must be i32/);
+      assert.throws(
+        () => be.matmul4bit(z([2, 8]), { ...w, rows: 7 }, z([2, 7])),
+        /matmul4bit.*packed/,
+      );
+      assert.throws(
+        () => be.embedding4bit(be.zeros([2], 'f32'), w, z([2, 8])),
+        /embedding4bit.*ids must be i32/,
+      );
       be.matmul4bit(z([2, 8]), w, z([2, 6])); // a valid call still works
     } finally {
       disposePacked4bit(w);
@@ -187,7 +264,12 @@ for (const { name, be } of await backendsUnderTest()) {
       const P = new Pairs(be, ref, 30);
       const saved = { ...gemmTuning };
       try {
-        for (const [i, spec] of ([['nf4', true, 70, 64, 64], ['fp4', false, 45, 37, 32]] as Spec[]).entries()) {
+        for (const [i, spec] of (
+          [
+            ['nf4', true, 70, 64, 64],
+            ['fp4', false, 45, 37, 32],
+          ] as Spec[]
+        ).entries()) {
           const w = quantized(be, spec, 80 + i);
           try {
             // 256 bytes of payload: 8 rows of 64 codes per window; x, out and dx split too.
@@ -221,7 +303,11 @@ for (const { name, be } of await backendsUnderTest()) {
       const { createWebGpuBackend } = await import('../src/backends/webgpu/index.js');
       const half = await createWebGpuBackend({ computeDtype: 'f16' });
       const [rows, cols, n] = [40, 96, 7];
-      const q = quantize4bit(Float32Array.from(randn(rows * cols, 11)), { quantType: 'nf4', doubleQuant: true, blocksize: 64 });
+      const q = quantize4bit(Float32Array.from(randn(rows * cols, 11)), {
+        quantType: 'nf4',
+        doubleQuant: true,
+        blocksize: 64,
+      });
       const x = Float32Array.from(randn(n * cols, 12));
       const dy = Float32Array.from(randn(n * rows, 13));
       const run = async (b: Backend, op: 'forward' | 'inputGrad'): Promise<Float64Array> => {
@@ -253,7 +339,10 @@ for (const { name, be } of await backendsUnderTest()) {
           }
           assert.ok(diff16 <= bound, `f16 ${op}: max |diff| ${diff16} > ${bound}`);
           // The f16 path really ran: it is further from ref than f32 accumulation alone would be.
-          assert.ok(diff16 > diff32 * 4, `f16 ${op} differs from ref by ${diff16}, f32 by ${diff32}`);
+          assert.ok(
+            diff16 > diff32 * 4,
+            `f16 ${op} differs from ref by ${diff16}, f32 by ${diff32}`,
+          );
         }
       } finally {
         half.ctx.device.destroy();

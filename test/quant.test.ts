@@ -21,24 +21,34 @@ const f = Math.fround;
 
 // Literals copied from formats.md §1.1–1.2 (not imported from the implementation).
 const SPEC_NF4 = [
-  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
-  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+  -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+  0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+  0.7229568362236023, 1.0,
 ];
 const SPEC_NF4_THRESHOLDS = [
-  -0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544, -0.23460740596055984,
-  -0.13791173323988914, -0.045525018125772476, 0.03979014977812767, 0.1202552504837513, 0.2035212516784668,
-  0.2920137718319893, 0.3893125355243683, 0.5016634166240692, 0.6427869200706482, 0.8614784181118011,
+  -0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544,
+  -0.23460740596055984, -0.13791173323988914, -0.045525018125772476, 0.03979014977812767,
+  0.1202552504837513, 0.2035212516784668, 0.2920137718319893, 0.3893125355243683,
+  0.5016634166240692, 0.6427869200706482, 0.8614784181118011,
 ];
 const SPEC_FP4_POSITIVE = [0, 0.0625, 8, 12, 4, 6, 2, 3].map((v) => v / 12);
 /** FP4 as magnitude intervals (upper pivot inclusive → 3-bit code), equivalent to the CUDA tree. */
 const SPEC_FP4_INTERVALS: [number, number][] = [
-  [0.00260417, 0b000], [0.0859375, 0b001], [0.20833333, 0b110], [0.29166667, 0b111],
-  [0.4166667, 0b100], [0.583333, 0b101], [0.8333333, 0b010], [Infinity, 0b011],
+  [0.00260417, 0b000],
+  [0.0859375, 0b001],
+  [0.20833333, 0b110],
+  [0.29166667, 0b111],
+  [0.4166667, 0b100],
+  [0.583333, 0b101],
+  [0.8333333, 0b010],
+  [Infinity, 0b011],
 ];
 
 function codesOf(q: Quantized4bit): number[] {
-  return Array.from({ length: q.length }, (_, i) => (i % 2 === 0 ? q.packed[i >> 1]! >> 4 : q.packed[i >> 1]! & 15));
+  return Array.from({ length: q.length }, (_, i) =>
+    i % 2 === 0 ? q.packed[i >> 1]! >> 4 : q.packed[i >> 1]! & 15,
+  );
 }
 
 /** Quantizes `values` in one block together with a 1.0, so absmax = 1 and s = x exactly. */
@@ -52,7 +62,10 @@ test('NF4 code table and thresholds match the spec (thresholds are code midpoint
   const q = quantize4bit([0.5], { quantType: 'nf4', doubleQuant: false });
   assert.deepEqual(Array.from(q.code), SPEC_NF4.map(f));
   for (let k = 0; k < 15; k++) {
-    assert.ok(Math.abs((SPEC_NF4[k]! + SPEC_NF4[k + 1]!) / 2 - SPEC_NF4_THRESHOLDS[k]!) < 1e-7, `threshold ${k}`);
+    assert.ok(
+      Math.abs((SPEC_NF4[k]! + SPEC_NF4[k + 1]!) / 2 - SPEC_NF4_THRESHOLDS[k]!) < 1e-7,
+      `threshold ${k}`,
+    );
   }
 });
 
@@ -69,14 +82,21 @@ test('NF4: values just below, at and just above every threshold (x > t goes up, 
 
 test('FP4: code table, values around every pivot, sign bit and negative zero', () => {
   const q = quantize4bit([0.5], { quantType: 'fp4', doubleQuant: false });
-  assert.deepEqual(Array.from(q.code), [...SPEC_FP4_POSITIVE, ...SPEC_FP4_POSITIVE.map((v) => -v)].map(f));
+  assert.deepEqual(
+    Array.from(q.code),
+    [...SPEC_FP4_POSITIVE, ...SPEC_FP4_POSITIVE.map((v) => -v)].map(f),
+  );
   const values: number[] = [];
   const expected: number[] = [];
   for (let k = 0; k < 7; k++) {
     const p = f(SPEC_FP4_INTERVALS[k]![0]);
     const below = SPEC_FP4_INTERVALS[k]![1];
     const above = SPEC_FP4_INTERVALS[k + 1]![1];
-    for (const [v, code] of [[nextFloat32(p, -1), below], [p, below], [nextFloat32(p, 1), above]] as const) {
+    for (const [v, code] of [
+      [nextFloat32(p, -1), below],
+      [p, below],
+      [nextFloat32(p, 1), above],
+    ] as const) {
       values.push(v, -v);
       expected.push(code, code | 0b1000);
     }
@@ -124,11 +144,13 @@ test('every valid blocksize 32..4096 blocks the flat tensor; invalid ones throw'
     assert.equal(q.absmax.length, Math.ceil(values.length / bs));
     for (let b = 0; b < q.absmax.length; b++) {
       let m = 0;
-      for (let i = b * bs; i < Math.min(values.length, (b + 1) * bs); i++) m = Math.max(m, Math.abs(f(values[i]!)));
+      for (let i = b * bs; i < Math.min(values.length, (b + 1) * bs); i++)
+        m = Math.max(m, Math.abs(f(values[i]!)));
       assert.equal(q.absmax[b], m);
     }
   }
-  for (const bs of [16, 48, 8192]) assert.throws(() => quantize4bit(values, { blocksize: bs }), /blocksize/);
+  for (const bs of [16, 48, 8192])
+    assert.throws(() => quantize4bit(values, { blocksize: bs }), /blocksize/);
   for (const bad of [NaN, Infinity]) assert.throws(() => quantize4bit([1, bad]), /non-finite/);
 });
 
@@ -137,7 +159,8 @@ test('Gaussian data: codes equal the argmin nearest code (bnb CPU formulation) a
   for (const quantType of ['nf4', 'fp4'] as const) {
     const q = quantize4bit(values, { quantType, doubleQuant: false });
     const codes = codesOf(q);
-    const table = quantType === 'nf4' ? SPEC_NF4 : [...SPEC_FP4_POSITIVE, ...SPEC_FP4_POSITIVE.map((v) => -v)];
+    const table =
+      quantType === 'nf4' ? SPEC_NF4 : [...SPEC_FP4_POSITIVE, ...SPEC_FP4_POSITIVE.map((v) => -v)];
     const sorted = [...table].sort((a, b) => a - b);
     const maxGap = Math.max(...sorted.slice(1).map((v, i) => v - sorted[i]!));
     const deq = dequantize4bit(q);
@@ -145,10 +168,17 @@ test('Gaussian data: codes equal the argmin nearest code (bnb CPU formulation) a
       const a = q.absmax[Math.floor(i / 64)]!;
       const s = f(f(values[i]!) * f(1 / a));
       let best = 0;
-      for (let c = 1; c < 16; c++) if (Math.abs(s - table[c]!) < Math.abs(s - table[best]!)) best = c;
+      for (let c = 1; c < 16; c++)
+        if (Math.abs(s - table[c]!) < Math.abs(s - table[best]!)) best = c;
       // FP4 has +0 and -0 codes: compare values, not indices.
-      assert.ok(table[codes[i]!] === table[best], `${quantType} element ${i}: code ${codes[i]} vs nearest ${best}`);
-      assert.ok(Math.abs(deq[i]! - values[i]!) <= (maxGap / 2) * a * (1 + 1e-6), `${quantType} error at ${i}`);
+      assert.ok(
+        table[codes[i]!] === table[best],
+        `${quantType} element ${i}: code ${codes[i]} vs nearest ${best}`,
+      );
+      assert.ok(
+        Math.abs(deq[i]! - values[i]!) <= (maxGap / 2) * a * (1 + 1e-6),
+        `${quantType} error at ${i}`,
+      );
     }
   }
 });
@@ -198,15 +228,21 @@ function theoreticalMse(table: number[], n: number): number {
 test('Gaussian round-trip MSE matches the theoretical expectation (blocks of 64)', (t) => {
   const values = randn(64 * 8192, 2024);
   for (const quantType of ['nf4', 'fp4'] as const) {
-    const table = quantType === 'nf4' ? SPEC_NF4 : [...SPEC_FP4_POSITIVE, ...SPEC_FP4_POSITIVE.map((v) => -v)];
+    const table =
+      quantType === 'nf4' ? SPEC_NF4 : [...SPEC_FP4_POSITIVE, ...SPEC_FP4_POSITIVE.map((v) => -v)];
     const theory = theoreticalMse(table, 64);
     const q = quantize4bit(values, { quantType, doubleQuant: false });
     const deq = dequantize4bit(q);
     let se = 0;
     for (let i = 0; i < values.length; i++) se += (deq[i]! - values[i]!) ** 2;
     const mse = se / values.length;
-    t.diagnostic(`${quantType}: measured MSE ${mse.toExponential(4)}, theory ${theory.toExponential(4)}`);
-    assert.ok(Math.abs(mse / theory - 1) < 0.01, `${quantType}: measured MSE ${mse} vs theory ${theory}`);
+    t.diagnostic(
+      `${quantType}: measured MSE ${mse.toExponential(4)}, theory ${theory.toExponential(4)}`,
+    );
+    assert.ok(
+      Math.abs(mse / theory - 1) < 0.01,
+      `${quantType}: measured MSE ${mse} vs theory ${theory}`,
+    );
     // Double quantization perturbs absmax by < 1%: the MSE barely moves.
     const dq = dequantize4bit(quantize4bit(values, { quantType, doubleQuant: true }));
     let se2 = 0;
@@ -220,8 +256,15 @@ test('dynamic 8-bit maps: spec spot values, symmetry and the decade formula', ()
   const unsigned = createDynamicMap(false);
   assert.equal(signed.length, 256);
   assert.equal(signed[0], f(-0.99296875));
-  assertClose([signed[126]!, signed[127]!, signed[128]!, signed[255]!], [-5.5e-7, 0, 5.5e-7, 1], { atol: 0, rtol: 1e-6 });
-  assertClose([unsigned[0]!, unsigned[1]!, unsigned[254]!, unsigned[255]!], [0, 3.25e-7, 0.99648, 1], { atol: 0, rtol: 1e-5 });
+  assertClose([signed[126]!, signed[127]!, signed[128]!, signed[255]!], [-5.5e-7, 0, 5.5e-7, 1], {
+    atol: 0,
+    rtol: 1e-6,
+  });
+  assertClose(
+    [unsigned[0]!, unsigned[1]!, unsigned[254]!, unsigned[255]!],
+    [0, 3.25e-7, 0.99648, 1],
+    { atol: 0, rtol: 1e-5 },
+  );
   for (let k = 1; k <= 127; k++) assert.equal(signed[127 + k], -signed[127 - k]!, `symmetry ${k}`);
   for (let i = 1; i < 256; i++) {
     assert.ok(signed[i]! > signed[i - 1]!, 'signed map strictly increasing');
@@ -236,8 +279,16 @@ test('dynamic 8-bit maps: spec spot values, symmetry and the decade formula', ()
     }
     return out.sort((a, b) => a - b);
   };
-  assertClose(Array.from(signed.slice(128, 255)), expectedPositive((i) => 2 ** i), { atol: 0, rtol: 1e-6, what: 'signed positives' });
-  assertClose(Array.from(unsigned.slice(1, 255)), expectedPositive((i) => 2 ** (i + 1)), { atol: 0, rtol: 1e-6, what: 'unsigned' });
+  assertClose(
+    Array.from(signed.slice(128, 255)),
+    expectedPositive((i) => 2 ** i),
+    { atol: 0, rtol: 1e-6, what: 'signed positives' },
+  );
+  assertClose(
+    Array.from(unsigned.slice(1, 255)),
+    expectedPositive((i) => 2 ** (i + 1)),
+    { atol: 0, rtol: 1e-6, what: 'unsigned' },
+  );
 });
 
 test('blockwise 8-bit: nearest code, exact ties to the lower code, round trip within local resolution', () => {
@@ -281,7 +332,11 @@ test('double quantization: offset = mean(absmax), dequantized absmax within the 
   const trueAbsmax = single.absmax as Float32Array;
   const mean = trueAbsmax.reduce((s, v) => s + v, 0) / trueAbsmax.length;
   assert.ok(Math.abs(double.nested.offset - mean) <= 1e-7 * mean);
-  assert.deepEqual(codesOf(double), codesOf(single), '4-bit codes do not depend on how absmax is stored');
+  assert.deepEqual(
+    codesOf(double),
+    codesOf(single),
+    '4-bit codes do not depend on how absmax is stored',
+  );
   const code = double.nested.code;
   const deq = blockAbsmax(double);
   for (let b = 0; b < trueAbsmax.length; b++) {
@@ -291,7 +346,10 @@ test('double quantization: offset = mean(absmax), dequantized absmax within the 
     while (j < 254 && code[j + 1]! <= s) j++;
     const local = Math.max((code[j + 1]! - code[j]!) / 2, code[0]! - s);
     const tol = local * a2 + 2e-7 * trueAbsmax[b]!;
-    assert.ok(Math.abs(deq[b]! - trueAbsmax[b]!) <= tol, `block ${b}: ${deq[b]} vs ${trueAbsmax[b]}`);
+    assert.ok(
+      Math.abs(deq[b]! - trueAbsmax[b]!) <= tol,
+      `block ${b}: ${deq[b]} vs ${trueAbsmax[b]}`,
+    );
   }
 });
 

@@ -21,7 +21,9 @@ async function logits(model: LlamaModel): Promise<Float32Array> {
   const arena = model.backend.createArena(1 << 20);
   const cache = new KvCache(model, 32);
   try {
-    return Float32Array.from(await model.forwardCached(Int32Array.from([1, 403, 407, 261, 378]), cache, arena, 5).read());
+    return Float32Array.from(
+      await model.forwardCached(Int32Array.from([1, 403, 407, 261, 378]), cache, arena, 5).read(),
+    );
   } finally {
     cache.dispose();
     arena.dispose();
@@ -33,10 +35,17 @@ test('quantized HF folder: bnb keys and config, loads its 4-bit weights directly
   try {
     const quantization = { quantType: 'nf4' as const, blocksize: 64, doubleQuant: true };
     const ck = openCheckpoint(MODEL);
-    const r = writeBnb4bitFolder(ck, dir, { quantization, dtype: 'f32', vocab: vocabForCheckpoint(ck) });
+    const r = writeBnb4bitFolder(ck, dir, {
+      quantization,
+      dtype: 'f32',
+      vocab: vocabForCheckpoint(ck),
+    });
     const original = ck.loadTensor('model.layers.2.mlp.down_proj.weight');
     ck.close();
-    assert.ok(r.quantizedBytes * 8 / r.quantizedParams < 4.2, `${(r.quantizedBytes * 8) / r.quantizedParams} bits/param`);
+    assert.ok(
+      (r.quantizedBytes * 8) / r.quantizedParams < 4.2,
+      `${(r.quantizedBytes * 8) / r.quantizedParams} bits/param`,
+    );
     const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
     assert.equal(config.quantization_config.quant_method, 'bitsandbytes');
     assert.equal(config.quantization_config.bnb_4bit_quant_type, 'nf4');
@@ -46,7 +55,14 @@ test('quantized HF folder: bnb keys and config, loads its 4-bit weights directly
       const name = 'model.layers.2.mlp.down_proj.weight';
       assert.equal(f.tensor(name).dtype, 'U8');
       assert.deepEqual(f.tensor(name).shape, [(64 * 172) / 2, 1]);
-      for (const k of ['absmax', 'quant_map', 'nested_absmax', 'nested_quant_map', 'quant_state.bitsandbytes__nf4']) assert.ok(f.tensors.has(`${name}.${k}`), k);
+      for (const k of [
+        'absmax',
+        'quant_map',
+        'nested_absmax',
+        'nested_quant_map',
+        'quant_state.bitsandbytes__nf4',
+      ])
+        assert.ok(f.tensors.has(`${name}.${k}`), k);
       assert.deepEqual(f.readRaw(name), quantize4bit(original, quantization).packed);
       assert.equal(f.tensor('model.embed_tokens.weight').dtype, 'F32');
     } finally {

@@ -4,29 +4,42 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
 import { NF4_THRESHOLDS, FP4_PIVOTS, type QuantType4bit } from '../src/quant/codes4bit.js';
-import { quantize4bit, VALID_4BIT_BLOCKSIZES, type Quantize4bitOptions } from '../src/quant/quantize4bit.js';
+import {
+  quantize4bit,
+  VALID_4BIT_BLOCKSIZES,
+  type Quantize4bitOptions,
+} from '../src/quant/quantize4bit.js';
 import { quantize4bitNative } from '../src/backends/cpu/quantize4bit-native.js';
 import { nextFloat32, randn, randu, rng } from './util.js';
 
 const QUANT_TYPES: readonly QuantType4bit[] = ['nf4', 'fp4'];
 
-function assertSameAsReference(values: ArrayLike<number>, options: Quantize4bitOptions, what: string): void {
+function assertSameAsReference(
+  values: ArrayLike<number>,
+  options: Quantize4bitOptions,
+  what: string,
+): void {
   const expected = quantize4bit(values, options);
   const actual = quantize4bitNative(values, options);
   assert.deepStrictEqual(actual, expected, `${what} ${JSON.stringify(options)}`);
 }
 
-function forAllFormats(values: ArrayLike<number>, what: string, blocksizes: readonly number[] = [64]): void {
+function forAllFormats(
+  values: ArrayLike<number>,
+  what: string,
+  blocksizes: readonly number[] = [64],
+): void {
   for (const quantType of QUANT_TYPES) {
     for (const doubleQuant of [false, true]) {
-      for (const blocksize of blocksizes) assertSameAsReference(values, { quantType, doubleQuant, blocksize }, what);
+      for (const blocksize of blocksizes)
+        assertSameAsReference(values, { quantType, doubleQuant, blocksize }, what);
     }
   }
 }
 
 /** The next float32 after t in direction dir (±1). */
 async function withThreads(n: number, body: () => void): Promise<void> {
-  const cpu = await getBackend('cpu') as unknown as { threads: number };
+  const cpu = (await getBackend('cpu')) as unknown as { threads: number };
   const saved = cpu.threads;
   cpu.threads = n;
   try {
@@ -75,15 +88,31 @@ test('values exactly at, just below and just above every NF4 threshold and FP4 p
   const thresholds = Array.from(NF4_THRESHOLDS);
   const pivots = Object.values(FP4_PIVOTS);
   for (const blocksize of [32, 64, 128]) {
-    const pinnedAbsmax = quantize4bitNative(pinned(thresholds, blocksize), { blocksize, doubleQuant: false }).absmax;
-    assert.ok(Array.from(pinnedAbsmax).every((a) => a === 1), 'every block is pinned to absmax 1');
+    const pinnedAbsmax = quantize4bitNative(pinned(thresholds, blocksize), {
+      blocksize,
+      doubleQuant: false,
+    }).absmax;
+    assert.ok(
+      Array.from(pinnedAbsmax).every((a) => a === 1),
+      'every block is pinned to absmax 1',
+    );
     for (const quantType of QUANT_TYPES) {
-      assertSameAsReference(pinned(thresholds, blocksize), { quantType, blocksize, doubleQuant: false }, 'NF4 thresholds');
-      assertSameAsReference(pinned(pivots, blocksize), { quantType, blocksize, doubleQuant: true }, 'FP4 pivots');
+      assertSameAsReference(
+        pinned(thresholds, blocksize),
+        { quantType, blocksize, doubleQuant: false },
+        'NF4 thresholds',
+      );
+      assertSameAsReference(
+        pinned(pivots, blocksize),
+        { quantType, blocksize, doubleQuant: true },
+        'FP4 pivots',
+      );
     }
   }
   // The reference rule itself: at a threshold the code stays low, one ulp above it goes up.
-  const q = quantize4bitNative([1, NF4_THRESHOLDS[7]!, nextFloat32(NF4_THRESHOLDS[7]!, 1)], { doubleQuant: false });
+  const q = quantize4bitNative([1, NF4_THRESHOLDS[7]!, nextFloat32(NF4_THRESHOLDS[7]!, 1)], {
+    doubleQuant: false,
+  });
   assert.deepEqual([q.packed[0]! & 0x0f, q.packed[1]! >> 4], [7, 8]);
 });
 
@@ -98,12 +127,21 @@ test('1 and 2 threads give the identical result', async () => {
   const results: unknown[] = [];
   for (const threads of [1, 2]) {
     await withThreads(threads, () => {
-      results.push(quantize4bitNative(values, { quantType: 'nf4', blocksize: 64, doubleQuant: true }));
-      assertSameAsReference(values, { quantType: 'fp4', blocksize: 128, doubleQuant: true }, `threads=${threads}`);
+      results.push(
+        quantize4bitNative(values, { quantType: 'nf4', blocksize: 64, doubleQuant: true }),
+      );
+      assertSameAsReference(
+        values,
+        { quantType: 'fp4', blocksize: 128, doubleQuant: true },
+        `threads=${threads}`,
+      );
     });
   }
   assert.deepStrictEqual(results[0], results[1]);
-  assert.deepStrictEqual(results[0], quantize4bit(values, { quantType: 'nf4', blocksize: 64, doubleQuant: true }));
+  assert.deepStrictEqual(
+    results[0],
+    quantize4bit(values, { quantType: 'nf4', blocksize: 64, doubleQuant: true }),
+  );
 });
 
 test('invalid options and non-finite values are rejected with the reference errors', () => {
@@ -111,12 +149,24 @@ test('invalid options and non-finite values are rejected with the reference erro
     [[1, 2], { blocksize: 48 }],
     [[1, 2], { quantType: 'int4' as QuantType4bit }],
     [[1, 2, Number.NaN, Number.POSITIVE_INFINITY], { blocksize: 32 }],
-    [Float32Array.from({ length: 200 }, (_, i) => (i === 150 ? Number.NEGATIVE_INFINITY : i === 190 ? Number.NaN : 1)), { blocksize: 32 }],
+    [
+      Float32Array.from({ length: 200 }, (_, i) =>
+        i === 150 ? Number.NEGATIVE_INFINITY : i === 190 ? Number.NaN : 1,
+      ),
+      { blocksize: 32 },
+    ],
     [[1e39, 0], {}], // finite in float64, infinite once rounded to float32
   ];
   for (const [values, options] of cases) {
     let expected = '';
-    assert.throws(() => quantize4bit(values, options), (e: Error) => ((expected = e.message), true));
-    assert.throws(() => quantize4bitNative(values, options), (e: Error) => e.message === expected, expected);
+    assert.throws(
+      () => quantize4bit(values, options),
+      (e: Error) => ((expected = e.message), true),
+    );
+    assert.throws(
+      () => quantize4bitNative(values, options),
+      (e: Error) => e.message === expected,
+      expected,
+    );
   }
 });

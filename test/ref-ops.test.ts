@@ -20,7 +20,11 @@ test('matmul: hand-computed products, transposes, alpha/beta, NaN ignored when b
   assert.deepEqual(Array.from(out.data), [58, 64, 139, 154]);
   const aT = f64([1, 4, 2, 5, 3, 6], [3, 2]);
   const bT = f64([7, 9, 11, 8, 10, 12], [2, 3]);
-  for (const [x, y, transA, transB] of [[aT, b, true, false], [a, bT, false, true], [aT, bT, true, true]] as const) {
+  for (const [x, y, transA, transB] of [
+    [aT, b, true, false],
+    [a, bT, false, true],
+    [aT, bT, true, true],
+  ] as const) {
     const o = be.zeros([2, 2], 'f64');
     be.matmul(x, y, o, { transA, transB });
     assert.deepEqual(Array.from(o.data), [58, 64, 139, 154], `transA=${transA} transB=${transB}`);
@@ -56,7 +60,11 @@ test('matmul4bit and its input gradient equal dense matmuls with the dequantized
   assertClose(y.data, yRef.data, { atol: 1e-12, rtol: 1e-12 });
   const prev = Array.from(y.data);
   be.matmul4bit(x, w, y, 0.5);
-  assertClose(y.data, Array.from(yRef.data, (v, i) => v + 0.5 * prev[i]!), { atol: 1e-12, rtol: 1e-12 });
+  assertClose(
+    y.data,
+    Array.from(yRef.data, (v, i) => v + 0.5 * prev[i]!),
+    { atol: 1e-12, rtol: 1e-12 },
+  );
   const dy = f64(randn(n * rows, 3), [n, rows]);
   const dx = be.zeros([n, cols], 'f64');
   be.matmul4bitInputGrad(dy, w, dx);
@@ -102,7 +110,10 @@ test('swiglu: silu(g)·u by hand', () => {
   const up = f64([5, 2, 3], [3]);
   const out = be.zeros([3], 'f64');
   be.swiglu(gate, up, out);
-  assertClose(out.data, [0, 2 / (1 + Math.exp(-1)), (3 * -2) / (1 + Math.exp(2))], { atol: 1e-15, rtol: 1e-14 });
+  assertClose(out.data, [0, 2 / (1 + Math.exp(-1)), (3 * -2) / (1 + Math.exp(2))], {
+    atol: 1e-15,
+    rtol: 1e-14,
+  });
 });
 
 test('dropout: kept fraction ≈ 1-p, mask = uniformAt(seed, i) ≥ p, same seed same mask', () => {
@@ -174,14 +185,38 @@ test('rope rotates a unit vector by position × inverse frequency (both layouts)
     be.rope(out, pos, cos, sin, layout as 'half' | 'interleaved', true, out); // in place, inverse
     assertClose(out.data, input, { atol: 1e-15, rtol: 1e-12 });
   }
-  assert.throws(() => be.rope(f64([1, 0, 0, 0], [1, 1, 1, 4]), i32([8], [1]), cos, sin, 'half', false, be.zeros([1, 1, 1, 4], 'f64')), /outside/);
+  assert.throws(
+    () =>
+      be.rope(
+        f64([1, 0, 0, 0], [1, 1, 1, 4]),
+        i32([8], [1]),
+        cos,
+        sin,
+        'half',
+        false,
+        be.zeros([1, 1, 1, 4], 'f64'),
+      ),
+    /outside/,
+  );
 });
 
 test('rope tables: Llama-3 scaling keeps high frequencies, divides low ones by the factor, blends between', () => {
   const D = 128;
   const theta = 500000;
   const plain = ropeTables(D, 2, theta, null, 'f64').invFreq;
-  const scaled = ropeTables(D, 2, theta, { ropeType: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 }, 'f64').invFreq;
+  const scaled = ropeTables(
+    D,
+    2,
+    theta,
+    {
+      ropeType: 'llama3',
+      factor: 8,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositionEmbeddings: 8192,
+    },
+    'f64',
+  ).invFreq;
   let seen = { high: 0, low: 0, mid: 0 };
   for (let i = 0; i < D / 2; i++) {
     const base = 1 / theta ** ((2 * i) / D);
@@ -204,7 +239,11 @@ test('rope tables: Llama-3 scaling keeps high frequencies, divides low ones by t
   assert.ok(seen.high > 0 && seen.low > 0 && seen.mid > 0, JSON.stringify(seen));
   const f32 = ropeTables(D, 5, theta, null, 'f32');
   assert.ok(f32.cos instanceof Float32Array);
-  assertClose([f32.cos[4 * 64 + 1]!, f32.sin[4 * 64 + 1]!], [Math.cos(4 * plain[1]!), Math.sin(4 * plain[1]!)], { atol: 1e-6, rtol: 0 });
+  assertClose(
+    [f32.cos[4 * 64 + 1]!, f32.sin[4 * 64 + 1]!],
+    [Math.cos(4 * plain[1]!), Math.sin(4 * plain[1]!)],
+    { atol: 1e-6, rtol: 0 },
+  );
 });
 
 test('attention: one key returns its value; equal scores average; causal, Tq < Tk, segments, GQA', () => {
@@ -226,7 +265,10 @@ test('attention: one key returns its value; equal scores average; causal, Tq < T
   const lse = be.zeros([1, 1, 2], 'f64');
   be.attention(q, k, v, out, lse, { scale: 1 });
   const e = Math.E;
-  assertClose(out.data, [1, 2, (e * 1 + 3) / (e + 1), (e * 2 + 4) / (e + 1)], { atol: 1e-14, rtol: 0 });
+  assertClose(out.data, [1, 2, (e * 1 + 3) / (e + 1), (e * 2 + 4) / (e + 1)], {
+    atol: 1e-14,
+    rtol: 0,
+  });
   assertClose(lse.data, [1, Math.log(e + 1)], { atol: 1e-14, rtol: 0 });
 
   // Segment ids: the second query is in its own segment and sees only itself.
@@ -249,8 +291,22 @@ test('attention: one key returns its value; equal scores average; causal, Tq < T
   be.attention(qg, kg, vg, og, be.zeros([1, 2, 1], 'f64'), { scale: 1 });
   assertClose(og.data, [7, 8, 7, 8], { atol: 1e-15, rtol: 0 });
 
-  assert.throws(() => be.attention(f64([0, 0, 0, 0, 0, 0], [1, 3, 1, 2]), k, v, be.zeros([1, 3, 1, 2], 'f64'), be.zeros([1, 1, 3], 'f64'), { scale: 1 }), /Tk/);
-  assert.throws(() => be.attention(q, k, v, out, lse, { scale: 1, segmentIds: i32([0], [1, 1]) }), /segmentIds/);
+  assert.throws(
+    () =>
+      be.attention(
+        f64([0, 0, 0, 0, 0, 0], [1, 3, 1, 2]),
+        k,
+        v,
+        be.zeros([1, 3, 1, 2], 'f64'),
+        be.zeros([1, 1, 3], 'f64'),
+        { scale: 1 },
+      ),
+    /Tk/,
+  );
+  assert.throws(
+    () => be.attention(q, k, v, out, lse, { scale: 1, segmentIds: i32([0], [1, 1]) }),
+    /segmentIds/,
+  );
 });
 
 test('cross-entropy: uniform logits give log V; gradient; ignore index; aliasing; bad labels', () => {
@@ -278,7 +334,10 @@ test('adamw: two steps against the PyTorch formula', () => {
   const expectP = [1, -2];
   const expectM = [0, 0];
   const expectV = [0, 0];
-  for (const [step, grads] of [[1, [0.5, -3]], [2, [-0.25, 1]]] as const) {
+  for (const [step, grads] of [
+    [1, [0.5, -3]],
+    [2, [-0.25, 1]],
+  ] as const) {
     be.adamw(p, f64(grads, [2]), m, v, { ...opts, step });
     for (let i = 0; i < 2; i++) {
       expectP[i] = expectP[i]! * (1 - opts.lr * opts.weightDecay);
@@ -292,6 +351,11 @@ test('adamw: two steps against the PyTorch formula', () => {
     assertClose(v.data, expectV, { atol: 1e-15, rtol: 1e-13 });
     assertClose(p.data, expectP, { atol: 1e-13, rtol: 1e-12 });
     // By hand for the first step: mHat = g, vHat = g², so p = p·(1 - lr·wd) - lr·g/(|g| + eps).
-    if (step === 1) assertClose(p.data, [0.999 - (0.1 * 0.5) / (0.5 + 1e-8), -2 * 0.999 + (0.1 * 3) / (3 + 1e-8)], { atol: 1e-13, rtol: 0 });
+    if (step === 1)
+      assertClose(
+        p.data,
+        [0.999 - (0.1 * 0.5) / (0.5 + 1e-8), -2 * 0.999 + (0.1 * 3) / (3 + 1e-8)],
+        { atol: 1e-13, rtol: 0 },
+      );
   }
 });

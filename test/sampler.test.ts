@@ -29,7 +29,9 @@ test('greedy picks the argmax; repetition penalty follows HF (divide positive, m
 test('temperature sampling follows softmax(z/T); a seed reproduces the same draws', () => {
   const o = opts({ temperature: 0.7, seed: 11 });
   const h = histogram(o, 20000);
-  softmax(logits, 0.7).forEach((p, i) => assert.ok(Math.abs(h[i]! - p) < 0.015, `token ${i}: ${h[i]} vs ${p}`));
+  softmax(logits, 0.7).forEach((p, i) =>
+    assert.ok(Math.abs(h[i]! - p) < 0.015, `token ${i}: ${h[i]} vs ${p}`),
+  );
   const a = Array.from({ length: 50 }, (_, s) => sampleToken(logits, [], s, o));
   const b = Array.from({ length: 50 }, (_, s) => sampleToken(logits, [], s, o));
   assert.deepEqual(a, b);
@@ -52,5 +54,12 @@ test('top-k, top-p and min-p keep exactly the tokens they should, renormalized',
   assert.ok(mp[0]! > 0 && mp[3]! > 0 && mp[5]! > 0);
   assert.equal(mp[1]! + mp[2]! + mp[4]!, 0);
   // top-k 1 is greedy whatever the temperature.
-  assert.deepEqual(new Set(Array.from({ length: 100 }, (_, s) => sampleToken(logits, [], s, opts({ temperature: 5, topK: 1 })))), new Set([3]));
+  assert.deepEqual(
+    new Set(
+      Array.from({ length: 100 }, (_, s) =>
+        sampleToken(logits, [], s, opts({ temperature: 5, topK: 1 })),
+      ),
+    ),
+    new Set([3]),
+  );
 });

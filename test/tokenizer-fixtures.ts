@@ -15,7 +15,8 @@ export const TOKENIZER_FIXTURES = path.join(FIXTURES, 'tokenizers');
 export const UPSTREAM_SHA256: Record<string, string> = {
   'tinyllama/tokenizer.json.gz': 'bcd04f0eadf90287bd26e1a183ac487d8a141b09b06aecb7725bbdd343640f2e',
   'phi-2/tokenizer.json.gz': '337da36be7a71a6e88aa9148967a7bc8736f4b47c7de8e19ba92b89e80734cfc',
-  'llama.cpp-vocab/ggml-vocab-gpt-2.gguf.gz': 'cedc56ca6e2e89f63e781696d1fd76b4b1d49e6720dee86463e915f6e90016ac',
+  'llama.cpp-vocab/ggml-vocab-gpt-2.gguf.gz':
+    'cedc56ca6e2e89f63e781696d1fd76b4b1d49e6720dee86463e915f6e90016ac',
   'llama3/tokenizer.model.gz': '82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55',
 };
 
@@ -40,18 +41,25 @@ export function readJsonFixture<T = Record<string, unknown>>(rel: string): T {
  */
 export function materialize(names: Record<string, string>): { dir: string; cleanup: () => void } {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-tok-'));
-  for (const [rel, name] of Object.entries(names)) fs.writeFileSync(path.join(dir, name), readTokenizerFixture(rel));
+  for (const [rel, name] of Object.entries(names))
+    fs.writeFileSync(path.join(dir, name), readTokenizerFixture(rel));
   return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
 /** llama.cpp test-tokenizer-0 vectors: inputs end with "\n__ggml_vocab_test__\n"; one id line each. */
 export function llamaCppVectors(vocab: string): { text: string; ids: number[] }[] {
-  const inputs = readTokenizerFixture(`llama.cpp-vocab/ggml-vocab-${vocab}.gguf.inp`).toString('utf8').split('\n__ggml_vocab_test__\n');
+  const inputs = readTokenizerFixture(`llama.cpp-vocab/ggml-vocab-${vocab}.gguf.inp`)
+    .toString('utf8')
+    .split('\n__ggml_vocab_test__\n');
   const last = inputs.pop();
-  if (last !== '') throw new Error(`${vocab}.inp: unexpected trailing text ${JSON.stringify(last)}`);
-  const lines = readTokenizerFixture(`llama.cpp-vocab/ggml-vocab-${vocab}.gguf.out`).toString('utf8').split('\n');
+  if (last !== '')
+    throw new Error(`${vocab}.inp: unexpected trailing text ${JSON.stringify(last)}`);
+  const lines = readTokenizerFixture(`llama.cpp-vocab/ggml-vocab-${vocab}.gguf.out`)
+    .toString('utf8')
+    .split('\n');
   if (lines.pop() !== '') throw new Error(`${vocab}.out: no final newline`);
-  if (lines.length !== inputs.length) throw new Error(`${vocab}: ${inputs.length} inputs but ${lines.length} outputs`);
+  if (lines.length !== inputs.length)
+    throw new Error(`${vocab}: ${inputs.length} inputs but ${lines.length} outputs`);
   return inputs.map((text, i) => ({
     text,
     ids: lines[i]!.trim() === '' ? [] : lines[i]!.trim().split(/\s+/).map(Number),

@@ -8,26 +8,51 @@ import { materialize, readJsonFixture } from './tokenizer-fixtures.js';
 type Json = Record<string, unknown>;
 interface Baseline {
   transformers_version: string;
-  entries: Record<string, { input_ids: number[]; tokens: string[]; decoded_with_special: string; decoded_skip_special: string }>;
+  entries: Record<
+    string,
+    {
+      input_ids: number[];
+      tokens: string[];
+      decoded_with_special: string;
+      decoded_skip_special: string;
+    }
+  >;
 }
 interface CaseFile {
-  [model: string]: { input: string; encoded: { input_ids: number[] }; decoded_with_special: string; decoded_without_special: string }[];
+  [model: string]: {
+    input: string;
+    encoded: { input_ids: number[] };
+    decoded_with_special: string;
+    decoded_without_special: string;
+  }[];
 }
 
-const inputs = readJsonFixture<{ inputs: { id: string; text: string }[] }>('swift-transformers/MultilingualConformance/inputs.json').inputs;
+const inputs = readJsonFixture<{ inputs: { id: string; text: string }[] }>(
+  'swift-transformers/MultilingualConformance/inputs.json',
+).inputs;
 const cases = readJsonFixture<CaseFile>('swift-transformers/tokenizer_tests.json');
 
 function checkBaseline(tok: Tokenizer, baselineFile: string): void {
-  const baseline = readJsonFixture<Baseline>(`swift-transformers/MultilingualConformance/baselines/${baselineFile}`);
+  const baseline = readJsonFixture<Baseline>(
+    `swift-transformers/MultilingualConformance/baselines/${baselineFile}`,
+  );
   assert.equal(inputs.length, 30);
   for (const { id, text } of inputs) {
     const want = baseline.entries[id];
     assert.ok(want, `baseline has entry ${id}`);
     const ids = tok.encode(text);
     assert.deepEqual(ids, want.input_ids, `${id}: input_ids`);
-    assert.deepEqual(ids.map((i) => tok.idToToken(i)), want.tokens, `${id}: tokens`);
+    assert.deepEqual(
+      ids.map((i) => tok.idToToken(i)),
+      want.tokens,
+      `${id}: tokens`,
+    );
     assert.equal(tok.decode(ids), want.decoded_with_special, `${id}: decoded_with_special`);
-    assert.equal(tok.decode(ids, { skipSpecialTokens: true }), want.decoded_skip_special, `${id}: decoded_skip_special`);
+    assert.equal(
+      tok.decode(ids, { skipSpecialTokens: true }),
+      want.decoded_skip_special,
+      `${id}: decoded_skip_special`,
+    );
   }
 }
 
@@ -37,8 +62,16 @@ function checkCases(tok: Tokenizer, model: string): void {
   for (const c of list) {
     const ids = tok.encode(c.input);
     assert.deepEqual(ids, c.encoded.input_ids, `${model} ${JSON.stringify(c.input)}: ids`);
-    assert.equal(tok.decode(ids), c.decoded_with_special, `${model} ${JSON.stringify(c.input)}: decoded with special`);
-    assert.equal(tok.decode(ids, { skipSpecialTokens: true }), c.decoded_without_special, `${model} ${JSON.stringify(c.input)}: decoded without special`);
+    assert.equal(
+      tok.decode(ids),
+      c.decoded_with_special,
+      `${model} ${JSON.stringify(c.input)}: decoded with special`,
+    );
+    assert.equal(
+      tok.decode(ids, { skipSpecialTokens: true }),
+      c.decoded_without_special,
+      `${model} ${JSON.stringify(c.input)}: decoded without special`,
+    );
   }
 }
 
@@ -65,10 +98,18 @@ test('TinyLlama folder: Llama-2 tokenizer_tests.json cases (BOS, spaces, CJK byt
 });
 
 test('TinyLlama folder: llama_encoded.json French paragraph', () => {
-  const ref = readJsonFixture<{ text: string; bpe_tokens: string[]; token_ids: number[]; decoded_text: string }>('swift-transformers/llama_encoded.json');
+  const ref = readJsonFixture<{
+    text: string;
+    bpe_tokens: string[];
+    token_ids: number[];
+    decoded_text: string;
+  }>('swift-transformers/llama_encoded.json');
   const ids = tinyllama.encode(ref.text);
   assert.deepEqual(ids, ref.token_ids);
-  assert.deepEqual(ids.slice(1).map((i) => tinyllama.idToToken(i)), ref.bpe_tokens);
+  assert.deepEqual(
+    ids.slice(1).map((i) => tinyllama.idToToken(i)),
+    ref.bpe_tokens,
+  );
   assert.equal(tinyllama.decode(ids), ref.decoded_text);
 });
 
@@ -81,12 +122,21 @@ test('TinyLlama folder: special-token roles, flags and chat template come from t
   assert.equal(t.addBos, true);
   assert.equal(t.addEos, false);
   assert.match(t.chatTemplate ?? '', /^\{% for message in messages %\}/);
-  assert.deepEqual([0, 1, 2, 450].map((i) => t.isSpecial(i)), [true, true, true, false]);
+  assert.deepEqual(
+    [0, 1, 2, 450].map((i) => t.isSpecial(i)),
+    [true, true, true, false],
+  );
   assert.equal(t.tokenToId('▁The'), 450);
   assert.equal(t.idToToken(29889), '.');
   // addSpecialTokens: false drops BOS; special text inside the input maps to the special id.
-  assert.deepEqual(t.encode('The quick', { addSpecialTokens: false }), t.encode('The quick').slice(1));
-  assert.deepEqual(t.encode('Hi</s>', { addSpecialTokens: false }), [...t.encode('Hi', { addSpecialTokens: false }), 2]);
+  assert.deepEqual(
+    t.encode('The quick', { addSpecialTokens: false }),
+    t.encode('The quick').slice(1),
+  );
+  assert.deepEqual(t.encode('Hi</s>', { addSpecialTokens: false }), [
+    ...t.encode('Hi', { addSpecialTokens: false }),
+    2,
+  ]);
   assert.deepEqual(t.encode(''), [1]);
   assert.equal(t.decode([]), '');
 });
@@ -114,16 +164,29 @@ test('HfTokenizer: config variants (add_eos_token, named chat templates, eos lis
   assert.equal(t.eosToken, '</s>');
   assert.deepEqual(t.eosIds, [2, 0]);
   assert.equal(t.chatTemplate, 'DEFAULT');
-  const withFile = new HfTokenizer({ tokenizerJson: json, tokenizerConfig: config, chatTemplate: 'FROM FILE' });
+  const withFile = new HfTokenizer({
+    tokenizerJson: json,
+    tokenizerConfig: config,
+    chatTemplate: 'FROM FILE',
+  });
   assert.equal(withFile.chatTemplate, 'FROM FILE');
 
   // tokenizer.json alone: its TemplateProcessing post-processor reveals BOS; nothing names an EOS.
   const bare = new HfTokenizer({ tokenizerJson: json });
-  assert.deepEqual([bare.bosId, bare.bosToken, bare.addBos, bare.eosId, bare.addEos], [1, '<s>', true, null, false]);
+  assert.deepEqual(
+    [bare.bosId, bare.bosToken, bare.addBos, bare.eosId, bare.addEos],
+    [1, '<s>', true, null, false],
+  );
   assert.deepEqual(bare.encode('Hello world'), [1, 15043, 3186]);
   // A Llama-class config without token keys gets LlamaTokenizer's defaults <s>, </s>, <unk>.
-  const minimal = new HfTokenizer({ tokenizerJson: json, tokenizerConfig: { tokenizer_class: 'LlamaTokenizer', add_eos_token: true } });
-  assert.deepEqual([minimal.bosId, minimal.eosId, minimal.unkId, minimal.addBos, minimal.addEos], [1, 2, 0, true, true]);
+  const minimal = new HfTokenizer({
+    tokenizerJson: json,
+    tokenizerConfig: { tokenizer_class: 'LlamaTokenizer', add_eos_token: true },
+  });
+  assert.deepEqual(
+    [minimal.bosId, minimal.eosId, minimal.unkId, minimal.addBos, minimal.addEos],
+    [1, 2, 0, true, true],
+  );
   assert.deepEqual(minimal.encode('Hello world'), [1, 15043, 3186, 2]);
 });
 
@@ -135,14 +198,21 @@ test('HfTokenizer: config variants (add_eos_token, named chat templates, eos lis
  */
 function gpt2From(phi2: Json, tokenizerConfig: Json): HfTokenizer {
   const added = phi2.added_tokens as { id: number }[];
-  return new HfTokenizer({ tokenizerJson: { ...phi2, added_tokens: added.filter((t) => t.id < 50257) }, tokenizerConfig });
+  return new HfTokenizer({
+    tokenizerJson: { ...phi2, added_tokens: added.filter((t) => t.id < 50257) },
+    tokenizerConfig,
+  });
 }
 
 test('GPT-2 (phi-2 vocabulary without CodeGen added tokens): MultilingualConformance equals transformers 4.57.1', () => {
   const phi2 = readJsonFixture<Json>('phi-2/tokenizer.json.gz');
   // openai-community/gpt2 ships no tokenizer settings that matter here; transformers 4.57 then
   // does not clean up spaces in decode.
-  const gpt2 = gpt2From(phi2, { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>' });
+  const gpt2 = gpt2From(phi2, {
+    bos_token: '<|endoftext|>',
+    eos_token: '<|endoftext|>',
+    unk_token: '<|endoftext|>',
+  });
   assert.equal(gpt2.vocabSize, 50257);
   assert.equal(gpt2.addBos, false);
   assert.deepEqual([gpt2.bosId, gpt2.eosId], [50256, 50256]);
@@ -153,11 +223,17 @@ test('GPT-2: distilgpt2 tokenizer_tests.json cases (decoded with clean_up_tokeni
   const phi2 = readJsonFixture<Json>('phi-2/tokenizer.json.gz');
   // These vectors come from an older transformers whose default was clean_up_tokenization_spaces=True
   // (visible in "'ll !!to" decoding to "'ll!!to").
-  checkCases(gpt2From(phi2, { eos_token: '<|endoftext|>', clean_up_tokenization_spaces: true }), 'distilgpt2');
+  checkCases(
+    gpt2From(phi2, { eos_token: '<|endoftext|>', clean_up_tokenization_spaces: true }),
+    'distilgpt2',
+  );
 });
 
 test('phi-2 folder as published: CodeGen whitespace tokens and its own config apply', () => {
-  const dir = materialize({ 'phi-2/tokenizer.json.gz': 'tokenizer.json', 'phi-2/tokenizer_config.json': 'tokenizer_config.json' });
+  const dir = materialize({
+    'phi-2/tokenizer.json.gz': 'tokenizer.json',
+    'phi-2/tokenizer_config.json': 'tokenizer_config.json',
+  });
   try {
     const phi2 = loadTokenizer(dir.dir);
     assert.equal(phi2.vocabSize, 50295);

@@ -10,7 +10,9 @@ import { Llama2cTokenizer, loadTokenizer } from '../src/tokenizer/index.js';
 import { FIXTURES } from './tokenizer-fixtures.js';
 
 const TOK512 = path.join(FIXTURES, 'stories260K', 'tok512.bin');
-const reference = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'stories260K', 'stories260K.reference.json'), 'utf8')) as {
+const reference = JSON.parse(
+  fs.readFileSync(path.join(FIXTURES, 'stories260K', 'stories260K.reference.json'), 'utf8'),
+) as {
   encode_llama2c: { text: string; token_ids: number[] };
   greedy_from_bos: { token_ids: number[]; text: string };
 };
@@ -18,7 +20,10 @@ const reference = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'stories260K', 
 test('tok512.bin: the vocabulary has the spec layout (512 tokens, specials, byte tokens, merge scores)', () => {
   const tok = Llama2cTokenizer.fromFile(TOK512, 512);
   assert.equal(tok.vocabSize, 512);
-  assert.deepEqual([0, 1, 2, 3, 258].map((i) => tok.idToToken(i)), ['<unk>', '\n<s>\n', '\n</s>\n', '<0x00>', '<0xFF>']);
+  assert.deepEqual(
+    [0, 1, 2, 3, 258].map((i) => tok.idToToken(i)),
+    ['<unk>', '\n<s>\n', '\n</s>\n', '<0x00>', '<0xFF>'],
+  );
   // Scores come from src/io/llama2c.ts's reader; merges are scored -(id - 259) in tok512.
   const scores = readLlama2cTokenizer(TOK512, 512).scores;
   for (let id = 259; id < 512; id++) assert.equal(scores[id], -(id - 259), `score of merge ${id}`);
@@ -28,13 +33,19 @@ test('tok512.bin: encoding the reference prompt gives the recorded ids (BOS, dum
   const tok = loadTokenizer(TOK512, { vocabSize: 512 });
   assert.ok(tok instanceof Llama2cTokenizer);
   assert.deepEqual(tok.encode(reference.encode_llama2c.text), reference.encode_llama2c.token_ids);
-  assert.deepEqual(tok.encode(reference.encode_llama2c.text, { addSpecialTokens: false }), reference.encode_llama2c.token_ids.slice(1));
+  assert.deepEqual(
+    tok.encode(reference.encode_llama2c.text, { addSpecialTokens: false }),
+    reference.encode_llama2c.token_ids.slice(1),
+  );
 });
 
 test('tok512.bin: decoding the reference greedy ids gives the recorded text', () => {
   const tok = Llama2cTokenizer.fromFile(TOK512);
   // Generation starts from BOS, which run.c never prints; the first piece's space is dropped after it.
-  assert.equal(tok.decode([1, ...reference.greedy_from_bos.token_ids], { skipSpecialTokens: true }), reference.greedy_from_bos.text);
+  assert.equal(
+    tok.decode([1, ...reference.greedy_from_bos.token_ids], { skipSpecialTokens: true }),
+    reference.greedy_from_bos.text,
+  );
   assert.equal(tok.decode(reference.greedy_from_bos.token_ids), reference.greedy_from_bos.text);
 });
 
@@ -50,8 +61,14 @@ test('tok512.bin: characters without a piece fall back to byte tokens (id = byte
   assert.equal(tok.decode([1, ...ids, 2], { skipSpecialTokens: true }), text);
   assert.deepEqual(tok.encode(''), [1]);
   assert.deepEqual(tok.encode('hi</s>', { addSpecialTokens: false }).at(-1), 2);
-  assert.deepEqual([tok.bosId, tok.eosId, tok.unkId, tok.vocabSize, tok.addBos, tok.addEos], [1, 2, 0, 512, true, false]);
-  assert.deepEqual([0, 1, 2, 3, 300].map((i) => tok.isSpecial(i)), [true, true, true, false, false]);
+  assert.deepEqual(
+    [tok.bosId, tok.eosId, tok.unkId, tok.vocabSize, tok.addBos, tok.addEos],
+    [1, 2, 0, 512, true, false],
+  );
+  assert.deepEqual(
+    [0, 1, 2, 3, 300].map((i) => tok.isSpecial(i)),
+    [true, true, true, false, false],
+  );
 });
 
 test('tok512.bin: a wrong vocab size, a truncated file or a too-small vocabulary is a clear error', () => {

@@ -18,15 +18,43 @@ const MODEL = path.join(root, 'fixtures', 'stories260K', 'stories260K.bin');
 const DATA = path.join(root, 'fixtures', 'datasets', 'tinyshakespeare', 'input.txt');
 
 function qlora(args: string[], cwd: string, timeout = 240_000) {
-  return spawnSync(process.execPath, ['--import', TSX, cli, ...args], { cwd, encoding: 'utf8', timeout });
+  return spawnSync(process.execPath, ['--import', TSX, cli, ...args], {
+    cwd,
+    encoding: 'utf8',
+    timeout,
+  });
 }
 
 /** A tiny real run: 64-token rows, rank 2, a checkpoint every step. */
-const RUN = ['train', '-m', MODEL, '-d', DATA, '--seq-len', '64', '-b', '2', '-r', '2', '--eval-every', '0', '--save-every', '1', '--keep-checkpoints', '2'];
+const RUN = [
+  'train',
+  '-m',
+  MODEL,
+  '-d',
+  DATA,
+  '--seq-len',
+  '64',
+  '-b',
+  '2',
+  '-r',
+  '2',
+  '--eval-every',
+  '0',
+  '--save-every',
+  '1',
+  '--keep-checkpoints',
+  '2',
+];
 
 /** Steps of the training records in a metrics.jsonl. */
 function trainSteps(file: string): number[] {
-  return fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => 'loss' in r).map((r) => r.step);
+  return fs
+    .readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((r) => 'loss' in r)
+    .map((r) => r.step);
 }
 
 function tmp(): string {
@@ -41,7 +69,13 @@ test('files the trainer writes replace symlinks planted in the output folder, ne
     // Someone with access to the folder points every file the next run writes at files outside it.
     const outside = path.join(cwd, 'outside');
     fs.mkdirSync(outside);
-    const names = ['metrics.jsonl', 'loss.svg', 'adapter_model.safetensors', 'adapter_config.json', 'checkpoint-4'];
+    const names = [
+      'metrics.jsonl',
+      'loss.svg',
+      'adapter_model.safetensors',
+      'adapter_config.json',
+      'checkpoint-4',
+    ];
     for (const name of names) {
       fs.writeFileSync(path.join(outside, name), 'precious');
       fs.rmSync(path.join(cwd, 'out', name), { recursive: true, force: true });
@@ -50,8 +84,15 @@ test('files the trainer writes replace symlinks planted in the output folder, ne
     const r2 = qlora([...RUN, '--max-steps', '4', '-o', 'out', '--resume'], cwd);
     assert.equal(r2.status, 0, r2.stderr);
     for (const name of names) {
-      assert.equal(fs.readFileSync(path.join(outside, name), 'utf8'), 'precious', `${name} was written through its link`);
-      assert.ok(!fs.lstatSync(path.join(cwd, 'out', name)).isSymbolicLink(), `${name} is still a link`);
+      assert.equal(
+        fs.readFileSync(path.join(outside, name), 'utf8'),
+        'precious',
+        `${name} was written through its link`,
+      );
+      assert.ok(
+        !fs.lstatSync(path.join(cwd, 'out', name)).isSymbolicLink(),
+        `${name} is still a link`,
+      );
     }
     // The linked metrics.jsonl was not ours to read: the record starts again at the resumed steps.
     assert.deepEqual(trainSteps(path.join(cwd, 'out', 'metrics.jsonl')), [3, 4]);
@@ -84,10 +125,19 @@ test('a used output folder is refused; --overwrite replaces only the old run; a 
     fs.writeFileSync(path.join(cwd, 'out', 'notes.txt'), 'mine');
     const again = qlora([...RUN, '--max-steps', '2', '-o', 'out'], cwd);
     assert.notEqual(again.status, 0);
-    assert.match(again.stderr, /output folder out is not empty \(.*\): pass --resume to continue the run in it, --overwrite to replace it/);
-    assert.ok(fs.existsSync(path.join(cwd, 'out', 'checkpoint-3')), 'a refused run touches nothing');
+    assert.match(
+      again.stderr,
+      /output folder out is not empty \(.*\): pass --resume to continue the run in it, --overwrite to replace it/,
+    );
+    assert.ok(
+      fs.existsSync(path.join(cwd, 'out', 'checkpoint-3')),
+      'a refused run touches nothing',
+    );
 
-    const differs = qlora([...RUN, '--max-steps', '5', '-o', 'out', '--resume', '--lr', '0.001', '-r', '4'], cwd);
+    const differs = qlora(
+      [...RUN, '--max-steps', '5', '-o', 'out', '--resume', '--lr', '0.001', '-r', '4'],
+      cwd,
+    );
     assert.notEqual(differs.status, 0);
     assert.match(differs.stderr, /--lr 0\.001 \(checkpoint: 0\.0002\)/);
     assert.match(differs.stderr, /--rank 4 \(checkpoint: 2\)/);
@@ -95,9 +145,13 @@ test('a used output folder is refused; --overwrite replaces only the old run; a 
     const over = qlora([...RUN, '--max-steps', '2', '-o', 'out', '--overwrite'], cwd);
     assert.equal(over.status, 0, over.stderr);
     const left = fs.readdirSync(path.join(cwd, 'out')).sort();
-    assert.ok(!left.includes('checkpoint-3'), 'the old run\'s checkpoints are gone');
+    assert.ok(!left.includes('checkpoint-3'), "the old run's checkpoints are gone");
     assert.ok(left.includes('notes.txt'), 'files the tool did not write are kept');
-    assert.deepEqual(left.filter((n) => n.startsWith('.')), [], 'no staging folder or temp file is left behind');
+    assert.deepEqual(
+      left.filter((n) => n.startsWith('.')),
+      [],
+      'no staging folder or temp file is left behind',
+    );
     assert.deepEqual(trainSteps(path.join(cwd, 'out', 'metrics.jsonl')), [1, 2]);
   } finally {
     fs.rmSync(cwd, { recursive: true, force: true });
@@ -109,7 +163,13 @@ test('what a killed run left is cleaned on the next start, and an incomplete che
   try {
     const complete = (name: string) => {
       fs.mkdirSync(path.join(dir, name));
-      for (const f of ['adapter_model.safetensors', 'adapter_config.json', 'optimizer.safetensors', 'trainer_state.json']) fs.writeFileSync(path.join(dir, name, f), '{}');
+      for (const f of [
+        'adapter_model.safetensors',
+        'adapter_config.json',
+        'optimizer.safetensors',
+        'trainer_state.json',
+      ])
+        fs.writeFileSync(path.join(dir, name, f), '{}');
     };
     complete('checkpoint-2');
     complete('checkpoint-4');
@@ -122,7 +182,11 @@ test('what a killed run left is cleaned on the next start, and an incomplete che
     fs.mkdirSync(path.join(dir, '.tmp-adapter-12345'));
     fs.writeFileSync(path.join(dir, 'adapter_model.safetensors'), 'weights without their config');
     fs.writeFileSync(path.join(dir, 'metrics.jsonl'), '');
-    assert.deepEqual(listCheckpoints(dir).map((c) => c.step), [2], 'the half-deleted checkpoint-4 is not listed');
+    assert.deepEqual(
+      listCheckpoints(dir).map((c) => c.step),
+      [2],
+      'the half-deleted checkpoint-4 is not listed',
+    );
     prepareOutputDir(dir, { resume: true, overwrite: false });
     assert.deepEqual(fs.readdirSync(dir).sort(), ['checkpoint-2', 'metrics.jsonl']);
     assert.deepEqual(cleanStaleFiles(dir), [], 'nothing left to clean');

@@ -37,9 +37,17 @@ export function randu(n: number, seed: number, lo = -1, hi = 1): Float64Array {
 export function assertClose(
   actual: ArrayLike<number>,
   expected: ArrayLike<number>,
-  { atol = 1e-5, rtol = 1e-4, what = 'values' }: { atol?: number; rtol?: number; what?: string } = {},
+  {
+    atol = 1e-5,
+    rtol = 1e-4,
+    what = 'values',
+  }: { atol?: number; rtol?: number; what?: string } = {},
 ): void {
-  assert.equal(actual.length, expected.length, `${what}: length ${actual.length} != ${expected.length}`);
+  assert.equal(
+    actual.length,
+    expected.length,
+    `${what}: length ${actual.length} != ${expected.length}`,
+  );
   let worst = -1;
   let worstRatio = 0;
   for (let i = 0; i < actual.length; i++) {
@@ -72,6 +80,6 @@ export function nextFloat32(x: number, direction: 1 | -1): number {
   const buf = new Float32Array([x]);
   const bits = new Uint32Array(buf.buffer);
   if (x === 0) return direction * 1.4e-45;
-  bits[0] = (x > 0) === (direction > 0) ? bits[0]! + 1 : bits[0]! - 1;
+  bits[0] = x > 0 === direction > 0 ? bits[0]! + 1 : bits[0]! - 1;
   return buf[0]!;
 }

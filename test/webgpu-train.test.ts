@@ -12,7 +12,12 @@ import { getBackend } from '../src/backends/index.js';
 import { loadModel } from '../src/cli/load-model.js';
 import { Batcher } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
-import { type BuildConfig, buildLlama, expectedTensorNames, type LoraConfig } from '../src/models/build.js';
+import {
+  type BuildConfig,
+  buildLlama,
+  expectedTensorNames,
+  type LoraConfig,
+} from '../src/models/build.js';
 import type { LlamaModel, ModelBatch, StepOptions } from '../src/models/llama.js';
 import type { Backend } from '../src/tensor/backend.js';
 import { Trainer, type TrainOptions } from '../src/train/trainer.js';
@@ -25,8 +30,18 @@ const MODEL = path.join(root, 'fixtures', 'stories260K', 'stories260K.bin');
 const DATA = path.join(root, 'fixtures', 'datasets', 'tinyshakespeare', 'input.txt');
 
 const config: BuildConfig = {
-  vocabSize: 37, hiddenSize: 24, intermediateSize: 40, numLayers: 2, numHeads: 6, numKvHeads: 2, headDim: 4,
-  rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, maxPositionEmbeddings: 64, tieWordEmbeddings: false,
+  vocabSize: 37,
+  hiddenSize: 24,
+  intermediateSize: 40,
+  numLayers: 2,
+  numHeads: 6,
+  numKvHeads: 2,
+  headDim: 4,
+  rmsNormEps: 1e-5,
+  ropeTheta: 10000,
+  ropeScaling: null,
+  maxPositionEmbeddings: 64,
+  tieWordEmbeddings: false,
   attentionBias: false,
 };
 
@@ -36,13 +51,19 @@ function randomSource(seed: number) {
   let k = 0;
   for (const name of expectedTensorNames(c)) {
     let size = c.hiddenSize;
-    if (name.includes('embed_tokens') || name.startsWith('lm_head')) size = c.vocabSize * c.hiddenSize;
-    else if (name.includes('q_proj') || name.includes('o_proj')) size = c.numHeads * c.headDim * c.hiddenSize;
-    else if (name.includes('k_proj') || name.includes('v_proj')) size = c.numKvHeads * c.headDim * c.hiddenSize;
+    if (name.includes('embed_tokens') || name.startsWith('lm_head'))
+      size = c.vocabSize * c.hiddenSize;
+    else if (name.includes('q_proj') || name.includes('o_proj'))
+      size = c.numHeads * c.headDim * c.hiddenSize;
+    else if (name.includes('k_proj') || name.includes('v_proj'))
+      size = c.numKvHeads * c.headDim * c.hiddenSize;
     else if (name.includes('_proj')) size = c.intermediateSize * c.hiddenSize;
     const isNorm = name.includes('norm');
     const v = randn(size, seed + 101 * k++, isNorm ? 0.1 : 0.5);
-    values.set(name, Float32Array.from(v, (x) => (isNorm ? 1 + x : x)));
+    values.set(
+      name,
+      Float32Array.from(v, (x) => (isNorm ? 1 + x : x)),
+    );
   }
   return { has: (n: string) => values.has(n), load: (n: string) => values.get(n)! };
 }
@@ -63,7 +84,16 @@ async function build(be: Backend, dropout: number, quantizeHead: boolean): Promi
     quantization: { quantType: 'nf4', blocksize: 32, doubleQuant: true },
     quantizeHead,
     quantizeEmbedding: quantizeHead,
-    lora: { r: 3, alpha: 5, dropout, useRslora: false, init: 'kaiming', seed: 5, targets: 'all-linear', layers: null },
+    lora: {
+      r: 3,
+      alpha: 5,
+      dropout,
+      useRslora: false,
+      init: 'kaiming',
+      seed: 5,
+      targets: 'all-linear',
+      layers: null,
+    },
   });
   model.parameters().forEach((p, i) => {
     if (p.name.endsWith('lora_B.weight')) p.value.write(randn(p.value.size, 900 + i, 0.3));
@@ -71,11 +101,22 @@ async function build(be: Backend, dropout: number, quantizeHead: boolean): Promi
   return model;
 }
 
-async function gradients(be: Backend, dropout: number, quantizeHead: boolean, checkpointing: boolean) {
+async function gradients(
+  be: Backend,
+  dropout: number,
+  quantizeHead: boolean,
+  checkpointing: boolean,
+) {
   const model = await build(be, dropout, quantizeHead);
   const arena = be.createArena(1 << 16, 'step');
   const layerArena = be.createArena(1 << 16, 'layer');
-  const opts: StepOptions = { training: true, stepSeed: 77, gradientCheckpointing: checkpointing, lossChunkRows: 5, gradScale: 1 };
+  const opts: StepOptions = {
+    training: true,
+    stepSeed: 77,
+    gradientCheckpointing: checkpointing,
+    lossChunkRows: 5,
+    gradScale: 1,
+  };
   for (const p of model.parameters()) p.zeroGrad();
   const res = await model.lossAndGradients(batch, arena, layerArena, opts, true);
   const grads = new Map<string, Float64Array>();
@@ -86,39 +127,94 @@ async function gradients(be: Backend, dropout: number, quantizeHead: boolean, ch
   return { loss: res.lossSum / res.tokens, grads };
 }
 
-for (const [dropout, quantizeHead] of [[0, false], [0.3, true]] as const) {
-  test(`webgpu: whole-model LoRA gradients equal ref's float64 gradients (dropout ${dropout}, ${quantizeHead ? '4-bit' : 'f32'} head and embedding)`, { skip: !gpu }, async () => {
-    const ref = await getBackend('ref');
-    const want = await gradients(ref, dropout, quantizeHead, false);
-    for (const checkpointing of [false, true]) {
-      const got = await gradients(gpu!, dropout, quantizeHead, checkpointing);
-      assert.ok(Math.abs(got.loss - want.loss) <= 1e-5 * Math.abs(want.loss), `loss ${got.loss} vs ${want.loss}`);
-      let scale = 0;
-      for (const g of want.grads.values()) for (const x of g) scale = Math.max(scale, Math.abs(x));
-      assert.ok(scale > 1e-3, 'gradients are not all ~0');
-      for (const [name, g] of want.grads) {
-        const h = got.grads.get(name)!;
-        for (let i = 0; i < g.length; i++) {
-          assert.ok(Math.abs(h[i]! - g[i]!) <= 1e-4 * scale, `${name}[${i}] ${h[i]} vs ${g[i]} (checkpointing ${checkpointing})`);
+for (const [dropout, quantizeHead] of [
+  [0, false],
+  [0.3, true],
+] as const) {
+  test(
+    `webgpu: whole-model LoRA gradients equal ref's float64 gradients (dropout ${dropout}, ${quantizeHead ? '4-bit' : 'f32'} head and embedding)`,
+    { skip: !gpu },
+    async () => {
+      const ref = await getBackend('ref');
+      const want = await gradients(ref, dropout, quantizeHead, false);
+      for (const checkpointing of [false, true]) {
+        const got = await gradients(gpu!, dropout, quantizeHead, checkpointing);
+        assert.ok(
+          Math.abs(got.loss - want.loss) <= 1e-5 * Math.abs(want.loss),
+          `loss ${got.loss} vs ${want.loss}`,
+        );
+        let scale = 0;
+        for (const g of want.grads.values())
+          for (const x of g) scale = Math.max(scale, Math.abs(x));
+        assert.ok(scale > 1e-3, 'gradients are not all ~0');
+        for (const [name, g] of want.grads) {
+          const h = got.grads.get(name)!;
+          for (let i = 0; i < g.length; i++) {
+            assert.ok(
+              Math.abs(h[i]! - g[i]!) <= 1e-4 * scale,
+              `${name}[${i}] ${h[i]} vs ${g[i]} (checkpointing ${checkpointing})`,
+            );
+          }
         }
       }
-    }
-  });
+    },
+  );
 }
 
-const lora: LoraConfig = { r: 8, alpha: 16, dropout: 0.05, useRslora: false, init: 'kaiming', seed: 3, targets: 'all-linear', layers: null };
+const lora: LoraConfig = {
+  r: 8,
+  alpha: 16,
+  dropout: 0.05,
+  useRslora: false,
+  init: 'kaiming',
+  seed: 3,
+  targets: 'all-linear',
+  layers: null,
+};
 
-async function run(backend: 'cpu' | 'webgpu', extra: Partial<TrainOptions>, outputDir: string, stopAfter = 0, computeDtype: 'f32' | 'f16' = 'f32') {
+async function run(
+  backend: 'cpu' | 'webgpu',
+  extra: Partial<TrainOptions>,
+  outputDir: string,
+  stopAfter = 0,
+  computeDtype: 'f32' | 'f16' = 'f32',
+) {
   const { model, tokenizer } = await loadModel({
-    model: MODEL, backend, computeDtype, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true }, lora, maxPositions: 32,
+    model: MODEL,
+    backend,
+    computeDtype,
+    quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true },
+    lora,
+    maxPositions: 32,
   });
   const data = await loadDataset(DATA, tokenizer, { maxSeqLen: 32, validFraction: 0.1, seed: 1 });
-  const train = new Batcher(data.train, { batchSize: 4, seqLen: 32, seed: 1, padId: tokenizer.eosId ?? 0 });
+  const train = new Batcher(data.train, {
+    batchSize: 4,
+    seqLen: 32,
+    seed: 1,
+    padId: tokenizer.eosId ?? 0,
+  });
   const options: TrainOptions = {
-    maxSteps: 40, lr: 3e-3, schedule: 'cosine', warmupSteps: 2, gradAccum: 1, maxGradNorm: 1, weightDecay: 0.01,
-    optimizer: 'adamw', seed: 9, gradientCheckpointing: false, lossChunkRows: 64, evalEvery: 0, saveEvery: 0,
-    keepCheckpoints: 2, earlyStoppingPatience: 0, onNonFinite: 'stop', resume: false, baseModel: 'stories260K',
-    ...extra, outputDir,
+    maxSteps: 40,
+    lr: 3e-3,
+    schedule: 'cosine',
+    warmupSteps: 2,
+    gradAccum: 1,
+    maxGradNorm: 1,
+    weightDecay: 0.01,
+    optimizer: 'adamw',
+    seed: 9,
+    gradientCheckpointing: false,
+    lossChunkRows: 64,
+    evalEvery: 0,
+    saveEvery: 0,
+    keepCheckpoints: 2,
+    earlyStoppingPatience: 0,
+    onNonFinite: 'stop',
+    resume: false,
+    baseModel: 'stories260K',
+    ...extra,
+    outputDir,
   };
   const losses: number[] = [];
   // stopAfter: interrupted after that step (as Ctrl-C would), keeping the full run's LR schedule.
@@ -132,77 +228,147 @@ async function run(backend: 'cpu' | 'webgpu', extra: Partial<TrainOptions>, outp
   return losses;
 }
 
-test('webgpu: 40 QLoRA steps of stories260K give cpu\'s per-step losses within 1e-4 relative', { skip: !gpu }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-webgpu-'));
-  try {
-    const cpu = await run('cpu', {}, path.join(tmp, 'cpu'));
-    const web = await run('webgpu', {}, path.join(tmp, 'webgpu'));
-    assert.equal(web.length, 40);
-    for (let i = 0; i < 40; i++) {
-      assert.ok(Math.abs(web[i]! - cpu[i]!) <= 1e-4 * Math.abs(cpu[i]!), `step ${i + 1}: webgpu ${web[i]} vs cpu ${cpu[i]}`);
+test(
+  "webgpu: 40 QLoRA steps of stories260K give cpu's per-step losses within 1e-4 relative",
+  { skip: !gpu },
+  async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-webgpu-'));
+    try {
+      const cpu = await run('cpu', {}, path.join(tmp, 'cpu'));
+      const web = await run('webgpu', {}, path.join(tmp, 'webgpu'));
+      assert.equal(web.length, 40);
+      for (let i = 0; i < 40; i++) {
+        assert.ok(
+          Math.abs(web[i]! - cpu[i]!) <= 1e-4 * Math.abs(cpu[i]!),
+          `step ${i + 1}: webgpu ${web[i]} vs cpu ${cpu[i]}`,
+        );
+      }
+      assert.ok(web[39]! < web[0]!, 'the loss falls');
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
     }
-    assert.ok(web[39]! < web[0]!, 'the loss falls');
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
-});
+  },
+);
 
-test('webgpu: a run resumed from a checkpoint equals the uninterrupted run bit for bit (8-bit AdamW)', { skip: !gpu }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-webgpu-resume-'));
-  try {
-    const whole = path.join(tmp, 'whole');
-    const parts = path.join(tmp, 'parts');
-    await run('webgpu', { maxSteps: 8, optimizer: 'adamw8bit' }, whole);
-    await run('webgpu', { maxSteps: 8, saveEvery: 4, optimizer: 'adamw8bit' }, parts, 4);
-    await run('webgpu', { maxSteps: 8, saveEvery: 4, optimizer: 'adamw8bit', resume: true }, parts);
-    const a = fs.readFileSync(path.join(whole, 'adapter_model.safetensors'));
-    const b = fs.readFileSync(path.join(parts, 'adapter_model.safetensors'));
-    assert.ok(a.equals(b), 'resumed adapter differs from the uninterrupted one');
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
-});
+test(
+  'webgpu: a run resumed from a checkpoint equals the uninterrupted run bit for bit (8-bit AdamW)',
+  { skip: !gpu },
+  async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-webgpu-resume-'));
+    try {
+      const whole = path.join(tmp, 'whole');
+      const parts = path.join(tmp, 'parts');
+      await run('webgpu', { maxSteps: 8, optimizer: 'adamw8bit' }, whole);
+      await run('webgpu', { maxSteps: 8, saveEvery: 4, optimizer: 'adamw8bit' }, parts, 4);
+      await run(
+        'webgpu',
+        { maxSteps: 8, saveEvery: 4, optimizer: 'adamw8bit', resume: true },
+        parts,
+      );
+      const a = fs.readFileSync(path.join(whole, 'adapter_model.safetensors'));
+      const b = fs.readFileSync(path.join(parts, 'adapter_model.safetensors'));
+      assert.ok(a.equals(b), 'resumed adapter differs from the uninterrupted one');
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  },
+);
 
-test('webgpu: `qlora generate --backend webgpu` prints the same greedy text as cpu', { skip: !gpu }, async () => {
-  const { spawnSync } = await import('node:child_process');
-  const out = (backend: string) => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli', 'run.ts'), 'generate', '-m', MODEL,
-      '-p', 'Once upon a time', '-t', '0', '--max-tokens', '24', '--backend', backend], { cwd: root, encoding: 'utf8' });
-    assert.equal(r.status, 0, r.stderr);
-    return r.stdout;
-  };
-  const cpu = out('cpu');
-  assert.match(cpu, /Once upon a time/);
-  assert.equal(out('webgpu'), cpu);
-});
+test(
+  'webgpu: `qlora generate --backend webgpu` prints the same greedy text as cpu',
+  { skip: !gpu },
+  async () => {
+    const { spawnSync } = await import('node:child_process');
+    const out = (backend: string) => {
+      const r = spawnSync(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          path.join(root, 'src', 'cli', 'run.ts'),
+          'generate',
+          '-m',
+          MODEL,
+          '-p',
+          'Once upon a time',
+          '-t',
+          '0',
+          '--max-tokens',
+          '24',
+          '--backend',
+          backend,
+        ],
+        { cwd: root, encoding: 'utf8' },
+      );
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout;
+    };
+    const cpu = out('cpu');
+    assert.match(cpu, /Once upon a time/);
+    assert.equal(out('webgpu'), cpu);
+  },
+);
 
 const hasF16 = Boolean(gpu && (gpu as { hasF16?: boolean }).hasF16);
-test('webgpu: --compute-dtype f16 (4-bit matmuls on f16 tiles) follows the f32 loss curve within 1% over 40 steps', { skip: !hasF16 }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-webgpu-f16-'));
-  try {
-    const f32 = await run('webgpu', {}, path.join(tmp, 'f32'));
-    const f16 = await run('webgpu', {}, path.join(tmp, 'f16'), 0, 'f16');
-    let worst = 0;
-    for (let i = 0; i < 40; i++) worst = Math.max(worst, Math.abs(f16[i]! - f32[i]!) / Math.abs(f32[i]!));
-    console.log(`# f16 vs f32 compute on webgpu: max per-step relative loss difference ${worst.toExponential(2)} over 40 steps`);
-    assert.ok(worst > 0, 'the f16 run equals the f32 run bit for bit: the f16 path did not run');
-    assert.ok(worst < 1e-2, `f16 loss curve differs from f32 by up to ${worst}`);
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
-});
+test(
+  'webgpu: --compute-dtype f16 (4-bit matmuls on f16 tiles) follows the f32 loss curve within 1% over 40 steps',
+  { skip: !hasF16 },
+  async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-webgpu-f16-'));
+    try {
+      const f32 = await run('webgpu', {}, path.join(tmp, 'f32'));
+      const f16 = await run('webgpu', {}, path.join(tmp, 'f16'), 0, 'f16');
+      let worst = 0;
+      for (let i = 0; i < 40; i++)
+        worst = Math.max(worst, Math.abs(f16[i]! - f32[i]!) / Math.abs(f32[i]!));
+      console.log(
+        `# f16 vs f32 compute on webgpu: max per-step relative loss difference ${worst.toExponential(2)} over 40 steps`,
+      );
+      assert.ok(worst > 0, 'the f16 run equals the f32 run bit for bit: the f16 path did not run');
+      assert.ok(worst < 1e-2, `f16 loss curve differs from f32 by up to ${worst}`);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  },
+);
 
 test('--compute-dtype f16 is refused on a backend without f16 compute, naming the backend', async () => {
-  await assert.rejects(loadModel({ model: MODEL, backend: 'cpu', computeDtype: 'f16' }), /--compute-dtype f16 needs the webgpu backend .*'cpu' computes in f32/);
+  await assert.rejects(
+    loadModel({ model: MODEL, backend: 'cpu', computeDtype: 'f16' }),
+    /--compute-dtype f16 needs the webgpu backend .*'cpu' computes in f32/,
+  );
 });
 
-test('webgpu: `qlora plan --backend webgpu` reports device memory, the binding limits and a measured speed', { skip: !gpu }, async () => {
-  const { spawnSync } = await import('node:child_process');
-  const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(root, 'src', 'cli', 'run.ts'), 'plan', '-m', MODEL,
-    '--seq-len', '64', '--batch-size', '2', '--backend', 'webgpu'], { cwd: root, encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /^on webgpu: .*$/m);
-  assert.match(r.stdout, /device memory +[\d.]+ (KiB|MiB|GiB) +at peak/);
-  assert.match(r.stdout, /speed +[\d.]+ tok\/s +at most: model FLOPs at the measured f32 GEMM rate of [\d.]+ GFLOP\/s/);
-  assert.match(r.stdout, /fits this GPU's buffer and binding limits/);
-});
+test(
+  'webgpu: `qlora plan --backend webgpu` reports device memory, the binding limits and a measured speed',
+  { skip: !gpu },
+  async () => {
+    const { spawnSync } = await import('node:child_process');
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        path.join(root, 'src', 'cli', 'run.ts'),
+        'plan',
+        '-m',
+        MODEL,
+        '--seq-len',
+        '64',
+        '--batch-size',
+        '2',
+        '--backend',
+        'webgpu',
+      ],
+      { cwd: root, encoding: 'utf8' },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^on webgpu: .*$/m);
+    assert.match(r.stdout, /device memory +[\d.]+ (KiB|MiB|GiB) +at peak/);
+    assert.match(
+      r.stdout,
+      /speed +[\d.]+ tok\/s +at most: model FLOPs at the measured f32 GEMM rate of [\d.]+ GFLOP\/s/,
+    );
+    assert.match(r.stdout, /fits this GPU's buffer and binding limits/);
+  },
+);

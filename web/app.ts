@@ -12,7 +12,8 @@ const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'modu
 const send = (m: Request) => worker.postMessage(m);
 
 /** ?backend=ref runs the plain-TypeScript backend on the CPU (slow; for checking the app without a GPU). */
-const BACKEND: RunOptions['backend'] = new URLSearchParams(location.search).get('backend') === 'ref' ? 'ref' : 'webgpu';
+const BACKEND: RunOptions['backend'] =
+  new URLSearchParams(location.search).get('backend') === 'ref' ? 'ref' : 'webgpu';
 
 const history = { train: [] as [number, number][], eval: [] as [number, number][] };
 let maxSteps = 0;
@@ -69,10 +70,13 @@ function setText(id: string, text: string, cls = 'note'): void {
 }
 
 function drawChart(): void {
-  const svg = lossCurveSvg([
-    { label: 'train loss', color: '#1f77b4', points: history.train },
-    { label: 'eval loss', color: '#d62728', points: history.eval },
-  ], 'loss');
+  const svg = lossCurveSvg(
+    [
+      { label: 'train loss', color: '#1f77b4', points: history.train },
+      { label: 'eval loss', color: '#d62728', points: history.eval },
+    ],
+    'loss',
+  );
   const chart = $('chart');
   chart.innerHTML = svg;
   // The numbers behind the curve, for scripts and tests.
@@ -99,7 +103,8 @@ function showInspect(view: Extract<Reply, { type: 'inspect' }>['view']): void {
   box.append(pre);
   const legend = document.createElement('p');
   legend.className = 'note';
-  legend.innerHTML = 'First examples: <span class="loss">blue text carries loss</span>, <span class="noloss">grey text does not</span>.';
+  legend.innerHTML =
+    'First examples: <span class="loss">blue text carries loss</span>, <span class="noloss">grey text does not</span>.';
   box.append(legend);
   for (const ex of view.examples) {
     const div = document.createElement('div');
@@ -134,7 +139,8 @@ function showDownloads(files: readonly { name: string; bytes: Uint8Array }[]): v
   }
   const note = document.createElement('p');
   note.className = 'note';
-  note.textContent = 'adapter_model.safetensors + adapter_config.json form a PEFT adapter folder (qlora generate -a, PEFT, vLLM); adapter.gguf is the same adapter for llama.cpp / Ollama (--lora).';
+  note.textContent =
+    'adapter_model.safetensors + adapter_config.json form a PEFT adapter folder (qlora generate -a, PEFT, vLLM); adapter.gguf is the same adapter for llama.cpp / Ollama (--lora).';
   box.append(note);
 }
 
@@ -145,7 +151,10 @@ worker.onmessage = (e: MessageEvent<Reply>) => {
       if (m.ok) {
         haveGpu = true;
         const a = m.adapter;
-        setText('gpu', `WebGPU: ${a.description || a.vendor || 'adapter'}${a.isFallback ? ' (software fallback: correct but slow)' : ''} · max buffer ${(a.limits.maxBufferSize! / 2 ** 20).toFixed(0)} MiB · max binding ${(a.limits.maxStorageBufferBindingSize! / 2 ** 20).toFixed(0)} MiB · ${a.features.includes('shader-f16') ? 'f16' : 'no f16'}`);
+        setText(
+          'gpu',
+          `WebGPU: ${a.description || a.vendor || 'adapter'}${a.isFallback ? ' (software fallback: correct but slow)' : ''} · max buffer ${(a.limits.maxBufferSize! / 2 ** 20).toFixed(0)} MiB · max binding ${(a.limits.maxStorageBufferBindingSize! / 2 ** 20).toFixed(0)} MiB · ${a.features.includes('shader-f16') ? 'f16' : 'no f16'}`,
+        );
         $('gpu').dataset.ready = 'true';
       } else {
         setText('gpu', m.message, 'error');
@@ -155,7 +164,11 @@ worker.onmessage = (e: MessageEvent<Reply>) => {
     case 'model': {
       haveModel = true;
       const s = m.summary;
-      setText('model-summary', `${s.name}: ${s.architecture} (${s.source}), ${s.layers} layers, hidden ${s.hidden}, vocab ${s.vocab}, ${(s.parameters / 1e6).toFixed(2)}M parameters; tokenizer ${s.tokenizer}`, 'ok');
+      setText(
+        'model-summary',
+        `${s.name}: ${s.architecture} (${s.source}), ${s.layers} layers, hidden ${s.hidden}, vocab ${s.vocab}, ${(s.parameters / 1e6).toFixed(2)}M parameters; tokenizer ${s.tokenizer}`,
+        'ok',
+      );
       planAgain();
       if (dataPicked) send({ type: 'inspect', options: dataOptions() });
       break;
@@ -169,7 +182,9 @@ worker.onmessage = (e: MessageEvent<Reply>) => {
       box.replaceChildren();
       const verdict = document.createElement('p');
       verdict.className = m.plan.fits ? 'ok' : 'error';
-      verdict.textContent = m.plan.fits ? 'Fits this GPU.' : `Does not fit this GPU: ${m.plan.reasons.join('; ')}`;
+      verdict.textContent = m.plan.fits
+        ? 'Fits this GPU.'
+        : `Does not fit this GPU: ${m.plan.reasons.join('; ')}`;
       const pre = document.createElement('pre');
       pre.textContent = m.plan.lines.join('\n');
       box.append(verdict, pre);
@@ -178,7 +193,9 @@ worker.onmessage = (e: MessageEvent<Reply>) => {
     }
     case 'resumable':
       resumableRun = m.run;
-      $('resume').title = m.run ? `continue ${m.run.model} on ${m.run.data} from step ${m.run.step}` : '';
+      $('resume').title = m.run
+        ? `continue ${m.run.model} on ${m.run.data} from step ${m.run.step}`
+        : '';
       break;
     case 'status':
       setText('status', m.text);
@@ -188,7 +205,12 @@ worker.onmessage = (e: MessageEvent<Reply>) => {
       history.train = [...m.history.train];
       history.eval = [...m.history.eval];
       drawChart();
-      setText('progress', m.resumedAt > 0 ? `resumed at step ${m.resumedAt} of ${m.maxSteps}` : `0 of ${m.maxSteps} steps`);
+      setText(
+        'progress',
+        m.resumedAt > 0
+          ? `resumed at step ${m.resumedAt} of ${m.maxSteps}`
+          : `0 of ${m.maxSteps} steps`,
+      );
       break;
     case 'sample':
       $(`sample-${m.when}`).textContent = m.text;
@@ -197,7 +219,10 @@ worker.onmessage = (e: MessageEvent<Reply>) => {
       if (!m.m.skipped) history.train.push([m.m.step, m.m.loss]);
       drawChart();
       const eta = ((m.maxSteps - m.m.step) * m.m.elapsedSeconds) / Math.max(m.m.step, 1);
-      setText('progress', `step ${m.m.step} of ${m.maxSteps} · loss ${m.m.loss.toFixed(4)} · ${m.m.tokensPerSecond.toFixed(m.m.tokensPerSecond < 10 ? 2 : 0)} tokens/s · ETA ${duration(eta)}`);
+      setText(
+        'progress',
+        `step ${m.m.step} of ${m.maxSteps} · loss ${m.m.loss.toFixed(4)} · ${m.m.tokensPerSecond.toFixed(m.m.tokensPerSecond < 10 ? 2 : 0)} tokens/s · ETA ${duration(eta)}`,
+      );
       $('progress').dataset.step = String(m.m.step);
       break;
     }
@@ -206,18 +231,38 @@ worker.onmessage = (e: MessageEvent<Reply>) => {
       drawChart();
       break;
     case 'checkpoint':
-      setText('status', `checkpoint at step ${m.step} saved in the browser's storage (Resume continues from it)`);
+      setText(
+        'status',
+        `checkpoint at step ${m.step} saved in the browser's storage (Resume continues from it)`,
+      );
       break;
     case 'done':
       running = false;
       showDownloads(m.files);
-      setText('status', m.stoppedBy === 'interrupt' ? `stopped at step ${m.steps}; Resume continues from there` : `done: ${m.steps} steps`);
+      setText(
+        'status',
+        m.stoppedBy === 'interrupt'
+          ? `stopped at step ${m.steps}; Resume continues from there`
+          : `done: ${m.steps} steps`,
+      );
       $('train-section').dataset.done = m.stoppedBy;
       refreshButtons();
       break;
     case 'error':
       if (m.during === 'train') running = false;
-      setText(m.during === 'train' ? 'status' : m.during === 'model' ? 'model-summary' : m.during === 'plan' ? 'plan' : m.during === 'gpu' ? 'gpu' : 'status', `Error (${m.during}): ${m.message}`, 'error');
+      setText(
+        m.during === 'train'
+          ? 'status'
+          : m.during === 'model'
+            ? 'model-summary'
+            : m.during === 'plan'
+              ? 'plan'
+              : m.during === 'gpu'
+                ? 'gpu'
+                : 'status',
+        `Error (${m.during}): ${m.message}`,
+        'error',
+      );
       if (m.during === 'data' || m.during === 'inspect') {
         $('inspect').textContent = `Error: ${m.message}`;
         $('inspect').className = 'error';
@@ -242,7 +287,11 @@ input('model-folder').addEventListener('change', () => {
   // webkitRelativePath is "folder/file": keep the folder so the worker sees one HF folder.
   const files: ModelFile[] = list.map((f) => ({ path: f.webkitRelativePath || f.name, file: f }));
   const folder = (files[0]!.path.includes('/') ? files[0]!.path.split('/')[0] : null) ?? '';
-  send({ type: 'model', files: folder ? files : files.map((f) => ({ path: `model/${f.path}`, file: f.file })), folder: folder || 'model' });
+  send({
+    type: 'model',
+    files: folder ? files : files.map((f) => ({ path: `model/${f.path}`, file: f.file })),
+    folder: folder || 'model',
+  });
 });
 
 input('data-file').addEventListener('change', () => {
@@ -256,7 +305,8 @@ input('data-file').addEventListener('change', () => {
 });
 
 $('reinspect').addEventListener('click', () => send({ type: 'inspect', options: dataOptions() }));
-for (const id of ['rank', 'alpha', 'batch', 'seq-len', 'steps', 'epochs', 'lr']) input(id).addEventListener('change', planAgain);
+for (const id of ['rank', 'alpha', 'batch', 'seq-len', 'steps', 'epochs', 'lr'])
+  input(id).addEventListener('change', planAgain);
 // The data view depends on the sequence length (over-long examples, packing).
 input('seq-len').addEventListener('change', () => {
   if (haveModel && dataPicked) send({ type: 'inspect', options: dataOptions() });
@@ -265,7 +315,10 @@ input('seq-len').addEventListener('change', () => {
 function start(resume: boolean): void {
   running = true;
   // A resumed run keeps the before-sample of the run it continues.
-  for (const id of resume ? ['sample-after', 'downloads'] : ['sample-before', 'sample-after', 'downloads']) $(id).replaceChildren();
+  for (const id of resume
+    ? ['sample-after', 'downloads']
+    : ['sample-before', 'sample-after', 'downloads'])
+    $(id).replaceChildren();
   delete $('train-section').dataset.done;
   history.train = [];
   history.eval = [];

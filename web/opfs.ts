@@ -7,7 +7,9 @@ import type { MemoryFs } from '../src/io/memory-fs.js';
 export type OpfsDir = FileSystemDirectoryHandle;
 
 export async function opfsRoot(): Promise<OpfsDir> {
-  const storage = (globalThis as { navigator?: { storage?: { getDirectory?: () => Promise<OpfsDir> } } }).navigator?.storage;
+  const storage = (
+    globalThis as { navigator?: { storage?: { getDirectory?: () => Promise<OpfsDir> } } }
+  ).navigator?.storage;
   if (!storage?.getDirectory) throw new Error('this browser has no Origin Private File System');
   return storage.getDirectory();
 }
@@ -33,7 +35,9 @@ async function writeFile(root: OpfsDir, p: string, bytes: Uint8Array): Promise<v
   const name = parts.pop()!;
   const dir = (await dirOf(root, parts, true))!;
   const handle = await dir.getFileHandle(name, { create: true });
-  const h = handle as FileSystemFileHandle & { createWritable?: () => Promise<FileSystemWritableFileStream> };
+  const h = handle as FileSystemFileHandle & {
+    createWritable?: () => Promise<FileSystemWritableFileStream>;
+  };
   if (h.createWritable) {
     const w = await h.createWritable();
     await w.write(bytes as unknown as BufferSource);
@@ -41,7 +45,16 @@ async function writeFile(root: OpfsDir, p: string, bytes: Uint8Array): Promise<v
     return;
   }
   // Safari has only the synchronous access handle (in workers).
-  const sync = await (handle as unknown as { createSyncAccessHandle(): Promise<{ truncate(n: number): void; write(b: Uint8Array, o: { at: number }): number; flush(): void; close(): void }> }).createSyncAccessHandle();
+  const sync = await (
+    handle as unknown as {
+      createSyncAccessHandle(): Promise<{
+        truncate(n: number): void;
+        write(b: Uint8Array, o: { at: number }): number;
+        flush(): void;
+        close(): void;
+      }>;
+    }
+  ).createSyncAccessHandle();
   try {
     sync.truncate(0);
     sync.write(bytes, { at: 0 });
@@ -80,20 +93,33 @@ export async function removeOpfs(root: OpfsDir, p: string): Promise<void> {
 }
 
 /** Copies a memory-fs file or folder (recursively) to `to` in OPFS. */
-export async function copyIntoOpfs(fs: MemoryFs, from: string, root: OpfsDir, to: string): Promise<void> {
+export async function copyIntoOpfs(
+  fs: MemoryFs,
+  from: string,
+  root: OpfsDir,
+  to: string,
+): Promise<void> {
   if (fs.statSync(from)!.isFile()) {
     await writeFile(root, to, await fs.readBytes(from));
     return;
   }
-  for (const rel of fs.listFiles(from)) await writeFile(root, `${to}/${rel}`, await fs.readBytes(`${from}/${rel}`));
+  for (const rel of fs.listFiles(from))
+    await writeFile(root, `${to}/${rel}`, await fs.readBytes(`${from}/${rel}`));
 }
 
 /** Copies an OPFS folder (recursively) into the memory file system at `to`. */
-export async function copyFromOpfs(root: OpfsDir, from: string, fs: MemoryFs, to: string): Promise<void> {
+export async function copyFromOpfs(
+  root: OpfsDir,
+  from: string,
+  fs: MemoryFs,
+  to: string,
+): Promise<void> {
   const dir = await dirOf(root, split(from), false);
   if (!dir) return;
   const walk = async (d: OpfsDir, prefix: string): Promise<void> => {
-    for await (const [name, handle] of (d as unknown as { entries(): AsyncIterable<[string, FileSystemHandle]> }).entries()) {
+    for await (const [name, handle] of (
+      d as unknown as { entries(): AsyncIterable<[string, FileSystemHandle]> }
+    ).entries()) {
       if (handle.kind === 'directory') await walk(handle as OpfsDir, `${prefix}/${name}`);
       else {
         const file = await (handle as FileSystemFileHandle).getFile();

@@ -97,10 +97,20 @@ export type Reply =
   | { readonly type: 'plan'; readonly plan: PlanView }
   | { readonly type: 'resumable'; readonly run: Resumable | null }
   | { readonly type: 'status'; readonly text: string }
-  | { readonly type: 'started'; readonly maxSteps: number; readonly resumedAt: number; readonly history: { train: [number, number][]; eval: [number, number][] } }
+  | {
+      readonly type: 'started';
+      readonly maxSteps: number;
+      readonly resumedAt: number;
+      readonly history: { train: [number, number][]; eval: [number, number][] };
+    }
   | { readonly type: 'sample'; readonly when: 'before' | 'after'; readonly text: string }
   | { readonly type: 'step'; readonly m: StepMetrics; readonly maxSteps: number }
   | { readonly type: 'eval'; readonly m: EvalMetrics }
   | { readonly type: 'checkpoint'; readonly step: number }
-  | { readonly type: 'done'; readonly stoppedBy: string; readonly steps: number; readonly files: readonly OutputFile[] }
+  | {
+      readonly type: 'done';
+      readonly stoppedBy: string;
+      readonly steps: number;
+      readonly files: readonly OutputFile[];
+    }
   | { readonly type: 'error'; readonly during: string; readonly message: string };

@@ -28,10 +28,29 @@ import { deviceFit } from '../src/train/device-fit.js';
 import { formatPlan, planTraining } from '../src/train/plan.js';
 import { warmupSteps } from '../src/train/schedule.js';
 import { Trainer } from '../src/train/trainer.js';
-import { type OpfsDir, copyIntoOpfs, copyFromOpfs, opfsRoot, readOpfsText, removeOpfs, writeOpfsText } from './opfs.js';
-import type { DataOptions, InspectView, ModelSummary, Reply, Request, Resumable, RunOptions } from './protocol.js';
+import {
+  type OpfsDir,
+  copyIntoOpfs,
+  copyFromOpfs,
+  opfsRoot,
+  readOpfsText,
+  removeOpfs,
+  writeOpfsText,
+} from './opfs.js';
+import type {
+  DataOptions,
+  InspectView,
+  ModelSummary,
+  Reply,
+  Request,
+  Resumable,
+  RunOptions,
+} from './protocol.js';
 
-declare const self: { postMessage(m: unknown, transfer?: Transferable[]): void; onmessage: ((e: { data: Request }) => void) | null };
+declare const self: {
+  postMessage(m: unknown, transfer?: Transferable[]): void;
+  onmessage: ((e: { data: Request }) => void) | null;
+};
 declare const navigator: { gpu?: GPU; deviceMemory?: number; hardwareConcurrency?: number };
 
 const memfs = new MemoryFs();
@@ -79,7 +98,12 @@ async function checkGpu(): Promise<void> {
   // Never hang on a missing GPU: no navigator.gpu, or an adapter request that yields null, is a clear message.
   const gpu = navigator.gpu ?? (await getGpu());
   if (!gpu) {
-    post({ type: 'gpu', ok: false, message: 'This browser has no WebGPU (navigator.gpu is missing). Use a recent Chrome, Edge or Firefox, or Chromium with --enable-unsafe-webgpu.' });
+    post({
+      type: 'gpu',
+      ok: false,
+      message:
+        'This browser has no WebGPU (navigator.gpu is missing). Use a recent Chrome, Edge or Firefox, or Chromium with --enable-unsafe-webgpu.',
+    });
     return;
   }
   const a = await Promise.race([
@@ -87,7 +111,12 @@ async function checkGpu(): Promise<void> {
     new Promise<null>((resolve) => setTimeout(() => resolve(null), 10_000)),
   ]);
   if (!a) {
-    post({ type: 'gpu', ok: false, message: 'WebGPU is present but gave no GPU adapter (blocked or unsupported GPU/driver). Check chrome://gpu, or start the browser with --enable-unsafe-webgpu.' });
+    post({
+      type: 'gpu',
+      ok: false,
+      message:
+        'WebGPU is present but gave no GPU adapter (blocked or unsupported GPU/driver). Check chrome://gpu, or start the browser with --enable-unsafe-webgpu.',
+    });
     return;
   }
   adapter = summarizeAdapter(a);
@@ -111,8 +140,14 @@ async function getBackend(name: RunOptions['backend']): Promise<Backend> {
 function countParameters(c: LlamaConfig): number {
   const q = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
-  const layer = c.hiddenSize * (q + 2 * kv) + q * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize;
-  return c.numLayers * layer + c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize;
+  const layer =
+    c.hiddenSize * (q + 2 * kv) +
+    q * c.hiddenSize +
+    3 * c.hiddenSize * c.intermediateSize +
+    2 * c.hiddenSize;
+  return (
+    c.numLayers * layer + c.vocabSize * c.hiddenSize * (c.tieWordEmbeddings ? 1 : 2) + c.hiddenSize
+  );
 }
 
 function openModel(files: readonly { path: string; file: File }[], folder: string | null): void {
@@ -163,7 +198,8 @@ function datasetOptions(o: DataOptions) {
 }
 
 async function loadData(o: DataOptions): Promise<LoadedDataset> {
-  if (!tokenizer || !modelPath) throw new Error('pick a model first (the data is tokenized with its tokenizer)');
+  if (!tokenizer || !modelPath)
+    throw new Error('pick a model first (the data is tokenized with its tokenizer)');
   if (!dataPath) throw new Error('pick a data file');
   const key = JSON.stringify([modelPath, dataPath, o]);
   if (dataset && key === datasetKey) return dataset;
@@ -175,8 +211,12 @@ async function loadData(o: DataOptions): Promise<LoadedDataset> {
 async function inspect(o: DataOptions): Promise<void> {
   const data = await loadData(o);
   const lines = inspectReport(data, tokenizer!, {
-    path: dataName, tokenizerPath: posixPath.basename(tokenizerPathFor(modelPath!)), formatWasGiven: o.format !== 'auto',
-    maxSeqLen: o.seqLen, show: 0, style: BRACKET_STYLE,
+    path: dataName,
+    tokenizerPath: posixPath.basename(tokenizerPathFor(modelPath!)),
+    formatWasGiven: o.format !== 'auto',
+    maxSeqLen: o.seqLen,
+    show: 0,
+    style: BRACKET_STYLE,
   });
   const view: InspectView = {
     file: dataName,
@@ -194,8 +234,15 @@ async function inspect(o: DataOptions): Promise<void> {
 function planFor(o: RunOptions) {
   if (!config) throw new Error('pick a model first');
   return planTraining(config, {
-    seqLen: o.seqLen, batchSize: o.batchSize, rank: o.rank, targets: 'all-linear', gradientCheckpointing: true,
-    optimizer: 'adamw', lossChunkRows: LOSS_CHUNK_ROWS, quantization: { blocksize: 64, doubleQuant: true }, loraDropout: 0,
+    seqLen: o.seqLen,
+    batchSize: o.batchSize,
+    rank: o.rank,
+    targets: 'all-linear',
+    gradientCheckpointing: true,
+    optimizer: 'adamw',
+    lossChunkRows: LOSS_CHUNK_ROWS,
+    quantization: { blocksize: 64, doubleQuant: true },
+    loraDropout: 0,
     presizedArenas: true,
   });
 }
@@ -211,12 +258,17 @@ function plan(o: RunOptions): void {
     maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize ?? 128 * 2 ** 20,
   };
   // A software adapter computes in system RAM; navigator.deviceMemory (GiB, capped at 8) is a floor for it.
-  const budget = adapter.isFallback && navigator.deviceMemory ? navigator.deviceMemory * 2 ** 30 : null;
+  const budget =
+    adapter.isFallback && navigator.deviceMemory ? navigator.deviceMemory * 2 ** 30 : null;
   const fit = deviceFit(config!, p, limits, budget);
-  const lines = formatPlan(p, modelName).filter((l) => !/runtime|predicted speed|predicted peak|warning/.test(l));
+  const lines = formatPlan(p, modelName).filter(
+    (l) => !/runtime|predicted speed|predicted peak|warning/.test(l),
+  );
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
   lines.push(`  on the GPU at peak ${mib(fit.deviceBytes).padStart(11)}`);
-  lines.push(`  largest tensor      ${mib(fit.largest[0]!.bytes).padStart(11)}   ${fit.largest[0]!.what} (weights up to ${mib(limits.maxBufferSize)}, activations up to ${mib(fit.bindingLimit)})`);
+  lines.push(
+    `  largest tensor      ${mib(fit.largest[0]!.bytes).padStart(11)}   ${fit.largest[0]!.what} (weights up to ${mib(limits.maxBufferSize)}, activations up to ${mib(fit.bindingLimit)})`,
+  );
   post({ type: 'plan', plan: { fits: fit.fits, lines, reasons: fit.reasons } });
 }
 
@@ -235,7 +287,16 @@ async function sample(model: LlamaModel, prompt: string, tokens: number): Promis
 }
 
 function loraConfig(o: RunOptions): LoraConfig {
-  return { r: o.rank, alpha: o.alpha, dropout: 0, useRslora: false, init: 'kaiming', seed: o.seed, targets: 'all-linear', layers: null };
+  return {
+    r: o.rank,
+    alpha: o.alpha,
+    dropout: 0,
+    useRslora: false,
+    init: 'kaiming',
+    seed: o.seed,
+    targets: 'all-linear',
+    layers: null,
+  };
 }
 
 async function resumable(): Promise<Resumable | null> {
@@ -252,7 +313,8 @@ async function persist(root: OpfsDir, dir: string, step: number): Promise<void> 
   // The newest checkpoint and the metrics replace what OPFS held: one resumable run at a time.
   await removeOpfs(root, OPFS_RUN);
   await copyIntoOpfs(memfs, dir, root, `${OPFS_RUN}/${posixPath.basename(dir)}`);
-  if (memfs.existsSync(`${OUT}/metrics.jsonl`)) await copyIntoOpfs(memfs, `${OUT}/metrics.jsonl`, root, `${OPFS_RUN}/metrics.jsonl`);
+  if (memfs.existsSync(`${OUT}/metrics.jsonl`))
+    await copyIntoOpfs(memfs, `${OUT}/metrics.jsonl`, root, `${OPFS_RUN}/metrics.jsonl`);
   const run: Resumable = { step, model: modelName, data: dataName };
   await writeOpfsText(root, `${OPFS_RUN}/run.json`, JSON.stringify(run));
   post({ type: 'resumable', run });
@@ -282,24 +344,47 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
     if (data.train.length === 0) throw new Error('the data gave no training examples');
     const lora = loraConfig(o);
     const be = await getBackend(o.backend);
-    status(`loading ${modelName} onto ${be.name === 'webgpu' ? 'the GPU' : `the ${be.name} backend`} (4-bit NF4, tensor by tensor)…`);
+    status(
+      `loading ${modelName} onto ${be.name === 'webgpu' ? 'the GPU' : `the ${be.name} backend`} (4-bit NF4, tensor by tensor)…`,
+    );
     const ck = openCheckpoint(modelPath);
     try {
       let loaded = 0;
       model = await buildLlama(ck.config, ck, {
-        backend: be, quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true }, lora, maxPositions: o.seqLen,
+        backend: be,
+        quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true },
+        lora,
+        maxPositions: o.seqLen,
         onTensor: (name: string) => {
           loaded++;
-          if (loaded % 8 === 0) status(`loading ${modelName}: ${loaded} of ${ck.tensorNames.length} tensors (${name})`);
+          if (loaded % 8 === 0)
+            status(`loading ${modelName}: ${loaded} of ${ck.tensorNames.length} tensors (${name})`);
         },
       });
     } finally {
       ck.close();
     }
     const padId = tokenizer.padId ?? tokenizer.eosId ?? 0;
-    const trainBatcher = new Batcher(data.train, { batchSize: o.batchSize, seqLen: o.seqLen, packing: true, shuffle: true, seed: o.seed, padId });
-    const validBatcher = data.valid.length > 0 ? new Batcher(data.valid, { batchSize: o.batchSize, seqLen: o.seqLen, packing: true, shuffle: false, padId }) : null;
-    const maxSteps = o.steps > 0 ? o.steps : Math.max(1, Math.ceil(o.epochs * trainBatcher.batchesPerEpoch));
+    const trainBatcher = new Batcher(data.train, {
+      batchSize: o.batchSize,
+      seqLen: o.seqLen,
+      packing: true,
+      shuffle: true,
+      seed: o.seed,
+      padId,
+    });
+    const validBatcher =
+      data.valid.length > 0
+        ? new Batcher(data.valid, {
+            batchSize: o.batchSize,
+            seqLen: o.seqLen,
+            packing: true,
+            shuffle: false,
+            padId,
+          })
+        : null;
+    const maxSteps =
+      o.steps > 0 ? o.steps : Math.max(1, Math.ceil(o.epochs * trainBatcher.batchesPerEpoch));
     const p = planFor(o);
 
     // Resume: bring the saved checkpoint and metrics back from OPFS into the memory file system.
@@ -311,7 +396,9 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
       const run = await resumable();
       if (!root || !run) throw new Error('there is no saved run to resume');
       if (run.model !== modelName || run.data !== dataName) {
-        throw new Error(`the saved run is for ${run.model} on ${run.data}; pick those files to resume it`);
+        throw new Error(
+          `the saved run is for ${run.model} on ${run.data}; pick those files to resume it`,
+        );
       }
       await copyFromOpfs(root, OPFS_RUN, memfs, OUT);
       memfs.rmSync(`${OUT}/run.json`, { force: true });
@@ -322,7 +409,11 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
 
     if (o.samplePrompt && o.sampleTokens > 0 && !resume) {
       status('sampling before training…');
-      post({ type: 'sample', when: 'before', text: await sample(model, o.samplePrompt, o.sampleTokens) });
+      post({
+        type: 'sample',
+        when: 'before',
+        text: await sample(model, o.samplePrompt, o.sampleTokens),
+      });
     }
     status(`training: ${maxSteps} steps of ${o.batchSize} × ${o.seqLen} tokens`);
     const evalBatches = validBatcher
@@ -335,19 +426,49 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
           return out;
         }
       : null;
-    const trainer = new Trainer(model, lora, {
-      outputDir: OUT, maxSteps, lr: o.lr, schedule: 'cosine', warmupSteps: warmupSteps(maxSteps, undefined, 0.05), gradAccum: 1,
-      maxGradNorm: 1, weightDecay: 0, optimizer: 'adamw', seed: o.seed, gradientCheckpointing: true, lossChunkRows: LOSS_CHUNK_ROWS,
-      evalEvery: o.evalEvery, saveEvery: o.saveEvery, keepCheckpoints: 1, earlyStoppingPatience: 0, onNonFinite: 'stop',
-      resume, baseModel: modelName, arenaBytes: p.arenaBytes,
-    }, trainBatcher.source(), evalBatches, {
-      onStep: (m) => post({ type: 'step', m, maxSteps }),
-      onEval: (m) => post({ type: 'eval', m }),
-      onCheckpoint: (dir, step) => {
-        post({ type: 'checkpoint', step });
-        if (root) persistQueue = persistQueue.then(() => persist(root, dir, step)).catch((e) => status(`could not save the checkpoint in the browser's storage: ${(e as Error).message}`));
+    const trainer = new Trainer(
+      model,
+      lora,
+      {
+        outputDir: OUT,
+        maxSteps,
+        lr: o.lr,
+        schedule: 'cosine',
+        warmupSteps: warmupSteps(maxSteps, undefined, 0.05),
+        gradAccum: 1,
+        maxGradNorm: 1,
+        weightDecay: 0,
+        optimizer: 'adamw',
+        seed: o.seed,
+        gradientCheckpointing: true,
+        lossChunkRows: LOSS_CHUNK_ROWS,
+        evalEvery: o.evalEvery,
+        saveEvery: o.saveEvery,
+        keepCheckpoints: 1,
+        earlyStoppingPatience: 0,
+        onNonFinite: 'stop',
+        resume,
+        baseModel: modelName,
+        arenaBytes: p.arenaBytes,
       },
-    });
+      trainBatcher.source(),
+      evalBatches,
+      {
+        onStep: (m) => post({ type: 'step', m, maxSteps }),
+        onEval: (m) => post({ type: 'eval', m }),
+        onCheckpoint: (dir, step) => {
+          post({ type: 'checkpoint', step });
+          if (root)
+            persistQueue = persistQueue
+              .then(() => persist(root, dir, step))
+              .catch((e) =>
+                status(
+                  `could not save the checkpoint in the browser's storage: ${(e as Error).message}`,
+                ),
+              );
+        },
+      },
+    );
     let summary;
     try {
       summary = await trainer.run();
@@ -357,15 +478,31 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
     await persistQueue;
     if (o.samplePrompt && o.sampleTokens > 0) {
       status('sampling after training…');
-      post({ type: 'sample', when: 'after', text: await sample(model, o.samplePrompt, o.sampleTokens) });
+      post({
+        type: 'sample',
+        when: 'after',
+        text: await sample(model, o.samplePrompt, o.sampleTokens),
+      });
     }
     // The downloads: PEFT files as trained, and the same adapter as a GGUF LoRA for llama.cpp.
-    exportGgufLora(loadPeftAdapter(OUT), config, `${OUT}/adapter.gguf`, { name: `${modelName} LoRA` });
+    exportGgufLora(loadPeftAdapter(OUT), config, `${OUT}/adapter.gguf`, {
+      name: `${modelName} LoRA`,
+    });
     const files = [];
-    for (const name of ['adapter_model.safetensors', 'adapter_config.json', 'adapter.gguf', 'metrics.jsonl', 'loss.svg']) {
-      if (memfs.existsSync(`${OUT}/${name}`)) files.push({ name, bytes: await memfs.readBytes(`${OUT}/${name}`) });
+    for (const name of [
+      'adapter_model.safetensors',
+      'adapter_config.json',
+      'adapter.gguf',
+      'metrics.jsonl',
+      'loss.svg',
+    ]) {
+      if (memfs.existsSync(`${OUT}/${name}`))
+        files.push({ name, bytes: await memfs.readBytes(`${OUT}/${name}`) });
     }
-    post({ type: 'done', stoppedBy: summary.stoppedBy, steps: summary.steps, files }, files.map((f) => f.bytes.buffer as ArrayBuffer));
+    post(
+      { type: 'done', stoppedBy: summary.stoppedBy, steps: summary.steps, files },
+      files.map((f) => f.bytes.buffer as ArrayBuffer),
+    );
   } finally {
     model?.dispose();
     training = false;

@@ -10,7 +10,13 @@ import type { ShapeChecks } from './shape-checks.js';
 const BLOCK = ADAMW8BIT_BLOCKSIZE;
 
 /** Argument checks every backend applies to adamw8bit (dtypes, sizes, hyper-parameters). */
-export function checkAdamW8bit(checks: ShapeChecks, param: Tensor, grad: Tensor, state: AdamW8bitState, options: AdamWOptions): void {
+export function checkAdamW8bit(
+  checks: ShapeChecks,
+  param: Tensor,
+  grad: Tensor,
+  state: AdamW8bitState,
+  options: AdamWOptions,
+): void {
   const op = 'adamw8bit';
   const n = param.size;
   const blocks = Math.ceil(n / BLOCK);
@@ -30,8 +36,10 @@ export function checkAdamW8bit(checks: ShapeChecks, param: Tensor, grad: Tensor,
   for (const [name, value] of Object.entries({ lr, beta1, beta2, eps, weightDecay })) {
     if (!Number.isFinite(value)) checks.fail(op, `${name} must be a finite number, got ${value}`);
   }
-  if (!Number.isInteger(step) || step < 1) checks.fail(op, `step must be an integer ≥ 1, got ${step}`);
-  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) checks.fail(op, `betas must be in [0, 1), got ${beta1}, ${beta2}`);
+  if (!Number.isInteger(step) || step < 1)
+    checks.fail(op, `step must be an integer ≥ 1, got ${step}`);
+  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1))
+    checks.fail(op, `betas must be in [0, 1), got ${beta1}, ${beta2}`);
 }
 
 /** Midpoints between consecutive codes of an ascending map (exact in float64). */
@@ -54,7 +62,12 @@ function nearest(mids: Float64Array, s: number): number {
 }
 
 /** The step's scalars, computed once in JavaScript for every implementation (so they agree to the bit). */
-export function adamw8bitScalars(options: AdamWOptions): { stepSize: number; epsHat: number; decay: number; applyDecay: boolean } {
+export function adamw8bitScalars(options: AdamWOptions): {
+  stepSize: number;
+  epsHat: number;
+  decay: number;
+  applyDecay: boolean;
+} {
   const { lr, beta1, beta2, eps, weightDecay, step } = options;
   const c1t = 1 - beta1 ** step;
   const c2t = 1 - beta2 ** step;
@@ -68,8 +81,15 @@ export function adamw8bitScalars(options: AdamWOptions): { stepSize: number; eps
 
 /** The update itself, in place on the arrays (validated by the caller). */
 export function adamw8bitArrays(
-  w: Float32Array, g: Float32Array, c1: Uint8Array, c2: Uint8Array, absmax1: Float32Array, absmax2: Float32Array,
-  qmap1: Float32Array, qmap2: Float32Array, options: AdamWOptions,
+  w: Float32Array,
+  g: Float32Array,
+  c1: Uint8Array,
+  c2: Uint8Array,
+  absmax1: Float32Array,
+  absmax2: Float32Array,
+  qmap1: Float32Array,
+  qmap2: Float32Array,
+  options: AdamWOptions,
 ): void {
   const { lr, beta1, beta2, weightDecay } = options;
   const { stepSize, epsHat } = adamw8bitScalars(options);

@@ -2,10 +2,17 @@
  * Optional backend abilities whose types belong to layers above `tensor` (where the Backend
  * interface lives): callers ask for the ability, never for a backend's name.
  */
-import { type Quantize4bitOptions, type Quantized4bit, quantize4bit } from '../quant/quantize4bit.js';
+import {
+  type Quantize4bitOptions,
+  type Quantized4bit,
+  quantize4bit,
+} from '../quant/quantize4bit.js';
 import type { Backend } from '../tensor/backend.js';
 
-export type HostQuantize4bit = (values: ArrayLike<number>, options?: Quantize4bitOptions) => Quantized4bit;
+export type HostQuantize4bit = (
+  values: ArrayLike<number>,
+  options?: Quantize4bitOptions,
+) => Quantized4bit;
 
 /** A backend with a host quantizer faster than src/quant/quantize4bit.ts and bit-identical to it. */
 export interface QuantizingBackend extends Backend {

@@ -1,6 +1,12 @@
 import { type Arena, type HostChunk, HostArena } from '../tensor/arena.js';
 import type { Backend, MemoryStats } from '../tensor/backend.js';
-import { BYTES_PER_ELEMENT, type DType, type HostArray, hostArrayFor, shapeSize } from '../tensor/dtype.js';
+import {
+  BYTES_PER_ELEMENT,
+  type DType,
+  type HostArray,
+  hostArrayFor,
+  shapeSize,
+} from '../tensor/dtype.js';
 import { type Storage, Tensor } from '../tensor/tensor.js';
 
 /**
@@ -19,10 +25,16 @@ export abstract class HostMemory {
     const length = shapeSize(shape);
     const chunk = this.allocChunk(length * BYTES_PER_ELEMENT[dtype]);
     const array = hostArrayFor(dtype, chunk.buffer, 0, length);
-    return new Tensor(this as unknown as Backend, [...shape], dtype, { kind: 'host', array }, {
-      kind: 'owned',
-      release: () => chunk.release(),
-    });
+    return new Tensor(
+      this as unknown as Backend,
+      [...shape],
+      dtype,
+      { kind: 'host', array },
+      {
+        kind: 'owned',
+        release: () => chunk.release(),
+      },
+    );
   }
 
   fromArray(values: ArrayLike<number>, shape: readonly number[], dtype: DType = 'f32'): Tensor {
@@ -32,7 +44,12 @@ export abstract class HostMemory {
   }
 
   createArena(initialBytes = 0, name = 'arena'): Arena {
-    return new HostArena(this as unknown as Backend, (bytes) => this.allocChunk(bytes), initialBytes, name);
+    return new HostArena(
+      this as unknown as Backend,
+      (bytes) => this.allocChunk(bytes),
+      initialBytes,
+      name,
+    );
   }
 
   read(t: Tensor): Promise<HostArray> {
@@ -40,7 +57,8 @@ export abstract class HostMemory {
   }
 
   write(t: Tensor, values: ArrayLike<number>): void {
-    if (values.length !== t.size) throw new Error(`write: ${values.length} values for a tensor of ${t.size}`);
+    if (values.length !== t.size)
+      throw new Error(`write: ${values.length} values for a tensor of ${t.size}`);
     const a = t.data;
     if (a.constructor === (values as object).constructor) {
       a.set(values as unknown as ArrayLike<number> & HostArray);
@@ -57,9 +75,31 @@ export abstract class HostMemory {
 
 /** Every op of the Backend interface (everything but memory management). */
 export const KERNEL_NAMES = [
-  'fill', 'copy', 'add', 'scale', 'axpy', 'sumOfSquares', 'sum', 'matmul', 'matmul4bit', 'matmul4bitInputGrad', 'dequantize4bit', 'embedding4bit',
-  'embedding', 'embeddingBackward', 'rmsnorm', 'rmsnormBackward', 'rope', 'attention', 'attentionBackward', 'swiglu',
-  'swigluBackward', 'crossEntropy', 'dropout', 'adamw', 'adamw8bit',
+  'fill',
+  'copy',
+  'add',
+  'scale',
+  'axpy',
+  'sumOfSquares',
+  'sum',
+  'matmul',
+  'matmul4bit',
+  'matmul4bitInputGrad',
+  'dequantize4bit',
+  'embedding4bit',
+  'embedding',
+  'embeddingBackward',
+  'rmsnorm',
+  'rmsnormBackward',
+  'rope',
+  'attention',
+  'attentionBackward',
+  'swiglu',
+  'swigluBackward',
+  'crossEntropy',
+  'dropout',
+  'adamw',
+  'adamw8bit',
 ] as const satisfies readonly (keyof Backend)[];
 
 export type Kernels = Pick<Backend, (typeof KERNEL_NAMES)[number]>;
@@ -72,7 +112,8 @@ export function kernelTable(modules: readonly Record<string, unknown>[]): Kernel
   const table: Record<string, unknown> = {};
   for (const name of KERNEL_NAMES) {
     const found = modules.filter((m) => typeof m[name] === 'function');
-    if (found.length !== 1) throw new Error(`kernel '${name}' is defined in ${found.length} modules (expected 1)`);
+    if (found.length !== 1)
+      throw new Error(`kernel '${name}' is defined in ${found.length} modules (expected 1)`);
     table[name] = found[0]![name];
   }
   return table as unknown as Kernels;

@@ -6,7 +6,12 @@ export type { AdapterSummary } from './webgpu/gpu.js';
 export type BackendName = 'ref' | 'cpu' | 'webgpu';
 /** What a user may ask for: a backend, or 'auto' (a hardware GPU through WebGPU when present, else cpu). */
 export type BackendChoice = BackendName | 'auto';
-export const BACKEND_CHOICES = ['auto', 'cpu', 'webgpu', 'ref'] as const satisfies readonly BackendChoice[];
+export const BACKEND_CHOICES = [
+  'auto',
+  'cpu',
+  'webgpu',
+  'ref',
+] as const satisfies readonly BackendChoice[];
 
 const cache = new Map<BackendName, Backend>();
 
@@ -46,11 +51,15 @@ export async function getBackend(name: BackendName): Promise<Backend> {
  * Resolves a user's choice. 'auto' takes WebGPU only on a hardware adapter (a software one, such
  * as lavapipe or SwiftShader, is far slower than the native cpu backend) and otherwise cpu.
  */
-export async function resolveBackend(choice: BackendChoice, options: ResolveOptions = {}): Promise<Backend> {
+export async function resolveBackend(
+  choice: BackendChoice,
+  options: ResolveOptions = {},
+): Promise<Backend> {
   const computeDtype = options.computeDtype ?? 'f32';
   let backend: Backend;
   if (choice !== 'auto') {
-    backend = computeDtype === 'f16' && choice === 'webgpu' ? await webgpuF16() : await getBackend(choice);
+    backend =
+      computeDtype === 'f16' && choice === 'webgpu' ? await webgpuF16() : await getBackend(choice);
   } else {
     const hit = cache.get('webgpu');
     if (hit && !(hit as { adapter?: { isFallback?: boolean } }).adapter?.isFallback) backend = hit;
@@ -66,7 +75,9 @@ export async function resolveBackend(choice: BackendChoice, options: ResolveOpti
     if (computeDtype === 'f16' && backend.name === 'webgpu') backend = await webgpuF16();
   }
   if (computeDtype === 'f16' && backend.name !== 'webgpu') {
-    throw new Error(`--compute-dtype f16 needs the webgpu backend (on an adapter with shader-f16); '${backend.name}' computes in f32`);
+    throw new Error(
+      `--compute-dtype f16 needs the webgpu backend (on an adapter with shader-f16); '${backend.name}' computes in f32`,
+    );
   }
   return backend;
 }
@@ -80,7 +91,9 @@ let f16Backend: Promise<Backend> | null = null;
 
 /** A second webgpu backend whose 4-bit matmuls compute in f16 (the f32 one stays as it is). */
 function webgpuF16(): Promise<Backend> {
-  f16Backend ??= import('./webgpu/index.js').then(({ createWebGpuBackend }) => createWebGpuBackend({ computeDtype: 'f16' }));
+  f16Backend ??= import('./webgpu/index.js').then(({ createWebGpuBackend }) =>
+    createWebGpuBackend({ computeDtype: 'f16' }),
+  );
   return f16Backend;
 }
 

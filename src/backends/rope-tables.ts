@@ -29,25 +29,45 @@ export interface RopeTables {
 
 /** Llama-3.1 defaults (factor 8, low 1, high 4, original context 8192). */
 export const LLAMA3_ROPE_SCALING_DEFAULTS: RopeScaling = {
-  ropeType: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192,
+  ropeType: 'llama3',
+  factor: 8,
+  lowFreqFactor: 1,
+  highFreqFactor: 4,
+  originalMaxPositionEmbeddings: 8192,
 };
 
-export function ropeInverseFrequencies(headDim: number, theta: number, scaling: RopeScaling | null = null, precision: 'f32' | 'f64' = 'f32'): Float32Array | Float64Array {
-  if (!Number.isInteger(headDim) || headDim <= 0 || headDim % 2 !== 0) throw new Error(`ropeTables: head dim ${headDim} must be a positive even integer`);
+export function ropeInverseFrequencies(
+  headDim: number,
+  theta: number,
+  scaling: RopeScaling | null = null,
+  precision: 'f32' | 'f64' = 'f32',
+): Float32Array | Float64Array {
+  if (!Number.isInteger(headDim) || headDim <= 0 || headDim % 2 !== 0)
+    throw new Error(`ropeTables: head dim ${headDim} must be a positive even integer`);
   if (!(theta > 0)) throw new Error(`ropeTables: theta must be > 0, got ${theta}`);
   const r = precision === 'f32' ? Math.fround : (x: number) => x;
   const half = headDim / 2;
   const inv = precision === 'f32' ? new Float32Array(half) : new Float64Array(half);
   for (let i = 0; i < half; i++) inv[i] = r(1 / r(Math.pow(r(theta), r((2 * i) / headDim))));
   if (!scaling) return inv;
-  if (!(scaling.factor > 0)) throw new Error(`ropeTables: scaling factor must be > 0, got ${scaling.factor}`);
+  if (!(scaling.factor > 0))
+    throw new Error(`ropeTables: scaling factor must be > 0, got ${scaling.factor}`);
   if (scaling.ropeType === 'linear') {
     for (let i = 0; i < half; i++) inv[i] = r(inv[i]! / scaling.factor);
     return inv;
   }
-  if (scaling.ropeType !== 'llama3') throw new Error(`ropeTables: unsupported rope scaling '${String((scaling as { ropeType: unknown }).ropeType)}'`);
-  const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositionEmbeddings: oldCtx } = scaling;
-  if (!(high > low)) throw new Error(`ropeTables: high_freq_factor (${high}) must exceed low_freq_factor (${low})`);
+  if (scaling.ropeType !== 'llama3')
+    throw new Error(
+      `ropeTables: unsupported rope scaling '${String((scaling as { ropeType: unknown }).ropeType)}'`,
+    );
+  const {
+    factor,
+    lowFreqFactor: low,
+    highFreqFactor: high,
+    originalMaxPositionEmbeddings: oldCtx,
+  } = scaling;
+  if (!(high > low))
+    throw new Error(`ropeTables: high_freq_factor (${high}) must exceed low_freq_factor (${low})`);
   const lowFreqWavelen = oldCtx / low;
   const highFreqWavelen = oldCtx / high;
   for (let i = 0; i < half; i++) {
@@ -65,13 +85,19 @@ export function ropeInverseFrequencies(headDim: number, theta: number, scaling: 
 }
 
 export function ropeTables(
-  headDim: number, maxPos: number, theta: number, scaling: RopeScaling | null = null, precision: 'f32' | 'f64' = 'f32',
+  headDim: number,
+  maxPos: number,
+  theta: number,
+  scaling: RopeScaling | null = null,
+  precision: 'f32' | 'f64' = 'f32',
 ): RopeTables {
-  if (!Number.isInteger(maxPos) || maxPos < 0) throw new Error(`ropeTables: maxPos must be a non-negative integer, got ${maxPos}`);
+  if (!Number.isInteger(maxPos) || maxPos < 0)
+    throw new Error(`ropeTables: maxPos must be a non-negative integer, got ${maxPos}`);
   const r = precision === 'f32' ? Math.fround : (x: number) => x;
   const invFreq = ropeInverseFrequencies(headDim, theta, scaling, precision);
   const half = headDim / 2;
-  const make = () => (precision === 'f32' ? new Float32Array(maxPos * half) : new Float64Array(maxPos * half));
+  const make = () =>
+    precision === 'f32' ? new Float32Array(maxPos * half) : new Float64Array(maxPos * half);
   const cos = make();
   const sin = make();
   for (let p = 0; p < maxPos; p++) {

@@ -28,7 +28,8 @@ export function shapeChecks(backend: string): ShapeChecks {
       if (t.size !== size) fail(op, `${name} has ${t.size} elements, expected ${size}`);
     },
     expectRank(op, name, t, rank) {
-      if (t.rank !== rank) fail(op, `${name} must have rank ${rank}, got shape ${shapeString(t.shape)}`);
+      if (t.rank !== rank)
+        fail(op, `${name} must have rank ${rank}, got shape ${shapeString(t.shape)}`);
     },
   };
 }
@@ -48,17 +49,27 @@ export interface AttentionDims {
  * query heads a multiple of kv heads, a finite scale, and segment ids [B, Tk] only when Tq == Tk.
  * (The segment ids' dtype is checked by the caller, which reads them.)
  */
-export function attentionDims(c: ShapeChecks, op: string, q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): AttentionDims {
+export function attentionDims(
+  c: ShapeChecks,
+  op: string,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: AttentionOptions,
+): AttentionDims {
   c.expectRank(op, 'q', q, 4);
   c.expectRank(op, 'k', k, 4);
   const [B, Tq, H, D] = q.shape as [number, number, number, number];
   const [Bk, Tk, Hkv, Dk] = k.shape as [number, number, number, number];
-  if (Bk !== B || Dk !== D) c.fail(op, `k [${k.shape.join(', ')}] does not match q [${q.shape.join(', ')}]`);
+  if (Bk !== B || Dk !== D)
+    c.fail(op, `k [${k.shape.join(', ')}] does not match q [${q.shape.join(', ')}]`);
   c.expectShape(op, 'v', v, k.shape);
   if (D === 0) c.fail(op, 'head dim must be positive');
   if (Tk < Tq) c.fail(op, `Tk (${Tk}) must be ≥ Tq (${Tq})`);
-  if (Hkv === 0 || H % Hkv !== 0) c.fail(op, `query heads (${H}) must be a multiple of kv heads (${Hkv})`);
-  if (!Number.isFinite(options.scale)) c.fail(op, `scale must be a finite number, got ${options.scale}`);
+  if (Hkv === 0 || H % Hkv !== 0)
+    c.fail(op, `query heads (${H}) must be a multiple of kv heads (${Hkv})`);
+  if (!Number.isFinite(options.scale))
+    c.fail(op, `scale must be a finite number, got ${options.scale}`);
   if (options.segmentIds) {
     if (Tq !== Tk) c.fail(op, `segment ids need Tq == Tk (got ${Tq} and ${Tk})`);
     c.expectShape(op, 'segmentIds', options.segmentIds, [B, Tk]);
@@ -77,7 +88,15 @@ export interface MatmulDims {
 }
 
 /** The shape rules of Backend.matmul, with messages that show every operand's shape. */
-export function matmulDims(c: ShapeChecks, op: string, a: Tensor, b: Tensor, out: Tensor, transA: boolean, transB: boolean): MatmulDims {
+export function matmulDims(
+  c: ShapeChecks,
+  op: string,
+  a: Tensor,
+  b: Tensor,
+  out: Tensor,
+  transA: boolean,
+  transB: boolean,
+): MatmulDims {
   if (a.rank < 2 || b.rank < 2 || out.rank < 2) c.fail(op, 'a, b and out need rank ≥ 2');
   const [a0, a1] = a.shape.slice(-2) as [number, number];
   const [b0, b1] = b.shape.slice(-2) as [number, number];
@@ -118,7 +137,14 @@ function rowsOf(c: ShapeChecks, op: string, x: Tensor): [number, number] {
 }
 
 /** The argument rules of Backend.rmsnorm; returns [rows, width]. */
-export function rmsnormArgs(c: ArgChecks, x: Tensor, weight: Tensor, eps: number, out: Tensor, rstd: Tensor): [number, number] {
+export function rmsnormArgs(
+  c: ArgChecks,
+  x: Tensor,
+  weight: Tensor,
+  eps: number,
+  out: Tensor,
+  rstd: Tensor,
+): [number, number] {
   const op = 'rmsnorm';
   if (!Number.isFinite(eps)) c.fail(op, `eps must be a finite number, got ${eps}`);
   if (eps < 0) c.fail(op, `eps must be ≥ 0, got ${eps}`);
@@ -135,7 +161,13 @@ export function rmsnormArgs(c: ArgChecks, x: Tensor, weight: Tensor, eps: number
 
 /** The argument rules of Backend.rmsnormBackward; returns [rows, width]. */
 export function rmsnormBackwardArgs(
-  c: ArgChecks, dout: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, dx: Tensor, dweight: Tensor | null,
+  c: ArgChecks,
+  dout: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  rstd: Tensor,
+  dx: Tensor,
+  dweight: Tensor | null,
 ): [number, number] {
   const op = 'rmsnormBackward';
   const [n, d] = rowsOf(c, op, x);
@@ -145,10 +177,21 @@ export function rmsnormBackwardArgs(
   c.expectShape(op, 'dx', dx, x.shape);
   // dx may be dout itself (each element of dout is read before dx overwrites it).
   c.sameOrDisjoint(op, 'dx and dout', dx, dout);
-  for (const [name, t] of [['x', x], ['weight', weight], ['rstd', rstd]] as const) c.noAlias(op, `dx and ${name}`, dx, t);
+  for (const [name, t] of [
+    ['x', x],
+    ['weight', weight],
+    ['rstd', rstd],
+  ] as const)
+    c.noAlias(op, `dx and ${name}`, dx, t);
   if (dweight) {
     c.expectShape(op, 'dweight', dweight, [d]);
-    for (const [name, t] of [['dout', dout], ['x', x], ['weight', weight], ['rstd', rstd], ['dx', dx]] as const) {
+    for (const [name, t] of [
+      ['dout', dout],
+      ['x', x],
+      ['weight', weight],
+      ['rstd', rstd],
+      ['dx', dx],
+    ] as const) {
       c.noAlias(op, `dweight and ${name}`, dweight, t);
     }
   }
@@ -157,7 +200,13 @@ export function rmsnormBackwardArgs(
 
 /** The argument rules of Backend.rope: x [B, T, H, D] (D even), positions [B·T], tables [maxPos, D/2]. */
 export function ropeArgs(
-  c: ArgChecks, x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, layout: string, out: Tensor,
+  c: ArgChecks,
+  x: Tensor,
+  positions: Tensor,
+  cos: Tensor,
+  sin: Tensor,
+  layout: string,
+  out: Tensor,
 ): { B: number; T: number; H: number; D: number; maxPos: number } {
   const op = 'rope';
   if (layout !== 'half' && layout !== 'interleaved') c.fail(op, `unknown layout '${layout}'`);
@@ -171,32 +220,60 @@ export function ropeArgs(
   c.expectShape(op, 'sin', sin, [maxPos, D / 2]);
   c.expectShape(op, 'out', out, x.shape);
   c.sameOrDisjoint(op, 'out and x', out, x);
-  for (const [name, t] of [['positions', positions], ['cos', cos], ['sin', sin]] as const) c.noAlias(op, `out and ${name}`, out, t);
+  for (const [name, t] of [
+    ['positions', positions],
+    ['cos', cos],
+    ['sin', sin],
+  ] as const)
+    c.noAlias(op, `out and ${name}`, out, t);
   return { B, T, H, D, maxPos };
 }
 
 /** The argument rules of Backend.adamw: finite hyper-parameters, a 1-based step, four disjoint tensors of one size. */
-export function adamwArgs(c: ArgChecks, param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamWOptions): void {
+export function adamwArgs(
+  c: ArgChecks,
+  param: Tensor,
+  grad: Tensor,
+  m: Tensor,
+  v: Tensor,
+  options: AdamWOptions,
+): void {
   const op = 'adamw';
   const { lr, beta1, beta2, eps, weightDecay, step } = options;
   for (const [name, value] of Object.entries({ lr, beta1, beta2, eps, weightDecay })) {
     if (!Number.isFinite(value)) c.fail(op, `${name} must be a finite number, got ${value}`);
   }
   if (!Number.isInteger(step) || step < 1) c.fail(op, `step must be an integer ≥ 1, got ${step}`);
-  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1)) c.fail(op, `betas must be in [0, 1), got ${beta1}, ${beta2}`);
+  if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1))
+    c.fail(op, `betas must be in [0, 1), got ${beta1}, ${beta2}`);
   const n = param.size;
   c.expectSize(op, 'grad', grad, n);
   c.expectSize(op, 'm', m, n);
   c.expectSize(op, 'v', v, n);
-  const named = [['param', param], ['grad', grad], ['m', m], ['v', v]] as const;
+  const named = [
+    ['param', param],
+    ['grad', grad],
+    ['m', m],
+    ['v', v],
+  ] as const;
   for (let i = 0; i < named.length; i++) {
-    for (let j = i + 1; j < named.length; j++) c.noAlias(op, `${named[i]![0]} and ${named[j]![0]}`, named[i]![1], named[j]![1]);
+    for (let j = i + 1; j < named.length; j++)
+      c.noAlias(op, `${named[i]![0]} and ${named[j]![0]}`, named[i]![1], named[j]![1]);
   }
 }
 
 /** The output rules of Backend.attentionBackward (inputs are checked by attentionDims). */
 export function attentionBackwardArgs(
-  c: ArgChecks, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dq: Tensor, dk: Tensor, dv: Tensor,
+  c: ArgChecks,
+  dout: Tensor,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  dq: Tensor,
+  dk: Tensor,
+  dv: Tensor,
 ): void {
   const op = 'attentionBackward';
   c.expectShape(op, 'dout', dout, q.shape);
@@ -204,8 +281,19 @@ export function attentionBackwardArgs(
   c.expectShape(op, 'dq', dq, q.shape);
   c.expectShape(op, 'dk', dk, k.shape);
   c.expectShape(op, 'dv', dv, k.shape);
-  const inputs = [['dout', dout], ['q', q], ['k', k], ['v', v], ['out', out], ['lse', lse]] as const;
-  const grads = [['dq', dq], ['dk', dk], ['dv', dv]] as const;
+  const inputs = [
+    ['dout', dout],
+    ['q', q],
+    ['k', k],
+    ['v', v],
+    ['out', out],
+    ['lse', lse],
+  ] as const;
+  const grads = [
+    ['dq', dq],
+    ['dk', dk],
+    ['dv', dv],
+  ] as const;
   for (const [gn, g] of grads) for (const [n, t] of inputs) c.noAlias(op, `${gn} and ${n}`, g, t);
   c.noAlias(op, 'dq and dk', dq, dk);
   c.noAlias(op, 'dq and dv', dq, dv);

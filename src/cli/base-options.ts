@@ -7,7 +7,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Command, Option } from 'commander';
-import { type AdapterRecipe, type BaseQuantization, RECIPE_FILE, describeBase, readAdapterRecipe } from '../io/adapter-recipe.js';
+import {
+  type AdapterRecipe,
+  type BaseQuantization,
+  RECIPE_FILE,
+  describeBase,
+  readAdapterRecipe,
+} from '../io/adapter-recipe.js';
 import { ADAPTER_CONFIG } from '../io/peft.js';
 import type { Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { choiceOption, intOption } from './options.js';
@@ -29,14 +35,33 @@ export interface BaseFlags {
 }
 
 /** Adds --quant (with the hidden older names given) and the parts of the 4-bit base. */
-export function addBaseOptions(cmd: Command, hiddenAliases: readonly ('quantize' | 'base-quant')[] = []): Command {
+export function addBaseOptions(
+  cmd: Command,
+  hiddenAliases: readonly ('quantize' | 'base-quant')[] = [],
+): Command {
   cmd
-    .option('--quant <type>', 'base weights: nf4, fp4 or none (default: the base the adapter was trained on, else none)', choiceOption('--quant', QUANT_CHOICES))
-    .option('--blocksize <n>', '4-bit block size (default: as trained, else 64)', intOption('--blocksize', 32))
-    .option('--no-double-quant', 'keep absmax in fp32 (default: as trained, else 8-bit double quantization)')
+    .option(
+      '--quant <type>',
+      'base weights: nf4, fp4 or none (default: the base the adapter was trained on, else none)',
+      choiceOption('--quant', QUANT_CHOICES),
+    )
+    .option(
+      '--blocksize <n>',
+      '4-bit block size (default: as trained, else 64)',
+      intOption('--blocksize', 32),
+    )
+    .option(
+      '--no-double-quant',
+      'keep absmax in fp32 (default: as trained, else 8-bit double quantization)',
+    )
     .option('--quantize-head', 'an untied lm_head in 4-bit too (default: as trained)')
     .option('--quantize-embeddings', 'the embedding table in 4-bit too (default: as trained)');
-  for (const alias of hiddenAliases) cmd.addOption(new Option(`--${alias} <type>`).hideHelp().argParser(choiceOption(`--${alias}`, QUANT_CHOICES)));
+  for (const alias of hiddenAliases)
+    cmd.addOption(
+      new Option(`--${alias} <type>`)
+        .hideHelp()
+        .argParser(choiceOption(`--${alias}`, QUANT_CHOICES)),
+    );
   return cmd;
 }
 
@@ -44,7 +69,10 @@ export function addBaseOptions(cmd: Command, hiddenAliases: readonly ('quantize'
 export function oneAdapter(values: string | string[] | undefined): string | undefined {
   if (values === undefined) return undefined;
   const list = Array.isArray(values) ? values : [values];
-  if (list.length > 1) throw new Error(`give one --adapter (got ${list.length}: ${list.join(', ')}); applying several adapters at once is not supported`);
+  if (list.length > 1)
+    throw new Error(
+      `give one --adapter (got ${list.length}: ${list.join(', ')}); applying several adapters at once is not supported`,
+    );
   return list[0];
 }
 
@@ -58,7 +86,12 @@ export interface BaseChoice {
  * Each part of the base from its flag when given, else from the adapter's recipe, else the
  * full-precision default; says in one line (via `log`) what was chosen when an adapter recorded its base.
  */
-export function chooseBase(cmd: Command, flags: BaseFlags, adapterPath: string | undefined, log: (line: string) => void): BaseChoice {
+export function chooseBase(
+  cmd: Command,
+  flags: BaseFlags,
+  adapterPath: string | undefined,
+  log: (line: string) => void,
+): BaseChoice {
   const recipe = adapterPath ? readAdapterRecipe(adapterPath) : null;
   const explicit = (key: string) => cmd.getOptionValueSource(key) === 'cli';
   const quantFlag = flags.quant ?? flags.quantize ?? flags.baseQuant;
@@ -70,7 +103,9 @@ export function chooseBase(cmd: Command, flags: BaseFlags, adapterPath: string |
       : {
           quantType: quant,
           blocksize: explicit('blocksize') ? flags.blocksize! : (trained?.blocksize ?? 64),
-          doubleQuant: explicit('doubleQuant') ? flags.doubleQuant !== false : (trained?.doubleQuant ?? true),
+          doubleQuant: explicit('doubleQuant')
+            ? flags.doubleQuant !== false
+            : (trained?.doubleQuant ?? true),
           quantizeHead: flags.quantizeHead ?? trained?.quantizeHead ?? false,
           quantizeEmbeddings: flags.quantizeEmbeddings ?? trained?.quantizeEmbeddings ?? false,
         };
@@ -83,15 +118,23 @@ export function chooseBase(cmd: Command, flags: BaseFlags, adapterPath: string |
         : `base: ${describeBase(base)} as asked, but the adapter was trained on ${describeBase(trained)} (${where}): expect different outputs`,
     );
   } else if (adapterPath && quantFlag === undefined) {
-    log(`base: ${describeBase(base)} (the adapter records no base quantization; pass --quant nf4 if it was trained on a 4-bit base)`);
+    log(
+      `base: ${describeBase(base)} (the adapter records no base quantization; pass --quant nf4 if it was trained on a 4-bit base)`,
+    );
   }
   return { base, recipe };
 }
 
 /** Build options of a chosen base, as loadModel takes them. */
-export function buildOptionsOf(base: BaseQuantization | null): { quantization: Quantize4bitOptions | null; quantizeHead: boolean; quantizeEmbedding: boolean } {
+export function buildOptionsOf(base: BaseQuantization | null): {
+  quantization: Quantize4bitOptions | null;
+  quantizeHead: boolean;
+  quantizeEmbedding: boolean;
+} {
   return {
-    quantization: base ? { quantType: base.quantType, blocksize: base.blocksize, doubleQuant: base.doubleQuant } : null,
+    quantization: base
+      ? { quantType: base.quantType, blocksize: base.blocksize, doubleQuant: base.doubleQuant }
+      : null,
     quantizeHead: base?.quantizeHead ?? false,
     quantizeEmbedding: base?.quantizeEmbeddings ?? false,
   };
@@ -101,7 +144,11 @@ export function buildOptionsOf(base: BaseQuantization | null): { quantization: Q
  * --model when given, else the local base the adapter records (qlora_config.json, then
  * adapter_config.json's base_model_name_or_path when that is a path on this machine).
  */
-export function resolveModelPath(model: string | undefined, adapterPath: string | undefined, recipe: AdapterRecipe | null): string {
+export function resolveModelPath(
+  model: string | undefined,
+  adapterPath: string | undefined,
+  recipe: AdapterRecipe | null,
+): string {
   if (model !== undefined) return model;
   const candidates: string[] = [];
   if (recipe?.baseModelPath) candidates.push(recipe.baseModelPath);
@@ -110,7 +157,11 @@ export function resolveModelPath(model: string | undefined, adapterPath: string 
   if (fromRunConfig) candidates.push(fromRunConfig);
   if (adapterPath && fs.existsSync(path.join(adapterPath, ADAPTER_CONFIG))) {
     try {
-      const name = (JSON.parse(fs.readFileSync(path.join(adapterPath, ADAPTER_CONFIG), 'utf8')) as { base_model_name_or_path?: unknown }).base_model_name_or_path;
+      const name = (
+        JSON.parse(fs.readFileSync(path.join(adapterPath, ADAPTER_CONFIG), 'utf8')) as {
+          base_model_name_or_path?: unknown;
+        }
+      ).base_model_name_or_path;
       if (typeof name === 'string') candidates.push(name);
     } catch {
       // loading the adapter reports a broken adapter_config.json with its own message

@@ -26,14 +26,21 @@ export interface DataRecipeOptions {
   readonly chatTemplate?: string;
 }
 
-export function dataOptionsFor(cmd: Command, flags: DataFlags, recipe: AdapterRecipe | null, log: (line: string) => void): DataRecipeOptions {
-  const given = (key: keyof DataFlags) => cmd.getOptionValueSource(key) === 'cli' && flags[key] !== undefined;
+export function dataOptionsFor(
+  cmd: Command,
+  flags: DataFlags,
+  recipe: AdapterRecipe | null,
+  log: (line: string) => void,
+): DataRecipeOptions {
+  const given = (key: keyof DataFlags) =>
+    cmd.getOptionValueSource(key) === 'cli' && flags[key] !== undefined;
   const d = recipe?.data ?? null;
   const fromRecipe: string[] = [];
   let format: RowFormat | 'auto' = flags.format ?? 'auto';
   let columns = flags.columns !== undefined ? parseColumnMapping(flags.columns) : undefined;
   let template = flags.template !== undefined ? unescapeCommandLine(flags.template) : undefined;
-  let chatTemplate = flags.chatTemplate !== undefined ? resolveChatTemplate(flags.chatTemplate).source : undefined;
+  let chatTemplate =
+    flags.chatTemplate !== undefined ? resolveChatTemplate(flags.chatTemplate).source : undefined;
   if (d) {
     // A prompt template fixes the format to completion; take the recipe's format only when neither was given.
     if (!given('format') && !given('template')) {
@@ -42,7 +49,11 @@ export function dataOptionsFor(cmd: Command, flags: DataFlags, recipe: AdapterRe
     }
     if (!given('columns') && d.columns) {
       columns = d.columns;
-      fromRecipe.push(`columns ${Object.entries(d.columns).map(([k, v]) => `${k}=${v}`).join(',')}`);
+      fromRecipe.push(
+        `columns ${Object.entries(d.columns)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(',')}`,
+      );
     }
     if (!given('template') && !given('format') && d.template !== null) {
       template = d.template;
@@ -51,7 +62,8 @@ export function dataOptionsFor(cmd: Command, flags: DataFlags, recipe: AdapterRe
   }
   if (!given('chatTemplate') && recipe?.chatTemplate) {
     chatTemplate = recipe.chatTemplate;
-    if (format === 'chat' || format === 'auto') fromRecipe.push(`chat template ${d?.chatTemplateName ?? '(the model\'s, as saved)'}`);
+    if (format === 'chat' || format === 'auto')
+      fromRecipe.push(`chat template ${d?.chatTemplateName ?? "(the model's, as saved)"}`);
   }
   if (fromRecipe.length > 0) log(`data: ${fromRecipe.join(', ')}, as the adapter was trained`);
   return {

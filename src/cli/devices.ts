@@ -19,17 +19,25 @@ export async function describeDevices(): Promise<string[]> {
   }
   const adapters = await listGpuAdapters();
   if (adapters.length === 0) {
-    lines.push('webgpu  no adapter (in Node: the optional "webgpu" package and a Vulkan/Metal/D3D12 driver; docs/webgpu.md)');
+    lines.push(
+      'webgpu  no adapter (in Node: the optional "webgpu" package and a Vulkan/Metal/D3D12 driver; docs/webgpu.md)',
+    );
     return lines;
   }
   adapters.forEach((a, i) => {
-    const kind = a.isFallback ? 'software adapter: correct but slow; --backend auto uses cpu' : 'hardware adapter';
-    lines.push(`webgpu  [${i}] ${a.description || a.architecture || a.vendor} (${a.vendor}${a.architecture ? `, ${a.architecture}` : ''}; ${kind})`);
+    const kind = a.isFallback
+      ? 'software adapter: correct but slow; --backend auto uses cpu'
+      : 'hardware adapter';
+    lines.push(
+      `webgpu  [${i}] ${a.description || a.architecture || a.vendor} (${a.vendor}${a.architecture ? `, ${a.architecture}` : ''}; ${kind})`,
+    );
     lines.push(`          features: ${a.features.join(', ') || 'none'}`);
     for (const key of SHOWN_LIMITS) {
       const v = a.limits[key];
       if (v === undefined) continue;
-      lines.push(`          ${key}: ${key.startsWith('maxBuffer') || key.startsWith('maxStorageBufferBinding') || key.endsWith('StorageSize') ? formatBytes(v) : String(v)}`);
+      lines.push(
+        `          ${key}: ${key.startsWith('maxBuffer') || key.startsWith('maxStorageBufferBinding') || key.endsWith('StorageSize') ? formatBytes(v) : String(v)}`,
+      );
     }
   });
   return lines;

@@ -10,7 +10,13 @@ import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { readAdapterRecipe } from '../io/adapter-recipe.js';
 import { loadPeftAdapter } from '../io/peft.js';
 import { openCheckpoint } from '../io/checkpoint.js';
-import { addBaseOptions, type BaseFlags, chooseBase, oneAdapter, resolveModelPath } from './base-options.js';
+import {
+  addBaseOptions,
+  type BaseFlags,
+  chooseBase,
+  oneAdapter,
+  resolveModelPath,
+} from './base-options.js';
 import { asQuantizedBase } from './merge.js';
 import { choiceOption, collect, oneOutput } from './options.js';
 
@@ -36,15 +42,19 @@ function report(r: ConvertResult): void {
   if (r.format === 'gguf') {
     const file = path.basename(r.out);
     console.log(`llama.cpp: llama-cli -m ${r.out}`);
-    console.log(`Ollama:    printf 'FROM ./${file}\\n' > Modelfile && ollama create ${file.replace(/\.gguf$/, '')} -f Modelfile`);
+    console.log(
+      `Ollama:    printf 'FROM ./${file}\\n' > Modelfile && ollama create ${file.replace(/\.gguf$/, '')} -f Modelfile`,
+    );
   }
 }
 
 /** Output path with the extension the format expects (so writeCheckpointAs picks that format). */
 function checkExtension(format: ExportFormat, out: string): void {
   const want = { gguf: '.gguf', 'gguf-lora': '.gguf', llama2c: '.bin', hf: '' }[format];
-  if (want && !out.endsWith(want)) throw new Error(`--output for --format ${format} must end in ${want}`);
-  if (format === 'hf' && (out.endsWith('.gguf') || out.endsWith('.bin'))) throw new Error('--output for --format hf is a folder');
+  if (want && !out.endsWith(want))
+    throw new Error(`--output for --format ${format} must end in ${want}`);
+  if (format === 'hf' && (out.endsWith('.gguf') || out.endsWith('.bin')))
+    throw new Error('--output for --format hf is a folder');
 }
 
 function exportLora(flags: ExportFlags, adapterPath: string | undefined, out: string): void {
@@ -56,9 +66,13 @@ function exportLora(flags: ExportFlags, adapterPath: string | undefined, out: st
   try {
     const dtype = choiceOption<GgufLoraDtype>('--dtype', GGUF_LORA_DTYPES)(flags.dtype ?? 'f32');
     const r = exportGgufLora(adapter, ck.config, out, { dtype, name: flags.name });
-    console.log(`wrote ${r.out} (GGUF LoRA adapter, ${r.tensors} tensors, base ${path.basename(basePath)})`);
+    console.log(
+      `wrote ${r.out} (GGUF LoRA adapter, ${r.tensors} tensors, base ${path.basename(basePath)})`,
+    );
     console.log(`llama.cpp: llama-cli -m <base>.gguf --lora ${r.out}`);
-    console.log(`Ollama:    a Modelfile with 'FROM <base>.gguf' and 'ADAPTER ./${path.basename(r.out)}'`);
+    console.log(
+      `Ollama:    a Modelfile with 'FROM <base>.gguf' and 'ADAPTER ./${path.basename(r.out)}'`,
+    );
   } finally {
     ck.close();
   }
@@ -67,14 +81,37 @@ function exportLora(flags: ExportFlags, adapterPath: string | undefined, out: st
 export function registerExportCommands(program: Command): void {
   const cmd = program
     .command('export')
-    .description('export for llama.cpp / Ollama: a GGUF model (merged with --adapter), a GGUF LoRA adapter, or a merged HF folder / llama2.c file')
-    .option('-m, --model <path>', 'base model: HF folder, .gguf or llama2.c .bin (default: the base the adapter was trained on)')
-    .option('-a, --adapter <dir>', 'PEFT LoRA adapter folder (merged into the model, or exported alone with --format gguf-lora)', collect)
-    .option('-f, --format <format>', `output format: ${EXPORT_FORMATS.join(', ')}`, choiceOption('--format', EXPORT_FORMATS), 'gguf')
-    .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; gguf-lora: f32, f16, bf16, default f32; hf: f32, f16, bf16)')
-    .option('--tokenizer <path>', 'vocabulary for the GGUF (.gguf, tokenizer.json or its folder, llama2.c tokenizer.bin); default: the model\'s own')
+    .description(
+      'export for llama.cpp / Ollama: a GGUF model (merged with --adapter), a GGUF LoRA adapter, or a merged HF folder / llama2.c file',
+    )
+    .option(
+      '-m, --model <path>',
+      'base model: HF folder, .gguf or llama2.c .bin (default: the base the adapter was trained on)',
+    )
+    .option(
+      '-a, --adapter <dir>',
+      'PEFT LoRA adapter folder (merged into the model, or exported alone with --format gguf-lora)',
+      collect,
+    )
+    .option(
+      '-f, --format <format>',
+      `output format: ${EXPORT_FORMATS.join(', ')}`,
+      choiceOption('--format', EXPORT_FORMATS),
+      'gguf',
+    )
+    .option(
+      '--dtype <type>',
+      'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; gguf-lora: f32, f16, bf16, default f32; hf: f32, f16, bf16)',
+    )
+    .option(
+      '--tokenizer <path>',
+      "vocabulary for the GGUF (.gguf, tokenizer.json or its folder, llama2.c tokenizer.bin); default: the model's own",
+    )
     .option('--name <name>', 'general.name written into the GGUF')
-    .option('--chat-template <file|name>', 'tokenizer.chat_template of the GGUF: a Jinja file or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca); default: the one the adapter was trained with, else the model\'s')
+    .option(
+      '--chat-template <file|name>',
+      "tokenizer.chat_template of the GGUF: a Jinja file or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca); default: the one the adapter was trained with, else the model's",
+    )
     .option('-o, --output <path>', 'output file (.gguf, .bin) or folder (hf)')
     .addOption(new Option('--out <path>').hideHelp());
   // With --adapter the weights merge into the base it was trained on (its qlora_config.json), unless --quant says otherwise.
@@ -86,14 +123,32 @@ export function registerExportCommands(program: Command): void {
     checkExtension(flags.format, out);
     if (flags.format === 'gguf-lora') return exportLora(flags, adapterPath, out);
     const adapter = adapterPath ? loadPeftAdapter(adapterPath) : null;
-    const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) => process.stderr.write(`${line}\n`));
+    const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) =>
+      process.stderr.write(`${line}\n`),
+    );
     const modelPath = resolveModelPath(flags.model, adapterPath, recipe);
     const ck = openCheckpoint(modelPath);
     try {
-      const base = adapter && quant ? asQuantizedBase(ck, quant, { head: quant.quantizeHead, embedding: quant.quantizeEmbeddings }) : ck;
+      const base =
+        adapter && quant
+          ? asQuantizedBase(ck, quant, {
+              head: quant.quantizeHead,
+              embedding: quant.quantizeEmbeddings,
+            })
+          : ck;
       // The chat template the adapter was trained with travels into the GGUF, so llama.cpp / Ollama chat in the same format.
-      const chatTemplate = flags.chatTemplate ? resolveChatTemplate(flags.chatTemplate).source : (recipe?.chatTemplate ?? null);
-      report(writeCheckpointAs(base, out, { dtype: flags.dtype, tokenizer: flags.tokenizer, adapter, name: flags.name, chatTemplate }));
+      const chatTemplate = flags.chatTemplate
+        ? resolveChatTemplate(flags.chatTemplate).source
+        : (recipe?.chatTemplate ?? null);
+      report(
+        writeCheckpointAs(base, out, {
+          dtype: flags.dtype,
+          tokenizer: flags.tokenizer,
+          adapter,
+          name: flags.name,
+          chatTemplate,
+        }),
+      );
     } finally {
       ck.close();
     }
@@ -101,13 +156,29 @@ export function registerExportCommands(program: Command): void {
 
   program
     .command('convert')
-    .description('convert a model between HF folder, GGUF and llama2.c (format from OUT: *.gguf, *.bin, else a folder)')
+    .description(
+      'convert a model between HF folder, GGUF and llama2.c (format from OUT: *.gguf, *.bin, else a folder)',
+    )
     .argument('<input>', 'HF folder, .gguf file or llama2.c .bin')
     .argument('[output]', 'output: *.gguf, *.bin (llama2.c v0) or a folder (HF); or -o')
     .option('-o, --output <path>', 'output: *.gguf, *.bin (llama2.c v0) or a folder (HF)')
-    .option('--dtype <type>', 'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; hf: f32, f16, bf16, default f32)')
-    .option('--tokenizer <path>', 'vocabulary for a GGUF output (default: the input\'s own)')
-    .action((input: string, outArg: string | undefined, flags: { dtype?: string; tokenizer?: string; output?: string }) => {
-      report(convertCheckpoint(input, oneOutput(outArg, flags.output), { dtype: flags.dtype, tokenizer: flags.tokenizer }));
-    });
+    .option(
+      '--dtype <type>',
+      'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; hf: f32, f16, bf16, default f32)',
+    )
+    .option('--tokenizer <path>', "vocabulary for a GGUF output (default: the input's own)")
+    .action(
+      (
+        input: string,
+        outArg: string | undefined,
+        flags: { dtype?: string; tokenizer?: string; output?: string },
+      ) => {
+        report(
+          convertCheckpoint(input, oneOutput(outArg, flags.output), {
+            dtype: flags.dtype,
+            tokenizer: flags.tokenizer,
+          }),
+        );
+      },
+    );
 }

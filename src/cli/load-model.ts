@@ -46,8 +46,12 @@ export interface LoadedModel {
 
 export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
   if (!fs.existsSync(o.model)) throw new Error(`${o.model}: no such file or folder`);
-  const backend = typeof o.backend === 'object' ? o.backend : await resolveBackend(o.backend ?? 'cpu', { computeDtype: o.computeDtype });
-  if (o.adapter && o.lora) throw new Error('cannot both apply an existing adapter and create a new one');
+  const backend =
+    typeof o.backend === 'object'
+      ? o.backend
+      : await resolveBackend(o.backend ?? 'cpu', { computeDtype: o.computeDtype });
+  if (o.adapter && o.lora)
+    throw new Error('cannot both apply an existing adapter and create a new one');
   const ck = openCheckpoint(o.model);
   let model: LlamaModel;
   let adapter: PeftAdapter | null = null;
@@ -70,7 +74,19 @@ export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
   const tokenizerPath = o.tokenizer ?? tokenizerPathFor(o.model);
   const tokenizer = loadTokenizer(tokenizerPath, { vocabSize: ck.config.vocabSize });
   if (tokenizer.vocabSize > ck.config.vocabSize) {
-    throw new Error(`tokenizer ${tokenizerPath} has ${tokenizer.vocabSize} tokens but the model only ${ck.config.vocabSize}`);
+    throw new Error(
+      `tokenizer ${tokenizerPath} has ${tokenizer.vocabSize} tokens but the model only ${ck.config.vocabSize}`,
+    );
   }
-  return { model, tokenizer, checkpoint: { config: ck.config, source: ck.source, path: ck.path, tensorNames: ck.tensorNames }, adapter };
+  return {
+    model,
+    tokenizer,
+    checkpoint: {
+      config: ck.config,
+      source: ck.source,
+      path: ck.path,
+      tensorNames: ck.tensorNames,
+    },
+    adapter,
+  };
 }

@@ -16,7 +16,9 @@ export function buildProgram(): Command {
   const program = new Command();
   program
     .name('qlora')
-    .description('QLoRA fine-tuning of Llama-family models in TypeScript: 4-bit NF4 base, LoRA adapters.')
+    .description(
+      'QLoRA fine-tuning of Llama-family models in TypeScript: 4-bit NF4 base, LoRA adapters.',
+    )
     .version(VERSION, '-v, --version', 'print the version')
     .helpOption('-h, --help', 'show help')
     // A mistyped flag gets one line naming the closest flag (commander's suggestion), not the whole help.
@@ -44,7 +46,10 @@ export function buildProgram(): Command {
 
 /** commander's "error: unknown option '--x'\n(Did you mean --y?)" as one line, with where to look otherwise. */
 export function oneLineError(text: string): string {
-  const lines = text.trim().split('\n').filter((l) => l.trim() !== '');
+  const lines = text
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim() !== '');
   const suggestion = /^\(Did you mean (.+)\?\)$/.exec(lines[1] ?? '');
   if (suggestion) return `${lines[0]} (did you mean ${suggestion[1]}?)\n`;
   if (/unknown (option|command)/.test(lines[0] ?? '')) return `${lines[0]} (see --help)\n`;

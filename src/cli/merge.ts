@@ -1,5 +1,11 @@
 import { type Command, Option } from 'commander';
-import { addBaseOptions, type BaseFlags, chooseBase, oneAdapter, resolveModelPath } from './base-options.js';
+import {
+  addBaseOptions,
+  type BaseFlags,
+  chooseBase,
+  oneAdapter,
+  resolveModelPath,
+} from './base-options.js';
 import { loadLoraAdapter } from '../export/gguf-lora.js';
 import { writeCheckpointAs } from '../export/convert.js';
 import { HF_DTYPES } from '../export/hf-writer.js';
@@ -22,8 +28,15 @@ export interface QuantizedExtras {
  * The checkpoint as the adapter saw it during QLoRA training: each projection weight passed through
  * the same 4-bit quantizer, so merged = dequant(base) + scale·B·A reproduces base+adapter logits.
  */
-export function asQuantizedBase(ck: Checkpoint, q: Quantize4bitOptions, extras: QuantizedExtras = {}): Checkpoint {
-  const quantized = (name: string) => PROJECTION_WEIGHT.test(name) || (extras.head && name === HEAD) || (extras.embedding && name === EMBEDDING);
+export function asQuantizedBase(
+  ck: Checkpoint,
+  q: Quantize4bitOptions,
+  extras: QuantizedExtras = {},
+): Checkpoint {
+  const quantized = (name: string) =>
+    PROJECTION_WEIGHT.test(name) ||
+    (extras.head && name === HEAD) ||
+    (extras.embedding && name === EMBEDDING);
   const load = (name: string): Float32Array => {
     if (!quantized(name)) return ck.loadTensor(name);
     const stored = ck.loadQuantized(name);
@@ -55,27 +68,49 @@ interface MergeFlags extends BaseFlags {
 export function registerMergeCommand(program: Command): void {
   const cmd = program
     .command('merge')
-    .description('fold a LoRA adapter into its base model and write a Hugging Face folder (qlora generate loads it)')
-    .option('-m, --model <path>', 'base model: HF folder, .gguf file, or llama2.c .bin (default: the base the adapter was trained on)')
+    .description(
+      'fold a LoRA adapter into its base model and write a Hugging Face folder (qlora generate loads it)',
+    )
+    .option(
+      '-m, --model <path>',
+      'base model: HF folder, .gguf file, or llama2.c .bin (default: the base the adapter was trained on)',
+    )
     .requiredOption('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file', collect)
     .option('-o, --output <dir>', 'output folder')
     .addOption(new Option('--out <dir>').hideHelp())
-    .option('--dtype <dtype>', 'weight dtype of the output: f32, f16, bf16', choiceOption('--dtype', HF_DTYPES), 'f32');
+    .option(
+      '--dtype <dtype>',
+      'weight dtype of the output: f32, f16, bf16',
+      choiceOption('--dtype', HF_DTYPES),
+      'f32',
+    );
   // The weights merge into the base the adapter was trained on (its qlora_config.json), unless --quant says otherwise.
   addBaseOptions(cmd);
   cmd.action((flags: MergeFlags) => {
     const out = flags.output ?? flags.out;
     if (out === undefined) throw new Error('--output is required (the folder to write)');
-    if (out.endsWith('.gguf') || out.endsWith('.bin')) throw new Error('merge writes an HF folder; for GGUF use `qlora export --format gguf --adapter`');
+    if (out.endsWith('.gguf') || out.endsWith('.bin'))
+      throw new Error(
+        'merge writes an HF folder; for GGUF use `qlora export --format gguf --adapter`',
+      );
     const adapterPath = oneAdapter(flags.adapter)!;
-    const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) => process.stderr.write(`${line}\n`));
+    const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) =>
+      process.stderr.write(`${line}\n`),
+    );
     const ck = openCheckpoint(resolveModelPath(flags.model, adapterPath, recipe));
     try {
       const adapter = loadLoraAdapter(adapterPath, ck.config);
-      const base = quant ? asQuantizedBase(ck, quant, { head: quant.quantizeHead, embedding: quant.quantizeEmbeddings }) : ck;
+      const base = quant
+        ? asQuantizedBase(ck, quant, {
+            head: quant.quantizeHead,
+            embedding: quant.quantizeEmbeddings,
+          })
+        : ck;
       const r = writeCheckpointAs(base, out, { adapter, dtype: flags.dtype });
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-      process.stderr.write(`merged ${adapter.tensors.size / 2} LoRA layers into ${out} (${flags.dtype}${quant ? `, base through ${quant.quantType}` : ''})\n`);
+      process.stderr.write(
+        `merged ${adapter.tensors.size / 2} LoRA layers into ${out} (${flags.dtype}${quant ? `, base through ${quant.quantType}` : ''})\n`,
+      );
     } finally {
       ck.close();
     }

@@ -16,33 +16,55 @@ import { addTrainOptions, LOSS_CHUNK_ROWS, planOptionsOf, trainSettings } from '
 export function registerPlanCommand(program: Command): void {
   const cmd = program
     .command('plan')
-    .description(`predict the peak memory and speed of a training run (train's options; nothing is loaded). --model may also be a shape: ${NAMED_SHAPES.join(', ')}`);
+    .description(
+      `predict the peak memory and speed of a training run (train's options; nothing is loaded). --model may also be a shape: ${NAMED_SHAPES.join(', ')}`,
+    );
   addTrainOptions(cmd);
   cmd
-    .addOption(new Option('--loss-chunk-rows <n>', 'rows of logits alive at once').hideHelp().argParser(intOption('--loss-chunk-rows', 1)))
+    .addOption(
+      new Option('--loss-chunk-rows <n>', 'rows of logits alive at once')
+        .hideHelp()
+        .argParser(intOption('--loss-chunk-rows', 1)),
+    )
     // plan's earlier names for train's --gradient-checkpointing.
     .addOption(new Option('--grad-checkpointing').hideHelp())
     .addOption(new Option('--no-grad-checkpointing').hideHelp());
   cmd.action(async (flags: Record<string, unknown>) => {
     const { lossChunkRows, gradCheckpointing, ...trainFlags } = flags;
     const { values, fileKeys, source } = trainSettings(cmd, trainFlags);
-    if (cmd.getOptionValueSource('gradCheckpointing') === 'cli') values.gradientCheckpointing = gradCheckpointing;
+    if (cmd.getOptionValueSource('gradCheckpointing') === 'cli')
+      values.gradientCheckpointing = gradCheckpointing;
     // The data and the output folder do not change the memory of a run: plan needs only the model.
     const config = resolveTrainConfig({ data: '-', output: '-', ...values }, source, fileKeys);
     const { config: model, label } = resolvePlanModel(config.model);
-    const plan = printTrainingPlan(model, planOptionsOf(config, typeof lossChunkRows === 'number' ? lossChunkRows : LOSS_CHUNK_ROWS), label);
+    const plan = printTrainingPlan(
+      model,
+      planOptionsOf(config, typeof lossChunkRows === 'number' ? lossChunkRows : LOSS_CHUNK_ROWS),
+      label,
+    );
     if (config.backend === 'webgpu' || config.backend === 'auto') {
       // The run's backend: its buffers against the adapter's limits, its speed at a GEMM rate measured now.
       const be = await resolveBackend(config.backend, { computeDtype: config.computeDtype });
       const gpu = be as Backend & { adapter?: AdapterSummary; sync?(): Promise<void> };
       if (gpu.adapter) {
-        const limits = { maxBufferSize: gpu.adapter.limits.maxBufferSize ?? 0, maxStorageBufferBindingSize: gpu.adapter.limits.maxStorageBufferBindingSize ?? 0 };
-        const device = await planOnDevice(model, plan, gpu, limits, `webgpu: ${be.describe?.() ?? gpu.adapter.description}`);
+        const limits = {
+          maxBufferSize: gpu.adapter.limits.maxBufferSize ?? 0,
+          maxStorageBufferBindingSize: gpu.adapter.limits.maxStorageBufferBindingSize ?? 0,
+        };
+        const device = await planOnDevice(
+          model,
+          plan,
+          gpu,
+          limits,
+          `webgpu: ${be.describe?.() ?? gpu.adapter.description}`,
+        );
         for (const line of formatDevicePlan(device)) console.log(line);
         if (!device.fit.fits) process.exitCode = 2;
         return;
       }
-      console.log(`(--backend auto: no hardware GPU adapter here, so the run would use ${be.name}; the plan above is for it)`);
+      console.log(
+        `(--backend auto: no hardware GPU adapter here, so the run would use ${be.name}; the plan above is for it)`,
+      );
     }
     if (!plan.fits) process.exitCode = 2;
   });

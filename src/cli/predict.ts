@@ -28,9 +28,16 @@ export interface PredictOptions {
   readonly contextLength: number;
 }
 
-export async function predictDataset(model: LlamaModel, tokenizer: Tokenizer, o: PredictOptions, log: (line: string) => void): Promise<number> {
+export async function predictDataset(
+  model: LlamaModel,
+  tokenizer: Tokenizer,
+  o: PredictOptions,
+  log: (line: string) => void,
+): Promise<number> {
   const sources = await resolveSources(o.data);
-  const available = (['test', 'valid', 'train'] as const).filter((s) => (s === 'train' ? true : sources[s] !== undefined));
+  const available = (['test', 'valid', 'train'] as const).filter((s) =>
+    s === 'train' ? true : sources[s] !== undefined,
+  );
   const split = o.split ?? available[0]!;
   const files = split === 'train' ? sources.train : sources[split];
   if (!files) throw new Error(`${o.data}: no '${split}' split (it has: ${available.join(', ')})`);
@@ -40,7 +47,9 @@ export async function predictDataset(model: LlamaModel, tokenizer: Tokenizer, o:
     promptTemplate: o.recipe.promptTemplate,
     chatTemplate: () => {
       const source = o.recipe.chatTemplate ?? tokenizer.chatTemplate;
-      return source ? new ChatTemplate(source, { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken }) : null;
+      return source
+        ? new ChatTemplate(source, { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken })
+        : null;
     },
   });
   const maxTokens = o.generation.maxTokens ?? 256;
@@ -54,13 +63,19 @@ export async function predictDataset(model: LlamaModel, tokenizer: Tokenizer, o:
       if (raw.error) throw raw.error;
       const { prompt, reference, bos } = renderer.renderPrompt(raw.value, raw.location);
       let ids = tokenizer.encode(prompt, { addSpecialTokens: false });
-      if (bos && tokenizer.addBos && tokenizer.bosId !== null && ids[0] !== tokenizer.bosId) ids = [tokenizer.bosId, ...ids];
+      if (bos && tokenizer.addBos && tokenizer.bosId !== null && ids[0] !== tokenizer.bosId)
+        ids = [tokenizer.bosId, ...ids];
       if (ids.length + maxTokens > o.contextLength) {
-        throw new RowError(`the prompt has ${ids.length} tokens: with --max-tokens ${maxTokens} that exceeds the model's context of ${o.contextLength}`, raw.location);
+        throw new RowError(
+          `the prompt has ${ids.length} tokens: with --max-tokens ${maxTokens} that exceeds the model's context of ${o.contextLength}`,
+          raw.location,
+        );
       }
       arena.reset();
       const r = await generate(model, tokenizer, ids, arena, o.generation);
-      emit(`${JSON.stringify({ prompt, prediction: r.text, ...(reference !== null ? { reference } : {}) })}\n`);
+      emit(
+        `${JSON.stringify({ prompt, prediction: r.text, ...(reference !== null ? { reference } : {}) })}\n`,
+      );
       rows++;
       progress.update(`${split}: ${rows} rows predicted`);
     }

@@ -31,8 +31,11 @@ export function modelName(modelPath: string): string {
   }
   if (folder) {
     try {
-      const cfg = JSON.parse(fs.readFileSync(path.join(folder, 'config.json'), 'utf8')) as { _name_or_path?: unknown };
-      if (typeof cfg._name_or_path === 'string' && HUB_ID.test(cfg._name_or_path)) return cfg._name_or_path;
+      const cfg = JSON.parse(fs.readFileSync(path.join(folder, 'config.json'), 'utf8')) as {
+        _name_or_path?: unknown;
+      };
+      if (typeof cfg._name_or_path === 'string' && HUB_ID.test(cfg._name_or_path))
+        return cfg._name_or_path;
     } catch {
       // no or unreadable config.json: the folder name will do
     }
@@ -67,7 +70,9 @@ export function trainConfigYaml(config: TrainConfig): string {
 /** The base model path recorded in an adapter folder's config.yaml, when it still exists here. */
 export function recipeModelPath(adapterDir: string): string | null {
   try {
-    const parsed = YAML.parse(fs.readFileSync(path.join(adapterDir, RECIPE_FILE), 'utf8')) as { model?: unknown } | null;
+    const parsed = YAML.parse(fs.readFileSync(path.join(adapterDir, RECIPE_FILE), 'utf8')) as {
+      model?: unknown;
+    } | null;
     return typeof parsed?.model === 'string' && fs.existsSync(parsed.model) ? parsed.model : null;
   } catch {
     return null;
@@ -91,17 +96,28 @@ export interface ModelCardFacts {
   readonly stoppedBy: string;
 }
 
-const fmt = (x: number | null, digits = 4) => (x === null || !Number.isFinite(x) ? 'n/a' : x.toFixed(digits));
+const fmt = (x: number | null, digits = 4) =>
+  x === null || !Number.isFinite(x) ? 'n/a' : x.toFixed(digits);
 
 /** A short model card in the Hugging Face layout (YAML front matter + Markdown). */
 export function modelCard(f: ModelCardFacts): string {
   const c = f.config;
   const dir = path.resolve(c.output);
-  const base = c.quant === 'none' ? 'full precision' : `${c.quant.toUpperCase()}, block ${c.blocksize}${c.doubleQuant ? ', double quant' : ''}`;
+  const base =
+    c.quant === 'none'
+      ? 'full precision'
+      : `${c.quant.toUpperCase()}, block ${c.blocksize}${c.doubleQuant ? ', double quant' : ''}`;
   const targets = c.targets === 'all-linear' ? 'all linear projections' : c.targets.join(', ');
-  const length = c.epochs !== undefined ? `${f.steps} steps (${c.epochs} epochs)` : `${f.steps} steps`;
-  const evalLine = f.finalEvalLoss === null ? 'no evaluation' : `${fmt(f.finalEvalLoss)} at step ${f.finalEvalStep}`;
-  const best = c.loadBest && f.bestStep !== null ? `\n| adapter weights | step ${f.bestStep}, the lowest eval loss (${fmt(f.bestEvalLoss)}; \`--load-best\`) |` : '';
+  const length =
+    c.epochs !== undefined ? `${f.steps} steps (${c.epochs} epochs)` : `${f.steps} steps`;
+  const evalLine =
+    f.finalEvalLoss === null
+      ? 'no evaluation'
+      : `${fmt(f.finalEvalLoss)} at step ${f.finalEvalStep}`;
+  const best =
+    c.loadBest && f.bestStep !== null
+      ? `\n| adapter weights | step ${f.bestStep}, the lowest eval loss (${fmt(f.bestEvalLoss)}; \`--load-best\`) |`
+      : '';
   return `---
 base_model: ${JSON.stringify(f.baseName)}
 library_name: peft
@@ -157,7 +173,10 @@ llama-cli -m base.gguf --lora adapter.gguf -p "..."
 
 /** Writes config.yaml and README.md into the output folder (temp + rename: never through a symlink). */
 export function writeRecipe(dir: string, config: TrainConfig, card: string): void {
-  for (const [name, text] of [[RECIPE_FILE, trainConfigYaml(config)], [MODEL_CARD_FILE, card]] as const) {
+  for (const [name, text] of [
+    [RECIPE_FILE, trainConfigYaml(config)],
+    [MODEL_CARD_FILE, card],
+  ] as const) {
     const bytes = new TextEncoder().encode(text);
     writeFileAtomic(path.join(dir, name), (fd) => writeAll(fd, bytes));
   }

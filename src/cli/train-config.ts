@@ -73,7 +73,11 @@ export const trainConfigSchema = z
     validFraction: z.number().min(0).lt(1).default(0.05),
     truncation: z.enum(['drop', 'truncate-left', 'truncate-right', 'split']).optional(),
     skipBadRows: z.boolean().default(false),
-    maxRowBytes: z.number().int().positive().default(1 << 20),
+    maxRowBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(1 << 20),
     backend: z.enum(['auto', 'cpu', 'webgpu', 'ref']).default('cpu'),
     computeDtype: z.enum(['f32', 'f16']).default('f32'),
     force: z.boolean().default(false),
@@ -106,7 +110,6 @@ export const DEMO_SETTINGS: Partial<TrainConfig> = {
   overwrite: true,
 };
 
-
 /** kebab-case or snake_case keys (as people write YAML) → the camelCase the schema uses. */
 function camel(key: string): string {
   return key.replace(/[-_]([a-z0-9])/g, (_, c: string) => c.toUpperCase());
@@ -128,7 +131,10 @@ const YAML_ALIASES: Readonly<Record<string, string>> = {
 };
 
 /** The config file's settings (camelCase keys) and, per setting, the key as the file wrote it. */
-export function readConfigFile(file: string): { values: Record<string, unknown>; keys: Map<string, string> } {
+export function readConfigFile(file: string): {
+  values: Record<string, unknown>;
+  keys: Map<string, string>;
+} {
   let parsed: unknown;
   try {
     parsed = YAML.parse(fs.readFileSync(file, 'utf8'));
@@ -136,19 +142,22 @@ export function readConfigFile(file: string): { values: Record<string, unknown>;
     throw new Error(`${file}: ${(e as Error).message.split('\n')[0]}`);
   }
   if (parsed === null || parsed === undefined) return { values: {}, keys: new Map() };
-  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error(`${file}: expected a mapping of settings`);
+  if (typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new Error(`${file}: expected a mapping of settings`);
   const out: Record<string, unknown> = {};
   const keys = new Map<string, string>();
   for (const [k, v] of Object.entries(parsed)) {
     const c = camel(k);
     const key = YAML_ALIASES[c] ?? c;
-    if (keys.has(key)) throw new Error(`${file}: '${k}' and '${keys.get(key)}' are the same setting; give one`);
+    if (keys.has(key))
+      throw new Error(`${file}: '${k}' and '${keys.get(key)}' are the same setting; give one`);
     out[key] = v;
     keys.set(key, k);
   }
   // Paths in the file are relative to the file.
   for (const key of ['model', 'data', 'output', 'tokenizer']) {
-    if (typeof out[key] === 'string' && !path.isAbsolute(out[key] as string)) out[key] = path.resolve(path.dirname(file), out[key] as string);
+    if (typeof out[key] === 'string' && !path.isAbsolute(out[key] as string))
+      out[key] = path.resolve(path.dirname(file), out[key] as string);
   }
   // chat_template is a file (relative to the YAML file) or a built-in name.
   if (typeof out.chatTemplate === 'string' && !path.isAbsolute(out.chatTemplate)) {
@@ -164,7 +173,11 @@ function nameOf(key: string, fileKeys: ReadonlyMap<string, string>): string {
 }
 
 /** Validates merged settings; the first problem becomes one line naming the setting as the user wrote it. */
-export function resolveTrainConfig(values: Record<string, unknown>, source: string, fileKeys: ReadonlyMap<string, string> = new Map()): TrainConfig {
+export function resolveTrainConfig(
+  values: Record<string, unknown>,
+  source: string,
+  fileKeys: ReadonlyMap<string, string> = new Map(),
+): TrainConfig {
   const r = trainConfigSchema.safeParse(values);
   if (!r.success) {
     const issue = r.error.issues[0]!;
@@ -178,11 +191,16 @@ export function resolveTrainConfig(values: Record<string, unknown>, source: stri
       });
       throw new Error(`${source}: unknown setting ${described.join(', ')}`);
     }
-    const key = issue.path.length > 0 ? [nameOf(String(issue.path[0]), fileKeys), ...issue.path.slice(1)].join('.') : 'config';
+    const key =
+      issue.path.length > 0
+        ? [nameOf(String(issue.path[0]), fileKeys), ...issue.path.slice(1)].join('.')
+        : 'config';
     throw new Error(`${source}: ${key}: ${issue.message}`);
   }
   if (r.data.maxSteps !== undefined && r.data.epochs !== undefined) {
-    throw new Error(`${source}: give either ${nameOf('maxSteps', fileKeys)} or ${nameOf('epochs', fileKeys)}, not both`);
+    throw new Error(
+      `${source}: give either ${nameOf('maxSteps', fileKeys)} or ${nameOf('epochs', fileKeys)}, not both`,
+    );
   }
   return r.data;
 }

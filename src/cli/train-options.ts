@@ -22,7 +22,10 @@ export const TRAIN_FLAG_ALIASES: Readonly<Record<string, { key: string; flag: st
 };
 
 function list(value: string): string[] {
-  return value.split(',').map((s) => s.trim()).filter(Boolean);
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 function intList(value: string): number[] {
@@ -36,68 +39,228 @@ function intList(value: string): number[] {
 export function addTrainOptions(cmd: Command): Command {
   cmd
     .option('-m, --model <path>', 'base model: HF folder, .gguf file, or llama2.c .bin')
-    .option('-d, --data <path>', 'dataset: .jsonl/.json/.csv/.tsv/.txt file, or a folder with train.*/valid.*')
-    .option('-o, --output <dir>', `output folder for the adapter, checkpoints, metrics.jsonl and loss.svg (demo: ${DEMO.output})`)
-    .option('-c, --config <file>', 'YAML file with any of these settings (flags override it); keys like max_steps or max-steps')
+    .option(
+      '-d, --data <path>',
+      'dataset: .jsonl/.json/.csv/.tsv/.txt file, or a folder with train.*/valid.*',
+    )
+    .option(
+      '-o, --output <dir>',
+      `output folder for the adapter, checkpoints, metrics.jsonl and loss.svg (demo: ${DEMO.output})`,
+    )
+    .option(
+      '-c, --config <file>',
+      'YAML file with any of these settings (flags override it); keys like max_steps or max-steps',
+    )
     .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
     .option('--max-steps <n>', 'optimizer steps to run', intOption('--max-steps', 1))
-    .option('--epochs <n>', 'passes over the training data (instead of --max-steps)', floatOption('--epochs', 0))
+    .option(
+      '--epochs <n>',
+      'passes over the training data (instead of --max-steps)',
+      floatOption('--epochs', 0),
+    )
     .option('--lr <lr>', 'peak learning rate (default 2e-4)', floatOption('--lr', 0))
-    .option('--schedule <kind>', 'lr schedule: constant, linear, cosine (default cosine)', choiceOption('--schedule', ['constant', 'linear', 'cosine'] as const))
+    .option(
+      '--schedule <kind>',
+      'lr schedule: constant, linear, cosine (default cosine)',
+      choiceOption('--schedule', ['constant', 'linear', 'cosine'] as const),
+    )
     .option('--warmup-steps <n>', 'linear warm-up steps', intOption('--warmup-steps', 0))
-    .option('--warmup-ratio <r>', 'warm-up as a fraction of all steps (default 0.03)', floatOption('--warmup-ratio', 0, 1))
+    .option(
+      '--warmup-ratio <r>',
+      'warm-up as a fraction of all steps (default 0.03)',
+      floatOption('--warmup-ratio', 0, 1),
+    )
     .option('-r, --rank <r>', 'LoRA rank (default 16)', intOption('--rank', 1))
-    .option('--alpha <a>', 'LoRA alpha; scaling = alpha/rank (default 32)', floatOption('--alpha', 0))
-    .option('--dropout <p>', 'LoRA dropout on the adapter input (default 0.05)', floatOption('--dropout', 0, 0.999))
-    .option('--targets <list>', `projections to adapt: all-linear or a comma list of ${PROJECTIONS.join(',')} (default all-linear)`)
+    .option(
+      '--alpha <a>',
+      'LoRA alpha; scaling = alpha/rank (default 32)',
+      floatOption('--alpha', 0),
+    )
+    .option(
+      '--dropout <p>',
+      'LoRA dropout on the adapter input (default 0.05)',
+      floatOption('--dropout', 0, 0.999),
+    )
+    .option(
+      '--targets <list>',
+      `projections to adapt: all-linear or a comma list of ${PROJECTIONS.join(',')} (default all-linear)`,
+    )
     .option('--layers <list>', 'only these layer indices (comma list; default all)')
     .option('--rslora', 'rank-stabilized LoRA: scaling = alpha/sqrt(rank)')
-    .option('--init <kind>', 'LoRA A init: kaiming (PEFT default) or gaussian', choiceOption('--init', ['kaiming', 'gaussian'] as const))
-    .option('-b, --batch-size <n>', 'sequences per micro-batch (default 4)', intOption('--batch-size', 1))
-    .option('--grad-accum <n>', 'micro-batches per optimizer step (default 1)', intOption('--grad-accum', 1))
+    .option(
+      '--init <kind>',
+      'LoRA A init: kaiming (PEFT default) or gaussian',
+      choiceOption('--init', ['kaiming', 'gaussian'] as const),
+    )
+    .option(
+      '-b, --batch-size <n>',
+      'sequences per micro-batch (default 4)',
+      intOption('--batch-size', 1),
+    )
+    .option(
+      '--grad-accum <n>',
+      'micro-batches per optimizer step (default 1)',
+      intOption('--grad-accum', 1),
+    )
     .option('--seq-len <n>', 'tokens per sequence (default 512)', intOption('--seq-len', 8))
-    .option('--no-packing', 'one example per row with padding (default: pack several examples per row)')
-    .option('--eval-every <n>', 'evaluate every n steps; 0 = only at the end (default 100)', intOption('--eval-every', 0))
-    .option('--eval-batches <n>', 'validation batches per evaluation (default 20)', intOption('--eval-batches', 1))
-    .option('--save-every <n>', 'checkpoint every n steps; 0 = only at the end (default 100)', intOption('--save-every', 0))
-    .option('--keep-checkpoints <k>', 'keep the newest k checkpoints (default 3)', intOption('--keep-checkpoints', 1))
-    .option('--early-stopping <n>', 'stop after n evaluations without improvement (default off)', intOption('--early-stopping', 0))
-    .option('--resume [checkpoint]', 'continue from the newest checkpoint in --output (or this checkpoint folder)')
-    .option('--overwrite', 'replace the run in a non-empty --output folder (its files are removed first; without it such a folder is refused)')
-    .option('--load-best', 'make the final adapter the one with the lowest eval loss (as HF load_best_model_at_end); checkpoints still hold the last step')
-    .option('--optimizer <kind>', 'adamw (fp32 states) or adamw8bit (bitsandbytes-style 8-bit states)', choiceOption('--optimizer', ['adamw', 'adamw8bit'] as const))
-    .option('--weight-decay <w>', 'decoupled weight decay (default 0)', floatOption('--weight-decay', 0))
-    .option('--max-grad-norm <g>', 'clip the global gradient norm; 0 = off (default 1)', floatOption('--max-grad-norm', 0))
-    .option('--seed <n>', 'seed for initialisation, dropout and data order (default 42)', intOption('--seed', 0))
-    .option('--quant <type>', 'base weights: nf4 (default), fp4, or none (plain LoRA)', choiceOption('--quant', ['nf4', 'fp4', 'none'] as const))
-    .option('--blocksize <n>', '4-bit block size, 32..4096 (default 64)', intOption('--blocksize', 32))
+    .option(
+      '--no-packing',
+      'one example per row with padding (default: pack several examples per row)',
+    )
+    .option(
+      '--eval-every <n>',
+      'evaluate every n steps; 0 = only at the end (default 100)',
+      intOption('--eval-every', 0),
+    )
+    .option(
+      '--eval-batches <n>',
+      'validation batches per evaluation (default 20)',
+      intOption('--eval-batches', 1),
+    )
+    .option(
+      '--save-every <n>',
+      'checkpoint every n steps; 0 = only at the end (default 100)',
+      intOption('--save-every', 0),
+    )
+    .option(
+      '--keep-checkpoints <k>',
+      'keep the newest k checkpoints (default 3)',
+      intOption('--keep-checkpoints', 1),
+    )
+    .option(
+      '--early-stopping <n>',
+      'stop after n evaluations without improvement (default off)',
+      intOption('--early-stopping', 0),
+    )
+    .option(
+      '--resume [checkpoint]',
+      'continue from the newest checkpoint in --output (or this checkpoint folder)',
+    )
+    .option(
+      '--overwrite',
+      'replace the run in a non-empty --output folder (its files are removed first; without it such a folder is refused)',
+    )
+    .option(
+      '--load-best',
+      'make the final adapter the one with the lowest eval loss (as HF load_best_model_at_end); checkpoints still hold the last step',
+    )
+    .option(
+      '--optimizer <kind>',
+      'adamw (fp32 states) or adamw8bit (bitsandbytes-style 8-bit states)',
+      choiceOption('--optimizer', ['adamw', 'adamw8bit'] as const),
+    )
+    .option(
+      '--weight-decay <w>',
+      'decoupled weight decay (default 0)',
+      floatOption('--weight-decay', 0),
+    )
+    .option(
+      '--max-grad-norm <g>',
+      'clip the global gradient norm; 0 = off (default 1)',
+      floatOption('--max-grad-norm', 0),
+    )
+    .option(
+      '--seed <n>',
+      'seed for initialisation, dropout and data order (default 42)',
+      intOption('--seed', 0),
+    )
+    .option(
+      '--quant <type>',
+      'base weights: nf4 (default), fp4, or none (plain LoRA)',
+      choiceOption('--quant', ['nf4', 'fp4', 'none'] as const),
+    )
+    .option(
+      '--blocksize <n>',
+      '4-bit block size, 32..4096 (default 64)',
+      intOption('--blocksize', 32),
+    )
     .option('--no-double-quant', 'keep absmax in fp32 (default: 8-bit double quantization)')
-    .option('--quantize-head', 'store an untied lm_head in 4-bit too (default: embeddings, norms and lm_head stay f32)')
-    .option('--quantize-embeddings', 'store the embedding table in 4-bit too (a tied lm_head shares it)')
-    .option('--gradient-checkpointing', 'recompute layer activations in backward (less memory, ~30% more time)')
-    .option('--skip-nonfinite', 'skip steps with a NaN/Inf loss or gradient instead of stopping (within the limits below)')
-    .option('--max-consecutive-skips <n>', 'with --skip-nonfinite: stop (exit 1) after n skipped steps in a row (default 5)', intOption('--max-consecutive-skips', 1))
-    .option('--max-skipped-steps <n>', 'with --skip-nonfinite: stop (exit 1) after n skipped steps in all (default 10% of the steps, at least 5)', intOption('--max-skipped-steps', 1))
-    .option('--format <format>', 'row format: auto, text, completion, alpaca, chat (default auto)', choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const))
+    .option(
+      '--quantize-head',
+      'store an untied lm_head in 4-bit too (default: embeddings, norms and lm_head stay f32)',
+    )
+    .option(
+      '--quantize-embeddings',
+      'store the embedding table in 4-bit too (a tied lm_head shares it)',
+    )
+    .option(
+      '--gradient-checkpointing',
+      'recompute layer activations in backward (less memory, ~30% more time)',
+    )
+    .option(
+      '--skip-nonfinite',
+      'skip steps with a NaN/Inf loss or gradient instead of stopping (within the limits below)',
+    )
+    .option(
+      '--max-consecutive-skips <n>',
+      'with --skip-nonfinite: stop (exit 1) after n skipped steps in a row (default 5)',
+      intOption('--max-consecutive-skips', 1),
+    )
+    .option(
+      '--max-skipped-steps <n>',
+      'with --skip-nonfinite: stop (exit 1) after n skipped steps in all (default 10% of the steps, at least 5)',
+      intOption('--max-skipped-steps', 1),
+    )
+    .option(
+      '--format <format>',
+      'row format: auto, text, completion, alpaca, chat (default auto)',
+      choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const),
+    )
     .option('--columns <map>', 'map dataset columns, e.g. prompt=mr,completion=ref')
     .option('--template <text>', 'prompt template with {column} placeholders')
-    .option('--chat-template <file|name>', 'chat template for chat rows instead of the model\'s: a Jinja file, a tokenizer_config.json, or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca)')
+    .option(
+      '--chat-template <file|name>',
+      "chat template for chat rows instead of the model's: a Jinja file, a tokenizer_config.json, or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca)",
+    )
     .option('--train-on-prompt', 'put loss on prompts and user turns too')
-    .option('--valid-fraction <f>', 'held-out validation fraction when there is no validation file (default 0.05)', floatOption('--valid-fraction', 0, 0.99))
-    .option('--truncation <policy>', 'over-long examples: drop, truncate-left, truncate-right, split', choiceOption('--truncation', ['drop', 'truncate-left', 'truncate-right', 'split'] as const))
+    .option(
+      '--valid-fraction <f>',
+      'held-out validation fraction when there is no validation file (default 0.05)',
+      floatOption('--valid-fraction', 0, 0.99),
+    )
+    .option(
+      '--truncation <policy>',
+      'over-long examples: drop, truncate-left, truncate-right, split',
+      choiceOption('--truncation', ['drop', 'truncate-left', 'truncate-right', 'split'] as const),
+    )
     .option('--skip-bad-rows', 'count and skip malformed rows instead of stopping')
-    .option('--max-row-bytes <n>', 'longest dataset row (JSONL line, CSV record, JSON element, text document) in bytes; longer rows are bad rows (default 1048576)', intOption('--max-row-bytes', 1))
-    .option('--force', 'train even when the plan exceeds this machine\'s memory or most examples lose their loss tokens to --seq-len')
-    .option('--backend <name>', 'compute backend: cpu (default), webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref', choiceOption('--backend', BACKEND_CHOICES))
-    .option('--compute-dtype <type>', 'f32 (default) or f16: the frozen-base 4-bit matmuls on f16 tiles with f32 accumulation (webgpu with shader-f16; LoRA, optimizer and loss stay f32)', choiceOption('--compute-dtype', ['f32', 'f16'] as const))
+    .option(
+      '--max-row-bytes <n>',
+      'longest dataset row (JSONL line, CSV record, JSON element, text document) in bytes; longer rows are bad rows (default 1048576)',
+      intOption('--max-row-bytes', 1),
+    )
+    .option(
+      '--force',
+      "train even when the plan exceeds this machine's memory or most examples lose their loss tokens to --seq-len",
+    )
+    .option(
+      '--backend <name>',
+      'compute backend: cpu (default), webgpu (GPU), auto (a hardware GPU when present, else cpu) or ref',
+      choiceOption('--backend', BACKEND_CHOICES),
+    )
+    .option(
+      '--compute-dtype <type>',
+      'f32 (default) or f16: the frozen-base 4-bit matmuls on f16 tiles with f32 accumulation (webgpu with shader-f16; LoRA, optimizer and loss stay f32)',
+      choiceOption('--compute-dtype', ['f32', 'f16'] as const),
+    )
     .option('--sample-prompt <text>', 'print a sample for this prompt before and after training')
-    .option('--sample-tokens <n>', 'tokens in each sample (default 64)', intOption('--sample-tokens', 0));
+    .option(
+      '--sample-tokens <n>',
+      'tokens in each sample (default 64)',
+      intOption('--sample-tokens', 0),
+    );
   cmd
-    .addOption(new Option('--learning-rate <lr>').hideHelp().argParser(floatOption('--learning-rate', 0)))
+    .addOption(
+      new Option('--learning-rate <lr>').hideHelp().argParser(floatOption('--learning-rate', 0)),
+    )
     .addOption(new Option('--num-epochs <n>').hideHelp().argParser(floatOption('--num-epochs', 0)))
     .addOption(new Option('--lora-r <r>').hideHelp().argParser(intOption('--lora-r', 1)))
     .addOption(new Option('--lora-alpha <a>').hideHelp().argParser(floatOption('--lora-alpha', 0)))
-    .addOption(new Option('--lora-dropout <p>').hideHelp().argParser(floatOption('--lora-dropout', 0, 0.999)));
+    .addOption(
+      new Option('--lora-dropout <p>')
+        .hideHelp()
+        .argParser(floatOption('--lora-dropout', 0, 0.999)),
+    );
   return cmd;
 }
 
@@ -118,20 +281,35 @@ export function trainSettings(cmd: Command, flags: Record<string, unknown>): Tra
     if (key === 'config' || cmd.getOptionValueSource(key) !== 'cli') continue;
     const alias = TRAIN_FLAG_ALIASES[key];
     const target = alias ? alias.key : key;
-    if (alias && cmd.getOptionValueSource(alias.key) === 'cli') throw new Error(`give ${alias.flag} or --${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}, not both`);
-    if (target === 'targets') fromCli.targets = value === 'all-linear' ? 'all-linear' : list(String(value));
+    if (alias && cmd.getOptionValueSource(alias.key) === 'cli')
+      throw new Error(
+        `give ${alias.flag} or --${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}, not both`,
+      );
+    if (target === 'targets')
+      fromCli.targets = value === 'all-linear' ? 'all-linear' : list(String(value));
     else if (target === 'layers') fromCli.layers = intList(String(value));
     else if (target === 'template') fromCli.template = unescapeCommandLine(String(value));
     else fromCli[target] = value;
   }
   // --no-packing / --no-double-quant default to true in commander: only an explicit flag counts (above).
-  const file = typeof flags.config === 'string' ? readConfigFile(flags.config) : { values: {}, keys: new Map<string, string>() };
-  const demo = fromCli.model === undefined && fromCli.data === undefined && file.values.model === undefined && file.values.data === undefined;
+  const file =
+    typeof flags.config === 'string'
+      ? readConfigFile(flags.config)
+      : { values: {}, keys: new Map<string, string>() };
+  const demo =
+    fromCli.model === undefined &&
+    fromCli.data === undefined &&
+    file.values.model === undefined &&
+    file.values.data === undefined;
   const values = { ...(demo ? DEMO_SETTINGS : {}), ...file.values, ...fromCli };
   const fileKeys = new Map([...file.keys].filter(([k]) => !(k in fromCli)));
-  return { values, fileKeys, demo, source: typeof flags.config === 'string' ? flags.config : 'options' };
+  return {
+    values,
+    fileKeys,
+    demo,
+    source: typeof flags.config === 'string' ? flags.config : 'options',
+  };
 }
-
 
 /** Rows of logits alive at once in the loss. */
 export const LOSS_CHUNK_ROWS = 256;
@@ -146,7 +324,10 @@ export function planOptionsOf(config: TrainConfig, lossChunkRows = LOSS_CHUNK_RO
     gradientCheckpointing: config.gradientCheckpointing,
     optimizer: config.optimizer,
     lossChunkRows,
-    quantization: config.quant === 'none' ? null : { blocksize: config.blocksize, doubleQuant: config.doubleQuant },
+    quantization:
+      config.quant === 'none'
+        ? null
+        : { blocksize: config.blocksize, doubleQuant: config.doubleQuant },
     loraDropout: config.dropout,
     gradAccum: config.gradAccum,
     presizedArenas: true,

@@ -25,22 +25,30 @@ import { ProgressLine, bar, duration } from './progress.js';
 import { resolveTrainConfig, type TrainConfig } from './train-config.js';
 import { addTrainOptions, LOSS_CHUNK_ROWS, planOptionsOf, trainSettings } from './train-options.js';
 
-
 export function registerTrainCommand(program: Command): void {
   const cmd = program
     .command('train')
-    .description('QLoRA fine-tuning: quantize the base to 4-bit, attach LoRA adapters, train them on your data.\nWith no --model and --data it runs the bundled demo (stories260K on a tiny-shakespeare excerpt).');
+    .description(
+      'QLoRA fine-tuning: quantize the base to 4-bit, attach LoRA adapters, train them on your data.\nWith no --model and --data it runs the bundled demo (stories260K on a tiny-shakespeare excerpt).',
+    );
   addTrainOptions(cmd);
   cmd.action(async (flags: Record<string, unknown>) => {
     const { values, fileKeys, demo, source } = trainSettings(cmd, flags);
-    if (!demo && values.output === undefined) throw new Error('--output is required (the folder for the adapter and checkpoints)');
-    if (!demo && (values.model === undefined || values.data === undefined)) throw new Error('give both --model and --data (or neither, for the demo)');
+    if (!demo && values.output === undefined)
+      throw new Error('--output is required (the folder for the adapter and checkpoints)');
+    if (!demo && (values.model === undefined || values.data === undefined))
+      throw new Error('give both --model and --data (or neither, for the demo)');
     const config = resolveTrainConfig(values, source, fileKeys);
     await runTraining(config, demo);
   });
 }
 
-async function sample(model: LlamaModel, tokenizer: Tokenizer, prompt: string, tokens: number): Promise<string> {
+async function sample(
+  model: LlamaModel,
+  tokenizer: Tokenizer,
+  prompt: string,
+  tokens: number,
+): Promise<string> {
   const arena = model.backend.createArena(1 << 20, 'sample');
   try {
     let ids = tokenizer.encode(prompt, { addSpecialTokens: false });
@@ -54,7 +62,10 @@ async function sample(model: LlamaModel, tokenizer: Tokenizer, prompt: string, t
 
 export async function runTraining(config: TrainConfig, demo: boolean): Promise<void> {
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  if (demo) log(`qlora train: no --model/--data given, running the demo: ${path.basename(config.model)} on ${path.basename(config.data)} → ${config.output}/`);
+  if (demo)
+    log(
+      `qlora train: no --model/--data given, running the demo: ${path.basename(config.model)} on ${path.basename(config.data)} → ${config.output}/`,
+    );
   const lora: LoraConfig = {
     r: config.rank,
     alpha: config.alpha,
@@ -66,23 +77,38 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     layers: config.layers ?? null,
   };
   // The output folder first: an unusable or already used one fails before anything is loaded.
-  const { removed } = prepareOutputDir(config.output, { resume: Boolean(config.resume), overwrite: config.overwrite });
-  if (config.overwrite && removed.length > 0 && !config.resume) log(`--overwrite: removed the previous run's ${removed.join(', ')} from ${config.output}`);
+  const { removed } = prepareOutputDir(config.output, {
+    resume: Boolean(config.resume),
+    overwrite: config.overwrite,
+  });
+  if (config.overwrite && removed.length > 0 && !config.resume)
+    log(`--overwrite: removed the previous run's ${removed.join(', ')} from ${config.output}`);
   // The memory plan first (from the config alone), so a run that cannot fit is flagged before loading.
   const header = openCheckpoint(config.model);
   try {
     // The rank against the model's projections first: a typo like --rank 100000 stops here, before
     // the plan or any allocation; a rank above min(in, out) only wastes memory, so it is a warning.
-    for (const w of checkLoraRank(header.config, lora.r, resolveTargets(lora.targets))) log(`warning: ${w}`);
+    for (const w of checkLoraRank(header.config, lora.r, resolveTargets(lora.targets)))
+      log(`warning: ${w}`);
   } catch (err) {
     header.close();
     throw err;
   }
-  const plan = printTrainingPlan(header.config, planOptionsOf(config), path.basename(path.resolve(config.model)), log);
+  const plan = printTrainingPlan(
+    header.config,
+    planOptionsOf(config),
+    path.basename(path.resolve(config.model)),
+    log,
+  );
   header.close();
   if (!plan.fits) {
-    if (!config.force) throw new Error('the plan above needs more memory than this machine has: lower --batch-size or --seq-len, turn on --gradient-checkpointing, or pass --force to try anyway');
-    log('warning: the plan says this run does not fit in this machine\'s memory (see above); continuing because of --force');
+    if (!config.force)
+      throw new Error(
+        'the plan above needs more memory than this machine has: lower --batch-size or --seq-len, turn on --gradient-checkpointing, or pass --force to try anyway',
+      );
+    log(
+      "warning: the plan says this run does not fit in this machine's memory (see above); continuing because of --force",
+    );
   }
   const t0 = performance.now();
   const { model, tokenizer, checkpoint } = await loadModel({
@@ -90,7 +116,10 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     tokenizer: config.tokenizer,
     backend: config.backend,
     computeDtype: config.computeDtype,
-    quantization: config.quant === 'none' ? null : { quantType: config.quant, blocksize: config.blocksize, doubleQuant: config.doubleQuant },
+    quantization:
+      config.quant === 'none'
+        ? null
+        : { quantType: config.quant, blocksize: config.blocksize, doubleQuant: config.doubleQuant },
     quantizeHead: config.quantizeHead,
     quantizeEmbedding: config.quantizeEmbeddings,
     lora,
@@ -100,7 +129,9 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   await releaseBuildGarbage(model.backend);
   const c = checkpoint.config;
   const trainable = model.parameters().reduce((s, p) => s + p.value.size, 0);
-  log(`model: ${c.architecture} ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} (${checkpoint.source}); base ${config.quant === 'none' ? 'f32' : `${config.quant.toUpperCase()}${config.doubleQuant ? ' + double quant' : ''}`}; LoRA r=${lora.r} alpha=${lora.alpha} on ${model.loraLayers().length} projections: ${formatCount(trainable)} trainable parameters (${(performance.now() - t0) / 1000 < 10 ? ((performance.now() - t0) / 1000).toFixed(1) : Math.round((performance.now() - t0) / 1000)} s to load)`);
+  log(
+    `model: ${c.architecture} ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} (${checkpoint.source}); base ${config.quant === 'none' ? 'f32' : `${config.quant.toUpperCase()}${config.doubleQuant ? ' + double quant' : ''}`}; LoRA r=${lora.r} alpha=${lora.alpha} on ${model.loraLayers().length} projections: ${formatCount(trainable)} trainable parameters (${(performance.now() - t0) / 1000 < 10 ? ((performance.now() - t0) / 1000).toFixed(1) : Math.round((performance.now() - t0) / 1000)} s to load)`,
+  );
 
   const be = model.backend;
   log(`backend: ${be.name}${be.describe ? ` (${be.describe()})` : ''}`);
@@ -120,24 +151,56 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     seed: config.seed,
   });
   const st = data.stats.train;
-  log(`data: ${data.format} format, ${st.examples} train examples (${formatCount(st.tokens)} tokens, ${formatCount(st.lossTokens)} with loss), ${data.valid.length} validation (${data.validSource})${st.badRows ? `, ${st.badRows} bad rows skipped` : ''}${st.overLength ? `, ${st.overLength} over-long (${data.truncation})` : ''}`);
-  const advice = lengthAdvice(st, { seqLen: config.seqLen, policy: data.truncation, format: data.format, contextLength: c.maxPositionEmbeddings || null });
+  log(
+    `data: ${data.format} format, ${st.examples} train examples (${formatCount(st.tokens)} tokens, ${formatCount(st.lossTokens)} with loss), ${data.valid.length} validation (${data.validSource})${st.badRows ? `, ${st.badRows} bad rows skipped` : ''}${st.overLength ? `, ${st.overLength} over-long (${data.truncation})` : ''}`,
+  );
+  const advice = lengthAdvice(st, {
+    seqLen: config.seqLen,
+    policy: data.truncation,
+    format: data.format,
+    contextLength: c.maxPositionEmbeddings || null,
+  });
   for (const w of advice.warnings) log(`warning: ${w}`);
   if (advice.refusal) {
     if (!config.force) throw new Error(advice.refusal);
     log('continuing because of --force');
   }
   const padId = tokenizer.padId ?? tokenizer.eosId ?? 0;
-  const trainBatcher = new Batcher(data.train, { batchSize: config.batchSize, seqLen: config.seqLen, packing: config.packing, shuffle: true, seed: config.seed, padId });
-  const validBatcher = data.valid.length > 0 ? new Batcher(data.valid, { batchSize: config.batchSize, seqLen: config.seqLen, packing: config.packing, shuffle: false, padId }) : null;
+  const trainBatcher = new Batcher(data.train, {
+    batchSize: config.batchSize,
+    seqLen: config.seqLen,
+    packing: config.packing,
+    shuffle: true,
+    seed: config.seed,
+    padId,
+  });
+  const validBatcher =
+    data.valid.length > 0
+      ? new Batcher(data.valid, {
+          batchSize: config.batchSize,
+          seqLen: config.seqLen,
+          packing: config.packing,
+          shuffle: false,
+          padId,
+        })
+      : null;
   // Each epoch's own plan counts: shuffled packing can give an epoch a batch more or less than the first.
-  if (config.loadBest && !validBatcher) throw new Error('--load-best needs validation data to pick the best adapter (a valid file, or --valid-fraction > 0)');
-  const maxSteps = config.maxSteps ?? Math.max(1, Math.ceil(trainBatcher.batchesInEpochs(config.epochs ?? 1) / config.gradAccum));
+  if (config.loadBest && !validBatcher)
+    throw new Error(
+      '--load-best needs validation data to pick the best adapter (a valid file, or --valid-fraction > 0)',
+    );
+  const maxSteps =
+    config.maxSteps ??
+    Math.max(1, Math.ceil(trainBatcher.batchesInEpochs(config.epochs ?? 1) / config.gradAccum));
   const warmup = warmupSteps(maxSteps, config.warmupSteps, config.warmupRatio);
-  log(`training: ${maxSteps} steps × ${config.gradAccum} × ${config.batchSize} × ${config.seqLen} tokens (${config.packing ? '~' : ''}${trainBatcher.batchesPerEpoch} batches per epoch), lr ${config.lr} ${config.schedule}, warm-up ${warmup}, ${config.optimizer}`);
+  log(
+    `training: ${maxSteps} steps × ${config.gradAccum} × ${config.batchSize} × ${config.seqLen} tokens (${config.packing ? '~' : ''}${trainBatcher.batchesPerEpoch} batches per epoch), lr ${config.lr} ${config.schedule}, warm-up ${warmup}, ${config.optimizer}`,
+  );
 
   if (config.samplePrompt !== undefined && config.sampleTokens > 0) {
-    log(`\n--- sample before training ---\n${await sample(model, tokenizer, config.samplePrompt, config.sampleTokens)}\n`);
+    log(
+      `\n--- sample before training ---\n${await sample(model, tokenizer, config.samplePrompt, config.sampleTokens)}\n`,
+    );
   }
   const progress = new ProgressLine();
   const evalBatches = validBatcher
@@ -184,7 +247,13 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
         quantization:
           config.quant === 'none'
             ? null
-            : { quantType: config.quant, blocksize: config.blocksize, doubleQuant: config.doubleQuant, quantizeHead: config.quantizeHead, quantizeEmbeddings: config.quantizeEmbeddings },
+            : {
+                quantType: config.quant,
+                blocksize: config.blocksize,
+                doubleQuant: config.doubleQuant,
+                quantizeHead: config.quantizeHead,
+                quantizeEmbeddings: config.quantizeEmbeddings,
+              },
         data: {
           format: data.format,
           columns: config.columns ? parseColumnMapping(config.columns) : null,
@@ -207,10 +276,16 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
           m.step === maxSteps,
         );
       },
-      onEval: (m) => progress.log(`eval @ step ${m.step}: loss ${m.evalLoss.toFixed(4)}, perplexity ${m.perplexity.toFixed(2)}`),
+      onEval: (m) =>
+        progress.log(
+          `eval @ step ${m.step}: loss ${m.evalLoss.toFixed(4)}, perplexity ${m.perplexity.toFixed(2)}`,
+        ),
       onCheckpoint: (dir) => progress.log(`checkpoint: ${dir}`),
       onResume: (dir, step) => progress.log(`resumed from ${dir} at step ${step}`),
-      onLoadBest: (step, loss) => progress.log(`--load-best: the final adapter holds the weights of step ${step ?? '?'} (lowest eval loss ${loss?.toFixed(4) ?? 'n/a'})`),
+      onLoadBest: (step, loss) =>
+        progress.log(
+          `--load-best: the final adapter holds the weights of step ${step ?? '?'} (lowest eval loss ${loss?.toFixed(4) ?? 'n/a'})`,
+        ),
     },
   );
   let summary;
@@ -221,7 +296,9 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     trainer.dispose();
   }
   if (config.samplePrompt !== undefined && config.sampleTokens > 0) {
-    log(`\n--- sample after training ---\n${await sample(model, tokenizer, config.samplePrompt, config.sampleTokens)}\n`);
+    log(
+      `\n--- sample after training ---\n${await sample(model, tokenizer, config.samplePrompt, config.sampleTokens)}\n`,
+    );
   }
   log(
     `done (${summary.stoppedBy}): ${summary.steps} steps, ${formatCount(summary.tokensSeen)} tokens (${formatCount(summary.lossTokensSeen)} with loss) in ${duration(summary.seconds)}` +
@@ -229,14 +306,33 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       `final train loss ${summary.finalTrainLoss?.toFixed(4) ?? 'n/a'}, eval loss ${summary.finalEvalLoss !== null ? `${summary.finalEvalLoss.toFixed(4)} (step ${summary.finalEvalStep})` : 'n/a'}; peak memory ${formatBytes(summary.peakRssBytes)}`,
   );
   // The recipe and a model card, next to the adapter.
-  writeRecipe(config.output, config, modelCard({
-    config, baseName: modelName(config.model), format: data.format, trainExamples: st.examples, validExamples: data.valid.length,
-    steps: summary.steps, tokens: summary.tokensSeen, lossTokens: summary.lossTokensSeen, finalTrainLoss: summary.finalTrainLoss,
-    finalEvalLoss: summary.finalEvalLoss, finalEvalStep: summary.finalEvalStep, bestStep: summary.bestStep, bestEvalLoss: summary.bestEvalLoss,
-    stoppedBy: summary.stoppedBy,
-  }));
-  if (config.loadBest && summary.bestStep !== null) log(`best: step ${summary.bestStep}, eval loss ${summary.bestEvalLoss?.toFixed(4)}; the adapter below holds its weights (checkpoint-${summary.steps} holds the last step's)`);
-  log(`adapter: ${path.join(summary.adapterDir, 'adapter_model.safetensors')} (+ adapter_config.json), metrics: ${path.join(config.output, 'metrics.jsonl')}, curve: ${path.join(config.output, 'loss.svg')}, recipe: ${path.join(config.output, 'config.yaml')}, model card: ${path.join(config.output, 'README.md')}`);
+  writeRecipe(
+    config.output,
+    config,
+    modelCard({
+      config,
+      baseName: modelName(config.model),
+      format: data.format,
+      trainExamples: st.examples,
+      validExamples: data.valid.length,
+      steps: summary.steps,
+      tokens: summary.tokensSeen,
+      lossTokens: summary.lossTokensSeen,
+      finalTrainLoss: summary.finalTrainLoss,
+      finalEvalLoss: summary.finalEvalLoss,
+      finalEvalStep: summary.finalEvalStep,
+      bestStep: summary.bestStep,
+      bestEvalLoss: summary.bestEvalLoss,
+      stoppedBy: summary.stoppedBy,
+    }),
+  );
+  if (config.loadBest && summary.bestStep !== null)
+    log(
+      `best: step ${summary.bestStep}, eval loss ${summary.bestEvalLoss?.toFixed(4)}; the adapter below holds its weights (checkpoint-${summary.steps} holds the last step's)`,
+    );
+  log(
+    `adapter: ${path.join(summary.adapterDir, 'adapter_model.safetensors')} (+ adapter_config.json), metrics: ${path.join(config.output, 'metrics.jsonl')}, curve: ${path.join(config.output, 'loss.svg')}, recipe: ${path.join(config.output, 'config.yaml')}, model card: ${path.join(config.output, 'README.md')}`,
+  );
   model.dispose();
   if (summary.stoppedBy === 'interrupt') process.exitCode = 130;
 }

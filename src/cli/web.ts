@@ -43,9 +43,15 @@ export function resolveStatic(root: string, urlPath: string): string | null {
 }
 
 /** Starts the server; resolves once it listens, with its URL. */
-export function serveWeb(root: string, port: number, host = '127.0.0.1'): Promise<{ server: http.Server; url: string }> {
+export function serveWeb(
+  root: string,
+  port: number,
+  host = '127.0.0.1',
+): Promise<{ server: http.Server; url: string }> {
   if (!fs.existsSync(path.join(root, 'index.html'))) {
-    return Promise.reject(new Error(`${root}: no built web app here; run \`npm run build:web\` first`));
+    return Promise.reject(
+      new Error(`${root}: no built web app here; run \`npm run build:web\` first`),
+    );
   }
   const server = http.createServer((req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -84,7 +90,12 @@ export function registerWebCommand(program: Command): void {
   program
     .command('web')
     .description('serve the browser app (fine-tune in a tab on WebGPU) on 127.0.0.1')
-    .option('-p, --port <n>', 'port (default 8080; 0 picks a free one)', intOption('--port', 0), 8080)
+    .option(
+      '-p, --port <n>',
+      'port (default 8080; 0 picks a free one)',
+      intOption('--port', 0),
+      8080,
+    )
     .action(async (flags: { port: number }) => {
       const { url } = await serveWeb(WEB_ROOT, flags.port);
       console.log(`qlora web: open ${url} in a browser with WebGPU (Ctrl-C stops the server)`);

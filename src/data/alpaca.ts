@@ -10,6 +10,7 @@ const HEAD_WITHOUT_INPUT =
   'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n';
 
 export function alpacaPrompt(instruction: string, input: string): string {
-  if (input === '') return `${HEAD_WITHOUT_INPUT}### Instruction:\n${instruction}\n\n### Response:\n`;
+  if (input === '')
+    return `${HEAD_WITHOUT_INPUT}### Instruction:\n${instruction}\n\n### Response:\n`;
   return `${HEAD_WITH_INPUT}### Instruction:\n${instruction}\n\n### Input:\n${input}\n\n### Response:\n`;
 }

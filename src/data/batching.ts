@@ -92,15 +92,21 @@ export class Batcher {
       padToMultipleOf: options.padToMultipleOf ?? 8,
       dropLast: options.dropLast ?? false,
     };
-    if (!Number.isInteger(options.batchSize) || options.batchSize < 1) throw new DatasetError(`batch size must be a positive integer, got ${options.batchSize}`);
-    if (!Number.isInteger(options.seqLen) || options.seqLen < 2) throw new DatasetError(`sequence length must be an integer >= 2, got ${options.seqLen}`);
+    if (!Number.isInteger(options.batchSize) || options.batchSize < 1)
+      throw new DatasetError(`batch size must be a positive integer, got ${options.batchSize}`);
+    if (!Number.isInteger(options.seqLen) || options.seqLen < 2)
+      throw new DatasetError(`sequence length must be an integer >= 2, got ${options.seqLen}`);
     if (!Number.isInteger(this.options.padToMultipleOf) || this.options.padToMultipleOf < 1) {
-      throw new DatasetError(`padToMultipleOf must be a positive integer, got ${this.options.padToMultipleOf}`);
+      throw new DatasetError(
+        `padToMultipleOf must be a positive integer, got ${this.options.padToMultipleOf}`,
+      );
     }
     if (examples.length === 0) throw new DatasetError('no examples to batch');
     const longest = examples.reduce((m, e) => Math.max(m, e.ids.length), 0);
     if (longest > options.seqLen) {
-      throw new DatasetError(`an example has ${longest} tokens but batches hold ${options.seqLen}; load the data with maxSeqLen <= seqLen`);
+      throw new DatasetError(
+        `an example has ${longest} tokens but batches hold ${options.seqLen}; load the data with maxSeqLen <= seqLen`,
+      );
     }
   }
 
@@ -123,7 +129,8 @@ export class Batcher {
    * that take a run from {epoch 0, index 0} to the end of those epochs.
    */
   batchesInEpochs(epochs: number): number {
-    if (!(epochs > 0) || !Number.isFinite(epochs)) throw new DatasetError(`epochs must be a positive number, got ${epochs}`);
+    if (!(epochs > 0) || !Number.isFinite(epochs))
+      throw new DatasetError(`epochs must be a positive number, got ${epochs}`);
     let total = 0;
     const whole = Math.floor(epochs);
     for (let e = 0; e < whole; e++) total += this.batchesInEpoch(e);
@@ -146,7 +153,10 @@ export class Batcher {
     }
     const batch = this.makeBatch(plan[index]!);
     index++;
-    return { batch, cursor: index >= plan.length ? { epoch: epoch + 1, index: 0 } : { epoch, index } };
+    return {
+      batch,
+      cursor: index >= plan.length ? { epoch: epoch + 1, index: 0 } : { epoch, index },
+    };
   }
 
   /** Where `cursor` is in the run, in epochs (e.g. 1.25 = a quarter into the second epoch). */
@@ -169,7 +179,9 @@ export class Batcher {
     const cached = this.planCache.get(epoch);
     if (cached) return cached;
     const { shuffle, seed, packing, batchSize, dropLast } = this.options;
-    const order = shuffle ? seededPermutation(this.examples.length, mix32((seed >>> 0) ^ mix32(epoch + 1))) : this.examples.map((_, i) => i);
+    const order = shuffle
+      ? seededPermutation(this.examples.length, mix32((seed >>> 0) ^ mix32(epoch + 1)))
+      : this.examples.map((_, i) => i);
     let rows: number[][];
     let batches: number[][][];
     if (packing) {
@@ -178,10 +190,15 @@ export class Batcher {
     } else if (shuffle && this.options.groupByLength) {
       batches = this.groupByLength(order, mix32(seed ^ mix32(epoch + 0x9e37)));
     } else {
-      batches = chunk(order.map((i) => [i]), batchSize);
+      batches = chunk(
+        order.map((i) => [i]),
+        batchSize,
+      );
     }
-    if (dropLast && batches.length > 1 && batches[batches.length - 1]!.length < batchSize) batches.pop();
-    if (this.planCache.size >= PLAN_CACHE_EPOCHS) this.planCache.delete(this.planCache.keys().next().value!);
+    if (dropLast && batches.length > 1 && batches[batches.length - 1]!.length < batchSize)
+      batches.pop();
+    if (this.planCache.size >= PLAN_CACHE_EPOCHS)
+      this.planCache.delete(this.planCache.keys().next().value!);
     this.planCache.set(epoch, batches);
     return batches;
   }
@@ -198,7 +215,8 @@ export class Batcher {
         if (open.length >= OPEN_ROWS) {
           // Close the fullest open row to make room.
           let fullest = 0;
-          for (let r = 1; r < open.length; r++) if (open[r]!.used > open[fullest]!.used) fullest = r;
+          for (let r = 1; r < open.length; r++)
+            if (open[r]!.used > open[fullest]!.used) fullest = r;
           done.push(open.splice(fullest, 1)[0]!.items);
         }
         row = { items: [], used: 0 };
@@ -217,8 +235,15 @@ export class Batcher {
     const window = batchSize * GROUP_WINDOW_BATCHES;
     const batches: number[][][] = [];
     for (let w = 0; w < order.length; w += window) {
-      const sorted = order.slice(w, w + window).sort((a, b) => this.examples[b]!.ids.length - this.examples[a]!.ids.length || a - b);
-      batches.push(...chunk(sorted.map((i) => [i]), batchSize));
+      const sorted = order
+        .slice(w, w + window)
+        .sort((a, b) => this.examples[b]!.ids.length - this.examples[a]!.ids.length || a - b);
+      batches.push(
+        ...chunk(
+          sorted.map((i) => [i]),
+          batchSize,
+        ),
+      );
     }
     const batchOrder = seededPermutation(batches.length, seed);
     return batchOrder.map((b) => batches[b]!);
@@ -229,7 +254,10 @@ export class Batcher {
     let seqLen = this.options.seqLen;
     if (!packing) {
       const longest = Math.max(...rows.map((r) => this.examples[r[0]!]!.ids.length));
-      seqLen = Math.min(this.options.seqLen, Math.ceil(longest / padToMultipleOf) * padToMultipleOf);
+      seqLen = Math.min(
+        this.options.seqLen,
+        Math.ceil(longest / padToMultipleOf) * padToMultipleOf,
+      );
     }
     const batchSize = rows.length;
     const inputIds = new Int32Array(batchSize * seqLen).fill(padId);
@@ -263,7 +291,16 @@ export class Batcher {
         segmentIds[base + t] = row.length;
       }
     });
-    return { batchSize, seqLen, inputIds, labels, positions, segmentIds, numLossTokens, numExamples };
+    return {
+      batchSize,
+      seqLen,
+      inputIds,
+      labels,
+      positions,
+      segmentIds,
+      numLossTokens,
+      numExamples,
+    };
   }
 }
 
@@ -296,7 +333,8 @@ export class BatcherSource {
 
   restore(cursor: unknown): void {
     const c = cursor as DataCursor;
-    if (!c || !Number.isInteger(c.epoch) || !Number.isInteger(c.index)) throw new Error('checkpoint has an invalid data cursor');
+    if (!c || !Number.isInteger(c.epoch) || !Number.isInteger(c.index))
+      throw new Error('checkpoint has an invalid data cursor');
     this.position = { epoch: c.epoch, index: c.index };
   }
 }

@@ -14,74 +14,74 @@ const join = (...lines: string[]): string => lines.join('');
 
 /** OpenAI ChatML (Qwen, SmolLM, many fine-tunes): <|im_start|>role\ncontent<|im_end|>\n. */
 const CHATML = join(
-  "{%- for message in messages %}",
+  '{%- for message in messages %}',
   "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}",
-  "{%- endfor %}",
+  '{%- endfor %}',
   "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}",
 );
 
 /** Llama 3 / 3.1 / 3.2 instruct: header ids around the role, content trimmed, <|eot_id|> after each turn. */
 const LLAMA3 = join(
-  "{{- bos_token }}",
-  "{%- for message in messages %}",
+  '{{- bos_token }}',
+  '{%- for message in messages %}',
   "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}",
-  "{%- endfor %}",
+  '{%- endfor %}',
   "{%- if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}",
 );
 
 /** Mistral instruct (v0.2 style): <s>[INST] user [/INST]assistant</s>, roles alternating, no generation header. */
 const MISTRAL = join(
-  "{{- bos_token }}",
+  '{{- bos_token }}',
   "{%- if messages[0]['role'] == 'system' %}",
   "{%- set system_prefix = messages[0]['content'] + '\\n\\n' %}{%- set loop_messages = messages[1:] %}",
-  "{%- else %}",
+  '{%- else %}',
   "{%- set system_prefix = '' %}{%- set loop_messages = messages %}",
-  "{%- endif %}",
-  "{%- for message in loop_messages %}",
+  '{%- endif %}',
+  '{%- for message in loop_messages %}',
   "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}",
   "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}",
-  "{%- endif %}",
+  '{%- endif %}',
   "{%- if message['role'] == 'user' %}",
   "{%- if loop.first %}{{ '[INST] ' + system_prefix + message['content'] + ' [/INST]' }}",
   "{%- else %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{%- endif %}",
-  "{%- else %}",
+  '{%- else %}',
   "{{ message['content'] + eos_token }}",
-  "{%- endif %}",
-  "{%- endfor %}",
+  '{%- endif %}',
+  '{%- endfor %}',
 );
 
 /** Zephyr, as TinyLlama-1.1B-Chat uses it: <|role|>\ncontent</s>\n. */
 const ZEPHYR = join(
-  "{%- for message in messages %}",
+  '{%- for message in messages %}',
   "{{ '<|' + message['role'] + '|>\\n' + message['content'] + eos_token + '\\n' }}",
-  "{%- endfor %}",
+  '{%- endfor %}',
   "{%- if add_generation_prompt %}{{ '<|assistant|>\\n' }}{%- endif %}",
 );
 
 /** Phi-3 instruct: <|role|>\ncontent<|end|>\n, and eos_token after a finished conversation. */
 const PHI3 = join(
-  "{%- for message in messages %}",
+  '{%- for message in messages %}',
   "{{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}",
-  "{%- endfor %}",
+  '{%- endfor %}',
   "{%- if add_generation_prompt %}{{ '<|assistant|>\\n' }}{%- else %}{{ eos_token }}{%- endif %}",
 );
 
 /** Gemma instruct: <start_of_turn>user|model\ncontent<end_of_turn>\n, roles alternating. */
 const GEMMA = join(
-  "{{- bos_token }}",
+  '{{- bos_token }}',
   "{%- if messages[0]['role'] == 'system' %}",
   "{%- set system_prefix = messages[0]['content'] + '\\n\\n' %}{%- set loop_messages = messages[1:] %}",
-  "{%- else %}",
+  '{%- else %}',
   "{%- set system_prefix = '' %}{%- set loop_messages = messages %}",
-  "{%- endif %}",
-  "{%- for message in loop_messages %}",
+  '{%- endif %}',
+  '{%- for message in loop_messages %}',
   "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}",
   "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}",
-  "{%- endif %}",
+  '{%- endif %}',
   "{%- if message['role'] == 'assistant' %}{%- set role = 'model' %}{%- else %}{%- set role = message['role'] %}{%- endif %}",
   "{%- if loop.first %}{%- set prefix = system_prefix %}{%- else %}{%- set prefix = '' %}{%- endif %}",
   "{{ '<start_of_turn>' + role + '\\n' + prefix + message['content'] | trim + '<end_of_turn>\\n' }}",
-  "{%- endfor %}",
+  '{%- endfor %}',
   "{%- if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{%- endif %}",
 );
 
@@ -93,15 +93,15 @@ const GEMMA = join(
 const ALPACA = join(
   "{%- if messages[0]['role'] == 'system' %}",
   "{{ messages[0]['content'] + '\\n\\n' }}{%- set loop_messages = messages[1:] %}",
-  "{%- else %}",
+  '{%- else %}',
   "{{ 'Below is an instruction that describes a task. Write a response that appropriately completes the request.\\n\\n' }}",
-  "{%- set loop_messages = messages %}",
-  "{%- endif %}",
-  "{%- for message in loop_messages %}",
+  '{%- set loop_messages = messages %}',
+  '{%- endif %}',
+  '{%- for message in loop_messages %}',
   "{%- if message['role'] == 'user' %}{{ '### Instruction:\\n' + message['content'] + '\\n\\n' }}",
   "{%- elif message['role'] == 'assistant' %}{{ '### Response:\\n' + message['content'] + eos_token + '\\n\\n' }}",
-  "{%- endif %}",
-  "{%- endfor %}",
+  '{%- endif %}',
+  '{%- endfor %}',
   "{%- if add_generation_prompt %}{{ '### Response:\\n' }}{%- endif %}",
 );
 

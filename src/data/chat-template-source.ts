@@ -21,7 +21,10 @@ export function resolveChatTemplate(spec: string): ResolvedChatTemplate {
   // A file of that name wins over a built-in, so `--chat-template chatml` in a folder holding a file "chatml" reads it.
   if (fs.existsSync(spec) && fs.statSync(spec).isFile()) {
     const size = fs.statSync(spec).size;
-    if (size > MAX_TEMPLATE_BYTES) throw new DatasetError(`${spec}: ${size} bytes is too large for a chat template (at most ${MAX_TEMPLATE_BYTES})`);
+    if (size > MAX_TEMPLATE_BYTES)
+      throw new DatasetError(
+        `${spec}: ${size} bytes is too large for a chat template (at most ${MAX_TEMPLATE_BYTES})`,
+      );
     const text = fs.readFileSync(spec, 'utf8');
     if (!spec.endsWith('.json')) return { name: spec, source: text };
     let parsed: unknown;
@@ -35,5 +38,7 @@ export function resolveChatTemplate(spec: string): ResolvedChatTemplate {
     return { name: spec, source: template };
   }
   if (builtin !== null) return { name: builtin, source: BUILTIN_CHAT_TEMPLATES[builtin]! };
-  throw new DatasetError(`--chat-template: '${spec}' is neither a file nor a built-in template (${Object.keys(BUILTIN_CHAT_TEMPLATES).join(', ')})`);
+  throw new DatasetError(
+    `--chat-template: '${spec}' is neither a file nor a built-in template (${Object.keys(BUILTIN_CHAT_TEMPLATES).join(', ')})`,
+  );
 }

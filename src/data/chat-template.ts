@@ -1,6 +1,11 @@
 import { Template } from '@huggingface/jinja';
 import { DatasetError } from './errors.js';
-import { DEFAULT_TEMPLATE_LIMITS, TemplateLimitError, renderWithLimits, type TemplateLimits } from './template-budget.js';
+import {
+  DEFAULT_TEMPLATE_LIMITS,
+  TemplateLimitError,
+  renderWithLimits,
+  type TemplateLimits,
+} from './template-budget.js';
 
 export interface ChatMessage {
   readonly role: string;
@@ -60,7 +65,12 @@ export class ChatTemplate {
       this.template = new Template(source);
     } catch (err) {
       // The parser meets a template that ends inside a tag or expression as a TypeError.
-      const why = err instanceof TypeError ? 'it ends inside a tag or expression (an unclosed {% %}, {{ }} or bracket?)' : err instanceof Error ? err.message : String(err);
+      const why =
+        err instanceof TypeError
+          ? 'it ends inside a tag or expression (an unclosed {% %}, {{ }} or bracket?)'
+          : err instanceof Error
+            ? err.message
+            : String(err);
       throw new DatasetError(`${this.origin}: the chat template does not parse: ${why}`);
     }
     this.date = options.date ?? new Date(Date.UTC(2024, 6, 26));
@@ -77,13 +87,27 @@ export class ChatTemplate {
     };
     if (tools !== undefined) variables.tools = tools;
     try {
-      return renderWithLimits(this.template, variables, (format) => strftime(new Date(), format, false), this.options.limits ?? DEFAULT_TEMPLATE_LIMITS);
+      return renderWithLimits(
+        this.template,
+        variables,
+        (format) => strftime(new Date(), format, false),
+        this.options.limits ?? DEFAULT_TEMPLATE_LIMITS,
+      );
     } catch (err) {
-      if (err instanceof TemplateLimitError) throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message}`);
+      if (err instanceof TemplateLimitError)
+        throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message}`);
       // Deep recursion in a template (a macro calling itself) ends in a RangeError: a template limit too.
-      if (err instanceof RangeError && /call stack|string length|array length|allocation/i.test(err.message)) throw new ChatTemplateLimitError(`${this.origin}: chat template stopped: ${err.message} (recursion or output too large for a chat template)`);
+      if (
+        err instanceof RangeError &&
+        /call stack|string length|array length|allocation/i.test(err.message)
+      )
+        throw new ChatTemplateLimitError(
+          `${this.origin}: chat template stopped: ${err.message} (recursion or output too large for a chat template)`,
+        );
       // Jinja's own messages ("Cannot perform operation + on undefined values") speak of the template's variables.
-      throw new ChatRenderError(`chat template error: ${err instanceof Error ? err.message : String(err)} (template from ${this.origin})`);
+      throw new ChatRenderError(
+        `chat template error: ${err instanceof Error ? err.message : String(err)} (template from ${this.origin})`,
+      );
     }
   }
 
@@ -104,7 +128,10 @@ export class ChatTemplate {
    * template's end-of-turn marker (e.g. "Hello!</s>\n", "Hello!<|eot_id|>"). A template without
    * a generation prompt leaves the assistant header to the model, and the header is learned too.
    */
-  renderWithAssistantSpans(messages: readonly ChatMessage[], tools?: unknown): { text: string; spans: AssistantSpan[] } {
+  renderWithAssistantSpans(
+    messages: readonly ChatMessage[],
+    tools?: unknown,
+  ): { text: string; spans: AssistantSpan[] } {
     const text = this.render(messages, false, tools);
     const spans: AssistantSpan[] = [];
     let searchFrom = 0;
@@ -121,7 +148,10 @@ export class ChatTemplate {
         const history = i > 0 ? this.tryRender(messages.slice(0, i), false, tools) : null;
         const from = Math.max(searchFrom, history === null ? 0 : commonPrefixLength(history, text));
         const at = text.indexOf(content.trim(), from);
-        if (at < 0) throw new ChatRenderError(`could not find assistant message ${i + 1} in the rendered chat`);
+        if (at < 0)
+          throw new ChatRenderError(
+            `could not find assistant message ${i + 1} in the rendered chat`,
+          );
         start = at;
       }
       const through = this.render(messages.slice(0, i + 1), false, tools);
@@ -129,7 +159,7 @@ export class ChatTemplate {
       if (!text.slice(start, end).includes(content.trim())) {
         throw new ChatRenderError(
           `the chat template renders assistant message ${i + 1} differently in the full conversation than in its prefix; ` +
-            'cannot tell which tokens are the assistant\'s',
+            "cannot tell which tokens are the assistant's",
         );
       }
       spans.push({ before: text.slice(0, start), through });
@@ -138,7 +168,11 @@ export class ChatTemplate {
     return { text, spans };
   }
 
-  private tryRender(messages: readonly ChatMessage[], addGenerationPrompt: boolean, tools?: unknown): string | null {
+  private tryRender(
+    messages: readonly ChatMessage[],
+    addGenerationPrompt: boolean,
+    tools?: unknown,
+  ): string | null {
     try {
       return this.render(messages, addGenerationPrompt, tools);
     } catch (err) {
@@ -155,7 +189,20 @@ export function commonPrefixLength(a: string, b: string): number {
   return i;
 }
 
-const MONTHS = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+const MONTHS = [
+  'January',
+  'February',
+  'March',
+  'April',
+  'May',
+  'June',
+  'July',
+  'August',
+  'September',
+  'October',
+  'November',
+  'December',
+];
 const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
 
 /**
@@ -165,23 +212,54 @@ const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 
 function strftime(date: Date, format: string, utc = true): string {
   const pad = (n: number) => String(n).padStart(2, '0');
   const d = utc
-    ? { date: date.getUTCDate(), month: date.getUTCMonth(), year: date.getUTCFullYear(), h: date.getUTCHours(), m: date.getUTCMinutes(), s: date.getUTCSeconds(), day: date.getUTCDay() }
-    : { date: date.getDate(), month: date.getMonth(), year: date.getFullYear(), h: date.getHours(), m: date.getMinutes(), s: date.getSeconds(), day: date.getDay() };
+    ? {
+        date: date.getUTCDate(),
+        month: date.getUTCMonth(),
+        year: date.getUTCFullYear(),
+        h: date.getUTCHours(),
+        m: date.getUTCMinutes(),
+        s: date.getUTCSeconds(),
+        day: date.getUTCDay(),
+      }
+    : {
+        date: date.getDate(),
+        month: date.getMonth(),
+        year: date.getFullYear(),
+        h: date.getHours(),
+        m: date.getMinutes(),
+        s: date.getSeconds(),
+        day: date.getDay(),
+      };
   return format.replace(/%([dbBmyYHMSaAj%])/g, (_, c: string) => {
     switch (c) {
-      case 'd': return pad(d.date);
-      case 'b': return MONTHS[d.month]!.slice(0, 3);
-      case 'B': return MONTHS[d.month]!;
-      case 'm': return pad(d.month + 1);
-      case 'y': return pad(d.year % 100);
-      case 'Y': return String(d.year);
-      case 'H': return pad(d.h);
-      case 'M': return pad(d.m);
-      case 'S': return pad(d.s);
-      case 'a': return DAYS[d.day]!.slice(0, 3);
-      case 'A': return DAYS[d.day]!;
-      case 'j': return String(Math.floor((Date.UTC(d.year, d.month, d.date) - Date.UTC(d.year, 0, 1)) / 86400000) + 1).padStart(3, '0');
-      default: return '%';
+      case 'd':
+        return pad(d.date);
+      case 'b':
+        return MONTHS[d.month]!.slice(0, 3);
+      case 'B':
+        return MONTHS[d.month]!;
+      case 'm':
+        return pad(d.month + 1);
+      case 'y':
+        return pad(d.year % 100);
+      case 'Y':
+        return String(d.year);
+      case 'H':
+        return pad(d.h);
+      case 'M':
+        return pad(d.m);
+      case 'S':
+        return pad(d.s);
+      case 'a':
+        return DAYS[d.day]!.slice(0, 3);
+      case 'A':
+        return DAYS[d.day]!;
+      case 'j':
+        return String(
+          Math.floor((Date.UTC(d.year, d.month, d.date) - Date.UTC(d.year, 0, 1)) / 86400000) + 1,
+        ).padStart(3, '0');
+      default:
+        return '%';
     }
   });
 }

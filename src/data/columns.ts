@@ -1,7 +1,16 @@
 import { DatasetError } from './errors.js';
 
 /** Field names a row format reads. Column mappings target these. */
-export const KNOWN_FIELDS = ['text', 'prompt', 'completion', 'instruction', 'input', 'output', 'messages', 'system'] as const;
+export const KNOWN_FIELDS = [
+  'text',
+  'prompt',
+  'completion',
+  'instruction',
+  'input',
+  'output',
+  'messages',
+  'system',
+] as const;
 
 /** target field → source column, e.g. {prompt: 'mr', completion: 'ref'}. */
 export type ColumnMapping = Readonly<Record<string, string>>;
@@ -15,10 +24,14 @@ export function parseColumnMapping(spec: string): ColumnMapping {
     const target = part.slice(0, eq).trim();
     const source = part.slice(eq + 1).trim();
     if (eq < 0 || target === '' || source === '') {
-      throw new DatasetError(`bad column mapping '${part.trim()}': write target=column, e.g. prompt=mr,completion=ref`);
+      throw new DatasetError(
+        `bad column mapping '${part.trim()}': write target=column, e.g. prompt=mr,completion=ref`,
+      );
     }
     if (!(KNOWN_FIELDS as readonly string[]).includes(target)) {
-      throw new DatasetError(`bad column mapping '${part.trim()}': '${target}' is not one of ${KNOWN_FIELDS.join(', ')}`);
+      throw new DatasetError(
+        `bad column mapping '${part.trim()}': '${target}' is not one of ${KNOWN_FIELDS.join(', ')}`,
+      );
     }
     if (target in mapping) throw new DatasetError(`column mapping names '${target}' twice`);
     mapping[target] = source;

@@ -1,7 +1,12 @@
 import type { Tokenizer } from '../tokenizer/types.js';
 import { ChatTemplate } from './chat-template.js';
 import { DatasetError, RowError } from './errors.js';
-import { RowRenderer, type FormatOptions, type RenderedExample, type RowFormat } from './formats.js';
+import {
+  RowRenderer,
+  type FormatOptions,
+  type RenderedExample,
+  type RowFormat,
+} from './formats.js';
 import { TEXT_PIECE, type TextReadOptions } from './read-text.js';
 import { seededPermutation } from './shuffle.js';
 import { readSplit, resolveSources, type SplitFiles } from './sources.js';
@@ -61,7 +66,11 @@ export interface LoadedDataset {
   readonly test: TokenizedExample[] | null;
   /** Where validation examples came from. */
   readonly validSource: 'file' | 'held-out' | 'none';
-  readonly stats: { readonly train: SplitStats; readonly valid: SplitStats; readonly test: SplitStats | null };
+  readonly stats: {
+    readonly train: SplitStats;
+    readonly valid: SplitStats;
+    readonly test: SplitStats | null;
+  };
 }
 
 const MAX_BAD_ROW_MESSAGES = 5;
@@ -88,11 +97,18 @@ function emptyStats(): SplitStats {
  * Loads a dataset path (file or MLX-style directory) into tokenized train / validation / test
  * examples, with counts of everything that was skipped, shortened or dropped.
  */
-export async function loadDataset(path: string, tokenizer: Tokenizer, options: DatasetOptions): Promise<LoadedDataset> {
+export async function loadDataset(
+  path: string,
+  tokenizer: Tokenizer,
+  options: DatasetOptions,
+): Promise<LoadedDataset> {
   if (!Number.isInteger(options.maxSeqLen) || options.maxSeqLen < 2) {
     throw new DatasetError(`max sequence length must be an integer >= 2, got ${options.maxSeqLen}`);
   }
-  if (options.maxRowBytes !== undefined && !(Number.isSafeInteger(options.maxRowBytes) && options.maxRowBytes >= 1)) {
+  if (
+    options.maxRowBytes !== undefined &&
+    !(Number.isSafeInteger(options.maxRowBytes) && options.maxRowBytes >= 1)
+  ) {
     throw new DatasetError(`max row bytes must be a positive integer, got ${options.maxRowBytes}`);
   }
   const sources = await resolveSources(path);
@@ -100,8 +116,17 @@ export async function loadDataset(path: string, tokenizer: Tokenizer, options: D
     ...options,
     chatTemplate: () => {
       const source = options.chatTemplate ?? tokenizer.chatTemplate;
-      const file = options.chatTemplate !== undefined ? (options.chatTemplateFile ?? 'the --chat-template file') : tokenizer.chatTemplateFile;
-      return source ? new ChatTemplate(source, { bosToken: tokenizer.bosToken, eosToken: tokenizer.eosToken, ...(file !== undefined ? { file } : {}) }) : null;
+      const file =
+        options.chatTemplate !== undefined
+          ? (options.chatTemplateFile ?? 'the --chat-template file')
+          : tokenizer.chatTemplateFile;
+      return source
+        ? new ChatTemplate(source, {
+            bosToken: tokenizer.bosToken,
+            eosToken: tokenizer.eosToken,
+            ...(file !== undefined ? { file } : {}),
+          })
+        : null;
     },
   });
   const loader = new SplitLoader(renderer, tokenizer, options);
@@ -142,15 +167,28 @@ class SplitLoader {
     private readonly options: DatasetOptions,
   ) {}
 
-  async load(files: SplitFiles, name: string): Promise<{ examples: TokenizedExample[]; stats: SplitStats }> {
+  async load(
+    files: SplitFiles,
+    name: string,
+  ): Promise<{ examples: TokenizedExample[]; stats: SplitStats }> {
     const stats = emptyStats();
     const examples: TokenizedExample[] = [];
     // Pieces of one plain-text document, joined before truncation.
-    let pending: { ids: number[]; targets: number[]; first: RenderedExample; context: string } | null = null;
+    let pending: {
+      ids: number[];
+      targets: number[];
+      first: RenderedExample;
+      context: string;
+    } | null = null;
 
     const finish = (ids: number[], targets: number[], location: RenderedExample['location']) => {
-      const policy = (this.policy ??= this.options.truncation ?? (this.renderer.format === 'text' ? 'split' : 'truncate-right'));
-      const example: TokenizedExample = { ids: Int32Array.from(ids), targets: Uint8Array.from(targets), location };
+      const policy = (this.policy ??=
+        this.options.truncation ?? (this.renderer.format === 'text' ? 'split' : 'truncate-right'));
+      const example: TokenizedExample = {
+        ids: Int32Array.from(ids),
+        targets: Uint8Array.from(targets),
+        location,
+      };
       const fit = fitToLength(example, this.options.maxSeqLen, policy, this.tokenizer.bosId);
       stats.lengths.push(ids.length);
       if (fit.overLength) stats.overLength++;
@@ -172,7 +210,11 @@ class SplitLoader {
       stats.lossTokensCut += Math.max(0, lossBefore - lossKept);
     };
 
-    for await (const raw of readSplit(files, this.options.text, this.options.maxRowBytes !== undefined ? { maxRowBytes: this.options.maxRowBytes } : {})) {
+    for await (const raw of readSplit(
+      files,
+      this.options.text,
+      this.options.maxRowBytes !== undefined ? { maxRowBytes: this.options.maxRowBytes } : {},
+    )) {
       // Pieces of a text document after its first are not rows of their own.
       const continuation = pending !== null && isTextPiece(raw.value);
       if (!continuation) {
@@ -205,13 +247,17 @@ class SplitLoader {
         const result = this.tokenize(rendered);
         stats.inexactBoundaries += result.inexactBoundaries;
         if (countTargets(result.targets) === 0) {
-          throw new RowError('every token is masked (no completion or assistant tokens carry loss): nothing to learn from this row', raw.location);
+          throw new RowError(
+            'every token is masked (no completion or assistant tokens carry loss): nothing to learn from this row',
+            raw.location,
+          );
         }
         finish(result.ids, result.targets, rendered.location);
       } catch (err) {
         if (!(err instanceof RowError) || !this.options.skipBadRows) throw err;
         stats.badRows++;
-        if (stats.badRowMessages.length < MAX_BAD_ROW_MESSAGES) stats.badRowMessages.push(err.message);
+        if (stats.badRowMessages.length < MAX_BAD_ROW_MESSAGES)
+          stats.badRowMessages.push(err.message);
       }
     }
     if (pending) finish(pending.ids, pending.targets, pending.first.location);
@@ -223,7 +269,9 @@ class SplitLoader {
           ? 'it has no rows'
           : `${stats.rows} row(s) read, ${stats.badRows} bad, ${stats.droppedTooLong} dropped as longer than ${this.options.maxSeqLen} tokens, ` +
             `${stats.droppedNoLoss} left with no loss token after truncation to ${this.options.maxSeqLen} tokens` +
-            (stats.droppedNoLoss > 0 ? ' (raise the max sequence length, or truncate from the left)' : '') +
+            (stats.droppedNoLoss > 0
+              ? ' (raise the max sequence length, or truncate from the left)'
+              : '') +
             (stats.badRowMessages.length > 0 ? `; first bad row: ${stats.badRowMessages[0]}` : '');
       throw new DatasetError(`the ${name} data is empty: ${why}`, { file: where });
     }
@@ -236,10 +284,19 @@ class SplitLoader {
    * equal those of the whole document: a tokenizer that treats the start of a text specially
    * (SentencePiece's "▁" prefix) sees the piece in context.
    */
-  private tokenizePiece(rendered: RenderedExample, context: string | null): { ids: number[]; targets: number[] } {
+  private tokenizePiece(
+    rendered: RenderedExample,
+    context: string | null,
+  ): { ids: number[]; targets: number[] } {
     if (context === null) return this.tokenize({ ...rendered, bos: true, eos: false });
     const text = context + rendered.text;
-    const result = this.tokenize({ text, loss: [{ from: context, to: text }], bos: false, eos: false, location: rendered.location });
+    const result = this.tokenize({
+      text,
+      loss: [{ from: context, to: text }],
+      bos: false,
+      eos: false,
+      location: rendered.location,
+    });
     const start = result.targets.indexOf(1);
     if (start < 0) return { ids: [], targets: [] };
     return { ids: result.ids.slice(start), targets: result.targets.slice(start) };
@@ -250,7 +307,10 @@ class SplitLoader {
     try {
       return tokenizeExample(this.tokenizer, rendered);
     } catch (err) {
-      throw new RowError(`the tokenizer failed on this row: ${err instanceof Error ? err.message : String(err)}`, rendered.location);
+      throw new RowError(
+        `the tokenizer failed on this row: ${err instanceof Error ? err.message : String(err)}`,
+        rendered.location,
+      );
     }
   }
 }
@@ -261,7 +321,8 @@ export function holdOut(
   fraction: number,
   seed: number,
 ): { train: TokenizedExample[]; valid: TokenizedExample[] } {
-  if (!(fraction >= 0 && fraction < 1)) throw new DatasetError(`validation fraction must be in [0, 1), got ${fraction}`);
+  if (!(fraction >= 0 && fraction < 1))
+    throw new DatasetError(`validation fraction must be in [0, 1), got ${fraction}`);
   if (fraction === 0 || examples.length < 2) return { train: [...examples], valid: [] };
   const count = Math.min(examples.length - 1, Math.max(1, Math.round(fraction * examples.length)));
   const order = seededPermutation(examples.length, seed ^ 0x5eed);

@@ -4,8 +4,20 @@
  *   const batches = new Batcher(data.train, { batchSize: 8, seqLen: 512, padId, seed });
  *   const { batch, cursor } = batches.next({ epoch: 0, index: 0 });
  */
-export { loadDataset, holdOut, type DatasetOptions, type LoadedDataset, type SplitStats } from './dataset.js';
-export { Batcher, IGNORE_INDEX, type Batch, type BatcherOptions, type DataCursor } from './batching.js';
+export {
+  loadDataset,
+  holdOut,
+  type DatasetOptions,
+  type LoadedDataset,
+  type SplitStats,
+} from './dataset.js';
+export {
+  Batcher,
+  IGNORE_INDEX,
+  type Batch,
+  type BatcherOptions,
+  type DataCursor,
+} from './batching.js';
 export { ChatTemplate, type ChatMessage } from './chat-template.js';
 export { parseColumnMapping, type ColumnMapping } from './columns.js';
 export { DatasetError, RowError, UnknownFormatError, type SourceLocation } from './errors.js';

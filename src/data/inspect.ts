@@ -13,9 +13,17 @@ export interface MaskStyle {
 }
 
 /** Terminal: dim. */
-export const DIM_STYLE: MaskStyle = { open: '\x1b[2m', close: '\x1b[22m', legend: 'dim text carries no loss (prompt, non-assistant turns, BOS)' };
+export const DIM_STYLE: MaskStyle = {
+  open: '\x1b[2m',
+  close: '\x1b[22m',
+  legend: 'dim text carries no loss (prompt, non-assistant turns, BOS)',
+};
 /** Plain text: brackets that do not occur in ordinary data. */
-export const BRACKET_STYLE: MaskStyle = { open: '⟦', close: '⟧', legend: '⟦bracketed⟧ text carries no loss (prompt, non-assistant turns, BOS)' };
+export const BRACKET_STYLE: MaskStyle = {
+  open: '⟦',
+  close: '⟧',
+  legend: '⟦bracketed⟧ text carries no loss (prompt, non-assistant turns, BOS)',
+};
 
 export interface InspectOptions {
   readonly path: string;
@@ -37,7 +45,11 @@ const FORMAT_NOTES: Record<string, string> = {
 };
 
 /** The `qlora data inspect` report, as lines of text. */
-export function inspectReport(data: LoadedDataset, tokenizer: Tokenizer, options: InspectOptions): string[] {
+export function inspectReport(
+  data: LoadedDataset,
+  tokenizer: Tokenizer,
+  options: InspectOptions,
+): string[] {
   const lines: string[] = [];
   const st = data.stats.train;
   const sv = data.stats.valid;
@@ -49,42 +61,82 @@ export function inspectReport(data: LoadedDataset, tokenizer: Tokenizer, options
   ].join(', ');
 
   field('dataset', options.path);
-  field('format', `${data.format} (${options.formatWasGiven ? 'as given' : 'detected'}): ${FORMAT_NOTES[data.format]}`);
+  field(
+    'format',
+    `${data.format} (${options.formatWasGiven ? 'as given' : 'detected'}): ${FORMAT_NOTES[data.format]}`,
+  );
   field('tokenizer', `${options.tokenizerPath} (${tokenizer.vocabSize} tokens; ${specials})`);
   field('max length', `${options.maxSeqLen} tokens; longer examples: ${data.truncation}`);
   const validNote =
-    data.validSource === 'file' ? 'from the validation file' : data.validSource === 'held-out' ? 'held out from train with the seed' : 'none';
+    data.validSource === 'file'
+      ? 'from the validation file'
+      : data.validSource === 'held-out'
+        ? 'held out from train with the seed'
+        : 'none';
   const test = data.stats.test;
-  field('examples', `train ${st.examples}, validation ${data.valid.length} (${validNote})${test ? `, test ${test.examples}` : ''}`);
-  field('rows read', `train ${st.rows}${data.validSource === 'file' ? `, validation ${sv.rows}` : ''}${test ? `, test ${test.rows}` : ''}`);
+  field(
+    'examples',
+    `train ${st.examples}, validation ${data.valid.length} (${validNote})${test ? `, test ${test.examples}` : ''}`,
+  );
+  field(
+    'rows read',
+    `train ${st.rows}${data.validSource === 'file' ? `, validation ${sv.rows}` : ''}${test ? `, test ${test.rows}` : ''}`,
+  );
   for (const [name, s] of splits(data)) {
     if (s.badRows === 0) continue;
     field('bad rows', `${name}: ${s.badRows} skipped`);
     for (const m of s.badRowMessages) lines.push(`${' '.repeat(16)}${m}`);
-    if (s.badRows > s.badRowMessages.length) lines.push(`${' '.repeat(16)}… and ${s.badRows - s.badRowMessages.length} more`);
+    if (s.badRows > s.badRowMessages.length)
+      lines.push(`${' '.repeat(16)}… and ${s.badRows - s.badRowMessages.length} more`);
   }
   for (const [name, s] of splits(data)) {
     if (s.overLength === 0 && s.droppedNoLoss === 0) continue;
-    const what = data.truncation === 'drop' ? 'dropped' : data.truncation === 'split' ? 'split into windows' : `cut (${data.truncation})`;
+    const what =
+      data.truncation === 'drop'
+        ? 'dropped'
+        : data.truncation === 'split'
+          ? 'split into windows'
+          : `cut (${data.truncation})`;
     const noLoss = s.droppedNoLoss ? `; ${s.droppedNoLoss} dropped with no loss token left` : '';
-    field('over-long', `${name}: ${s.overLength} longer than ${options.maxSeqLen} tokens, ${what}${noLoss}`);
+    field(
+      'over-long',
+      `${name}: ${s.overLength} longer than ${options.maxSeqLen} tokens, ${what}${noLoss}`,
+    );
   }
   const trainTokens = data.train.reduce((n, e) => n + e.ids.length, 0);
   const trainLoss = data.train.reduce((n, e) => n + countTargets(e.targets), 0);
-  field('loss tokens', `${trainLoss} of ${trainTokens} train tokens (${pct(trainLoss, trainTokens)}) carry loss`);
+  field(
+    'loss tokens',
+    `${trainLoss} of ${trainTokens} train tokens (${pct(trainLoss, trainTokens)}) carry loss`,
+  );
   if (st.inexactBoundaries > 0) {
-    field('boundaries', `${st.inexactBoundaries} loss boundaries fell inside a token (e.g. a prompt ending in a space); loss starts at that token`);
+    field(
+      'boundaries',
+      `${st.inexactBoundaries} loss boundaries fell inside a token (e.g. a prompt ending in a space); loss starts at that token`,
+    );
   }
-  const packed = new Batcher(data.train, { batchSize: 1, seqLen: options.maxSeqLen, padId: 0, shuffle: false }).batchesPerEpoch;
-  field('packing', `train packs into ${packed} rows of ${options.maxSeqLen} tokens (${pct(trainTokens, packed * options.maxSeqLen)} filled)`);
+  const packed = new Batcher(data.train, {
+    batchSize: 1,
+    seqLen: options.maxSeqLen,
+    padId: 0,
+    shuffle: false,
+  }).batchesPerEpoch;
+  field(
+    'packing',
+    `train packs into ${packed} rows of ${options.maxSeqLen} tokens (${pct(trainTokens, packed * options.maxSeqLen)} filled)`,
+  );
 
   lines.push('', `token lengths (train): ${lengthSummary(data.train)}`);
   lines.push(...histogram(data.train.map((e) => e.ids.length)).map((l) => `  ${l}`));
 
   const shown = data.train.slice(0, options.show);
-  if (shown.length > 0) lines.push('', `first ${shown.length} train example(s); ${options.style.legend}:`);
+  if (shown.length > 0)
+    lines.push('', `first ${shown.length} train example(s); ${options.style.legend}:`);
   shown.forEach((ex, i) => {
-    lines.push('', `example ${i + 1}: ${describeLocation(ex.location)}, ${ex.ids.length} tokens, ${countTargets(ex.targets)} with loss`);
+    lines.push(
+      '',
+      `example ${i + 1}: ${describeLocation(ex.location)}, ${ex.ids.length} tokens, ${countTargets(ex.targets)} with loss`,
+    );
     const text = renderMasked(tokenizer, ex, options.style, options.maxExampleChars ?? 1500);
     lines.push(...text.split('\n').map((l) => `  │ ${l}`));
   });
@@ -119,9 +171,14 @@ export function histogram(values: readonly number[], bins = 10, barWidth = 40): 
   const counts = new Array<number>(Math.floor((max - start) / width) + 1).fill(0);
   for (const v of values) counts[Math.floor((v - start) / width)]!++;
   const most = Math.max(...counts);
-  const labels = counts.map((_, i) => (width === 1 ? `${start + i}` : `${start + i * width}-${start + (i + 1) * width - 1}`));
+  const labels = counts.map((_, i) =>
+    width === 1 ? `${start + i}` : `${start + i * width}-${start + (i + 1) * width - 1}`,
+  );
   const labelWidth = Math.max(...labels.map((l) => l.length));
-  return counts.map((c, i) => `${labels[i]!.padStart(labelWidth)} │${'█'.repeat(Math.round((c / most) * barWidth)).padEnd(barWidth)} ${c}`);
+  return counts.map(
+    (c, i) =>
+      `${labels[i]!.padStart(labelWidth)} │${'█'.repeat(Math.round((c / most) * barWidth)).padEnd(barWidth)} ${c}`,
+  );
 }
 
 function niceWidth(raw: number): number {
@@ -142,7 +199,11 @@ export interface MaskedSegment {
  * `truncated`). Each stretch is decoded as the difference of decoded prefixes, so multi-byte
  * characters split across tokens come out whole.
  */
-export function maskedSegments(tokenizer: Tokenizer, ex: TokenizedExample, maxChars: number): { segments: MaskedSegment[]; truncated: boolean } {
+export function maskedSegments(
+  tokenizer: Tokenizer,
+  ex: TokenizedExample,
+  maxChars: number,
+): { segments: MaskedSegment[]; truncated: boolean } {
   const ids = Array.from(ex.ids);
   // Whether token i carries loss; the first token never does (nothing precedes it).
   const loss = (i: number) => i > 0 && ex.targets[i] === 1;
@@ -155,7 +216,9 @@ export function maskedSegments(tokenizer: Tokenizer, ex: TokenizedExample, maxCh
     let j = i;
     while (j < ids.length && !loss(j) === masked) j++;
     const upto = tokenizer.decode(ids.slice(0, j));
-    let piece = upto.startsWith(previous) ? upto.slice(previous.length) : tokenizer.decode(ids.slice(i, j));
+    let piece = upto.startsWith(previous)
+      ? upto.slice(previous.length)
+      : tokenizer.decode(ids.slice(i, j));
     const room = maxChars - shownChars;
     const cut = piece.length > room;
     if (cut) piece = piece.slice(0, room);
@@ -173,8 +236,15 @@ export function maskedSegments(tokenizer: Tokenizer, ex: TokenizedExample, maxCh
  * decoding the example up to the run's end and up to its start, so spaces that a tokenizer only
  * produces in context (SentencePiece's leading "▁") come out right.
  */
-export function renderMasked(tokenizer: Tokenizer, ex: TokenizedExample, style: MaskStyle, maxChars: number): string {
+export function renderMasked(
+  tokenizer: Tokenizer,
+  ex: TokenizedExample,
+  style: MaskStyle,
+  maxChars: number,
+): string {
   const { segments, truncated } = maskedSegments(tokenizer, ex, maxChars);
-  const out = segments.map((s) => (s.loss ? s.text : `${style.open}${s.text}${style.close}`)).join('');
+  const out = segments
+    .map((s) => (s.loss ? s.text : `${style.open}${s.text}${style.close}`))
+    .join('');
   return truncated ? `${out} … (not all shown: ${ex.ids.length} tokens)` : out;
 }

@@ -30,7 +30,8 @@ function describeChar(text: string, i: number): string {
   if (i >= text.length) return 'end of input';
   const c = text[i]!;
   const code = c.charCodeAt(0);
-  if (code < 0x20 || code === 0x7f) return `control character U+${code.toString(16).padStart(4, '0').toUpperCase()}`;
+  if (code < 0x20 || code === 0x7f)
+    return `control character U+${code.toString(16).padStart(4, '0').toUpperCase()}`;
   return `'${c}'`;
 }
 
@@ -53,7 +54,8 @@ export function findJsonSyntaxProblem(text: string): JsonSyntaxProblem | null {
         i++;
         return null;
       }
-      if (code < 0x20) return fail(`${describeChar(text, i)} inside a string (write it escaped, e.g. \\n)`);
+      if (code < 0x20)
+        return fail(`${describeChar(text, i)} inside a string (write it escaped, e.g. \\n)`);
       if (code === 0x5c) {
         const e = text[i + 1];
         if (e === undefined) {
@@ -62,7 +64,8 @@ export function findJsonSyntaxProblem(text: string): JsonSyntaxProblem | null {
         }
         if ('"\\/bfnrt'.includes(e)) i += 2;
         else if (e === 'u') {
-          if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) return fail('bad \\u escape in string');
+          if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6)))
+            return fail('bad \\u escape in string');
           i += 6;
         } else return fail(`bad escape '\\${e}' in string`);
         continue;
@@ -110,11 +113,15 @@ export function findJsonSyntaxProblem(text: string): JsonSyntaxProblem | null {
       expect = 'after';
     } else if (expect === 'key') {
       skipWs();
-      if (text[i] !== '"') return fail(`unexpected ${describeChar(text, i)}, expected a property name in double quotes`);
+      if (text[i] !== '"')
+        return fail(
+          `unexpected ${describeChar(text, i)}, expected a property name in double quotes`,
+        );
       const p = scanString();
       if (p) return p;
       skipWs();
-      if (text[i] !== ':') return fail(`unexpected ${describeChar(text, i)}, expected ':' after property name`);
+      if (text[i] !== ':')
+        return fail(`unexpected ${describeChar(text, i)}, expected ':' after property name`);
       i++;
       expect = 'value';
     } else {

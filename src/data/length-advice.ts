@@ -52,10 +52,18 @@ export function lengthAdvice(stats: SplitStats, c: LengthContext): LengthAdvice 
   const p95 = lengthQuantile(stats.lengths, 0.95);
   const max = lengthQuantile(stats.lengths, 1);
   const remedies: string[] = [];
-  if (c.contextLength === null || p95 <= c.contextLength) remedies.push(`--seq-len ${p95} covers 95% of examples (the longest has ${max} tokens)`);
-  else remedies.push(`95% of examples fit in ${p95} tokens, more than the model's context of ${c.contextLength}: shorten the prompts (a shorter --template)`);
-  if (c.policy !== 'truncate-left' && c.format !== 'text') remedies.push('--truncation truncate-left keeps the end of each example (the completion) and cuts the prompt instead');
-  const what = c.policy === 'drop' ? 'dropped' : c.policy === 'split' ? 'split' : `shortened (${c.policy})`;
+  if (c.contextLength === null || p95 <= c.contextLength)
+    remedies.push(`--seq-len ${p95} covers 95% of examples (the longest has ${max} tokens)`);
+  else
+    remedies.push(
+      `95% of examples fit in ${p95} tokens, more than the model's context of ${c.contextLength}: shorten the prompts (a shorter --template)`,
+    );
+  if (c.policy !== 'truncate-left' && c.format !== 'text')
+    remedies.push(
+      '--truncation truncate-left keeps the end of each example (the completion) and cuts the prompt instead',
+    );
+  const what =
+    c.policy === 'drop' ? 'dropped' : c.policy === 'split' ? 'split' : `shortened (${c.policy})`;
   warnings.push(
     `${stats.overLength} of ${total} examples (${pct(stats.overLength, total)}) are longer than --seq-len ${c.seqLen} tokens and were ${what}: ` +
       `${stats.lostAllLoss} lost every loss token, and ${pct(stats.lossTokensCut, lossBefore)} of the loss tokens were cut ` +

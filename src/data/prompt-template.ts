@@ -21,14 +21,18 @@ export class PromptTemplate {
         const close = source.indexOf('}', i);
         const name = close < 0 ? '' : source.slice(i + 1, close).trim();
         if (close < 0 || name === '' || name.includes('{')) {
-          throw new DatasetError(`template error at character ${i + 1}: '{' must be followed by a column name and '}' (write '{{' for a literal brace)`);
+          throw new DatasetError(
+            `template error at character ${i + 1}: '{' must be followed by a column name and '}' (write '{{' for a literal brace)`,
+          );
         }
         if (literal) parts.push({ literal });
         literal = '';
         parts.push({ column: name });
         i = close;
       } else if (c === '}') {
-        throw new DatasetError(`template error at character ${i + 1}: unmatched '}' (write '}}' for a literal brace)`);
+        throw new DatasetError(
+          `template error at character ${i + 1}: unmatched '}' (write '}}' for a literal brace)`,
+        );
       } else literal += c;
     }
     if (literal) parts.push({ literal });
@@ -37,14 +41,17 @@ export class PromptTemplate {
   }
 
   /** Fills the placeholders; on an unknown column returns its name so the caller can name the row. */
-  render(row: Readonly<Record<string, unknown>>): { text: string } | { unknownColumn: string } | { badValue: string } {
+  render(
+    row: Readonly<Record<string, unknown>>,
+  ): { text: string } | { unknownColumn: string } | { badValue: string } {
     let text = '';
     for (const part of this.parts) {
       if ('literal' in part) {
         text += part.literal;
         continue;
       }
-      if (!Object.prototype.hasOwnProperty.call(row, part.column)) return { unknownColumn: part.column };
+      if (!Object.prototype.hasOwnProperty.call(row, part.column))
+        return { unknownColumn: part.column };
       const value = row[part.column];
       if (typeof value === 'string') text += value;
       else if (typeof value === 'number' || typeof value === 'boolean') text += String(value);
@@ -56,5 +63,7 @@ export class PromptTemplate {
 
 /** Turns the escapes a shell leaves literal (\n, \t, \\) into characters, for templates given on a command line. */
 export function unescapeCommandLine(text: string): string {
-  return text.replace(/\\([nt\\])/g, (_, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
+  return text.replace(/\\([nt\\])/g, (_, c: string) =>
+    c === 'n' ? '\n' : c === 't' ? '\t' : '\\',
+  );
 }

@@ -11,25 +11,47 @@ import type { RawRow } from './rows.js';
  * number of fields, or text after a closing quote, is a row error; an unterminated quote at the end
  * of the file stops loading, naming the line where the quoted field began.
  */
-export async function* readDelimited(file: string, delimiter: ',' | '\t', displayName = file, options: RowReadOptions = {}): AsyncGenerator<RawRow> {
-  const parser = new DelimitedParser(delimiter.charCodeAt(0), options.maxRowBytes ?? DEFAULT_MAX_ROW_BYTES);
+export async function* readDelimited(
+  file: string,
+  delimiter: ',' | '\t',
+  displayName = file,
+  options: RowReadOptions = {},
+): AsyncGenerator<RawRow> {
+  const parser = new DelimitedParser(
+    delimiter.charCodeAt(0),
+    options.maxRowBytes ?? DEFAULT_MAX_ROW_BYTES,
+  );
   let header: string[] | null = null;
   let row = 0;
   const emit = function* (record: ParsedRecord): Generator<RawRow> {
-    const location: SourceLocation = { file: displayName, line: record.line, ...(header ? { row: ++row } : {}) };
+    const location: SourceLocation = {
+      file: displayName,
+      line: record.line,
+      ...(header ? { row: ++row } : {}),
+    };
     if (header === null) {
-      if (record.problem) throw new DatasetError(`the header row: ${record.problem.message}`, location);
+      if (record.problem)
+        throw new DatasetError(`the header row: ${record.problem.message}`, location);
       header = record.fields.map((f, i) => (i === 0 ? f.replace(/^\uFEFF/, '') : f).trim());
       const seen = new Set<string>();
       for (const name of header) {
-        if (name === '') throw new DatasetError('the header row has an empty column name', location);
-        if (seen.has(name)) throw new DatasetError(`the header row names column '${name}' twice`, location);
+        if (name === '')
+          throw new DatasetError('the header row has an empty column name', location);
+        if (seen.has(name))
+          throw new DatasetError(`the header row names column '${name}' twice`, location);
         seen.add(name);
       }
       return;
     }
     if (record.problem) {
-      yield { error: new RowError(record.problem.message, { ...location, line: record.problem.line, column: record.problem.column }), location };
+      yield {
+        error: new RowError(record.problem.message, {
+          ...location,
+          line: record.problem.line,
+          column: record.problem.column,
+        }),
+        location,
+      };
       return;
     }
     if (record.fields.length !== header.length) {
@@ -42,14 +64,21 @@ export async function* readDelimited(file: string, delimiter: ',' | '\t', displa
     yield { value, location };
   };
 
-  for await (const chunk of fs.createReadStream(file, { encoding: 'utf8', highWaterMark: 1 << 16 })) {
+  for await (const chunk of fs.createReadStream(file, {
+    encoding: 'utf8',
+    highWaterMark: 1 << 16,
+  })) {
     for (const record of parser.push(chunk as string)) yield* emit(record);
   }
   for (const record of parser.end()) yield* emit(record);
-  if (header === null) throw new DatasetError('the file is empty (no header row)', { file: displayName });
+  if (header === null)
+    throw new DatasetError('the file is empty (no header row)', { file: displayName });
   const unterminated = parser.unterminatedQuoteLine;
   if (unterminated !== null) {
-    throw new DatasetError('a quoted field is never closed (missing \'"\')', { file: displayName, line: unterminated });
+    throw new DatasetError("a quoted field is never closed (missing '\"')", {
+      file: displayName,
+      line: unterminated,
+    });
   }
 }
 
@@ -123,7 +152,11 @@ class DelimitedParser {
             const record = this.endRecord();
             if (record) yield record;
           } else {
-            this.problem ??= { message: `unexpected text after a closing quote`, line: this.line, column: this.column };
+            this.problem ??= {
+              message: `unexpected text after a closing quote`,
+              line: this.line,
+              column: this.column,
+            };
             if (this.keep(c)) this.field += chunk[i];
             this.state = 'unquoted';
           }
@@ -172,15 +205,27 @@ class DelimitedParser {
   }
 
   private endRecord(): ParsedRecord | null {
-    const blank = this.fields.length === 0 && this.field === '' && this.state === 'fieldStart' && !this.overLong;
+    const blank =
+      this.fields.length === 0 &&
+      this.field === '' &&
+      this.state === 'fieldStart' &&
+      !this.overLong;
     this.endField();
     if (this.overLong) {
-      this.problem = { message: rowTooLongMessage(this.recordBytes, this.maxRecordBytes, 'this record'), line: this.recordLine, column: 1 };
+      this.problem = {
+        message: rowTooLongMessage(this.recordBytes, this.maxRecordBytes, 'this record'),
+        line: this.recordLine,
+        column: 1,
+      };
       this.fields = [];
     }
     this.overLong = false;
     this.recordBytes = 0;
-    const record: ParsedRecord = { fields: this.fields, line: this.recordLine, ...(this.problem ? { problem: this.problem } : {}) };
+    const record: ParsedRecord = {
+      fields: this.fields,
+      line: this.recordLine,
+      ...(this.problem ? { problem: this.problem } : {}),
+    };
     this.fields = [];
     this.problem = undefined;
     this.recordLine = this.line + 1;

@@ -2,7 +2,14 @@ import { fs } from '../io/host.js';
 import { jsonNestingBeyond } from '../io/json-scan.js';
 import { DatasetError, RowError } from './errors.js';
 import { findJsonSyntaxProblem, lineColumnOf } from './json-locate.js';
-import { DEFAULT_MAX_ROW_BYTES, MAX_JSON_ARRAY_FILE_BYTES, MAX_ROW_JSON_DEPTH, describeBytes, rowTooLongMessage, utf8Length } from './limits.js';
+import {
+  DEFAULT_MAX_ROW_BYTES,
+  MAX_JSON_ARRAY_FILE_BYTES,
+  MAX_ROW_JSON_DEPTH,
+  describeBytes,
+  rowTooLongMessage,
+  utf8Length,
+} from './limits.js';
 import type { RowReadOptions } from './read-jsonl.js';
 import type { RawRow } from './rows.js';
 
@@ -11,7 +18,11 @@ import type { RawRow } from './rows.js';
  * cannot be split safely without a streaming parser); convert large datasets to JSONL.
  * A syntax error stops loading with the file's line and column.
  */
-export async function* readJsonArray(file: string, displayName = file, options: RowReadOptions = {}): AsyncGenerator<RawRow> {
+export async function* readJsonArray(
+  file: string,
+  displayName = file,
+  options: RowReadOptions = {},
+): AsyncGenerator<RawRow> {
   const limit = options.maxRowBytes ?? DEFAULT_MAX_ROW_BYTES;
   const size = (await fs.promises.stat(file)).size;
   if (size > MAX_JSON_ARRAY_FILE_BYTES) {
@@ -30,20 +41,33 @@ export async function* readJsonArray(file: string, displayName = file, options: 
   } catch (err) {
     if (!(err instanceof SyntaxError)) throw err;
     const problem = findJsonSyntaxProblem(text) ?? { offset: 0, message: err.message };
-    throw new DatasetError(`malformed JSON: ${problem.message}`, { file: displayName, ...lineColumnOf(text, problem.offset) });
+    throw new DatasetError(`malformed JSON: ${problem.message}`, {
+      file: displayName,
+      ...lineColumnOf(text, problem.offset),
+    });
   }
   if (!Array.isArray(parsed)) {
-    const kind = parsed === null ? 'null' : typeof parsed === 'object' ? 'an object' : typeof parsed;
-    throw new DatasetError(`expected a JSON array of rows (or JSON Lines), found ${kind}`, { file: displayName, line: 1 });
+    const kind =
+      parsed === null ? 'null' : typeof parsed === 'object' ? 'an object' : typeof parsed;
+    throw new DatasetError(`expected a JSON array of rows (or JSON Lines), found ${kind}`, {
+      file: displayName,
+      line: 1,
+    });
   }
   const { lines, starts, chars } = elementExtents(text);
   for (let i = 0; i < parsed.length; i++) {
     const location = { file: displayName, row: i + 1, line: lines[i] };
     if (someRowTooDeep) {
       const start = starts[i] ?? 0;
-      const deep = jsonNestingBeyond(text.slice(start, start + (chars[i] ?? 0)), MAX_ROW_JSON_DEPTH);
+      const deep = jsonNestingBeyond(
+        text.slice(start, start + (chars[i] ?? 0)),
+        MAX_ROW_JSON_DEPTH,
+      );
       if (deep !== null) {
-        yield { error: new RowError(`JSON nested deeper than ${MAX_ROW_JSON_DEPTH} levels`, location), location };
+        yield {
+          error: new RowError(`JSON nested deeper than ${MAX_ROW_JSON_DEPTH} levels`, location),
+          location,
+        };
         continue;
       }
     }
@@ -52,7 +76,10 @@ export async function* readJsonArray(file: string, displayName = file, options: 
       const value = parsed[i];
       const bytes = utf8Length(JSON.stringify(value) ?? '');
       if (bytes > limit) {
-        yield { error: new RowError(rowTooLongMessage(bytes, limit, 'this array element'), location), location };
+        yield {
+          error: new RowError(rowTooLongMessage(bytes, limit, 'this array element'), location),
+          location,
+        };
         continue;
       }
     }

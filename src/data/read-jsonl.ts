@@ -18,7 +18,11 @@ const utf8 = new TextDecoder('utf-8');
  * row error naming its line (and column). Lines are split on bytes, so an over-long line is
  * skipped without ever being held whole.
  */
-export async function* readJsonLines(file: string, displayName = file, options: RowReadOptions = {}): AsyncGenerator<RawRow> {
+export async function* readJsonLines(
+  file: string,
+  displayName = file,
+  options: RowReadOptions = {},
+): AsyncGenerator<RawRow> {
   const limit = options.maxRowBytes ?? DEFAULT_MAX_ROW_BYTES;
   let lineNo = 0;
   let row = 0;
@@ -36,7 +40,9 @@ export async function* readJsonLines(file: string, displayName = file, options: 
       overLong = false;
       row++;
       const location = { file: displayName, line: lineNo, row };
-      return [{ error: new RowError(rowTooLongMessage(bytes, limit, 'this line'), location), location }];
+      return [
+        { error: new RowError(rowTooLongMessage(bytes, limit, 'this line'), location), location },
+      ];
     }
     let text = utf8.decode(parts.length === 1 ? parts[0]! : Buffer.concat(parts, partBytes));
     parts = [];
@@ -88,7 +94,10 @@ function parseLine(line: string, location: { file: string; line: number; row: nu
   const deep = jsonNestingBeyond(line, MAX_ROW_JSON_DEPTH);
   if (deep !== null) {
     const at = { ...location, column: deep + 1 };
-    return { error: new RowError(`JSON nested deeper than ${MAX_ROW_JSON_DEPTH} levels`, at), location: at };
+    return {
+      error: new RowError(`JSON nested deeper than ${MAX_ROW_JSON_DEPTH} levels`, at),
+      location: at,
+    };
   }
   try {
     return { value: JSON.parse(line), location };

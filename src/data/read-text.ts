@@ -34,7 +34,11 @@ export interface TextRowValue {
 }
 
 /** Streams a plain-text file as {text} rows, one per document (or piece of a document). */
-export async function* readText(file: string, options: TextReadOptions = {}, displayName = file): AsyncGenerator<RawRow> {
+export async function* readText(
+  file: string,
+  options: TextReadOptions = {},
+  displayName = file,
+): AsyncGenerator<RawRow> {
   const separator = options.separator && options.separator.length > 0 ? options.separator : null;
   const pieceChars = options.pieceChars ?? 4096;
   const maxRowBytes = options.maxRowBytes ?? DEFAULT_MAX_ROW_BYTES;
@@ -54,7 +58,10 @@ export async function* readText(file: string, options: TextReadOptions = {}, dis
   const tooLong = (bytes: number): RawRow => {
     row++;
     const location = { file: displayName, line: droppedLine, row };
-    return { error: new RowError(rowTooLongMessage(bytes, maxRowBytes, 'this document'), location), location };
+    return {
+      error: new RowError(rowTooLongMessage(bytes, maxRowBytes, 'this document'), location),
+      location,
+    };
   };
   const advance = (consumed: string) => {
     for (let i = 0; i < consumed.length; i++) if (consumed.charCodeAt(i) === 10) bufferLine++;
@@ -68,7 +75,8 @@ export async function* readText(file: string, options: TextReadOptions = {}, dis
       let at: number;
       while ((at = buffer.indexOf(separator)) >= 0) {
         const text = buffer.slice(0, at);
-        if (droppedBytes === 0 && text.length > maxRowBytes / 4 && utf8Length(text) > maxRowBytes) droppedLine = bufferLine;
+        if (droppedBytes === 0 && text.length > maxRowBytes / 4 && utf8Length(text) > maxRowBytes)
+          droppedLine = bufferLine;
         if (droppedBytes > 0 || (text.length > maxRowBytes / 4 && utf8Length(text) > maxRowBytes)) {
           yield tooLong(droppedBytes + utf8Length(text));
           droppedBytes = 0;
@@ -81,7 +89,10 @@ export async function* readText(file: string, options: TextReadOptions = {}, dis
       }
       // A document with no separator in sight: past the row limit, stop keeping its text (keep a
       // separator's length of tail, which may hold the start of the separator).
-      if (buffer.length > maxRowBytes / 4 && (droppedBytes > 0 || utf8Length(buffer) > maxRowBytes)) {
+      if (
+        buffer.length > maxRowBytes / 4 &&
+        (droppedBytes > 0 || utf8Length(buffer) > maxRowBytes)
+      ) {
         if (droppedBytes === 0) droppedLine = bufferLine;
         const keep = separator.length - 1;
         const drop = buffer.slice(0, buffer.length - keep);

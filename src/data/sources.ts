@@ -54,7 +54,8 @@ export async function resolveSources(path: string): Promise<ResolvedSources> {
     throw new DatasetError(`no such file or directory`, { file: path });
   }
   if (info.isFile()) return { train: { files: [{ path, kind: requireKind(path) }] } };
-  if (!info.isDirectory()) throw new DatasetError('not a regular file or directory', { file: path });
+  if (!info.isDirectory())
+    throw new DatasetError('not a regular file or directory', { file: path });
 
   const names = (await fs.promises.readdir(path)).filter((n) => !n.startsWith('.')).sort();
   const find = (split: SplitName): SplitFiles | undefined => {
@@ -63,9 +64,13 @@ export async function resolveSources(path: string): Promise<ResolvedSources> {
       return SPLIT_STEMS[split].includes(stem) && fileKindOf(n) !== null;
     });
     if (matches.length > 1) {
-      throw new DatasetError(`more than one ${split} file (${matches.join(', ')}); keep one`, { file: path });
+      throw new DatasetError(`more than one ${split} file (${matches.join(', ')}); keep one`, {
+        file: path,
+      });
     }
-    return matches.length === 1 ? { files: [{ path: paths.join(path, matches[0]!), kind: fileKindOf(matches[0]!)! }] } : undefined;
+    return matches.length === 1
+      ? { files: [{ path: paths.join(path, matches[0]!), kind: fileKindOf(matches[0]!)! }] }
+      : undefined;
   };
   const train = find('train');
   const valid = find('valid');
@@ -74,7 +79,9 @@ export async function resolveSources(path: string): Promise<ResolvedSources> {
 
   const texts = names.filter((n) => fileKindOf(n) === 'text');
   if (texts.length > 0 && texts.length === names.filter((n) => fileKindOf(n) !== null).length) {
-    return { train: { files: texts.map((n) => ({ path: paths.join(path, n), kind: 'text' as const })) } };
+    return {
+      train: { files: texts.map((n) => ({ path: paths.join(path, n), kind: 'text' as const })) },
+    };
   }
   throw new DatasetError(
     `a dataset directory needs a train.* file (jsonl, json, csv, tsv or txt), optionally with valid.* and test.*; found: ${
@@ -96,7 +103,11 @@ function requireKind(path: string): FileKind {
 }
 
 /** Reads every row of a split's files in order. */
-export async function* readSplit(split: SplitFiles, text: TextReadOptions = {}, rows: RowReadOptions = {}): AsyncGenerator<RawRow> {
+export async function* readSplit(
+  split: SplitFiles,
+  text: TextReadOptions = {},
+  rows: RowReadOptions = {},
+): AsyncGenerator<RawRow> {
   let documentBase = 0;
   for (const { path, kind } of split.files) {
     switch (kind) {
@@ -115,14 +126,20 @@ export async function* readSplit(split: SplitFiles, text: TextReadOptions = {}, 
       case 'text': {
         // Document numbers continue across files so each file stays its own document.
         let last = documentBase;
-        for await (const row of readText(path, { ...(rows.maxRowBytes !== undefined ? { maxRowBytes: rows.maxRowBytes } : {}), ...text })) {
+        for await (const row of readText(path, {
+          ...(rows.maxRowBytes !== undefined ? { maxRowBytes: rows.maxRowBytes } : {}),
+          ...text,
+        })) {
           if (row.error) {
             yield row;
             continue;
           }
           const value = row.value as TextRowValue;
           last = documentBase + value[TEXT_PIECE].document;
-          const renumbered: TextRowValue = { text: value.text, [TEXT_PIECE]: { ...value[TEXT_PIECE], document: last } };
+          const renumbered: TextRowValue = {
+            text: value.text,
+            [TEXT_PIECE]: { ...value[TEXT_PIECE], document: last },
+          };
           yield { value: renumbered, location: row.location };
         }
         documentBase = last + 1;
@@ -139,7 +156,11 @@ async function* readJsonArrayOrLines(path: string, rows: RowReadOptions): AsyncG
   try {
     const buf = Buffer.alloc(4096);
     const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
-    head = buf.subarray(0, bytesRead).toString('utf8').replace(/^\uFEFF/, '').trimStart();
+    head = buf
+      .subarray(0, bytesRead)
+      .toString('utf8')
+      .replace(/^\uFEFF/, '')
+      .trimStart();
   } finally {
     await handle.close();
   }

@@ -74,16 +74,24 @@ class BudgetInterpreter extends InterpreterBase {
   override evaluate(statement: Node, environment: JinjaEnvironment): RuntimeValue {
     if (++this.steps > this.stepBudget) this.tooManySteps();
     if ((this.steps & 1023) === 0 && performance.now() > this.deadline) {
-      throw new TemplateLimitError(`the template ran longer than ${this.limits.maxMillis / 1000} s`);
+      throw new TemplateLimitError(
+        `the template ran longer than ${this.limits.maxMillis / 1000} s`,
+      );
     }
     const value = super.evaluate(statement, environment);
     const v = value;
     if (v.type === 'StringValue') {
       this.chars += (v.value as string).length;
-      if (this.chars > this.charBudget) throw new TemplateLimitError(`the template produced more than ${this.charBudget} characters of text`);
+      if (this.chars > this.charBudget)
+        throw new TemplateLimitError(
+          `the template produced more than ${this.charBudget} characters of text`,
+        );
     } else if (v.type === 'ArrayValue' || v.type === 'TupleValue') {
       const n = (v.value as unknown[]).length;
-      if (n > this.limits.maxItems) throw new TemplateLimitError(`the template built a list of ${n} items (more than ${this.limits.maxItems})`);
+      if (n > this.limits.maxItems)
+        throw new TemplateLimitError(
+          `the template built a list of ${n} items (more than ${this.limits.maxItems})`,
+        );
       // A for loop walks its list once before evaluating any body (building a scope per item).
       this.steps += n;
       if (this.steps > this.stepBudget) this.tooManySteps();
@@ -92,16 +100,23 @@ class BudgetInterpreter extends InterpreterBase {
   }
 
   private tooManySteps(): never {
-    throw new TemplateLimitError(`the template ran more than ${this.stepBudget} steps (a loop or recursion too large for a chat template)`);
+    throw new TemplateLimitError(
+      `the template ran more than ${this.stepBudget} steps (a loop or recursion too large for a chat template)`,
+    );
   }
 }
 
 /** Characters of the strings, and number of values, in a template's input variables (messages, tools). */
-function inputSize(value: unknown, size = { chars: 0, items: 0 }, depth = 0): { chars: number; items: number } {
+function inputSize(
+  value: unknown,
+  size = { chars: 0, items: 0 },
+  depth = 0,
+): { chars: number; items: number } {
   size.items++;
   if (typeof value === 'string') size.chars += value.length;
   else if (depth <= 32 && value !== null && typeof value === 'object') {
-    for (const v of Array.isArray(value) ? value : Object.values(value)) inputSize(v, size, depth + 1);
+    for (const v of Array.isArray(value) ? value : Object.values(value))
+      inputSize(v, size, depth + 1);
   }
   return size;
 }
@@ -115,12 +130,20 @@ function boundedRange(maxItems: number) {
       b = a;
       a = 0;
     }
-    if (typeof a !== 'number' || typeof b !== 'number' || typeof step !== 'number' || ![a, b, step].every(Number.isFinite)) {
+    if (
+      typeof a !== 'number' ||
+      typeof b !== 'number' ||
+      typeof step !== 'number' ||
+      ![a, b, step].every(Number.isFinite)
+    ) {
       throw new Error('range() takes integer arguments');
     }
     if (step === 0) throw new Error('range() step must not be zero');
     const count = Math.max(0, Math.ceil((b - a) / step));
-    if (count > maxItems) throw new TemplateLimitError(`the template asked for range() of ${count} items (more than ${maxItems})`);
+    if (count > maxItems)
+      throw new TemplateLimitError(
+        `the template asked for range() of ${count} items (more than ${maxItems})`,
+      );
     const out: number[] = new Array(count);
     for (let i = 0; i < count; i++) out[i] = a + i * step;
     return out;
@@ -151,6 +174,11 @@ export function renderWithLimits(
   env.set('None', null);
   for (const [key, value] of Object.entries(variables)) env.set(key, value);
   const input = inputSize(variables);
-  const result = new BudgetInterpreter(env, limits, limits.maxSteps + 64 * input.items, limits.maxChars + 32 * input.chars).run(template.parsed);
+  const result = new BudgetInterpreter(
+    env,
+    limits,
+    limits.maxSteps + 64 * input.items,
+    limits.maxChars + 32 * input.chars,
+  ).run(template.parsed);
   return String(result.value);
 }

@@ -9,7 +9,12 @@ import type { TokenizedExample } from './tokenize.js';
  *   target exactly once (for plain-text language modelling, where documents are long).
  */
 export type TruncationPolicy = 'drop' | 'truncate-left' | 'truncate-right' | 'split';
-export const TRUNCATION_POLICIES: readonly TruncationPolicy[] = ['drop', 'truncate-left', 'truncate-right', 'split'];
+export const TRUNCATION_POLICIES: readonly TruncationPolicy[] = [
+  'drop',
+  'truncate-left',
+  'truncate-right',
+  'split',
+];
 
 export interface FitResult {
   readonly examples: TokenizedExample[];
@@ -39,20 +44,27 @@ export function fitToLength(
       return { examples: [slice(0, maxSeqLen)], overLength: true, dropped: false };
     case 'truncate-left': {
       const keepBos = bosId !== null && example.ids[0] === bosId && maxSeqLen > 1;
-      if (!keepBos) return { examples: [slice(n - maxSeqLen, n)], overLength: true, dropped: false };
+      if (!keepBos)
+        return { examples: [slice(n - maxSeqLen, n)], overLength: true, dropped: false };
       const tail = slice(n - (maxSeqLen - 1), n);
       const ids = new Int32Array(maxSeqLen);
       const targets = new Uint8Array(maxSeqLen);
       ids[0] = bosId;
       ids.set(tail.ids, 1);
       targets.set(tail.targets, 1);
-      return { examples: [{ ids, targets, location: example.location }], overLength: true, dropped: false };
+      return {
+        examples: [{ ids, targets, location: example.location }],
+        overLength: true,
+        dropped: false,
+      };
     }
     case 'split': {
-      if (maxSeqLen < 2) return { examples: [slice(0, maxSeqLen)], overLength: true, dropped: false };
+      if (maxSeqLen < 2)
+        return { examples: [slice(0, maxSeqLen)], overLength: true, dropped: false };
       const pieces: TokenizedExample[] = [];
       // Each window starts on the previous window's last token, which is only context there.
-      for (let start = 0; start < n - 1; start += maxSeqLen - 1) pieces.push(slice(start, Math.min(n, start + maxSeqLen)));
+      for (let start = 0; start < n - 1; start += maxSeqLen - 1)
+        pieces.push(slice(start, Math.min(n, start + maxSeqLen)));
       return { examples: pieces, overLength: true, dropped: false };
     }
   }

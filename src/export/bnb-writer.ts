@@ -6,11 +6,19 @@
 import { fs, path } from '../io/host.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import { bnbQuantizationConfig, bnbTensors } from '../io/bnb4bit.js';
-import { type SafetensorsTensorToWrite, writeSafetensors, writeSafetensorsIndex } from '../io/safetensors.js';
+import {
+  type SafetensorsTensorToWrite,
+  writeSafetensors,
+  writeSafetensorsIndex,
+} from '../io/safetensors.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { configToHf } from '../io/config.js';
 import { PROJECTIONS } from '../models/llama.js';
-import { quantize4bit, quantizedBytes as quantizedBytesOf, type Quantize4bitOptions } from '../quant/quantize4bit.js';
+import {
+  quantize4bit,
+  quantizedBytes as quantizedBytesOf,
+  type Quantize4bitOptions,
+} from '../quant/quantize4bit.js';
 import type { VocabMetadata } from './gguf-vocab.js';
 import { type HfDtype, writeTokenizerFiles } from './hf-writer.js';
 
@@ -27,7 +35,16 @@ export interface BnbFolderOptions {
   readonly onTensor?: (name: string, index: number, total: number) => void;
 }
 
-export function writeBnb4bitFolder(ck: Checkpoint, dir: string, o: BnbFolderOptions): { files: string[]; warnings: string[]; /** Bytes of packed codes + absmax (+ nested absmax) of the projections (the shared code tables excluded). */ quantizedBytes: number; quantizedParams: number } {
+export function writeBnb4bitFolder(
+  ck: Checkpoint,
+  dir: string,
+  o: BnbFolderOptions,
+): {
+  files: string[];
+  warnings: string[];
+  /** Bytes of packed codes + absmax (+ nested absmax) of the projections (the shared code tables excluded). */ quantizedBytes: number;
+  quantizedParams: number;
+} {
   fs.mkdirSync(dir, { recursive: true });
   const files: string[] = [];
   const weightMap: Record<string, string> = {};
@@ -66,7 +83,14 @@ export function writeBnb4bitFolder(ck: Checkpoint, dir: string, o: BnbFolderOpti
     } else {
       tensors = [{ name, dtype: ST_DTYPE[o.dtype], shape, data: ck.loadTensor(name) }];
     }
-    const bytes = tensors.reduce((s, t) => s + (t.data instanceof Uint8Array ? t.data.byteLength : t.data.length * (o.dtype === 'f32' ? 4 : 2)), 0);
+    const bytes = tensors.reduce(
+      (s, t) =>
+        s +
+        (t.data instanceof Uint8Array
+          ? t.data.byteLength
+          : t.data.length * (o.dtype === 'f32' ? 4 : 2)),
+      0,
+    );
     if (pendingBytes > 0 && pendingBytes + bytes > SHARD_BYTES) {
       flush();
       writeFull();
@@ -81,19 +105,24 @@ export function writeBnb4bitFolder(ck: Checkpoint, dir: string, o: BnbFolderOpti
     fs.renameSync(path.join(dir, tmpName(0)), path.join(dir, 'model.safetensors'));
     files.push('model.safetensors');
   } else {
-    const finalName = (i: number) => `model-${String(i + 1).padStart(5, '0')}-of-${String(written).padStart(5, '0')}.safetensors`;
+    const finalName = (i: number) =>
+      `model-${String(i + 1).padStart(5, '0')}-of-${String(written).padStart(5, '0')}.safetensors`;
     for (let i = 0; i < written; i++) {
       fs.renameSync(path.join(dir, tmpName(i)), path.join(dir, finalName(i)));
       files.push(finalName(i));
     }
-    for (const [k, v] of Object.entries(weightMap)) weightMap[k] = finalName(Number(/\.shard-(\d+)\./.exec(v)![1]));
+    for (const [k, v] of Object.entries(weightMap))
+      weightMap[k] = finalName(Number(/\.shard-(\d+)\./.exec(v)![1]));
     writeSafetensorsIndex(dir, weightMap, total);
     files.push('model.safetensors.index.json');
   }
   const config = {
     ...configToHf(ck.config),
     torch_dtype: TORCH_DTYPE[o.dtype],
-    quantization_config: bnbQuantizationConfig(o.quantization.quantType, o.quantization.doubleQuant),
+    quantization_config: bnbQuantizationConfig(
+      o.quantization.quantType,
+      o.quantization.doubleQuant,
+    ),
   };
   const bytes = new TextEncoder().encode(`${JSON.stringify(config, null, 2)}\n`);
   writeFileAtomic(path.join(dir, 'config.json'), (fd) => writeAll(fd, bytes));

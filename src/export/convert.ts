@@ -41,14 +41,26 @@ export interface ConvertResult {
   warnings: string[];
 }
 
-function pickDtype<T extends string>(format: string, dtype: string | undefined, allowed: readonly T[], fallback: T): T {
+function pickDtype<T extends string>(
+  format: string,
+  dtype: string | undefined,
+  allowed: readonly T[],
+  fallback: T,
+): T {
   const d = dtype ?? fallback;
-  if (!(allowed as readonly string[]).includes(d)) throw new Error(`dtype '${d}' is not available for ${format} output (choose ${allowed.join(', ')})`);
+  if (!(allowed as readonly string[]).includes(d))
+    throw new Error(
+      `dtype '${d}' is not available for ${format} output (choose ${allowed.join(', ')})`,
+    );
   return d as T;
 }
 
 /** Writes an open checkpoint in the format chosen by `out` (see the module comment). */
-export function writeCheckpointAs(ck: Checkpoint, out: string, options: ConvertOptions = {}): ConvertResult {
+export function writeCheckpointAs(
+  ck: Checkpoint,
+  out: string,
+  options: ConvertOptions = {},
+): ConvertResult {
   const format = outputFormatFor(out);
   const adapter = options.adapter ?? null;
   if (adapter) checkAdapterAgainst(adapter, (hf) => (ck.has(hf) ? ck.shapeOf(hf) : undefined));
@@ -59,10 +71,20 @@ export function writeCheckpointAs(ck: Checkpoint, out: string, options: ConvertO
       let vocab = vocabForCheckpoint(ck, options.tokenizer);
       if (options.chatTemplate) {
         const entries = vocab.entries.filter((e) => e.key !== 'tokenizer.chat_template');
-        entries.push({ key: 'tokenizer.chat_template', type: GgufValueType.STRING, value: options.chatTemplate });
+        entries.push({
+          key: 'tokenizer.chat_template',
+          type: GgufValueType.STRING,
+          value: options.chatTemplate,
+        });
         vocab = { ...vocab, entries };
       }
-      const r = exportGgufModel(ck, out, { dtype, vocab, adapter, name: options.name, onTensor: options.onTensor });
+      const r = exportGgufModel(ck, out, {
+        dtype,
+        vocab,
+        adapter,
+        name: options.name,
+        onTensor: options.onTensor,
+      });
       return { format, out, warnings: r.warnings };
     }
     case 'llama2c':
@@ -87,7 +109,11 @@ export function writeCheckpointAs(ck: Checkpoint, out: string, options: ConvertO
 }
 
 /** Opens `input` (HF folder, .gguf, llama2.c .bin) and writes it as `out`'s format. */
-export function convertCheckpoint(input: string, out: string, options: ConvertOptions = {}): ConvertResult {
+export function convertCheckpoint(
+  input: string,
+  out: string,
+  options: ConvertOptions = {},
+): ConvertResult {
   const ck = openCheckpoint(input);
   try {
     return writeCheckpointAs(ck, out, options);

@@ -15,7 +15,8 @@ function roundf(x: number): number {
 }
 
 function checkBlocks(n: number, what: string): void {
-  if (n % QK !== 0) throw new Error(`${what}: ${n} values is not a multiple of the block size ${QK}`);
+  if (n % QK !== 0)
+    throw new Error(`${what}: ${n} values is not a multiple of the block size ${QK}`);
 }
 
 export function encodeF32(values: Float32Array): Uint8Array {
@@ -96,7 +97,13 @@ const MIN_OUT = new Float32Array(1);
  * non-positive offset, refined by a weighted least-squares search over 21 candidate scales.
  * Returns the scale, writes the levels to L[lo..lo+32) and −offset to MIN_OUT[0].
  */
-function makeQkx2Quants(x: Float32Array, o: number, weights: Float32Array, L: Uint8Array, lo: number): number {
+function makeQkx2Quants(
+  x: Float32Array,
+  o: number,
+  weights: Float32Array,
+  L: Uint8Array,
+  lo: number,
+): number {
   const n = 32;
   const nmax = 15;
   const rmin = -1;
@@ -178,7 +185,8 @@ function makeQkx2Quants(x: Float32Array, o: number, weights: Float32Array, L: Ui
  */
 export function quantizeQ4_K(values: Float32Array): Uint8Array {
   const QK_K = 256;
-  if (values.length % QK_K !== 0) throw new Error(`Q4_K: ${values.length} values is not a multiple of the block size ${QK_K}`);
+  if (values.length % QK_K !== 0)
+    throw new Error(`Q4_K: ${values.length} values is not a multiple of the block size ${QK_K}`);
   const out = new Uint8Array((values.length / QK_K) * 144);
   const dv = new DataView(out.buffer);
   const L = new Uint8Array(QK_K);
@@ -228,7 +236,10 @@ export function quantizeQ4_K(values: Float32Array): Uint8Array {
       if (!d) continue;
       const dm = f(dmin0 * lm[j]!);
       for (let ii = 0; ii < 32; ii++) {
-        L[32 * j + ii] = Math.max(0, Math.min(15, nearestInt(f(f(values[b + 32 * j + ii]! + dm) / d))));
+        L[32 * j + ii] = Math.max(
+          0,
+          Math.min(15, nearestInt(f(f(values[b + 32 * j + ii]! + dm) / d))),
+        );
       }
     }
     for (let j = 0, q = p + 16; j < QK_K; j += 64, q += 32) {
@@ -239,7 +250,14 @@ export function quantizeQ4_K(values: Float32Array): Uint8Array {
 }
 
 /** Types encodeGgml can produce. */
-export const ENCODABLE_TYPES: readonly number[] = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K];
+export const ENCODABLE_TYPES: readonly number[] = [
+  GgmlType.F32,
+  GgmlType.F16,
+  GgmlType.BF16,
+  GgmlType.Q8_0,
+  GgmlType.Q4_0,
+  GgmlType.Q4_K,
+];
 
 /** Encodes f32 values (row-major, innermost dimension last) as ggml `type`. */
 export function encodeGgml(type: number, values: Float32Array): Uint8Array {
@@ -257,6 +275,8 @@ export function encodeGgml(type: number, values: Float32Array): Uint8Array {
     case GgmlType.Q4_K:
       return quantizeQ4_K(values);
     default:
-      throw new Error(`cannot encode ggml type ${ggmlTypeName(type)} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K)`);
+      throw new Error(
+        `cannot encode ggml type ${ggmlTypeName(type)} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K)`,
+      );
   }
 }

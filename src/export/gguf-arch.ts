@@ -27,7 +27,9 @@ export function usesInterleavedQk(c: LlamaConfig): boolean {
 export function ggufConfigWarnings(c: LlamaConfig): string[] {
   const w: string[] = [];
   if (c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings) {
-    w.push(`sliding-window attention (${c.slidingWindow}) is not represented in GGUF "llama"; llama.cpp attends to the full context`);
+    w.push(
+      `sliding-window attention (${c.slidingWindow}) is not represented in GGUF "llama"; llama.cpp attends to the full context`,
+    );
   }
   return w;
 }
@@ -35,8 +37,16 @@ export function ggufConfigWarnings(c: LlamaConfig): string[] {
 /** The general.* and `<arch>.*` keys llama.cpp reads for a Llama-family model. */
 export function hyperparameterMetadata(c: LlamaConfig, name: string): GgufMetadataEntry[] {
   const arch = ggufArchitecture(c);
-  const u32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${arch}.${key}`, type: GgufValueType.U32, value });
-  const f32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${arch}.${key}`, type: GgufValueType.F32, value });
+  const u32 = (key: string, value: number): GgufMetadataEntry => ({
+    key: `${arch}.${key}`,
+    type: GgufValueType.U32,
+    value,
+  });
+  const f32 = (key: string, value: number): GgufMetadataEntry => ({
+    key: `${arch}.${key}`,
+    type: GgufValueType.F32,
+    value,
+  });
   const out: GgufMetadataEntry[] = [
     { key: 'general.architecture', type: GgufValueType.STRING, value: arch },
     { key: 'general.type', type: GgufValueType.STRING, value: 'model' },
@@ -52,9 +62,13 @@ export function hyperparameterMetadata(c: LlamaConfig, name: string): GgufMetada
     f32('attention.layer_norm_rms_epsilon', c.rmsNormEps),
     u32('rope.dimension_count', c.headDim),
   ];
-  if (c.headDim * c.numHeads !== c.hiddenSize) out.push(u32('attention.key_length', c.headDim), u32('attention.value_length', c.headDim));
+  if (c.headDim * c.numHeads !== c.hiddenSize)
+    out.push(u32('attention.key_length', c.headDim), u32('attention.value_length', c.headDim));
   if (c.ropeScaling?.ropeType === 'linear') {
-    out.push({ key: `${arch}.rope.scaling.type`, type: GgufValueType.STRING, value: 'linear' }, f32('rope.scaling.factor', c.ropeScaling.factor));
+    out.push(
+      { key: `${arch}.rope.scaling.type`, type: GgufValueType.STRING, value: 'linear' },
+      f32('rope.scaling.factor', c.ropeScaling.factor),
+    );
   }
   return out;
 }
@@ -72,12 +86,16 @@ export function llama3RopeFreqFactors(c: LlamaConfig): Float32Array | null {
   const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
   for (let i = 0; i < half; i++) {
     // torch: 1 / base ** (arange(0, dim, 2, float32) / dim), in float32.
-    const freq = Math.fround(1 / Math.fround(Math.pow(c.ropeTheta, Math.fround((2 * i) / c.headDim))));
+    const freq = Math.fround(
+      1 / Math.fround(Math.pow(c.ropeTheta, Math.fround((2 * i) / c.headDim))),
+    );
     const wavelen = (2 * Math.PI) / freq;
     if (wavelen < highWavelen) out[i] = 1;
     else if (wavelen > lowWavelen) out[i] = s.factor;
     else {
-      const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+      const smooth =
+        (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) /
+        (s.highFreqFactor - s.lowFreqFactor);
       out[i] = 1 / ((1 - smooth) / s.factor + smooth);
     }
   }

@@ -14,10 +14,24 @@
 import { fs, path } from '../io/host.js';
 import { GgmlType } from '../io/ggml-types.js';
 import { GgufReader, GgufValueType } from '../io/gguf.js';
-import { type GgufMetadataEntry, type GgufTensorPlan, writeGgufStreaming } from '../io/gguf-writer.js';
-import { type AdapterConfigJson, assertFiniteTensor, loadPeftAdapter, type PeftAdapter } from '../io/peft.js';
+import {
+  type GgufMetadataEntry,
+  type GgufTensorPlan,
+  writeGgufStreaming,
+} from '../io/gguf-writer.js';
+import {
+  type AdapterConfigJson,
+  assertFiniteTensor,
+  loadPeftAdapter,
+  type PeftAdapter,
+} from '../io/peft.js';
 import type { LoraConfig } from '../models/build.js';
-import { canonicalShapes, ggufNameFor, permuteToInterleavedRows, unpermuteInterleavedRows } from '../io/checkpoint.js';
+import {
+  canonicalShapes,
+  ggufNameFor,
+  permuteToInterleavedRows,
+  unpermuteInterleavedRows,
+} from '../io/checkpoint.js';
 import type { LlamaConfig } from '../io/config.js';
 import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
 import { encodeGgml } from './ggml-encode.js';
@@ -26,7 +40,11 @@ import { checkAdapterAgainst, hfWeightForPeftKey, peftKeyFor } from './lora-merg
 
 export const GGUF_LORA_DTYPES = ['f32', 'f16', 'bf16'] as const;
 export type GgufLoraDtype = (typeof GGUF_LORA_DTYPES)[number];
-const LORA_TYPE: Record<GgufLoraDtype, number> = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16 };
+const LORA_TYPE: Record<GgufLoraDtype, number> = {
+  f32: GgmlType.F32,
+  f16: GgmlType.F16,
+  bf16: GgmlType.BF16,
+};
 
 /** The alpha to write so that llama.cpp's alpha/r equals the adapter's PEFT scale. */
 export function ggufLoraAlpha(lora: Pick<LoraConfig, 'alpha' | 'r' | 'useRslora'>): number {
@@ -46,7 +64,12 @@ export interface GgufLoraExportOptions {
 }
 
 /** Writes a PEFT adapter as a GGUF LoRA adapter for a base with `config`. */
-export function exportGgufLora(adapter: PeftAdapter, config: LlamaConfig, out: string, options: GgufLoraExportOptions = {}): { out: string; tensors: number } {
+export function exportGgufLora(
+  adapter: PeftAdapter,
+  config: LlamaConfig,
+  out: string,
+  options: GgufLoraExportOptions = {},
+): { out: string; tensors: number } {
   const shapes = canonicalShapes(config);
   checkAdapterAgainst(adapter, (hf) => shapes.get(hf));
   const type = LORA_TYPE[options.dtype ?? 'f32'];
@@ -73,7 +96,11 @@ export function exportGgufLora(adapter: PeftAdapter, config: LlamaConfig, out: s
   const metadata: GgufMetadataEntry[] = [
     { key: 'general.architecture', type: GgufValueType.STRING, value: ggufArchitecture(config) },
     { key: 'general.type', type: GgufValueType.STRING, value: 'adapter' },
-    { key: 'general.name', type: GgufValueType.STRING, value: options.name ?? path.basename(path.resolve(adapter.dir)) },
+    {
+      key: 'general.name',
+      type: GgufValueType.STRING,
+      value: options.name ?? path.basename(path.resolve(adapter.dir)),
+    },
     { key: 'adapter.type', type: GgufValueType.STRING, value: 'lora' },
     { key: 'adapter.lora.alpha', type: GgufValueType.F32, value: ggufLoraAlpha(adapter.lora) },
   ];
@@ -106,14 +133,22 @@ export function loadGgufLoraAdapter(file: string, config: LlamaConfig): PeftAdap
   try {
     const meta = reader.metadata;
     const type = meta.get('general.type');
-    if (type !== 'adapter') fail(`not a LoRA adapter (general.type is ${JSON.stringify(type ?? null)}, expected "adapter")`);
+    if (type !== 'adapter')
+      fail(
+        `not a LoRA adapter (general.type is ${JSON.stringify(type ?? null)}, expected "adapter")`,
+      );
     const adapterType = meta.get('adapter.type');
-    if (adapterType !== 'lora') fail(`adapter.type ${JSON.stringify(adapterType ?? null)} is not supported (only "lora")`);
+    if (adapterType !== 'lora')
+      fail(`adapter.type ${JSON.stringify(adapterType ?? null)} is not supported (only "lora")`);
     const arch = meta.get('general.architecture');
     const want = ggufArchitecture(config);
-    if (arch !== want) fail(`adapter is for architecture ${JSON.stringify(arch ?? null)} but the model is "${want}"`);
+    if (arch !== want)
+      fail(
+        `adapter is for architecture ${JSON.stringify(arch ?? null)} but the model is "${want}"`,
+      );
     const alphaRaw = meta.get('adapter.lora.alpha') ?? 0;
-    if (typeof alphaRaw !== 'number' || !Number.isFinite(alphaRaw) || alphaRaw < 0) fail(`adapter.lora.alpha ${String(alphaRaw)} is not a non-negative number`);
+    if (typeof alphaRaw !== 'number' || !Number.isFinite(alphaRaw) || alphaRaw < 0)
+      fail(`adapter.lora.alpha ${String(alphaRaw)} is not a non-negative number`);
     const shapes = canonicalShapes(config);
 
     const pairs = new Map<string, { a?: string; b?: string }>();
@@ -131,21 +166,30 @@ export function loadGgufLoraAdapter(file: string, config: LlamaConfig): PeftAdap
     const layers = new Set<number>();
     const targets = new Set<ProjectionName>();
     for (const [weight, p] of pairs) {
-      if (!p.a || !p.b) fail(`'${weight}' has lora_${p.a ? 'a' : 'b'} but no lora_${p.a ? 'b' : 'a'}`);
+      if (!p.a || !p.b)
+        fail(`'${weight}' has lora_${p.a ? 'a' : 'b'} but no lora_${p.a ? 'b' : 'a'}`);
       const m = /^blk\.(\d+)\.(\w+)\.weight$/.exec(weight);
       const target = m ? PROJECTION_BY_GGUF[m[2]!] : undefined;
-      if (!m || !target) fail(`LoRA on '${weight}' is not supported (only attention and MLP projections)`);
+      if (!m || !target)
+        fail(`LoRA on '${weight}' is not supported (only attention and MLP projections)`);
       const layer = Number(m![1]);
       const hf = `model.layers.${layer}.${target!.module}.${target!.proj}.weight`;
-      const shape = shapes.get(hf) ?? fail(`'${weight}' targets layer ${layer}, but the model has ${config.numLayers} layers`);
+      const shape =
+        shapes.get(hf) ??
+        fail(`'${weight}' targets layer ${layer}, but the model has ${config.numLayers} layers`);
       const [out, inF] = shape as [number, number];
       const a = reader.tensor(p.a!);
       const b = reader.tensor(p.b!);
       // llama.cpp: model.ne[0] == a.ne[0], model.ne[1] == b.ne[1], a.ne[1] == b.ne[0].
       if (a.ne.length !== 2 || b.ne.length !== 2) fail(`'${weight}' LoRA tensors must be 2-D`);
-      if (a.ne[1] !== b.ne[0]) fail(`'${p.a}' dims [${a.ne.join(', ')}] and '${p.b}' dims [${b.ne.join(', ')}] disagree on the rank (lora_a tensor is not transposed?)`);
+      if (a.ne[1] !== b.ne[0])
+        fail(
+          `'${p.a}' dims [${a.ne.join(', ')}] and '${p.b}' dims [${b.ne.join(', ')}] disagree on the rank (lora_a tensor is not transposed?)`,
+        );
       if (a.ne[0] !== inF || b.ne[1] !== out) {
-        fail(`'${weight}' LoRA dims a [${a.ne.join(', ')}], b [${b.ne.join(', ')}] do not fit the model's [${out}, ${inF}] weight (needs a [${inF}, r], b [r, ${out}]; adapter for a different model?)`);
+        fail(
+          `'${weight}' LoRA dims a [${a.ne.join(', ')}], b [${b.ne.join(', ')}] do not fit the model's [${out}, ${inF}] weight (needs a [${inF}, r], b [r, ${out}]; adapter for a different model?)`,
+        );
       }
       const r = a.ne[1]!;
       if (rank !== 0 && r !== rank) fail(`mixed LoRA ranks (${rank} and ${r}) are not supported`);
@@ -157,26 +201,45 @@ export function loadGgufLoraAdapter(file: string, config: LlamaConfig): PeftAdap
       assertFiniteTensor(aValues, p.a!, file, refuse);
       assertFiniteTensor(bValues, p.b!, file, refuse);
       tensors.set(peftKeyFor(hf, 'A'), { shape: [r, inF], values: aValues });
-      tensors.set(peftKeyFor(hf, 'B'), { shape: [out, r], values: h > 0 ? unpermuteInterleavedRows(bValues, h, r) : bValues });
+      tensors.set(peftKeyFor(hf, 'B'), {
+        shape: [out, r],
+        values: h > 0 ? unpermuteInterleavedRows(bValues, h, r) : bValues,
+      });
       layers.add(layer);
       targets.add(target!.proj);
     }
     // Our models put the same LoRA targets on every adapted layer: fill gaps with zeros.
     for (const layer of layers) {
       for (const proj of targets) {
-        const module = proj === 'gate_proj' || proj === 'up_proj' || proj === 'down_proj' ? 'mlp' : 'self_attn';
+        const module =
+          proj === 'gate_proj' || proj === 'up_proj' || proj === 'down_proj' ? 'mlp' : 'self_attn';
         const hf = `model.layers.${layer}.${module}.${proj}.weight`;
         if (tensors.has(peftKeyFor(hf, 'A'))) continue;
         const [out, inF] = shapes.get(hf)! as [number, number];
-        tensors.set(peftKeyFor(hf, 'A'), { shape: [rank, inF], values: new Float32Array(rank * inF) });
-        tensors.set(peftKeyFor(hf, 'B'), { shape: [out, rank], values: new Float32Array(out * rank) });
+        tensors.set(peftKeyFor(hf, 'A'), {
+          shape: [rank, inF],
+          values: new Float32Array(rank * inF),
+        });
+        tensors.set(peftKeyFor(hf, 'B'), {
+          shape: [out, rank],
+          values: new Float32Array(out * rank),
+        });
       }
     }
     // llama.cpp: scale = alpha/r, or 1 when alpha is 0.
     const alpha = alphaRaw === 0 ? rank : (alphaRaw as number);
     const layerList = layers.size === config.numLayers ? null : [...layers].sort((x, y) => x - y);
     const targetList = PROJECTIONS.filter((p) => targets.has(p));
-    const lora: LoraConfig = { r: rank, alpha, dropout: 0, useRslora: false, init: 'kaiming', seed: 0, targets: targetList, layers: layerList };
+    const lora: LoraConfig = {
+      r: rank,
+      alpha,
+      dropout: 0,
+      useRslora: false,
+      init: 'kaiming',
+      seed: 0,
+      targets: targetList,
+      layers: layerList,
+    };
     const adapterConfig: AdapterConfigJson = {
       peft_type: 'LORA',
       r: rank,
@@ -212,7 +275,9 @@ export function loadLoraAdapter(p: string, config: LlamaConfig): PeftAdapter {
       fs.closeSync(fd);
     }
     if (head.toString('latin1') === 'GGUF') return loadGgufLoraAdapter(p, config);
-    throw new Error(`${p}: not a GGUF LoRA adapter (pass a PEFT adapter folder or a .gguf adapter)`);
+    throw new Error(
+      `${p}: not a GGUF LoRA adapter (pass a PEFT adapter folder or a .gguf adapter)`,
+    );
   }
   const adapter = loadPeftAdapter(p);
   const shapes = canonicalShapes(config);

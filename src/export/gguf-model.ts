@@ -8,11 +8,20 @@
 import { path } from '../io/host.js';
 import { GgmlType } from '../io/ggml-types.js';
 import { GgufValueType } from '../io/gguf.js';
-import { type GgufMetadataEntry, type GgufTensorPlan, writeGgufStreaming } from '../io/gguf-writer.js';
+import {
+  type GgufMetadataEntry,
+  type GgufTensorPlan,
+  writeGgufStreaming,
+} from '../io/gguf-writer.js';
 import type { PeftAdapter } from '../io/peft.js';
 import { type Checkpoint, ggufNameFor, permuteToInterleavedRows } from '../io/checkpoint.js';
 import { encodeGgml } from './ggml-encode.js';
-import { ggufConfigWarnings, hyperparameterMetadata, llama3RopeFreqFactors, usesInterleavedQk } from './gguf-arch.js';
+import {
+  ggufConfigWarnings,
+  hyperparameterMetadata,
+  llama3RopeFreqFactors,
+  usesInterleavedQk,
+} from './gguf-arch.js';
 import type { VocabMetadata } from './gguf-vocab.js';
 import { checkAdapterAgainst, merger } from './lora-merge.js';
 
@@ -68,11 +77,17 @@ export function qkPermuteHeads(ck: Pick<Checkpoint, 'config'>, hfName: string): 
   return 0;
 }
 
-export function exportGgufModel(ck: Checkpoint, out: string, options: GgufModelExportOptions): ExportResult {
+export function exportGgufModel(
+  ck: Checkpoint,
+  out: string,
+  options: GgufModelExportOptions,
+): ExportResult {
   const c = ck.config;
   const warnings = [...ggufConfigWarnings(c), ...options.vocab.warnings];
   if (options.vocab.size !== c.vocabSize) {
-    throw new Error(`the vocabulary has ${options.vocab.size} tokens but the model's embedding has ${c.vocabSize} rows`);
+    throw new Error(
+      `the vocabulary has ${options.vocab.size} tokens but the model's embedding has ${c.vocabSize} rows`,
+    );
   }
   const adapter = options.adapter ?? null;
   if (adapter) checkAdapterAgainst(adapter, (hf) => (ck.has(hf) ? ck.shapeOf(hf) : undefined));
@@ -82,13 +97,20 @@ export function exportGgufModel(ck: Checkpoint, out: string, options: GgufModelE
 
   const plans: GgufTensorPlan[] = [];
   const ropeFactors = llama3RopeFreqFactors(c);
-  if (ropeFactors) plans.push({ name: 'rope_freqs.weight', shape: [ropeFactors.length], type: GgmlType.F32, data: () => encodeGgml(GgmlType.F32, ropeFactors) });
+  if (ropeFactors)
+    plans.push({
+      name: 'rope_freqs.weight',
+      shape: [ropeFactors.length],
+      type: GgmlType.F32,
+      data: () => encodeGgml(GgmlType.F32, ropeFactors),
+    });
   let quantized = false;
   const total = ck.tensorNames.length;
   ck.tensorNames.forEach((hf, index) => {
     const shape = [...ck.shapeOf(hf)];
     const type = tensorTypeFor(options.dtype, shape, hf);
-    if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0 || type === GgmlType.Q4_K) quantized = true;
+    if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0 || type === GgmlType.Q4_K)
+      quantized = true;
     plans.push({
       name: ggufNameFor(hf),
       shape,
@@ -107,7 +129,8 @@ export function exportGgufModel(ck: Checkpoint, out: string, options: GgufModelE
     ...hyperparameterMetadata(c, name),
     { key: 'general.file_type', type: GgufValueType.U32, value: info.fileType },
   ];
-  if (quantized) metadata.push({ key: 'general.quantization_version', type: GgufValueType.U32, value: 2 });
+  if (quantized)
+    metadata.push({ key: 'general.quantization_version', type: GgufValueType.U32, value: 2 });
   metadata.push(...options.vocab.entries);
   writeGgufStreaming(out, metadata, plans);
   return { out, tensors: plans.length, warnings };

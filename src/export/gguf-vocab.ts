@@ -25,14 +25,34 @@ export interface VocabMetadata {
 
 const BYTE_PIECE = /^<0x[0-9A-Fa-f]{2}>$/;
 
-const str = (key: string, value: string): GgufMetadataEntry => ({ key, type: GgufValueType.STRING, value });
-const u32 = (key: string, value: number): GgufMetadataEntry => ({ key, type: GgufValueType.U32, value });
-const bool = (key: string, value: boolean): GgufMetadataEntry => ({ key, type: GgufValueType.BOOL, value });
+const str = (key: string, value: string): GgufMetadataEntry => ({
+  key,
+  type: GgufValueType.STRING,
+  value,
+});
+const u32 = (key: string, value: number): GgufMetadataEntry => ({
+  key,
+  type: GgufValueType.U32,
+  value,
+});
+const bool = (key: string, value: boolean): GgufMetadataEntry => ({
+  key,
+  type: GgufValueType.BOOL,
+  value,
+});
 
 /** Pads a vocabulary to the model's embedding rows the way convert_hf_to_gguf does ([PADn], unused). */
-function padTo(tokens: string[], scores: number[] | null, types: number[], modelVocab: number, label: string): void {
+function padTo(
+  tokens: string[],
+  scores: number[] | null,
+  types: number[],
+  modelVocab: number,
+  label: string,
+): void {
   if (tokens.length > modelVocab) {
-    throw new Error(`${label}: the tokenizer has ${tokens.length} tokens but the model's embedding has only ${modelVocab} rows`);
+    throw new Error(
+      `${label}: the tokenizer has ${tokens.length} tokens but the model's embedding has only ${modelVocab} rows`,
+    );
   }
   for (let id = tokens.length; id < modelVocab; id++) {
     tokens.push(`[PAD${id}]`);
@@ -41,11 +61,40 @@ function padTo(tokens: string[], scores: number[] | null, types: number[], model
   }
 }
 
-function vocabArrays(tokens: string[], scores: number[] | null, types: number[], merges: string[] | null): GgufMetadataEntry[] {
-  const out: GgufMetadataEntry[] = [{ key: 'tokenizer.ggml.tokens', type: GgufValueType.ARRAY, elemType: GgufValueType.STRING, value: tokens }];
-  if (scores) out.push({ key: 'tokenizer.ggml.scores', type: GgufValueType.ARRAY, elemType: GgufValueType.F32, value: Float32Array.from(scores) });
-  out.push({ key: 'tokenizer.ggml.token_type', type: GgufValueType.ARRAY, elemType: GgufValueType.I32, value: Int32Array.from(types) });
-  if (merges) out.push({ key: 'tokenizer.ggml.merges', type: GgufValueType.ARRAY, elemType: GgufValueType.STRING, value: merges });
+function vocabArrays(
+  tokens: string[],
+  scores: number[] | null,
+  types: number[],
+  merges: string[] | null,
+): GgufMetadataEntry[] {
+  const out: GgufMetadataEntry[] = [
+    {
+      key: 'tokenizer.ggml.tokens',
+      type: GgufValueType.ARRAY,
+      elemType: GgufValueType.STRING,
+      value: tokens,
+    },
+  ];
+  if (scores)
+    out.push({
+      key: 'tokenizer.ggml.scores',
+      type: GgufValueType.ARRAY,
+      elemType: GgufValueType.F32,
+      value: Float32Array.from(scores),
+    });
+  out.push({
+    key: 'tokenizer.ggml.token_type',
+    type: GgufValueType.ARRAY,
+    elemType: GgufValueType.I32,
+    value: Int32Array.from(types),
+  });
+  if (merges)
+    out.push({
+      key: 'tokenizer.ggml.merges',
+      type: GgufValueType.ARRAY,
+      elemType: GgufValueType.STRING,
+      value: merges,
+    });
   return out;
 }
 
@@ -58,13 +107,19 @@ export function vocabFromGguf(gguf: GgufFile): VocabMetadata {
     const entry: GgufMetadataEntry = { key, type, value };
     if (type === GgufValueType.ARRAY) {
       const elem = gguf.arrayElementTypes.get(key)!;
-      if (elem === GgufValueType.ARRAY) throw new Error(`${path.basename(gguf.path)}: nested array metadata '${key}' cannot be copied`);
+      if (elem === GgufValueType.ARRAY)
+        throw new Error(
+          `${path.basename(gguf.path)}: nested array metadata '${key}' cannot be copied`,
+        );
       entry.elemType = elem;
     }
     entries.push(entry);
   }
   const tokens = gguf.metadata.get('tokenizer.ggml.tokens');
-  if (!Array.isArray(tokens)) throw new Error(`${path.basename(gguf.path)}: the GGUF carries no vocabulary (tokenizer.ggml.tokens)`);
+  if (!Array.isArray(tokens))
+    throw new Error(
+      `${path.basename(gguf.path)}: the GGUF carries no vocabulary (tokenizer.ggml.tokens)`,
+    );
   return { entries, size: tokens.length, warnings: [] };
 }
 
@@ -116,7 +171,10 @@ const PRE_BY_REGEX: [pre: string, regex: string][] = [
     'llama-bpe',
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
   ],
-  ['qwen2', "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"],
+  [
+    'qwen2',
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
 ];
 
 /** tokenizer.ggml.pre for a byte-level tokenizer.json, recognized from its pre-tokenizer. */
@@ -129,7 +187,8 @@ function detectPre(pre: unknown): string | null {
   const last = parts[parts.length - 1];
   if (parts.length !== 2 || last?.type !== 'ByteLevel') return null;
   const first = parts[0]!;
-  if (first.type === 'Digits' && first.individual_digits === true && last.use_regex !== false) return 'smollm';
+  if (first.type === 'Digits' && first.individual_digits === true && last.use_regex !== false)
+    return 'smollm';
   if (first.type === 'Split' && last.use_regex === false) {
     const regex = (first.pattern as Json | undefined)?.Regex;
     return PRE_BY_REGEX.find(([, r]) => r === regex)?.[0] ?? null;
@@ -139,7 +198,8 @@ function detectPre(pre: unknown): string | null {
 
 function mergeText(m: unknown): string {
   if (typeof m === 'string') return m;
-  if (Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === 'string')) return `${m[0]} ${m[1]}`;
+  if (Array.isArray(m) && m.length === 2 && m.every((x) => typeof x === 'string'))
+    return `${m[0]} ${m[1]}`;
   throw new Error(`unexpected merge entry ${JSON.stringify(m)}`);
 }
 
@@ -151,7 +211,8 @@ function addsSpacePrefix(json: Json): boolean {
     const inner = (o.normalizers ?? o.pretokenizers) as Json[] | undefined;
     return Array.isArray(inner) ? inner.flatMap(parts) : [o];
   };
-  for (const n of parts(json.normalizer)) if (n.type === 'Prepend' && n.prepend === '\u2581') return true;
+  for (const n of parts(json.normalizer))
+    if (n.type === 'Prepend' && n.prepend === '\u2581') return true;
   for (const p of parts(json.pre_tokenizer)) {
     if (p.type === 'Metaspace') return p.prepend_scheme !== 'never' && p.add_prefix_space !== false;
   }
@@ -161,13 +222,16 @@ function addsSpacePrefix(json: Json): boolean {
 /** tokenizer.json (+ tokenizer_config.json etc.) of an HF folder → GGUF vocabulary metadata. */
 export function vocabFromHfFolder(dir: string, modelVocab: number): VocabMetadata {
   const file = path.join(dir, 'tokenizer.json');
-  if (!fs.existsSync(file)) throw new Error(`${dir}: no tokenizer.json (needed to give the GGUF a vocabulary)`);
+  if (!fs.existsSync(file))
+    throw new Error(`${dir}: no tokenizer.json (needed to give the GGUF a vocabulary)`);
   const json = JSON.parse(fs.readFileSync(file, 'utf8')) as Json;
   const tok = HfTokenizer.fromDirectory(dir);
   const model = json.model as Json;
   const vocab = model.vocab as Record<string, number>;
   if (model.type !== 'BPE' || vocab === null || typeof vocab !== 'object') {
-    throw new Error(`${file}: tokenizer model '${String(model.type)}' cannot be exported to GGUF (supported: BPE)`);
+    throw new Error(
+      `${file}: tokenizer model '${String(model.type)}' cannot be exported to GGUF (supported: BPE)`,
+    );
   }
   const added = (Array.isArray(json.added_tokens) ? json.added_tokens : []) as AddedToken[];
   const addedById = new Map(added.map((t) => [t.id, t]));
@@ -216,10 +280,16 @@ export function vocabFromHfFolder(dir: string, modelVocab: number): VocabMetadat
   } else {
     const pre = detectPre(json.pre_tokenizer);
     if (pre === null) {
-      throw new Error(`${file}: byte-level pre-tokenizer not recognized (llama.cpp knows gpt-2, llama-bpe, qwen2, smollm splits); cannot name tokenizer.ggml.pre`);
+      throw new Error(
+        `${file}: byte-level pre-tokenizer not recognized (llama.cpp knows gpt-2, llama-bpe, qwen2, smollm splits); cannot name tokenizer.ggml.pre`,
+      );
     }
     padTo(filled, null, types, modelVocab, file);
-    entries.push(str('tokenizer.ggml.model', 'gpt2'), str('tokenizer.ggml.pre', pre), ...vocabArrays(filled, null, types, merges));
+    entries.push(
+      str('tokenizer.ggml.model', 'gpt2'),
+      str('tokenizer.ggml.pre', pre),
+      ...vocabArrays(filled, null, types, merges),
+    );
   }
   const id = (key: string, v: number | null): void => {
     if (v !== null) entries.push(u32(key, v));
@@ -228,7 +298,10 @@ export function vocabFromHfFolder(dir: string, modelVocab: number): VocabMetadat
   id('tokenizer.ggml.eos_token_id', tok.eosId);
   id('tokenizer.ggml.unknown_token_id', tok.unkId);
   id('tokenizer.ggml.padding_token_id', tok.padId);
-  entries.push(bool('tokenizer.ggml.add_bos_token', tok.addBos), bool('tokenizer.ggml.add_eos_token', tok.addEos));
+  entries.push(
+    bool('tokenizer.ggml.add_bos_token', tok.addBos),
+    bool('tokenizer.ggml.add_eos_token', tok.addEos),
+  );
   if (tok.chatTemplate !== null) entries.push(str('tokenizer.chat_template', tok.chatTemplate));
   return { entries, size: filled.length, warnings };
 }

@@ -20,7 +20,12 @@ export interface HfTokenizerFiles {
 
 type Meta = ReadonlyMap<string, GgufValue>;
 
-function get<T>(meta: Meta, key: string, check: (v: GgufValue) => boolean, what: string): T | undefined {
+function get<T>(
+  meta: Meta,
+  key: string,
+  check: (v: GgufValue) => boolean,
+  what: string,
+): T | undefined {
   const v = meta.get(key);
   if (v === undefined) return undefined;
   if (!check(v)) throw new Error(`vocabulary metadata '${key}' is not ${what}`);
@@ -35,8 +40,15 @@ const isNumArray = (v: GgufValue): boolean => ArrayBuffer.isView(v);
  * order), every split into two vocabulary pieces is a merge, the splits of one piece ordered by
  * the ids of their parts.
  */
-function mergesFromScores(tokens: readonly string[], scores: ArrayLike<number>, types: ArrayLike<number> | undefined, idOf: Map<string, number>): string[] {
-  const order = tokens.map((_, id) => id).filter((id) => (types?.[id] ?? TokenType.NORMAL) === TokenType.NORMAL);
+function mergesFromScores(
+  tokens: readonly string[],
+  scores: ArrayLike<number>,
+  types: ArrayLike<number> | undefined,
+  idOf: Map<string, number>,
+): string[] {
+  const order = tokens
+    .map((_, id) => id)
+    .filter((id) => (types?.[id] ?? TokenType.NORMAL) === TokenType.NORMAL);
   order.sort((a, b) => scores[b]! - scores[a]! || a - b);
   const merges: string[] = [];
   for (const id of order) {
@@ -55,34 +67,63 @@ function mergesFromScores(tokens: readonly string[], scores: ArrayLike<number>, 
   return merges;
 }
 
-function bosEosTemplate(bos: string | null, eos: string | null, idOf: Map<string, number>): JsonObject {
+function bosEosTemplate(
+  bos: string | null,
+  eos: string | null,
+  idOf: Map<string, number>,
+): JsonObject {
   const seq = (id: 'A' | 'B', typeId: number): unknown[] => [
     ...(bos !== null ? [{ SpecialToken: { id: bos, type_id: typeId } }] : []),
     { Sequence: { id, type_id: typeId } },
     ...(eos !== null ? [{ SpecialToken: { id: eos, type_id: typeId } }] : []),
   ];
   const specials: JsonObject = {};
-  for (const t of [bos, eos]) if (t !== null) specials[t] = { id: t, ids: [idOf.get(t)], tokens: [t] };
-  return { type: 'TemplateProcessing', single: seq('A', 0), pair: [...seq('A', 0), ...seq('B', 1)], special_tokens: specials };
+  for (const t of [bos, eos])
+    if (t !== null) specials[t] = { id: t, ids: [idOf.get(t)], tokens: [t] };
+  return {
+    type: 'TemplateProcessing',
+    single: seq('A', 0),
+    pair: [...seq('A', 0), ...seq('B', 1)],
+    special_tokens: specials,
+  };
 }
 
-export function hfTokenizerFilesFromVocab(entries: readonly GgufMetadataEntry[] | Meta): HfTokenizerFiles {
-  const meta: Meta = entries instanceof Map ? entries : new Map((entries as readonly GgufMetadataEntry[]).map((e) => [e.key, e.value]));
+export function hfTokenizerFilesFromVocab(
+  entries: readonly GgufMetadataEntry[] | Meta,
+): HfTokenizerFiles {
+  const meta: Meta =
+    entries instanceof Map
+      ? entries
+      : new Map((entries as readonly GgufMetadataEntry[]).map((e) => [e.key, e.value]));
   const model = get<string>(meta, 'tokenizer.ggml.model', (v) => typeof v === 'string', 'a string');
   const tokens = get<string[]>(meta, 'tokenizer.ggml.tokens', Array.isArray, 'an array of strings');
-  if (!model || !tokens) throw new Error('no vocabulary (tokenizer.ggml.model / tokenizer.ggml.tokens) to write a tokenizer.json from');
-  const types = get<ArrayLike<number>>(meta, 'tokenizer.ggml.token_type', isNumArray, 'a numeric array');
+  if (!model || !tokens)
+    throw new Error(
+      'no vocabulary (tokenizer.ggml.model / tokenizer.ggml.tokens) to write a tokenizer.json from',
+    );
+  const types = get<ArrayLike<number>>(
+    meta,
+    'tokenizer.ggml.token_type',
+    isNumArray,
+    'a numeric array',
+  );
   const tokenId = (key: string): number | null => {
     const v = get<number>(meta, key, isNumber, 'a number');
     return v === undefined || v < 0 || v >= tokens.length ? null : v;
   };
-  const flag = (key: string, fallback: boolean): boolean => get<boolean>(meta, key, (v) => typeof v === 'boolean', 'a bool') ?? fallback;
+  const flag = (key: string, fallback: boolean): boolean =>
+    get<boolean>(meta, key, (v) => typeof v === 'boolean', 'a bool') ?? fallback;
   const text = (id: number | null): string | null => (id === null ? null : tokens[id]!);
   const bos = text(tokenId('tokenizer.ggml.bos_token_id'));
   const eos = text(tokenId('tokenizer.ggml.eos_token_id'));
   const unk = text(tokenId('tokenizer.ggml.unknown_token_id'));
   const pad = text(tokenId('tokenizer.ggml.padding_token_id'));
-  const chatTemplate = get<string>(meta, 'tokenizer.chat_template', (v) => typeof v === 'string', 'a string');
+  const chatTemplate = get<string>(
+    meta,
+    'tokenizer.chat_template',
+    (v) => typeof v === 'string',
+    'a string',
+  );
   const added = tokens.flatMap((content, id) => {
     const t = types?.[id];
     if (t === TokenType.CONTROL || t === TokenType.UNKNOWN) return [{ id, content, special: true }];
@@ -99,7 +140,9 @@ export function hfTokenizerFilesFromVocab(entries: readonly GgufMetadataEntry[] 
   let addBos: boolean;
   let addEos: boolean;
   if (model === 'llama') {
-    const scores = get<ArrayLike<number>>(meta, 'tokenizer.ggml.scores', isNumArray, 'a numeric array') ?? new Float32Array(tokens.length);
+    const scores =
+      get<ArrayLike<number>>(meta, 'tokenizer.ggml.scores', isNumArray, 'a numeric array') ??
+      new Float32Array(tokens.length);
     addBos = flag('tokenizer.ggml.add_bos_token', true);
     addEos = flag('tokenizer.ggml.add_eos_token', false);
     const prefix = flag('tokenizer.ggml.add_space_prefix', true);
@@ -110,8 +153,16 @@ export function hfTokenizerFilesFromVocab(entries: readonly GgufMetadataEntry[] 
       version: '1.0',
       truncation: null,
       padding: null,
-      added_tokens: added.map((t) => ({ ...t, single_word: false, lstrip: false, rstrip: false, normalized: false })),
-      normalizer: prefix ? { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, replace] } : replace,
+      added_tokens: added.map((t) => ({
+        ...t,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+      })),
+      normalizer: prefix
+        ? { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, replace] }
+        : replace,
       pre_tokenizer: null,
       post_processor: bosEosTemplate(addBos ? bos : null, addEos ? eos : null, idOf),
       decoder: {
@@ -138,7 +189,12 @@ export function hfTokenizerFilesFromVocab(entries: readonly GgufMetadataEntry[] 
     };
     tokenizerClass = 'LlamaTokenizer';
   } else if (model === 'gpt2') {
-    const merges = get<string[]>(meta, 'tokenizer.ggml.merges', Array.isArray, 'an array of strings');
+    const merges = get<string[]>(
+      meta,
+      'tokenizer.ggml.merges',
+      Array.isArray,
+      'an array of strings',
+    );
     if (!merges) throw new Error('a "gpt2" vocabulary needs tokenizer.ggml.merges');
     addBos = flag('tokenizer.ggml.add_bos_token', false);
     addEos = flag('tokenizer.ggml.add_eos_token', false);
@@ -153,7 +209,9 @@ export function hfTokenizerFilesFromVocab(entries: readonly GgufMetadataEntry[] 
     });
     tokenizerClass = 'PreTrainedTokenizerFast';
   } else {
-    throw new Error(`tokenizer model '${model}' cannot be written as tokenizer.json (supported: llama, gpt2)`);
+    throw new Error(
+      `tokenizer model '${model}' cannot be written as tokenizer.json (supported: llama, gpt2)`,
+    );
   }
   const tokenizerConfig: JsonObject = {
     tokenizer_class: tokenizerClass,

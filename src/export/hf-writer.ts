@@ -7,7 +7,11 @@
  */
 import { fs, path } from '../io/host.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
-import { writeSafetensors, writeSafetensorsIndex, type SafetensorsTensorToWrite } from '../io/safetensors.js';
+import {
+  writeSafetensors,
+  writeSafetensorsIndex,
+  type SafetensorsTensorToWrite,
+} from '../io/safetensors.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { configToHf } from '../io/config.js';
 import type { VocabMetadata } from './gguf-vocab.js';
@@ -20,7 +24,14 @@ const BYTES = { f32: 4, f16: 2, bf16: 2 } as const;
 const SHARD_BYTES = 2 * 1024 ** 3;
 
 /** Tokenizer and generation files copied from an HF source folder. */
-const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'chat_template.jinja', 'tokenizer.model'];
+const TOKENIZER_FILES = [
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'generation_config.json',
+  'chat_template.jinja',
+  'tokenizer.model',
+];
 
 export function writeHfFolder(
   ck: Checkpoint,
@@ -52,7 +63,10 @@ export function writeHfFolder(
   const files: string[] = [];
   const weightMap: Record<string, string> = {};
   shards.forEach((names, i) => {
-    const file = shards.length === 1 ? 'model.safetensors' : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
+    const file =
+      shards.length === 1
+        ? 'model.safetensors'
+        : `model-${String(i + 1).padStart(5, '0')}-of-${String(shards.length).padStart(5, '0')}.safetensors`;
     const tensors: SafetensorsTensorToWrite[] = names.map((name) => ({
       name,
       dtype: SAFETENSORS_DTYPE[options.dtype],
@@ -67,7 +81,9 @@ export function writeHfFolder(
     writeSafetensorsIndex(dir, weightMap, total);
     files.push('model.safetensors.index.json');
   }
-  const config = new TextEncoder().encode(`${JSON.stringify({ ...configToHf(ck.config), torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[options.dtype] }, null, 2)}\n`);
+  const config = new TextEncoder().encode(
+    `${JSON.stringify({ ...configToHf(ck.config), torch_dtype: { f32: 'float32', f16: 'float16', bf16: 'bfloat16' }[options.dtype] }, null, 2)}\n`,
+  );
   writeFileAtomic(path.join(dir, 'config.json'), (fd) => writeAll(fd, config));
   files.push('config.json');
 
@@ -81,7 +97,11 @@ export function writeHfFolder(
  * tokenizer_config.json built from `vocab`. Appends written names to `files`, problems to `warnings`.
  */
 export function writeTokenizerFiles(
-  ck: Pick<Checkpoint, 'source' | 'path'>, dir: string, vocab: VocabMetadata | null, files: string[], warnings: string[],
+  ck: Pick<Checkpoint, 'source' | 'path'>,
+  dir: string,
+  vocab: VocabMetadata | null,
+  files: string[],
+  warnings: string[],
 ): void {
   if (ck.source === 'hf') {
     for (const f of TOKENIZER_FILES) {
@@ -93,12 +113,17 @@ export function writeTokenizerFiles(
     }
   } else if (vocab) {
     const t = hfTokenizerFilesFromVocab(vocab.entries);
-    for (const [name, json] of [['tokenizer.json', t.tokenizerJson], ['tokenizer_config.json', t.tokenizerConfig]] as const) {
+    for (const [name, json] of [
+      ['tokenizer.json', t.tokenizerJson],
+      ['tokenizer_config.json', t.tokenizerConfig],
+    ] as const) {
       const bytes = new TextEncoder().encode(`${JSON.stringify(json, null, 2)}\n`);
       writeFileAtomic(path.join(dir, name), (fd) => writeAll(fd, bytes));
       files.push(name);
     }
   } else {
-    warnings.push(`no tokenizer files written: no vocabulary was found for this ${ck.source} source (pass --tokenizer)`);
+    warnings.push(
+      `no tokenizer files written: no vocabulary was found for this ${ck.source} source (pass --tokenizer)`,
+    );
   }
 }

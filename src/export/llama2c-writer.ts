@@ -11,30 +11,49 @@ import type { LlamaConfig } from '../io/config.js';
 
 /** Why `c` cannot be a llama2.c checkpoint, or null when it can. */
 export function llama2cIncompatibility(c: LlamaConfig): string | null {
-  if (c.architecture !== 'llama') return `architecture '${c.architecture}' (llama2.c runs plain Llama only)`;
-  if (c.attentionBias || c.attentionOutputBias || c.mlpBias) return 'the model has biases, which llama2.c has no place for';
+  if (c.architecture !== 'llama')
+    return `architecture '${c.architecture}' (llama2.c runs plain Llama only)`;
+  if (c.attentionBias || c.attentionOutputBias || c.mlpBias)
+    return 'the model has biases, which llama2.c has no place for';
   if (c.ropeScaling) return `rope scaling '${c.ropeScaling.ropeType}' (run.c has none)`;
   if (c.ropeTheta !== 10000) return `rope theta ${c.ropeTheta} (run.c hard-codes 10000)`;
-  if (Math.abs(c.rmsNormEps - 1e-5) > 1e-12) return `rms_norm_eps ${c.rmsNormEps} (run.c hard-codes 1e-5)`;
-  if (c.headDim * c.numHeads !== c.hiddenSize) return `head_dim ${c.headDim} × ${c.numHeads} heads ≠ hidden size ${c.hiddenSize}`;
+  if (Math.abs(c.rmsNormEps - 1e-5) > 1e-12)
+    return `rms_norm_eps ${c.rmsNormEps} (run.c hard-codes 1e-5)`;
+  if (c.headDim * c.numHeads !== c.hiddenSize)
+    return `head_dim ${c.headDim} × ${c.numHeads} heads ≠ hidden size ${c.hiddenSize}`;
   return null;
 }
 
-const f32Bytes = (v: Float32Array | Int32Array): Uint8Array => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+const f32Bytes = (v: Float32Array | Int32Array): Uint8Array =>
+  new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 
 /** Writes `ck` (optionally with weights transformed by `transform`, e.g. a LoRA merge) as llama2.c v0. */
-export function writeLlama2c(ck: Checkpoint, out: string, transform: (hf: string, w: Float32Array) => Float32Array = (_h, w) => w): void {
+export function writeLlama2c(
+  ck: Checkpoint,
+  out: string,
+  transform: (hf: string, w: Float32Array) => Float32Array = (_h, w) => w,
+): void {
   const c = ck.config;
   const why = llama2cIncompatibility(c);
   if (why) throw new Error(`cannot write a llama2.c checkpoint: ${why}`);
-  const header = new Int32Array([c.hiddenSize, c.intermediateSize, c.numLayers, c.numHeads, c.numKvHeads, c.tieWordEmbeddings ? c.vocabSize : -c.vocabSize, c.maxPositionEmbeddings]);
+  const header = new Int32Array([
+    c.hiddenSize,
+    c.intermediateSize,
+    c.numLayers,
+    c.numHeads,
+    c.numKvHeads,
+    c.tieWordEmbeddings ? c.vocabSize : -c.vocabSize,
+    c.maxPositionEmbeddings,
+  ]);
   const load = (hf: string): Float32Array => {
     const w = transform(hf, ck.loadTensor(hf));
     if (hf.endsWith('q_proj.weight')) return permuteToInterleavedRows(w, c.numHeads, c.hiddenSize);
-    if (hf.endsWith('k_proj.weight')) return permuteToInterleavedRows(w, c.numKvHeads, c.hiddenSize);
+    if (hf.endsWith('k_proj.weight'))
+      return permuteToInterleavedRows(w, c.numKvHeads, c.hiddenSize);
     return w;
   };
-  const perLayer = (suffix: string): string[] => Array.from({ length: c.numLayers }, (_, l) => `model.layers.${l}.${suffix}`);
+  const perLayer = (suffix: string): string[] =>
+    Array.from({ length: c.numLayers }, (_, l) => `model.layers.${l}.${suffix}`);
   const order = [
     'model.embed_tokens.weight',
     ...perLayer('input_layernorm.weight'),

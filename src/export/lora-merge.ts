@@ -26,28 +26,43 @@ export function hfWeightForPeftKey(key: string): { hf: string; which: 'A' | 'B' 
  * Checks that every adapter tensor belongs to a weight of `shapes` (HF name → [out, in]) with
  * matching dimensions and comes in A/B pairs. Errors name the tensor and both shapes.
  */
-export function checkAdapterAgainst(adapter: PeftAdapter, shapes: (hf: string) => readonly number[] | undefined, label = adapter.dir): void {
+export function checkAdapterAgainst(
+  adapter: PeftAdapter,
+  shapes: (hf: string) => readonly number[] | undefined,
+  label = adapter.dir,
+): void {
   for (const [key, t] of adapter.tensors) {
     const k = hfWeightForPeftKey(key);
     if (!k) throw new Error(`${label}: '${key}' is not a LoRA A/B tensor`);
     const shape = shapes(k.hf);
-    if (!shape || shape.length !== 2) throw new Error(`${label}: '${key}' targets '${k.hf}', which this model does not have`);
+    if (!shape || shape.length !== 2)
+      throw new Error(`${label}: '${key}' targets '${k.hf}', which this model does not have`);
     const [out, inF] = shape as [number, number];
     const r = adapter.lora.r;
     const want = k.which === 'A' ? [r, inF] : [out, r];
     if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1]) {
-      throw new Error(`${label}: '${key}' has shape [${t.shape.join(', ')}] but the model's '${k.hf}' [${out}, ${inF}] needs [${want.join(', ')}] (adapter for a different model?)`);
+      throw new Error(
+        `${label}: '${key}' has shape [${t.shape.join(', ')}] but the model's '${k.hf}' [${out}, ${inF}] needs [${want.join(', ')}] (adapter for a different model?)`,
+      );
     }
     const other = peftKeyFor(k.hf, k.which === 'A' ? 'B' : 'A');
-    if (!adapter.tensors.has(other)) throw new Error(`${label}: '${key}' has no matching '${other}'`);
+    if (!adapter.tensors.has(other))
+      throw new Error(`${label}: '${key}' has no matching '${other}'`);
   }
 }
 
 /** W += scale·B·A in place (W [out, in], B [out, r], A [r, in], all row-major f32). */
-export function mergeLoraInto(w: Float32Array, a: Float32Array, b: Float32Array, r: number, scale: number): void {
+export function mergeLoraInto(
+  w: Float32Array,
+  a: Float32Array,
+  b: Float32Array,
+  r: number,
+  scale: number,
+): void {
   const inF = a.length / r;
   const out = b.length / r;
-  if (w.length !== out * inF) throw new Error(`mergeLoraInto: W has ${w.length} values, B·A is [${out}, ${inF}]`);
+  if (w.length !== out * inF)
+    throw new Error(`mergeLoraInto: W has ${w.length} values, B·A is [${out}, ${inF}]`);
   const row = new Float64Array(inF);
   for (let o = 0; o < out; o++) {
     row.fill(0);

@@ -7,7 +7,12 @@ import { fs, path } from '../io/host.js';
 import { readGgufMetadata } from '../io/gguf.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { tokenizerPathFor } from '../tokenizer/index.js';
-import { type VocabMetadata, vocabFromGguf, vocabFromHfFolder, vocabFromLlama2c } from './gguf-vocab.js';
+import {
+  type VocabMetadata,
+  vocabFromGguf,
+  vocabFromHfFolder,
+  vocabFromLlama2c,
+} from './gguf-vocab.js';
 
 function isGguf(file: string): boolean {
   const fd = fs.openSync(file, 'r');
@@ -27,7 +32,9 @@ export function vocabFromPath(p: string, modelVocab: number): VocabMetadata {
   if (path.basename(p) === 'tokenizer.json') return vocabFromHfFolder(path.dirname(p), modelVocab);
   if (isGguf(p)) return vocabFromGguf(readGgufMetadata(p));
   if (p.endsWith('.bin')) return vocabFromLlama2c(p, modelVocab);
-  throw new Error(`${p}: not a tokenizer this export understands (a .gguf, tokenizer.json or its folder, or a llama2.c tokenizer.bin)`);
+  throw new Error(
+    `${p}: not a tokenizer this export understands (a .gguf, tokenizer.json or its folder, or a llama2.c tokenizer.bin)`,
+  );
 }
 
 export function vocabForCheckpoint(ck: Checkpoint, tokenizer?: string | null): VocabMetadata {

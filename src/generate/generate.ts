@@ -1,7 +1,12 @@
 import type { Arena } from '../tensor/arena.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { KvCache, type LlamaModel } from '../models/llama.js';
-import { DEFAULT_SAMPLING, type SamplingOptions, sampleToken, validateSampling } from './sampler.js';
+import {
+  DEFAULT_SAMPLING,
+  type SamplingOptions,
+  sampleToken,
+  validateSampling,
+} from './sampler.js';
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
   readonly maxTokens?: number;
@@ -44,7 +49,8 @@ export async function generate(
   const sampling: SamplingOptions = { ...DEFAULT_SAMPLING, ...definedOnly(options) };
   validateSampling(sampling);
   const maxTokens = options.maxTokens ?? 256;
-  if (promptIds.length === 0) throw new Error('generate: the prompt is empty (no tokens and no BOS)');
+  if (promptIds.length === 0)
+    throw new Error('generate: the prompt is empty (no tokens and no BOS)');
   const capacity = options.contextLength ?? promptIds.length + maxTokens;
   const stopTokens = new Set(options.stopTokens ?? tokenizer.eosIds);
   const stopStrings = options.stopStrings ?? [];
@@ -96,11 +102,19 @@ export async function generate(
     cache.dispose();
     arena.reset();
   }
-  const finalText = finishReason === 'stop-string' ? emitted : tokenizer.decode(out, { skipSpecialTokens: true });
+  const finalText =
+    finishReason === 'stop-string' ? emitted : tokenizer.decode(out, { skipSpecialTokens: true });
   if (finishReason !== 'stop-string' && finalText.length > emitted.length) {
     onStep?.({ text: finalText.slice(emitted.length), token: out[out.length - 1] ?? -1 });
   }
-  return { tokens: out, text: finalText, finishReason, promptTokens: promptIds.length, prefillSeconds, decodeSeconds };
+  return {
+    tokens: out,
+    text: finalText,
+    finishReason,
+    promptTokens: promptIds.length,
+    prefillSeconds,
+    decodeSeconds,
+  };
 }
 
 /** Text up to the last complete character (a trailing U+FFFD may be half of a multi-byte char). */

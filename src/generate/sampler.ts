@@ -24,11 +24,14 @@ export const DEFAULT_SAMPLING: SamplingOptions = {
 };
 
 export function validateSampling(o: SamplingOptions): void {
-  if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new Error(`temperature must be ≥ 0, got ${o.temperature}`);
-  if (!Number.isInteger(o.topK) || o.topK < 0) throw new Error(`top-k must be a non-negative integer, got ${o.topK}`);
+  if (!(o.temperature >= 0) || !Number.isFinite(o.temperature))
+    throw new Error(`temperature must be ≥ 0, got ${o.temperature}`);
+  if (!Number.isInteger(o.topK) || o.topK < 0)
+    throw new Error(`top-k must be a non-negative integer, got ${o.topK}`);
   if (!(o.topP > 0 && o.topP <= 1)) throw new Error(`top-p must be in (0, 1], got ${o.topP}`);
   if (!(o.minP >= 0 && o.minP < 1)) throw new Error(`min-p must be in [0, 1), got ${o.minP}`);
-  if (!(o.repetitionPenalty > 0)) throw new Error(`repetition penalty must be > 0, got ${o.repetitionPenalty}`);
+  if (!(o.repetitionPenalty > 0))
+    throw new Error(`repetition penalty must be > 0, got ${o.repetitionPenalty}`);
 }
 
 /**
@@ -36,7 +39,12 @@ export function validateSampling(o: SamplingOptions): void {
  * repetition penalty, temperature, top-k, top-p, min-p, then a draw. Randomness is counter-based
  * (seed, step), so a given seed reproduces the same text on every backend.
  */
-export function sampleToken(logits: ArrayLike<number>, context: readonly number[], step: number, o: SamplingOptions): number {
+export function sampleToken(
+  logits: ArrayLike<number>,
+  context: readonly number[],
+  step: number,
+  o: SamplingOptions,
+): number {
   const V = logits.length;
   const z = new Float64Array(V);
   for (let i = 0; i < V; i++) z[i] = logits[i]!;
@@ -99,7 +107,11 @@ export function argmax(values: ArrayLike<number>): number {
 }
 
 /** Indices of the k largest values under `compare`, sorted; one pass with a small sorted buffer. */
-function topKIndices(z: Float64Array, k: number, compare: (a: number, b: number) => number): number[] {
+function topKIndices(
+  z: Float64Array,
+  k: number,
+  compare: (a: number, b: number) => number,
+): number[] {
   const best: number[] = [];
   for (let i = 0; i < z.length; i++) {
     if (best.length === k && compare(i, best[k - 1]!) >= 0) continue;

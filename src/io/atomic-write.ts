@@ -41,8 +41,11 @@ export function writeFileAtomic(target: string, write: (fd: number) => void): vo
  */
 function naming(e: unknown, target: string): unknown {
   const err = e as NodeJS.ErrnoException;
-  if (!(e instanceof Error) || typeof err.code !== 'string' || err.message.startsWith(target)) return e;
-  const named = new Error(`${target}: cannot write: ${err.message}`, { cause: e }) as NodeJS.ErrnoException;
+  if (!(e instanceof Error) || typeof err.code !== 'string' || err.message.startsWith(target))
+    return e;
+  const named = new Error(`${target}: cannot write: ${err.message}`, {
+    cause: e,
+  }) as NodeJS.ErrnoException;
   named.code = err.code;
   return named;
 }
@@ -50,7 +53,8 @@ function naming(e: unknown, target: string): unknown {
 /** Writes all of `data` at the fd's current position (writeSync may write less than asked). */
 export function writeAll(fd: number, data: Uint8Array): void {
   let done = 0;
-  while (done < data.byteLength) done += fs.writeSync(fd, data, done, Math.min(data.byteLength - done, 1 << 30));
+  while (done < data.byteLength)
+    done += fs.writeSync(fd, data, done, Math.min(data.byteLength - done, 1 << 30));
 }
 
 /**
@@ -62,7 +66,10 @@ export class AtomicFileWriter {
   private fd: number | null;
 
   constructor(readonly target: string) {
-    this.tmp = path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${Date.now()}.tmp`);
+    this.tmp = path.join(
+      path.dirname(target),
+      `.${path.basename(target)}.${process.pid}.${Date.now()}.tmp`,
+    );
     this.fd = fs.openSync(this.tmp, 'wx');
   }
 

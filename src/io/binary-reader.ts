@@ -55,11 +55,18 @@ export class RandomAccessFile {
 
   /** Checks that [offset, offset+length) lies inside the file; `what` names the region for the error. */
   checkRange(offset: number, length: number, what: string): void {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+    if (
+      !Number.isSafeInteger(offset) ||
+      offset < 0 ||
+      !Number.isSafeInteger(length) ||
+      length < 0
+    ) {
       this.fail(`${what} has invalid offset ${offset} / length ${length}`);
     }
     if (offset + length > this.size) {
-      this.fail(`${what} [offset ${offset}, ${length} bytes] runs past end of file (size ${this.size})`);
+      this.fail(
+        `${what} [offset ${offset}, ${length} bytes] runs past end of file (size ${this.size})`,
+      );
     }
   }
 

@@ -11,7 +11,10 @@ import type { SafetensorsTensorToWrite } from './safetensors.js';
 export const QUANT_STATE_PREFIX = 'quant_state.bitsandbytes__';
 
 /** config.json `quantization_config` as transformers writes it for a 4-bit bnb model. */
-export function bnbQuantizationConfig(quantType: 'nf4' | 'fp4', doubleQuant: boolean): Record<string, unknown> {
+export function bnbQuantizationConfig(
+  quantType: 'nf4' | 'fp4',
+  doubleQuant: boolean,
+): Record<string, unknown> {
   return {
     _load_in_4bit: true,
     _load_in_8bit: false,
@@ -37,7 +40,11 @@ function pyFloat(x: number): string {
 }
 
 /** The packed quant-state JSON, byte-for-byte as bnb's pack_dict_to_tensor (json.dumps defaults). */
-export function quantStateJson(q: Quantized4bit, shape: readonly number[], originalDtype: string): string {
+export function quantStateJson(
+  q: Quantized4bit,
+  shape: readonly number[],
+  originalDtype: string,
+): string {
   const parts = [
     `"quant_type": "${q.quantType}"`,
     `"blocksize": ${q.blocksize}`,
@@ -45,13 +52,22 @@ export function quantStateJson(q: Quantized4bit, shape: readonly number[], origi
     `"shape": [${shape.join(', ')}]`,
   ];
   if (q.nested) {
-    parts.push(`"nested_blocksize": ${q.nested.blocksize}`, `"nested_dtype": "float32"`, `"nested_offset": ${pyFloat(q.nested.offset)}`);
+    parts.push(
+      `"nested_blocksize": ${q.nested.blocksize}`,
+      `"nested_dtype": "float32"`,
+      `"nested_offset": ${pyFloat(q.nested.offset)}`,
+    );
   }
   return `{${parts.join(', ')}}`;
 }
 
 /** The safetensors entries bnb writes for one quantized weight `name` (e.g. `...q_proj.weight`). */
-export function bnbTensors(name: string, q: Quantized4bit, shape: readonly number[], originalDtype = 'float32'): SafetensorsTensorToWrite[] {
+export function bnbTensors(
+  name: string,
+  q: Quantized4bit,
+  shape: readonly number[],
+  originalDtype = 'float32',
+): SafetensorsTensorToWrite[] {
   const out: SafetensorsTensorToWrite[] = [
     { name, dtype: 'U8', shape: [q.packed.length, 1], data: q.packed },
     q.absmax instanceof Uint8Array
@@ -61,12 +77,27 @@ export function bnbTensors(name: string, q: Quantized4bit, shape: readonly numbe
   ];
   if (q.nested) {
     out.push(
-      { name: `${name}.nested_absmax`, dtype: 'F32', shape: [q.nested.absmax.length], data: q.nested.absmax },
-      { name: `${name}.nested_quant_map`, dtype: 'F32', shape: [q.nested.code.length], data: q.nested.code },
+      {
+        name: `${name}.nested_absmax`,
+        dtype: 'F32',
+        shape: [q.nested.absmax.length],
+        data: q.nested.absmax,
+      },
+      {
+        name: `${name}.nested_quant_map`,
+        dtype: 'F32',
+        shape: [q.nested.code.length],
+        data: q.nested.code,
+      },
     );
   }
   const json = new TextEncoder().encode(quantStateJson(q, shape, originalDtype));
-  out.push({ name: `${name}.${QUANT_STATE_PREFIX}${q.quantType}`, dtype: 'U8', shape: [json.length], data: json });
+  out.push({
+    name: `${name}.${QUANT_STATE_PREFIX}${q.quantType}`,
+    dtype: 'U8',
+    shape: [json.length],
+    data: json,
+  });
   return out;
 }
 
@@ -80,12 +111,19 @@ export interface RawTensorReader {
 
 /** True when `name` is stored as a bnb 4-bit weight. */
 export function isBnb4bit(reader: RawTensorReader, name: string): boolean {
-  return reader.has(`${name}.${QUANT_STATE_PREFIX}nf4`) || reader.has(`${name}.${QUANT_STATE_PREFIX}fp4`);
+  return (
+    reader.has(`${name}.${QUANT_STATE_PREFIX}nf4`) || reader.has(`${name}.${QUANT_STATE_PREFIX}fp4`)
+  );
 }
 
 /** The bnb 4-bit weight `name` as a host-side Quantized4bit plus its logical shape. */
-export function readBnb4bit(reader: RawTensorReader, name: string): { q: Quantized4bit; shape: number[] } {
-  const stateKey = [`${name}.${QUANT_STATE_PREFIX}nf4`, `${name}.${QUANT_STATE_PREFIX}fp4`].find((k) => reader.has(k));
+export function readBnb4bit(
+  reader: RawTensorReader,
+  name: string,
+): { q: Quantized4bit; shape: number[] } {
+  const stateKey = [`${name}.${QUANT_STATE_PREFIX}nf4`, `${name}.${QUANT_STATE_PREFIX}fp4`].find(
+    (k) => reader.has(k),
+  );
   if (!stateKey) throw new Error(`'${name}' is not a bitsandbytes 4-bit weight`);
   let state: Record<string, unknown>;
   try {
@@ -94,19 +132,25 @@ export function readBnb4bit(reader: RawTensorReader, name: string): { q: Quantiz
     throw new Error(`'${stateKey}': quant state is not valid JSON (${(e as Error).message})`);
   }
   const quantType = state.quant_type;
-  if (quantType !== 'nf4' && quantType !== 'fp4') throw new Error(`'${stateKey}': unknown quant_type ${JSON.stringify(quantType)}`);
+  if (quantType !== 'nf4' && quantType !== 'fp4')
+    throw new Error(`'${stateKey}': unknown quant_type ${JSON.stringify(quantType)}`);
   const blocksize = state.blocksize;
   const shape = state.shape;
-  if (typeof blocksize !== 'number' || !Number.isInteger(blocksize) || blocksize < 1) throw new Error(`'${stateKey}': invalid blocksize`);
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) throw new Error(`'${stateKey}': invalid shape`);
+  if (typeof blocksize !== 'number' || !Number.isInteger(blocksize) || blocksize < 1)
+    throw new Error(`'${stateKey}': invalid blocksize`);
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0))
+    throw new Error(`'${stateKey}': invalid shape`);
   const length = (shape as number[]).reduce((a, b) => a * b, 1);
   const packed = reader.raw(name); // U8, or BF16-typed storage holding the same bytes (FSDP-QLoRA)
   if (packed.length !== Math.ceil(length / 2)) {
-    throw new Error(`'${name}': ${packed.length} packed bytes for ${length} elements (expected ${Math.ceil(length / 2)})`);
+    throw new Error(
+      `'${name}': ${packed.length} packed bytes for ${length} elements (expected ${Math.ceil(length / 2)})`,
+    );
   }
   const nblocks = Math.ceil(length / blocksize);
   const code = reader.f32(`${name}.quant_map`);
-  if (code.length !== 16) throw new Error(`'${name}.quant_map' must have 16 values, has ${code.length}`);
+  if (code.length !== 16)
+    throw new Error(`'${name}.quant_map' must have 16 values, has ${code.length}`);
   const nestedKey = `${name}.nested_absmax`;
   let absmax: Float32Array | Uint8Array;
   let nested: Quantized4bit['nested'] = null;
@@ -116,18 +160,26 @@ export function readBnb4bit(reader: RawTensorReader, name: string): { q: Quantiz
     const ncode = reader.f32(`${name}.nested_quant_map`);
     const nb = typeof state.nested_blocksize === 'number' ? state.nested_blocksize : 256;
     const offset = typeof state.nested_offset === 'number' ? Math.fround(state.nested_offset) : NaN;
-    if (!Number.isFinite(offset)) throw new Error(`'${stateKey}': double-quantized weight without nested_offset`);
-    if (nabs.length !== Math.ceil(nblocks / nb)) throw new Error(`'${nestedKey}': ${nabs.length} values, expected ${Math.ceil(nblocks / nb)}`);
+    if (!Number.isFinite(offset))
+      throw new Error(`'${stateKey}': double-quantized weight without nested_offset`);
+    if (nabs.length !== Math.ceil(nblocks / nb))
+      throw new Error(`'${nestedKey}': ${nabs.length} values, expected ${Math.ceil(nblocks / nb)}`);
     if (ncode.length !== 256) throw new Error(`'${name}.nested_quant_map' must have 256 values`);
     nested = { absmax: nabs, code: ncode, blocksize: nb, offset };
   } else {
     absmax = reader.f32(`${name}.absmax`);
   }
-  if (absmax.length !== nblocks) throw new Error(`'${name}.absmax': ${absmax.length} values, expected ${nblocks}`);
-  return { q: { quantType, blocksize, length, packed, code, absmax, nested }, shape: shape as number[] };
+  if (absmax.length !== nblocks)
+    throw new Error(`'${name}.absmax': ${absmax.length} values, expected ${nblocks}`);
+  return {
+    q: { quantType, blocksize, length, packed, code, absmax, nested },
+    shape: shape as number[],
+  };
 }
 
 /** Every key that belongs to a bnb weight other than the weight itself (skipped when listing tensors). */
 export function isBnbAuxiliaryKey(name: string): boolean {
-  return /\.(absmax|quant_map|nested_absmax|nested_quant_map|quant_state\.bitsandbytes__(nf4|fp4))$/.test(name);
+  return /\.(absmax|quant_map|nested_absmax|nested_quant_map|quant_state\.bitsandbytes__(nf4|fp4))$/.test(
+    name,
+  );
 }

@@ -46,12 +46,19 @@ const MIN_TENSORS_PER_LAYER = 9;
  * sized from it: a corrupt `num_hidden_layers` / `block_count` must not make us build a name table
  * of billions of entries (each layer needs at least 9 tensors).
  */
-export function checkLayerCount(c: LlamaConfig, tensorCount: number, field: string, fail: (m: string) => never): void {
+export function checkLayerCount(
+  c: LlamaConfig,
+  tensorCount: number,
+  field: string,
+  fail: (m: string) => never,
+): void {
   // Counted loosely (layers only), so a file missing a tensor or two still gets the precise
   // "lacks tensor" message from the shape check.
   const needed = c.numLayers * MIN_TENSORS_PER_LAYER;
   if (needed > tensorCount) {
-    fail(`${field} = ${c.numLayers} needs at least ${needed} tensors (${MIN_TENSORS_PER_LAYER} per layer) but the weights hold ${tensorCount}`);
+    fail(
+      `${field} = ${c.numLayers} needs at least ${needed} tensors (${MIN_TENSORS_PER_LAYER} per layer) but the weights hold ${tensorCount}`,
+    );
   }
 }
 
@@ -93,11 +100,17 @@ export function canonicalShapes(c: LlamaConfig): Map<string, number[]> {
  * Inverse of the HF→interleaved Q/K permutation (formats.md §4.4): within each head of size hd,
  * HF row j·hd/2 + i ← stored row 2i + j. Works on weights ([rows, cols]) and biases (cols = 1).
  */
-export function unpermuteInterleavedRows(src: Float32Array, nHeads: number, cols: number): Float32Array {
+export function unpermuteInterleavedRows(
+  src: Float32Array,
+  nHeads: number,
+  cols: number,
+): Float32Array {
   const rows = src.length / cols;
   const hd = rows / nHeads;
   if (!Number.isInteger(rows) || !Number.isInteger(hd) || hd % 2 !== 0) {
-    throw new Error(`unpermuteInterleavedRows: ${src.length} values do not form ${nHeads} heads of even size × ${cols}`);
+    throw new Error(
+      `unpermuteInterleavedRows: ${src.length} values do not form ${nHeads} heads of even size × ${cols}`,
+    );
   }
   const out = new Float32Array(src.length);
   const half = hd / 2;
@@ -114,11 +127,17 @@ export function unpermuteInterleavedRows(src: Float32Array, nHeads: number, cols
 }
 
 /** The forward permutation (HF → interleaved), for writers and tests. */
-export function permuteToInterleavedRows(src: Float32Array, nHeads: number, cols: number): Float32Array {
+export function permuteToInterleavedRows(
+  src: Float32Array,
+  nHeads: number,
+  cols: number,
+): Float32Array {
   const rows = src.length / cols;
   const hd = rows / nHeads;
   if (!Number.isInteger(rows) || !Number.isInteger(hd) || hd % 2 !== 0) {
-    throw new Error(`permuteToInterleavedRows: ${src.length} values do not form ${nHeads} heads of even size × ${cols}`);
+    throw new Error(
+      `permuteToInterleavedRows: ${src.length} values do not form ${nHeads} heads of even size × ${cols}`,
+    );
   }
   const out = new Float32Array(src.length);
   const half = hd / 2;
@@ -167,7 +186,11 @@ class MappedCheckpoint implements Checkpoint {
 
   shapeOf(name: string): readonly number[] {
     const s = this.shapes.get(name);
-    if (!s) throw new FileFormatError(this.label, `no tensor '${name}' in this ${this.source} checkpoint`);
+    if (!s)
+      throw new FileFormatError(
+        this.label,
+        `no tensor '${name}' in this ${this.source} checkpoint`,
+      );
     return s;
   }
 
@@ -177,9 +200,13 @@ class MappedCheckpoint implements Checkpoint {
     let data = m.bnb ? dequantize4bit(this.readBnb!(m.stored)) : this.readStored(m.stored);
     const n = shape.reduce((a, b) => a * b, 1);
     if (data.length !== n) {
-      throw new FileFormatError(this.label, `tensor '${m.stored}' has ${data.length} values, expected [${shape.join(', ')}] for '${name}'`);
+      throw new FileFormatError(
+        this.label,
+        `tensor '${m.stored}' has ${data.length} values, expected [${shape.join(', ')}] for '${name}'`,
+      );
     }
-    if (m.unpermuteHeads > 0) data = unpermuteInterleavedRows(data, m.unpermuteHeads, shape.length === 2 ? shape[1]! : 1);
+    if (m.unpermuteHeads > 0)
+      data = unpermuteInterleavedRows(data, m.unpermuteHeads, shape.length === 2 ? shape[1]! : 1);
     return data;
   }
 
@@ -207,13 +234,27 @@ export function openCheckpoint(p: string): Checkpoint {
     throw new FileFormatError(path.basename(p), `cannot open: ${(e as Error).message}`);
   }
   if (st.isDirectory()) return openHfFolder(p);
-  if (path.basename(p) === 'config.json' || p.endsWith('.safetensors') || path.basename(p) === SAFETENSORS_INDEX) {
+  if (
+    path.basename(p) === 'config.json' ||
+    p.endsWith('.safetensors') ||
+    path.basename(p) === SAFETENSORS_INDEX
+  ) {
     return openHfFolder(path.dirname(p));
   }
   const head = readHead(p);
-  if (head.length >= 4 && head[0] === 0x47 && head[1] === 0x47 && head[2] === 0x55 && head[3] === 0x46) return openGguf(p);
+  if (
+    head.length >= 4 &&
+    head[0] === 0x47 &&
+    head[1] === 0x47 &&
+    head[2] === 0x55 &&
+    head[3] === 0x46
+  )
+    return openGguf(p);
   if (looksLikeLlama2cV1(head) || p.endsWith('.bin')) return openLlama2c(p);
-  throw new FileFormatError(path.basename(p), 'not a recognized checkpoint (expected an HF folder, a .gguf file, or a llama2.c .bin)');
+  throw new FileFormatError(
+    path.basename(p),
+    'not a recognized checkpoint (expected an HF folder, a .gguf file, or a llama2.c .bin)',
+  );
 }
 
 function readHead(p: string): Uint8Array {
@@ -238,14 +279,23 @@ function openHfFolder(dir: string): Checkpoint {
   let st: SafetensorsCollection;
   if (fs.existsSync(indexPath)) st = SafetensorsCollection.fromIndex(indexPath);
   else if (fs.existsSync(singlePath)) st = SafetensorsCollection.fromFile(singlePath);
-  else throw new FileFormatError(label, `folder has neither model.safetensors nor ${SAFETENSORS_INDEX}`);
+  else
+    throw new FileFormatError(
+      label,
+      `folder has neither model.safetensors nor ${SAFETENSORS_INDEX}`,
+    );
   try {
     checkLayerCount(config, st.tensorNames.length, 'config.json num_hidden_layers', (m) => {
       throw new FileFormatError(label, m);
     });
     const shapes = canonicalShapes(config);
     const mapping = new Map<string, Mapping>();
-    const reader: RawTensorReader = { has: (n) => st.has(n), raw: (n) => st.readRaw(n), f32: (n) => st.readF32(n), dtype: (n) => st.info(n).dtype };
+    const reader: RawTensorReader = {
+      has: (n) => st.has(n),
+      raw: (n) => st.readRaw(n),
+      f32: (n) => st.readF32(n),
+      dtype: (n) => st.info(n).dtype,
+    };
     const readBnb = (n: string): Quantized4bit => {
       try {
         return readBnb4bit(reader, n).q;
@@ -259,18 +309,34 @@ function openHfFolder(dir: string): Checkpoint {
         // Pre-quantized (bitsandbytes) weight: the logical shape is in its quant state.
         const stored = readBnb4bit(reader, name).shape;
         if (stored.join(',') !== shape.join(',')) {
-          throw new FileFormatError(label, `4-bit tensor '${name}' has shape [${stored.join(', ')}], config implies [${shape.join(', ')}]`);
+          throw new FileFormatError(
+            label,
+            `4-bit tensor '${name}' has shape [${stored.join(', ')}], config implies [${shape.join(', ')}]`,
+          );
         }
         mapping.set(name, { stored: name, unpermuteHeads: 0, bnb: true });
         continue;
       }
       const info = st.info(name);
       if (info.shape.join(',') !== shape.join(',')) {
-        throw new FileFormatError(label, `tensor '${name}' has shape [${info.shape.join(', ')}], config implies [${shape.join(', ')}]`);
+        throw new FileFormatError(
+          label,
+          `tensor '${name}' has shape [${info.shape.join(', ')}], config implies [${shape.join(', ')}]`,
+        );
       }
       mapping.set(name, { stored: name, unpermuteHeads: 0 });
     }
-    return new MappedCheckpoint(config, 'hf', dir, label, shapes, mapping, (n) => st.readF32(n), () => st.close(), readBnb);
+    return new MappedCheckpoint(
+      config,
+      'hf',
+      dir,
+      label,
+      shapes,
+      mapping,
+      (n) => st.readF32(n),
+      () => st.close(),
+      readBnb,
+    );
   } catch (e) {
     st.close();
     throw e;
@@ -314,7 +380,8 @@ export function ggufNameFor(hf: string): string {
 function sameBytes(reader: GgufReader, a: string, b: string): boolean {
   const ta = reader.tensor(a);
   const tb = reader.tensor(b);
-  if (ta.type !== tb.type || ta.byteSize !== tb.byteSize || ta.ne.join() !== tb.ne.join()) return false;
+  if (ta.type !== tb.type || ta.byteSize !== tb.byteSize || ta.ne.join() !== tb.ne.join())
+    return false;
   const file = RandomAccessFile.open(reader.gguf.path);
   try {
     const chunk = 1 << 20;
@@ -334,17 +401,30 @@ function sameBytes(reader: GgufReader, a: string, b: string): boolean {
  * Llama-3 GGUFs carry rope scaling only as `rope_freqs.weight` (per-frequency divisors). Recover
  * the HF llama3 parameters by checking the standard settings against the stored factors.
  */
-function ropeScalingFromFreqFactors(factors: Float32Array, config: LlamaConfig, fail: (m: string) => never): RopeScaling | null {
-  if (factors.length !== config.headDim / 2) fail(`rope_freqs.weight has ${factors.length} values, expected ${config.headDim / 2}`);
+function ropeScalingFromFreqFactors(
+  factors: Float32Array,
+  config: LlamaConfig,
+  fail: (m: string) => never,
+): RopeScaling | null {
+  if (factors.length !== config.headDim / 2)
+    fail(`rope_freqs.weight has ${factors.length} values, expected ${config.headDim / 2}`);
   if (factors.every((f) => f === 1)) return null;
   const base = ropeInverseFrequencies(config.headDim, config.ropeTheta, null, 'f64');
   const factor = Math.max(...factors);
   for (const orig of [8192, 4096, 16384, 32768, 2048, 131072]) {
-    const candidate: RopeScaling = { ropeType: 'llama3', factor, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: orig };
+    const candidate: RopeScaling = {
+      ropeType: 'llama3',
+      factor,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositionEmbeddings: orig,
+    };
     const scaled = ropeInverseFrequencies(config.headDim, config.ropeTheta, candidate, 'f64');
     if (factors.every((f, i) => Math.abs(base[i]! / scaled[i]! - f) <= 1e-4 * f)) return candidate;
   }
-  return fail('rope_freqs.weight does not match Llama-3 rope scaling with standard parameters (low 1, high 4)');
+  return fail(
+    'rope_freqs.weight does not match Llama-3 rope scaling with standard parameters (low 1, high 4)',
+  );
 }
 
 function openGguf(p: string): Checkpoint {
@@ -355,30 +435,56 @@ function openGguf(p: string): Checkpoint {
   };
   try {
     const names = reader.gguf.tensorsByName;
-    const embed = names.get('token_embd.weight') ?? fail("no 'token_embd.weight' tensor (vocabulary-only GGUF?)");
+    const embed =
+      names.get('token_embd.weight') ??
+      fail("no 'token_embd.weight' tensor (vocabulary-only GGUF?)");
     // An output matrix byte-identical to the embedding (llama2.c conversions copy it) is a tied classifier.
-    const tied = !names.has('output.weight') || sameBytes(reader, 'output.weight', 'token_embd.weight');
-    let config = configFromGguf(reader.gguf, { tieWordEmbeddings: tied, embeddingRows: embed.shape[0] }, label);
+    const tied =
+      !names.has('output.weight') || sameBytes(reader, 'output.weight', 'token_embd.weight');
+    let config = configFromGguf(
+      reader.gguf,
+      { tieWordEmbeddings: tied, embeddingRows: embed.shape[0] },
+      label,
+    );
     if (names.has('rope_freqs.weight')) {
-      config = { ...config, ropeScaling: ropeScalingFromFreqFactors(reader.readF32('rope_freqs.weight'), config, fail) };
+      config = {
+        ...config,
+        ropeScaling: ropeScalingFromFreqFactors(reader.readF32('rope_freqs.weight'), config, fail),
+      };
     }
     // llama.cpp permutes Q/K for NORM-rope architectures (llama, mistral), not for NEOX ones (qwen2).
     const interleaved = config.architecture === 'llama' || config.architecture === 'mistral';
-    checkLayerCount(config, reader.tensors.length, `metadata '${config.architecture}.block_count'`, fail);
+    checkLayerCount(
+      config,
+      reader.tensors.length,
+      `metadata '${config.architecture}.block_count'`,
+      fail,
+    );
     const shapes = canonicalShapes(config);
     const mapping = new Map<string, Mapping>();
     for (const [name, shape] of shapes) {
       const stored = ggufNameFor(name);
       const t = names.get(stored) ?? fail(`no tensor '${stored}' (needed for '${name}')`);
       if (t.shape.join(',') !== shape.join(',')) {
-        fail(`tensor '${stored}' has shape [${t.shape.join(', ')}], config implies [${shape.join(', ')}]`);
+        fail(
+          `tensor '${stored}' has shape [${t.shape.join(', ')}], config implies [${shape.join(', ')}]`,
+        );
       }
       const isQ = /\.self_attn\.q_proj\./.test(name);
       const isK = /\.self_attn\.k_proj\./.test(name);
       const heads = interleaved ? (isQ ? config.numHeads : isK ? config.numKvHeads : 0) : 0;
       mapping.set(name, { stored, unpermuteHeads: heads });
     }
-    return new MappedCheckpoint(config, 'gguf', p, label, shapes, mapping, (n) => reader.readF32(n), () => reader.close());
+    return new MappedCheckpoint(
+      config,
+      'gguf',
+      p,
+      label,
+      shapes,
+      mapping,
+      (n) => reader.readF32(n),
+      () => reader.close(),
+    );
   } catch (e) {
     reader.close();
     throw e;
@@ -419,10 +525,23 @@ function openLlama2c(p: string): Checkpoint {
     for (const name of shapes.keys()) {
       const stored = llama2cNameFor(name);
       ck.tensor(stored);
-      const heads = name.endsWith('q_proj.weight') ? config.numHeads : name.endsWith('k_proj.weight') ? config.numKvHeads : 0;
+      const heads = name.endsWith('q_proj.weight')
+        ? config.numHeads
+        : name.endsWith('k_proj.weight')
+          ? config.numKvHeads
+          : 0;
       mapping.set(name, { stored, unpermuteHeads: heads });
     }
-    return new MappedCheckpoint(config, 'llama2c', p, ck.label, shapes, mapping, (n) => ck.readF32(n), () => ck.close());
+    return new MappedCheckpoint(
+      config,
+      'llama2c',
+      p,
+      ck.label,
+      shapes,
+      mapping,
+      (n) => ck.readF32(n),
+      () => ck.close(),
+    );
   } catch (e) {
     ck.close();
     throw e;

@@ -61,21 +61,53 @@ interface ArchDefaults {
 /** transformers configuration_*.py defaults. */
 const DEFAULTS: Record<Architecture, ArchDefaults> = {
   llama: {
-    vocabSize: 32000, hiddenSize: 4096, intermediateSize: 11008, numLayers: 32, numHeads: 32, numKvHeads: null,
-    maxPositionEmbeddings: 2048, rmsNormEps: 1e-6, ropeTheta: 10000, tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2,
+    vocabSize: 32000,
+    hiddenSize: 4096,
+    intermediateSize: 11008,
+    numLayers: 32,
+    numHeads: 32,
+    numKvHeads: null,
+    maxPositionEmbeddings: 2048,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    tieWordEmbeddings: false,
+    bosTokenId: 1,
+    eosTokenId: 2,
   },
   mistral: {
-    vocabSize: 32000, hiddenSize: 4096, intermediateSize: 14336, numLayers: 32, numHeads: 32, numKvHeads: 8,
-    maxPositionEmbeddings: 4096 * 32, rmsNormEps: 1e-6, ropeTheta: 10000, tieWordEmbeddings: false, bosTokenId: 1, eosTokenId: 2,
+    vocabSize: 32000,
+    hiddenSize: 4096,
+    intermediateSize: 14336,
+    numLayers: 32,
+    numHeads: 32,
+    numKvHeads: 8,
+    maxPositionEmbeddings: 4096 * 32,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    tieWordEmbeddings: false,
+    bosTokenId: 1,
+    eosTokenId: 2,
   },
   qwen2: {
-    vocabSize: 151936, hiddenSize: 4096, intermediateSize: 22016, numLayers: 32, numHeads: 32, numKvHeads: 32,
-    maxPositionEmbeddings: 32768, rmsNormEps: 1e-6, ropeTheta: 10000, tieWordEmbeddings: false, bosTokenId: null, eosTokenId: null,
+    vocabSize: 151936,
+    hiddenSize: 4096,
+    intermediateSize: 22016,
+    numLayers: 32,
+    numHeads: 32,
+    numKvHeads: 32,
+    maxPositionEmbeddings: 32768,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    tieWordEmbeddings: false,
+    bosTokenId: null,
+    eosTokenId: null,
   },
 };
 
 const positiveInt = z.number().int().positive();
-const tokenIds = z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())]).nullish();
+const tokenIds = z
+  .union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())])
+  .nullish();
 
 const ropeParams = z.object({
   rope_type: z.string().optional(),
@@ -125,7 +157,10 @@ function idList(v: number | number[] | null | undefined, fallback: number | null
 }
 
 /** HF rope settings (`rope_scaling` or v5 `rope_parameters`) → normalized scaling, or null. */
-function parseRopeScaling(p: z.infer<typeof ropeParams> | null | undefined, fail: (m: string) => never): RopeScaling | null {
+function parseRopeScaling(
+  p: z.infer<typeof ropeParams> | null | undefined,
+  fail: (m: string) => never,
+): RopeScaling | null {
   if (!p) return null;
   const kind = p.rope_type ?? p.type ?? 'default';
   switch (kind) {
@@ -135,8 +170,15 @@ function parseRopeScaling(p: z.infer<typeof ropeParams> | null | undefined, fail
       if (p.factor === undefined) fail('rope scaling "linear" needs a factor');
       return { ropeType: 'linear', factor: p.factor };
     case 'llama3':
-      if (p.factor === undefined || p.low_freq_factor === undefined || p.high_freq_factor === undefined || p.original_max_position_embeddings === undefined) {
-        fail('rope scaling "llama3" needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings');
+      if (
+        p.factor === undefined ||
+        p.low_freq_factor === undefined ||
+        p.high_freq_factor === undefined ||
+        p.original_max_position_embeddings === undefined
+      ) {
+        fail(
+          'rope scaling "llama3" needs factor, low_freq_factor, high_freq_factor and original_max_position_embeddings',
+        );
       }
       return {
         ropeType: 'llama3',
@@ -179,19 +221,34 @@ const HF_FIELD: Record<keyof typeof MAX_CONFIG_SIZES, string> = {
 };
 
 /** Checks the cross-field rules every config must satisfy. */
-function validate(c: LlamaConfig, fail: (m: string) => never, fieldNames: Partial<Record<keyof typeof MAX_CONFIG_SIZES, string>> = HF_FIELD): LlamaConfig {
-  for (const [key, max] of Object.entries(MAX_CONFIG_SIZES) as [keyof typeof MAX_CONFIG_SIZES, number][]) {
+function validate(
+  c: LlamaConfig,
+  fail: (m: string) => never,
+  fieldNames: Partial<Record<keyof typeof MAX_CONFIG_SIZES, string>> = HF_FIELD,
+): LlamaConfig {
+  for (const [key, max] of Object.entries(MAX_CONFIG_SIZES) as [
+    keyof typeof MAX_CONFIG_SIZES,
+    number,
+  ][]) {
     const v = c[key];
     const name = fieldNames[key] ?? HF_FIELD[key];
-    if (!Number.isSafeInteger(v) || v <= 0 || v > max) fail(`${name} = ${v} is not a plausible size (expected an integer in 1..${max})`);
+    if (!Number.isSafeInteger(v) || v <= 0 || v > max)
+      fail(`${name} = ${v} is not a plausible size (expected an integer in 1..${max})`);
   }
-  if (!(Number.isFinite(c.rmsNormEps) && c.rmsNormEps > 0 && c.rmsNormEps < 1)) fail(`rms_norm_eps ${c.rmsNormEps} is not a small positive number`);
-  if (!(Number.isFinite(c.ropeTheta) && c.ropeTheta > 1)) fail(`rope theta ${c.ropeTheta} must be a finite number > 1`);
-  if (c.ropeScaling && !(Number.isFinite(c.ropeScaling.factor) && c.ropeScaling.factor > 0)) fail(`rope scaling factor ${c.ropeScaling.factor} must be positive`);
-  if (c.numHeads % c.numKvHeads !== 0) fail(`num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`);
+  if (!(Number.isFinite(c.rmsNormEps) && c.rmsNormEps > 0 && c.rmsNormEps < 1))
+    fail(`rms_norm_eps ${c.rmsNormEps} is not a small positive number`);
+  if (!(Number.isFinite(c.ropeTheta) && c.ropeTheta > 1))
+    fail(`rope theta ${c.ropeTheta} must be a finite number > 1`);
+  if (c.ropeScaling && !(Number.isFinite(c.ropeScaling.factor) && c.ropeScaling.factor > 0))
+    fail(`rope scaling factor ${c.ropeScaling.factor} must be positive`);
+  if (c.numHeads % c.numKvHeads !== 0)
+    fail(
+      `num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`,
+    );
   if (c.headDim % 2 !== 0) fail(`head_dim ${c.headDim} is odd (RoPE rotates pairs)`);
   for (const id of [c.bosTokenId, ...c.eosTokenIds]) {
-    if (id !== null && id >= c.vocabSize) fail(`special token id ${id} is outside the vocabulary (${c.vocabSize})`);
+    if (id !== null && id >= c.vocabSize)
+      fail(`special token id ${id} is outside the vocabulary (${c.vocabSize})`);
   }
   return c;
 }
@@ -204,7 +261,9 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
   const parsed = hfConfigSchema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    return fail(`invalid field '${issue.path.join('.')}': ${issue.message.replace(/, received undefined$/, ', but the field is missing')}`);
+    return fail(
+      `invalid field '${issue.path.join('.')}': ${issue.message.replace(/, received undefined$/, ', but the field is missing')}`,
+    );
   }
   const h = parsed.data;
   let arch: Architecture | undefined;
@@ -215,14 +274,19 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
     arch = h.model_type as Architecture;
   } else {
     arch = h.architectures?.map((a) => ARCH_BY_CLASS[a]).find((a) => a !== undefined);
-    if (!arch) fail(`unknown architecture (no model_type; architectures ${JSON.stringify(h.architectures ?? [])})`);
+    if (!arch)
+      fail(
+        `unknown architecture (no model_type; architectures ${JSON.stringify(h.architectures ?? [])})`,
+      );
   }
   const a = arch as Architecture;
-  if (h.hidden_act !== undefined && h.hidden_act !== 'silu') fail(`hidden_act '${h.hidden_act}' is not supported (only silu)`);
+  if (h.hidden_act !== undefined && h.hidden_act !== 'silu')
+    fail(`hidden_act '${h.hidden_act}' is not supported (only silu)`);
   const d = DEFAULTS[a];
   const hiddenSize = h.hidden_size ?? d.hiddenSize;
   const numHeads = h.num_attention_heads ?? d.numHeads;
-  if (h.head_dim == null && hiddenSize % numHeads !== 0) fail(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
+  if (h.head_dim == null && hiddenSize % numHeads !== 0)
+    fail(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
   const rope = h.rope_parameters ?? h.rope_scaling;
   const eosTokenIds = idList(h.eos_token_id, d.eosTokenId);
   const bos = idList(h.bos_token_id, d.bosTokenId);
@@ -249,7 +313,10 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
       eosTokenId: eosTokenIds[0] ?? null,
       eosTokenIds,
       // Qwen2 only slides when use_sliding_window is set; Mistral whenever sliding_window is.
-      slidingWindow: a === 'mistral' || (a === 'qwen2' && h.use_sliding_window === true) ? (h.sliding_window ?? null) : null,
+      slidingWindow:
+        a === 'mistral' || (a === 'qwen2' && h.use_sliding_window === true)
+          ? (h.sliding_window ?? null)
+          : null,
     },
     fail,
   );
@@ -299,13 +366,22 @@ export function configFromGguf(
   const hiddenSize = m.number(k('embedding_length'));
   const numHeads = m.number(k('attention.head_count'));
   const numKvHeads = m.number(k('attention.head_count_kv'), numHeads);
-  const headDim = m.optionalNumber(k('attention.key_length')) ?? m.optionalNumber(k('rope.dimension_count')) ?? hiddenSize / numHeads;
+  const headDim =
+    m.optionalNumber(k('attention.key_length')) ??
+    m.optionalNumber(k('rope.dimension_count')) ??
+    hiddenSize / numHeads;
   const tokens = m.stringArray('tokenizer.ggml.tokens');
-  const vocabSize = m.optionalNumber(k('vocab_size')) ?? extra.embeddingRows ?? tokens?.length ?? fail(`no ${k('vocab_size')}, token list or embedding to size the vocabulary`);
+  const vocabSize =
+    m.optionalNumber(k('vocab_size')) ??
+    extra.embeddingRows ??
+    tokens?.length ??
+    fail(`no ${k('vocab_size')}, token list or embedding to size the vocabulary`);
   let ropeScaling: RopeScaling | null = null;
   const scalingType = m.optionalString(k('rope.scaling.type'));
-  if (scalingType === 'linear') ropeScaling = { ropeType: 'linear', factor: m.number(k('rope.scaling.factor')) };
-  else if (scalingType !== undefined && scalingType !== 'none') fail(`unsupported ${k('rope.scaling.type')} '${scalingType}'`);
+  if (scalingType === 'linear')
+    ropeScaling = { ropeType: 'linear', factor: m.number(k('rope.scaling.factor')) };
+  else if (scalingType !== undefined && scalingType !== 'none')
+    fail(`unsupported ${k('rope.scaling.type')} '${scalingType}'`);
   const intOrNull = (key: string): number | null => {
     const v = m.optionalNumber(key);
     // llama.cpp writes 0xFFFFFFFF (-1 as u32) for "no such token".
@@ -346,7 +422,8 @@ export function configFromGguf(
       bosTokenId: intOrNull('tokenizer.ggml.bos_token_id'),
       eosTokenId: eos,
       eosTokenIds: eos === null ? [] : [eos],
-      slidingWindow: arch === 'mistral' ? (m.optionalNumber(k('attention.sliding_window')) ?? null) : null,
+      slidingWindow:
+        arch === 'mistral' ? (m.optionalNumber(k('attention.sliding_window')) ?? null) : null,
     },
     fail,
     {
@@ -390,13 +467,26 @@ export function configFromLlama2c(h: Llama2cHeader, label = 'llama2.c checkpoint
     (m) => {
       throw new FileFormatError(label, m);
     },
-    { vocabSize: 'header vocab_size', hiddenSize: 'header dim', intermediateSize: 'header hidden_dim', numLayers: 'header n_layers', numHeads: 'header n_heads', numKvHeads: 'header n_kv_heads', headDim: 'head size', maxPositionEmbeddings: 'header seq_len' },
+    {
+      vocabSize: 'header vocab_size',
+      hiddenSize: 'header dim',
+      intermediateSize: 'header hidden_dim',
+      numLayers: 'header n_layers',
+      numHeads: 'header n_heads',
+      numKvHeads: 'header n_kv_heads',
+      headDim: 'head size',
+      maxPositionEmbeddings: 'header seq_len',
+    },
   );
 }
 
 /** The config as a transformers config.json object (for exporting merged models). */
 export function configToHf(c: LlamaConfig): Record<string, unknown> {
-  const classes: Record<Architecture, string> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' };
+  const classes: Record<Architecture, string> = {
+    llama: 'LlamaForCausalLM',
+    mistral: 'MistralForCausalLM',
+    qwen2: 'Qwen2ForCausalLM',
+  };
   const rope =
     c.ropeScaling === null
       ? null

@@ -83,12 +83,18 @@ export function canDequantize(type: number): boolean {
 export function ggmlByteSize(type: number, ne0: number, nElements: number): number | string {
   const info = TYPES.get(type);
   if (!info) return `unsupported ggml type ${type}`;
-  if (ne0 % info.blockSize !== 0) return `innermost dimension ${ne0} is not a multiple of ${info.name} block size ${info.blockSize}`;
+  if (ne0 % info.blockSize !== 0)
+    return `innermost dimension ${ne0} is not a multiple of ${info.name} block size ${info.blockSize}`;
   return (nElements / info.blockSize) * info.typeSize;
 }
 
 /** Dequantizes `nElements` values of `type` stored in `src` into `out` (length ≥ nElements). */
-export function dequantize(type: number, src: Uint8Array, nElements: number, out: Float32Array): void {
+export function dequantize(
+  type: number,
+  src: Uint8Array,
+  nElements: number,
+  out: Float32Array,
+): void {
   switch (type) {
     case GgmlType.F32: {
       const dv = new DataView(src.buffer, src.byteOffset, src.byteLength);
@@ -108,7 +114,9 @@ export function dequantize(type: number, src: Uint8Array, nElements: number, out
     case GgmlType.Q6_K:
       return dequantQ6_K(src, nElements, out);
     default:
-      throw new Error(`cannot dequantize ggml type ${ggmlTypeName(type)} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)`);
+      throw new Error(
+        `cannot dequantize ggml type ${ggmlTypeName(type)} (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)`,
+      );
   }
 }
 
@@ -157,7 +165,10 @@ function dequantQ4_K(src: Uint8Array, n: number, out: Float32Array): void {
     for (let chunk = 0; chunk < 4; chunk++) {
       const [sc1, m1] = scaleMinK4(2 * chunk, src, scales);
       const [sc2, m2] = scaleMinK4(2 * chunk + 1, src, scales);
-      const d1 = d * sc1, mm1 = dmin * m1, d2 = d * sc2, mm2 = dmin * m2;
+      const d1 = d * sc1,
+        mm1 = dmin * m1,
+        d2 = d * sc2,
+        mm2 = dmin * m2;
       const base = o + 64 * chunk;
       for (let l = 0; l < 32; l++) {
         out[base + l] = d1 * (src[q + l]! & 0x0f) - mm1;

@@ -45,7 +45,8 @@ export type GgufTypedArray =
   | Float64Array
   | BigUint64Array
   | BigInt64Array;
-export type GgufValue = number | bigint | boolean | string | string[] | boolean[] | GgufTypedArray | GgufValue[];
+export type GgufValue =
+  number | bigint | boolean | string | string[] | boolean[] | GgufTypedArray | GgufValue[];
 
 export interface GgufTensorInfo {
   name: string;
@@ -78,7 +79,21 @@ export interface GgufFile {
 }
 
 /** Minimum encoded bytes per element of each value type (used to bound corrupt counts). */
-const MIN_BYTES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 8: 8, 9: 12, 10: 8, 11: 8, 12: 8 };
+const MIN_BYTES: Record<number, number> = {
+  0: 1,
+  1: 1,
+  2: 2,
+  3: 2,
+  4: 4,
+  5: 4,
+  6: 4,
+  7: 1,
+  8: 8,
+  9: 12,
+  10: 8,
+  11: 8,
+  12: 8,
+};
 const MAX_ARRAY_DEPTH = 8;
 /** ggml's GGML_MAX_DIMS. */
 const MAX_DIMS = 4;
@@ -90,33 +105,49 @@ function readString(c: ByteCursor, what: string): string {
 
 function readScalar(c: ByteCursor, type: number, what: string): GgufValue {
   switch (type) {
-    case 0: return c.u8(what);
-    case 1: return c.i8(what);
-    case 2: return c.u16(what);
-    case 3: return c.i16(what);
-    case 4: return c.u32(what);
-    case 5: return c.i32(what);
-    case 6: return c.f32(what);
+    case 0:
+      return c.u8(what);
+    case 1:
+      return c.i8(what);
+    case 2:
+      return c.u16(what);
+    case 3:
+      return c.i16(what);
+    case 4:
+      return c.u32(what);
+    case 5:
+      return c.i32(what);
+    case 6:
+      return c.f32(what);
     case 7: {
       const b = c.u8(what);
       if (b > 1) c.fail(`${what}: bool byte ${b} is not 0 or 1`);
       return b === 1;
     }
-    case 8: return readString(c, what);
+    case 8:
+      return readString(c, what);
     case 10: {
       const v = c.u64big(what);
       return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
     }
     case 11: {
       const v = c.i64big(what);
-      return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v;
+      return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER)
+        ? Number(v)
+        : v;
     }
-    case 12: return c.f64(what);
-    default: return c.fail(`${what}: unknown GGUF value type ${type}`);
+    case 12:
+      return c.f64(what);
+    default:
+      return c.fail(`${what}: unknown GGUF value type ${type}`);
   }
 }
 
-function readArray(c: ByteCursor, what: string, depth: number): { value: GgufValue; elemType: GgufValueTypeId } {
+function readArray(
+  c: ByteCursor,
+  what: string,
+  depth: number,
+): { value: GgufValue; elemType: GgufValueTypeId } {
   if (depth > MAX_ARRAY_DEPTH) c.fail(`${what}: arrays nested deeper than ${MAX_ARRAY_DEPTH}`);
   const elemType = c.u32(`${what} array element type`);
   const minBytes = MIN_BYTES[elemType];
@@ -151,21 +182,37 @@ function readArray(c: ByteCursor, what: string, depth: number): { value: GgufVal
 }
 
 /** Numeric arrays: read the raw little-endian bytes in one go and view them as a typed array. */
-function readNumericArray(c: ByteCursor, type: number, count: number, what: string): GgufTypedArray {
+function readNumericArray(
+  c: ByteCursor,
+  type: number,
+  count: number,
+  what: string,
+): GgufTypedArray {
   const bytes = c.bytes(count * MIN_BYTES[type]!, what);
   const buf = bytes.buffer as ArrayBuffer; // fresh, exactly sized, offset 0 (little-endian host assumed)
   switch (type) {
-    case 0: return bytes;
-    case 1: return new Int8Array(buf, 0, count);
-    case 2: return new Uint16Array(buf, 0, count);
-    case 3: return new Int16Array(buf, 0, count);
-    case 4: return new Uint32Array(buf, 0, count);
-    case 5: return new Int32Array(buf, 0, count);
-    case 6: return new Float32Array(buf, 0, count);
-    case 10: return new BigUint64Array(buf, 0, count);
-    case 11: return new BigInt64Array(buf, 0, count);
-    case 12: return new Float64Array(buf, 0, count);
-    default: return c.fail(`${what}: unknown GGUF value type ${type}`);
+    case 0:
+      return bytes;
+    case 1:
+      return new Int8Array(buf, 0, count);
+    case 2:
+      return new Uint16Array(buf, 0, count);
+    case 3:
+      return new Int16Array(buf, 0, count);
+    case 4:
+      return new Uint32Array(buf, 0, count);
+    case 5:
+      return new Int32Array(buf, 0, count);
+    case 6:
+      return new Float32Array(buf, 0, count);
+    case 10:
+      return new BigUint64Array(buf, 0, count);
+    case 11:
+      return new BigInt64Array(buf, 0, count);
+    case 12:
+      return new Float64Array(buf, 0, count);
+    default:
+      return c.fail(`${what}: unknown GGUF value type ${type}`);
   }
 }
 
@@ -173,11 +220,16 @@ function parseHeader(file: RandomAccessFile): GgufFile {
   const c = new ByteCursor(file);
   if (file.size < 24) file.fail(`too small to be GGUF (${file.size} bytes)`);
   const magic = c.u32('magic');
-  if (magic !== GGUF_MAGIC) file.fail(`not a GGUF file (magic 0x${magic.toString(16).padStart(8, '0')})`);
+  if (magic !== GGUF_MAGIC)
+    file.fail(`not a GGUF file (magic 0x${magic.toString(16).padStart(8, '0')})`);
   const version = c.u32('version');
   if (version === 1) file.fail('GGUF version 1 is not supported (only v2 and v3)');
   if (version !== 2 && version !== 3) {
-    const swapped = ((version & 0xff) << 24) | ((version >>> 8 & 0xff) << 16) | ((version >>> 16 & 0xff) << 8) | (version >>> 24);
+    const swapped =
+      ((version & 0xff) << 24) |
+      (((version >>> 8) & 0xff) << 16) |
+      (((version >>> 16) & 0xff) << 8) |
+      (version >>> 24);
     if (swapped === 2 || swapped === 3) file.fail('big-endian GGUF is not supported');
     file.fail(`unsupported GGUF version ${version}`);
   }
@@ -227,17 +279,26 @@ function parseHeader(file: RandomAccessFile): GgufFile {
       const n = c.u64(`tensor '${name}' dim ${d}`);
       ne.push(n);
       nElements *= n;
-      if (!Number.isSafeInteger(nElements)) file.fail(`tensor '${name}' dims [${ne.join(', ')}...] overflow`);
+      if (!Number.isSafeInteger(nElements))
+        file.fail(`tensor '${name}' dims [${ne.join(', ')}...] overflow`);
     }
     const type = c.u32(`tensor '${name}' type`);
     const relativeOffset = c.u64(`tensor '${name}' offset`);
-    if (relativeOffset % alignment !== 0) file.fail(`tensor '${name}' offset ${relativeOffset} is not aligned to ${alignment}`);
+    if (relativeOffset % alignment !== 0)
+      file.fail(`tensor '${name}' offset ${relativeOffset} is not aligned to ${alignment}`);
     const size = ggmlByteSize(type, ne[0] ?? 1, nElements);
     if (typeof size === 'string') file.fail(`tensor '${name}': ${size}`);
     if (seenNames.has(name)) file.fail(`duplicate tensor name '${name}'`);
     seenNames.add(name);
     raw.push({
-      name, ne, shape: [...ne].reverse(), type, typeName: ggmlTypeName(type), nElements, relativeOffset, byteSize: size,
+      name,
+      ne,
+      shape: [...ne].reverse(),
+      type,
+      typeName: ggmlTypeName(type),
+      nElements,
+      relativeOffset,
+      byteSize: size,
     });
   }
   const dataOffset = align(c.position, alignment);
@@ -249,7 +310,15 @@ function parseHeader(file: RandomAccessFile): GgufFile {
   }
   checkNoOverlap(file, tensors);
   return {
-    path: file.path, version, metadata, metadataTypes, arrayElementTypes, tensors, tensorsByName, alignment, dataOffset,
+    path: file.path,
+    version,
+    metadata,
+    metadataTypes,
+    arrayElementTypes,
+    tensors,
+    tensorsByName,
+    alignment,
+    dataOffset,
     fileSize: file.size,
   };
 }
@@ -259,7 +328,8 @@ function checkNoOverlap(file: RandomAccessFile, tensors: GgufTensorInfo[]): void
   for (let i = 1; i < sorted.length; i++) {
     const prev = sorted[i - 1]!;
     const cur = sorted[i]!;
-    if (prev.offset + prev.byteSize > cur.offset) file.fail(`tensor '${cur.name}' data overlaps tensor '${prev.name}'`);
+    if (prev.offset + prev.byteSize > cur.offset)
+      file.fail(`tensor '${cur.name}' data overlaps tensor '${prev.name}'`);
   }
 }
 
@@ -322,7 +392,10 @@ export class GgufReader {
   /** The tensor dequantized to f32, in stored (row-major, ne-reversed) order. */
   readF32(name: string): Float32Array {
     const t = this.tensor(name);
-    if (!canDequantize(t.type)) this.file.fail(`tensor '${name}' has type ${t.typeName}, which cannot be loaded (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)`);
+    if (!canDequantize(t.type))
+      this.file.fail(
+        `tensor '${name}' has type ${t.typeName}, which cannot be loaded (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)`,
+      );
     if (t.type === 0) {
       // F32: read straight into the result's memory (no intermediate copy).
       const out = new Float32Array(t.nElements);
@@ -397,7 +470,8 @@ export class GgufMetadataView {
   stringArray(key: string): string[] | undefined {
     const v = this.gguf.metadata.get(key);
     if (v === undefined) return undefined;
-    if (!Array.isArray(v) || (v.length > 0 && typeof v[0] !== 'string')) this.fail(key, `is not an array of strings (${describe(v)})`);
+    if (!Array.isArray(v) || (v.length > 0 && typeof v[0] !== 'string'))
+      this.fail(key, `is not an array of strings (${describe(v)})`);
     return v as string[];
   }
 
@@ -407,7 +481,8 @@ export class GgufMetadataView {
     if (v === undefined) return undefined;
     if (v instanceof BigInt64Array || v instanceof BigUint64Array) {
       return Array.from(v, (x) => {
-        if (x > BigInt(Number.MAX_SAFE_INTEGER) || x < BigInt(Number.MIN_SAFE_INTEGER)) this.fail(key, `element ${x} is too large`);
+        if (x > BigInt(Number.MAX_SAFE_INTEGER) || x < BigInt(Number.MIN_SAFE_INTEGER))
+          this.fail(key, `element ${x} is too large`);
         return Number(x);
       });
     }

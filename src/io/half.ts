@@ -19,7 +19,13 @@ export function f16ToF32(bits: number): number {
 }
 
 /** Decodes `count` little-endian f16 values starting at byte `offset` of `src` into `out`. */
-export function decodeF16(src: Uint8Array, offset: number, count: number, out: Float32Array, outOffset = 0): void {
+export function decodeF16(
+  src: Uint8Array,
+  offset: number,
+  count: number,
+  out: Float32Array,
+  outOffset = 0,
+): void {
   for (let i = 0; i < count; i++) {
     const p = offset + 2 * i;
     out[outOffset + i] = F16_TABLE[src[p]! | (src[p + 1]! << 8)]!;
@@ -27,7 +33,13 @@ export function decodeF16(src: Uint8Array, offset: number, count: number, out: F
 }
 
 /** Decodes `count` little-endian bf16 values (the top half of an f32) into `out`. */
-export function decodeBF16(src: Uint8Array, offset: number, count: number, out: Float32Array, outOffset = 0): void {
+export function decodeBF16(
+  src: Uint8Array,
+  offset: number,
+  count: number,
+  out: Float32Array,
+  outOffset = 0,
+): void {
   const bits = new Uint32Array(out.buffer, out.byteOffset + outOffset * 4, count);
   for (let i = 0; i < count; i++) {
     const p = offset + 2 * i;
@@ -56,12 +68,12 @@ export function f32ToF16(value: number): number {
     const half = 1 << (shift - 1);
     const rest = mant & ((1 << shift) - 1);
     let m = mant >>> shift;
-    if (rest > half || (rest === half && (m & 1))) m++;
+    if (rest > half || (rest === half && m & 1)) m++;
     return sign | m;
   }
   let m = mant >>> 13;
   const rest = mant & 0x1fff;
-  if (rest > 0x1000 || (rest === 0x1000 && (m & 1))) {
+  if (rest > 0x1000 || (rest === 0x1000 && m & 1)) {
     m++;
     if (m === 0x400) {
       m = 0;

@@ -77,7 +77,9 @@ function missing<T extends object>(what: string): T {
   return new Proxy({} as T, {
     get(_t, key) {
       if (key === Symbol.toPrimitive || key === 'then') return undefined;
-      throw new Error(`no ${what} on this platform: call installHost() first (tried to use ${what}.${String(key)})`);
+      throw new Error(
+        `no ${what} on this platform: call installHost() first (tried to use ${what}.${String(key)})`,
+      );
     },
   });
 }

@@ -76,7 +76,10 @@ export class Llama2cCheckpoint {
 
 /** True when the file starts like a v1 llama2.c checkpoint (used for format detection). */
 export function looksLikeLlama2cV1(firstBytes: Uint8Array): boolean {
-  return firstBytes.length >= 4 && new DataView(firstBytes.buffer, firstBytes.byteOffset).getUint32(0, true) === LLAMA2C_V1_MAGIC;
+  return (
+    firstBytes.length >= 4 &&
+    new DataView(firstBytes.buffer, firstBytes.byteOffset).getUint32(0, true) === LLAMA2C_V1_MAGIC
+  );
 }
 
 function readHeader(file: RandomAccessFile): Llama2cHeader {
@@ -108,14 +111,36 @@ function readHeader(file: RandomAccessFile): Llama2cHeader {
     sharedClassifier = rawVocab > 0;
   }
   const vocabSize = Math.abs(rawVocab);
-  const fields = { dim, hidden_dim: hiddenDim, n_layers: nLayers, n_heads: nHeads, n_kv_heads: nKvHeads, vocab_size: vocabSize, seq_len: seqLen };
+  const fields = {
+    dim,
+    hidden_dim: hiddenDim,
+    n_layers: nLayers,
+    n_heads: nHeads,
+    n_kv_heads: nKvHeads,
+    vocab_size: vocabSize,
+    seq_len: seqLen,
+  };
   for (const [k, v] of Object.entries(fields)) {
-    if (!(v > 0 && v <= MAX_DIM)) file.fail(`header ${k} = ${v} is not a plausible size (1..${MAX_DIM}); not a llama2.c checkpoint?`);
+    if (!(v > 0 && v <= MAX_DIM))
+      file.fail(
+        `header ${k} = ${v} is not a plausible size (1..${MAX_DIM}); not a llama2.c checkpoint?`,
+      );
   }
   if (dim % nHeads !== 0) file.fail(`header dim ${dim} is not divisible by n_heads ${nHeads}`);
-  if (nKvHeads > nHeads || nHeads % nKvHeads !== 0) file.fail(`header n_heads ${nHeads} is not a multiple of n_kv_heads ${nKvHeads}`);
+  if (nKvHeads > nHeads || nHeads % nKvHeads !== 0)
+    file.fail(`header n_heads ${nHeads} is not a multiple of n_kv_heads ${nKvHeads}`);
   if ((dim / nHeads) % 2 !== 0) file.fail(`head size ${dim / nHeads} is odd (RoPE needs pairs)`);
-  return { version, dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen, sharedClassifier };
+  return {
+    version,
+    dim,
+    hiddenDim,
+    nLayers,
+    nHeads,
+    nKvHeads,
+    vocabSize,
+    seqLen,
+    sharedClassifier,
+  };
 }
 
 /** Assigns every tensor its offset in the version's fixed order and checks the file size exactly. */
@@ -206,7 +231,8 @@ export function readLlama2cTokenizer(filePath: string, vocabSize?: number): Llam
   try {
     const c = new ByteCursor(file);
     const maxTokenLength = c.u32('max_token_length');
-    if (maxTokenLength === 0 || maxTokenLength > 1 << 16) file.fail(`max_token_length ${maxTokenLength} is not plausible`);
+    if (maxTokenLength === 0 || maxTokenLength > 1 << 16)
+      file.fail(`max_token_length ${maxTokenLength} is not plausible`);
     if (vocabSize !== undefined) c.checkCount(vocabSize, 8, 'vocab size');
     const tokens: Uint8Array[] = [];
     const scores: number[] = [];
@@ -214,10 +240,14 @@ export function readLlama2cTokenizer(filePath: string, vocabSize?: number): Llam
       const id = tokens.length;
       scores.push(c.f32(`token ${id} score`));
       const len = c.i32(`token ${id} length`);
-      if (len < 0 || len > maxTokenLength) file.fail(`token ${id} length ${len} is outside 0..max_token_length ${maxTokenLength}`);
+      if (len < 0 || len > maxTokenLength)
+        file.fail(`token ${id} length ${len} is outside 0..max_token_length ${maxTokenLength}`);
       tokens.push(c.bytes(len, `token ${id} bytes`));
     }
-    if (c.remaining > 0) file.fail(`${c.remaining} trailing bytes after ${tokens.length} tokens (vocab size mismatch?)`);
+    if (c.remaining > 0)
+      file.fail(
+        `${c.remaining} trailing bytes after ${tokens.length} tokens (vocab size mismatch?)`,
+      );
     return { maxTokenLength, tokens, scores: Float32Array.from(scores) };
   } finally {
     file.close();

@@ -40,7 +40,8 @@ interface Descriptor {
   position: number;
 }
 
-declare const FileReaderSync: { new (): { readAsArrayBuffer(blob: Blob): ArrayBuffer } } | undefined;
+declare const FileReaderSync:
+  { new (): { readAsArrayBuffer(blob: Blob): ArrayBuffer } } | undefined;
 
 /** FileReaderSync, which only Web Workers have. */
 export const fileReaderSyncReader: BlobSyncReader = (blob, start, end) => {
@@ -51,7 +52,11 @@ export const fileReaderSyncReader: BlobSyncReader = (blob, start, end) => {
 };
 
 function fsError(code: string, syscall: string, p: string, text: string): Error {
-  const e = new Error(`${code}: ${text}, ${syscall} '${p}'`) as Error & { code: string; syscall: string; path: string };
+  const e = new Error(`${code}: ${text}, ${syscall} '${p}'`) as Error & {
+    code: string;
+    syscall: string;
+    path: string;
+  };
   e.code = code;
   e.syscall = syscall;
   e.path = p;
@@ -99,23 +104,27 @@ const encoder = new TextEncoder();
 
 function toBytes(data: unknown, encoding?: string): Uint8Array {
   if (typeof data === 'string') {
-    if (encoding && encoding !== 'utf8' && encoding !== 'utf-8') throw new Error(`memory fs: encoding '${encoding}' is not supported`);
+    if (encoding && encoding !== 'utf8' && encoding !== 'utf-8')
+      throw new Error(`memory fs: encoding '${encoding}' is not supported`);
     return encoder.encode(data);
   }
   if (data instanceof Uint8Array) return data;
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (ArrayBuffer.isView(data))
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   throw new Error('memory fs: data must be a string or bytes');
 }
 
 function encodingOf(options: unknown): string | undefined {
   if (typeof options === 'string') return options;
-  if (options && typeof options === 'object' && 'encoding' in options) return (options as { encoding?: string }).encoding ?? undefined;
+  if (options && typeof options === 'object' && 'encoding' in options)
+    return (options as { encoding?: string }).encoding ?? undefined;
   return undefined;
 }
 
 /** Node returns Buffers; the browser bundle injects the `buffer` package's Buffer for the same API. */
 function asBuffer(bytes: Uint8Array): Uint8Array {
-  const B = (globalThis as { Buffer?: { from(b: ArrayBuffer, o: number, n: number): Uint8Array } }).Buffer;
+  const B = (globalThis as { Buffer?: { from(b: ArrayBuffer, o: number, n: number): Uint8Array } })
+    .Buffer;
   return B ? B.from(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength) : bytes;
 }
 
@@ -131,7 +140,13 @@ export class MemoryFs {
   /** Makes a Blob (a File) readable at `p`; parent folders are created. */
   mount(p: string, blob: Blob): void {
     const { parent, name } = this.parentOf(p, 'mount', true);
-    parent.entries.set(name, { kind: 'file', blob, bytes: new Uint8Array(0), size: blob.size, mtimeMs: Date.now() });
+    parent.entries.set(name, {
+      kind: 'file',
+      blob,
+      bytes: new Uint8Array(0),
+      size: blob.size,
+      mtimeMs: Date.now(),
+    });
   }
 
   /** The whole contents of a file (for downloads and for copying outputs elsewhere). */
@@ -145,7 +160,9 @@ export class MemoryFs {
   listFiles(dir: string): string[] {
     const out: string[] = [];
     const walk = (node: DirNode, prefix: string) => {
-      for (const [name, child] of [...node.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      for (const [name, child] of [...node.entries].sort(([a], [b]) =>
+        a < b ? -1 : a > b ? 1 : 0,
+      )) {
         if (child.kind === 'dir') walk(child, `${prefix}${name}/`);
         else out.push(`${prefix}${name}`);
       }
@@ -168,11 +185,16 @@ export class MemoryFs {
     return node;
   }
 
-  private parentOf(path: string, syscall: string, create = false): { parent: DirNode; name: string; abs: string } {
+  private parentOf(
+    path: string,
+    syscall: string,
+    create = false,
+  ): { parent: DirNode; name: string; abs: string } {
     const abs = p(path);
     const parts = abs.split('/').filter(Boolean);
     const name = parts.pop();
-    if (name === undefined) throw fsError('EISDIR', syscall, path, 'illegal operation on a directory');
+    if (name === undefined)
+      throw fsError('EISDIR', syscall, path, 'illegal operation on a directory');
     let node: DirNode = this.root;
     for (const part of parts) {
       let next = node.entries.get(part);
@@ -190,7 +212,8 @@ export class MemoryFs {
   private fileAt(path: string, syscall: string): FileNode {
     const node = this.lookup(p(path));
     if (!node) throw fsError('ENOENT', syscall, path, 'no such file or directory');
-    if (node.kind !== 'file') throw fsError('EISDIR', syscall, path, 'illegal operation on a directory');
+    if (node.kind !== 'file')
+      throw fsError('EISDIR', syscall, path, 'illegal operation on a directory');
     return node;
   }
 
@@ -201,7 +224,13 @@ export class MemoryFs {
   }
 
   /** Bytes [offset, offset+length) of a file node into target[at...]; returns the count. */
-  private readNode(node: FileNode, target: Uint8Array, at: number, length: number, offset: number): number {
+  private readNode(
+    node: FileNode,
+    target: Uint8Array,
+    at: number,
+    length: number,
+    offset: number,
+  ): number {
     const n = Math.max(0, Math.min(length, node.size - offset));
     if (n === 0) return 0;
     if (node.blob) target.set(this.readBlobSync(node.blob, offset, offset + n), at);
@@ -252,19 +281,41 @@ export class MemoryFs {
 
   /** open(2) flag bits as Linux numbers them (what node:fs.constants holds there). */
   readonly constants = {
-    O_RDONLY: 0, O_WRONLY: 1, O_RDWR: 2, O_CREAT: 0o100, O_EXCL: 0o200, O_TRUNC: 0o1000, O_APPEND: 0o2000, O_NOFOLLOW: 0o400000,
-    F_OK: 0, R_OK: 4, W_OK: 2, X_OK: 1,
+    O_RDONLY: 0,
+    O_WRONLY: 1,
+    O_RDWR: 2,
+    O_CREAT: 0o100,
+    O_EXCL: 0o200,
+    O_TRUNC: 0o1000,
+    O_APPEND: 0o2000,
+    O_NOFOLLOW: 0o400000,
+    F_OK: 0,
+    R_OK: 4,
+    W_OK: 2,
+    X_OK: 1,
   };
 
-  private parseFlags(flags: string | number): { write: boolean; create: boolean; excl: boolean; trunc: boolean; append: boolean } {
+  private parseFlags(flags: string | number): {
+    write: boolean;
+    create: boolean;
+    excl: boolean;
+    trunc: boolean;
+    append: boolean;
+  } {
     if (typeof flags === 'number') {
       const c = this.constants;
       return {
-        write: (flags & 3) !== c.O_RDONLY, create: (flags & c.O_CREAT) !== 0, excl: (flags & c.O_EXCL) !== 0,
-        trunc: (flags & c.O_TRUNC) !== 0, append: (flags & c.O_APPEND) !== 0,
+        write: (flags & 3) !== c.O_RDONLY,
+        create: (flags & c.O_CREAT) !== 0,
+        excl: (flags & c.O_EXCL) !== 0,
+        trunc: (flags & c.O_TRUNC) !== 0,
+        append: (flags & c.O_APPEND) !== 0,
       };
     }
-    const table: Record<string, { write: boolean; create: boolean; excl: boolean; trunc: boolean; append: boolean }> = {
+    const table: Record<
+      string,
+      { write: boolean; create: boolean; excl: boolean; trunc: boolean; append: boolean }
+    > = {
       r: { write: false, create: false, excl: false, trunc: false, append: false },
       'r+': { write: true, create: false, excl: false, trunc: false, append: false },
       w: { write: true, create: true, excl: false, trunc: true, append: false },
@@ -288,7 +339,8 @@ export class MemoryFs {
       node = { kind: 'file', blob: null, bytes: new Uint8Array(0), size: 0, mtimeMs: Date.now() };
       parent.entries.set(name, node);
     }
-    if (node.kind !== 'file') throw fsError('EISDIR', 'open', path, 'illegal operation on a directory');
+    if (node.kind !== 'file')
+      throw fsError('EISDIR', 'open', path, 'illegal operation on a directory');
     if (f.trunc) {
       node.blob = null;
       node.bytes = new Uint8Array(0);
@@ -307,17 +359,32 @@ export class MemoryFs {
     this.rmSync(path, { recursive: true });
   }
 
-  readSync(fd: number, buffer: ArrayBufferView, offset = 0, length?: number, position?: number | bigint | null): number {
+  readSync(
+    fd: number,
+    buffer: ArrayBufferView,
+    offset = 0,
+    length?: number,
+    position?: number | bigint | null,
+  ): number {
     const d = this.descriptor(fd, 'read');
     const target = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
     const len = length ?? target.byteLength - offset;
-    const at = position === null || position === undefined || position === -1 ? d.position : Number(position);
+    const at =
+      position === null || position === undefined || position === -1
+        ? d.position
+        : Number(position);
     const n = this.readNode(d.node, target, offset, len, at);
     if (position === null || position === undefined || position === -1) d.position += n;
     return n;
   }
 
-  writeSync(fd: number, data: ArrayBufferView | string, offset?: number | null, length?: number | string | null, position?: number | null): number {
+  writeSync(
+    fd: number,
+    data: ArrayBufferView | string,
+    offset?: number | null,
+    length?: number | string | null,
+    position?: number | null,
+  ): number {
     const d = this.descriptor(fd, 'write');
     if (!d.writable) throw fsError('EBADF', 'write', d.path, 'bad file descriptor');
     let bytes: Uint8Array;
@@ -382,7 +449,11 @@ export class MemoryFs {
   copyFileSync(from: string, to: string): void {
     const node = this.fileAt(from, 'copyfile');
     const { parent, name } = this.parentOf(to, 'copyfile');
-    parent.entries.set(name, { ...node, bytes: node.bytes.slice(0, node.size), mtimeMs: Date.now() });
+    parent.entries.set(name, {
+      ...node,
+      bytes: node.bytes.slice(0, node.size),
+      mtimeMs: Date.now(),
+    });
   }
 
   mkdirSync(path: string, options?: { recursive?: boolean } | number): string | undefined {
@@ -404,7 +475,8 @@ export class MemoryFs {
     if (!node) throw fsError('ENOENT', 'scandir', path, 'no such file or directory');
     if (node.kind !== 'dir') throw fsError('ENOTDIR', 'scandir', path, 'not a directory');
     const names = [...node.entries.keys()].sort();
-    if (typeof options === 'object' && options?.withFileTypes) return names.map((n) => new Dirent(n, node.entries.get(n)!, abs));
+    if (typeof options === 'object' && options?.withFileTypes)
+      return names.map((n) => new Dirent(n, node.entries.get(n)!, abs));
     return names;
   }
 
@@ -428,7 +500,8 @@ export class MemoryFs {
       if (options?.force) return;
       throw fsError('ENOENT', 'rm', path, 'no such file or directory');
     }
-    if (node.kind === 'dir' && !options?.recursive) throw fsError('ERR_FS_EISDIR', 'rm', path, 'is a directory');
+    if (node.kind === 'dir' && !options?.recursive)
+      throw fsError('ERR_FS_EISDIR', 'rm', path, 'is a directory');
     const { parent, name } = this.parentOf(abs, 'rm');
     parent.entries.delete(name);
   }
@@ -442,18 +515,25 @@ export class MemoryFs {
    * Node's ReadStream as far as the library uses it: an async iterable of chunks (Buffers, or
    * strings with an encoding, decoded across chunk boundaries). Slices are read asynchronously.
    */
-  createReadStream(path: string, options?: { encoding?: string; highWaterMark?: number; start?: number; end?: number } | string): AsyncIterable<Uint8Array | string> {
+  createReadStream(
+    path: string,
+    options?: { encoding?: string; highWaterMark?: number; start?: number; end?: number } | string,
+  ): AsyncIterable<Uint8Array | string> {
     const node = this.fileAt(path, 'open');
     const o = typeof options === 'string' ? { encoding: options } : (options ?? {});
     const chunk = o.highWaterMark ?? 1 << 16;
     const start = o.start ?? 0;
     const end = Math.min(node.size, o.end !== undefined ? o.end + 1 : node.size);
-    const decoder = o.encoding ? new TextDecoder(o.encoding === 'utf8' ? 'utf-8' : o.encoding) : null;
+    const decoder = o.encoding
+      ? new TextDecoder(o.encoding === 'utf8' ? 'utf-8' : o.encoding)
+      : null;
     return {
       async *[Symbol.asyncIterator]() {
         for (let at = start; at < end; at += chunk) {
           const stop = Math.min(end, at + chunk);
-          const bytes = node.blob ? new Uint8Array(await node.blob.slice(at, stop).arrayBuffer()) : node.bytes.slice(at, stop);
+          const bytes = node.blob
+            ? new Uint8Array(await node.blob.slice(at, stop).arrayBuffer())
+            : node.bytes.slice(at, stop);
           if (decoder) {
             const s = decoder.decode(bytes, { stream: true });
             if (s.length > 0) yield s;
@@ -473,7 +553,8 @@ export class MemoryFs {
   readonly promises = {
     stat: async (path: string) => this.statSync(path)!,
     lstat: async (path: string) => this.statSync(path)!,
-    readdir: async (path: string, options?: { withFileTypes?: boolean }) => this.readdirSync(path, options),
+    readdir: async (path: string, options?: { withFileTypes?: boolean }) =>
+      this.readdirSync(path, options),
     readFile: async (path: string, options?: unknown) => {
       const bytes = await this.readBytes(path);
       const enc = encodingOf(options);
@@ -487,7 +568,9 @@ export class MemoryFs {
         read: async (buffer: Uint8Array, offset: number, length: number, position: number) => {
           const n = Math.max(0, Math.min(length, node.size - position));
           if (n > 0) {
-            const bytes = node.blob ? new Uint8Array(await node.blob.slice(position, position + n).arrayBuffer()) : node.bytes.subarray(position, position + n);
+            const bytes = node.blob
+              ? new Uint8Array(await node.blob.slice(position, position + n).arrayBuffer())
+              : node.bytes.subarray(position, position + n);
             buffer.set(bytes, offset);
           }
           return { bytesRead: n, buffer };
@@ -515,6 +598,7 @@ export class MemoryFs {
 
 /** Resolves against '/' (the memory file system has no other working directory). */
 function p(path: string): string {
-  if (typeof path !== 'string') throw new TypeError(`memory fs: path must be a string, got ${typeof path}`);
+  if (typeof path !== 'string')
+    throw new TypeError(`memory fs: path must be a string, got ${typeof path}`);
   return posixPath.resolve('/', path);
 }

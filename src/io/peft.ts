@@ -15,16 +15,24 @@ export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 
 const adapterConfigSchema = z.object({
-  peft_type: z.literal('LORA', { message: 'only LoRA adapters are supported (peft_type must be "LORA")' }),
+  peft_type: z.literal('LORA', {
+    message: 'only LoRA adapters are supported (peft_type must be "LORA")',
+  }),
   r: z.number().int().positive(),
   lora_alpha: z.number().positive(),
   lora_dropout: z.number().min(0).lt(1).default(0),
-  target_modules: z.union([z.array(z.string()), z.string()]).nullable().default(null),
+  target_modules: z
+    .union([z.array(z.string()), z.string()])
+    .nullable()
+    .default(null),
   use_rslora: z.boolean().default(false),
   use_dora: z.boolean().default(false),
   fan_in_fan_out: z.boolean().default(false),
   bias: z.string().default('none'),
-  layers_to_transform: z.union([z.array(z.number().int()), z.number().int()]).nullable().default(null),
+  layers_to_transform: z
+    .union([z.array(z.number().int()), z.number().int()])
+    .nullable()
+    .default(null),
   init_lora_weights: z.union([z.boolean(), z.string()]).default(true),
   rank_pattern: z.record(z.string(), z.number()).nullable().default({}),
   alpha_pattern: z.record(z.string(), z.number()).nullable().default({}),
@@ -45,7 +53,10 @@ export interface PeftAdapter {
 }
 
 /** The adapter_config.json we write: a conservative key set that older PEFT releases also accept. */
-export function adapterConfigJson(lora: LoraConfig, baseModel: string | null): Record<string, unknown> {
+export function adapterConfigJson(
+  lora: LoraConfig,
+  baseModel: string | null,
+): Record<string, unknown> {
   const targets = lora.targets === 'all-linear' ? [...PROJECTIONS] : [...lora.targets];
   const config: Record<string, unknown> = {
     alpha_pattern: {},
@@ -69,7 +80,9 @@ export function adapterConfigJson(lora: LoraConfig, baseModel: string | null): R
     use_rslora: lora.useRslora,
   };
   // PEFT writes json.dumps(..., indent=2, sort_keys=True).
-  return Object.fromEntries(Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  return Object.fromEntries(
+    Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+  );
 }
 
 /** Index of the first NaN/±Inf in `values`, or -1. */
@@ -79,9 +92,17 @@ export function firstNonFinite(values: ArrayLike<number>): number {
 }
 
 /** Throws naming the tensor (and where it comes from) when `values` holds a NaN/Inf. */
-export function assertFiniteTensor(values: ArrayLike<number>, tensor: string, where: string, action: string): void {
+export function assertFiniteTensor(
+  values: ArrayLike<number>,
+  tensor: string,
+  where: string,
+  action: string,
+): void {
   const i = firstNonFinite(values);
-  if (i >= 0) throw new Error(`${where}: tensor '${tensor}' has a non-finite value (${values[i]}) at element ${i}; ${action}`);
+  if (i >= 0)
+    throw new Error(
+      `${where}: tensor '${tensor}' has a non-finite value (${values[i]}) at element ${i}; ${action}`,
+    );
 }
 
 /**
@@ -90,17 +111,35 @@ export function assertFiniteTensor(values: ArrayLike<number>, tensor: string, wh
  * back from the backend (async: a device backend maps its buffers). An adapter with a NaN/Inf
  * weight is never written: nothing can use it, and it would replace a good one.
  */
-export async function savePeftAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null, recipe?: AdapterRecipe | null): Promise<void> {
+export async function savePeftAdapter(
+  dir: string,
+  model: LlamaModel,
+  lora: LoraConfig,
+  baseModel: string | null,
+  recipe?: AdapterRecipe | null,
+): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   const tensors = [];
   for (const p of model.parameters()) {
     const values = await p.value.read();
-    assertFiniteTensor(values, p.name, dir, 'refusing to write a non-finite adapter (training diverged: lower --lr)');
-    tensors.push({ name: p.name, dtype: 'F32', shape: [...p.value.shape], data: values instanceof Float32Array ? values : Float32Array.from(values) });
+    assertFiniteTensor(
+      values,
+      p.name,
+      dir,
+      'refusing to write a non-finite adapter (training diverged: lower --lr)',
+    );
+    tensors.push({
+      name: p.name,
+      dtype: 'F32',
+      shape: [...p.value.shape],
+      data: values instanceof Float32Array ? values : Float32Array.from(values),
+    });
   }
   if (tensors.length === 0) throw new Error('the model has no LoRA layers to save');
   writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
-  const json = new TextEncoder().encode(`${JSON.stringify(adapterConfigJson(lora, baseModel), null, 2)}\n`);
+  const json = new TextEncoder().encode(
+    `${JSON.stringify(adapterConfigJson(lora, baseModel), null, 2)}\n`,
+  );
   writeFileAtomic(path.join(dir, ADAPTER_CONFIG), (fd) => writeAll(fd, json));
   if (recipe) writeAdapterRecipe(dir, recipe);
 }
@@ -109,10 +148,13 @@ export async function savePeftAdapter(dir: string, model: LlamaModel, lora: Lora
 export function loadPeftAdapter(dir: string): PeftAdapter {
   const configPath = path.join(dir, ADAPTER_CONFIG);
   const weightsPath = path.join(dir, ADAPTER_WEIGHTS);
-  if (!fs.existsSync(configPath)) throw new Error(`${dir}: no ${ADAPTER_CONFIG} (not a PEFT adapter folder)`);
+  if (!fs.existsSync(configPath))
+    throw new Error(`${dir}: no ${ADAPTER_CONFIG} (not a PEFT adapter folder)`);
   if (!fs.existsSync(weightsPath)) {
     const bin = fs.existsSync(path.join(dir, 'adapter_model.bin'));
-    throw new Error(`${dir}: no ${ADAPTER_WEIGHTS}${bin ? ' (adapter_model.bin is a pickle; convert it to safetensors)' : ''}`);
+    throw new Error(
+      `${dir}: no ${ADAPTER_WEIGHTS}${bin ? ' (adapter_model.bin is a pickle; convert it to safetensors)' : ''}`,
+    );
   }
   let raw: unknown;
   try {
@@ -123,16 +165,25 @@ export function loadPeftAdapter(dir: string): PeftAdapter {
   const parsed = adapterConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new Error(`${configPath}: ${issue.path.join('.') || 'config'}: ${issue.message.replace(/, received undefined$/, ', but the field is missing')}`);
+    throw new Error(
+      `${configPath}: ${issue.path.join('.') || 'config'}: ${issue.message.replace(/, received undefined$/, ', but the field is missing')}`,
+    );
   }
   const config = parsed.data;
   if (config.use_dora) throw new Error(`${configPath}: DoRA adapters are not supported`);
-  if (config.fan_in_fan_out) throw new Error(`${configPath}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported`);
-  if (config.bias !== 'none') throw new Error(`${configPath}: bias "${config.bias}" is not supported (only "none")`);
+  if (config.fan_in_fan_out)
+    throw new Error(`${configPath}: fan_in_fan_out adapters (GPT-2 Conv1D) are not supported`);
+  if (config.bias !== 'none')
+    throw new Error(`${configPath}: bias "${config.bias}" is not supported (only "none")`);
   if (config.modules_to_save && config.modules_to_save.length > 0) {
-    throw new Error(`${configPath}: modules_to_save (${config.modules_to_save.join(', ')}) is not supported`);
+    throw new Error(
+      `${configPath}: modules_to_save (${config.modules_to_save.join(', ')}) is not supported`,
+    );
   }
-  if (Object.keys(config.rank_pattern ?? {}).length > 0 || Object.keys(config.alpha_pattern ?? {}).length > 0) {
+  if (
+    Object.keys(config.rank_pattern ?? {}).length > 0 ||
+    Object.keys(config.alpha_pattern ?? {}).length > 0
+  ) {
     throw new Error(`${configPath}: rank_pattern/alpha_pattern are not supported`);
   }
 
@@ -142,24 +193,43 @@ export function loadPeftAdapter(dir: string): PeftAdapter {
   const layers = new Set<number>();
   try {
     for (const [name, info] of file.tensors) {
-      const m = /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$/.exec(name);
-      if (!m) throw new Error(`${weightsPath}: unexpected tensor '${name}' (not a LoRA weight of a Llama-family layer)`);
+      const m =
+        /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$/.exec(
+          name,
+        );
+      if (!m)
+        throw new Error(
+          `${weightsPath}: unexpected tensor '${name}' (not a LoRA weight of a Llama-family layer)`,
+        );
       const proj = m[3] as ProjectionName;
-      if (!(PROJECTIONS as readonly string[]).includes(proj)) throw new Error(`${weightsPath}: '${name}' targets unsupported module '${proj}'`);
-      if (info.shape.length !== 2) throw new Error(`${weightsPath}: '${name}' must be 2-D, has shape [${info.shape.join(', ')}]`);
+      if (!(PROJECTIONS as readonly string[]).includes(proj))
+        throw new Error(`${weightsPath}: '${name}' targets unsupported module '${proj}'`);
+      if (info.shape.length !== 2)
+        throw new Error(
+          `${weightsPath}: '${name}' must be 2-D, has shape [${info.shape.join(', ')}]`,
+        );
       const rDim = m[4] === 'A' ? info.shape[0] : info.shape[1];
-      if (rDim !== config.r) throw new Error(`${weightsPath}: '${name}' has rank ${rDim} but adapter_config.json says r=${config.r}`);
+      if (rDim !== config.r)
+        throw new Error(
+          `${weightsPath}: '${name}' has rank ${rDim} but adapter_config.json says r=${config.r}`,
+        );
       present.add(proj);
       layers.add(Number(m[1]));
       const values = file.readF32(name);
-      assertFiniteTensor(values, name, weightsPath, 'refusing a non-finite adapter (it would turn every output into NaN)');
+      assertFiniteTensor(
+        values,
+        name,
+        weightsPath,
+        'refusing a non-finite adapter (it would turn every output into NaN)',
+      );
       tensors.set(name.replace('.default.weight', '.weight'), { shape: info.shape, values });
     }
   } finally {
     file.close();
   }
   if (tensors.size === 0) throw new Error(`${weightsPath}: no LoRA tensors`);
-  const layerList = config.layers_to_transform === null ? null : [config.layers_to_transform].flat();
+  const layerList =
+    config.layers_to_transform === null ? null : [config.layers_to_transform].flat();
   const lora: LoraConfig = {
     r: config.r,
     alpha: config.lora_alpha,
@@ -181,13 +251,18 @@ export function applyPeftAdapter(model: LlamaModel, adapter: PeftAdapter): void 
   const params = model.parameters();
   const expected = new Set(params.map((p) => p.name));
   for (const name of adapter.tensors.keys()) {
-    if (!expected.has(name)) throw new Error(`${adapter.dir}: adapter tensor '${name}' has no matching layer in this model`);
+    if (!expected.has(name))
+      throw new Error(
+        `${adapter.dir}: adapter tensor '${name}' has no matching layer in this model`,
+      );
   }
   for (const p of params) {
     const t = adapter.tensors.get(p.name);
     if (!t) throw new Error(`${adapter.dir}: adapter has no tensor '${p.name}'`);
     if (t.shape.length !== p.value.shape.length || t.shape.some((d, i) => d !== p.value.shape[i])) {
-      throw new Error(`${adapter.dir}: '${p.name}' has shape [${t.shape.join(', ')}] but the model needs [${p.value.shape.join(', ')}] (adapter for a different model?)`);
+      throw new Error(
+        `${adapter.dir}: '${p.name}' has shape [${t.shape.join(', ')}] but the model needs [${p.value.shape.join(', ')}] (adapter for a different model?)`,
+      );
     }
     p.value.write(t.values);
   }

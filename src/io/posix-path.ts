@@ -87,4 +87,15 @@ export function relative(from: string, to: string): string {
 export const sep = '/';
 export const delimiter = ':';
 
-export const posixPath = { normalize, join, resolve, isAbsolute, dirname, basename, extname, relative, sep, delimiter };
+export const posixPath = {
+  normalize,
+  join,
+  resolve,
+  isAbsolute,
+  dirname,
+  basename,
+  extname,
+  relative,
+  sep,
+  delimiter,
+};

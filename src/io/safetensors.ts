@@ -13,8 +13,26 @@ import { decodeBF16, decodeF16, f32ToBF16, f32ToF16 } from './half.js';
 
 /** Bits per element of every dtype the format defines. */
 const DTYPE_BITS: Record<string, number> = {
-  BOOL: 8, U8: 8, I8: 8, F8_E5M2: 8, F8_E4M3: 8, F8_E8M0: 8, I16: 16, U16: 16, F16: 16, BF16: 16,
-  I32: 32, U32: 32, F32: 32, F64: 64, I64: 64, U64: 64, C64: 64, F4: 4, F6_E2M3: 6, F6_E3M2: 6,
+  BOOL: 8,
+  U8: 8,
+  I8: 8,
+  F8_E5M2: 8,
+  F8_E4M3: 8,
+  F8_E8M0: 8,
+  I16: 16,
+  U16: 16,
+  F16: 16,
+  BF16: 16,
+  I32: 32,
+  U32: 32,
+  F32: 32,
+  F64: 64,
+  I64: 64,
+  U64: 64,
+  C64: 64,
+  F4: 4,
+  F6_E2M3: 6,
+  F6_E3M2: 6,
 };
 export type SafetensorsDType = keyof typeof DTYPE_BITS | string;
 
@@ -99,7 +117,9 @@ export class SafetensorsFile {
         return Float32Array.from(new Float64Array(raw.buffer, 0, t.nElements));
       }
       default:
-        return this.file.fail(`tensor '${name}' has dtype ${t.dtype}, which cannot be read as f32 (F32, F16, BF16, F64)`);
+        return this.file.fail(
+          `tensor '${name}' has dtype ${t.dtype}, which cannot be read as f32 (F32, F16, BF16, F64)`,
+        );
     }
   }
 
@@ -108,13 +128,18 @@ export class SafetensorsFile {
   }
 }
 
-function parseHeader(file: RandomAccessFile): { tensors: Map<string, SafetensorsTensorInfo>; metadata: Record<string, string> } {
+function parseHeader(file: RandomAccessFile): {
+  tensors: Map<string, SafetensorsTensorInfo>;
+  metadata: Record<string, string>;
+} {
   if (file.size < 8) file.fail(`too small to be safetensors (${file.size} bytes)`);
   const lenBytes = file.read(0, 8, 'header length');
   const n = new DataView(lenBytes.buffer).getBigUint64(0, true);
-  if (n > BigInt(SAFETENSORS_MAX_HEADER)) file.fail(`header length ${n} exceeds the ${SAFETENSORS_MAX_HEADER}-byte limit`);
+  if (n > BigInt(SAFETENSORS_MAX_HEADER))
+    file.fail(`header length ${n} exceeds the ${SAFETENSORS_MAX_HEADER}-byte limit`);
   const headerLen = Number(n);
-  if (8 + headerLen > file.size) file.fail(`header length ${headerLen} runs past end of file (size ${file.size})`);
+  if (8 + headerLen > file.size)
+    file.fail(`header length ${headerLen} runs past end of file (size ${file.size})`);
   const headerBytes = file.read(8, headerLen, 'header');
   if (headerLen < 2 || headerBytes[0] !== 0x7b) file.fail("header does not start with '{'");
   let text: string;
@@ -127,16 +152,21 @@ function parseHeader(file: RandomAccessFile): { tensors: Map<string, Safetensors
   // entries ({dtype, shape: [...], data_offsets: [...]}) and one flat __metadata__ object, so it
   // never nests deeper than 3, and has a few members per tensor.
   const deep = jsonNestingBeyond(text, 3);
-  if (deep !== null) file.fail(`header nests deeper than a safetensors header can (3 levels) at byte ${8 + deep}`);
+  if (deep !== null)
+    file.fail(`header nests deeper than a safetensors header can (3 levels) at byte ${8 + deep}`);
   const members = jsonMemberCount(text);
-  if (members > SAFETENSORS_MAX_HEADER_MEMBERS) file.fail(`header has ${members} JSON members, more than the ${SAFETENSORS_MAX_HEADER_MEMBERS} any real checkpoint needs`);
+  if (members > SAFETENSORS_MAX_HEADER_MEMBERS)
+    file.fail(
+      `header has ${members} JSON members, more than the ${SAFETENSORS_MAX_HEADER_MEMBERS} any real checkpoint needs`,
+    );
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
     file.fail(`header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) file.fail('header is not a JSON object');
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    file.fail('header is not a JSON object');
 
   const dataStart = 8 + headerLen;
   const bufferSize = file.size - dataStart;
@@ -151,47 +181,80 @@ function parseHeader(file: RandomAccessFile): { tensors: Map<string, Safetensors
     const where = `tensor '${name}'`;
     if (typeof entry !== 'object' || entry === null) file.fail(`${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
-    for (const [field, value] of [['dtype', dtype], ['shape', shape], ['data_offsets', offsets]] as const) {
-      if (value === undefined) file.fail(`${where}: field '${field}' is missing (an entry needs dtype, shape and data_offsets)`);
+    for (const [field, value] of [
+      ['dtype', dtype],
+      ['shape', shape],
+      ['data_offsets', offsets],
+    ] as const) {
+      if (value === undefined)
+        file.fail(
+          `${where}: field '${field}' is missing (an entry needs dtype, shape and data_offsets)`,
+        );
     }
     if (typeof dtype !== 'string' || !(dtype in DTYPE_BITS)) {
-      file.fail(`${where}: unknown dtype ${JSON.stringify(dtype).slice(0, 40)} (expected one of ${Object.keys(DTYPE_BITS).join(', ')})`);
+      file.fail(
+        `${where}: unknown dtype ${JSON.stringify(dtype).slice(0, 40)} (expected one of ${Object.keys(DTYPE_BITS).join(', ')})`,
+      );
     }
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      file.fail(`${where}: shape ${JSON.stringify(shape).slice(0, 80)} is not a list of non-negative integers`);
+      file.fail(
+        `${where}: shape ${JSON.stringify(shape).slice(0, 80)} is not a list of non-negative integers`,
+      );
     }
     if (
-      !Array.isArray(offsets) || offsets.length !== 2 ||
-      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]
+      !Array.isArray(offsets) ||
+      offsets.length !== 2 ||
+      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      offsets[0] > offsets[1]
     ) {
-      file.fail(`${where}: data_offsets ${JSON.stringify(offsets).slice(0, 80)} is not [begin, end] with begin <= end`);
+      file.fail(
+        `${where}: data_offsets ${JSON.stringify(offsets).slice(0, 80)} is not [begin, end] with begin <= end`,
+      );
     }
     const [begin, end] = offsets as [number, number];
-    if (end > bufferSize) file.fail(`${where} data [${begin}, ${end}) runs past end of buffer (${bufferSize} bytes)`);
+    if (end > bufferSize)
+      file.fail(`${where} data [${begin}, ${end}) runs past end of buffer (${bufferSize} bytes)`);
     const nElements = product(shape as number[]);
-    if (!Number.isSafeInteger(nElements)) file.fail(`${where}: shape ${JSON.stringify(shape)} overflows`);
+    if (!Number.isSafeInteger(nElements))
+      file.fail(`${where}: shape ${JSON.stringify(shape)} overflows`);
     const bits = nElements * DTYPE_BITS[dtype]!;
-    if (bits % 8 !== 0) file.fail(`${where}: ${nElements} ${dtype} elements are not a whole number of bytes`);
+    if (bits % 8 !== 0)
+      file.fail(`${where}: ${nElements} ${dtype} elements are not a whole number of bytes`);
     if (bits / 8 !== end - begin) {
-      file.fail(`${where}: shape ${JSON.stringify(shape)} × ${dtype} is ${bits / 8} bytes but data_offsets span ${end - begin}`);
+      file.fail(
+        `${where}: shape ${JSON.stringify(shape)} × ${dtype} is ${bits / 8} bytes but data_offsets span ${end - begin}`,
+      );
     }
     spans.push({ name, begin, end });
-    tensors.set(name, { name, dtype, shape: shape as number[], nElements, offset: dataStart + begin, byteSize: end - begin });
+    tensors.set(name, {
+      name,
+      dtype,
+      shape: shape as number[],
+      nElements,
+      offset: dataStart + begin,
+      byteSize: end - begin,
+    });
   }
   // The buffer must be covered exactly: sorted spans are contiguous from 0 to bufferSize.
   spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let cursor = 0;
   for (const s of spans) {
-    if (s.begin < cursor) file.fail(`tensor '${s.name}' data [${s.begin}, ${s.end}) overlaps the previous tensor (ends at ${cursor})`);
-    if (s.begin > cursor) file.fail(`buffer has a hole [${cursor}, ${s.begin}) before tensor '${s.name}'`);
+    if (s.begin < cursor)
+      file.fail(
+        `tensor '${s.name}' data [${s.begin}, ${s.end}) overlaps the previous tensor (ends at ${cursor})`,
+      );
+    if (s.begin > cursor)
+      file.fail(`buffer has a hole [${cursor}, ${s.begin}) before tensor '${s.name}'`);
     cursor = s.end;
   }
-  if (cursor !== bufferSize) file.fail(`tensors cover ${cursor} bytes but the buffer holds ${bufferSize}`);
+  if (cursor !== bufferSize)
+    file.fail(`tensors cover ${cursor} bytes but the buffer holds ${bufferSize}`);
   return { tensors, metadata };
 }
 
 function parseMetadata(file: RandomAccessFile, entry: unknown): Record<string, string> {
-  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) file.fail('__metadata__ is not an object');
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry))
+    file.fail('__metadata__ is not an object');
   for (const [k, v] of Object.entries(entry)) {
     if (typeof v !== 'string') file.fail(`__metadata__ '${k}' is not a string`);
   }
@@ -242,23 +305,45 @@ export class SafetensorsCollection {
       throw new FileFormatError(label, `cannot read index: ${(e as Error).message}`);
     }
     const o = json as { weight_map?: unknown; metadata?: unknown };
-    if (typeof o !== 'object' || o === null || typeof o.weight_map !== 'object' || o.weight_map === null) {
+    if (
+      typeof o !== 'object' ||
+      o === null ||
+      typeof o.weight_map !== 'object' ||
+      o.weight_map === null
+    ) {
       throw new FileFormatError(label, 'index has no weight_map object');
     }
     const map = new Map<string, string>();
     for (const [name, shard] of Object.entries(o.weight_map)) {
-      if (typeof shard !== 'string' || shard === '' || shard.includes('/') || shard.includes('\\') || shard === '..' || shard === '.') {
-        throw new FileFormatError(label, `weight_map '${name}' names invalid shard ${JSON.stringify(shard)}`);
+      if (
+        typeof shard !== 'string' ||
+        shard === '' ||
+        shard.includes('/') ||
+        shard.includes('\\') ||
+        shard === '..' ||
+        shard === '.'
+      ) {
+        throw new FileFormatError(
+          label,
+          `weight_map '${name}' names invalid shard ${JSON.stringify(shard)}`,
+        );
       }
       map.set(name, shard);
     }
-    const meta = typeof o.metadata === 'object' && o.metadata !== null ? (o.metadata as Record<string, unknown>) : {};
+    const meta =
+      typeof o.metadata === 'object' && o.metadata !== null
+        ? (o.metadata as Record<string, unknown>)
+        : {};
     const c = new SafetensorsCollection(path.dirname(indexPath), map, meta);
     try {
       for (const shard of new Set(map.values())) {
         const f = c.shard(shard);
         for (const [name, s] of map) {
-          if (s === shard && !f.tensors.has(name)) throw new FileFormatError(label, `weight_map puts '${name}' in ${shard}, which lacks it`);
+          if (s === shard && !f.tensors.has(name))
+            throw new FileFormatError(
+              label,
+              `weight_map puts '${name}' in ${shard}, which lacks it`,
+            );
         }
       }
     } catch (e) {
@@ -287,7 +372,8 @@ export class SafetensorsCollection {
 
   private fileOf(name: string): SafetensorsFile {
     const shard = this.weightMap.get(name);
-    if (shard === undefined) throw new FileFormatError(path.basename(this.dir), `no tensor named '${name}'`);
+    if (shard === undefined)
+      throw new FileFormatError(path.basename(this.dir), `no tensor named '${name}'`);
     return this.shard(shard);
   }
 
@@ -324,7 +410,10 @@ export interface SafetensorsTensorToWrite {
 function encode(t: SafetensorsTensorToWrite): Uint8Array {
   const n = product(t.shape);
   if (t.data instanceof Uint8Array) return t.data;
-  if (t.data.length !== n) throw new Error(`safetensors tensor '${t.name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`);
+  if (t.data.length !== n)
+    throw new Error(
+      `safetensors tensor '${t.name}': ${t.data.length} values for shape [${t.shape.join(', ')}]`,
+    );
   switch (t.dtype) {
     case 'F32':
       return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
@@ -336,7 +425,9 @@ function encode(t: SafetensorsTensorToWrite): Uint8Array {
       return new Uint8Array(bits.buffer);
     }
     default:
-      throw new Error(`safetensors tensor '${t.name}': f32 data can only be written as F32, F16 or BF16, not ${t.dtype}`);
+      throw new Error(
+        `safetensors tensor '${t.name}': f32 data can only be written as F32, F16 or BF16, not ${t.dtype}`,
+      );
   }
 }
 
@@ -350,7 +441,9 @@ export function writeSafetensors(
   metadata?: Record<string, string>,
 ): void {
   const ordered = [...tensors].sort(
-    (a, b) => (DTYPE_BITS[b.dtype] ?? 0) - (DTYPE_BITS[a.dtype] ?? 0) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
+    (a, b) =>
+      (DTYPE_BITS[b.dtype] ?? 0) - (DTYPE_BITS[a.dtype] ?? 0) ||
+      (a.name < b.name ? -1 : a.name > b.name ? 1 : 0),
   );
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
@@ -358,16 +451,24 @@ export function writeSafetensors(
   const names = new Set<string>();
   let offset = 0;
   for (const t of ordered) {
-    if (t.name === '__metadata__' || names.has(t.name)) throw new Error(`safetensors: invalid or duplicate tensor name '${t.name}'`);
+    if (t.name === '__metadata__' || names.has(t.name))
+      throw new Error(`safetensors: invalid or duplicate tensor name '${t.name}'`);
     names.add(t.name);
     const bits = DTYPE_BITS[t.dtype];
-    if (bits === undefined) throw new Error(`safetensors tensor '${t.name}': unknown dtype ${t.dtype}`);
+    if (bits === undefined)
+      throw new Error(`safetensors tensor '${t.name}': unknown dtype ${t.dtype}`);
     const bytes = encode(t);
     const expected = (product(t.shape) * bits) / 8;
     if (bytes.byteLength !== expected) {
-      throw new Error(`safetensors tensor '${t.name}': ${t.dtype} [${t.shape.join(', ')}] needs ${expected} bytes, got ${bytes.byteLength}`);
+      throw new Error(
+        `safetensors tensor '${t.name}': ${t.dtype} [${t.shape.join(', ')}] needs ${expected} bytes, got ${bytes.byteLength}`,
+      );
     }
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes.byteLength] };
+    header[t.name] = {
+      dtype: t.dtype,
+      shape: t.shape,
+      data_offsets: [offset, offset + bytes.byteLength],
+    };
     offset += bytes.byteLength;
     encoded.push(bytes);
   }
@@ -388,7 +489,14 @@ export function writeSafetensors(
 }
 
 /** Writes a `model.safetensors.index.json` for shards already written into `dir`. */
-export function writeSafetensorsIndex(dir: string, weightMap: Record<string, string>, totalSize: number): void {
-  const body = JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n';
-  writeFileAtomic(path.join(dir, SAFETENSORS_INDEX), (fd) => writeAll(fd, new TextEncoder().encode(body)));
+export function writeSafetensorsIndex(
+  dir: string,
+  weightMap: Record<string, string>,
+  totalSize: number,
+): void {
+  const body =
+    JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2) + '\n';
+  writeFileAtomic(path.join(dir, SAFETENSORS_INDEX), (fd) =>
+    writeAll(fd, new TextEncoder().encode(body)),
+  );
 }

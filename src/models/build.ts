@@ -84,7 +84,9 @@ export function resolveTargets(targets: LoraConfig['targets']): Set<ProjectionNa
   const out = new Set<ProjectionName>();
   for (const t of targets) {
     if (!(PROJECTIONS as readonly string[]).includes(t)) {
-      throw new Error(`unknown LoRA target '${t}' (choose from ${PROJECTIONS.join(', ')} or all-linear)`);
+      throw new Error(
+        `unknown LoRA target '${t}' (choose from ${PROJECTIONS.join(', ')} or all-linear)`,
+      );
     }
     out.add(t);
   }
@@ -95,10 +97,15 @@ export function resolveTargets(targets: LoraConfig['targets']): Set<ProjectionNa
  * Builds a LlamaModel tensor by tensor: each projection is loaded, quantized (when asked) and
  * uploaded before the next is read, so the full-precision model never exists in memory at once.
  */
-export async function buildLlama(config: BuildConfig, source: TensorSource, options: BuildOptions): Promise<LlamaModel> {
+export async function buildLlama(
+  config: BuildConfig,
+  source: TensorSource,
+  options: BuildOptions,
+): Promise<LlamaModel> {
   const be = options.backend;
   const dtype = options.dtype ?? 'f32';
-  if (!be.floatTypes.includes(dtype)) throw new Error(`backend '${be.name}' does not compute in ${dtype}`);
+  if (!be.floatTypes.includes(dtype))
+    throw new Error(`backend '${be.name}' does not compute in ${dtype}`);
   const c = config;
   const names = expectedTensorNames(c);
   let index = 0;
@@ -109,16 +116,22 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
     const values = await source.load(name);
     const expected = shape.reduce((a, b) => a * b, 1);
     if (values.length !== expected) {
-      throw new Error(`tensor '${name}' has ${values.length} values, expected [${shape.join(', ')}] = ${expected}`);
+      throw new Error(
+        `tensor '${name}' has ${values.length} values, expected [${shape.join(', ')}] = ${expected}`,
+      );
     }
     return values;
   };
-  const upload = async (name: string, shape: readonly number[]): Promise<Tensor> => be.fromArray(await need(name, shape), shape, dtype);
+  const upload = async (name: string, shape: readonly number[]): Promise<Tensor> =>
+    be.fromArray(await need(name, shape), shape, dtype);
 
   // A backend with a faster host quantizer (cpu: the native one) quantizes with it; same bits.
   const quantizeRaw = quantizerFor(be);
   // The quantizer knows values, not where they came from: a NaN weight is named by source and tensor.
-  const where = source.path === undefined ? '' : `${source.path.split(/[\\/]/).filter(Boolean).pop() ?? source.path}: `;
+  const where =
+    source.path === undefined
+      ? ''
+      : `${source.path.split(/[\\/]/).filter(Boolean).pop() ?? source.path}: `;
   let quantizing = '';
   const quantize: HostQuantize4bit = (values, q) => {
     try {
@@ -140,7 +153,8 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
   const targets = options.lora ? resolveTargets(options.lora.targets) : new Set<ProjectionName>();
   const loraLayers = options.lora?.layers ? new Set(options.lora.layers) : null;
   for (const l of loraLayers ?? []) {
-    if (!Number.isInteger(l) || l < 0 || l >= c.numLayers) throw new Error(`LoRA layer ${l} out of range (model has ${c.numLayers})`);
+    if (!Number.isInteger(l) || l < 0 || l >= c.numLayers)
+      throw new Error(`LoRA layer ${l} out of range (model has ${c.numLayers})`);
   }
   // Before anything is allocated: an absurd rank is refused here, not after gigabytes of adapters.
   if (options.lora) checkLoraRank(c, options.lora.r, targets);
@@ -148,7 +162,12 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
   const embedShape = [c.vocabSize, c.hiddenSize] as const;
   const embedding: Tensor | Packed4bitWeight =
     options.quantizeEmbedding && options.quantization
-      ? uploadPacked4bit(be, await quantizeTensor('model.embed_tokens.weight', embedShape), c.vocabSize, c.hiddenSize)
+      ? uploadPacked4bit(
+          be,
+          await quantizeTensor('model.embed_tokens.weight', embedShape),
+          c.vocabSize,
+          c.hiddenSize,
+        )
       : await upload('model.embed_tokens.weight', embedShape);
   const layers: LlamaLayer[] = [];
   const projShapes = projectionShapes(c);
@@ -158,10 +177,13 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
     const ffnNorm = await upload(`${p}.post_attention_layernorm.weight`, [c.hiddenSize]);
     const proj = {} as Record<ProjectionName, Projection>;
     for (const name of PROJECTIONS) {
-      const module = name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
+      const module =
+        name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
       const key = `${p}.${module}.${name}`;
       const shape = projShapes[name];
-      const stored = options.quantization ? (source.loadQuantized?.(`${key}.weight`) ?? null) : null;
+      const stored = options.quantization
+        ? (source.loadQuantized?.(`${key}.weight`) ?? null)
+        : null;
       const w = stored ? null : await need(`${key}.weight`, shape);
       const bias = projectionHasBias(c, name) ? await upload(`${key}.bias`, [shape[0]]) : null;
       let base: FrozenLinear;
@@ -176,22 +198,44 @@ export async function buildLlama(config: BuildConfig, source: TensorSource, opti
         base = new DenseLinear(be.fromArray(w!, shape, dtype), bias);
       }
       const wantLora = options.lora && targets.has(name) && (!loraLayers || loraLayers.has(i));
-      proj[name] = wantLora ? new LoraLinear(base, `base_model.model.${key}`, options.lora!, dtype) : base;
+      proj[name] = wantLora
+        ? new LoraLinear(base, `base_model.model.${key}`, options.lora!, dtype)
+        : base;
     }
     layers.push({ attnNorm, ffnNorm, proj });
   }
   const finalNorm = await upload('model.norm.weight', [c.hiddenSize]);
   const tied = c.tieWordEmbeddings || !source.has('lm_head.weight');
   let lmHead: FrozenLinear;
-  if (tied) lmHead = embedding instanceof Tensor ? new DenseLinear(embedding) : new Linear4bit(embedding);
+  if (tied)
+    lmHead = embedding instanceof Tensor ? new DenseLinear(embedding) : new Linear4bit(embedding);
   else if (options.quantizeHead && options.quantization) {
-    lmHead = new Linear4bit(uploadPacked4bit(be, await quantizeTensor('lm_head.weight', embedShape), c.vocabSize, c.hiddenSize));
+    lmHead = new Linear4bit(
+      uploadPacked4bit(
+        be,
+        await quantizeTensor('lm_head.weight', embedShape),
+        c.vocabSize,
+        c.hiddenSize,
+      ),
+    );
   } else lmHead = new DenseLinear(await upload('lm_head.weight', embedShape));
 
-  const initialPositions = Math.min(options.maxPositions ?? 2048, Math.max(c.maxPositionEmbeddings, 1));
+  const initialPositions = Math.min(
+    options.maxPositions ?? 2048,
+    Math.max(c.maxPositionEmbeddings, 1),
+  );
   const makeRope = (positions: number) => {
-    const t = ropeTables(c.headDim, positions, c.ropeTheta, c.ropeScaling, dtype === 'f64' ? 'f64' : 'f32');
-    return { cos: be.fromArray(t.cos, [positions, c.headDim / 2], dtype), sin: be.fromArray(t.sin, [positions, c.headDim / 2], dtype) };
+    const t = ropeTables(
+      c.headDim,
+      positions,
+      c.ropeTheta,
+      c.ropeScaling,
+      dtype === 'f64' ? 'f64' : 'f32',
+    );
+    return {
+      cos: be.fromArray(t.cos, [positions, c.headDim / 2], dtype),
+      sin: be.fromArray(t.sin, [positions, c.headDim / 2], dtype),
+    };
   };
   const first = makeRope(initialPositions);
   const rope: RopeState = { ...first, layout: 'half', maxPositions: initialPositions };
@@ -215,7 +259,8 @@ export function expectedTensorNames(c: BuildConfig): string[] {
     const p = `model.layers.${i}`;
     names.push(`${p}.input_layernorm.weight`, `${p}.post_attention_layernorm.weight`);
     for (const name of PROJECTIONS) {
-      const module = name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
+      const module =
+        name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
       names.push(`${p}.${module}.${name}.weight`);
       if (projectionHasBias(c, name)) names.push(`${p}.${module}.${name}.bias`);
     }

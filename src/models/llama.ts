@@ -24,7 +24,15 @@ export interface LlamaDims {
 /** A projection: a frozen base, optionally wrapped by a trainable LoRA adapter. */
 export type Projection = FrozenLinear | LoraLinear;
 
-export const PROJECTIONS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+export const PROJECTIONS = [
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
+] as const;
 export type ProjectionName = (typeof PROJECTIONS)[number];
 
 export interface LlamaLayer {
@@ -134,7 +142,10 @@ export class LlamaModel {
   ) {}
 
   get tiedEmbeddings(): boolean {
-    return (this.lmHead instanceof DenseLinear || this.lmHead instanceof Linear4bit) && this.lmHead.weight === this.embedding;
+    return (
+      (this.lmHead instanceof DenseLinear || this.lmHead instanceof Linear4bit) &&
+      this.lmHead.weight === this.embedding
+    );
   }
 
   /** All trainable parameters (LoRA A and B), in a stable order. */
@@ -163,7 +174,13 @@ export class LlamaModel {
   // ---- forward pieces ------------------------------------------------------------------------
 
   private project(
-    name: ProjectionName, p: Projection, x: Tensor, y: Tensor, arena: Arena, training: boolean, seed: number,
+    name: ProjectionName,
+    p: Projection,
+    x: Tensor,
+    y: Tensor,
+    arena: Arena,
+    training: boolean,
+    seed: number,
     tape: LayerTape | null,
   ): void {
     if (p instanceof LoraLinear) {
@@ -175,7 +192,13 @@ export class LlamaModel {
   }
 
   private projectBack(
-    name: ProjectionName, p: Projection, dy: Tensor, dx: Tensor | null, accumulate: boolean, tape: LayerTape, arena: Arena,
+    name: ProjectionName,
+    p: Projection,
+    dy: Tensor,
+    dx: Tensor | null,
+    accumulate: boolean,
+    tape: LayerTape,
+    arena: Arena,
   ): void {
     if (p instanceof LoraLinear) {
       const saved = tape.lora[name];
@@ -201,8 +224,16 @@ export class LlamaModel {
    * cache prefix).
    */
   layerForward(
-    index: number, x: Tensor, shape: { batch: number; seq: number }, positions: Tensor, segmentIds: Tensor | null,
-    arena: Arena, outArena: Arena, training: boolean, stepSeed: number, cache: KvCache | null,
+    index: number,
+    x: Tensor,
+    shape: { batch: number; seq: number },
+    positions: Tensor,
+    segmentIds: Tensor | null,
+    arena: Arena,
+    outArena: Arena,
+    training: boolean,
+    stepSeed: number,
+    cache: KvCache | null,
   ): { out: Tensor; tape: LayerTape } {
     const be = this.backend;
     const d = this.dims;
@@ -232,11 +263,17 @@ export class LlamaModel {
     const scale = 1 / Math.sqrt(d.headDim);
     if (cache) {
       const { k, v } = cache.append(index, tape.k, tape.v);
-      be.attention(q4, k, v, tape.attn.view([batch, seq, d.numHeads, d.headDim]), tape.lse, { scale });
+      be.attention(q4, k, v, tape.attn.view([batch, seq, d.numHeads, d.headDim]), tape.lse, {
+        scale,
+      });
     } else {
       be.attention(
-        q4, k4, tape.v.view([batch, seq, d.numKvHeads, d.headDim]),
-        tape.attn.view([batch, seq, d.numHeads, d.headDim]), tape.lse, { scale, segmentIds },
+        q4,
+        k4,
+        tape.v.view([batch, seq, d.numKvHeads, d.headDim]),
+        tape.attn.view([batch, seq, d.numHeads, d.headDim]),
+        tape.lse,
+        { scale, segmentIds },
       );
     }
     tape.x1 = arena.alloc([n, d.hiddenSize], this.dtype);
@@ -247,7 +284,16 @@ export class LlamaModel {
     be.rmsnorm(tape.x1, layer.ffnNorm, d.rmsNormEps, tape.b, tape.rstd2);
     tape.g = arena.alloc([n, d.intermediateSize], this.dtype);
     tape.u = arena.alloc([n, d.intermediateSize], this.dtype);
-    this.project('gate_proj', layer.proj.gate_proj, tape.b, tape.g, arena, training, layerSeed, tape);
+    this.project(
+      'gate_proj',
+      layer.proj.gate_proj,
+      tape.b,
+      tape.g,
+      arena,
+      training,
+      layerSeed,
+      tape,
+    );
     this.project('up_proj', layer.proj.up_proj, tape.b, tape.u, arena, training, layerSeed, tape);
     tape.m = arena.alloc([n, d.intermediateSize], this.dtype);
     be.swiglu(tape.g, tape.u, tape.m);
@@ -263,8 +309,14 @@ export class LlamaModel {
    * `arena`; dx must not alias dOut.
    */
   layerBackward(
-    index: number, tape: LayerTape, dOut: Tensor, shape: { batch: number; seq: number }, positions: Tensor,
-    segmentIds: Tensor | null, arena: Arena, dx: Tensor | null,
+    index: number,
+    tape: LayerTape,
+    dOut: Tensor,
+    shape: { batch: number; seq: number },
+    positions: Tensor,
+    segmentIds: Tensor | null,
+    arena: Arena,
+    dx: Tensor | null,
   ): void {
     const be = this.backend;
     const d = this.dims;
@@ -294,7 +346,15 @@ export class LlamaModel {
     const q4 = (t: Tensor) => t.view([batch, seq, d.numHeads, d.headDim]);
     const kv4 = (t: Tensor) => t.view([batch, seq, d.numKvHeads, d.headDim]);
     be.attentionBackward(
-      q4(dattn), q4(tape.q), kv4(tape.k), kv4(tape.v), q4(tape.attn), tape.lse, q4(dq), kv4(dk), kv4(dv),
+      q4(dattn),
+      q4(tape.q),
+      kv4(tape.k),
+      kv4(tape.v),
+      q4(tape.attn),
+      tape.lse,
+      q4(dq),
+      kv4(dk),
+      kv4(dv),
       { scale: 1 / Math.sqrt(d.headDim), segmentIds },
     );
     be.rope(q4(dq), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, q4(dq));
@@ -310,10 +370,18 @@ export class LlamaModel {
 
   // ---- whole-model entry points -------------------------------------------------------------------
 
-  private batchTensors(batch: ModelBatch, arena: Arena): { ids: Tensor; positions: Tensor; segments: Tensor | null; labels: Tensor } {
+  private batchTensors(
+    batch: ModelBatch,
+    arena: Arena,
+  ): { ids: Tensor; positions: Tensor; segments: Tensor | null; labels: Tensor } {
     const n = batch.batchSize * batch.seqLen;
-    for (const [what, arr] of [['inputIds', batch.inputIds], ['labels', batch.labels], ['positions', batch.positions]] as const) {
-      if (arr.length !== n) throw new Error(`batch.${what} has ${arr.length} entries, expected ${n}`);
+    for (const [what, arr] of [
+      ['inputIds', batch.inputIds],
+      ['labels', batch.labels],
+      ['positions', batch.positions],
+    ] as const) {
+      if (arr.length !== n)
+        throw new Error(`batch.${what} has ${arr.length} entries, expected ${n}`);
     }
     const ids = arena.alloc([n], 'i32');
     ids.write(batch.inputIds);
@@ -334,7 +402,9 @@ export class LlamaModel {
   private checkWindow(length: number): void {
     const w = this.dims.slidingWindow;
     if (w && length > w) {
-      throw new Error(`sequence of ${length} tokens exceeds this model's sliding attention window (${w}); sliding-window attention is not implemented`);
+      throw new Error(
+        `sequence of ${length} tokens exceeds this model's sliding attention window (${w}); sliding-window attention is not implemented`,
+      );
     }
   }
 
@@ -347,7 +417,9 @@ export class LlamaModel {
 
   /** Replaced by the builder with a function that rebuilds the tables for at least `positions`. */
   onRopeOverflow: (positions: number) => void = (positions) => {
-    throw new Error(`position ${positions - 1} exceeds the rotary table (${this.rope.maxPositions})`);
+    throw new Error(
+      `position ${positions - 1} exceeds the rotary table (${this.rope.maxPositions})`,
+    );
   };
 
   /**
@@ -357,11 +429,24 @@ export class LlamaModel {
    * each Param.grad (call zeroGrad on them first). Reads the loss back (see lossAndGradientsInto
    * for the variant that leaves it on the device).
    */
-  async lossAndGradients(batch: ModelBatch, arena: Arena, layerArena: Arena, options: StepOptions, backward = true): Promise<LossResult> {
+  async lossAndGradients(
+    batch: ModelBatch,
+    arena: Arena,
+    layerArena: Arena,
+    options: StepOptions,
+    backward = true,
+  ): Promise<LossResult> {
     // A long-lived scalar rather than an arena tensor: the step arena's layout stays what the
     // planner replays (src/train/plan.ts).
     this.lossScratch ??= this.backend.zeros([1], this.dtype);
-    const { tokens } = await this.lossAndGradientsInto(batch, arena, layerArena, options, backward, this.lossScratch);
+    const { tokens } = await this.lossAndGradientsInto(
+      batch,
+      arena,
+      layerArena,
+      options,
+      backward,
+      this.lossScratch,
+    );
     return { lossSum: (await this.lossScratch.read())[0]!, tokens };
   }
 
@@ -373,7 +458,12 @@ export class LlamaModel {
    * read its losses and gradient norm in one transfer. Returns the number of counted tokens.
    */
   async lossAndGradientsInto(
-    batch: ModelBatch, arena: Arena, layerArena: Arena, options: StepOptions, backward: boolean, lossSum: Tensor,
+    batch: ModelBatch,
+    arena: Arena,
+    layerArena: Arena,
+    options: StepOptions,
+    backward: boolean,
+    lossSum: Tensor,
   ): Promise<{ tokens: number }> {
     const be = this.backend;
     const d = this.dims;
@@ -404,7 +494,18 @@ export class LlamaModel {
     for (let i = 0; i < this.layers.length; i++) {
       inputs.push(x);
       const scratch = keepTapes ? arena : layerArena;
-      const { out, tape } = this.layerForward(i, x, shape, positions, segments, scratch, arena, options.training, options.stepSeed, null);
+      const { out, tape } = this.layerForward(
+        i,
+        x,
+        shape,
+        positions,
+        segments,
+        scratch,
+        arena,
+        options.training,
+        options.stepSeed,
+        null,
+      );
       if (keepTapes) tapes.push(tape);
       else layerArena.reset();
       x = out;
@@ -423,7 +524,14 @@ export class LlamaModel {
       const r1 = Math.min(n, r0 + chunk);
       const logits = logitsBuf.rows(0, r1 - r0);
       this.lmHead.forward(hf.rows(r0, r1), logits);
-      be.crossEntropy(logits, labels.rows(r0, r1), -100, losses.rows(r0, r1), backward ? logits : null, gradScale);
+      be.crossEntropy(
+        logits,
+        labels.rows(r0, r1),
+        -100,
+        losses.rows(r0, r1),
+        backward ? logits : null,
+        gradScale,
+      );
       if (dhf) this.lmHead.inputGrad(logits, dhf.rows(r0, r1), false);
     }
     be.sum(losses, lossSum, false);
@@ -432,7 +540,10 @@ export class LlamaModel {
 
     // Layer-input gradients ping-pong between two buffers; each layer's temporaries live in
     // layerArena, recycled per layer, so backward memory does not grow with depth.
-    const dxBuffers = [arena.alloc([n, d.hiddenSize], this.dtype), arena.alloc([n, d.hiddenSize], this.dtype)] as const;
+    const dxBuffers = [
+      arena.alloc([n, d.hiddenSize], this.dtype),
+      arena.alloc([n, d.hiddenSize], this.dtype),
+    ] as const;
     let dOut = dxBuffers[0];
     be.rmsnormBackward(dhf, x, this.finalNorm, rstdF, dOut, null);
     for (let i = this.layers.length - 1; i >= 0; i--) {
@@ -441,7 +552,18 @@ export class LlamaModel {
       if (ckpt) {
         if (timings) await be.read(firstElement(dOut));
         const t0 = timings ? performance.now() : 0;
-        tape = this.layerForward(i, inputs[i]!, shape, positions, segments, layerArena, layerArena, options.training, options.stepSeed, null).tape;
+        tape = this.layerForward(
+          i,
+          inputs[i]!,
+          shape,
+          positions,
+          segments,
+          layerArena,
+          layerArena,
+          options.training,
+          options.stepSeed,
+          null,
+        ).tape;
         if (timings) {
           await be.read(firstElement(dOut));
           timings.recomputeMs += performance.now() - t0;
@@ -470,7 +592,9 @@ export class LlamaModel {
     if (n === 0) throw new Error('forwardCached: no tokens');
     this.checkWindow(cache.length + n);
     if (cache.length + n > cache.capacity) {
-      throw new Error(`context full: ${cache.length} + ${n} tokens exceed the cache capacity ${cache.capacity}`);
+      throw new Error(
+        `context full: ${cache.length} + ${n} tokens exceed the cache capacity ${cache.capacity}`,
+      );
     }
     const ids = arena.alloc([n], 'i32');
     ids.write(tokens);
@@ -481,7 +605,18 @@ export class LlamaModel {
     positions.write(posArr);
     let x = this.embed(ids, arena);
     for (let i = 0; i < this.layers.length; i++) {
-      x = this.layerForward(i, x, { batch: 1, seq: n }, positions, null, arena, arena, false, 0, cache).out;
+      x = this.layerForward(
+        i,
+        x,
+        { batch: 1, seq: n },
+        positions,
+        null,
+        arena,
+        arena,
+        false,
+        0,
+        cache,
+      ).out;
     }
     cache.commit(n);
     const keep = Math.min(keepLast, n);
@@ -564,7 +699,8 @@ export class KvCache {
 
   /** Forgets everything after `length` tokens (e.g. to reuse a shared prompt prefix). */
   truncate(length: number): void {
-    if (length < 0 || length > this._length) throw new Error(`KvCache.truncate(${length}) out of range`);
+    if (length < 0 || length > this._length)
+      throw new Error(`KvCache.truncate(${length}) out of range`);
     this._length = length;
   }
 

@@ -33,8 +33,13 @@ export function projectionShapes(c: ProjectionDims): Record<ProjectionName, [num
  * than the weight it adapts, and such ranks are typos (`--rank 100000` on a 64-wide model asked
  * for gigabytes of adapters). Returns the warnings; throws for an invalid rank.
  */
-export function checkLoraRank(c: ProjectionDims, r: number, targets: ReadonlySet<ProjectionName>): string[] {
-  if (!Number.isInteger(r) || r < 1) throw new Error(`LoRA rank must be a positive integer, got ${r}`);
+export function checkLoraRank(
+  c: ProjectionDims,
+  r: number,
+  targets: ReadonlySet<ProjectionName>,
+): string[] {
+  if (!Number.isInteger(r) || r < 1)
+    throw new Error(`LoRA rank must be a positive integer, got ${r}`);
   const shapes = projectionShapes(c);
   const targeted = PROJECTIONS.filter((name) => targets.has(name));
   if (targeted.length === 0) return [];

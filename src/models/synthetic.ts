@@ -12,11 +12,20 @@ import type { ModelBatch } from './llama.js';
 export function tensorShape(c: BuildConfig, name: string): number[] {
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
-  if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight') return [c.vocabSize, c.hiddenSize];
+  if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight')
+    return [c.vocabSize, c.hiddenSize];
   if (name.endsWith('norm.weight')) return [c.hiddenSize];
   const m = /\.(q|k|v|o|gate|up|down)_proj\.(weight|bias)$/.exec(name);
   if (!m) throw new Error(`not a Llama tensor name: ${name}`);
-  const rows = { q: qDim, k: kvDim, v: kvDim, o: c.hiddenSize, gate: c.intermediateSize, up: c.intermediateSize, down: c.hiddenSize }[m[1] as 'q'];
+  const rows = {
+    q: qDim,
+    k: kvDim,
+    v: kvDim,
+    o: c.hiddenSize,
+    gate: c.intermediateSize,
+    up: c.intermediateSize,
+    down: c.hiddenSize,
+  }[m[1] as 'q'];
   const cols = m[1] === 'o' ? qDim : m[1] === 'down' ? c.intermediateSize : c.hiddenSize;
   return m[2] === 'bias' ? [rows] : [rows, cols];
 }
@@ -57,7 +66,10 @@ export function syntheticSource(config: BuildConfig, seed = 1234): SyntheticSour
         return out;
       }
       const fanIn = shape.length === 2 ? shape[1]! : config.hiddenSize;
-      const std = name === 'model.embed_tokens.weight' || name === 'lm_head.weight' ? 0.02 : 1 / Math.sqrt(fanIn);
+      const std =
+        name === 'model.embed_tokens.weight' || name === 'lm_head.weight'
+          ? 0.02
+          : 1 / Math.sqrt(fanIn);
       const bound = Math.sqrt(3) * std;
       for (let i = 0; i < n; i++) out[i] = (2 * uniformAt(s, i) - 1) * bound;
       return out;
@@ -66,7 +78,12 @@ export function syntheticSource(config: BuildConfig, seed = 1234): SyntheticSour
 }
 
 /** Random token ids as a training batch: each row is one sequence, labels are the next ids (none after the last). */
-export function syntheticBatch(batchSize: number, seqLen: number, vocab: number, seed: number): ModelBatch {
+export function syntheticBatch(
+  batchSize: number,
+  seqLen: number,
+  vocab: number,
+  seed: number,
+): ModelBatch {
   const n = batchSize * seqLen;
   const inputIds = new Int32Array(n);
   const labels = new Int32Array(n);

@@ -60,7 +60,8 @@ export class DenseLinear implements FrozenLinear {
     bias: Tensor | null = null,
   ) {
     this.biasAdder = bias ? new BiasAdder(bias) : null;
-    if (weight.rank !== 2) throw new Error(`linear weight must be 2-D, got [${weight.shape.join(', ')}]`);
+    if (weight.rank !== 2)
+      throw new Error(`linear weight must be 2-D, got [${weight.shape.join(', ')}]`);
     this.outFeatures = weight.shape[0]!;
     this.inFeatures = weight.shape[1]!;
   }

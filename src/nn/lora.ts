@@ -46,14 +46,20 @@ export class LoraLinear {
     readonly dtype: DType = 'f32',
   ) {
     const { r, alpha } = options;
-    if (!Number.isInteger(r) || r < 1) throw new Error(`${name}: LoRA rank must be a positive integer, got ${r}`);
-    if (!(options.dropout >= 0 && options.dropout < 1)) throw new Error(`${name}: LoRA dropout must be in [0, 1)`);
+    if (!Number.isInteger(r) || r < 1)
+      throw new Error(`${name}: LoRA rank must be a positive integer, got ${r}`);
+    if (!(options.dropout >= 0 && options.dropout < 1))
+      throw new Error(`${name}: LoRA dropout must be in [0, 1)`);
     this.scaling = options.useRslora ? alpha / Math.sqrt(r) : alpha / r;
     const be = this.backend;
     const aValues =
       options.init === 'gaussian'
         ? normalInit(r * base.inFeatures, seedFor(options.seed, `${name}.lora_A`), 1 / r)
-        : uniformInit(r * base.inFeatures, seedFor(options.seed, `${name}.lora_A`), 1 / Math.sqrt(base.inFeatures));
+        : uniformInit(
+            r * base.inFeatures,
+            seedFor(options.seed, `${name}.lora_A`),
+            1 / Math.sqrt(base.inFeatures),
+          );
     this.A = new Param(`${name}.lora_A.weight`, be.fromArray(aValues, [r, base.inFeatures], dtype));
     this.B = new Param(`${name}.lora_B.weight`, be.zeros([base.outFeatures, r], dtype));
   }
@@ -99,11 +105,18 @@ export class LoraLinear {
    * Accumulates dA, dB (which must exist: call zeroGrad first) and, when dx is given, writes
    * (or with accumulate adds) the input gradient.
    */
-  backward(dy: Tensor, saved: LoraSaved, dx: Tensor | null, accumulate: boolean, arena: Arena): void {
+  backward(
+    dy: Tensor,
+    saved: LoraSaved,
+    dx: Tensor | null,
+    accumulate: boolean,
+    arena: Arena,
+  ): void {
     const be = this.backend;
     const dA = this.A.grad;
     const dB = this.B.grad;
-    if (!dA || !dB) throw new Error(`${this.name}: gradients not allocated (zeroGrad before backward)`);
+    if (!dA || !dB)
+      throw new Error(`${this.name}: gradients not allocated (zeroGrad before backward)`);
     const n = dy.shape[0]!;
     // dB += s·dyᵀ·t ; dt = s·dy·B ; dA += dtᵀ·xa
     be.matmul(dy, saved.t, dB, { transA: true, alpha: this.scaling, beta: 1 });

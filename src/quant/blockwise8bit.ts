@@ -49,9 +49,15 @@ export function scaleReciprocal(absmax: number): number {
 }
 
 /** Quantizes `values` (converted to float32 first) blockwise with `code`. */
-export function quantizeBlockwise8bit(values: ArrayLike<number>, code: Float32Array, blocksize: number): Blockwise8bit {
-  if (code.length !== 256) throw new Error(`quantizeBlockwise8bit: code has ${code.length} entries, expected 256`);
-  if (!Number.isInteger(blocksize) || blocksize <= 0) throw new Error(`quantizeBlockwise8bit: invalid blocksize ${blocksize}`);
+export function quantizeBlockwise8bit(
+  values: ArrayLike<number>,
+  code: Float32Array,
+  blocksize: number,
+): Blockwise8bit {
+  if (code.length !== 256)
+    throw new Error(`quantizeBlockwise8bit: code has ${code.length} entries, expected 256`);
+  if (!Number.isInteger(blocksize) || blocksize <= 0)
+    throw new Error(`quantizeBlockwise8bit: invalid blocksize ${blocksize}`);
   const n = values.length;
   const nblocks = Math.ceil(n / blocksize);
   const codes = new Uint8Array(n);
@@ -73,7 +79,9 @@ export function quantizeBlockwise8bit(values: ArrayLike<number>, code: Float32Ar
 }
 
 /** out[i] = code[codes[i]] · absmax[i / blocksize], in float32. */
-export function dequantizeBlockwise8bit(q: Pick<Blockwise8bit, 'codes' | 'absmax' | 'blocksize' | 'code'>): Float32Array {
+export function dequantizeBlockwise8bit(
+  q: Pick<Blockwise8bit, 'codes' | 'absmax' | 'blocksize' | 'code'>,
+): Float32Array {
   const out = new Float32Array(q.codes.length);
   for (let i = 0; i < out.length; i++) {
     out[i] = q.code[q.codes[i]!]! * q.absmax[Math.floor(i / q.blocksize)]!;

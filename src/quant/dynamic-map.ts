@@ -28,7 +28,9 @@ export function createDynamicMap(signed = true): Float32Array {
   const nonSignBits = 7;
   const data: number[] = [];
   for (let i = 0; i < maxExponentBits; i++) {
-    const fractionItems = signed ? 2 ** (i + nonSignBits - maxExponentBits) + 1 : 2 ** (i + nonSignBits - maxExponentBits + 1) + 1;
+    const fractionItems = signed
+      ? 2 ** (i + nonSignBits - maxExponentBits) + 1
+      : 2 ** (i + nonSignBits - maxExponentBits + 1) + 1;
     const boundaries = linspaceF32(0.1, 1, fractionItems);
     // torch multiplies the float32 tensor by a Python float scalar, which becomes a float32 operand.
     const scale = f(10 ** (-(maxExponentBits - 1) + i));
@@ -39,7 +41,8 @@ export function createDynamicMap(signed = true): Float32Array {
     }
   }
   data.push(0, 1);
-  if (data.length !== 256) throw new Error(`createDynamicMap: ${data.length} entries, expected 256`);
+  if (data.length !== 256)
+    throw new Error(`createDynamicMap: ${data.length} entries, expected 256`);
   data.sort((a, b) => a - b);
   return Float32Array.from(data);
 }

@@ -54,21 +54,33 @@ export interface Quantized4bit {
 }
 
 /** Default for training: NF4 with double quantization, blocksize 64 (the QLoRA recipe). */
-export const QLORA_DEFAULTS: Required<Quantize4bitOptions> = { quantType: 'nf4', blocksize: 64, doubleQuant: true };
+export const QLORA_DEFAULTS: Required<Quantize4bitOptions> = {
+  quantType: 'nf4',
+  blocksize: 64,
+  doubleQuant: true,
+};
 
 /** Options with defaults applied and checked (shared by the TypeScript and native quantizers). */
-export function resolveQuantize4bitOptions(options: Quantize4bitOptions): Required<Quantize4bitOptions> {
+export function resolveQuantize4bitOptions(
+  options: Quantize4bitOptions,
+): Required<Quantize4bitOptions> {
   const quantType = options.quantType ?? 'nf4';
   const blocksize = options.blocksize ?? 64;
   const doubleQuant = options.doubleQuant ?? true;
-  if (quantType !== 'nf4' && quantType !== 'fp4') throw new Error(`quantize4bit: unknown quantType '${String(quantType)}'`);
+  if (quantType !== 'nf4' && quantType !== 'fp4')
+    throw new Error(`quantize4bit: unknown quantType '${String(quantType)}'`);
   if (!VALID_4BIT_BLOCKSIZES.includes(blocksize)) {
-    throw new Error(`quantize4bit: blocksize ${blocksize} not in ${VALID_4BIT_BLOCKSIZES.join(', ')}`);
+    throw new Error(
+      `quantize4bit: blocksize ${blocksize} not in ${VALID_4BIT_BLOCKSIZES.join(', ')}`,
+    );
   }
   return { quantType, blocksize, doubleQuant };
 }
 
-export function quantize4bit(values: ArrayLike<number>, options: Quantize4bitOptions = {}): Quantized4bit {
+export function quantize4bit(
+  values: ArrayLike<number>,
+  options: Quantize4bitOptions = {},
+): Quantized4bit {
   const { quantType, blocksize, doubleQuant } = resolveQuantize4bitOptions(options);
   const n = values.length;
   const nblocks = Math.ceil(n / blocksize);
@@ -81,7 +93,8 @@ export function quantize4bit(values: ArrayLike<number>, options: Quantize4bitOpt
     let amax = 0;
     for (let i = start; i < end; i++) {
       const x = f(values[i]!);
-      if (!Number.isFinite(x)) throw new Error(`quantize4bit: non-finite value ${x} at element ${i}`);
+      if (!Number.isFinite(x))
+        throw new Error(`quantize4bit: non-finite value ${x} at element ${i}`);
       amax = Math.max(amax, Math.abs(x));
     }
     absmax[b] = amax;
@@ -103,7 +116,12 @@ export function quantize4bit(values: ArrayLike<number>, options: Quantize4bitOpt
   for (let b = 0; b < nblocks; b++) centered[b] = absmax[b]! - offset;
   const q8 = quantizeBlockwise8bit(centered, createDynamicMap(true), NESTED_BLOCKSIZE);
   return {
-    quantType, blocksize, length: n, packed, code, absmax: q8.codes,
+    quantType,
+    blocksize,
+    length: n,
+    packed,
+    code,
+    absmax: q8.codes,
     nested: { absmax: q8.absmax, code: q8.code, blocksize: NESTED_BLOCKSIZE, offset },
   };
 }
@@ -121,10 +139,12 @@ export function paddingCode(quantType: QuantType4bit): number {
 /** The float32 absmax of every block (dequantizing the nested 8-bit codes when double-quantized). */
 export function blockAbsmax(q: Pick<Quantized4bit, 'absmax' | 'nested'>): Float32Array {
   if (!q.nested) {
-    if (!(q.absmax instanceof Float32Array)) throw new Error('blockAbsmax: absmax must be f32 without nested state');
+    if (!(q.absmax instanceof Float32Array))
+      throw new Error('blockAbsmax: absmax must be f32 without nested state');
     return q.absmax;
   }
-  if (!(q.absmax instanceof Uint8Array)) throw new Error('blockAbsmax: absmax must be u8 codes with nested state');
+  if (!(q.absmax instanceof Uint8Array))
+    throw new Error('blockAbsmax: absmax must be u8 codes with nested state');
   const { absmax: nabs, code, blocksize, offset } = q.nested;
   const out = new Float32Array(q.absmax.length);
   for (let b = 0; b < out.length; b++) {

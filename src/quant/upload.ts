@@ -6,9 +6,22 @@ import type { Backend, Packed4bitWeight } from '../tensor/backend.js';
 import type { Quantized4bit } from './quantize4bit.js';
 
 /** Uploads `q` as a [rows, cols] weight (rows·cols must equal q.length). Release with disposePacked4bit. */
-export function uploadPacked4bit(backend: Backend, q: Quantized4bit, rows: number, cols: number): Packed4bitWeight {
-  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0 || rows * cols !== q.length) {
-    throw new Error(`uploadPacked4bit: [${rows}, ${cols}] does not match ${q.length} quantized elements`);
+export function uploadPacked4bit(
+  backend: Backend,
+  q: Quantized4bit,
+  rows: number,
+  cols: number,
+): Packed4bitWeight {
+  if (
+    !Number.isInteger(rows) ||
+    !Number.isInteger(cols) ||
+    rows < 0 ||
+    cols < 0 ||
+    rows * cols !== q.length
+  ) {
+    throw new Error(
+      `uploadPacked4bit: [${rows}, ${cols}] does not match ${q.length} quantized elements`,
+    );
   }
   const packed = backend.fromArray(q.packed, [q.packed.length], 'u8');
   const code = backend.fromArray(q.code, [q.code.length], 'f32');
@@ -21,7 +34,16 @@ export function uploadPacked4bit(backend: Backend, q: Quantized4bit, rows: numbe
         offset: q.nested.offset,
       }
     : null;
-  return { rows, cols, quantType: q.quantType, blocksize: q.blocksize, packed, code, absmax, nested };
+  return {
+    rows,
+    cols,
+    quantType: q.quantType,
+    blocksize: q.blocksize,
+    packed,
+    code,
+    absmax,
+    nested,
+  };
 }
 
 export function disposePacked4bit(w: Packed4bitWeight): void {

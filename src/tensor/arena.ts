@@ -52,15 +52,20 @@ export const MAX_CHUNK_BYTES = Math.floor(maxArrayBufferBytes() / ALIGN) * ALIGN
  * bundles for browsers (src/io/host.ts); browsers cap ArrayBuffers near 2 GiB (Chromium) or 4 GiB.
  */
 function maxArrayBufferBytes(): number {
-  const load = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process?.getBuiltinModule;
-  const buffer = typeof load === 'function' ? (load('node:buffer') as { constants: { MAX_LENGTH: number } }) : null;
+  const load = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process
+    ?.getBuiltinModule;
+  const buffer =
+    typeof load === 'function'
+      ? (load('node:buffer') as { constants: { MAX_LENGTH: number } })
+      : null;
   return buffer?.constants.MAX_LENGTH ?? 2 ** 31 - 1;
 }
 
 /** Chunk sizes for `total` bytes (64-byte multiples): as few as possible, none above `maxChunk`. */
 export function chunkSizes(total: number, maxChunk: number): number[] {
   const sizes: number[] = [];
-  for (let left = roundUp(total); left > 0; left -= Math.min(left, maxChunk)) sizes.push(Math.min(left, maxChunk));
+  for (let left = roundUp(total); left > 0; left -= Math.min(left, maxChunk))
+    sizes.push(Math.min(left, maxChunk));
   return sizes;
 }
 
@@ -93,8 +98,10 @@ export class ChunkArena implements Arena {
     /** Tensor offsets are multiples of this (64 for SIMD loads; a device may need its binding alignment). */
     private readonly align: number = ALIGN,
   ) {
-    if (align % ALIGN !== 0) throw new Error(`arena '${name}': alignment ${align} is not a multiple of ${ALIGN}`);
-    for (const size of chunkSizes(Math.max(0, initialBytes), maxChunkBytes)) this.chunks.push(allocChunk(size));
+    if (align % ALIGN !== 0)
+      throw new Error(`arena '${name}': alignment ${align} is not a multiple of ${ALIGN}`);
+    for (const size of chunkSizes(Math.max(0, initialBytes), maxChunkBytes))
+      this.chunks.push(allocChunk(size));
   }
 
   get generation(): number {
@@ -131,7 +138,9 @@ export class ChunkArena implements Arena {
       chunk = this.chunks[this.chunkIndex];
       if (!chunk || bytes > chunk.byteLength) {
         const last = this.chunks[this.chunks.length - 1];
-        chunk = this.allocChunk(growChunkSize(bytes, last ? last.byteLength : 0, this.maxChunkBytes));
+        chunk = this.allocChunk(
+          growChunkSize(bytes, last ? last.byteLength : 0, this.maxChunkBytes),
+        );
         this.chunks.splice(this.chunkIndex, 0, chunk);
       }
     }
@@ -181,7 +190,10 @@ export class ChunkArena implements Arena {
 /** The arena of the host backends: chunks are host buffers, tensors typed arrays over them. */
 export class HostArena extends ChunkArena {
   constructor(
-    backend: Backend, allocChunk: (bytes: number) => HostChunk, initialBytes: number, name: string,
+    backend: Backend,
+    allocChunk: (bytes: number) => HostChunk,
+    initialBytes: number,
+    name: string,
     maxChunkBytes: number = MAX_CHUNK_BYTES,
   ) {
     super(backend, (bytes) => hostArenaChunk(allocChunk(bytes)), initialBytes, name, maxChunkBytes);
@@ -191,7 +203,10 @@ export class HostArena extends ChunkArena {
 function hostArenaChunk(chunk: HostChunk): ArenaChunk {
   return {
     byteLength: chunk.buffer.byteLength,
-    storageAt: (byteOffset, dtype, length) => ({ kind: 'host', array: hostArrayFor(dtype, chunk.buffer, byteOffset, length) }),
+    storageAt: (byteOffset, dtype, length) => ({
+      kind: 'host',
+      array: hostArrayFor(dtype, chunk.buffer, byteOffset, length),
+    }),
     release: () => chunk.release(),
   };
 }

@@ -165,25 +165,55 @@ export interface Backend {
   /** x [n, d]: out = x · rstd · weight, rstd[n] = 1/sqrt(mean(x²) + eps) (statistics in f32 or better). */
   rmsnorm(x: Tensor, weight: Tensor, eps: number, out: Tensor, rstd: Tensor): void;
   /** dx = ∂/∂x; dweight (+)= ∂/∂weight when given (accumulates). */
-  rmsnormBackward(dout: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, dx: Tensor, dweight: Tensor | null): void;
+  rmsnormBackward(
+    dout: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    rstd: Tensor,
+    dx: Tensor,
+    dweight: Tensor | null,
+  ): void;
   /**
    * Rotary embedding of x [B, T, H, D] at positions (i32 [B*T]) with tables cos/sin [maxPos, D/2]
    * (frequency scaling is baked into the tables). 'half' pairs (i, i + D/2) (HF rotate_half);
    * 'interleaved' pairs (2i, 2i+1) (llama2.c, GGUF). inverse rotates by -θ: the backward pass.
    * out may alias x.
    */
-  rope(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout, inverse: boolean, out: Tensor): void;
+  rope(
+    x: Tensor,
+    positions: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    layout: RopeLayout,
+    inverse: boolean,
+    out: Tensor,
+  ): void;
   /**
    * Causal grouped-query attention, memory-efficient (online softmax; never a full T×T matrix).
    * q [B, Tq, H, D], k/v [B, Tk, Hkv, D] with Tk ≥ Tq and H % Hkv == 0; query i sits at absolute
    * position Tk - Tq + i and sees keys j ≤ that. out [B, Tq, H, D]; lse [B, H, Tq] receives the
    * log-sum-exp of each query's scaled scores (kept for the backward pass).
    */
-  attention(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options: AttentionOptions): void;
+  attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    options: AttentionOptions,
+  ): void;
   /** Gradients of attention; recomputes scores from q, k, lse. dq, dk, dv are overwritten. */
   attentionBackward(
-    dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-    dq: Tensor, dk: Tensor, dv: Tensor, options: AttentionOptions,
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    options: AttentionOptions,
   ): void;
   /** out = silu(gate) · up */
   swiglu(gate: Tensor, up: Tensor, out: Tensor): void;
@@ -196,8 +226,12 @@ export interface Backend {
    * Labels outside [0, V) other than ignoreIndex throw.
    */
   crossEntropy(
-    logits: Tensor, labels: Tensor, ignoreIndex: number, losses: Tensor,
-    dlogits: Tensor | null, gradScale: number,
+    logits: Tensor,
+    labels: Tensor,
+    ignoreIndex: number,
+    losses: Tensor,
+    dlogits: Tensor | null,
+    gradScale: number,
   ): void;
   /**
    * out = x · keep / (1 - p) with keep[i] = uniform(seed, i) ≥ p (see rng.ts: the same mask on every

@@ -5,7 +5,12 @@ export type HostArray = Float32Array | Float64Array | Int32Array | Uint8Array;
 
 export const BYTES_PER_ELEMENT: Record<DType, number> = { f32: 4, f64: 8, i32: 4, u8: 1 };
 
-export function hostArrayFor(dtype: DType, buffer: ArrayBufferLike, byteOffset: number, length: number): HostArray {
+export function hostArrayFor(
+  dtype: DType,
+  buffer: ArrayBufferLike,
+  byteOffset: number,
+  length: number,
+): HostArray {
   switch (dtype) {
     case 'f32':
       return new Float32Array(buffer, byteOffset, length);

@@ -68,7 +68,8 @@ export class Tensor {
    */
   get data(): HostArray {
     const s = this.storage;
-    if (s.kind !== 'host') throw new Error(`tensor on backend '${this.backend.name}' is not host-resident; use read()`);
+    if (s.kind !== 'host')
+      throw new Error(`tensor on backend '${this.backend.name}' is not host-resident; use read()`);
     return s.array;
   }
 
@@ -90,8 +91,12 @@ export class Tensor {
   /** Same elements, another shape (sizes must match). */
   view(shape: readonly number[]): Tensor {
     const size = shapeSize(shape);
-    if (size !== this.size) throw new Error(`cannot view ${shapeString(this.shape)} as ${shapeString(shape)}`);
-    return new Tensor(this.backend, [...shape], this.dtype, this.storage, { kind: 'view', base: this });
+    if (size !== this.size)
+      throw new Error(`cannot view ${shapeString(this.shape)} as ${shapeString(shape)}`);
+    return new Tensor(this.backend, [...shape], this.dtype, this.storage, {
+      kind: 'view',
+      base: this,
+    });
   }
 
   /** Rows [start, end) along the first dimension, as a view (contiguous, no copy). */
@@ -103,7 +108,12 @@ export class Tensor {
     }
     const inner = this.size / (n || 1);
     const shape = [end - start, ...this.shape.slice(1)];
-    const storage = this.backend.sliceStorage(this.storage, this.dtype, start * inner, (end - start) * inner);
+    const storage = this.backend.sliceStorage(
+      this.storage,
+      this.dtype,
+      start * inner,
+      (end - start) * inner,
+    );
     return new Tensor(this.backend, shape, this.dtype, storage, { kind: 'view', base: this });
   }
 
@@ -133,7 +143,8 @@ export class Tensor {
     if (this.alive) return;
     let root: Tensor = this;
     while (root.lifetime.kind === 'view') root = root.lifetime.base;
-    const why = root.lifetime.kind === 'arena' && !root.disposed ? 'its arena was reset' : 'dispose()';
+    const why =
+      root.lifetime.kind === 'arena' && !root.disposed ? 'its arena was reset' : 'dispose()';
     throw new Error(`tensor ${shapeString(this.shape)} used after ${why}`);
   }
 

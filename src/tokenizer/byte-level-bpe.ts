@@ -12,7 +12,12 @@ const QWEN2_SPLIT =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 /** ByteLevel with its built-in GPT-2 regex. */
-const GPT2_PRE: JsonObject = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
+const GPT2_PRE: JsonObject = {
+  type: 'ByteLevel',
+  add_prefix_space: false,
+  trim_offsets: true,
+  use_regex: true,
+};
 
 function splitThenBytes(regex: string): JsonObject {
   return {
@@ -44,10 +49,17 @@ const PRE_TOKENIZATIONS: Record<string, PreTokenization> = {
   'gpt-2': { normalizer: null, preTokenizer: GPT2_PRE, ignoreMerges: false },
   'phi-2': { normalizer: null, preTokenizer: GPT2_PRE, ignoreMerges: false },
   'llama-bpe': { normalizer: null, preTokenizer: splitThenBytes(LLAMA3_SPLIT), ignoreMerges: true },
-  qwen2: { normalizer: { type: 'NFC' }, preTokenizer: splitThenBytes(QWEN2_SPLIT), ignoreMerges: false },
+  qwen2: {
+    normalizer: { type: 'NFC' },
+    preTokenizer: splitThenBytes(QWEN2_SPLIT),
+    ignoreMerges: false,
+  },
   smollm: {
     normalizer: null,
-    preTokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: true }, GPT2_PRE] },
+    preTokenizer: {
+      type: 'Sequence',
+      pretokenizers: [{ type: 'Digits', individual_digits: true }, GPT2_PRE],
+    },
     ignoreMerges: false,
   },
 };
@@ -74,7 +86,9 @@ export interface ByteLevelVocab {
 export function byteLevelTokenizerJson(v: ByteLevelVocab): JsonObject {
   const pre = PRE_TOKENIZATIONS[v.pre ?? 'default'];
   if (!pre) {
-    throw new Error(`unsupported byte-level BPE pre-tokenizer '${v.pre}' (supported: ${supportedPreTokenizers().join(', ')})`);
+    throw new Error(
+      `unsupported byte-level BPE pre-tokenizer '${v.pre}' (supported: ${supportedPreTokenizers().join(', ')})`,
+    );
   }
   // No prototype: tokens such as "toString" or "constructor" must not hit Object.prototype.
   const vocab: Record<string, number> = Object.create(null) as Record<string, number>;
@@ -106,7 +120,9 @@ export function byteLevelTokenizerJson(v: ByteLevelVocab): JsonObject {
             type: 'TemplateProcessing',
             single: template('A', 0),
             pair: [...template('A', 0), ...template('B', 1)],
-            special_tokens: Object.fromEntries(specials.map((t) => [t, { id: t, ids: [vocab[t]], tokens: [t] }])),
+            special_tokens: Object.fromEntries(
+              specials.map((t) => [t, { id: t, ids: [vocab[t]], tokens: [t] }]),
+            ),
           }
         : { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
     decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },

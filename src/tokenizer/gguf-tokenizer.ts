@@ -21,14 +21,20 @@ function fail(problem: string): never {
 function stringArray(meta: Metadata, key: string): string[] | undefined {
   const v = meta.get(key);
   if (v === undefined) return undefined;
-  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) fail(`${key} is not an array of strings`);
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string'))
+    fail(`${key} is not an array of strings`);
   return v as string[];
 }
 
 function numberArray(meta: Metadata, key: string, length: number): ArrayLike<number> | undefined {
   const v = meta.get(key);
   if (v === undefined) return undefined;
-  if (!ArrayBuffer.isView(v) || v instanceof BigInt64Array || v instanceof BigUint64Array || v instanceof DataView) {
+  if (
+    !ArrayBuffer.isView(v) ||
+    v instanceof BigInt64Array ||
+    v instanceof BigUint64Array ||
+    v instanceof DataView
+  ) {
     fail(`${key} is not a numeric array`);
   }
   const arr = v as unknown as ArrayLike<number>;
@@ -57,7 +63,11 @@ function optionalString(meta: Metadata, key: string): string | undefined {
  * Ids that end generation: eos, eot, eom, plus control tokens spelled like common end-of-turn
  * markers (llama.cpp collects special_eog_ids the same way).
  */
-function endOfGenerationIds(meta: Metadata, tokens: readonly string[], types: ArrayLike<number> | undefined): number[] {
+function endOfGenerationIds(
+  meta: Metadata,
+  tokens: readonly string[],
+  types: ArrayLike<number> | undefined,
+): number[] {
   const ids: number[] = [];
   const add = (id: number | null): void => {
     if (id !== null && !ids.includes(id)) ids.push(id);
@@ -88,7 +98,9 @@ export function tokenizerFromGgufMetadata(meta: Metadata): Tokenizer {
     case 'llama':
       return new SpmTokenizer({
         tokens,
-        scores: numberArray(meta, 'tokenizer.ggml.scores', n) ?? fail('model "llama" needs tokenizer.ggml.scores'),
+        scores:
+          numberArray(meta, 'tokenizer.ggml.scores', n) ??
+          fail('model "llama" needs tokenizer.ggml.scores'),
         types,
         bosId,
         eosId,
@@ -102,7 +114,9 @@ export function tokenizerFromGgufMetadata(meta: Metadata): Tokenizer {
         chatTemplate,
       });
     case 'gpt2': {
-      const merges = stringArray(meta, 'tokenizer.ggml.merges') ?? fail('model "gpt2" needs tokenizer.ggml.merges');
+      const merges =
+        stringArray(meta, 'tokenizer.ggml.merges') ??
+        fail('model "gpt2" needs tokenizer.ggml.merges');
       const addedTokens: { id: number; content: string; special: boolean }[] = [];
       tokens.forEach((content, id) => {
         const type = types?.[id];

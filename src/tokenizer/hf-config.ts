@@ -10,7 +10,11 @@ export type JsonObject = Record<string, unknown>;
 /** A special token in tokenizer_config.json: either "<s>" or {"content": "<s>", ...}. */
 export function specialTokenText(value: unknown): string | null {
   if (typeof value === 'string') return value;
-  if (value !== null && typeof value === 'object' && typeof (value as JsonObject).content === 'string') {
+  if (
+    value !== null &&
+    typeof value === 'object' &&
+    typeof (value as JsonObject).content === 'string'
+  ) {
     return (value as JsonObject).content as string;
   }
   return null;
@@ -29,7 +33,10 @@ export function chatTemplateOf(value: unknown): string | null {
   if (Array.isArray(value)) {
     const named = value.filter(
       (t): t is { name: string; template: string } =>
-        t !== null && typeof t === 'object' && typeof t.name === 'string' && typeof t.template === 'string',
+        t !== null &&
+        typeof t === 'object' &&
+        typeof t.name === 'string' &&
+        typeof t.template === 'string',
     );
     return named.find((t) => t.name === 'default')?.template ?? null;
   }
@@ -43,7 +50,8 @@ export function chatTemplateOf(value: unknown): string | null {
 /** generation_config.json eos_token_id: a number or a list of numbers. */
 export function idList(value: unknown): number[] {
   if (typeof value === 'number' && Number.isInteger(value)) return [value];
-  if (Array.isArray(value)) return value.filter((v): v is number => typeof v === 'number' && Number.isInteger(v));
+  if (Array.isArray(value))
+    return value.filter((v): v is number => typeof v === 'number' && Number.isInteger(v));
   return [];
 }
 

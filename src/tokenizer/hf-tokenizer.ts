@@ -58,10 +58,16 @@ function readJsonIfPresent(file: string): JsonObject | undefined {
   let parsed: unknown;
   try {
     const size = fs.statSync(file).size;
-    if (size > MAX_TOKENIZER_FILE_BYTES) throw new Error(`${size} bytes is more than any tokenizer file needs (limit ${MAX_TOKENIZER_FILE_BYTES})`);
+    if (size > MAX_TOKENIZER_FILE_BYTES)
+      throw new Error(
+        `${size} bytes is more than any tokenizer file needs (limit ${MAX_TOKENIZER_FILE_BYTES})`,
+      );
     const text = fs.readFileSync(file, 'utf8');
     const deep = jsonNestingBeyond(text, MAX_TOKENIZER_JSON_DEPTH);
-    if (deep !== null) throw new Error(`JSON nests deeper than ${MAX_TOKENIZER_JSON_DEPTH} levels at offset ${deep}`);
+    if (deep !== null)
+      throw new Error(
+        `JSON nests deeper than ${MAX_TOKENIZER_JSON_DEPTH} levels at offset ${deep}`,
+      );
     parsed = JSON.parse(text);
   } catch (e) {
     throw new TokenizerFileError(file, `cannot read JSON: ${(e as Error).message}`);
@@ -83,7 +89,12 @@ function bosEosTemplate(bos: string | null, eos: string | null): JsonObject {
   ];
   const specials: JsonObject = {};
   for (const t of [bos, eos]) if (t !== null) specials[t] = { id: t, ids: [], tokens: [t] };
-  return { type: 'TemplateProcessing', single: seq('A', 0), pair: [...seq('A', 0), ...seq('B', 1)], special_tokens: specials };
+  return {
+    type: 'TemplateProcessing',
+    single: seq('A', 0),
+    pair: [...seq('A', 0), ...seq('B', 1)],
+    special_tokens: specials,
+  };
 }
 
 /**
@@ -102,15 +113,23 @@ function buildInner(json: JsonObject, config: JsonObject, file: string): HfJsTok
       } catch {
         continue;
       }
-      throw new TokenizerFileError(file, `field '${section}' is malformed or unsupported (${describeLibraryError(why)})`);
+      throw new TokenizerFileError(
+        file,
+        `field '${section}' is malformed or unsupported (${describeLibraryError(why)})`,
+      );
     }
-    throw new TokenizerFileError(file, `cannot build a tokenizer from it (${describeLibraryError(why)})`);
+    throw new TokenizerFileError(
+      file,
+      `cannot build a tokenizer from it (${describeLibraryError(why)})`,
+    );
   }
 }
 
 /** Library messages like "x.split is not a function" mean a field had the wrong type; say so. */
 function describeLibraryError(message: string): string {
-  return /is not a function|is not iterable|Cannot read properties|Cannot convert|undefined|null/.test(message)
+  return /is not a function|is not iterable|Cannot read properties|Cannot convert|undefined|null/.test(
+    message,
+  )
     ? 'a field has the wrong type or is missing'
     : message.slice(0, 200);
 }
@@ -158,7 +177,9 @@ export class HfTokenizer implements Tokenizer {
     validateTokenizerJson(sources.tokenizerJson, file);
     const config = sources.tokenizerConfig ?? {};
     const generation = sources.generationConfig ?? {};
-    const addedTokens = (Array.isArray(sources.tokenizerJson.added_tokens) ? sources.tokenizerJson.added_tokens : []) as AddedTokenJson[];
+    const addedTokens = (
+      Array.isArray(sources.tokenizerJson.added_tokens) ? sources.tokenizerJson.added_tokens : []
+    ) as AddedTokenJson[];
 
     const tokenizerClass = typeof config.tokenizer_class === 'string' ? config.tokenizer_class : '';
     // LlamaTokenizer(Fast)'s constructor defaults apply when the config omits a key.
@@ -193,7 +214,8 @@ export class HfTokenizer implements Tokenizer {
     delete innerConfig.chat_template;
     this.inner = buildInner(tokenizerJson, innerConfig, file);
 
-    const idOf = (t: string | null): number | null => (t === null ? null : (this.inner.token_to_id(t) ?? null));
+    const idOf = (t: string | null): number | null =>
+      t === null ? null : (this.inner.token_to_id(t) ?? null);
     const generationEos = idList(generation.eos_token_id);
     let bosId = idOf(bosToken) ?? idList(generation.bos_token_id)[0] ?? null;
     let eosId = idOf(eosToken) ?? generationEos[0] ?? null;
@@ -220,7 +242,13 @@ export class HfTokenizer implements Tokenizer {
 
     const special = new Set<number>();
     for (const t of addedTokens) if (t.special) special.add(t.id);
-    for (const t of [this.bosToken, this.eosToken, unkToken, padToken, ...additionalSpecialTokens(config)]) {
+    for (const t of [
+      this.bosToken,
+      this.eosToken,
+      unkToken,
+      padToken,
+      ...additionalSpecialTokens(config),
+    ]) {
       const id = idOf(t);
       if (id !== null) special.add(id);
     }
@@ -243,7 +271,11 @@ export class HfTokenizer implements Tokenizer {
     this.vocabSize = maxId + 1;
 
     this.chatTemplate = sources.chatTemplate ?? chatTemplateOf(config.chat_template);
-    this.chatTemplateFile = this.chatTemplate === null ? undefined : (sources.chatTemplateFile ?? (sources.chatTemplate !== undefined ? 'chat_template.jinja' : 'tokenizer_config.json'));
+    this.chatTemplateFile =
+      this.chatTemplate === null
+        ? undefined
+        : (sources.chatTemplateFile ??
+          (sources.chatTemplate !== undefined ? 'chat_template.jinja' : 'tokenizer_config.json'));
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
@@ -257,7 +289,9 @@ export class HfTokenizer implements Tokenizer {
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {
     if (ids.length === 0) return ''; // tokenizers.js throws on an empty list
     try {
-      return this.inner.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+      return this.inner.decode([...ids], {
+        skip_special_tokens: options.skipSpecialTokens ?? false,
+      });
     } catch (e) {
       throw this.libraryFailure('decode', e);
     }
@@ -266,7 +300,10 @@ export class HfTokenizer implements Tokenizer {
   /** A library failure while tokenizing comes from a field of the file it was built from: name the file. */
   private libraryFailure(what: 'encode' | 'decode', e: unknown): Error {
     const message = (e as Error)?.message ?? String(e);
-    return new TokenizerFileError(this.file, `cannot ${what} with this tokenizer (${describeLibraryError(message)})`);
+    return new TokenizerFileError(
+      this.file,
+      `cannot ${what} with this tokenizer (${describeLibraryError(message)})`,
+    );
   }
 
   tokenToId(token: string): number | undefined {

@@ -27,7 +27,8 @@ function idLimit(entries: number): number {
   return 2 * entries + 1024;
 }
 
-const isObject = (v: unknown): v is JsonObject => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isObject = (v: unknown): v is JsonObject =>
+  v !== null && typeof v === 'object' && !Array.isArray(v);
 
 export function validateTokenizerJson(json: JsonObject, file: string): void {
   const fail = (problem: string): never => {
@@ -36,7 +37,8 @@ export function validateTokenizerJson(json: JsonObject, file: string): void {
   const model = json.model;
   if (!isObject(model)) fail(`field 'model' must be an object (found ${kind(model)})`);
   const m = model as JsonObject;
-  if (m.type !== undefined && typeof m.type !== 'string') fail(`field 'model.type' must be a string (found ${kind(m.type)})`);
+  if (m.type !== undefined && typeof m.type !== 'string')
+    fail(`field 'model.type' must be a string (found ${kind(m.type)})`);
 
   const added = json.added_tokens ?? [];
   if (!Array.isArray(added)) fail(`field 'added_tokens' must be a list (found ${kind(added)})`);
@@ -48,7 +50,12 @@ export function validateTokenizerJson(json: JsonObject, file: string): void {
   if (Array.isArray(m.vocab)) {
     entries = m.vocab.length;
     m.vocab.forEach((e, i) => {
-      if (!Array.isArray(e) || e.length < 2 || typeof e[0] !== 'string' || typeof e[1] !== 'number') {
+      if (
+        !Array.isArray(e) ||
+        e.length < 2 ||
+        typeof e[0] !== 'string' ||
+        typeof e[1] !== 'number'
+      ) {
         fail(`field 'model.vocab[${i}]' must be a [piece, score] pair (found ${short(e)})`);
       }
     });
@@ -60,29 +67,41 @@ export function validateTokenizerJson(json: JsonObject, file: string): void {
       ids.push([`model.vocab[${JSON.stringify(token).slice(0, 40)}]`, vocab[token]]);
     }
   } else if (m.vocab !== undefined) {
-    fail(`field 'model.vocab' must be an object of token ids or a list of [piece, score] pairs (found ${kind(m.vocab)})`);
+    fail(
+      `field 'model.vocab' must be an object of token ids or a list of [piece, score] pairs (found ${kind(m.vocab)})`,
+    );
   } else if (m.type !== undefined) {
     fail(`field 'model.vocab' is missing`);
   }
   addedList.forEach((t, i) => {
     if (!isObject(t)) fail(`field 'added_tokens[${i}]' must be an object (found ${kind(t)})`);
     const token = t as JsonObject;
-    if (typeof token.content !== 'string') fail(`field 'added_tokens[${i}].content' must be a string (found ${kind(token.content)})`);
+    if (typeof token.content !== 'string')
+      fail(`field 'added_tokens[${i}].content' must be a string (found ${kind(token.content)})`);
     ids.push([`added_tokens[${i}].id`, token.id]);
   });
   const limit = idLimit(entries + addedList.length);
   for (const [where, id] of ids) {
-    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) fail(`field '${where}' must be a non-negative integer token id (found ${short(id)})`);
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0)
+      fail(`field '${where}' must be a non-negative integer token id (found ${short(id)})`);
     if ((id as number) >= limit) {
-      fail(`field '${where}' = ${id} is beyond any id a vocabulary of ${entries + addedList.length} tokens uses (expected 0..${limit - 1})`);
+      fail(
+        `field '${where}' = ${id} is beyond any id a vocabulary of ${entries + addedList.length} tokens uses (expected 0..${limit - 1})`,
+      );
     }
   }
 
   if (m.merges !== undefined) {
-    if (!Array.isArray(m.merges)) fail(`field 'model.merges' must be a list (found ${kind(m.merges)})`);
+    if (!Array.isArray(m.merges))
+      fail(`field 'model.merges' must be a list (found ${kind(m.merges)})`);
     (m.merges as unknown[]).forEach((pair, i) => {
-      const ok = typeof pair === 'string' || (Array.isArray(pair) && pair.length === 2 && pair.every((p) => typeof p === 'string'));
-      if (!ok) fail(`field 'model.merges[${i}]' must be "left right" or ["left", "right"] (found ${short(pair)})`);
+      const ok =
+        typeof pair === 'string' ||
+        (Array.isArray(pair) && pair.length === 2 && pair.every((p) => typeof p === 'string'));
+      if (!ok)
+        fail(
+          `field 'model.merges[${i}]' must be "left right" or ["left", "right"] (found ${short(pair)})`,
+        );
     });
   } else if (m.type === 'BPE') {
     fail(`field 'model.merges' is missing (a BPE model needs its merges)`);
@@ -94,24 +113,34 @@ export function validateTokenizerJson(json: JsonObject, file: string): void {
 }
 
 /** A pipeline component: null, or an object with a string type (Sequence ones hold lists of them). */
-function checkComponent(value: unknown, where: string, fail: (m: string) => never, depth = 0): void {
+function checkComponent(
+  value: unknown,
+  where: string,
+  fail: (m: string) => never,
+  depth = 0,
+): void {
   if (value === undefined || value === null) return;
   if (depth > 16) fail(`field '${where}' nests Sequence components deeper than 16`);
   if (!isObject(value)) fail(`field '${where}' must be an object or null (found ${kind(value)})`);
   const c = value as JsonObject;
-  if (typeof c.type !== 'string') fail(`field '${where}.type' must be a string (found ${kind(c.type)})`);
+  if (typeof c.type !== 'string')
+    fail(`field '${where}.type' must be a string (found ${kind(c.type)})`);
   for (const list of ['normalizers', 'pretokenizers', 'processors', 'decoders']) {
     if (c[list] === undefined) continue;
-    if (!Array.isArray(c[list])) fail(`field '${where}.${list}' must be a list (found ${kind(c[list])})`);
+    if (!Array.isArray(c[list]))
+      fail(`field '${where}.${list}' must be a list (found ${kind(c[list])})`);
     (c[list] as unknown[]).forEach((item, i) => {
-      if (!isObject(item)) fail(`field '${where}.${list}[${i}]' must be an object (found ${kind(item)})`);
+      if (!isObject(item))
+        fail(`field '${where}.${list}[${i}]' must be an object (found ${kind(item)})`);
       checkComponent(item, `${where}.${list}[${i}]`, fail, depth + 1);
     });
   }
   if (c.pattern !== undefined) {
     const p = c.pattern;
     if (!isObject(p) || (typeof p.Regex !== 'string' && typeof p.String !== 'string')) {
-      fail(`field '${where}.pattern' must be {"Regex": "..."} or {"String": "..."} (found ${short(p)})`);
+      fail(
+        `field '${where}.pattern' must be {"Regex": "..."} or {"String": "..."} (found ${short(p)})`,
+      );
     }
     const pattern = p as JsonObject;
     if (typeof pattern.Regex === 'string') {
@@ -126,7 +155,8 @@ function checkComponent(value: unknown, where: string, fail: (m: string) => neve
     }
   }
   for (const key of ['content', 'replacement', 'prepend', 'prefix', 'suffix']) {
-    if (c[key] !== undefined && c[key] !== null && typeof c[key] !== 'string') fail(`field '${where}.${key}' must be a string (found ${kind(c[key])})`);
+    if (c[key] !== undefined && c[key] !== null && typeof c[key] !== 'string')
+      fail(`field '${where}.${key}' must be a string (found ${kind(c[key])})`);
   }
 }
 

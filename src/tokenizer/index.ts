@@ -45,10 +45,14 @@ function fileHead(file: string, bytes: number): Buffer {
 export function loadTokenizer(target: string, options: LoadTokenizerOptions = {}): Tokenizer {
   if (!fs.existsSync(target)) throw new Error(`${target}: no such file or folder`);
   if (fs.statSync(target).isDirectory()) {
-    if (fs.existsSync(path.join(target, 'tokenizer.json'))) return HfTokenizer.fromDirectory(target);
-    throw new Error(`${target}: no tokenizer.json in this folder (pass a .gguf or llama2.c tokenizer.bin file instead)`);
+    if (fs.existsSync(path.join(target, 'tokenizer.json')))
+      return HfTokenizer.fromDirectory(target);
+    throw new Error(
+      `${target}: no tokenizer.json in this folder (pass a .gguf or llama2.c tokenizer.bin file instead)`,
+    );
   }
-  if (path.basename(target) === 'tokenizer.json') return HfTokenizer.fromDirectory(path.dirname(target));
+  if (path.basename(target) === 'tokenizer.json')
+    return HfTokenizer.fromDirectory(path.dirname(target));
   const head = fileHead(target, 256);
   if (head.subarray(0, 4).equals(GGUF_MAGIC)) {
     let tok: Tokenizer;
@@ -61,7 +65,9 @@ export function loadTokenizer(target: string, options: LoadTokenizerOptions = {}
       throw new Error(`${target}: ${message.replace(/^GGUF tokenizer: /, '')}`, { cause: e });
     }
     // The chat template (if any) came from this file's tokenizer.chat_template: name it in messages.
-    return tok.chatTemplate === null ? tok : Object.assign(tok, { chatTemplateFile: `${target} (tokenizer.chat_template)` });
+    return tok.chatTemplate === null
+      ? tok
+      : Object.assign(tok, { chatTemplateFile: `${target} (tokenizer.chat_template)` });
   }
   if (looksLikeTiktoken(head.toString('latin1'))) return loadTiktokenLlama3(target);
   if (target.endsWith('.bin')) return Llama2cTokenizer.fromFile(target, options.vocabSize);
@@ -77,12 +83,19 @@ export function tokenizerPathFor(modelPath: string): string {
     for (const name of ['tokenizer.json', 'tokenizer.gguf', 'tokenizer.bin']) {
       if (fs.existsSync(path.join(modelPath, name))) return path.join(modelPath, name);
     }
-    throw new Error(`${modelPath}: no tokenizer.json (or tokenizer.gguf / tokenizer.bin) in the model folder; pass --tokenizer`);
+    throw new Error(
+      `${modelPath}: no tokenizer.json (or tokenizer.gguf / tokenizer.bin) in the model folder; pass --tokenizer`,
+    );
   }
   if (modelPath.endsWith('.gguf')) return modelPath;
   // llama2.c checkpoints: tokenizer.bin (or tokNNN.bin) beside the model.
   const dir = path.dirname(modelPath);
-  const candidates = fs.readdirSync(dir).filter((f) => f === 'tokenizer.bin' || /^tok\d+\.bin$/.test(f)).sort();
+  const candidates = fs
+    .readdirSync(dir)
+    .filter((f) => f === 'tokenizer.bin' || /^tok\d+\.bin$/.test(f))
+    .sort();
   if (candidates.length > 0) return path.join(dir, candidates[0]!);
-  throw new Error(`${modelPath}: no tokenizer.bin next to this llama2.c checkpoint; pass --tokenizer`);
+  throw new Error(
+    `${modelPath}: no tokenizer.bin next to this llama2.c checkpoint; pass --tokenizer`,
+  );
 }

@@ -63,14 +63,20 @@ export class Llama2cTokenizer implements Tokenizer {
    */
   static fromParsed(file: Llama2cTokenizerFile, label = 'tokenizer.bin'): Llama2cTokenizer {
     if (file.tokens.length <= EOS_ID + 256) {
-      throw new Error(`${label}: only ${file.tokens.length} tokens; expected 3 specials, 256 byte tokens and merges`);
+      throw new Error(
+        `${label}: only ${file.tokens.length} tokens; expected 3 specials, 256 byte tokens and merges`,
+      );
     }
-    const pieces = file.tokens.map((t) => Buffer.from(t.buffer, t.byteOffset, t.byteLength).toString('latin1'));
+    const pieces = file.tokens.map((t) =>
+      Buffer.from(t.buffer, t.byteOffset, t.byteLength).toString('latin1'),
+    );
     for (let b = 0; b < 256; b++) {
       const want = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
       const piece = pieces[b + BYTE_TOKEN_OFFSET]!;
       if (piece !== want) {
-        throw new Error(`${label}: token ${b + BYTE_TOKEN_OFFSET} is ${JSON.stringify(fromBytes(piece)).slice(0, 40)}; expected the byte token ${want} (ids 3..258 are the 256 byte tokens)`);
+        throw new Error(
+          `${label}: token ${b + BYTE_TOKEN_OFFSET} is ${JSON.stringify(fromBytes(piece)).slice(0, 40)}; expected the byte token ${want} (ids 3..258 are the 256 byte tokens)`,
+        );
       }
     }
     return new Llama2cTokenizer({ pieces, scores: file.scores });
@@ -83,7 +89,9 @@ export class Llama2cTokenizer implements Tokenizer {
     vocab.pieces.forEach((p, id) => {
       if (!this.idOf.has(p)) this.idOf.set(p, id);
     });
-    this.specials = new SpecialTokenSplitter(new Map([...this.controlNames].map(([id, name]) => [name, id])));
+    this.specials = new SpecialTokenSplitter(
+      new Map([...this.controlNames].map(([id, name]) => [name, id])),
+    );
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
@@ -109,7 +117,9 @@ export class Llama2cTokenizer implements Tokenizer {
       while (end < bytes.length && end - i < 4 && (bytes.charCodeAt(end) & 0xc0) === 0x80) end++;
       const ch = bytes.slice(i, end);
       if (this.idOf.has(ch)) symbols.push(ch);
-      else for (let b = i; b < end; b++) symbols.push(this.vocab.pieces[bytes.charCodeAt(b) + BYTE_TOKEN_OFFSET]!);
+      else
+        for (let b = i; b < end; b++)
+          symbols.push(this.vocab.pieces[bytes.charCodeAt(b) + BYTE_TOKEN_OFFSET]!);
       i = end;
     }
     const merged = mergeByScore(symbols, (t) => {
@@ -129,7 +139,8 @@ export class Llama2cTokenizer implements Tokenizer {
     const bytes: number[] = [];
     let prev = -1;
     for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) throw new Error(`token id ${id} out of range [0, ${this.vocabSize})`);
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
+        throw new Error(`token id ${id} out of range [0, ${this.vocabSize})`);
       const control = this.controlNames.get(id);
       if (control !== undefined) {
         if (!skip) for (const c of Buffer.from(control, 'latin1')) bytes.push(c);
@@ -149,7 +160,10 @@ export class Llama2cTokenizer implements Tokenizer {
   }
 
   tokenToId(token: string): number | undefined {
-    return this.idOf.get(toBytes(token)) ?? [...this.controlNames].find(([, name]) => name === token)?.[0];
+    return (
+      this.idOf.get(toBytes(token)) ??
+      [...this.controlNames].find(([, name]) => name === token)?.[0]
+    );
   }
 
   idToToken(id: number): string | undefined {

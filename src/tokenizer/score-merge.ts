@@ -65,7 +65,10 @@ class BigramHeap {
  * vocabulary piece spelled `text`, or undefined when no piece has that spelling.
  * Returns the final pieces in order.
  */
-export function mergeByScore(symbols: readonly string[], scoreOf: (text: string) => number | undefined): string[] {
+export function mergeByScore(
+  symbols: readonly string[],
+  scoreOf: (text: string) => number | undefined,
+): string[] {
   const n = symbols.length;
   const text = symbols.slice();
   const prev = Array.from({ length: n }, (_, i) => i - 1);

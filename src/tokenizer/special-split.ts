@@ -15,7 +15,9 @@ export class SpecialTokenSplitter {
   private readonly pattern: RegExp | null;
 
   constructor(private readonly specials: ReadonlyMap<string, number>) {
-    const texts = [...specials.keys()].filter((t) => t.length > 0).sort((a, b) => b.length - a.length);
+    const texts = [...specials.keys()]
+      .filter((t) => t.length > 0)
+      .sort((a, b) => b.length - a.length);
     this.pattern = texts.length > 0 ? new RegExp(texts.map(escapeRegExp).join('|'), 'g') : null;
   }
 

@@ -81,14 +81,20 @@ export class SpmTokenizer implements Tokenizer {
       if (!this.idOfBytes.has(key)) this.idOfBytes.set(key, id);
       if (!this.idOfText.has(t)) this.idOfText.set(t, id);
       const type = this.typeOf(id);
-      if (type === TokenType.CONTROL || type === TokenType.USER_DEFINED || type === TokenType.UNKNOWN) {
+      if (
+        type === TokenType.CONTROL ||
+        type === TokenType.USER_DEFINED ||
+        type === TokenType.UNKNOWN
+      ) {
         if (!specials.has(t)) specials.set(t, id);
       }
     });
     for (let b = 0; b < 256; b++) {
       // llama.cpp byte_to_token: "<0xXX>", else the byte itself as a one-char piece.
       const hex = `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`;
-      this.byteTokens.push(this.idOfText.get(hex) ?? this.idOfBytes.get(String.fromCharCode(b)) ?? -1);
+      this.byteTokens.push(
+        this.idOfText.get(hex) ?? this.idOfBytes.get(String.fromCharCode(b)) ?? -1,
+      );
     }
     this.specials = new SpecialTokenSplitter(specials);
   }
@@ -127,7 +133,10 @@ export class SpmTokenizer implements Tokenizer {
         const byteId = this.byteTokens[piece.charCodeAt(k)]!;
         if (byteId >= 0) out.push(byteId);
         else if (this.unkId !== null) out.push(this.unkId);
-        else throw new Error(`no byte token for 0x${piece.charCodeAt(k).toString(16)} and no unknown token`);
+        else
+          throw new Error(
+            `no byte token for 0x${piece.charCodeAt(k).toString(16)} and no unknown token`,
+          );
       }
     }
   }
@@ -140,7 +149,8 @@ export class SpmTokenizer implements Tokenizer {
     };
     for (const id of ids) {
       const token = this.vocab.tokens[id];
-      if (token === undefined) throw new Error(`token id ${id} out of range [0, ${this.vocabSize})`);
+      if (token === undefined)
+        throw new Error(`token id ${id} out of range [0, ${this.vocabSize})`);
       switch (this.typeOf(id)) {
         case TokenType.CONTROL:
         case TokenType.UNKNOWN:

@@ -30,7 +30,10 @@ const NAMED_SPECIALS = [
 const NUM_RESERVED_SPECIALS = 256;
 
 export function llama3SpecialTokens(): string[] {
-  const reserved = Array.from({ length: NUM_RESERVED_SPECIALS - NAMED_SPECIALS.length }, (_, i) => `<|reserved_special_token_${2 + i}|>`);
+  const reserved = Array.from(
+    { length: NUM_RESERVED_SPECIALS - NAMED_SPECIALS.length },
+    (_, i) => `<|reserved_special_token_${2 + i}|>`,
+  );
   return [...NAMED_SPECIALS, ...reserved];
 }
 
@@ -63,7 +66,8 @@ export function parseTiktokenRanks(text: string, label = 'tokenizer.model'): str
     if (byRank[rank] !== undefined) throw new Error(`${label}:${i + 1}: rank ${rank} repeated`);
     byRank[rank] = Buffer.from(m[1]!, 'base64').toString('latin1');
   });
-  for (let r = 0; r < byRank.length; r++) if (byRank[r] === undefined) throw new Error(`${label}: rank ${r} missing`);
+  for (let r = 0; r < byRank.length; r++)
+    if (byRank[r] === undefined) throw new Error(`${label}: rank ${r} missing`);
   return byRank;
 }
 
@@ -91,7 +95,8 @@ function mergesFromRanks(byRank: readonly string[]): [string, string][] {
 export function tiktokenLlama3Tokenizer(ranksText: string, label = 'tokenizer.model'): Tokenizer {
   const byRank = parseTiktokenRanks(ranksText, label);
   const unicode = bytesToUnicode();
-  const spell = (bytes: string): string => Array.from(bytes, (c) => unicode[c.charCodeAt(0)]!).join('');
+  const spell = (bytes: string): string =>
+    Array.from(bytes, (c) => unicode[c.charCodeAt(0)]!).join('');
   const specials = llama3SpecialTokens();
   const tokens = [...byRank.map(spell), ...specials];
   const tokenizerJson = byteLevelTokenizerJson({

@@ -6,7 +6,13 @@
 import { fs, hostProcess, path } from '../io/host.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import type { AdapterRecipe } from '../io/adapter-recipe.js';
-import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, applyPeftAdapter, loadPeftAdapter, savePeftAdapter } from '../io/peft.js';
+import {
+  ADAPTER_CONFIG,
+  ADAPTER_WEIGHTS,
+  applyPeftAdapter,
+  loadPeftAdapter,
+  savePeftAdapter,
+} from '../io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import type { LoraConfig } from '../models/build.js';
 import type { LlamaModel } from '../models/llama.js';
@@ -18,7 +24,10 @@ export const TRAINER_STATE_FILE = 'trainer_state.json';
 export const BEST_ADAPTER_FILE = 'best_adapter_model.safetensors';
 
 /** Adapter weights kept on the host: PEFT key → values (shapes are the model's). */
-export type HostAdapterWeights = ReadonlyMap<string, { readonly shape: readonly number[]; readonly values: Float32Array }>;
+export type HostAdapterWeights = ReadonlyMap<
+  string,
+  { readonly shape: readonly number[]; readonly values: Float32Array }
+>;
 
 export interface TrainerState {
   /** Completed optimizer steps. */
@@ -43,8 +52,15 @@ export function checkpointDir(outputDir: string, step: number): string {
 }
 
 export async function saveCheckpoint(
-  outputDir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null, optimizer: Optimizer,
-  state: TrainerState, keep: number, best: HostAdapterWeights | null = null, recipe: AdapterRecipe | null = null,
+  outputDir: string,
+  model: LlamaModel,
+  lora: LoraConfig,
+  baseModel: string | null,
+  optimizer: Optimizer,
+  state: TrainerState,
+  keep: number,
+  best: HostAdapterWeights | null = null,
+  recipe: AdapterRecipe | null = null,
 ): Promise<string> {
   const final = checkpointDir(outputDir, state.step);
   const tmp = path.join(outputDir, `.tmp-checkpoint-${state.step}-${hostProcess.pid}`);
@@ -57,12 +73,25 @@ export async function saveCheckpoint(
       name,
       dtype: data instanceof Uint8Array ? 'U8' : 'F32',
       shape: [data.length],
-      data: data instanceof Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      data:
+        data instanceof Uint8Array
+          ? data
+          : new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
     }));
-    writeSafetensors(path.join(tmp, OPTIMIZER_FILE), tensors, { kind: optimizer.kind, steps: String(opt.steps) });
+    writeSafetensors(path.join(tmp, OPTIMIZER_FILE), tensors, {
+      kind: optimizer.kind,
+      steps: String(opt.steps),
+    });
     if (best) {
-      const bestTensors = [...best].map(([name, t]) => ({ name, dtype: 'F32', shape: [...t.shape], data: t.values }));
-      writeSafetensors(path.join(tmp, BEST_ADAPTER_FILE), bestTensors, { step: String(state.bestStep ?? '') });
+      const bestTensors = [...best].map(([name, t]) => ({
+        name,
+        dtype: 'F32',
+        shape: [...t.shape],
+        data: t.values,
+      }));
+      writeSafetensors(path.join(tmp, BEST_ADAPTER_FILE), bestTensors, {
+        step: String(state.bestStep ?? ''),
+      });
     }
     const json = new TextEncoder().encode(`${JSON.stringify(state, null, 2)}\n`);
     writeFileAtomic(path.join(tmp, TRAINER_STATE_FILE), (fd) => writeAll(fd, json));
@@ -105,7 +134,10 @@ export function isCompleteCheckpoint(dir: string): boolean {
  * that the next start cleans.
  */
 function retire(outputDir: string, dir: string): void {
-  const doomed = path.join(outputDir, `.tmp-checkpoint-removing-${path.basename(dir)}-${hostProcess.pid}`);
+  const doomed = path.join(
+    outputDir,
+    `.tmp-checkpoint-removing-${path.basename(dir)}-${hostProcess.pid}`,
+  );
   fs.rmSync(doomed, { recursive: true, force: true });
   fs.renameSync(dir, doomed);
   fs.rmSync(doomed, { recursive: true, force: true });
@@ -124,7 +156,11 @@ export function loadBestAdapter(dir: string): HostAdapterWeights | null {
   const f = SafetensorsFile.open(file);
   try {
     const out = new Map<string, { shape: number[]; values: Float32Array }>();
-    for (const [name, info] of f.tensors) out.set(name, { shape: [...info.shape], values: new Float32Array(f.readRaw(name).slice().buffer) });
+    for (const [name, info] of f.tensors)
+      out.set(name, {
+        shape: [...info.shape],
+        values: new Float32Array(f.readRaw(name).slice().buffer),
+      });
     return out;
   } finally {
     f.close();
@@ -134,7 +170,8 @@ export function loadBestAdapter(dir: string): HostAdapterWeights | null {
 /** The trainer state of a checkpoint folder (read before anything is loaded, to check the options). */
 export function readTrainerState(dir: string): TrainerState {
   const statePath = path.join(dir, TRAINER_STATE_FILE);
-  if (!fs.existsSync(statePath)) throw new Error(`${dir}: not a checkpoint (no ${TRAINER_STATE_FILE})`);
+  if (!fs.existsSync(statePath))
+    throw new Error(`${dir}: not a checkpoint (no ${TRAINER_STATE_FILE})`);
   try {
     return JSON.parse(fs.readFileSync(statePath, 'utf8')) as TrainerState;
   } catch (e) {
@@ -146,7 +183,9 @@ export function readTrainerState(dir: string): TrainerState {
 export function loadCheckpoint(dir: string, model: LlamaModel, optimizer: Optimizer): TrainerState {
   const state = readTrainerState(dir);
   if (state.optimizerKind !== optimizer.kind) {
-    throw new Error(`${dir}: checkpoint was written by optimizer '${state.optimizerKind}', this run uses '${optimizer.kind}'`);
+    throw new Error(
+      `${dir}: checkpoint was written by optimizer '${state.optimizerKind}', this run uses '${optimizer.kind}'`,
+    );
   }
   applyPeftAdapter(model, loadPeftAdapter(dir));
   const file = SafetensorsFile.open(path.join(dir, OPTIMIZER_FILE));
@@ -154,7 +193,8 @@ export function loadCheckpoint(dir: string, model: LlamaModel, optimizer: Optimi
     const arrays: OptimizerStateArrays = {};
     for (const [name, info] of file.tensors) {
       const raw = file.readRaw(name);
-      arrays[name] = info.dtype === 'U8' ? Uint8Array.from(raw) : new Float32Array(raw.slice().buffer);
+      arrays[name] =
+        info.dtype === 'U8' ? Uint8Array.from(raw) : new Float32Array(raw.slice().buffer);
     }
     optimizer.restore(Number(file.metadata.steps ?? state.step), arrays);
   } finally {

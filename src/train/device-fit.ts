@@ -41,16 +41,29 @@ export function largestTensors(m: PlanModel, plan: TrainingPlan): DeviceBuffer[]
   const o = plan.options;
   const rows = o.batchSize * o.seqLen;
   const q = o.quantization;
-  const matrix = (r: number, c: number, quantized: boolean) => (quantized ? Math.ceil((r * c) / 2) : r * c * 4);
+  const matrix = (r: number, c: number, quantized: boolean) =>
+    quantized ? Math.ceil((r * c) / 2) : r * c * 4;
   const out: DeviceBuffer[] = [
     {
       what: `embedding table ${m.vocabSize} × ${m.hiddenSize} ${o.quantizeEmbedding && q ? '4-bit' : 'f32'}`,
       bytes: matrix(m.vocabSize, m.hiddenSize, Boolean(o.quantizeEmbedding && q)),
       windowed: true,
     },
-    { what: `logits chunk ${Math.min(o.lossChunkRows, rows)} × ${m.vocabSize} f32`, bytes: Math.min(o.lossChunkRows, rows) * m.vocabSize * 4, windowed: false },
-    { what: `MLP activation ${rows} × ${m.intermediateSize} f32`, bytes: rows * m.intermediateSize * 4, windowed: false },
-    { what: `4-bit MLP weight ${m.intermediateSize} × ${m.hiddenSize}`, bytes: matrix(m.intermediateSize, m.hiddenSize, Boolean(q)), windowed: true },
+    {
+      what: `logits chunk ${Math.min(o.lossChunkRows, rows)} × ${m.vocabSize} f32`,
+      bytes: Math.min(o.lossChunkRows, rows) * m.vocabSize * 4,
+      windowed: false,
+    },
+    {
+      what: `MLP activation ${rows} × ${m.intermediateSize} f32`,
+      bytes: rows * m.intermediateSize * 4,
+      windowed: false,
+    },
+    {
+      what: `4-bit MLP weight ${m.intermediateSize} × ${m.hiddenSize}`,
+      bytes: matrix(m.intermediateSize, m.hiddenSize, Boolean(q)),
+      windowed: true,
+    },
   ];
   if (!m.tieWordEmbeddings) {
     out.push({
@@ -65,7 +78,12 @@ export function largestTensors(m: PlanModel, plan: TrainingPlan): DeviceBuffer[]
 /**
  * Checks a plan against a device's limits and, when known, a memory budget in bytes.
  */
-export function deviceFit(m: PlanModel, plan: TrainingPlan, limits: DeviceLimits, memoryBudget: number | null = null): DeviceFit {
+export function deviceFit(
+  m: PlanModel,
+  plan: TrainingPlan,
+  limits: DeviceLimits,
+  memoryBudget: number | null = null,
+): DeviceFit {
   const bindingLimit = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
   const largest = largestTensors(m, plan);
   const reasons: string[] = [];
@@ -73,13 +91,20 @@ export function deviceFit(m: PlanModel, plan: TrainingPlan, limits: DeviceLimits
     // Every tensor is one buffer; only tensors bound whole must also fit one binding.
     const limit = b.windowed ? limits.maxBufferSize : bindingLimit;
     if (b.bytes > limit) {
-      const which = !b.windowed && limits.maxStorageBufferBindingSize <= limits.maxBufferSize ? 'maxStorageBufferBindingSize' : 'maxBufferSize';
-      reasons.push(`the ${b.what} takes ${formatBytes(b.bytes)}, over this GPU's ${which} of ${formatBytes(limit)}`);
+      const which =
+        !b.windowed && limits.maxStorageBufferBindingSize <= limits.maxBufferSize
+          ? 'maxStorageBufferBindingSize'
+          : 'maxBufferSize';
+      reasons.push(
+        `the ${b.what} takes ${formatBytes(b.bytes)}, over this GPU's ${which} of ${formatBytes(limit)}`,
+      );
     }
   }
   const deviceBytes = plan.peakBytes - plan.memory.runtime;
   if (memoryBudget !== null && deviceBytes > memoryBudget) {
-    reasons.push(`the run needs ${formatBytes(deviceBytes)} on the GPU, more than the ${formatBytes(memoryBudget)} available`);
+    reasons.push(
+      `the run needs ${formatBytes(deviceBytes)} on the GPU, more than the ${formatBytes(memoryBudget)} available`,
+    );
   }
   return { fits: reasons.length === 0, reasons, largest, deviceBytes, bindingLimit };
 }

@@ -47,7 +47,11 @@ export async function measureGemmRate(be: Backend & { sync?(): Promise<void> }):
 }
 
 export async function planOnDevice(
-  m: PlanModel, plan: TrainingPlan, be: Backend & { sync?(): Promise<void> }, limits: DeviceLimits, device: string,
+  m: PlanModel,
+  plan: TrainingPlan,
+  be: Backend & { sync?(): Promise<void> },
+  limits: DeviceLimits,
+  device: string,
 ): Promise<DevicePlan> {
   const fit = deviceFit(m, plan, limits);
   const gemmFlops = await measureGemmRate(be);
@@ -62,7 +66,10 @@ export function formatDevicePlan(p: DevicePlan): string[] {
     `  ${'largest tensor'.padEnd(17)} ${formatBytes(p.fit.largest[0]!.bytes).padStart(11)}   ${p.fit.largest[0]!.what} (weights are bound in windows; one binding holds ${formatBytes(p.fit.bindingLimit)})`,
     `  ${'speed'.padEnd(17)} ${p.tokensPerSecond.toFixed(p.tokensPerSecond < 10 ? 2 : 0).padStart(7)} tok/s   at most: model FLOPs at the measured f32 GEMM rate of ${(p.gemmFlops / 1e9).toFixed(1)} GFLOP/s`,
   ];
-  if (p.fit.fits) lines.push('  fits this GPU\'s buffer and binding limits (the adapter does not report its total memory)');
+  if (p.fit.fits)
+    lines.push(
+      "  fits this GPU's buffer and binding limits (the adapter does not report its total memory)",
+    );
   else for (const r of p.fit.reasons) lines.push(`  does not fit: ${r}`);
   return lines;
 }

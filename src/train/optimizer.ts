@@ -57,7 +57,11 @@ export class AdamW implements Optimizer {
     this._steps++;
     this.params.forEach((p, i) => {
       if (!p.grad) throw new Error(`parameter ${p.name} has no gradient`);
-      p.backend.adamw(p.value, p.grad, this.m[i]!, this.v[i]!, { lr, ...this.hyper, step: this._steps });
+      p.backend.adamw(p.value, p.grad, this.m[i]!, this.v[i]!, {
+        lr,
+        ...this.hyper,
+        step: this._steps,
+      });
     });
   }
 
@@ -108,10 +112,18 @@ export class AdamW8bit implements Optimizer {
     this.slots = params.map((p) => {
       const be = p.backend;
       const n = p.value.size;
-      if (n < min8bitSize) return { kind: 'f32', m: be.zeros(p.value.shape, 'f32'), v: be.zeros(p.value.shape, 'f32') };
+      if (n < min8bitSize)
+        return {
+          kind: 'f32',
+          m: be.zeros(p.value.shape, 'f32'),
+          v: be.zeros(p.value.shape, 'f32'),
+        };
       let maps = this.maps.get(be);
       if (!maps) {
-        maps = { qmap1: be.fromArray(signed, [256], 'f32'), qmap2: be.fromArray(unsigned, [256], 'f32') };
+        maps = {
+          qmap1: be.fromArray(signed, [256], 'f32'),
+          qmap2: be.fromArray(unsigned, [256], 'f32'),
+        };
         this.maps.set(be, maps);
       }
       const blocks = Math.ceil(n / ADAMW8BIT_BLOCKSIZE);
@@ -119,7 +131,16 @@ export class AdamW8bit implements Optimizer {
       const state2 = be.zeros([n], 'u8');
       be.fill(state1, zero1);
       be.fill(state2, zero2);
-      return { kind: 'u8', state: { state1, state2, absmax1: be.zeros([blocks], 'f32'), absmax2: be.zeros([blocks], 'f32'), ...maps } };
+      return {
+        kind: 'u8',
+        state: {
+          state1,
+          state2,
+          absmax1: be.zeros([blocks], 'f32'),
+          absmax2: be.zeros([blocks], 'f32'),
+          ...maps,
+        },
+      };
     });
   }
 
@@ -128,7 +149,11 @@ export class AdamW8bit implements Optimizer {
   }
 
   get stateBytes(): number {
-    return this.slots.reduce((s, x) => s + (x.kind === 'f32' ? x.m.size * 8 : x.state.state1.size * 2 + x.state.absmax1.size * 8), 0);
+    return this.slots.reduce(
+      (s, x) =>
+        s + (x.kind === 'f32' ? x.m.size * 8 : x.state.state1.size * 2 + x.state.absmax1.size * 8),
+      0,
+    );
   }
 
   step(lr: number): void {
@@ -183,7 +208,8 @@ export class AdamW8bit implements Optimizer {
         s.m.dispose();
         s.v.dispose();
       } else {
-        for (const t of [s.state.state1, s.state.state2, s.state.absmax1, s.state.absmax2]) t.dispose();
+        for (const t of [s.state.state1, s.state.state2, s.state.absmax1, s.state.absmax2])
+          t.dispose();
       }
     }
     for (const { qmap1, qmap2 } of this.maps.values()) {
@@ -194,13 +220,16 @@ export class AdamW8bit implements Optimizer {
   }
 }
 
-type Slot =
-  | { kind: 'f32'; m: Tensor; v: Tensor }
-  | { kind: 'u8'; state: AdamW8bitState };
+type Slot = { kind: 'f32'; m: Tensor; v: Tensor } | { kind: 'u8'; state: AdamW8bitState };
 
-function requireArray<T extends Float32Array | Uint8Array>(arrays: OptimizerStateArrays, key: string, length: number): T {
+function requireArray<T extends Float32Array | Uint8Array>(
+  arrays: OptimizerStateArrays,
+  key: string,
+  length: number,
+): T {
   const a = arrays[key];
   if (!a) throw new Error(`optimizer state is missing '${key}'`);
-  if (a.length !== length) throw new Error(`optimizer state '${key}' has ${a.length} values, expected ${length}`);
+  if (a.length !== length)
+    throw new Error(`optimizer state '${key}' has ${a.length} values, expected ${length}`);
   return a as T;
 }

@@ -13,7 +13,14 @@ import type { LlamaModel } from '../models/llama.js';
 import { isCompleteCheckpoint } from './checkpoint.js';
 
 /** Files a run writes at the top of its output folder (besides checkpoint-N/ folders). */
-export const RUN_FILES = [ADAPTER_WEIGHTS, ADAPTER_CONFIG, 'metrics.jsonl', 'loss.svg', 'config.yaml', 'README.md'] as const;
+export const RUN_FILES = [
+  ADAPTER_WEIGHTS,
+  ADAPTER_CONFIG,
+  'metrics.jsonl',
+  'loss.svg',
+  'config.yaml',
+  'README.md',
+] as const;
 
 /** Temporaries of a killed run: checkpoint and adapter staging folders, atomic-write temp files. */
 const STALE = [/^\.tmp-checkpoint-/, /^\.tmp-adapter-/, /^\..+\.\d+\.\d+\.tmp$/];
@@ -36,10 +43,12 @@ export function makeOutputDir(dir: string): string {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       // ENOTDIR: some ancestor is a file; walking up finds it and says so.
-      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new OutputDirError(`output folder ${dir}: cannot use ${at} (${code})`);
+      if (code !== 'ENOENT' && code !== 'ENOTDIR')
+        throw new OutputDirError(`output folder ${dir}: cannot use ${at} (${code})`);
     }
     if (st) {
-      if (!st.isDirectory()) throw new OutputDirError(`output folder ${dir}: ${at} is not a folder`);
+      if (!st.isDirectory())
+        throw new OutputDirError(`output folder ${dir}: ${at} is not a folder`);
       break;
     }
     missing.push(at);
@@ -52,7 +61,8 @@ export function makeOutputDir(dir: string): string {
       fs.mkdirSync(level);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'EEXIST') throw new OutputDirError(`output folder ${dir}: cannot create ${level} (${code})`);
+      if (code !== 'EEXIST')
+        throw new OutputDirError(`output folder ${dir}: cannot create ${level} (${code})`);
     }
   }
   // Writable? Better to know now than after loading a model and an hour of training.
@@ -61,7 +71,9 @@ export function makeOutputDir(dir: string): string {
     fs.mkdirSync(probe);
     fs.rmdirSync(probe);
   } catch (e) {
-    throw new OutputDirError(`output folder ${dir}: cannot write in it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new OutputDirError(
+      `output folder ${dir}: cannot write in it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   return abs;
 }
@@ -76,7 +88,8 @@ export function cleanStaleFiles(dir: string): string[] {
   const names = fs.readdirSync(dir);
   for (const name of names) {
     const full = path.join(dir, name);
-    const stale = STALE.some((re) => re.test(name)) || (CHECKPOINT.test(name) && !isCompleteCheckpoint(full));
+    const stale =
+      STALE.some((re) => re.test(name)) || (CHECKPOINT.test(name) && !isCompleteCheckpoint(full));
     if (stale) {
       fs.rmSync(full, { recursive: true, force: true });
       removed.push(name);
@@ -105,7 +118,9 @@ export function prepareOutputDir(dir: string, options: PrepareOptions): { remove
   makeOutputDir(dir);
   const removed = cleanStaleFiles(dir);
   if (options.resume) return { removed };
-  const ours = fs.readdirSync(dir).filter((n) => (RUN_FILES as readonly string[]).includes(n) || CHECKPOINT.test(n));
+  const ours = fs
+    .readdirSync(dir)
+    .filter((n) => (RUN_FILES as readonly string[]).includes(n) || CHECKPOINT.test(n));
   if (options.overwrite) {
     for (const name of ours) {
       fs.rmSync(path.join(dir, name), { recursive: true, force: true });
@@ -115,7 +130,9 @@ export function prepareOutputDir(dir: string, options: PrepareOptions): { remove
   }
   const entries = fs.readdirSync(dir);
   if (entries.length > 0) {
-    const shown = entries.sort().slice(0, 4).join(', ') + (entries.length > 4 ? `, … (${entries.length} entries)` : '');
+    const shown =
+      entries.sort().slice(0, 4).join(', ') +
+      (entries.length > 4 ? `, … (${entries.length} entries)` : '');
     throw new OutputDirError(
       `output folder ${dir} is not empty (${shown}): pass --resume to continue the run in it, --overwrite to replace it, or choose another --output`,
     );
@@ -133,7 +150,10 @@ export function openAppendNoFollow(file: string): number {
     return fs.openSync(file, c.O_WRONLY | c.O_APPEND | c.O_CREAT | c.O_NOFOLLOW, 0o644);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw new OutputDirError(`${file} is a symbolic link; the trainer does not write through links (remove it)`);
+    if (code === 'ELOOP')
+      throw new OutputDirError(
+        `${file} is a symbolic link; the trainer does not write through links (remove it)`,
+      );
     throw e;
   }
 }
@@ -145,7 +165,13 @@ export function openAppendNoFollow(file: string): number {
  * without a config by a kill between renames are removed on the next start (the final checkpoint
  * holds the same weights).
  */
-export async function saveFinalAdapter(dir: string, model: LlamaModel, lora: LoraConfig, baseModel: string | null, recipe: AdapterRecipe | null = null): Promise<void> {
+export async function saveFinalAdapter(
+  dir: string,
+  model: LlamaModel,
+  lora: LoraConfig,
+  baseModel: string | null,
+  recipe: AdapterRecipe | null = null,
+): Promise<void> {
   const stage = path.join(dir, `.tmp-adapter-${hostProcess.pid}`);
   fs.rmSync(stage, { recursive: true, force: true });
   fs.mkdirSync(stage);
@@ -153,7 +179,8 @@ export async function saveFinalAdapter(dir: string, model: LlamaModel, lora: Lor
     await savePeftAdapter(stage, model, lora, baseModel, recipe);
     fs.rmSync(path.join(dir, ADAPTER_CONFIG), { force: true });
     const names = fs.readdirSync(stage).filter((n) => n !== ADAPTER_CONFIG);
-    for (const name of [...names, ADAPTER_CONFIG]) fs.renameSync(path.join(stage, name), path.join(dir, name));
+    for (const name of [...names, ADAPTER_CONFIG])
+      fs.renameSync(path.join(stage, name), path.join(dir, name));
     syncDir(dir);
   } finally {
     fs.rmSync(stage, { recursive: true, force: true });

@@ -160,14 +160,24 @@ export interface TrainingPlan {
 /** The shape facts the planner needs (BuildConfig without rope details). */
 export type PlanModel = Pick<
   BuildConfig,
-  | 'vocabSize' | 'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads' | 'numKvHeads' | 'headDim'
-  | 'tieWordEmbeddings' | 'maxPositionEmbeddings' | 'attentionBias'
-> & Partial<Pick<BuildConfig, 'attentionOutputBias' | 'mlpBias'>>;
+  | 'vocabSize'
+  | 'hiddenSize'
+  | 'intermediateSize'
+  | 'numLayers'
+  | 'numHeads'
+  | 'numKvHeads'
+  | 'headDim'
+  | 'tieWordEmbeddings'
+  | 'maxPositionEmbeddings'
+  | 'attentionBias'
+> &
+  Partial<Pick<BuildConfig, 'attentionOutputBias' | 'mlpBias'>>;
 
 const ALIGN = 64;
 const roundUp = (bytes: number) => Math.ceil(bytes / ALIGN) * ALIGN;
 /** One native tensor: 64-byte rounded (memory.cc), at least 64. */
-const block = (elements: number, dtype: DType = 'f32') => Math.max(ALIGN, roundUp(elements * BYTES_PER_ELEMENT[dtype]));
+const block = (elements: number, dtype: DType = 'f32') =>
+  Math.max(ALIGN, roundUp(elements * BYTES_PER_ELEMENT[dtype]));
 
 /**
  * Replays HostArena's policy (src/tensor/arena.ts): chunks of max(request, last chunk, 1 MiB),
@@ -181,7 +191,10 @@ export class SimulatedArena {
   private usedInEarlierChunks = 0;
   peakInUse = 0;
 
-  constructor(initialBytes: number, private readonly maxChunkBytes: number = MAX_CHUNK_BYTES) {
+  constructor(
+    initialBytes: number,
+    private readonly maxChunkBytes: number = MAX_CHUNK_BYTES,
+  ) {
     this.chunks = chunkSizes(Math.max(0, initialBytes), maxChunkBytes);
   }
 
@@ -228,7 +241,13 @@ function projectionShapes(m: PlanModel): ProjShape[] {
   const d = m.hiddenSize;
   const f = m.intermediateSize;
   const dims: Record<ProjectionName, [number, number]> = {
-    q_proj: [q, d], k_proj: [kv, d], v_proj: [kv, d], o_proj: [d, q], gate_proj: [f, d], up_proj: [f, d], down_proj: [d, f],
+    q_proj: [q, d],
+    k_proj: [kv, d],
+    v_proj: [kv, d],
+    o_proj: [d, q],
+    gate_proj: [f, d],
+    up_proj: [f, d],
+    down_proj: [d, f],
   };
   return PROJECTIONS.map((name) => ({ name, rows: dims[name][0], cols: dims[name][1] }));
 }
@@ -256,14 +275,21 @@ function projectionBytes(rows: number, cols: number, q: PlanOptions['quantizatio
 }
 
 /** Bytes of a projection's quantized payload alone (packed codes + absmax state), for bits/param. */
-function projectionPayloadBytes(rows: number, cols: number, q: PlanOptions['quantization']): number {
+function projectionPayloadBytes(
+  rows: number,
+  cols: number,
+  q: PlanOptions['quantization'],
+): number {
   const n = rows * cols;
   if (!q) return n * 4;
   const nblocks = Math.ceil(n / q.blocksize);
   return Math.ceil(n / 2) + (q.doubleQuant ? nblocks + Math.ceil(nblocks / 256) * 4 : nblocks * 4);
 }
 
-export function parameterCounts(m: PlanModel, o: Pick<PlanOptions, 'rank' | 'targets'>): ParameterCounts {
+export function parameterCounts(
+  m: PlanModel,
+  o: Pick<PlanOptions, 'rank' | 'targets'>,
+): ParameterCounts {
   const projs = projectionShapes(m);
   const targets = targetSet(o.targets, o.rank);
   let projections = 0;
@@ -277,7 +303,14 @@ export function parameterCounts(m: PlanModel, o: Pick<PlanOptions, 'rank' | 'tar
   const embedding = m.vocabSize * m.hiddenSize;
   const lmHead = m.tieWordEmbeddings ? 0 : embedding;
   const norms = (2 * m.numLayers + 1) * m.hiddenSize;
-  return { projections, embedding, lmHead, norms, lora, base: projections + embedding + lmHead + norms };
+  return {
+    projections,
+    embedding,
+    lmHead,
+    norms,
+    lora,
+    base: projections + embedding + lmHead + norms,
+  };
 }
 
 /**
@@ -285,7 +318,9 @@ export function parameterCounts(m: PlanModel, o: Pick<PlanOptions, 'rank' | 'tar
  * LlamaModel.lossAndGradients' allocations so the merged capacities settle where the real ones do.
  */
 export function planArenas(
-  m: PlanModel, options: Partial<PlanOptions> = {}, initialBytes: { step: number; layer: number } = { step: 1 << 20, layer: 1 << 20 },
+  m: PlanModel,
+  options: Partial<PlanOptions> = {},
+  initialBytes: { step: number; layer: number } = { step: 1 << 20, layer: 1 << 20 },
 ): { step: SimulatedArena; layer: SimulatedArena } {
   const o: PlanOptions = { ...PLAN_DEFAULTS, ...options };
   const step = new SimulatedArena(initialBytes.step);
@@ -388,7 +423,10 @@ export function planArenas(
 }
 
 /** FLOPs per token (multiply-add = 2), counting causal attention's actual half of the scores. */
-export function flopsPerToken(m: PlanModel, o: PlanOptions): FlopsPerToken & { gemm: number; gemm4bit: number; lora: number; attention: number } {
+export function flopsPerToken(
+  m: PlanModel,
+  o: PlanOptions,
+): FlopsPerToken & { gemm: number; gemm4bit: number; lora: number; attention: number } {
   const c = parameterCounts(m, o);
   const qDim = m.numHeads * m.headDim;
   const T = o.seqLen;
@@ -405,7 +443,9 @@ export function flopsPerToken(m: PlanModel, o: PlanOptions): FlopsPerToken & { g
   const quantized = o.quantization !== null;
   const projWork = 2 * proj * (o.gradientCheckpointing ? 3 : 2);
   return {
-    forward, backward, recompute,
+    forward,
+    backward,
+    recompute,
     gemm: 4 * vocab + (quantized ? 0 : projWork),
     gemm4bit: quantized ? projWork : 0,
     lora: loraFwd * (o.gradientCheckpointing ? 4 : 3),
@@ -425,12 +465,22 @@ function memoryBoundBytesPerToken(m: PlanModel, o: PlanOptions): number {
 }
 
 /** Predicts peak memory and speed of QLoRA training of model `m` with options `o` on `machine`. */
-export function planTraining(m: PlanModel, options: Partial<PlanOptions> = {}, machine: MachineModel = defaultMachine()): TrainingPlan {
+export function planTraining(
+  m: PlanModel,
+  options: Partial<PlanOptions> = {},
+  machine: MachineModel = defaultMachine(),
+): TrainingPlan {
   const o: PlanOptions = { ...PLAN_DEFAULTS, ...options };
-  for (const [k, v] of [['seqLen', o.seqLen], ['batchSize', o.batchSize], ['lossChunkRows', o.lossChunkRows]] as const) {
-    if (!Number.isInteger(v) || v < 1) throw new Error(`plan: ${k} must be a positive integer, got ${v}`);
+  for (const [k, v] of [
+    ['seqLen', o.seqLen],
+    ['batchSize', o.batchSize],
+    ['lossChunkRows', o.lossChunkRows],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1)
+      throw new Error(`plan: ${k} must be a positive integer, got ${v}`);
   }
-  if (!Number.isInteger(o.rank) || o.rank < 0) throw new Error(`plan: rank must be a non-negative integer, got ${o.rank}`);
+  if (!Number.isInteger(o.rank) || o.rank < 0)
+    throw new Error(`plan: rank must be a non-negative integer, got ${o.rank}`);
   const params = parameterCounts(m, o);
   const projs = projectionShapes(m);
   const targets = targetSet(o.targets, o.rank);
@@ -450,11 +500,23 @@ export function planTraining(m: PlanModel, options: Partial<PlanOptions> = {}, m
   // Rotary tables: min(2048, max positions) rows to start, grown to max(seqLen, 2×) on demand (build.ts).
   const ropeStart = Math.min(2048, Math.max(m.maxPositionEmbeddings, 1));
   const ropeRows = o.seqLen > ropeStart ? Math.max(o.seqLen, 2 * ropeStart) : ropeStart;
-  const headBytes = !params.lmHead ? 0 : o.quantizeHead && o.quantization ? projectionBytes(m.vocabSize, m.hiddenSize, o.quantization) : block(params.lmHead);
-  const embeddingBytes = o.quantizeEmbedding && o.quantization ? projectionBytes(m.vocabSize, m.hiddenSize, o.quantization) : block(params.embedding);
+  const headBytes = !params.lmHead
+    ? 0
+    : o.quantizeHead && o.quantization
+      ? projectionBytes(m.vocabSize, m.hiddenSize, o.quantization)
+      : block(params.lmHead);
+  const embeddingBytes =
+    o.quantizeEmbedding && o.quantization
+      ? projectionBytes(m.vocabSize, m.hiddenSize, o.quantization)
+      : block(params.embedding);
   const embedBytes = embeddingBytes + headBytes;
   const normBytes = (2 * m.numLayers + 1) * block(m.hiddenSize);
-  const baseWeights = projectionBytesTotal + biasBytes + embedBytes + normBytes + 2 * block((ropeRows * m.headDim) / 2);
+  const baseWeights =
+    projectionBytesTotal +
+    biasBytes +
+    embedBytes +
+    normBytes +
+    2 * block((ropeRows * m.headDim) / 2);
 
   let adapters = 0;
   let optimizerStates = 0;
@@ -466,7 +528,10 @@ export function planTraining(m: PlanModel, options: Partial<PlanOptions> = {}, m
     for (const size of [a, b]) {
       // AdamW: fp32 m and v tensors. AdamW8bit: u8 codes + f32 absmax per 256 in JS arrays, fp32
       // below bnb's 4096-element threshold.
-      optimizerStates += o.optimizer === 'adamw' || size < 4096 ? 2 * block(size) : 2 * size + 2 * 4 * Math.ceil(size / 256);
+      optimizerStates +=
+        o.optimizer === 'adamw' || size < 4096
+          ? 2 * block(size)
+          : 2 * size + 2 * 4 * Math.ceil(size / 256);
     }
   }
   adapters *= m.numLayers;
@@ -477,13 +542,21 @@ export function planTraining(m: PlanModel, options: Partial<PlanOptions> = {}, m
   // tails, no merges (whose freed chunks linger in the malloc heap). Growing from 1 MiB is what a
   // caller that ignores the plan gets.
   const grown = params.lora > 0 ? planArenas(m, o) : null;
-  const arenaBytes = grown ? { step: grown.step.peakInUse, layer: grown.layer.peakInUse } : { step: 1 << 20, layer: 1 << 20 };
+  const arenaBytes = grown
+    ? { step: grown.step.peakInUse, layer: grown.layer.peakInUse }
+    : { step: 1 << 20, layer: 1 << 20 };
   const arenas = grown ? (o.presizedArenas ? planArenas(m, o, arenaBytes) : grown) : null;
   const threads = hostProcess.cpuCount();
   const activations = arenas ? arenas.step.capacity : 0;
   const workspace = (arenas ? arenas.layer.capacity : 0) + threads * WORKSPACE_PER_THREAD_BYTES;
   const memory: MemoryBreakdown = {
-    runtime: RUNTIME_BYTES, baseWeights, adapters, gradients, optimizerStates, activations, workspace,
+    runtime: RUNTIME_BYTES,
+    baseWeights,
+    adapters,
+    gradients,
+    optimizerStates,
+    activations,
+    workspace,
   };
   const peakBytes = Object.values(memory).reduce((s, v) => s + v, 0);
 
@@ -502,12 +575,15 @@ export function planTraining(m: PlanModel, options: Partial<PlanOptions> = {}, m
   if (!fits) {
     warnings.push(
       `predicted peak ${formatBytes(peakBytes)} exceeds this machine's ${formatBytes(machine.totalMemoryBytes)} of RAM: ` +
-      `${o.gradientCheckpointing ? '' : 'enable gradient checkpointing, '}lower --batch-size or --seq-len, or use --optimizer adamw8bit`,
+        `${o.gradientCheckpointing ? '' : 'enable gradient checkpointing, '}lower --batch-size or --seq-len, or use --optimizer adamw8bit`,
     );
   } else if (peakBytes > 0.85 * machine.totalMemoryBytes) {
-    warnings.push(`predicted peak ${formatBytes(peakBytes)} is within 15% of this machine's ${formatBytes(machine.totalMemoryBytes)} of RAM`);
+    warnings.push(
+      `predicted peak ${formatBytes(peakBytes)} is within 15% of this machine's ${formatBytes(machine.totalMemoryBytes)} of RAM`,
+    );
   }
-  if (!o.quantization) warnings.push('the base is full precision (f32): 8× the memory of a 4-bit base');
+  if (!o.quantization)
+    warnings.push('the base is full precision (f32): 8× the memory of a 4-bit base');
   return {
     options: o,
     params,
@@ -542,20 +618,34 @@ function formatCount(n: number): string {
 export function formatPlan(plan: TrainingPlan, label = 'model'): string[] {
   const o = plan.options;
   const m = plan.memory;
-  const q = o.quantization ? `4-bit, blocksize ${o.quantization.blocksize}${o.quantization.doubleQuant ? ', double quant' : ''}` : 'f32';
+  const q = o.quantization
+    ? `4-bit, blocksize ${o.quantization.blocksize}${o.quantization.doubleQuant ? ', double quant' : ''}`
+    : 'f32';
   const rows: [string, number, string][] = [
-    ['base weights', m.baseWeights, `${formatCount(plan.params.base)} params, ${plan.baseBitsPerParam.toFixed(2)} bits/param (projections ${plan.projectionBitsPerParam.toFixed(2)})`],
+    [
+      'base weights',
+      m.baseWeights,
+      `${formatCount(plan.params.base)} params, ${plan.baseBitsPerParam.toFixed(2)} bits/param (projections ${plan.projectionBitsPerParam.toFixed(2)})`,
+    ],
     ['adapters', m.adapters, `${formatCount(plan.params.lora)} LoRA params`],
     ['gradients', m.gradients, 'f32'],
     ['optimizer states', m.optimizerStates, o.optimizer],
-    ['activations', m.activations, o.gradientCheckpointing ? 'layer inputs (checkpoints), loss buffers' : 'all layer tapes, loss buffers'],
-    ['workspace', m.workspace, 'one layer\'s temporaries, kernel scratch'],
+    [
+      'activations',
+      m.activations,
+      o.gradientCheckpointing
+        ? 'layer inputs (checkpoints), loss buffers'
+        : 'all layer tapes, loss buffers',
+    ],
+    ['workspace', m.workspace, "one layer's temporaries, kernel scratch"],
     ['runtime', m.runtime, 'Node.js, V8 heap, addon'],
   ];
   const lines = [
     `plan for ${label}: batch ${o.batchSize} × seq ${o.seqLen}, LoRA r=${o.rank} on ${o.targets === 'all-linear' ? 'all linear layers' : o.targets.join(',')}, ` +
       `${o.optimizer}, base ${q}, gradient checkpointing ${o.gradientCheckpointing ? 'on' : 'off'}`,
-    ...rows.map(([name, bytes, note]) => `  ${name.padEnd(17)} ${formatBytes(bytes).padStart(11)}   ${note}`),
+    ...rows.map(
+      ([name, bytes, note]) => `  ${name.padEnd(17)} ${formatBytes(bytes).padStart(11)}   ${note}`,
+    ),
     `  ${'predicted peak'.padEnd(17)} ${formatBytes(plan.peakBytes).padStart(11)}   of ${formatBytes(plan.machine.totalMemoryBytes)} RAM`,
     `  ${'predicted speed'.padEnd(17)} ${plan.tokensPerSecond.toFixed(plan.tokensPerSecond < 10 ? 2 : 0).padStart(7)} tok/s   ` +
       `(${((plan.flopsPerToken.forward + plan.flopsPerToken.backward) / 1e9).toFixed(2)} GFLOP/token` +
@@ -571,7 +661,10 @@ export function formatPlan(plan: TrainingPlan, label = 'model'): string[] {
  * stop when `fits` is false).
  */
 export function printTrainingPlan(
-  m: PlanModel, options: Partial<PlanOptions>, label: string, log: (line: string) => void = console.log,
+  m: PlanModel,
+  options: Partial<PlanOptions>,
+  label: string,
+  log: (line: string) => void = console.log,
   machine: MachineModel = defaultMachine(),
 ): TrainingPlan {
   const plan = planTraining(m, options, machine);
@@ -582,29 +675,60 @@ export function printTrainingPlan(
 // ---- named shapes ------------------------------------------------------------------------------
 
 /** The package's fixtures folder (computed on use: import.meta.url is a file: URL only in Node). */
-const fixturesDir = (): string => nodeBuiltin<typeof import('node:url')>('node:url')!.fileURLToPath(new URL('../../fixtures/', import.meta.url));
+const fixturesDir = (): string =>
+  nodeBuiltin<typeof import('node:url')>('node:url')!.fileURLToPath(
+    new URL('../../fixtures/', import.meta.url),
+  );
 
 /** HF config.json fields of the shapes the benchmarks and `qlora plan` know by name. */
 const NAMED_HF_CONFIGS: Record<string, () => Record<string, unknown>> = {
   // llama2.c TinyStories models (tied classifier, 256 / 1024 context).
   stories15m: () => ({
-    model_type: 'llama', hidden_size: 288, num_hidden_layers: 6, num_attention_heads: 6, intermediate_size: 768,
-    vocab_size: 32000, max_position_embeddings: 256, rms_norm_eps: 1e-5, tie_word_embeddings: true,
+    model_type: 'llama',
+    hidden_size: 288,
+    num_hidden_layers: 6,
+    num_attention_heads: 6,
+    intermediate_size: 768,
+    vocab_size: 32000,
+    max_position_embeddings: 256,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: true,
   }),
   stories110m: () => ({
-    model_type: 'llama', hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, intermediate_size: 2048,
-    vocab_size: 32000, max_position_embeddings: 1024, rms_norm_eps: 1e-5, tie_word_embeddings: true,
+    model_type: 'llama',
+    hidden_size: 768,
+    num_hidden_layers: 12,
+    num_attention_heads: 12,
+    intermediate_size: 2048,
+    vocab_size: 32000,
+    max_position_embeddings: 1024,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: true,
   }),
-  tinyllama: () => JSON.parse(fs.readFileSync(path.join(fixturesDir(), 'tinyllama-config.json'), 'utf8')) as Record<string, unknown>,
+  tinyllama: () =>
+    JSON.parse(
+      fs.readFileSync(path.join(fixturesDir(), 'tinyllama-config.json'), 'utf8'),
+    ) as Record<string, unknown>,
   'llama2-7b': () => ({
-    model_type: 'llama', hidden_size: 4096, num_hidden_layers: 32, num_attention_heads: 32, intermediate_size: 11008,
-    vocab_size: 32000, max_position_embeddings: 4096, rms_norm_eps: 1e-5, tie_word_embeddings: false,
+    model_type: 'llama',
+    hidden_size: 4096,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    intermediate_size: 11008,
+    vocab_size: 32000,
+    max_position_embeddings: 4096,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: false,
   }),
 };
 
 const ALIASES: Record<string, string> = {
-  '15m': 'stories15m', '110m': 'stories110m', 'tinyllama-1.1b': 'tinyllama', '1.1b': 'tinyllama',
-  '7b': 'llama2-7b', 'llama-2-7b': 'llama2-7b',
+  '15m': 'stories15m',
+  '110m': 'stories110m',
+  'tinyllama-1.1b': 'tinyllama',
+  '1.1b': 'tinyllama',
+  '7b': 'llama2-7b',
+  'llama-2-7b': 'llama2-7b',
 };
 
 export const NAMED_SHAPES: readonly string[] = Object.keys(NAMED_HF_CONFIGS);
@@ -643,7 +767,9 @@ export function resolvePlanModel(spec: string): { config: LlamaConfig; label: st
  * training (6.09 GiB peak against the 5.57 GiB the plan counts); the plan assumes this ran after
  * building. Returns what could be done (a collector / a native trim).
  */
-export async function releaseBuildGarbage(backend?: Backend): Promise<{ collected: boolean; trimmed: boolean }> {
+export async function releaseBuildGarbage(
+  backend?: Backend,
+): Promise<{ collected: boolean; trimmed: boolean }> {
   let gc = (globalThis as { gc?: () => void }).gc;
   if (!gc) {
     try {

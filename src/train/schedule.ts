@@ -22,7 +22,11 @@ export function learningRate(step: number, o: ScheduleOptions): number {
 }
 
 /** Warm-up steps from either a count or a ratio of the total (HF warmup_ratio rounds up). */
-export function warmupSteps(totalSteps: number, steps: number | undefined, ratio: number | undefined): number {
+export function warmupSteps(
+  totalSteps: number,
+  steps: number | undefined,
+  ratio: number | undefined,
+): number {
   if (steps !== undefined && steps > 0) return Math.floor(steps);
   if (ratio !== undefined && ratio > 0) return Math.ceil(totalSteps * ratio);
   return 0;

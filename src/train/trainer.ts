@@ -11,7 +11,16 @@ import type { LlamaModel, ModelBatch } from '../models/llama.js';
 import { mix32 } from '../tensor/rng.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import type { AdapterRecipe } from '../io/adapter-recipe.js';
-import { type HostAdapterWeights, type TrainerState, checkpointDir, loadBestAdapter, listCheckpoints, loadCheckpoint, readTrainerState, saveCheckpoint } from './checkpoint.js';
+import {
+  type HostAdapterWeights,
+  type TrainerState,
+  checkpointDir,
+  loadBestAdapter,
+  listCheckpoints,
+  loadCheckpoint,
+  readTrainerState,
+  saveCheckpoint,
+} from './checkpoint.js';
 import { ADAMW_DEFAULTS, AdamW, AdamW8bit, type Optimizer } from './optimizer.js';
 import { openAppendNoFollow, prepareOutputDir, saveFinalAdapter } from './output-dir.js';
 import { lossCurveSvg } from './plot.js';
@@ -144,8 +153,19 @@ export function defaultMaxSkippedSteps(maxSteps: number): number {
  */
 /** The option names a user knows (the CLI flags) for each fingerprint field. */
 const FINGERPRINT_NAMES: Record<string, string> = {
-  lr: 'lr', schedule: 'schedule', accum: 'grad-accum', clip: 'max-grad-norm', wd: 'weight-decay', opt: 'optimizer',
-  seed: 'seed', r: 'rank', alpha: 'alpha', dropout: 'dropout', targets: 'targets', layers: 'layers', rslora: 'rslora',
+  lr: 'lr',
+  schedule: 'schedule',
+  accum: 'grad-accum',
+  clip: 'max-grad-norm',
+  wd: 'weight-decay',
+  opt: 'optimizer',
+  seed: 'seed',
+  r: 'rank',
+  alpha: 'alpha',
+  dropout: 'dropout',
+  targets: 'targets',
+  layers: 'layers',
+  rslora: 'rslora',
 };
 
 /** Each option that differs between a checkpoint's fingerprint and this run's, by name: "--lr 0.001 (checkpoint: 0.0002)". */
@@ -156,9 +176,10 @@ export function fingerprintDiff(saved: string, now: string): string {
     a = JSON.parse(saved) as Record<string, unknown>;
     b = JSON.parse(now) as Record<string, unknown>;
   } catch {
-    return 'the checkpoint\'s options are unreadable';
+    return "the checkpoint's options are unreadable";
   }
-  const show = (v: unknown) => (v === undefined ? 'unset' : Array.isArray(v) ? v.join(',') : String(v));
+  const show = (v: unknown) =>
+    v === undefined ? 'unset' : Array.isArray(v) ? v.join(',') : String(v);
   const diffs = [...new Set([...Object.keys(a), ...Object.keys(b)])]
     .filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]))
     .map((k) => `--${FINGERPRINT_NAMES[k] ?? k} ${show(b[k])} (checkpoint: ${show(a[k])})`);
@@ -167,9 +188,19 @@ export function fingerprintDiff(saved: string, now: string): string {
 
 function fingerprint(o: TrainOptions, lora: LoraConfig): string {
   return JSON.stringify({
-    lr: o.lr, schedule: o.schedule, accum: o.gradAccum, clip: o.maxGradNorm, wd: o.weightDecay,
-    opt: o.optimizer, seed: o.seed, r: lora.r, alpha: lora.alpha, dropout: lora.dropout,
-    targets: lora.targets, layers: lora.layers, rslora: lora.useRslora,
+    lr: o.lr,
+    schedule: o.schedule,
+    accum: o.gradAccum,
+    clip: o.maxGradNorm,
+    wd: o.weightDecay,
+    opt: o.optimizer,
+    seed: o.seed,
+    r: lora.r,
+    alpha: lora.alpha,
+    dropout: lora.dropout,
+    targets: lora.targets,
+    layers: lora.layers,
+    rslora: lora.useRslora,
   });
 }
 
@@ -208,7 +239,9 @@ export class Trainer {
   private makeOptimizer(): Optimizer {
     const hyper = { ...ADAMW_DEFAULTS, weightDecay: this.options.weightDecay };
     const params = this.model.parameters();
-    return this.options.optimizer === 'adamw8bit' ? new AdamW8bit(params, hyper) : new AdamW(params, hyper);
+    return this.options.optimizer === 'adamw8bit'
+      ? new AdamW8bit(params, hyper)
+      : new AdamW(params, hyper);
   }
 
   /** Mean loss over the evaluation batches (no dropout, no gradients). */
@@ -221,9 +254,20 @@ export class Trainer {
     let tokens = 0;
     for (const batch of this.evalBatches()) {
       this.arena.reset();
-      const r = await this.model.lossAndGradientsInto(batch, this.arena, this.layerArena, {
-        training: false, stepSeed: 0, gradientCheckpointing: false, lossChunkRows: this.options.lossChunkRows, gradScale: 1,
-      }, false, batchSum);
+      const r = await this.model.lossAndGradientsInto(
+        batch,
+        this.arena,
+        this.layerArena,
+        {
+          training: false,
+          stepSeed: 0,
+          gradientCheckpointing: false,
+          lossChunkRows: this.options.lossChunkRows,
+          gradScale: 1,
+        },
+        false,
+        batchSum,
+      );
       be.sum(batchSum, total, true);
       tokens += r.tokens;
     }
@@ -235,7 +279,11 @@ export class Trainer {
   /** The adapter weights copied to the host (async reads: a device backend maps its buffers). */
   private async hostWeights(): Promise<HostAdapterWeights> {
     const out = new Map<string, { shape: readonly number[]; values: Float32Array }>();
-    for (const p of this.model.parameters()) out.set(p.name, { shape: [...p.value.shape], values: Float32Array.from(await p.value.read()) });
+    for (const p of this.model.parameters())
+      out.set(p.name, {
+        shape: [...p.value.shape],
+        values: Float32Array.from(await p.value.read()),
+      });
     return out;
   }
 
@@ -267,11 +315,14 @@ export class Trainer {
     let best: HostAdapterWeights | null = null;
     let bestStep: number | null = null;
     if (o.resume) {
-      const dir = typeof o.resume === 'string' ? o.resume : listCheckpoints(o.outputDir).at(-1)?.dir;
+      const dir =
+        typeof o.resume === 'string' ? o.resume : listCheckpoints(o.outputDir).at(-1)?.dir;
       if (!dir) throw new Error(`--resume: no checkpoint in ${o.outputDir}`);
       const saved = readTrainerState(dir);
       if (saved.fingerprint !== fp) {
-        throw new Error(`${dir}: checkpoint was written with different training options; resume needs the same options: ${fingerprintDiff(saved.fingerprint, fp)}`);
+        throw new Error(
+          `${dir}: checkpoint was written with different training options; resume needs the same options: ${fingerprintDiff(saved.fingerprint, fp)}`,
+        );
       }
       const state = loadCheckpoint(dir, this.model, optimizer);
       step = state.step;
@@ -292,13 +343,22 @@ export class Trainer {
     const metricsPath = path.join(o.outputDir, 'metrics.jsonl');
     const history = readHistory(metricsPath, step);
     // The curve is redrawn at every evaluation (watch it during a long run) and at the end.
-    const writeCurve = () => writeText(path.join(o.outputDir, 'loss.svg'), lossCurveSvg([
-      { label: 'train loss', color: '#1f77b4', points: history.train },
-      { label: 'eval loss', color: '#d62728', points: history.eval },
-    ], 'QLoRA training loss', { x: 'step', y: 'loss (nats/token)' }));
+    const writeCurve = () =>
+      writeText(
+        path.join(o.outputDir, 'loss.svg'),
+        lossCurveSvg(
+          [
+            { label: 'train loss', color: '#1f77b4', points: history.train },
+            { label: 'eval loss', color: '#d62728', points: history.eval },
+          ],
+          'QLoRA training loss',
+          { x: 'step', y: 'loss (nats/token)' },
+        ),
+      );
     // Appends never follow a symlink planted in the output folder (readHistory replaced the file).
     const metricsFd = openAppendNoFollow(metricsPath);
-    const log = (record: object) => writeAll(metricsFd, new TextEncoder().encode(`${JSON.stringify(record)}\n`));
+    const log = (record: object) =>
+      writeAll(metricsFd, new TextEncoder().encode(`${JSON.stringify(record)}\n`));
 
     const offInterrupt = hostProcess.onInterrupt(() => this.interrupt());
     const t0 = performance.now();
@@ -311,11 +371,29 @@ export class Trainer {
     let updating = false;
     let lastCheckpointStep = step;
     const state = (): TrainerState => ({
-      step, dataCursor: cursorAfterStep, bestEvalLoss: bestEval, bestStep, evalsWithoutImprovement, tokensSeen, lossTokensSeen,
-      elapsedSeconds: elapsed(), fingerprint: fp, optimizerKind: optimizer.kind,
+      step,
+      dataCursor: cursorAfterStep,
+      bestEvalLoss: bestEval,
+      bestStep,
+      evalsWithoutImprovement,
+      tokensSeen,
+      lossTokensSeen,
+      elapsedSeconds: elapsed(),
+      fingerprint: fp,
+      optimizerKind: optimizer.kind,
     });
     const checkpoint = async () => {
-      const dir = await saveCheckpoint(o.outputDir, this.model, this.lora, o.baseModel, optimizer, state(), o.keepCheckpoints, best, o.recipe ?? null);
+      const dir = await saveCheckpoint(
+        o.outputDir,
+        this.model,
+        this.lora,
+        o.baseModel,
+        optimizer,
+        state(),
+        o.keepCheckpoints,
+        best,
+        o.recipe ?? null,
+      );
       lastCheckpointStep = step;
       this.events.onCheckpoint?.(dir, step);
     };
@@ -326,7 +404,10 @@ export class Trainer {
       if (updating) {
         note = `no checkpoint written: the error came while the optimizer was updating the weights${lastCheckpointStep > 0 ? `; the newest checkpoint is step ${lastCheckpointStep}` : ''}`;
       } else if (step === 0 || step === lastCheckpointStep) {
-        note = step === 0 ? 'no step had finished, nothing to checkpoint' : `checkpoint-${step} holds the last finished step; continue with --resume`;
+        note =
+          step === 0
+            ? 'no step had finished, nothing to checkpoint'
+            : `checkpoint-${step} holds the last finished step; continue with --resume`;
       } else {
         try {
           await checkpoint();
@@ -353,13 +434,27 @@ export class Trainer {
       // A non-finite validation loss means the adapter (or the base) produces NaN/Inf: saving it
       // and exiting 0 would hand the user a broken adapter.
       if (!Number.isFinite(ev.loss)) {
-        throw new NonFiniteError(`evaluation at step ${step}: loss ${ev.loss} is not finite: the adapter produces NaN/Inf; stopping`);
+        throw new NonFiniteError(
+          `evaluation at step ${step}: loss ${ev.loss} is not finite: the adapter produces NaN/Inf; stopping`,
+        );
       }
       lastEval = ev.loss;
       lastEvalStep = step;
-      const m: EvalMetrics = { step, ...epochNow(), evalLoss: ev.loss, perplexity: Math.exp(ev.loss), tokens: ev.tokens };
+      const m: EvalMetrics = {
+        step,
+        ...epochNow(),
+        evalLoss: ev.loss,
+        perplexity: Math.exp(ev.loss),
+        tokens: ev.tokens,
+      };
       // Hugging Face Trainer's log_history names, so tools that read those logs read this one.
-      log({ step, ...epochNow(), eval_loss: ev.loss, eval_perplexity: m.perplexity, eval_tokens: ev.tokens });
+      log({
+        step,
+        ...epochNow(),
+        eval_loss: ev.loss,
+        eval_perplexity: m.perplexity,
+        eval_tokens: ev.tokens,
+      });
       history.eval.push([step, ev.loss]);
       writeCurve();
       this.events.onEval?.(m);
@@ -389,13 +484,20 @@ export class Trainer {
         for (let micro = 0; micro < o.gradAccum; micro++) {
           const batch = this.train.next();
           this.arena.reset();
-          const r = await this.model.lossAndGradientsInto(batch, this.arena, this.layerArena, {
-            training: true,
-            stepSeed: mix32((mix32(o.seed >>> 0) + step * o.gradAccum + micro) >>> 0),
-            gradientCheckpointing: o.gradientCheckpointing,
-            lossChunkRows: o.lossChunkRows,
-            gradScale: 1 / o.gradAccum,
-          }, true, this.stepStats.rows(micro, micro + 1));
+          const r = await this.model.lossAndGradientsInto(
+            batch,
+            this.arena,
+            this.layerArena,
+            {
+              training: true,
+              stepSeed: mix32((mix32(o.seed >>> 0) + step * o.gradAccum + micro) >>> 0),
+              gradientCheckpointing: o.gradientCheckpointing,
+              lossChunkRows: o.lossChunkRows,
+              gradScale: 1 / o.gradAccum,
+            },
+            true,
+            this.stepStats.rows(micro, micro + 1),
+          );
           lossTokensPerMicro.push(r.tokens);
           tokens += batch.batchSize * batch.seqLen;
         }
@@ -409,22 +511,32 @@ export class Trainer {
         const lossTokens = lossTokensPerMicro.reduce((a, b) => a + b, 0);
         const loss = lossSum / o.gradAccum;
         const gradNorm = Math.sqrt(stats[o.gradAccum]!);
-        const lr = learningRate(step, { kind: o.schedule, lr: o.lr, warmupSteps: o.warmupSteps, totalSteps: o.maxSteps });
+        const lr = learningRate(step, {
+          kind: o.schedule,
+          lr: o.lr,
+          warmupSteps: o.warmupSteps,
+          totalSteps: o.maxSteps,
+        });
         let skipped = false;
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           const what = Number.isFinite(loss) ? `gradient norm ${gradNorm}` : `loss ${loss}`;
           if (o.onNonFinite === 'stop') {
-            throw new NonFiniteError(`step ${step + 1}: ${what} is not finite; stopping: lower --lr, or use --skip-nonfinite to skip such steps`);
+            throw new NonFiniteError(
+              `step ${step + 1}: ${what} is not finite; stopping: lower --lr, or use --skip-nonfinite to skip such steps`,
+            );
           }
           skipped = true;
           consecutiveSkips++;
           skippedSteps++;
           // Skipping is for a rare bad batch; a run where it keeps happening has diverged.
           if (consecutiveSkips >= maxConsecutiveSkips || skippedSteps >= maxSkippedSteps) {
-            const which = consecutiveSkips >= maxConsecutiveSkips
-              ? `${consecutiveSkips} steps in a row were skipped (limit ${maxConsecutiveSkips})`
-              : `${skippedSteps} steps were skipped in all (limit ${maxSkippedSteps})`;
-            throw new NonFiniteError(`step ${step + 1}: ${what} is not finite and ${which}: training has diverged; stopping: lower --lr`);
+            const which =
+              consecutiveSkips >= maxConsecutiveSkips
+                ? `${consecutiveSkips} steps in a row were skipped (limit ${maxConsecutiveSkips})`
+                : `${skippedSteps} steps were skipped in all (limit ${maxSkippedSteps})`;
+            throw new NonFiniteError(
+              `step ${step + 1}: ${what} is not finite and ${which}: training has diverged; stopping: lower --lr`,
+            );
           }
         } else {
           consecutiveSkips = 0;
@@ -443,16 +555,34 @@ export class Trainer {
         lastTrainLoss = skipped ? lastTrainLoss : loss;
         const seconds = (performance.now() - stepStart) / 1000;
         const m: StepMetrics = {
-          step, ...epochNow(), loss, lr, gradNorm, tokens, lossTokens, tokensPerSecond: tokens / seconds, elapsedSeconds: elapsed(), ...(skipped ? { skipped } : {}),
+          step,
+          ...epochNow(),
+          loss,
+          lr,
+          gradNorm,
+          tokens,
+          lossTokens,
+          tokensPerSecond: tokens / seconds,
+          elapsedSeconds: elapsed(),
+          ...(skipped ? { skipped } : {}),
         };
         log({
-          step, ...epochNow(), loss, grad_norm: gradNorm, learning_rate: lr, num_input_tokens_seen: tokensSeen, num_loss_tokens_seen: lossTokensSeen,
-          tokens_per_second: m.tokensPerSecond, elapsed_seconds: m.elapsedSeconds, ...(skipped ? { skipped } : {}),
+          step,
+          ...epochNow(),
+          loss,
+          grad_norm: gradNorm,
+          learning_rate: lr,
+          num_input_tokens_seen: tokensSeen,
+          num_loss_tokens_seen: lossTokensSeen,
+          tokens_per_second: m.tokensPerSecond,
+          elapsed_seconds: m.elapsedSeconds,
+          ...(skipped ? { skipped } : {}),
         });
         if (!skipped) history.train.push([step, loss]);
         this.events.onStep?.(m);
         let stop = false;
-        if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.maxSteps) stop = await runEval();
+        if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.maxSteps)
+          stop = await runEval();
         if (o.saveEvery > 0 && step % o.saveEvery === 0 && step < o.maxSteps) await checkpoint();
         if (stop) {
           stoppedBy = 'early-stopping';
@@ -492,9 +622,18 @@ export class Trainer {
     writeCurve();
     optimizer.dispose();
     return {
-      steps: step, tokensSeen, lossTokensSeen, seconds: elapsed(), finalTrainLoss: lastTrainLoss, finalEvalLoss: lastEval, finalEvalStep: lastEvalStep, stoppedBy,
-      bestStep: o.loadBest ? bestStep : null, bestEvalLoss: o.loadBest ? bestEval : null,
-      peakRssBytes: hostProcess.peakRssBytes(), adapterDir: o.outputDir,
+      steps: step,
+      tokensSeen,
+      lossTokensSeen,
+      seconds: elapsed(),
+      finalTrainLoss: lastTrainLoss,
+      finalEvalLoss: lastEval,
+      finalEvalStep: lastEvalStep,
+      stoppedBy,
+      bestStep: o.loadBest ? bestStep : null,
+      bestEvalLoss: o.loadBest ? bestEval : null,
+      peakRssBytes: hostProcess.peakRssBytes(),
+      adapterDir: o.outputDir,
     };
   }
 
@@ -517,10 +656,14 @@ function writeText(file: string, text: string): void {
 }
 
 /** Loss history from an earlier (resumed) run's metrics file, up to `step`. */
-function readHistory(metricsPath: string, step: number): { train: [number, number][]; eval: [number, number][] } {
+function readHistory(
+  metricsPath: string,
+  step: number,
+): { train: [number, number][]; eval: [number, number][] } {
   const out = { train: [] as [number, number][], eval: [] as [number, number][] };
   // A symlink in its place is not ours to read or write: drop it (the file starts anew).
-  if (fs.lstatSync(metricsPath, { throwIfNoEntry: false })?.isSymbolicLink()) fs.rmSync(metricsPath);
+  if (fs.lstatSync(metricsPath, { throwIfNoEntry: false })?.isSymbolicLink())
+    fs.rmSync(metricsPath);
   if (step === 0 || !fs.existsSync(metricsPath)) {
     if (step === 0) fs.rmSync(metricsPath, { force: true });
     return out;
@@ -529,7 +672,14 @@ function readHistory(metricsPath: string, step: number): { train: [number, numbe
   for (const line of fs.readFileSync(metricsPath, 'utf8').split('\n')) {
     if (!line.trim()) continue;
     try {
-      const r = JSON.parse(line) as { type?: string; step: number; loss?: number; eval_loss?: number; evalLoss?: number; skipped?: boolean };
+      const r = JSON.parse(line) as {
+        type?: string;
+        step: number;
+        loss?: number;
+        eval_loss?: number;
+        evalLoss?: number;
+        skipped?: boolean;
+      };
       if (r.step > step) continue; // steps after the checkpoint are redone
       kept.push(line);
       // HF names; `type`/`evalLoss` are the records of runs from before them.

@@ -10,7 +10,9 @@ export const RAW_ENGINE_TEXT =
  * The same without "undefined": for a chat template's own runtime errors, where Jinja speaks of
  * the template's undefined variables ("Cannot perform operation + on undefined values").
  */
-export const RAW_ENGINE_TEXT_IN_TEMPLATES = new RegExp(RAW_ENGINE_TEXT.source.replace('|\\bundefined\\b', ''));
+export const RAW_ENGINE_TEXT_IN_TEMPLATES = new RegExp(
+  RAW_ENGINE_TEXT.source.replace('|\\bundefined\\b', ''),
+);
 
 /** 'clean' or 'unclear <json message>' for an error thrown by a case whose mutated file is `target` in `dir`. */
 export function classify(e: unknown, target: string, dir: string): string {

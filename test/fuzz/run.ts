@@ -58,7 +58,8 @@ function rssMbOf(pid: number): number | null {
   }
 }
 
-const zero = (): Record<Outcome, number> => Object.fromEntries(OUTCOMES.map((o) => [o, 0])) as Record<Outcome, number>;
+const zero = (): Record<Outcome, number> =>
+  Object.fromEntries(OUTCOMES.map((o) => [o, 0])) as Record<Outcome, number>;
 
 export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
   const t0 = performance.now();
@@ -70,7 +71,15 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
   const heapMb = o.heapMb ?? 1024;
   const rssMb = o.rssMb ?? 2048;
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-fuzz-run-'));
-  const summary: FuzzSummary = { seed: o.seed, cases: 0, counts: zero(), bySubject: {}, msPerCase: {}, examples: {}, seconds: 0 };
+  const summary: FuzzSummary = {
+    seed: o.seed,
+    cases: 0,
+    counts: zero(),
+    bySubject: {},
+    msPerCase: {},
+    examples: {},
+    seconds: 0,
+  };
   const totalMs: Record<string, number> = {};
   const finish = (): void => {
     summary.seconds = Math.round((performance.now() - t0) / 100) / 10;
@@ -98,9 +107,22 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
   /** Runs cases [from, to) in one child; when the child dies on a case, resumes after it in a new one. */
   const runChild = (from: number, to: number): Promise<number> =>
     new Promise((resolve) => {
-      const args = [`--max-old-space-size=${heapMb}`, '--stack-size=984', '--import', TSX, path.join(here, 'child.ts'), scratch, String(o.seed), String(from), String(to - from)];
+      const args = [
+        `--max-old-space-size=${heapMb}`,
+        '--stack-size=984',
+        '--import',
+        TSX,
+        path.join(here, 'child.ts'),
+        scratch,
+        String(o.seed),
+        String(from),
+        String(to - from),
+      ];
       if (o.subjects) args.push(o.subjects.join(','));
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FUZZ_KEEP: o.keep ? '1' : '0' } });
+      const child = spawn(process.execPath, args, {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, FUZZ_KEEP: o.keep ? '1' : '0' },
+      });
       let current: { i: number; subject: string; since: number } | null = null;
       let lastDone = from - 1;
       let killedFor: Outcome | null = null;
@@ -139,9 +161,17 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzSummary> {
         clearInterval(watch);
         const c = current as { i: number; subject: string } | null;
         if (c) {
-          const oom = /heap out of memory|Allocation failed|invalid size error|Array buffer allocation failed/.test(stderr);
+          const oom =
+            /heap out of memory|Allocation failed|invalid size error|Array buffer allocation failed/.test(
+              stderr,
+            );
           const outcome: Outcome = killedFor ?? (oom ? 'blowup' : 'crash');
-          const detail = killedFor === 'hang' ? `no result after ${caseTimeoutMs} ms` : killedFor === 'blowup' ? `resident memory over ${rssMb} MiB` : `exit ${code ?? signal}: ${stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 300)}`;
+          const detail =
+            killedFor === 'hang'
+              ? `no result after ${caseTimeoutMs} ms`
+              : killedFor === 'blowup'
+                ? `resident memory over ${rssMb} MiB`
+                : `exit ${code ?? signal}: ${stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 300)}`;
           record(c.i, c.subject, outcome, detail);
           lastDone = c.i;
         } else if (lastDone < to - 1) {
@@ -182,7 +212,8 @@ function parseArgs(argv: string[]): FuzzOptions & { out: string } {
     const v = get(name);
     if (v === undefined) return fallback;
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer, got ${v}`);
+    if (!Number.isInteger(n) || n < 0)
+      throw new Error(`--${name} must be a non-negative integer, got ${v}`);
     return n;
   };
   return {
@@ -215,13 +246,18 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     onProgress: (done, s) => {
       if (done - last >= 500 || done === options.cases) {
         last = done;
-        console.error(`${done}/${options.cases}: ${OUTCOMES.map((k) => `${k} ${s.counts[k]}`).join(', ')}`);
+        console.error(
+          `${done}/${options.cases}: ${OUTCOMES.map((k) => `${k} ${s.counts[k]}`).join(', ')}`,
+        );
         save(s, done < options.cases);
       }
     },
   });
   save(summary, false);
-  console.log(`${summary.cases} cases (seed ${summary.seed}) in ${summary.seconds} s: ${OUTCOMES.map((k) => `${k} ${summary.counts[k]}`).join(', ')}; summary in ${options.out}`);
-  const bad = summary.counts.crash + summary.counts.hang + summary.counts.blowup + summary.counts.unclear;
+  console.log(
+    `${summary.cases} cases (seed ${summary.seed}) in ${summary.seconds} s: ${OUTCOMES.map((k) => `${k} ${summary.counts[k]}`).join(', ')}; summary in ${options.out}`,
+  );
+  const bad =
+    summary.counts.crash + summary.counts.hang + summary.counts.blowup + summary.counts.unclear;
   process.exitCode = bad > 0 ? 1 : 0;
 }

@@ -12,7 +12,12 @@ import { exportGgufLora, loadLoraAdapter } from '../../src/export/gguf-lora.js';
 import { canonicalShapes, openCheckpoint } from '../../src/io/checkpoint.js';
 import { configToHf, type LlamaConfig } from '../../src/io/config.js';
 import { readGgufMetadata } from '../../src/io/gguf.js';
-import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapterConfigJson, loadPeftAdapter } from '../../src/io/peft.js';
+import {
+  ADAPTER_CONFIG,
+  ADAPTER_WEIGHTS,
+  adapterConfigJson,
+  loadPeftAdapter,
+} from '../../src/io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../../src/io/safetensors.js';
 import { loadTokenizer, type Tokenizer } from '../../src/tokenizer/index.js';
 import { RAW_ENGINE_TEXT_IN_TEMPLATES } from './classify.js';
@@ -62,12 +67,31 @@ const int = (r: Rng, n: number): number => Math.floor(r() * n);
 // Mutators
 
 /** Integers that break size arithmetic: zero, signs, powers of two and their neighbours. */
-const INTERESTING = [0, 1, 2, 3, 7, 8, 255, 256, 0x7fff, 0xffff, 0x10000, 0x7fffffff, 0x80000000, 0xffffffff, 2 ** 20, 2 ** 31 - 1, 1e9];
+const INTERESTING = [
+  0,
+  1,
+  2,
+  3,
+  7,
+  8,
+  255,
+  256,
+  0x7fff,
+  0xffff,
+  0x10000,
+  0x7fffffff,
+  0x80000000,
+  0xffffffff,
+  2 ** 20,
+  2 ** 31 - 1,
+  1e9,
+];
 
 /** Byte-level mutations, concentrated in the first `hot` bytes (headers, metadata). */
 export function mutateBytes(src: Uint8Array, r: Rng, hot: number): Uint8Array {
   let b = Uint8Array.from(src);
-  const where = (): number => (r() < 0.85 ? int(r, Math.max(1, Math.min(hot, b.length))) : int(r, Math.max(1, b.length)));
+  const where = (): number =>
+    r() < 0.85 ? int(r, Math.max(1, Math.min(hot, b.length))) : int(r, Math.max(1, b.length));
   const edits = 1 + int(r, 4);
   for (let e = 0; e < edits; e++) {
     switch (int(r, 7)) {
@@ -83,14 +107,18 @@ export function mutateBytes(src: Uint8Array, r: Rng, hot: number): Uint8Array {
       case 2: // u32 field
       case 3: {
         const at = where() & ~3;
-        if (at + 4 <= b.length) new DataView(b.buffer, b.byteOffset).setUint32(at, pick(r, INTERESTING) >>> 0, true);
+        if (at + 4 <= b.length)
+          new DataView(b.buffer, b.byteOffset).setUint32(at, pick(r, INTERESTING) >>> 0, true);
         break;
       }
       case 4: {
         // u64 field
         const at = where() & ~7;
         if (at + 8 <= b.length) {
-          const v = r() < 0.5 ? BigInt(pick(r, INTERESTING)) : (1n << BigInt(int(r, 64))) - BigInt(int(r, 2));
+          const v =
+            r() < 0.5
+              ? BigInt(pick(r, INTERESTING))
+              : (1n << BigInt(int(r, 64))) - BigInt(int(r, 2));
           new DataView(b.buffer, b.byteOffset).setBigUint64(at, BigInt.asUintN(64, v), true);
         }
         break;
@@ -123,24 +151,46 @@ export function mutateBytes(src: Uint8Array, r: Rng, hot: number): Uint8Array {
 /** Values that JSON consumers mishandle: wrong types, huge or negative numbers, odd strings, deep nesting. */
 function hostileValue(r: Rng): unknown {
   switch (int(r, 14)) {
-    case 0: return null;
-    case 1: return pick(r, [true, false]);
-    case 2: return pick(r, [-1, 0, 0.5, 2 ** 31, 2 ** 53, -(2 ** 31), 1e308, 2147483648, 4294967295]);
-    case 3: return pick(r, ['', 'x', '<s>', '\u0000', '\ud800', '{{', '{% for %}', 'NaN']);
-    case 4: return [];
-    case 5: return {};
-    case 6: return [pick(r, [1, 'a', null, [1, 2]])];
-    case 7: return { content: 1, role: [] };
-    case 8: return 'x'.repeat(int(r, 5000));
-    case 9: return Array.from({ length: int(r, 50) }, (_, i) => i);
+    case 0:
+      return null;
+    case 1:
+      return pick(r, [true, false]);
+    case 2:
+      return pick(r, [-1, 0, 0.5, 2 ** 31, 2 ** 53, -(2 ** 31), 1e308, 2147483648, 4294967295]);
+    case 3:
+      return pick(r, ['', 'x', '<s>', '\u0000', '\ud800', '{{', '{% for %}', 'NaN']);
+    case 4:
+      return [];
+    case 5:
+      return {};
+    case 6:
+      return [pick(r, [1, 'a', null, [1, 2]])];
+    case 7:
+      return { content: 1, role: [] };
+    case 8:
+      return 'x'.repeat(int(r, 5000));
+    case 9:
+      return Array.from({ length: int(r, 50) }, (_, i) => i);
     case 10: {
       let v: unknown = 1;
       for (let i = 0, n = int(r, 200); i < n; i++) v = [v];
       return v;
     }
-    case 11: return pick(r, [{ Regex: '(a+)+b' }, { Regex: '[' }, { String: 7 }, { Regex: '\\s+' }]);
-    case 12: return pick(r, ['BPE', 'Unigram', 'WordPiece', 'Sequence', 'Split', 'ByteLevel', 'Metaspace', 'Nope']);
-    default: return int(r, 1000);
+    case 11:
+      return pick(r, [{ Regex: '(a+)+b' }, { Regex: '[' }, { String: 7 }, { Regex: '\\s+' }]);
+    case 12:
+      return pick(r, [
+        'BPE',
+        'Unigram',
+        'WordPiece',
+        'Sequence',
+        'Split',
+        'ByteLevel',
+        'Metaspace',
+        'Nope',
+      ]);
+    default:
+      return int(r, 1000);
   }
 }
 
@@ -151,11 +201,19 @@ function mutateJsonValue(doc: unknown, r: Rng): unknown {
   let parent: Record<string, unknown> | unknown[] | null = null;
   let key: string | number | null = null;
   let node: unknown = root;
-  for (let depth = 0; depth < 8 && node !== null && typeof node === 'object' && r() < 0.8; depth++) {
+  for (
+    let depth = 0;
+    depth < 8 && node !== null && typeof node === 'object' && r() < 0.8;
+    depth++
+  ) {
     const size = Array.isArray(node) ? node.length : Object.keys(node).length;
     if (size === 0) break;
     // Big arrays: prefer the start.
-    const k: string | number = Array.isArray(node) ? (r() < 0.7 ? int(r, Math.min(size, 8)) : int(r, size)) : pick(r, Object.keys(node));
+    const k: string | number = Array.isArray(node)
+      ? r() < 0.7
+        ? int(r, Math.min(size, 8))
+        : int(r, size)
+      : pick(r, Object.keys(node));
     parent = node as Record<string, unknown> | unknown[];
     key = k;
     node = (node as Record<string | number, unknown>)[k];
@@ -164,12 +222,52 @@ function mutateJsonValue(doc: unknown, r: Rng): unknown {
   const op = int(r, 4);
   if (op === 0 && !Array.isArray(parent)) delete (parent as Record<string, unknown>)[key as string];
   else if (op === 1 && Array.isArray(parent)) parent.splice(key as number, 1);
-  else if (op === 2 && !Array.isArray(parent)) (parent as Record<string, unknown>)[pick(r, ['id', 'type', 'vocab', 'merges', 'content', 'pattern', 'chat_template', 'r', 'num_hidden_layers'])] = hostileValue(r);
+  else if (op === 2 && !Array.isArray(parent))
+    (parent as Record<string, unknown>)[
+      pick(r, [
+        'id',
+        'type',
+        'vocab',
+        'merges',
+        'content',
+        'pattern',
+        'chat_template',
+        'r',
+        'num_hidden_layers',
+      ])
+    ] = hostileValue(r);
   else (parent as Record<string | number, unknown>)[key] = hostileValue(r);
   return root;
 }
 
-const NASTY = ['"', '{', '}', '[', ']', ',', ':', '\n', '\r', '\t', '\\', '\\u', '\\ud800', 'null', '1e999', '-', '\u0000', '\uFEFF', '😀', '{{', '}}', '{%', '%}', '{% endfor %}', '{{ x.y.z }}', '{% for i in range(99999999) %}'];
+const NASTY = [
+  '"',
+  '{',
+  '}',
+  '[',
+  ']',
+  ',',
+  ':',
+  '\n',
+  '\r',
+  '\t',
+  '\\',
+  '\\u',
+  '\\ud800',
+  'null',
+  '1e999',
+  '-',
+  '\u0000',
+  '\uFEFF',
+  '😀',
+  '{{',
+  '}}',
+  '{%',
+  '%}',
+  '{% endfor %}',
+  '{{ x.y.z }}',
+  '{% for i in range(99999999) %}',
+];
 
 /** Text-level mutations (syntax damage) for JSON, CSV, templates and plain text. */
 export function mutateText(s: string, r: Rng): string {
@@ -194,7 +292,10 @@ export function mutateText(s: string, r: Rng): string {
         break;
       }
       default:
-        s = s.slice(0, at) + Array.from({ length: 1 + int(r, 8) }, () => String.fromCharCode(int(r, 256))).join('') + s.slice(at);
+        s =
+          s.slice(0, at) +
+          Array.from({ length: 1 + int(r, 8) }, () => String.fromCharCode(int(r, 256))).join('') +
+          s.slice(at);
     }
   }
   return s;
@@ -237,23 +338,53 @@ export function buildSeeds(scratch: string): Seeds {
   const config = ck.config;
   const stFile = path.join(scratch, 'seed.safetensors');
   try {
-    writeSafetensors(stFile, ck.tensorNames.map((n, i) => ({ name: n, dtype: ['F32', 'F16', 'BF16'][i % 3]!, shape: [...ck.shapeOf(n)], data: ck.loadTensor(n) })), { format: 'pt' });
+    writeSafetensors(
+      stFile,
+      ck.tensorNames.map((n, i) => ({
+        name: n,
+        dtype: ['F32', 'F16', 'BF16'][i % 3]!,
+        shape: [...ck.shapeOf(n)],
+        data: ck.loadTensor(n),
+      })),
+      { format: 'pt' },
+    );
   } finally {
     ck.close();
   }
-  const files = hfTokenizerFilesFromVocab(readGgufMetadata(fixture('stories260K/stories260K.gguf')).metadata);
+  const files = hfTokenizerFilesFromVocab(
+    readGgufMetadata(fixture('stories260K/stories260K.gguf')).metadata,
+  );
   // A small PEFT adapter (r=2 on q_proj/v_proj of every layer) and its GGUF LoRA export.
   const shapes = canonicalShapes(config);
   const adapterDir = path.join(scratch, 'seed-adapter');
   fs.mkdirSync(adapterDir, { recursive: true });
-  const lora = { r: 2, alpha: 4, dropout: 0, useRslora: false, init: 'kaiming' as const, seed: 0, targets: ['q_proj', 'v_proj'] as ('q_proj' | 'v_proj')[], layers: null as number[] | null };
+  const lora = {
+    r: 2,
+    alpha: 4,
+    dropout: 0,
+    useRslora: false,
+    init: 'kaiming' as const,
+    seed: 0,
+    targets: ['q_proj', 'v_proj'] as ('q_proj' | 'v_proj')[],
+    layers: null as number[] | null,
+  };
   const tensors = [];
   for (let l = 0; l < config.numLayers; l++) {
     for (const proj of lora.targets) {
       const [out, inF] = shapes.get(`model.layers.${l}.self_attn.${proj}.weight`)!;
       const key = `base_model.model.model.layers.${l}.self_attn.${proj}`;
-      tensors.push({ name: `${key}.lora_A.weight`, dtype: 'F32', shape: [2, inF!], data: Float32Array.from({ length: 2 * inF! }, (_, i) => Math.sin(i) / 8) });
-      tensors.push({ name: `${key}.lora_B.weight`, dtype: 'F32', shape: [out!, 2], data: Float32Array.from({ length: 2 * out! }, (_, i) => Math.cos(i) / 8) });
+      tensors.push({
+        name: `${key}.lora_A.weight`,
+        dtype: 'F32',
+        shape: [2, inF!],
+        data: Float32Array.from({ length: 2 * inF! }, (_, i) => Math.sin(i) / 8),
+      });
+      tensors.push({
+        name: `${key}.lora_B.weight`,
+        dtype: 'F32',
+        shape: [out!, 2],
+        data: Float32Array.from({ length: 2 * out! }, (_, i) => Math.cos(i) / 8),
+      });
     }
   }
   writeSafetensors(path.join(adapterDir, ADAPTER_WEIGHTS), tensors);
@@ -262,13 +393,20 @@ export function buildSeeds(scratch: string): Seeds {
   const ggufLora = path.join(scratch, 'seed-lora.gguf');
   exportGgufLora(loadPeftAdapter(adapterDir), config, ggufLora);
   seeds = {
-    stories: { gguf: read(fixture('stories260K/stories260K.gguf')), bin: read(fixture('stories260K/stories260K.bin')), tok: read(fixture('stories260K/tok512.bin')), config },
+    stories: {
+      gguf: read(fixture('stories260K/stories260K.gguf')),
+      bin: read(fixture('stories260K/stories260K.bin')),
+      tok: read(fixture('stories260K/tok512.bin')),
+      config,
+    },
     safetensors: read(stFile),
     hfConfig: configToHf(config),
     tokenizerJson: files.tokenizerJson,
     tokenizerConfig: {
       ...files.tokenizerConfig,
-      chat_template: JSON.parse(fs.readFileSync(fixture('chat-templates/tinyllama-tokenizer_config.json'), 'utf8')).chat_template,
+      chat_template: JSON.parse(
+        fs.readFileSync(fixture('chat-templates/tinyllama-tokenizer_config.json'), 'utf8'),
+      ).chat_template,
     },
     adapterConfig,
     adapterWeights: read(path.join(adapterDir, ADAPTER_WEIGHTS)),
@@ -289,11 +427,13 @@ function loadAll(p: string): void {
   }
 }
 
-const SAMPLE = 'Once upon a time, there was a little girl named Lily. 😀 héllo\n\n  tabs\tand <s> special </s>';
+const SAMPLE =
+  'Once upon a time, there was a little girl named Lily. 😀 héllo\n\n  tabs\tand <s> special </s>';
 
 function exercise(tok: Tokenizer): void {
   const ids = tok.encode(SAMPLE);
-  for (const id of ids) if (!Number.isInteger(id) || id < 0) throw new Error(`encode produced id ${String(id)}`);
+  for (const id of ids)
+    if (!Number.isInteger(id) || id < 0) throw new Error(`encode produced id ${String(id)}`);
   tok.decode(ids);
 }
 
@@ -308,10 +448,32 @@ const json = (v: unknown): Uint8Array => utf8(JSON.stringify(v));
 
 // Data files: small seeds in each format.
 const DATA_SEEDS: { ext: string; text: () => string }[] = [
-  { ext: '.csv', text: () => fs.readFileSync(fixture('datasets/viggo/train.csv'), 'utf8').split('\n').slice(0, 8).join('\n') },
+  {
+    ext: '.csv',
+    text: () =>
+      fs
+        .readFileSync(fixture('datasets/viggo/train.csv'), 'utf8')
+        .split('\n')
+        .slice(0, 8)
+        .join('\n'),
+  },
   { ext: '.tsv', text: () => 'prompt\tcompletion\nHi\tHello\n"quoted\tfield"\tyes\n' },
-  { ext: '.json', text: () => JSON.stringify(JSON.parse(fs.readFileSync(fixture('datasets/llamafactory_identity/identity.json'), 'utf8')).slice(0, 4), null, 2) },
-  { ext: '.txt', text: () => fs.readFileSync(fixture('datasets/tinyshakespeare/input.txt'), 'utf8').slice(0, 1200) },
+  {
+    ext: '.json',
+    text: () =>
+      JSON.stringify(
+        JSON.parse(
+          fs.readFileSync(fixture('datasets/llamafactory_identity/identity.json'), 'utf8'),
+        ).slice(0, 4),
+        null,
+        2,
+      ),
+  },
+  {
+    ext: '.txt',
+    text: () =>
+      fs.readFileSync(fixture('datasets/tinyshakespeare/input.txt'), 'utf8').slice(0, 1200),
+  },
   {
     ext: '.jsonl',
     text: () =>
@@ -328,13 +490,17 @@ const DATA_SEEDS: { ext: string; text: () => string }[] = [
 export function subjects(scratch: string): Subject[] {
   const s = buildSeeds(scratch);
   const config = s.stories.config;
-  const tokenizerFolderFiles = (tokenizerJson: Uint8Array, tokenizerConfig: Uint8Array): Map<string, Uint8Array> =>
+  const tokenizerFolderFiles = (
+    tokenizerJson: Uint8Array,
+    tokenizerConfig: Uint8Array,
+  ): Map<string, Uint8Array> =>
     new Map([
       ['tokenizer.json', tokenizerJson],
       ['tokenizer_config.json', tokenizerConfig],
     ]);
   let stTokenizer: Tokenizer | null = null;
-  const storiesTokenizer = (): Tokenizer => (stTokenizer ??= loadTokenizer(fixture('stories260K/tok512.bin'), { vocabSize: 512 }));
+  const storiesTokenizer = (): Tokenizer =>
+    (stTokenizer ??= loadTokenizer(fixture('stories260K/tok512.bin'), { vocabSize: 512 }));
   return [
     {
       name: 'safetensors',
@@ -344,7 +510,8 @@ export function subjects(scratch: string): Subject[] {
         load: (dir) => {
           const f = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
           try {
-            for (const t of f.tensors.values()) (t.dtype === 'U8' ? f.readRaw(t.name) : f.readF32(t.name));
+            for (const t of f.tensors.values())
+              t.dtype === 'U8' ? f.readRaw(t.name) : f.readF32(t.name);
           } finally {
             f.close();
           }
@@ -370,13 +537,20 @@ export function subjects(scratch: string): Subject[] {
         return {
           files: new Map([['model.gguf', mutateBytes(s.stories.gguf, r, 14176)]]),
           target: 'model.gguf',
-          load: (dir) => (asTokenizer ? exercise(loadTokenizer(path.join(dir, 'model.gguf'))) : loadAll(path.join(dir, 'model.gguf'))),
+          load: (dir) =>
+            asTokenizer
+              ? exercise(loadTokenizer(path.join(dir, 'model.gguf')))
+              : loadAll(path.join(dir, 'model.gguf')),
         };
       },
     },
     {
       name: 'llama2c',
-      make: (r) => ({ files: new Map([['model.bin', mutateBytes(s.stories.bin, r, 28)]]), target: 'model.bin', load: (dir) => loadAll(path.join(dir, 'model.bin')) }),
+      make: (r) => ({
+        files: new Map([['model.bin', mutateBytes(s.stories.bin, r, 28)]]),
+        target: 'model.bin',
+        load: (dir) => loadAll(path.join(dir, 'model.bin')),
+      }),
     },
     {
       name: 'tokenizer.bin',
@@ -385,7 +559,10 @@ export function subjects(scratch: string): Subject[] {
         return {
           files: new Map([['tokenizer.bin', mutateBytes(s.stories.tok, r, 6227)]]),
           target: 'tokenizer.bin',
-          load: (dir) => exercise(loadTokenizer(path.join(dir, 'tokenizer.bin'), withVocab ? { vocabSize: 512 } : {})),
+          load: (dir) =>
+            exercise(
+              loadTokenizer(path.join(dir, 'tokenizer.bin'), withVocab ? { vocabSize: 512 } : {}),
+            ),
         };
       },
     },
@@ -403,7 +580,10 @@ export function subjects(scratch: string): Subject[] {
         let config: Uint8Array;
         if (r() < 0.5) {
           // Damage the chat template's text.
-          config = json({ ...s.tokenizerConfig, chat_template: mutateText(String(s.tokenizerConfig.chat_template), r) });
+          config = json({
+            ...s.tokenizerConfig,
+            chat_template: mutateText(String(s.tokenizerConfig.chat_template), r),
+          });
         } else {
           config = mutateJsonFile(s.tokenizerConfig, r);
         }
@@ -414,13 +594,18 @@ export function subjects(scratch: string): Subject[] {
             const tok = loadTokenizer(dir);
             exercise(tok);
             if (tok.chatTemplate) {
-              const t = new ChatTemplate(tok.chatTemplate, { bosToken: tok.bosToken, eosToken: tok.eosToken, file: path.join(dir, 'tokenizer_config.json') });
+              const t = new ChatTemplate(tok.chatTemplate, {
+                bosToken: tok.bosToken,
+                eosToken: tok.eosToken,
+                file: path.join(dir, 'tokenizer_config.json'),
+              });
               try {
                 t.renderWithAssistantSpans(CHAT);
               } catch (e) {
                 // A template that cannot render a row is a row error (the loader adds file and row):
                 // fine unless its message is raw engine text.
-                if (!(e instanceof ChatRenderError) || RAW_ENGINE_TEXT_IN_TEMPLATES.test(e.message)) throw e;
+                if (!(e instanceof ChatRenderError) || RAW_ENGINE_TEXT_IN_TEMPLATES.test(e.message))
+                  throw e;
               }
             }
           },
@@ -443,14 +628,21 @@ export function subjects(scratch: string): Subject[] {
     },
     {
       name: 'gguf-lora',
-      make: (r) => ({ files: new Map([['adapter.gguf', mutateBytes(s.ggufLora, r, 2000)]]), target: 'adapter.gguf', load: (dir) => void loadLoraAdapter(path.join(dir, 'adapter.gguf'), config) }),
+      make: (r) => ({
+        files: new Map([['adapter.gguf', mutateBytes(s.ggufLora, r, 2000)]]),
+        target: 'adapter.gguf',
+        load: (dir) => void loadLoraAdapter(path.join(dir, 'adapter.gguf'), config),
+      }),
     },
     {
       name: 'data',
       make: (r) => {
         const seed = pick(r, DATA_SEEDS);
         const ext = r() < 0.8 ? seed.ext : pick(r, DATA_SEEDS).ext;
-        const bytes = r() < 0.1 ? Uint8Array.from({ length: int(r, 400) }, () => int(r, 256)) : Buffer.from(mutateText(seed.text(), r), r() < 0.8 ? 'utf8' : 'latin1');
+        const bytes =
+          r() < 0.1
+            ? Uint8Array.from({ length: int(r, 400) }, () => int(r, 256))
+            : Buffer.from(mutateText(seed.text(), r), r() < 0.8 ? 'utf8' : 'latin1');
         const name = `data${ext}`;
         const options: DatasetOptions = {
           maxSeqLen: pick(r, [2, 8, 64, 256]),
@@ -461,7 +653,12 @@ export function subjects(scratch: string): Subject[] {
           ...(r() < 0.3 ? { text: { separator: '\n\n', pieceChars: 64 } } : {}),
           ...(r() < 0.2 ? { maxRowBytes: 1 + int(r, 300) } : {}),
         };
-        return { files: new Map([[name, bytes]]), target: name, load: async (dir) => void (await loadDataset(path.join(dir, name), storiesTokenizer(), options)) };
+        return {
+          files: new Map([[name, bytes]]),
+          target: name,
+          load: async (dir) =>
+            void (await loadDataset(path.join(dir, name), storiesTokenizer(), options)),
+        };
       },
     },
   ];

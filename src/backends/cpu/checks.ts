@@ -21,9 +21,6 @@ export function i32(op: string, name: string, t: Tensor): Int32Array {
   return t.data as Int32Array;
 }
 
-
-
-
 export function expectFinite(op: string, name: string, value: number): void {
   if (!Number.isFinite(value)) fail(op, `${name} must be a finite number, got ${value}`);
 }

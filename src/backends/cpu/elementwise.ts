@@ -9,7 +9,12 @@ type Scale = (x: Float32Array, alpha: number, out: Float32Array, n: number) => v
 type Axpy = (alpha: number, x: Float32Array, y: Float32Array, n: number) => void;
 type SumOfSquares = (x: Float32Array, out: Float32Array, n: number, accumulate: boolean) => void;
 type SwigluBackward = (
-  dout: Float32Array, gate: Float32Array, up: Float32Array, dgate: Float32Array, dup: Float32Array, n: number,
+  dout: Float32Array,
+  gate: Float32Array,
+  up: Float32Array,
+  dgate: Float32Array,
+  dup: Float32Array,
+  n: number,
 ) => void;
 type Dropout = (x: Float32Array, p: number, seed: number, out: Float32Array, n: number) => void;
 
@@ -110,7 +115,13 @@ export function swiglu(gate: Tensor, up: Tensor, out: Tensor): void {
   swigluF32(g, u, o, gate.size);
 }
 
-export function swigluBackward(dout: Tensor, gate: Tensor, up: Tensor, dgate: Tensor, dup: Tensor): void {
+export function swigluBackward(
+  dout: Tensor,
+  gate: Tensor,
+  up: Tensor,
+  dgate: Tensor,
+  dup: Tensor,
+): void {
   const op = 'swigluBackward';
   const d = f32(op, 'dout', dout);
   const g = f32(op, 'gate', gate);
@@ -118,9 +129,19 @@ export function swigluBackward(dout: Tensor, gate: Tensor, up: Tensor, dgate: Te
   const dg = f32(op, 'dgate', dgate);
   const du = f32(op, 'dup', dup);
   const n = dout.size;
-  for (const [name, t] of [['gate', gate], ['up', up], ['dgate', dgate], ['dup', dup]] as const) expectSize(op, name, t, n);
+  for (const [name, t] of [
+    ['gate', gate],
+    ['up', up],
+    ['dgate', dgate],
+    ['dup', dup],
+  ] as const)
+    expectSize(op, name, t, n);
   noAlias(op, 'dgate and dup', dgate, dup);
-  for (const [name, t] of [['dout', dout], ['gate', gate], ['up', up]] as const) {
+  for (const [name, t] of [
+    ['dout', dout],
+    ['gate', gate],
+    ['up', up],
+  ] as const) {
     sameOrDisjoint(op, `dgate and ${name}`, dgate, t);
     sameOrDisjoint(op, `dup and ${name}`, dup, t);
   }

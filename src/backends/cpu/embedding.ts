@@ -2,7 +2,14 @@ import type { Tensor } from '../../tensor/tensor.js';
 import { expectRank, expectShape, f32, fail, i32, noAlias, callNative } from './checks.js';
 import { kernel } from './native.js';
 
-type Embedding = (ids: Int32Array, table: Float32Array, out: Float32Array, n: number, vocab: number, d: number) => void;
+type Embedding = (
+  ids: Int32Array,
+  table: Float32Array,
+  out: Float32Array,
+  n: number,
+  vocab: number,
+  d: number,
+) => void;
 
 const embeddingF32 = kernel<Embedding>('embeddingF32');
 const embeddingBackwardF32 = kernel<Embedding>('embeddingBackwardF32');
@@ -32,7 +39,13 @@ export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): vo
   expectShape(op, 'dout', dout, [ids.size, d]);
   noAlias(op, 'dtable and dout', dtable, dout);
   callNative(op, () =>
-    embeddingBackwardF32(idArray, f32(op, 'dout', dout), f32(op, 'dtable', dtable), ids.size, vocab, d),
+    embeddingBackwardF32(
+      idArray,
+      f32(op, 'dout', dout),
+      f32(op, 'dtable', dtable),
+      ids.size,
+      vocab,
+      d,
+    ),
   );
 }
-

@@ -15,7 +15,17 @@ import { native } from './native.js';
 import { quantize4bitNative } from './quantize4bit-native.js';
 import type { HostQuantize4bit } from '../capabilities.js';
 
-const KERNELS = kernelTable([elementwise, matmul, quant4bit, embedding, norm, rope, attention, loss, optim]);
+const KERNELS = kernelTable([
+  elementwise,
+  matmul,
+  quant4bit,
+  embedding,
+  norm,
+  rope,
+  attention,
+  loss,
+  optim,
+]);
 
 /**
  * The native CPU backend: C++ kernels (AVX-512 / AVX2+FMA / NEON / scalar, chosen at build time)

@@ -1,20 +1,43 @@
 import type { Tensor } from '../../tensor/tensor.js';
-import { expectFinite, expectRank, expectShape, expectSize, f32, fail, i32, noAlias, sameOrDisjoint, callNative } from './checks.js';
+import {
+  expectFinite,
+  expectRank,
+  expectShape,
+  expectSize,
+  f32,
+  fail,
+  i32,
+  noAlias,
+  sameOrDisjoint,
+  callNative,
+} from './checks.js';
 import { kernel } from './native.js';
 
 type CrossEntropy = (
-  logits: Float32Array, labels: Int32Array, losses: Float32Array, dlogits: Float32Array | null,
-  n: number, vocab: number, ignoreIndex: number, gradScale: number,
+  logits: Float32Array,
+  labels: Int32Array,
+  losses: Float32Array,
+  dlogits: Float32Array | null,
+  n: number,
+  vocab: number,
+  ignoreIndex: number,
+  gradScale: number,
 ) => void;
 
 const crossEntropyF32 = kernel<CrossEntropy>('crossEntropyF32');
 
 /** Cross-entropy of logits [n, V] against labels i32 [n]; see Backend.crossEntropy. */
 export function crossEntropy(
-  logits: Tensor, labels: Tensor, ignoreIndex: number, losses: Tensor, dlogits: Tensor | null, gradScale: number,
+  logits: Tensor,
+  labels: Tensor,
+  ignoreIndex: number,
+  losses: Tensor,
+  dlogits: Tensor | null,
+  gradScale: number,
 ): void {
   const op = 'crossEntropy';
-  if (!Number.isInteger(ignoreIndex)) fail(op, `ignoreIndex must be an integer, got ${ignoreIndex}`);
+  if (!Number.isInteger(ignoreIndex))
+    fail(op, `ignoreIndex must be an integer, got ${ignoreIndex}`);
   expectFinite(op, 'gradScale', gradScale);
   expectRank(op, 'logits', logits, 2);
   const [n, vocab] = logits.shape as [number, number];
@@ -29,8 +52,14 @@ export function crossEntropy(
   }
   callNative(op, () =>
     crossEntropyF32(
-      f32(op, 'logits', logits), i32(op, 'labels', labels), f32(op, 'losses', losses),
-      dlogits ? f32(op, 'dlogits', dlogits) : null, n, vocab, ignoreIndex, gradScale,
+      f32(op, 'logits', logits),
+      i32(op, 'labels', labels),
+      f32(op, 'losses', losses),
+      dlogits ? f32(op, 'dlogits', dlogits) : null,
+      n,
+      vocab,
+      ignoreIndex,
+      gradScale,
     ),
   );
 }

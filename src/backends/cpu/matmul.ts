@@ -4,9 +4,18 @@ import type { Tensor } from '../../tensor/tensor.js';
 import { kernel } from './native.js';
 
 type SgemmKernel = (
-  a: Float32Array, b: Float32Array, out: Float32Array,
-  batch: number, M: number, N: number, K: number,
-  transA: boolean, transB: boolean, alpha: number, beta: number, bBatched: boolean,
+  a: Float32Array,
+  b: Float32Array,
+  out: Float32Array,
+  batch: number,
+  M: number,
+  N: number,
+  K: number,
+  transA: boolean,
+  transB: boolean,
+  alpha: number,
+  beta: number,
+  bBatched: boolean,
 ) => void;
 
 const sgemm = kernel<SgemmKernel>('sgemm');
@@ -42,10 +51,14 @@ export interface MatmulPlan {
 
 /** Checks the shapes of a matmul and returns its dimensions (throws a descriptive error). */
 export function matmulPlan(
-  aShape: readonly number[], bShape: readonly number[], outShape: readonly number[],
-  transA: boolean, transB: boolean,
+  aShape: readonly number[],
+  bShape: readonly number[],
+  outShape: readonly number[],
+  transA: boolean,
+  transB: boolean,
 ): MatmulPlan {
-  const what = `matmul(a ${shapeString(aShape)}${transA ? 'ᵀ' : ''}, b ${shapeString(bShape)}${transB ? 'ᵀ' : ''}, ` +
+  const what =
+    `matmul(a ${shapeString(aShape)}${transA ? 'ᵀ' : ''}, b ${shapeString(bShape)}${transB ? 'ᵀ' : ''}, ` +
     `out ${shapeString(outShape)})`;
   if (aShape.length < 2) throw new Error(`${what}: a must have rank ≥ 2`);
   if (bShape.length < 2) throw new Error(`${what}: b must have rank ≥ 2`);
@@ -65,7 +78,9 @@ export function matmulPlan(
   if (bBatched) {
     const bBatch = bShape.slice(0, rb - 2);
     if (bBatch.length !== batchDims.length || bBatch.some((d, i) => d !== batchDims[i])) {
-      throw new Error(`${what}: b's batch dims ${shapeString(bBatch)} must match a's ${shapeString(batchDims)} (or b must be 2-D)`);
+      throw new Error(
+        `${what}: b's batch dims ${shapeString(bBatch)} must match a's ${shapeString(batchDims)} (or b must be 2-D)`,
+      );
     }
   }
   const batch = batchDims.reduce((s, d) => s * d, 1);
@@ -84,5 +99,6 @@ export function assertNoOverlap(out: Float32Array, input: Float32Array, what: st
   const o1 = o0 + out.byteLength;
   const i0 = input.byteOffset;
   const i1 = i0 + input.byteLength;
-  if (o0 < i1 && i0 < o1) throw new Error(`cpu.matmul: out overlaps ${what} (outputs must not alias inputs)`);
+  if (o0 < i1 && i0 < o1)
+    throw new Error(`cpu.matmul: out overlaps ${what} (outputs must not alias inputs)`);
 }

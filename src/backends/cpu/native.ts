@@ -38,6 +38,7 @@ export const native: NativeAddon = load();
 /** A typed kernel entry point, failing clearly if the addon was built without it. */
 export function kernel<F extends (...args: never[]) => unknown>(name: string): F {
   const fn = native[name];
-  if (typeof fn !== 'function') throw new Error(`native addon has no kernel '${name}' (rebuild with npm run build:native)`);
+  if (typeof fn !== 'function')
+    throw new Error(`native addon has no kernel '${name}' (rebuild with npm run build:native)`);
   return fn as F;
 }

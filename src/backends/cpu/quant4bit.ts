@@ -6,18 +6,36 @@ import { kernel } from './native.js';
 
 /** The weight's arrays and sizes in the order the native entry points take them. */
 type QuantArgs = [
-  packed: Uint8Array, code: Float32Array, absmax: Float32Array | null, absmaxCodes: Uint8Array | null,
-  nestedAbsmax: Float32Array | null, nestedCode: Float32Array | null, nestedBlocksize: number, nestedOffset: number,
-  rows: number, cols: number, blocksize: number,
+  packed: Uint8Array,
+  code: Float32Array,
+  absmax: Float32Array | null,
+  absmaxCodes: Uint8Array | null,
+  nestedAbsmax: Float32Array | null,
+  nestedCode: Float32Array | null,
+  nestedBlocksize: number,
+  nestedOffset: number,
+  rows: number,
+  cols: number,
+  blocksize: number,
 ];
 
 type Dequantize4bitKernel = (...args: [...QuantArgs, out: Float32Array]) => void;
 type Matmul4bitKernel = (
-  ...args: [...QuantArgs, input: Float32Array, out: Float32Array, n: number, beta: number, inputGrad: boolean]
+  ...args: [
+    ...QuantArgs,
+    input: Float32Array,
+    out: Float32Array,
+    n: number,
+    beta: number,
+    inputGrad: boolean,
+  ]
 ) => void;
 
 const dequantizeKernel = kernel<Dequantize4bitKernel>('dequantize4bit');
-const embeddingKernel = kernel<(...args: [...QuantArgs, ids: Int32Array, out: Float32Array, n: number]) => void>('embedding4bit');
+const embeddingKernel =
+  kernel<(...args: [...QuantArgs, ids: Int32Array, out: Float32Array, n: number]) => void>(
+    'embedding4bit',
+  );
 const matmulKernel = kernel<Matmul4bitKernel>('matmul4bit');
 
 /** out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out (dequantized panel by panel, never whole). */
@@ -62,7 +80,8 @@ function quantArgs(w: Packed4bitWeight, op: string): QuantArgs {
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {
     throw new Error(`cpu.${op}: bad weight shape [${rows}, ${cols}]`);
   }
-  if (!Number.isInteger(blocksize) || blocksize < 1) throw new Error(`cpu.${op}: bad blocksize ${blocksize}`);
+  if (!Number.isInteger(blocksize) || blocksize < 1)
+    throw new Error(`cpu.${op}: bad blocksize ${blocksize}`);
   const size = rows * cols;
   const nblocks = Math.ceil(size / blocksize);
   const packed = typed(w.packed, 'u8', Math.ceil(size / 2), op, 'packed') as Uint8Array;
@@ -74,14 +93,39 @@ function quantArgs(w: Packed4bitWeight, op: string): QuantArgs {
   const nb = w.nested.blocksize;
   if (!Number.isInteger(nb) || nb < 1) throw new Error(`cpu.${op}: bad nested blocksize ${nb}`);
   const codes = typed(w.absmax, 'u8', nblocks, op, 'absmax (double quant codes)') as Uint8Array;
-  const nestedAbsmax = typed(w.nested.absmax, 'f32', Math.ceil(nblocks / nb), op, 'nested.absmax') as Float32Array;
+  const nestedAbsmax = typed(
+    w.nested.absmax,
+    'f32',
+    Math.ceil(nblocks / nb),
+    op,
+    'nested.absmax',
+  ) as Float32Array;
   const nestedCode = typed(w.nested.code, 'f32', 256, op, 'nested.code') as Float32Array;
-  return [packed, code, null, codes, nestedAbsmax, nestedCode, nb, w.nested.offset, rows, cols, blocksize];
+  return [
+    packed,
+    code,
+    null,
+    codes,
+    nestedAbsmax,
+    nestedCode,
+    nb,
+    w.nested.offset,
+    rows,
+    cols,
+    blocksize,
+  ];
 }
 
-function typed(t: Tensor, dtype: 'u8' | 'f32', size: number, op: string, what: string): Uint8Array | Float32Array {
+function typed(
+  t: Tensor,
+  dtype: 'u8' | 'f32',
+  size: number,
+  op: string,
+  what: string,
+): Uint8Array | Float32Array {
   if (t.dtype !== dtype) throw new Error(`cpu.${op}: ${what} must be ${dtype}, got ${t.dtype}`);
-  if (t.size !== size) throw new Error(`cpu.${op}: ${what} has ${t.size} elements, expected ${size}`);
+  if (t.size !== size)
+    throw new Error(`cpu.${op}: ${what} has ${t.size} elements, expected ${size}`);
   return t.data as Uint8Array | Float32Array;
 }
 

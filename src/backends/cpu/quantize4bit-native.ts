@@ -8,16 +8,34 @@ import { kernel } from './native.js';
 import { codeTable } from '../../quant/codes4bit.js';
 import { createDynamicMap } from '../../quant/dynamic-map.js';
 import {
-  NESTED_BLOCKSIZE, type Quantize4bitOptions, type Quantized4bit, resolveQuantize4bitOptions,
+  NESTED_BLOCKSIZE,
+  type Quantize4bitOptions,
+  type Quantized4bit,
+  resolveQuantize4bitOptions,
 } from '../../quant/quantize4bit.js';
 
-type Quantize4bitKernel = (values: Float32Array, fp4: boolean, blocksize: number, packed: Uint8Array, absmax: Float32Array) => number;
-type Blockwise8bitKernel = (values: Float32Array, code: Float32Array, blocksize: number, codes: Uint8Array, absmax: Float32Array) => void;
+type Quantize4bitKernel = (
+  values: Float32Array,
+  fp4: boolean,
+  blocksize: number,
+  packed: Uint8Array,
+  absmax: Float32Array,
+) => number;
+type Blockwise8bitKernel = (
+  values: Float32Array,
+  code: Float32Array,
+  blocksize: number,
+  codes: Uint8Array,
+  absmax: Float32Array,
+) => void;
 
 const quantize4bitF32 = kernel<Quantize4bitKernel>('quantize4bitF32');
 const quantizeBlockwise8bitF32 = kernel<Blockwise8bitKernel>('quantizeBlockwise8bitF32');
 
-export function quantize4bitNative(values: ArrayLike<number>, options: Quantize4bitOptions = {}): Quantized4bit {
+export function quantize4bitNative(
+  values: ArrayLike<number>,
+  options: Quantize4bitOptions = {},
+): Quantized4bit {
   const { quantType, blocksize, doubleQuant } = resolveQuantize4bitOptions(options);
   // Float32Array.from rounds each value like Math.fround, the TS quantizer's first step.
   const f32 = values instanceof Float32Array ? values : Float32Array.from(values);
@@ -42,7 +60,12 @@ export function quantize4bitNative(values: ArrayLike<number>, options: Quantize4
   const nestedAbsmax = new Float32Array(Math.ceil(nblocks / NESTED_BLOCKSIZE));
   quantizeBlockwise8bitF32(centered, nestedCode, NESTED_BLOCKSIZE, codes, nestedAbsmax);
   return {
-    quantType, blocksize, length: n, packed, code, absmax: codes,
+    quantType,
+    blocksize,
+    length: n,
+    packed,
+    code,
+    absmax: codes,
     nested: { absmax: nestedAbsmax, code: nestedCode, blocksize: NESTED_BLOCKSIZE, offset },
   };
 }

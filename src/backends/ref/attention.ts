@@ -9,7 +9,13 @@ import { checks, expectShape, fail, ints, noAlias, sameFloatType } from './check
  */
 type Dims = AttentionDims;
 
-function checkDims(op: string, q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): { dims: Dims; seg: Int32Array | null } {
+function checkDims(
+  op: string,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  options: AttentionOptions,
+): { dims: Dims; seg: Int32Array | null } {
   const dims = attentionDims(checks, op, q, k, v, options);
   const seg = options.segmentIds ? ints(op, 'segmentIds', options.segmentIds) : null;
   return { dims, seg };
@@ -26,7 +32,17 @@ const qIndex = (d: Dims, b: number, i: number, h: number) => ((b * d.Tq + i) * d
 const kIndex = (d: Dims, b: number, j: number, g: number) => ((b * d.Tk + j) * d.Hkv + g) * d.D;
 
 /** Scaled scores of query (b, i, h) against every key (−∞ where masked). */
-function scoreRow(d: Dims, seg: Int32Array | null, Q: ArrayLike<number>, K: ArrayLike<number>, scale: number, b: number, i: number, h: number, row: Float64Array): void {
+function scoreRow(
+  d: Dims,
+  seg: Int32Array | null,
+  Q: ArrayLike<number>,
+  K: ArrayLike<number>,
+  scale: number,
+  b: number,
+  i: number,
+  h: number,
+  row: Float64Array,
+): void {
   const g = Math.floor(h / (d.H / d.Hkv));
   const qi = qIndex(d, b, i, h);
   for (let j = 0; j < d.Tk; j++) {
@@ -41,13 +57,25 @@ function scoreRow(d: Dims, seg: Int32Array | null, Q: ArrayLike<number>, K: Arra
   }
 }
 
-export function attention(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options: AttentionOptions): void {
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  options: AttentionOptions,
+): void {
   const op = 'attention';
   sameFloatType(op, { q, k, v, out, lse });
   const { dims: d, seg } = checkDims(op, q, k, v, options);
   expectShape(op, 'out', out, q.shape);
   expectShape(op, 'lse', lse, [d.B, d.H, d.Tq]);
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) noAlias(op, `${name} and out`, t, out);
+  for (const [name, t] of [
+    ['q', q],
+    ['k', k],
+    ['v', v],
+  ] as const)
+    noAlias(op, `${name} and out`, t, out);
   const Q = q.data;
   const K = k.data;
   const V = v.data;
@@ -85,8 +113,16 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Ten
  * dK = scale·dSᵀ·Q (summed over the query heads sharing a key/value head).
  */
 export function attentionBackward(
-  dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-  dq: Tensor, dk: Tensor, dv: Tensor, options: AttentionOptions,
+  dout: Tensor,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  dq: Tensor,
+  dk: Tensor,
+  dv: Tensor,
+  options: AttentionOptions,
 ): void {
   const op = 'attentionBackward';
   sameFloatType(op, { dout, q, k, v, out, lse, dq, dk, dv });
@@ -98,7 +134,11 @@ export function attentionBackward(
   expectShape(op, 'dk', dk, k.shape);
   expectShape(op, 'dv', dv, v.shape);
   const inputs = { dout, q, k, v, out, lse };
-  for (const [gname, grad] of [['dq', dq], ['dk', dk], ['dv', dv]] as const) {
+  for (const [gname, grad] of [
+    ['dq', dq],
+    ['dk', dk],
+    ['dv', dv],
+  ] as const) {
     for (const [name, t] of Object.entries(inputs)) noAlias(op, `${gname} and ${name}`, grad, t);
   }
   const DO = dout.data;

@@ -14,7 +14,8 @@ export const { fail, expectShape, expectSize, expectRank } = checks;
 
 /** The elements of a float (f32/f64) tensor. */
 export function floats(op: string, name: string, t: Tensor): FloatArray {
-  if (t.dtype !== 'f32' && t.dtype !== 'f64') fail(op, `${name} must be f32 or f64, got ${t.dtype}`);
+  if (t.dtype !== 'f32' && t.dtype !== 'f64')
+    fail(op, `${name} must be f32 or f64, got ${t.dtype}`);
   return t.data as FloatArray;
 }
 
@@ -34,12 +35,10 @@ export function sameFloatType(op: string, tensors: Record<string, Tensor>): void
   for (const [name, t] of Object.entries(tensors)) {
     floats(op, name, t);
     if (!first) first = [name, t];
-    else if (t.dtype !== first[1].dtype) fail(op, `${name} is ${t.dtype} but ${first[0]} is ${first[1].dtype}`);
+    else if (t.dtype !== first[1].dtype)
+      fail(op, `${name} is ${t.dtype} but ${first[0]} is ${first[1].dtype}`);
   }
 }
-
-
-
 
 /** Two tensors must not share memory unless the op allows it. */
 export function noAlias(op: string, names: string, a: Tensor, b: Tensor): void {

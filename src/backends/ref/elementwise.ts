@@ -5,7 +5,8 @@ import { expectSize, fail, floats, noAlias, sameFloatType } from './check.js';
 /** out[i] = value (any dtype; integer tensors must receive an integer). */
 export function fill(out: Tensor, value: number): void {
   if (out.dtype === 'i32' || out.dtype === 'u8') {
-    if (!Number.isInteger(value)) fail('fill', `${value} is not an integer for a ${out.dtype} tensor`);
+    if (!Number.isInteger(value))
+      fail('fill', `${value} is not an integer for a ${out.dtype} tensor`);
   }
   out.data.fill(value);
 }
@@ -93,9 +94,20 @@ export function swiglu(gate: Tensor, up: Tensor, out: Tensor): void {
  * dgate = dout·up·silu'(gate) with silu'(g) = σ(g)(1 + g(1 - σ(g))); dup = dout·silu(gate).
  * Reads gate and up for an element before writing it, so dgate/dup may alias gate/up.
  */
-export function swigluBackward(dout: Tensor, gate: Tensor, up: Tensor, dgate: Tensor, dup: Tensor): void {
+export function swigluBackward(
+  dout: Tensor,
+  gate: Tensor,
+  up: Tensor,
+  dgate: Tensor,
+  dup: Tensor,
+): void {
   sameFloatType('swigluBackward', { dout, gate, up, dgate, dup });
-  for (const [name, t] of [['gate', gate], ['up', up], ['dgate', dgate], ['dup', dup]] as const) {
+  for (const [name, t] of [
+    ['gate', gate],
+    ['up', up],
+    ['dgate', dgate],
+    ['dup', dup],
+  ] as const) {
     expectSize('swigluBackward', name, t, dout.size);
   }
   noAlias('swigluBackward', 'dgate and dup', dgate, dup);

@@ -12,7 +12,17 @@ import * as attention from './attention.js';
 import * as loss from './loss.js';
 import * as optim from './optim.js';
 
-const KERNELS = kernelTable([elementwise, matmul, quant4bit, embedding, norm, rope, attention, loss, optim]);
+const KERNELS = kernelTable([
+  elementwise,
+  matmul,
+  quant4bit,
+  embedding,
+  norm,
+  rope,
+  attention,
+  loss,
+  optim,
+]);
 
 /**
  * The reference backend: plain TypeScript loops, written for clarity and checked against math,

@@ -6,8 +6,12 @@ import { expectRank, expectShape, fail, ints, sameFloatType } from './check.js';
  * alias logits) = gradScale·(softmax - onehot), zero rows where ignored.
  */
 export function crossEntropy(
-  logits: Tensor, labels: Tensor, ignoreIndex: number, losses: Tensor,
-  dlogits: Tensor | null, gradScale: number,
+  logits: Tensor,
+  labels: Tensor,
+  ignoreIndex: number,
+  losses: Tensor,
+  dlogits: Tensor | null,
+  gradScale: number,
 ): void {
   const op = 'crossEntropy';
   sameFloatType(op, dlogits ? { logits, losses, dlogits } : { logits, losses });
@@ -19,7 +23,11 @@ export function crossEntropy(
   if (dlogits) expectShape(op, 'dlogits', dlogits, [n, V]);
   for (let r = 0; r < n; r++) {
     const y = Y[r]!;
-    if (y !== ignoreIndex && (y < 0 || y >= V)) fail(op, `label ${y} at row ${r} is outside [0, ${V}) and not the ignore index ${ignoreIndex}`);
+    if (y !== ignoreIndex && (y < 0 || y >= V))
+      fail(
+        op,
+        `label ${y} at row ${r} is outside [0, ${V}) and not the ignore index ${ignoreIndex}`,
+      );
   }
   const X = logits.data;
   const Lo = losses.data;
@@ -40,7 +48,8 @@ export function crossEntropy(
     Lo[r] = lse - X[base + y]!;
     if (G) {
       // Reads logits[j] before writing dlogits[j]: safe when they alias.
-      for (let j = 0; j < V; j++) G[base + j] = gradScale * (Math.exp(X[base + j]! - lse) - (j === y ? 1 : 0));
+      for (let j = 0; j < V; j++)
+        G[base + j] = gradScale * (Math.exp(X[base + j]! - lse) - (j === y ? 1 : 0));
     }
   }
 }

@@ -33,9 +33,19 @@ export function rmsnorm(x: Tensor, weight: Tensor, eps: number, out: Tensor, rst
  * With y = x·r·w and r = (mean(x²)+eps)^-½ (taken from `rstd` as stored):
  * dx_j = r·(w_j·g_j) - r³/d · x_j · Σ_k w_k g_k x_k;  dweight_j += Σ_rows g_j·x_j·r.
  */
-export function rmsnormBackward(dout: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, dx: Tensor, dweight: Tensor | null): void {
+export function rmsnormBackward(
+  dout: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  rstd: Tensor,
+  dx: Tensor,
+  dweight: Tensor | null,
+): void {
   const op = 'rmsnormBackward';
-  sameFloatType(op, dweight ? { dout, x, weight, rstd, dx, dweight } : { dout, x, weight, rstd, dx });
+  sameFloatType(
+    op,
+    dweight ? { dout, x, weight, rstd, dx, dweight } : { dout, x, weight, rstd, dx },
+  );
   const [n, d] = rowsAndWidth(op, x);
   expectShape(op, 'dout', dout, x.shape);
   expectShape(op, 'weight', weight, [d]);

@@ -16,7 +16,8 @@ interface Decoded4bit {
 /** Checks a Packed4bitWeight and resolves its absmax (dequantizing the nested codes; nblocks values only). */
 function decode(op: string, w: Packed4bitWeight): Decoded4bit {
   const { rows, cols, blocksize } = w;
-  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) fail(op, `invalid weight shape [${rows}, ${cols}]`);
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0)
+    fail(op, `invalid weight shape [${rows}, ${cols}]`);
   if (!Number.isInteger(blocksize) || blocksize <= 0) fail(op, `invalid blocksize ${blocksize}`);
   const n = rows * cols;
   const nblocks = Math.ceil(n / blocksize);
@@ -131,7 +132,8 @@ export function embedding4bit(ids: Tensor, w: Packed4bitWeight, out: Tensor): vo
   expectShape(op, 'out', out, [ids.size, d.cols]);
   const I = ids.data;
   for (let i = 0; i < I.length; i++) {
-    if (!Number.isInteger(I[i]) || I[i]! < 0 || I[i]! >= d.rows) fail(op, `id ${I[i]} at position ${i} is outside [0, ${d.rows})`);
+    if (!Number.isInteger(I[i]) || I[i]! < 0 || I[i]! >= d.rows)
+      fail(op, `id ${I[i]} at position ${i} is outside [0, ${d.rows})`);
   }
   const O = out.data;
   const row = new Float64Array(d.cols);

@@ -8,7 +8,15 @@ import { expectRank, expectShape, fail, floats, ints, sameFloatType } from './ch
  * 'interleaved' pairs (2p, 2p+1). inverse rotates by -angle, which is the backward pass (the
  * rotation is orthogonal). out may alias x: each pair is read fully before it is written.
  */
-export function rope(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout, inverse: boolean, out: Tensor): void {
+export function rope(
+  x: Tensor,
+  positions: Tensor,
+  cos: Tensor,
+  sin: Tensor,
+  layout: RopeLayout,
+  inverse: boolean,
+  out: Tensor,
+): void {
   const op = 'rope';
   sameFloatType(op, { x, out });
   const C = floats(op, 'cos', cos);
@@ -30,7 +38,8 @@ export function rope(x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, lay
   const sign = inverse ? -1 : 1;
   for (let bt = 0; bt < B * T; bt++) {
     const pos = P[bt]!;
-    if (pos < 0 || pos >= maxPos) fail(op, `position ${pos} at index ${bt} is outside the table [0, ${maxPos})`);
+    if (pos < 0 || pos >= maxPos)
+      fail(op, `position ${pos} at index ${bt} is outside the table [0, ${maxPos})`);
     for (let h = 0; h < H; h++) {
       const base = (bt * H + h) * D;
       for (let p = 0; p < half; p++) {

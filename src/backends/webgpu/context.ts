@@ -61,7 +61,10 @@ export class GpuContext {
   readonly maxBinding: number;
   readonly maxWorkgroups: number;
 
-  private readonly pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
+  private readonly pipelines = new Map<
+    string,
+    { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }
+  >();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private recorded = 0;
@@ -158,14 +161,26 @@ export class GpuContext {
   // ---- recording --------------------------------------------------------------------------------
 
   /** Records one compute dispatch. `spans` match spec.bindings; `params` match spec.params. */
-  dispatch(spec: KernelSpec, spans: readonly GpuSpan[], params: readonly number[], groups: readonly [number, number?, number?]): void {
+  dispatch(
+    spec: KernelSpec,
+    spans: readonly GpuSpan[],
+    params: readonly number[],
+    groups: readonly [number, number?, number?],
+  ): void {
     this.checkUsable();
-    if (spans.length !== spec.bindings.length) throw new Error(`webgpu ${spec.key}: ${spans.length} buffers for ${spec.bindings.length} bindings`);
-    if (params.length !== spec.params.length) throw new Error(`webgpu ${spec.key}: ${params.length} params for ${spec.params.length}`);
+    if (spans.length !== spec.bindings.length)
+      throw new Error(
+        `webgpu ${spec.key}: ${spans.length} buffers for ${spec.bindings.length} bindings`,
+      );
+    if (params.length !== spec.params.length)
+      throw new Error(`webgpu ${spec.key}: ${params.length} params for ${spec.params.length}`);
     const [gx, gy = 1, gz = 1] = groups;
     if (gx === 0 || gy === 0 || gz === 0) return;
     for (const g of [gx, gy, gz]) {
-      if (g > this.maxWorkgroups) throw new Error(`webgpu ${spec.key}: ${g} workgroups in one dimension (limit ${this.maxWorkgroups})`);
+      if (g > this.maxWorkgroups)
+        throw new Error(
+          `webgpu ${spec.key}: ${g} workgroups in one dimension (limit ${this.maxWorkgroups})`,
+        );
     }
     // Each binding covers [base, base + size): from the aligned start at or below the tensor (the
     // shader adds the element offset) to its end.
@@ -174,8 +189,13 @@ export class GpuContext {
       const elementBytes = b.type === 'f16' ? 2 : 4;
       const base = Math.floor(span.byteOffset / this.bindAlign) * this.bindAlign;
       const lead = span.byteOffset - base;
-      if (b.type !== 'u32' && lead % elementBytes !== 0) throw new Error(`webgpu ${spec.key}: '${b.name}' is not ${elementBytes}-byte aligned`);
-      return { buffer: span.buffer, base, end: base + Math.max(4, roundUp(lead + span.byteLength, 4)) };
+      if (b.type !== 'u32' && lead % elementBytes !== 0)
+        throw new Error(`webgpu ${spec.key}: '${b.name}' is not ${elementBytes}-byte aligned`);
+      return {
+        buffer: span.buffer,
+        base,
+        end: base + Math.max(4, roundUp(lead + span.byteLength, 4)),
+      };
     });
     // Writable bindings may not overlap in one dispatch (Dawn rejects aliasing), yet in-place ops
     // pass the same tensor twice and views of one tensor can share an aligned window: overlapping
@@ -183,7 +203,7 @@ export class GpuContext {
     const rep = spec.bindings.map((_, i) => i);
     // A merge grows a window, which can then overlap one found disjoint before (views packed closer
     // than the binding alignment): repeat until no two representatives overlap.
-    for (let merged = true; merged; ) {
+    for (let merged = true; merged;) {
       merged = false;
       for (let i = 0; i < windows.length && !merged; i++) {
         if (rep[i] !== i) continue;
@@ -192,7 +212,9 @@ export class GpuContext {
           const c = windows[j]!;
           if (rep[j] !== j || a.buffer !== c.buffer || a.end <= c.base || c.end <= a.base) continue;
           if (spec.bindings[i]!.type !== spec.bindings[j]!.type) {
-            throw new Error(`webgpu ${spec.key}: '${spec.bindings[i]!.name}' and '${spec.bindings[j]!.name}' overlap with different element types`);
+            throw new Error(
+              `webgpu ${spec.key}: '${spec.bindings[i]!.name}' and '${spec.bindings[j]!.name}' overlap with different element types`,
+            );
           }
           for (let m = 0; m < rep.length; m++) if (rep[m] === i) rep[m] = j;
           c.base = Math.min(c.base, a.base);
@@ -220,7 +242,8 @@ export class GpuContext {
       const lead = spans[i]!.byteOffset - w.base;
       // u32-bound u8 tensors carry a byte offset; everything else an element offset.
       u32[i] = b.type === 'u32' ? lead : lead / (b.type === 'f16' ? 2 : 4);
-      if (rep[i] === i) entries.push({ binding: i, resource: { buffer: w.buffer, offset: w.base, size } });
+      if (rep[i] === i)
+        entries.push({ binding: i, resource: { buffer: w.buffer, offset: w.base, size } });
     });
     spec.params.forEach((p, j) => {
       const v = params[j]!;
@@ -231,7 +254,11 @@ export class GpuContext {
     });
     entries.push({
       binding: spec.bindings.length,
-      resource: { buffer: this.paramBuffer, offset: slot * PARAM_SLOT_BYTES, size: paramBytes(spec) },
+      resource: {
+        buffer: this.paramBuffer,
+        offset: slot * PARAM_SLOT_BYTES,
+        size: paramBytes(spec),
+      },
     });
     const bindGroup = this.device.createBindGroup({ layout, entries });
     const pass = this.computePass();
@@ -255,7 +282,13 @@ export class GpuContext {
     if (!this.encoder) return;
     this.endPass();
     if (this.paramSlot > 0) {
-      this.device.queue.writeBuffer(this.paramBuffer, 0, this.paramHost, 0, this.paramSlot * PARAM_SLOT_BYTES);
+      this.device.queue.writeBuffer(
+        this.paramBuffer,
+        0,
+        this.paramHost,
+        0,
+        this.paramSlot * PARAM_SLOT_BYTES,
+      );
     }
     this.device.pushErrorScope('validation');
     this.device.queue.submit([this.encoder.finish()]);
@@ -274,7 +307,13 @@ export class GpuContext {
     if (span.byteOffset % 4 !== 0) throw new Error('webgpu: writes must start 4-byte aligned');
     const n = roundUp(bytes.byteLength, 4);
     if (n === bytes.byteLength) {
-      this.device.queue.writeBuffer(span.buffer, span.byteOffset, bytes.buffer, bytes.byteOffset, n);
+      this.device.queue.writeBuffer(
+        span.buffer,
+        span.byteOffset,
+        bytes.buffer,
+        bytes.byteOffset,
+        n,
+      );
     } else {
       const padded = new Uint8Array(n);
       padded.set(bytes);
@@ -289,7 +328,11 @@ export class GpuContext {
     const lead = span.byteOffset - start;
     const size = Math.max(4, roundUp(lead + span.byteLength, 4));
     const faultsAt = roundUp(size, 16);
-    const staging = this.device.createBuffer({ size: faultsAt + 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'qlora read' });
+    const staging = this.device.createBuffer({
+      size: faultsAt + 16,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: 'qlora read',
+    });
     const enc = this.commandEncoder();
     this.endPass();
     enc.copyBufferToBuffer(span.buffer, start, staging, 0, size);
@@ -339,7 +382,9 @@ export class GpuContext {
     this.device.queue.writeBuffer(this.faultBuffer, 0, new Uint32Array(4));
     const ints = new Int32Array(faults.buffer);
     const template = this.faultTemplates[code] ?? `unknown fault ${code}`;
-    throw new Error(`webgpu.${template.replace('{a}', String(ints[1])).replace('{b}', String(ints[2]))}`);
+    throw new Error(
+      `webgpu.${template.replace('{a}', String(ints[1])).replace('{b}', String(ints[2]))}`,
+    );
   }
 
   private checkUsable(): void {
@@ -364,7 +409,10 @@ export class GpuContext {
     }
   }
 
-  private pipeline(spec: KernelSpec, rep: readonly number[]): { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout } {
+  private pipeline(
+    spec: KernelSpec,
+    rep: readonly number[],
+  ): { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout } {
     const aliased = rep.some((r, i) => r !== i);
     const key = aliased ? `${spec.key}|${rep.join(',')}` : spec.key;
     const hit = this.pipelines.get(key);
@@ -378,7 +426,11 @@ export class GpuContext {
       // writable in a dispatch, and arena tensors share buffers.
       entries.push({ binding: i, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } });
     });
-    entries.push({ binding: spec.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
+    entries.push({
+      binding: spec.bindings.length,
+      visibility: GPUShaderStage.COMPUTE,
+      buffer: { type: 'uniform' },
+    });
     const layout = this.device.createBindGroupLayout({ entries, label: key });
     const pipeline = this.device.createComputePipeline({
       layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
@@ -403,11 +455,15 @@ fn raise(code: u32, a: i32, b: i32) {
 }`;
 
 /** The full WGSL of a kernel: enables, bindings, the parameter struct, then the kernel's own source. */
-export function kernelSource(spec: KernelSpec, rep: readonly number[] = spec.bindings.map((_, i) => i)): string {
+export function kernelSource(
+  spec: KernelSpec,
+  rep: readonly number[] = spec.bindings.map((_, i) => i),
+): string {
   const lines: string[] = [];
   for (const e of spec.enables ?? []) lines.push(`enable ${e};`);
   spec.bindings.forEach((b, i) => {
-    if (rep[i] === i) lines.push(`@group(0) @binding(${i}) var<storage, read_write> ${b.name}: array<${b.type}>;`);
+    if (rep[i] === i)
+      lines.push(`@group(0) @binding(${i}) var<storage, read_write> ${b.name}: array<${b.type}>;`);
   });
   const fields = [
     ...spec.bindings.map((b) => `off_${b.name}: u32`),
@@ -419,7 +475,11 @@ export function kernelSource(spec: KernelSpec, rep: readonly number[] = spec.bin
   // A merged binding: its other names read the representative's array (their offsets stay their own).
   spec.bindings.forEach((b, i) => {
     const r = rep[i]!;
-    if (r !== i) source = source.replace(new RegExp(`(?<![\\w.])${b.name}(?=\\s*\\[)`, 'g'), spec.bindings[r]!.name);
+    if (r !== i)
+      source = source.replace(
+        new RegExp(`(?<![\\w.])${b.name}(?=\\s*\\[)`, 'g'),
+        spec.bindings[r]!.name,
+      );
   });
   lines.push(source);
   return lines.join('\n');

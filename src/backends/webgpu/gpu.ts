@@ -110,7 +110,9 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuDe
       'webgpu: no WebGPU implementation here (in Node, install the optional "webgpu" package: npm install webgpu)',
     );
   }
-  const adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
+  const adapter = await gpu.requestAdapter({
+    powerPreference: options.powerPreference ?? 'high-performance',
+  });
   if (!adapter) {
     throw new Error(
       'webgpu: no GPU adapter found (no Vulkan/Metal/D3D12 driver? docs/webgpu.md shows how to install a software adapter)',

@@ -18,7 +18,8 @@ export function unitGroups(ctx: GpuContext, count: number): [number, number] {
 }
 
 /** WGSL: the unit index of a workgroup laid out by unitGroups (needs @builtin(num_workgroups) nwg). */
-export const UNIT_INDEX = 'fn unitIndex(wg: vec3u, nwg: vec3u) -> u32 { return wg.y * nwg.x + wg.x; }';
+export const UNIT_INDEX =
+  'fn unitIndex(wg: vec3u, nwg: vec3u) -> u32 { return wg.y * nwg.x + wg.x; }';
 
 /** WGSL: grid-stride start and step for one invocation (needs gid and nwg builtins and WG). */
 export const STRIDE = `

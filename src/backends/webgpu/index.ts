@@ -5,13 +5,30 @@
  */
 import type { Arena } from '../../tensor/arena.js';
 import type { Backend, MemoryStats } from '../../tensor/backend.js';
-import { BYTES_PER_ELEMENT, type DType, type HostArray, hostArrayFor, shapeSize } from '../../tensor/dtype.js';
+import {
+  BYTES_PER_ELEMENT,
+  type DType,
+  type HostArray,
+  hostArrayFor,
+  shapeSize,
+} from '../../tensor/dtype.js';
 import { type Storage, Tensor } from '../../tensor/tensor.js';
 import type { HostQuantize4bit } from '../capabilities.js';
 import { type Kernels, kernelTable } from '../host-backend.js';
 import { GpuContext } from './context.js';
-import { type AdapterSummary, type GpuDeviceHandle, type OpenDeviceOptions, openDevice } from './gpu.js';
-import { DeviceBytes, createGpuArena, deviceStorage, sliceDeviceStorage, spanOf } from './memory.js';
+import {
+  type AdapterSummary,
+  type GpuDeviceHandle,
+  type OpenDeviceOptions,
+  openDevice,
+} from './gpu.js';
+import {
+  DeviceBytes,
+  createGpuArena,
+  deviceStorage,
+  sliceDeviceStorage,
+  spanOf,
+} from './memory.js';
 import * as elementwise from './kernels/elementwise.js';
 import * as matmul from './kernels/matmul.js';
 import * as quant4bit from './kernels/quant4bit.js';
@@ -22,7 +39,17 @@ import * as attention from './kernels/attention.js';
 import * as loss from './kernels/loss.js';
 import * as optim from './kernels/optim.js';
 
-const KERNELS = kernelTable([elementwise, matmul, quant4bit, embedding, norm, rope, attention, loss, optim]);
+const KERNELS = kernelTable([
+  elementwise,
+  matmul,
+  quant4bit,
+  embedding,
+  norm,
+  rope,
+  attention,
+  loss,
+  optim,
+]);
 
 /** Precision of the frozen-base (4-bit) matmuls: f16 tiles with f32 accumulation, or f32 throughout. */
 export type ComputeDtype = 'f32' | 'f16';
@@ -48,10 +75,14 @@ export class WebGpuBackend implements Backend {
     this.ctx = new GpuContext(handle);
     this.computeDtype = options.computeDtype ?? 'f32';
     if (this.computeDtype !== 'f32' && this.computeDtype !== 'f16') {
-      throw new Error(`webgpu: computeDtype must be 'f32' or 'f16', got '${String(this.computeDtype)}'`);
+      throw new Error(
+        `webgpu: computeDtype must be 'f32' or 'f16', got '${String(this.computeDtype)}'`,
+      );
     }
     if (this.computeDtype === 'f16' && !this.ctx.features.has('shader-f16')) {
-      throw new Error(`webgpu: computeDtype 'f16' needs the shader-f16 feature, which ${handle.adapter.description || 'this adapter'} lacks`);
+      throw new Error(
+        `webgpu: computeDtype 'f16' needs the shader-f16 feature, which ${handle.adapter.description || 'this adapter'} lacks`,
+      );
     }
     Object.assign(this, KERNELS);
   }
@@ -79,7 +110,8 @@ export class WebGpuBackend implements Backend {
   }
 
   zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
-    if (dtype === 'f64') throw new Error('webgpu: f64 tensors are not supported (GPUs compute in f32)');
+    if (dtype === 'f64')
+      throw new Error('webgpu: f64 tensors are not supported (GPUs compute in f32)');
     const bytes = shapeSize(shape) * BYTES_PER_ELEMENT[dtype];
     // WebGPU zero-initializes new buffers.
     const buffer = this.ctx.createBuffer(bytes, `tensor [${shape.join(', ')}] ${dtype}`);
@@ -111,9 +143,16 @@ export class WebGpuBackend implements Backend {
   }
 
   write(t: Tensor, values: ArrayLike<number>): void {
-    if (values.length !== t.size) throw new Error(`write: ${values.length} values for a tensor of ${t.size}`);
-    const host = hostArrayFor(t.dtype, new ArrayBuffer(t.size * BYTES_PER_ELEMENT[t.dtype]), 0, t.size);
-    if (host.constructor === (values as object).constructor) host.set(values as unknown as ArrayLike<number> & HostArray);
+    if (values.length !== t.size)
+      throw new Error(`write: ${values.length} values for a tensor of ${t.size}`);
+    const host = hostArrayFor(
+      t.dtype,
+      new ArrayBuffer(t.size * BYTES_PER_ELEMENT[t.dtype]),
+      0,
+      t.size,
+    );
+    if (host.constructor === (values as object).constructor)
+      host.set(values as unknown as ArrayLike<number> & HostArray);
     else for (let i = 0; i < values.length; i++) host[i] = values[i]!;
     const span = spanOf(t);
     const bytes = new Uint8Array(host.buffer, host.byteOffset, host.byteLength);
@@ -144,13 +183,17 @@ export class WebGpuBackend implements Backend {
 }
 
 /** Opens the default GPU and returns a backend on it. */
-export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
+export async function createWebGpuBackend(
+  options: WebGpuBackendOptions = {},
+): Promise<WebGpuBackend> {
   const handle = await openDevice({ ...options, f16: options.f16 ?? true });
   const backend = new WebGpuBackend(handle, { computeDtype: options.computeDtype });
   try {
     // A variable specifier keeps bundlers from pulling the Node addon into browser builds.
     const specifier = '../cpu/quantize4bit-native.js';
-    backend.quantize4bitHost = ((await import(specifier)) as { quantize4bitNative: HostQuantize4bit }).quantize4bitNative;
+    backend.quantize4bitHost = (
+      (await import(specifier)) as { quantize4bitNative: HostQuantize4bit }
+    ).quantize4bitNative;
   } catch {
     // No addon (a browser, or not built): buildLlama falls back to the TypeScript quantizer.
   }

@@ -11,8 +11,13 @@ import type { GpuContext, GpuSpan } from './context.js';
 /** The span of a device tensor (its buffer and byte range). */
 export function spanOf(t: Tensor): GpuSpan {
   const s = t.storage;
-  if (s.kind !== 'device') throw new Error(`webgpu: tensor on backend '${t.backend.name}' is not on the GPU`);
-  return { buffer: s.handle as GPUBuffer, byteOffset: s.byteOffset, byteLength: t.size * BYTES_PER_ELEMENT[t.dtype] };
+  if (s.kind !== 'device')
+    throw new Error(`webgpu: tensor on backend '${t.backend.name}' is not on the GPU`);
+  return {
+    buffer: s.handle as GPUBuffer,
+    byteOffset: s.byteOffset,
+    byteLength: t.size * BYTES_PER_ELEMENT[t.dtype],
+  };
 }
 
 export function deviceStorage(buffer: GPUBuffer, byteOffset: number): DeviceStorage {
@@ -37,7 +42,13 @@ export class DeviceBytes {
  * at the binding alignment (so each tensor can be bound from its own start) and chunks no larger
  * than the adapter's maxBufferSize.
  */
-export function createGpuArena(backend: Backend, ctx: GpuContext, bytes: DeviceBytes, initialBytes: number, name: string): Arena {
+export function createGpuArena(
+  backend: Backend,
+  ctx: GpuContext,
+  bytes: DeviceBytes,
+  initialBytes: number,
+  name: string,
+): Arena {
   const align = ctx.bindAlign;
   const maxChunk = Math.floor(ctx.limits.maxBufferSize / align) * align;
   const allocChunk = (size: number): ArenaChunk => {
@@ -58,5 +69,8 @@ export function createGpuArena(backend: Backend, ctx: GpuContext, bytes: DeviceB
 /** Storage for elements [offset, offset+length) of a device storage. */
 export function sliceDeviceStorage(storage: Storage, dtype: DType, offset: number): Storage {
   if (storage.kind !== 'device') throw new Error('webgpu: not a device tensor');
-  return deviceStorage(storage.handle as GPUBuffer, storage.byteOffset + offset * BYTES_PER_ELEMENT[dtype]);
+  return deviceStorage(
+    storage.handle as GPUBuffer,
+    storage.byteOffset + offset * BYTES_PER_ELEMENT[dtype],
+  );
 }

@@ -37,8 +37,17 @@ interface Tiles {
 
 /** Preferred tiles first; powers of two so WG splits evenly into rows (or keys) × lanes. */
 const CANDIDATES: readonly Tiles[] = [
-  { br: 16, bc: 32 }, { br: 16, bc: 16 }, { br: 16, bc: 8 }, { br: 8, bc: 16 }, { br: 8, bc: 8 },
-  { br: 8, bc: 4 }, { br: 4, bc: 8 }, { br: 4, bc: 4 }, { br: 4, bc: 2 }, { br: 2, bc: 2 }, { br: 2, bc: 1 },
+  { br: 16, bc: 32 },
+  { br: 16, bc: 16 },
+  { br: 16, bc: 8 },
+  { br: 8, bc: 16 },
+  { br: 8, bc: 8 },
+  { br: 8, bc: 4 },
+  { br: 4, bc: 8 },
+  { br: 4, bc: 4 },
+  { br: 4, bc: 2 },
+  { br: 2, bc: 2 },
+  { br: 2, bc: 1 },
   { br: 1, bc: 1 },
 ];
 
@@ -50,9 +59,12 @@ function rowStride(D: number): number {
 function sharedWords(pass: Pass, D: number, { br, bc }: Tiles): number {
   const ds = rowStride(D);
   switch (pass) {
-    case 'forward': return (br + bc) * ds + br * bc + 5 * br + bc;
-    case 'dq': return (2 * br + bc) * ds + 2 * br * bc + 4 * br + bc;
-    case 'dkv': return (2 * br + 2 * bc) * ds + 2 * br * bc + 4 * br + bc;
+    case 'forward':
+      return (br + bc) * ds + br * bc + 5 * br + bc;
+    case 'dq':
+      return (2 * br + bc) * ds + 2 * br * bc + 4 * br + bc;
+    case 'dkv':
+      return (2 * br + 2 * bc) * ds + 2 * br * bc + 4 * br + bc;
   }
 }
 
@@ -68,7 +80,9 @@ function headDimClass(D: number): number {
 function chooseTiles(ctx: GpuContext, pass: Pass, D: number): Tiles {
   const limit = ctx.limits.maxComputeWorkgroupStorageSize;
   for (const t of CANDIDATES) if (sharedWords(pass, D, t) * 4 <= limit) return t;
-  throw new Error(`webgpu.attention: head dim ${D} does not fit this adapter's ${limit}-byte workgroup memory`);
+  throw new Error(
+    `webgpu.attention: head dim ${D} does not fit this adapter's ${limit}-byte workgroup memory`,
+  );
 }
 
 /** WGSL shared by the passes: constants, and the (row → query, head) map. */
@@ -95,11 +109,18 @@ fn kBase(b: u32, g: u32, j: u32) -> u32 { return ((b * P.Tk + j) * P.Hkv + g) * 
 }
 
 const DIM_PARAMS = [
-  { name: 'units', type: 'u32' }, { name: 'Tq', type: 'u32' }, { name: 'Tk', type: 'u32' },
-  { name: 'H', type: 'u32' }, { name: 'Hkv', type: 'u32' }, { name: 'G', type: 'u32' }, { name: 'scale', type: 'f32' },
-  { name: 'D', type: 'u32' }, { name: 'DS', type: 'u32' },
+  { name: 'units', type: 'u32' },
+  { name: 'Tq', type: 'u32' },
+  { name: 'Tk', type: 'u32' },
+  { name: 'H', type: 'u32' },
+  { name: 'Hkv', type: 'u32' },
+  { name: 'G', type: 'u32' },
+  { name: 'scale', type: 'f32' },
+  { name: 'D', type: 'u32' },
+  { name: 'DS', type: 'u32' },
   // BR and BC again, as loop bounds: constant bounds get unrolled, multiplying compile time.
-  { name: 'br', type: 'u32' }, { name: 'bc', type: 'u32' },
+  { name: 'br', type: 'u32' },
+  { name: 'bc', type: 'u32' },
 ] as const;
 
 const f = (name: string, write = false) => ({ name, type: 'f32' as const, write });
@@ -121,11 +142,15 @@ function rowInfo(seg: boolean): string {
 }
 
 function segShared(seg: boolean): string {
-  return seg ? 'var<workgroup> rowSeg: array<i32, BR>;\nvar<workgroup> keySeg: array<i32, BC>;' : '';
+  return seg
+    ? 'var<workgroup> rowSeg: array<i32, BR>;\nvar<workgroup> keySeg: array<i32, BC>;'
+    : '';
 }
 
 function segKeyLoad(seg: boolean, first: string): string {
-  return seg ? `if (t < BC) { keySeg[t] = seg[P.off_seg + b * P.Tk + min(${first} + t, P.Tk - 1u)]; }` : '';
+  return seg
+    ? `if (t < BC) { keySeg[t] = seg[P.off_seg + b * P.Tk + min(${first} + t, P.Tk - 1u)]; }`
+    : '';
 }
 
 /** WGSL fragment: a tile of BR rows of a [B, Tq, H, D] tensor into workgroup memory (zeros past the end). */
@@ -159,7 +184,14 @@ function dotRows(a: string, ra: string, bb: string, rb: string): string {
 function forwardSpec(dmax: number, tiles: Tiles, seg: boolean): KernelSpec {
   return {
     key: `attention_fwd_d${dmax}_${tiles.br}x${tiles.bc}${seg ? '_seg' : ''}`,
-    bindings: [f('q'), f('k'), f('v'), f('out', true), f('lse', true), ...(seg ? [segBinding] : [])],
+    bindings: [
+      f('q'),
+      f('k'),
+      f('v'),
+      f('out', true),
+      f('lse', true),
+      ...(seg ? [segBinding] : []),
+    ],
     params: DIM_PARAMS,
     source: `${header(dmax, tiles, WG / tiles.br)}
 var<workgroup> qs: array<f32, ${tiles.br * rowStride(dmax)}>;
@@ -259,10 +291,15 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
 
 /** stats[2·n] = lse[n], stats[2·n + 1] = Σ_e dO·O for each row n of lse's [B, H, Tq]. */
 const STATS: KernelSpec = {
-    key: 'attention_stats',
-    bindings: [f('dout'), f('out'), f('lse'), f('stats', true)],
-    params: [{ name: 'n', type: 'u32' }, { name: 'Tq', type: 'u32' }, { name: 'H', type: 'u32' }, { name: 'D', type: 'u32' }],
-    source: `const WG = ${WG}u;
+  key: 'attention_stats',
+  bindings: [f('dout'), f('out'), f('lse'), f('stats', true)],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'Tq', type: 'u32' },
+    { name: 'H', type: 'u32' },
+    { name: 'D', type: 'u32' },
+  ],
+  source: `const WG = ${WG}u;
 ${STRIDE}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -291,7 +328,15 @@ const ROW_STATS = `if (rho < rows) {
 function dqSpec(dmax: number, tiles: Tiles, seg: boolean): KernelSpec {
   return {
     key: `attention_dq_d${dmax}_${tiles.br}x${tiles.bc}${seg ? '_seg' : ''}`,
-    bindings: [f('dout'), f('q'), f('k'), f('v'), f('stats'), f('dq', true), ...(seg ? [segBinding] : [])],
+    bindings: [
+      f('dout'),
+      f('q'),
+      f('k'),
+      f('v'),
+      f('stats'),
+      f('dq', true),
+      ...(seg ? [segBinding] : []),
+    ],
     params: DIM_PARAMS,
     source: `${header(dmax, tiles, WG / tiles.br)}
 var<workgroup> qs: array<f32, ${tiles.br * rowStride(dmax)}>;
@@ -383,7 +428,16 @@ function dkvSpec(dmax: number, tiles: Tiles, seg: boolean): KernelSpec {
   const lanes = WG / tiles.bc;
   return {
     key: `attention_dkv_d${dmax}_${tiles.br}x${tiles.bc}${seg ? '_seg' : ''}`,
-    bindings: [f('dout'), f('q'), f('k'), f('v'), f('stats'), f('dk', true), f('dv', true), ...(seg ? [segBinding] : [])],
+    bindings: [
+      f('dout'),
+      f('q'),
+      f('k'),
+      f('v'),
+      f('stats'),
+      f('dk', true),
+      f('dv', true),
+      ...(seg ? [segBinding] : []),
+    ],
     params: DIM_PARAMS,
     source: `${header(dmax, tiles, lanes)}
 var<workgroup> ks: array<f32, ${tiles.bc * rowStride(dmax)}>;
@@ -490,45 +544,111 @@ interface Prepared {
 }
 
 /** The shared shape rules, lse [B, H, Tq], i32 segment ids, and this backend's head-dim limit. */
-function prepare(op: string, q: Tensor, k: Tensor, v: Tensor, lse: Tensor, options: AttentionOptions): Prepared {
+function prepare(
+  op: string,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  lse: Tensor,
+  options: AttentionOptions,
+): Prepared {
   const d = attentionDims(checks, op, q, k, v, options);
   expectShape(op, 'lse', lse, [d.B, d.H, d.Tq]);
-  if (d.D > MAX_HEAD_DIM) fail(op, `head dim ${d.D} is over the webgpu kernels' limit of ${MAX_HEAD_DIM}`);
+  if (d.D > MAX_HEAD_DIM)
+    fail(op, `head dim ${d.D} is over the webgpu kernels' limit of ${MAX_HEAD_DIM}`);
   const seg = options.segmentIds ? i32(op, 'segmentIds', options.segmentIds) : null;
   return { d, seg };
 }
 
 function dimParams(d: AttentionDims, tiles: Tiles, units: number, scale: number): number[] {
-  return [units, d.Tq, d.Tk, d.H, d.Hkv, d.H / d.Hkv, scale, d.D, rowStride(d.D), tiles.br, tiles.bc];
+  return [
+    units,
+    d.Tq,
+    d.Tk,
+    d.H,
+    d.Hkv,
+    d.H / d.Hkv,
+    scale,
+    d.D,
+    rowStride(d.D),
+    tiles.br,
+    tiles.bc,
+  ];
 }
 
-export function attention(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, options: AttentionOptions): void {
+export function attention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  options: AttentionOptions,
+): void {
   const op = 'attention';
   const { d, seg } = prepare(op, q, k, v, lse, options);
   expectShape(op, 'out', out, q.shape);
-  for (const [name, t] of [['q', q], ['k', k], ['v', v], ['lse', lse]] as const) noAlias(op, `out and ${name}`, out, t);
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) noAlias(op, `lse and ${name}`, lse, t);
-  const spans = [f32(op, 'q', q), f32(op, 'k', k), f32(op, 'v', v), f32(op, 'out', out), f32(op, 'lse', lse)];
+  for (const [name, t] of [
+    ['q', q],
+    ['k', k],
+    ['v', v],
+    ['lse', lse],
+  ] as const)
+    noAlias(op, `out and ${name}`, out, t);
+  for (const [name, t] of [
+    ['q', q],
+    ['k', k],
+    ['v', v],
+  ] as const)
+    noAlias(op, `lse and ${name}`, lse, t);
+  const spans = [
+    f32(op, 'q', q),
+    f32(op, 'k', k),
+    f32(op, 'v', v),
+    f32(op, 'out', out),
+    f32(op, 'lse', lse),
+  ];
   if (q.size === 0 || d.Tk === 0) return;
   const ctx = ctxOf(out);
   const dmax = headDimClass(d.D);
   const tiles = chooseTiles(ctx, 'forward', dmax);
-  const spec = cached(`fwd|${dmax}|${tiles.br}|${tiles.bc}|${seg !== null}`, () => forwardSpec(dmax, tiles, seg !== null));
+  const spec = cached(`fwd|${dmax}|${tiles.br}|${tiles.bc}|${seg !== null}`, () =>
+    forwardSpec(dmax, tiles, seg !== null),
+  );
   const units = d.B * d.Hkv * Math.ceil((d.Tq * (d.H / d.Hkv)) / tiles.br);
-  ctx.dispatch(spec, seg ? [...spans, seg] : spans, dimParams(d, tiles, units, options.scale), unitGroups(ctx, units));
+  ctx.dispatch(
+    spec,
+    seg ? [...spans, seg] : spans,
+    dimParams(d, tiles, units, options.scale),
+    unitGroups(ctx, units),
+  );
 }
 
 /** Gradients of attention; dq, dk, dv are overwritten. */
 export function attentionBackward(
-  dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
-  dq: Tensor, dk: Tensor, dv: Tensor, options: AttentionOptions,
+  dout: Tensor,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  dq: Tensor,
+  dk: Tensor,
+  dv: Tensor,
+  options: AttentionOptions,
 ): void {
   const op = 'attentionBackward';
   const { d, seg } = prepare(op, q, k, v, lse, options);
   attentionBackwardArgs(args, dout, q, k, v, out, lse, dq, dk, dv);
   const s = {
-    dout: f32(op, 'dout', dout), q: f32(op, 'q', q), k: f32(op, 'k', k), v: f32(op, 'v', v), out: f32(op, 'out', out),
-    lse: f32(op, 'lse', lse), dq: f32(op, 'dq', dq), dk: f32(op, 'dk', dk), dv: f32(op, 'dv', dv),
+    dout: f32(op, 'dout', dout),
+    q: f32(op, 'q', q),
+    k: f32(op, 'k', k),
+    v: f32(op, 'v', v),
+    out: f32(op, 'out', out),
+    lse: f32(op, 'lse', lse),
+    dq: f32(op, 'dq', dq),
+    dk: f32(op, 'dk', dk),
+    dv: f32(op, 'dv', dv),
   };
   if (q.size === 0 || d.Tk === 0) return;
   const ctx = ctxOf(dq);
@@ -546,7 +666,9 @@ export function attentionBackward(
   const dqTiles = chooseTiles(ctx, 'dq', dmax);
   const dqUnits = d.B * d.Hkv * Math.ceil((d.Tq * G) / dqTiles.br);
   ctx.dispatch(
-    cached(`dq|${dmax}|${dqTiles.br}|${dqTiles.bc}|${seg !== null}`, () => dqSpec(dmax, dqTiles, seg !== null)),
+    cached(`dq|${dmax}|${dqTiles.br}|${dqTiles.bc}|${seg !== null}`, () =>
+      dqSpec(dmax, dqTiles, seg !== null),
+    ),
     withSeg([s.dout, s.q, s.k, s.v, stats, s.dq]),
     dimParams(d, dqTiles, dqUnits, options.scale),
     unitGroups(ctx, dqUnits),
@@ -554,7 +676,9 @@ export function attentionBackward(
   const kvTiles = chooseTiles(ctx, 'dkv', dmax);
   const kvUnits = d.B * d.Hkv * Math.ceil(d.Tk / kvTiles.bc);
   ctx.dispatch(
-    cached(`dkv|${dmax}|${kvTiles.br}|${kvTiles.bc}|${seg !== null}`, () => dkvSpec(dmax, kvTiles, seg !== null)),
+    cached(`dkv|${dmax}|${kvTiles.br}|${kvTiles.bc}|${seg !== null}`, () =>
+      dkvSpec(dmax, kvTiles, seg !== null),
+    ),
     withSeg([s.dout, s.q, s.k, s.v, stats, s.dk, s.dv]),
     dimParams(d, kvTiles, kvUnits, options.scale),
     unitGroups(ctx, kvUnits),

@@ -26,7 +26,10 @@ const b = (name: string, type: 'f32' | 'u32' | 'i32', write = false) => ({ name,
 const FILL_WORDS: KernelSpec = {
   key: 'fill_words',
   bindings: [b('out', 'u32', true)],
-  params: [{ name: 'n', type: 'u32' }, { name: 'value', type: 'u32' }],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'value', type: 'u32' },
+  ],
   source: LOOP('out[P.off_out / 4u + i] = P.value;'),
 };
 
@@ -34,7 +37,11 @@ const FILL_WORDS: KernelSpec = {
 const FILL_BYTES: KernelSpec = {
   key: 'fill_bytes',
   bindings: [b('out', 'u32', true)],
-  params: [{ name: 'n', type: 'u32' }, { name: 'words', type: 'u32' }, { name: 'value', type: 'u32' }],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'words', type: 'u32' },
+    { name: 'value', type: 'u32' },
+  ],
   source: `${HEAD}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
@@ -62,7 +69,10 @@ const COPY_WORDS: KernelSpec = {
 const COPY_BYTES: KernelSpec = {
   key: 'copy_bytes',
   bindings: [b('src', 'u32'), b('dst', 'u32', true)],
-  params: [{ name: 'n', type: 'u32' }, { name: 'words', type: 'u32' }],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'words', type: 'u32' },
+  ],
   source: `${HEAD}
 fn srcByte(i: u32) -> u32 { let at = P.off_src + i; return (src[at / 4u] >> (8u * (at % 4u))) & 0xffu; }
 @compute @workgroup_size(${WG})
@@ -93,14 +103,20 @@ const ADD: KernelSpec = {
 const SCALE: KernelSpec = {
   key: 'scale',
   bindings: [b('x', 'f32'), b('out', 'f32', true)],
-  params: [{ name: 'n', type: 'u32' }, { name: 'alpha', type: 'f32' }],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'alpha', type: 'f32' },
+  ],
   source: LOOP('out[P.off_out + i] = P.alpha * x[P.off_x + i];'),
 };
 
 const AXPY: KernelSpec = {
   key: 'axpy',
   bindings: [b('x', 'f32'), b('y', 'f32', true)],
-  params: [{ name: 'n', type: 'u32' }, { name: 'alpha', type: 'f32' }],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'alpha', type: 'f32' },
+  ],
   source: LOOP('y[P.off_y + i] = fma(P.alpha, x[P.off_x + i], y[P.off_y + i]);'),
 };
 
@@ -114,7 +130,13 @@ const SWIGLU: KernelSpec = {
 
 const SWIGLU_BACKWARD: KernelSpec = {
   key: 'swiglu_backward',
-  bindings: [b('dout', 'f32'), b('gate', 'f32'), b('up', 'f32'), b('dgate', 'f32', true), b('dup', 'f32', true)],
+  bindings: [
+    b('dout', 'f32'),
+    b('gate', 'f32'),
+    b('up', 'f32'),
+    b('dgate', 'f32', true),
+    b('dup', 'f32', true),
+  ],
   params: [{ name: 'n', type: 'u32' }],
   source: LOOP(`let g = gate[P.off_gate + i];
     let u = up[P.off_up + i];
@@ -129,7 +151,9 @@ const DROPOUT: KernelSpec = {
   key: 'dropout',
   bindings: [b('x', 'f32'), b('out', 'f32', true)],
   params: [
-    { name: 'n', type: 'u32' }, { name: 'seedHash', type: 'u32' }, { name: 'threshold', type: 'u32' },
+    { name: 'n', type: 'u32' },
+    { name: 'seedHash', type: 'u32' },
+    { name: 'threshold', type: 'u32' },
     { name: 'scale', type: 'f32' },
   ],
   source: `${HEAD}
@@ -192,7 +216,10 @@ const SUM_PARTIAL = sumPartial(false);
 const SUMSQ_FINAL: KernelSpec = {
   key: 'sumsq_final',
   bindings: [b('partial', 'f32'), b('out', 'f32', true)],
-  params: [{ name: 'groups', type: 'u32' }, { name: 'accumulate', type: 'u32' }],
+  params: [
+    { name: 'groups', type: 'u32' },
+    { name: 'accumulate', type: 'u32' },
+  ],
   source: `${HEAD}
 var<workgroup> acc: array<f32, ${WG}>;
 @compute @workgroup_size(${WG})
@@ -210,7 +237,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u) {
 };
 
 function wordsCovering(byteOffset: number, n: number): number {
-  return Math.ceil((byteOffset % 4 + n) / 4);
+  return Math.ceil(((byteOffset % 4) + n) / 4);
 }
 
 export function fill(out: Tensor, value: number): void {
@@ -218,7 +245,8 @@ export function fill(out: Tensor, value: number): void {
   const ctx = ctxOf(out);
   const span = spanOf(out);
   if (out.dtype === 'f32' || out.dtype === 'i32') {
-    if (out.dtype === 'i32' && !Number.isInteger(value)) fail('fill', `${value} is not an integer for a i32 tensor`);
+    if (out.dtype === 'i32' && !Number.isInteger(value))
+      fail('fill', `${value} is not an integer for a i32 tensor`);
     const word = new Uint32Array(1);
     if (out.dtype === 'f32') new Float32Array(word.buffer)[0] = value;
     else new Int32Array(word.buffer)[0] = value;
@@ -229,7 +257,12 @@ export function fill(out: Tensor, value: number): void {
   if (!Number.isInteger(value)) fail('fill', `${value} is not an integer for a u8 tensor`);
   const byte = value & 0xff;
   const words = wordsCovering(span.byteOffset, out.size);
-  ctx.dispatch(FILL_BYTES, [span], [out.size, words, (byte * 0x01010101) >>> 0], [strideGroups(ctx, words, WG)]);
+  ctx.dispatch(
+    FILL_BYTES,
+    [span],
+    [out.size, words, (byte * 0x01010101) >>> 0],
+    [strideGroups(ctx, words, WG)],
+  );
 }
 
 export function copy(src: Tensor, dst: Tensor): void {
@@ -281,7 +314,13 @@ export function axpy(alpha: number, x: Tensor, y: Tensor): void {
 }
 
 /** out[0] (+)= Σ x² or Σ x: Kahan-compensated f32 partials per invocation, then a fixed tree (no f64 on GPUs). */
-function reduce(op: 'sum' | 'sumOfSquares', partialSpec: KernelSpec, x: Tensor, out: Tensor, accumulate: boolean): void {
+function reduce(
+  op: 'sum' | 'sumOfSquares',
+  partialSpec: KernelSpec,
+  x: Tensor,
+  out: Tensor,
+  accumulate: boolean,
+): void {
   const xs = f32(op, 'x', x);
   const o = f32(op, 'out', out);
   expectSize(op, 'out', out, 1);
@@ -313,14 +352,26 @@ export function swiglu(gate: Tensor, up: Tensor, out: Tensor): void {
   ctx.dispatch(SWIGLU, [g, u, o], [gate.size], [strideGroups(ctx, gate.size, WG)]);
 }
 
-export function swigluBackward(dout: Tensor, gate: Tensor, up: Tensor, dgate: Tensor, dup: Tensor): void {
+export function swigluBackward(
+  dout: Tensor,
+  gate: Tensor,
+  up: Tensor,
+  dgate: Tensor,
+  dup: Tensor,
+): void {
   const op = 'swigluBackward';
   const d = f32(op, 'dout', dout);
   const g = f32(op, 'gate', gate);
   const u = f32(op, 'up', up);
   const dg = f32(op, 'dgate', dgate);
   const du = f32(op, 'dup', dup);
-  for (const [name, t] of [['up', up], ['dout', dout], ['dgate', dgate], ['dup', dup]] as const) expectSize(op, name, t, gate.size);
+  for (const [name, t] of [
+    ['up', up],
+    ['dout', dout],
+    ['dgate', dgate],
+    ['dup', dup],
+  ] as const)
+    expectSize(op, name, t, gate.size);
   noAlias(op, 'dgate and dup', dgate, dup);
   sameOrDisjoint(op, 'dgate and gate', dgate, gate);
   sameOrDisjoint(op, 'dup and up', dup, up);
@@ -335,12 +386,17 @@ export function dropout(x: Tensor, p: number, seed: number, out: Tensor): void {
   const o = f32('dropout', 'out', out);
   expectSize('dropout', 'out', out, x.size);
   if (!(p >= 0 && p < 1)) fail('dropout', `p must be in [0, 1), got ${p}`);
-  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) fail('dropout', `seed must be a u32, got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32)
+    fail('dropout', `seed must be a u32, got ${seed}`);
   if (x.size > 2 ** 32) fail('dropout', 'more than 2^32 elements');
   sameOrDisjoint('dropout', 'out and x', out, x);
   const ctx = ctxOf(out);
   const threshold = Math.ceil(p * 16777216);
   const scaleValue = p < 1 ? Math.fround(1 / (1 - p)) : 1;
-  ctx.dispatch(DROPOUT, [xs, o], [x.size, mix32(seed), threshold, scaleValue], [strideGroups(ctx, x.size, WG)]);
+  ctx.dispatch(
+    DROPOUT,
+    [xs, o],
+    [x.size, mix32(seed), threshold, scaleValue],
+    [strideGroups(ctx, x.size, WG)],
+  );
 }
-

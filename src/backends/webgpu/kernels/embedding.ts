@@ -19,8 +19,10 @@ const u = (name: string) => ({ name, type: 'u32' as const });
 const EMBEDDING: KernelSpec = {
   key: 'embedding',
   bindings: [
-    { name: 'ids', type: 'i32', write: false }, { name: 'table', type: 'f32', write: false },
-    { name: 'out', type: 'f32', write: true }, { name: 'fault', type: 'atomic<u32>', write: true },
+    { name: 'ids', type: 'i32', write: false },
+    { name: 'table', type: 'f32', write: false },
+    { name: 'out', type: 'f32', write: true },
+    { name: 'fault', type: 'atomic<u32>', write: true },
   ],
   params: [u('n'), u('d'), u('vocab'), u('r0'), u('r1'), u('code')],
   source: `const WG = ${WG}u;
@@ -46,8 +48,10 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 const EMBEDDING_BACKWARD: KernelSpec = {
   key: 'embedding_backward',
   bindings: [
-    { name: 'ids', type: 'i32', write: false }, { name: 'dout', type: 'f32', write: false },
-    { name: 'dtable', type: 'f32', write: true }, { name: 'fault', type: 'atomic<u32>', write: true },
+    { name: 'ids', type: 'i32', write: false },
+    { name: 'dout', type: 'f32', write: false },
+    { name: 'dtable', type: 'f32', write: true },
+    { name: 'fault', type: 'atomic<u32>', write: true },
   ],
   params: [u('n'), u('d'), u('vocab'), u('r0'), u('r1'), u('slice'), u('code')],
   source: `const WG = ${WG}u;
@@ -128,7 +132,10 @@ export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): vo
   for (let r0 = 0; r0 < Math.max(vocab, 1); r0 += step) {
     const r1 = Math.min(vocab, r0 + step);
     // Enough vocabulary slices for ~64K invocations: d alone (4096) would leave a big GPU idle.
-    const slices = Math.max(1, Math.min(r1 - r0, Math.ceil(65536 / (columnGroups * WG)), ctx.maxWorkgroups));
+    const slices = Math.max(
+      1,
+      Math.min(r1 - r0, Math.ceil(65536 / (columnGroups * WG)), ctx.maxWorkgroups),
+    );
     const slice = Math.ceil(Math.max(1, r1 - r0) / slices);
     ctx.dispatch(
       EMBEDDING_BACKWARD,

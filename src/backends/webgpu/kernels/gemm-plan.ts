@@ -49,8 +49,15 @@ export interface WindowLimits {
 }
 
 /** Bytes of a window of each operand ([bc batches, mc × nc × kc]). */
-function windowBytes(s: GemmShape, bc: number, mc: number, nc: number, kc: number): { a: number; b: number; c: number } {
-  const span = (rows: number, ld: number, cols: number) => (rows > 0 && cols > 0 ? (rows - 1) * ld + cols : 0);
+function windowBytes(
+  s: GemmShape,
+  bc: number,
+  mc: number,
+  nc: number,
+  kc: number,
+): { a: number; b: number; c: number } {
+  const span = (rows: number, ld: number, cols: number) =>
+    rows > 0 && cols > 0 ? (rows - 1) * ld + cols : 0;
   const a = (bc - 1) * s.sA + (s.transA ? span(kc, s.lda, mc) : span(mc, s.lda, kc));
   const c = (bc - 1) * s.sC + span(mc, s.ldc, nc);
   let bBytes: number;
@@ -84,7 +91,10 @@ export function planWindows(s: GemmShape, tile: TileName, limits: WindowLimits):
     } else if (w.b > cap) {
       what = `B (${w.b} bytes)`;
       const batched = s.sB > 0 || s.q4cols !== undefined;
-      order = [...(batched ? ['b' as const] : []), ...(s.transB ? ['n', 'k'] as const : ['k', 'n'] as const)];
+      order = [
+        ...(batched ? ['b' as const] : []),
+        ...(s.transB ? (['n', 'k'] as const) : (['k', 'n'] as const)),
+      ];
     } else if (w.c > cap) {
       what = `C (${w.c} bytes)`;
       order = ['b', 'm', 'n'];
@@ -110,10 +120,14 @@ export function planWindows(s: GemmShape, tile: TileName, limits: WindowLimits):
         // K = 0 still writes C (alpha·0 + beta·C): one empty K window.
         for (let k0 = 0; k0 < Math.max(s.K, 1); k0 += Math.max(kc, 1)) {
           out.push({
-            b0, b1: Math.min(s.batch, b0 + bc),
-            m0, m1: Math.min(s.M, m0 + mc),
-            n0, n1: Math.min(s.N, n0 + nc),
-            k0, k1: Math.min(s.K, k0 + kc),
+            b0,
+            b1: Math.min(s.batch, b0 + bc),
+            m0,
+            m1: Math.min(s.M, m0 + mc),
+            n0,
+            n1: Math.min(s.N, n0 + nc),
+            k0,
+            k1: Math.min(s.K, k0 + kc),
             accumulate: k0 > 0,
           });
         }

@@ -48,7 +48,11 @@ export interface GemmVariant {
   readonly f16: boolean;
 }
 
-const b = (name: string, type: KernelBinding['type'], write = false): KernelBinding => ({ name, type, write });
+const b = (name: string, type: KernelBinding['type'], write = false): KernelBinding => ({
+  name,
+  type,
+  write,
+});
 const u = (name: string): KernelParam => ({ name, type: 'u32' });
 
 /**
@@ -74,16 +78,38 @@ export const NIBBLE_WGSL = `fn nibble(g: u32) -> u32 {
 }`;
 
 /** The 4-bit weight's bindings: codes, code table, absmax (as u32 words), nested absmax and code table. */
-export const Q4_BINDINGS: readonly KernelBinding[] = [b('qw', 'u32'), b('qcode', 'f32'), b('qabs', 'u32'), b('nabs', 'f32'), b('ncode', 'f32')];
+export const Q4_BINDINGS: readonly KernelBinding[] = [
+  b('qw', 'u32'),
+  b('qcode', 'f32'),
+  b('qabs', 'u32'),
+  b('nabs', 'f32'),
+  b('ncode', 'f32'),
+];
 
 /** Parameters every variant takes, in this order (see gemmParams in matmul.ts / quant4bit.ts). */
 export const GEMM_PARAMS: readonly KernelParam[] = [
-  u('M'), u('N'), u('K'), u('lda'), u('ldb'), u('ldc'), u('sA'), u('sB'), u('sC'), u('batch'),
-  { name: 'alpha', type: 'f32' }, { name: 'beta', type: 'f32' },
+  u('M'),
+  u('N'),
+  u('K'),
+  u('lda'),
+  u('ldb'),
+  u('ldc'),
+  u('sA'),
+  u('sB'),
+  u('sC'),
+  u('batch'),
+  { name: 'alpha', type: 'f32' },
+  { name: 'beta', type: 'f32' },
 ];
 /** Extra parameters of 4-bit variants: W's row length, the window's first W row and first byte, blocksize, double quant (0/1), nested blocksize and offset. */
 export const Q4_PARAMS: readonly KernelParam[] = [
-  u('cols'), u('wRow0'), u('wByte0'), u('blocksize'), u('nested'), u('nblocksize'), { name: 'noffset', type: 'f32' },
+  u('cols'),
+  u('wRow0'),
+  u('wByte0'),
+  u('blocksize'),
+  u('nested'),
+  u('nblocksize'),
+  { name: 'noffset', type: 'f32' },
 ];
 
 export function gemmSpec(v: GemmVariant): KernelSpec {
@@ -111,7 +137,14 @@ function source(v: GemmVariant, t: Tile): string {
   const S = v.f16 ? 'f16' : 'f32';
   const A_PER = (BM * BK) / WG;
   const B_PER = (BN * BK) / WG;
-  if (!Number.isInteger(A_PER) || !Number.isInteger(B_PER) || TM % 4 || TN % 4 || BM % 4 || BN % 4) {
+  if (
+    !Number.isInteger(A_PER) ||
+    !Number.isInteger(B_PER) ||
+    TM % 4 ||
+    TN % 4 ||
+    BM % 4 ||
+    BN % 4
+  ) {
     throw new Error(`gemm: bad tile ${JSON.stringify(t)}`);
   }
   const q4 = v.b.kind === '4bit' ? v.b : null;
@@ -155,29 +188,47 @@ function source(v: GemmVariant, t: Tile): string {
   const prefetch: string[] = [];
   const stage: string[] = [];
   for (let r = 0; r < A_PER; r++) {
-    const [mm, kk] = v.transA ? [`(${aIdx(r)}) % BM`, `(${aIdx(r)}) / BM`] : [`(${aIdx(r)}) / BK`, `(${aIdx(r)}) % BK`];
+    const [mm, kk] = v.transA
+      ? [`(${aIdx(r)}) % BM`, `(${aIdx(r)}) / BM`]
+      : [`(${aIdx(r)}) / BK`, `(${aIdx(r)}) % BK`];
     prefetch.push(`{ let mm = ${mm}; let kk = ${kk}; ra${r} = fetchA(aBase, m0 + mm, k0 + kk); }`);
-    stage.push(`{ let mm = ${mm}; let kk = ${kk}; As[kk * (BM / 4u) + mm / 4u][mm % 4u] = ${S}(ra${r}); }`);
+    stage.push(
+      `{ let mm = ${mm}; let kk = ${kk}; As[kk * (BM / 4u) + mm / 4u][mm % 4u] = ${S}(ra${r}); }`,
+    );
   }
   if (!words) {
     for (let r = 0; r < B_PER; r++) {
-      const [kk, nn] = v.transB ? [`(${aIdx(r)}) % BK`, `(${aIdx(r)}) / BK`] : [`(${aIdx(r)}) / BN`, `(${aIdx(r)}) % BN`];
-      prefetch.push(`{ let kk = ${kk}; let nn = ${nn}; rb${r} = fetchB(bBase, k0 + kk, n0 + nn); }`);
-      stage.push(`{ let kk = ${kk}; let nn = ${nn}; Bs[kk * (BN / 4u) + nn / 4u][nn % 4u] = ${S}(rb${r}); }`);
+      const [kk, nn] = v.transB
+        ? [`(${aIdx(r)}) % BK`, `(${aIdx(r)}) / BK`]
+        : [`(${aIdx(r)}) / BN`, `(${aIdx(r)}) % BN`];
+      prefetch.push(
+        `{ let kk = ${kk}; let nn = ${nn}; rb${r} = fetchB(bBase, k0 + kk, n0 + nn); }`,
+      );
+      stage.push(
+        `{ let kk = ${kk}; let nn = ${nn}; Bs[kk * (BN / 4u) + nn / 4u][nn % 4u] = ${S}(rb${r}); }`,
+      );
     }
   } else {
     // One u32 word = 8 consecutive codes along a W row (op(B)'s k for transB, its n otherwise),
     // one absmax (blocksize is a multiple of 8 and rows start at multiples of 8).
     for (let r = 0; r < W_PER; r++) {
       const wi = `(li + ${r * WG}u)`;
-      const [kk, nn] = v.transB ? [`(${wi} % (BK / 8u)) * 8u`, `${wi} / (BK / 8u)`] : [`${wi} / (BN / 8u)`, `(${wi} % (BN / 8u)) * 8u`];
+      const [kk, nn] = v.transB
+        ? [`(${wi} % (BK / 8u)) * 8u`, `${wi} / (BK / 8u)`]
+        : [`${wi} / (BN / 8u)`, `(${wi} % (BN / 8u)) * 8u`];
       const guard = W_TOTAL % WG === 0 && r < W_PER ? '' : `if (${wi} < ${W_TOTAL}u) `;
       const [wr, wc] = v.transB ? ['n0 + nn', 'k0 + kk'] : ['k0 + kk', 'n0 + nn'];
-      const inRange = v.transB ? '(n0 + nn) < P.N && (k0 + kk) < P.K' : '(k0 + kk) < P.K && (n0 + nn) < P.N';
+      const inRange = v.transB
+        ? '(n0 + nn) < P.N && (k0 + kk) < P.K'
+        : '(k0 + kk) < P.K && (n0 + nn) < P.N';
       prefetch.push(`${guard}{ let kk = ${kk}; let nn = ${nn};
         rw${r} = 0u; rs${r} = 0.0;
         if (${inRange}) { let g = flatW(${wr}, ${wc}); rw${r} = qw[codeByte(g) >> 2u]; rs${r} = absmaxOf(g / P.blocksize); } }`);
-      const vals = Array.from({ length: 8 }, (_, e) => `${S}(codeS[(rw${r} >> ${8 * (e >> 1) + (e % 2 === 0 ? 4 : 0)}u) & 15u] * rs${r})`);
+      const vals = Array.from(
+        { length: 8 },
+        (_, e) =>
+          `${S}(codeS[(rw${r} >> ${8 * (e >> 1) + (e % 2 === 0 ? 4 : 0)}u) & 15u] * rs${r})`,
+      );
       const store = v.transB
         ? vals.map((x, e) => `Bs[(kk + ${e}u) * (BN / 4u) + nn / 4u][nn % 4u] = ${x};`).join(' ')
         : `Bs[kk * (BN / 4u) + nn / 4u] = vec4<${S}>(${vals.slice(0, 4).join(', ')}); Bs[kk * (BN / 4u) + nn / 4u + 1u] = vec4<${S}>(${vals.slice(4).join(', ')});`;
@@ -201,9 +252,11 @@ function source(v: GemmVariant, t: Tile): string {
       for (let j = 0; j < GJ; j++) {
         const c = `c${i}_${r}_${j}`;
         acc.push(`var ${c} = vec4<f32>(0.0);`);
-        inner.push(v.f16
-          ? `${c} += vec4<f32>(vec4<f16>(av${i}[${r}]) * bv${j});`
-          : `${c} = fma(vec4<f32>(av${i}[${r}]), bv${j}, ${c});`);
+        inner.push(
+          v.f16
+            ? `${c} += vec4<f32>(vec4<f16>(av${i}[${r}]) * bv${j});`
+            : `${c} = fma(vec4<f32>(av${i}[${r}]), bv${j}, ${c});`,
+        );
       }
     }
   }

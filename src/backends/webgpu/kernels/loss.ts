@@ -7,7 +7,18 @@
  */
 import type { Tensor } from '../../../tensor/tensor.js';
 import { FAULT_WGSL, type KernelSpec } from '../context.js';
-import { ctxOf, expectFinite, expectRank, expectShape, expectSize, f32, fail, i32, noAlias, sameOrDisjoint } from '../checks.js';
+import {
+  ctxOf,
+  expectFinite,
+  expectRank,
+  expectShape,
+  expectSize,
+  f32,
+  fail,
+  i32,
+  noAlias,
+  sameOrDisjoint,
+} from '../checks.js';
 import { UNIT_INDEX, unitGroups } from '../grid.js';
 
 const WG = 256;
@@ -23,8 +34,11 @@ function crossEntropySpec(withGrad: boolean): KernelSpec {
       { name: 'fault', type: 'atomic<u32>', write: true },
     ],
     params: [
-      { name: 'n', type: 'u32' }, { name: 'V', type: 'u32' }, { name: 'ignoreIndex', type: 'i32' },
-      { name: 'gradScale', type: 'f32' }, { name: 'code', type: 'u32' },
+      { name: 'n', type: 'u32' },
+      { name: 'V', type: 'u32' },
+      { name: 'ignoreIndex', type: 'i32' },
+      { name: 'gradScale', type: 'f32' },
+      { name: 'code', type: 'u32' },
     ],
     source: `const WG = ${WG}u;
 // A finite "minus infinity": WGSL implementations may assume no infinities at run time.
@@ -77,12 +91,16 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
     // log-sum-exp.
     losses[P.off_losses + row] = select((m0 - xy) + logSum, 0.0, ignored || bad);
   }
-  ${withGrad ? `if (bad) { return; }
+  ${
+    withGrad
+      ? `if (bad) { return; }
   for (var j = t; j < P.V; j += WG) {
     let v = logits[base + j];
     let g = P.gradScale * (exp((v - m0) - logSum) - select(0.0, 1.0, j == yi));
     dlogits[P.off_dlogits + row * P.V + j] = select(g, 0.0, ignored);
-  }` : ''}
+  }`
+      : ''
+  }
 }`,
   };
 }
@@ -91,11 +109,18 @@ const SPECS = { grad: crossEntropySpec(true), plain: crossEntropySpec(false) };
 
 /** Cross-entropy of logits [n, V] against labels i32 [n]; see Backend.crossEntropy. */
 export function crossEntropy(
-  logits: Tensor, labels: Tensor, ignoreIndex: number, losses: Tensor, dlogits: Tensor | null, gradScale: number,
+  logits: Tensor,
+  labels: Tensor,
+  ignoreIndex: number,
+  losses: Tensor,
+  dlogits: Tensor | null,
+  gradScale: number,
 ): void {
   const op = 'crossEntropy';
-  if (!Number.isInteger(ignoreIndex)) fail(op, `ignoreIndex must be an integer, got ${ignoreIndex}`);
-  if (ignoreIndex < -(2 ** 31) || ignoreIndex >= 2 ** 31) fail(op, `ignoreIndex ${ignoreIndex} is not an i32`);
+  if (!Number.isInteger(ignoreIndex))
+    fail(op, `ignoreIndex must be an integer, got ${ignoreIndex}`);
+  if (ignoreIndex < -(2 ** 31) || ignoreIndex >= 2 ** 31)
+    fail(op, `ignoreIndex ${ignoreIndex} is not an i32`);
   expectFinite(op, 'gradScale', gradScale);
   expectRank(op, 'logits', logits, 2);
   const [n, vocab] = logits.shape as [number, number];
@@ -115,7 +140,9 @@ export function crossEntropy(
   if (dlogits) spans.push(f32(op, 'dlogits', dlogits));
   if (n === 0) return;
   const ctx = ctxOf(losses);
-  const code = ctx.faultCode(`crossEntropy: label {a} at row {b} is out of range [0, ${vocab}) and not the ignore index ${ignoreIndex}`);
+  const code = ctx.faultCode(
+    `crossEntropy: label {a} at row {b} is out of range [0, ${vocab}) and not the ignore index ${ignoreIndex}`,
+  );
   ctx.dispatch(
     dlogits ? SPECS.grad : SPECS.plain,
     [...spans, ctx.faultSpan()],

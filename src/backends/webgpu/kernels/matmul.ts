@@ -15,7 +15,10 @@ import { type GemmShape, type GemmWindow, planWindows } from './gemm-plan.js';
  * Internal knobs for tests and benchmarks: force a tile shape, or pretend bindings are smaller than
  * the adapter's (to exercise the windowed path without allocating hundreds of MiB).
  */
-export const gemmTuning: { tile: TileName | null; maxBindingBytes: number | null } = { tile: null, maxBindingBytes: null };
+export const gemmTuning: { tile: TileName | null; maxBindingBytes: number | null } = {
+  tile: null,
+  maxBindingBytes: null,
+};
 
 /** 128×128 tiles once there are enough of them to fill a big GPU; 64×64 below that. */
 const LARGE_TILE_MIN_TILES = 256;
@@ -26,7 +29,11 @@ export function chooseTile(batch: number, M: number, N: number): TileName {
   return batch * Math.ceil(M / BM) * Math.ceil(N / BN) >= LARGE_TILE_MIN_TILES ? 'large' : 'small';
 }
 
-export function windowLimits(ctx: GpuContext): { maxBinding: number; bindAlign: number; maxWorkgroups: number } {
+export function windowLimits(ctx: GpuContext): {
+  maxBinding: number;
+  bindAlign: number;
+  maxWorkgroups: number;
+} {
   return {
     maxBinding: Math.min(ctx.maxBinding, gemmTuning.maxBindingBytes ?? Infinity),
     bindAlign: ctx.bindAlign,
@@ -36,24 +43,51 @@ export function windowLimits(ctx: GpuContext): { maxBinding: number; bindAlign: 
 
 /** A sub-range of a span: `elements` f32 elements from element `start`. */
 export function subSpan(s: GpuSpan, start: number, elements: number, bytesPer = 4): GpuSpan {
-  return { buffer: s.buffer, byteOffset: s.byteOffset + start * bytesPer, byteLength: Math.max(0, elements) * bytesPer };
+  return {
+    buffer: s.buffer,
+    byteOffset: s.byteOffset + start * bytesPer,
+    byteLength: Math.max(0, elements) * bytesPer,
+  };
 }
 
 /** Element range [start, start + length) a window of a row-major operand touches. */
-export function windowRange(b0: number, b1: number, stride: number, r0: number, r1: number, ld: number, c0: number, c1: number): [number, number] {
+export function windowRange(
+  b0: number,
+  b1: number,
+  stride: number,
+  r0: number,
+  r1: number,
+  ld: number,
+  c0: number,
+  c1: number,
+): [number, number] {
   const start = b0 * stride + r0 * ld + c0;
   if (b1 <= b0 || r1 <= r0 || c1 <= c0) return [start, 0];
   return [start, (b1 - b0 - 1) * stride + (r1 - r0 - 1) * ld + (c1 - c0)];
 }
 
 /** The dispatch grid of a window: column tiles, row tiles, batches (z loops in the kernel). */
-export function windowGroups(ctx: GpuContext, tile: TileName, w: GemmWindow): [number, number, number] {
+export function windowGroups(
+  ctx: GpuContext,
+  tile: TileName,
+  w: GemmWindow,
+): [number, number, number] {
   const { BM, BN } = TILES[tile];
-  return [Math.ceil((w.n1 - w.n0) / BN), Math.ceil((w.m1 - w.m0) / BM), Math.min(w.b1 - w.b0, ctx.maxWorkgroups)];
+  return [
+    Math.ceil((w.n1 - w.n0) / BN),
+    Math.ceil((w.m1 - w.m0) / BM),
+    Math.min(w.b1 - w.b0, ctx.maxWorkgroups),
+  ];
 }
 
 /** The windows of a product, or the op's error naming the shapes when no window fits. */
-export function plan(op: string, shape: GemmShape, tile: TileName, ctx: GpuContext, what: string): GemmWindow[] {
+export function plan(
+  op: string,
+  shape: GemmShape,
+  tile: TileName,
+  ctx: GpuContext,
+  what: string,
+): GemmWindow[] {
   try {
     return planWindows(shape, tile, windowLimits(ctx));
   } catch (err) {
@@ -82,13 +116,28 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor, options: MatmulOptions
   }
   if (batch === 0 || rows === 0 || N === 0) return;
   const shape: GemmShape = {
-    batch, M: rows, N, K, transA, transB,
-    lda: transA ? M : K, ldb: transB ? K : N, ldc: N,
-    sA: M * K, sB: bBatched ? K * N : 0, sC: M * N,
+    batch,
+    M: rows,
+    N,
+    K,
+    transA,
+    transB,
+    lda: transA ? M : K,
+    ldb: transB ? K : N,
+    ldc: N,
+    sA: M * K,
+    sB: bBatched ? K * N : 0,
+    sC: M * N,
   };
   const ctx = ctxOf(out);
   const tile = chooseTile(batch, rows, N);
-  const spec = gemmSpec({ transA, transB, tile, b: { kind: 'f32' }, f16: false } satisfies GemmVariant);
+  const spec = gemmSpec({
+    transA,
+    transB,
+    tile,
+    b: { kind: 'f32' },
+    f16: false,
+  } satisfies GemmVariant);
   const shapes = `a ${shapeString(a.shape)}${transA ? 'ᵀ' : ''}, b ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}, out ${shapeString(out.shape)}`;
   for (const w of plan(op, shape, tile, ctx, shapes)) {
     const [aStart, aLen] = transA
@@ -102,8 +151,18 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor, options: MatmulOptions
       spec,
       [subSpan(as, aStart, aLen), subSpan(bs, bStart, bLen), subSpan(cs, cStart, cLen)],
       [
-        w.m1 - w.m0, w.n1 - w.n0, w.k1 - w.k0, shape.lda, shape.ldb, shape.ldc, shape.sA, shape.sB, shape.sC,
-        w.b1 - w.b0, alpha, w.accumulate ? 1 : beta,
+        w.m1 - w.m0,
+        w.n1 - w.n0,
+        w.k1 - w.k0,
+        shape.lda,
+        shape.ldb,
+        shape.ldc,
+        shape.sA,
+        shape.sB,
+        shape.sC,
+        w.b1 - w.b0,
+        alpha,
+        w.accumulate ? 1 : beta,
       ],
       windowGroups(ctx, tile, w),
     );

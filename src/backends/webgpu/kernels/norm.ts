@@ -29,7 +29,11 @@ fn treeSum(t: u32, v: f32) -> f32 {
 const RMSNORM: KernelSpec = {
   key: 'rmsnorm',
   bindings: [b('x'), b('weight'), b('out', true), b('rstd', true)],
-  params: [{ name: 'n', type: 'u32' }, { name: 'd', type: 'u32' }, { name: 'eps', type: 'f32' }],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'd', type: 'u32' },
+    { name: 'eps', type: 'f32' },
+  ],
   source: `const WG = ${WG}u;
 ${UNIT_INDEX}
 ${TREE_SUM}
@@ -57,7 +61,10 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
 const RMSNORM_DX: KernelSpec = {
   key: 'rmsnorm_dx',
   bindings: [b('dout'), b('x'), b('weight'), b('rstd'), b('dx', true)],
-  params: [{ name: 'n', type: 'u32' }, { name: 'd', type: 'u32' }],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'd', type: 'u32' },
+  ],
   source: `const WG = ${WG}u;
 ${UNIT_INDEX}
 ${TREE_SUM}
@@ -85,7 +92,11 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
 const RMSNORM_DW_PARTIAL: KernelSpec = {
   key: 'rmsnorm_dw_partial',
   bindings: [b('dout'), b('x'), b('rstd'), b('partial', true)],
-  params: [{ name: 'n', type: 'u32' }, { name: 'd', type: 'u32' }, { name: 'chunk', type: 'u32' }],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'd', type: 'u32' },
+    { name: 'chunk', type: 'u32' },
+  ],
   source: `const WG = ${WG}u;
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec3u) {
@@ -105,7 +116,10 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
 const RMSNORM_DW_FINAL: KernelSpec = {
   key: 'rmsnorm_dw_final',
   bindings: [b('partial'), b('dweight', true)],
-  params: [{ name: 'd', type: 'u32' }, { name: 'chunks', type: 'u32' }],
+  params: [
+    { name: 'd', type: 'u32' },
+    { name: 'chunks', type: 'u32' },
+  ],
   source: `const WG = ${WG}u;
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u) {
@@ -120,7 +134,12 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 export function rmsnorm(x: Tensor, weight: Tensor, eps: number, out: Tensor, rstd: Tensor): void {
   const op = 'rmsnorm';
   const [n, d] = rmsnormArgs(args, x, weight, eps, out, rstd);
-  const spans = [f32(op, 'x', x), f32(op, 'weight', weight), f32(op, 'out', out), f32(op, 'rstd', rstd)];
+  const spans = [
+    f32(op, 'x', x),
+    f32(op, 'weight', weight),
+    f32(op, 'out', out),
+    f32(op, 'rstd', rstd),
+  ];
   if (n === 0) return;
   const ctx = ctxOf(out);
   ctx.dispatch(RMSNORM, spans, [n, d, eps], unitGroups(ctx, n));
@@ -131,7 +150,12 @@ const MAX_CHUNKS = 256;
 const MIN_ROWS_PER_CHUNK = 16;
 
 export function rmsnormBackward(
-  dout: Tensor, x: Tensor, weight: Tensor, rstd: Tensor, dx: Tensor, dweight: Tensor | null,
+  dout: Tensor,
+  x: Tensor,
+  weight: Tensor,
+  rstd: Tensor,
+  dx: Tensor,
+  dweight: Tensor | null,
 ): void {
   const op = 'rmsnormBackward';
   const [n, d] = rmsnormBackwardArgs(args, dout, x, weight, rstd, dx, dweight);

@@ -5,7 +5,11 @@
  * with the step constants computed in f64 on the host. (WGSL's sqrt and division are not
  * correctly rounded, so results agree with cpu to a few ulps, not bit for bit.)
  */
-import { ADAMW8BIT_BLOCKSIZE, type AdamW8bitState, type AdamWOptions } from '../../../tensor/backend.js';
+import {
+  ADAMW8BIT_BLOCKSIZE,
+  type AdamW8bitState,
+  type AdamWOptions,
+} from '../../../tensor/backend.js';
 import { checkAdamW8bit } from '../../adamw8bit-host.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import type { KernelSpec } from '../context.js';
@@ -18,13 +22,21 @@ const WG = 256;
 const ADAMW: KernelSpec = {
   key: 'adamw',
   bindings: [
-    { name: 'param', type: 'f32', write: true }, { name: 'grad', type: 'f32', write: false },
-    { name: 'm', type: 'f32', write: true }, { name: 'v', type: 'f32', write: true },
+    { name: 'param', type: 'f32', write: true },
+    { name: 'grad', type: 'f32', write: false },
+    { name: 'm', type: 'f32', write: true },
+    { name: 'v', type: 'f32', write: true },
   ],
   params: [
-    { name: 'n', type: 'u32' }, { name: 'decay', type: 'f32' }, { name: 'beta1', type: 'f32' },
-    { name: 'oneMinusBeta1', type: 'f32' }, { name: 'beta2', type: 'f32' }, { name: 'oneMinusBeta2', type: 'f32' },
-    { name: 'stepSize', type: 'f32' }, { name: 'invSqrtBc2', type: 'f32' }, { name: 'eps', type: 'f32' },
+    { name: 'n', type: 'u32' },
+    { name: 'decay', type: 'f32' },
+    { name: 'beta1', type: 'f32' },
+    { name: 'oneMinusBeta1', type: 'f32' },
+    { name: 'beta2', type: 'f32' },
+    { name: 'oneMinusBeta2', type: 'f32' },
+    { name: 'stepSize', type: 'f32' },
+    { name: 'invSqrtBc2', type: 'f32' },
+    { name: 'eps', type: 'f32' },
   ],
   source: `const WG = ${WG}u;
 @compute @workgroup_size(${WG})
@@ -44,7 +56,13 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 }`,
 };
 
-export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamWOptions): void {
+export function adamw(
+  param: Tensor,
+  grad: Tensor,
+  m: Tensor,
+  v: Tensor,
+  options: AdamWOptions,
+): void {
   const op = 'adamw';
   adamwArgs(args, param, grad, m, v, options);
   const { lr, beta1, beta2, eps, weightDecay, step } = options;
@@ -55,7 +73,17 @@ export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options
   ctx.dispatch(
     ADAMW,
     [f32(op, 'param', param), f32(op, 'grad', grad), f32(op, 'm', m), f32(op, 'v', v)],
-    [n, 1 - lr * weightDecay, beta1, 1 - beta1, beta2, 1 - beta2, lr / bc1, 1 / Math.sqrt(bc2), eps],
+    [
+      n,
+      1 - lr * weightDecay,
+      beta1,
+      1 - beta1,
+      beta2,
+      1 - beta2,
+      lr / bc1,
+      1 / Math.sqrt(bc2),
+      eps,
+    ],
     [strideGroups(ctx, n, WG)],
   );
 }
@@ -70,15 +98,24 @@ export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options
 const ADAMW8BIT: KernelSpec = {
   key: 'adamw8bit',
   bindings: [
-    { name: 'param', type: 'f32', write: true }, { name: 'grad', type: 'f32', write: false },
-    { name: 'state1', type: 'u32', write: true }, { name: 'state2', type: 'u32', write: true },
-    { name: 'absmax1', type: 'f32', write: true }, { name: 'absmax2', type: 'f32', write: true },
-    { name: 'qmap1', type: 'f32', write: false }, { name: 'qmap2', type: 'f32', write: false },
+    { name: 'param', type: 'f32', write: true },
+    { name: 'grad', type: 'f32', write: false },
+    { name: 'state1', type: 'u32', write: true },
+    { name: 'state2', type: 'u32', write: true },
+    { name: 'absmax1', type: 'f32', write: true },
+    { name: 'absmax2', type: 'f32', write: true },
+    { name: 'qmap1', type: 'f32', write: false },
+    { name: 'qmap2', type: 'f32', write: false },
   ],
   params: [
-    { name: 'n', type: 'u32' }, { name: 'beta1', type: 'f32' }, { name: 'oneMinusBeta1', type: 'f32' },
-    { name: 'beta2', type: 'f32' }, { name: 'oneMinusBeta2', type: 'f32' }, { name: 'stepSize', type: 'f32' },
-    { name: 'epsHat', type: 'f32' }, { name: 'decay', type: 'f32' },
+    { name: 'n', type: 'u32' },
+    { name: 'beta1', type: 'f32' },
+    { name: 'oneMinusBeta1', type: 'f32' },
+    { name: 'beta2', type: 'f32' },
+    { name: 'oneMinusBeta2', type: 'f32' },
+    { name: 'stepSize', type: 'f32' },
+    { name: 'epsHat', type: 'f32' },
+    { name: 'decay', type: 'f32' },
   ],
   source: `const BLOCK = ${ADAMW8BIT_BLOCKSIZE}u;
 var<workgroup> red1: array<f32, 256>;
@@ -175,14 +212,20 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u, @
 }`,
 };
 
-export function adamw8bit(param: Tensor, grad: Tensor, state: AdamW8bitState, options: AdamWOptions): void {
+export function adamw8bit(
+  param: Tensor,
+  grad: Tensor,
+  state: AdamW8bitState,
+  options: AdamWOptions,
+): void {
   checkAdamW8bit(checks, param, grad, state, options);
   noAlias('adamw8bit', 'param and grad', param, grad);
   noAlias('adamw8bit', 'state1 and state2', state.state1, state.state2);
   noAlias('adamw8bit', 'absmax1 and absmax2', state.absmax1, state.absmax2);
   const s1 = u8('adamw8bit', 'state1', state.state1);
   const s2 = u8('adamw8bit', 'state2', state.state2);
-  if (s1.byteOffset % 4 !== 0 || s2.byteOffset % 4 !== 0) fail('adamw8bit', 'state tensors must start 4-byte aligned');
+  if (s1.byteOffset % 4 !== 0 || s2.byteOffset % 4 !== 0)
+    fail('adamw8bit', 'state tensors must start 4-byte aligned');
   const { lr, beta1, beta2, eps, weightDecay, step } = options;
   const c1t = 1 - beta1 ** step;
   const c2t = 1 - beta2 ** step;
@@ -192,11 +235,25 @@ export function adamw8bit(param: Tensor, grad: Tensor, state: AdamW8bitState, op
   ctx.dispatch(
     ADAMW8BIT,
     [
-      f32('adamw8bit', 'param', param), f32('adamw8bit', 'grad', grad), s1, s2,
-      f32('adamw8bit', 'absmax1', state.absmax1), f32('adamw8bit', 'absmax2', state.absmax2),
-      f32('adamw8bit', 'qmap1', state.qmap1), f32('adamw8bit', 'qmap2', state.qmap2),
+      f32('adamw8bit', 'param', param),
+      f32('adamw8bit', 'grad', grad),
+      s1,
+      s2,
+      f32('adamw8bit', 'absmax1', state.absmax1),
+      f32('adamw8bit', 'absmax2', state.absmax2),
+      f32('adamw8bit', 'qmap1', state.qmap1),
+      f32('adamw8bit', 'qmap2', state.qmap2),
     ],
-    [param.size, beta1, 1 - beta1, beta2, 1 - beta2, (-lr * Math.sqrt(c2t)) / c1t, eps * Math.sqrt(c2t), decay],
+    [
+      param.size,
+      beta1,
+      1 - beta1,
+      beta2,
+      1 - beta2,
+      (-lr * Math.sqrt(c2t)) / c1t,
+      eps * Math.sqrt(c2t),
+      decay,
+    ],
     unitGroups(ctx, Math.ceil(param.size / ADAMW8BIT_BLOCKSIZE)),
   );
 }

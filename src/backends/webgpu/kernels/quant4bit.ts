@@ -30,7 +30,8 @@ interface Weight {
 /** Validates a Packed4bitWeight (the messages ref and cpu give) and returns its device spans. */
 function weight(op: string, w: Packed4bitWeight, ctx: GpuContext): Weight {
   const { rows, cols, blocksize } = w;
-  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) fail(op, `invalid weight shape [${rows}, ${cols}]`);
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0)
+    fail(op, `invalid weight shape [${rows}, ${cols}]`);
   if (!Number.isInteger(blocksize) || blocksize <= 0) fail(op, `invalid blocksize ${blocksize}`);
   const n = rows * cols;
   // Flat element indices are u32 on the device.
@@ -54,8 +55,16 @@ function weight(op: string, w: Packed4bitWeight, ctx: GpuContext): Weight {
   expectSize(op, 'w.nested.absmax', w.nested.absmax, Math.ceil(nblocks / nb));
   const ncode = f32(op, 'w.nested.code', w.nested.code);
   expectSize(op, 'w.nested.code', w.nested.code, 256);
-  if (!Number.isFinite(w.nested.offset)) fail(op, `nested offset must be finite, got ${w.nested.offset}`);
-  return { rows, cols, blocksize, packed, tables: [code, q, nabs, ncode], nested: { blocksize: nb, offset: w.nested.offset } };
+  if (!Number.isFinite(w.nested.offset))
+    fail(op, `nested offset must be finite, got ${w.nested.offset}`);
+  return {
+    rows,
+    cols,
+    blocksize,
+    packed,
+    tables: [code, q, nabs, ncode],
+    nested: { blocksize: nb, offset: w.nested.offset },
+  };
 }
 
 const placeholders = new WeakMap<GpuContext, GpuSpan>();
@@ -79,7 +88,15 @@ function packedRows(w: Weight, r0: number, r1: number): { span: GpuSpan; byte0: 
 
 /** The trailing 4-bit parameters (Q4_PARAMS) for a window starting at W row r0. */
 function q4Params(w: Weight, r0: number, byte0: number): number[] {
-  return [w.cols, r0, byte0, w.blocksize, w.nested ? 1 : 0, w.nested?.blocksize ?? 1, w.nested?.offset ?? 0];
+  return [
+    w.cols,
+    r0,
+    byte0,
+    w.blocksize,
+    w.nested ? 1 : 0,
+    w.nested?.blocksize ?? 1,
+    w.nested?.offset ?? 0,
+  ];
 }
 
 /** Whether the backend computes frozen-base matmuls in f16 (WebGpuBackend's computeDtype). */
@@ -91,16 +108,44 @@ function computeF16(t: Tensor): boolean {
  * The fused product with B = Wᵀ (transB, matmul4bit: out = x·Wᵀ) or B = W (inputGrad: dx = dy·W),
  * C = op(A)·B + beta·C, in windows of whole W rows when the packed codes exceed one binding.
  */
-function gemm4bit(op: string, a: Tensor, w: Weight, c: Tensor, beta: number, transB: boolean, what: string): void {
+function gemm4bit(
+  op: string,
+  a: Tensor,
+  w: Weight,
+  c: Tensor,
+  beta: number,
+  transB: boolean,
+  what: string,
+): void {
   const n = a.shape[0]!;
   const [N, K] = transB ? [w.rows, w.cols] : [w.cols, w.rows];
   if (n === 0 || N === 0) return;
   const ctx = ctxOf(c);
-  const shape: GemmShape = { batch: 1, M: n, N, K, transA: false, transB, lda: K, ldb: 0, ldc: N, sA: 0, sB: 0, sC: 0, q4cols: w.cols };
+  const shape: GemmShape = {
+    batch: 1,
+    M: n,
+    N,
+    K,
+    transA: false,
+    transB,
+    lda: K,
+    ldb: 0,
+    ldc: N,
+    sA: 0,
+    sB: 0,
+    sC: 0,
+    q4cols: w.cols,
+  };
   const tile = chooseTile(1, n, N);
   // Whole u32 words of 8 codes per row segment: rows start on word boundaries and 8 codes share a block.
   const words = w.cols % 8 === 0 && w.blocksize % 8 === 0 && w.packed.byteOffset % 4 === 0;
-  const spec = gemmSpec({ transA: false, transB, tile, b: { kind: '4bit', words }, f16: computeF16(c) });
+  const spec = gemmSpec({
+    transA: false,
+    transB,
+    tile,
+    b: { kind: '4bit', words },
+    f16: computeF16(c),
+  });
   const as = spanOf(a);
   const cs = spanOf(c);
   for (const win of plan(op, shape, tile, ctx, what)) {
@@ -118,13 +163,27 @@ function gemm4bit(op: string, a: Tensor, w: Weight, c: Tensor, beta: number, tra
 }
 
 function gemmParams(win: GemmWindow, s: GemmShape, beta: number): number[] {
-  const p = [win.m1 - win.m0, win.n1 - win.n0, win.k1 - win.k0, s.lda, s.ldb, s.ldc, s.sA, s.sB, s.sC, win.b1 - win.b0, 1, beta];
+  const p = [
+    win.m1 - win.m0,
+    win.n1 - win.n0,
+    win.k1 - win.k0,
+    s.lda,
+    s.ldb,
+    s.ldc,
+    s.sA,
+    s.sB,
+    s.sC,
+    win.b1 - win.b0,
+    1,
+    beta,
+  ];
   if (p.length !== GEMM_PARAMS.length) throw new Error('gemm parameter list out of date');
   return p;
 }
 
 function rowsOf(op: string, name: string, t: Tensor, cols: number): number {
-  if (t.rank !== 2 || t.shape[1] !== cols) fail(op, `${name} ${shapeString(t.shape)} must be [n, ${cols}]`);
+  if (t.rank !== 2 || t.shape[1] !== cols)
+    fail(op, `${name} ${shapeString(t.shape)} must be [n, ${cols}]`);
   return t.shape[0]!;
 }
 
@@ -184,8 +243,10 @@ const EMBEDDING4: KernelSpec = (() => {
   return {
     key: 'embedding4',
     bindings: [
-      { name: 'ids', type: 'i32', write: false }, ...Q4_BINDINGS,
-      { name: 'out', type: 'f32', write: true }, { name: 'fault', type: 'atomic<u32>', write: true },
+      { name: 'ids', type: 'i32', write: false },
+      ...Q4_BINDINGS,
+      { name: 'out', type: 'f32', write: true },
+      { name: 'fault', type: 'atomic<u32>', write: true },
     ],
     params: PARAMS(['n', 'rows', 'r1', 'code']),
     source: `const WG = ${WG}u;

@@ -23,8 +23,12 @@ const ROPE: KernelSpec = {
     { name: 'fault', type: 'atomic<u32>', write: true },
   ],
   params: [
-    { name: 'pairs', type: 'u32' }, { name: 'heads', type: 'u32' }, { name: 'half', type: 'u32' },
-    { name: 'maxPos', type: 'i32' }, { name: 'interleaved', type: 'u32' }, { name: 'sign', type: 'f32' },
+    { name: 'pairs', type: 'u32' },
+    { name: 'heads', type: 'u32' },
+    { name: 'half', type: 'u32' },
+    { name: 'maxPos', type: 'i32' },
+    { name: 'interleaved', type: 'u32' },
+    { name: 'sign', type: 'f32' },
     { name: 'code', type: 'u32' },
   ],
   source: `const WG = ${WG}u;
@@ -58,16 +62,30 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
 
 /** x [B, T, H, D] rotated at positions (i32 [B·T]); positions outside the tables raise a fault. */
 export function rope(
-  x: Tensor, positions: Tensor, cos: Tensor, sin: Tensor, layout: RopeLayout, inverse: boolean, out: Tensor,
+  x: Tensor,
+  positions: Tensor,
+  cos: Tensor,
+  sin: Tensor,
+  layout: RopeLayout,
+  inverse: boolean,
+  out: Tensor,
 ): void {
   const op = 'rope';
   const { H, D, maxPos } = ropeArgs(args, x, positions, cos, sin, layout, out);
-  const spans = [f32(op, 'x', x), i32(op, 'positions', positions), f32(op, 'cos', cos), f32(op, 'sin', sin), f32(op, 'out', out)];
+  const spans = [
+    f32(op, 'x', x),
+    i32(op, 'positions', positions),
+    f32(op, 'cos', cos),
+    f32(op, 'sin', sin),
+    f32(op, 'out', out),
+  ];
   const pairs = (x.size / 2) | 0;
   if (pairs === 0) return;
   if (maxPos > 2 ** 31 - 1) fail(op, `cos/sin tables of ${maxPos} positions are too long`);
   const ctx = ctxOf(out);
-  const code = ctx.faultCode(`rope: position {a} at index {b} is outside the cos/sin tables [0, ${maxPos})`);
+  const code = ctx.faultCode(
+    `rope: position {a} at index {b} is outside the cos/sin tables [0, ${maxPos})`,
+  );
   ctx.dispatch(
     ROPE,
     [...spans, ctx.faultSpan()],
