@@ -173,6 +173,13 @@ test("-o/--output names the output of every command that writes; data inspect us
     const inspect = qlora(['data', 'inspect', TEXT, '-m', MODEL, '--show', '0'], cwd);
     assert.equal(inspect.status, 0, inspect.stderr);
     assert.match(inspect.stdout, /max length\s+512 tokens/);
+    // The dataset as train names it (-d) gives the same report; no dataset is one clear line.
+    const viaFlag = qlora(['data', 'inspect', '-d', TEXT, '-m', MODEL, '--show', '0'], cwd);
+    assert.equal(viaFlag.status, 0, viaFlag.stderr);
+    assert.equal(viaFlag.stdout, inspect.stdout);
+    const none = qlora(['data', 'inspect', '-m', MODEL], cwd);
+    assert.notEqual(none.status, 0);
+    assert.match(none.stderr, /which dataset\?/);
   } finally {
     fs.rmSync(cwd, { recursive: true, force: true });
   }

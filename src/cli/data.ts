@@ -15,6 +15,7 @@ import { DEFAULT_SEQ_LEN } from './train-config.js';
 
 interface InspectFlags {
   model: string;
+  data?: string;
   tokenizer?: string;
   format: RowFormat | 'auto';
   columns?: string;
@@ -47,9 +48,10 @@ export function registerDataCommands(program: Command): void {
         'the share of tokens that carry loss, truncation, and the first examples with the masked part marked',
     )
     .argument(
-      '<path>',
+      '[path]',
       'dataset: .jsonl/.json/.csv/.tsv/.txt file, or a folder with train.* (valid.*, test.*)',
     )
+    .option('-d, --data <path>', "the dataset, as train's -d names it (instead of the argument)")
     .requiredOption(
       '-m, --model <path>',
       'model or tokenizer: HF folder (tokenizer.json), .gguf, or llama2.c checkpoint/tokenizer',
@@ -102,7 +104,12 @@ export function registerDataCommands(program: Command): void {
     .option('--show <n>', 'rendered examples to print', intOption('--show', 0), 3)
     .option('--max-rows <n>', 'read at most this many rows per split', intOption('--max-rows', 1))
     .option('--no-color', 'mark masked text with ⟦brackets⟧ instead of dim')
-    .action(async (dataPath: string, flags: InspectFlags) => {
+    .action(async (pathArg: string | undefined, flags: InspectFlags) => {
+      if (pathArg !== undefined && flags.data !== undefined && pathArg !== flags.data)
+        throw new Error(`give the dataset once: as the argument or as -d, not both`);
+      const dataPath = pathArg ?? flags.data;
+      if (dataPath === undefined)
+        throw new Error('which dataset? qlora data inspect PATH -m MODEL (or -d PATH)');
       if (flags.seqLen !== undefined && flags.maxSeqLen !== undefined)
         throw new Error('give --seq-len or --max-seq-len, not both');
       const seqLen = flags.seqLen ?? flags.maxSeqLen ?? DEFAULT_SEQ_LEN;

@@ -301,7 +301,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     );
   }
   log(
-    `done (${summary.stoppedBy}): ${summary.steps} steps, ${formatCount(summary.tokensSeen)} tokens (${formatCount(summary.lossTokensSeen)} with loss) in ${duration(summary.seconds)}` +
+    `done (${stopReason(summary.stoppedBy, config.maxSteps, config.epochs)}): ${summary.steps} steps, ${formatCount(summary.tokensSeen)} tokens (${formatCount(summary.lossTokensSeen)} with loss) in ${duration(summary.seconds)}` +
       `${summary.seconds > 0 ? `, ${Math.round(summary.tokensSeen / summary.seconds)} tok/s` : ''}; ` +
       `final train loss ${summary.finalTrainLoss?.toFixed(4) ?? 'n/a'}, eval loss ${summary.finalEvalLoss !== null ? `${summary.finalEvalLoss.toFixed(4)} (step ${summary.finalEvalStep})` : 'n/a'}; peak memory ${formatBytes(summary.peakRssBytes)}`,
   );
@@ -335,4 +335,16 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   );
   model.dispose();
   if (summary.stoppedBy === 'interrupt') process.exitCode = 130;
+}
+
+/** Why the run ended, in the words the user chose: the epochs asked for, or the step budget. */
+function stopReason(
+  stoppedBy: 'max-steps' | 'early-stopping' | 'interrupt',
+  maxSteps: number | undefined,
+  epochs: number | undefined,
+): string {
+  if (stoppedBy !== 'max-steps') return stoppedBy;
+  if (maxSteps !== undefined) return 'max steps';
+  const n = epochs ?? 1;
+  return `${n} epoch${n === 1 ? '' : 's'}`;
 }
