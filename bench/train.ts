@@ -379,7 +379,10 @@ function fmaPeakGflops(): { gflops: number; source: string } {
     });
   }
   if (candidates.length === 0)
-    return { gflops: defaultMachine().peakFlops / 1e9, source: 'cpu-performance.md estimate' };
+    return {
+      gflops: defaultMachine().peakFlops / 1e9,
+      source: 'the planner default, defaultMachine() (docs/performance.md)',
+    };
   return candidates.reduce((a, b) => (b.gflops > a.gflops ? b : a));
 }
 

@@ -1,7 +1,7 @@
 // ggml encoders for GGUF export, checked against the reference quantizers' definitions
-// (formats.md §4.3, ggml-quants.c): hand-picked blocks whose scale is exactly 1 so every expected
-// byte follows from the formula by hand, then random data through writeGguf and the project's
-// independent GGUF reader/dequantizer with the error bounds the formats guarantee.
+// (docs/formats.md §5.3, ggml-quants.c): hand-picked blocks whose scale is exactly 1 so every
+// expected byte follows from the formula by hand, then random data through writeGguf and the
+// project's independent GGUF reader/dequantizer with the error bounds the formats guarantee.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';

@@ -1,7 +1,7 @@
-// GGUF LoRA adapters: the exported file has llama.cpp's layout (formats.md §4.5: names, ggml dims
-// [in, r] / [r, out], alpha, B rows of attn_q/attn_k in interleaved order), re-importing it gives
-// back the PEFT tensors and scale exactly, and adapters that do not fit the model are refused with
-// errors naming the problem — the checks llama.cpp's loader makes.
+// GGUF LoRA adapters: the exported file has llama.cpp's layout (docs/formats.md §5.6: names, ggml
+// dims [in, r] / [r, out], alpha, B rows of attn_q/attn_k in interleaved order), re-importing it
+// gives back the PEFT tensors and scale exactly, and adapters that do not fit the model are refused
+// with errors naming the problem — the checks llama.cpp's loader makes.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';

@@ -184,7 +184,8 @@ test('canonical Q/K rows are the un-permuted (rotate_half) layout of the stored 
   try {
     const stored = g.readF32('blk.1.attn_k.weight');
     const canon = ck.loadTensor('model.layers.1.self_attn.k_proj.weight');
-    // formats.md §4.4: stored row 2i+j of a head ← HF row j·hd/2 + i (hd = 8, 4 kv heads, 64 cols).
+    // docs/formats.md §5.4: stored row 2i+j of a head ← HF row j·hd/2 + i
+    // (hd = 8, 4 kv heads, 64 cols).
     for (const [h, i, j] of [
       [0, 0, 1],
       [1, 3, 0],

@@ -1,5 +1,5 @@
 // Hand-packed GGUF blocks for Q8_0 / Q4_0 / Q4_K / Q6_K (plus F16, BF16) dequantize to the values
-// the block formulas give (formats.md §4.2-4.3, ggml-common.h layouts). Each expectation is
+// the block formulas give (docs/formats.md §5.2–5.3, ggml-common.h layouts). Each expectation is
 // computed element by element from the format definition; scales are powers of two so every
 // product is exact in f32.
 import assert from 'node:assert/strict';

@@ -4,11 +4,11 @@ import fs from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { GgufMetadataView, GgufReader, readGgufMetadata } from '../src/io/gguf.js';
+import { materialize } from './tokenizer-fixtures.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 const STORIES_GGUF = here('../fixtures/stories260K/stories260K.gguf');
 const SPM_VOCAB = here('../fixtures/gguf-vocab/ggml-vocab-llama-spm.gguf');
-const GPT2_VOCAB = here('../fixtures/gguf-vocab/ggml-vocab-gpt-2.gguf');
 
 test('stories260K.gguf metadata matches the model card', () => {
   const g = readGgufMetadata(STORIES_GGUF);
@@ -32,7 +32,7 @@ test('stories260K.gguf metadata matches the model card', () => {
   assert.equal(tokens[258], '<0xFF>');
   const scores = g.metadata.get('tokenizer.ggml.scores');
   assert.ok(scores instanceof Float32Array && scores.length === 512);
-  // Merges 259.. have score -(id - 259) (README of the shared assets, checked against tok512.bin).
+  // Merges 259.. have score -(id - 259), the scores of fixtures/stories260K/tok512.bin.
   assert.equal(scores[259], -0);
   assert.equal(scores[300], -41);
   const types = g.metadata.get('tokenizer.ggml.token_type');
@@ -90,7 +90,16 @@ test('vocab-only llama-spm GGUF: 32000 tokens, scores and types, no tensors', ()
 });
 
 test('vocab-only gpt-2 GGUF: 50257 tokens and 50000 merges', () => {
-  const m = new GgufMetadataView(readGgufMetadata(GPT2_VOCAB));
+  // The gzipped copy in fixtures/tokenizers (sha256-checked when decompressed), as a file.
+  const { dir, cleanup } = materialize({
+    'llama.cpp-vocab/ggml-vocab-gpt-2.gguf.gz': 'ggml-vocab-gpt-2.gguf',
+  });
+  let m: GgufMetadataView;
+  try {
+    m = new GgufMetadataView(readGgufMetadata(`${dir}/ggml-vocab-gpt-2.gguf`));
+  } finally {
+    cleanup();
+  }
   assert.equal(m.string('tokenizer.ggml.model'), 'gpt2');
   assert.equal(m.stringArray('tokenizer.ggml.tokens')!.length, 50257);
   const merges = m.stringArray('tokenizer.ggml.merges')!;

@@ -1,4 +1,4 @@
-// safetensors writer/reader round trips and header validation (formats.md §5).
+// safetensors writer/reader round trips and header validation (docs/formats.md §4.1).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';

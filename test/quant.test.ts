@@ -1,5 +1,5 @@
-// bitsandbytes 4-bit / 8-bit quantization against values derived from the spec (formats.md §1),
-// independent formulations (argmin nearest code, interval tables) and numerical theory.
+// bitsandbytes 4-bit / 8-bit quantization against values derived from the spec (docs/formats.md
+// §2), independent formulations (argmin nearest code, interval tables) and numerical theory.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
@@ -19,7 +19,7 @@ import { assertClose, nextFloat32, randn } from './util.js';
 
 const f = Math.fround;
 
-// Literals copied from formats.md §1.1–1.2 (not imported from the implementation).
+// Literals copied from docs/formats.md §2.1–2.2 (not imported from the implementation).
 const SPEC_NF4 = [
   -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
   -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,

@@ -11,7 +11,7 @@ import { gunzipSync } from 'node:zlib';
 export const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 export const TOKENIZER_FIXTURES = path.join(FIXTURES, 'tokenizers');
 
-/** sha256 of the upstream (uncompressed) files, from /work/shared/assets/README.md. */
+/** sha256 of the upstream (uncompressed) files, as recorded in fixtures/tokenizers/NOTICE.md. */
 export const UPSTREAM_SHA256: Record<string, string> = {
   'tinyllama/tokenizer.json.gz': 'bcd04f0eadf90287bd26e1a183ac487d8a141b09b06aecb7725bbdd343640f2e',
   'phi-2/tokenizer.json.gz': '337da36be7a71a6e88aa9148967a7bc8736f4b47c7de8e19ba92b89e80734cfc',

@@ -1,9 +1,11 @@
 // 4-bit (NF4 / FP4, bitsandbytes layout) weights: dequantization and matmuls that dequantize tile
 // by tile straight into the GEMM's packed B panels, so the fp32 weight never exists whole.
 //
-// Layout (formats.md §1): the [rows, cols] weight is flattened row-major; flat element 2i is the
-// HIGH nibble of byte i, 2i+1 the low nibble. Element f is code[nibble] · absmax[f / blocksize];
-// with double quantization absmax[b] = nestedCode[q[b]] · nestedAbsmax[b / nestedBlocksize] + offset.
+// Layout (docs/formats.md §2): the [rows, cols] weight is flattened row-major; flat element 2i is
+// the HIGH nibble of byte i, 2i+1 the low nibble. Element f is
+//   code[nibble] · absmax[f / blocksize];
+// with double quantization
+//   absmax[b] = nestedCode[q[b]] · nestedAbsmax[b / nestedBlocksize] + offset.
 //
 // Fast path (AVX-512, blocksize a power of two ≥ 16, and for the matmuls cols % 16 == 0): 16
 // elements = 8 bytes become 16 table indices with two shifts, one `vpermps` of the 16-entry code

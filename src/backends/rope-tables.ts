@@ -1,9 +1,9 @@
 /**
  * Rotary-embedding tables: cos/sin [maxPos, headDim/2] for position p and frequency index i,
  * angle = p · invFreq[i], invFreq[i] = 1/θ^(2i/D), optionally rescaled (Llama-3 "llama3" rope
- * scaling, HF `_compute_llama3_parameters`, formats.md §4.4; or plain linear scaling).
- * Backend-independent: models upload them with fromArray. The 'half' and 'interleaved' layouts use
- * the same tables (they differ only in which elements form a pair).
+ * scaling, HF `_compute_llama3_parameters`, docs/formats.md §4.4 and §5.4; or plain linear
+ * scaling). Backend-independent: models upload them with fromArray. The 'half' and 'interleaved'
+ * layouts use the same tables (they differ only in which elements form a pair).
  *
  * precision 'f32' (default) follows HF's float32 arithmetic (inverse frequencies, the position ×
  * frequency product and cos/sin of that float32 angle; may differ from torch by an ulp where powf

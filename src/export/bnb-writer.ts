@@ -1,7 +1,7 @@
 /**
  * `qlora quantize`: an HF folder whose projection weights are stored the way bitsandbytes and
- * transformers save a 4-bit model (formats.md §1.5), so it loads directly here and in transformers.
- * Tensors are quantized one at a time; shards of ≤ 2 GiB are written as they fill.
+ * transformers save a 4-bit model (docs/formats.md §2.6), so it loads directly here and in
+ * transformers. Tensors are quantized one at a time; shards of ≤ 2 GiB are written as they fill.
  */
 import { fs, path } from '../io/host.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';

@@ -1,7 +1,8 @@
 /**
  * f32 values → the bytes of a ggml tensor type, for GGUF export: F32, F16, BF16 and the reference
- * quantizers of ggml-quants.c for Q8_0, Q4_0 and Q4_K (formats.md §4.3). Arithmetic is done in float32
- * (Math.fround) exactly as the C reference does, so files match what llama.cpp's own tools write.
+ * quantizers of ggml-quants.c for Q8_0, Q4_0 and Q4_K (docs/formats.md §5.3). Arithmetic is done in
+ * float32 (Math.fround) exactly as the C reference does, so files match what llama.cpp's own tools
+ * write.
  */
 import { GgmlType, ggmlTypeName } from '../io/ggml-types.js';
 import { f16ToF32, f32ToBF16, f32ToF16 } from '../io/half.js';

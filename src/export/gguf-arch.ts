@@ -1,6 +1,6 @@
 /**
- * How a normalized LlamaConfig is spelled in GGUF (formats.md §4.4, convert_hf_to_gguf.py): the
- * architecture name, the `<arch>.*` hyperparameter keys, Llama-3 rope scaling as the
+ * How a normalized LlamaConfig is spelled in GGUF (docs/formats.md §5.4, convert_hf_to_gguf.py):
+ * the architecture name, the `<arch>.*` hyperparameter keys, Llama-3 rope scaling as the
  * `rope_freqs.weight` tensor, and whether Q/K rows are stored in the interleaved RoPE layout.
  */
 import { GgufValueType } from '../io/gguf.js';

@@ -1,6 +1,6 @@
 /**
- * PEFT LoRA adapter ⇄ GGUF LoRA adapter (formats.md §4.5; llama.cpp convert_lora_to_gguf.py and
- * llama-adapter.cpp).
+ * PEFT LoRA adapter ⇄ GGUF LoRA adapter (docs/formats.md §5.6; llama.cpp convert_lora_to_gguf.py
+ * and llama-adapter.cpp).
  *
  * Export: general.type=adapter, adapter.type=lora, adapter.lora.alpha, general.architecture of the
  * base; tensors `<gguf weight name>.lora_a` (ggml dims [in, r]) and `.lora_b` ([r, out]). llama.cpp

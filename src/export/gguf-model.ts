@@ -1,9 +1,9 @@
 /**
  * Base or merged model → a GGUF that llama.cpp, Ollama, LM Studio and node-llama-cpp load directly
- * (formats.md §4.4): hyperparameters, vocabulary and chat template in metadata; HF tensors renamed,
- * Q/K rows permuted to the interleaved RoPE layout (llama), 1-D tensors and norms kept F32, the rest
- * in the chosen type; Llama-3 rope scaling as rope_freqs.weight. Tensors are read, merged, permuted
- * and encoded one at a time while the file is written.
+ * (docs/formats.md §5.4): hyperparameters, vocabulary and chat template in metadata; HF tensors
+ * renamed, Q/K rows permuted to the interleaved RoPE layout (llama), 1-D tensors and norms kept
+ * F32, the rest in the chosen type; Llama-3 rope scaling as rope_freqs.weight. Tensors are read,
+ * merged, permuted and encoded one at a time while the file is written.
  */
 import { path } from '../io/host.js';
 import { GgmlType } from '../io/ggml-types.js';

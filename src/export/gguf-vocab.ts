@@ -1,6 +1,7 @@
 /**
- * The tokenizer.* metadata of an exported GGUF (formats.md §4.4), built from whatever vocabulary the
- * source model came with, so llama.cpp / Ollama tokenize exactly as the model was trained:
+ * The tokenizer.* metadata of an exported GGUF (docs/formats.md §5.5), built from whatever
+ * vocabulary the source model came with, so llama.cpp / Ollama tokenize exactly as the model was
+ * trained:
  * - a GGUF base: its tokenizer.* keys copied verbatim (types included);
  * - an HF folder: tokenizer.json → "llama" (SentencePiece-style BPE with byte fallback, as
  *   Llama-2/TinyLlama/Mistral ship it: pieces with ▁, scores, token types) or "gpt2" (byte-level

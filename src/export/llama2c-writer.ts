@@ -1,9 +1,9 @@
 /**
- * Writes a llama2.c legacy (v0) checkpoint, the format run.c reads (formats.md §6): 7 × int32 header
- * (negative vocab_size = unshared classifier), f32 weights grouped by kind across layers, Q/K rows in
- * the interleaved RoPE layout, the freq_cis tables, then wcls when unshared. run.c hard-codes
- * plain Llama (no biases, RoPE θ = 10000 without scaling, RMSNorm ε = 1e-5, head_dim = dim/heads),
- * so anything else is refused rather than silently changed.
+ * Writes a llama2.c legacy (v0) checkpoint, the format run.c reads (docs/formats.md §6.1): 7 ×
+ * int32 header (negative vocab_size = unshared classifier), f32 weights grouped by kind across
+ * layers, Q/K rows in the interleaved RoPE layout, the freq_cis tables, then wcls when unshared.
+ * run.c hard-codes plain Llama (no biases, RoPE θ = 10000 without scaling, RMSNorm ε = 1e-5,
+ * head_dim = dim/heads), so anything else is refused rather than silently changed.
  */
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import { type Checkpoint, permuteToInterleavedRows } from '../io/checkpoint.js';

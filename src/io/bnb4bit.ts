@@ -1,6 +1,6 @@
 /**
- * bitsandbytes 4-bit weights inside Hugging Face safetensors checkpoints (formats.md §1.5): the
- * keys `<name>` (packed U8 [(N+1)/2, 1]), `<name>.absmax`, `<name>.quant_map`,
+ * bitsandbytes 4-bit weights inside Hugging Face safetensors checkpoints (docs/formats.md §2.6):
+ * the keys `<name>` (packed U8 [(N+1)/2, 1]), `<name>.absmax`, `<name>.quant_map`,
  * `<name>.nested_absmax`, `<name>.nested_quant_map`, `<name>.quant_state.bitsandbytes__<type>`
  * (JSON as U8 bytes), and the `quantization_config` block of config.json. Pre-quantized Hub
  * checkpoints load without a dequantize/requantize round trip.

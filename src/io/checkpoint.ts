@@ -5,8 +5,9 @@
  * in rotate_half order), f32 values — loading one tensor at a time on request.
  *
  * GGUF (llama architecture) and llama2.c store Q/K rows in the interleaved-pair RoPE layout
- * (formats.md §4.4 permutation); we apply its inverse per head so all sources give the same
- * logits with HF's rotate_half RoPE. Qwen2 GGUFs use NEOX (rotate_half) RoPE and are not permuted.
+ * (docs/formats.md §5.4, Q/K permutation); we apply its inverse per head so all sources give the
+ * same logits with HF's rotate_half RoPE. Qwen2 GGUFs use NEOX (rotate_half) RoPE and are not
+ * permuted.
  */
 import { fs, path } from './host.js';
 import { ropeInverseFrequencies, type RopeScaling } from '../backends/rope-tables.js';
@@ -97,8 +98,8 @@ export function canonicalShapes(c: LlamaConfig): Map<string, number[]> {
 }
 
 /**
- * Inverse of the HF→interleaved Q/K permutation (formats.md §4.4): within each head of size hd,
- * HF row j·hd/2 + i ← stored row 2i + j. Works on weights ([rows, cols]) and biases (cols = 1).
+ * Inverse of the HF→interleaved Q/K permutation (docs/formats.md §5.4): within each head of size
+ * hd, HF row j·hd/2 + i ← stored row 2i + j. Works on weights ([rows, cols]) and biases (cols = 1).
  */
 export function unpermuteInterleavedRows(
   src: Float32Array,
@@ -365,7 +366,7 @@ const GGUF_LAYER_NAMES: [hf: string, gguf: string][] = [
   ['mlp.down_proj.bias', 'ffn_down.bias'],
 ];
 
-/** HF canonical name → GGUF tensor name (formats.md §4.4). */
+/** HF canonical name → GGUF tensor name (docs/formats.md §5.4). */
 export function ggufNameFor(hf: string): string {
   if (hf === 'model.embed_tokens.weight') return 'token_embd.weight';
   if (hf === 'model.norm.weight') return 'output_norm.weight';

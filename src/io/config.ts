@@ -1,7 +1,8 @@
 /**
  * The one normalized model configuration (`LlamaConfig`) for Llama-family decoders, parsed from
  * a Hugging Face config.json (zod-validated), GGUF metadata, or a llama2.c header. Defaults follow
- * transformers' LlamaConfig / MistralConfig / Qwen2Config (formats.md §5) where a field is absent.
+ * transformers' LlamaConfig / MistralConfig / Qwen2Config (docs/formats.md §4.3) where a field is
+ * absent.
  */
 import { fs, path } from './host.js';
 import { z } from 'zod';
@@ -345,9 +346,9 @@ export function shortestF32(x: number): number {
 }
 
 /**
- * Config from GGUF metadata (`<arch>.*` keys, formats.md §4.4). The vocabulary size falls back to
- * the token list; tied embeddings are decided by the caller from the tensor list (`output.weight`
- * absent ⇒ tied), and Llama-3 `rope_freqs.weight` likewise (see checkpoint.ts).
+ * Config from GGUF metadata (`<arch>.*` keys, docs/formats.md §5.4). The vocabulary size falls back
+ * to the token list; tied embeddings are decided by the caller from the tensor list
+ * (`output.weight` absent ⇒ tied), and Llama-3 `rope_freqs.weight` likewise (see checkpoint.ts).
  */
 export function configFromGguf(
   gguf: GgufFile,

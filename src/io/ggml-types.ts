@@ -1,7 +1,7 @@
 /**
  * ggml tensor types (include/ggml.h numbering) with their block geometry, and dequantization of
  * the ones we load (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K) to f32. Layouts follow
- * ggml-common.h / ggml-quants.c (formats.md §4.2-4.3).
+ * ggml-common.h / ggml-quants.c (docs/formats.md §5.2).
  */
 import { decodeBF16, decodeF16, f16ToF32 } from './half.js';
 

@@ -1,6 +1,7 @@
 /**
- * Minimal GGUF v3 writer (formats.md §4.1): typed metadata plus tensors given as already-encoded
- * bytes of a ggml type. Used by tests to build files by hand; a GGUF export can grow from it.
+ * Minimal GGUF v3 writer (docs/formats.md §5.1): typed metadata plus tensors given as
+ * already-encoded bytes of a ggml type. Used by tests to build files by hand; a GGUF export can
+ * grow from it.
  */
 import { writeAll, writeFileAtomic } from './atomic-write.js';
 import {

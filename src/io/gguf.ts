@@ -1,7 +1,7 @@
 /**
- * GGUF v2/v3 reader (formats.md §4.1; ggml docs/gguf.md). Parses header, metadata and tensor infos
- * through a bounds-checked cursor and reads tensor data on demand with positional reads, so a
- * multi-GB model never sits in memory whole.
+ * GGUF v2/v3 reader (docs/formats.md §5.1, after ggml's own gguf.md). Parses header, metadata and
+ * tensor infos through a bounds-checked cursor and reads tensor data on demand with positional
+ * reads, so a multi-GB model never sits in memory whole.
  *
  * Metadata value representation (`GgufValue`):
  * - U8, I8, U16, I16, U32, I32, F32, F64 → number; BOOL → boolean; STRING → string (UTF-8).

@@ -1,5 +1,5 @@
 /**
- * karpathy/llama2.c checkpoints (formats.md §6): legacy v0 (7 × int32 header, negative vocab =
+ * karpathy/llama2.c checkpoints (docs/formats.md §6): legacy v0 (7 × int32 header, negative vocab =
  * unshared classifier, trailing freq_cis tables) and v1 ("ak42", 256-byte header, shared flag),
  * plus the raw `tokenizer.bin` vocabulary file. Tensors keep llama2.c's own names and layout
  * (row-major [out, in], Q/K rows in the interleaved-pair RoPE layout); mapping to HF names and

@@ -1,5 +1,5 @@
 /**
- * Hugging Face PEFT LoRA adapter files (formats.md §3): `adapter_config.json` and
+ * Hugging Face PEFT LoRA adapter files (docs/formats.md §7): `adapter_config.json` and
  * `adapter_model.safetensors` with PEFT's exact key names
  * (`base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight` [r, in], `lora_B` [out, r]).
  */

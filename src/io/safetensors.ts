@@ -1,5 +1,5 @@
 /**
- * safetensors reader/writer (formats.md §5; huggingface/safetensors tensor.rs rules):
+ * safetensors reader/writer (docs/formats.md §4.1–4.2; huggingface/safetensors tensor.rs rules):
  * `u64 LE N | N-byte JSON header | byte buffer`. The header is fully validated before any tensor
  * read: offsets in range, no overlaps or holes, buffer exactly covered, dtypes known, and each
  * tensor's shape × dtype size equal to its byte span. Tensors are read one at a time by position.

@@ -1,6 +1,6 @@
 /**
  * Blockwise 8-bit quantization with a 256-entry code (bnb `quantize_blockwise` /
- * `dequantize_blockwise`, formats.md §1.3): the primitive behind double quantization of 4-bit
+ * `dequantize_blockwise`, docs/formats.md §2.3): the primitive behind double quantization of 4-bit
  * absmax values and behind 8-bit optimizer states.
  *
  * Per block: absmax = max|x| (float32), s = x · (1/absmax) in float32, code index = the nearest

@@ -1,5 +1,6 @@
 /**
- * The bitsandbytes 4-bit code tables and the CUDA quantization decision rules (formats.md §1.1–1.2).
+ * The bitsandbytes 4-bit code tables and the CUDA quantization decision rules (docs/formats.md
+ * §2.1–2.2).
  *
  * Every comparison is made between float32 values, exactly like the CUDA kernels (`x > 0.0397…f`
  * compares a float against a float literal), so thresholds and pivots are rounded to float32 here.

@@ -1,7 +1,7 @@
 /**
- * bitsandbytes `create_dynamic_map(signed, max_exponent_bits=7, total_bits=8)` (formats.md §1.3):
- * the 256-entry "dynamic tree" 8-bit code used for double quantization (signed) and for 8-bit
- * optimizer states (signed for m, unsigned for v).
+ * bitsandbytes `create_dynamic_map(signed, max_exponent_bits=7, total_bits=8)` (docs/formats.md
+ * §2.3): the 256-entry "dynamic tree" 8-bit code used for double quantization (signed) and for
+ * 8-bit optimizer states (signed for m, unsigned for v).
  *
  * For exponent i = 0..6 the fractions are midpoints of a float32 linspace(0.1, 1, n_i + 1) scaled
  * by 10^(i-6); 0 and 1 complete the table, which is then sorted. Arithmetic is float32 like torch's

@@ -1,6 +1,6 @@
 /**
  * bitsandbytes-exact blockwise 4-bit quantization (NF4 / FP4) with optional double quantization of
- * the absmax values (formats.md §1.2, §1.4), on host arrays.
+ * the absmax values (docs/formats.md §2.2, §2.4), on host arrays.
  *
  * - absmax per block of `blocksize` consecutive elements of the flat (row-major) tensor; the last
  *   block may be partial.

@@ -3,10 +3,11 @@ import type { DType, HostArray } from './dtype.js';
 import type { Storage, Tensor } from './tensor.js';
 
 /**
- * A 4-bit weight in the bitsandbytes layout (formats.md §1): the [rows, cols] = [out, in] matrix is
- * flattened row-major; element 2i sits in the HIGH nibble of byte i, 2i+1 in the low nibble.
- * absmax is per block of `blocksize` consecutive flat elements; with double quantization the absmax
- * values are themselves 8-bit codes: absmax[b] = nested.code[qabsmax[b]] * nested.absmax[b / nested.blocksize] + nested.offset.
+ * A 4-bit weight in the bitsandbytes layout (docs/formats.md §2): the [rows, cols] = [out, in]
+ * matrix is flattened row-major; element 2i sits in the HIGH nibble of byte i, 2i+1 in the low
+ * nibble. absmax is per block of `blocksize` consecutive flat elements; with double quantization
+ * the absmax values are themselves 8-bit codes:
+ *   absmax[b] = nested.code[qabsmax[b]] * nested.absmax[b / nested.blocksize] + nested.offset.
  */
 export interface Packed4bitWeight {
   readonly rows: number;

@@ -1,5 +1,5 @@
 /**
- * llama2.c tokenizer.bin (formats.md §6) with run.c's encode/decode:
+ * llama2.c tokenizer.bin (docs/formats.md §6.2) with run.c's encode/decode:
  * encode = optional BOS, a dummy-prefix " " token, one token per UTF-8 character (or its bytes as
  * byte tokens, id = byte + 3, when the character is not a piece), then greedy best-score pair
  * merges; decode = raw pieces, "<0xXX>" pieces as bytes, and the leading space dropped after BOS.

@@ -88,11 +88,11 @@ export class AdamW implements Optimizer {
 }
 
 /**
- * 8-bit blockwise AdamW with bitsandbytes semantics (formats.md §2): moments stored as uint8 codes
- * per block of 256 (signed dynamic map for m, unsigned for v) with a float32 absmax per block;
- * dequantized, updated and requantized each step by the backend's `adamw8bit` op, so the state
- * stays where the parameters live. Parameters with fewer than `min8bitSize` elements keep fp32
- * moments, as bnb does.
+ * 8-bit blockwise AdamW with bitsandbytes semantics (docs/formats.md §3): moments stored as uint8
+ * codes per block of 256 (signed dynamic map for m, unsigned for v) with a float32 absmax per
+ * block; dequantized, updated and requantized each step by the backend's `adamw8bit` op, so the
+ * state stays where the parameters live. Parameters with fewer than `min8bitSize` elements keep
+ * fp32 moments, as bnb does.
  */
 export class AdamW8bit implements Optimizer {
   readonly kind = 'adamw8bit';

@@ -8,8 +8,9 @@
  * LlamaModel.lossAndGradients makes them (src/models/llama.ts). Keep the two in step: the plan test
  * compares the prediction with the measured peak RSS of a real run.
  *
- * Speed is FLOP accounting (cpu-performance.md) divided by calibrated rates: GEMM work at a
- * fraction of the FMA peak, attention at its own rate, and memory-bound passes at a bandwidth.
+ * Speed is FLOP accounting (docs/performance.md § FLOP accounting) divided by calibrated rates:
+ * GEMM work at a fraction of the FMA peak, attention at its own rate, and memory-bound passes at a
+ * bandwidth.
  */
 import { fs, hostProcess, nodeBuiltin, path } from '../io/host.js';
 import type { BuildConfig } from '../models/build.js';
