@@ -251,3 +251,44 @@ test('a GGUF whose vocabulary metadata is incomplete is named when loaded as a t
     (e: Error) => e.message.startsWith(`${file}: `) && /tokenizer\.ggml\.tokens/.test(e.message),
   );
 });
+
+test('a piece the vocabulary lacks, with no usable unk_token, is an error naming the file, not an undefined id', () => {
+  // Found by the 100,000-case fuzz run (case 69145, seed 2026): `"unk_token": {}` loaded, and
+  // encoding then gave `undefined` ids for every piece outside the vocabulary.
+  const tokenizerJson = (unk: unknown) =>
+    JSON.stringify({
+      version: '1.0',
+      added_tokens: [],
+      normalizer: null,
+      pre_tokenizer: null,
+      post_processor: null,
+      decoder: null,
+      model: {
+        type: 'BPE',
+        unk_token: unk,
+        fuse_unk: true,
+        vocab: { '<unk>': 0, a: 1, b: 2, ab: 3 },
+        merges: ['a b'],
+      },
+    });
+  const good = loadTokenizer(folder('unk-good', { 'tokenizer.json': tokenizerJson('<unk>') }));
+  assert.deepEqual(good.encode('abc', { addSpecialTokens: false }), [3, 0]);
+
+  const object = folder('unk-object', { 'tokenizer.json': tokenizerJson({}) });
+  assert.throws(
+    () => loadTokenizer(object),
+    (e: Error) =>
+      e.message ===
+      `${path.join(object, 'tokenizer.json')}: field 'model.unk_token' must be a token string or null (found {})`,
+  );
+
+  const missing = folder('unk-missing', { 'tokenizer.json': tokenizerJson('<nope>') });
+  const tok = loadTokenizer(missing);
+  assert.deepEqual(tok.encode('ab', { addSpecialTokens: false }), [3]);
+  assert.throws(
+    () => tok.encode('abc', { addSpecialTokens: false }),
+    (e: Error) =>
+      e.message.startsWith(`${path.join(missing, 'tokenizer.json')}: the piece `) &&
+      /has no token id in 'model\.vocab'/.test(e.message),
+  );
+});

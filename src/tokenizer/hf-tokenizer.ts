@@ -279,11 +279,25 @@ export class HfTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    let encoding;
     try {
-      return this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
+      encoding = this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true });
     } catch (e) {
       throw this.libraryFailure('encode', e);
     }
+    // The library gives no id (undefined) for a piece that is not in the vocabulary when the
+    // file names no usable unknown token; such an id would reach the model as garbage.
+    const { ids, tokens } = encoding;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || (id as number) < 0) {
+        throw new TokenizerFileError(
+          this.file,
+          `the piece ${JSON.stringify(tokens[i] ?? '?')} has no token id in 'model.vocab' (an unknown piece needs 'model.unk_token' to name a token of the vocabulary)`,
+        );
+      }
+    }
+    return ids;
   }
 
   decode(ids: readonly number[], options: { skipSpecialTokens?: boolean } = {}): string {

@@ -91,6 +91,10 @@ export function validateTokenizerJson(json: JsonObject, file: string): void {
     }
   }
 
+  // BPE / WordPiece / WordLevel name their unknown token by its text.
+  if (m.unk_token !== undefined && m.unk_token !== null && typeof m.unk_token !== 'string')
+    fail(`field 'model.unk_token' must be a token string or null (found ${short(m.unk_token)})`);
+
   if (m.merges !== undefined) {
     if (!Array.isArray(m.merges))
       fail(`field 'model.merges' must be a list (found ${kind(m.merges)})`);
