@@ -161,6 +161,9 @@ test('device fit: stories260K fits a browser adapter; a 7B shape names the tenso
     quantizeHead: true,
   });
   assert.equal(deviceFit(llama7b, q, swiftshader).fits, true);
+  // …and under the WebGPU defaults too (the page's '4-bit embedding and head' option).
+  const qDefaults = deviceFit(llama7b, q, webgpuDefaults);
+  assert.equal(qDefaults.fits, true, qDefaults.reasons.join('; '));
   const tight = deviceFit(llama7b, q, swiftshader, 2 * 2 ** 30);
   assert.equal(tight.fits, false);
   assert.match(tight.reasons[0]!, /needs .* GiB on the GPU, more than the 2\.00 GiB available/);

@@ -49,6 +49,7 @@ function runOptions(): RunOptions {
     batchSize: Number(input('batch').value),
     evalEvery: Number(input('eval-every').value),
     saveEvery: Number(input('save-every').value),
+    quantizeEmbeddingAndHead: input('quantize-all').checked,
     samplePrompt: input('sample-prompt').value,
     sampleTokens: Number(input('sample-tokens').value),
     backend: BACKEND,

@@ -24,6 +24,8 @@ export interface RunOptions extends DataOptions {
   readonly batchSize: number;
   readonly evalEvery: number;
   readonly saveEvery: number;
+  /** Embedding table and lm_head in 4-bit too (the CLI's --quantize-embeddings --quantize-head): 8× smaller, so bigger vocabularies fit one GPU buffer. */
+  readonly quantizeEmbeddingAndHead: boolean;
   readonly samplePrompt: string;
   readonly sampleTokens: number;
   /** 'webgpu'; 'ref' (plain TypeScript on the CPU, page URL ?backend=ref) checks the app without a GPU. */

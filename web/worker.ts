@@ -13,6 +13,7 @@ import type { Backend } from '../src/tensor/backend.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import type { LlamaConfig } from '../src/io/config.js';
 import { loadPeftAdapter } from '../src/io/peft.js';
+import { type AdapterRecipe, type DataRecipe, RECIPE_FILE } from '../src/io/adapter-recipe.js';
 import { buildLlama, type LoraConfig } from '../src/models/build.js';
 import type { LlamaModel, ModelBatch } from '../src/models/llama.js';
 import { loadTokenizer, tokenizerPathFor } from '../src/tokenizer/index.js';
@@ -184,6 +185,33 @@ function openModel(files: readonly { path: string; file: File }[], folder: strin
   }
 }
 
+// The base the page trains on: NF4, blocks of 64, double-quantized absmax (as QLoRA does).
+const BASE_QUANT = { quantType: 'nf4', blocksize: 64, doubleQuant: true } as const;
+
+/**
+ * What the adapter was trained on, saved beside it (qlora_config.json) as the CLI saves it, so
+ * `qlora generate/eval/export` on the downloaded folder use the same 4-bit base and data recipe.
+ */
+function adapterRecipe(o: RunOptions, format: DataRecipe['format']): AdapterRecipe {
+  return {
+    baseModelPath: null,
+    quantization: {
+      ...BASE_QUANT,
+      quantizeHead: o.quantizeEmbeddingAndHead,
+      quantizeEmbeddings: o.quantizeEmbeddingAndHead,
+    },
+    data: {
+      format,
+      columns: o.columns.trim() ? parseColumnMapping(o.columns) : null,
+      template: o.template.trim() ? o.template : null,
+      chatTemplateName: null,
+      trainOnPrompt: o.trainOnPrompt,
+      seqLen: o.seqLen,
+    },
+    chatTemplate: null,
+  };
+}
+
 function datasetOptions(o: DataOptions) {
   return {
     maxSeqLen: o.seqLen,
@@ -244,6 +272,8 @@ function planFor(o: RunOptions) {
     quantization: { blocksize: 64, doubleQuant: true },
     loraDropout: 0,
     presizedArenas: true,
+    quantizeEmbedding: o.quantizeEmbeddingAndHead,
+    quantizeHead: o.quantizeEmbeddingAndHead,
   });
 }
 
@@ -352,7 +382,9 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
       let loaded = 0;
       model = await buildLlama(ck.config, ck, {
         backend: be,
-        quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true },
+        quantization: BASE_QUANT,
+        quantizeEmbedding: o.quantizeEmbeddingAndHead,
+        quantizeHead: o.quantizeEmbeddingAndHead,
         lora,
         maxPositions: o.seqLen,
         onTensor: (name: string) => {
@@ -450,6 +482,7 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
         resume,
         baseModel: modelName,
         arenaBytes: p.arenaBytes,
+        recipe: adapterRecipe(o, data.format),
       },
       trainBatcher.source(),
       evalBatches,
@@ -492,6 +525,7 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
     for (const name of [
       'adapter_model.safetensors',
       'adapter_config.json',
+      RECIPE_FILE,
       'adapter.gguf',
       'metrics.jsonl',
       'loss.svg',

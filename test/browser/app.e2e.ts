@@ -241,7 +241,12 @@ test(
       // Download the adapter through the page's links.
       const adapterDir = path.join(tmp, 'adapter');
       fs.mkdirSync(adapterDir);
-      for (const name of ['adapter_model.safetensors', 'adapter_config.json', 'adapter.gguf']) {
+      for (const name of [
+        'adapter_model.safetensors',
+        'adapter_config.json',
+        'qlora_config.json',
+        'adapter.gguf',
+      ]) {
         const [download] = await Promise.all([
           page.waitForEvent('download'),
           page.click(`#download-${name.replace(/[^a-z0-9]+/gi, '-')}`),
@@ -252,9 +257,20 @@ test(
       mark('downloaded');
       assert.deepEqual(errors, []);
 
-      // The same greedy text from the CLI on the cpu backend, with the PEFT folder and with the GGUF LoRA.
+      // The page records the 4-bit base it trained on (qlora_config.json), as the CLI does.
+      const recipe = JSON.parse(
+        fs.readFileSync(path.join(adapterDir, 'qlora_config.json'), 'utf8'),
+      ) as { quantization_config: { bnb_4bit_quant_type: string; blocksize: number } };
+      assert.equal(recipe.quantization_config.bnb_4bit_quant_type, 'nf4');
+      assert.equal(recipe.quantization_config.blocksize, 64);
+
+      // The same greedy text from the CLI on the cpu backend: with the PEFT folder as downloaded
+      // (its qlora_config.json picks the NF4 base), and with the GGUF LoRA (which records no base).
       const cli = path.join(ROOT, 'src', 'cli', 'run.ts');
-      for (const adapter of [adapterDir, path.join(adapterDir, 'adapter.gguf')]) {
+      for (const [adapter, baseFlags] of [
+        [adapterDir, []],
+        [path.join(adapterDir, 'adapter.gguf'), ['--quantize', 'nf4']],
+      ] as const) {
         const { stdout } = await run(
           process.execPath,
           [
@@ -266,8 +282,7 @@ test(
             MODEL,
             '-a',
             adapter,
-            '--quantize',
-            'nf4',
+            ...baseFlags,
             '-p',
             PROMPT,
             '-t',
