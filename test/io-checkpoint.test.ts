@@ -112,9 +112,10 @@ function referenceForward(
         const m = Math.max(...scores);
         const e = scores.map((s) => Math.exp(s - m));
         const z = e.reduce((a, b) => a + b, 0);
-        for (let t = 0; t < e.length; t++) {
-          for (let i = 0; i < hd; i++)
-            att[hh * hd + i] += (e[t]! / z) * L.values[t]![kvh * hd + i]!;
+        for (let i = 0; i < hd; i++) {
+          let acc = 0;
+          for (let t = 0; t < e.length; t++) acc += (e[t]! / z) * L.values[t]![kvh * hd + i]!;
+          att[hh * hd + i] = acc;
         }
       }
       x = x.map((v, i) => v + matvec(L.o, att, c.hiddenSize)[i]!);

@@ -54,7 +54,7 @@ test('tok512.bin: characters without a piece fall back to byte tokens (id = byte
   const text = 'Lily ate 日本 cake ✓';
   const ids = tok.encode(text, { addSpecialTokens: false });
   const utf8 = [...Buffer.from('日本', 'utf8')].map((b) => b + 3);
-  const at = ids.findIndex((id, i) => utf8.every((u, k) => ids[i + k] === u));
+  const at = ids.findIndex((_id, i) => utf8.every((u, k) => ids[i + k] === u));
   assert.ok(at >= 0, `byte tokens ${utf8} appear in ${ids}`);
   assert.equal(tok.decode(ids), text);
   assert.equal(tok.decode([1, ...ids, 2]), `<s>${text}</s>`);

@@ -16,7 +16,6 @@ const BACKEND: RunOptions['backend'] =
   new URLSearchParams(location.search).get('backend') === 'ref' ? 'ref' : 'webgpu';
 
 const history = { train: [] as [number, number][], eval: [] as [number, number][] };
-let maxSteps = 0;
 let haveGpu = false;
 let haveModel = false;
 let haveData = false;
@@ -202,7 +201,6 @@ worker.onmessage = (e: MessageEvent<Reply>) => {
       setText('status', m.text);
       break;
     case 'started':
-      maxSteps = m.maxSteps;
       history.train = [...m.history.train];
       history.eval = [...m.history.eval];
       drawChart();

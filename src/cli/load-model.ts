@@ -4,7 +4,6 @@
  * or GGUF LoRA), built on a backend with or without a 4-bit base.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import { type BackendChoice, resolveBackend } from '../backends/index.js';
 import type { Backend } from '../tensor/backend.js';
 import { applyPeftAdapter, type PeftAdapter } from '../io/peft.js';

@@ -1,4 +1,3 @@
-import { BACKEND_CHOICES } from '../backends/index.js';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { Batcher } from '../data/batching.js';

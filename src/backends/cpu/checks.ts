@@ -2,7 +2,6 @@
  * Argument validation for the cpu kernel wrappers: dtypes and shapes are checked in TypeScript
  * with messages naming the op and argument; the addon then re-checks array lengths (args.h).
  */
-import { shapeString } from '../../tensor/dtype.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { type ArgChecks, shapeChecks } from '../shape-checks.js';
 

@@ -1,5 +1,5 @@
 import type { Tensor } from '../../tensor/tensor.js';
-import { expectRank, expectShape, f32, fail, i32, noAlias, callNative } from './checks.js';
+import { expectRank, expectShape, f32, i32, noAlias, callNative } from './checks.js';
 import { kernel } from './native.js';
 
 type Embedding = (

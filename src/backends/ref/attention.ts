@@ -1,7 +1,7 @@
 import type { AttentionOptions } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { type AttentionDims, attentionDims } from '../shape-checks.js';
-import { checks, expectShape, fail, ints, noAlias, sameFloatType } from './check.js';
+import { checks, expectShape, ints, noAlias, sameFloatType } from './check.js';
 
 /**
  * Reference causal grouped-query attention. Clarity first: each query's full score row is held

@@ -2,7 +2,6 @@
  * Argument validation shared by the reference kernels: every op checks dtypes and shapes up front
  * and throws a message naming the op and the offending argument.
  */
-import { shapeString } from '../../tensor/dtype.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { shapeChecks } from '../shape-checks.js';
 
