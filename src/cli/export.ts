@@ -2,14 +2,23 @@
  * `qlora export` (GGUF model, merged GGUF, GGUF LoRA adapter, merged HF folder / llama2.c) and
  * `qlora convert IN OUT` (between HF folder, GGUF and llama2.c).
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { type Command, Option } from 'commander';
 import { convertCheckpoint, writeCheckpointAs, type ConvertResult } from '../export/convert.js';
 import { exportGgufLora, GGUF_LORA_DTYPES, type GgufLoraDtype } from '../export/gguf-lora.js';
 import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { readAdapterRecipe } from '../io/adapter-recipe.js';
-import { loadPeftAdapter } from '../io/peft.js';
-import { openCheckpoint } from '../io/checkpoint.js';
+import { loadPeftAdapter, type PeftAdapter } from '../io/peft.js';
+import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';
+import {
+  MODELFILE,
+  OLLAMA_MODEL_FILE,
+  checkOllamaFolder,
+  ollamaFormatFor,
+  writeModelfile,
+} from '../export/ollama.js';
+import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import {
   addBaseOptions,
   type BaseFlags,
@@ -20,7 +29,7 @@ import {
 import { asQuantizedBase } from './merge.js';
 import { choiceOption, collect, oneOutput } from './options.js';
 
-const EXPORT_FORMATS = ['gguf', 'gguf-lora', 'hf', 'llama2c'] as const;
+const EXPORT_FORMATS = ['gguf', 'gguf-lora', 'hf', 'llama2c', 'ollama'] as const;
 type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 interface ExportFlags extends BaseFlags {
@@ -50,11 +59,11 @@ function report(r: ConvertResult): void {
 
 /** Output path with the extension the format expects (so writeCheckpointAs picks that format). */
 function checkExtension(format: ExportFormat, out: string): void {
-  const want = { gguf: '.gguf', 'gguf-lora': '.gguf', llama2c: '.bin', hf: '' }[format];
+  const want = { gguf: '.gguf', 'gguf-lora': '.gguf', llama2c: '.bin', hf: '', ollama: '' }[format];
   if (want && !out.endsWith(want))
     throw new Error(`--output for --format ${format} must end in ${want}`);
-  if (format === 'hf' && (out.endsWith('.gguf') || out.endsWith('.bin')))
-    throw new Error('--output for --format hf is a folder');
+  if ((format === 'hf' || format === 'ollama') && (out.endsWith('.gguf') || out.endsWith('.bin')))
+    throw new Error(`--output for --format ${format} is a folder`);
 }
 
 function exportLora(flags: ExportFlags, adapterPath: string | undefined, out: string): void {
@@ -78,6 +87,58 @@ function exportLora(flags: ExportFlags, adapterPath: string | undefined, out: st
   }
 }
 
+/**
+ * --format ollama: model.gguf (the merged GGUF export) and a Modelfile from the chat template that
+ * goes into it: --chat-template, else the adapter's, else the model's own.
+ */
+function exportOllama(
+  flags: ExportFlags,
+  modelPath: string,
+  out: string,
+  base: Checkpoint,
+  adapter: PeftAdapter | null,
+  chatTemplate: string | null,
+): void {
+  const tokenizerPath = flags.tokenizer ?? tokenizerPathFor(modelPath);
+  const tokenizer = loadTokenizer(tokenizerPath, { vocabSize: base.config.vocabSize });
+  const template = chatTemplate ?? tokenizer.chatTemplate;
+  const origin = flags.chatTemplate
+    ? flags.chatTemplate
+    : chatTemplate !== null
+      ? "the adapter's chat_template.jinja"
+      : (tokenizer.chatTemplateFile ?? tokenizerPath);
+  const format = ollamaFormatFor(template, tokenizer, origin);
+  const created = !fs.existsSync(out);
+  fs.mkdirSync(out, { recursive: true });
+  try {
+    const r = writeCheckpointAs(base, path.join(out, OLLAMA_MODEL_FILE), {
+      dtype: flags.dtype,
+      tokenizer: flags.tokenizer,
+      adapter,
+      name: flags.name,
+      chatTemplate,
+    });
+    for (const w of r.warnings) console.error(`warning: ${w}`);
+    writeModelfile(out, format);
+  } catch (e) {
+    // Nothing half-made is left: the files are written atomically, and a folder this export made goes.
+    if (created) fs.rmSync(out, { recursive: true, force: true });
+    throw e;
+  }
+  if (!format)
+    console.error(
+      'warning: the model has no chat template, so the Modelfile has none: Ollama passes prompts through as they are (pass --chat-template NAME to give one)',
+    );
+  const name = path
+    .basename(path.resolve(out))
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]/g, '-');
+  console.log(`wrote ${path.join(out, OLLAMA_MODEL_FILE)} and ${path.join(out, MODELFILE)}`);
+  console.log(
+    `Ollama: ollama create ${name} -f ${path.join(out, MODELFILE)} && ollama run ${name}`,
+  );
+}
+
 export function registerExportCommands(program: Command): void {
   const cmd = program
     .command('export')
@@ -95,7 +156,7 @@ export function registerExportCommands(program: Command): void {
     )
     .option(
       '-f, --format <format>',
-      `output format: ${EXPORT_FORMATS.join(', ')}`,
+      `output format: ${EXPORT_FORMATS.join(', ')} (ollama: a folder with model.gguf and a Modelfile)`,
       choiceOption('--format', EXPORT_FORMATS),
       'gguf',
     )
@@ -112,7 +173,7 @@ export function registerExportCommands(program: Command): void {
       '--chat-template <file|name>',
       "tokenizer.chat_template of the GGUF: a Jinja file or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca); default: the one the adapter was trained with, else the model's",
     )
-    .option('-o, --output <path>', 'output file (.gguf, .bin) or folder (hf)')
+    .option('-o, --output <path>', 'output file (.gguf, .bin) or folder (hf, ollama)')
     .addOption(new Option('--out <path>').hideHelp());
   // With --adapter the weights merge into the base it was trained on (its qlora_config.json), unless --quant says otherwise.
   addBaseOptions(cmd, ['base-quant']);
@@ -122,6 +183,7 @@ export function registerExportCommands(program: Command): void {
     const adapterPath = oneAdapter(flags.adapter);
     checkExtension(flags.format, out);
     if (flags.format === 'gguf-lora') return exportLora(flags, adapterPath, out);
+    if (flags.format === 'ollama') checkOllamaFolder(out);
     const adapter = adapterPath ? loadPeftAdapter(adapterPath) : null;
     const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) =>
       process.stderr.write(`${line}\n`),
@@ -140,6 +202,10 @@ export function registerExportCommands(program: Command): void {
       const chatTemplate = flags.chatTemplate
         ? resolveChatTemplate(flags.chatTemplate).source
         : (recipe?.chatTemplate ?? null);
+      if (flags.format === 'ollama') {
+        exportOllama(flags, modelPath, out, base, adapter, chatTemplate);
+        return;
+      }
       report(
         writeCheckpointAs(base, out, {
           dtype: flags.dtype,
