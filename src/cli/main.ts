@@ -8,6 +8,7 @@ import { registerEvalCommand } from './eval.js';
 import { registerInfoCommand } from './info.js';
 import { registerMergeCommand } from './merge.js';
 import { registerQuantizeCommand } from './quantize.js';
+import { registerServeCommand } from './serve.js';
 import { registerTrainCommand } from './train.js';
 import { registerWebCommand } from './web.js';
 
@@ -41,6 +42,7 @@ export function buildProgram(): Command {
   registerMergeCommand(program);
   registerQuantizeCommand(program);
   registerWebCommand(program);
+  registerServeCommand(program);
   return program;
 }
 

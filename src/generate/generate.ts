@@ -91,7 +91,8 @@ export async function generate(
         finishReason = 'stop-string';
         break;
       }
-      const ready = printable(text);
+      // Text that may be the start of a stop string waits until it is known not to be one.
+      const ready = withoutStopPrefix(printable(text), stopStrings);
       if (ready.length > emitted.length) {
         onStep?.({ text: ready.slice(emitted.length), token });
         emitted = ready;
@@ -120,6 +121,20 @@ export async function generate(
 /** Text up to the last complete character (a trailing U+FFFD may be half of a multi-byte char). */
 function printable(text: string): string {
   return text.endsWith('\uFFFD') ? text.slice(0, -1) : text;
+}
+
+/** `text` less its longest ending that is the beginning of a stop string. */
+function withoutStopPrefix(text: string, stops: readonly string[]): string {
+  let cut = 0;
+  for (const s of stops) {
+    for (let n = Math.min(s.length - 1, text.length); n > cut; n--) {
+      if (text.endsWith(s.slice(0, n))) {
+        cut = n;
+        break;
+      }
+    }
+  }
+  return text.slice(0, text.length - cut);
 }
 
 function firstStop(text: string, stops: readonly string[]): number {
