@@ -14,6 +14,8 @@ import OpenAI from 'openai';
 import { BUILTIN_CHAT_TEMPLATES } from '../src/data/builtin-chat-templates.js';
 import { writeAdapterRecipe } from '../src/io/adapter-recipe.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
+import { loadModel } from '../src/cli/load-model.js';
+import { ModelRegistry } from '../src/serve/models.js';
 import { loadTokenizer } from '../src/tokenizer/index.js';
 import { writeRandomPeftAdapter } from './export-support.js';
 
@@ -438,4 +440,60 @@ describe('qlora serve with the openai client', () => {
     });
     assert.equal(ok.choices[0]!.text, generated.one);
   });
+});
+
+test("each model's chat template: --chat-template for all, else the adapter's saved one, else the model's", async () => {
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-serve-templates-'));
+  try {
+    const ck = openCheckpoint(MODEL);
+    try {
+      const lora = {
+        r: 2,
+        alpha: 4,
+        dropout: 0,
+        useRslora: false,
+        init: 'kaiming',
+        seed: 0,
+        targets: ['q_proj'],
+        layers: null,
+      } as const;
+      await writeRandomPeftAdapter(path.join(cwd, 'a'), ck.config, ck, lora, 7, 0.1);
+      writeAdapterRecipe(path.join(cwd, 'a'), {
+        baseModelPath: MODEL,
+        quantization: null,
+        data: null,
+        chatTemplate: BUILTIN_CHAT_TEMPLATES.gemma!,
+      });
+    } finally {
+      ck.close();
+    }
+    const registryWith = async (chatTemplate: { source: string; name: string } | null) => {
+      const loaded = await loadModel({ model: MODEL });
+      return new ModelRegistry({
+        base: loaded.model,
+        baseName: 'base',
+        config: loaded.checkpoint.config,
+        tokenizer: loaded.tokenizer,
+        adapters: [{ name: 'a', path: path.join(cwd, 'a') }],
+        chatTemplate,
+      });
+    };
+    const plain = await registryWith(null);
+    try {
+      assert.equal(plain.get('base')!.chat, null); // stories260K's tokenizer has none
+      assert.equal(plain.get('a')!.chat!.source, BUILTIN_CHAT_TEMPLATES.gemma);
+      assert.equal(plain.get('nope'), undefined);
+    } finally {
+      plain.dispose();
+    }
+    const forced = await registryWith({ source: BUILTIN_CHAT_TEMPLATES.chatml!, name: 'chatml' });
+    try {
+      assert.equal(forced.get('base')!.chat!.source, BUILTIN_CHAT_TEMPLATES.chatml);
+      assert.equal(forced.get('a')!.chat!.source, BUILTIN_CHAT_TEMPLATES.chatml);
+    } finally {
+      forced.dispose();
+    }
+  } finally {
+    fs.rmSync(cwd, { recursive: true, force: true });
+  }
 });
