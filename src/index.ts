@@ -55,7 +55,8 @@ export { syntheticSource } from './models/synthetic.js';
 export { loadPeftAdapter, savePeftAdapter, applyPeftAdapter, type PeftAdapter } from './io/peft.js';
 export { SafetensorsFile, writeSafetensors } from './io/safetensors.js';
 export { readGgufMetadata, GgufReader } from './io/gguf.js';
-export { exportGgufLora, loadLoraAdapter } from './export/gguf-lora.js';
+export { exportGgufLora } from './export/gguf-lora.js';
+export { loadGgufLoraAdapter, loadLoraAdapter } from './io/gguf-lora.js';
 export { exportGgufModel } from './export/gguf-model.js';
 export { convertCheckpoint } from './export/convert.js';
 
@@ -82,5 +83,5 @@ export { generate, type GenerateOptions, type GenerationResult } from './generat
 export { sampleToken, type SamplingOptions } from './generate/sampler.js';
 
 // one call from a path to a ready model + tokenizer (+ adapter)
-export { loadModel, type LoadOptions, type LoadedModel } from './cli/load-model.js';
+export { loadModel, type LoadOptions, type LoadedModel } from './load/load-model.js';
 export { VERSION } from './version.js';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import { Batcher } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
 import { generate } from '../src/generate/generate.js';

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { main } from '../src/cli/main.js';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import { writeFileAtomic } from '../src/io/atomic-write.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { configToHf } from '../src/io/config.js';

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import { asQuantizedBase } from '../src/cli/merge.js';
 import { writeCheckpointAs } from '../src/export/convert.js';
 import { loadPeftAdapter, savePeftAdapter } from '../src/io/peft.js';

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import { writeBnb4bitFolder } from '../src/export/bnb-writer.js';
 import { vocabForCheckpoint } from '../src/export/vocab-source.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';

@@ -14,7 +14,7 @@ import OpenAI from 'openai';
 import { BUILTIN_CHAT_TEMPLATES } from '../src/data/builtin-chat-templates.js';
 import { writeAdapterRecipe } from '../src/io/adapter-recipe.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import { ModelRegistry } from '../src/serve/models.js';
 import { loadTokenizer } from '../src/tokenizer/index.js';
 import { writeRandomPeftAdapter } from './export-support.js';

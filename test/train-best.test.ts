@@ -10,7 +10,7 @@ import { Batcher, type DataCursor } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
 import type { LoraConfig } from '../src/models/build.js';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import { Trainer, type TrainOptions } from '../src/train/trainer.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Batcher, type DataCursor } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
 import type { LoraConfig } from '../src/models/build.js';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import { niceTicks } from '../src/train/plot.js';
 import { type EvalMetrics, Trainer, type TrainOptions } from '../src/train/trainer.js';
 

@@ -15,14 +15,15 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Batcher, type DataCursor } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
-import { exportGgufLora, loadLoraAdapter } from '../src/export/gguf-lora.js';
+import { exportGgufLora } from '../src/export/gguf-lora.js';
+import { loadLoraAdapter } from '../src/io/gguf-lora.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { GgufReader } from '../src/io/gguf.js';
 import { loadPeftAdapter, savePeftAdapter } from '../src/io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
 import type { LoraConfig } from '../src/models/build.js';
 import type { LlamaModel, ModelBatch } from '../src/models/llama.js';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import {
   type BatchSource,
   NonFiniteError,

@@ -12,7 +12,7 @@ import { loadDataset } from '../src/data/dataset.js';
 import { applyPeftAdapter, loadPeftAdapter } from '../src/io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../src/io/safetensors.js';
 import type { LoraConfig } from '../src/models/build.js';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import {
   type BatchSource,
   NonFiniteError,

@@ -11,7 +11,7 @@ import {
   oneAdapter,
   resolveModelPath,
 } from './base-options.js';
-import { loadModel } from './load-model.js';
+import { loadModel } from '../load/load-model.js';
 import { choiceOption, collect, formatCount, intOption } from './options.js';
 
 interface EvalFlags extends BaseFlags {

@@ -13,7 +13,7 @@ import { ChatTemplate, type ChatMessage } from '../data/chat-template.js';
 import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { generate, type GenerateOptions } from '../generate/generate.js';
 import { dataOptionsFor } from './data-recipe.js';
-import { loadModel } from './load-model.js';
+import { loadModel } from '../load/load-model.js';
 import { predictDataset } from './predict.js';
 import { choiceOption, collect, floatOption, intOption } from './options.js';
 

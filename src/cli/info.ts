@@ -4,7 +4,7 @@ import { openCheckpoint } from '../io/checkpoint.js';
 import { tensorShape } from '../models/synthetic.js';
 import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import { formatBytes, formatCount } from './options.js';
-import { loadModel } from './load-model.js';
+import { loadModel } from '../load/load-model.js';
 import { PROJECTIONS } from '../models/llama.js';
 import type { Linear4bit } from '../nn/linear.js';
 

@@ -6,7 +6,7 @@ import {
   oneAdapter,
   resolveModelPath,
 } from './base-options.js';
-import { loadLoraAdapter } from '../export/gguf-lora.js';
+import { loadLoraAdapter } from '../io/gguf-lora.js';
 import { writeCheckpointAs } from '../export/convert.js';
 import { HF_DTYPES } from '../export/hf-writer.js';
 import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';

@@ -18,7 +18,7 @@ import {
   chooseBase,
   resolveModelPath,
 } from './base-options.js';
-import { loadModel } from './load-model.js';
+import { loadModel } from '../load/load-model.js';
 import { choiceOption, collect, intOption } from './options.js';
 
 interface ServeFlags extends BaseFlags {

@@ -14,7 +14,7 @@ import type { ProjectionName } from '../models/llama.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { Trainer } from '../train/trainer.js';
 import { warmupSteps } from '../train/schedule.js';
-import { loadModel } from './load-model.js';
+import { loadModel } from '../load/load-model.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import { prepareOutputDir } from '../train/output-dir.js';
 import { modelCard, modelName, writeRecipe } from './recipe.js';

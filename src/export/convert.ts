@@ -10,7 +10,8 @@ import { GGUF_DTYPES, type GgufDtype, exportGgufModel } from './gguf-model.js';
 import type { VocabMetadata } from './gguf-vocab.js';
 import { HF_DTYPES, type HfDtype, writeHfFolder } from './hf-writer.js';
 import { writeLlama2c } from './llama2c-writer.js';
-import { checkAdapterAgainst, merger } from './lora-merge.js';
+import { checkAdapterAgainst } from '../io/peft-keys.js';
+import { merger } from './lora-merge.js';
 import { vocabForCheckpoint } from './vocab-source.js';
 
 export type ModelFormat = 'gguf' | 'llama2c' | 'hf';

@@ -6,22 +6,7 @@
 import { GgufValueType } from '../io/gguf.js';
 import type { GgufMetadataEntry } from '../io/gguf-writer.js';
 import type { LlamaConfig } from '../io/config.js';
-
-/**
- * GGUF architecture name. llama.cpp has no "mistral" architecture: convert_hf_to_gguf writes
- * MistralForCausalLM as "llama" (sliding-window attention is not represented).
- */
-export function ggufArchitecture(c: LlamaConfig): 'llama' | 'qwen2' {
-  return c.architecture === 'qwen2' ? 'qwen2' : 'llama';
-}
-
-/**
- * llama.cpp uses NORM (interleaved-pair) RoPE for llama, so HF Q/K rows are permuted on export;
- * qwen2 uses NEOX RoPE (rotate_half, HF's own layout) and is written as is.
- */
-export function usesInterleavedQk(c: LlamaConfig): boolean {
-  return ggufArchitecture(c) === 'llama';
-}
+import { ggufArchitecture } from '../io/gguf-architecture.js';
 
 /** Things about a config that the GGUF cannot express. */
 export function ggufConfigWarnings(c: LlamaConfig): string[] {

@@ -16,14 +16,11 @@ import {
 import type { PeftAdapter } from '../io/peft.js';
 import { type Checkpoint, ggufNameFor, permuteToInterleavedRows } from '../io/checkpoint.js';
 import { encodeGgml } from './ggml-encode.js';
-import {
-  ggufConfigWarnings,
-  hyperparameterMetadata,
-  llama3RopeFreqFactors,
-  usesInterleavedQk,
-} from './gguf-arch.js';
+import { ggufConfigWarnings, hyperparameterMetadata, llama3RopeFreqFactors } from './gguf-arch.js';
+import { usesInterleavedQk } from '../io/gguf-architecture.js';
+import { checkAdapterAgainst } from '../io/peft-keys.js';
 import type { VocabMetadata } from './gguf-vocab.js';
-import { checkAdapterAgainst, merger } from './lora-merge.js';
+import { merger } from './lora-merge.js';
 
 export const GGUF_DTYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k'] as const;
 export type GgufDtype = (typeof GGUF_DTYPES)[number];

@@ -6,7 +6,7 @@
  * with (its chat_template.jinja), else the tokenizer's own.
  */
 import { ChatTemplate } from '../data/chat-template.js';
-import { loadLoraAdapter } from '../export/gguf-lora.js';
+import { loadLoraAdapter } from '../io/gguf-lora.js';
 import { readAdapterRecipe } from '../io/adapter-recipe.js';
 import type { LlamaConfig } from '../io/config.js';
 import { applyPeftAdapter } from '../io/peft.js';

@@ -3,11 +3,11 @@
  * tokenizer (found next to it unless --tokenizer says otherwise), an optional adapter (PEFT folder
  * or GGUF LoRA), built on a backend with or without a 4-bit base.
  */
-import fs from 'node:fs';
+import { fs } from '../io/host.js';
 import { type BackendChoice, resolveBackend } from '../backends/index.js';
 import type { Backend } from '../tensor/backend.js';
 import { applyPeftAdapter, type PeftAdapter } from '../io/peft.js';
-import { loadLoraAdapter } from '../export/gguf-lora.js';
+import { loadLoraAdapter } from '../io/gguf-lora.js';
 import { type BuildOptions, buildLlama, type LoraConfig } from '../models/build.js';
 import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';
 import type { LlamaModel } from '../models/llama.js';
