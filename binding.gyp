@@ -1,7 +1,8 @@
 {
   # The native CPU backend. Built by `npm install` (node-gyp) with the machine's compiler.
   # QLORA_MARCH picks the instruction set at build time (default: native = whatever this CPU has);
-  # the kernels fall back AVX-512 -> AVX2+FMA -> NEON -> scalar by compile-time feature macros.
+  # the kernels fall back AVX-512 -> AVX2+FMA -> scalar by compile-time feature macros. There are no
+  # NEON kernels: an ARM build runs the scalar paths (vectorized as far as the compiler does it).
   # QLORA_SANITIZE (e.g. address,undefined) builds an instrumented addon for CI (scripts/native-variants.sh);
   # such a build needs the sanitizer runtime preloaded into node (LD_PRELOAD), so it is never the default.
   "variables": {

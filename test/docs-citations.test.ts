@@ -112,3 +112,25 @@ test('tests and benches read fixtures/, never the shared asset folder outside th
   }
   assert.deepEqual(problems, []);
 });
+
+test('every instruction set binding.gyp says the kernels fall back through has kernels in native/src', () => {
+  const gyp = fs.readFileSync(path.join(root, 'binding.gyp'), 'utf8');
+  const chain = /fall back ([^\n]*?) by compile-time/.exec(gyp);
+  assert.ok(chain, 'binding.gyp no longer describes the fallback chain');
+  const sources = walk('native/src', ['.cc', '.h'])
+    .map((f) => fs.readFileSync(path.join(root, f), 'utf8'))
+    .join('\n');
+  // What code for each instruction set looks like (intrinsics or their header).
+  const evidence: Record<string, RegExp> = {
+    'AVX-512': /_mm512_/,
+    'AVX2+FMA': /_mm256_fmadd_ps/,
+    NEON: /arm_neon\.h|vfmaq_f32/,
+    SVE: /arm_sve\.h/,
+  };
+  for (const isa of chain[1]!.split('->').map((s) => s.trim())) {
+    if (isa === 'scalar') continue;
+    const pattern = evidence[isa];
+    assert.ok(pattern, `binding.gyp names '${isa}', which this test does not know`);
+    assert.match(sources, pattern, `binding.gyp claims ${isa} kernels, but native/src has none`);
+  }
+});

@@ -122,6 +122,8 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// The instruction set of the build. Only avx512 and avx2 have hand-written kernels; "neon" names an
+// ARM build, which runs the scalar paths (auto-vectorized by the compiler at best).
 Napi::Value SimdLevel(const Napi::CallbackInfo& info) {
 #if defined(__AVX512F__)
   const char* level = "avx512";

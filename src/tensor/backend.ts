@@ -96,7 +96,10 @@ export interface MemoryStats {
 
 /**
  * A compute backend. Ops use destination passing: the caller (the ops layer, which owns the memory
- * plan) allocates every output, so kernels never allocate and outputs can come from an arena.
+ * plan) allocates every output tensor, so outputs can come from an arena and no op creates a
+ * tensor. Kernels may still use memory of their own that is not a tensor: the native GEMM keeps
+ * per-thread packed panels between calls, attention allocates its transposed K/V tiles and
+ * per-thread work areas for each call, reductions a few partial sums.
  * All tensors are contiguous row-major. Unless stated, outputs must not alias inputs.
  *
  * Shapes use these letters: B batch, T sequence, H query heads, Hkv key/value heads, D head dim,

@@ -28,7 +28,7 @@ const KERNELS = kernelTable([
 ]);
 
 /**
- * The native CPU backend: C++ kernels (AVX-512 / AVX2+FMA / NEON / scalar, chosen at build time)
+ * The native CPU backend: C++ kernels (AVX-512 / AVX2+FMA / scalar, chosen at build time)
  * on a thread pool sized to the machine (QLORA_THREADS overrides). Tensor memory is 64-byte
  * aligned native memory, released explicitly (dispose, arena reset) rather than by the GC.
  */
@@ -46,7 +46,10 @@ export class CpuBackend extends HostMemory implements Backend {
     return { allocatedBytes: s.allocatedBytes, peakBytes: s.peakBytes };
   }
 
-  /** Instruction set the addon was compiled for. */
+  /**
+   * Instruction set the addon was compiled for. Hand-written kernels exist for avx512 and avx2; any
+   * other level (neon included) runs the scalar paths, vectorized only as far as the compiler does.
+   */
   get simd(): string {
     return native.simdLevel();
   }
