@@ -30,7 +30,7 @@ test('qlora train with no model or data runs the bundled demo and prints samples
     assert.match(r.stderr, /--- sample before training ---\nROMEO:/);
     assert.match(r.stderr, /--- sample after training ---\nROMEO:/);
     assert.match(r.stderr, /eval @ step 6: loss \d+\.\d+/);
-    assert.match(r.stderr, /done \(max-steps\): 12 steps/);
+    assert.match(r.stderr, /done \(max steps\): 12 steps/);
     const out = path.join(cwd, 'qlora-demo-output');
     for (const f of [
       'adapter_model.safetensors',
@@ -151,7 +151,7 @@ test('Ctrl-C during training writes a resumable checkpoint and exits cleanly', a
     );
     assert.equal(resumed.status, 0, resumed.stderr);
     assert.match(resumed.stderr, new RegExp(`resumed from .*checkpoint-${step} at step ${step}`));
-    assert.match(resumed.stderr, new RegExp(`done \\(max-steps\\): ${step + 2} steps`));
+    assert.match(resumed.stderr, new RegExp(`done \\(max steps\\): ${step + 2} steps`));
   } finally {
     fs.rmSync(cwd, { recursive: true, force: true });
   }
