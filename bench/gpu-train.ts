@@ -146,7 +146,7 @@ async function runShape(be: WebGpuBackend, s: Shape, steps: number) {
     forward.push(performance.now() - start);
   }
   const meanMs = times.reduce((a, b) => a + b, 0) / times.length;
-  const plan = planTraining(config, {
+  const plan = await planTraining(config, {
     seqLen: s.seqLen,
     batchSize: s.batchSize,
     rank: LORA.r,

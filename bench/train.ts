@@ -135,6 +135,12 @@ export interface ShapeResult {
   };
   readonly peakRssBytes: number;
   readonly predictedPeakBytes: number;
+  /** High-water mark of the addon's allocator (tensors and arenas), and the plan's figure for it. */
+  readonly nativePeakBytes?: number;
+  readonly predictedBackendPeakBytes?: number;
+  /** Arena capacities at the end, and what the plan created them at. */
+  readonly arenaCapacity?: { readonly step: number; readonly layer: number };
+  readonly plannedArenaBytes?: { readonly step: number; readonly layer: number };
   readonly predictedTokensPerSecond: number;
   readonly baseBitsPerParam: number;
   readonly projectionBitsPerParam: number;
@@ -226,7 +232,7 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
   const weights = baseWeightBytes(model);
   const params = model.parameters();
   const optimizer = new AdamW(params);
-  const plan = planTraining(config, planOptionsFor(run));
+  const plan = await planTraining(config, planOptionsFor(run));
   // The Trainer's two arenas, created at their planned size so they never grow.
   const arena = be.createArena(plan.arenaBytes.step, 'step');
   const layerArena = be.createArena(plan.arenaBytes.layer, 'layer');
@@ -333,6 +339,10 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
     split,
     peakRssBytes: process.resourceUsage().maxRSS * 1024,
     predictedPeakBytes: plan.peakBytes,
+    nativePeakBytes: be.memoryStats().peakBytes,
+    predictedBackendPeakBytes: plan.backendPeakBytes,
+    arenaCapacity: { step: arena.capacity, layer: layerArena.capacity },
+    plannedArenaBytes: plan.arenaBytes,
     predictedTokensPerSecond: plan.tokensPerSecond,
     baseBitsPerParam: (8 * weights.all) / weights.params,
     projectionBitsPerParam: (8 * weights.projections) / weights.projectionParams,
@@ -502,15 +512,17 @@ async function main(argv: string[]): Promise<void> {
       peakSource: string;
       results: StoredResult[];
     };
-    const replanned = stored.results.map((r) => {
-      const config = namedShape(SHAPES.find((s) => s.key === r.key)!.shape)!;
-      const plan = planTraining(config, planOptionsFor(r));
-      return {
-        ...r,
-        predictedPeakBytes: plan.peakBytes,
-        predictedTokensPerSecond: plan.tokensPerSecond,
-      };
-    });
+    const replanned = await Promise.all(
+      stored.results.map(async (r) => {
+        const config = namedShape(SHAPES.find((s) => s.key === r.key)!.shape)!;
+        const plan = await planTraining(config, planOptionsFor(r));
+        return {
+          ...r,
+          predictedPeakBytes: plan.peakBytes,
+          predictedTokensPerSecond: plan.tokensPerSecond,
+        };
+      }),
+    );
     writeResults(replanned, { gflops: stored.peakGflops, source: stored.peakSource }, []);
     return;
   }

@@ -26,7 +26,7 @@ function qlora(args: string[], cwd: string) {
   });
 }
 
-test("plan takes train's flags with train's defaults (batch 4, no checkpointing, dropout 0.05)", () => {
+test("plan takes train's flags with train's defaults (batch 4, no checkpointing, dropout 0.05)", async () => {
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-vocab-'));
   try {
     const r = qlora(['plan', '--model', 'llama2-7b'], cwd);
@@ -36,7 +36,7 @@ test("plan takes train's flags with train's defaults (batch 4, no checkpointing,
     );
     // The same numbers as the planner gives for train's resolved defaults.
     const defaults = resolveTrainConfig({ model: 'llama2-7b', data: '-', output: '-' }, 'test');
-    const want = planTraining(resolvePlanModel('llama2-7b').config, planOptionsOf(defaults));
+    const want = await planTraining(resolvePlanModel('llama2-7b').config, planOptionsOf(defaults));
     const gib = (want.peakBytes / 2 ** 30).toFixed(2);
     assert.match(r.stdout, new RegExp(`predicted peak\\s+${gib} GiB`));
     // Train's own flags (and data/output, which plan ignores), the familiar aliases, and a config file.

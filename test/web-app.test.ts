@@ -100,7 +100,7 @@ test('qlora web serves the app on 127.0.0.1 and nothing outside its folder', asy
   await assert.rejects(serveWeb(path.join(root, 'nowhere'), 0), /npm run build:web/);
 });
 
-test('device fit: stories260K fits a browser adapter; a 7B shape names the tensor over the binding limit', () => {
+test('device fit: stories260K fits a browser adapter; a 7B shape names the tensor over the binding limit', async () => {
   const small = configFromGguf(
     readGgufMetadata(path.join(STORIES, 'stories260K.gguf')),
     { tieWordEmbeddings: true, embeddingRows: 512 },
@@ -109,7 +109,7 @@ test('device fit: stories260K fits a browser adapter; a 7B shape names the tenso
   const swiftshader = { maxBufferSize: 2 ** 30, maxStorageBufferBindingSize: 2 ** 30 };
   const fitSmall = deviceFit(
     small,
-    planTraining(small, { seqLen: 64, batchSize: 2, rank: 4 }),
+    await planTraining(small, { seqLen: 64, batchSize: 2, rank: 4 }),
     swiftshader,
   );
   assert.equal(fitSmall.fits, true);
@@ -127,7 +127,7 @@ test('device fit: stories260K fits a browser adapter; a 7B shape names the tenso
     maxPositionEmbeddings: 4096,
     attentionBias: false,
   };
-  const plan = planTraining(llama7b, { seqLen: 512, batchSize: 1, rank: 16 });
+  const plan = await planTraining(llama7b, { seqLen: 512, batchSize: 1, rank: 16 });
   const webgpuDefaults = {
     maxBufferSize: 256 * 2 ** 20,
     maxStorageBufferBindingSize: 128 * 2 ** 20,
@@ -153,7 +153,7 @@ test('device fit: stories260K fits a browser adapter; a 7B shape names the tenso
     /MLP activation 512 × 11008 f32 takes 21\.5 MiB, over this GPU's maxStorageBufferBindingSize of 16\.0 MiB/,
   );
   // With the whole base in 4-bit the largest tensors shrink under a 1 GiB binding; memory then decides.
-  const q = planTraining(llama7b, {
+  const q = await planTraining(llama7b, {
     seqLen: 512,
     batchSize: 1,
     rank: 16,

@@ -26,7 +26,7 @@ import { PromptTemplate } from '../src/data/prompt-template.js';
 import { generate } from '../src/generate/generate.js';
 import { exportGgufLora } from '../src/export/gguf-lora.js';
 import { deviceFit } from '../src/train/device-fit.js';
-import { formatPlan, planTraining } from '../src/train/plan.js';
+import { formatPlan, planTraining, type TrainingPlan } from '../src/train/plan.js';
 import { warmupSteps } from '../src/train/schedule.js';
 import { Trainer } from '../src/train/trainer.js';
 import {
@@ -259,7 +259,7 @@ async function inspect(o: DataOptions): Promise<void> {
   post({ type: 'inspect', view });
 }
 
-function planFor(o: RunOptions) {
+function planFor(o: RunOptions): Promise<TrainingPlan> {
   if (!config) throw new Error('pick a model first');
   return planTraining(config, {
     seqLen: o.seqLen,
@@ -277,8 +277,8 @@ function planFor(o: RunOptions) {
   });
 }
 
-function plan(o: RunOptions): void {
-  const p = planFor(o);
+async function plan(o: RunOptions): Promise<void> {
+  const p = await planFor(o);
   if (!adapter) {
     post({ type: 'plan', plan: { fits: false, lines: [], reasons: ['no WebGPU adapter'] } });
     return;
@@ -417,7 +417,7 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
         : null;
     const maxSteps =
       o.steps > 0 ? o.steps : Math.max(1, Math.ceil(o.epochs * trainBatcher.batchesPerEpoch));
-    const p = planFor(o);
+    const p = await planFor(o);
 
     // Resume: bring the saved checkpoint and metrics back from OPFS into the memory file system.
     memfs.rmSync(OUT, { recursive: true, force: true });
@@ -566,7 +566,7 @@ async function handle(req: Request): Promise<void> {
       await inspect(req.options);
       return;
     case 'plan':
-      plan(req.options);
+      await plan(req.options);
       return;
     case 'train':
       await train(req.options, req.resume);

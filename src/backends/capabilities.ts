@@ -27,3 +27,15 @@ export function hasHostQuantizer(be: Backend): be is QuantizingBackend {
 export function quantizerFor(be: Backend): HostQuantize4bit {
   return hasHostQuantizer(be) ? be.quantize4bitHost : quantize4bit;
 }
+
+/**
+ * A backend whose tensors have shapes and byte counts but hold no values (the memory planner's
+ * counting backend, counting.ts): a model is built on it by shape, with nothing loaded or quantized.
+ */
+export interface ShapesOnlyBackend extends Backend {
+  readonly shapesOnly: true;
+}
+
+export function holdsShapesOnly(be: Backend): be is ShapesOnlyBackend {
+  return (be as Partial<ShapesOnlyBackend>).shapesOnly === true;
+}

@@ -37,7 +37,7 @@ export function registerPlanCommand(program: Command): void {
     // The data and the output folder do not change the memory of a run: plan needs only the model.
     const config = resolveTrainConfig({ data: '-', output: '-', ...values }, source, fileKeys);
     const { config: model, label } = resolvePlanModel(config.model);
-    const plan = printTrainingPlan(
+    const plan = await printTrainingPlan(
       model,
       planOptionsOf(config, typeof lossChunkRows === 'number' ? lossChunkRows : LOSS_CHUNK_ROWS),
       label,

@@ -93,7 +93,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     header.close();
     throw err;
   }
-  const plan = printTrainingPlan(
+  const plan = await printTrainingPlan(
     header.config,
     planOptionsOf(config),
     path.basename(path.resolve(config.model)),

@@ -4,10 +4,10 @@ import { Tensor } from '../tensor/tensor.js';
 import { DenseLinear, type FrozenLinear, Linear4bit } from '../nn/linear.js';
 import { LoraLinear, type LoraOptions } from '../nn/lora.js';
 import type { Quantized4bit, Quantize4bitOptions } from '../quant/quantize4bit.js';
-import { uploadPacked4bit } from '../quant/upload.js';
+import { allocPacked4bit, uploadPacked4bit } from '../quant/upload.js';
 import { ropeTables, type RopeScaling } from '../backends/rope-tables.js';
 import { checkLoraRank, projectionShapes } from './lora-rank.js';
-import { type HostQuantize4bit, quantizerFor } from '../backends/capabilities.js';
+import { holdsShapesOnly, type HostQuantize4bit, quantizerFor } from '../backends/capabilities.js';
 import {
   type LlamaDims,
   type LlamaLayer,
@@ -122,8 +122,18 @@ export async function buildLlama(
     }
     return values;
   };
-  const upload = async (name: string, shape: readonly number[]): Promise<Tensor> =>
-    be.fromArray(await need(name, shape), shape, dtype);
+  // A backend that holds no values (the memory planner's counting backend) gets every tensor by
+  // shape: nothing is loaded or quantized, so planning a 7B model takes no memory and no time.
+  const shapesOnly = holdsShapesOnly(be);
+  const present = (name: string): void => {
+    if (!source.has(name)) throw new Error(`checkpoint is missing tensor '${name}'`);
+    options.onTensor?.(name, index++, total);
+  };
+  const upload = async (name: string, shape: readonly number[]): Promise<Tensor> => {
+    if (!shapesOnly) return be.fromArray(await need(name, shape), shape, dtype);
+    present(name);
+    return be.zeros(shape, dtype);
+  };
 
   // A backend with a faster host quantizer (cpu: the native one) quantizes with it; same bits.
   const quantizeRaw = quantizerFor(be);
@@ -141,13 +151,20 @@ export async function buildLlama(
     }
   };
 
-  /** A tensor in 4-bit: as stored (bitsandbytes checkpoints) or quantized now. */
-  const quantizeTensor = async (name: string, shape: readonly number[]): Promise<Quantized4bit> => {
+  /** A tensor in 4-bit on the backend: as stored (bitsandbytes checkpoints) or quantized now. */
+  const quantizeTensor = async (
+    name: string,
+    shape: readonly [number, number],
+  ): Promise<Packed4bitWeight> => {
+    if (shapesOnly) {
+      present(name);
+      return allocPacked4bit(be, shape[0], shape[1], options.quantization!);
+    }
     const stored = source.loadQuantized?.(name);
-    if (stored) return stored;
+    if (stored) return uploadPacked4bit(be, stored, shape[0], shape[1]);
     const values = await need(name, shape);
     quantizing = name;
-    return quantize(values, options.quantization!);
+    return uploadPacked4bit(be, quantize(values, options.quantization!), shape[0], shape[1]);
   };
 
   const targets = options.lora ? resolveTargets(options.lora.targets) : new Set<ProjectionName>();
@@ -162,12 +179,7 @@ export async function buildLlama(
   const embedShape = [c.vocabSize, c.hiddenSize] as const;
   const embedding: Tensor | Packed4bitWeight =
     options.quantizeEmbedding && options.quantization
-      ? uploadPacked4bit(
-          be,
-          await quantizeTensor('model.embed_tokens.weight', embedShape),
-          c.vocabSize,
-          c.hiddenSize,
-        )
+      ? await quantizeTensor('model.embed_tokens.weight', embedShape)
       : await upload('model.embed_tokens.weight', embedShape);
   const layers: LlamaLayer[] = [];
   const projShapes = projectionShapes(c);
@@ -181,13 +193,19 @@ export async function buildLlama(
         name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
       const key = `${p}.${module}.${name}`;
       const shape = projShapes[name];
-      const stored = options.quantization
-        ? (source.loadQuantized?.(`${key}.weight`) ?? null)
-        : null;
-      const w = stored ? null : await need(`${key}.weight`, shape);
+      const stored =
+        options.quantization && !shapesOnly
+          ? (source.loadQuantized?.(`${key}.weight`) ?? null)
+          : null;
+      const w = stored || shapesOnly ? null : await need(`${key}.weight`, shape);
+      if (shapesOnly) present(`${key}.weight`);
       const bias = projectionHasBias(c, name) ? await upload(`${key}.bias`, [shape[0]]) : null;
       let base: FrozenLinear;
-      if (stored) {
+      if (shapesOnly) {
+        base = options.quantization
+          ? new Linear4bit(allocPacked4bit(be, shape[0], shape[1], options.quantization), bias)
+          : new DenseLinear(be.zeros(shape, dtype), bias);
+      } else if (stored) {
         options.onTensor?.(`${key}.weight`, index++, total);
         base = new Linear4bit(uploadPacked4bit(be, stored, shape[0], shape[1]), bias);
       } else if (options.quantization) {
@@ -210,14 +228,7 @@ export async function buildLlama(
   if (tied)
     lmHead = embedding instanceof Tensor ? new DenseLinear(embedding) : new Linear4bit(embedding);
   else if (options.quantizeHead && options.quantization) {
-    lmHead = new Linear4bit(
-      uploadPacked4bit(
-        be,
-        await quantizeTensor('lm_head.weight', embedShape),
-        c.vocabSize,
-        c.hiddenSize,
-      ),
-    );
+    lmHead = new Linear4bit(await quantizeTensor('lm_head.weight', embedShape));
   } else lmHead = new DenseLinear(await upload('lm_head.weight', embedShape));
 
   const initialPositions = Math.min(

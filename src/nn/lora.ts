@@ -3,6 +3,7 @@ import type { Backend } from '../tensor/backend.js';
 import type { DType } from '../tensor/dtype.js';
 import { mix32 } from '../tensor/rng.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { holdsShapesOnly } from '../backends/capabilities.js';
 import { normalInit, seedFor, uniformInit } from './init.js';
 import type { FrozenLinear } from './linear.js';
 import { Param } from './param.js';
@@ -52,15 +53,22 @@ export class LoraLinear {
       throw new Error(`${name}: LoRA dropout must be in [0, 1)`);
     this.scaling = options.useRslora ? alpha / Math.sqrt(r) : alpha / r;
     const be = this.backend;
-    const aValues =
-      options.init === 'gaussian'
+    // A backend that holds shapes only (memory planning) gets A by shape: drawing values would be
+    // the planner's only real work (18M draws for Llama-2-7B).
+    const aValues = holdsShapesOnly(be)
+      ? null
+      : options.init === 'gaussian'
         ? normalInit(r * base.inFeatures, seedFor(options.seed, `${name}.lora_A`), 1 / r)
         : uniformInit(
             r * base.inFeatures,
             seedFor(options.seed, `${name}.lora_A`),
             1 / Math.sqrt(base.inFeatures),
           );
-    this.A = new Param(`${name}.lora_A.weight`, be.fromArray(aValues, [r, base.inFeatures], dtype));
+    const aShape = [r, base.inFeatures];
+    this.A = new Param(
+      `${name}.lora_A.weight`,
+      aValues ? be.fromArray(aValues, aShape, dtype) : be.zeros(aShape, dtype),
+    );
     this.B = new Param(`${name}.lora_B.weight`, be.zeros([base.outFeatures, r], dtype));
   }
 

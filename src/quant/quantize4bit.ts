@@ -77,15 +77,35 @@ export function resolveQuantize4bitOptions(
   return { quantType, blocksize, doubleQuant };
 }
 
+/** Element counts of the arrays a 4-bit tensor of n elements is stored in (bitsandbytes layout). */
+export interface Layout4bit {
+  /** Bytes of packed codes: two elements per byte. */
+  readonly packed: number;
+  /** One absmax per block (f32, or u8 codes with double quantization). */
+  readonly absmax: number;
+  /** The f32 absmax of each NESTED_BLOCKSIZE absmax codes (double quantization), else 0. */
+  readonly nestedAbsmax: number;
+}
+
+export function layout4bit(n: number, blocksize: number, doubleQuant: boolean): Layout4bit {
+  const nblocks = Math.ceil(n / blocksize);
+  return {
+    packed: Math.ceil(n / 2),
+    absmax: nblocks,
+    nestedAbsmax: doubleQuant ? Math.ceil(nblocks / NESTED_BLOCKSIZE) : 0,
+  };
+}
+
 export function quantize4bit(
   values: ArrayLike<number>,
   options: Quantize4bitOptions = {},
 ): Quantized4bit {
   const { quantType, blocksize, doubleQuant } = resolveQuantize4bitOptions(options);
   const n = values.length;
-  const nblocks = Math.ceil(n / blocksize);
+  const layout = layout4bit(n, blocksize, doubleQuant);
+  const nblocks = layout.absmax;
   const absmax = new Float32Array(nblocks);
-  const packed = new Uint8Array(Math.ceil(n / 2));
+  const packed = new Uint8Array(layout.packed);
   const quantize = quantizerFor(quantType);
   for (let b = 0; b < nblocks; b++) {
     const start = b * blocksize;

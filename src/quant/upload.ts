@@ -3,7 +3,13 @@
  * backend's 4-bit kernels read), and releases it again.
  */
 import type { Backend, Packed4bitWeight } from '../tensor/backend.js';
-import type { Quantized4bit } from './quantize4bit.js';
+import {
+  layout4bit,
+  NESTED_BLOCKSIZE,
+  type Quantize4bitOptions,
+  type Quantized4bit,
+  resolveQuantize4bitOptions,
+} from './quantize4bit.js';
 
 /** Uploads `q` as a [rows, cols] weight (rows·cols must equal q.length). Release with disposePacked4bit. */
 export function uploadPacked4bit(
@@ -43,6 +49,38 @@ export function uploadPacked4bit(
     code,
     absmax,
     nested,
+  };
+}
+
+/**
+ * A [rows, cols] 4-bit weight allocated by shape, with the tensors uploadPacked4bit would create for
+ * it but nothing quantized: what a model built on a backend that holds no values (memory planning,
+ * backends/counting.ts) gets for each quantized projection.
+ */
+export function allocPacked4bit(
+  backend: Backend,
+  rows: number,
+  cols: number,
+  options: Quantize4bitOptions,
+): Packed4bitWeight {
+  const { quantType, blocksize, doubleQuant } = resolveQuantize4bitOptions(options);
+  const layout = layout4bit(rows * cols, blocksize, doubleQuant);
+  return {
+    rows,
+    cols,
+    quantType,
+    blocksize,
+    packed: backend.zeros([layout.packed], 'u8'),
+    code: backend.zeros([16], 'f32'),
+    absmax: backend.zeros([layout.absmax], doubleQuant ? 'u8' : 'f32'),
+    nested: doubleQuant
+      ? {
+          absmax: backend.zeros([layout.nestedAbsmax], 'f32'),
+          code: backend.zeros([256], 'f32'),
+          blocksize: NESTED_BLOCKSIZE,
+          offset: 0,
+        }
+      : null,
   };
 }
 

@@ -139,6 +139,13 @@ export interface TrainSummary {
 
 export class NonFiniteError extends Error {}
 
+export interface ArenaStats {
+  /** Bytes the arena holds from the backend. */
+  readonly capacity: number;
+  /** The most it has had in use at once. */
+  readonly peakBytes: number;
+}
+
 export const DEFAULT_MAX_CONSECUTIVE_SKIPS = 5;
 
 /** The total skip budget: 10% of the run, at least 5 steps. */
@@ -236,7 +243,8 @@ export class Trainer {
     this.interrupted = true;
   }
 
-  private makeOptimizer(): Optimizer {
+  /** The optimizer of this run's options over the model's LoRA parameters (run() makes its own). */
+  createOptimizer(): Optimizer {
     const hyper = { ...ADAMW_DEFAULTS, weightDecay: this.options.weightDecay };
     const params = this.model.parameters();
     return this.options.optimizer === 'adamw8bit'
@@ -299,12 +307,75 @@ export class Trainer {
     if (first) be.fill(out, 0);
   }
 
+  /** The step and layer arenas: bytes reserved, and the most ever in use (the memory planner reads these). */
+  arenaStats(): { step: ArenaStats; layer: ArenaStats } {
+    const stats = (a: Arena): ArenaStats => ({ capacity: a.capacity, peakBytes: a.peakBytes });
+    return { step: stats(this.arena), layer: stats(this.layerArena) };
+  }
+
+  /**
+   * The gradients of optimizer step `step` (0-based): zeroes them, runs forward and backward on
+   * gradAccum micro-batches, and reads back the step's mean loss and global gradient norm in one
+   * transfer (kernels are queued: a device backend runs them asynchronously until then).
+   */
+  async computeGradients(
+    step: number,
+  ): Promise<{ loss: number; gradNorm: number; tokens: number; lossTokens: number }> {
+    const o = this.options;
+    for (const p of this.model.parameters()) p.zeroGrad();
+    const lossTokensPerMicro: number[] = [];
+    let tokens = 0;
+    for (let micro = 0; micro < o.gradAccum; micro++) {
+      const batch = this.train.next();
+      this.arena.reset();
+      const r = await this.model.lossAndGradientsInto(
+        batch,
+        this.arena,
+        this.layerArena,
+        {
+          training: true,
+          stepSeed: mix32((mix32(o.seed >>> 0) + step * o.gradAccum + micro) >>> 0),
+          gradientCheckpointing: o.gradientCheckpointing,
+          lossChunkRows: o.lossChunkRows,
+          gradScale: 1 / o.gradAccum,
+        },
+        true,
+        this.stepStats.rows(micro, micro + 1),
+      );
+      lossTokensPerMicro.push(r.tokens);
+      tokens += batch.batchSize * batch.seqLen;
+    }
+    this.arena.reset();
+    this.queueGradNormSquared();
+    const stats = await this.stepStats.read();
+    let lossSum = 0;
+    lossTokensPerMicro.forEach((t, micro) => {
+      lossSum += t > 0 ? stats[micro]! / t : 0;
+    });
+    return {
+      loss: lossSum / o.gradAccum,
+      gradNorm: Math.sqrt(stats[o.gradAccum]!),
+      tokens,
+      lossTokens: lossTokensPerMicro.reduce((a, b) => a + b, 0),
+    };
+  }
+
+  /** Clips the gradients to maxGradNorm (given their norm) and applies one optimizer update at `lr`. */
+  update(optimizer: Optimizer, gradNorm: number, lr: number): void {
+    const o = this.options;
+    if (o.maxGradNorm > 0 && gradNorm > o.maxGradNorm) {
+      const scale = o.maxGradNorm / (gradNorm + 1e-6);
+      for (const p of this.model.parameters()) this.model.backend.scale(p.grad!, scale, p.grad!);
+    }
+    optimizer.step(lr);
+  }
+
   async run(): Promise<TrainSummary> {
     const o = this.options;
     const params = this.model.parameters();
     if (params.length === 0) throw new Error('the model has no trainable (LoRA) parameters');
     prepareOutputDir(o.outputDir, { resume: Boolean(o.resume), overwrite: o.overwrite ?? false });
-    const optimizer = this.makeOptimizer();
+    const optimizer = this.createOptimizer();
     const fp = fingerprint(o, this.lora);
     let step = 0;
     let tokensSeen = 0;
@@ -476,41 +547,7 @@ export class Trainer {
       if (step === 0 && o.evalEvery > 0) await runEval();
       while (step < o.maxSteps) {
         const stepStart = performance.now();
-        for (const p of params) p.zeroGrad();
-        // Kernels are queued (a device backend runs them asynchronously); the step's losses and
-        // gradient norm come back in one read once everything before it has run.
-        const lossTokensPerMicro: number[] = [];
-        let tokens = 0;
-        for (let micro = 0; micro < o.gradAccum; micro++) {
-          const batch = this.train.next();
-          this.arena.reset();
-          const r = await this.model.lossAndGradientsInto(
-            batch,
-            this.arena,
-            this.layerArena,
-            {
-              training: true,
-              stepSeed: mix32((mix32(o.seed >>> 0) + step * o.gradAccum + micro) >>> 0),
-              gradientCheckpointing: o.gradientCheckpointing,
-              lossChunkRows: o.lossChunkRows,
-              gradScale: 1 / o.gradAccum,
-            },
-            true,
-            this.stepStats.rows(micro, micro + 1),
-          );
-          lossTokensPerMicro.push(r.tokens);
-          tokens += batch.batchSize * batch.seqLen;
-        }
-        this.arena.reset();
-        this.queueGradNormSquared();
-        const stats = await this.stepStats.read();
-        let lossSum = 0;
-        lossTokensPerMicro.forEach((t, micro) => {
-          lossSum += t > 0 ? stats[micro]! / t : 0;
-        });
-        const lossTokens = lossTokensPerMicro.reduce((a, b) => a + b, 0);
-        const loss = lossSum / o.gradAccum;
-        const gradNorm = Math.sqrt(stats[o.gradAccum]!);
+        const { loss, gradNorm, tokens, lossTokens } = await this.computeGradients(step);
         const lr = learningRate(step, {
           kind: o.schedule,
           lr: o.lr,
@@ -540,12 +577,8 @@ export class Trainer {
           }
         } else {
           consecutiveSkips = 0;
-          if (o.maxGradNorm > 0 && gradNorm > o.maxGradNorm) {
-            const scale = o.maxGradNorm / (gradNorm + 1e-6);
-            for (const p of params) this.model.backend.scale(p.grad!, scale, p.grad!);
-          }
           updating = true;
-          optimizer.step(lr);
+          this.update(optimizer, gradNorm, lr);
         }
         step++;
         updating = false;

@@ -1,0 +1,57 @@
+/** The plan as text: the lines `qlora plan` and `qlora train` print, and the byte/count formats. */
+import type { TrainingPlan } from './plan.js';
+
+export function formatBytes(bytes: number): string {
+  if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+  if (bytes >= 2 ** 20) return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+  return `${(bytes / 2 ** 10).toFixed(1)} KiB`;
+}
+
+function formatCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
+  return String(n);
+}
+
+/** The plan as the lines `qlora plan` and `qlora train` print. */
+export function formatPlan(plan: TrainingPlan, label = 'model'): string[] {
+  const o = plan.options;
+  const m = plan.memory;
+  const q = o.quantization
+    ? `4-bit, blocksize ${o.quantization.blocksize}${o.quantization.doubleQuant ? ', double quant' : ''}`
+    : 'f32';
+  const rows: [string, number, string][] = [
+    [
+      'base weights',
+      m.baseWeights,
+      `${formatCount(plan.params.base)} params, ${plan.baseBitsPerParam.toFixed(2)} bits/param (projections ${plan.projectionBitsPerParam.toFixed(2)})`,
+    ],
+    ['adapters', m.adapters, `${formatCount(plan.params.lora)} LoRA params`],
+    ['gradients', m.gradients, 'f32'],
+    ['optimizer states', m.optimizerStates, o.optimizer],
+    [
+      'activations',
+      m.activations,
+      o.gradientCheckpointing
+        ? 'layer inputs (checkpoints), loss buffers'
+        : 'all layer tapes, loss buffers',
+    ],
+    ['workspace', m.workspace, "one layer's temporaries, kernel scratch"],
+    ['runtime', m.runtime, 'Node.js, V8 heap, addon'],
+  ];
+  const lines = [
+    `plan for ${label}: batch ${o.batchSize} × seq ${o.seqLen}, LoRA r=${o.rank} on ${o.targets === 'all-linear' ? 'all linear layers' : o.targets.join(',')}, ` +
+      `${o.optimizer}, base ${q}, gradient checkpointing ${o.gradientCheckpointing ? 'on' : 'off'}`,
+    ...rows.map(
+      ([name, bytes, note]) => `  ${name.padEnd(17)} ${formatBytes(bytes).padStart(11)}   ${note}`,
+    ),
+    `  ${'predicted peak'.padEnd(17)} ${formatBytes(plan.peakBytes).padStart(11)}   of ${formatBytes(plan.machine.totalMemoryBytes)} RAM`,
+    `  ${'predicted speed'.padEnd(17)} ${plan.tokensPerSecond.toFixed(plan.tokensPerSecond < 10 ? 2 : 0).padStart(7)} tok/s   ` +
+      `(${((plan.flopsPerToken.forward + plan.flopsPerToken.backward) / 1e9).toFixed(2)} GFLOP/token` +
+      `${plan.flopsPerToken.recompute ? ` + ${(plan.flopsPerToken.recompute / 1e9).toFixed(2)} recompute` : ''}, ` +
+      `${(plan.mfu * 100).toFixed(0)}% of ${(plan.machine.peakFlops / 1e9).toFixed(0)} GFLOP/s)`,
+  ];
+  for (const w of plan.warnings) lines.push(`  warning: ${w}`);
+  return lines;
+}

@@ -1,0 +1,178 @@
+/**
+ * The shapes the planner knows by name (`qlora plan --model llama2-7b`), the shape of a checkpoint
+ * on disk, and the parameter counts of a shape.
+ */
+import { fs, nodeBuiltin, path } from '../io/host.js';
+import { openCheckpoint } from '../io/checkpoint.js';
+import { configFromHf, type LlamaConfig, loadHfConfig } from '../io/config.js';
+import type { BuildConfig } from '../models/build.js';
+import { projectionShapes } from '../models/lora-rank.js';
+import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
+
+/** The shape facts the planner needs (BuildConfig without rope details; those default). */
+export type PlanModel = Pick<
+  BuildConfig,
+  | 'vocabSize'
+  | 'hiddenSize'
+  | 'intermediateSize'
+  | 'numLayers'
+  | 'numHeads'
+  | 'numKvHeads'
+  | 'headDim'
+  | 'tieWordEmbeddings'
+  | 'maxPositionEmbeddings'
+  | 'attentionBias'
+> &
+  Partial<
+    Pick<
+      BuildConfig,
+      'attentionOutputBias' | 'mlpBias' | 'rmsNormEps' | 'ropeTheta' | 'ropeScaling'
+    >
+  >;
+
+export interface ParameterCounts {
+  /** Parameters of the projections (what is quantized). */
+  readonly projections: number;
+  readonly embedding: number;
+  /** 0 when tied to the embedding. */
+  readonly lmHead: number;
+  readonly norms: number;
+  readonly lora: number;
+  /** All base parameters (projections + embedding + lm_head + norms). */
+  readonly base: number;
+}
+
+/** LoRA targets as a set (none when rank is 0). */
+export function targetSet(
+  targets: readonly ProjectionName[] | 'all-linear',
+  rank: number,
+): Set<ProjectionName> {
+  if (rank <= 0) return new Set();
+  return new Set(targets === 'all-linear' ? PROJECTIONS : targets);
+}
+
+export function parameterCounts(
+  m: PlanModel,
+  o: { readonly rank: number; readonly targets: readonly ProjectionName[] | 'all-linear' },
+): ParameterCounts {
+  const shapes = projectionShapes(m);
+  const targets = targetSet(o.targets, o.rank);
+  let projections = 0;
+  let lora = 0;
+  for (const name of PROJECTIONS) {
+    const [rows, cols] = shapes[name];
+    projections += rows * cols;
+    if (targets.has(name)) lora += o.rank * (rows + cols);
+  }
+  projections *= m.numLayers;
+  lora *= m.numLayers;
+  const embedding = m.vocabSize * m.hiddenSize;
+  const lmHead = m.tieWordEmbeddings ? 0 : embedding;
+  const norms = (2 * m.numLayers + 1) * m.hiddenSize;
+  return {
+    projections,
+    embedding,
+    lmHead,
+    norms,
+    lora,
+    base: projections + embedding + lmHead + norms,
+  };
+}
+
+/** The package's fixtures folder (computed on use: import.meta.url is a file: URL only in Node). */
+const fixturesDir = (): string =>
+  nodeBuiltin<typeof import('node:url')>('node:url')!.fileURLToPath(
+    new URL('../../fixtures/', import.meta.url),
+  );
+
+/** HF config.json fields of the shapes the benchmarks and `qlora plan` know by name. */
+const NAMED_HF_CONFIGS: Record<string, () => Record<string, unknown>> = {
+  // llama2.c TinyStories models (tied classifier, 256 / 1024 context).
+  stories15m: () => ({
+    model_type: 'llama',
+    hidden_size: 288,
+    num_hidden_layers: 6,
+    num_attention_heads: 6,
+    intermediate_size: 768,
+    vocab_size: 32000,
+    max_position_embeddings: 256,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: true,
+  }),
+  stories110m: () => ({
+    model_type: 'llama',
+    hidden_size: 768,
+    num_hidden_layers: 12,
+    num_attention_heads: 12,
+    intermediate_size: 2048,
+    vocab_size: 32000,
+    max_position_embeddings: 1024,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: true,
+  }),
+  tinyllama: () =>
+    JSON.parse(
+      fs.readFileSync(path.join(fixturesDir(), 'tinyllama-config.json'), 'utf8'),
+    ) as Record<string, unknown>,
+  'llama2-7b': () => ({
+    model_type: 'llama',
+    hidden_size: 4096,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    intermediate_size: 11008,
+    vocab_size: 32000,
+    max_position_embeddings: 4096,
+    rms_norm_eps: 1e-5,
+    tie_word_embeddings: false,
+  }),
+  // Meta-Llama-3-8B config.json (GQA with 8 key/value heads, 128K vocabulary, untied head).
+  'llama3-8b': () => ({
+    model_type: 'llama',
+    hidden_size: 4096,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    intermediate_size: 14336,
+    vocab_size: 128256,
+    max_position_embeddings: 8192,
+    rms_norm_eps: 1e-5,
+    rope_theta: 500000,
+    tie_word_embeddings: false,
+  }),
+};
+
+const ALIASES: Record<string, string> = {
+  '15m': 'stories15m',
+  '110m': 'stories110m',
+  'tinyllama-1.1b': 'tinyllama',
+  '1.1b': 'tinyllama',
+  '7b': 'llama2-7b',
+  'llama-2-7b': 'llama2-7b',
+  '8b': 'llama3-8b',
+  'llama-3-8b': 'llama3-8b',
+};
+
+export const NAMED_SHAPES: readonly string[] = Object.keys(NAMED_HF_CONFIGS);
+
+/** The config of a named shape (stories15m, stories110m, tinyllama, llama2-7b, llama3-8b, or an alias), or null. */
+export function namedShape(name: string): LlamaConfig | null {
+  const key = ALIASES[name.toLowerCase()] ?? name.toLowerCase();
+  const make = NAMED_HF_CONFIGS[key];
+  return make ? configFromHf(make(), `${key} shape`) : null;
+}
+
+/** A named shape or the config of a checkpoint on disk (HF folder/config.json, GGUF, llama2.c .bin). */
+export function resolvePlanModel(spec: string): { config: LlamaConfig; label: string } {
+  const named = namedShape(spec);
+  if (named) return { config: named, label: ALIASES[spec.toLowerCase()] ?? spec.toLowerCase() };
+  if (!fs.existsSync(spec)) {
+    throw new Error(`${spec}: not a model path nor a known shape (${NAMED_SHAPES.join(', ')})`);
+  }
+  if (path.basename(spec) === 'config.json') return { config: loadHfConfig(spec), label: spec };
+  const ck = openCheckpoint(spec);
+  try {
+    return { config: ck.config, label: spec };
+  } finally {
+    ck.close();
+  }
+}
