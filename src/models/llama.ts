@@ -436,8 +436,8 @@ export class LlamaModel {
     options: StepOptions,
     backward = true,
   ): Promise<LossResult> {
-    // A long-lived scalar rather than an arena tensor: the step arena's layout stays what the
-    // planner replays (src/train/plan.ts).
+    // A long-lived scalar rather than an arena tensor: the step arena then holds what the
+    // Trainer's steps hold (lossAndGradientsInto), which is what the memory planner measures.
     this.lossScratch ??= this.backend.zeros([1], this.dtype);
     const { tokens } = await this.lossAndGradientsInto(
       batch,
