@@ -32,9 +32,6 @@ export const RUNTIME_BYTES = 120 * 2 ** 20;
 /** Per-thread GEMM/attention scratch (packed panels, 4-bit scale rows) kept between calls. */
 export const WORKSPACE_PER_THREAD_BYTES = 2 * 2 ** 20;
 
-/** The arenas' first size when the caller does not presize them (Trainer's default). */
-const DEFAULT_ARENA_BYTES = 1 << 20;
-
 export interface MemoryBreakdown {
   /** Node.js, V8 heap, the addon. */
   readonly runtime: number;
@@ -225,8 +222,8 @@ async function measure(m: PlanModel, o: PlanOptions, be: CountingBackend): Promi
     await steps(grow, 2);
     const grown = grow.arenaStats();
     const arenaBytes = {
-      step: Math.max(grown.step.peakBytes, DEFAULT_ARENA_BYTES),
-      layer: Math.max(grown.layer.peakBytes, DEFAULT_ARENA_BYTES),
+      step: grown.step.peakBytes,
+      layer: grown.layer.peakBytes,
     };
     let arenas = grown;
     if (o.presizedArenas) {
