@@ -194,7 +194,7 @@ async function main(argv: string[]): Promise<void> {
         pct(plan.peakBytes, m.peakRssBytes),
         mib(m.nativePeakBytes),
         mib(backend),
-        pct(backend, m.nativePeakBytes),
+        `${pct(backend, m.nativePeakBytes)} (${backend - m.nativePeakBytes >= 0 ? '+' : ''}${backend - m.nativePeakBytes} B)`,
         `${mib(m.arenas.step)} / ${mib(plan.arenaBytes.step)}`,
       ]);
       console.error(`  ${rows.at(-1)!.join('  ')}`);
