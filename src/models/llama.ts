@@ -482,7 +482,8 @@ export class LlamaModel {
     this.checkWindow(batch.seqLen);
     const { ids, positions, segments, labels } = this.batchTensors(batch, arena);
     let tokens = 0;
-    for (const l of batch.labels) if (l !== -100) tokens++;
+    const labelIds = batch.labels;
+    for (let i = 0; i < labelIds.length; i++) if (labelIds[i] !== -100) tokens++;
 
     const ckpt = options.gradientCheckpointing && backward;
     // Tapes are kept only for a backward without checkpointing; otherwise each layer's

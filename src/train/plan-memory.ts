@@ -11,6 +11,7 @@
  */
 import { CountingBackend } from '../backends/counting.js';
 import { hostProcess } from '../io/host.js';
+import { MAX_CHUNK_BYTES } from '../tensor/arena.js';
 import { type BuildConfig, buildLlama, type LoraConfig } from '../models/build.js';
 import { Linear4bit } from '../nn/linear.js';
 import { LoraLinear } from '../nn/lora.js';
@@ -77,18 +78,20 @@ function buildConfigOf(m: PlanModel): BuildConfig {
   };
 }
 
-/** Batches of the planned shape, packed as the Batcher packs them (segment ids included). */
+/**
+ * A batch of the planned shape, packed as the Batcher packs one (segment ids included). Its values
+ * do not change memory, so every field is the same zero array: one allocation, never written, so
+ * even an absurd batch (the plan exists to refuse those) costs address space rather than memory.
+ */
 function planBatch(o: PlanOptions): ModelBatch {
-  const n = o.batchSize * o.seqLen;
-  const positions = new Int32Array(n);
-  for (let i = 0; i < n; i++) positions[i] = i % o.seqLen;
+  const zeros = new Int32Array(o.batchSize * o.seqLen);
   return {
     batchSize: o.batchSize,
     seqLen: o.seqLen,
-    inputIds: new Int32Array(n),
-    labels: new Int32Array(n),
-    positions,
-    segmentIds: new Int32Array(n),
+    inputIds: zeros,
+    labels: zeros,
+    positions: zeros,
+    segmentIds: zeros,
   };
 }
 
@@ -150,6 +153,30 @@ function basePayload(model: LlamaModel): { base: number; projections: number } {
  * arenas are presized as `qlora train` creates them, a step and an evaluation on arenas of that size.
  */
 export async function measureTrainingMemory(m: PlanModel, o: PlanOptions): Promise<MeasuredMemory> {
+  const tokens = o.batchSize * o.seqLen;
+  const embedded = tokens * m.hiddenSize * 4;
+  if (o.batchSize > 1 && embedded > MAX_CHUNK_BYTES) {
+    // The embedding output [tokens, hidden] alone is past the largest block: the arena refuses
+    // this run before its first layer. Running its step here would cost host memory and time in
+    // proportion to the batch for a run that cannot start, so one sequence is measured and the
+    // arenas scaled by the batch size (an estimate: said so in the refusal).
+    const one = await measureTrainingMemory(m, { ...o, batchSize: 1 });
+    const scratch = one.memory.workspace - one.arenaBytes.layer;
+    const step = one.memory.activations * o.batchSize;
+    const layer = (one.memory.workspace - scratch) * o.batchSize;
+    const grown = step + layer - one.memory.activations - (one.memory.workspace - scratch);
+    return {
+      ...one,
+      memory: { ...one.memory, activations: step, workspace: layer + scratch },
+      peakBytes: one.peakBytes + grown,
+      backendPeakBytes: one.backendPeakBytes + grown,
+      arenaBytes: { step, layer },
+      refusal:
+        `a batch of ${tokens} tokens needs a [${tokens}, ${m.hiddenSize}] f32 activation of ${embedded} bytes, ` +
+        `more than the largest block this runtime can hold (${MAX_CHUNK_BYTES} bytes; the activations shown are ` +
+        `one sequence's × ${o.batchSize}); use a smaller batch or sequence length`,
+    };
+  }
   try {
     return await measure(m, o, new CountingBackend());
   } catch (e) {
