@@ -17,6 +17,7 @@ import {
 import { ADAPTER_CONFIG } from '../io/peft.js';
 import type { Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { choiceOption, intOption } from './options.js';
+import { GGUF_FILE_HELP, isHubModelId, localModelPath } from './hub-args.js';
 import { recipeModelPath } from './recipe.js';
 
 export const QUANT_CHOICES = ['nf4', 'fp4', 'none'] as const;
@@ -32,6 +33,8 @@ export interface BaseFlags {
   doubleQuant?: boolean;
   quantizeHead?: boolean;
   quantizeEmbeddings?: boolean;
+  /** With a Hub model id: which GGUF file of the repository. */
+  ggufFile?: string;
 }
 
 /** Adds --quant (with the hidden older names given) and the parts of the 4-bit base. */
@@ -55,7 +58,8 @@ export function addBaseOptions(
       'keep absmax in fp32 (default: as trained, else 8-bit double quantization)',
     )
     .option('--quantize-head', 'an untied lm_head in 4-bit too (default: as trained)')
-    .option('--quantize-embeddings', 'the embedding table in 4-bit too (default: as trained)');
+    .option('--quantize-embeddings', 'the embedding table in 4-bit too (default: as trained)')
+    .option('--gguf-file <pattern>', GGUF_FILE_HELP);
   for (const alias of hiddenAliases)
     cmd.addOption(
       new Option(`--${alias} <type>`)
@@ -167,11 +171,28 @@ export function resolveModelPath(
       // loading the adapter reports a broken adapter_config.json with its own message
     }
   }
-  const found = candidates.find((c) => fs.existsSync(c));
+  // A Hub id (org/name[@revision]) counts: it is found through the Hugging Face cache.
+  const found = candidates.find((c) => fs.existsSync(c) || isHubModelId(c));
   if (found) return found;
   throw new Error(
     adapterPath
       ? `pass --model: the adapter's base model${candidates.length ? ` (${candidates.join(', ')})` : ''} is not a local path`
       : '--model is required',
+  );
+}
+
+/**
+ * resolveModelPath, then a Hub id to its snapshot in the Hugging Face cache (downloaded when
+ * missing; --gguf-file picks one GGUF file of the repository).
+ */
+export async function resolveModelLocally(
+  model: string | undefined,
+  adapterPath: string | undefined,
+  recipe: AdapterRecipe | null,
+  ggufFile: string | undefined,
+): Promise<string> {
+  return await localModelPath(
+    resolveModelPath(model, adapterPath, recipe),
+    ggufFile !== undefined ? { ggufFile } : {},
   );
 }

@@ -1,3 +1,4 @@
+import { GGUF_FILE_HELP, localDataPath, localModelPath } from './hub-args.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { type Command, Option } from 'commander';
@@ -16,6 +17,8 @@ import { DEFAULT_SEQ_LEN } from './train-config.js';
 interface InspectFlags {
   model: string;
   data?: string;
+  split?: string;
+  ggufFile?: string;
   tokenizer?: string;
   format: RowFormat | 'auto';
   columns?: string;
@@ -49,14 +52,19 @@ export function registerDataCommands(program: Command): void {
     )
     .argument(
       '[path]',
-      'dataset: .jsonl/.json/.csv/.tsv/.txt file, or a folder with train.* (valid.*, test.*)',
+      'dataset: .jsonl/.json/.csv/.tsv/.txt/.parquet file, a folder with train.* (valid.*, test.*) or a Hugging Face dataset folder, or a Hub dataset id org/name[@revision]',
     )
     .option('-d, --data <path>', "the dataset, as train's -d names it (instead of the argument)")
     .requiredOption(
       '-m, --model <path>',
-      'model or tokenizer: HF folder (tokenizer.json), .gguf, or llama2.c checkpoint/tokenizer',
+      'model or tokenizer: HF folder (tokenizer.json), .gguf, llama2.c checkpoint/tokenizer, or a Hub model id (its config and tokenizer files)',
     )
     .option('--tokenizer <path>', 'tokenizer, when it is not next to the model')
+    .option(
+      '--split <name>',
+      'the split of a Hub dataset (or HF dataset folder) to inspect as train',
+    )
+    .option('--gguf-file <pattern>', GGUF_FILE_HELP)
     .option(
       '--format <format>',
       `row format: auto, ${ROW_FORMATS.join(', ')}`,
@@ -113,29 +121,41 @@ export function registerDataCommands(program: Command): void {
       if (flags.seqLen !== undefined && flags.maxSeqLen !== undefined)
         throw new Error('give --seq-len or --max-seq-len, not both');
       const seqLen = flags.seqLen ?? flags.maxSeqLen ?? DEFAULT_SEQ_LEN;
-      const tokenizerPath = flags.tokenizer ?? resolveTokenizerPath(flags.model);
+      const tokenizerPath =
+        flags.tokenizer ??
+        resolveTokenizerPath(
+          await localModelPath(
+            flags.model,
+            flags.ggufFile !== undefined ? { ggufFile: flags.ggufFile } : { parts: 'tokenizer' },
+          ),
+        );
       const tokenizer = loadTokenizer(tokenizerPath);
       let loaded;
       try {
-        loaded = await loadDataset(dataPath, tokenizer, {
-          maxSeqLen: seqLen,
-          format: flags.format,
-          ...(flags.columns ? { columns: parseColumnMapping(flags.columns) } : {}),
-          ...(flags.template !== undefined
-            ? { promptTemplate: new PromptTemplate(unescapeCommandLine(flags.template)) }
-            : {}),
-          ...(flags.chatTemplate ? templateOptions(resolveChatTemplate(flags.chatTemplate)) : {}),
-          ...(flags.truncation ? { truncation: flags.truncation } : {}),
-          trainOnPrompt: flags.trainOnPrompt ?? false,
-          skipBadRows: flags.skipBadRows ?? false,
-          ...(flags.maxRowBytes !== undefined ? { maxRowBytes: flags.maxRowBytes } : {}),
-          ...(flags.separator !== undefined
-            ? { text: { separator: unescapeCommandLine(flags.separator) } }
-            : {}),
-          validFraction: flags.validFraction,
-          seed: flags.seed,
-          ...(flags.maxRows !== undefined ? { maxRows: flags.maxRows } : {}),
-        });
+        loaded = await loadDataset(
+          await localDataPath(dataPath, { split: flags.split }),
+          tokenizer,
+          {
+            maxSeqLen: seqLen,
+            ...(flags.split !== undefined ? { split: flags.split } : {}),
+            format: flags.format,
+            ...(flags.columns ? { columns: parseColumnMapping(flags.columns) } : {}),
+            ...(flags.template !== undefined
+              ? { promptTemplate: new PromptTemplate(unescapeCommandLine(flags.template)) }
+              : {}),
+            ...(flags.chatTemplate ? templateOptions(resolveChatTemplate(flags.chatTemplate)) : {}),
+            ...(flags.truncation ? { truncation: flags.truncation } : {}),
+            trainOnPrompt: flags.trainOnPrompt ?? false,
+            skipBadRows: flags.skipBadRows ?? false,
+            ...(flags.maxRowBytes !== undefined ? { maxRowBytes: flags.maxRowBytes } : {}),
+            ...(flags.separator !== undefined
+              ? { text: { separator: unescapeCommandLine(flags.separator) } }
+              : {}),
+            validFraction: flags.validFraction,
+            seed: flags.seed,
+            ...(flags.maxRows !== undefined ? { maxRows: flags.maxRows } : {}),
+          },
+        );
       } catch (err) {
         if (err instanceof RowError && !(err instanceof UnknownFormatError)) {
           throw new Error(

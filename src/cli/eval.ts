@@ -1,3 +1,4 @@
+import { localDataPath } from './hub-args.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../backends/index.js';
 import type { Command } from 'commander';
 import { Batcher } from '../data/batching.js';
@@ -9,7 +10,7 @@ import {
   buildOptionsOf,
   chooseBase,
   oneAdapter,
-  resolveModelPath,
+  resolveModelLocally,
 } from './base-options.js';
 import { loadModel } from '../load/load-model.js';
 import { choiceOption, collect, formatCount, intOption } from './options.js';
@@ -93,7 +94,7 @@ export function registerEvalCommand(program: Command): void {
       process.stderr.write(`${line}\n`),
     );
     const { model, tokenizer } = await loadModel({
-      model: resolveModelPath(flags.model, adapterPath, recipe),
+      model: await resolveModelLocally(flags.model, adapterPath, recipe, flags.ggufFile),
       tokenizer: flags.tokenizer,
       adapter: adapterPath,
       backend: flags.backend,
@@ -101,7 +102,7 @@ export function registerEvalCommand(program: Command): void {
       ...buildOptionsOf(base),
       maxPositions: flags.seqLen,
     });
-    const data = await loadDataset(flags.data, tokenizer, {
+    const data = await loadDataset(await localDataPath(flags.data), tokenizer, {
       maxSeqLen: flags.seqLen,
       ...dataOptionsFor(cmd, flags, recipe, (line) => process.stderr.write(`${line}\n`)),
       validFraction: 0,

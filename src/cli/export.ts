@@ -3,6 +3,7 @@
  * `qlora convert IN OUT` (between HF folder, GGUF and llama2.c).
  */
 import fs from 'node:fs';
+import { GGUF_FILE_HELP, localModelPath } from './hub-args.js';
 import path from 'node:path';
 import { type Command, Option } from 'commander';
 import { convertCheckpoint, writeCheckpointAs, type ConvertResult } from '../export/convert.js';
@@ -24,7 +25,7 @@ import {
   type BaseFlags,
   chooseBase,
   oneAdapter,
-  resolveModelPath,
+  resolveModelLocally,
 } from './base-options.js';
 import { asQuantizedBase } from './merge.js';
 import { choiceOption, collect, oneOutput } from './options.js';
@@ -66,11 +67,20 @@ function checkExtension(format: ExportFormat, out: string): void {
     throw new Error(`--output for --format ${format} is a folder`);
 }
 
-function exportLora(flags: ExportFlags, adapterPath: string | undefined, out: string): void {
+async function exportLora(
+  flags: ExportFlags,
+  adapterPath: string | undefined,
+  out: string,
+): Promise<void> {
   if (!adapterPath) throw new Error('--format gguf-lora needs --adapter (a PEFT adapter folder)');
   const adapter = loadPeftAdapter(adapterPath);
   // The base decides the architecture and the Q/K permutation of B.
-  const basePath = resolveModelPath(flags.model, adapterPath, readAdapterRecipe(adapterPath));
+  const basePath = await resolveModelLocally(
+    flags.model,
+    adapterPath,
+    readAdapterRecipe(adapterPath),
+    flags.ggufFile,
+  );
   const ck = openCheckpoint(basePath);
   try {
     const dtype = choiceOption<GgufLoraDtype>('--dtype', GGUF_LORA_DTYPES)(flags.dtype ?? 'f32');
@@ -177,18 +187,18 @@ export function registerExportCommands(program: Command): void {
     .addOption(new Option('--out <path>').hideHelp());
   // With --adapter the weights merge into the base it was trained on (its qlora_config.json), unless --quant says otherwise.
   addBaseOptions(cmd, ['base-quant']);
-  cmd.action((flags: ExportFlags) => {
+  cmd.action(async (flags: ExportFlags) => {
     const out = flags.output ?? flags.out;
     if (out === undefined) throw new Error('--output is required (the file or folder to write)');
     const adapterPath = oneAdapter(flags.adapter);
     checkExtension(flags.format, out);
-    if (flags.format === 'gguf-lora') return exportLora(flags, adapterPath, out);
+    if (flags.format === 'gguf-lora') return await exportLora(flags, adapterPath, out);
     if (flags.format === 'ollama') checkOllamaFolder(out);
     const adapter = adapterPath ? loadPeftAdapter(adapterPath) : null;
     const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) =>
       process.stderr.write(`${line}\n`),
     );
-    const modelPath = resolveModelPath(flags.model, adapterPath, recipe);
+    const modelPath = await resolveModelLocally(flags.model, adapterPath, recipe, flags.ggufFile);
     const ck = openCheckpoint(modelPath);
     try {
       const base =
@@ -233,14 +243,20 @@ export function registerExportCommands(program: Command): void {
       'tensor type (gguf: f32, f16, bf16, q8_0, q4_0, q4_k, default f16; hf: f32, f16, bf16, default f32)',
     )
     .option('--tokenizer <path>', "vocabulary for a GGUF output (default: the input's own)")
+    .option('--gguf-file <pattern>', GGUF_FILE_HELP)
     .action(
-      (
+      async (
         input: string,
         outArg: string | undefined,
-        flags: { dtype?: string; tokenizer?: string; output?: string },
+        flags: { dtype?: string; tokenizer?: string; output?: string; ggufFile?: string },
       ) => {
+        const output = oneOutput(outArg, flags.output);
+        const local = await localModelPath(
+          input,
+          flags.ggufFile !== undefined ? { ggufFile: flags.ggufFile } : {},
+        );
         report(
-          convertCheckpoint(input, oneOutput(outArg, flags.output), {
+          convertCheckpoint(local, output, {
             dtype: flags.dtype,
             tokenizer: flags.tokenizer,
           }),

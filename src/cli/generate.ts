@@ -1,3 +1,4 @@
+import { localDataPath } from './hub-args.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../backends/index.js';
 import readline from 'node:readline';
 import type { Command } from 'commander';
@@ -7,7 +8,7 @@ import {
   buildOptionsOf,
   chooseBase,
   oneAdapter,
-  resolveModelPath,
+  resolveModelLocally,
 } from './base-options.js';
 import { ChatTemplate, type ChatMessage } from '../data/chat-template.js';
 import { resolveChatTemplate } from '../data/chat-template-source.js';
@@ -146,7 +147,7 @@ export function registerGenerateCommand(program: Command): void {
       process.stderr.write(`${line}\n`),
     );
     const { model, tokenizer, checkpoint } = await loadModel({
-      model: resolveModelPath(flags.model, adapterPath, recipe),
+      model: await resolveModelLocally(flags.model, adapterPath, recipe, flags.ggufFile),
       tokenizer: flags.tokenizer,
       adapter: adapterPath,
       backend: flags.backend,
@@ -170,7 +171,7 @@ export function registerGenerateCommand(program: Command): void {
           model,
           tokenizer,
           {
-            data: flags.data,
+            data: await localDataPath(flags.data),
             split: flags.split,
             output: flags.output ?? null,
             recipe: dataOptionsFor(cmd, flags, recipe, (line) => process.stderr.write(`${line}\n`)),

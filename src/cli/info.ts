@@ -1,3 +1,4 @@
+import { GGUF_FILE_HELP, localModelPath } from './hub-args.js';
 import type { Command } from 'commander';
 import { type BuildConfig, expectedTensorNames, projectionHasBias } from '../models/build.js';
 import { openCheckpoint } from '../io/checkpoint.js';
@@ -43,7 +44,10 @@ export function registerInfoCommand(program: Command): void {
     .description(
       'describe a model: architecture, parameters by kind, context, tokenizer, memory at f32/bf16/NF4',
     )
-    .argument('[path]', 'model: HF folder, .gguf file, or llama2.c .bin')
+    .argument(
+      '[path]',
+      'model: HF folder, .gguf file, llama2.c .bin, or a Hub id org/name[@revision] (from the Hugging Face cache, else downloaded into it)',
+    )
     .option(
       '--devices',
       'list the compute devices instead: cpu, and WebGPU adapters with their features and limits',
@@ -53,18 +57,22 @@ export function registerInfoCommand(program: Command): void {
       '--measure',
       'load the model with an NF4 base and report the bytes its projections really occupy',
     )
+    .option('--gguf-file <pattern>', GGUF_FILE_HELP)
     .action(
       async (
-        modelPath: string | undefined,
-        flags: { tokenizer?: string; measure?: boolean; devices?: boolean },
+        modelArg: string | undefined,
+        flags: { tokenizer?: string; measure?: boolean; devices?: boolean; ggufFile?: string },
       ) => {
         if (flags.devices) {
           const { describeDevices } = await import('./devices.js');
           for (const line of await describeDevices()) console.log(line);
           return;
         }
-        if (modelPath === undefined)
-          throw new Error('qlora info: give a model path (or --devices)');
+        if (modelArg === undefined) throw new Error('qlora info: give a model path (or --devices)');
+        const modelPath = await localModelPath(
+          modelArg,
+          flags.ggufFile !== undefined ? { ggufFile: flags.ggufFile } : {},
+        );
         const ck = openCheckpoint(modelPath);
         const c = ck.config;
         ck.close();

@@ -4,7 +4,7 @@ import {
   type BaseFlags,
   chooseBase,
   oneAdapter,
-  resolveModelPath,
+  resolveModelLocally,
 } from './base-options.js';
 import { loadLoraAdapter } from '../io/gguf-lora.js';
 import { writeCheckpointAs } from '../export/convert.js';
@@ -86,7 +86,7 @@ export function registerMergeCommand(program: Command): void {
     );
   // The weights merge into the base the adapter was trained on (its qlora_config.json), unless --quant says otherwise.
   addBaseOptions(cmd);
-  cmd.action((flags: MergeFlags) => {
+  cmd.action(async (flags: MergeFlags) => {
     const out = flags.output ?? flags.out;
     if (out === undefined) throw new Error('--output is required (the folder to write)');
     if (out.endsWith('.gguf') || out.endsWith('.bin'))
@@ -97,7 +97,9 @@ export function registerMergeCommand(program: Command): void {
     const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) =>
       process.stderr.write(`${line}\n`),
     );
-    const ck = openCheckpoint(resolveModelPath(flags.model, adapterPath, recipe));
+    const ck = openCheckpoint(
+      await resolveModelLocally(flags.model, adapterPath, recipe, flags.ggufFile),
+    );
     try {
       const adapter = loadLoraAdapter(adapterPath, ck.config);
       const base = quant

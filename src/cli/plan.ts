@@ -9,6 +9,8 @@ import { type AdapterSummary, resolveBackend } from '../backends/index.js';
 import type { Backend } from '../tensor/backend.js';
 import { formatDevicePlan, planOnDevice } from '../train/device-plan.js';
 import { NAMED_SHAPES, printTrainingPlan, resolvePlanModel } from '../train/plan.js';
+import path from 'node:path';
+import { isHubModelId, localModelPath } from './hub-args.js';
 import { intOption } from './options.js';
 import { resolveTrainConfig } from './train-config.js';
 import { addTrainOptions, LOSS_CHUNK_ROWS, planOptionsOf, trainSettings } from './train-options.js';
@@ -36,7 +38,18 @@ export function registerPlanCommand(program: Command): void {
       values.gradientCheckpointing = gradCheckpointing;
     // The data and the output folder do not change the memory of a run: plan needs only the model.
     const config = resolveTrainConfig({ data: '-', output: '-', ...values }, source, fileKeys);
-    const { config: model, label } = resolvePlanModel(config.model);
+    // A Hub model needs only its config.json (or, with --gguf-file, its GGUF file) to be planned.
+    let spec = config.model;
+    if (isHubModelId(spec)) {
+      const local = await localModelPath(
+        spec,
+        config.ggufFile !== undefined ? { ggufFile: config.ggufFile } : { parts: 'config' },
+      );
+      spec = config.ggufFile !== undefined ? local : path.join(local, 'config.json');
+    }
+    const planned = resolvePlanModel(spec);
+    const model = planned.config;
+    const label = spec === config.model ? planned.label : config.model;
     const plan = await printTrainingPlan(
       model,
       planOptionsOf(config, typeof lossChunkRows === 'number' ? lossChunkRows : LOSS_CHUNK_ROWS),

@@ -1,3 +1,4 @@
+import { GGUF_FILE_HELP, localModelPath } from './hub-args.js';
 import type { Command } from 'commander';
 import { writeBnb4bitFolder } from '../export/bnb-writer.js';
 import { HF_DTYPES } from '../export/hf-writer.js';
@@ -13,6 +14,7 @@ interface QuantizeFlags {
   output?: string;
   dtype: 'f32' | 'f16' | 'bf16';
   tokenizer?: string;
+  ggufFile?: string;
 }
 
 export function registerQuantizeCommand(program: Command): void {
@@ -39,10 +41,15 @@ export function registerQuantizeCommand(program: Command): void {
       'f32',
     )
     .option('--tokenizer <path>', 'tokenizer to include when the model has none beside it')
-    .action((modelPath: string, outArg: string | undefined, flags: QuantizeFlags) => {
+    .option('--gguf-file <pattern>', GGUF_FILE_HELP)
+    .action(async (model: string, outArg: string | undefined, flags: QuantizeFlags) => {
       const out = oneOutput(outArg, flags.output);
       if (!VALID_4BIT_BLOCKSIZES.includes(flags.blocksize))
         throw new Error(`--blocksize must be one of ${VALID_4BIT_BLOCKSIZES.join(', ')}`);
+      const modelPath = await localModelPath(
+        model,
+        flags.ggufFile !== undefined ? { ggufFile: flags.ggufFile } : {},
+      );
       const ck = openCheckpoint(modelPath);
       try {
         let vocab = null;

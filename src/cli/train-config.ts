@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { parseHubId } from '../hub/repo-id.js';
 import { closest } from './options.js';
 
 const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -27,6 +28,8 @@ export const trainConfigSchema = z
     data: z.string().min(1),
     output: z.string().min(1),
     tokenizer: z.string().optional(),
+    split: z.string().min(1).optional(),
+    ggufFile: z.string().min(1).optional(),
     maxSteps: z.number().int().positive().optional(),
     epochs: z.number().positive().optional(),
     lr: z.number().positive().default(2e-4),
@@ -154,10 +157,13 @@ export function readConfigFile(file: string): {
     out[key] = v;
     keys.set(key, k);
   }
-  // Paths in the file are relative to the file.
+  // Paths in the file are relative to the file; a Hub id (org/name) with no such path stays an id.
   for (const key of ['model', 'data', 'output', 'tokenizer']) {
-    if (typeof out[key] === 'string' && !path.isAbsolute(out[key] as string))
-      out[key] = path.resolve(path.dirname(file), out[key] as string);
+    if (typeof out[key] !== 'string' || path.isAbsolute(out[key] as string)) continue;
+    const beside = path.resolve(path.dirname(file), out[key] as string);
+    const hubKind = key === 'model' ? 'model' : key === 'data' ? 'dataset' : null;
+    if (hubKind && !fs.existsSync(beside) && parseHubId(out[key] as string, hubKind)) continue;
+    out[key] = beside;
   }
   // chat_template is a file (relative to the YAML file) or a built-in name.
   if (typeof out.chatTemplate === 'string' && !path.isAbsolute(out.chatTemplate)) {

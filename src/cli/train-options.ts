@@ -7,6 +7,7 @@
 import { type Command, Option } from 'commander';
 import { BACKEND_CHOICES } from '../backends/index.js';
 import { unescapeCommandLine } from '../data/prompt-template.js';
+import { GGUF_FILE_HELP } from './hub-args.js';
 import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
 import type { PlanOptions } from '../train/plan.js';
 import { choiceOption, floatOption, intOption } from './options.js';
@@ -38,11 +39,19 @@ function intList(value: string): number[] {
 
 export function addTrainOptions(cmd: Command): Command {
   cmd
-    .option('-m, --model <path>', 'base model: HF folder, .gguf file, or llama2.c .bin')
+    .option(
+      '-m, --model <path>',
+      'base model: HF folder, .gguf file, llama2.c .bin, or a Hub id org/name[@revision] (from the Hugging Face cache, else downloaded into it)',
+    )
     .option(
       '-d, --data <path>',
-      'dataset: .jsonl/.json/.csv/.tsv/.txt file, or a folder with train.*/valid.*',
+      'dataset: .jsonl/.json/.csv/.tsv/.txt/.parquet file, a folder with train.*/valid.* (or a Hugging Face dataset folder), or a Hub dataset id org/name[@revision]',
     )
+    .option(
+      '--split <name>',
+      'the split of a Hub dataset (or Hugging Face dataset folder) to train on, e.g. train_sft (default: train)',
+    )
+    .option('--gguf-file <pattern>', GGUF_FILE_HELP)
     .option(
       '-o, --output <dir>',
       `output folder for the adapter, checkpoints, metrics.jsonl and loss.svg (demo: ${DEMO.output})`,

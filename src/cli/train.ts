@@ -1,3 +1,4 @@
+import { isHubModelId, localDataPath, localModelPath } from './hub-args.js';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { Batcher } from '../data/batching.js';
@@ -82,8 +83,13 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   });
   if (config.overwrite && removed.length > 0 && !config.resume)
     log(`--overwrite: removed the previous run's ${removed.join(', ')} from ${config.output}`);
+  // A Hub id becomes its snapshot in the Hugging Face cache (downloaded when missing): the model
+  // and the data, before the plan, so a gated model or a missing split stops the run here.
+  const hubModel = isHubModelId(config.model);
+  const modelPath = await localModelPath(config.model, { ggufFile: config.ggufFile });
+  const dataPath = await localDataPath(config.data, { split: config.split });
   // The memory plan first (from the config alone), so a run that cannot fit is flagged before loading.
-  const header = openCheckpoint(config.model);
+  const header = openCheckpoint(modelPath);
   try {
     // The rank against the model's projections first: a typo like --rank 100000 stops here, before
     // the plan or any allocation; a rank above min(in, out) only wastes memory, so it is a warning.
@@ -96,7 +102,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   const plan = await printTrainingPlan(
     header.config,
     planOptionsOf(config),
-    path.basename(path.resolve(config.model)),
+    hubModel ? config.model : path.basename(path.resolve(config.model)),
     log,
   );
   header.close();
@@ -109,9 +115,10 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       "warning: the plan says this run does not fit in this machine's memory (see above); continuing because of --force",
     );
   }
+  const baseName = hubModel ? config.model.split('@')[0]! : modelName(modelPath);
   const t0 = performance.now();
   const { model, tokenizer, checkpoint } = await loadModel({
-    model: config.model,
+    model: modelPath,
     tokenizer: config.tokenizer,
     backend: config.backend,
     computeDtype: config.computeDtype,
@@ -136,8 +143,9 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
   log(`backend: ${be.name}${be.describe ? ` (${be.describe()})` : ''}`);
 
   const chat = config.chatTemplate !== undefined ? resolveChatTemplate(config.chatTemplate) : null;
-  const data = await loadDataset(config.data, tokenizer, {
+  const data = await loadDataset(dataPath, tokenizer, {
     maxSeqLen: config.seqLen,
+    ...(config.split !== undefined ? { split: config.split } : {}),
     ...(chat ? { chatTemplate: chat.source } : {}),
     format: config.format,
     columns: config.columns ? parseColumnMapping(config.columns) : undefined,
@@ -240,9 +248,12 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
       loadBest: config.loadBest,
       // PEFT's base_model_name_or_path: the model's name (Hub id when known), not this machine's path;
       // the path is in config.yaml.
-      baseModel: modelName(config.model),
+      baseModel: baseName,
       recipe: {
-        baseModelPath: path.resolve(config.model),
+        // A Hub model is recorded by its id (found again through the cache on any machine), except
+        // one GGUF file of a repository, which is recorded by its path.
+        baseModelPath:
+          hubModel && config.ggufFile === undefined ? config.model : path.resolve(modelPath),
         quantization:
           config.quant === 'none'
             ? null
@@ -310,7 +321,7 @@ export async function runTraining(config: TrainConfig, demo: boolean): Promise<v
     config,
     modelCard({
       config,
-      baseName: modelName(config.model),
+      baseName,
       format: data.format,
       trainExamples: st.examples,
       validExamples: data.valid.length,

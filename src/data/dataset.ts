@@ -28,6 +28,8 @@ export interface DatasetOptions extends Omit<FormatOptions, 'chatTemplate'> {
   /** Fraction of train examples held out for validation when there is no validation file (default 0.05; 0 for none). */
   readonly validFraction?: number;
   readonly seed?: number;
+  /** The split of a Hugging Face dataset folder to train on (default train); see sources.ts. */
+  readonly split?: string;
   /** Read at most this many rows per split (for quick inspection). */
   readonly maxRows?: number;
   /** Longest row in UTF-8 bytes (default 1 MiB, DEFAULT_MAX_ROW_BYTES); a longer row is a row error. */
@@ -111,7 +113,10 @@ export async function loadDataset(
   ) {
     throw new DatasetError(`max row bytes must be a positive integer, got ${options.maxRowBytes}`);
   }
-  const sources = await resolveSources(path);
+  const sources = await resolveSources(
+    path,
+    options.split !== undefined ? { split: options.split } : {},
+  );
   const renderer = new RowRenderer({
     ...options,
     chatTemplate: () => {

@@ -3,10 +3,12 @@ import { DatasetError } from './errors.js';
 import { readDelimited } from './read-csv.js';
 import { readJsonArray } from './read-json-array.js';
 import { readJsonLines, type RowReadOptions } from './read-jsonl.js';
+import { readParquet } from './read-parquet.js';
+import { hfDataFiles, isDataFile, VALIDATION_SPLITS } from './hf-data-files.js';
 import { TEXT_PIECE, readText, type TextReadOptions, type TextRowValue } from './read-text.js';
 import type { RawRow } from './rows.js';
 
-export type FileKind = 'jsonl' | 'json' | 'csv' | 'tsv' | 'text';
+export type FileKind = 'jsonl' | 'json' | 'csv' | 'tsv' | 'text' | 'parquet';
 export type SplitName = 'train' | 'valid' | 'test';
 
 /** One or more files that together make one split. */
@@ -29,6 +31,7 @@ const KIND_BY_EXTENSION: Record<string, FileKind> = {
   '.txt': 'text',
   '.text': 'text',
   '.md': 'text',
+  '.parquet': 'parquet',
 };
 
 const SPLIT_STEMS: Record<SplitName, readonly string[]> = {
@@ -41,21 +44,44 @@ export function fileKindOf(path: string): FileKind | null {
   return KIND_BY_EXTENSION[paths.extname(path).toLowerCase()] ?? null;
 }
 
+export interface SourceOptions {
+  /**
+   * The split to train on, by the name a Hugging Face dataset folder gives it (e.g. `train_sft`);
+   * default `train`. Only for folders.
+   */
+  readonly split?: string;
+}
+
 /**
  * Resolves a dataset path: a single file (train split only), or an MLX-style directory holding
- * train.* and optionally valid.* (also validation/val/dev) and test.*; a directory with no train.*
- * but only text files is a folder of documents, one per file.
+ * train.* and optionally valid.* (also validation/val/dev) and test.*, or a Hugging Face dataset
+ * folder (a Hub snapshot or clone: splits from its README's `configs:` or file names, each split
+ * one or more files, parquet included; `hf-data-files.ts`); a directory with no train.* but only
+ * text files is a folder of documents, one per file.
  */
-export async function resolveSources(path: string): Promise<ResolvedSources> {
+export async function resolveSources(
+  path: string,
+  options: SourceOptions = {},
+): Promise<ResolvedSources> {
   let info;
   try {
     info = await fs.promises.stat(path);
   } catch {
     throw new DatasetError(`no such file or directory`, { file: path });
   }
-  if (info.isFile()) return { train: { files: [{ path, kind: requireKind(path) }] } };
+  if (info.isFile()) {
+    if (options.split !== undefined)
+      throw new DatasetError(
+        `--split ${options.split} needs a dataset folder or a Hub dataset, not a file`,
+        {
+          file: path,
+        },
+      );
+    return { train: { files: [{ path, kind: requireKind(path) }] } };
+  }
   if (!info.isDirectory())
     throw new DatasetError('not a regular file or directory', { file: path });
+  if (options.split !== undefined) return await hfSources(path, options.split);
 
   const names = (await fs.promises.readdir(path)).filter((n) => !n.startsWith('.')).sort();
   const find = (split: SplitName): SplitFiles | undefined => {
@@ -76,6 +102,8 @@ export async function resolveSources(path: string): Promise<ResolvedSources> {
   const valid = find('valid');
   const test = find('test');
   if (train) return { train, ...(valid ? { valid } : {}), ...(test ? { test } : {}) };
+  const hf = await hfSources(path, 'train', true);
+  if (hf) return hf;
 
   const texts = names.filter((n) => fileKindOf(n) === 'text');
   if (texts.length > 0 && texts.length === names.filter((n) => fileKindOf(n) !== null).length) {
@@ -91,11 +119,92 @@ export async function resolveSources(path: string): Promise<ResolvedSources> {
   );
 }
 
+/** Data files under a folder (relative, `/`-separated), at most this deep and this many. */
+const MAX_WALK_DEPTH = 6;
+const MAX_WALK_FILES = 100_000;
+
+async function walk(root: string): Promise<string[]> {
+  const out: string[] = [];
+  const visit = async (rel: string, depth: number): Promise<void> => {
+    const dir = rel === '' ? root : paths.join(root, rel);
+    for (const entry of (await fs.promises.readdir(dir, { withFileTypes: true })).sort((a, b) =>
+      a.name < b.name ? -1 : 1,
+    )) {
+      if (entry.name.startsWith('.')) continue;
+      const child = rel === '' ? entry.name : `${rel}/${entry.name}`;
+      // Hub snapshots hold symlinks to blobs: follow them to what they are.
+      const st = entry.isSymbolicLink()
+        ? await fs.promises.stat(paths.join(root, child)).catch(() => null)
+        : entry;
+      if (!st) continue;
+      if (st.isDirectory()) {
+        if (depth < MAX_WALK_DEPTH) await visit(child, depth + 1);
+      } else if (st.isFile() && (isDataFile(child) || child === 'README.md')) {
+        out.push(child);
+        if (out.length > MAX_WALK_FILES)
+          throw new DatasetError(
+            `more than ${MAX_WALK_FILES} files; name one split's folder or file`,
+            {
+              file: root,
+            },
+          );
+      }
+    }
+  };
+  await visit('', 0);
+  return out;
+}
+
+/** A Hugging Face dataset folder's splits (`hf-data-files.ts`): `trainSplit` → train, validation → valid, test → test. */
+async function hfSources(
+  root: string,
+  trainSplit: string,
+  optional: true,
+): Promise<ResolvedSources | null>;
+async function hfSources(root: string, trainSplit: string): Promise<ResolvedSources>;
+async function hfSources(
+  root: string,
+  trainSplit: string,
+  optional = false,
+): Promise<ResolvedSources | null> {
+  const files = await walk(root);
+  const readme = files.includes('README.md')
+    ? await fs.promises.readFile(paths.join(root, 'README.md'), 'utf8')
+    : null;
+  const splits = hfDataFiles(
+    files.filter((f) => f !== 'README.md'),
+    readme,
+  );
+  const of = (name: string | undefined): SplitFiles | undefined => {
+    const rel = name === undefined ? undefined : splits.get(name);
+    return rel
+      ? {
+          files: rel.map((r) => ({
+            path: paths.join(root, ...r.split('/')),
+            kind: requireKind(r),
+          })),
+        }
+      : undefined;
+  };
+  const train = of(trainSplit);
+  if (!train) {
+    if (optional) return null;
+    throw new DatasetError(
+      `no '${trainSplit}' split (it has: ${splits.size > 0 ? [...splits.keys()].join(', ') : 'no data files'})`,
+      { file: root },
+    );
+  }
+  const validName = VALIDATION_SPLITS.find((n) => n !== trainSplit && splits.has(n));
+  const valid = of(validName);
+  const test = trainSplit === 'test' ? undefined : of('test');
+  return { train, ...(valid ? { valid } : {}), ...(test ? { test } : {}) };
+}
+
 function requireKind(path: string): FileKind {
   const kind = fileKindOf(path);
   if (!kind) {
     throw new DatasetError(
-      `unsupported file type '${paths.extname(path) || '(none)'}': use .jsonl, .json, .csv, .tsv or .txt`,
+      `unsupported file type '${paths.extname(path) || '(none)'}': use .jsonl, .json, .csv, .tsv, .txt or .parquet`,
       { file: path },
     );
   }
@@ -122,6 +231,9 @@ export async function* readSplit(
         break;
       case 'tsv':
         yield* readDelimited(path, '\t', path, rows);
+        break;
+      case 'parquet':
+        yield* readParquet(path, path, rows);
         break;
       case 'text': {
         // Document numbers continue across files so each file stays its own document.
