@@ -140,6 +140,16 @@ test('a Hugging Face dataset folder on disk (no train.* at the top) reads by the
   const texts = [];
   for await (const r of readSplit(s.valid!)) texts.push((r.value as { text: string }).text);
   assert.deepEqual(texts, ['three']);
+  // Files with no split names are the train split of a dataset repository (it has a card), and
+  // an error in a plain folder (test/data-readers.test.ts).
+  const card = path.join(tmp, 'card');
+  fs.mkdirSync(card);
+  fs.writeFileSync(path.join(card, 'README.md'), '# a dataset\n');
+  fs.writeFileSync(path.join(card, 'notes.jsonl'), '{"text": "x"}\n');
+  assert.deepEqual(
+    (await resolveSources(card)).train.files.map((f) => path.basename(f.path)),
+    ['notes.jsonl'],
+  );
   await assert.rejects(
     resolveSources(path.join(dir, 'data', 'train-00000-of-00001.jsonl'), { split: 'train' }),
     /--split train needs a dataset folder or a Hub dataset, not a file/,

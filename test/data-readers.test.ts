@@ -216,8 +216,8 @@ test('directories: MLX-style train/valid/test, a folder of text documents, and c
   );
   await assert.rejects(resolveSources(join(dir, 'missing')), /missing: no such file or directory/);
   await assert.rejects(
-    resolveSources(await file('data.parquet', 'x')),
-    /unsupported file type '\.parquet'/,
+    resolveSources(await file('data.xlsx', 'x')),
+    /unsupported file type '\.xlsx'/,
   );
   const mixed = join(dir, 'mixed');
   await mkdir(mixed);

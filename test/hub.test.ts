@@ -514,3 +514,23 @@ test('a run YAML keeps Hub ids as ids (paths in it are relative to the file)', (
   fs.writeFileSync(file, 'model: local\n');
   assert.equal(readConfigFile(file).values.model, path.join(dir, 'local'));
 });
+
+test('two runs fetching one model download each file once; a lock left by a dead process is taken over', async () => {
+  const env = envWith('cache-concurrent');
+  const folder = path.join(env.cacheDir, 'models--test--stories');
+  const shard = 'model-00001-of-00002.safetensors';
+  const locks = path.join(env.cacheDir, '.locks', 'models--test--stories');
+  fs.mkdirSync(locks, { recursive: true });
+  fs.writeFileSync(path.join(locks, `${sha256(modelFiles.get(shard)!)}.qlora-lock`), '999999999');
+  hub.requests.length = 0;
+  const [a, b] = await Promise.all([
+    resolveHubModel(model('test/stories'), { env }),
+    resolveHubModel(model('test/stories'), { env }),
+  ]);
+  assert.equal(a.path, b.path);
+  const bodies = hub.requests.filter((q) => q.path.startsWith('/cdn/') && q.range !== 'bytes=0-0');
+  assert.equal(bodies.length, 2, JSON.stringify(bodies));
+  assert.deepEqual(fs.readFileSync(path.join(a.path, shard)), modelFiles.get(shard));
+  assert.deepEqual(fs.readdirSync(locks), []);
+  assert.ok(fs.existsSync(path.join(folder, 'refs', 'main')));
+});

@@ -8,7 +8,8 @@
  * 2. else `data/<split>-00000-of-00001.<ext>` names, whatever the split is called;
  * 3. else split keywords in file or folder names (train/training, validation/valid/val/dev,
  *    test/testing/eval/evaluation) between separators (`-._ ` and digits);
- * 4. else every data file is the train split.
+ * 4. else every data file is the train split (unless `allTrain` is false: a local folder of
+ *    unnamed files is more likely a mistake than a dataset repository).
  *
  * Pure: paths are repository-relative with `/`, the README is its text.
  */
@@ -114,6 +115,7 @@ function fromConfigs(files: readonly string[], readme: string): Map<string, stri
 export function hfDataFiles(
   paths: readonly string[],
   readme: string | null,
+  allTrain = true,
 ): Map<string, string[]> {
   const files = paths
     .filter((p) => isDataFile(p) && !p.split('/').some((part) => part.startsWith('.')))
@@ -145,7 +147,7 @@ export function hfDataFiles(
     }
   }
   if (out.size > 0) return sorted(out);
-  return files.length > 0 ? new Map([['train', files]]) : out;
+  return files.length > 0 && allTrain ? new Map([['train', files]]) : out;
 }
 
 /** The Hub's split names for our validation split, in the order they are looked for. */

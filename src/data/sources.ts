@@ -171,9 +171,14 @@ async function hfSources(
   const readme = files.includes('README.md')
     ? await fs.promises.readFile(paths.join(root, 'README.md'), 'utf8')
     : null;
+  // Unnamed files are all train only in what is clearly a dataset repository: one with a dataset
+  // card, or a snapshot in the Hugging Face cache (datasets--org--name/snapshots/<commit>).
+  const repository =
+    readme !== null || /datasets--[^/\\]+[/\\]snapshots[/\\][0-9a-f]{40}[/\\]?$/.test(root);
   const splits = hfDataFiles(
     files.filter((f) => f !== 'README.md'),
     readme,
+    repository,
   );
   const of = (name: string | undefined): SplitFiles | undefined => {
     const rel = name === undefined ? undefined : splits.get(name);

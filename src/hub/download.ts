@@ -25,6 +25,51 @@ export interface HubFile {
 
 export type OnBytes = (bytes: number) => void;
 
+function alive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * One downloader per blob: two runs fetching the same model would otherwise append to the same
+ * .incomplete file. The lock is a file created exclusively, holding the owner's pid; a lock whose
+ * owner is gone (killed mid-download) is taken over. It sits beside Python's own locks
+ * (`<cache>/.locks/<repo>/`) under a name of its own, so neither tool mistakes the other's.
+ */
+async function withBlobLock<T>(folder: string, etag: string, body: () => Promise<T>): Promise<T> {
+  const dir = path.join(path.dirname(folder), '.locks', path.basename(folder));
+  fs.mkdirSync(dir, { recursive: true });
+  const lock = path.join(dir, `${etag}.qlora-lock`);
+  for (;;) {
+    try {
+      const fd = fs.openSync(lock, 'wx');
+      fs.writeSync(fd, String(process.pid));
+      fs.closeSync(fd);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      let owner = NaN;
+      try {
+        owner = Number(fs.readFileSync(lock, 'utf8'));
+      } catch {
+        continue; // released meanwhile
+      }
+      if (!alive(owner)) fs.rmSync(lock, { force: true });
+      else await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  try {
+    return await body();
+  } finally {
+    fs.rmSync(lock, { force: true });
+  }
+}
+
 async function hashOf(file: string, lfs: boolean, size: number): Promise<string> {
   const h = createHash(lfs ? 'sha256' : 'sha1');
   // A git blob hash covers a "blob <size>\0" header before the contents.
@@ -52,6 +97,25 @@ export async function fetchBlob(
   onBytes: OnBytes,
 ): Promise<string> {
   const blob = blobPath(folder, file.etag);
+  if (fs.existsSync(blob) && fs.statSync(blob).size === file.size) {
+    onBytes(file.size);
+    return blob;
+  }
+  return await withBlobLock(folder, file.etag, () =>
+    fetchBlobLocked(env, ref, commit, folder, file, onBytes, blob),
+  );
+}
+
+async function fetchBlobLocked(
+  env: HubEnv,
+  ref: HubRepoRef,
+  commit: string,
+  folder: string,
+  file: HubFile,
+  onBytes: OnBytes,
+  blob: string,
+): Promise<string> {
+  // Another process may have finished it while this one waited for the lock.
   if (fs.existsSync(blob) && fs.statSync(blob).size === file.size) {
     onBytes(file.size);
     return blob;
