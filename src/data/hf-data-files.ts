@@ -11,7 +11,7 @@
  * 4. else every data file is the train split (unless `allTrain` is false: a local folder of
  *    unnamed files is more likely a mistake than a dataset repository).
  *
- * Pure: paths are repository-relative with `/`, the README is its text.
+ * Pure: paths are repository-relative with `/`, the README is its text (docs/formats.md §9.2).
  */
 import YAML from 'yaml';
 

@@ -48,7 +48,7 @@ function plain(value: unknown): unknown {
  * Rows of a parquet file (the Hugging Face Hub's format for datasets), one row group at a time, as
  * objects of column → value (nested lists and structs, e.g. chat `messages`, as arrays and
  * objects). A row longer than the row limit, measured as JSON, is a row error like an over-long
- * JSONL line.
+ * JSONL line (docs/formats.md §9.3).
  */
 export async function* readParquet(
   file: string,

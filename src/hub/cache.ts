@@ -8,7 +8,7 @@
  *   <cache>/models--org--name/snapshots/<commit>/<path>  relative symlink → ../../blobs/<etag>
  *
  * Datasets live in `datasets--org--name`. Sharing the layout means a model downloaded with Python
- * is used here as it is, and the other way round.
+ * is used here as it is, and the other way round (docs/formats.md §9.1).
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -102,7 +102,7 @@ export async function fetchBlob(
     return blob;
   }
   return await withBlobLock(folder, file.etag, () =>
-    fetchBlobLocked(env, ref, commit, folder, file, onBytes, blob),
+    fetchBlobLocked(env, ref, commit, file, onBytes, blob),
   );
 }
 
@@ -110,7 +110,6 @@ async function fetchBlobLocked(
   env: HubEnv,
   ref: HubRepoRef,
   commit: string,
-  folder: string,
   file: HubFile,
   onBytes: OnBytes,
   blob: string,

@@ -203,7 +203,7 @@ async function fetchAll(
   return path.join(folder, 'snapshots', commit);
 }
 
-function offlineError(env: HubEnv, ref: HubRepoRef, folder: string, what: string): Error {
+function offlineError(ref: HubRepoRef, folder: string, what: string): Error {
   return new Error(
     `${ref.name}${ref.revision !== 'main' ? `@${ref.revision}` : ''}: ${what} is not in the Hugging Face cache (${folder}) and HF_HUB_OFFLINE is set; download it once without HF_HUB_OFFLINE`,
   );
@@ -220,7 +220,6 @@ export async function resolveHubModel(
   if (snap && cached) return { path: cached, commit: snap.commit, fromCache: true };
   if (env.offline)
     throw offlineError(
-      env,
       ref,
       folder,
       o.ggufFile !== undefined ? `a GGUF file matching ${o.ggufFile}` : 'the model',
@@ -300,7 +299,7 @@ export async function resolveHubDataset(
   const snap = cachedSnapshot(folder, ref.revision);
   if (snap && splitsIn(snap.dir).has(split))
     return { path: snap.dir, commit: snap.commit, fromCache: true };
-  if (env.offline) throw offlineError(env, ref, folder, `the dataset's '${split}' split`);
+  if (env.offline) throw offlineError(ref, folder, `the dataset's '${split}' split`);
 
   const { commit, files } = await listRepo(env, ref);
   const readmeFile = files.get('README.md');
