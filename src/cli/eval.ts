@@ -44,7 +44,7 @@ export function registerEvalCommand(program: Command): void {
     )
     .option(
       '-m, --model <path>',
-      'model: HF folder, .gguf file, or llama2.c .bin (default: the base the adapter was trained on)',
+      'model: HF folder, .gguf file, llama2.c .bin or a Hub id org/name[@revision] (default: the base the adapter was trained on)',
     )
     .requiredOption('-d, --data <path>', 'dataset file or folder')
     .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')

@@ -157,7 +157,7 @@ export function registerExportCommands(program: Command): void {
     )
     .option(
       '-m, --model <path>',
-      'base model: HF folder, .gguf or llama2.c .bin (default: the base the adapter was trained on)',
+      'base model: HF folder, .gguf, llama2.c .bin or a Hub id org/name[@revision] (default: the base the adapter was trained on)',
     )
     .option(
       '-a, --adapter <dir>',

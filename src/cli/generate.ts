@@ -52,7 +52,7 @@ export function registerGenerateCommand(program: Command): void {
     .description('generate text from a model (and optionally a LoRA adapter), streaming to stdout')
     .option(
       '-m, --model <path>',
-      'model: HF folder, .gguf file, or llama2.c .bin (default: the base the adapter was trained on)',
+      'model: HF folder, .gguf file, llama2.c .bin or a Hub id org/name[@revision] (default: the base the adapter was trained on)',
     )
     .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
     .option('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file', collect)

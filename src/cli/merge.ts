@@ -73,7 +73,7 @@ export function registerMergeCommand(program: Command): void {
     )
     .option(
       '-m, --model <path>',
-      'base model: HF folder, .gguf file, or llama2.c .bin (default: the base the adapter was trained on)',
+      'base model: HF folder, .gguf file, llama2.c .bin or a Hub id org/name[@revision] (default: the base the adapter was trained on)',
     )
     .requiredOption('-a, --adapter <path>', 'LoRA adapter: PEFT folder or GGUF LoRA file', collect)
     .option('-o, --output <dir>', 'output folder')

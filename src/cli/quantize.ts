@@ -23,7 +23,10 @@ export function registerQuantizeCommand(program: Command): void {
     .description(
       'write a 4-bit (bitsandbytes layout) HF checkpoint: projections NF4/FP4, the rest in --dtype',
     )
-    .argument('<model>', 'model: HF folder, .gguf file, or llama2.c .bin')
+    .argument(
+      '<model>',
+      'model: HF folder, .gguf file, llama2.c .bin or a Hub id org/name[@revision]',
+    )
     .argument('[out]', 'output folder (or -o)')
     .option('-o, --output <dir>', 'output folder')
     .option('--quant <type>', 'nf4 or fp4', choiceOption('--quant', ['nf4', 'fp4'] as const), 'nf4')

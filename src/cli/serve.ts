@@ -19,6 +19,7 @@ import {
   resolveModelPath,
 } from './base-options.js';
 import { loadModel } from '../load/load-model.js';
+import { isHubModelId, localModelPath } from './hub-args.js';
 import { choiceOption, collect, intOption } from './options.js';
 
 interface ServeFlags extends BaseFlags {
@@ -50,7 +51,7 @@ export function registerServeCommand(program: Command): void {
     )
     .option(
       '-m, --model <path>',
-      'base model: HF folder, .gguf or llama2.c .bin (default: the base the adapters were trained on)',
+      'base model: HF folder, .gguf, llama2.c .bin or a Hub id org/name[@revision] (default: the base the adapters were trained on)',
     )
     .option('--tokenizer <path>', 'tokenizer (default: the one next to the model)')
     .option(
@@ -106,10 +107,16 @@ export function registerServeCommand(program: Command): void {
           `the adapters were trained on different bases (${first.a!.name}: ${describeBase(first.base)}; ${c.a.name}: ${describeBase(c.base)}); one base is loaded: pass --quant to choose it`,
         );
     }
-    const modelPath = resolveModelPath(
+    const modelSpec = resolveModelPath(
       flags.model,
       first.a?.path ?? adapters[0]?.path,
       first.recipe,
+    );
+    // A Hub id is served from its snapshot in the Hugging Face cache, under its own name.
+    const hubName = isHubModelId(modelSpec) ? modelSpec.split('@')[0]! : null;
+    const modelPath = await localModelPath(
+      modelSpec,
+      flags.ggufFile !== undefined ? { ggufFile: flags.ggufFile } : {},
     );
     const chatTemplate = flags.chatTemplate ? resolveChatTemplate(flags.chatTemplate) : null;
     log(`base: ${modelPath}, ${describeBase(first.base)}`);
@@ -121,7 +128,10 @@ export function registerServeCommand(program: Command): void {
       ...buildOptionsOf(first.base),
     });
     const baseName =
-      flags.name ?? path.basename(path.resolve(modelPath)).replace(/\.(gguf|bin)$/, '');
+      flags.name ??
+      (hubName !== null && flags.ggufFile === undefined
+        ? hubName
+        : path.basename(path.resolve(modelPath)).replace(/\.(gguf|bin)$/, ''));
     const registry = new ModelRegistry({
       base: model,
       baseName,
