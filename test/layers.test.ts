@@ -23,7 +23,8 @@ const LEVEL: Record<string, number> = {
   generate: 9,
   export: 10,
   serve: 11,
-  cli: 12,
+  hub: 12,
+  cli: 13,
 };
 
 function sources(dir: string): string[] {
