@@ -137,6 +137,9 @@ test('--chat-template takes aliases and files, and names the built-ins when it f
     () => resolveChatTemplate('no-such-format'),
     /'no-such-format' is neither a file nor a built-in template \(chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca\)/,
   );
+  // Names an object literal inherits are no templates (they once resolved to functions).
+  for (const name of ['toString', 'constructor', '__proto__'])
+    assert.throws(() => resolveChatTemplate(name), /is neither a file nor a built-in template/);
 });
 
 test('Alpaca rows become chats under --format chat, with loss on the output', () => {

@@ -192,6 +192,11 @@ test('header validation: each malformed header gives a one-line error naming the
       () => handMade(f, { a: t([2], [0, 8], 'F12') }, new Uint8Array(8)),
       /unknown dtype "F12"/,
     ],
+    [
+      'a dtype named like an Object method',
+      () => handMade(f, { a: t([2], [0, 8], 'toString') }, new Uint8Array(8)),
+      /unknown dtype "toString"/,
+    ],
     ['negative dim', () => handMade(f, { a: t([-2], [0, 8]) }, new Uint8Array(8)), /shape \[-2\]/],
     [
       'reversed offsets',

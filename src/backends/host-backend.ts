@@ -111,10 +111,12 @@ export type Kernels = Pick<Backend, (typeof KERNEL_NAMES)[number]>;
 export function kernelTable(modules: readonly Record<string, unknown>[]): Kernels {
   const table: Record<string, unknown> = {};
   for (const name of KERNEL_NAMES) {
-    const found = modules.filter((m) => typeof m[name] === 'function');
-    if (found.length !== 1)
-      throw new Error(`kernel '${name}' is defined in ${found.length} modules (expected 1)`);
-    table[name] = found[0]![name];
+    const [found, ...others] = modules.filter((m) => typeof m[name] === 'function');
+    if (found === undefined || others.length > 0)
+      throw new Error(
+        `kernel '${name}' is defined in ${found ? 1 + others.length : 0} modules (expected 1)`,
+      );
+    table[name] = found[name];
   }
   return table as unknown as Kernels;
 }

@@ -38,7 +38,7 @@ export async function predictDataset(
   const available = (['test', 'valid', 'train'] as const).filter((s) =>
     s === 'train' ? true : sources[s] !== undefined,
   );
-  const split = o.split ?? available[0]!;
+  const split = o.split ?? available[0] ?? 'train';
   const files = split === 'train' ? sources.train : sources[split];
   if (!files) throw new Error(`${o.data}: no '${split}' split (it has: ${available.join(', ')})`);
   const renderer = new RowRenderer({

@@ -127,9 +127,14 @@ const ALIASES: Readonly<Record<string, string>> = {
   qwen2: 'chatml',
 };
 
-/** The canonical name of a built-in template, or null when `name` is not one. */
-export function builtinChatTemplateName(name: string): string | null {
-  const key = name.toLowerCase();
-  if (key in BUILTIN_CHAT_TEMPLATES) return key;
-  return ALIASES[key] ?? null;
+/**
+ * The built-in template `name` (or an alias) stands for, or null when it is none. Own keys only:
+ * `in` or a plain lookup would take 'toString' or 'constructor' for a template.
+ */
+export function builtinChatTemplate(name: string): { name: string; source: string } | null {
+  const lower = name.toLowerCase();
+  const key = Object.hasOwn(ALIASES, lower) ? ALIASES[lower] : lower;
+  if (key === undefined || !Object.hasOwn(BUILTIN_CHAT_TEMPLATES, key)) return null;
+  const source = BUILTIN_CHAT_TEMPLATES[key];
+  return source === undefined ? null : { name: key, source };
 }

@@ -4,7 +4,7 @@
  */
 import { fs } from '../io/host.js';
 import { chatTemplateOf } from '../tokenizer/hf-config.js';
-import { BUILTIN_CHAT_TEMPLATES, builtinChatTemplateName } from './builtin-chat-templates.js';
+import { BUILTIN_CHAT_TEMPLATES, builtinChatTemplate } from './builtin-chat-templates.js';
 import { DatasetError } from './errors.js';
 
 export interface ResolvedChatTemplate {
@@ -17,7 +17,7 @@ export interface ResolvedChatTemplate {
 const MAX_TEMPLATE_BYTES = 1 << 20;
 
 export function resolveChatTemplate(spec: string): ResolvedChatTemplate {
-  const builtin = builtinChatTemplateName(spec);
+  const builtin = builtinChatTemplate(spec);
   // A file of that name wins over a built-in, so `--chat-template chatml` in a folder holding a file "chatml" reads it.
   if (fs.existsSync(spec) && fs.statSync(spec).isFile()) {
     const size = fs.statSync(spec).size;
@@ -37,7 +37,7 @@ export function resolveChatTemplate(spec: string): ResolvedChatTemplate {
     if (template === null) throw new DatasetError(`${spec}: no chat_template in this JSON file`);
     return { name: spec, source: template };
   }
-  if (builtin !== null) return { name: builtin, source: BUILTIN_CHAT_TEMPLATES[builtin]! };
+  if (builtin !== null) return builtin;
   throw new DatasetError(
     `--chat-template: '${spec}' is neither a file nor a built-in template (${Object.keys(BUILTIN_CHAT_TEMPLATES).join(', ')})`,
   );

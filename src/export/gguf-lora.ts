@@ -57,14 +57,14 @@ export function exportGgufLora(
   const r = adapter.lora.r;
   const plans: GgufTensorPlan[] = [];
   // Deterministic order: by layer, then projection, A before B (the order PEFT/convert produce).
-  const keys = [...adapter.tensors.keys()].sort((x, y) => {
+  const entries = [...adapter.tensors].sort(([x], [y]) => {
     const lx = Number(/layers\.(\d+)\./.exec(x)?.[1] ?? 0);
     const ly = Number(/layers\.(\d+)\./.exec(y)?.[1] ?? 0);
     return lx - ly || (x < y ? -1 : x > y ? 1 : 0);
   });
-  for (const key of keys) {
-    const t = adapter.tensors.get(key)!;
-    const k = hfWeightForPeftKey(key)!;
+  for (const [key, t] of entries) {
+    const k = hfWeightForPeftKey(key);
+    if (!k) throw new Error(`adapter tensor '${key}' is not a PEFT lora_A / lora_B weight`);
     const h = k.which === 'B' ? interleavedHeads(config, k.hf) : 0;
     plans.push({
       name: `${ggufNameFor(k.hf)}.lora_${k.which === 'A' ? 'a' : 'b'}`,

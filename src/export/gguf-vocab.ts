@@ -104,10 +104,14 @@ export function vocabFromGguf(gguf: GgufFile): VocabMetadata {
   const entries: GgufMetadataEntry[] = [];
   for (const [key, value] of gguf.metadata) {
     if (!key.startsWith('tokenizer.')) continue;
-    const type = gguf.metadataTypes.get(key)!;
+    const type = gguf.metadataTypes.get(key);
+    if (type === undefined)
+      throw new Error(`${path.basename(gguf.path)}: metadata '${key}' has no value type`);
     const entry: GgufMetadataEntry = { key, type, value };
     if (type === GgufValueType.ARRAY) {
-      const elem = gguf.arrayElementTypes.get(key)!;
+      const elem = gguf.arrayElementTypes.get(key);
+      if (elem === undefined)
+        throw new Error(`${path.basename(gguf.path)}: array metadata '${key}' has no element type`);
       if (elem === GgufValueType.ARRAY)
         throw new Error(
           `${path.basename(gguf.path)}: nested array metadata '${key}' cannot be copied`,

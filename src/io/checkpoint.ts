@@ -195,9 +195,20 @@ class MappedCheckpoint implements Checkpoint {
     return s;
   }
 
+  /** Where `name` is stored and how; throws naming the tensor when the checkpoint has none. */
+  private mapped(name: string): Mapping {
+    const m = this.mapping.get(name);
+    if (!m)
+      throw new FileFormatError(
+        this.label,
+        `no tensor '${name}' in this ${this.source} checkpoint`,
+      );
+    return m;
+  }
+
   loadTensor(name: string): Float32Array {
     const shape = this.shapeOf(name);
-    const m = this.mapping.get(name)!;
+    const m = this.mapped(name);
     let data = m.bnb ? dequantize4bit(this.readBnb!(m.stored)) : this.readStored(m.stored);
     const n = shape.reduce((a, b) => a * b, 1);
     if (data.length !== n) {
@@ -216,8 +227,7 @@ class MappedCheckpoint implements Checkpoint {
   }
 
   loadQuantized(name: string): Quantized4bit | null {
-    this.shapeOf(name);
-    const m = this.mapping.get(name)!;
+    const m = this.mapped(name);
     return m.bnb ? this.readBnb!(m.stored) : null;
   }
 

@@ -389,13 +389,16 @@ export function configFromGguf(
     return v === undefined || v === 0xffffffff || v < 0 ? null : v;
   };
   const eos = intOrNull('tokenizer.ggml.eos_token_id');
+  const numLayers = m.number(k('block_count'));
+  const intermediateSize = m.number(k('feed_forward_length'));
+  const maxPositionEmbeddings = m.number(k('context_length'));
   const sizes = {
     [k('embedding_length')]: hiddenSize,
     [k('attention.head_count')]: numHeads,
     [k('attention.head_count_kv')]: numKvHeads,
-    [k('block_count')]: m.number(k('block_count')),
-    [k('feed_forward_length')]: m.number(k('feed_forward_length')),
-    [k('context_length')]: m.number(k('context_length')),
+    [k('block_count')]: numLayers,
+    [k('feed_forward_length')]: intermediateSize,
+    [k('context_length')]: maxPositionEmbeddings,
     'head dim': headDim,
     vocab: vocabSize,
   };
@@ -407,15 +410,15 @@ export function configFromGguf(
       architecture: arch as Architecture,
       vocabSize,
       hiddenSize,
-      intermediateSize: sizes[k('feed_forward_length')]!,
-      numLayers: sizes[k('block_count')]!,
+      intermediateSize,
+      numLayers,
       numHeads,
       numKvHeads,
       headDim,
       rmsNormEps: shortestF32(m.number(k('attention.layer_norm_rms_epsilon'))),
       ropeTheta: shortestF32(m.number(k('rope.freq_base'), 10000)),
       ropeScaling,
-      maxPositionEmbeddings: sizes[k('context_length')]!,
+      maxPositionEmbeddings,
       tieWordEmbeddings: extra.tieWordEmbeddings,
       attentionBias: arch === 'qwen2',
       attentionOutputBias: false,

@@ -176,7 +176,7 @@ function readArray(
       break;
     }
     default:
-      value = readNumericArray(c, elemType, count, elemWhat);
+      value = readNumericArray(c, elemType, minBytes, count, elemWhat);
   }
   return { value, elemType: elemType as GgufValueTypeId };
 }
@@ -185,10 +185,11 @@ function readArray(
 function readNumericArray(
   c: ByteCursor,
   type: number,
+  elementBytes: number,
   count: number,
   what: string,
 ): GgufTypedArray {
-  const bytes = c.bytes(count * MIN_BYTES[type]!, what);
+  const bytes = c.bytes(count * elementBytes, what);
   const buf = bytes.buffer as ArrayBuffer; // fresh, exactly sized, offset 0 (little-endian host assumed)
   switch (type) {
     case 0:

@@ -474,10 +474,10 @@ export class MemoryFs {
     const node = this.lookup(abs);
     if (!node) throw fsError('ENOENT', 'scandir', path, 'no such file or directory');
     if (node.kind !== 'dir') throw fsError('ENOTDIR', 'scandir', path, 'not a directory');
-    const names = [...node.entries.keys()].sort();
+    const entries = [...node.entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     if (typeof options === 'object' && options?.withFileTypes)
-      return names.map((n) => new Dirent(n, node.entries.get(n)!, abs));
-    return names;
+      return entries.map(([n, entry]) => new Dirent(n, entry, abs));
+    return entries.map(([n]) => n);
   }
 
   renameSync(from: string, to: string): void {

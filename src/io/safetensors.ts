@@ -191,7 +191,10 @@ function parseHeader(file: RandomAccessFile): {
           `${where}: field '${field}' is missing (an entry needs dtype, shape and data_offsets)`,
         );
     }
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_BITS)) {
+    // Own keys only: `in` would accept 'toString' or '__proto__' from the file.
+    const dtypeBits =
+      typeof dtype === 'string' && Object.hasOwn(DTYPE_BITS, dtype) ? DTYPE_BITS[dtype] : undefined;
+    if (dtypeBits === undefined) {
       file.fail(
         `${where}: unknown dtype ${JSON.stringify(dtype).slice(0, 40)} (expected one of ${Object.keys(DTYPE_BITS).join(', ')})`,
       );
@@ -217,7 +220,7 @@ function parseHeader(file: RandomAccessFile): {
     const nElements = product(shape as number[]);
     if (!Number.isSafeInteger(nElements))
       file.fail(`${where}: shape ${JSON.stringify(shape)} overflows`);
-    const bits = nElements * DTYPE_BITS[dtype]!;
+    const bits = nElements * dtypeBits;
     if (bits % 8 !== 0)
       file.fail(`${where}: ${nElements} ${dtype} elements are not a whole number of bytes`);
     if (bits / 8 !== end - begin) {
@@ -228,7 +231,7 @@ function parseHeader(file: RandomAccessFile): {
     spans.push({ name, begin, end });
     tensors.set(name, {
       name,
-      dtype,
+      dtype: dtype as string, // a key of DTYPE_BITS (checked above)
       shape: shape as number[],
       nElements,
       offset: dataStart + begin,
