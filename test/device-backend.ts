@@ -15,7 +15,9 @@ import {
 } from '../src/tensor/dtype.js';
 import { type DeviceStorage, type Storage, Tensor } from '../src/tensor/tensor.js';
 
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging -- the constructor installs the kernel functions on the instance; this merge gives them their types
 export interface DeviceLikeBackend extends Backend {}
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the interface above
 export class DeviceLikeBackend implements Backend {
   readonly name = 'device-like';
   readonly floatTypes: readonly DType[] = ['f32'];

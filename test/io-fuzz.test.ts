@@ -31,7 +31,10 @@ function loadCheckpoint(file: string): void {
 function loadSafetensors(file: string): void {
   const st = SafetensorsFile.open(file);
   try {
-    for (const t of st.tensors.values()) t.dtype === 'U8' ? st.readRaw(t.name) : st.readF32(t.name);
+    for (const t of st.tensors.values()) {
+      if (t.dtype === 'U8') st.readRaw(t.name);
+      else st.readF32(t.name);
+    }
   } finally {
     st.close();
   }

@@ -217,7 +217,7 @@ test('rope tables: Llama-3 scaling keeps high frequencies, divides low ones by t
     },
     'f64',
   ).invFreq;
-  let seen = { high: 0, low: 0, mid: 0 };
+  const seen = { high: 0, low: 0, mid: 0 };
   for (let i = 0; i < D / 2; i++) {
     const base = 1 / theta ** ((2 * i) / D);
     assertClose([plain[i]!], [base], { atol: 0, rtol: 1e-14 });

@@ -124,7 +124,7 @@ const halfAt = (b: Uint8Array, p: number): number => f16ToF32(b[p]! | (b[p + 1]!
 
 /** block_q8_0 { f16 d; i8 qs[32]; } → q·d */
 function dequantQ8_0(src: Uint8Array, n: number, out: Float32Array): void {
-  for (let b = 0, o = 0, p = 0; o < n; b++, o += 32, p += 34) {
+  for (let o = 0, p = 0; o < n; o += 32, p += 34) {
     const d = halfAt(src, p);
     for (let j = 0; j < 32; j++) out[o + j] = ((src[p + 2 + j]! << 24) >> 24) * d;
   }

@@ -139,10 +139,15 @@ export class Tensor {
     }
   }
 
+  /** The tensor that owns a view's storage (a tensor that is no view owns its own). */
+  private static storageOwner(t: Tensor): Tensor {
+    while (t.lifetime.kind === 'view') t = t.lifetime.base;
+    return t;
+  }
+
   private assertAlive(): void {
     if (this.alive) return;
-    let root: Tensor = this;
-    while (root.lifetime.kind === 'view') root = root.lifetime.base;
+    const root = Tensor.storageOwner(this);
     const why =
       root.lifetime.kind === 'arena' && !root.disposed ? 'its arena was reset' : 'dispose()';
     throw new Error(`tensor ${shapeString(this.shape)} used after ${why}`);

@@ -511,8 +511,10 @@ export function subjects(scratch: string): Subject[] {
         load: (dir) => {
           const f = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
           try {
-            for (const t of f.tensors.values())
-              t.dtype === 'U8' ? f.readRaw(t.name) : f.readF32(t.name);
+            for (const t of f.tensors.values()) {
+              if (t.dtype === 'U8') f.readRaw(t.name);
+              else f.readF32(t.name);
+            }
           } finally {
             f.close();
           }

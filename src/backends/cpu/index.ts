@@ -32,7 +32,9 @@ const KERNELS = kernelTable([
  * on a thread pool sized to the machine (QLORA_THREADS overrides). Tensor memory is 64-byte
  * aligned native memory, released explicitly (dispose, arena reset) rather than by the GC.
  */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging -- the constructor installs the kernel functions on the instance; this merge gives them their types
 export interface CpuBackend extends Kernels {}
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the interface above
 export class CpuBackend extends HostMemory implements Backend {
   readonly name = 'cpu';
 

@@ -29,7 +29,9 @@ const KERNELS = kernelTable([
  * not speed. Computes in float64 internally (JS numbers) and stores in the tensor's dtype, so with
  * f64 tensors it is the ground truth for finite-difference gradient checks.
  */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging -- the constructor installs the kernel functions on the instance; this merge gives them their types
 export interface RefBackend extends Kernels {}
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the interface above
 export class RefBackend extends HostMemory implements Backend {
   readonly name = 'ref';
   private allocated = 0;

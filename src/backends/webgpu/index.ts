@@ -62,7 +62,9 @@ export interface WebGpuBackendOptions extends OpenDeviceOptions {
   readonly computeDtype?: ComputeDtype;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging -- the constructor installs the kernel functions on the instance; this merge gives them their types
 export interface WebGpuBackend extends Kernels {}
+// eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the interface above
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu';
   readonly floatTypes: readonly DType[] = ['f32'];
