@@ -19,29 +19,10 @@ namespace {
 constexpr int64_t MC = MR * 12;
 constexpr int64_t NC = NR * 64;
 
-// Per-thread packing buffer, 64-byte aligned, grown on demand and kept for the next call.
-class ScratchBuffer {
- public:
-  ~ScratchBuffer() { std::free(data_); }
-  float* get(size_t floats) {
-    if (floats > capacity_) {
-      std::free(data_);
-      size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
-      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      if (data_ == nullptr) throw std::bad_alloc();
-      capacity_ = floats;
-    }
-    return data_;
-  }
-
- private:
-  float* data_ = nullptr;
-  size_t capacity_ = 0;
-};
-
-thread_local ScratchBuffer tls_a_panel;
-thread_local ScratchBuffer tls_b_panel;
-thread_local ScratchBuffer tls_small_rows;
+// Per-thread packing buffers, grown on demand and kept for the next call.
+thread_local vec::Scratch tls_a_panel;
+thread_local vec::Scratch tls_b_panel;
+thread_local vec::Scratch tls_small_rows;
 
 // ---- packing A --------------------------------------------------------------------------------
 // Ap micro-panel r (rows i0 + r·MR ..): Ap[r·kc·MR + k·MR + i] = op(A)[i0 + r·MR + i, k0 + k], zero
@@ -64,7 +45,7 @@ void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0, i
         for (int i = 0; i < 16; i++) {
           r[i] = i < rows ? _mm512_loadu_ps(g.a + (row0 + i) * g.lda + k0 + kDone) : _mm512_setzero_ps();
         }
-        transpose16x16(r);
+        vec::transpose16x16(r);
         for (int t = 0; t < 16; t++) _mm512_mask_storeu_ps(panel + (kDone + t) * MR, rowMask, r[t]);
       }
 #endif

@@ -12,6 +12,8 @@
 #pragma once
 #include <cstdint>
 
+#include "vec.h"
+
 // GCC 12 reports false "may be used uninitialized" warnings from inside avx512fintrin.h
 // (_mm512_undefined_* in set1/setzero); silence them for the kernel files that include this.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -84,40 +86,6 @@ class DensePanels : public PanelSource {
 //   __m512 load16(int64_t j, int64_t k) const        — elements k..k+15 of row j (AVX-512 builds;
 //                                                      called only with k - k0 a multiple of 16)
 // Rows j ≥ nc are zero. Full 16×16 tiles go through an in-register transpose.
-#if defined(__AVX512F__)
-// In-register transpose of 16 rows of 16 floats.
-inline void transpose16x16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  // t[2q] holds rows (2q,2q+1) interleaved for columns {0,1},{4,5},...; t[2q+1] columns {2,3},...
-  __m512 u[16];
-  for (int i = 0; i < 16; i += 4) {
-    u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-    u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-    u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  // u[4g+c] now holds, in each 128-bit lane L, rows 4g..4g+3 of column 4L+c.
-  __m512 v[16];
-  // Step 3: combine row groups. For each column c (0..3) we have u[c], u[4+c], u[8+c], u[12+c]
-  // (row groups 0..3), each with lanes = column blocks 0..3. Output row (4L + c) = lane L of the
-  // four row-group vectors, in group order.
-  for (int c = 0; c < 4; c++) {
-    __m512 a = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);       // g0:L0,L1  g1:L0,L1
-    __m512 b = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);  // g2:L0,L1  g3:L0,L1
-    __m512 d = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);       // g0:L2,L3  g1:L2,L3
-    __m512 e = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);  // g2:L2,L3  g3:L2,L3
-    v[0 + c] = _mm512_shuffle_f32x4(a, b, 0x88);                 // L0 of g0,g1,g2,g3
-    v[4 + c] = _mm512_shuffle_f32x4(a, b, 0xDD);                 // L1
-    v[8 + c] = _mm512_shuffle_f32x4(d, e, 0x88);                 // L2
-    v[12 + c] = _mm512_shuffle_f32x4(d, e, 0xDD);                // L3
-  }
-  for (int i = 0; i < 16; i++) r[i] = v[i];
-}
-#endif
 
 template <class Rows>
 void pack_from_rows(float* dst, int64_t kc, int64_t nc, const Rows& rows) {
@@ -133,7 +101,7 @@ void pack_from_rows(float* dst, int64_t kc, int64_t nc, const Rows& rows) {
         for (; k + 16 <= kc; k += 16) {
           __m512 r[16];
           for (int j = 0; j < 16; j++) r[j] = j < live ? rows.load16(j0 + h + j, k) : _mm512_setzero_ps();
-          transpose16x16(r);
+          vec::transpose16x16(r);
           for (int t = 0; t < 16; t++) _mm512_store_ps(panel + (k + t) * NR + h, r[t]);
         }
       }

@@ -122,16 +122,15 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// The instruction set of the build. Only avx512 and avx2 have hand-written kernels; "neon" names an
-// ARM build, which runs the scalar paths (auto-vectorized by the compiler at best).
+// The instruction set the kernels were compiled for. Only avx512 and avx2 have hand-written
+// kernels; every other build (ARM included: there are no NEON kernels) reports "scalar".
 Napi::Value SimdLevel(const Napi::CallbackInfo& info) {
 #if defined(__AVX512F__)
   const char* level = "avx512";
 #elif defined(__AVX2__) && defined(__FMA__)
   const char* level = "avx2";
-#elif defined(__ARM_NEON)
-  const char* level = "neon";
 #else
+  // The portable code, which the compiler may auto-vectorize.
   const char* level = "scalar";
 #endif
   return Napi::String::New(info.Env(), level);

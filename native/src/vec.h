@@ -157,6 +157,42 @@ inline V exp(V x) { return x < kExpLo ? 0.0f : std::exp(x); }
 
 #endif
 
+#if defined(__AVX512F__)
+// In-register transpose of 16 rows of 16 floats: r[k] lane i <- r[i] lane k (GEMM panel packing,
+// attention key transposes).
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // t[2q] holds rows (2q,2q+1) interleaved for columns {0,1},{4,5},...; t[2q+1] columns {2,3},...
+  __m512 u[16];
+  for (int i = 0; i < 16; i += 4) {
+    u[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    u[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    u[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    u[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  // u[4g+c] now holds, in each 128-bit lane L, rows 4g..4g+3 of column 4L+c.
+  __m512 v[16];
+  // Step 3: combine row groups. For each column c (0..3) we have u[c], u[4+c], u[8+c], u[12+c]
+  // (row groups 0..3), each with lanes = column blocks 0..3. Output row (4L + c) = lane L of the
+  // four row-group vectors, in group order.
+  for (int c = 0; c < 4; c++) {
+    __m512 a = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);       // g0:L0,L1  g1:L0,L1
+    __m512 b = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);  // g2:L0,L1  g3:L0,L1
+    __m512 d = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);       // g0:L2,L3  g1:L2,L3
+    __m512 e = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);  // g2:L2,L3  g3:L2,L3
+    v[0 + c] = _mm512_shuffle_f32x4(a, b, 0x88);                 // L0 of g0,g1,g2,g3
+    v[4 + c] = _mm512_shuffle_f32x4(a, b, 0xDD);                 // L1
+    v[8 + c] = _mm512_shuffle_f32x4(d, e, 0x88);                 // L2
+    v[12 + c] = _mm512_shuffle_f32x4(d, e, 0xDD);                // L3
+  }
+  for (int i = 0; i < 16; i++) r[i] = v[i];
+}
+#endif
+
 // Sum of squares of n floats, accumulated in double in a fixed lane order.
 inline double sum_squares(const float* x, size_t n) {
 #if defined(__AVX512F__)
@@ -199,24 +235,34 @@ inline float dot(const float* a, const float* b, size_t n) {
   return s;
 }
 
-// 64-byte aligned scratch memory owned by one kernel call (RAII; no zeroing).
+// 64-byte aligned float scratch (no zeroing) that grows on demand and keeps its memory until it is
+// destroyed: attention holds one per call, GEMM one per thread (thread_local, reused across calls).
+// This memory is outside the backend's tensors (memoryStats does not count it).
 class Scratch {
  public:
   Scratch() = default;
-  explicit Scratch(size_t floats) { reset(floats); }
+  explicit Scratch(size_t floats) { get(floats); }
   ~Scratch() { std::free(p_); }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
-  void reset(size_t floats) {
-    std::free(p_);
-    const size_t bytes = ((floats * sizeof(float) + 63) / 64) * 64;
-    p_ = static_cast<float*>(std::aligned_alloc(64, bytes == 0 ? 64 : bytes));
-    if (p_ == nullptr) throw std::bad_alloc();
+  // At least `floats` floats; the old contents are lost when it grows.
+  float* get(size_t floats) {
+    if (p_ == nullptr || floats > capacity_) {
+      std::free(p_);
+      p_ = nullptr;
+      capacity_ = 0;
+      const size_t bytes = ((floats * sizeof(float) + 63) / 64) * 64;
+      p_ = static_cast<float*>(std::aligned_alloc(64, bytes == 0 ? 64 : bytes));
+      if (p_ == nullptr) throw std::bad_alloc();
+      capacity_ = floats;
+    }
+    return p_;
   }
   float* data() { return p_; }
 
  private:
   float* p_ = nullptr;
+  size_t capacity_ = 0;
 };
 
 }  // namespace vec

@@ -48,10 +48,7 @@ export class CpuBackend extends HostMemory implements Backend {
     return { allocatedBytes: s.allocatedBytes, peakBytes: s.peakBytes };
   }
 
-  /**
-   * Instruction set the addon was compiled for. Hand-written kernels exist for avx512 and avx2; any
-   * other level (neon included) runs the scalar paths, vectorized only as far as the compiler does.
-   */
+  /** Instruction set the addon's kernels were compiled for: 'avx512', 'avx2' or 'scalar'. */
   get simd(): string {
     return native.simdLevel();
   }
