@@ -201,16 +201,22 @@ test('cpu 4-bit ops reject mismatched shapes and arrays', () => {
     () => cpu.matmul4bit(cpu.zeros([2, 15]), w, cpu.zeros([2, 4])),
     /must be \[n, 16\]/,
   );
-  assert.throws(() => cpu.matmul4bit(cpu.zeros([2, 16]), w, cpu.zeros([2, 5])), /must be \[2, 4\]/);
+  assert.throws(
+    () => cpu.matmul4bit(cpu.zeros([2, 16]), w, cpu.zeros([2, 5])),
+    /cpu\.matmul4bit: out has shape \[2, 5\], expected \[2, 4\]/,
+  );
   assert.throws(
     () => cpu.matmul4bitInputGrad(cpu.zeros([2, 4]), w, cpu.zeros([3, 16])),
-    /must be \[2, 16\]/,
+    /dx has shape \[3, 16\], expected \[2, 16\]/,
   );
-  assert.throws(() => cpu.dequantize4bit(w, cpu.zeros([16, 4])), /must be \[4, 16\]/);
+  assert.throws(
+    () => cpu.dequantize4bit(w, cpu.zeros([16, 4])),
+    /out has shape \[16, 4\], expected \[4, 16\]/,
+  );
   const bad: Packed4bitWeight = { ...w, absmax: cpu.zeros([1]) };
   assert.throws(
     () => cpu.dequantize4bit(bad, cpu.zeros([4, 16])),
-    /absmax .* has 1 elements, expected 2/,
+    /cpu\.dequantize4bit: w\.absmax has 1 elements, expected 2/,
   );
   disposePacked4bit(w);
 });

@@ -253,6 +253,20 @@ for (const { name, be } of await backendsUnderTest()) {
         () => be.embedding4bit(be.zeros([2], 'f32'), w, z([2, 8])),
         /embedding4bit.*ids must be i32/,
       );
+      // One set of size rules and messages for every backend (shape-checks.ts).
+      const short: Packed4bitWeight = { ...w, absmax: z([0]) };
+      assert.throws(
+        () => be.dequantize4bit(short, z([6, 8])),
+        new RegExp(`^Error: ${name}\\.dequantize4bit: w\\.absmax has 0 elements, expected 1$`),
+      );
+      assert.throws(
+        () => be.matmul4bit(z([2, 7]), w, z([2, 6])),
+        new RegExp(`^Error: ${name}\\.matmul4bit: x \\[2, 7\\] must be \\[n, 8\\]$`),
+      );
+      assert.throws(
+        () => be.matmul4bit(z([2, 8]), { ...w, blocksize: 0 }, z([2, 6])),
+        new RegExp(`^Error: ${name}\\.matmul4bit: invalid blocksize 0$`),
+      );
       be.matmul4bit(z([2, 8]), w, z([2, 6])); // a valid call still works
     } finally {
       disposePacked4bit(w);

@@ -2,7 +2,7 @@
  * Shape validation every backend applies the same way: the contract is the Backend interface, so
  * its checks live once. Each backend binds them to its own error prefix (`cpu.op: …`, `ref.op: …`).
  */
-import type { AdamWOptions, AttentionOptions } from '../tensor/backend.js';
+import type { AdamWOptions, AttentionOptions, Packed4bitWeight } from '../tensor/backend.js';
 import { shapeString } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 
@@ -119,6 +119,52 @@ export function matmulDims(
     }
   }
   return { M, K, N, batches: batchShape.reduce((p, d) => p * d, 1), bBatched };
+}
+
+/** A checked Packed4bitWeight's sizes (nested: the double quantization's, or null). */
+export interface Packed4bitDims {
+  readonly rows: number;
+  readonly cols: number;
+  readonly blocksize: number;
+  readonly nblocks: number;
+  readonly nested: { readonly blocksize: number; readonly offset: number } | null;
+}
+
+/**
+ * The size rules of a Packed4bitWeight: integer shape and block sizes, and every array as long as
+ * the shape needs (packed ceil(n/2), code 16, absmax one per block, nested absmax one per nested
+ * block, nested code 256). Dtypes are the caller's to check (what a backend accepts differs).
+ */
+export function packed4bitDims(c: ShapeChecks, op: string, w: Packed4bitWeight): Packed4bitDims {
+  const { rows, cols, blocksize } = w;
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0)
+    c.fail(op, `invalid weight shape [${rows}, ${cols}]`);
+  if (!Number.isInteger(blocksize) || blocksize <= 0) c.fail(op, `invalid blocksize ${blocksize}`);
+  const n = rows * cols;
+  const nblocks = Math.ceil(n / blocksize);
+  c.expectSize(op, 'w.packed', w.packed, Math.ceil(n / 2));
+  c.expectSize(op, 'w.code', w.code, 16);
+  c.expectSize(op, 'w.absmax', w.absmax, nblocks);
+  if (!w.nested) return { rows, cols, blocksize, nblocks, nested: null };
+  const { blocksize: nb, offset } = w.nested;
+  if (!Number.isInteger(nb) || nb <= 0) c.fail(op, `invalid nested blocksize ${nb}`);
+  c.expectSize(op, 'w.nested.absmax', w.nested.absmax, Math.ceil(nblocks / nb));
+  c.expectSize(op, 'w.nested.code', w.nested.code, 256);
+  if (!Number.isFinite(offset)) c.fail(op, `nested offset must be finite, got ${offset}`);
+  return { rows, cols, blocksize, nblocks, nested: { blocksize: nb, offset } };
+}
+
+/** The rows n of a matrix t that must be [n, cols] (the activations of the 4-bit matmuls). */
+export function matrixRows(
+  c: ShapeChecks,
+  op: string,
+  name: string,
+  t: Tensor,
+  cols: number,
+): number {
+  if (t.rank !== 2 || t.shape[1] !== cols)
+    c.fail(op, `${name} ${shapeString(t.shape)} must be [n, ${cols}]`);
+  return t.shape[0]!;
 }
 
 /** Shape checks plus the backend's own aliasing checks (they depend on where storage lives). */

@@ -20,6 +20,11 @@ export function i32(op: string, name: string, t: Tensor): Int32Array {
   return t.data as Int32Array;
 }
 
+export function u8(op: string, name: string, t: Tensor): Uint8Array {
+  if (t.dtype !== 'u8') fail(op, `${name} must be u8, got ${t.dtype}`);
+  return t.data as Uint8Array;
+}
+
 export function expectFinite(op: string, name: string, value: number): void {
   if (!Number.isFinite(value)) fail(op, `${name} must be a finite number, got ${value}`);
 }

@@ -1,7 +1,8 @@
 import type { Packed4bitWeight } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { blockAbsmax, nibbleAt } from '../../quant/quantize4bit.js';
-import { bytes, expectShape, expectSize, fail, floats, noAlias, sameFloatType } from './check.js';
+import { matrixRows, packed4bitDims } from '../shape-checks.js';
+import { bytes, checks, expectShape, fail, floats, noAlias, sameFloatType } from './check.js';
 
 /** A validated view of a 4-bit weight: packed codes, code values and float32 absmax per block. */
 interface Decoded4bit {
@@ -13,41 +14,24 @@ interface Decoded4bit {
   readonly blocksize: number;
 }
 
-/** Checks a Packed4bitWeight and resolves its absmax (dequantizing the nested codes; nblocks values only). */
+/** Checks a Packed4bitWeight (shape-checks.ts, then dtypes) and resolves its absmax (nblocks values). */
 function decode(op: string, w: Packed4bitWeight): Decoded4bit {
-  const { rows, cols, blocksize } = w;
-  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0)
-    fail(op, `invalid weight shape [${rows}, ${cols}]`);
-  if (!Number.isInteger(blocksize) || blocksize <= 0) fail(op, `invalid blocksize ${blocksize}`);
-  const n = rows * cols;
-  const nblocks = Math.ceil(n / blocksize);
+  const { rows, cols, blocksize, nested } = packed4bitDims(checks, op, w);
   const packed = bytes(op, 'w.packed', w.packed);
-  expectSize(op, 'w.packed', w.packed, Math.ceil(n / 2));
   const code = floats(op, 'w.code', w.code);
-  expectSize(op, 'w.code', w.code, 16);
   let absmax: Float32Array;
-  if (w.nested) {
-    const q = bytes(op, 'w.absmax (double-quantized)', w.absmax);
-    expectSize(op, 'w.absmax', w.absmax, nblocks);
-    const nb = w.nested.blocksize;
-    if (!Number.isInteger(nb) || nb <= 0) fail(op, `invalid nested blocksize ${nb}`);
-    const nestedAbsmax = floats(op, 'w.nested.absmax', w.nested.absmax);
-    expectSize(op, 'w.nested.absmax', w.nested.absmax, Math.ceil(nblocks / nb));
-    const nestedCode = floats(op, 'w.nested.code', w.nested.code);
-    expectSize(op, 'w.nested.code', w.nested.code, 256);
+  if (nested && w.nested) {
     absmax = blockAbsmax({
-      absmax: q,
+      absmax: bytes(op, 'w.absmax (double-quantized)', w.absmax),
       nested: {
-        absmax: Float32Array.from(nestedAbsmax),
-        code: Float32Array.from(nestedCode),
-        blocksize: nb,
-        offset: w.nested.offset,
+        absmax: Float32Array.from(floats(op, 'w.nested.absmax', w.nested.absmax)),
+        code: Float32Array.from(floats(op, 'w.nested.code', w.nested.code)),
+        blocksize: nested.blocksize,
+        offset: nested.offset,
       },
     });
   } else {
-    const a = floats(op, 'w.absmax', w.absmax);
-    expectSize(op, 'w.absmax', w.absmax, nblocks);
-    absmax = Float32Array.from(a);
+    absmax = Float32Array.from(floats(op, 'w.absmax', w.absmax));
   }
   return { rows, cols, packed, code, absmax, blocksize };
 }
@@ -67,9 +51,7 @@ export function matmul4bit(x: Tensor, w: Packed4bitWeight, out: Tensor, beta = 0
   const d = decode(op, w);
   sameFloatType(op, { x, out });
   noAlias(op, 'x and out', x, out);
-  if (x.rank !== 2) fail(op, `x must be [n, ${d.cols}]`);
-  const n = x.shape[0]!;
-  expectShape(op, 'x', x, [n, d.cols]);
+  const n = matrixRows(checks, op, 'x', x, d.cols);
   expectShape(op, 'out', out, [n, d.rows]);
   const X = x.data;
   const O = out.data;
@@ -91,9 +73,7 @@ export function matmul4bitInputGrad(dy: Tensor, w: Packed4bitWeight, dx: Tensor,
   const d = decode(op, w);
   sameFloatType(op, { dy, dx });
   noAlias(op, 'dy and dx', dy, dx);
-  if (dy.rank !== 2) fail(op, `dy must be [n, ${d.rows}]`);
-  const n = dy.shape[0]!;
-  expectShape(op, 'dy', dy, [n, d.rows]);
+  const n = matrixRows(checks, op, 'dy', dy, d.rows);
   expectShape(op, 'dx', dx, [n, d.cols]);
   const DY = dy.data;
   const DX = dx.data;

@@ -9,7 +9,8 @@ import type { Packed4bitWeight } from '../../../tensor/backend.js';
 import { shapeString } from '../../../tensor/dtype.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import { FAULT_WGSL, type GpuContext, type GpuSpan, type KernelSpec } from '../context.js';
-import { ctxOf, expectShape, expectSize, f32, fail, i32, noAlias, u8 } from '../checks.js';
+import { matrixRows, packed4bitDims } from '../../shape-checks.js';
+import { checks, ctxOf, expectShape, f32, fail, i32, noAlias, u8 } from '../checks.js';
 import { strideGroups } from '../grid.js';
 import { spanOf } from '../memory.js';
 import { type GemmShape, type GemmWindow } from './gemm-plan.js';
@@ -27,44 +28,22 @@ interface Weight {
   readonly nested: { readonly blocksize: number; readonly offset: number } | null;
 }
 
-/** Validates a Packed4bitWeight (the messages ref and cpu give) and returns its device spans. */
+/** Validates a Packed4bitWeight (the shared size rules, then dtypes) and returns its device spans. */
 function weight(op: string, w: Packed4bitWeight, ctx: GpuContext): Weight {
-  const { rows, cols, blocksize } = w;
-  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0)
-    fail(op, `invalid weight shape [${rows}, ${cols}]`);
-  if (!Number.isInteger(blocksize) || blocksize <= 0) fail(op, `invalid blocksize ${blocksize}`);
-  const n = rows * cols;
+  const { rows, cols, blocksize, nested } = packed4bitDims(checks, op, w);
   // Flat element indices are u32 on the device.
-  if (n >= 2 ** 32) fail(op, `weight [${rows}, ${cols}] has 2^32 or more elements`);
-  const nblocks = Math.ceil(n / blocksize);
+  if (rows * cols >= 2 ** 32) fail(op, `weight [${rows}, ${cols}] has 2^32 or more elements`);
   const packed = u8(op, 'w.packed', w.packed);
-  expectSize(op, 'w.packed', w.packed, Math.ceil(n / 2));
   const code = f32(op, 'w.code', w.code);
-  expectSize(op, 'w.code', w.code, 16);
-  if (!w.nested) {
+  if (!nested || !w.nested) {
     const absmax = f32(op, 'w.absmax', w.absmax);
-    expectSize(op, 'w.absmax', w.absmax, nblocks);
     const none = placeholder(ctx);
     return { rows, cols, blocksize, packed, tables: [code, absmax, none, none], nested: null };
   }
   const q = u8(op, 'w.absmax (double-quantized)', w.absmax);
-  expectSize(op, 'w.absmax', w.absmax, nblocks);
-  const nb = w.nested.blocksize;
-  if (!Number.isInteger(nb) || nb <= 0) fail(op, `invalid nested blocksize ${nb}`);
   const nabs = f32(op, 'w.nested.absmax', w.nested.absmax);
-  expectSize(op, 'w.nested.absmax', w.nested.absmax, Math.ceil(nblocks / nb));
   const ncode = f32(op, 'w.nested.code', w.nested.code);
-  expectSize(op, 'w.nested.code', w.nested.code, 256);
-  if (!Number.isFinite(w.nested.offset))
-    fail(op, `nested offset must be finite, got ${w.nested.offset}`);
-  return {
-    rows,
-    cols,
-    blocksize,
-    packed,
-    tables: [code, q, nabs, ncode],
-    nested: { blocksize: nb, offset: w.nested.offset },
-  };
+  return { rows, cols, blocksize, packed, tables: [code, q, nabs, ncode], nested };
 }
 
 const placeholders = new WeakMap<GpuContext, GpuSpan>();
@@ -181,12 +160,6 @@ function gemmParams(win: GemmWindow, s: GemmShape, beta: number): number[] {
   return p;
 }
 
-function rowsOf(op: string, name: string, t: Tensor, cols: number): number {
-  if (t.rank !== 2 || t.shape[1] !== cols)
-    fail(op, `${name} ${shapeString(t.shape)} must be [n, ${cols}]`);
-  return t.shape[0]!;
-}
-
 /** out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out. */
 export function matmul4bit(x: Tensor, w: Packed4bitWeight, out: Tensor, beta = 0): void {
   const op = 'matmul4bit';
@@ -194,7 +167,7 @@ export function matmul4bit(x: Tensor, w: Packed4bitWeight, out: Tensor, beta = 0
   f32(op, 'x', x);
   f32(op, 'out', out);
   if (!Number.isFinite(beta)) fail(op, `beta must be a finite number, got ${beta}`);
-  const n = rowsOf(op, 'x', x, W.cols);
+  const n = matrixRows(checks, op, 'x', x, W.cols);
   expectShape(op, 'out', out, [n, W.rows]);
   noAlias(op, 'x and out', x, out);
   gemm4bit(op, x, W, out, beta, true, `x ${shapeString(x.shape)}, w [${W.rows}, ${W.cols}]`);
@@ -207,7 +180,7 @@ export function matmul4bitInputGrad(dy: Tensor, w: Packed4bitWeight, dx: Tensor,
   f32(op, 'dy', dy);
   f32(op, 'dx', dx);
   if (!Number.isFinite(beta)) fail(op, `beta must be a finite number, got ${beta}`);
-  const n = rowsOf(op, 'dy', dy, W.rows);
+  const n = matrixRows(checks, op, 'dy', dy, W.rows);
   expectShape(op, 'dx', dx, [n, W.cols]);
   noAlias(op, 'dy and dx', dy, dx);
   gemm4bit(op, dy, W, dx, beta, false, `dy ${shapeString(dy.shape)}, w [${W.rows}, ${W.cols}]`);
