@@ -5,6 +5,7 @@
  */
 import { ADAMW8BIT_BLOCKSIZE, type AdamW8bitState, type AdamWOptions } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { codeMidpoints, nearestCodeIndex } from '../quant/blockwise8bit.js';
 import type { ShapeChecks } from './shape-checks.js';
 
 const BLOCK = ADAMW8BIT_BLOCKSIZE;
@@ -42,25 +43,6 @@ export function checkAdamW8bit(
     checks.fail(op, `betas must be in [0, 1), got ${beta1}, ${beta2}`);
 }
 
-/** Midpoints between consecutive codes of an ascending map (exact in float64). */
-function midpoints(code: Float32Array): Float64Array {
-  const mids = new Float64Array(code.length - 1);
-  for (let i = 0; i < mids.length; i++) mids[i] = (code[i]! + code[i + 1]!) / 2;
-  return mids;
-}
-
-/** Index of the nearest code: the number of midpoints below s (bucketize; NaN gives 0). */
-function nearest(mids: Float64Array, s: number): number {
-  let lo = 0;
-  let hi = mids.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (mids[mid]! < s) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
 /** The step's scalars, computed once in JavaScript for every implementation (so they agree to the bit). */
 export function adamw8bitScalars(options: AdamWOptions): {
   stepSize: number;
@@ -93,8 +75,8 @@ export function adamw8bitArrays(
 ): void {
   const { lr, beta1, beta2, weightDecay } = options;
   const { stepSize, epsHat } = adamw8bitScalars(options);
-  const mids1 = midpoints(qmap1);
-  const mids2 = midpoints(qmap2);
+  const mids1 = codeMidpoints(qmap1);
+  const mids2 = codeMidpoints(qmap2);
   const n = w.length;
   const m = new Float32Array(BLOCK);
   const v = new Float32Array(BLOCK);
@@ -130,18 +112,18 @@ export function adamw8bitArrays(
     const inv2 = max2 > 0 ? 1 / max2 : 0;
     for (let j = 0; j < len; j++) {
       const s1 = m[j]! * inv1;
-      let q1 = nearest(mids1, s1);
+      let q1 = nearestCodeIndex(mids1, s1);
       // bnb: keep the sign of m (a tiny m must not flip to a code of the other sign).
       const q = qmap1[q1]!;
       if (s1 > 0 && q < 0) q1++;
       else if (s1 < 0 && q > 0) q1--;
       c1[b0 + j] = q1;
-      c2[b0 + j] = nearest(mids2, v[j]! * inv2);
+      c2[b0 + j] = nearestCodeIndex(mids2, v[j]! * inv2);
     }
   }
 }
 
 /** The code a zero moment quantizes to (fresh 8-bit state starts there, as bnb's does). */
 export function codeOfZero(qmap: Float32Array): number {
-  return nearest(midpoints(qmap), 0);
+  return nearestCodeIndex(codeMidpoints(qmap), 0);
 }

@@ -60,28 +60,39 @@ export function ropeInverseFrequencies(
     throw new Error(
       `ropeTables: unsupported rope scaling '${String((scaling as { ropeType: unknown }).ropeType)}'`,
     );
-  const {
-    factor,
-    lowFreqFactor: low,
-    highFreqFactor: high,
-    originalMaxPositionEmbeddings: oldCtx,
-  } = scaling;
+  const { factor, lowFreqFactor: low, highFreqFactor: high } = scaling;
   if (!(high > low))
     throw new Error(`ropeTables: high_freq_factor (${high}) must exceed low_freq_factor (${low})`);
-  const lowFreqWavelen = oldCtx / low;
-  const highFreqWavelen = oldCtx / high;
   for (let i = 0; i < half; i++) {
     const f = inv[i]!;
-    const wavelen = r((2 * Math.PI) / f);
-    if (wavelen < highFreqWavelen) continue; // high frequencies: unchanged
-    if (wavelen > lowFreqWavelen) {
+    const smooth = llama3Smooth(scaling, f, r);
+    if (smooth === 1) continue; // high frequencies: unchanged
+    if (smooth === 0)
       inv[i] = r(f / factor); // low frequencies: interpolated by the full factor
-      continue;
-    }
-    const smooth = r((oldCtx / wavelen - low) / (high - low));
-    inv[i] = r(r(((1 - smooth) * f) / factor) + r(smooth * f));
+    else inv[i] = r(r(((1 - smooth) * f) / factor) + r(smooth * f));
   }
   return inv;
+}
+
+/**
+ * Llama-3 rope scaling of one inverse frequency f, as the weight of f itself against f/factor:
+ * 1 above the high-frequency band (wavelength below original context / high_freq_factor: kept),
+ * 0 below the low-frequency band (wavelength above original context / low_freq_factor: divided by
+ * the full factor), in between the smooth interpolation of HF `_compute_llama3_parameters` and of
+ * convert_hf_to_gguf's rope_freqs. `r` rounds each intermediate (Math.fround: float32 arithmetic;
+ * the identity: float64). The scaled frequency is (1 - smooth)·f/factor + smooth·f, the GGUF
+ * divisor 1 / ((1 - smooth)/factor + smooth).
+ */
+export function llama3Smooth(
+  s: Extract<RopeScaling, { ropeType: 'llama3' }>,
+  f: number,
+  r: (x: number) => number,
+): number {
+  const oldCtx = s.originalMaxPositionEmbeddings;
+  const wavelen = r((2 * Math.PI) / f);
+  if (wavelen < oldCtx / s.highFreqFactor) return 1;
+  if (wavelen > oldCtx / s.lowFreqFactor) return 0;
+  return r((oldCtx / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor));
 }
 
 export function ropeTables(

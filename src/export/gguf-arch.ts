@@ -7,6 +7,7 @@ import { GgufValueType } from '../io/gguf.js';
 import type { GgufMetadataEntry } from '../io/gguf-writer.js';
 import type { LlamaConfig } from '../io/config.js';
 import { ggufArchitecture } from '../io/gguf-architecture.js';
+import { llama3Smooth, ropeInverseFrequencies } from '../backends/rope-tables.js';
 
 /** Things about a config that the GGUF cannot express. */
 export function ggufConfigWarnings(c: LlamaConfig): string[] {
@@ -65,24 +66,10 @@ export function hyperparameterMetadata(c: LlamaConfig, name: string): GgufMetada
 export function llama3RopeFreqFactors(c: LlamaConfig): Float32Array | null {
   const s = c.ropeScaling;
   if (s?.ropeType !== 'llama3') return null;
-  const half = c.headDim / 2;
-  const out = new Float32Array(half);
-  const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
-  const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
-  for (let i = 0; i < half; i++) {
-    // torch: 1 / base ** (arange(0, dim, 2, float32) / dim), in float32.
-    const freq = Math.fround(
-      1 / Math.fround(Math.pow(c.ropeTheta, Math.fround((2 * i) / c.headDim))),
-    );
-    const wavelen = (2 * Math.PI) / freq;
-    if (wavelen < highWavelen) out[i] = 1;
-    else if (wavelen > lowWavelen) out[i] = s.factor;
-    else {
-      const smooth =
-        (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) /
-        (s.highFreqFactor - s.lowFreqFactor);
-      out[i] = 1 / ((1 - smooth) / s.factor + smooth);
-    }
-  }
-  return out;
+  // torch: 1 / base ** (arange(0, dim, 2, float32) / dim), in float32; the rest in float64.
+  const freqs = ropeInverseFrequencies(c.headDim, c.ropeTheta, null, 'f32');
+  return Float32Array.from(freqs, (f) => {
+    const smooth = llama3Smooth(s, f, (x) => x);
+    return smooth === 0 ? s.factor : 1 / ((1 - smooth) / s.factor + smooth);
+  });
 }

@@ -5,11 +5,12 @@
  */
 import type { PeftAdapter } from '../io/peft.js';
 import { peftKeyFor } from '../io/peft-keys.js';
+import { loraScaling } from '../nn/lora.js';
 
 /** PEFT's LoRA scaling factor. */
 export function loraScale(adapter: Pick<PeftAdapter, 'lora'>): number {
   const { alpha, r, useRslora } = adapter.lora;
-  return useRslora ? alpha / Math.sqrt(r) : alpha / r;
+  return loraScaling(alpha, r, useRslora);
 }
 
 /** W += scale·B·A in place (W [out, in], B [out, r], A [r, in], all row-major f32). */

@@ -98,19 +98,21 @@ export function canonicalShapes(c: LlamaConfig): Map<string, number[]> {
 }
 
 /**
- * Inverse of the HF→interleaved Q/K permutation (docs/formats.md §5.4): within each head of size
- * hd, HF row j·hd/2 + i ← stored row 2i + j. Works on weights ([rows, cols]) and biases (cols = 1).
+ * The HF ↔ interleaved Q/K row permutation (docs/formats.md §5.4): within each head of size hd,
+ * HF row j·hd/2 + i is interleaved row 2i + j. Works on weights ([rows, cols]) and biases (cols = 1).
  */
-export function unpermuteInterleavedRows(
+function interleaveRows(
+  what: string,
   src: Float32Array,
   nHeads: number,
   cols: number,
+  toInterleaved: boolean,
 ): Float32Array {
   const rows = src.length / cols;
   const hd = rows / nHeads;
   if (!Number.isInteger(rows) || !Number.isInteger(hd) || hd % 2 !== 0) {
     throw new Error(
-      `unpermuteInterleavedRows: ${src.length} values do not form ${nHeads} heads of even size × ${cols}`,
+      `${what}: ${src.length} values do not form ${nHeads} heads of even size × ${cols}`,
     );
   }
   const out = new Float32Array(src.length);
@@ -118,8 +120,9 @@ export function unpermuteInterleavedRows(
   for (let h = 0; h < nHeads; h++) {
     for (let i = 0; i < half; i++) {
       for (let j = 0; j < 2; j++) {
-        const from = (h * hd + 2 * i + j) * cols;
-        const to = (h * hd + j * half + i) * cols;
+        const interleaved = (h * hd + 2 * i + j) * cols;
+        const hf = (h * hd + j * half + i) * cols;
+        const [from, to] = toInterleaved ? [hf, interleaved] : [interleaved, hf];
         out.set(src.subarray(from, from + cols), to);
       }
     }
@@ -127,31 +130,22 @@ export function unpermuteInterleavedRows(
   return out;
 }
 
-/** The forward permutation (HF → interleaved), for writers and tests. */
+/** Interleaved (GGUF llama, llama2.c) → HF rows: what readers apply to stored Q/K. */
+export function unpermuteInterleavedRows(
+  src: Float32Array,
+  nHeads: number,
+  cols: number,
+): Float32Array {
+  return interleaveRows('unpermuteInterleavedRows', src, nHeads, cols, false);
+}
+
+/** HF → interleaved rows: what writers apply (the inverse of unpermuteInterleavedRows). */
 export function permuteToInterleavedRows(
   src: Float32Array,
   nHeads: number,
   cols: number,
 ): Float32Array {
-  const rows = src.length / cols;
-  const hd = rows / nHeads;
-  if (!Number.isInteger(rows) || !Number.isInteger(hd) || hd % 2 !== 0) {
-    throw new Error(
-      `permuteToInterleavedRows: ${src.length} values do not form ${nHeads} heads of even size × ${cols}`,
-    );
-  }
-  const out = new Float32Array(src.length);
-  const half = hd / 2;
-  for (let h = 0; h < nHeads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const to = (h * hd + 2 * i + j) * cols;
-        const from = (h * hd + j * half + i) * cols;
-        out.set(src.subarray(from, from + cols), to);
-      }
-    }
-  }
-  return out;
+  return interleaveRows('permuteToInterleavedRows', src, nHeads, cols, true);
 }
 
 /** How one canonical tensor is fetched from the underlying file. */

@@ -4,6 +4,7 @@
  * speed and memory. Weights are deterministic per (seed, tensor name) and generated one tensor at
  * a time, so a 7B-shaped model never exists in full precision at once.
  */
+import { seedFor } from '../nn/init.js';
 import { mix32, uniformAt } from '../tensor/rng.js';
 import { type BuildConfig, type TensorSource, expectedTensorNames } from './build.js';
 import type { ModelBatch } from './llama.js';
@@ -30,12 +31,6 @@ export function tensorShape(c: BuildConfig, name: string): number[] {
   return m[2] === 'bias' ? [rows] : [rows, cols];
 }
 
-function nameSeed(seed: number, name: string): number {
-  let h = mix32(seed >>> 0);
-  for (let i = 0; i < name.length; i++) h = mix32((h ^ name.charCodeAt(i)) >>> 0);
-  return h;
-}
-
 /**
  * Deterministic random weights: embeddings (and a separate lm_head) ~ U with std 0.02 (HF's
  * initializer_range, so a tied head gives logits of O(1) and a loss near ln V); projections with
@@ -59,7 +54,7 @@ export function syntheticSource(config: BuildConfig, seed = 1234): SyntheticSour
       if (!known.has(name)) throw new Error(`synthetic model has no tensor '${name}'`);
       const shape = tensorShape(config, name);
       const n = shape.reduce((a, b) => a * b, 1);
-      const s = nameSeed(seed, name);
+      const s = seedFor(seed, name);
       const out = new Float32Array(n);
       if (name.endsWith('norm.weight')) {
         for (let i = 0; i < n; i++) out[i] = 1 + 0.1 * (2 * uniformAt(s, i) - 1);

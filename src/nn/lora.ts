@@ -20,6 +20,11 @@ export interface LoraOptions {
   readonly seed: number;
 }
 
+/** PEFT's LoRA scale: alpha/r, or alpha/√r with rsLoRA (training, merging and export share it). */
+export function loraScaling(alpha: number, r: number, useRslora: boolean): number {
+  return useRslora ? alpha / Math.sqrt(r) : alpha / r;
+}
+
 /** What the forward pass keeps for backward. */
 export interface LoraSaved {
   /** A's input after dropout (x itself when dropout is off). */
@@ -51,7 +56,7 @@ export class LoraLinear {
       throw new Error(`${name}: LoRA rank must be a positive integer, got ${r}`);
     if (!(options.dropout >= 0 && options.dropout < 1))
       throw new Error(`${name}: LoRA dropout must be in [0, 1)`);
-    this.scaling = options.useRslora ? alpha / Math.sqrt(r) : alpha / r;
+    this.scaling = loraScaling(alpha, r, options.useRslora);
     const be = this.backend;
     // A backend that holds shapes only (memory planning) gets A by shape: drawing values would be
     // the planner's only real work (18M draws for Llama-2-7B).

@@ -21,17 +21,20 @@ export interface Blockwise8bit {
   readonly code: Float32Array;
 }
 
-/** Midpoints between adjacent code values, exact in float64 (sums of two float32 are exact). */
+/**
+ * Midpoints between adjacent values of an ascending code, exact in float64 (sums of two float32
+ * are exact). Used here and by the 8-bit optimizer states (backends/adamw8bit-host.ts).
+ */
 export function codeMidpoints(code: Float32Array): Float64Array {
   const mids = new Float64Array(code.length - 1);
-  for (let i = 0; i + 1 < code.length; i++) {
-    if (!(code[i + 1]! >= code[i]!)) throw new Error('code values must be sorted ascending');
-    mids[i] = (code[i]! + code[i + 1]!) / 2;
-  }
+  for (let i = 0; i + 1 < code.length; i++) mids[i] = (code[i]! + code[i + 1]!) / 2;
   return mids;
 }
 
-/** Index of the code nearest to s (ties to the lower code): the count of midpoints strictly below s. */
+/**
+ * Index of the code nearest to s (ties to the lower code): the count of midpoints strictly below s
+ * (torch.bucketize; NaN gives 0).
+ */
 export function nearestCodeIndex(mids: Float64Array, s: number): number {
   let lo = 0;
   let hi = mids.length; // answer in [lo, hi]
@@ -62,6 +65,9 @@ export function quantizeBlockwise8bit(
   const nblocks = Math.ceil(n / blocksize);
   const codes = new Uint8Array(n);
   const absmax = new Float32Array(nblocks);
+  for (let i = 0; i + 1 < code.length; i++) {
+    if (!(code[i + 1]! >= code[i]!)) throw new Error('code values must be sorted ascending');
+  }
   const mids = codeMidpoints(code);
   for (let b = 0; b < nblocks; b++) {
     const start = b * blocksize;
