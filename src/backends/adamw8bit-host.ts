@@ -1,7 +1,9 @@
 /**
- * 8-bit blockwise AdamW over host arrays, shared by the host backends (ref, cpu): the arithmetic
- * the Backend contract specifies to the rounding (see `Backend.adamw8bit`), so every backend gives
- * the same bits and a checkpoint written on one resumes bit-identically on another.
+ * 8-bit blockwise AdamW: the argument checks and the step's scalars every backend shares, and the
+ * update over host arrays that the ref backend runs. It is the arithmetic the Backend contract
+ * specifies to the rounding (see `Backend.adamw8bit`). The cpu addon (native/src/optim.cc) implements
+ * the same arithmetic, so ref and cpu give the same bits and a checkpoint written on one resumes
+ * bit-identically on the other; the WebGPU kernel has no float64 and agrees to about an ulp.
  */
 import { ADAMW8BIT_BLOCKSIZE, type AdamW8bitState, type AdamWOptions } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';

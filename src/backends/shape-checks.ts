@@ -345,3 +345,38 @@ export function attentionBackwardArgs(
   c.noAlias(op, 'dq and dv', dq, dv);
   c.noAlias(op, 'dk and dv', dk, dv);
 }
+
+/**
+ * The argument rules of Backend.crossEntropy: an integer ignore index, a finite gradScale, logits
+ * [n, V] (V > 0 unless n = 0), labels and losses [n], dlogits like logits (it may be logits itself);
+ * returns [n, V]. Labels' dtype and range are checked by the caller, which reads them.
+ */
+export function crossEntropyArgs(
+  c: ArgChecks,
+  logits: Tensor,
+  labels: Tensor,
+  ignoreIndex: number,
+  losses: Tensor,
+  dlogits: Tensor | null,
+  gradScale: number,
+): [number, number] {
+  const op = 'crossEntropy';
+  if (!Number.isInteger(ignoreIndex))
+    c.fail(op, `ignoreIndex must be an integer, got ${ignoreIndex}`);
+  if (!Number.isFinite(gradScale))
+    c.fail(op, `gradScale must be a finite number, got ${gradScale}`);
+  c.expectRank(op, 'logits', logits, 2);
+  const [n, vocab] = logits.shape as [number, number];
+  if (vocab === 0 && n > 0) c.fail(op, 'logits have an empty vocabulary');
+  c.expectSize(op, 'labels', labels, n);
+  c.expectSize(op, 'losses', losses, n);
+  c.noAlias(op, 'losses and logits', losses, logits);
+  c.noAlias(op, 'losses and labels', losses, labels);
+  if (dlogits) {
+    c.expectShape(op, 'dlogits', dlogits, logits.shape);
+    c.sameOrDisjoint(op, 'dlogits and logits', dlogits, logits);
+    c.noAlias(op, 'dlogits and losses', dlogits, losses);
+    c.noAlias(op, 'dlogits and labels', dlogits, labels);
+  }
+  return [n, vocab];
+}

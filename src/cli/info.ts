@@ -27,7 +27,7 @@ export function parameterCounts(
 
 /**
  * Bytes of the weights when projections are NF4 with double quantization (block 64: 4 bits +
- * 8/64 + 32/(64·256) bits per value) and embeddings, norms and lm_head stay at `otherBytes` per value.
+ * 8/64 + 32/(64·256) bits per value) and embeddings, norms and lm_head stay at `otherBytesPerValue` bytes per value.
  */
 export function nf4Bytes(c: BuildConfig, otherBytesPerValue = 4): number {
   const k = parameterCounts(c);

@@ -1,16 +1,6 @@
 import type { Tensor } from '../../tensor/tensor.js';
-import {
-  expectFinite,
-  expectRank,
-  expectShape,
-  expectSize,
-  f32,
-  fail,
-  i32,
-  noAlias,
-  sameOrDisjoint,
-  callNative,
-} from './checks.js';
+import { crossEntropyArgs } from '../shape-checks.js';
+import { args, callNative, f32, i32 } from './checks.js';
 import { kernel } from './native.js';
 
 type CrossEntropy = (
@@ -36,20 +26,15 @@ export function crossEntropy(
   gradScale: number,
 ): void {
   const op = 'crossEntropy';
-  if (!Number.isInteger(ignoreIndex))
-    fail(op, `ignoreIndex must be an integer, got ${ignoreIndex}`);
-  expectFinite(op, 'gradScale', gradScale);
-  expectRank(op, 'logits', logits, 2);
-  const [n, vocab] = logits.shape as [number, number];
-  if (vocab === 0 && n > 0) fail(op, 'logits have an empty vocabulary');
-  expectSize(op, 'labels', labels, n);
-  expectSize(op, 'losses', losses, n);
-  noAlias(op, 'losses and logits', losses, logits);
-  if (dlogits) {
-    expectShape(op, 'dlogits', dlogits, logits.shape);
-    sameOrDisjoint(op, 'dlogits and logits', dlogits, logits);
-    noAlias(op, 'dlogits and losses', dlogits, losses);
-  }
+  const [n, vocab] = crossEntropyArgs(
+    args,
+    logits,
+    labels,
+    ignoreIndex,
+    losses,
+    dlogits,
+    gradScale,
+  );
   callNative(op, () =>
     crossEntropyF32(
       f32(op, 'logits', logits),

@@ -7,18 +7,8 @@
  */
 import type { Tensor } from '../../../tensor/tensor.js';
 import { FAULT_WGSL, type KernelSpec } from '../context.js';
-import {
-  ctxOf,
-  expectFinite,
-  expectRank,
-  expectShape,
-  expectSize,
-  f32,
-  fail,
-  i32,
-  noAlias,
-  sameOrDisjoint,
-} from '../checks.js';
+import { crossEntropyArgs } from '../../shape-checks.js';
+import { args, ctxOf, f32, fail, i32 } from '../checks.js';
 import { UNIT_INDEX, unitGroups } from '../grid.js';
 
 const WG = 256;
@@ -117,25 +107,19 @@ export function crossEntropy(
   gradScale: number,
 ): void {
   const op = 'crossEntropy';
-  if (!Number.isInteger(ignoreIndex))
-    fail(op, `ignoreIndex must be an integer, got ${ignoreIndex}`);
+  const [n, vocab] = crossEntropyArgs(
+    args,
+    logits,
+    labels,
+    ignoreIndex,
+    losses,
+    dlogits,
+    gradScale,
+  );
+  // Labels and the ignore index are i32 on the device, and so are row offsets into a vocabulary.
   if (ignoreIndex < -(2 ** 31) || ignoreIndex >= 2 ** 31)
     fail(op, `ignoreIndex ${ignoreIndex} is not an i32`);
-  expectFinite(op, 'gradScale', gradScale);
-  expectRank(op, 'logits', logits, 2);
-  const [n, vocab] = logits.shape as [number, number];
-  if (vocab === 0 && n > 0) fail(op, 'logits have an empty vocabulary');
   if (vocab >= 2 ** 31) fail(op, `a vocabulary of ${vocab} is too large`);
-  expectSize(op, 'labels', labels, n);
-  expectSize(op, 'losses', losses, n);
-  noAlias(op, 'losses and logits', losses, logits);
-  noAlias(op, 'losses and labels', losses, labels);
-  if (dlogits) {
-    expectShape(op, 'dlogits', dlogits, logits.shape);
-    sameOrDisjoint(op, 'dlogits and logits', dlogits, logits);
-    noAlias(op, 'dlogits and losses', dlogits, losses);
-    noAlias(op, 'dlogits and labels', dlogits, labels);
-  }
   const spans = [f32(op, 'logits', logits), i32(op, 'labels', labels), f32(op, 'losses', losses)];
   if (dlogits) spans.push(f32(op, 'dlogits', dlogits));
   if (n === 0) return;
