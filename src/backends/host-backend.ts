@@ -9,6 +9,14 @@ import {
 } from '../tensor/dtype.js';
 import { type Storage, Tensor } from '../tensor/tensor.js';
 
+/** Whether two host tensors share any byte of memory (the aliasing checks of ref and cpu). */
+export function hostOverlap(a: Tensor, b: Tensor): boolean {
+  const x = a.data;
+  const y = b.data;
+  if (x.buffer !== y.buffer) return false;
+  return x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
+}
+
 /**
  * Memory management shared by the backends whose tensors live in host memory (ref, cpu): storage
  * is a typed array over a chunk that `allocChunk` provides.

@@ -3,6 +3,7 @@
  * with messages naming the op and argument; the addon then re-checks array lengths (args.h).
  */
 import type { Tensor } from '../../tensor/tensor.js';
+import { hostOverlap } from '../host-backend.js';
 import { type ArgChecks, shapeChecks } from '../shape-checks.js';
 
 /** The shape checks every backend shares, with this backend's error prefix. */
@@ -31,23 +32,16 @@ export function expectFinite(op: string, name: string, value: number): void {
 
 /** Two tensors must not share memory unless the op allows it (partial overlap is never allowed). */
 export function noAlias(op: string, names: string, a: Tensor, b: Tensor): void {
-  if (overlap(a, b)) fail(op, `${names} must not alias`);
+  if (hostOverlap(a, b)) fail(op, `${names} must not alias`);
 }
 
 /** Allowed aliasing is exact (same elements); a partial overlap would race. */
 export function sameOrDisjoint(op: string, names: string, a: Tensor, b: Tensor): void {
   const x = a.data;
   const y = b.data;
-  if (overlap(a, b) && !(x.byteOffset === y.byteOffset && x.byteLength === y.byteLength)) {
+  if (hostOverlap(a, b) && !(x.byteOffset === y.byteOffset && x.byteLength === y.byteLength)) {
     fail(op, `${names} overlap partially (they may only be the same tensor)`);
   }
-}
-
-function overlap(a: Tensor, b: Tensor): boolean {
-  const x = a.data;
-  const y = b.data;
-  if (x.buffer !== y.buffer) return false;
-  return x.byteOffset < y.byteOffset + y.byteLength && y.byteOffset < x.byteOffset + x.byteLength;
 }
 
 /** Runs a native call, re-throwing its errors (bad ids, labels, positions) under the op's name. */

@@ -3,6 +3,7 @@
  * and throws a message naming the op and the offending argument.
  */
 import type { Tensor } from '../../tensor/tensor.js';
+import { hostOverlap } from '../host-backend.js';
 import { shapeChecks } from '../shape-checks.js';
 
 export type FloatArray = Float32Array | Float64Array;
@@ -41,12 +42,5 @@ export function sameFloatType(op: string, tensors: Record<string, Tensor>): void
 
 /** Two tensors must not share memory unless the op allows it. */
 export function noAlias(op: string, names: string, a: Tensor, b: Tensor): void {
-  const x = a.data;
-  const y = b.data;
-  if (x.buffer !== y.buffer) return;
-  const xs = x.byteOffset;
-  const xe = xs + x.byteLength;
-  const ys = y.byteOffset;
-  const ye = ys + y.byteLength;
-  if (xs < ye && ys < xe) fail(op, `${names} must not alias`);
+  if (hostOverlap(a, b)) fail(op, `${names} must not alias`);
 }
