@@ -60,16 +60,45 @@ double fma_loop(int64_t iterations, float* sink) {
   return 2.0 * LANES * CHAINS * static_cast<double>(iterations);
 }
 
-// benchFmaPeak(iterationsPerThread) -> { seconds, flops, threads }
+#if QLORA_HAVE_BF16_KERNELS
+// The same loop with vdpbf16ps: each instruction is 16 lanes × 2 products × (multiply + add).
+QLORA_BF16_TARGET double dpbf16_loop(int64_t iterations, float* sink) {
+  __m512 acc[CHAINS];
+  for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_set1_ps(0.001f * i);
+  const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(1e-3f));
+  const __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-4f), _mm512_set1_ps(1e-4f));
+  for (int64_t it = 0; it < iterations; it++) {
+#pragma GCC unroll 16
+    for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_dpbf16_ps(acc[i], x, y);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < CHAINS; i++) s = _mm512_add_ps(s, acc[i]);
+  *sink = _mm512_reduce_add_ps(s);
+  return 4.0 * 16 * CHAINS * static_cast<double>(iterations);
+}
+#endif
+
+// benchFmaPeak(iterationsPerThread, dtype = 'f32' | 'bf16') -> { seconds, flops, threads }
+// 'bf16' times vdpbf16ps (fails where bf16 compute is unavailable: see bf16Available).
 Napi::Value BenchFmaPeak(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t iterations = intArg(info, 0, "iterations");
+  const bool bf16 = info.Length() > 1 && info[1].IsString() && info[1].As<Napi::String>().Utf8Value() == "bf16";
+  require(!bf16 || gemm::bf16_available(), env, "benchFmaPeak: bf16 compute is not available on this CPU/build");
   const int threads = num_threads();
   double flops[256] = {};
   float sinks[256] = {};
   const auto t0 = std::chrono::steady_clock::now();
   parallel_for(threads, [&](int64_t b, int64_t e, int) {
-    for (int64_t t = b; t < e; t++) flops[t] = fma_loop(iterations, &sinks[t]);
+    for (int64_t t = b; t < e; t++) {
+#if QLORA_HAVE_BF16_KERNELS
+      if (bf16) {
+        flops[t] = dpbf16_loop(iterations, &sinks[t]);
+        continue;
+      }
+#endif
+      flops[t] = fma_loop(iterations, &sinks[t]);
+    }
   });
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   double total = 0;

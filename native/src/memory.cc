@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "args.h"
+#include "gemm.h"
 #include "registry.h"
 
 namespace qlora {
@@ -136,7 +137,13 @@ Napi::Value SimdLevel(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), level);
 }
 
+// Whether matmul4bit can compute in bf16 here (AVX-512 build, CPU with AVX512_BF16).
+Napi::Value Bf16Available(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), gemm::bf16_available());
+}
+
 QLORA_EXPORT("alloc", Alloc);
+QLORA_EXPORT("bf16Available", Bf16Available);
 QLORA_EXPORT("free", Free);
 QLORA_EXPORT("memoryStats", Stats);
 QLORA_EXPORT("simdLevel", SimdLevel);

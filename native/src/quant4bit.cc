@@ -198,6 +198,113 @@ class InputGradPanels : public gemm::PanelSource {
   bool fast_;
 };
 
+#if QLORA_HAVE_BF16_KERNELS
+// The same two panel sources for the bf16 GEMM (gemm.h): each weight element is dequantized in fp32
+// (code · block scale, exactly as above) and rounded once to bf16 in the panel, two K steps per
+// 32-bit lane.
+class ForwardPanelsBf16 : public gemm::PanelSourceBf16 {
+ public:
+  explicit ForwardPanelsBf16(const Quant4& q) : q_(q), fast_(q.vectorBlocks() && q.cols % 16 == 0) {}
+
+  QLORA_BF16_TARGET void pack(uint32_t* dst, int64_t k0, int64_t kc, int64_t n0, int64_t nc) const override {
+    using gemm::NR;
+    const int64_t kp = (kc + 1) / 2;
+    const int64_t base = n0 * q_.cols + k0;  // flat index of (row n0, column k0)
+    if (!fast_) {
+      for (int64_t p = 0; p * NR < nc; p++) {
+        uint32_t* panel = dst + p * kp * NR;
+        const int64_t jn = std::min<int64_t>(NR, nc - p * NR);
+        for (int64_t t = 0; t < kp; t++) {
+          for (int64_t j = 0; j < NR; j++) {
+            const int64_t f = base + (p * NR + j) * q_.cols + 2 * t;
+            panel[t * NR + j] = j < jn ? gemm::bf16_pair(q_.at(f), 2 * t + 1 < kc ? q_.at(f + 1) : 0.0f) : 0u;
+          }
+        }
+      }
+      return;
+    }
+    // kc is a multiple of 16 here (K = cols is, and K blocks are multiples of 32).
+    PanelScales& scales = tls_scales;
+    scales.fill(q_, base, q_.cols, nc, kc);
+    const __m512 table = _mm512_loadu_ps(q_.code);
+    for (int64_t p = 0; p * NR < nc; p++) {
+      uint32_t* panel = dst + p * kp * NR;
+      const int64_t jn = std::min<int64_t>(NR, nc - p * NR);
+      for (int h = 0; h < NR; h += 16) {
+        const int64_t live = std::max<int64_t>(0, std::min<int64_t>(16, jn - h));
+        for (int64_t kk = 0; kk < kc; kk += 32) {
+          // 16 panel columns × 32 K steps: each row of W gives 16 pairs; transpose to pair-rows.
+          __m512 t[16];
+          for (int j = 0; j < 16; j++) {
+            if (j < live) {
+              const int64_t r = p * NR + h + j;
+              const int64_t f = base + r * q_.cols + kk;
+              const __m512 lo = decode16(q_.packed, f, table, scales.get(q_, r, f));
+              const __m512 hi = kk + 16 < kc ? decode16(q_.packed, f + 16, table, scales.get(q_, r, f + 16))
+                                             : _mm512_setzero_ps();
+              t[j] = _mm512_castsi512_ps(gemm::cvt_pairs(lo, hi));
+            } else {
+              t[j] = _mm512_setzero_ps();
+            }
+          }
+          gemm::transpose16x16(t);
+          const int64_t pairs = std::min<int64_t>(16, (kc - kk) / 2);
+          for (int64_t u = 0; u < pairs; u++) _mm512_store_ps(reinterpret_cast<float*>(panel + (kk / 2 + u) * NR + h), t[u]);
+        }
+      }
+    }
+  }
+
+ private:
+  const Quant4& q_;
+  bool fast_;
+};
+
+class InputGradPanelsBf16 : public gemm::PanelSourceBf16 {
+ public:
+  explicit InputGradPanelsBf16(const Quant4& q) : q_(q), fast_(q.vectorBlocks() && q.cols % 16 == 0) {}
+
+  QLORA_BF16_TARGET void pack(uint32_t* dst, int64_t k0, int64_t kc, int64_t n0, int64_t nc) const override {
+    using gemm::NR;
+    const int64_t kp = (kc + 1) / 2;
+    PanelScales& scales = tls_scales;
+    if (fast_) scales.fill(q_, k0 * q_.cols + n0, q_.cols, kc, nc);
+    const __m512 table = _mm512_loadu_ps(q_.code);
+    // Element (row k of the block, column j of the block) of W, dequantized in fp32.
+    auto at = [&](int64_t k, int64_t j) {
+      const int64_t f = (k0 + k) * q_.cols + n0 + j;
+      return fast_ ? q_.code[q_.nibble(f)] * scales.get(q_, k, f) : q_.at(f);
+    };
+    for (int64_t p = 0; p * NR < nc; p++) {
+      uint32_t* panel = dst + p * kp * NR;
+      const int64_t j0 = p * NR;
+      const int64_t jn = std::min<int64_t>(NR, nc - j0);
+      for (int64_t t = 0; t < kp; t++) {
+        const int64_t e = 2 * t, o = 2 * t + 1;  // the pair's two rows of W
+        uint32_t* out = panel + t * NR;
+        if (fast_ && jn == NR) {
+          for (int h = 0; h < NR; h += 16) {
+            const int64_t fe = (k0 + e) * q_.cols + n0 + j0 + h;
+            const __m512 a = decode16(q_.packed, fe, table, scales.get(q_, e, fe));
+            const __m512 b = o < kc ? decode16(q_.packed, fe + q_.cols, table, scales.get(q_, o, fe + q_.cols))
+                                    : _mm512_setzero_ps();
+            _mm512_store_si512(out + h, gemm::interleave_pairs(a, b));
+          }
+          continue;
+        }
+        int64_t j = 0;
+        for (; j < jn; j++) out[j] = gemm::bf16_pair(at(e, j0 + j), o < kc ? at(o, j0 + j) : 0.0f);
+        for (; j < NR; j++) out[j] = 0u;
+      }
+    }
+  }
+
+ private:
+  const Quant4& q_;
+  bool fast_;
+};
+#endif
+
 // out[f] = dequant(f) for f in the blocks [b0, b1).
 void dequantize_blocks(const Quant4& q, float* out, int64_t b0, int64_t b1) {
   const int64_t n = q.size();
@@ -262,9 +369,10 @@ Napi::Value Dequantize4bit(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// matmul4bit(<quant args 0..10>, input, out, n, beta, inputGrad)
+// matmul4bit(<quant args 0..10>, input, out, n, beta, inputGrad, bf16)
 //   inputGrad false: out[n, rows] = input[n, cols] · Wᵀ + beta·out
 //   inputGrad true:  out[n, cols] = input[n, rows] · W  + beta·out
+//   bf16: input and weight rounded to bf16, products accumulated in fp32 (needs bf16Available()).
 Napi::Value Matmul4bit(const Napi::CallbackInfo& info) {
   const Quant4 q = quantArgs(info, 0);
   const int64_t n = intArg(info, 13, "n");
@@ -275,6 +383,18 @@ Napi::Value Matmul4bit(const Napi::CallbackInfo& info) {
   const float* x = f32Arg(info, 11, "input", static_cast<size_t>(n * K)).data;
   float* out = f32Arg(info, 12, "out", static_cast<size_t>(n * N)).data;
   gemm::GemmArgs g{n, N, K, x, K, false, out, N, 1.0f, beta};
+  if (boolArg(info, 16)) {
+    require(gemm::bf16_available(), info.Env(),
+            "matmul4bit: bf16 compute needs an AVX-512 build of the addon on a CPU with AVX512_BF16");
+#if QLORA_HAVE_BF16_KERNELS
+    if (inputGrad) {
+      gemm::sgemm_bf16(g, InputGradPanelsBf16(q));
+    } else {
+      gemm::sgemm_bf16(g, ForwardPanelsBf16(q));
+    }
+#endif
+    return info.Env().Undefined();
+  }
   if (inputGrad) {
     gemm::sgemm(g, InputGradPanels(q));
   } else {

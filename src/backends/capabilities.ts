@@ -7,7 +7,7 @@ import {
   type Quantized4bit,
   quantize4bit,
 } from '../quant/quantize4bit.js';
-import type { Backend } from '../tensor/backend.js';
+import type { Backend, ComputeDtype } from '../tensor/backend.js';
 
 export type HostQuantize4bit = (
   values: ArrayLike<number>,
@@ -38,4 +38,25 @@ export interface ShapesOnlyBackend extends Backend {
 
 export function holdsShapesOnly(be: Backend): be is ShapesOnlyBackend {
   return (be as Partial<ShapesOnlyBackend>).shapesOnly === true;
+}
+
+/**
+ * A backend that can run its frozen-base 4-bit matmuls in more than one precision on this machine
+ * (cpu: bf16 where the CPU has AVX512_BF16). Its twins share memory and every other kernel.
+ */
+export interface ComputeDtypeBackend extends Backend {
+  /** The precisions available here, the fastest first (the default of `--compute-dtype auto`). */
+  readonly computeDtypes: readonly ComputeDtype[];
+  /** This backend computing in `dtype` (itself when it already does); throws when unavailable. */
+  withComputeDtype(dtype: ComputeDtype): Backend;
+}
+
+export function hasComputeDtypes(be: Backend): be is ComputeDtypeBackend {
+  const c = be as Partial<ComputeDtypeBackend>;
+  return Array.isArray(c.computeDtypes) && typeof c.withComputeDtype === 'function';
+}
+
+/** The precision `be` computes its 4-bit matmuls in. */
+export function computeDtypeOf(be: Backend): ComputeDtype {
+  return be.computeDtype ?? 'f32';
 }

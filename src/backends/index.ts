@@ -1,4 +1,5 @@
-import type { Backend } from '../tensor/backend.js';
+import type { Backend, ComputeDtype } from '../tensor/backend.js';
+import { computeDtypeOf, hasComputeDtypes } from './capabilities.js';
 import type { AdapterSummary } from './webgpu/gpu.js';
 
 export type { AdapterSummary } from './webgpu/gpu.js';
@@ -57,6 +58,9 @@ export async function resolveBackend(
 ): Promise<Backend> {
   const computeDtype = options.computeDtype ?? 'f32';
   let backend: Backend;
+  if (computeDtype === 'bf16' || computeDtype === 'auto') {
+    return withComputeDtype(await resolveBackend(choice), computeDtype);
+  }
   if (choice !== 'auto') {
     backend =
       computeDtype === 'f16' && choice === 'webgpu' ? await webgpuF16() : await getBackend(choice);
@@ -76,15 +80,54 @@ export async function resolveBackend(
   }
   if (computeDtype === 'f16' && backend.name !== 'webgpu') {
     throw new Error(
-      `--compute-dtype f16 needs the webgpu backend (on an adapter with shader-f16); '${backend.name}' computes in f32`,
+      `--compute-dtype f16 needs the webgpu backend (on an adapter with shader-f16); '${backend.name}' computes in ${dtypesOf(backend)}`,
     );
   }
   return backend;
 }
 
+/** The precisions `be` can compute its 4-bit matmuls in here, for messages. */
+function dtypesOf(be: Backend): string {
+  if (!hasComputeDtypes(be)) return computeDtypeOf(be);
+  const list = be.computeDtypes;
+  return (list.includes('f32') ? ['f32', ...list.filter((d) => d !== 'f32')] : list).join(' or ');
+}
+
+/**
+ * `be` computing in `dtype` ('auto': the backend's fastest here, e.g. bf16 on a cpu with
+ * AVX512_BF16, else what it computes in now). Asked of the backend (capabilities.ts), not its name.
+ */
+export function withComputeDtype(be: Backend, dtype: ComputeDtype | 'auto'): Backend {
+  if (dtype === 'auto') return hasComputeDtypes(be) ? be.withComputeDtype(be.computeDtypes[0]!) : be;
+  if (computeDtypeOf(be) === dtype) return be;
+  if (!hasComputeDtypes(be) || !be.computeDtypes.includes(dtype)) {
+    const hint =
+      dtype === 'bf16'
+        ? 'cpu on a CPU with AVX512_BF16 (AMD Zen 4+, Intel Cooper Lake / Sapphire Rapids+) and an AVX-512 build of the addon'
+        : 'webgpu on an adapter with shader-f16';
+    throw new Error(
+      `--compute-dtype ${dtype} needs ${hint}; '${be.name}'${be.describe ? ` (${be.describe()})` : ''} computes in ${dtypesOf(be)}`,
+    );
+  }
+  return be.withComputeDtype(dtype);
+}
+
+/** `--compute-dtype`: a precision, or 'auto' (the backend's fastest here). */
+export type ComputeDtypeChoice = ComputeDtype | 'auto';
+export const COMPUTE_DTYPE_CHOICES = [
+  'auto',
+  'bf16',
+  'f32',
+  'f16',
+] as const satisfies readonly ComputeDtypeChoice[];
+
 export interface ResolveOptions {
-  /** 'f16': the frozen-base 4-bit matmuls run on f16 tiles with f32 accumulation (webgpu with shader-f16). */
-  readonly computeDtype?: 'f32' | 'f16';
+  /**
+   * Precision of the frozen-base 4-bit matmuls (default 'f32': exact parity with the ref backend).
+   * 'bf16': cpu with AVX512_BF16; 'f16': webgpu with shader-f16; both accumulate in f32. 'auto':
+   * the backend's fastest here (the CLI's default).
+   */
+  readonly computeDtype?: ComputeDtypeChoice;
 }
 
 let f16Backend: Promise<Backend> | null = null;

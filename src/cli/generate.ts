@@ -1,5 +1,10 @@
 import { localDataPath } from './hub-args.js';
-import { BACKEND_CHOICES, type BackendChoice } from '../backends/index.js';
+import {
+  BACKEND_CHOICES,
+  type BackendChoice,
+  COMPUTE_DTYPE_CHOICES,
+  type ComputeDtypeChoice,
+} from '../backends/index.js';
 import readline from 'node:readline';
 import type { Command } from 'commander';
 import {
@@ -36,7 +41,7 @@ interface GenerateFlags extends BaseFlags {
   stop: string[];
   bos: boolean;
   backend: BackendChoice;
-  computeDtype: 'f32' | 'f16';
+  computeDtype: ComputeDtypeChoice;
   stats: boolean;
   data?: string;
   split?: 'train' | 'valid' | 'test';
@@ -100,9 +105,9 @@ export function registerGenerateCommand(program: Command): void {
     )
     .option(
       '--compute-dtype <type>',
-      'f32 (default) or f16: 4-bit matmuls on f16 tiles with f32 accumulation (webgpu with shader-f16)',
-      choiceOption('--compute-dtype', ['f32', 'f16'] as const),
-      'f32',
+      'auto (default: bf16 where the CPU has AVX512_BF16, else f32), bf16, f32 or f16: precision of the frozen-base 4-bit matmuls, f32 accumulation (bf16: cpu with AVX512_BF16; f16: webgpu with shader-f16); LoRA, norms, loss and optimizer stay f32',
+      choiceOption('--compute-dtype', COMPUTE_DTYPE_CHOICES),
+      'auto',
     )
     .option('--stats', 'print tokens/s to stderr at the end')
     .option(

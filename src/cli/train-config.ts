@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { parseHubId } from '../hub/repo-id.js';
+import { COMPUTE_DTYPE_CHOICES } from '../backends/index.js';
 import { closest } from './options.js';
 
 const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -82,7 +83,7 @@ export const trainConfigSchema = z
       .positive()
       .default(1 << 20),
     backend: z.enum(['auto', 'cpu', 'webgpu', 'ref']).default('cpu'),
-    computeDtype: z.enum(['f32', 'f16']).default('f32'),
+    computeDtype: z.enum(COMPUTE_DTYPE_CHOICES).default('auto'),
     force: z.boolean().default(false),
     samplePrompt: z.string().optional(),
     sampleTokens: z.number().int().min(0).default(64),

@@ -5,7 +5,7 @@
  * --lora-alpha, --lora-dropout) are hidden aliases of the short ones.
  */
 import { type Command, Option } from 'commander';
-import { BACKEND_CHOICES } from '../backends/index.js';
+import { BACKEND_CHOICES, COMPUTE_DTYPE_CHOICES } from '../backends/index.js';
 import { unescapeCommandLine } from '../data/prompt-template.js';
 import { GGUF_FILE_HELP } from './hub-args.js';
 import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
@@ -249,8 +249,8 @@ export function addTrainOptions(cmd: Command): Command {
     )
     .option(
       '--compute-dtype <type>',
-      'f32 (default) or f16: the frozen-base 4-bit matmuls on f16 tiles with f32 accumulation (webgpu with shader-f16; LoRA, optimizer and loss stay f32)',
-      choiceOption('--compute-dtype', ['f32', 'f16'] as const),
+      'auto (default: bf16 where the CPU has AVX512_BF16, else f32), bf16, f32 or f16: precision of the frozen-base 4-bit matmuls, f32 accumulation (bf16: cpu with AVX512_BF16; f16: webgpu with shader-f16); LoRA, norms, loss and optimizer stay f32',
+      choiceOption('--compute-dtype', COMPUTE_DTYPE_CHOICES),
     )
     .option('--sample-prompt <text>', 'print a sample for this prompt before and after training')
     .option(

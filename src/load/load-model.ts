@@ -4,7 +4,7 @@
  * or GGUF LoRA), built on a backend with or without a 4-bit base.
  */
 import { fs } from '../io/host.js';
-import { type BackendChoice, resolveBackend } from '../backends/index.js';
+import { type BackendChoice, type ComputeDtypeChoice, resolveBackend } from '../backends/index.js';
 import type { Backend } from '../tensor/backend.js';
 import { applyPeftAdapter, type PeftAdapter } from '../io/peft.js';
 import { loadLoraAdapter } from '../io/gguf-lora.js';
@@ -20,8 +20,8 @@ export interface LoadOptions {
   readonly tokenizer?: string;
   /** A registered backend's name (default cpu), or a Backend object of your own. */
   readonly backend?: BackendChoice | Backend;
-  /** 'f16': 4-bit matmuls on f16 tiles (webgpu with shader-f16); default f32. */
-  readonly computeDtype?: 'f32' | 'f16';
+  /** Precision of the 4-bit matmuls (resolveBackend's ResolveOptions.computeDtype); default f32. */
+  readonly computeDtype?: ComputeDtypeChoice;
   /** 4-bit base (QLoRA) or full precision (null). */
   readonly quantization?: Quantize4bitOptions | null;
   /** Also store an untied lm_head in 4-bit. */

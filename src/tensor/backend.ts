@@ -105,6 +105,9 @@ export interface MemoryStats {
  * Shapes use these letters: B batch, T sequence, H query heads, Hkv key/value heads, D head dim,
  * n rows, d features, V vocabulary.
  */
+/** What the frozen-base 4-bit matmuls compute in (see Backend.computeDtype). */
+export type ComputeDtype = 'f32' | 'bf16' | 'f16';
+
 export interface Backend {
   readonly name: string;
   /** dtypes this backend computes in (ref: f32 and f64; cpu: f32). i32/u8 are storage types on all. */
@@ -263,6 +266,12 @@ export interface Backend {
   // faster host quantizer) are reached through src/backends/capabilities.ts.
   /** One line on what this backend runs on here (instruction set and threads; a device's name). */
   describe?(): string;
+  /**
+   * The precision of the frozen-base 4-bit matmuls (matmul4bit, matmul4bitInputGrad); absent means
+   * 'f32'. 'bf16' and 'f16' round the activations and the dequantized weight to that type and
+   * accumulate in f32; everything else (LoRA, norms, softmax, loss, optimizer) stays f32.
+   */
+  readonly computeDtype?: ComputeDtype;
   /** Returns freed heap memory to the operating system (after building a model); true when it did. */
   trimMemory?(): boolean;
 }

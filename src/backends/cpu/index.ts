@@ -1,5 +1,6 @@
 import type { HostChunk } from '../../tensor/arena.js';
-import type { Backend, MemoryStats } from '../../tensor/backend.js';
+import type { Backend, ComputeDtype, MemoryStats, Packed4bitWeight } from '../../tensor/backend.js';
+import type { Tensor } from '../../tensor/tensor.js';
 import type { DType } from '../../tensor/dtype.js';
 import { HostMemory, type Kernels, kernelTable } from '../host-backend.js';
 import * as elementwise from './elementwise.js';
@@ -11,9 +12,9 @@ import * as rope from './rope.js';
 import * as attention from './attention.js';
 import * as loss from './loss.js';
 import * as optim from './optim.js';
-import { native } from './native.js';
+import { bf16Available, native } from './native.js';
 import { quantize4bitNative } from './quantize4bit-native.js';
-import type { HostQuantize4bit } from '../capabilities.js';
+import type { ComputeDtypeBackend, HostQuantize4bit } from '../capabilities.js';
 
 const KERNELS = kernelTable([
   elementwise,
@@ -27,6 +28,18 @@ const KERNELS = kernelTable([
   optim,
 ]);
 
+export interface CpuBackendOptions {
+  /**
+   * Precision of the frozen-base 4-bit matmuls: 'f32' (default: the exact-parity path) or 'bf16'
+   * (activations and dequantized weights rounded to bf16, f32 accumulation with vdpbf16ps; needs
+   * an AVX-512 build on a CPU with AVX512_BF16).
+   */
+  readonly computeDtype?: 'f32' | 'bf16';
+}
+
+/** One instance per compute dtype, so twins are reused (they share the addon's memory). */
+const twins = new Map<ComputeDtype, CpuBackend>();
+
 /**
  * The native CPU backend: C++ kernels (AVX-512 / AVX2+FMA / scalar, chosen at build time)
  * on a thread pool sized to the machine (QLORA_THREADS overrides). Tensor memory is 64-byte
@@ -35,8 +48,9 @@ const KERNELS = kernelTable([
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging -- the constructor installs the kernel functions on the instance; this merge gives them their types
 export interface CpuBackend extends Kernels {}
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the interface above
-export class CpuBackend extends HostMemory implements Backend {
+export class CpuBackend extends HostMemory implements Backend, ComputeDtypeBackend {
   readonly name = 'cpu';
+  readonly computeDtype: 'f32' | 'bf16';
 
   protected allocChunk(bytes: number): HostChunk {
     const buffer = native.alloc(bytes);
@@ -67,7 +81,25 @@ export class CpuBackend extends HostMemory implements Backend {
   readonly quantize4bitHost: HostQuantize4bit = quantize4bitNative;
 
   describe(): string {
-    return `native addon (${this.simd}, ${this.threads} threads)`;
+    return `native addon (${this.simd}, ${this.threads} threads, compute ${this.computeDtype})`;
+  }
+
+  /** Capability (capabilities.ts): bf16 first where the CPU has AVX512_BF16, then f32. */
+  get computeDtypes(): readonly ComputeDtype[] {
+    return bf16Available() ? ['bf16', 'f32'] : ['f32'];
+  }
+
+  /** The cpu backend computing its 4-bit matmuls in `dtype` (same memory, every other kernel f32). */
+  withComputeDtype(dtype: ComputeDtype): CpuBackend {
+    if (dtype === this.computeDtype) return this;
+    if (!twins.has(this.computeDtype)) twins.set(this.computeDtype, this);
+    let twin = twins.get(dtype);
+    if (!twin) {
+      if (dtype !== 'f32' && dtype !== 'bf16') throw new Error(unavailable(dtype));
+      twin = new CpuBackend({ computeDtype: dtype });
+      twins.set(dtype, twin);
+    }
+    return twin;
   }
 
   /** malloc_trim where the addon has it: the heap holes building a model leaves go back to the OS. */
@@ -75,9 +107,26 @@ export class CpuBackend extends HostMemory implements Backend {
     return typeof native.trimMemory === 'function' ? (native.trimMemory as () => boolean)() : false;
   }
 
-  constructor() {
+  constructor(options: CpuBackendOptions = {}) {
     super();
     // The ops come from the per-op modules (see kernelTable); declaration merging types them.
     Object.assign(this, KERNELS);
+    this.computeDtype = options.computeDtype ?? 'f32';
+    if (this.computeDtype === 'bf16') {
+      if (!bf16Available()) throw new Error(unavailable('bf16'));
+      this.matmul4bit = (x: Tensor, w: Packed4bitWeight, out: Tensor, beta = 0) =>
+        quant4bit.matmul4bit(x, w, out, beta, true);
+      this.matmul4bitInputGrad = (dy: Tensor, w: Packed4bitWeight, dx: Tensor, beta = 0) =>
+        quant4bit.matmul4bitInputGrad(dy, w, dx, beta, true);
+    } else if (this.computeDtype !== 'f32') {
+      throw new Error(unavailable(this.computeDtype));
+    }
   }
+}
+
+function unavailable(dtype: string): string {
+  if (dtype === 'bf16') {
+    return `cpu: compute dtype bf16 needs an AVX-512 build of the native addon on a CPU with AVX512_BF16; this one (${native.simdLevel()}) computes in f32`;
+  }
+  return `cpu: compute dtype must be f32 or bf16, got '${dtype}'`;
 }

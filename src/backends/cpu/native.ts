@@ -42,3 +42,12 @@ export function kernel<F extends (...args: never[]) => unknown>(name: string): F
     throw new Error(`native addon has no kernel '${name}' (rebuild with npm run build:native)`);
   return fn as F;
 }
+
+/**
+ * Whether this addon build on this CPU computes the 4-bit matmuls in bf16 (an AVX-512 build on a CPU
+ * with AVX512_BF16; QLORA_NO_BF16=1 hides the feature). False for an addon older than the entry point.
+ */
+export function bf16Available(): boolean {
+  const fn = native['bf16Available'];
+  return typeof fn === 'function' && (fn as () => boolean)() === true;
+}

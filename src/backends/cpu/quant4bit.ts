@@ -28,6 +28,7 @@ type Matmul4bitKernel = (
     n: number,
     beta: number,
     inputGrad: boolean,
+    bf16: boolean,
   ]
 ) => void;
 
@@ -38,8 +39,18 @@ const embeddingKernel =
   );
 const matmulKernel = kernel<Matmul4bitKernel>('matmul4bit');
 
-/** out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out (dequantized panel by panel, never whole). */
-export function matmul4bit(x: Tensor, w: Packed4bitWeight, out: Tensor, beta = 0): void {
+/**
+ * out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out (dequantized panel by panel, never whole).
+ * `bf16`: x and the dequantized weight rounded to bf16, products summed in f32 (vdpbf16ps; only
+ * where the addon reports bf16Available()).
+ */
+export function matmul4bit(
+  x: Tensor,
+  w: Packed4bitWeight,
+  out: Tensor,
+  beta = 0,
+  bf16 = false,
+): void {
   const op = 'matmul4bit';
   const q = quantArgs(op, w);
   const n = matrixRows(checks, op, 'x', x, w.cols);
@@ -47,11 +58,17 @@ export function matmul4bit(x: Tensor, w: Packed4bitWeight, out: Tensor, beta = 0
   const xd = f32(op, 'x', x);
   const od = f32(op, 'out', out);
   noAlias(op, 'x and out', x, out);
-  matmulKernel(...q, xd, od, n, beta, false);
+  matmulKernel(...q, xd, od, n, beta, false, bf16);
 }
 
-/** dx[n, cols] = dy[n, rows] · dequant(w) + beta·dx (the input gradient; w is frozen). */
-export function matmul4bitInputGrad(dy: Tensor, w: Packed4bitWeight, dx: Tensor, beta = 0): void {
+/** dx[n, cols] = dy[n, rows] · dequant(w) + beta·dx (the input gradient; w is frozen); `bf16` as above. */
+export function matmul4bitInputGrad(
+  dy: Tensor,
+  w: Packed4bitWeight,
+  dx: Tensor,
+  beta = 0,
+  bf16 = false,
+): void {
   const op = 'matmul4bitInputGrad';
   const q = quantArgs(op, w);
   const n = matrixRows(checks, op, 'dy', dy, w.rows);
@@ -59,7 +76,7 @@ export function matmul4bitInputGrad(dy: Tensor, w: Packed4bitWeight, dx: Tensor,
   const dyd = f32(op, 'dy', dy);
   const dxd = f32(op, 'dx', dx);
   noAlias(op, 'dy and dx', dy, dx);
-  matmulKernel(...q, dyd, dxd, n, beta, true);
+  matmulKernel(...q, dyd, dxd, n, beta, true, bf16);
 }
 
 /** out[rows, cols] = dequant(w) */

@@ -1,0 +1,202 @@
+// bf16 GEMM for AVX512_BF16 CPUs (vdpbf16ps: 16 fp32 lanes, each += a.lo·b.lo + a.hi·b.hi, i.e. two
+// K steps per instruction at the issue rate of one fp32 FMA). Same BLIS blocking as gemm.cc: A is
+// rounded to bf16 while it is packed, B panels come from a PanelSourceBf16 (the 4-bit weights
+// dequantize straight into them), and the 14×32 micro-kernel accumulates in fp32. Only the
+// frozen-base 4-bit matmuls use it (formats.md / architecture.md: --compute-dtype bf16).
+#include <algorithm>
+#include <cstdlib>
+
+#include "gemm.h"
+#include "threads.h"
+
+namespace qlora {
+namespace gemm {
+
+#if QLORA_HAVE_BF16_KERNELS
+
+namespace {
+
+constexpr int64_t MC = MR * 12;
+constexpr int64_t NC = NR * 64;
+// K-block limit in elements; blocks are balanced and rounded up to a multiple of 32 (16 pairs).
+// A bf16 pair row of a B micro-panel is as many bytes as an fp32 row, so 2× sgemm's KC keeps the
+// same L1/L2 footprint.
+constexpr int64_t KC_MAX_BF16 = 2 * KC_MAX;
+
+thread_local ScratchBuffer tls_a_bf16;
+thread_local ScratchBuffer tls_b_bf16;
+
+int64_t k_block_bf16(int64_t K) {
+  const int64_t blocks = (K + KC_MAX_BF16 - 1) / KC_MAX_BF16;
+  const int64_t kc = (K + blocks - 1) / blocks;
+  return (kc + 31) / 32 * 32;
+}
+
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : (n <= 0 ? 0 : static_cast<__mmask16>((1u << n) - 1));
+}
+
+// Ap micro-panel r: ap[r·kp·MR + t·MR + i] = bf16 pair (A[i0+r·MR+i, k0+2t], A[..., k0+2t+1]).
+QLORA_BF16_TARGET void pack_a_bf16(uint32_t* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t k0,
+                                   int64_t kc) {
+  const int64_t kp = (kc + 1) / 2;
+  static_assert(MR <= 16, "the transpose path packs at most 16 rows");
+  constexpr __mmask16 rowMask = static_cast<__mmask16>((1u << MR) - 1);
+  for (int64_t r = 0; r * MR < mc; r++) {
+    uint32_t* panel = dst + r * kp * MR;
+    const int64_t rows = std::min<int64_t>(MR, mc - r * MR);
+    const float* a0 = g.a + (i0 + r * MR) * g.lda + k0;
+    // 32 columns (16 pairs) of up to 16 rows per tile, through the 16×16 32-bit transpose; the
+    // last tile loads only the columns left (masked, zero beyond kc).
+    for (int64_t kk = 0; kk < kc; kk += 32) {
+      const int64_t left = kc - kk;
+      const __mmask16 m0 = first_lanes(left), m1 = first_lanes(left - 16);
+      __m512 t[16];
+      for (int i = 0; i < 16; i++) {
+        if (i < rows) {
+          const float* src = a0 + i * g.lda + kk;
+          t[i] = _mm512_castsi512_ps(cvt_pairs(_mm512_maskz_loadu_ps(m0, src), _mm512_maskz_loadu_ps(m1, src + 16)));
+        } else {
+          t[i] = _mm512_setzero_ps();
+        }
+      }
+      transpose16x16(t);
+      const int64_t pairs = std::min<int64_t>(16, (left + 1) / 2);
+      for (int64_t p = 0; p < pairs; p++) {
+        _mm512_mask_storeu_ps(reinterpret_cast<float*>(panel + (kk / 2 + p) * MR), rowMask, t[p]);
+      }
+    }
+  }
+}
+
+// C[m×n] = alpha·(Ap·Bp) + (overwrite ? 0 : beta·C), m ≤ MR, n ≤ NR, over kp K pairs.
+QLORA_BF16_TARGET void micro_kernel_bf16(int64_t kp, const uint32_t* __restrict A, const uint32_t* __restrict B,
+                                         float* C, int64_t ldc, int m, int n, float alpha, float beta,
+                                         bool overwrite) {
+  for (int i = 0; i < m; i++) {
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(C + i * ldc + 16), _MM_HINT_T0);
+  }
+  __m512 c[MR][2];
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; i++) {
+    c[i][0] = _mm512_setzero_ps();
+    c[i][1] = _mm512_setzero_ps();
+  }
+  for (int64_t t = 0; t < kp; t++) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(B);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(B + 16);
+    _mm_prefetch(reinterpret_cast<const char*>(A + 8 * MR), _MM_HINT_T0);
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; i++) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A[i]));
+      c[i][0] = _mm512_dpbf16_ps(c[i][0], a, b0);
+      c[i][1] = _mm512_dpbf16_ps(c[i][1], a, b1);
+    }
+    A += MR;
+    B += NR;
+  }
+  const __mmask16 mask0 = first_lanes(n);
+  const __mmask16 mask1 = first_lanes(n - 16);
+  const __m512 va = _mm512_set1_ps(alpha);
+  const __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 14
+  for (int i = 0; i < MR; i++) {
+    if (i >= m) break;
+    float* row = C + i * ldc;
+    __m512 r0 = _mm512_mul_ps(va, c[i][0]);
+    __m512 r1 = _mm512_mul_ps(va, c[i][1]);
+    if (!overwrite) {
+      r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask0, row), r0);
+      r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask1, row + 16), r1);
+    }
+    _mm512_mask_storeu_ps(row, mask0, r0);
+    _mm512_mask_storeu_ps(row + 16, mask1, r1);
+  }
+}
+
+// Rows [m0, m1) × columns [n0, n1) of C (n0 a multiple of NR).
+QLORA_BF16_TARGET void gemm_serial_bf16(const GemmArgs& g, const PanelSourceBf16& b, int64_t m0, int64_t m1,
+                                        int64_t n0, int64_t n1) {
+  const int64_t kcMax = k_block_bf16(g.K);
+  const int64_t kpMax = kcMax / 2;
+  uint32_t* bp = static_cast<uint32_t*>(tls_b_bf16.get(static_cast<size_t>(kpMax * NC) * sizeof(uint32_t)));
+  uint32_t* ap = static_cast<uint32_t*>(tls_a_bf16.get(static_cast<size_t>(kpMax * MC) * sizeof(uint32_t)));
+  for (int64_t jc = n0; jc < n1; jc += NC) {
+    const int64_t nc = std::min(NC, n1 - jc);
+    for (int64_t pc = 0; pc < g.K; pc += kcMax) {
+      const int64_t kc = std::min(kcMax, g.K - pc);
+      const int64_t kp = (kc + 1) / 2;
+      const bool first = pc == 0;
+      const bool overwrite = first && g.beta == 0.0f;
+      const float beta = first ? g.beta : 1.0f;
+      b.pack(bp, pc, kc, jc, nc);
+      for (int64_t ic = m0; ic < m1; ic += MC) {
+        const int64_t mc = std::min(MC, m1 - ic);
+        pack_a_bf16(ap, g, ic, mc, pc, kc);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const uint32_t* bpanel = bp + jr * kp;
+          const int n = static_cast<int>(std::min<int64_t>(NR, nc - jr));
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int m = static_cast<int>(std::min<int64_t>(MR, mc - ir));
+            micro_kernel_bf16(kp, ap + ir * kp, bpanel, g.c + (ic + ir) * g.ldc + jc + jr, g.ldc, m, n, g.alpha,
+                              beta, overwrite);
+          }
+        }
+      }
+    }
+  }
+}
+
+constexpr double PARALLEL_FLOPS_BF16 = 4e6;
+
+}  // namespace
+
+bool bf16_available() {
+  static const bool ok = [] {
+    const char* off = std::getenv("QLORA_NO_BF16");
+    if (off != nullptr && off[0] != '\0' && off[0] != '0') return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+  }();
+  return ok;
+}
+
+void sgemm_bf16(const GemmArgs& g, const PanelSourceBf16& b) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K == 0) {
+    for (int64_t i = 0; i < g.M; i++) {
+      float* row = g.c + i * g.ldc;
+      for (int64_t j = 0; j < g.N; j++) row[j] = g.beta == 0.0f ? 0.0f : g.beta * row[j];
+    }
+    return;
+  }
+  const double flops = 2.0 * static_cast<double>(g.M) * g.N * g.K;
+  const int threads = num_threads();
+  if (threads == 1 || flops < PARALLEL_FLOPS_BF16) {
+    DenormalGuard guard;
+    gemm_serial_bf16(g, b, 0, g.M, 0, g.N);
+    return;
+  }
+  const int64_t tilesM = (g.M + MR - 1) / MR, tilesN = (g.N + NR - 1) / NR;
+  if (tilesN * NR >= tilesM * MR) {
+    parallel_for(tilesN, [&](int64_t t0, int64_t t1, int) {
+      gemm_serial_bf16(g, b, 0, g.M, t0 * NR, std::min(t1 * NR, g.N));
+    });
+  } else {
+    parallel_for(tilesM, [&](int64_t t0, int64_t t1, int) {
+      gemm_serial_bf16(g, b, t0 * MR, std::min(t1 * MR, g.M), 0, g.N);
+    });
+  }
+}
+
+#else  // no bf16 kernels in this build
+
+bool bf16_available() { return false; }
+
+void sgemm_bf16(const GemmArgs&, const PanelSourceBf16&) { std::abort(); }
+
+#endif
+
+}  // namespace gemm
+}  // namespace qlora

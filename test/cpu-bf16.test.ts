@@ -1,0 +1,204 @@
+// cpu bf16 compute (issue 17.1): the frozen-base 4-bit matmuls with activations and dequantized
+// weights rounded to bf16 and fp32 accumulation (vdpbf16ps), against the float64 reference.
+//
+// Tolerance, from the arithmetic. Let u = 2⁻⁸ (bf16's unit roundoff: 8 significant bits, round to
+// nearest even) and S = Σ_k |x_k|·|w_k| (w the fp32 dequantized weight). Each product x̂·ŵ of the
+// rounded operands is x·w·(1+δ₁)(1+δ₂) with |δᵢ| ≤ u, and a bf16×bf16 product is exact in fp32; the
+// K products and beta·c are then summed in fp32, each addition rounding with relative error ≤ 2⁻²⁴.
+// So  |y − y_ref| ≤ (2u + u²)·S + γ_{K+1}·(S + |beta·c|),  γ_n = n·2⁻²⁴ / (1 − n·2⁻²⁴).
+// A second, tighter check isolates the accumulation: against the float64 product of the operands
+// rounded to bf16 here (round to nearest even, denormals to zero, as vcvtne2ps2bf16 does), only the
+// γ term remains.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { getBackend, resolveBackend, withComputeDtype } from '../src/backends/index.js';
+import type { CpuBackend } from '../src/backends/cpu/index.js';
+import { bf16Available } from '../src/backends/cpu/native.js';
+import { disposePacked4bit, quantize4bit, uploadPacked4bit } from '../src/quant/index.js';
+import type { QuantType4bit } from '../src/quant/index.js';
+import { randn } from './util.js';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const cpu = (await getBackend('cpu')) as CpuBackend;
+const ref = await getBackend('ref');
+const hasBf16 = bf16Available();
+const skip = hasBf16
+  ? false
+  : `this CPU or addon build has no AVX512_BF16 (addon ${cpu.simd}): bf16 compute is unavailable here`;
+
+const U = 2 ** -8;
+const gamma = (n: number) => (n * 2 ** -24) / (1 - n * 2 ** -24);
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+/** fp32 → bf16 → fp32, round to nearest even, denormals to signed zero (vcvtne2ps2bf16). */
+function bf16(v: number): number {
+  f32[0] = v;
+  let u = u32[0]!;
+  if ((u & 0x7f800000) === 0) u &= 0x80000000;
+  else if ((u & 0x7fffffff) <= 0x7f800000) u = (u + 0x7fff + ((u >>> 16) & 1)) >>> 0;
+  u32[0] = (u & 0xffff0000) >>> 0;
+  return f32[0];
+}
+
+interface Case {
+  rows: number;
+  cols: number;
+  quantType: QuantType4bit;
+  blocksize: number;
+  doubleQuant: boolean;
+}
+
+const cases: Case[] = [
+  // Vector packers (cols % 16 == 0, power-of-two blocks ≥ 16).
+  { rows: 48, cols: 64, quantType: 'nf4', blocksize: 64, doubleQuant: true },
+  { rows: 70, cols: 96, quantType: 'fp4', blocksize: 32, doubleQuant: false },
+  { rows: 33, cols: 176, quantType: 'nf4', blocksize: 32, doubleQuant: true }, // K % 32 == 16
+  { rows: 41, cols: 800, quantType: 'fp4', blocksize: 256, doubleQuant: true }, // forward K over one K block
+  { rows: 787, cols: 48, quantType: 'nf4', blocksize: 64, doubleQuant: true }, // input-grad K odd, over one block
+  // Scalar packers: odd columns, blocks straddling rows.
+  { rows: 7, cols: 9, quantType: 'nf4', blocksize: 32, doubleQuant: true },
+  { rows: 19, cols: 45, quantType: 'fp4', blocksize: 64, doubleQuant: false },
+  { rows: 1, cols: 1, quantType: 'nf4', blocksize: 64, doubleQuant: false },
+  { rows: 29, cols: 50, quantType: 'nf4', blocksize: 128, doubleQuant: true },
+];
+
+test('bf16 4-bit matmul and input gradient match ref within the bf16 bound, and the bf16-rounded product within fp32 accumulation (NF4/FP4, double quant, odd shapes)', { skip }, () => {
+  const be = cpu.withComputeDtype('bf16');
+  assert.equal(be.computeDtype, 'bf16');
+  let seed = 5;
+  let worstBound = 0; // largest |err| / bound over everything (must stay ≤ 1)
+  let worstRel = 0; // largest |err| / S: shows bf16 rounding really happened (≫ fp32's 2⁻²⁴)
+  for (const c of cases) {
+    const q = quantize4bit(randn(c.rows * c.cols, seed++, 0.3), c);
+    const w = uploadPacked4bit(be, q, c.rows, c.cols);
+    const wRef = uploadPacked4bit(ref, q, c.rows, c.cols);
+    // The fp32 dequantized weight exactly as the panels compute it (code · block scale in f32).
+    const dense = cpu.zeros([c.rows, c.cols]);
+    cpu.dequantize4bit(w, dense);
+    const W = Float64Array.from(dense.data);
+    dense.dispose();
+    for (const inputGrad of [false, true]) {
+      const K = inputGrad ? c.rows : c.cols;
+      const N = inputGrad ? c.cols : c.rows;
+      // W element for output column j and reduction index k.
+      const wAt = inputGrad ? (k: number, j: number) => W[k * c.cols + j]! : (k: number, j: number) => W[j * c.cols + k]!;
+      for (const n of [1, 15, 45]) {
+        for (const beta of [0, 0.5]) {
+          const x = randn(n * K, seed++);
+          const init = beta === 0 ? new Float64Array(n * N).fill(NaN) : randn(n * N, seed++);
+          const xt = be.fromArray(x, [n, K]);
+          const out = be.fromArray(init, [n, N]);
+          const xr = ref.fromArray(x, [n, K]);
+          const outR = ref.fromArray(init, [n, N]);
+          if (inputGrad) {
+            be.matmul4bitInputGrad(xt, w, out, beta);
+            ref.matmul4bitInputGrad(xr, wRef, outR, beta);
+          } else {
+            be.matmul4bit(xt, w, out, beta);
+            ref.matmul4bit(xr, wRef, outR, beta);
+          }
+          const got = out.data;
+          const want = outR.data;
+          const xf = Float32Array.from(x);
+          for (let i = 0; i < n; i++) {
+            for (let j = 0; j < N; j++) {
+              let s = 0;
+              let rounded = 0;
+              for (let k = 0; k < K; k++) {
+                const xv = xf[i * K + k]!;
+                const wv = wAt(k, j);
+                s += Math.abs(xv * wv);
+                rounded += bf16(xv) * bf16(wv);
+              }
+              const cTerm = beta === 0 ? 0 : Math.abs(beta * Math.fround(init[i * N + j]!));
+              if (beta !== 0) rounded += beta * Math.fround(init[i * N + j]!);
+              const g = got[i * N + j]!;
+              const where = `${inputGrad ? 'inputGrad' : 'matmul4bit'} n=${n} beta=${beta} [${i},${j}] ${JSON.stringify(c)}`;
+              const acc = gamma(K + 1) * (s + cTerm) + 1e-30;
+              const errRounded = Math.abs(g - rounded);
+              assert.ok(errRounded <= acc, `${where}: ${g} vs bf16-rounded product ${rounded} (|err| ${errRounded} > ${acc})`);
+              const bound = (2 * U + U * U) * s + acc;
+              const err = Math.abs(g - want[i * N + j]!);
+              assert.ok(err <= bound, `${where}: ${g} vs ref ${want[i * N + j]} (|err| ${err} > bound ${bound})`);
+              worstBound = Math.max(worstBound, err / bound);
+              if (s > 0) worstRel = Math.max(worstRel, err / s);
+            }
+          }
+          for (const t of [xt, out, xr, outR]) t.dispose();
+        }
+      }
+    }
+    disposePacked4bit(w);
+    disposePacked4bit(wRef);
+  }
+  console.log(`# bf16 4-bit matmul: worst |err|/bound ${worstBound.toFixed(3)}, worst |err|/S ${worstRel.toExponential(2)} (u = 2^-8 = ${U.toExponential(2)})`);
+  // fp32 compute would stay near 2⁻²⁴·K·S; bf16 rounding shows up at the 2⁻¹⁰..2⁻⁸ level.
+  assert.ok(worstRel > 2 ** -12, `errors of at most ${worstRel}·S: the bf16 path did not round`);
+});
+
+test('bf16 results do not depend on the thread count', { skip }, () => {
+  const be = cpu.withComputeDtype('bf16');
+  const saved = cpu.threads;
+  try {
+    const rows = 300;
+    const cols = 768;
+    const n = 130;
+    const q = quantize4bit(randn(rows * cols, 21, 0.05), { quantType: 'nf4', blocksize: 64, doubleQuant: true });
+    const w = uploadPacked4bit(be, q, rows, cols);
+    const x = be.fromArray(randn(n * cols, 22), [n, cols]);
+    const dy = be.fromArray(randn(n * rows, 23), [n, rows]);
+    const y = be.zeros([n, rows]);
+    const dx = be.zeros([n, cols]);
+    const runs: Float32Array[][] = [];
+    for (const threads of [1, 2]) {
+      cpu.threads = threads;
+      be.matmul4bit(x, w, y);
+      be.matmul4bitInputGrad(dy, w, dx);
+      runs.push([Float32Array.from(y.data as Float32Array), Float32Array.from(dx.data as Float32Array)]);
+    }
+    assert.deepEqual(runs[1]![0], runs[0]![0], 'forward: 1 vs 2 threads');
+    assert.deepEqual(runs[1]![1], runs[0]![1], 'input grad: 1 vs 2 threads');
+    for (const t of [x, dy, y, dx]) t.dispose();
+    disposePacked4bit(w);
+  } finally {
+    cpu.threads = saved;
+  }
+});
+
+test('compute dtype is a backend capability: f32 by default, bf16 first where the CPU has it, named in describe()', async () => {
+  assert.equal(cpu.computeDtype, 'f32', 'getBackend(cpu) keeps the exact-parity f32 path');
+  assert.match(cpu.describe(), /compute f32/);
+  assert.equal((await resolveBackend('cpu')).computeDtype, 'f32');
+  assert.deepEqual(cpu.computeDtypes, hasBf16 ? ['bf16', 'f32'] : ['f32']);
+  const auto = await resolveBackend('cpu', { computeDtype: 'auto' });
+  assert.equal(auto.computeDtype, hasBf16 ? 'bf16' : 'f32');
+  if (hasBf16) {
+    const b = await resolveBackend('cpu', { computeDtype: 'bf16' });
+    assert.equal(b, auto, 'one bf16 twin');
+    assert.match(b.describe!(), /compute bf16/);
+    assert.equal(withComputeDtype(b, 'f32'), cpu, 'and back to the same f32 instance');
+  }
+  // ref has no bf16: refused with the reason, naming the backend.
+  assert.throws(() => withComputeDtype(ref, 'bf16'), /--compute-dtype bf16 needs .*AVX512_BF16.*'ref'.* computes in f32/);
+});
+
+test('without AVX512_BF16 (QLORA_NO_BF16 hides it) auto falls back to f32 and bf16 is refused with the reason', () => {
+  const script = `
+    const { resolveBackend } = await import(${JSON.stringify(path.join(root, 'src/backends/index.ts'))});
+    const auto = await resolveBackend('cpu', { computeDtype: 'auto' });
+    console.log('auto=' + auto.computeDtype);
+    try { await resolveBackend('cpu', { computeDtype: 'bf16' }); console.log('bf16=accepted'); }
+    catch (e) { console.log('bf16=refused: ' + e.message); }`;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, QLORA_NO_BF16: '1' },
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /auto=f32/);
+  assert.match(r.stdout, /bf16=refused: --compute-dtype bf16 needs .*AVX512_BF16.*'cpu'.*computes in f32/);
+});
