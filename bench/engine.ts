@@ -1,7 +1,8 @@
 // Engine benchmark for the `cpu` backend (`npm run bench`, `npm run bench -- --quick`).
 //
-// Measures this machine's ceilings (register-only FMA peak, memcpy bandwidth), sgemm and the
-// 4-bit matmul at square and training shapes, 4-bit dequantization bandwidth and attention
+// Measures this machine's ceilings (register-only FMA peak in fp32 and, where the CPU has
+// AVX512_BF16, the vdpbf16ps peak; memcpy bandwidth), sgemm and the 4-bit matmul (fp32, and bf16
+// compute where available) at square and training shapes, 4-bit dequantization bandwidth and attention
 // forward+backward, then prints a markdown report and writes bench/results/latest.{json,md}.
 // Every number is the median of several timed runs after a warm-up run.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -10,7 +11,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { CpuBackend } from '../src/backends/cpu/index.js';
-import { native } from '../src/backends/cpu/native.js';
+import { bf16Available, native } from '../src/backends/cpu/native.js';
 import { getBackend } from '../src/backends/index.js';
 import { NF4_CODE, createDynamicMap } from '../src/quant/index.js';
 import type { Packed4bitWeight } from '../src/tensor/backend.js';
@@ -18,6 +19,8 @@ import type { Tensor } from '../src/tensor/tensor.js';
 
 const quick = process.argv.includes('--quick');
 const be = (await getBackend('cpu')) as CpuBackend;
+/** The same backend with its 4-bit matmuls in bf16 (AVX512_BF16), or null where unavailable. */
+const bf = bf16Available() ? be.withComputeDtype('bf16') : null;
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -128,7 +131,7 @@ const log = (s: string): void => void process.stderr.write(`${s}\n`);
 // ---- ceilings ----------------------------------------------------------------------------------
 
 type Native = {
-  benchFmaPeak(it: number): { seconds: number; flops: number };
+  benchFmaPeak(it: number, dtype?: 'f32' | 'bf16'): { seconds: number; flops: number };
   benchMemcpy(d: Uint8Array, s: Uint8Array, reps: number): { seconds: number; bytes: number };
 };
 const nat = native as unknown as Native;
@@ -137,13 +140,13 @@ const nat = native as unknown as Native;
  * The best of several runs: a ceiling, so interference from other processes should not lower it.
  * `perCpuSecond`: flops per CPU-second of all threads (per-core rate × threads when unloaded).
  */
-function fmaPeak(): { wall: number; perCpuSecond: number } {
+function fmaPeak(dtype: 'f32' | 'bf16' = 'f32'): { wall: number; perCpuSecond: number } {
   let wall = 0;
   let perCpuSecond = 0;
-  nat.benchFmaPeak(1_000_000);
+  nat.benchFmaPeak(1_000_000, dtype);
   for (let i = 0; i < 7; i++) {
     const c0 = process.cpuUsage();
-    const r = nat.benchFmaPeak(10_000_000);
+    const r = nat.benchFmaPeak(10_000_000, dtype);
     const c = process.cpuUsage(c0);
     wall = Math.max(wall, r.flops / r.seconds / 1e9);
     perCpuSecond = Math.max(perCpuSecond, r.flops / ((c.user + c.system) / 1e6) / 1e9);
@@ -177,6 +180,11 @@ interface ShapeResult {
   /** sgemm flops per CPU-second of all threads. */
   sgemmPerCpu: number;
   q4: number | null;
+  /** The 4-bit matmul with bf16 compute (null where the CPU has no AVX512_BF16). */
+  q4bf16: number | null;
+  /** Input gradients dx[M, K] = dy[M, N] · W, fp32 and bf16 (4-bit shapes only). */
+  q4grad: number | null;
+  q4gradBf16: number | null;
 }
 
 /** out[M, N] = x[M, K] · W[N, K]ᵀ, dense and (optionally) 4-bit. GFLOP/s. */
@@ -196,14 +204,20 @@ function matmulShape(
   const sgemmPerCpu = flops / t.cpu / 1e9;
   w.dispose();
   let q4: number | null = null;
+  let q4bf16: number | null = null;
+  let q4grad: number | null = null;
+  let q4gradBf16: number | null = null;
   if (with4bit) {
     const wq = random4bit(N, K, N + 7);
     q4 = flops / time(() => be.matmul4bit(x, wq, out)) / 1e9;
+    if (bf) q4bf16 = flops / time(() => bf.matmul4bit(x, wq, out)) / 1e9;
+    q4grad = flops / time(() => be.matmul4bitInputGrad(out, wq, x)) / 1e9;
+    if (bf) q4gradBf16 = flops / time(() => bf.matmul4bitInputGrad(out, wq, x)) / 1e9;
     dispose4bit(wq);
   }
   x.dispose();
   out.dispose();
-  return { M, K, N, sgemm, sgemmPerCpu, q4 };
+  return { M, K, N, sgemm, sgemmPerCpu, q4, q4bf16, q4grad, q4gradBf16 };
 }
 
 // Dequantization is measured on a [rows, cols] weight; memcpy copies as many bytes as it writes.
@@ -276,9 +290,14 @@ log(
   `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.simd}, ${machine.threads} threads${quick ? ' (quick)' : ''}`,
 );
 
+const loadBefore = os.loadavg();
 const peaks = fmaPeak();
 const peak = peaks.wall;
 log(`FMA peak ${fmt(peak)} GFLOP/s (${fmt(peaks.perCpuSecond)} per CPU-second)`);
+const bf16Peaks = bf ? fmaPeak('bf16') : null;
+const bf16Peak = bf16Peaks?.wall ?? null;
+if (bf16Peaks)
+  log(`bf16 peak (vdpbf16ps) ${fmt(bf16Peak)} GFLOP/s (${fmt(bf16Peaks.perCpuSecond)} per CPU-second)`);
 const memcpy = memcpyBandwidth(DEQUANT_ROWS * DEQUANT_COLS * 4);
 log(`memcpy ${fmt(memcpy)} GB/s`);
 
@@ -294,7 +313,9 @@ const training: ShapeResult[] = [];
 for (const K of dims) {
   for (const N of dims) {
     const r = matmulShape(1024, K, N, true, true);
-    log(`M=1024 K=${K} N=${N}: sgemm ${fmt(r.sgemm)}, 4-bit ${fmt(r.q4)} GFLOP/s`);
+    log(
+      `M=1024 K=${K} N=${N}: sgemm ${fmt(r.sgemm)}, 4-bit ${fmt(r.q4)} (bf16 ${fmt(r.q4bf16)}), input grad ${fmt(r.q4grad)} (bf16 ${fmt(r.q4gradBf16)}) GFLOP/s`,
+    );
     training.push(r);
   }
 }
@@ -325,12 +346,26 @@ const sgemmCpuFraction =
   median([...squares, ...training].map((r) => r.sgemmPerCpu)) / peaks.perCpuSecond;
 const q4Fraction = median(training.map((r) => r.q4! / r.sgemm));
 const dequantFraction = dequant / memcpy;
+// bf16 compute (issue 17): the 4-bit matmuls (forward and input gradient) ≥ 1.7× their fp32 rate.
+const bf16Ratio = bf
+  ? median(training.flatMap((r) => [r.q4bf16! / r.q4!, r.q4gradBf16! / r.q4grad!]))
+  : null;
 const targets = [
   { name: 'sgemm / FMA peak (median, M ≥ 256)', value: sgemmFraction, target: 0.7 },
   { name: 'same, in CPU time (robust to other load)', value: sgemmCpuFraction, target: 0.7 },
   { name: '4-bit matmul / sgemm (median ratio)', value: q4Fraction, target: 0.8 },
   { name: 'dequantize / memcpy bandwidth', value: dequantFraction, target: 0.5 },
+  ...(bf16Ratio === null
+    ? []
+    : [
+        {
+          name: '4-bit matmul bf16 / fp32 (median ratio, forward and input grad)',
+          value: bf16Ratio,
+          target: 1.7,
+        },
+      ]),
 ].map((t) => ({ ...t, pass: t.value >= t.target }));
+const loadAfter = os.loadavg();
 
 const lines: string[] = [];
 lines.push(`# qlora-ts engine benchmark (cpu backend)${quick ? ' — quick' : ''}`, '');
@@ -340,6 +375,14 @@ lines.push(
 lines.push(`- Date: ${machine.date}`);
 lines.push(
   `- FMA peak (register-only, all threads, best of 7): **${fmt(peak)} GFLOP/s** (${fmt(peaks.perCpuSecond)} GFLOP per CPU-second)`,
+);
+if (bf16Peaks)
+  lines.push(
+    `- bf16 peak (vdpbf16ps, register-only, all threads, best of 7): **${fmt(bf16Peak)} GFLOP/s** (${fmt(bf16Peaks.perCpuSecond)} GFLOP per CPU-second; ${fmt(bf16Peak! / peak, 2)}× the fp32 FMA peak)`,
+  );
+else lines.push('- bf16 compute: not available (no AVX512_BF16 on this CPU or build)');
+lines.push(
+  `- Load average (1/5/15 min) before: ${loadBefore.map((l) => l.toFixed(2)).join(' / ')}, after: ${loadAfter.map((l) => l.toFixed(2)).join(' / ')} (the machine has ${machine.cores} CPUs; more than that means other processes shared them)`,
 );
 lines.push(
   `- memcpy: **${fmt(memcpy)} GB/s** (bytes copied per second, ${((DEQUANT_ROWS * DEQUANT_COLS * 4) / 2 ** 20).toFixed(0)} MiB buffers)`,
@@ -352,12 +395,15 @@ lines.push('## sgemm, square (C = A·B)', '', '| n | GFLOP/s | % of peak |', '|-
 for (const r of squares) lines.push(`| ${r.M} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} |`);
 lines.push('', '## Training shapes: y[1024, N] = x[1024, K] · W[N, K]ᵀ', '');
 lines.push(
-  '| K | N | sgemm GFLOP/s | % of peak | 4-bit GFLOP/s | 4-bit / sgemm |',
-  '|---:|---:|---:|---:|---:|---:|',
+  'The 4-bit columns are NF4 + double quant; "bf16" computes them with vdpbf16ps (x and the dequantized weight rounded to bf16, fp32 accumulation). Input grad: dx[1024, K] = dy[1024, N] · W. % of peak: against the fp32 FMA peak, and for bf16 against the bf16 peak.',
+  '',
+  '| K | N | sgemm GFLOP/s | % of peak | 4-bit GFLOP/s | 4-bit / sgemm | 4-bit bf16 GFLOP/s | % of bf16 peak | bf16 / fp32 | input grad fp32 | input grad bf16 | bf16 / fp32 |',
+  '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 );
+const ratio = (a: number | null, b: number | null) => (a === null || b === null ? 'n/a' : `${fmt(a / b, 2)}×`);
 for (const r of training) {
   lines.push(
-    `| ${r.K} | ${r.N} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} | ${fmt(r.q4)} | ${pct(r.q4! / r.sgemm)} |`,
+    `| ${r.K} | ${r.N} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} | ${fmt(r.q4)} | ${pct(r.q4! / r.sgemm)} | ${fmt(r.q4bf16)} | ${bf16Peak && r.q4bf16 ? pct(r.q4bf16 / bf16Peak) : 'n/a'} | ${ratio(r.q4bf16, r.q4)} | ${fmt(r.q4grad)} | ${fmt(r.q4gradBf16)} | ${ratio(r.q4gradBf16, r.q4grad)} |`,
   );
 }
 lines.push(
@@ -400,6 +446,9 @@ writeFileSync(
       machine,
       peakGflops: peak,
       peakGflopsPerCpuSecond: peaks.perCpuSecond,
+      bf16PeakGflops: bf16Peak,
+      bf16PeakGflopsPerCpuSecond: bf16Peaks?.perCpuSecond ?? null,
+      loadAverage: { before: loadBefore, after: loadAfter },
       memcpyGBps: memcpy,
       dequantGBps: dequant,
       squares,
