@@ -297,7 +297,9 @@ log(`FMA peak ${fmt(peak)} GFLOP/s (${fmt(peaks.perCpuSecond)} per CPU-second)`)
 const bf16Peaks = bf ? fmaPeak('bf16') : null;
 const bf16Peak = bf16Peaks?.wall ?? null;
 if (bf16Peaks)
-  log(`bf16 peak (vdpbf16ps) ${fmt(bf16Peak)} GFLOP/s (${fmt(bf16Peaks.perCpuSecond)} per CPU-second)`);
+  log(
+    `bf16 peak (vdpbf16ps) ${fmt(bf16Peak)} GFLOP/s (${fmt(bf16Peaks.perCpuSecond)} per CPU-second)`,
+  );
 const memcpy = memcpyBandwidth(DEQUANT_ROWS * DEQUANT_COLS * 4);
 log(`memcpy ${fmt(memcpy)} GB/s`);
 
@@ -400,7 +402,8 @@ lines.push(
   '| K | N | sgemm GFLOP/s | % of peak | 4-bit GFLOP/s | 4-bit / sgemm | 4-bit bf16 GFLOP/s | % of bf16 peak | bf16 / fp32 | input grad fp32 | input grad bf16 | bf16 / fp32 |',
   '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 );
-const ratio = (a: number | null, b: number | null) => (a === null || b === null ? 'n/a' : `${fmt(a / b, 2)}×`);
+const ratio = (a: number | null, b: number | null) =>
+  a === null || b === null ? 'n/a' : `${fmt(a / b, 2)}×`;
 for (const r of training) {
   lines.push(
     `| ${r.K} | ${r.N} | ${fmt(r.sgemm)} | ${pct(r.sgemm / peak)} | ${fmt(r.q4)} | ${pct(r.q4! / r.sgemm)} | ${fmt(r.q4bf16)} | ${bf16Peak && r.q4bf16 ? pct(r.q4bf16 / bf16Peak) : 'n/a'} | ${ratio(r.q4bf16, r.q4)} | ${fmt(r.q4grad)} | ${fmt(r.q4gradBf16)} | ${ratio(r.q4gradBf16, r.q4grad)} |`,

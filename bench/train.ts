@@ -3,12 +3,16 @@
  * NF4 + double-quant base, LoRA r=16 on all linear layers, AdamW. For each shape it reports
  * training and forward-only tokens/s, the time split (forward / loss / backward / optimizer /
  * other), peak RSS against the planner's prediction, bits per base parameter and model-FLOP
- * utilisation against the engine bench's measured FMA peak.
+ * utilisation against the fp32 FMA peak and, where the CPU has AVX512_BF16, the vdpbf16ps peak
+ * (both measured on this machine). With bf16 available every shape runs twice, f32 and bf16 compute
+ * of the frozen-base 4-bit matmuls, and the report gives the bf16 / f32 speedup.
  *
  *   npm run bench:train                      # all shapes (the 7B one takes many minutes)
  *   npm run bench:train -- --only 15m,110m   # some shapes
  *   npm run bench:train -- --steps 3         # measured training steps per shape
  *   npm run bench:train -- --threads 1       # kernel threads (default: the addon's, one per core)
+ *   npm run bench:train -- --compute-dtype f32   # one compute dtype (default: f32 and, where the
+ *                                                # CPU has AVX512_BF16, bf16 too, side by side)
  *   npm run bench:train -- --report          # rewrite the files from stored results with the current planner
  *
  * Each shape runs in a fresh child process so its peak RSS is its own. Results go to
@@ -20,7 +24,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
-import { native } from '../src/backends/cpu/native.js';
+import { bf16Available, native } from '../src/backends/cpu/native.js';
+import type { CpuBackend } from '../src/backends/cpu/index.js';
 import { buildLlama } from '../src/models/build.js';
 import { packedWeightBytes } from '../src/quant/upload.js';
 import { Tensor } from '../src/tensor/tensor.js';
@@ -113,8 +118,15 @@ const LORA = {
 const QUANT = { quantType: 'nf4' as const, blocksize: 64, doubleQuant: true };
 const LOSS_CHUNK_ROWS = 256;
 
+type Dtype = 'f32' | 'bf16';
+
 export interface ShapeResult {
   readonly key: string;
+  /** Precision of the frozen-base 4-bit matmuls (absent in results stored before it existed: f32). */
+  readonly computeDtype?: Dtype;
+  /** MFU against the bf16 (vdpbf16ps) peak, where measured. */
+  readonly mfuBf16?: number | null;
+  readonly bf16PeakGflops?: number | null;
   readonly label: string;
   readonly batchSize: number;
   readonly seqLen: number;
@@ -209,10 +221,15 @@ function baseWeightBytes(model: LlamaModel): {
   return { all: projections + other, projections, params, projectionParams };
 }
 
-async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult> {
+async function runShape(
+  run: ShapeRun,
+  peakGflops: number,
+  bf16PeakGflops: number | null,
+  computeDtype: Dtype,
+): Promise<ShapeResult> {
   const config = namedShape(run.shape);
   if (!config) throw new Error(`unknown shape ${run.shape}`);
-  const be = await getBackend('cpu');
+  const be = ((await getBackend('cpu')) as CpuBackend).withComputeDtype(computeDtype);
   const t0 = performance.now();
   const model = await buildLlama(config, syntheticSource(config, 1234), {
     backend: be,
@@ -350,6 +367,9 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
     achievedGflops: achieved / 1e9,
     mfu: achieved / (peakGflops * 1e9),
     peakGflops,
+    computeDtype,
+    mfuBf16: bf16PeakGflops ? achieved / (bf16PeakGflops * 1e9) : null,
+    bf16PeakGflops,
     pytorchQlora: run.pytorchQlora,
     finalLoss,
     loadAverage: os.loadavg()[0]!,
@@ -365,27 +385,33 @@ async function runShape(run: ShapeRun, peakGflops: number): Promise<ShapeResult>
  * shared machine only ever lower a measurement, and a single thread is the least disturbed, so
  * the larger figure is the better estimate of the machine's peak (and keeps MFU conservative).
  */
-function fmaPeakGflops(): { gflops: number; source: string } {
+function fmaPeakGflops(dtype: Dtype = 'f32'): { gflops: number; source: string } {
   const candidates: { gflops: number; source: string }[] = [];
   const latest = path.join(RESULTS, 'latest.json');
   if (fs.existsSync(latest)) {
-    const found = findPeak(JSON.parse(fs.readFileSync(latest, 'utf8')) as unknown);
-    if (found) candidates.push({ gflops: found, source: 'bench/results/latest.json' });
+    const json = JSON.parse(fs.readFileSync(latest, 'utf8')) as {
+      machine?: { cpu?: string };
+      bf16PeakGflops?: number | null;
+    };
+    // Only a figure measured on this CPU model (the engine bench records it) counts.
+    const sameCpu = json.machine?.cpu === cpuModelName();
+    const found = dtype === 'f32' ? findPeak(json) : (json.bf16PeakGflops ?? null);
+    if (found && sameCpu) candidates.push({ gflops: found, source: 'bench/results/latest.json' });
   }
   const bench = native.benchFmaPeak as
-    ((iterations: number) => { flops: number; seconds: number }) | undefined;
+    ((iterations: number, dtype?: Dtype) => { flops: number; seconds: number }) | undefined;
   if (typeof bench === 'function') {
     const threads = native.getThreads();
     native.setThreads(1);
     let best = 0;
     for (let i = 0; i < 5; i++) {
-      const r = bench(20_000_000);
+      const r = bench(20_000_000, dtype);
       best = Math.max(best, r.flops / r.seconds / 1e9);
     }
     native.setThreads(threads);
     candidates.push({
       gflops: best * threads,
-      source: `${threads} × single-thread benchFmaPeak (${best.toFixed(1)} GFLOP/s)`,
+      source: `${threads} × single-thread benchFmaPeak${dtype === 'bf16' ? "(…, 'bf16')" : ''} (${best.toFixed(1)} GFLOP/s)`,
     });
   }
   if (candidates.length === 0)
@@ -394,6 +420,20 @@ function fmaPeakGflops(): { gflops: number; source: string } {
       source: 'the planner default, defaultMachine() (docs/performance.md)',
     };
   return candidates.reduce((a, b) => (b.gflops > a.gflops ? b : a));
+}
+
+/** The CPU model as the engine bench records it (/proc/cpuinfo's model name, else os.cpus()). */
+function cpuModelName(): string {
+  try {
+    const line = fs
+      .readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('model name'));
+    if (line) return line.split(':')[1]!.trim();
+  } catch {
+    // not Linux
+  }
+  return os.cpus()[0]?.model ?? 'unknown';
 }
 
 /** The first numeric field whose key mentions the FMA peak, in GFLOP/s. */
@@ -414,7 +454,9 @@ function runChild(
   run: ShapeRun,
   steps: number | null,
   peak: number,
+  bf16Peak: number | null,
   threads: number | null,
+  computeDtype: Dtype,
 ): ShapeResult {
   const args = [
     '--import',
@@ -424,7 +466,10 @@ function runChild(
     run.key,
     '--peak',
     String(peak),
+    '--compute-dtype',
+    computeDtype,
   ];
+  if (bf16Peak !== null) args.push('--bf16-peak', String(bf16Peak));
   if (steps !== null) args.push('--steps', String(steps));
   if (threads !== null) args.push('--threads', String(threads));
   const r = spawnSync(process.execPath, args, {
@@ -444,6 +489,7 @@ const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
 function table(results: readonly ShapeResult[]): string[] {
   const head = [
     'shape',
+    'compute',
     'batch',
     'ckpt',
     'train tok/s',
@@ -456,12 +502,14 @@ function table(results: readonly ShapeResult[]): string[] {
     'bits/param (proj)',
     'fwd / loss / bwd (recompute) / opt / other ms',
     'GFLOP/s',
-    'MFU',
+    'MFU (fp32 peak)',
+    'MFU (bf16 peak)',
     'threads',
     'load',
   ];
   const rows = results.map((r) => [
     r.label,
+    r.computeDtype ?? 'f32',
     `${r.batchSize}×${r.seqLen}`,
     r.gradientCheckpointing ? 'on' : 'off',
     r.trainTokensPerSecond.toFixed(r.trainTokensPerSecond < 100 ? 1 : 0),
@@ -478,6 +526,7 @@ function table(results: readonly ShapeResult[]): string[] {
       `${r.split.optimizer.toFixed(0)} / ${r.split.other.toFixed(0)}`,
     r.achievedGflops.toFixed(1),
     `${(r.mfu * 100).toFixed(1)}%`,
+    r.mfuBf16 ? `${(r.mfuBf16 * 100).toFixed(1)}%` : '–',
     String(r.threads ?? '?'),
     r.loadAverage?.toFixed(1) ?? '?',
   ]);
@@ -497,12 +546,20 @@ async function main(argv: string[]): Promise<void> {
   const threads = arg('--threads') ? Number(arg('--threads')) : null;
   if (threads !== null && !(Number.isInteger(threads) && threads >= 1))
     throw new Error(`--threads must be a positive integer`);
+  const dtypeArg = arg('--compute-dtype');
+  if (dtypeArg !== null && !['f32', 'bf16', 'f32,bf16', 'bf16,f32'].includes(dtypeArg))
+    throw new Error(`--compute-dtype must be f32, bf16 or f32,bf16, got '${dtypeArg}'`);
   const child = arg('--child');
   if (child) {
     if (threads !== null) native.setThreads(threads);
     const run = SHAPES.find((s) => s.key === child);
     if (!run) throw new Error(`unknown shape ${child}`);
-    const result = await runShape(steps ? { ...run, steps } : run, Number(arg('--peak')));
+    const result = await runShape(
+      steps ? { ...run, steps } : run,
+      Number(arg('--peak')),
+      arg('--bf16-peak') ? Number(arg('--bf16-peak')) : null,
+      (dtypeArg ?? 'f32') as Dtype,
+    );
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
     return;
   }
@@ -510,6 +567,8 @@ async function main(argv: string[]): Promise<void> {
     const stored = JSON.parse(fs.readFileSync(path.join(RESULTS, 'train-latest.json'), 'utf8')) as {
       peakGflops: number;
       peakSource: string;
+      bf16PeakGflops?: number | null;
+      bf16PeakSource?: string | null;
       results: StoredResult[];
     };
     const replanned = await Promise.all(
@@ -523,7 +582,14 @@ async function main(argv: string[]): Promise<void> {
         };
       }),
     );
-    writeResults(replanned, { gflops: stored.peakGflops, source: stored.peakSource }, []);
+    writeResults(
+      replanned,
+      { gflops: stored.peakGflops, source: stored.peakSource },
+      [],
+      stored.bf16PeakGflops
+        ? { gflops: stored.bf16PeakGflops, source: stored.bf16PeakSource ?? '' }
+        : null,
+    );
     return;
   }
   const only = arg('--only')
@@ -532,19 +598,51 @@ async function main(argv: string[]): Promise<void> {
   const runs = only ? SHAPES.filter((s) => only.includes(s.key) || only.includes(s.shape)) : SHAPES;
   if (runs.length === 0)
     throw new Error(`--only matched no shape (choose from ${SHAPES.map((s) => s.key).join(', ')})`);
+  const hasBf16 = bf16Available();
+  const dtypes: Dtype[] = dtypeArg
+    ? (dtypeArg.split(',') as Dtype[])
+    : hasBf16
+      ? ['f32', 'bf16']
+      : ['f32'];
+  if (dtypes.includes('bf16') && !hasBf16)
+    throw new Error('--compute-dtype bf16: this CPU or addon build has no AVX512_BF16');
   const peak = fmaPeakGflops();
+  const bf16Peak = hasBf16 ? fmaPeakGflops('bf16') : null;
   console.log(
-    `FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}); ${os.cpus().length} CPUs, ${native.getThreads()} kernel threads`,
+    `FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}); ${bf16Peak ? `bf16 peak ${bf16Peak.gflops.toFixed(1)} GFLOP/s (${bf16Peak.source}); ` : ''}${os.cpus().length} CPUs, ${native.getThreads()} kernel threads; load ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
   );
   const results: ShapeResult[] = [];
   for (const run of runs) {
-    console.log(
-      `${run.label}: batch ${run.batchSize}×${run.seqLen}, gradient checkpointing ${run.gradientCheckpointing ? 'on' : 'off'} ...`,
-    );
-    results.push(runChild(run, steps, peak.gflops, threads));
+    // f32 and bf16 back to back per shape, so both see the same machine state.
+    for (const dtype of dtypes) {
+      console.log(
+        `${run.label} (${dtype}): batch ${run.batchSize}×${run.seqLen}, gradient checkpointing ${run.gradientCheckpointing ? 'on' : 'off'} ...`,
+      );
+      results.push(runChild(run, steps, peak.gflops, bf16Peak?.gflops ?? null, threads, dtype));
+    }
   }
   console.log(table(results).join('\n'));
-  writeResults(results, peak, results);
+  for (const line of speedups(results)) console.log(line);
+  writeResults(results, peak, results, bf16Peak);
+}
+
+/** bf16 / f32 training speed per shape measured in this run (issue 17 target: ≥ 1.5× at 110M). */
+function speedups(results: readonly ShapeResult[]): string[] {
+  const lines: string[] = [];
+  for (const r of results) {
+    if (r.computeDtype !== 'bf16') continue;
+    const base = results.find(
+      (o) => o.key === r.key && o.threads === r.threads && (o.computeDtype ?? 'f32') === 'f32',
+    );
+    if (!base) continue;
+    lines.push(
+      `${r.label}: bf16 ${r.trainTokensPerSecond.toFixed(0)} vs f32 ${base.trainTokensPerSecond.toFixed(0)} tok/s = ${(r.trainTokensPerSecond / base.trainTokensPerSecond).toFixed(2)}× (forward ${(r.forwardTokensPerSecond / base.forwardTokensPerSecond).toFixed(2)}×)`,
+    );
+  }
+  return lines;
 }
 
 /** Merges `fresh` (measured now) with the stored rows of other shapes/thread counts and writes both files. */
@@ -552,6 +650,7 @@ function writeResults(
   all: readonly StoredResult[],
   peak: { gflops: number; source: string },
   fresh: readonly ShapeResult[],
+  bf16Peak: { gflops: number; source: string } | null = null,
 ): void {
   // Shapes run piecewise (--only) keep the other shapes' latest results in the files.
   fs.mkdirSync(RESULTS, { recursive: true });
@@ -564,9 +663,14 @@ function writeResults(
             .results ?? [])
         : [];
   const now = new Date().toISOString();
-  const same = (a: StoredResult, b: StoredResult) => a.key === b.key && a.threads === b.threads;
+  const same = (a: StoredResult, b: StoredResult) =>
+    a.key === b.key &&
+    a.threads === b.threads &&
+    (a.computeDtype ?? 'f32') === (b.computeDtype ?? 'f32');
   const order = (r: StoredResult) =>
-    SHAPES.findIndex((s) => s.key === r.key) * 1000 - (r.threads ?? 0);
+    SHAPES.findIndex((s) => s.key === r.key) * 1000 -
+    (r.threads ?? 0) * 2 +
+    (r.computeDtype === 'bf16' ? 1 : 0);
   const merged: StoredResult[] = [
     ...earlier.filter((e) => !fresh.some((r) => same(r, e))),
     ...fresh.map((r) => ({ ...r, measuredAt: now })),
@@ -581,6 +685,8 @@ function writeResults(
     simd: native.simdLevel(),
     peakGflops: peak.gflops,
     peakSource: peak.source,
+    bf16PeakGflops: bf16Peak?.gflops ?? null,
+    bf16PeakSource: bf16Peak?.source ?? null,
     loadAverage: os.loadavg(),
   };
   fs.writeFileSync(jsonPath, `${JSON.stringify({ ...meta, results: merged }, null, 2)}\n`);
@@ -590,7 +696,9 @@ function writeResults(
       `# QLoRA training benchmark (${meta.date})`,
       '',
       `NF4 + double quant base, LoRA r=16 on all linear layers, AdamW, loss chunk ${LOSS_CHUNK_ROWS} rows; random weights of real shapes.`,
-      `${meta.cpus} CPUs (${meta.cpu}), ${meta.simd}; FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source}).`,
+      `${meta.cpus} CPUs (${meta.cpu}), ${meta.simd}; FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source})${bf16Peak ? `; bf16 (vdpbf16ps) peak ${bf16Peak.gflops.toFixed(1)} GFLOP/s (${bf16Peak.source})` : ''}.`,
+      'compute: precision of the frozen-base 4-bit matmuls (bf16: vdpbf16ps with fp32 accumulation; LoRA, norms, attention, loss and optimizer f32 in both). MFU counts the same model FLOPs against each peak.',
+      ...speedups(merged).map((l) => `- ${l}`),
       "Rows may come from separate runs (`--only`, `--threads`); each row's time is in train-latest.json (measuredAt), its load average in the table.",
       '',
       ...lines,

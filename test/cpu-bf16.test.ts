@@ -66,79 +66,93 @@ const cases: Case[] = [
   { rows: 29, cols: 50, quantType: 'nf4', blocksize: 128, doubleQuant: true },
 ];
 
-test('bf16 4-bit matmul and input gradient match ref within the bf16 bound, and the bf16-rounded product within fp32 accumulation (NF4/FP4, double quant, odd shapes)', { skip }, () => {
-  const be = cpu.withComputeDtype('bf16');
-  assert.equal(be.computeDtype, 'bf16');
-  let seed = 5;
-  let worstBound = 0; // largest |err| / bound over everything (must stay ≤ 1)
-  let worstRel = 0; // largest |err| / S: shows bf16 rounding really happened (≫ fp32's 2⁻²⁴)
-  for (const c of cases) {
-    const q = quantize4bit(randn(c.rows * c.cols, seed++, 0.3), c);
-    const w = uploadPacked4bit(be, q, c.rows, c.cols);
-    const wRef = uploadPacked4bit(ref, q, c.rows, c.cols);
-    // The fp32 dequantized weight exactly as the panels compute it (code · block scale in f32).
-    const dense = cpu.zeros([c.rows, c.cols]);
-    cpu.dequantize4bit(w, dense);
-    const W = Float64Array.from(dense.data);
-    dense.dispose();
-    for (const inputGrad of [false, true]) {
-      const K = inputGrad ? c.rows : c.cols;
-      const N = inputGrad ? c.cols : c.rows;
-      // W element for output column j and reduction index k.
-      const wAt = inputGrad ? (k: number, j: number) => W[k * c.cols + j]! : (k: number, j: number) => W[j * c.cols + k]!;
-      for (const n of [1, 15, 45]) {
-        for (const beta of [0, 0.5]) {
-          const x = randn(n * K, seed++);
-          const init = beta === 0 ? new Float64Array(n * N).fill(NaN) : randn(n * N, seed++);
-          const xt = be.fromArray(x, [n, K]);
-          const out = be.fromArray(init, [n, N]);
-          const xr = ref.fromArray(x, [n, K]);
-          const outR = ref.fromArray(init, [n, N]);
-          if (inputGrad) {
-            be.matmul4bitInputGrad(xt, w, out, beta);
-            ref.matmul4bitInputGrad(xr, wRef, outR, beta);
-          } else {
-            be.matmul4bit(xt, w, out, beta);
-            ref.matmul4bit(xr, wRef, outR, beta);
-          }
-          const got = out.data;
-          const want = outR.data;
-          const xf = Float32Array.from(x);
-          for (let i = 0; i < n; i++) {
-            for (let j = 0; j < N; j++) {
-              let s = 0;
-              let rounded = 0;
-              for (let k = 0; k < K; k++) {
-                const xv = xf[i * K + k]!;
-                const wv = wAt(k, j);
-                s += Math.abs(xv * wv);
-                rounded += bf16(xv) * bf16(wv);
-              }
-              const cTerm = beta === 0 ? 0 : Math.abs(beta * Math.fround(init[i * N + j]!));
-              if (beta !== 0) rounded += beta * Math.fround(init[i * N + j]!);
-              const g = got[i * N + j]!;
-              const where = `${inputGrad ? 'inputGrad' : 'matmul4bit'} n=${n} beta=${beta} [${i},${j}] ${JSON.stringify(c)}`;
-              const acc = gamma(K + 1) * (s + cTerm) + 1e-30;
-              const errRounded = Math.abs(g - rounded);
-              assert.ok(errRounded <= acc, `${where}: ${g} vs bf16-rounded product ${rounded} (|err| ${errRounded} > ${acc})`);
-              const bound = (2 * U + U * U) * s + acc;
-              const err = Math.abs(g - want[i * N + j]!);
-              assert.ok(err <= bound, `${where}: ${g} vs ref ${want[i * N + j]} (|err| ${err} > bound ${bound})`);
-              worstBound = Math.max(worstBound, err / bound);
-              if (s > 0) worstRel = Math.max(worstRel, err / s);
+test(
+  'bf16 4-bit matmul and input gradient match ref within the bf16 bound, and the bf16-rounded product within fp32 accumulation (NF4/FP4, double quant, odd shapes)',
+  { skip },
+  () => {
+    const be = cpu.withComputeDtype('bf16');
+    assert.equal(be.computeDtype, 'bf16');
+    let seed = 5;
+    let worstBound = 0; // largest |err| / bound over everything (must stay ≤ 1)
+    let worstRel = 0; // largest |err| / S: shows bf16 rounding really happened (≫ fp32's 2⁻²⁴)
+    for (const c of cases) {
+      const q = quantize4bit(randn(c.rows * c.cols, seed++, 0.3), c);
+      const w = uploadPacked4bit(be, q, c.rows, c.cols);
+      const wRef = uploadPacked4bit(ref, q, c.rows, c.cols);
+      // The fp32 dequantized weight exactly as the panels compute it (code · block scale in f32).
+      const dense = cpu.zeros([c.rows, c.cols]);
+      cpu.dequantize4bit(w, dense);
+      const W = Float64Array.from(dense.data);
+      dense.dispose();
+      for (const inputGrad of [false, true]) {
+        const K = inputGrad ? c.rows : c.cols;
+        const N = inputGrad ? c.cols : c.rows;
+        // W element for output column j and reduction index k.
+        const wAt = inputGrad
+          ? (k: number, j: number) => W[k * c.cols + j]!
+          : (k: number, j: number) => W[j * c.cols + k]!;
+        for (const n of [1, 15, 45]) {
+          for (const beta of [0, 0.5]) {
+            const x = randn(n * K, seed++);
+            const init = beta === 0 ? new Float64Array(n * N).fill(NaN) : randn(n * N, seed++);
+            const xt = be.fromArray(x, [n, K]);
+            const out = be.fromArray(init, [n, N]);
+            const xr = ref.fromArray(x, [n, K]);
+            const outR = ref.fromArray(init, [n, N]);
+            if (inputGrad) {
+              be.matmul4bitInputGrad(xt, w, out, beta);
+              ref.matmul4bitInputGrad(xr, wRef, outR, beta);
+            } else {
+              be.matmul4bit(xt, w, out, beta);
+              ref.matmul4bit(xr, wRef, outR, beta);
             }
+            const got = out.data;
+            const want = outR.data;
+            const xf = Float32Array.from(x);
+            for (let i = 0; i < n; i++) {
+              for (let j = 0; j < N; j++) {
+                let s = 0;
+                let rounded = 0;
+                for (let k = 0; k < K; k++) {
+                  const xv = xf[i * K + k]!;
+                  const wv = wAt(k, j);
+                  s += Math.abs(xv * wv);
+                  rounded += bf16(xv) * bf16(wv);
+                }
+                const cTerm = beta === 0 ? 0 : Math.abs(beta * Math.fround(init[i * N + j]!));
+                if (beta !== 0) rounded += beta * Math.fround(init[i * N + j]!);
+                const g = got[i * N + j]!;
+                const where = `${inputGrad ? 'inputGrad' : 'matmul4bit'} n=${n} beta=${beta} [${i},${j}] ${JSON.stringify(c)}`;
+                const acc = gamma(K + 1) * (s + cTerm) + 1e-30;
+                const errRounded = Math.abs(g - rounded);
+                assert.ok(
+                  errRounded <= acc,
+                  `${where}: ${g} vs bf16-rounded product ${rounded} (|err| ${errRounded} > ${acc})`,
+                );
+                const bound = (2 * U + U * U) * s + acc;
+                const err = Math.abs(g - want[i * N + j]!);
+                assert.ok(
+                  err <= bound,
+                  `${where}: ${g} vs ref ${want[i * N + j]} (|err| ${err} > bound ${bound})`,
+                );
+                worstBound = Math.max(worstBound, err / bound);
+                if (s > 0) worstRel = Math.max(worstRel, err / s);
+              }
+            }
+            for (const t of [xt, out, xr, outR]) t.dispose();
           }
-          for (const t of [xt, out, xr, outR]) t.dispose();
         }
       }
+      disposePacked4bit(w);
+      disposePacked4bit(wRef);
     }
-    disposePacked4bit(w);
-    disposePacked4bit(wRef);
-  }
-  console.log(`# bf16 4-bit matmul: worst |err|/bound ${worstBound.toFixed(3)}, worst |err|/S ${worstRel.toExponential(2)} (u = 2^-8 = ${U.toExponential(2)})`);
-  // fp32 compute would stay near 2⁻²⁴·K·S; bf16 rounding shows up at the 2⁻¹⁰..2⁻⁸ level.
-  assert.ok(worstRel > 2 ** -12, `errors of at most ${worstRel}·S: the bf16 path did not round`);
-});
+    console.log(
+      `# bf16 4-bit matmul: worst |err|/bound ${worstBound.toFixed(3)}, worst |err|/S ${worstRel.toExponential(2)} (u = 2^-8 = ${U.toExponential(2)})`,
+    );
+    // fp32 compute would stay near 2⁻²⁴·K·S; bf16 rounding shows up at the 2⁻¹⁰..2⁻⁸ level.
+    assert.ok(worstRel > 2 ** -12, `errors of at most ${worstRel}·S: the bf16 path did not round`);
+  },
+);
 
 test('bf16 results do not depend on the thread count', { skip }, () => {
   const be = cpu.withComputeDtype('bf16');
@@ -147,7 +161,11 @@ test('bf16 results do not depend on the thread count', { skip }, () => {
     const rows = 300;
     const cols = 768;
     const n = 130;
-    const q = quantize4bit(randn(rows * cols, 21, 0.05), { quantType: 'nf4', blocksize: 64, doubleQuant: true });
+    const q = quantize4bit(randn(rows * cols, 21, 0.05), {
+      quantType: 'nf4',
+      blocksize: 64,
+      doubleQuant: true,
+    });
     const w = uploadPacked4bit(be, q, rows, cols);
     const x = be.fromArray(randn(n * cols, 22), [n, cols]);
     const dy = be.fromArray(randn(n * rows, 23), [n, rows]);
@@ -158,7 +176,10 @@ test('bf16 results do not depend on the thread count', { skip }, () => {
       cpu.threads = threads;
       be.matmul4bit(x, w, y);
       be.matmul4bitInputGrad(dy, w, dx);
-      runs.push([Float32Array.from(y.data as Float32Array), Float32Array.from(dx.data as Float32Array)]);
+      runs.push([
+        Float32Array.from(y.data as Float32Array),
+        Float32Array.from(dx.data as Float32Array),
+      ]);
     }
     assert.deepEqual(runs[1]![0], runs[0]![0], 'forward: 1 vs 2 threads');
     assert.deepEqual(runs[1]![1], runs[0]![1], 'input grad: 1 vs 2 threads');
@@ -183,7 +204,10 @@ test('compute dtype is a backend capability: f32 by default, bf16 first where th
     assert.equal(withComputeDtype(b, 'f32'), cpu, 'and back to the same f32 instance');
   }
   // ref has no bf16: refused with the reason, naming the backend.
-  assert.throws(() => withComputeDtype(ref, 'bf16'), /--compute-dtype bf16 needs .*AVX512_BF16.*'ref'.* computes in f32/);
+  assert.throws(
+    () => withComputeDtype(ref, 'bf16'),
+    /--compute-dtype bf16 needs .*AVX512_BF16.*'ref'.* computes in f32/,
+  );
 });
 
 test('without AVX512_BF16 (QLORA_NO_BF16 hides it) auto falls back to f32 and bf16 is refused with the reason', () => {
@@ -200,5 +224,8 @@ test('without AVX512_BF16 (QLORA_NO_BF16 hides it) auto falls back to f32 and bf
   });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /auto=f32/);
-  assert.match(r.stdout, /bf16=refused: --compute-dtype bf16 needs .*AVX512_BF16.*'cpu'.*computes in f32/);
+  assert.match(
+    r.stdout,
+    /bf16=refused: --compute-dtype bf16 needs .*AVX512_BF16.*'cpu'.*computes in f32/,
+  );
 });

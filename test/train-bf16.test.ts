@@ -58,95 +58,120 @@ function compare(name: string, f32: number[], bf16: number[]): void {
   console.log(
     `# ${name}: bf16 vs f32 compute, max per-step relative loss difference ${worst.toExponential(2)} over ${f32.length} steps`,
   );
-  assert.ok(worst > 0, `${name}: the bf16 run equals the f32 run bit for bit: the bf16 path did not run`);
+  assert.ok(
+    worst > 0,
+    `${name}: the bf16 run equals the f32 run bit for bit: the bf16 path did not run`,
+  );
 }
 
-test('stories260K: 20 QLoRA steps with --compute-dtype bf16 follow the f32 loss curve within 1% per step', { skip }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-bf16-'));
-  try {
-    const run = async (computeDtype: 'f32' | 'bf16') => {
-      const { model, tokenizer } = await loadModel({
-        model: MODEL,
-        backend: 'cpu',
-        computeDtype,
-        quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true },
-        lora,
-        maxPositions: 64,
-      });
-      assert.equal(model.backend.computeDtype, computeDtype);
-      const data = await loadDataset(DATA, tokenizer, { maxSeqLen: 64, validFraction: 0.1, seed: 1 });
-      const train = new Batcher(data.train, { batchSize: 4, seqLen: 64, seed: 1, padId: tokenizer.eosId ?? 0 });
-      const options: TrainOptions = {
-        maxSteps: 20,
-        lr: 3e-3,
-        schedule: 'cosine',
-        warmupSteps: 2,
-        gradAccum: 1,
-        maxGradNorm: 1,
-        weightDecay: 0.01,
-        optimizer: 'adamw',
-        seed: 9,
-        gradientCheckpointing: false,
-        lossChunkRows: 64,
-        evalEvery: 0,
-        saveEvery: 0,
-        keepCheckpoints: 1,
-        earlyStoppingPatience: 0,
-        onNonFinite: 'stop',
-        resume: false,
-        baseModel: 'stories260K',
-        outputDir: path.join(tmp, computeDtype),
+test(
+  'stories260K: 20 QLoRA steps with --compute-dtype bf16 follow the f32 loss curve within 1% per step',
+  { skip },
+  async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-bf16-'));
+    try {
+      const run = async (computeDtype: 'f32' | 'bf16') => {
+        const { model, tokenizer } = await loadModel({
+          model: MODEL,
+          backend: 'cpu',
+          computeDtype,
+          quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true },
+          lora,
+          maxPositions: 64,
+        });
+        assert.equal(model.backend.computeDtype, computeDtype);
+        const data = await loadDataset(DATA, tokenizer, {
+          maxSeqLen: 64,
+          validFraction: 0.1,
+          seed: 1,
+        });
+        const train = new Batcher(data.train, {
+          batchSize: 4,
+          seqLen: 64,
+          seed: 1,
+          padId: tokenizer.eosId ?? 0,
+        });
+        const options: TrainOptions = {
+          maxSteps: 20,
+          lr: 3e-3,
+          schedule: 'cosine',
+          warmupSteps: 2,
+          gradAccum: 1,
+          maxGradNorm: 1,
+          weightDecay: 0.01,
+          optimizer: 'adamw',
+          seed: 9,
+          gradientCheckpointing: false,
+          lossChunkRows: 64,
+          evalEvery: 0,
+          saveEvery: 0,
+          keepCheckpoints: 1,
+          earlyStoppingPatience: 0,
+          onNonFinite: 'stop',
+          resume: false,
+          baseModel: 'stories260K',
+          outputDir: path.join(tmp, computeDtype),
+        };
+        const losses: number[] = [];
+        await new Trainer(model, lora, options, train.source(), null, {
+          onStep: (m) => void losses.push(m.loss),
+        }).run();
+        model.dispose();
+        return losses;
       };
+      const f32 = await run('f32');
+      const bf16 = await run('bf16');
+      compare('stories260K', f32, bf16);
+      assert.ok(bf16[19]! < bf16[0]!, 'the bf16 loss falls');
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  },
+);
+
+test(
+  'random stories15M-shape model: 4 QLoRA steps in bf16 follow the f32 loss curve within 1% per step',
+  { skip },
+  async () => {
+    const config = namedShape('stories15m');
+    assert.ok(config);
+    const run = async (be: Backend) => {
+      const model = await buildLlama(config, syntheticSource(config, 1234), {
+        backend: be,
+        quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true },
+        lora: { ...lora, dropout: 0, r: 16, alpha: 32 },
+      });
+      const params = model.parameters();
+      const optimizer = new AdamW(params);
+      const arena = be.createArena(0, 'step');
+      const layerArena = be.createArena(0, 'layer');
       const losses: number[] = [];
-      await new Trainer(model, lora, options, train.source(), null, {
-        onStep: (m) => void losses.push(m.loss),
-      }).run();
+      for (let step = 0; step < 4; step++) {
+        for (const p of params) p.zeroGrad();
+        arena.reset();
+        const r = await model.lossAndGradients(
+          syntheticBatch(2, 64, config.vocabSize, step + 1),
+          arena,
+          layerArena,
+          {
+            training: true,
+            stepSeed: step,
+            gradientCheckpointing: false,
+            lossChunkRows: 128,
+            gradScale: 1,
+          },
+        );
+        arena.reset();
+        optimizer.step(1e-3);
+        losses.push(r.lossSum / r.tokens);
+      }
       model.dispose();
+      arena.dispose();
+      layerArena.dispose();
       return losses;
     };
-    const f32 = await run('f32');
-    const bf16 = await run('bf16');
-    compare('stories260K', f32, bf16);
-    assert.ok(bf16[19]! < bf16[0]!, 'the bf16 loss falls');
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
-});
-
-test('random stories15M-shape model: 4 QLoRA steps in bf16 follow the f32 loss curve within 1% per step', { skip }, async () => {
-  const config = namedShape('stories15m');
-  assert.ok(config);
-  const run = async (be: Backend) => {
-    const model = await buildLlama(config, syntheticSource(config, 1234), {
-      backend: be,
-      quantization: { quantType: 'nf4', blocksize: 64, doubleQuant: true },
-      lora: { ...lora, dropout: 0, r: 16, alpha: 32 },
-    });
-    const params = model.parameters();
-    const optimizer = new AdamW(params);
-    const arena = be.createArena(0, 'step');
-    const layerArena = be.createArena(0, 'layer');
-    const losses: number[] = [];
-    for (let step = 0; step < 4; step++) {
-      for (const p of params) p.zeroGrad();
-      arena.reset();
-      const r = await model.lossAndGradients(syntheticBatch(2, 64, config.vocabSize, step + 1), arena, layerArena, {
-        training: true,
-        stepSeed: step,
-        gradientCheckpointing: false,
-        lossChunkRows: 128,
-        gradScale: 1,
-      });
-      arena.reset();
-      optimizer.step(1e-3);
-      losses.push(r.lossSum / r.tokens);
-    }
-    model.dispose();
-    arena.dispose();
-    layerArena.dispose();
-    return losses;
-  };
-  const f32 = await run(cpu);
-  const bf16 = await run(cpu.withComputeDtype('bf16'));
-  compare('stories15M shape (random weights)', f32, bf16);
-});
+    const f32 = await run(cpu);
+    const bf16 = await run(cpu.withComputeDtype('bf16'));
+    compare('stories15M shape (random weights)', f32, bf16);
+  },
+);

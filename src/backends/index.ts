@@ -98,7 +98,8 @@ function dtypesOf(be: Backend): string {
  * AVX512_BF16, else what it computes in now). Asked of the backend (capabilities.ts), not its name.
  */
 export function withComputeDtype(be: Backend, dtype: ComputeDtype | 'auto'): Backend {
-  if (dtype === 'auto') return hasComputeDtypes(be) ? be.withComputeDtype(be.computeDtypes[0]!) : be;
+  if (dtype === 'auto')
+    return hasComputeDtypes(be) ? be.withComputeDtype(be.computeDtypes[0]!) : be;
   if (computeDtypeOf(be) === dtype) return be;
   if (!hasComputeDtypes(be) || !be.computeDtypes.includes(dtype)) {
     const hint =
