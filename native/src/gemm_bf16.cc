@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "args.h"
 #include "gemm.h"
+#include "registry.h"
 #include "threads.h"
 
 namespace qlora {
@@ -150,6 +152,63 @@ QLORA_BF16_TARGET void gemm_serial_bf16(const GemmArgs& g, const PanelSourceBf16
 
 constexpr double PARALLEL_FLOPS_BF16 = 4e6;
 
+// op(B) from a dense row-major float matrix (a frozen full-precision base weight, e.g. lm_head):
+// stored K×N (ldb ≥ N) or, with trans, N×K (ldb ≥ K). Masked loads zero everything past kc / nc.
+class DensePanelsBf16 : public PanelSourceBf16 {
+ public:
+  DensePanelsBf16(const float* b, int64_t ldb, bool trans) : b_(b), ldb_(ldb), trans_(trans) {}
+
+  QLORA_BF16_TARGET void pack(uint32_t* dst, int64_t k0, int64_t kc, int64_t n0, int64_t nc) const override {
+    const int64_t kp = (kc + 1) / 2;
+    for (int64_t p = 0; p * NR < nc; p++) {
+      uint32_t* panel = dst + p * kp * NR;
+      const int64_t j0 = n0 + p * NR;
+      const int64_t jn = std::min<int64_t>(NR, nc - p * NR);
+      if (trans_) {
+        // Panel columns are rows of b: 16 rows × 32 K steps per transposed tile (as pack_a_bf16).
+        for (int h = 0; h < NR; h += 16) {
+          const int64_t live = std::max<int64_t>(0, std::min<int64_t>(16, jn - h));
+          for (int64_t kk = 0; kk < kc; kk += 32) {
+            const __mmask16 m0 = first_lanes(kc - kk), m1 = first_lanes(kc - kk - 16);
+            __m512 t[16];
+            for (int j = 0; j < 16; j++) {
+              if (j < live) {
+                const float* src = b_ + (j0 + h + j) * ldb_ + k0 + kk;
+                t[j] = _mm512_castsi512_ps(
+                    cvt_pairs(_mm512_maskz_loadu_ps(m0, src), _mm512_maskz_loadu_ps(m1, src + 16)));
+              } else {
+                t[j] = _mm512_setzero_ps();
+              }
+            }
+            transpose16x16(t);
+            const int64_t pairs = std::min<int64_t>(16, (kc - kk + 1) / 2);
+            for (int64_t u = 0; u < pairs; u++) {
+              _mm512_store_ps(reinterpret_cast<float*>(panel + (kk / 2 + u) * NR + h), t[u]);
+            }
+          }
+        }
+      } else {
+        // Panel rows are (parts of) rows of b: rows 2t and 2t+1 interleave into one pair row.
+        const __mmask16 mh[2] = {first_lanes(jn), first_lanes(jn - 16)};
+        for (int64_t t = 0; t < kp; t++) {
+          const float* even = b_ + (k0 + 2 * t) * ldb_ + j0;
+          const bool odd = 2 * t + 1 < kc;
+          for (int h = 0; h < NR; h += 16) {
+            const __m512 a = _mm512_maskz_loadu_ps(mh[h / 16], even + h);
+            const __m512 c = odd ? _mm512_maskz_loadu_ps(mh[h / 16], even + ldb_ + h) : _mm512_setzero_ps();
+            _mm512_store_si512(panel + t * NR + h, interleave_pairs(a, c));
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  const float* b_;
+  int64_t ldb_;
+  bool trans_;
+};
+
 }  // namespace
 
 bool bf16_available() {
@@ -189,6 +248,30 @@ void sgemm_bf16(const GemmArgs& g, const PanelSourceBf16& b) {
     });
   }
 }
+
+namespace {
+
+// sgemmBf16(a, b, out, M, N, K, transB, alpha, beta): out = alpha·bf16(a)·bf16(op(b)) + beta·out with
+// fp32 accumulation, a M×K and b K×N (N×K with transB), all row-major. For frozen dense base
+// weights on a backend computing in bf16 (the caller checks bf16Available first).
+Napi::Value SgemmBf16Export(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require(bf16_available(), env, "sgemmBf16: bf16 compute needs a CPU with AVX512_BF16");
+  const int64_t M = intArg(info, 3, "M"), N = intArg(info, 4, "N"), K = intArg(info, 5, "K");
+  const bool transB = boolArg(info, 6);
+  const float alpha = static_cast<float>(numArg(info, 7, "alpha"));
+  const float beta = static_cast<float>(numArg(info, 8, "beta"));
+  Span<float> a = f32Arg(info, 0, "a", static_cast<size_t>(M * K));
+  Span<float> b = f32Arg(info, 1, "b", static_cast<size_t>(K * N));
+  Span<float> c = f32Arg(info, 2, "out", static_cast<size_t>(M * N));
+  GemmArgs g{M, N, K, a.data, K, false, c.data, N, alpha, beta};
+  sgemm_bf16(g, DensePanelsBf16(b.data, transB ? K : N, transB));
+  return env.Undefined();
+}
+
+QLORA_EXPORT("sgemmBf16", SgemmBf16Export);
+
+}  // namespace
 
 #else  // no bf16 kernels in this build
 

@@ -79,12 +79,12 @@ export class DenseLinear implements FrozenLinear {
   }
 
   forward(x: Tensor, y: Tensor): void {
-    this.weight.backend.matmul(x, this.weight, y, { transB: true });
+    this.weight.backend.matmul(x, this.weight, y, { transB: true, frozenB: true });
     this.biasAdder?.apply(y);
   }
 
   inputGrad(dy: Tensor, dx: Tensor, accumulate: boolean): void {
-    this.weight.backend.matmul(dy, this.weight, dx, { beta: accumulate ? 1 : 0 });
+    this.weight.backend.matmul(dy, this.weight, dx, { beta: accumulate ? 1 : 0, frozenB: true });
   }
 
   dequantize(): Tensor {

@@ -40,6 +40,12 @@ export interface MatmulOptions {
   /** out = alpha·op(A)·op(B) + beta·out. Defaults 1 and 0 (beta 0 ignores out's old contents, NaN included). */
   readonly alpha?: number;
   readonly beta?: number;
+  /**
+   * b is a frozen base weight (a full-precision projection or lm_head, never a LoRA factor or an
+   * activation): a backend whose computeDtype is lower than f32 may round both operands to it and
+   * accumulate in f32, as it does the 4-bit matmuls. Others ignore it.
+   */
+  readonly frozenB?: boolean;
 }
 
 export type RopeLayout = 'half' | 'interleaved';

@@ -1,5 +1,11 @@
 import type { HostChunk } from '../../tensor/arena.js';
-import type { Backend, ComputeDtype, MemoryStats, Packed4bitWeight } from '../../tensor/backend.js';
+import type {
+  Backend,
+  ComputeDtype,
+  MatmulOptions,
+  MemoryStats,
+  Packed4bitWeight,
+} from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import type { DType } from '../../tensor/dtype.js';
 import { HostMemory, type Kernels, kernelTable } from '../host-backend.js';
@@ -30,9 +36,9 @@ const KERNELS = kernelTable([
 
 export interface CpuBackendOptions {
   /**
-   * Precision of the frozen-base 4-bit matmuls: 'f32' (default: the exact-parity path) or 'bf16'
-   * (activations and dequantized weights rounded to bf16, f32 accumulation with vdpbf16ps; needs
-   * an AVX-512 build on a CPU with AVX512_BF16).
+   * Precision of the frozen-base matmuls (4-bit, and dense ones marked frozenB such as an f32
+   * lm_head): 'f32' (default: the exact-parity path) or 'bf16' (activations and weights rounded to
+   * bf16, f32 accumulation with vdpbf16ps; needs an AVX-512 build on a CPU with AVX512_BF16).
    */
   readonly computeDtype?: 'f32' | 'bf16';
 }
@@ -118,6 +124,9 @@ export class CpuBackend extends HostMemory implements Backend, ComputeDtypeBacke
         quant4bit.matmul4bit(x, w, out, beta, true);
       this.matmul4bitInputGrad = (dy: Tensor, w: Packed4bitWeight, dx: Tensor, beta = 0) =>
         quant4bit.matmul4bitInputGrad(dy, w, dx, beta, true);
+      // Frozen dense base weights (an f32 lm_head, an unquantized base) too; LoRA and the rest stay f32.
+      this.matmul = (x: Tensor, y: Tensor, out: Tensor, o?: MatmulOptions) =>
+        matmul.matmul(x, y, out, o, true);
     } else if (this.computeDtype !== 'f32') {
       throw new Error(unavailable(this.computeDtype));
     }
