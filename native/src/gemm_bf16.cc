@@ -2,7 +2,7 @@
 // K steps per instruction at the issue rate of one fp32 FMA). Same BLIS blocking as gemm.cc: A is
 // rounded to bf16 while it is packed, B panels come from a PanelSourceBf16 (the 4-bit weights
 // dequantize straight into them), and the 14×32 micro-kernel accumulates in fp32. Only the
-// frozen-base 4-bit matmuls use it (formats.md / architecture.md: --compute-dtype bf16).
+// frozen-base matmuls use it (--compute-dtype bf16; docs/performance.md § bf16 compute).
 #include <algorithm>
 #include <cstdlib>
 
