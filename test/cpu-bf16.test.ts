@@ -154,62 +154,76 @@ test(
   },
 );
 
-test('bf16 twin: a frozen dense weight (frozenB: lm_head, unquantized base) computes in bf16 within the same bound; every other matmul stays f32 bit for bit', { skip }, () => {
-  const be = cpu.withComputeDtype('bf16');
-  let seed = 301;
-  let worstRel = 0;
-  for (const [M, N, K] of [
-    [1, 33, 17],
-    [13, 70, 96],
-    [37, 45, 801],
-    [29, 1030, 63],
-  ] as const) {
-    for (const transB of [true, false]) {
-      for (const beta of [0, 0.5]) {
-        const a = randn(M * K, seed++);
-        const b = randn(K * N, seed++, 0.1);
-        const init = beta === 0 ? new Float64Array(M * N).fill(NaN) : randn(M * N, seed++);
-        const bShape = transB ? [N, K] : [K, N];
-        const at = be.fromArray(a, [M, K]);
-        const bt = be.fromArray(b, bShape);
-        const out = be.fromArray(init, [M, N]);
-        be.matmul(at, bt, out, { transB, beta, frozenB: true });
-        const got = Float32Array.from(out.data as Float32Array);
-        // Without frozenB (LoRA factors, attention, activations) the twin is the f32 kernel exactly.
-        const plain = be.fromArray(init, [M, N]);
-        const plainF32 = cpu.fromArray(init, [M, N]);
-        be.matmul(at, bt, plain, { transB, beta });
-        cpu.matmul(at, bt, plainF32, { transB, beta });
-        assert.deepEqual(plain.data, plainF32.data, `non-frozen matmul ${M}x${N}x${K} differs from f32`);
-        const af = Float32Array.from(a);
-        const bf = Float32Array.from(b);
-        for (let i = 0; i < M; i++) {
-          for (let j = 0; j < N; j++) {
-            let s = 0;
-            let exact = 0;
-            let rounded = 0;
-            for (let k = 0; k < K; k++) {
-              const x = af[i * K + k]!;
-              const w = transB ? bf[j * K + k]! : bf[k * N + j]!;
-              s += Math.abs(x * w);
-              exact += x * w;
-              rounded += bf16(x) * bf16(w);
+test(
+  'bf16 twin: a frozen dense weight (frozenB: lm_head, unquantized base) computes in bf16 within the same bound; every other matmul stays f32 bit for bit',
+  { skip },
+  () => {
+    const be = cpu.withComputeDtype('bf16');
+    let seed = 301;
+    let worstRel = 0;
+    for (const [M, N, K] of [
+      [1, 33, 17],
+      [13, 70, 96],
+      [37, 45, 801],
+      [29, 1030, 63],
+    ] as const) {
+      for (const transB of [true, false]) {
+        for (const beta of [0, 0.5]) {
+          const a = randn(M * K, seed++);
+          const b = randn(K * N, seed++, 0.1);
+          const init = beta === 0 ? new Float64Array(M * N).fill(NaN) : randn(M * N, seed++);
+          const bShape = transB ? [N, K] : [K, N];
+          const at = be.fromArray(a, [M, K]);
+          const bt = be.fromArray(b, bShape);
+          const out = be.fromArray(init, [M, N]);
+          be.matmul(at, bt, out, { transB, beta, frozenB: true });
+          const got = Float32Array.from(out.data as Float32Array);
+          // Without frozenB (LoRA factors, attention, activations) the twin is the f32 kernel exactly.
+          const plain = be.fromArray(init, [M, N]);
+          const plainF32 = cpu.fromArray(init, [M, N]);
+          be.matmul(at, bt, plain, { transB, beta });
+          cpu.matmul(at, bt, plainF32, { transB, beta });
+          assert.deepEqual(
+            plain.data,
+            plainF32.data,
+            `non-frozen matmul ${M}x${N}x${K} differs from f32`,
+          );
+          const af = Float32Array.from(a);
+          const bf = Float32Array.from(b);
+          for (let i = 0; i < M; i++) {
+            for (let j = 0; j < N; j++) {
+              let s = 0;
+              let exact = 0;
+              let rounded = 0;
+              for (let k = 0; k < K; k++) {
+                const x = af[i * K + k]!;
+                const w = transB ? bf[j * K + k]! : bf[k * N + j]!;
+                s += Math.abs(x * w);
+                exact += x * w;
+                rounded += bf16(x) * bf16(w);
+              }
+              const c = beta === 0 ? 0 : beta * Math.fround(init[i * N + j]!);
+              const acc = gamma(K + 1) * (s + Math.abs(c)) + 1e-30;
+              const g = got[i * N + j]!;
+              const where = `frozen matmul M=${M} N=${N} K=${K} transB=${transB} beta=${beta} [${i},${j}]`;
+              assert.ok(
+                Math.abs(g - (rounded + c)) <= acc,
+                `${where}: ${g} vs bf16-rounded ${rounded + c}`,
+              );
+              assert.ok(
+                Math.abs(g - (exact + c)) <= (2 * U + U * U) * s + acc,
+                `${where}: ${g} vs exact ${exact + c}`,
+              );
+              if (s > 0) worstRel = Math.max(worstRel, Math.abs(g - (exact + c)) / s);
             }
-            const c = beta === 0 ? 0 : beta * Math.fround(init[i * N + j]!);
-            const acc = gamma(K + 1) * (s + Math.abs(c)) + 1e-30;
-            const g = got[i * N + j]!;
-            const where = `frozen matmul M=${M} N=${N} K=${K} transB=${transB} beta=${beta} [${i},${j}]`;
-            assert.ok(Math.abs(g - (rounded + c)) <= acc, `${where}: ${g} vs bf16-rounded ${rounded + c}`);
-            assert.ok(Math.abs(g - (exact + c)) <= (2 * U + U * U) * s + acc, `${where}: ${g} vs exact ${exact + c}`);
-            if (s > 0) worstRel = Math.max(worstRel, Math.abs(g - (exact + c)) / s);
           }
+          for (const t of [at, bt, out, plain, plainF32]) t.dispose();
         }
-        for (const t of [at, bt, out, plain, plainF32]) t.dispose();
       }
     }
-  }
-  assert.ok(worstRel > 2 ** -12, `errors of at most ${worstRel}·S: the bf16 path did not round`);
-});
+    assert.ok(worstRel > 2 ** -12, `errors of at most ${worstRel}·S: the bf16 path did not round`);
+  },
+);
 
 test('bf16 results do not depend on the thread count', { skip }, () => {
   const be = cpu.withComputeDtype('bf16');
