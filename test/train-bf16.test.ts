@@ -9,6 +9,7 @@
 // budget for fewer steps), and > 0 (the bf16 path ran). The f32 path's exact parity with ref and
 // PyTorch is tested elsewhere with the default (f32) backend.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -175,3 +176,43 @@ test(
     compare('stories15M shape (random weights)', f32, bf16);
   },
 );
+
+test("qlora train's backend line names the compute dtype: bf16 by default where the CPU has it, f32 when asked", () => {
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-bf16-cli-'));
+  try {
+    const train = (extra: string[]) =>
+      spawnSync(
+        process.execPath,
+        [
+          '--import',
+          import.meta.resolve('tsx'),
+          path.join(root, 'src', 'cli', 'run.ts'),
+          'train',
+          '--max-steps',
+          '1',
+          '--seq-len',
+          '32',
+          '--batch-size',
+          '2',
+          '--eval-every',
+          '0',
+          '--overwrite',
+          ...extra,
+        ],
+        { cwd, encoding: 'utf8', timeout: 240_000 },
+      );
+    const auto = train([]);
+    assert.equal(auto.status, 0, auto.stderr);
+    assert.match(
+      auto.stderr,
+      new RegExp(
+        `backend: cpu \\(native addon \\(.*compute ${bf16Available() ? 'bf16' : 'f32'}\\)\\)`,
+      ),
+    );
+    const f32 = train(['--compute-dtype', 'f32']);
+    assert.equal(f32.status, 0, f32.stderr);
+    assert.match(f32.stderr, /backend: cpu \(native addon \(.*compute f32\)\)/);
+  } finally {
+    fs.rmSync(cwd, { recursive: true, force: true });
+  }
+});
