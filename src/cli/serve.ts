@@ -6,7 +6,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { BACKEND_CHOICES, type BackendChoice } from '../backends/index.js';
+import {
+  BACKEND_CHOICES,
+  type BackendChoice,
+  COMPUTE_DTYPE_CHOICES,
+  type ComputeDtypeChoice,
+} from '../backends/index.js';
 import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { describeBase } from '../io/adapter-recipe.js';
 import { type AdapterSpec, ModelRegistry } from '../serve/models.js';
@@ -30,7 +35,7 @@ interface ServeFlags extends BaseFlags {
   port: number;
   chatTemplate?: string;
   backend: BackendChoice;
-  computeDtype: 'f32' | 'f16';
+  computeDtype: ComputeDtypeChoice;
   maxRequestBytes: number;
 }
 
@@ -79,9 +84,9 @@ export function registerServeCommand(program: Command): void {
     )
     .option(
       '--compute-dtype <type>',
-      'f32 (default) or f16: 4-bit matmuls on f16 tiles with f32 accumulation (webgpu with shader-f16)',
-      choiceOption('--compute-dtype', ['f32', 'f16'] as const),
-      'f32',
+      'auto (default: bf16 where the CPU has AVX512_BF16, else f32; as generate), bf16, f32 or f16: precision of the frozen-base matmuls, f32 accumulation (bf16: cpu with AVX512_BF16; f16: webgpu with shader-f16)',
+      choiceOption('--compute-dtype', COMPUTE_DTYPE_CHOICES),
+      'auto',
     )
     .option(
       '--max-request-bytes <n>',
