@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
 import type { CpuBackend } from '../src/backends/cpu/index.js';
 import { bf16Available } from '../src/backends/cpu/native.js';
-import { loadModel } from '../src/cli/load-model.js';
+import { loadModel } from '../src/load/load-model.js';
 import { Batcher } from '../src/data/batching.js';
 import { loadDataset } from '../src/data/dataset.js';
 import { buildLlama, type LoraConfig } from '../src/models/build.js';
