@@ -62,7 +62,7 @@ QLORA_BF16_TARGET void pack_a_bf16(uint32_t* dst, const GemmArgs& g, int64_t i0,
           t[i] = _mm512_setzero_ps();
         }
       }
-      transpose16x16(t);
+      vec::transpose16x16(t);
       const int64_t pairs = std::min<int64_t>(16, (left + 1) / 2);
       for (int64_t p = 0; p < pairs; p++) {
         _mm512_mask_storeu_ps(reinterpret_cast<float*>(panel + (kk / 2 + p) * MR), rowMask, t[p]);
@@ -180,7 +180,7 @@ class DensePanelsBf16 : public PanelSourceBf16 {
                 t[j] = _mm512_setzero_ps();
               }
             }
-            transpose16x16(t);
+            vec::transpose16x16(t);
             const int64_t pairs = std::min<int64_t>(16, (kc - kk + 1) / 2);
             for (int64_t u = 0; u < pairs; u++) {
               _mm512_store_ps(reinterpret_cast<float*>(panel + (kk / 2 + u) * NR + h), t[u]);

@@ -247,7 +247,7 @@ class ForwardPanelsBf16 : public gemm::PanelSourceBf16 {
               t[j] = _mm512_setzero_ps();
             }
           }
-          gemm::transpose16x16(t);
+          vec::transpose16x16(t);
           const int64_t pairs = std::min<int64_t>(16, (kc - kk) / 2);
           for (int64_t u = 0; u < pairs; u++) _mm512_store_ps(reinterpret_cast<float*>(panel + (kk / 2 + u) * NR + h), t[u]);
         }
