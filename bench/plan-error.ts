@@ -89,7 +89,6 @@ async function child(
   };
   const trainer = new Trainer(
     model,
-    LORA,
     {
       outputDir: '',
       maxSteps: 2,

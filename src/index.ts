@@ -42,6 +42,7 @@ export {
 } from './models/llama.js';
 export {
   buildLlama,
+  LORA_DEFAULTS,
   type BuildConfig,
   type BuildOptions,
   type LoraConfig,
@@ -68,12 +69,20 @@ export {
   ChatTemplate,
   type Batch,
   type DatasetOptions,
+  type DatasetRows,
+  type LoadedDataset,
 } from './data/index.js';
 
 // training and generation
+// One call with `qlora train`'s defaults, and the pieces underneath it.
+export { train, type TrainCallOptions, type TrainResult, type TrainRun } from './train/run.js';
+export { defaultTrainOptions, defaultTrainSettings, type TrainSettings } from './train/settings.js';
 export {
   Trainer,
   type BatchSource,
+  type EvalMetrics,
+  type StepMetrics,
+  type TrainEvents,
   type TrainOptions,
   type TrainSummary,
 } from './train/trainer.js';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { resolveTrainConfig } from '../src/cli/train-config.js';
-import { planOptionsOf } from '../src/cli/train-options.js';
+import { planOptionsOf } from '../src/train/settings.js';
 import { planTraining, resolvePlanModel } from '../src/train/plan.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');

@@ -95,7 +95,7 @@ async function trainOn(backend: Backend): Promise<Run> {
   };
   const device = backend instanceof DeviceLikeBackend ? backend : null;
   let readsBefore = device?.reads ?? 0;
-  const trainer = new Trainer(model, lora, options, train.source(), () => [...valid.epoch(0)], {
+  const trainer = new Trainer(model, options, train.source(), () => [...valid.epoch(0)], {
     onStep: (m) => {
       run.steps.push(m);
       // Evaluations and checkpoints follow steps 2 and 4 (and the baseline eval precedes step 1):

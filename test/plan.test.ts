@@ -131,7 +131,6 @@ async function realRun(
   const batch = batchFor(o.batchSize, o.seqLen, config.vocabSize, 1);
   const trainer = new Trainer(
     model,
-    lora,
     {
       outputDir: '',
       maxSteps: 2,

@@ -79,7 +79,7 @@ async function setup(extra: Partial<TrainOptions>) {
     ...extra,
     outputDir,
   };
-  const trainer = new Trainer(model, lora, options, source, () => [...valid.epoch(0)].slice(0, 2));
+  const trainer = new Trainer(model, options, source, () => [...valid.epoch(0)].slice(0, 2));
   return { model, trainer, outputDir };
 }
 

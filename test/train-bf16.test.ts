@@ -114,7 +114,7 @@ test(
           outputDir: path.join(tmp, computeDtype),
         };
         const losses: number[] = [];
-        await new Trainer(model, lora, options, train.source(), null, {
+        await new Trainer(model, options, train.source(), null, {
           onStep: (m) => void losses.push(m.loss),
         }).run();
         model.dispose();

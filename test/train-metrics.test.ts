@@ -68,7 +68,7 @@ async function setup(extra: Partial<TrainOptions>) {
     outputDir,
   };
   const evalBatches = () => [...valid.epoch(0)].slice(0, 2);
-  const trainer = new Trainer(model, lora, options, train.source(), evalBatches);
+  const trainer = new Trainer(model, options, train.source(), evalBatches);
   return { model, trainer, outputDir, train };
 }
 

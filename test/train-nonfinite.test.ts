@@ -125,7 +125,6 @@ async function setup(
   };
   const trainer = new Trainer(
     model,
-    lora,
     options,
     new PoisoningSource(train, model, poison),
     evalBatches,

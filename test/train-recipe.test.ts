@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { modelName, trainConfigYaml } from '../src/cli/recipe.js';
+import { trainConfigYaml } from '../src/cli/recipe.js';
+import { modelName } from '../src/io/model-name.js';
 import { readConfigFile, resolveTrainConfig } from '../src/cli/train-config.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');

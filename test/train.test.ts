@@ -69,7 +69,7 @@ async function setup(extra: Partial<TrainOptions> = {}) {
     ...extra,
     outputDir,
   };
-  const trainer = new Trainer(model, lora, options, train.source(), () => [...valid.epoch(0)]);
+  const trainer = new Trainer(model, options, train.source(), () => [...valid.epoch(0)]);
   return { model, trainer, outputDir, options, train, valid };
 }
 
@@ -315,7 +315,7 @@ async function packedSetup(
     outputDir,
   };
   const source = train.source();
-  const trainer = new Trainer(model, lora, options, wrap ? wrap(source) : source, null);
+  const trainer = new Trainer(model, options, wrap ? wrap(source) : source, null);
   return { model, trainer, outputDir, options, train };
 }
 

@@ -305,7 +305,7 @@ test('the Trainer runs on the memory file system as the browser worker runs it: 
         cursor: () => cursor,
         restore: (c: unknown) => (cursor = c as DataCursor),
       };
-      const trainer = new Trainer(model, lora, options(maxSteps, resume), source, null);
+      const trainer = new Trainer(model, options(maxSteps, resume), source, null);
       try {
         return await trainer.run();
       } finally {

@@ -218,7 +218,7 @@ async function run(
   };
   const losses: number[] = [];
   // stopAfter: interrupted after that step (as Ctrl-C would), keeping the full run's LR schedule.
-  const trainer: Trainer = new Trainer(model, lora, options, train.source(), null, {
+  const trainer: Trainer = new Trainer(model, options, train.source(), null, {
     onStep: (m) => {
       if (losses.push(m.loss) === stopAfter) trainer.interrupt();
     },

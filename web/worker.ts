@@ -28,6 +28,7 @@ import { exportGgufLora } from '../src/export/gguf-lora.js';
 import { deviceFit } from '../src/train/device-fit.js';
 import { formatPlan, planTraining, type TrainingPlan } from '../src/train/plan.js';
 import { warmupSteps } from '../src/train/schedule.js';
+import { LOSS_CHUNK_ROWS } from '../src/train/settings.js';
 import { Trainer } from '../src/train/trainer.js';
 import {
   type OpfsDir,
@@ -76,7 +77,6 @@ installHost({
 
 const OUT = '/out';
 const OPFS_RUN = 'qlora-run';
-const LOSS_CHUNK_ROWS = 256;
 
 const post = (m: Reply, transfer?: Transferable[]) => self.postMessage(m, transfer);
 const status = (text: string) => post({ type: 'status', text });
@@ -460,7 +460,6 @@ async function train(o: RunOptions, resume: boolean): Promise<void> {
       : null;
     const trainer = new Trainer(
       model,
-      lora,
       {
         outputDir: OUT,
         maxSteps,

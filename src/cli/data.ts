@@ -12,7 +12,7 @@ import { PromptTemplate, unescapeCommandLine } from '../data/prompt-template.js'
 import { TRUNCATION_POLICIES, type TruncationPolicy } from '../data/truncate.js';
 import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import { choiceOption, floatOption, intOption } from './options.js';
-import { DEFAULT_SEQ_LEN } from './train-config.js';
+import { DEFAULT_SEQ_LEN } from '../train/settings.js';
 
 interface InspectFlags {
   model: string;

@@ -13,7 +13,8 @@ import path from 'node:path';
 import { isHubModelId, localModelPath } from './hub-args.js';
 import { intOption } from './options.js';
 import { resolveTrainConfig } from './train-config.js';
-import { addTrainOptions, LOSS_CHUNK_ROWS, planOptionsOf, trainSettings } from './train-options.js';
+import { LOSS_CHUNK_ROWS, planOptionsOf } from '../train/settings.js';
+import { addTrainOptions, trainSettings } from './train-options.js';
 
 export function registerPlanCommand(program: Command): void {
   const cmd = program

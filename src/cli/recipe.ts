@@ -1,7 +1,7 @@
 /**
- * What a training output folder records about its run: the base model's name (a Hub id when known,
- * never a local path, as PEFT's base_model_name_or_path), the resolved settings as a `config.yaml`
- * that `qlora train --config` reads back, and a short model card (README.md).
+ * What `qlora train` adds to an output folder beyond the adapter (src/io/model-name.ts names the
+ * base): the resolved settings as a `config.yaml` that `qlora train --config` reads back, and a
+ * short model card (README.md).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,37 +12,6 @@ import type { TrainConfig } from './train-config.js';
 
 export const RECIPE_FILE = 'config.yaml';
 export const MODEL_CARD_FILE = 'README.md';
-
-/** A Hugging Face Hub id: `name` or `owner/name`. */
-const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
-
-/**
- * The base model's name: an HF folder's `_name_or_path` when it is a Hub id (transformers writes it
- * on save_pretrained), else the folder or file name without its extension.
- */
-export function modelName(modelPath: string): string {
-  const abs = path.resolve(modelPath);
-  let folder: string | null = null;
-  try {
-    if (fs.statSync(abs).isDirectory()) folder = abs;
-    else if (path.basename(abs) === 'config.json') folder = path.dirname(abs);
-  } catch {
-    // not there: fall back to the name as given
-  }
-  if (folder) {
-    try {
-      const cfg = JSON.parse(fs.readFileSync(path.join(folder, 'config.json'), 'utf8')) as {
-        _name_or_path?: unknown;
-      };
-      if (typeof cfg._name_or_path === 'string' && HUB_ID.test(cfg._name_or_path))
-        return cfg._name_or_path;
-    } catch {
-      // no or unreadable config.json: the folder name will do
-    }
-    return path.basename(folder);
-  }
-  return path.basename(abs).replace(/\.(gguf|bin|safetensors)$/i, '');
-}
 
 /** Settings that steer this invocation, not the recipe: left out of config.yaml. */
 const NOT_RECIPE = new Set(['resume', 'overwrite']);

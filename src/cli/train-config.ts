@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { parseHubId } from '../hub/repo-id.js';
-import { COMPUTE_DTYPE_CHOICES } from '../backends/index.js';
+import { trainSettingsShape } from '../train/settings.js';
 import { closest } from './options.js';
 
 const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -20,71 +20,18 @@ export const DEMO = {
   output: 'qlora-demo-output',
 } as const;
 
-/** Tokens per sequence unless told otherwise: train, plan and data inspect share it. */
-export const DEFAULT_SEQ_LEN = 512;
-
+/**
+ * `qlora train`'s settings: the library's (src/train/settings.ts: every default is defined there)
+ * plus the model, the data, the output folder and the CLI's before/after samples.
+ */
 export const trainConfigSchema = z
   .object({
     model: z.string().min(1),
     data: z.string().min(1),
     output: z.string().min(1),
-    tokenizer: z.string().optional(),
     split: z.string().min(1).optional(),
     ggufFile: z.string().min(1).optional(),
-    maxSteps: z.number().int().positive().optional(),
-    epochs: z.number().positive().optional(),
-    lr: z.number().positive().default(2e-4),
-    schedule: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
-    warmupSteps: z.number().int().min(0).optional(),
-    warmupRatio: z.number().min(0).max(1).default(0.03),
-    rank: z.number().int().positive().default(16),
-    alpha: z.number().positive().default(32),
-    dropout: z.number().min(0).lt(1).default(0.05),
-    targets: z.union([z.literal('all-linear'), z.array(z.string()).min(1)]).default('all-linear'),
-    layers: z.array(z.number().int().min(0)).optional(),
-    rslora: z.boolean().default(false),
-    init: z.enum(['kaiming', 'gaussian']).default('kaiming'),
-    batchSize: z.number().int().positive().default(4),
-    gradAccum: z.number().int().positive().default(1),
-    seqLen: z.number().int().min(8).default(DEFAULT_SEQ_LEN),
-    packing: z.boolean().default(true),
-    evalEvery: z.number().int().min(0).default(100),
-    evalBatches: z.number().int().positive().default(20),
-    saveEvery: z.number().int().min(0).default(100),
-    keepCheckpoints: z.number().int().min(1).default(3),
-    earlyStopping: z.number().int().min(0).default(0),
-    loadBest: z.boolean().default(false),
-    resume: z.union([z.boolean(), z.string()]).default(false),
-    overwrite: z.boolean().default(false),
-    optimizer: z.enum(['adamw', 'adamw8bit']).default('adamw'),
-    weightDecay: z.number().min(0).default(0),
-    maxGradNorm: z.number().min(0).default(1),
-    seed: z.number().int().min(0).default(42),
-    quant: z.enum(['nf4', 'fp4', 'none']).default('nf4'),
-    blocksize: z.number().int().default(64),
-    doubleQuant: z.boolean().default(true),
-    quantizeHead: z.boolean().default(false),
-    quantizeEmbeddings: z.boolean().default(false),
-    gradientCheckpointing: z.boolean().default(false),
-    skipNonfinite: z.boolean().default(false),
-    maxConsecutiveSkips: z.number().int().positive().optional(),
-    maxSkippedSteps: z.number().int().positive().optional(),
-    format: z.enum(['auto', 'text', 'completion', 'alpaca', 'chat']).default('auto'),
-    columns: z.string().optional(),
-    template: z.string().optional(),
-    chatTemplate: z.string().optional(),
-    trainOnPrompt: z.boolean().default(false),
-    validFraction: z.number().min(0).lt(1).default(0.05),
-    truncation: z.enum(['drop', 'truncate-left', 'truncate-right', 'split']).optional(),
-    skipBadRows: z.boolean().default(false),
-    maxRowBytes: z
-      .number()
-      .int()
-      .positive()
-      .default(1 << 20),
-    backend: z.enum(['auto', 'cpu', 'webgpu', 'ref']).default('cpu'),
-    computeDtype: z.enum(COMPUTE_DTYPE_CHOICES).default('auto'),
-    force: z.boolean().default(false),
+    ...trainSettingsShape,
     samplePrompt: z.string().optional(),
     sampleTokens: z.number().int().min(0).default(64),
   })

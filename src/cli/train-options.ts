@@ -1,17 +1,21 @@
 /**
  * The options of a training run, defined once: `qlora train` runs them and `qlora plan` predicts
- * their memory, so both take the same flags with the same defaults (defaults ← --config run.yaml ←
- * flags). Familiar names from Hugging Face / PEFT (--learning-rate, --num-epochs, --lora-r,
+ * their memory, so both take the same flags with the same defaults — the library's, from
+ * src/train/settings.ts (defaults ← --config run.yaml ← flags). Familiar names from Hugging Face / PEFT (--learning-rate, --num-epochs, --lora-r,
  * --lora-alpha, --lora-dropout) are hidden aliases of the short ones.
  */
 import { type Command, Option } from 'commander';
 import { BACKEND_CHOICES, COMPUTE_DTYPE_CHOICES } from '../backends/index.js';
 import { unescapeCommandLine } from '../data/prompt-template.js';
 import { GGUF_FILE_HELP } from './hub-args.js';
-import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
-import type { PlanOptions } from '../train/plan.js';
+import { PROJECTIONS } from '../models/llama.js';
+import { defaultTrainSettings } from '../train/settings.js';
+import { DEFAULT_MAX_CONSECUTIVE_SKIPS } from '../train/trainer.js';
 import { choiceOption, floatOption, intOption } from './options.js';
-import { DEMO, DEMO_SETTINGS, readConfigFile, type TrainConfig } from './train-config.js';
+import { DEMO, DEMO_SETTINGS, readConfigFile } from './train-config.js';
+
+/** The library's defaults, quoted in the help (one source: src/train/settings.ts). */
+const D = defaultTrainSettings();
 
 /** Hidden alias flag → the setting it sets (and that setting's own flag, for the error when both are given). */
 export const TRAIN_FLAG_ALIASES: Readonly<Record<string, { key: string; flag: string }>> = {
@@ -67,32 +71,32 @@ export function addTrainOptions(cmd: Command): Command {
       'passes over the training data (instead of --max-steps)',
       floatOption('--epochs', 0),
     )
-    .option('--lr <lr>', 'peak learning rate (default 2e-4)', floatOption('--lr', 0))
+    .option('--lr <lr>', `peak learning rate (default ${D.lr})`, floatOption('--lr', 0))
     .option(
       '--schedule <kind>',
-      'lr schedule: constant, linear, cosine (default cosine)',
+      `lr schedule: constant, linear, cosine (default ${D.schedule})`,
       choiceOption('--schedule', ['constant', 'linear', 'cosine'] as const),
     )
     .option('--warmup-steps <n>', 'linear warm-up steps', intOption('--warmup-steps', 0))
     .option(
       '--warmup-ratio <r>',
-      'warm-up as a fraction of all steps (default 0.03)',
+      `warm-up as a fraction of all steps (default ${D.warmupRatio})`,
       floatOption('--warmup-ratio', 0, 1),
     )
-    .option('-r, --rank <r>', 'LoRA rank (default 16)', intOption('--rank', 1))
+    .option('-r, --rank <r>', `LoRA rank (default ${D.rank})`, intOption('--rank', 1))
     .option(
       '--alpha <a>',
-      'LoRA alpha; scaling = alpha/rank (default 32)',
+      `LoRA alpha; scaling = alpha/rank (default ${D.alpha})`,
       floatOption('--alpha', 0),
     )
     .option(
       '--dropout <p>',
-      'LoRA dropout on the adapter input (default 0.05)',
+      `LoRA dropout on the adapter input (default ${D.dropout})`,
       floatOption('--dropout', 0, 0.999),
     )
     .option(
       '--targets <list>',
-      `projections to adapt: all-linear or a comma list of ${PROJECTIONS.join(',')} (default all-linear)`,
+      `projections to adapt: all-linear or a comma list of ${PROJECTIONS.join(',')} (default ${String(D.targets)})`,
     )
     .option('--layers <list>', 'only these layer indices (comma list; default all)')
     .option('--rslora', 'rank-stabilized LoRA: scaling = alpha/sqrt(rank)')
@@ -103,37 +107,37 @@ export function addTrainOptions(cmd: Command): Command {
     )
     .option(
       '-b, --batch-size <n>',
-      'sequences per micro-batch (default 4)',
+      `sequences per micro-batch (default ${D.batchSize})`,
       intOption('--batch-size', 1),
     )
     .option(
       '--grad-accum <n>',
-      'micro-batches per optimizer step (default 1)',
+      `micro-batches per optimizer step (default ${D.gradAccum})`,
       intOption('--grad-accum', 1),
     )
-    .option('--seq-len <n>', 'tokens per sequence (default 512)', intOption('--seq-len', 8))
+    .option('--seq-len <n>', `tokens per sequence (default ${D.seqLen})`, intOption('--seq-len', 8))
     .option(
       '--no-packing',
       'one example per row with padding (default: pack several examples per row)',
     )
     .option(
       '--eval-every <n>',
-      'evaluate every n steps; 0 = only at the end (default 100)',
+      `evaluate every n steps; 0 = only at the end (default ${D.evalEvery})`,
       intOption('--eval-every', 0),
     )
     .option(
       '--eval-batches <n>',
-      'validation batches per evaluation (default 20)',
+      `validation batches per evaluation (default ${D.evalBatches})`,
       intOption('--eval-batches', 1),
     )
     .option(
       '--save-every <n>',
-      'checkpoint every n steps; 0 = only at the end (default 100)',
+      `checkpoint every n steps; 0 = only at the end (default ${D.saveEvery})`,
       intOption('--save-every', 0),
     )
     .option(
       '--keep-checkpoints <k>',
-      'keep the newest k checkpoints (default 3)',
+      `keep the newest k checkpoints (default ${D.keepCheckpoints})`,
       intOption('--keep-checkpoints', 1),
     )
     .option(
@@ -160,17 +164,17 @@ export function addTrainOptions(cmd: Command): Command {
     )
     .option(
       '--weight-decay <w>',
-      'decoupled weight decay (default 0)',
+      `decoupled weight decay (default ${D.weightDecay})`,
       floatOption('--weight-decay', 0),
     )
     .option(
       '--max-grad-norm <g>',
-      'clip the global gradient norm; 0 = off (default 1)',
+      `clip the global gradient norm; 0 = off (default ${D.maxGradNorm})`,
       floatOption('--max-grad-norm', 0),
     )
     .option(
       '--seed <n>',
-      'seed for initialisation, dropout and data order (default 42)',
+      `seed for initialisation, dropout and data order (default ${D.seed})`,
       intOption('--seed', 0),
     )
     .option(
@@ -180,7 +184,7 @@ export function addTrainOptions(cmd: Command): Command {
     )
     .option(
       '--blocksize <n>',
-      '4-bit block size, 32..4096 (default 64)',
+      `4-bit block size, 32..4096 (default ${D.blocksize})`,
       intOption('--blocksize', 32),
     )
     .option('--no-double-quant', 'keep absmax in fp32 (default: 8-bit double quantization)')
@@ -202,7 +206,7 @@ export function addTrainOptions(cmd: Command): Command {
     )
     .option(
       '--max-consecutive-skips <n>',
-      'with --skip-nonfinite: stop (exit 1) after n skipped steps in a row (default 5)',
+      `with --skip-nonfinite: stop (exit 1) after n skipped steps in a row (default ${DEFAULT_MAX_CONSECUTIVE_SKIPS})`,
       intOption('--max-consecutive-skips', 1),
     )
     .option(
@@ -212,7 +216,7 @@ export function addTrainOptions(cmd: Command): Command {
     )
     .option(
       '--format <format>',
-      'row format: auto, text, completion, alpaca, chat (default auto)',
+      `row format: auto, text, completion, alpaca, chat (default ${D.format})`,
       choiceOption('--format', ['auto', 'text', 'completion', 'alpaca', 'chat'] as const),
     )
     .option('--columns <map>', 'map dataset columns, e.g. prompt=mr,completion=ref')
@@ -224,7 +228,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--train-on-prompt', 'put loss on prompts and user turns too')
     .option(
       '--valid-fraction <f>',
-      'held-out validation fraction when there is no validation file (default 0.05)',
+      `held-out validation fraction when there is no validation file (default ${D.validFraction})`,
       floatOption('--valid-fraction', 0, 0.99),
     )
     .option(
@@ -235,7 +239,7 @@ export function addTrainOptions(cmd: Command): Command {
     .option('--skip-bad-rows', 'count and skip malformed rows instead of stopping')
     .option(
       '--max-row-bytes <n>',
-      'longest dataset row (JSONL line, CSV record, JSON element, text document) in bytes; longer rows are bad rows (default 1048576)',
+      `longest dataset row (JSONL line, CSV record, JSON element, text document) in bytes; longer rows are bad rows (default ${D.maxRowBytes})`,
       intOption('--max-row-bytes', 1),
     )
     .option(
@@ -317,30 +321,5 @@ export function trainSettings(cmd: Command, flags: Record<string, unknown>): Tra
     fileKeys,
     demo,
     source: typeof flags.config === 'string' ? flags.config : 'options',
-  };
-}
-
-/** Rows of logits alive at once in the loss. */
-export const LOSS_CHUNK_ROWS = 256;
-
-/** What the memory planner needs to know of a training run: train plans its own run with it, and plan with the same flags predicts the same. */
-export function planOptionsOf(config: TrainConfig, lossChunkRows = LOSS_CHUNK_ROWS): PlanOptions {
-  return {
-    seqLen: config.seqLen,
-    batchSize: config.batchSize,
-    rank: config.rank,
-    targets: config.targets === 'all-linear' ? 'all-linear' : (config.targets as ProjectionName[]),
-    gradientCheckpointing: config.gradientCheckpointing,
-    optimizer: config.optimizer,
-    lossChunkRows,
-    quantization:
-      config.quant === 'none'
-        ? null
-        : { blocksize: config.blocksize, doubleQuant: config.doubleQuant },
-    loraDropout: config.dropout,
-    gradAccum: config.gradAccum,
-    presizedArenas: true,
-    quantizeHead: config.quantizeHead,
-    quantizeEmbedding: config.quantizeEmbeddings,
   };
 }

@@ -9,7 +9,7 @@ import {
 } from './formats.js';
 import { TEXT_PIECE, type TextReadOptions } from './read-text.js';
 import { seededPermutation } from './shuffle.js';
-import { readSplit, resolveSources, type SplitFiles } from './sources.js';
+import { type DatasetRows, readSplit, resolveSources, type SplitFiles } from './sources.js';
 import { countTargets, tokenizeExample, type TokenizedExample } from './tokenize.js';
 import { fitToLength, type TruncationPolicy } from './truncate.js';
 
@@ -96,11 +96,11 @@ function emptyStats(): SplitStats {
 }
 
 /**
- * Loads a dataset path (file or MLX-style directory) into tokenized train / validation / test
+ * Loads a dataset path (file or MLX-style directory), or rows in memory, into tokenized train / validation / test
  * examples, with counts of everything that was skipped, shortened or dropped.
  */
 export async function loadDataset(
-  path: string,
+  path: string | DatasetRows,
   tokenizer: Tokenizer,
   options: DatasetOptions,
 ): Promise<LoadedDataset> {

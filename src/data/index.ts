@@ -19,6 +19,7 @@ export {
   type DataCursor,
 } from './batching.js';
 export { ChatTemplate, type ChatMessage } from './chat-template.js';
+export type { DatasetRows } from './sources.js';
 export { parseColumnMapping, type ColumnMapping } from './columns.js';
 export { DatasetError, RowError, UnknownFormatError, type SourceLocation } from './errors.js';
 export { RowRenderer, ROW_FORMATS, type RowFormat, type RenderedExample } from './formats.js';

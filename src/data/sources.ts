@@ -11,9 +11,24 @@ import type { RawRow } from './rows.js';
 export type FileKind = 'jsonl' | 'json' | 'csv' | 'tsv' | 'text' | 'parquet';
 export type SplitName = 'train' | 'valid' | 'test';
 
-/** One or more files that together make one split. */
+/**
+ * Rows given in memory instead of a file (the library's `train({ data: rows })`): one list, held out
+ * for validation as a single file is, or a list per split. A string row is a plain text document.
+ */
+export type DatasetRows =
+  | readonly unknown[]
+  | {
+      readonly train: readonly unknown[];
+      readonly valid?: readonly unknown[];
+      readonly test?: readonly unknown[];
+    };
+
+/** One or more files (or in-memory row lists, named by `path` in messages) that together make one split. */
 export interface SplitFiles {
-  readonly files: readonly { readonly path: string; readonly kind: FileKind }[];
+  readonly files: readonly (
+    | { readonly path: string; readonly kind: FileKind }
+    | { readonly path: string; readonly kind: 'rows'; readonly rows: readonly unknown[] }
+  )[];
 }
 
 export interface ResolvedSources {
@@ -60,9 +75,10 @@ export interface SourceOptions {
  * text files is a folder of documents, one per file.
  */
 export async function resolveSources(
-  path: string,
+  path: string | DatasetRows,
   options: SourceOptions = {},
 ): Promise<ResolvedSources> {
+  if (typeof path !== 'string') return rowSources(path);
   let info;
   try {
     info = await fs.promises.stat(path);
@@ -216,6 +232,28 @@ function requireKind(path: string): FileKind {
   return kind;
 }
 
+function rowSources(data: DatasetRows): ResolvedSources {
+  const split = (name: string, rows: readonly unknown[] | undefined): SplitFiles | undefined => {
+    if (rows === undefined) return undefined;
+    if (!Array.isArray(rows)) throw new DatasetError(`${name} must be an array of rows`);
+    return { files: [{ path: name, kind: 'rows', rows }] };
+  };
+  if (Array.isArray(data)) return { train: split('rows', data)! };
+  const d = data as Exclude<DatasetRows, readonly unknown[]>;
+  const unknown = Object.keys(d).filter((k) => k !== 'train' && k !== 'valid' && k !== 'test');
+  if (unknown.length > 0 || d.train === undefined)
+    throw new DatasetError(
+      `in-memory data is an array of rows or { train, valid?, test? }${unknown.length > 0 ? ` (got '${unknown.join("', '")}')` : ''}`,
+    );
+  const valid = split('rows.valid', d.valid);
+  const test = split('rows.test', d.test);
+  return {
+    train: split('rows.train', d.train)!,
+    ...(valid ? { valid } : {}),
+    ...(test ? { test } : {}),
+  };
+}
+
 /** Reads every row of a split's files in order. */
 export async function* readSplit(
   split: SplitFiles,
@@ -223,8 +261,18 @@ export async function* readSplit(
   rows: RowReadOptions = {},
 ): AsyncGenerator<RawRow> {
   let documentBase = 0;
-  for (const { path, kind } of split.files) {
+  for (const entry of split.files) {
+    const { path, kind } = entry;
     switch (kind) {
+      case 'rows':
+        for (let i = 0; i < entry.rows.length; i++) {
+          const value = entry.rows[i];
+          yield {
+            value: typeof value === 'string' ? { text: value } : value,
+            location: { file: path, row: i + 1 },
+          };
+        }
+        break;
       case 'jsonl':
         yield* readJsonLines(path, path, rows);
         break;

@@ -6,12 +6,13 @@
 import { fs } from '../io/host.js';
 import { type BackendChoice, type ComputeDtypeChoice, resolveBackend } from '../backends/index.js';
 import type { Backend } from '../tensor/backend.js';
+import type { BaseQuantization } from '../io/adapter-recipe.js';
 import { applyPeftAdapter, type PeftAdapter } from '../io/peft.js';
 import { loadLoraAdapter } from '../io/gguf-lora.js';
-import { type BuildOptions, buildLlama, type LoraConfig } from '../models/build.js';
+import { type BuildOptions, buildLlama, LORA_DEFAULTS, type LoraConfig } from '../models/build.js';
 import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';
 import type { LlamaModel } from '../models/llama.js';
-import type { Quantize4bitOptions } from '../quant/quantize4bit.js';
+import { QLORA_DEFAULTS, type Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 
@@ -28,8 +29,8 @@ export interface LoadOptions {
   readonly quantizeHead?: boolean;
   /** Also store the embedding table in 4-bit. */
   readonly quantizeEmbedding?: boolean;
-  /** Fresh LoRA adapters to train. */
-  readonly lora?: LoraConfig | null;
+  /** Fresh LoRA adapters to train; what is left out comes from LORA_DEFAULTS (r 16, alpha 32, …). */
+  readonly lora?: Partial<LoraConfig> | null;
   /** A trained adapter to apply (PEFT folder, or a GGUF LoRA file). */
   readonly adapter?: string;
   readonly maxPositions?: number;
@@ -41,6 +42,8 @@ export interface LoadedModel {
   readonly tokenizer: Tokenizer;
   readonly checkpoint: Pick<Checkpoint, 'config' | 'source' | 'path' | 'tensorNames'>;
   readonly adapter: PeftAdapter | null;
+  /** The 4-bit base as built (null: full precision): what an adapter trained on it records. */
+  readonly quantization: BaseQuantization | null;
 }
 
 export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
@@ -62,7 +65,7 @@ export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
       quantization: o.quantization ?? null,
       quantizeHead: o.quantizeHead,
       quantizeEmbedding: o.quantizeEmbedding,
-      lora: adapter ? adapter.lora : (o.lora ?? null),
+      lora: adapter ? adapter.lora : o.lora ? { ...LORA_DEFAULTS, ...o.lora } : null,
       maxPositions: o.maxPositions,
       onTensor: o.onTensor,
     });
@@ -87,5 +90,14 @@ export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
       tensorNames: ck.tensorNames,
     },
     adapter,
+    quantization: o.quantization
+      ? {
+          quantType: o.quantization.quantType ?? QLORA_DEFAULTS.quantType,
+          blocksize: o.quantization.blocksize ?? QLORA_DEFAULTS.blocksize,
+          doubleQuant: o.quantization.doubleQuant ?? QLORA_DEFAULTS.doubleQuant,
+          quantizeHead: Boolean(o.quantizeHead),
+          quantizeEmbeddings: Boolean(o.quantizeEmbedding),
+        }
+      : null,
   };
 }

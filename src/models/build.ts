@@ -56,6 +56,22 @@ export interface LoraConfig extends LoraOptions {
   readonly layers: readonly number[] | null;
 }
 
+/**
+ * PEFT-style LoRA defaults as `qlora train` uses them (src/train/settings.ts takes its rank, alpha,
+ * dropout, init and targets defaults from here): r 16, alpha 32 (scale 2), dropout 0.05 on every
+ * linear projection of every layer, kaiming-uniform A and zero B.
+ */
+export const LORA_DEFAULTS: LoraConfig = {
+  r: 16,
+  alpha: 32,
+  dropout: 0.05,
+  useRslora: false,
+  init: 'kaiming',
+  seed: 42,
+  targets: 'all-linear',
+  layers: null,
+};
+
 export interface BuildOptions {
   readonly backend: Backend;
   /** Compute dtype: f32 (default), or f64 on the ref backend for gradient checks. */
@@ -250,7 +266,17 @@ export async function buildLlama(
   };
   const first = makeRope(initialPositions);
   const rope: RopeState = { ...first, layout: 'half', maxPositions: initialPositions };
-  const model = new LlamaModel(c, be, dtype, embedding, layers, finalNorm, lmHead, rope);
+  const model = new LlamaModel(
+    c,
+    be,
+    dtype,
+    embedding,
+    layers,
+    finalNorm,
+    lmHead,
+    rope,
+    options.lora ?? null,
+  );
   model.onRopeOverflow = (positions: number) => {
     const grown = Math.max(positions, rope.maxPositions * 2);
     const next = makeRope(grown);

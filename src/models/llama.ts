@@ -5,6 +5,7 @@ import { Tensor } from '../tensor/tensor.js';
 import { DenseLinear, type FrozenLinear, Linear4bit } from '../nn/linear.js';
 import { disposePacked4bit } from '../quant/upload.js';
 import { LoraLinear, type LoraSaved } from '../nn/lora.js';
+import type { LoraConfig } from './build.js';
 import type { Param } from '../nn/param.js';
 
 /** The shape facts the forward pass needs (a subset of the normalized LlamaConfig). */
@@ -139,6 +140,11 @@ export class LlamaModel {
     /** The vocabulary projection [V, d]: the embedding table itself when tied, else dense or 4-bit. */
     readonly lmHead: FrozenLinear,
     readonly rope: RopeState,
+    /**
+     * The LoRA adapters' configuration (rank, alpha, targets, …) when the projections carry them:
+     * what the trainer fingerprints and saves with the adapter, so it is never passed twice.
+     */
+    readonly lora: LoraConfig | null = null,
   ) {}
 
   get tiedEmbeddings(): boolean {

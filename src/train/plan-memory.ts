@@ -230,7 +230,7 @@ async function measure(m: PlanModel, o: PlanOptions, be: CountingBackend): Promi
   const trainers: Trainer[] = [];
   try {
     const trainer = (arenaBytes?: TrainOptions['arenaBytes']) => {
-      const t = new Trainer(model, lora, trainOptions(o, arenaBytes), source, evalBatches);
+      const t = new Trainer(model, trainOptions(o, arenaBytes), source, evalBatches);
       trainers.push(t);
       return t;
     };

@@ -223,9 +223,17 @@ export class Trainer {
   private readonly evalStats: Tensor;
   private interrupted = false;
 
+  /** The adapters' configuration, as the model was built with it (a model without adapters can only be evaluated). */
+  get lora(): LoraConfig {
+    if (!this.model.lora)
+      throw new Error(
+        'the model has no LoRA adapters to train: build or load it with a LoRA config (loadModel({ lora }))',
+      );
+    return this.model.lora;
+  }
+
   constructor(
     readonly model: LlamaModel,
-    readonly lora: LoraConfig,
     readonly options: TrainOptions,
     readonly train: BatchSource,
     readonly evalBatches: (() => Iterable<ModelBatch>) | null,
