@@ -57,27 +57,6 @@ constexpr int NR = 16;
 // than 256 on the AVX-512 kernel (Zen 5, 48 KiB L1d); 512 was ~10% slower.
 constexpr int64_t KC_MAX = 384;
 
-// Per-thread packing buffer, 64-byte aligned, grown on demand and kept for the next call.
-class ScratchBuffer {
- public:
-  ~ScratchBuffer() { std::free(data_); }
-  void* get(size_t bytes) {
-    if (bytes > capacity_) {
-      std::free(data_);
-      const size_t rounded = (bytes + 63) / 64 * 64;
-      data_ = std::aligned_alloc(64, rounded);
-      if (data_ == nullptr) throw std::bad_alloc();
-      capacity_ = bytes;
-    }
-    return data_;
-  }
-  float* floats(size_t n) { return static_cast<float*>(get(n * sizeof(float))); }
-
- private:
-  void* data_ = nullptr;
-  size_t capacity_ = 0;
-};
-
 // Supplies op(B) panels to the driver.
 class PanelSource {
  public:

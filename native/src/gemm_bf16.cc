@@ -25,8 +25,9 @@ constexpr int64_t NC = NR * 64;
 // same L1/L2 footprint.
 constexpr int64_t KC_MAX_BF16 = 2 * KC_MAX;
 
-thread_local ScratchBuffer tls_a_bf16;
-thread_local ScratchBuffer tls_b_bf16;
+// Packed bf16 pairs, one uint32 each (the size of a float, so vec::Scratch holds them).
+thread_local vec::Scratch tls_a_bf16;
+thread_local vec::Scratch tls_b_bf16;
 
 int64_t k_block_bf16(int64_t K) {
   const int64_t blocks = (K + KC_MAX_BF16 - 1) / KC_MAX_BF16;
@@ -122,8 +123,8 @@ QLORA_BF16_TARGET void gemm_serial_bf16(const GemmArgs& g, const PanelSourceBf16
                                         int64_t n0, int64_t n1) {
   const int64_t kcMax = k_block_bf16(g.K);
   const int64_t kpMax = kcMax / 2;
-  uint32_t* bp = static_cast<uint32_t*>(tls_b_bf16.get(static_cast<size_t>(kpMax * NC) * sizeof(uint32_t)));
-  uint32_t* ap = static_cast<uint32_t*>(tls_a_bf16.get(static_cast<size_t>(kpMax * MC) * sizeof(uint32_t)));
+  uint32_t* bp = reinterpret_cast<uint32_t*>(tls_b_bf16.get(static_cast<size_t>(kpMax * NC)));
+  uint32_t* ap = reinterpret_cast<uint32_t*>(tls_a_bf16.get(static_cast<size_t>(kpMax * MC)));
   for (int64_t jc = n0; jc < n1; jc += NC) {
     const int64_t nc = std::min(NC, n1 - jc);
     for (int64_t pc = 0; pc < g.K; pc += kcMax) {
