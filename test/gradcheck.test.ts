@@ -266,6 +266,30 @@ test('gradcheck swiglu', () => {
   );
 });
 
+test('gradcheck tanh-GELU and GeGLU (odd shapes, gates into both tails)', () => {
+  const x = randTensor([3, 7], 63, 3);
+  const out = be.zeros([3, 7], 'f64');
+  const R = randTensor([3, 7], 64);
+  const dx = be.zeros([3, 7], 'f64');
+  be.geluTanhBackward(R, x, dx);
+  check('geluTanh', { x }, out, () => be.geluTanh(x, out), { x: dx.data }, R);
+  const gate = randTensor([5, 3], 65, 3);
+  const up = randTensor([5, 3], 66);
+  const gout = be.zeros([5, 3], 'f64');
+  const G = randTensor([5, 3], 67);
+  const dgate = be.zeros([5, 3], 'f64');
+  const dup = be.zeros([5, 3], 'f64');
+  be.gegluBackward(G, gate, up, dgate, dup);
+  check(
+    'geglu',
+    { gate, up },
+    gout,
+    () => be.geglu(gate, up, gout),
+    { gate: dgate.data, up: dup.data },
+    G,
+  );
+});
+
 test('gradcheck cross-entropy with ignore index and gradScale', () => {
   const [n, V] = [5, 7];
   const logits = randTensor([n, V], 70, 3);

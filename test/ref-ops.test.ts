@@ -119,6 +119,25 @@ test('swiglu: silu(g)·u by hand', () => {
   });
 });
 
+test('tanh-GELU and GeGLU by hand: 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))', () => {
+  const xs = [0, 1, -2, 0.5, 3.25, -7];
+  const tanhForm = (x: number) =>
+    0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+  const x = f64(xs, [6]);
+  const out = be.zeros([6], 'f64');
+  be.geluTanh(x, out);
+  assertClose(out.data, xs.map(tanhForm), { atol: 1e-15, rtol: 1e-13 });
+  // PyTorch: torch.nn.functional.gelu(torch.tensor(1.0, dtype=torch.float64), approximate='tanh')
+  assert.ok(Math.abs(out.data[1]! - 0.8411919906082768) < 1e-15);
+  const up = f64([5, 2, 3, -1, 0.5, 4], [6]);
+  be.geglu(x, up, out);
+  assertClose(
+    out.data,
+    xs.map((v, i) => tanhForm(v) * [5, 2, 3, -1, 0.5, 4][i]!),
+    { atol: 1e-15, rtol: 1e-13 },
+  );
+});
+
 test('dropout: kept fraction ≈ 1-p, mask = uniformAt(seed, i) ≥ p, same seed same mask', () => {
   const n = 100_000;
   const x = be.fromArray(new Float32Array(n).fill(2), [n], 'f32');

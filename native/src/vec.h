@@ -54,6 +54,7 @@ inline V sub(V a, V b) { return _mm512_sub_ps(a, b); }
 inline V mul(V a, V b) { return _mm512_mul_ps(a, b); }
 inline V div(V a, V b) { return _mm512_div_ps(a, b); }
 inline V max(V a, V b) { return _mm512_max_ps(a, b); }
+inline V min(V a, V b) { return _mm512_min_ps(a, b); }
 inline V sqrt(V a) { return _mm512_sqrt_ps(a); }
 inline V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }   // a·b + c
 inline V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); } // c - a·b
@@ -96,6 +97,7 @@ inline V sub(V a, V b) { return _mm256_sub_ps(a, b); }
 inline V mul(V a, V b) { return _mm256_mul_ps(a, b); }
 inline V div(V a, V b) { return _mm256_div_ps(a, b); }
 inline V max(V a, V b) { return _mm256_max_ps(a, b); }
+inline V min(V a, V b) { return _mm256_min_ps(a, b); }
 inline V sqrt(V a) { return _mm256_sqrt_ps(a); }
 inline V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 inline V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
@@ -148,6 +150,7 @@ inline V sub(V a, V b) { return a - b; }
 inline V mul(V a, V b) { return a * b; }
 inline V div(V a, V b) { return a / b; }
 inline V max(V a, V b) { return a > b ? a : b; }
+inline V min(V a, V b) { return a < b ? a : b; }
 inline V sqrt(V a) { return std::sqrt(a); }
 inline V fmadd(V a, V b, V c) { return std::fma(a, b, c); }
 inline V fnmadd(V a, V b, V c) { return std::fma(-a, b, c); }

@@ -179,6 +179,10 @@ export class CountingBackend implements Backend {
   attentionBackward(): void {}
   swiglu(): void {}
   swigluBackward(): void {}
+  geluTanh(): void {}
+  geluTanhBackward(): void {}
+  geglu(): void {}
+  gegluBackward(): void {}
   crossEntropy(): void {}
   dropout(): void {}
   adamw(_p: Tensor, _g: Tensor, _m: Tensor, _v: Tensor, _o: AdamWOptions): void {}

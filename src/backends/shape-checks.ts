@@ -380,3 +380,23 @@ export function crossEntropyArgs(
   }
   return [n, vocab];
 }
+
+/**
+ * The argument rules of an elementwise op whose inputs and outputs all have `inputs[0]`'s element
+ * count: every output may be any input itself (each element is read before it is written) but not
+ * a partial overlap of one, and outputs are distinct from each other. Returns the element count.
+ */
+export function elementwiseArgs(
+  c: ArgChecks,
+  op: string,
+  inputs: readonly (readonly [string, Tensor])[],
+  outputs: readonly (readonly [string, Tensor])[],
+): number {
+  const n = inputs[0]![1].size;
+  for (const [name, t] of [...inputs.slice(1), ...outputs]) c.expectSize(op, name, t, n);
+  outputs.forEach(([name, t], i) => {
+    for (const [other, u] of inputs) c.sameOrDisjoint(op, `${name} and ${other}`, t, u);
+    for (const [other, u] of outputs.slice(0, i)) c.noAlias(op, `${name} and ${other}`, t, u);
+  });
+  return n;
+}

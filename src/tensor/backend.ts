@@ -233,6 +233,17 @@ export interface Backend {
   /** dgate, dup from dout (dgate/dup may alias gate/up). */
   swigluBackward(dout: Tensor, gate: Tensor, up: Tensor, dgate: Tensor, dup: Tensor): void;
   /**
+   * out = gelu_tanh(x), the tanh approximation of GELU (PyTorch `gelu(approximate='tanh')`, HF
+   * `gelu_pytorch_tanh`): 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). out may alias x.
+   */
+  geluTanh(x: Tensor, out: Tensor): void;
+  /** dx = dout · gelu_tanh'(x) (dx may alias dout or x). */
+  geluTanhBackward(dout: Tensor, x: Tensor, dx: Tensor): void;
+  /** out = gelu_tanh(gate) · up: the GeGLU of Gemma's MLP (out may alias gate or up). */
+  geglu(gate: Tensor, up: Tensor, out: Tensor): void;
+  /** dgate, dup from dout (dgate/dup may alias gate/up). */
+  gegluBackward(dout: Tensor, gate: Tensor, up: Tensor, dgate: Tensor, dup: Tensor): void;
+  /**
    * Cross-entropy of logits [n, V] against labels i32 [n] (ignoreIndex rows count 0).
    * losses[n] = -log softmax(logits)[label] (0 when ignored). When dlogits is given it receives
    * gradScale·(softmax - onehot) (zeros for ignored rows); dlogits may alias logits.

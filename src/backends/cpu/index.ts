@@ -10,6 +10,7 @@ import type { Tensor } from '../../tensor/tensor.js';
 import type { DType } from '../../tensor/dtype.js';
 import { HostMemory, type Kernels, kernelTable } from '../host-backend.js';
 import * as elementwise from './elementwise.js';
+import * as gelu from './gelu.js';
 import * as matmul from './matmul.js';
 import * as quant4bit from './quant4bit.js';
 import * as embedding from './embedding.js';
@@ -24,6 +25,7 @@ import type { ComputeDtypeBackend, HostQuantize4bit } from '../capabilities.js';
 
 const KERNELS = kernelTable([
   elementwise,
+  gelu,
   matmul,
   quant4bit,
   embedding,

@@ -4,7 +4,7 @@
  */
 import type { Tensor } from '../../tensor/tensor.js';
 import { hostOverlap } from '../host-backend.js';
-import { shapeChecks } from '../shape-checks.js';
+import { type ArgChecks, shapeChecks } from '../shape-checks.js';
 
 export type FloatArray = Float32Array | Float64Array;
 
@@ -44,3 +44,14 @@ export function sameFloatType(op: string, tensors: Record<string, Tensor>): void
 export function noAlias(op: string, names: string, a: Tensor, b: Tensor): void {
   if (hostOverlap(a, b)) fail(op, `${names} must not alias`);
 }
+
+/** Allowed aliasing is exact (same elements): a partial overlap is a caller's mistake. */
+export function sameOrDisjoint(op: string, names: string, a: Tensor, b: Tensor): void {
+  const x = a.data;
+  const y = b.data;
+  if (hostOverlap(a, b) && !(x.byteOffset === y.byteOffset && x.byteLength === y.byteLength))
+    fail(op, `${names} overlap partially (they may only be the same tensor)`);
+}
+
+/** The shared argument rules (shape-checks.ts) bound to this backend's checks. */
+export const args: ArgChecks = { ...checks, noAlias, sameOrDisjoint };

@@ -3,6 +3,7 @@ import type { Backend, MemoryStats } from '../../tensor/backend.js';
 import type { DType } from '../../tensor/dtype.js';
 import { HostMemory, type Kernels, kernelTable } from '../host-backend.js';
 import * as elementwise from './elementwise.js';
+import * as gelu from './gelu.js';
 import * as matmul from './matmul.js';
 import * as quant4bit from './quant4bit.js';
 import * as embedding from './embedding.js';
@@ -14,6 +15,7 @@ import * as optim from './optim.js';
 
 const KERNELS = kernelTable([
   elementwise,
+  gelu,
   matmul,
   quant4bit,
   embedding,

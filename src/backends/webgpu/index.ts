@@ -30,6 +30,7 @@ import {
   spanOf,
 } from './memory.js';
 import * as elementwise from './kernels/elementwise.js';
+import * as gelu from './kernels/gelu.js';
 import * as matmul from './kernels/matmul.js';
 import * as quant4bit from './kernels/quant4bit.js';
 import * as embedding from './kernels/embedding.js';
@@ -41,6 +42,7 @@ import * as optim from './kernels/optim.js';
 
 const KERNELS = kernelTable([
   elementwise,
+  gelu,
   matmul,
   quant4bit,
   embedding,
