@@ -19,7 +19,7 @@ import type { LlamaModel, ModelBatch } from '../src/models/llama.js';
 import { loadTokenizer, tokenizerPathFor } from '../src/tokenizer/index.js';
 import type { Tokenizer } from '../src/tokenizer/types.js';
 import { Batcher } from '../src/data/batching.js';
-import { parseColumnMapping } from '../src/data/columns.js';
+import { type ColumnMapping, parseColumnMapping } from '../src/data/columns.js';
 import { type LoadedDataset, loadDataset } from '../src/data/dataset.js';
 import { BRACKET_STYLE, inspectReport, maskedSegments } from '../src/data/inspect.js';
 import { PromptTemplate } from '../src/data/prompt-template.js';
@@ -192,6 +192,11 @@ const BASE_QUANT = { quantType: 'nf4', blocksize: 64, doubleQuant: true } as con
  * What the adapter was trained on, saved beside it (qlora_config.json) as the CLI saves it, so
  * `qlora generate/eval/export` on the downloaded folder use the same 4-bit base and data recipe.
  */
+/** The --columns mapping the user typed (the same for the dataset and the recipe saved with the adapter). */
+function columnsOf(o: DataOptions): ColumnMapping | null {
+  return o.columns.trim() ? parseColumnMapping(o.columns) : null;
+}
+
 function adapterRecipe(o: RunOptions, format: DataRecipe['format']): AdapterRecipe {
   return {
     baseModelPath: null,
@@ -202,7 +207,7 @@ function adapterRecipe(o: RunOptions, format: DataRecipe['format']): AdapterReci
     },
     data: {
       format,
-      columns: o.columns.trim() ? parseColumnMapping(o.columns) : null,
+      columns: columnsOf(o),
       template: o.template.trim() ? o.template : null,
       chatTemplateName: null,
       trainOnPrompt: o.trainOnPrompt,
@@ -216,7 +221,7 @@ function datasetOptions(o: DataOptions) {
   return {
     maxSeqLen: o.seqLen,
     format: o.format,
-    columns: o.columns.trim() ? parseColumnMapping(o.columns) : undefined,
+    columns: columnsOf(o) ?? undefined,
     promptTemplate: o.template.trim() ? new PromptTemplate(o.template) : undefined,
     trainOnPrompt: o.trainOnPrompt,
     validFraction: o.validFraction,

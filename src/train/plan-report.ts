@@ -1,18 +1,8 @@
 /** The plan as text: the lines `qlora plan` and `qlora train` print, and the byte/count formats. */
+import { formatBytes, formatCount } from '../tensor/units.js';
 import type { TrainingPlan } from './plan.js';
 
-export function formatBytes(bytes: number): string {
-  if (bytes >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
-  if (bytes >= 2 ** 20) return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-  return `${(bytes / 2 ** 10).toFixed(1)} KiB`;
-}
-
-function formatCount(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
-  return String(n);
-}
+export { formatBytes };
 
 /** The plan as the lines `qlora plan` and `qlora train` print. */
 export function formatPlan(plan: TrainingPlan, label = 'model'): string[] {

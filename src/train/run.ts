@@ -20,6 +20,7 @@ import { path } from '../io/host.js';
 import { modelName } from '../io/model-name.js';
 import { type LoadedModel, loadModel } from '../load/load-model.js';
 import { resolveTargets } from '../models/build.js';
+import { formatCount } from '../tensor/units.js';
 import { checkLoraRank } from '../models/lora-rank.js';
 import type { ModelBatch } from '../models/llama.js';
 import type { Tokenizer } from '../tokenizer/types.js';
@@ -398,12 +399,4 @@ async function runLoaded(
     validExamples: data.valid.length,
     settings,
   };
-}
-
-/** 1234567 → "1.23M" (log lines). */
-export function formatCount(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}B`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
-  return String(n);
 }

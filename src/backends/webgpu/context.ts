@@ -8,6 +8,7 @@
  * before any command buffer submitted after them, so a host write first flushes what was recorded
  * before it; the parameter ring is written just before its own command buffer is submitted.
  */
+import { formatBytes } from '../../tensor/units.js';
 import type { GpuDeviceHandle } from './gpu.js';
 
 /** Where a tensor's bytes are: a buffer and a byte range in it. */
@@ -493,10 +494,4 @@ function paramBytes(spec: KernelSpec): number {
 
 export function roundUp(n: number, multiple: number): number {
   return Math.ceil(n / multiple) * multiple;
-}
-
-export function formatBytes(n: number): string {
-  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB`;
-  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(1)} MiB`;
-  return `${n} B`;
 }
