@@ -34,12 +34,12 @@ import { syntheticBatch, syntheticSource } from '../src/models/synthetic.js';
 import { LoraLinear } from '../src/nn/lora.js';
 import { AdamW } from '../src/train/optimizer.js';
 import {
-  defaultMachine,
   flopsPerToken,
   namedShape,
   planTraining,
   type PlanOptions,
   releaseBuildGarbage,
+  type TrainingPlan,
 } from '../src/train/plan.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -230,6 +230,8 @@ async function runShape(
   const config = namedShape(run.shape);
   if (!config) throw new Error(`unknown shape ${run.shape}`);
   const be = ((await getBackend('cpu')) as CpuBackend).withComputeDtype(computeDtype);
+  // As `qlora train` does: the plan (its speed timed on this backend) before anything is loaded.
+  const plan = await planTraining(config, planOptionsFor(run), { backend: be });
   const t0 = performance.now();
   const model = await buildLlama(config, syntheticSource(config, 1234), {
     backend: be,
@@ -249,7 +251,6 @@ async function runShape(
   const weights = baseWeightBytes(model);
   const params = model.parameters();
   const optimizer = new AdamW(params);
-  const plan = await planTraining(config, planOptionsFor(run));
   // The Trainer's two arenas, created at their planned size so they never grow.
   const arena = be.createArena(plan.arenaBytes.step, 'step');
   const layerArena = be.createArena(plan.arenaBytes.layer, 'layer');
@@ -360,7 +361,7 @@ async function runShape(
     predictedBackendPeakBytes: plan.backendPeakBytes,
     arenaCapacity: { step: arena.capacity, layer: layerArena.capacity },
     plannedArenaBytes: plan.arenaBytes,
-    predictedTokensPerSecond: plan.tokensPerSecond,
+    predictedTokensPerSecond: plannedSpeed(plan),
     baseBitsPerParam: (8 * weights.all) / weights.params,
     projectionBitsPerParam: (8 * weights.projections) / weights.projectionParams,
     modelGflopsPerToken: modelFlops / 1e9,
@@ -415,10 +416,7 @@ function fmaPeakGflops(dtype: Dtype = 'f32'): { gflops: number; source: string }
     });
   }
   if (candidates.length === 0)
-    return {
-      gflops: defaultMachine().peakFlops / 1e9,
-      source: 'the planner default, defaultMachine() (docs/performance.md)',
-    };
+    throw new Error('no FMA peak: the addon has no benchFmaPeak and no engine bench result');
   return candidates.reduce((a, b) => (b.gflops > a.gflops ? b : a));
 }
 
@@ -449,6 +447,11 @@ function findPeak(json: unknown): number | null {
 }
 
 type StoredResult = ShapeResult & { measuredAt?: string };
+
+/** The plan's tokens/s (NaN when it could not time the kernels: the report shows –). */
+function plannedSpeed(plan: TrainingPlan): number {
+  return 'unmeasured' in plan.speed ? Number.NaN : plan.speed.tokensPerSecond;
+}
 
 function runChild(
   run: ShapeRun,
@@ -494,6 +497,7 @@ function table(results: readonly ShapeResult[]): string[] {
     'ckpt',
     'train tok/s',
     'plan tok/s',
+    'speed err',
     'vs PyTorch QLoRA',
     'fwd tok/s',
     'peak RSS',
@@ -513,7 +517,13 @@ function table(results: readonly ShapeResult[]): string[] {
     `${r.batchSize}×${r.seqLen}`,
     r.gradientCheckpointing ? 'on' : 'off',
     r.trainTokensPerSecond.toFixed(r.trainTokensPerSecond < 100 ? 1 : 0),
-    r.predictedTokensPerSecond.toFixed(r.predictedTokensPerSecond < 100 ? 1 : 0),
+    Number.isFinite(r.predictedTokensPerSecond)
+      ? r.predictedTokensPerSecond.toFixed(r.predictedTokensPerSecond < 100 ? 1 : 0)
+      : '–',
+    // The plan's error against the measured speed (the target is within ±15%: issue 17).
+    Number.isFinite(r.predictedTokensPerSecond)
+      ? `${(((r.predictedTokensPerSecond - r.trainTokensPerSecond) / r.trainTokensPerSecond) * 100).toFixed(1)}%`
+      : '–',
     r.pytorchQlora
       ? `${(r.trainTokensPerSecond / r.pytorchQlora).toFixed(2)}× (${r.pytorchQlora})`
       : '–',
@@ -574,11 +584,14 @@ async function main(argv: string[]): Promise<void> {
     const replanned = await Promise.all(
       stored.results.map(async (r) => {
         const config = namedShape(SHAPES.find((s) => s.key === r.key)!.shape)!;
-        const plan = await planTraining(config, planOptionsFor(r));
+        const cpu = (await getBackend('cpu')) as CpuBackend;
+        const plan = await planTraining(config, planOptionsFor(r), {
+          backend: cpu.withComputeDtype(r.computeDtype ?? 'f32'),
+        });
         return {
           ...r,
           predictedPeakBytes: plan.peakBytes,
-          predictedTokensPerSecond: plan.tokensPerSecond,
+          predictedTokensPerSecond: plannedSpeed(plan),
         };
       }),
     );

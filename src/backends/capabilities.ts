@@ -60,3 +60,20 @@ export function hasComputeDtypes(be: Backend): be is ComputeDtypeBackend {
 export function computeDtypeOf(be: Backend): ComputeDtype {
   return be.computeDtype ?? 'f32';
 }
+
+/**
+ * A backend that can time its own arithmetic peak and name the build of its kernels (cpu: the
+ * register-only FMA loop on every thread; the addon file). The speed plan reports model-FLOP
+ * utilisation against the peak and keeps its kernel timings per build.
+ */
+export interface SelfMeasuringBackend extends Backend {
+  /** FMA peak of all threads in FLOP/s (multiply-add = 2), measured now. */
+  measureFmaPeak(dtype?: ComputeDtype): number;
+  /** Which compiled kernels run (changes when the addon is rebuilt). */
+  readonly buildId: string;
+}
+
+export function measuresItself(be: Backend): be is SelfMeasuringBackend {
+  const c = be as Partial<SelfMeasuringBackend>;
+  return typeof c.measureFmaPeak === 'function' && typeof c.buildId === 'string';
+}

@@ -51,14 +51,17 @@ export function registerPlanCommand(program: Command): void {
     const planned = resolvePlanModel(spec);
     const model = planned.config;
     const label = spec === config.model ? planned.label : config.model;
+    // The run's backend: the step's kernels are timed on it (plan-speed.ts).
+    const be = await resolveBackend(config.backend, { computeDtype: config.computeDtype });
     const plan = await printTrainingPlan(
       model,
       planOptionsOf(config, typeof lossChunkRows === 'number' ? lossChunkRows : LOSS_CHUNK_ROWS),
       label,
+      console.log,
+      { backend: be },
     );
     if (config.backend === 'webgpu' || config.backend === 'auto') {
-      // The run's backend: its buffers against the adapter's limits, its speed at a GEMM rate measured now.
-      const be = await resolveBackend(config.backend, { computeDtype: config.computeDtype });
+      // On a GPU, also its buffers against the adapter's limits.
       const gpu = be as Backend & { adapter?: AdapterSummary; sync?(): Promise<void> };
       if (gpu.adapter) {
         const limits = {

@@ -21,6 +21,7 @@ import { syntheticSource } from '../models/synthetic.js';
 import type { Packed4bitWeight } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { PlanOptions } from './plan.js';
+import { type KernelCall, recordKernels } from './plan-kernels.js';
 import type { PlanModel } from './plan-shapes.js';
 import { type BatchSource, Trainer, type TrainOptions } from './trainer.js';
 
@@ -66,6 +67,13 @@ export interface MeasuredMemory {
    * The figures are then those of a runtime without that limit.
    */
   readonly refusal: string | null;
+  /**
+   * The kernel calls of one training step (forward, loss, backward, clipping, optimizer), in order,
+   * by shape (plan-kernels.ts): what the speed plan times. Empty when nothing is trained (rank 0).
+   */
+  readonly stepKernels: readonly KernelCall[];
+  /** Tokens that step processes (batch × seq; one sequence when the batch was scaled, see refusal). */
+  readonly stepTokens: number;
 }
 
 /** The config a shape is built with (rope and norm details do not change memory: defaults). */
@@ -171,6 +179,7 @@ export async function measureTrainingMemory(m: PlanModel, o: PlanOptions): Promi
       peakBytes: one.peakBytes + grown,
       backendPeakBytes: one.backendPeakBytes + grown,
       arenaBytes: { step, layer },
+      stepTokens: o.seqLen,
       refusal:
         `a batch of ${tokens} tokens needs a [${tokens}, ${m.hiddenSize}] f32 activation of ${embedded} bytes, ` +
         `more than the largest block this runtime can hold (${MAX_CHUNK_BYTES} bytes; the activations shown are ` +
@@ -239,14 +248,21 @@ async function measure(m: PlanModel, o: PlanOptions, be: CountingBackend): Promi
     const beforeOptimizer = allocated();
     const optimizer = training ? grow.createOptimizer() : null;
     const optimizerStates = allocated() - beforeOptimizer;
-    const steps = async (t: Trainer, count: number) => {
+    let stepKernels: KernelCall[] = [];
+    const steps = async (t: Trainer, count: number, record: boolean) => {
       for (let s = 0; s < (optimizer ? count : 0); s++) {
-        const g = await t.computeGradients(s);
-        t.update(optimizer!, g.gradNorm, 1e-4);
+        const step = async () => {
+          const g = await t.computeGradients(s);
+          t.update(optimizer!, g.gradNorm, 1e-4);
+        };
+        // The second step's kernels (steady state: the first also sizes the arenas) are what the
+        // speed plan times.
+        if (record && s === 1) stepKernels = (await recordKernels(be, step)).calls;
+        else await step();
       }
       await t.evaluate();
     };
-    await steps(grow, 2);
+    await steps(grow, 2, true);
     const grown = grow.arenaStats();
     const arenaBytes = {
       step: grown.step.peakBytes,
@@ -259,7 +275,7 @@ async function measure(m: PlanModel, o: PlanOptions, be: CountingBackend): Promi
       // The peak of a presized run is its own: the growing run's chunk tails never exist in it.
       be.resetPeak();
       const sized = trainer(arenaBytes);
-      await steps(sized, 1);
+      await steps(sized, 1, false);
       arenas = sized.arenaStats();
     }
     const gradients = params.reduce((s, p) => s + (p.grad ? be.bytesOf(p.grad) : 0), 0);
@@ -286,6 +302,8 @@ async function measure(m: PlanModel, o: PlanOptions, be: CountingBackend): Promi
       arenaBytes,
       payloadBytes: basePayload(model),
       refusal: null,
+      stepKernels,
+      stepTokens: o.batchSize * o.seqLen,
     };
   } finally {
     for (const t of trainers) t.dispose();

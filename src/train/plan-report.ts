@@ -36,12 +36,31 @@ export function formatPlan(plan: TrainingPlan, label = 'model'): string[] {
     ...rows.map(
       ([name, bytes, note]) => `  ${name.padEnd(17)} ${formatBytes(bytes).padStart(11)}   ${note}`,
     ),
-    `  ${'predicted peak'.padEnd(17)} ${formatBytes(plan.peakBytes).padStart(11)}   of ${formatBytes(plan.machine.totalMemoryBytes)} RAM`,
-    `  ${'predicted speed'.padEnd(17)} ${plan.tokensPerSecond.toFixed(plan.tokensPerSecond < 10 ? 2 : 0).padStart(7)} tok/s   ` +
-      `(${((plan.flopsPerToken.forward + plan.flopsPerToken.backward) / 1e9).toFixed(2)} GFLOP/token` +
-      `${plan.flopsPerToken.recompute ? ` + ${(plan.flopsPerToken.recompute / 1e9).toFixed(2)} recompute` : ''}, ` +
-      `${(plan.mfu * 100).toFixed(0)}% of ${(plan.machine.peakFlops / 1e9).toFixed(0)} GFLOP/s)`,
+    `  ${'predicted peak'.padEnd(17)} ${formatBytes(plan.peakBytes).padStart(11)}   of ${formatBytes(plan.totalMemoryBytes)} RAM`,
+    speedLine(plan),
   ];
   for (const w of plan.warnings) lines.push(`  warning: ${w}`);
   return lines;
+}
+
+/** The speed row: tokens/s from the step's kernels timed on the run's backend, or why not. */
+function speedLine(plan: TrainingPlan): string {
+  const label = `  ${'predicted speed'.padEnd(17)}`;
+  const s = plan.speed;
+  if ('unmeasured' in s) return `${label}       –         not measured: ${s.unmeasured}`;
+  const f = plan.flopsPerToken;
+  const gflop = `${((f.forward + f.backward) / 1e9).toFixed(2)} GFLOP/token${f.recompute ? ` + ${(f.recompute / 1e9).toFixed(2)} recompute` : ''}`;
+  const mfu =
+    s.mfu !== null && s.peakFlops !== null
+      ? `, ${(s.mfu * 100).toFixed(0)}% of the ${(s.peakFlops / 1e9).toFixed(0)} GFLOP/s FMA peak`
+      : '';
+  const top = s.split
+    .slice(0, 3)
+    .map((k) => `${k.kind} ${((k.seconds / s.stepSeconds) * 100).toFixed(0)}%`)
+    .join(', ');
+  return (
+    `${label} ${s.tokensPerSecond.toFixed(s.tokensPerSecond < 10 ? 2 : 0).padStart(7)} tok/s   ` +
+    `(${gflop}${mfu}; this step's ${s.kernels.distinct} distinct kernels timed on ${s.backend}` +
+    `${s.kernels.timedNow < s.kernels.distinct ? `, ${s.kernels.distinct - s.kernels.timedNow} from earlier timings` : ''}: ${top})`
+  );
 }

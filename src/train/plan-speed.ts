@@ -1,47 +1,19 @@
 /**
- * The speed model: FLOP accounting per token (docs/performance.md § FLOP accounting) divided by
- * calibrated rates — GEMM work at a fraction of the FMA peak, attention at its own rate, and
- * memory-bound passes at a bandwidth.
+ * The speed plan, measured on the machine that runs: the kernel calls of one real training step
+ * (recorded by the memory planner, plan-kernels.ts) are each timed on the run's backend at their
+ * own shapes, and a step takes their sum. Nothing is a machine constant: no peak, efficiency or
+ * bandwidth is assumed. Distinct calls are few (a layer's calls repeat in every layer) and their
+ * timings are kept per machine and build (kernel-times.ts), so a plan times a shape once.
+ *
+ * What a step spends outside kernels (JavaScript between calls, reading the loss back) is not
+ * counted: `npm run bench:train` reports how far the plan is from the measured speed per shape.
  */
-import { hostProcess } from '../io/host.js';
+import { computeDtypeOf, measuresItself } from '../backends/capabilities.js';
+import type { Backend } from '../tensor/backend.js';
+import { cpuModel, KernelTimes } from './kernel-times.js';
 import type { PlanOptions } from './plan.js';
+import { type KernelCall, kernelSignature, timeKernel } from './plan-kernels.js';
 import { parameterCounts, type PlanModel } from './plan-shapes.js';
-
-/** Machine facts the speed model needs. */
-export interface MachineModel {
-  /** Measured fp32 FMA peak of all threads, FLOP/s (the engine bench's number). */
-  readonly peakFlops: number;
-  /** Fraction of the peak dense GEMMs reach at these shapes. */
-  readonly gemmEfficiency: number;
-  /** Fraction of the peak the 4-bit GEMMs (dequantizing into packed panels) reach. */
-  readonly gemm4bitEfficiency: number;
-  /** Fraction of the peak the skinny LoRA products (one side of size r) reach. */
-  readonly loraEfficiency: number;
-  /** Fraction of the peak flash attention reaches. */
-  readonly attentionEfficiency: number;
-  /** Bytes/s of the memory-bound passes (norms, RoPE, SwiGLU, residuals, loss). */
-  readonly bandwidth: number;
-  readonly totalMemoryBytes: number;
-}
-
-/**
- * Defaults for the project's 2-core machine (AMD EPYC, AVX-512) when idle: FMA peak 2 × ≈270
- * GFLOP/s (benchFmaPeak, one thread), efficiencies fitted to `npm run bench:train` on an idle
- * machine (stories15M to Llama-2-7B within 3%; docs/performance.md). Pass measured values for
- * other machines.
- */
-export function defaultMachine(overrides: Partial<MachineModel> = {}): MachineModel {
-  return {
-    peakFlops: 540e9,
-    gemmEfficiency: 0.8,
-    gemm4bitEfficiency: 0.85,
-    loraEfficiency: 0.4,
-    attentionEfficiency: 0.4,
-    bandwidth: 25e9,
-    totalMemoryBytes: hostProcess.totalMemoryBytes(),
-    ...overrides,
-  };
-}
 
 export interface FlopsPerToken {
   /** Forward FLOPs (projections, vocabulary, LoRA, attention). */
@@ -53,10 +25,7 @@ export interface FlopsPerToken {
 }
 
 /** FLOPs per token (multiply-add = 2), counting causal attention's actual half of the scores. */
-export function flopsPerToken(
-  m: PlanModel,
-  o: PlanOptions,
-): FlopsPerToken & { gemm: number; gemm4bit: number; lora: number; attention: number } {
+export function flopsPerToken(m: PlanModel, o: PlanOptions): FlopsPerToken {
   const c = parameterCounts(m, o);
   const qDim = m.numHeads * m.headDim;
   const T = o.seqLen;
@@ -70,48 +39,147 @@ export function flopsPerToken(
   // attention backward ≈ 2.5× its forward (recomputed scores, dQ, dK, dV).
   const backward = 2 * proj + 2 * vocab + 2 * loraFwd + 2.5 * attnFwd;
   const recompute = o.gradientCheckpointing ? 2 * proj + loraFwd + attnFwd : 0;
-  const quantized = o.quantization !== null;
-  const projWork = 2 * proj * (o.gradientCheckpointing ? 3 : 2);
-  return {
-    forward,
-    backward,
-    recompute,
-    gemm: 4 * vocab + (quantized ? 0 : projWork),
-    gemm4bit: quantized ? projWork : 0,
-    lora: loraFwd * (o.gradientCheckpointing ? 4 : 3),
-    attention: attnFwd * (o.gradientCheckpointing ? 4.5 : 3.5),
+  return { forward, backward, recompute };
+}
+
+/** Where a step's time goes, by kind of kernel. */
+export interface StepSplit {
+  readonly kind: string;
+  readonly seconds: number;
+}
+
+export interface SpeedPlan {
+  readonly tokensPerSecond: number;
+  /** Seconds of one micro-batch step (forward, loss, backward, clipping, optimizer). */
+  readonly stepSeconds: number;
+  readonly flopsPerToken: FlopsPerToken;
+  /** Model-FLOP utilisation against the measured f32 FMA peak, where the backend measures it. */
+  readonly mfu: number | null;
+  readonly peakFlops: number | null;
+  /** Step time by kind of kernel, largest first. */
+  readonly split: readonly StepSplit[];
+  /** Kernel calls per step, distinct ones, and how many were timed now (the rest came from the cache). */
+  readonly kernels: {
+    readonly calls: number;
+    readonly distinct: number;
+    readonly timedNow: number;
   };
+  /** Seconds spent timing kernels for this plan. */
+  readonly timingSeconds: number;
+  /** The timings file (null: not kept). */
+  readonly cacheFile: string | null;
+  /** The backend timed, as it describes itself. */
+  readonly backend: string;
 }
 
-/** Bytes moved per token by the memory-bound passes (reads + writes of activations, f32). */
-function memoryBoundBytesPerToken(m: PlanModel, o: PlanOptions): number {
-  const d = m.hiddenSize;
-  const f = m.intermediateSize;
-  const qDim = m.numHeads * m.headDim;
-  // Per layer: 2 norms (+ backward), RoPE on q,k (+ inverse), SwiGLU (+ backward), residual adds,
-  // roughly 40 d-sized and 8 f-sized passes forward+backward; the loss reads/writes V logits 3×.
-  const perLayer = (40 * d + 8 * f + 6 * qDim) * 4 * (o.gradientCheckpointing ? 1.3 : 1);
-  return m.numLayers * perLayer + 3 * 2 * m.vocabSize * 4;
+export interface SpeedOptions {
+  /** Timings to use and extend (default: this machine's file, kernel-times.ts). */
+  readonly times?: KernelTimes;
+  /** Stop timing after this many seconds and report the speed as unmeasured (default 60). */
+  readonly budgetSeconds?: number;
 }
 
-/** Tokens/s of training `m` with options `o` on `machine`, and the model-FLOP utilisation that implies. */
-export function predictSpeed(
+const KINDS: readonly (readonly [RegExp, string])[] = [
+  [/^(matmul4bit|matmul4bitInputGrad|dequantize4bit|embedding4bit)$/, '4-bit matmuls'],
+  [/^matmul$/, 'matmuls'],
+  [/^attention/, 'attention'],
+  [/^crossEntropy$/, 'loss'],
+  [/^adamw/, 'optimizer'],
+];
+
+function kindOf(op: string): string {
+  return KINDS.find(([re]) => re.test(op))?.[1] ?? 'norms, rope, elementwise';
+}
+
+/** The FMA peak (FLOP/s), measured once per machine and build (kept with the timings). */
+function fmaPeak(be: Backend, times: KernelTimes): number | null {
+  if (!measuresItself(be)) return null;
+  // Kept as the seconds one GFLOP takes at the peak, beside the kernels' seconds.
+  const key = '#fma-peak-f32';
+  const cached = times.get(key);
+  if (cached !== undefined && cached > 0) return 1e9 / cached;
+  const peak = be.measureFmaPeak('f32');
+  times.set(key, 1e9 / peak);
+  return peak;
+}
+
+/** The timings this machine keeps for `be`. */
+export function kernelTimesFor(be: Backend): KernelTimes {
+  return KernelTimes.open({
+    cpu: cpuModel(),
+    backend: be.describe?.() ?? be.name,
+    computeDtype: computeDtypeOf(be),
+    build: measuresItself(be) ? be.buildId : '',
+  });
+}
+
+/**
+ * Tokens/s of training `m` with options `o` on `be`: `calls` (one step of `tokens` tokens, from
+ * measureTrainingMemory) timed on `be`. Returns why not instead when there is nothing to time or
+ * the timing would take longer than the budget.
+ */
+export async function predictSpeed(
   m: PlanModel,
   o: PlanOptions,
-  machine: MachineModel,
-): { flopsPerToken: FlopsPerToken; tokensPerSecond: number; mfu: number } {
-  const flops = flopsPerToken(m, o);
-  const p = machine.peakFlops;
-  const secondsPerToken =
-    flops.gemm / (p * machine.gemmEfficiency) +
-    flops.gemm4bit / (p * machine.gemm4bitEfficiency) +
-    flops.lora / (p * machine.loraEfficiency) +
-    flops.attention / (p * machine.attentionEfficiency) +
-    memoryBoundBytesPerToken(m, o) / machine.bandwidth;
-  const tokensPerSecond = 1 / secondsPerToken;
-  return {
-    flopsPerToken: { forward: flops.forward, backward: flops.backward, recompute: flops.recompute },
-    tokensPerSecond,
-    mfu: ((flops.forward + flops.backward) * tokensPerSecond) / p,
-  };
+  calls: readonly KernelCall[],
+  tokens: number,
+  be: Backend,
+  options: SpeedOptions = {},
+): Promise<SpeedPlan | { readonly unmeasured: string }> {
+  if (calls.length === 0) return { unmeasured: 'nothing is trained (rank 0)' };
+  const times = options.times ?? kernelTimesFor(be);
+  const budget = options.budgetSeconds ?? 60;
+  const bySignature = new Map<string, { call: KernelCall; count: number }>();
+  for (const call of calls) {
+    const sig = kernelSignature(call);
+    const entry = bySignature.get(sig);
+    if (entry) entry.count++;
+    else bySignature.set(sig, { call, count: 1 });
+  }
+  const start = performance.now();
+  let timedNow = 0;
+  let stepSeconds = 0;
+  const split = new Map<string, number>();
+  try {
+    for (const [sig, { call, count }] of bySignature) {
+      let seconds = times.get(sig);
+      if (seconds === undefined) {
+        if ((performance.now() - start) / 1000 > budget)
+          return {
+            unmeasured: `timing this step's kernels on ${be.describe?.() ?? be.name} took more than ${budget} s`,
+          };
+        seconds = await timeKernel(be, call);
+        times.set(sig, seconds);
+        timedNow++;
+      }
+      stepSeconds += seconds * count;
+      const kind = kindOf(call.op);
+      split.set(kind, (split.get(kind) ?? 0) + seconds * count);
+    }
+    const peakFlops = fmaPeak(be, times);
+    const flops = flopsPerToken(m, o);
+    const tokensPerSecond = tokens / stepSeconds;
+    return {
+      tokensPerSecond,
+      stepSeconds,
+      flopsPerToken: {
+        forward: flops.forward,
+        backward: flops.backward,
+        recompute: flops.recompute,
+      },
+      mfu: peakFlops ? ((flops.forward + flops.backward) * tokensPerSecond) / peakFlops : null,
+      peakFlops,
+      split: [...split]
+        .map(([kind, seconds]) => ({ kind, seconds }))
+        .sort((a, b) => b.seconds - a.seconds),
+      kernels: { calls: calls.length, distinct: bySignature.size, timedNow },
+      timingSeconds: (performance.now() - start) / 1000,
+      cacheFile: times.file,
+      backend: be.describe?.() ?? be.name,
+    };
+  } finally {
+    times.save();
+    // The zero tensors the timings allocated go back to the system before the run loads anything.
+    if (timedNow > 0) be.trimMemory?.();
+  }
 }

@@ -1,19 +1,22 @@
 /**
  * The training planner: predicts the peak resident memory of a QLoRA run and its throughput from
  * the model shape and the training options, before any weight is loaded. Memory is measured by
- * running the real training step on a backend that counts bytes (plan-memory.ts); speed is FLOP
- * accounting over calibrated rates (plan-speed.ts); named shapes and parameter counts live in
+ * running the real training step on a backend that counts bytes (plan-memory.ts); speed by timing
+ * that step's kernels on the run's backend (plan-speed.ts); named shapes and parameter counts live in
  * plan-shapes.ts, the printed report in plan-report.ts.
  */
 import type { ProjectionName } from '../models/llama.js';
-import { measureTrainingMemory, type MemoryBreakdown } from './plan-memory.js';
+import { measureTrainingMemory, type MeasuredMemory, type MemoryBreakdown } from './plan-memory.js';
 import { formatBytes, formatPlan } from './plan-report.js';
 import { parameterCounts, type ParameterCounts, type PlanModel } from './plan-shapes.js';
+import type { Backend } from '../tensor/backend.js';
+import { hostProcess } from '../io/host.js';
 import {
-  defaultMachine,
   type FlopsPerToken,
-  type MachineModel,
+  flopsPerToken,
   predictSpeed,
+  type SpeedOptions,
+  type SpeedPlan,
 } from './plan-speed.js';
 
 export { releaseBuildGarbage } from './build-garbage.js';
@@ -33,11 +36,12 @@ export {
   resolvePlanModel,
 } from './plan-shapes.js';
 export {
-  defaultMachine,
   type FlopsPerToken,
   flopsPerToken,
-  type MachineModel,
+  kernelTimesFor,
   predictSpeed,
+  type SpeedOptions,
+  type SpeedPlan,
 } from './plan-speed.js';
 
 export interface PlanOptions {
@@ -88,21 +92,31 @@ export interface TrainingPlan {
   readonly baseBitsPerParam: number;
   readonly projectionBitsPerParam: number;
   readonly flopsPerToken: FlopsPerToken;
-  readonly tokensPerSecond: number;
-  /** Model-FLOP utilisation the predicted speed implies (forward + backward, not recompute). */
-  readonly mfu: number;
+  /** The step's kernels timed on the run's backend (plan-speed.ts), or why the speed is not known. */
+  readonly speed: SpeedPlan | { readonly unmeasured: string };
   readonly fits: boolean;
   /** Bytes each Trainer arena needs at its peak: create them this size (createArena) so they never grow. */
   readonly arenaBytes: { readonly step: number; readonly layer: number };
-  readonly machine: MachineModel;
+  /** The RAM the plan is held against. */
+  readonly totalMemoryBytes: number;
   readonly warnings: string[];
 }
 
-/** Predicts peak memory and speed of QLoRA training of model `m` with options `o` on `machine`. */
+/** Where a plan's speed is measured: the backend the run will use (without one, no speed). */
+export interface PlanOn extends SpeedOptions {
+  readonly backend?: Backend | null;
+  /** The RAM to plan against (default: this machine's). */
+  readonly totalMemoryBytes?: number;
+}
+
+/**
+ * Predicts peak memory and speed of QLoRA training of model `m` with options `o`: memory by running
+ * the step on the counting backend, speed by timing that step's kernels on `on.backend`.
+ */
 export async function planTraining(
   m: PlanModel,
   options: Partial<PlanOptions> = {},
-  machine: MachineModel = defaultMachine(),
+  on: PlanOn = {},
 ): Promise<TrainingPlan> {
   const o: PlanOptions = { ...PLAN_DEFAULTS, ...options };
   for (const [k, v] of [
@@ -118,19 +132,25 @@ export async function planTraining(
   const params = parameterCounts(m, o);
   const measured = await measureTrainingMemory(m, o);
   const { peakBytes } = measured;
-  const speed = predictSpeed(m, o, machine);
+  const totalMemoryBytes = on.totalMemoryBytes ?? hostProcess.totalMemoryBytes();
+  const fitsMemory = peakBytes <= totalMemoryBytes && !measured.refusal;
+  const speed = !on.backend
+    ? { unmeasured: 'no backend to time the kernels on' }
+    : !fitsMemory
+      ? { unmeasured: 'the run does not fit, so its kernels were not timed' }
+      : await timeStep(m, o, measured, on.backend, on);
 
   const warnings: string[] = [];
-  const fits = peakBytes <= machine.totalMemoryBytes && !measured.refusal;
+  const fits = fitsMemory;
   if (measured.refusal) warnings.push(`this run cannot start: ${measured.refusal}`);
-  if (peakBytes > machine.totalMemoryBytes) {
+  if (peakBytes > totalMemoryBytes) {
     warnings.push(
-      `predicted peak ${formatBytes(peakBytes)} exceeds this machine's ${formatBytes(machine.totalMemoryBytes)} of RAM: ` +
+      `predicted peak ${formatBytes(peakBytes)} exceeds this machine's ${formatBytes(totalMemoryBytes)} of RAM: ` +
         `${o.gradientCheckpointing ? '' : 'enable gradient checkpointing, '}lower --batch-size or --seq-len, or use --optimizer adamw8bit`,
     );
-  } else if (peakBytes > 0.85 * machine.totalMemoryBytes) {
+  } else if (peakBytes > 0.85 * totalMemoryBytes) {
     warnings.push(
-      `predicted peak ${formatBytes(peakBytes)} is within 15% of this machine's ${formatBytes(machine.totalMemoryBytes)} of RAM`,
+      `predicted peak ${formatBytes(peakBytes)} is within 15% of this machine's ${formatBytes(totalMemoryBytes)} of RAM`,
     );
   }
   if (!o.quantization)
@@ -143,14 +163,35 @@ export async function planTraining(
     backendPeakBytes: measured.backendPeakBytes,
     baseBitsPerParam: (8 * measured.payloadBytes.base) / params.base,
     projectionBitsPerParam: (8 * measured.payloadBytes.projections) / params.projections,
-    flopsPerToken: speed.flopsPerToken,
-    tokensPerSecond: speed.tokensPerSecond,
-    mfu: speed.mfu,
+    flopsPerToken: flopsPerToken(m, o),
+    speed,
     fits,
     arenaBytes: measured.arenaBytes,
-    machine,
+    totalMemoryBytes,
     warnings,
   };
+}
+
+/**
+ * Tokens the speed plan times at once: a larger batch is timed as fewer sequences of the same length
+ * (the per-token cost of a sequence does not depend on how many are batched, once the products have
+ * a few thousand rows), so a big batch costs no more to plan than this.
+ */
+const SPEED_TOKENS = 2048;
+
+async function timeStep(
+  m: PlanModel,
+  o: PlanOptions,
+  measured: { stepKernels: MeasuredMemory['stepKernels']; stepTokens: number },
+  backend: Backend,
+  options: SpeedOptions,
+) {
+  let { stepKernels, stepTokens } = measured;
+  const batch = Math.max(1, Math.floor(SPEED_TOKENS / o.seqLen));
+  if (stepTokens > SPEED_TOKENS && batch < o.batchSize) {
+    ({ stepKernels, stepTokens } = await measureTrainingMemory(m, { ...o, batchSize: batch }));
+  }
+  return predictSpeed(m, o, stepKernels, stepTokens, backend, options);
 }
 
 /**
@@ -162,9 +203,9 @@ export async function printTrainingPlan(
   options: Partial<PlanOptions>,
   label: string,
   log: (line: string) => void = console.log,
-  machine: MachineModel = defaultMachine(),
+  on: PlanOn = {},
 ): Promise<TrainingPlan> {
-  const plan = await planTraining(m, options, machine);
+  const plan = await planTraining(m, options, on);
   for (const line of formatPlan(plan, label)) log(line);
   return plan;
 }

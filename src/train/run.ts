@@ -7,6 +7,7 @@
  * used), the data's format detected and its rows tokenized, examples packed into batches, and the
  * Trainer runs with evaluation, checkpoints and atomic saves.
  */
+import { resolveBackend } from '../backends/index.js';
 import { parseColumnMapping } from '../data/columns.js';
 import { resolveChatTemplate } from '../data/chat-template-source.js';
 import { Batcher } from '../data/batching.js';
@@ -172,7 +173,11 @@ export async function train(options: TrainCallOptions): Promise<TrainResult> {
       header.close();
     }
   }
-  const plan = await printTrainingPlan(config, planOptionsOf(settings), label, log);
+  // Speed is timed on the backend the run uses (resolved now: loading reuses it).
+  const backend = loadedArg
+    ? loadedArg.model.backend
+    : await resolveBackend(settings.backend, { computeDtype: settings.computeDtype });
+  const plan = await printTrainingPlan(config, planOptionsOf(settings), label, log, { backend });
   if (!plan.fits) {
     if (!settings.force)
       throw new Error(

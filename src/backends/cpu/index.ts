@@ -19,7 +19,7 @@ import * as rope from './rope.js';
 import * as attention from './attention.js';
 import * as loss from './loss.js';
 import * as optim from './optim.js';
-import { bf16Available, native } from './native.js';
+import { addonBuildId, bf16Available, native } from './native.js';
 import { quantize4bitNative } from './quantize4bit-native.js';
 import type { ComputeDtypeBackend, HostQuantize4bit } from '../capabilities.js';
 
@@ -90,6 +90,34 @@ export class CpuBackend extends HostMemory implements Backend, ComputeDtypeBacke
 
   describe(): string {
     return `native addon (${this.simd}, ${this.threads} threads, compute ${this.computeDtype})`;
+  }
+
+  /** Capability (capabilities.ts): the addon build whose kernels run. */
+  readonly buildId: string = addonBuildId;
+
+  /**
+   * Capability (capabilities.ts): the FMA peak of all threads, FLOP/s: the thread count × the best
+   * of several short register-only loops on one thread (bench_kernels.cc; ~10 ms in all). Other
+   * processes only ever slow a measurement down, and a short single-thread loop is the least
+   * disturbed, so the best one is the machine's figure even on a busy machine.
+   */
+  measureFmaPeak(dtype: ComputeDtype = 'f32'): number {
+    const bench = native['benchFmaPeak'] as (
+      iterations: number,
+      dtype?: string,
+    ) => { seconds: number; flops: number };
+    const threads = native.getThreads();
+    native.setThreads(1);
+    let best = 0;
+    try {
+      for (let i = 0; i < 10; i++) {
+        const r = bench(200_000, dtype);
+        best = Math.max(best, r.flops / r.seconds);
+      }
+    } finally {
+      native.setThreads(threads);
+    }
+    return best * threads;
   }
 
   /** Capability (capabilities.ts): bf16 first where the CPU has AVX512_BF16, then f32. */

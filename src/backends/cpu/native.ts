@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,12 +19,17 @@ export interface NativeAddon {
   [kernel: string]: unknown;
 }
 
-function load(): NativeAddon {
+function addonPath(): string {
   // src/backends/cpu/native.ts and dist/backends/cpu/native.js are both three levels below the root.
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  const override = process.env['QLORA_ADDON'];
+  return override ? resolve(override) : join(root, 'build', 'Release', 'qlora_native.node');
+}
+
+function load(): NativeAddon {
   const require = createRequire(import.meta.url);
   const override = process.env['QLORA_ADDON'];
-  const path = override ? resolve(override) : join(root, 'build', 'Release', 'qlora_native.node');
+  const path = addonPath();
   try {
     return require(path) as NativeAddon;
   } catch (err) {
@@ -34,6 +40,13 @@ function load(): NativeAddon {
 }
 
 export const native: NativeAddon = load();
+
+/** The loaded addon build: its path, size and modification time (a rebuild changes it). */
+export const addonBuildId: string = (() => {
+  const path = addonPath();
+  const st = statSync(path);
+  return `${path}:${st.size}:${Math.round(st.mtimeMs)}`;
+})();
 
 /** A typed kernel entry point, failing clearly if the addon was built without it. */
 export function kernel<F extends (...args: never[]) => unknown>(name: string): F {
