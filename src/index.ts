@@ -40,6 +40,9 @@ export {
   type ProjectionName,
   type StepOptions,
 } from './models/llama.js';
+export type { CausalLM, ModelDims } from './models/causal-lm.js';
+export type { ModelFamily } from './models/family.js';
+export { FAMILIES, familyOf, tensorTable } from './models/registry.js';
 export {
   buildLlama,
   LORA_DEFAULTS,
@@ -49,7 +52,7 @@ export {
   type TensorSource,
 } from './models/build.js';
 export { openCheckpoint, type Checkpoint } from './io/checkpoint.js';
-export { loadHfConfig, type LlamaConfig } from './io/config.js';
+export { loadHfConfig, type LlamaConfig, type ModelConfig } from './io/config.js';
 export { syntheticSource } from './models/synthetic.js';
 
 // files

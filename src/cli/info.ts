@@ -1,8 +1,8 @@
 import { GGUF_FILE_HELP, localModelPath } from './hub-args.js';
 import type { Command } from 'commander';
-import { type BuildConfig, expectedTensorNames, projectionHasBias } from '../models/build.js';
+import { type BuildConfig, projectionHasBias } from '../models/build.js';
+import { familyOf, tensorTable } from '../models/registry.js';
 import { openCheckpoint } from '../io/checkpoint.js';
-import { tensorShape } from '../models/synthetic.js';
 import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import { formatBytes, formatCount } from './options.js';
 import { loadModel } from '../load/load-model.js';
@@ -14,12 +14,17 @@ export function parameterCounts(
   c: BuildConfig,
 ): Record<'embedding' | 'attention' | 'mlp' | 'norms' | 'lmHead', number> {
   const counts = { embedding: 0, attention: 0, mlp: 0, norms: 0, lmHead: 0 };
-  for (const name of expectedTensorNames(c)) {
-    const n = tensorShape(c, name).reduce((a, b) => a * b, 1);
-    if (name === 'model.embed_tokens.weight') counts.embedding += n;
-    else if (name === 'lm_head.weight') counts.lmHead += n;
-    else if (name.includes('norm')) counts.norms += n;
-    else if (name.includes('self_attn')) counts.attention += n;
+  const attention = new Set(
+    familyOf(c)
+      .projections.filter((p) => p.module !== 'mlp')
+      .map((p) => p.name),
+  );
+  for (const { shape, role } of tensorTable(c)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    if (role.kind === 'embedding') counts.embedding += n;
+    else if (role.kind === 'lmHead') counts.lmHead += n;
+    else if (role.kind === 'norm' || role.kind === 'finalNorm') counts.norms += n;
+    else if (attention.has(role.proj)) counts.attention += n;
     else counts.mlp += n;
   }
   return counts;

@@ -11,7 +11,7 @@ import { RowRenderer } from '../data/formats.js';
 import { readSplit, resolveSources, type SplitName } from '../data/sources.js';
 import { generate, type GenerateOptions } from '../generate/generate.js';
 import { AtomicFileWriter } from '../io/atomic-write.js';
-import type { LlamaModel } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import type { DataRecipeOptions } from './data-recipe.js';
 import { ProgressLine } from './progress.js';
@@ -29,7 +29,7 @@ export interface PredictOptions {
 }
 
 export async function predictDataset(
-  model: LlamaModel,
+  model: CausalLM,
   tokenizer: Tokenizer,
   o: PredictOptions,
   log: (line: string) => void,

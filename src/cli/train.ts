@@ -3,7 +3,7 @@ import { isHubModelId, localDataPath, localModelPath } from './hub-args.js';
 import type { Command } from 'commander';
 import { generate } from '../generate/generate.js';
 import { modelName } from '../io/model-name.js';
-import type { LlamaModel } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { train } from '../train/run.js';
 import { modelCard, writeRecipe } from './recipe.js';
@@ -31,7 +31,7 @@ export function registerTrainCommand(program: Command): void {
 }
 
 async function sample(
-  model: LlamaModel,
+  model: CausalLM,
   tokenizer: Tokenizer,
   prompt: string,
   tokens: number,

@@ -67,7 +67,7 @@ export function exportGgufLora(
     if (!k) throw new Error(`adapter tensor '${key}' is not a PEFT lora_A / lora_B weight`);
     const h = k.which === 'B' ? interleavedHeads(config, k.hf) : 0;
     plans.push({
-      name: `${ggufNameFor(k.hf)}.lora_${k.which === 'A' ? 'a' : 'b'}`,
+      name: `${ggufNameFor(k.hf, config)}.lora_${k.which === 'A' ? 'a' : 'b'}`,
       // Row-major [r, in] for A and [out, r] for B: the writer reverses to ggml dims [in, r] / [r, out].
       shape: [...t.shape],
       type,

@@ -17,7 +17,7 @@ import type { PeftAdapter } from '../io/peft.js';
 import { type Checkpoint, ggufNameFor, permuteToInterleavedRows } from '../io/checkpoint.js';
 import { encodeGgml } from './ggml-encode.js';
 import { ggufConfigWarnings, hyperparameterMetadata, llama3RopeFreqFactors } from './gguf-arch.js';
-import { usesInterleavedQk } from '../io/gguf-architecture.js';
+import { interleavedHeads } from '../io/gguf-architecture.js';
 import { checkAdapterAgainst } from '../io/peft-keys.js';
 import type { VocabMetadata } from './gguf-vocab.js';
 import { merger } from './lora-merge.js';
@@ -68,10 +68,7 @@ export function tensorTypeFor(dtype: GgufDtype, shape: readonly number[], hfName
 
 /** The Q/K head count to permute an HF tensor's rows over for GGUF, or 0. */
 export function qkPermuteHeads(ck: Pick<Checkpoint, 'config'>, hfName: string): number {
-  if (!usesInterleavedQk(ck.config)) return 0;
-  if (/\.self_attn\.q_proj\.(weight|bias)$/.test(hfName)) return ck.config.numHeads;
-  if (/\.self_attn\.k_proj\.(weight|bias)$/.test(hfName)) return ck.config.numKvHeads;
-  return 0;
+  return interleavedHeads(ck.config, hfName);
 }
 
 export function exportGgufModel(
@@ -109,7 +106,7 @@ export function exportGgufModel(
     if (type === GgmlType.Q8_0 || type === GgmlType.Q4_0 || type === GgmlType.Q4_K)
       quantized = true;
     plans.push({
-      name: ggufNameFor(hf),
+      name: ggufNameFor(hf, c),
       shape,
       type,
       data: () => {

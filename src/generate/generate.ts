@@ -1,6 +1,7 @@
 import type { Arena } from '../tensor/arena.js';
 import type { Tokenizer } from '../tokenizer/types.js';
-import { KvCache, type LlamaModel } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
+import { KvCache } from '../models/kv-cache.js';
 import {
   DEFAULT_SAMPLING,
   type SamplingOptions,
@@ -39,7 +40,7 @@ export interface GenerationResult {
  * new token. `onStep` receives text as it becomes printable (streaming).
  */
 export async function generate(
-  model: LlamaModel,
+  model: CausalLM,
   tokenizer: Tokenizer,
   promptIds: readonly number[],
   arena: Arena,

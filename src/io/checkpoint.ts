@@ -18,6 +18,8 @@ import { SAFETENSORS_INDEX, SafetensorsCollection } from './safetensors.js';
 import { isBnb4bit, type RawTensorReader, readBnb4bit } from './bnb4bit.js';
 import { dequantize4bit, type Quantized4bit } from '../quant/quantize4bit.js';
 import { configFromGguf, configFromLlama2c, loadHfConfig, type LlamaConfig } from './config.js';
+import { ggufNameIn } from '../models/family.js';
+import { familyOf, interleavedHeadsFor, tensorShapes } from '../models/registry.js';
 
 export type CheckpointSource = 'hf' | 'gguf' | 'llama2c';
 
@@ -63,38 +65,9 @@ export function checkLayerCount(
   }
 }
 
-/** Canonical tensor names and shapes for a config, in load order. */
+/** Canonical tensor names and shapes for a config, in file order (the family's tensor table). */
 export function canonicalShapes(c: LlamaConfig): Map<string, number[]> {
-  const s = new Map<string, number[]>();
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  s.set('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]);
-  for (let l = 0; l < c.numLayers; l++) {
-    const p = `model.layers.${l}.`;
-    s.set(`${p}input_layernorm.weight`, [c.hiddenSize]);
-    s.set(`${p}self_attn.q_proj.weight`, [q, c.hiddenSize]);
-    s.set(`${p}self_attn.k_proj.weight`, [kv, c.hiddenSize]);
-    s.set(`${p}self_attn.v_proj.weight`, [kv, c.hiddenSize]);
-    if (c.attentionBias) {
-      s.set(`${p}self_attn.q_proj.bias`, [q]);
-      s.set(`${p}self_attn.k_proj.bias`, [kv]);
-      s.set(`${p}self_attn.v_proj.bias`, [kv]);
-    }
-    s.set(`${p}self_attn.o_proj.weight`, [c.hiddenSize, q]);
-    if (c.attentionOutputBias) s.set(`${p}self_attn.o_proj.bias`, [c.hiddenSize]);
-    s.set(`${p}post_attention_layernorm.weight`, [c.hiddenSize]);
-    s.set(`${p}mlp.gate_proj.weight`, [c.intermediateSize, c.hiddenSize]);
-    s.set(`${p}mlp.up_proj.weight`, [c.intermediateSize, c.hiddenSize]);
-    s.set(`${p}mlp.down_proj.weight`, [c.hiddenSize, c.intermediateSize]);
-    if (c.mlpBias) {
-      s.set(`${p}mlp.gate_proj.bias`, [c.intermediateSize]);
-      s.set(`${p}mlp.up_proj.bias`, [c.intermediateSize]);
-      s.set(`${p}mlp.down_proj.bias`, [c.hiddenSize]);
-    }
-  }
-  s.set('model.norm.weight', [c.hiddenSize]);
-  if (!c.tieWordEmbeddings) s.set('lm_head.weight', [c.vocabSize, c.hiddenSize]);
-  return s;
+  return tensorShapes(c);
 }
 
 /**
@@ -351,34 +324,9 @@ function openHfFolder(dir: string): Checkpoint {
 // ---------------------------------------------------------------------------------------------
 // GGUF
 
-const GGUF_LAYER_NAMES: [hf: string, gguf: string][] = [
-  ['input_layernorm.weight', 'attn_norm.weight'],
-  ['self_attn.q_proj.weight', 'attn_q.weight'],
-  ['self_attn.k_proj.weight', 'attn_k.weight'],
-  ['self_attn.v_proj.weight', 'attn_v.weight'],
-  ['self_attn.q_proj.bias', 'attn_q.bias'],
-  ['self_attn.k_proj.bias', 'attn_k.bias'],
-  ['self_attn.v_proj.bias', 'attn_v.bias'],
-  ['self_attn.o_proj.weight', 'attn_output.weight'],
-  ['self_attn.o_proj.bias', 'attn_output.bias'],
-  ['post_attention_layernorm.weight', 'ffn_norm.weight'],
-  ['mlp.gate_proj.weight', 'ffn_gate.weight'],
-  ['mlp.up_proj.weight', 'ffn_up.weight'],
-  ['mlp.down_proj.weight', 'ffn_down.weight'],
-  ['mlp.gate_proj.bias', 'ffn_gate.bias'],
-  ['mlp.up_proj.bias', 'ffn_up.bias'],
-  ['mlp.down_proj.bias', 'ffn_down.bias'],
-];
-
-/** HF canonical name → GGUF tensor name (docs/formats.md §5.4). */
-export function ggufNameFor(hf: string): string {
-  if (hf === 'model.embed_tokens.weight') return 'token_embd.weight';
-  if (hf === 'model.norm.weight') return 'output_norm.weight';
-  if (hf === 'lm_head.weight') return 'output.weight';
-  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hf);
-  const pair = m && GGUF_LAYER_NAMES.find(([h]) => h === m[2]);
-  if (!m || !pair) throw new Error(`no GGUF name for '${hf}'`);
-  return `blk.${m[1]}.${pair[1]}`;
+/** HF canonical name → GGUF tensor name in a config's family (docs/formats.md §5.4). */
+export function ggufNameFor(hf: string, config: { readonly architecture?: string } = {}): string {
+  return ggufNameIn(familyOf(config), hf);
 }
 
 /** True when two stored tensors hold identical bytes (compared in chunks, stopping at the first difference). */
@@ -457,8 +405,6 @@ function openGguf(p: string): Checkpoint {
         ropeScaling: ropeScalingFromFreqFactors(reader.readF32('rope_freqs.weight'), config, fail),
       };
     }
-    // llama.cpp permutes Q/K for NORM-rope architectures (llama, mistral), not for NEOX ones (qwen2).
-    const interleaved = config.architecture === 'llama' || config.architecture === 'mistral';
     checkLayerCount(
       config,
       reader.tensors.length,
@@ -468,17 +414,15 @@ function openGguf(p: string): Checkpoint {
     const shapes = canonicalShapes(config);
     const mapping = new Map<string, Mapping>();
     for (const [name, shape] of shapes) {
-      const stored = ggufNameFor(name);
+      const stored = ggufNameFor(name, config);
       const t = names.get(stored) ?? fail(`no tensor '${stored}' (needed for '${name}')`);
       if (t.shape.join(',') !== shape.join(',')) {
         fail(
           `tensor '${stored}' has shape [${t.shape.join(', ')}], config implies [${shape.join(', ')}]`,
         );
       }
-      const isQ = /\.self_attn\.q_proj\./.test(name);
-      const isK = /\.self_attn\.k_proj\./.test(name);
-      const heads = interleaved ? (isQ ? config.numHeads : isK ? config.numKvHeads : 0) : 0;
-      mapping.set(name, { stored, unpermuteHeads: heads });
+      // llama.cpp permutes Q/K for NORM-rope architectures (llama, mistral), not NEOX ones (qwen2/3).
+      mapping.set(name, { stored, unpermuteHeads: interleavedHeadsFor(config, name) });
     }
     return new MappedCheckpoint(
       config,

@@ -1,8 +1,9 @@
 /**
- * The one normalized model configuration (`LlamaConfig`) for Llama-family decoders, parsed from
- * a Hugging Face config.json (zod-validated), GGUF metadata, or a llama2.c header. Defaults follow
- * transformers' LlamaConfig / MistralConfig / Qwen2Config (docs/formats.md §4.3) where a field is
- * absent.
+ * The one normalized model configuration (`LlamaConfig`, alias `ModelConfig`) for every supported
+ * decoder family, parsed from a Hugging Face config.json (zod-validated), GGUF metadata, or a
+ * llama2.c header. The family (models/registry.ts) is chosen by model_type / class name / GGUF
+ * architecture; its descriptor supplies the defaults of transformers' configuration_<family>.py
+ * (docs/formats.md §4.3) where a field is absent, and its own rules for biases and windows.
  */
 import { fs, path } from './host.js';
 import { z } from 'zod';
@@ -10,13 +11,28 @@ import type { RopeScaling } from '../backends/rope-tables.js';
 import { FileFormatError } from './binary-reader.js';
 import { GgufMetadataView, type GgufFile } from './gguf.js';
 import type { Llama2cHeader } from './llama2c.js';
+import {
+  familyForGguf,
+  familyForHf,
+  familyNames,
+  familyOf,
+  ggufArchitectures,
+  hfModelTypes,
+} from '../models/registry.js';
 
 export type { RopeScaling } from '../backends/rope-tables.js';
 
-export type Architecture = 'llama' | 'mistral' | 'qwen2';
-export const ARCHITECTURES: readonly Architecture[] = ['llama', 'mistral', 'qwen2'];
+/** A model family's name (models/registry.ts: llama, mistral, qwen2, qwen3, …). */
+export type Architecture = string;
+/** Every family's name. */
+export const ARCHITECTURES: readonly Architecture[] = familyNames();
 
+/**
+ * The normalized configuration of every supported decoder, whatever file it came from. What a
+ * family does with it (extra norms, biases, rope layout in GGUF) is the family's descriptor.
+ */
 export interface LlamaConfig {
+  /** The family (models/registry.ts). */
   readonly architecture: Architecture;
   readonly vocabSize: number;
   readonly hiddenSize: number;
@@ -40,70 +56,12 @@ export interface LlamaConfig {
   /** First end-of-sequence id (configs may list several). */
   readonly eosTokenId: number | null;
   readonly eosTokenIds: readonly number[];
-  /** Mistral sliding-window attention span, or null for full attention. */
+  /** Sliding-window attention span, or null for full attention. */
   readonly slidingWindow: number | null;
 }
 
-interface ArchDefaults {
-  vocabSize: number;
-  hiddenSize: number;
-  intermediateSize: number;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number | null;
-  maxPositionEmbeddings: number;
-  rmsNormEps: number;
-  ropeTheta: number;
-  tieWordEmbeddings: boolean;
-  bosTokenId: number | null;
-  eosTokenId: number | null;
-}
-
-/** transformers configuration_*.py defaults. */
-const DEFAULTS: Record<Architecture, ArchDefaults> = {
-  llama: {
-    vocabSize: 32000,
-    hiddenSize: 4096,
-    intermediateSize: 11008,
-    numLayers: 32,
-    numHeads: 32,
-    numKvHeads: null,
-    maxPositionEmbeddings: 2048,
-    rmsNormEps: 1e-6,
-    ropeTheta: 10000,
-    tieWordEmbeddings: false,
-    bosTokenId: 1,
-    eosTokenId: 2,
-  },
-  mistral: {
-    vocabSize: 32000,
-    hiddenSize: 4096,
-    intermediateSize: 14336,
-    numLayers: 32,
-    numHeads: 32,
-    numKvHeads: 8,
-    maxPositionEmbeddings: 4096 * 32,
-    rmsNormEps: 1e-6,
-    ropeTheta: 10000,
-    tieWordEmbeddings: false,
-    bosTokenId: 1,
-    eosTokenId: 2,
-  },
-  qwen2: {
-    vocabSize: 151936,
-    hiddenSize: 4096,
-    intermediateSize: 22016,
-    numLayers: 32,
-    numHeads: 32,
-    numKvHeads: 32,
-    maxPositionEmbeddings: 32768,
-    rmsNormEps: 1e-6,
-    ropeTheta: 10000,
-    tieWordEmbeddings: false,
-    bosTokenId: null,
-    eosTokenId: null,
-  },
-};
+/** The same type under the name that says what it is now: every family's config. */
+export type ModelConfig = LlamaConfig;
 
 const positiveInt = z.number().int().positive();
 const tokenIds = z
@@ -144,12 +102,6 @@ const hfConfigSchema = z.object({
   sliding_window: positiveInt.nullish(),
   use_sliding_window: z.boolean().optional(),
 });
-
-const ARCH_BY_CLASS: Record<string, Architecture> = {
-  LlamaForCausalLM: 'llama',
-  MistralForCausalLM: 'mistral',
-  Qwen2ForCausalLM: 'qwen2',
-};
 
 function idList(v: number | number[] | null | undefined, fallback: number | null): number[] {
   if (v === undefined) return fallback === null ? [] : [fallback];
@@ -267,57 +219,47 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
     );
   }
   const h = parsed.data;
-  let arch: Architecture | undefined;
-  if (h.model_type !== undefined) {
-    if (!(ARCHITECTURES as readonly string[]).includes(h.model_type)) {
-      fail(`unsupported model_type '${h.model_type}' (supported: ${ARCHITECTURES.join(', ')})`);
-    }
-    arch = h.model_type as Architecture;
-  } else {
-    arch = h.architectures?.map((a) => ARCH_BY_CLASS[a]).find((a) => a !== undefined);
-    if (!arch)
-      fail(
-        `unknown architecture (no model_type; architectures ${JSON.stringify(h.architectures ?? [])})`,
-      );
+  const family = familyForHf(h.model_type, h.architectures ?? []);
+  if (!family) {
+    if (h.model_type !== undefined)
+      fail(`unsupported model_type '${h.model_type}' (supported: ${hfModelTypes().join(', ')})`);
+    fail(
+      `unknown architecture (no model_type; architectures ${JSON.stringify(h.architectures ?? [])})`,
+    );
   }
-  const a = arch as Architecture;
+  const f = family!;
   if (h.hidden_act !== undefined && h.hidden_act !== 'silu')
-    fail(`hidden_act '${h.hidden_act}' is not supported (only silu)`);
-  const d = DEFAULTS[a];
+    fail(`hidden_act '${h.hidden_act}' is not supported by ${f.name} here (only silu)`);
+  const d = f.hf.defaults;
   const hiddenSize = h.hidden_size ?? d.hiddenSize;
   const numHeads = h.num_attention_heads ?? d.numHeads;
-  if (h.head_dim == null && hiddenSize % numHeads !== 0)
+  const headDim = h.head_dim ?? d.headDim;
+  if (headDim == null && hiddenSize % numHeads !== 0)
     fail(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
   const rope = h.rope_parameters ?? h.rope_scaling;
   const eosTokenIds = idList(h.eos_token_id, d.eosTokenId);
   const bos = idList(h.bos_token_id, d.bosTokenId);
-  const attnBias = a === 'qwen2' ? true : (h.attention_bias ?? false);
   return validate(
     {
-      architecture: a,
+      architecture: f.name,
       vocabSize: h.vocab_size ?? d.vocabSize,
       hiddenSize,
       intermediateSize: h.intermediate_size ?? d.intermediateSize,
       numLayers: h.num_hidden_layers ?? d.numLayers,
       numHeads,
       numKvHeads: h.num_key_value_heads ?? d.numKvHeads ?? numHeads,
-      headDim: h.head_dim ?? hiddenSize / numHeads,
+      headDim: headDim ?? hiddenSize / numHeads,
       rmsNormEps: h.rms_norm_eps ?? d.rmsNormEps,
       ropeTheta: h.rope_parameters?.rope_theta ?? h.rope_theta ?? d.ropeTheta,
       ropeScaling: parseRopeScaling(rope, fail),
       maxPositionEmbeddings: h.max_position_embeddings ?? d.maxPositionEmbeddings,
       tieWordEmbeddings: h.tie_word_embeddings ?? d.tieWordEmbeddings,
-      attentionBias: attnBias,
-      attentionOutputBias: a === 'llama' ? (h.attention_bias ?? false) : false,
-      mlpBias: a === 'llama' ? (h.mlp_bias ?? false) : false,
+      // Biases and the sliding window are the family's rules (e.g. Qwen2 always has q/k/v biases
+      // and slides only when use_sliding_window is set; Mistral whenever sliding_window is).
+      ...f.hf.flags(h),
       bosTokenId: bos[0] ?? null,
       eosTokenId: eosTokenIds[0] ?? null,
       eosTokenIds,
-      // Qwen2 only slides when use_sliding_window is set; Mistral whenever sliding_window is.
-      slidingWindow:
-        a === 'mistral' || (a === 'qwen2' && h.use_sliding_window === true)
-          ? (h.sliding_window ?? null)
-          : null,
     },
     fail,
   );
@@ -360,8 +302,11 @@ export function configFromGguf(
     throw new FileFormatError(label, msg);
   };
   const arch = m.string('general.architecture');
-  if (!(ARCHITECTURES as readonly string[]).includes(arch)) {
-    fail(`unsupported general.architecture '${arch}' (supported: ${ARCHITECTURES.join(', ')})`);
+  const family = familyForGguf(arch);
+  if (!family) {
+    fail(
+      `unsupported general.architecture '${arch}' (supported: ${ggufArchitectures().join(', ')})`,
+    );
   }
   const k = (suffix: string): string => `${arch}.${suffix}`;
   const hiddenSize = m.number(k('embedding_length'));
@@ -407,7 +352,7 @@ export function configFromGguf(
   }
   return validate(
     {
-      architecture: arch as Architecture,
+      architecture: family!.name,
       vocabSize,
       hiddenSize,
       intermediateSize,
@@ -420,14 +365,10 @@ export function configFromGguf(
       ropeScaling,
       maxPositionEmbeddings,
       tieWordEmbeddings: extra.tieWordEmbeddings,
-      attentionBias: arch === 'qwen2',
-      attentionOutputBias: false,
-      mlpBias: false,
+      ...family!.gguf.flags({ optionalNumber: (key) => m.optionalNumber(k(key)) }),
       bosTokenId: intOrNull('tokenizer.ggml.bos_token_id'),
       eosTokenId: eos,
       eosTokenIds: eos === null ? [] : [eos],
-      slidingWindow:
-        arch === 'mistral' ? (m.optionalNumber(k('attention.sliding_window')) ?? null) : null,
     },
     fail,
     {
@@ -486,11 +427,7 @@ export function configFromLlama2c(h: Llama2cHeader, label = 'llama2.c checkpoint
 
 /** The config as a transformers config.json object (for exporting merged models). */
 export function configToHf(c: LlamaConfig): Record<string, unknown> {
-  const classes: Record<Architecture, string> = {
-    llama: 'LlamaForCausalLM',
-    mistral: 'MistralForCausalLM',
-    qwen2: 'Qwen2ForCausalLM',
-  };
+  const family = familyOf(c);
   const rope =
     c.ropeScaling === null
       ? null
@@ -504,8 +441,8 @@ export function configToHf(c: LlamaConfig): Record<string, unknown> {
             original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings,
           };
   const out: Record<string, unknown> = {
-    architectures: [classes[c.architecture]],
-    model_type: c.architecture,
+    architectures: [family.hf.classes[0]],
+    model_type: family.hf.modelTypes[0],
     vocab_size: c.vocabSize,
     hidden_size: c.hiddenSize,
     intermediate_size: c.intermediateSize,
@@ -521,12 +458,7 @@ export function configToHf(c: LlamaConfig): Record<string, unknown> {
     tie_word_embeddings: c.tieWordEmbeddings,
     bos_token_id: c.bosTokenId,
     eos_token_id: c.eosTokenIds.length > 1 ? [...c.eosTokenIds] : c.eosTokenId,
+    ...family.hf.toHf(c),
   };
-  if (c.architecture === 'llama') {
-    out.attention_bias = c.attentionBias;
-    out.mlp_bias = c.mlpBias;
-  }
-  if (c.architecture !== 'llama') out.sliding_window = c.slidingWindow;
-  if (c.architecture === 'qwen2') out.use_sliding_window = c.slidingWindow !== null;
   return out;
 }

@@ -18,18 +18,14 @@ import { canonicalShapes, unpermuteInterleavedRows } from './checkpoint.js';
 import type { LlamaConfig } from './config.js';
 import { ggufArchitecture, interleavedHeads } from './gguf-architecture.js';
 import type { LoraConfig } from '../models/build.js';
-import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
-
-/** GGUF layer tensor suffix → HF projection (inverse of ggufNameFor for LoRA targets). */
-const PROJECTION_BY_GGUF: Record<string, { module: 'self_attn' | 'mlp'; proj: ProjectionName }> = {
-  attn_q: { module: 'self_attn', proj: 'q_proj' },
-  attn_k: { module: 'self_attn', proj: 'k_proj' },
-  attn_v: { module: 'self_attn', proj: 'v_proj' },
-  attn_output: { module: 'self_attn', proj: 'o_proj' },
-  ffn_gate: { module: 'mlp', proj: 'gate_proj' },
-  ffn_up: { module: 'mlp', proj: 'up_proj' },
-  ffn_down: { module: 'mlp', proj: 'down_proj' },
-};
+import {
+  PROJECTIONS,
+  type ProjectionName,
+  projectionForGguf,
+  projectionKey,
+  projectionSlot,
+} from '../models/family.js';
+import { familyOf } from '../models/registry.js';
 
 /**
  * Reads a GGUF LoRA adapter for a model with `config`, checking it the way llama.cpp does
@@ -62,6 +58,7 @@ export function loadGgufLoraAdapter(file: string, config: LlamaConfig): PeftAdap
     if (typeof alphaRaw !== 'number' || !Number.isFinite(alphaRaw) || alphaRaw < 0)
       fail(`adapter.lora.alpha ${String(alphaRaw)} is not a non-negative number`);
     const shapes = canonicalShapes(config);
+    const family = familyOf(config);
 
     const pairs = new Map<string, { a?: string; b?: string }>();
     for (const t of reader.tensors) {
@@ -81,11 +78,12 @@ export function loadGgufLoraAdapter(file: string, config: LlamaConfig): PeftAdap
       if (!p.a || !p.b)
         fail(`'${weight}' has lora_${p.a ? 'a' : 'b'} but no lora_${p.a ? 'b' : 'a'}`);
       const m = /^blk\.(\d+)\.(\w+)\.weight$/.exec(weight);
-      const target = m ? PROJECTION_BY_GGUF[m[2]!] : undefined;
+      // The family's GGUF projection names (inverse of ggufNameFor for LoRA targets).
+      const target = m ? projectionForGguf(family, m[2]!) : undefined;
       if (!m || !target)
         fail(`LoRA on '${weight}' is not supported (only attention and MLP projections)`);
       const layer = Number(m![1]);
-      const hf = `model.layers.${layer}.${target!.module}.${target!.proj}.weight`;
+      const hf = `${projectionKey(target!, layer)}.weight`;
       const shape =
         shapes.get(hf) ??
         fail(`'${weight}' targets layer ${layer}, but the model has ${config.numLayers} layers`);
@@ -118,14 +116,12 @@ export function loadGgufLoraAdapter(file: string, config: LlamaConfig): PeftAdap
         values: h > 0 ? unpermuteInterleavedRows(bValues, h, r) : bValues,
       });
       layers.add(layer);
-      targets.add(target!.proj);
+      targets.add(target!.name);
     }
     // Our models put the same LoRA targets on every adapted layer: fill gaps with zeros.
     for (const layer of layers) {
       for (const proj of targets) {
-        const module =
-          proj === 'gate_proj' || proj === 'up_proj' || proj === 'down_proj' ? 'mlp' : 'self_attn';
-        const hf = `model.layers.${layer}.${module}.${proj}.weight`;
+        const hf = `${projectionKey(projectionSlot(family, proj), layer)}.weight`;
         if (tensors.has(peftKeyFor(hf, 'A'))) continue;
         const [out, inF] = shapes.get(hf)! as [number, number];
         tensors.set(peftKeyFor(hf, 'A'), {

@@ -6,7 +6,9 @@
 import { fs, path } from './host.js';
 import { z } from 'zod';
 import type { LoraConfig } from '../models/build.js';
-import { type LlamaModel, PROJECTIONS, type ProjectionName } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
+import { PROJECTIONS, type ProjectionName } from '../models/family.js';
+import { FAMILIES, familyOf } from '../models/registry.js';
 import { type AdapterRecipe, writeAdapterRecipe } from './adapter-recipe.js';
 import { writeAll, writeFileAtomic } from './atomic-write.js';
 import { SafetensorsFile, writeSafetensors } from './safetensors.js';
@@ -56,8 +58,14 @@ export interface PeftAdapter {
 export function adapterConfigJson(
   lora: LoraConfig,
   baseModel: string | null,
+  architecture = 'llama',
 ): Record<string, unknown> {
-  const targets = lora.targets === 'all-linear' ? [...PROJECTIONS] : [...lora.targets];
+  // target_modules are the HF module names of the family (models/families/), as PEFT lists them.
+  const roles = lora.targets === 'all-linear' ? [...PROJECTIONS] : [...lora.targets];
+  const family = familyOf(architecture);
+  const targets = [
+    ...new Set(roles.map((r) => family.projections.find((p) => p.name === r)?.peft ?? r)),
+  ];
   const config: Record<string, unknown> = {
     alpha_pattern: {},
     auto_mapping: null,
@@ -84,6 +92,14 @@ export function adapterConfigJson(
     Object.entries(config).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
   );
 }
+
+/**
+ * `<module>.<name>` of every projection some family has → its role. Which family an adapter is for
+ * is checked against the model when it is applied (checkAdapterAgainst, applyPeftAdapter).
+ */
+const PROJECTION_BY_MODULE = new Map<string, ProjectionName>(
+  FAMILIES.flatMap((f) => f.projections.map((p) => [`${p.module}.${p.peft}`, p.name] as const)),
+);
 
 /** Index of the first NaN/±Inf in `values`, or -1. */
 export function firstNonFinite(values: ArrayLike<number>): number {
@@ -113,7 +129,7 @@ export function assertFiniteTensor(
  */
 export async function savePeftAdapter(
   dir: string,
-  model: LlamaModel,
+  model: CausalLM,
   lora: LoraConfig,
   baseModel: string | null,
   recipe?: AdapterRecipe | null,
@@ -138,7 +154,7 @@ export async function savePeftAdapter(
   if (tensors.length === 0) throw new Error('the model has no LoRA layers to save');
   writeSafetensors(path.join(dir, ADAPTER_WEIGHTS), tensors, { format: 'pt' });
   const json = new TextEncoder().encode(
-    `${JSON.stringify(adapterConfigJson(lora, baseModel), null, 2)}\n`,
+    `${JSON.stringify(adapterConfigJson(lora, baseModel, model.dims.architecture), null, 2)}\n`,
   );
   writeFileAtomic(path.join(dir, ADAPTER_CONFIG), (fd) => writeAll(fd, json));
   if (recipe) writeAdapterRecipe(dir, recipe);
@@ -194,16 +210,16 @@ export function loadPeftAdapter(dir: string): PeftAdapter {
   try {
     for (const [name, info] of file.tensors) {
       const m =
-        /^base_model\.model\.model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$/.exec(
+        /^base_model\.model\.model\.layers\.(\d+)\.(\w+)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$/.exec(
           name,
         );
       if (!m)
         throw new Error(
-          `${weightsPath}: unexpected tensor '${name}' (not a LoRA weight of a Llama-family layer)`,
+          `${weightsPath}: unexpected tensor '${name}' (not a LoRA weight of a decoder layer)`,
         );
-      const proj = m[3] as ProjectionName;
-      if (!(PROJECTIONS as readonly string[]).includes(proj))
-        throw new Error(`${weightsPath}: '${name}' targets unsupported module '${proj}'`);
+      const proj = PROJECTION_BY_MODULE.get(`${m[2]}.${m[3]}`);
+      if (!proj)
+        throw new Error(`${weightsPath}: '${name}' targets unsupported module '${m[2]}.${m[3]}'`);
       if (info.shape.length !== 2)
         throw new Error(
           `${weightsPath}: '${name}' must be 2-D, has shape [${info.shape.join(', ')}]`,
@@ -247,7 +263,7 @@ export function loadPeftAdapter(dir: string): PeftAdapter {
  * Copies an adapter's weights into a model built with `adapter.lora` (same targets/layers), checking
  * every name and shape: a missing, extra or mis-shaped tensor is an error naming it.
  */
-export function applyPeftAdapter(model: LlamaModel, adapter: PeftAdapter): void {
+export function applyPeftAdapter(model: CausalLM, adapter: PeftAdapter): void {
   const params = model.parameters();
   const expected = new Set(params.map((p) => p.name));
   for (const name of adapter.tensors.keys()) {

@@ -12,14 +12,16 @@ import {
   type LlamaDims,
   type LlamaLayer,
   LlamaModel,
-  PROJECTIONS,
   type Projection,
-  type ProjectionName,
   type RopeState,
 } from './llama.js';
+import { type LayerNormName, PROJECTIONS, type ProjectionName, projectionKey } from './family.js';
+import { familyOf, projectionHasBias as familyBias, tensorTable } from './registry.js';
 
 /** What the builder needs to know about a model (LlamaConfig satisfies it). */
 export interface BuildConfig extends LlamaDims {
+  /** The family (models/registry.ts) whose tensor table and variants apply; llama when absent. */
+  readonly architecture?: string;
   readonly ropeTheta: number;
   readonly ropeScaling: RopeScaling | null;
   readonly maxPositionEmbeddings: number;
@@ -32,11 +34,9 @@ export interface BuildConfig extends LlamaDims {
   readonly mlpBias?: boolean;
 }
 
-/** Whether projection `name` has a bias under config `c`. */
+/** Whether projection `name` has a bias under config `c` (the family's table says). */
 export function projectionHasBias(c: BuildConfig, name: ProjectionName): boolean {
-  if (name === 'q_proj' || name === 'k_proj' || name === 'v_proj') return c.attentionBias;
-  if (name === 'o_proj') return c.attentionOutputBias ?? false;
-  return c.mlpBias ?? false;
+  return familyBias(c, name);
 }
 
 /** Tensors by Hugging Face name, in HF layout ([out, in], Q/K rows in rotate_half order), loaded one at a time. */
@@ -199,15 +199,16 @@ export async function buildLlama(
       : await upload('model.embed_tokens.weight', embedShape);
   const layers: LlamaLayer[] = [];
   const projShapes = projectionShapes(c);
+  const family = familyOf(c);
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}`;
-    const attnNorm = await upload(`${p}.input_layernorm.weight`, [c.hiddenSize]);
-    const ffnNorm = await upload(`${p}.post_attention_layernorm.weight`, [c.hiddenSize]);
+    // The family's layer norms (input and post-attention; q/k per head for Qwen3), by role.
+    const norms: Partial<Record<LayerNormName, Tensor>> = {};
+    for (const n of family.layerNorms) norms[n.name] = await upload(`${p}.${n.hf}`, [n.size(c)]);
     const proj = {} as Record<ProjectionName, Projection>;
-    for (const name of PROJECTIONS) {
-      const module =
-        name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
-      const key = `${p}.${module}.${name}`;
+    for (const slot of family.projections) {
+      const name = slot.name;
+      const key = projectionKey(slot, i);
       const shape = projShapes[name];
       const stored =
         options.quantization && !shapesOnly
@@ -236,7 +237,13 @@ export async function buildLlama(
         ? new LoraLinear(base, `base_model.model.${key}`, options.lora!, dtype)
         : base;
     }
-    layers.push({ attnNorm, ffnNorm, proj });
+    layers.push({
+      attnNorm: norms.attnNorm!,
+      ffnNorm: norms.ffnNorm!,
+      qNorm: norms.qNorm,
+      kNorm: norms.kNorm,
+      proj,
+    });
   }
   const finalNorm = await upload('model.norm.weight', [c.hiddenSize]);
   const tied = c.tieWordEmbeddings || !source.has('lm_head.weight');
@@ -289,20 +296,7 @@ export async function buildLlama(
   return model;
 }
 
-/** The tensor names a Llama-family HF checkpoint holds for `config` (lm_head only when untied). */
+/** The tensor names an HF checkpoint of `config`'s family holds (lm_head only when untied). */
 export function expectedTensorNames(c: BuildConfig): string[] {
-  const names = ['model.embed_tokens.weight'];
-  for (let i = 0; i < c.numLayers; i++) {
-    const p = `model.layers.${i}`;
-    names.push(`${p}.input_layernorm.weight`, `${p}.post_attention_layernorm.weight`);
-    for (const name of PROJECTIONS) {
-      const module =
-        name === 'gate_proj' || name === 'up_proj' || name === 'down_proj' ? 'mlp' : 'self_attn';
-      names.push(`${p}.${module}.${name}.weight`);
-      if (projectionHasBias(c, name)) names.push(`${p}.${module}.${name}.bias`);
-    }
-  }
-  names.push('model.norm.weight');
-  if (!c.tieWordEmbeddings) names.push('lm_head.weight');
-  return names;
+  return tensorTable(c).map((e) => e.hf);
 }

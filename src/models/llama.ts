@@ -7,39 +7,72 @@ import { disposePacked4bit } from '../quant/upload.js';
 import { LoraLinear, type LoraSaved } from '../nn/lora.js';
 import type { LoraConfig } from './build.js';
 import type { Param } from '../nn/param.js';
+import { PROJECTIONS, type ProjectionName } from './family.js';
+import type { CausalLM, LossResult, ModelBatch, ModelDims, StepOptions } from './causal-lm.js';
+import { KvCache } from './kv-cache.js';
 
-/** The shape facts the forward pass needs (a subset of the normalized LlamaConfig). */
-export interface LlamaDims {
-  readonly vocabSize: number;
-  readonly hiddenSize: number;
-  readonly intermediateSize: number;
-  readonly numLayers: number;
-  readonly numHeads: number;
-  readonly numKvHeads: number;
-  readonly headDim: number;
-  readonly rmsNormEps: number;
-  /** Mistral-style sliding-window span; attention here is full, so longer sequences are refused. */
-  readonly slidingWindow?: number | null;
-}
+/**
+ * The shape facts the forward pass needs (a subset of the normalized config). Mistral-style
+ * `slidingWindow`: attention here is full, so longer sequences are refused.
+ */
+export type LlamaDims = ModelDims;
 
 /** A projection: a frozen base, optionally wrapped by a trainable LoRA adapter. */
 export type Projection = FrozenLinear | LoraLinear;
 
-export const PROJECTIONS = [
-  'q_proj',
-  'k_proj',
-  'v_proj',
-  'o_proj',
-  'gate_proj',
-  'up_proj',
-  'down_proj',
-] as const;
-export type ProjectionName = (typeof PROJECTIONS)[number];
+export { PROJECTIONS, type ProjectionName } from './family.js';
+export { KvCache } from './kv-cache.js';
+export type {
+  CausalLM,
+  LossResult,
+  ModelBatch,
+  ModelDims,
+  StepOptions,
+  StepTimings,
+} from './causal-lm.js';
 
 export interface LlamaLayer {
   readonly attnNorm: Tensor;
   readonly ffnNorm: Tensor;
+  /** Per-head RMSNorm weights [head_dim] of q and k (families with attention.qkNorm), else absent. */
+  readonly qNorm?: Tensor;
+  readonly kNorm?: Tensor;
   readonly proj: Record<ProjectionName, Projection>;
+}
+
+/** The inputs of one layer's forward (LlamaModel.layerForward). */
+export interface LayerForwardOptions {
+  /** The layer input [n, d]. */
+  readonly x: Tensor;
+  readonly shape: { readonly batch: number; readonly seq: number };
+  /** i32 [n] rotary positions. */
+  readonly positions: Tensor;
+  /** i32 [batch, seq] packed-example ids, or null. */
+  readonly segmentIds: Tensor | null;
+  /** Where the tape (what backward needs) and temporaries go. */
+  readonly arena: Arena;
+  /** Where the output goes. */
+  readonly outArena: Arena;
+  /** Dropout on. */
+  readonly training: boolean;
+  readonly stepSeed: number;
+  /** Keys/values go to this cache and attention reads its prefix; null: this call's k/v only. */
+  readonly cache: KvCache | null;
+}
+
+/** The inputs of one layer's backward (LlamaModel.layerBackward). */
+export interface LayerBackwardOptions {
+  /** What the layer's forward kept. */
+  readonly tape: LayerTape;
+  /** Gradient of the layer output. */
+  readonly dOut: Tensor;
+  readonly shape: { readonly batch: number; readonly seq: number };
+  readonly positions: Tensor;
+  readonly segmentIds: Tensor | null;
+  /** Temporaries. */
+  readonly arena: Arena;
+  /** Where the gradient of the layer input goes (must not alias dOut); null: not needed. */
+  readonly dx: Tensor | null;
 }
 
 /** Rotary tables [maxPos, headDim/2] on the model's backend, with their layout. */
@@ -52,10 +85,15 @@ export interface RopeState {
 }
 
 /** Everything one layer's forward keeps for its backward. */
-interface LayerTape {
+export interface LayerTape {
   x: Tensor;
   a: Tensor;
   rstd1: Tensor;
+  /** q and k before their per-head norms, and its statistics (qk-norm families only). */
+  qPre?: Tensor;
+  kPre?: Tensor;
+  rstdQ?: Tensor;
+  rstdK?: Tensor;
   q: Tensor;
   k: Tensor;
   v: Tensor;
@@ -70,65 +108,15 @@ interface LayerTape {
   lora: Partial<Record<ProjectionName, LoraSaved>>;
 }
 
-/** A training/eval batch as the model consumes it (see src/data for how batches are built). */
-export interface ModelBatch {
-  readonly batchSize: number;
-  readonly seqLen: number;
-  /** i32 [B*T] */
-  readonly inputIds: Int32Array;
-  /** i32 [B*T]: the token each position must predict, or -100. */
-  readonly labels: Int32Array;
-  /** i32 [B*T]: rotary positions (restart per packed example). */
-  readonly positions: Int32Array;
-  /** i32 [B*T] or null: packed-example ids; attention stays inside a segment. */
-  readonly segmentIds: Int32Array | null;
-}
-
-export interface StepOptions {
-  /** Dropout on (LoRA dropout). */
-  readonly training: boolean;
-  /** Seeds this step's dropout masks. */
-  readonly stepSeed: number;
-  /** Recompute each layer in backward instead of keeping its activations. */
-  readonly gradientCheckpointing: boolean;
-  /** Rows of logits alive at once in the loss. */
-  readonly lossChunkRows: number;
-  /** Multiplies the gradient (e.g. 1/gradAccum); the loss is the mean over counted tokens. */
-  readonly gradScale: number;
-  /** When given, wall-clock milliseconds of each phase are added to it (benchmarks, profiling). */
-  readonly timings?: StepTimings;
-}
-
 /**
- * Where a step's time went (accumulated across calls). Kernels may run asynchronously (a device
- * queue), so when timings are asked for the model reads one element back at each phase boundary:
- * an in-order queue has then finished everything before it. Timing a step thus costs a few syncs.
+ * The decoder of every registered family (Llama 1/2/3, Mistral, Qwen2, Qwen3, TinyLlama, SmolLM2;
+ * models/families/) with an explicit forward and backward per layer, in the style of llm.c: the
+ * Llama block plus each family's variants (per-head q/k RMSNorm when the layers carry qNorm/kNorm).
+ * Weights use the Hugging Face layout (Q/K rows in rotate_half order); embeddings, norms and
+ * lm_head stay full precision, projections may be 4-bit and may carry LoRA adapters. Only LoRA
+ * parameters receive gradients.
  */
-export interface StepTimings {
-  /** Embedding and the decoder layers' forward pass. */
-  forwardMs: number;
-  /** Final norm, vocabulary projection, cross-entropy and its gradient back to the final hidden state. */
-  lossMs: number;
-  /** Backward through the layers, including recomputation under gradient checkpointing. */
-  backwardMs: number;
-  /** The share of backwardMs spent recomputing layer activations (gradient checkpointing). */
-  recomputeMs: number;
-}
-
-export interface LossResult {
-  /** Sum of per-token losses over counted tokens. */
-  readonly lossSum: number;
-  /** Tokens whose label is not -100. */
-  readonly tokens: number;
-}
-
-/**
- * A Llama-family decoder (Llama 1/2/3, Mistral, Qwen2, TinyLlama, SmolLM) with an explicit forward
- * and backward per layer, in the style of llm.c. Weights use the Hugging Face layout (Q/K rows in
- * rotate_half order); embeddings, norms and lm_head stay full precision, projections may be 4-bit
- * and may carry LoRA adapters. Only LoRA parameters receive gradients.
- */
-export class LlamaModel {
+export class LlamaModel implements CausalLM {
   constructor(
     readonly dims: LlamaDims,
     readonly backend: Backend,
@@ -229,18 +217,8 @@ export class LlamaModel {
    * kv: where keys/values go — the fresh k/v of this call, or a KV cache (then attention reads the
    * cache prefix).
    */
-  layerForward(
-    index: number,
-    x: Tensor,
-    shape: { batch: number; seq: number },
-    positions: Tensor,
-    segmentIds: Tensor | null,
-    arena: Arena,
-    outArena: Arena,
-    training: boolean,
-    stepSeed: number,
-    cache: KvCache | null,
-  ): { out: Tensor; tape: LayerTape } {
+  layerForward(index: number, o: LayerForwardOptions): { out: Tensor; tape: LayerTape } {
+    const { x, shape, positions, segmentIds, arena, outArena, training, stepSeed, cache } = o;
     const be = this.backend;
     const d = this.dims;
     const layer = this.layers[index]!;
@@ -260,6 +238,31 @@ export class LlamaModel {
     this.project('q_proj', layer.proj.q_proj, tape.a, tape.q, arena, training, layerSeed, tape);
     this.project('k_proj', layer.proj.k_proj, tape.a, tape.k, arena, training, layerSeed, tape);
     this.project('v_proj', layer.proj.v_proj, tape.a, tape.v, arena, training, layerSeed, tape);
+    // Per-head RMSNorm of q and k over head_dim (Qwen3): the rmsnorm kernel on [n·heads, head_dim]
+    // rows is exactly that, forward and backward.
+    if (layer.qNorm && layer.kNorm) {
+      tape.qPre = tape.q;
+      tape.kPre = tape.k;
+      tape.q = arena.alloc([n, qDim], this.dtype);
+      tape.k = arena.alloc([n, kvDim], this.dtype);
+      tape.rstdQ = arena.alloc([n * d.numHeads], this.dtype);
+      tape.rstdK = arena.alloc([n * d.numKvHeads], this.dtype);
+      const heads = (t: Tensor, h: number): Tensor => t.view([n * h, d.headDim]);
+      be.rmsnorm(
+        heads(tape.qPre, d.numHeads),
+        layer.qNorm,
+        d.rmsNormEps,
+        heads(tape.q, d.numHeads),
+        tape.rstdQ,
+      );
+      be.rmsnorm(
+        heads(tape.kPre, d.numKvHeads),
+        layer.kNorm,
+        d.rmsNormEps,
+        heads(tape.k, d.numKvHeads),
+        tape.rstdK,
+      );
+    }
     const q4 = tape.q.view([batch, seq, d.numHeads, d.headDim]);
     const k4 = tape.k.view([batch, seq, d.numKvHeads, d.headDim]);
     be.rope(q4, positions, this.rope.cos, this.rope.sin, this.rope.layout, false, q4);
@@ -314,16 +317,8 @@ export class LlamaModel {
    * gradients and writes dx (gradient of the layer input) when given. Temporaries come from
    * `arena`; dx must not alias dOut.
    */
-  layerBackward(
-    index: number,
-    tape: LayerTape,
-    dOut: Tensor,
-    shape: { batch: number; seq: number },
-    positions: Tensor,
-    segmentIds: Tensor | null,
-    arena: Arena,
-    dx: Tensor | null,
-  ): void {
+  layerBackward(index: number, o: LayerBackwardOptions): void {
+    const { tape, dOut, shape, positions, segmentIds, arena, dx } = o;
     const be = this.backend;
     const d = this.dims;
     const layer = this.layers[index]!;
@@ -365,9 +360,33 @@ export class LlamaModel {
     );
     be.rope(q4(dq), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, q4(dq));
     be.rope(kv4(dk), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, kv4(dk));
+    let dqPre = dq;
+    let dkPre = dk;
+    if (layer.qNorm && layer.kNorm && tape.qPre && tape.kPre && tape.rstdQ && tape.rstdK) {
+      const heads = (t: Tensor, h: number): Tensor => t.view([n * h, d.headDim]);
+      dqPre = arena.alloc([n, qDim], this.dtype);
+      dkPre = arena.alloc([n, kvDim], this.dtype);
+      const [hq, hk] = [d.numHeads, d.numKvHeads];
+      be.rmsnormBackward(
+        heads(dq, hq),
+        heads(tape.qPre, hq),
+        layer.qNorm,
+        tape.rstdQ,
+        heads(dqPre, hq),
+        null,
+      );
+      be.rmsnormBackward(
+        heads(dk, hk),
+        heads(tape.kPre, hk),
+        layer.kNorm,
+        tape.rstdK,
+        heads(dkPre, hk),
+        null,
+      );
+    }
     const da = dx ? arena.alloc([n, d.hiddenSize], this.dtype) : null;
-    this.projectBack('q_proj', layer.proj.q_proj, dq, da, false, tape, arena);
-    this.projectBack('k_proj', layer.proj.k_proj, dk, da, true, tape, arena);
+    this.projectBack('q_proj', layer.proj.q_proj, dqPre, da, false, tape, arena);
+    this.projectBack('k_proj', layer.proj.k_proj, dkPre, da, true, tape, arena);
     this.projectBack('v_proj', layer.proj.v_proj, dv, da, true, tape, arena);
     if (!da || !dx) return;
     be.rmsnormBackward(da, tape.x, layer.attnNorm, tape.rstd1, dx, null);
@@ -501,18 +520,17 @@ export class LlamaModel {
     for (let i = 0; i < this.layers.length; i++) {
       inputs.push(x);
       const scratch = keepTapes ? arena : layerArena;
-      const { out, tape } = this.layerForward(
-        i,
+      const { out, tape } = this.layerForward(i, {
         x,
         shape,
         positions,
-        segments,
-        scratch,
-        arena,
-        options.training,
-        options.stepSeed,
-        null,
-      );
+        segmentIds: segments,
+        arena: scratch,
+        outArena: arena,
+        training: options.training,
+        stepSeed: options.stepSeed,
+        cache: null,
+      });
       if (keepTapes) tapes.push(tape);
       else layerArena.reset();
       x = out;
@@ -559,18 +577,17 @@ export class LlamaModel {
       if (ckpt) {
         if (timings) await be.read(firstElement(dOut));
         const t0 = timings ? performance.now() : 0;
-        tape = this.layerForward(
-          i,
-          inputs[i]!,
+        tape = this.layerForward(i, {
+          x: inputs[i]!,
           shape,
           positions,
-          segments,
-          layerArena,
-          layerArena,
-          options.training,
-          options.stepSeed,
-          null,
-        ).tape;
+          segmentIds: segments,
+          arena: layerArena,
+          outArena: layerArena,
+          training: options.training,
+          stepSeed: options.stepSeed,
+          cache: null,
+        }).tape;
         if (timings) {
           await be.read(firstElement(dOut));
           timings.recomputeMs += performance.now() - t0;
@@ -579,7 +596,15 @@ export class LlamaModel {
         tape = tapes[i]!;
       }
       const dx = i > 0 ? (dOut === dxBuffers[0] ? dxBuffers[1] : dxBuffers[0]) : null;
-      this.layerBackward(i, tape, dOut, shape, positions, segments, layerArena, dx);
+      this.layerBackward(i, {
+        tape,
+        dOut,
+        shape,
+        positions,
+        segmentIds: segments,
+        arena: layerArena,
+        dx,
+      });
       if (dx) dOut = dx;
     }
     layerArena.reset();
@@ -612,18 +637,17 @@ export class LlamaModel {
     positions.write(posArr);
     let x = this.embed(ids, arena);
     for (let i = 0; i < this.layers.length; i++) {
-      x = this.layerForward(
-        i,
+      x = this.layerForward(i, {
         x,
-        { batch: 1, seq: n },
+        shape: { batch: 1, seq: n },
         positions,
-        null,
+        segmentIds: null,
         arena,
-        arena,
-        false,
-        0,
+        outArena: arena,
+        training: false,
+        stepSeed: 0,
         cache,
-      ).out;
+      }).out;
     }
     cache.commit(n);
     const keep = Math.min(keepLast, n);
@@ -645,74 +669,14 @@ export class LlamaModel {
     for (const layer of this.layers) {
       layer.attnNorm.dispose();
       layer.ffnNorm.dispose();
+      layer.qNorm?.dispose();
+      layer.kNorm?.dispose();
       for (const name of PROJECTIONS) layer.proj[name].dispose();
     }
     this.rope.cos.dispose();
     this.rope.sin.dispose();
     this.lossScratch?.dispose();
     this.lossScratch = null;
-  }
-}
-
-/**
- * Keys and values of past positions, per layer ([capacity, Hkv, D], batch 1), so generation
- * processes each new token once.
- */
-export class KvCache {
-  private readonly keys: Tensor[];
-  private readonly values: Tensor[];
-  private _length = 0;
-  private pending = 0;
-
-  constructor(
-    readonly model: LlamaModel,
-    readonly capacity: number,
-  ) {
-    const d = model.dims;
-    const be = model.backend;
-    this.keys = [];
-    this.values = [];
-    for (let i = 0; i < d.numLayers; i++) {
-      this.keys.push(be.zeros([capacity, d.numKvHeads, d.headDim], model.dtype));
-      this.values.push(be.zeros([capacity, d.numKvHeads, d.headDim], model.dtype));
-    }
-  }
-
-  get length(): number {
-    return this._length;
-  }
-
-  /** Writes this call's k/v rows for `layer` after the committed prefix; returns the views attention reads. */
-  append(layer: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
-    const be = this.model.backend;
-    const d = this.model.dims;
-    const n = k.shape[0]!;
-    this.pending = n;
-    const end = this._length + n;
-    be.copy(k, this.keys[layer]!.rows(this._length, end).view(k.shape));
-    be.copy(v, this.values[layer]!.rows(this._length, end).view(v.shape));
-    return {
-      k: this.keys[layer]!.rows(0, end).view([1, end, d.numKvHeads, d.headDim]),
-      v: this.values[layer]!.rows(0, end).view([1, end, d.numKvHeads, d.headDim]),
-    };
-  }
-
-  /** Makes the rows written by the last forward part of the prefix. */
-  commit(n: number): void {
-    if (n !== this.pending) throw new Error('KvCache: commit does not match the appended rows');
-    this._length += n;
-    this.pending = 0;
-  }
-
-  /** Forgets everything after `length` tokens (e.g. to reuse a shared prompt prefix). */
-  truncate(length: number): void {
-    if (length < 0 || length > this._length)
-      throw new Error(`KvCache.truncate(${length}) out of range`);
-    this._length = length;
-  }
-
-  dispose(): void {
-    for (const t of [...this.keys, ...this.values]) t.dispose();
   }
 }
 

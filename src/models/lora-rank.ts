@@ -1,27 +1,15 @@
-import { PROJECTIONS, type ProjectionName } from './llama.js';
+import { PROJECTIONS, type ProjectionName, type ShapeDims } from './family.js';
+import { projectionShapesOf } from './registry.js';
 
 /** The dimensions rank checks need (a BuildConfig or a checkpoint header's config). */
-export interface ProjectionDims {
-  readonly hiddenSize: number;
-  readonly intermediateSize: number;
-  readonly numHeads: number;
-  readonly numKvHeads: number;
-  readonly headDim: number;
+export interface ProjectionDims extends ShapeDims {
+  /** The family (llama when absent), whose table gives the shapes. */
+  readonly architecture?: string;
 }
 
-/** [out, in] of each projection's weight. */
+/** [out, in] of each projection's weight (from the family's table). */
 export function projectionShapes(c: ProjectionDims): Record<ProjectionName, [number, number]> {
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  return {
-    q_proj: [qDim, c.hiddenSize],
-    k_proj: [kvDim, c.hiddenSize],
-    v_proj: [kvDim, c.hiddenSize],
-    o_proj: [c.hiddenSize, qDim],
-    gate_proj: [c.intermediateSize, c.hiddenSize],
-    up_proj: [c.intermediateSize, c.hiddenSize],
-    down_proj: [c.hiddenSize, c.intermediateSize],
-  };
+  return projectionShapesOf(c);
 }
 
 /**

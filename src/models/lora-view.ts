@@ -10,13 +10,9 @@ import type { FrozenLinear } from '../nn/linear.js';
 import { LoraLinear } from '../nn/lora.js';
 import { type LoraConfig, resolveTargets } from './build.js';
 import { checkLoraRank } from './lora-rank.js';
-import {
-  LlamaModel,
-  type LlamaLayer,
-  PROJECTIONS,
-  type Projection,
-  type ProjectionName,
-} from './llama.js';
+import { LlamaModel, type LlamaLayer, type Projection } from './llama.js';
+import { type ProjectionName, projectionKey } from './family.js';
+import { familyOf } from './registry.js';
 
 /** A LlamaModel that shares everything but its LoRA weights with a base model. */
 export class LoraView extends LlamaModel {
@@ -43,18 +39,16 @@ export function loraView(base: LlamaModel, lora: LoraConfig): LoraView {
   const dtype: DType = base.dtype;
   const created: LoraLinear[] = [];
   try {
+    const family = familyOf(base.dims);
     const layers: LlamaLayer[] = base.layers.map((layer, i) => {
       const proj = {} as Record<ProjectionName, Projection>;
-      for (const name of PROJECTIONS) {
+      for (const slot of family.projections) {
+        const name = slot.name;
         const frozen = layer.proj[name] as FrozenLinear;
         if (targets.has(name) && (!layerSet || layerSet.has(i))) {
-          const module =
-            name === 'gate_proj' || name === 'up_proj' || name === 'down_proj'
-              ? 'mlp'
-              : 'self_attn';
           const l = new LoraLinear(
             frozen,
-            `base_model.model.model.layers.${i}.${module}.${name}`,
+            `base_model.model.${projectionKey(slot, i)}`,
             lora,
             dtype,
           );
@@ -62,7 +56,7 @@ export function loraView(base: LlamaModel, lora: LoraConfig): LoraView {
           proj[name] = l;
         } else proj[name] = frozen;
       }
-      return { attnNorm: layer.attnNorm, ffnNorm: layer.ffnNorm, proj };
+      return { ...layer, proj };
     });
     return new LoraView(
       base.dims,

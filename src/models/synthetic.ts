@@ -6,29 +6,15 @@
  */
 import { seedFor } from '../nn/init.js';
 import { mix32, uniformAt } from '../tensor/rng.js';
-import { type BuildConfig, type TensorSource, expectedTensorNames } from './build.js';
+import type { BuildConfig, TensorSource } from './build.js';
+import { familyOf, tensorTable } from './registry.js';
 import type { ModelBatch } from './llama.js';
 
-/** Shape of a tensor in a Llama-family HF checkpoint. */
+/** Shape of a tensor in an HF checkpoint of `c`'s family (from the family's tensor table). */
 export function tensorShape(c: BuildConfig, name: string): number[] {
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight')
-    return [c.vocabSize, c.hiddenSize];
-  if (name.endsWith('norm.weight')) return [c.hiddenSize];
-  const m = /\.(q|k|v|o|gate|up|down)_proj\.(weight|bias)$/.exec(name);
-  if (!m) throw new Error(`not a Llama tensor name: ${name}`);
-  const rows = {
-    q: qDim,
-    k: kvDim,
-    v: kvDim,
-    o: c.hiddenSize,
-    gate: c.intermediateSize,
-    up: c.intermediateSize,
-    down: c.hiddenSize,
-  }[m[1] as 'q'];
-  const cols = m[1] === 'o' ? qDim : m[1] === 'down' ? c.intermediateSize : c.hiddenSize;
-  return m[2] === 'bias' ? [rows] : [rows, cols];
+  const e = tensorTable(c).find((t) => t.hf === name);
+  if (!e) throw new Error(`not a ${familyOf(c).name} tensor name: ${name}`);
+  return e.shape;
 }
 
 /**
@@ -44,15 +30,15 @@ export interface SyntheticSource extends TensorSource {
 }
 
 export function syntheticSource(config: BuildConfig, seed = 1234): SyntheticSource {
-  const names = expectedTensorNames(config);
-  const known = new Set(names);
+  const table = new Map(tensorTable(config).map((e) => [e.hf, e.shape]));
+  const names = [...table.keys()];
   return {
     names,
     shape: (name: string) => tensorShape(config, name),
-    has: (name: string) => known.has(name),
+    has: (name: string) => table.has(name),
     load: (name: string) => {
-      if (!known.has(name)) throw new Error(`synthetic model has no tensor '${name}'`);
-      const shape = tensorShape(config, name);
+      const shape = table.get(name);
+      if (!shape) throw new Error(`synthetic model has no tensor '${name}'`);
       const n = shape.reduce((a, b) => a * b, 1);
       const s = seedFor(seed, name);
       const out = new Float32Array(n);

@@ -10,13 +10,14 @@ import { loadLoraAdapter } from '../io/gguf-lora.js';
 import { readAdapterRecipe } from '../io/adapter-recipe.js';
 import type { LlamaConfig } from '../io/config.js';
 import { applyPeftAdapter } from '../io/peft.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { LlamaModel } from '../models/llama.js';
 import { loraView } from '../models/lora-view.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 
 export interface ServedModel {
   readonly name: string;
-  readonly model: LlamaModel;
+  readonly model: CausalLM;
   readonly tokenizer: Tokenizer;
   /** null: the model has no chat template, so chat requests are refused. */
   readonly chat: ChatTemplate | null;

@@ -15,7 +15,7 @@ import {
 } from '../io/peft.js';
 import { SafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import type { LoraConfig } from '../models/build.js';
-import type { LlamaModel } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import type { Optimizer, OptimizerStateArrays } from './optimizer.js';
 
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
@@ -53,7 +53,7 @@ export function checkpointDir(outputDir: string, step: number): string {
 
 export async function saveCheckpoint(
   outputDir: string,
-  model: LlamaModel,
+  model: CausalLM,
   lora: LoraConfig,
   baseModel: string | null,
   optimizer: Optimizer,
@@ -180,7 +180,7 @@ export function readTrainerState(dir: string): TrainerState {
 }
 
 /** Restores model adapter weights and optimizer state from a checkpoint folder; returns the trainer state. */
-export function loadCheckpoint(dir: string, model: LlamaModel, optimizer: Optimizer): TrainerState {
+export function loadCheckpoint(dir: string, model: CausalLM, optimizer: Optimizer): TrainerState {
   const state = readTrainerState(dir);
   if (state.optimizerKind !== optimizer.kind) {
     throw new Error(

@@ -9,7 +9,7 @@ import { fs, hostProcess, path } from '../io/host.js';
 import type { AdapterRecipe } from '../io/adapter-recipe.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, savePeftAdapter } from '../io/peft.js';
 import type { LoraConfig } from '../models/build.js';
-import type { LlamaModel } from '../models/llama.js';
+import type { CausalLM } from '../models/causal-lm.js';
 import { isCompleteCheckpoint } from './checkpoint.js';
 
 /** Files a run writes at the top of its output folder (besides checkpoint-N/ folders). */
@@ -167,7 +167,7 @@ export function openAppendNoFollow(file: string): number {
  */
 export async function saveFinalAdapter(
   dir: string,
-  model: LlamaModel,
+  model: CausalLM,
   lora: LoraConfig,
   baseModel: string | null,
   recipe: AdapterRecipe | null = null,

@@ -151,7 +151,10 @@ function basePayload(model: LlamaModel): { base: number; projections: number } {
     const head = model.lmHead;
     other += head instanceof Linear4bit ? payload4bit(head.weight) : head.weightBytes;
   }
-  for (const layer of model.layers) other += (layer.attnNorm.size + layer.ffnNorm.size) * 4;
+  for (const layer of model.layers) {
+    for (const norm of [layer.attnNorm, layer.ffnNorm, layer.qNorm, layer.kNorm])
+      other += (norm?.size ?? 0) * 4;
+  }
   return { base: projections + other, projections };
 }
 

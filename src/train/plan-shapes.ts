@@ -7,7 +7,8 @@ import { openCheckpoint } from '../io/checkpoint.js';
 import { configFromHf, type LlamaConfig, loadHfConfig } from '../io/config.js';
 import type { BuildConfig } from '../models/build.js';
 import { projectionShapes } from '../models/lora-rank.js';
-import { PROJECTIONS, type ProjectionName } from '../models/llama.js';
+import { PROJECTIONS, type ProjectionName } from '../models/family.js';
+import { tensorTable } from '../models/registry.js';
 
 /** The shape facts the planner needs (BuildConfig without rope details; those default). */
 export type PlanModel = Pick<
@@ -26,7 +27,13 @@ export type PlanModel = Pick<
   Partial<
     Pick<
       BuildConfig,
-      'attentionOutputBias' | 'mlpBias' | 'rmsNormEps' | 'ropeTheta' | 'ropeScaling'
+      | 'architecture'
+      | 'attentionOutputBias'
+      | 'mlpBias'
+      | 'rmsNormEps'
+      | 'ropeTheta'
+      | 'ropeScaling'
+      | 'slidingWindow'
     >
   >;
 
@@ -68,7 +75,10 @@ export function parameterCounts(
   lora *= m.numLayers;
   const embedding = m.vocabSize * m.hiddenSize;
   const lmHead = m.tieWordEmbeddings ? 0 : embedding;
-  const norms = (2 * m.numLayers + 1) * m.hiddenSize;
+  // Every norm weight of the family's table (per-layer norms, q/k norms, the final norm).
+  let norms = 0;
+  for (const e of tensorTable(m))
+    if (e.role.kind === 'norm' || e.role.kind === 'finalNorm') norms += e.shape[0]!;
   return {
     projections,
     embedding,

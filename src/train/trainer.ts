@@ -7,7 +7,7 @@ import { fs, hostProcess, path } from '../io/host.js';
 import type { Arena } from '../tensor/arena.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { LoraConfig } from '../models/build.js';
-import type { LlamaModel, ModelBatch } from '../models/llama.js';
+import type { CausalLM, ModelBatch } from '../models/causal-lm.js';
 import { mix32 } from '../tensor/rng.js';
 import { writeAll, writeFileAtomic } from '../io/atomic-write.js';
 import type { AdapterRecipe } from '../io/adapter-recipe.js';
@@ -233,7 +233,7 @@ export class Trainer {
   }
 
   constructor(
-    readonly model: LlamaModel,
+    readonly model: CausalLM,
     readonly options: TrainOptions,
     readonly train: BatchSource,
     readonly evalBatches: (() => Iterable<ModelBatch>) | null,
