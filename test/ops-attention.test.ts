@@ -1,14 +1,17 @@
 // Causal grouped-query flash attention, forward and backward, on every backend under test against
 // ref (float64): GQA ratios 1/2/3/4, decode (Tq = 1 < Tk) and query chunks (Tq < Tk), head dims
-// from 5 to 256, packed and scattered segment ids; backward repeats bit-identical; ref's backward
-// against float64 finite differences.
+// from 5 to 256, packed and scattered segment ids, sliding windows smaller than, equal to and larger
+// than the sequence, logit soft-capping; backward repeats bit-identical; keys outside every window
+// of a tile are never read (tiles skipped, not masked); ref's backward against float64 finite
+// differences, window and soft-cap included.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
 import type { AttentionOptions, Backend } from '../src/tensor/backend.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 import { Pairs, backendsUnderTest } from './backends-under-test.js';
 import { checkGradients } from './finite-diff.js';
-import { randn, rng } from './util.js';
+import { assertClose, randn, rng } from './util.js';
 
 const ref = await getBackend('ref');
 
@@ -20,6 +23,8 @@ interface Case {
   Hkv: number;
   D: number;
   segments?: 'packed' | 'scattered';
+  window?: number;
+  softcap?: number;
 }
 
 // Small: the software adapter CI uses computes about 1 GFLOP/s.
@@ -40,6 +45,24 @@ const CASES: Case[] = [
   { B: 1, Tq: 30, Tk: 30, H: 3, Hkv: 1, D: 24, segments: 'scattered' },
 ];
 
+// Sliding windows (smaller than, equal to, larger than the sequence; 1; with segments, GQA, decode
+// and query chunks; long enough that whole key tiles fall outside the window) and soft-capping.
+const WINDOW_CASES: Case[] = [
+  { B: 2, Tq: 37, Tk: 37, H: 4, Hkv: 2, D: 12, window: 5 },
+  { B: 1, Tq: 37, Tk: 37, H: 2, Hkv: 1, D: 9, window: 37 },
+  { B: 1, Tq: 20, Tk: 20, H: 3, Hkv: 3, D: 8, window: 64 },
+  { B: 1, Tq: 11, Tk: 11, H: 2, Hkv: 1, D: 8, window: 1 },
+  { B: 2, Tq: 45, Tk: 45, H: 4, Hkv: 1, D: 16, segments: 'packed', window: 7 },
+  { B: 1, Tq: 30, Tk: 30, H: 3, Hkv: 1, D: 24, segments: 'scattered', window: 9 },
+  { B: 2, Tq: 1, Tk: 40, H: 4, Hkv: 1, D: 64, window: 13 },
+  { B: 1, Tq: 7, Tk: 50, H: 4, Hkv: 2, D: 20, window: 10 },
+  { B: 1, Tq: 150, Tk: 150, H: 2, Hkv: 1, D: 8, window: 20 },
+  { B: 1, Tq: 140, Tk: 140, H: 4, Hkv: 2, D: 8, segments: 'packed', window: 70 },
+  { B: 2, Tq: 23, Tk: 23, H: 2, Hkv: 1, D: 16, softcap: 1.5 },
+  { B: 1, Tq: 5, Tk: 31, H: 6, Hkv: 2, D: 12, softcap: 0.7 },
+  { B: 2, Tq: 70, Tk: 70, H: 4, Hkv: 2, D: 10, segments: 'packed', window: 12, softcap: 2 },
+];
+
 function segmentIds(c: Case, seed: number): Int32Array {
   const r = rng(seed);
   const s = new Int32Array(c.B * c.Tk);
@@ -58,7 +81,7 @@ function segmentIds(c: Case, seed: number): Int32Array {
 }
 
 const describe = (c: Case) =>
-  `B=${c.B} Tq=${c.Tq} Tk=${c.Tk} H=${c.H} Hkv=${c.Hkv} D=${c.D} seg=${c.segments ?? 'none'}`;
+  `B=${c.B} Tq=${c.Tq} Tk=${c.Tk} H=${c.H} Hkv=${c.Hkv} D=${c.D} seg=${c.segments ?? 'none'} window=${c.window ?? 'none'} softcap=${c.softcap ?? 'none'}`;
 
 /** Forward and backward of one case on `be` and ref; returns the backend's gradients (for repeats). */
 async function runCase(be: Backend, c: Case, seed: number): Promise<Float32Array[]> {
@@ -73,6 +96,8 @@ async function runCase(be: Backend, c: Case, seed: number): Promise<Float32Array
     const opts = (side: 't' | 'r'): AttentionOptions => ({
       scale: 1 / Math.sqrt(c.D),
       segmentIds: seg ? seg[side] : null,
+      window: c.window ?? null,
+      softcap: c.softcap ?? null,
     });
     const out = P.zeros(qShape);
     const lse = P.zeros([c.B, c.H, c.Tq]);
@@ -109,6 +134,59 @@ async function runCase(be: Backend, c: Case, seed: number): Promise<Float32Array
 for (const { name, be } of await backendsUnderTest()) {
   test(`${name}: attention forward and backward match ref (GQA 1/2/3/4, decode, odd sizes, head dims to 256, segments)`, async () => {
     for (const [i, c] of CASES.entries()) await runCase(be, c, 1000 + 10 * i);
+  });
+
+  test(`${name}: sliding-window and soft-capped attention, forward and backward, match ref (windows < = > T, 1, segments, GQA, decode)`, async () => {
+    for (const [i, c] of WINDOW_CASES.entries()) await runCase(be, c, 5000 + 10 * i);
+  });
+
+  test(`${name}: sliding-window attention never reads keys outside every window of a tile (skipped, not masked)`, async () => {
+    // NaN keys and values at positions 0..63: queries at positions ≥ 128 with a window of 8 see
+    // keys ≥ 121 only, and a kernel that visited (and masked) the first tiles would still multiply
+    // their zero probabilities by NaN values. Their outputs and gradients must be exact.
+    const [B, T, H, Hkv, D, window, poisoned, clean] = [1, 200, 2, 1, 8, 8, 64, 128];
+    const P = new Pairs(be, ref, 7000);
+    try {
+      const qShape = [B, T, H, D];
+      const kShape = [B, T, Hkv, D];
+      const poison = (values: Float32Array) => values.fill(Number.NaN, 0, poisoned * Hkv * D);
+      const q = P.random(qShape);
+      const kv = [P.data(B * T * Hkv * D), P.data(B * T * Hkv * D)].map(poison);
+      const k = P.pair(kv[0]!, kShape);
+      const v = P.pair(kv[1]!, kShape);
+      const opts = { scale: 1 / Math.sqrt(D), window };
+      const out = P.zeros(qShape);
+      const lse = P.zeros([B, H, T]);
+      be.attention(q.t, k.t, v.t, out.t, lse.t, opts);
+      ref.attention(q.r, k.r, v.r, out.r, lse.r, opts);
+      const dout = P.random(qShape);
+      const [dq, dk, dv] = [qShape, kShape, kShape].map((s) => P.zeros(s));
+      be.attentionBackward(dout.t, q.t, k.t, v.t, out.t, lse.t, dq!.t, dk!.t, dv!.t, opts);
+      ref.attentionBackward(dout.r, q.r, k.r, v.r, out.r, lse.r, dq!.r, dk!.r, dv!.r, opts);
+      // Rows from position `clean` on ([B=1, T, heads, D] and lse's [1, H, T]).
+      const tail = async (p: { t: Tensor; r: Tensor }, heads: number) => {
+        const [got, want] = [await p.t.read(), await p.r.read()];
+        const from = clean * heads * D;
+        return [got.slice(from), want.slice(from)] as const;
+      };
+      for (const [what, p, heads] of [
+        ['out', out, H],
+        ['dq', dq!, H],
+        ['dk', dk!, Hkv],
+        ['dv', dv!, Hkv],
+      ] as const) {
+        const [got, want] = await tail(p, heads);
+        assert.ok(got.every(Number.isFinite), `${what}: positions ≥ ${clean} are finite`);
+        assertClose(got, want, { atol: 2e-5, rtol: 1e-4, what: `${what} beyond the window` });
+      }
+      const [gotLse, wantLse] = [await lse.t.read(), await lse.r.read()];
+      for (let h = 0; h < H; h++) {
+        const row = (a: ArrayLike<number>) => Array.from(a).slice(h * T + clean, (h + 1) * T);
+        assertClose(row(gotLse), row(wantLse), { atol: 1e-5, rtol: 1e-5, what: 'lse' });
+      }
+    } finally {
+      P.free();
+    }
   });
 
   test(`${name}: attention forward and backward are bit-identical on repeats`, async () => {
@@ -258,6 +336,16 @@ for (const { name, be } of await backendsUnderTest()) {
         () => be.attention(q, k, k, out, lse, { scale: Number.NaN }),
         /scale must be a finite number/,
       );
+      for (const window of [0, -3, 2.5])
+        assert.throws(
+          () => be.attention(q, k, k, out, lse, { scale: 1, window }),
+          new RegExp(`${name}\\.attention: window must be a positive integer, got ${window}`),
+        );
+      for (const softcap of [0, -1, Number.POSITIVE_INFINITY])
+        assert.throws(
+          () => be.attention(q, k, k, out, lse, { scale: 1, softcap }),
+          /softcap must be a positive finite number/,
+        );
       assert.throws(
         () => be.attentionBackward(q, q, k, k, out, lse, z([1, 4, 4, 8]), k, z([1, 4, 2, 8]), opts),
         new RegExp(`${name}\\.attentionBackward: dk and k must not alias`),
@@ -291,11 +379,14 @@ for (const { name, be } of await backendsUnderTest()) {
   });
 }
 
-test('ref: attention backward equals float64 finite differences (GQA 3, Tq < Tk, segments with GQA)', () => {
+test('ref: attention backward equals float64 finite differences (GQA 3, Tq < Tk, segments with GQA, windows, soft-cap)', () => {
   const cases = [
     { B: 1, Tq: 2, Tk: 4, H: 3, Hkv: 1, D: 3, seg: null },
     { B: 1, Tq: 4, Tk: 4, H: 3, Hkv: 1, D: 2, seg: [5, 5, 6, 6] },
     { B: 2, Tq: 1, Tk: 3, H: 2, Hkv: 2, D: 4, seg: null },
+    { B: 1, Tq: 6, Tk: 6, H: 2, Hkv: 1, D: 3, seg: null, window: 2 },
+    { B: 1, Tq: 3, Tk: 7, H: 2, Hkv: 2, D: 2, seg: null, window: 3, softcap: 0.8 },
+    { B: 1, Tq: 6, Tk: 6, H: 3, Hkv: 1, D: 2, seg: [1, 1, 1, 2, 2, 2], window: 2, softcap: 1.3 },
   ];
   for (const [ci, c] of cases.entries()) {
     const t = (shape: number[], seed: number) =>
@@ -315,6 +406,8 @@ test('ref: attention backward equals float64 finite differences (GQA 3, Tq < Tk,
     const options = {
       scale: 0.7,
       segmentIds: c.seg ? ref.fromArray(c.seg, [c.B, c.Tk], 'i32') : null,
+      window: c.window ?? null,
+      softcap: c.softcap ?? null,
     };
     const R = t(q.shape as number[], 50 + ci);
     ref.attention(q, k, v, out, lse, options);

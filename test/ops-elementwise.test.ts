@@ -1,9 +1,12 @@
-// Elementwise ops (fill, copy, add, scale, axpy, sum, sum of squares, SwiGLU, dropout) on every backend
-// under test against ref (float64), at sizes around SIMD widths, workgroup sizes and grid caps.
+// Elementwise ops (fill, copy, add, scale, axpy, sum, sum of squares, soft-capping, SwiGLU, dropout)
+// on every backend under test against ref (float64), at sizes around SIMD widths, workgroup sizes
+// and grid caps; ref's soft-cap backward against float64 finite differences.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
 import { Pairs, backendsUnderTest } from './backends-under-test.js';
+import { checkGradients } from './finite-diff.js';
+import { randn } from './util.js';
 
 const ref = await getBackend('ref');
 const SIZES = [1, 7, 16, 17, 255, 257, 1000, 100_003];
@@ -120,6 +123,43 @@ for (const { name, be } of await backendsUnderTest()) {
     }
   });
 
+  test(`${name}: softcap and its backward match ref (caps 0.5 to 50, large and tiny inputs, in place)`, async () => {
+    const P = new Pairs(be, ref, 90);
+    try {
+      for (const n of SIZES) {
+        for (const cap of [0.5, 30, 50]) {
+          const what = `n=${n} cap=${cap}`;
+          const x = P.random([n], cap); // around ±cap: the curved part of tanh
+          const out = P.zeros([n]);
+          be.softcap(x.t, cap, out.t);
+          ref.softcap(x.r, cap, out.r);
+          await P.close(out, `softcap ${what}`, { atol: 1e-6 * cap, rtol: 1e-5 });
+          const dout = P.random([n]);
+          const dx = P.zeros([n]);
+          be.softcapBackward(dout.t, x.t, cap, dx.t);
+          ref.softcapBackward(dout.r, x.r, cap, dx.r);
+          await P.close(dx, `softcap backward ${what}`, { atol: 1e-6, rtol: 1e-5 });
+          // In place: out = x, dx = dout.
+          be.softcap(x.t, cap, x.t);
+          be.softcapBackward(dout.t, P.random([n], cap).t, cap, dout.t);
+          assert.ok(
+            (await x.t.read()).every((v) => Math.abs(v) <= cap),
+            `softcap in place ${what}`,
+          );
+        }
+      }
+      // Saturation and the region around 0 (relative accuracy there).
+      const edge = P.pair([1e9, -1e9, 400, -400, 1e-30, -3e-7, 0, 2e-3], [8]);
+      const out = P.zeros([8]);
+      be.softcap(edge.t, 20, out.t);
+      ref.softcap(edge.r, 20, out.r);
+      await P.close(out, 'softcap saturation and tiny inputs', { atol: 1e-36, rtol: 1e-6 });
+      assert.throws(() => be.softcap(edge.t, 0, out.t), /softcap: cap must be a positive finite/);
+    } finally {
+      P.free();
+    }
+  });
+
   test(`${name}: dropout masks equal ref's bit for bit (p = 0, 0.1, 0.5, 0.999; seeds near 2^32)`, async () => {
     const P = new Pairs(be, ref);
     try {
@@ -167,3 +207,14 @@ for (const { name, be } of await backendsUnderTest()) {
     }
   });
 }
+
+test('ref: softcap backward equals float64 finite differences', () => {
+  for (const cap of [0.7, 5]) {
+    const x = ref.fromArray(randn(23, 91, 3), [23], 'f64');
+    const out = ref.zeros([23], 'f64');
+    const R = ref.fromArray(randn(23, 92), [23], 'f64');
+    const dx = ref.zeros([23], 'f64');
+    ref.softcapBackward(R, x, cap, dx);
+    checkGradients(`softcap ${cap}`, { x }, out, () => ref.softcap(x, cap, out), { x: dx.data }, R);
+  }
+});

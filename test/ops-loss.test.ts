@@ -1,6 +1,7 @@
 // Cross-entropy on every backend under test against ref (float64): ignore index, gradScale,
-// dlogits aliasing logits, large logits, vocabularies from 1 to 152k; labels out of range fail
-// (on a device: at the next read); ref's gradient against float64 finite differences.
+// dlogits aliasing logits, large logits, vocabularies from 1 to 152k, final-logit soft-capping;
+// labels out of range fail (on a device: at the next read); ref's gradient against float64 finite
+// differences, soft-capped too.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
@@ -64,6 +65,56 @@ for (const { name, be } of await backendsUnderTest()) {
       be.crossEntropy(logits.t, ignored.t, IGNORE, l.t, g.t, 1);
       assert.deepEqual(Array.from(await l.t.read()), [0, 0, 0]);
       assert.deepEqual(Array.from(await g.t.read()), new Array(18).fill(0));
+    } finally {
+      P.free();
+    }
+  });
+
+  test(`${name}: crossEntropy with final-logit soft-capping matches ref and equals softcap then crossEntropy`, async () => {
+    const P = new Pairs(be, ref, 450);
+    try {
+      for (const [n, V, cap] of [
+        [1, 1, 30],
+        [3, 17, 2],
+        [9, 1000, 30],
+        [2, 32003, 10],
+      ] as const) {
+        const what = `n=${n} V=${V} cap=${cap}`;
+        const r = rng(n * 11 + V);
+        const labels = Int32Array.from({ length: n }, (_, i) =>
+          i % 4 === 3 ? IGNORE : Math.floor(r() * V),
+        );
+        const logits = P.random([n, V], 2 * cap); // many logits past the cap
+        const y = P.pair(labels, [n], 'i32');
+        const losses = P.zeros([n]);
+        const dlogits = P.pair(new Float32Array(n * V).fill(Number.NaN), [n, V]);
+        const opts = { softcap: cap };
+        be.crossEntropy(logits.t, y.t, IGNORE, losses.t, dlogits.t, 0.5, opts);
+        ref.crossEntropy(logits.r, y.r, IGNORE, losses.r, dlogits.r, 0.5, opts);
+        await P.close(losses, `capped losses ${what}`, { atol: 1e-5, rtol: 1e-5 });
+        await P.close(dlogits, `capped dlogits ${what}`, { atol: 1e-7, rtol: 1e-4 });
+        // The fused form equals capping first (the loss) and the chain rule (the gradient).
+        const capped = P.zeros([n, V]);
+        be.softcap(logits.t, cap, capped.t);
+        const plain = P.zeros([n]);
+        const dcapped = P.zeros([n, V]);
+        be.crossEntropy(capped.t, y.t, IGNORE, plain.t, dcapped.t, 0.5);
+        be.softcapBackward(dcapped.t, logits.t, cap, dcapped.t);
+        const close = { atol: 1e-6, rtol: 1e-5 };
+        assertClose(await losses.t.read(), await plain.t.read(), { ...close, what });
+        assertClose(await dlogits.t.read(), await dcapped.t.read(), { ...close, what });
+        // In place, as the chunked loss runs it.
+        be.crossEntropy(logits.t, y.t, IGNORE, plain.t, logits.t, 0.5, opts);
+        assert.deepEqual(await logits.t.read(), await dlogits.t.read(), `in place ${what}`);
+      }
+      const l = P.random([2, 3]).t;
+      assert.throws(
+        () =>
+          be.crossEntropy(l, P.pair([0, 1], [2], 'i32').t, IGNORE, P.zeros([2]).t, null, 1, {
+            softcap: -2,
+          }),
+        new RegExp(`${name}\\.crossEntropy: softcap must be a positive finite number, got -2`),
+      );
     } finally {
       P.free();
     }
@@ -142,4 +193,18 @@ test('ref: crossEntropy gradient equals float64 finite differences (ignore index
       what: `crossEntropy dlogits n=${n} V=${V}`,
     });
   }
+});
+
+test('ref: soft-capped crossEntropy gradient equals float64 finite differences', () => {
+  const [n, V, cap] = [4, 6, 1.5];
+  const logits = ref.fromArray(randn(n * V, 650, 3), [n, V], 'f64');
+  const y = ref.fromArray([2, IGNORE, 0, 5], [n], 'i32');
+  const losses = ref.zeros([n], 'f64');
+  const dlogits = ref.zeros([n, V], 'f64');
+  ref.crossEntropy(logits, y, IGNORE, losses, dlogits, 0.8, { softcap: cap });
+  const loss = () => {
+    ref.crossEntropy(logits, y, IGNORE, losses, null, 0, { softcap: cap });
+    return 0.8 * Array.from(losses.data).reduce((s, v) => s + v, 0);
+  };
+  assertClose(dlogits.data, numericGrad(logits, loss), { ...FD_TOL, what: 'capped dlogits' });
 });

@@ -1,8 +1,10 @@
 // Causal grouped-query attention, flash style: queries and keys are processed in tiles of
 // kBq × kBk with an online softmax (running max and sum per query), so no T×T matrix exists.
 // The backward pass recomputes each tile's probabilities from q, k and the saved log-sum-exp.
-// Tiles entirely above the causal diagonal (and, with segment ids, tiles whose query and key
-// segment ranges are disjoint) are skipped.
+// Tiles entirely above the causal diagonal, entirely before a sliding window (a query at position p
+// sees keys p - window < j ≤ p: docs/attention.md) and, with segment ids, tiles whose query and key
+// segment ranges are disjoint are skipped, so a windowed pass costs O(T·window), not O(T²).
+// With a soft-cap (Gemma 2) each scaled score s becomes cap·tanh(s / cap) before masking.
 //
 // Parallelism is deterministic: the forward splits (batch, kv head, tile of (query, head) rows) units,
 // each owning its output rows; the backward splits (batch, kv head) units, each owning dk/dv of its kv head
@@ -126,10 +128,14 @@ struct Dims {
   int64_t nTq, nTk;
   float scale;
   const int32_t* seg;  // [B, Tk] or null
+  int64_t window;      // keys a query sees (its own included), or 0 for all earlier keys
+  float softcap;       // 0: none
+  // First key the query at position pos may see.
+  int64_t first_key(int64_t pos) const { return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0; }
 };
 
 Dims make_dims(int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t D, double scale,
-               const int32_t* seg) {
+               const int32_t* seg, int64_t window, double softcap) {
   Dims d{};
   d.B = B;
   d.Tq = Tq;
@@ -144,6 +150,8 @@ Dims make_dims(int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_
   d.nTk = (Tk + kBk - 1) / kBk;
   d.scale = static_cast<float>(scale);
   d.seg = seg;
+  d.window = window;
+  d.softcap = static_cast<float>(softcap);
   return d;
 }
 
@@ -160,17 +168,24 @@ void seg_range(const Dims& d, int64_t b, int64_t p0, int64_t p1, int32_t* lo, in
 }
 
 // Sets the scores of keys a query may not see to -inf: keys past its position (and past the
-// tile's kn valid keys), and keys of another segment.
+// tile's kn valid keys), keys before its window, and keys of another segment.
 void mask_row(const Dims& d, int64_t b, int64_t pos, int64_t j0, int kn, float* srow) {
   const int64_t visible = std::min<int64_t>(kn, pos - j0 + 1);
   for (int64_t j = std::max<int64_t>(visible, 0); j < kBk; j++) srow[j] = kNegInf;
+  const int64_t from = std::clamp<int64_t>(d.first_key(pos) - j0, 0, std::max<int64_t>(visible, 0));
+  for (int64_t j = 0; j < from; j++) srow[j] = kNegInf;
   if (d.seg != nullptr) {
     const int32_t* s = d.seg + b * d.Tk;
     const int32_t mine = s[pos];
-    for (int64_t j = 0; j < visible; j++) {
+    for (int64_t j = from; j < visible; j++) {
       if (s[j0 + j] != mine) srow[j] = kNegInf;
     }
   }
+}
+
+// Whether some query in positions [minPos, maxPos] cannot see some key of the tile at j0 (kn keys).
+bool tile_needs_mask(const Dims& d, int64_t j0, int kn, int64_t minPos, int64_t maxPos) {
+  return kn < kBk || j0 + kBk - 1 > minPos || d.seg != nullptr || d.first_key(maxPos) > j0;
 }
 
 float row_max(const float* s) {
@@ -259,7 +274,7 @@ void forward_tile(const Dims& d, int64_t b, int64_t hk, int64_t rt, const float*
   int32_t qsLo = 0, qsHi = 0;
   if (d.seg != nullptr) seg_range(d, b, tile.minPos, tile.maxPos + 1, &qsLo, &qsHi);
   const int64_t lastTile = tile.maxPos / kBk;
-  for (int64_t t = 0; t <= lastTile; t++) {
+  for (int64_t t = d.first_key(tile.minPos) / kBk; t <= lastTile; t++) {
     const int64_t j0 = t * kBk;
     const int kn = static_cast<int>(std::min<int64_t>(kBk, d.Tk - j0));
     if (d.seg != nullptr) {
@@ -267,11 +282,12 @@ void forward_tile(const Dims& d, int64_t b, int64_t hk, int64_t rt, const float*
       seg_range(d, b, j0, j0 + kn, &ksLo, &ksHi);
       if (ksHi < qsLo || ksLo > qsHi) continue;  // no query shares a segment with these keys
     }
-    const bool needMask = kn < kBk || j0 + kBk - 1 > tile.minPos || d.seg != nullptr;
+    const bool needMask = tile_needs_mask(d, j0, kn, tile.minPos, tile.maxPos);
     gemm<false>(Mp, kBk, static_cast<int>(d.D), sc.q, Dp, kt + ((b * d.Hkv + hk) * d.nTk + t) * d.D * kBk, kBk, sc.s,
                 kBk, false);
     for (int r = 0; r < rows; r++) {
       float* srow = sc.s + r * kBk;
+      if (d.softcap > 0.0f) softcap_inplace(srow, kBk, d.softcap);
       if (needMask) mask_row(d, b, d.offset + (tile.r0 + r) / d.G, j0, kn, srow);
       // The reference max m only moves when a score exceeds it by kRescaleSlack: exp(s - m) stays
       // ≤ e^slack (no overflow) and the O/l rescale is skipped on most tiles. lse = m + log(l)
@@ -317,21 +333,25 @@ void forward_tile(const Dims& d, int64_t b, int64_t hk, int64_t rt, const float*
 // then mix cheap (early) and expensive (late) causal tiles.
 int64_t zigzag(int64_t z, int64_t n) { return (z % 2 == 0) ? z / 2 : n - 1 - z / 2; }
 
-void check_common(Napi::Env env, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t D, bool seg) {
+void check_common(Napi::Env env, int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t Hkv, int64_t D, bool seg,
+                  double softcap) {
   require(H > 0 && Hkv > 0 && H % Hkv == 0, env, "attention: H must be a positive multiple of Hkv");
+  require(softcap >= 0.0 && std::isfinite(softcap), env, "attention: softcap must be ≥ 0 and finite");
   require(D > 0, env, "attention: head dim must be positive");
   require(Tk >= Tq, env, "attention: Tk must be ≥ Tq");
   require(!seg || Tq == Tk, env, "attention: segment ids need Tq == Tk");
 }
 
-// attention(q, k, v, out, lse, seg|null, B, Tq, Tk, H, Hkv, D, scale)
+// attention(q, k, v, out, lse, seg|null, B, Tq, Tk, H, Hkv, D, scale, window (0: none), softcap (0: none))
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t B = intArg(info, 6, "B"), Tq = intArg(info, 7, "Tq"), Tk = intArg(info, 8, "Tk");
   const int64_t H = intArg(info, 9, "H"), Hkv = intArg(info, 10, "Hkv"), D = intArg(info, 11, "D");
   const double scale = numArg(info, 12, "scale");
+  const int64_t window = intArg(info, 13, "window");
+  const double softcap = numArg(info, 14, "softcap");
   const bool hasSeg = !isNullish(info, 5);
-  check_common(env, B, Tq, Tk, H, Hkv, D, hasSeg);
+  check_common(env, B, Tq, Tk, H, Hkv, D, hasSeg, softcap);
   Span<float> q = f32Arg(info, 0, "q", B * Tq * H * D);
   Span<float> k = f32Arg(info, 1, "k", B * Tk * Hkv * D);
   Span<float> v = f32Arg(info, 2, "v", B * Tk * Hkv * D);
@@ -339,7 +359,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   Span<float> lse = f32Arg(info, 4, "lse", B * H * Tq);
   const int32_t* seg = hasSeg ? i32Arg(info, 5, "segmentIds", B * Tk).data : nullptr;
   if (B * Tq == 0) return env.Undefined();
-  const Dims d = make_dims(B, Tq, Tk, H, Hkv, D, scale, seg);
+  const Dims d = make_dims(B, Tq, Tk, H, Hkv, D, scale, seg, window, softcap);
 
   Scratch kt(static_cast<size_t>(B * Hkv * d.nTk * D * kBk));
   pack_keys(d, k.data, kt.data());
@@ -378,6 +398,7 @@ struct BackwardScratch {
   float* dout; // [kBq, Dp]
   float* p;    // [kBq, kBk] probabilities
   float* ds;   // [kBq, kBk] dP, then dS
+  float* cg;   // [kBq, kBk] soft-cap derivative 1 - tanh²
   float* kp;   // [kBk, Dp] keys
   float* kt;   // [D, kBk] keys transposed
   float* vt;   // [D, kBk] values transposed
@@ -386,14 +407,15 @@ struct BackwardScratch {
   float* dq;   // [G, nTq·kBq, Dp] accumulated over key tiles (when a unit owns all of them)
   float* di;   // [G, Tq] rowsum(dout ∘ out)
   static int64_t floats(const Dims& d) {
-    return 2 * kBq * d.Dp + 2 * kBq * kBk + 3 * kBk * d.Dp + 2 * d.D * kBk + d.G * d.nTq * kBq * d.Dp + d.G * d.Tq;
+    return 2 * kBq * d.Dp + 3 * kBq * kBk + 3 * kBk * d.Dp + 2 * d.D * kBk + d.G * d.nTq * kBq * d.Dp + d.G * d.Tq;
   }
   BackwardScratch(float* base, const Dims& d)
       : q(base),
         dout(q + kBq * d.Dp),
         p(dout + kBq * d.Dp),
         ds(p + kBq * kBk),
-        kp(ds + kBq * kBk),
+        cg(ds + kBq * kBk),
+        kp(cg + kBq * kBk),
         kt(kp + kBk * d.Dp),
         vt(kt + d.D * kBk),
         dk(vt + d.D * kBk),
@@ -411,6 +433,7 @@ int64_t dq_floats(const Dims& d) { return d.G * d.nTq * kBq * d.Dp; }
 
 // With S = scale·q·kᵀ, P = exp(S - lse), O = P·V:
 //   dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ∘ (dP - rowsum(dO ∘ O)),  dQ = scale·dS·K,  dK = scale·dSᵀ·Q.
+// With a soft-cap S = cap·tanh(S₀ / cap), dS₀ = dS ∘ (1 - tanh²(S₀ / cap)).
 // The unit handles key tiles chunk, chunk + chunks, ... (interleaved, so chunks of a causal
 // problem get similar work) and accumulates dS·K into dqAcc [G, nTq·kBq, Dp]. With a single chunk
 // it also writes dq; otherwise the caller sums the chunks' dqAcc in chunk order.
@@ -438,12 +461,16 @@ void backward_unit(const Dims& d, int64_t b, int64_t hk, int64_t chunk, int64_t 
     zero_rows(sc.dv, 0, kBk, Dp);
     int32_t ksLo = 0, ksHi = 0;
     if (d.seg != nullptr) seg_range(d, b, j0, j0 + kn, &ksLo, &ksHi);
-    // Queries at positions ≥ j0 see some key of this tile.
+    // Queries at positions ≥ j0 see some key of this tile; with a window, only those at positions
+    // < j0 + kn - 1 + window.
     const int64_t firstTile = std::max<int64_t>(0, j0 - d.offset) / kBq;
+    const int64_t endTile =
+        d.window > 0 ? std::min<int64_t>(d.nTq, (std::max<int64_t>(0, j0 + kn - 1 + d.window - d.offset) + kBq - 1) / kBq)
+                     : d.nTq;
     for (int64_t g = 0; g < d.G; g++) {
       const int64_t h = hk * d.G + g;
       const float* lseRow = a.lse + (b * d.H + h) * d.Tq;
-      for (int64_t qt = firstTile; qt < d.nTq; qt++) {
+      for (int64_t qt = firstTile; qt < endTile; qt++) {
         const int64_t i0 = qt * kBq;
         const int rows = static_cast<int>(std::min<int64_t>(kBq, d.Tq - i0));
         const int Mp = static_cast<int>(round_up(rows, 4));
@@ -457,9 +484,18 @@ void backward_unit(const Dims& d, int64_t b, int64_t hk, int64_t chunk, int64_t 
         load_rows(a.q + rowOff, ldq, rows, Mp, D, Dp, d.scale, sc.q);
         load_rows(a.dout + rowOff, ldq, rows, Mp, D, Dp, 1.0f, sc.dout);
         gemm<false>(Mp, kBk, D, sc.q, Dp, sc.kt, kBk, sc.p, kBk, false);
-        const bool needMask = kn < kBk || j0 + kBk - 1 > minPos || d.seg != nullptr;
+        const bool needMask = tile_needs_mask(d, j0, kn, minPos, minPos + rows - 1);
         for (int r = 0; r < rows; r++) {
           float* prow = sc.p + r * kBk;
+          if (d.softcap > 0.0f) {
+            softcap_inplace(prow, kBk, d.softcap);
+            const V inv = set1(1.0f / d.softcap), one = set1(1.0f);
+            float* crow = sc.cg + r * kBk;
+            for (int j = 0; j < kBk; j += W) {
+              const V t = mul(load(prow + j), inv);
+              store(crow + j, fnmadd(t, t, one));
+            }
+          }
           if (needMask) mask_row(d, b, minPos + r, j0, kn, prow);
           const V lv = set1(lseRow[i0 + r]);
           for (int j = 0; j < kBk; j += W) store(prow + j, vec::exp(sub(load(prow + j), lv)));
@@ -472,6 +508,10 @@ void backward_unit(const Dims& d, int64_t b, int64_t hk, int64_t chunk, int64_t 
           float* drow = sc.ds + r * kBk;
           const V dv = set1(r < rows ? sc.di[g * d.Tq + i0 + r] : 0.0f);
           for (int j = 0; j < kBk; j += W) store(drow + j, mul(load(prow + j), sub(load(drow + j), dv)));
+          if (d.softcap > 0.0f && r < rows) {
+            const float* crow = sc.cg + r * kBk;
+            for (int j = 0; j < kBk; j += W) store(drow + j, mul(load(drow + j), load(crow + j)));
+          }
         }
         gemm<true>(kBk, Dp, Mp, sc.ds, kBk, sc.q, Dp, sc.dk, Dp, true);        // dK += dSᵀ·(scale·Q)
         gemm<false>(Mp, Dp, kn, sc.ds, kBk, sc.kp, Dp, dqAcc + (g * d.nTq * kBq + i0) * Dp, Dp, true);  // dQ += dS·K
@@ -495,14 +535,16 @@ void backward_unit(const Dims& d, int64_t b, int64_t hk, int64_t chunk, int64_t 
   }
 }
 
-// attentionBackward(dout, q, k, v, out, lse, dq, dk, dv, seg|null, B, Tq, Tk, H, Hkv, D, scale)
+// attentionBackward(dout, q, k, v, out, lse, dq, dk, dv, seg|null, B, Tq, Tk, H, Hkv, D, scale, window, softcap)
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t B = intArg(info, 10, "B"), Tq = intArg(info, 11, "Tq"), Tk = intArg(info, 12, "Tk");
   const int64_t H = intArg(info, 13, "H"), Hkv = intArg(info, 14, "Hkv"), D = intArg(info, 15, "D");
   const double scale = numArg(info, 16, "scale");
+  const int64_t window = intArg(info, 17, "window");
+  const double softcap = numArg(info, 18, "softcap");
   const bool hasSeg = !isNullish(info, 9);
-  check_common(env, B, Tq, Tk, H, Hkv, D, hasSeg);
+  check_common(env, B, Tq, Tk, H, Hkv, D, hasSeg, softcap);
   const int64_t nq = B * Tq * H * D, nk = B * Tk * Hkv * D;
   BackwardArgs a{};
   a.dout = f32Arg(info, 0, "dout", nq).data;
@@ -516,7 +558,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   a.dv = f32Arg(info, 8, "dv", nk).data;
   const int32_t* seg = hasSeg ? i32Arg(info, 9, "segmentIds", B * Tk).data : nullptr;
   if (B * Tk == 0) return env.Undefined();
-  const Dims d = make_dims(B, Tq, Tk, H, Hkv, D, scale, seg);
+  const Dims d = make_dims(B, Tq, Tk, H, Hkv, D, scale, seg, window, softcap);
   if (Tq == 0) {  // no queries: nothing flows back to the keys
     std::fill(a.dk, a.dk + nk, 0.0f);
     std::fill(a.dv, a.dv + nk, 0.0f);

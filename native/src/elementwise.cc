@@ -152,6 +152,44 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// out = cap·tanh(x / cap); out may alias x.
+Napi::Value Softcap(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 2, "n");
+  Span<float> x = f32Arg(info, 0, "x", n);
+  Span<float> out = f32Arg(info, 1, "out", n);
+  const float cap = static_cast<float>(numArg(info, 3, "cap"));
+  require(cap > 0.0f && std::isfinite(cap), info.Env(), "softcap: cap must be positive and finite");
+  parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int) {
+    if (out.data != x.data) std::memmove(out.data + lo, x.data + lo, static_cast<size_t>(hi - lo) * sizeof(float));
+    softcap_inplace(out.data + lo, hi - lo, cap);
+  });
+  return info.Env().Undefined();
+}
+
+// dx = dout·(1 - tanh²(x / cap)); dx may alias dout.
+Napi::Value SoftcapBackward(const Napi::CallbackInfo& info) {
+  const int64_t n = intArg(info, 3, "n");
+  Span<float> dout = f32Arg(info, 0, "dout", n);
+  Span<float> x = f32Arg(info, 1, "x", n);
+  Span<float> dx = f32Arg(info, 2, "dx", n);
+  const float cap = static_cast<float>(numArg(info, 4, "cap"));
+  require(cap > 0.0f && std::isfinite(cap), info.Env(), "softcapBackward: cap must be positive and finite");
+  const V inv = set1(1.0f / cap), one = set1(1.0f);
+  parallel_for_grain(n, kGrain, [&](int64_t lo, int64_t hi, int) {
+    int64_t i = lo;
+    for (; i + W <= hi; i += W) {
+      const V t = vec::tanh(mul(load(x.data + i), inv));
+      store(dx.data + i, mul(load(dout.data + i), fnmadd(t, t, one)));
+    }
+    if (i < hi) {
+      const int r = static_cast<int>(hi - i);
+      const V t = vec::tanh(mul(load_n(x.data + i, r), inv));
+      store_n(dx.data + i, mul(load_n(dout.data + i, r), fnmadd(t, t, one)), r);
+    }
+  });
+  return info.Env().Undefined();
+}
+
 // The counter-based hash of src/tensor/rng.ts (mix32, uniformAt).
 inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;
@@ -228,6 +266,8 @@ QLORA_EXPORT("addF32", Add);
 QLORA_EXPORT("scaleF32", Scale);
 QLORA_EXPORT("axpyF32", Axpy);
 QLORA_EXPORT("sumOfSquaresF32", SumOfSquares);
+QLORA_EXPORT("softcapF32", Softcap);
+QLORA_EXPORT("softcapBackwardF32", SoftcapBackward);
 QLORA_EXPORT("swigluF32", Swiglu);
 QLORA_EXPORT("swigluBackwardF32", SwigluBackward);
 QLORA_EXPORT("dropoutF32", Dropout);

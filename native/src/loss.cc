@@ -1,6 +1,7 @@
 // Cross-entropy over rows of logits [n, V] with a numerically stable log-sum-exp; rows in
 // parallel. Each row is read completely (max, sum, the label's logit) before its gradient is
 // written, so dlogits may alias logits.
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -47,13 +48,17 @@ double row_sum_exp(const float* x, int64_t n, float m) {
   return s;
 }
 
-// crossEntropy(logits, labels, losses, dlogits|null, n, V, ignoreIndex, gradScale)
+// crossEntropy(logits, labels, losses, dlogits|null, n, V, ignoreIndex, gradScale, softcap)
+// softcap > 0 takes the loss over y = cap·tanh(x / cap), computed into a per-thread row buffer (so
+// dlogits may still alias logits), and multiplies the gradient by dy/dx = 1 - (y / cap)².
 Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t n = intArg(info, 4, "n");
   const int64_t vocab = intArg(info, 5, "V");
   const double ignoreNum = numArg(info, 6, "ignoreIndex");
   const float gradScale = static_cast<float>(numArg(info, 7, "gradScale"));
+  const float softcap = static_cast<float>(numArg(info, 8, "softcap"));
+  require(softcap >= 0.0f && std::isfinite(softcap), env, "crossEntropy: softcap must be ≥ 0 and finite");
   Span<float> logits = f32Arg(info, 0, "logits", n * vocab);
   Span<int32_t> labels = i32Arg(info, 1, "labels", n);
   Span<float> losses = f32Arg(info, 2, "losses", n);
@@ -69,6 +74,7 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   require(vocab > 0 || n == 0, env, "crossEntropy: empty vocabulary");
   const int64_t grain = vocab >= 4096 ? 1 : 4096 / vocab + 1;
   parallel_for_grain(n, grain, [&](int64_t lo, int64_t hi, int) {
+    thread_local Scratch capped;
     for (int64_t i = lo; i < hi; i++) {
       const float* x = logits.data + i * vocab;
       float* dx = withGrad ? dlogits.data + i * vocab : nullptr;
@@ -80,6 +86,12 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
         }
         continue;
       }
+      if (softcap > 0.0f) {
+        float* c = capped.get(static_cast<size_t>(vocab));
+        std::copy(x, x + vocab, c);
+        softcap_inplace(c, vocab, softcap);
+        x = c;
+      }
       const float m = row_max(x, vocab);
       const double sum = row_sum_exp(x, vocab, m);
       const double lse = static_cast<double>(m) + std::log(sum);
@@ -88,6 +100,24 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
       // dx = gradScale·exp(x - m)/sum, minus gradScale at the label.
       const V mv = set1(m);
       const V k = set1(static_cast<float>(static_cast<double>(gradScale) / sum));
+      if (softcap > 0.0f) {
+        // ·(1 - (y/cap)²), the label's term included.
+        const V inv = set1(1.0f / softcap), one = set1(1.0f);
+        const float ty = x[y] / softcap;
+        const float labelGrad = gradScale * (1.0f - ty * ty);
+        int64_t j = 0;
+        for (; j + W <= vocab; j += W) {
+          const V yc = load(x + j), t = mul(yc, inv);
+          store(dx + j, mul(mul(vec::exp(sub(yc, mv)), k), fnmadd(t, t, one)));
+        }
+        if (j < vocab) {
+          const int r = static_cast<int>(vocab - j);
+          const V yc = load_n(x + j, r), t = mul(yc, inv);
+          store_n(dx + j, mul(mul(vec::exp(sub(yc, mv)), k), fnmadd(t, t, one)), r);
+        }
+        dx[y] -= labelGrad;
+        continue;
+      }
       int64_t j = 0;
       for (; j + W <= vocab; j += W) store(dx + j, mul(vec::exp(sub(load(x + j), mv)), k));
       if (j < vocab) {

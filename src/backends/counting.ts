@@ -177,6 +177,8 @@ export class CountingBackend implements Backend {
     attentionDims(checks, 'attention', q, k, v, options);
   }
   attentionBackward(): void {}
+  softcap(): void {}
+  softcapBackward(): void {}
   swiglu(): void {}
   swigluBackward(): void {}
   geluTanh(): void {}

@@ -102,6 +102,8 @@ export const KERNEL_NAMES = [
   'rope',
   'attention',
   'attentionBackward',
+  'softcap',
+  'softcapBackward',
   'swiglu',
   'swigluBackward',
   'geluTanh',

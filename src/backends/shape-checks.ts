@@ -2,7 +2,12 @@
  * Shape validation every backend applies the same way: the contract is the Backend interface, so
  * its checks live once. Each backend binds them to its own error prefix (`cpu.op: …`, `ref.op: …`).
  */
-import type { AdamWOptions, AttentionOptions, Packed4bitWeight } from '../tensor/backend.js';
+import type {
+  AdamWOptions,
+  AttentionOptions,
+  CrossEntropyOptions,
+  Packed4bitWeight,
+} from '../tensor/backend.js';
 import { shapeString } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 
@@ -42,11 +47,29 @@ export interface AttentionDims {
   H: number;
   Hkv: number;
   D: number;
+  /** Sliding window in keys, or null for full causal attention. */
+  window: number | null;
+  /** Attention logit soft-cap, or null. */
+  softcap: number | null;
+}
+
+/** A soft-cap option: null/undefined for none, else a positive finite number. */
+export function softcapOption(
+  c: Pick<ShapeChecks, 'fail'>,
+  op: string,
+  name: string,
+  cap: number | null | undefined,
+): number | null {
+  if (cap === null || cap === undefined) return null;
+  if (typeof cap !== 'number' || !Number.isFinite(cap) || cap <= 0)
+    c.fail(op, `${name} must be a positive finite number, got ${String(cap)}`);
+  return cap;
 }
 
 /**
  * The shape rules of Backend.attention / attentionBackward: matching batch and head dim, Tk ≥ Tq,
- * query heads a multiple of kv heads, a finite scale, and segment ids [B, Tk] only when Tq == Tk.
+ * query heads a multiple of kv heads, a finite scale, segment ids [B, Tk] only when Tq == Tk, a
+ * positive integer window and a positive finite soft-cap when given.
  * (The segment ids' dtype is checked by the caller, which reads them.)
  */
 export function attentionDims(
@@ -74,7 +97,11 @@ export function attentionDims(
     if (Tq !== Tk) c.fail(op, `segment ids need Tq == Tk (got ${Tq} and ${Tk})`);
     c.expectShape(op, 'segmentIds', options.segmentIds, [B, Tk]);
   }
-  return { B, Tq, Tk, H, Hkv, D };
+  const w = options.window;
+  if (w !== null && w !== undefined && !(Number.isSafeInteger(w) && w > 0))
+    c.fail(op, `window must be a positive integer, got ${String(w)}`);
+  const softcap = softcapOption(c, op, 'softcap', options.softcap);
+  return { B, Tq, Tk, H, Hkv, D, window: w ?? null, softcap };
 }
 
 /** Matmul sizes: out[..., M, N] = op(a)[..., M, K] · op(b)[..., K, N]; b is 2-D (shared) or batched like a. */
@@ -359,8 +386,10 @@ export function crossEntropyArgs(
   losses: Tensor,
   dlogits: Tensor | null,
   gradScale: number,
-): [number, number] {
+  options?: CrossEntropyOptions,
+): [number, number, number | null] {
   const op = 'crossEntropy';
+  const softcap = softcapOption(c, op, 'softcap', options?.softcap);
   if (!Number.isInteger(ignoreIndex))
     c.fail(op, `ignoreIndex must be an integer, got ${ignoreIndex}`);
   if (!Number.isFinite(gradScale))
@@ -378,7 +407,7 @@ export function crossEntropyArgs(
     c.noAlias(op, 'dlogits and losses', dlogits, losses);
     c.noAlias(op, 'dlogits and labels', dlogits, labels);
   }
-  return [n, vocab];
+  return [n, vocab, softcap];
 }
 
 /**

@@ -58,6 +58,28 @@ export interface AttentionOptions {
    * seg[j] == seg[query's position]. Only valid when Tq == Tk.
    */
   readonly segmentIds?: Tensor | null;
+  /**
+   * Sliding-window attention: the query at absolute position p sees only keys j with
+   * p - window < j ≤ p (`window` keys, its own included: the convention of Hugging Face transformers'
+   * masks and llama.cpp, docs/attention.md). null or absent: every earlier key. A positive integer.
+   */
+  readonly window?: number | null;
+  /**
+   * Attention logit soft-capping (Gemma 2 `attn_logit_softcapping`): each scaled score s becomes
+   * cap·tanh(s / cap) before masking and softmax; the backward pass includes its derivative. null or
+   * absent: no capping. A positive finite number.
+   */
+  readonly softcap?: number | null;
+}
+
+/** Options of Backend.crossEntropy. */
+export interface CrossEntropyOptions {
+  /**
+   * Final-logit soft-capping (Gemma 2 `final_logit_softcapping`): the loss is taken over
+   * cap·tanh(logits / cap), and dlogits is the gradient with respect to the uncapped logits.
+   * null or absent: none.
+   */
+  readonly softcap?: number | null;
 }
 
 export interface AdamWOptions {
@@ -205,7 +227,9 @@ export interface Backend {
    * Causal grouped-query attention, memory-efficient (online softmax; never a full T×T matrix).
    * q [B, Tq, H, D], k/v [B, Tk, Hkv, D] with Tk ≥ Tq and H % Hkv == 0; query i sits at absolute
    * position Tk - Tq + i and sees keys j ≤ that. out [B, Tq, H, D]; lse [B, H, Tq] receives the
-   * log-sum-exp of each query's scaled scores (kept for the backward pass).
+   * log-sum-exp of each query's scaled (and soft-capped) scores (kept for the backward pass).
+   * options.window restricts each query to its last `window` keys; kernels skip key tiles that no
+   * query of a tile can see, so the cost grows with T·window rather than T².
    */
   attention(
     q: Tensor,
@@ -228,6 +252,10 @@ export interface Backend {
     dv: Tensor,
     options: AttentionOptions,
   ): void;
+  /** out = cap·tanh(x / cap) (soft-capping, Gemma 2's logits); out may alias x; cap > 0. */
+  softcap(x: Tensor, cap: number, out: Tensor): void;
+  /** dx = dout·(1 - tanh²(x / cap)): the gradient of softcap at x; dx may alias dout. */
+  softcapBackward(dout: Tensor, x: Tensor, cap: number, dx: Tensor): void;
   /** out = silu(gate) · up */
   swiglu(gate: Tensor, up: Tensor, out: Tensor): void;
   /** dgate, dup from dout (dgate/dup may alias gate/up). */
@@ -247,7 +275,9 @@ export interface Backend {
    * Cross-entropy of logits [n, V] against labels i32 [n] (ignoreIndex rows count 0).
    * losses[n] = -log softmax(logits)[label] (0 when ignored). When dlogits is given it receives
    * gradScale·(softmax - onehot) (zeros for ignored rows); dlogits may alias logits.
-   * Labels outside [0, V) other than ignoreIndex throw.
+   * Labels outside [0, V) other than ignoreIndex throw. options.softcap takes the loss over
+   * cap·tanh(logits / cap) (the gradient still with respect to logits), fused so that dlogits may
+   * still alias logits.
    */
   crossEntropy(
     logits: Tensor,
@@ -256,6 +286,7 @@ export interface Backend {
     losses: Tensor,
     dlogits: Tensor | null,
     gradScale: number,
+    options?: CrossEntropyOptions,
   ): void;
   /**
    * out = x · keep / (1 - p) with keep[i] = uniform(seed, i) ≥ p (see rng.ts: the same mask on every

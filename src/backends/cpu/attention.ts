@@ -18,6 +18,8 @@ type Forward = (
   Hkv: number,
   D: number,
   scale: number,
+  window: number,
+  softcap: number,
 ) => void;
 type Backward = (
   dout: Float32Array,
@@ -37,6 +39,8 @@ type Backward = (
   Hkv: number,
   D: number,
   scale: number,
+  window: number,
+  softcap: number,
 ) => void;
 
 const attentionF32 = kernel<Forward>('attentionF32');
@@ -57,7 +61,7 @@ function checkInputs(
   return d;
 }
 
-/** Causal grouped-query flash attention (see native/src/attention.cc). */
+/** Causal grouped-query flash attention, optionally sliding-window and soft-capped (see native/src/attention.cc). */
 export function attention(
   q: Tensor,
   k: Tensor,
@@ -67,7 +71,7 @@ export function attention(
   options: AttentionOptions,
 ): void {
   const op = 'attention';
-  const { B, Tq, Tk, H, Hkv, D } = checkInputs(op, q, k, v, lse, options);
+  const { B, Tq, Tk, H, Hkv, D, window, softcap } = checkInputs(op, q, k, v, lse, options);
   expectShape(op, 'out', out, q.shape);
   for (const [name, t] of [
     ['q', q],
@@ -97,6 +101,8 @@ export function attention(
     Hkv,
     D,
     options.scale,
+    window ?? 0,
+    softcap ?? 0,
   );
 }
 
@@ -114,7 +120,7 @@ export function attentionBackward(
   options: AttentionOptions,
 ): void {
   const op = 'attentionBackward';
-  const { B, Tq, Tk, H, Hkv, D } = checkInputs(op, q, k, v, lse, options);
+  const { B, Tq, Tk, H, Hkv, D, window, softcap } = checkInputs(op, q, k, v, lse, options);
   attentionBackwardArgs(args, dout, q, k, v, out, lse, dq, dk, dv);
   const seg = options.segmentIds ? (options.segmentIds.data as Int32Array) : null;
   attentionBackwardF32(
@@ -135,5 +141,7 @@ export function attentionBackward(
     Hkv,
     D,
     options.scale,
+    window ?? 0,
+    softcap ?? 0,
   );
 }

@@ -1,5 +1,6 @@
 import type { Tensor } from '../../tensor/tensor.js';
-import { expectFinite, expectSize, f32, fail, noAlias, sameOrDisjoint } from './checks.js';
+import { softcapOption } from '../shape-checks.js';
+import { checks, expectFinite, expectSize, f32, fail, noAlias, sameOrDisjoint } from './checks.js';
 import { kernel } from './native.js';
 
 type Fill = (out: Float32Array, n: number, value: number) => void;
@@ -27,6 +28,37 @@ const sumOfSquaresF32 = kernel<SumOfSquares>('sumOfSquaresF32');
 const swigluF32 = kernel<Binary>('swigluF32');
 const swigluBackwardF32 = kernel<SwigluBackward>('swigluBackwardF32');
 const dropoutF32 = kernel<Dropout>('dropoutF32');
+const softcapF32 =
+  kernel<(x: Float32Array, out: Float32Array, n: number, cap: number) => void>('softcapF32');
+const softcapBackwardF32 =
+  kernel<(dout: Float32Array, x: Float32Array, dx: Float32Array, n: number, cap: number) => void>(
+    'softcapBackwardF32',
+  );
+
+/** out = cap·tanh(x / cap); out may alias x. */
+export function softcap(x: Tensor, cap: number, out: Tensor): void {
+  const op = 'softcap';
+  const c = softcapOption(checks, op, 'cap', cap)!;
+  const xs = f32(op, 'x', x);
+  const o = f32(op, 'out', out);
+  expectSize(op, 'out', out, x.size);
+  sameOrDisjoint(op, 'out and x', out, x);
+  softcapF32(xs, o, x.size, c);
+}
+
+/** dx = dout·(1 - tanh²(x / cap)); dx may alias dout. */
+export function softcapBackward(dout: Tensor, x: Tensor, cap: number, dx: Tensor): void {
+  const op = 'softcapBackward';
+  const c = softcapOption(checks, op, 'cap', cap)!;
+  const d = f32(op, 'dout', dout);
+  const xs = f32(op, 'x', x);
+  const g = f32(op, 'dx', dx);
+  expectSize(op, 'x', x, dout.size);
+  expectSize(op, 'dx', dx, dout.size);
+  sameOrDisjoint(op, 'dx and dout', dx, dout);
+  sameOrDisjoint(op, 'dx and x', dx, x);
+  softcapBackwardF32(d, xs, g, dout.size, c);
+}
 
 /** out[i] = value. f32 runs natively; other dtypes (storage only here) fill through the typed array. */
 export function fill(out: Tensor, value: number): void {

@@ -1,3 +1,4 @@
+import type { CrossEntropyOptions } from '../../tensor/backend.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { crossEntropyArgs } from '../shape-checks.js';
 import { args, callNative, f32, i32 } from './checks.js';
@@ -12,6 +13,7 @@ type CrossEntropy = (
   vocab: number,
   ignoreIndex: number,
   gradScale: number,
+  softcap: number,
 ) => void;
 
 const crossEntropyF32 = kernel<CrossEntropy>('crossEntropyF32');
@@ -24,9 +26,10 @@ export function crossEntropy(
   losses: Tensor,
   dlogits: Tensor | null,
   gradScale: number,
+  options?: CrossEntropyOptions,
 ): void {
   const op = 'crossEntropy';
-  const [n, vocab] = crossEntropyArgs(
+  const [n, vocab, softcap] = crossEntropyArgs(
     args,
     logits,
     labels,
@@ -34,6 +37,7 @@ export function crossEntropy(
     losses,
     dlogits,
     gradScale,
+    options,
   );
   callNative(op, () =>
     crossEntropyF32(
@@ -45,6 +49,7 @@ export function crossEntropy(
       vocab,
       ignoreIndex,
       gradScale,
+      softcap ?? 0,
     ),
   );
 }

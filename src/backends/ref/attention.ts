@@ -21,17 +21,24 @@ function checkDims(
   return { dims, seg };
 }
 
-/** Keys query i may see: j ≤ its absolute position, and (with segment ids) the same segment. */
+/**
+ * Keys query i may see: j ≤ its absolute position p, j > p - window with a sliding window
+ * (docs/attention.md), and (with segment ids) the same segment.
+ */
 function visible(dims: Dims, seg: Int32Array | null, b: number, i: number, j: number): boolean {
   const pos = dims.Tk - dims.Tq + i;
   if (j > pos) return false;
+  if (dims.window !== null && j <= pos - dims.window) return false;
   return !seg || seg[b * dims.Tk + j] === seg[b * dims.Tk + pos];
 }
 
 const qIndex = (d: Dims, b: number, i: number, h: number) => ((b * d.Tq + i) * d.H + h) * d.D;
 const kIndex = (d: Dims, b: number, j: number, g: number) => ((b * d.Tk + j) * d.Hkv + g) * d.D;
 
-/** Scaled scores of query (b, i, h) against every key (−∞ where masked). */
+/**
+ * Scaled scores of query (b, i, h) against every key (−∞ where masked), soft-capped
+ * (cap·tanh(s / cap)) when the options ask.
+ */
 function scoreRow(
   d: Dims,
   seg: Int32Array | null,
@@ -53,7 +60,7 @@ function scoreRow(
     const kj = kIndex(d, b, j, g);
     let s = 0;
     for (let e = 0; e < d.D; e++) s += Q[qi + e]! * K[kj + e]!;
-    row[j] = s * scale;
+    row[j] = d.softcap === null ? s * scale : d.softcap * Math.tanh((s * scale) / d.softcap);
   }
 }
 
@@ -110,7 +117,8 @@ export function attention(
 
 /**
  * With P = exp(S - lse): dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ∘ (dP - rowsum(dO ∘ O)), dQ = scale·dS·K,
- * dK = scale·dSᵀ·Q (summed over the query heads sharing a key/value head).
+ * dK = scale·dSᵀ·Q (summed over the query heads sharing a key/value head). With a soft-cap
+ * S = cap·tanh(S₀ / cap), so dS₀ = dS ∘ (1 - (S / cap)²).
  */
 export function attentionBackward(
   dout: Tensor,
@@ -162,6 +170,8 @@ export function attentionBackward(
         let rowDot = 0;
         for (let e = 0; e < d.D; e++) rowDot += DO[qi + e]! * O[qi + e]!;
         for (let j = 0; j < d.Tk; j++) {
+          // Masked keys get nothing, even from a query whose lse is not finite.
+          if (row[j] === -Infinity) continue;
           const p = Math.exp(row[j]! - l);
           if (p === 0) continue;
           const kj = kIndex(d, b, j, g);
@@ -170,7 +180,8 @@ export function attentionBackward(
             dV[kj + e]! += p * DO[qi + e]!;
             dp += DO[qi + e]! * V[kj + e]!;
           }
-          const ds = p * (dp - rowDot) * scale;
+          const capGrad = d.softcap === null ? 1 : 1 - (row[j]! / d.softcap) ** 2;
+          const ds = p * (dp - rowDot) * capGrad * scale;
           for (let e = 0; e < d.D; e++) {
             dQ[qi + e]! += ds * K[kj + e]!;
             dK[kj + e]! += ds * Q[qi + e]!;

@@ -1,6 +1,7 @@
 import { uniformAt } from '../../tensor/rng.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { expectSize, fail, floats, noAlias, sameFloatType } from './check.js';
+import { softcapOption } from '../shape-checks.js';
+import { checks, expectSize, fail, floats, noAlias, sameFloatType } from './check.js';
 
 /** out[i] = value (any dtype; integer tensors must receive an integer). */
 export function fill(out: Tensor, value: number): void {
@@ -74,6 +75,30 @@ export function sum(x: Tensor, out: Tensor, accumulate: boolean): void {
 
 function sigmoid(x: number): number {
   return 1 / (1 + Math.exp(-x));
+}
+
+/** out = cap·tanh(x / cap). out may alias x (elementwise). */
+export function softcap(x: Tensor, cap: number, out: Tensor): void {
+  const op = 'softcap';
+  sameFloatType(op, { x, out });
+  expectSize(op, 'out', out, x.size);
+  const c = softcapOption(checks, op, 'cap', cap)!;
+  const X = x.data;
+  const O = out.data;
+  for (let i = 0; i < O.length; i++) O[i] = c * Math.tanh(X[i]! / c);
+}
+
+/** dx = dout·(1 - tanh²(x / cap)). dx may alias dout (elementwise). */
+export function softcapBackward(dout: Tensor, x: Tensor, cap: number, dx: Tensor): void {
+  const op = 'softcapBackward';
+  sameFloatType(op, { dout, x, dx });
+  expectSize(op, 'x', x, dout.size);
+  expectSize(op, 'dx', dx, dout.size);
+  const c = softcapOption(checks, op, 'cap', cap)!;
+  const D = dout.data;
+  const X = x.data;
+  const G = dx.data;
+  for (let i = 0; i < G.length; i++) G[i] = D[i]! * (1 - Math.tanh(X[i]! / c) ** 2);
 }
 
 /** out = silu(gate)·up, silu(g) = g·sigmoid(g). out may alias gate or up (elementwise). */

@@ -11,6 +11,12 @@
  * Δ = rowsum(dO ∘ O); the dQ pass walks key tiles per row block; the dK/dV pass owns a key block and
  * walks the row blocks that can see it, summing the group's heads in row order.
  *
+ * A sliding window (a query at position p sees keys p - window < j ≤ p, docs/attention.md) starts the
+ * forward and dQ key loops at the first key the block's first row sees and ends the dK/dV row loop
+ * at the last row that sees the key block, so tiles wholly outside the window are never visited. A
+ * soft-cap (Gemma 2) turns each scaled score s into cap·tanh(s / cap) and multiplies dS by its
+ * derivative. Both are per-dispatch parameters, not kernel variants.
+ *
  * Tile sizes follow the head dim and the adapter's maxComputeWorkgroupStorageSize (16 KiB by
  * default, 32 KiB on most GPUs); tiles are padded to an odd row stride so threads reading one
  * column of a tile hit different banks.
@@ -21,6 +27,7 @@ import { type AttentionDims, attentionBackwardArgs, attentionDims } from '../../
 import type { GpuContext, GpuSpan, KernelSpec } from '../context.js';
 import { args, checks, ctxOf, expectShape, f32, fail, i32, noAlias } from '../checks.js';
 import { STRIDE, UNIT_INDEX, strideGroups, unitGroups } from '../grid.js';
+import { TANH_WGSL } from './elementwise.js';
 
 const WG = 256;
 /** The largest head dim the kernels take (per-thread accumulators are sized for it). */
@@ -60,11 +67,11 @@ function sharedWords(pass: Pass, D: number, { br, bc }: Tiles): number {
   const ds = rowStride(D);
   switch (pass) {
     case 'forward':
-      return (br + bc) * ds + br * bc + 5 * br + bc;
+      return (br + bc) * ds + br * bc + 6 * br + bc;
     case 'dq':
-      return (2 * br + bc) * ds + 2 * br * bc + 4 * br + bc;
+      return (2 * br + bc) * ds + 2 * br * bc + 5 * br + bc;
     case 'dkv':
-      return (2 * br + 2 * bc) * ds + 2 * br * bc + 4 * br + bc;
+      return (2 * br + 2 * bc) * ds + 2 * br * bc + 5 * br + bc;
   }
 }
 
@@ -105,7 +112,31 @@ fn lseIndex(b: u32, g: u32, rho: u32) -> u32 {
   let i = rho / P.G;
   return (b * P.H + g * P.G + (rho - i * P.G)) * P.Tq + i;
 }
-fn kBase(b: u32, g: u32, j: u32) -> u32 { return ((b * P.Tk + j) * P.Hkv + g) * P.D; }`;
+fn kBase(b: u32, g: u32, j: u32) -> u32 { return ((b * P.Tk + j) * P.Hkv + g) * P.D; }
+// The first key the query at position pos sees (may be negative: then every earlier key).
+fn firstKey(pos: i32) -> i32 {
+  if (P.window > 0u) { return pos - i32(P.window) + 1; }
+  return 0;
+}
+// The first key of the BC-aligned tile holding the first key row rho (of the block) sees.
+fn keyStart(rho: u32) -> u32 {
+  let first = max(firstKey(i32(P.Tk - P.Tq + rho / P.G)), 0);
+  return (u32(first) / BC) * BC;
+}
+${TANH_WGSL}
+// A scaled score, soft-capped when the dispatch asks (P.softcap > 0).
+fn capScore(s: f32) -> f32 {
+  if (P.softcap > 0.0) { return P.softcap * tanhRational(s / P.softcap); }
+  return s;
+}
+// d capScore / ds at a capped score c: 1 - (c / cap)².
+fn capGrad(c: f32) -> f32 {
+  if (P.softcap > 0.0) {
+    let t = c / P.softcap;
+    return 1.0 - t * t;
+  }
+  return 1.0;
+}`;
 }
 
 const DIM_PARAMS = [
@@ -121,30 +152,35 @@ const DIM_PARAMS = [
   // BR and BC again, as loop bounds: constant bounds get unrolled, multiplying compile time.
   { name: 'br', type: 'u32' },
   { name: 'bc', type: 'u32' },
+  // Sliding window in keys (0: none) and attention soft-cap (0: none).
+  { name: 'window', type: 'u32' },
+  { name: 'softcap', type: 'f32' },
 ] as const;
 
 const f = (name: string, write = false) => ({ name, type: 'f32' as const, write });
 const segBinding = { name: 'seg', type: 'i32' as const, write: false };
 
-/** WGSL fragment: key j of the tile is visible from row rr (causal, and the same segment). */
+/** WGSL fragment: key j of the tile is visible from row rr (causal, in the window, and the same segment). */
 function visible(seg: boolean, key: string, rowVar: string): string {
-  const causal = `rowPos[${rowVar}] >= 0 && i32(${key}) <= rowPos[${rowVar}]`;
+  const causal = `rowPos[${rowVar}] >= 0 && i32(${key}) <= rowPos[${rowVar}] && i32(${key}) >= rowFirst[${rowVar}]`;
   return seg ? `(${causal} && keySeg[c] == rowSeg[${rowVar}])` : `(${causal})`;
 }
 
-/** WGSL fragment: rowPos (−1 past the last row), rowSeg for the rows of the tile at rho0 (run by t < BR). */
+/** WGSL fragment: rowPos (−1 past the last row), rowFirst, rowSeg for the rows of the tile at rho0 (run by t < BR). */
 function rowInfo(seg: boolean): string {
   return `let rho = rho0 + t;
     var pos = -1;
     if (rho < rows) { pos = i32(P.Tk - P.Tq + rho / P.G); }
     rowPos[t] = pos;
+    rowFirst[t] = firstKey(pos);
     ${seg ? 'rowSeg[t] = seg[P.off_seg + b * P.Tk + u32(max(pos, 0))];' : ''}`;
 }
 
 function segShared(seg: boolean): string {
+  const first = 'var<workgroup> rowFirst: array<i32, BR>;';
   return seg
-    ? 'var<workgroup> rowSeg: array<i32, BR>;\nvar<workgroup> keySeg: array<i32, BC>;'
-    : '';
+    ? `${first}\nvar<workgroup> rowSeg: array<i32, BR>;\nvar<workgroup> keySeg: array<i32, BC>;`
+    : first;
 }
 
 function segKeyLoad(seg: boolean, first: string): string {
@@ -228,7 +264,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
   // Keys [0, kEnd) reach the last row of the block (query positions are Tk - Tq + i).
   let kEnd = P.Tk - P.Tq + (min(rho0 + BR, rows) - 1u) / P.G + 1u;
   workgroupBarrier();
-  for (var j0 = 0u; j0 < kEnd; j0 += BC) {
+  for (var j0 = keyStart(rho0); j0 < kEnd; j0 += BC) {
     ${loadKeys('k', 'kv', 'j0', 'kEnd')}
     ${segKeyLoad(seg, 'j0')}
     workgroupBarrier();
@@ -238,7 +274,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
       var s = NEG;
       if ${visible(seg, 'j0 + c', 'rr')} {
         ${dotRows('qs', 'rr', 'kv', 'c')}
-        s = acc * P.scale;
+        s = capScore(acc * P.scale);
       }
       sc[idx] = s;
     }
@@ -373,7 +409,7 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
   for (var x = 0u; x < NE; x++) { acc_dq[x] = 0.0; }
   let kEnd = P.Tk - P.Tq + (min(rho0 + BR, rows) - 1u) / P.G + 1u;
   workgroupBarrier();
-  for (var j0 = 0u; j0 < kEnd; j0 += BC) {
+  for (var j0 = keyStart(rho0); j0 < kEnd; j0 += BC) {
     ${loadKeys('v', 'kv', 'j0', 'kEnd')}
     ${segKeyLoad(seg, 'j0')}
     workgroupBarrier();
@@ -396,8 +432,9 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
       var ds = 0.0;
       if ${visible(seg, 'j0 + c', 'rr')} {
         ${dotRows('qs', 'rr', 'kv', 'c')}
-        let p = exp(acc * P.scale - rowLse[rr]);
-        ds = p * (dp[idx] - rowDel[rr]);
+        let sv = capScore(acc * P.scale);
+        let p = exp(sv - rowLse[rr]);
+        ds = p * (dp[idx] - rowDel[rr]) * capGrad(sv);
       }
       sc[idx] = ds;
     }
@@ -475,7 +512,13 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
   let shift = P.Tk - P.Tq;
   var rowStart = 0u;
   if (j0 > shift) { rowStart = (j0 - shift) * P.G; }
-  for (var rho0 = rowStart; rho0 < rows; rho0 += BR) {
+  // With a window, the last row that sees the block: query position j0 + BC - 1 + window - 1.
+  var rowEnd = rows;
+  if (P.window > 0u) {
+    let lastPos = j0 + BC - 1u + P.window - 1u;
+    rowEnd = select(min(rows, (lastPos - shift + 1u) * P.G), 0u, lastPos < shift);
+  }
+  for (var rho0 = rowStart; rho0 < rowEnd; rho0 += BR) {
     ${loadRows('q', 'qs')}
     ${loadRows('dout', 'dos')}
     if (t < BR) {
@@ -495,8 +538,9 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
           s = fma(qs[rr * DS + e], ks[c * DS + e], s);
           dpv = fma(dos[rr * DS + e], vs[c * DS + e], dpv);
         }
-        p = exp(s * P.scale - rowLse[rr]);
-        ds = p * (dpv - rowDel[rr]);
+        let sv = capScore(s * P.scale);
+        p = exp(sv - rowLse[rr]);
+        ds = p * (dpv - rowDel[rr]) * capGrad(sv);
       }
       pp[idx] = p;
       dss[idx] = ds;
@@ -561,6 +605,8 @@ function prepare(
 }
 
 function dimParams(d: AttentionDims, tiles: Tiles, units: number, scale: number): number[] {
+  if (d.window !== null && d.window >= 2 ** 32)
+    fail('attention', `window ${d.window} is not a u32`);
   return [
     units,
     d.Tq,
@@ -573,6 +619,8 @@ function dimParams(d: AttentionDims, tiles: Tiles, units: number, scale: number)
     rowStride(d.D),
     tiles.br,
     tiles.bc,
+    d.window ?? 0,
+    d.softcap ?? 0,
   ];
 }
 

@@ -1,12 +1,23 @@
 /**
- * Elementwise WebGPU kernels: fill, copy, add, scale, axpy, sum and sum of squares, SwiGLU and dropout.
+ * Elementwise WebGPU kernels: fill, copy, add, scale, axpy, sum and sum of squares, soft-capping,
+ * SwiGLU and dropout.
  * Grid-stride loops over a capped grid; f32/i32 move as 32-bit words, u8 tensors byte-exactly
  * (whole words read-modify-written by the one invocation that owns them).
  */
 import { mix32 } from '../../../tensor/rng.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import type { KernelSpec } from '../context.js';
-import { ctxOf, expectFinite, expectSize, f32, fail, noAlias, sameOrDisjoint } from '../checks.js';
+import { softcapOption } from '../../shape-checks.js';
+import {
+  checks,
+  ctxOf,
+  expectFinite,
+  expectSize,
+  f32,
+  fail,
+  noAlias,
+  sameOrDisjoint,
+} from '../checks.js';
 import { strideGroups } from '../grid.js';
 import { spanOf } from '../memory.js';
 
@@ -118,6 +129,52 @@ const AXPY: KernelSpec = {
     { name: 'alpha', type: 'f32' },
   ],
   source: LOOP('y[P.off_y + i] = fma(P.alpha, x[P.off_x + i], y[P.off_y + i]);'),
+};
+
+/**
+ * WGSL tanh as the cpu kernels compute it (native/src/vec.h: a rational minimax form on x clamped to
+ * ±7.905, within 5 ulp): WGSL's own tanh is only specified through sinh/cosh, whose absolute error
+ * near 0 and overflow for large |x| vary between drivers. Used by soft-capping here, in attention
+ * and in the cross-entropy.
+ */
+export const TANH_WGSL = `fn tanhRational(x0: f32) -> f32 {
+  let x = clamp(x0, -7.90531110763549805, 7.90531110763549805);
+  let x2 = x * x;
+  var p = -2.76076847742355e-16;
+  p = fma(p, x2, 2.00018790482477e-13);
+  p = fma(p, x2, -8.60467152213735e-11);
+  p = fma(p, x2, 5.12229709037114e-08);
+  p = fma(p, x2, 1.48572235717979e-05);
+  p = fma(p, x2, 6.37261928875436e-04);
+  p = fma(p, x2, 4.89352455891786e-03);
+  var q = 1.19825839466702e-06;
+  q = fma(q, x2, 1.18534705686654e-04);
+  q = fma(q, x2, 2.26843463243900e-03);
+  q = fma(q, x2, 4.89352518554385e-03);
+  return p * x / q;
+}`;
+
+const SOFTCAP: KernelSpec = {
+  key: 'softcap',
+  bindings: [b('x', 'f32'), b('out', 'f32', true)],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'cap', type: 'f32' },
+  ],
+  source: `${TANH_WGSL}
+${LOOP('out[P.off_out + i] = P.cap * tanhRational(x[P.off_x + i] / P.cap);')}`,
+};
+
+const SOFTCAP_BACKWARD: KernelSpec = {
+  key: 'softcap_backward',
+  bindings: [b('dout', 'f32'), b('x', 'f32'), b('dx', 'f32', true)],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'cap', type: 'f32' },
+  ],
+  source: `${TANH_WGSL}
+${LOOP(`let t = tanhRational(x[P.off_x + i] / P.cap);
+    dx[P.off_dx + i] = dout[P.off_dout + i] * (1.0 - t * t);`)}`,
 };
 
 const SWIGLU: KernelSpec = {
@@ -338,6 +395,33 @@ export function sumOfSquares(x: Tensor, out: Tensor, accumulate: boolean): void 
 
 export function sum(x: Tensor, out: Tensor, accumulate: boolean): void {
   reduce('sum', SUM_PARTIAL, x, out, accumulate);
+}
+
+/** out = cap·tanh(x / cap); out may alias x. */
+export function softcap(x: Tensor, cap: number, out: Tensor): void {
+  const op = 'softcap';
+  const c = softcapOption(checks, op, 'cap', cap)!;
+  const xs = f32(op, 'x', x);
+  const o = f32(op, 'out', out);
+  expectSize(op, 'out', out, x.size);
+  sameOrDisjoint(op, 'out and x', out, x);
+  const ctx = ctxOf(out);
+  ctx.dispatch(SOFTCAP, [xs, o], [x.size, c], [strideGroups(ctx, x.size, WG)]);
+}
+
+/** dx = dout·(1 - tanh²(x / cap)); dx may alias dout. */
+export function softcapBackward(dout: Tensor, x: Tensor, cap: number, dx: Tensor): void {
+  const op = 'softcapBackward';
+  const c = softcapOption(checks, op, 'cap', cap)!;
+  const d = f32(op, 'dout', dout);
+  const xs = f32(op, 'x', x);
+  const g = f32(op, 'dx', dx);
+  expectSize(op, 'x', x, dout.size);
+  expectSize(op, 'dx', dx, dout.size);
+  sameOrDisjoint(op, 'dx and dout', dx, dout);
+  sameOrDisjoint(op, 'dx and x', dx, x);
+  const ctx = ctxOf(dx);
+  ctx.dispatch(SOFTCAP_BACKWARD, [d, xs, g], [dout.size, c], [strideGroups(ctx, dout.size, WG)]);
 }
 
 export function swiglu(gate: Tensor, up: Tensor, out: Tensor): void {

@@ -4,8 +4,11 @@
  * merges the pairs into the row's log-sum-exp. The gradient pass reads each logit before writing
  * the same element (and the label's logit is read before any write), so dlogits may be logits.
  * Labels outside [0, V) other than the ignore index raise a fault, thrown at the next read.
+ * With a soft-cap every logit x is read as y = cap·tanh(x / cap) and the gradient carries 1 - (y/cap)².
  */
+import type { CrossEntropyOptions } from '../../../tensor/backend.js';
 import type { Tensor } from '../../../tensor/tensor.js';
+import { TANH_WGSL } from './elementwise.js';
 import { FAULT_WGSL, type KernelSpec } from '../context.js';
 import { crossEntropyArgs } from '../../shape-checks.js';
 import { args, ctxOf, f32, fail, i32 } from '../checks.js';
@@ -29,12 +32,19 @@ function crossEntropySpec(withGrad: boolean): KernelSpec {
       { name: 'ignoreIndex', type: 'i32' },
       { name: 'gradScale', type: 'f32' },
       { name: 'code', type: 'u32' },
+      // 0: no soft-cap
+      { name: 'softcap', type: 'f32' },
     ],
     source: `const WG = ${WG}u;
 // A finite "minus infinity": WGSL implementations may assume no infinities at run time.
 const NEG = -1.0e30;
 ${FAULT_WGSL}
 ${UNIT_INDEX}
+${TANH_WGSL}
+fn capped(x: f32) -> f32 {
+  if (P.softcap > 0.0) { return P.softcap * tanhRational(x / P.softcap); }
+  return x;
+}
 var<workgroup> redM: array<f32, WG>;
 var<workgroup> redS: array<f32, WG>;
 @compute @workgroup_size(${WG})
@@ -48,11 +58,11 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
   let bad = !ignored && (y < 0 || u32(y) >= P.V);
   let yi = u32(clamp(y, 0, i32(P.V) - 1));
   // Read before the barriers below, so before any invocation writes dlogits (which may be logits).
-  let xy = logits[base + yi];
+  let xy = capped(logits[base + yi]);
   var m = NEG;
   var s = 0.0;
   for (var j = t; j < P.V; j += WG) {
-    let v = logits[base + j];
+    let v = capped(logits[base + j]);
     if (v > m) {
       s = s * exp(m - v) + 1.0;
       m = v;
@@ -85,8 +95,12 @@ fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wg: vec
     withGrad
       ? `if (bad) { return; }
   for (var j = t; j < P.V; j += WG) {
-    let v = logits[base + j];
-    let g = P.gradScale * (exp((v - m0) - logSum) - select(0.0, 1.0, j == yi));
+    let v = capped(logits[base + j]);
+    var g = P.gradScale * (exp((v - m0) - logSum) - select(0.0, 1.0, j == yi));
+    if (P.softcap > 0.0) {
+      let t = v / P.softcap;
+      g *= 1.0 - t * t;
+    }
     dlogits[P.off_dlogits + row * P.V + j] = select(g, 0.0, ignored);
   }`
       : ''
@@ -105,9 +119,10 @@ export function crossEntropy(
   losses: Tensor,
   dlogits: Tensor | null,
   gradScale: number,
+  options?: CrossEntropyOptions,
 ): void {
   const op = 'crossEntropy';
-  const [n, vocab] = crossEntropyArgs(
+  const [n, vocab, softcap] = crossEntropyArgs(
     args,
     logits,
     labels,
@@ -115,6 +130,7 @@ export function crossEntropy(
     losses,
     dlogits,
     gradScale,
+    options,
   );
   // Labels and the ignore index are i32 on the device, and so are row offsets into a vocabulary.
   if (ignoreIndex < -(2 ** 31) || ignoreIndex >= 2 ** 31)
@@ -130,7 +146,7 @@ export function crossEntropy(
   ctx.dispatch(
     dlogits ? SPECS.grad : SPECS.plain,
     [...spans, ctx.faultSpan()],
-    [n, vocab, ignoreIndex, gradScale, code],
+    [n, vocab, ignoreIndex, gradScale, code, softcap ?? 0],
     unitGroups(ctx, n),
   );
 }
