@@ -28,9 +28,17 @@ import {
   resolveModelLocally,
 } from './base-options.js';
 import { asQuantizedBase } from './merge.js';
+import { RECIPE_TARGETS, type RecipeTarget } from '../export/recipe.js';
+import {
+  ACCELERATE_FSDP_FILE,
+  AXOLOTL_FILE,
+  AXOLOTL_FSDP_FILE,
+  TRL_FILE,
+  exportRecipe,
+} from './export-recipe.js';
 import { choiceOption, collect, oneOutput } from './options.js';
 
-const EXPORT_FORMATS = ['gguf', 'gguf-lora', 'hf', 'llama2c', 'ollama'] as const;
+const EXPORT_FORMATS = ['gguf', 'gguf-lora', 'hf', 'llama2c', 'ollama', 'recipe'] as const;
 type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
 interface ExportFlags extends BaseFlags {
@@ -42,6 +50,8 @@ interface ExportFlags extends BaseFlags {
   name?: string;
   output?: string;
   chatTemplate?: string;
+  /** --format recipe: which trainer. */
+  to?: RecipeTarget;
   /** The older name of --output (hidden). */
   out?: string;
 }
@@ -60,10 +70,20 @@ function report(r: ConvertResult): void {
 
 /** Output path with the extension the format expects (so writeCheckpointAs picks that format). */
 function checkExtension(format: ExportFormat, out: string): void {
-  const want = { gguf: '.gguf', 'gguf-lora': '.gguf', llama2c: '.bin', hf: '', ollama: '' }[format];
+  const want = {
+    gguf: '.gguf',
+    'gguf-lora': '.gguf',
+    llama2c: '.bin',
+    hf: '',
+    ollama: '',
+    recipe: '',
+  }[format];
   if (want && !out.endsWith(want))
     throw new Error(`--output for --format ${format} must end in ${want}`);
-  if ((format === 'hf' || format === 'ollama') && (out.endsWith('.gguf') || out.endsWith('.bin')))
+  if (
+    (format === 'hf' || format === 'ollama' || format === 'recipe') &&
+    (out.endsWith('.gguf') || out.endsWith('.bin'))
+  )
     throw new Error(`--output for --format ${format} is a folder`);
 }
 
@@ -149,6 +169,29 @@ function exportOllama(
   );
 }
 
+async function exportRecipeCommand(
+  flags: ExportFlags,
+  runDir: string | undefined,
+  out: string,
+): Promise<void> {
+  if (!runDir)
+    throw new Error(
+      '--format recipe needs --adapter RUN: the output folder of a qlora train run (it holds config.yaml)',
+    );
+  if (flags.to === undefined)
+    throw new Error(`--format recipe needs --to ${RECIPE_TARGETS.join('|')}`);
+  const r = await exportRecipe(runDir, flags.to, out);
+  for (const w of r.warnings) console.error(`warning: not carried over: ${w}`);
+  console.log(
+    `wrote ${out}: ${r.files.join(', ')} (${r.rows.train} training rows${r.rows.valid !== null ? `, ${r.rows.valid} validation rows` : ''}, ${r.rowKind})`,
+  );
+  console.log(
+    flags.to === 'axolotl'
+      ? `axolotl: cd ${out} && axolotl train ${AXOLOTL_FILE}   (FSDP-QLoRA: ${AXOLOTL_FSDP_FILE})`
+      : `TRL: cd ${out} && accelerate launch --config_file ${ACCELERATE_FSDP_FILE} ${TRL_FILE}   (one GPU: python ${TRL_FILE})`,
+  );
+}
+
 export function registerExportCommands(program: Command): void {
   const cmd = program
     .command('export')
@@ -183,7 +226,12 @@ export function registerExportCommands(program: Command): void {
       '--chat-template <file|name>',
       "tokenizer.chat_template of the GGUF: a Jinja file or a built-in (chatml, llama-3, mistral, zephyr, phi-3, gemma, alpaca); default: the one the adapter was trained with, else the model's",
     )
-    .option('-o, --output <path>', 'output file (.gguf, .bin) or folder (hf, ollama)')
+    .option(
+      '--to <trainer>',
+      `with --format recipe: ${RECIPE_TARGETS.join(' or ')} (the run of --adapter RUN as an axolotl config, or a TRL + PEFT script launched with accelerate)`,
+      choiceOption('--to', RECIPE_TARGETS),
+    )
+    .option('-o, --output <path>', 'output file (.gguf, .bin) or folder (hf, ollama, recipe)')
     .addOption(new Option('--out <path>').hideHelp());
   // With --adapter the weights merge into the base it was trained on (its qlora_config.json), unless --quant says otherwise.
   addBaseOptions(cmd, ['base-quant']);
@@ -193,6 +241,8 @@ export function registerExportCommands(program: Command): void {
     const adapterPath = oneAdapter(flags.adapter);
     checkExtension(flags.format, out);
     if (flags.format === 'gguf-lora') return await exportLora(flags, adapterPath, out);
+    if (flags.format === 'recipe') return await exportRecipeCommand(flags, adapterPath, out);
+    if (flags.to !== undefined) throw new Error('--to goes with --format recipe');
     if (flags.format === 'ollama') checkOllamaFolder(out);
     const adapter = adapterPath ? loadPeftAdapter(adapterPath) : null;
     const { base: quant, recipe } = chooseBase(cmd, flags, adapterPath, (line) =>
