@@ -20,9 +20,11 @@ datasets); no GPU and no bitsandbytes. Runs qlora-ts from this checkout's source
    q/v/down projections, PEFT_TARGETS) for a few AdamW steps on CPU; qlora-ts loads the saved folder (full-precision base: a PEFT adapter
    records no base quantization) and the logits are compared (<= 1e-4); `qlora generate -a` with
    greedy decoding must print the text transformers' greedy generate() gives.
-4. Recipe hand-off (unless --skip-recipe): `qlora export --format recipe --to trl` on the qlora-ts
-   run of step 2, the generated TRL script run for a few steps on CPU (--no-4bit: no bitsandbytes
-   here), and its adapter loaded into qlora-ts with logits equal to transformers + PEFT's.
+4. Recipe hand-off (unless --skip-recipe): `qlora export --format recipe --to trl` on the text run
+   of step 2 and on a chat run (segment rows), each generated TRL script run for 3 steps on CPU
+   (--no-4bit --cpu: no bitsandbytes here), its adapter loaded into qlora-ts with logits equal to
+   transformers + PEFT's; and the script's segment rows -> (input_ids, completion_mask) compared
+   with the ids and loss targets qlora-ts trained on (scripts/interop/tokens.ts).
 
 Exits non-zero when a check fails; the last line says how many passed.
 """
@@ -220,6 +222,36 @@ def recipe_check(work, base_dir, run_dir, name):
     log("$ " + " ".join(cmd))
     subprocess.run(cmd, cwd=out, check=True, env=env)
     compare_adapter(f"trl-recipe-{name}", work, base_dir, base_dir, trained, probe_ids(512))
+    return out
+
+
+def segment_mask_check(work, base_dir, recipe_dir, data, chat_template):
+    """The exported TRL script's segment rows -> (input_ids, completion_mask) equal the ids and loss
+    targets qlora-ts trained on (scripts/interop/tokens.ts), example by example."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.spec_from_file_location("train_trl", recipe_dir / "train_trl.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    convert = mod.segment_rows(AutoTokenizer.from_pretrained(str(base_dir)))
+    rows = [json.loads(l) for l in (recipe_dir / "data/train.jsonl").read_text().splitlines() if l]
+    tokens_file = work / "qlora-tokens.json"
+    node("scripts/interop/tokens.ts", "--model", base_dir, "--data", data, "--chat-template",
+         chat_template, "--out", tokens_file)
+    want = json.loads(tokens_file.read_text())
+    got = [convert(r) for r in rows]
+    same = len(got) == len(want) and all(
+        g["input_ids"] == w["ids"] and g["completion_mask"] == w["targets"] for g, w in zip(got, want)
+    )
+    loss = sum(sum(w["targets"]) for w in want)
+    check(
+        "trl-recipe-chat: segment rows -> tokens and loss mask",
+        same,
+        f"{len(got)} examples, {sum(len(w['ids']) for w in want)} tokens, {loss} with loss: "
+        f"{'identical to' if same else 'DIFFERENT from'} qlora-ts's",
+    )
 
 
 def main():
@@ -276,7 +308,8 @@ def main():
             qlora("train", "-m", base, "-d", chats, "-o", run_chat, "--chat-template", "chatml",
                   "--quant", "none", "--max-steps", "2", "--seq-len", "64", "--batch-size", "4",
                   "--lr", "1e-2", "--eval-every", "0", "--save-every", "0", "--overwrite")
-            recipe_check(work, base, run_chat, "chat")
+            chat_dir = recipe_check(work, base, run_chat, "chat")
+            segment_mask_check(work, base, chat_dir, chats, "chatml")
     finally:
         if not a.keep and not a.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -312,6 +312,15 @@ test('a chat run becomes segment rows whose labels are the assistant turns; defa
       );
       assert.equal(trained.length, 2);
     });
+    // For TRL the text goes in without BOS: the script adds the id as qlora-ts does.
+    const trl = path.join(dir, 'trl');
+    ok(qlora(['export', '-a', run, '--format', 'recipe', '--to', 'trl', '-o', trl], dir));
+    readJsonl(path.join(trl, 'data', 'train.jsonl')).forEach((row, i) => {
+      const segments = row.segments as { label: boolean; text: string }[];
+      const { text } = template.renderWithAssistantSpans(chats[i]!.messages);
+      assert.equal(segments.map((s) => s.text).join(''), text);
+      assert.equal(segments.filter((s) => s.label).length, 2);
+    });
     const a = YAML.parse(fs.readFileSync(path.join(out, 'axolotl.yaml'), 'utf8')) as Record<
       string,
       unknown

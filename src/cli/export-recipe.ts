@@ -16,6 +16,7 @@ import { PromptTemplate } from '../data/prompt-template.js';
 import { readSplit, resolveSources, type SplitFiles } from '../data/sources.js';
 import {
   type HandOffRowKind,
+  type SpecialTokens,
   handOffRow,
   removeIfPresent,
   rowKindFor,
@@ -130,12 +131,21 @@ async function* renderedRows(
   }
 }
 
+/**
+ * axolotl's segment rows are concatenated as they are, so BOS/EOS go in as text; the TRL script
+ * adds them as token ids the way qlora-ts does (BOS when the tokenizer adds one and the text does
+ * not start with it), which keeps SentencePiece's start-of-text handling identical.
+ */
+function specialTokensFor(target: RecipeTarget, tokenizer: Tokenizer): SpecialTokens {
+  if (target === 'trl') return { bos: null, eos: null };
+  return { bos: tokenizer.addBos ? tokenizer.bosToken : null, eos: tokenizer.eosToken };
+}
+
 async function* asRows(
   examples: AsyncIterable<RenderedExample>,
   kind: () => HandOffRowKind,
-  tokenizer: Tokenizer,
+  special: SpecialTokens,
 ): AsyncGenerator<Record<string, unknown>> {
-  const special = { bos: tokenizer.addBos ? tokenizer.bosToken : null, eos: tokenizer.eosToken };
   for await (const ex of wholeDocuments(examples)) yield handOffRow(kind(), ex, special);
 }
 
@@ -196,19 +206,20 @@ export async function exportRecipe(
   // The format is fixed by the first row when the run detected it.
   const kind = () => rowKindFor(renderer.format ?? 'text', settings.trainOnPrompt);
 
+  const special = specialTokensFor(target, tokenizer);
   fs.mkdirSync(path.join(out, DATA_DIR), { recursive: true });
   const trainFile = `${DATA_DIR}/train.jsonl`;
   const validFile = `${DATA_DIR}/valid.jsonl`;
   const trainRows = await writeJsonl(
     path.join(out, trainFile),
-    asRows(renderedRows(sources.train, renderer, settings), kind, tokenizer),
+    asRows(renderedRows(sources.train, renderer, settings), kind, special),
   );
   if (trainRows === 0) throw new Error(`${dataPath}: the training data has no rows`);
   let validRows: number | null = null;
   if (sources.valid)
     validRows = await writeJsonl(
       path.join(out, validFile),
-      asRows(renderedRows(sources.valid, renderer, settings), kind, tokenizer),
+      asRows(renderedRows(sources.valid, renderer, settings), kind, special),
     );
   else removeIfPresent(path.join(out, validFile));
 

@@ -8,9 +8,9 @@
  *   prompt already rendered (template applied), loss on the completion; TRL's prompt-completion
  *   rows, an axolotl user-defined instruction format;
  * - `segments` rows ({"segments": [{"label", "text"}]}): chats, rendered with the chat template,
- *   loss on the assistant turns, BOS/EOS written out as text where qlora-ts adds them (axolotl's
- *   `input_output` type concatenates segments as they are; the generated TRL script tokenizes them
- *   the same way and marks the loss tokens itself).
+ *   loss on the assistant turns. For axolotl (its `input_output` type concatenates segments as they
+ *   are) BOS/EOS are written out as text where qlora-ts adds them; the generated TRL script
+ *   tokenizes the text whole, adds BOS as qlora-ts does and marks the loss tokens itself.
  *
  * Rows are rendered, not tokenized: each trainer tokenizes with the model's own tokenizer.
  */
@@ -29,7 +29,7 @@ export function rowKindFor(format: RowFormat, trainOnPrompt: boolean): HandOffRo
 }
 
 export interface SpecialTokens {
-  /** BOS as text, when the tokenizer adds one (qlora-ts prepends it to every example). */
+  /** BOS as text to write into segments (where qlora-ts prepends it); null: leave it to the reader. */
   readonly bos: string | null;
   readonly eos: string | null;
 }

@@ -331,11 +331,20 @@ def settings(args):
 
 
 def segment_rows(tokenizer):
-    """{"segments"} rows -> input_ids + completion_mask, as qlora-ts marks loss tokens: the text is
-    tokenized whole, and each boundary is where the tokens of the text before it stop agreeing."""
+    """{"segments"} rows -> input_ids + completion_mask, as qlora-ts builds its examples: the text is
+    tokenized whole, BOS goes first when the tokenizer adds one and the text does not start with it,
+    and each loss boundary is where the tokens of the text before it stop agreeing with the whole's."""
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
     def encode(text):
         return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def agree(prefix, ids):
+        k = 0
+        while k < len(prefix) and k < len(ids) and prefix[k] == ids[k]:
+            k += 1
+        return k
 
     def convert(row):
         text = "".join(s["text"] for s in row["segments"])
@@ -350,13 +359,9 @@ def segment_rows(tokenizer):
                 for i in range(a, b):
                     mask[i] = 1
             start = end
+        if adds_bos and (not ids or ids[0] != bos):
+            ids, mask = [bos] + ids, [0] + mask
         return {"input_ids": ids, "completion_mask": mask}
-
-    def agree(prefix, ids):
-        k = 0
-        while k < len(prefix) and k < len(ids) and prefix[k] == ids[k]:
-            k += 1
-        return k
 
     return convert
 
