@@ -312,6 +312,14 @@ test('a chat run becomes segment rows whose labels are the assistant turns; defa
       );
       assert.equal(trained.length, 2);
     });
+    // The rows differ per trainer, so one folder never holds both; the same trainer may re-export.
+    const mixed = qlora(['export', '-a', run, '--format', 'recipe', '--to', 'trl', '-o', out], dir);
+    assert.notEqual(mixed.status, 0);
+    assert.match(
+      mixed.stderr,
+      /not empty \(axolotl-fsdp\.yaml, axolotl\.yaml\); give a new folder/,
+    );
+    ok(qlora(['export', '-a', run, '--format', 'recipe', '--to', 'axolotl', '-o', out], dir));
     // For TRL the text goes in without BOS: the script adds the id as qlora-ts does.
     const trl = path.join(dir, 'trl');
     ok(qlora(['export', '-a', run, '--format', 'recipe', '--to', 'trl', '-o', trl], dir));

@@ -207,25 +207,82 @@ export async function exportRecipe(
   const kind = () => rowKindFor(renderer.format ?? 'text', settings.trainOnPrompt);
 
   const special = specialTokensFor(target, tokenizer);
+  const validFiles = sources.valid;
+  checkOutputFolder(out, target);
+  const created = !fs.existsSync(out);
+  try {
+    return await writeHandOff(out, target, {
+      settings,
+      baseModel,
+      architecture: config.architecture,
+      runDir,
+      dataPath,
+      train: () => asRows(renderedRows(sources.train, renderer, settings), kind, special),
+      valid: validFiles
+        ? () => asRows(renderedRows(validFiles, renderer, settings), kind, special)
+        : null,
+      kind,
+    });
+  } catch (e) {
+    // A folder this export made goes with the failure; files written are whole or absent.
+    if (created) fs.rmSync(out, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** The files each target writes (besides data/ and README.md): a re-export may replace them. */
+const TARGET_FILES: Record<RecipeTarget, readonly string[]> = {
+  axolotl: [AXOLOTL_FILE, AXOLOTL_FSDP_FILE],
+  trl: [TRL_FILE, ACCELERATE_FSDP_FILE],
+};
+
+/**
+ * The output folder is new, empty, or an earlier export for the same trainer: the data rows differ
+ * per trainer (BOS/EOS as text for axolotl only), so two trainers' files never share a folder.
+ */
+function checkOutputFolder(out: string, target: RecipeTarget): void {
+  if (!fs.existsSync(out)) return;
+  if (!fs.statSync(out).isDirectory()) throw new Error(`${out}: exists and is not a folder`);
+  const mine = new Set([DATA_DIR, 'README.md', ...TARGET_FILES[target]]);
+  const other = fs
+    .readdirSync(out)
+    .filter((f) => !mine.has(f))
+    .sort();
+  if (other.length > 0)
+    throw new Error(
+      `${out}: not empty (${other.slice(0, 3).join(', ')}${other.length > 3 ? ', …' : ''}); give a new folder for the ${target} recipe`,
+    );
+}
+
+interface HandOffSource {
+  readonly settings: TrainSettings;
+  readonly baseModel: string;
+  readonly architecture: HandOffRun['architecture'];
+  readonly runDir: string;
+  readonly dataPath: string;
+  readonly train: () => AsyncIterable<Record<string, unknown>>;
+  readonly valid: (() => AsyncIterable<Record<string, unknown>>) | null;
+  readonly kind: () => HandOffRowKind;
+}
+
+async function writeHandOff(
+  out: string,
+  target: RecipeTarget,
+  src: HandOffSource,
+): Promise<RecipeExportResult> {
+  const { settings, baseModel, runDir, dataPath, kind } = src;
   fs.mkdirSync(path.join(out, DATA_DIR), { recursive: true });
   const trainFile = `${DATA_DIR}/train.jsonl`;
   const validFile = `${DATA_DIR}/valid.jsonl`;
-  const trainRows = await writeJsonl(
-    path.join(out, trainFile),
-    asRows(renderedRows(sources.train, renderer, settings), kind, special),
-  );
+  const trainRows = await writeJsonl(path.join(out, trainFile), src.train());
   if (trainRows === 0) throw new Error(`${dataPath}: the training data has no rows`);
   let validRows: number | null = null;
-  if (sources.valid)
-    validRows = await writeJsonl(
-      path.join(out, validFile),
-      asRows(renderedRows(sources.valid, renderer, settings), kind, special),
-    );
+  if (src.valid) validRows = await writeJsonl(path.join(out, validFile), src.valid());
   else removeIfPresent(path.join(out, validFile));
 
   const run: HandOffRun = {
     baseModel,
-    architecture: config.architecture,
+    architecture: src.architecture,
     settings,
     rowKind: kind(),
     trainFile,
