@@ -77,7 +77,7 @@ const RUN_FLAGS = [
   '--seq-len', '384', '--no-packing', '--eval-every', '1', '--eval-batches', '1', '--save-every', '1',
   '--keep-checkpoints', '2', '--optimizer', 'adamw8bit', '--weight-decay', '0.01',
   '--max-grad-norm', '0.5', '--seed', '7', '--quant', 'fp4', '--no-double-quant',
-  '--gradient-checkpointing', '--compute-dtype', 'f32', '--early-stopping', '3',
+  '--gradient-checkpointing', '--compute-dtype', 'f32', '--early-stopping', '3', '--load-best',
 ]; // prettier-ignore
 
 test('a prompt/completion run (template, columns, a validation file) as axolotl YAML and a TRL script with the same settings', () => {
@@ -155,6 +155,7 @@ test('a prompt/completion run (template, columns, a validation file) as axolotl 
       save_steps: cfg.save_every,
       save_total_limit: cfg.keep_checkpoints,
       early_stopping_patience: cfg.early_stopping,
+      load_best_model_at_end: cfg.load_best,
       seed: cfg.seed,
     };
     for (const [k, v] of Object.entries(expected)) assert.deepEqual(a[k], v, `axolotl ${k}`);
@@ -241,6 +242,9 @@ test('a prompt/completion run (template, columns, a validation file) as axolotl 
       save_strategy: 'steps',
       save_steps: cfg.save_every,
       save_total_limit: cfg.keep_checkpoints,
+      load_best_model_at_end: cfg.load_best,
+      metric_for_best_model: 'eval_loss',
+      greater_is_better: false,
       seed: cfg.seed,
     };
     for (const [k, v] of Object.entries(sft)) assert.deepEqual(t[k], v, `SFTConfig ${k}`);

@@ -61,6 +61,12 @@ export function handOffWarnings(run: HandOffRun): string[] {
     );
   if (s.skipNonfinite)
     w.push('--skip-nonfinite has no counterpart: a non-finite loss is not skipped there');
+  if (s.loadBest && s.evalEvery > 0 && saveSteps(s) !== s.saveEvery)
+    w.push(
+      `--load-best: checkpoints are saved every ${s.evalEvery} steps (at each evaluation; transformers picks the best among saved ones)`,
+    );
+  if (s.loadBest && s.evalEvery === 0)
+    w.push('--load-best with --eval-every 0 has no counterpart: the last adapter is kept');
   if (s.evalEvery > 0)
     w.push(
       `evaluation runs over the whole validation set every ${s.evalEvery} steps (qlora-ts used ${s.evalBatches} batches)`,
@@ -159,10 +165,11 @@ export function axolotlConfig(run: HandOffRun, fsdp = false): Record<string, unk
   if (dtype === 'bfloat16') c.bf16 = true;
   else if (dtype === 'float16') c.fp16 = true;
   if (s.evalEvery > 0) c.eval_steps = s.evalEvery;
-  if (s.saveEvery > 0) c.save_steps = s.saveEvery;
+  const bestOnEval = s.loadBest && s.evalEvery > 0;
+  if (s.saveEvery > 0 || bestOnEval) c.save_steps = saveSteps(s);
   c.save_total_limit = s.keepCheckpoints;
   if (s.earlyStopping > 0) c.early_stopping_patience = s.earlyStopping;
-  if (s.loadBest) c.load_best_model_at_end = true;
+  if (bestOnEval) c.load_best_model_at_end = true;
   c.seed = s.seed;
   if (fsdp) {
     c.fsdp_version = 2;
@@ -212,6 +219,7 @@ export function trlLora(s: TrainSettings): Record<string, unknown> {
 /** trl.SFTConfig arguments (output_dir and the CPU switches are the script's). */
 export function trlTraining(run: HandOffRun): Record<string, unknown> {
   const s = run.settings;
+  const bestOnEval = s.loadBest && s.evalEvery > 0;
   const dtype = computeTorchDtype(s);
   return {
     max_length: s.seqLen,
@@ -239,15 +247,28 @@ export function trlTraining(run: HandOffRun): Record<string, unknown> {
     fp16: dtype === 'float16',
     eval_strategy: s.evalEvery > 0 ? 'steps' : 'no',
     ...(s.evalEvery > 0 ? { eval_steps: s.evalEvery } : {}),
-    save_strategy: s.saveEvery > 0 ? 'steps' : 'no',
-    ...(s.saveEvery > 0 ? { save_steps: s.saveEvery } : {}),
+    save_strategy: s.saveEvery > 0 || bestOnEval ? 'steps' : 'no',
+    ...(s.saveEvery > 0 || bestOnEval ? { save_steps: saveSteps(s) } : {}),
     save_total_limit: s.keepCheckpoints,
-    load_best_model_at_end: s.loadBest,
+    load_best_model_at_end: bestOnEval,
+    // Early stopping and the best adapter go by the eval loss, as in qlora-ts.
+    ...(s.earlyStopping > 0 || bestOnEval
+      ? { metric_for_best_model: 'eval_loss', greater_is_better: false }
+      : {}),
     logging_steps: 1,
     seed: s.seed,
     data_seed: s.seed,
     report_to: 'none',
   };
+}
+
+/**
+ * transformers keeps the best checkpoint only among those it saves, so with --load-best it saves at
+ * every evaluation (a multiple of eval_steps, as it requires).
+ */
+function saveSteps(s: TrainSettings): number {
+  if (!(s.loadBest && s.evalEvery > 0)) return s.saveEvery;
+  return s.saveEvery > 0 && s.saveEvery % s.evalEvery === 0 ? s.saveEvery : s.evalEvery;
 }
 
 /** A JSON-able value as a Python literal. */
