@@ -19,6 +19,7 @@
 import type { Architecture } from '../io/config.js';
 import type { TrainSettings } from '../train/settings.js';
 import { PROJECTIONS } from '../models/llama.js';
+import { familyOf } from '../models/registry.js';
 import { ADAMW_DEFAULTS } from '../train/optimizer.js';
 import type { HandOffRowKind } from './recipe-data.js';
 
@@ -41,11 +42,13 @@ export interface HandOffRun {
   readonly sourceRun: string;
 }
 
-const DECODER_LAYER: Record<Architecture, string> = {
-  llama: 'LlamaDecoderLayer',
-  mistral: 'MistralDecoderLayer',
-  qwen2: 'Qwen2DecoderLayer',
-};
+/** transformers' decoder-layer class of a family (what FSDP wraps): LlamaForCausalLM → LlamaDecoderLayer. */
+export function decoderLayerClass(architecture: Architecture): string {
+  const cls = familyOf(architecture).hf.classes[0];
+  if (!cls?.endsWith('ForCausalLM'))
+    throw new Error(`no transformers decoder-layer class known for ${architecture}`);
+  return cls.replace(/ForCausalLM$/, 'DecoderLayer');
+}
 
 /** What the other trainers cannot reproduce of this run, one sentence each. */
 export function handOffWarnings(run: HandOffRun): string[] {
@@ -177,7 +180,7 @@ export function axolotlConfig(run: HandOffRun, fsdp = false): Record<string, unk
       offload_params: false,
       state_dict_type: 'FULL_STATE_DICT',
       auto_wrap_policy: 'TRANSFORMER_BASED_WRAP',
-      transformer_layer_cls_to_wrap: DECODER_LAYER[run.architecture],
+      transformer_layer_cls_to_wrap: decoderLayerClass(run.architecture),
       reshard_after_forward: true,
       cpu_ram_efficient_loading: true,
     };
@@ -472,7 +475,7 @@ export function accelerateFsdpConfig(run: HandOffRun, processes = 2): Record<str
     downcast_bf16: 'no',
     fsdp_config: {
       fsdp_auto_wrap_policy: 'TRANSFORMER_BASED_WRAP',
-      fsdp_transformer_layer_cls_to_wrap: DECODER_LAYER[run.architecture],
+      fsdp_transformer_layer_cls_to_wrap: decoderLayerClass(run.architecture),
       fsdp_backward_prefetch: 'BACKWARD_PRE',
       fsdp_cpu_ram_efficient_loading: true,
       fsdp_forward_prefetch: false,
