@@ -222,8 +222,12 @@ export async function startMockHub(repos: readonly MockRepo[]): Promise<MockHub>
       if (!data)
         return json(res, 404, { error: 'Entry not found' }, { 'X-Error-Code': 'EntryNotFound' });
       if (isLfs(file)) {
+        // Another host, as the Hub's CDN is (`localhost` for `127.0.0.1`, both loopback): Python's
+        // huggingface_hub reads the commit and linked etag from this response and does not follow
+        // a HEAD redirect off the Hub's host.
+        const port = (server.address() as AddressInfo).port;
         res.writeHead(302, {
-          Location: `/cdn/${sha256(data)}`,
+          Location: `http://localhost:${port}/cdn/${sha256(data)}`,
           'X-Repo-Commit': repo.sha,
           'X-Linked-Etag': `"${sha256(data)}"`,
           'X-Linked-Size': String(data.length),
