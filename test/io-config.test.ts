@@ -39,6 +39,7 @@ test('TinyLlama-1.1B config.json', () => {
     eosTokenId: 2,
     eosTokenIds: [2],
     slidingWindow: null,
+    slidingLayers: null,
   });
 });
 
@@ -161,7 +162,41 @@ test('qwen2 and mistral specifics', () => {
   const mistral = configFromHf({ model_type: 'mistral', sliding_window: 4096 });
   assert.equal(mistral.numKvHeads, 8);
   assert.equal(mistral.slidingWindow, 4096);
+  assert.equal(mistral.slidingLayers, null, 'every Mistral layer slides');
   assert.equal(mistral.intermediateSize, 14336);
+});
+
+test('which layers slide: Qwen2 from max_window_layers (default 28), layer_types when given', () => {
+  const qwen2 = { model_type: 'qwen2', sliding_window: 64, use_sliding_window: true };
+  const byDefault = configFromHf({ ...qwen2, num_hidden_layers: 30 });
+  assert.equal(byDefault.slidingWindow, 64);
+  assert.deepEqual(
+    byDefault.slidingLayers,
+    Array.from({ length: 30 }, (_, i) => i >= 28),
+  );
+  const explicit = configFromHf({ ...qwen2, num_hidden_layers: 3, max_window_layers: 1 });
+  assert.deepEqual(explicit.slidingLayers, [false, true, true]);
+  const typed = configFromHf({
+    ...qwen2,
+    num_hidden_layers: 3,
+    max_window_layers: 1,
+    layer_types: ['full_attention', 'sliding_attention', 'full_attention'],
+  });
+  assert.deepEqual(typed.slidingLayers, [false, true, false]);
+  assert.equal(configFromHf({ ...qwen2, use_sliding_window: false }).slidingLayers, null);
+  for (const [json, pattern] of [
+    [
+      { ...qwen2, num_hidden_layers: 2, layer_types: ['full_attention'] },
+      /layer_types lists 1 layers, expected 2/,
+    ],
+    [
+      { ...qwen2, num_hidden_layers: 1, layer_types: ['chunked_attention'] },
+      /layer_types\[0\] is 'chunked_attention'/,
+    ],
+    [{ ...qwen2, num_hidden_layers: 2, max_window_layers: 3 }, /max_window_layers 3 exceeds/],
+  ] as const) {
+    assert.throws(() => configFromHf(json), pattern);
+  }
 });
 
 test('invalid configs fail with one clear line', () => {
@@ -201,6 +236,20 @@ test('configToHf round trips through configFromHf', () => {
     { model_type: 'qwen2', vocab_size: 1000 },
     { model_type: 'mistral', sliding_window: 4096 },
     { model_type: 'llama', rope_scaling: { type: 'linear', factor: 4 } },
+    {
+      model_type: 'qwen2',
+      num_hidden_layers: 4,
+      sliding_window: 32,
+      use_sliding_window: true,
+      max_window_layers: 2,
+    },
+    {
+      model_type: 'qwen2',
+      num_hidden_layers: 3,
+      sliding_window: 32,
+      use_sliding_window: true,
+      layer_types: ['sliding_attention', 'full_attention', 'sliding_attention'],
+    },
   ]) {
     const c = configFromHf(src);
     assert.deepEqual(configFromHf(JSON.parse(JSON.stringify(configToHf(c)))), c);

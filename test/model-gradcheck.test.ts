@@ -1,6 +1,7 @@
 // Gradients of every LoRA A and B through a whole (tiny) Llama model — 4-bit base, GQA, RoPE,
-// causal attention with packed segments, SwiGLU, chunked cross-entropy — equal central finite
-// differences of the loss, on the float64 reference backend.
+// causal attention with packed segments, SwiGLU, chunked cross-entropy; and with a sliding window on
+// one layer of two, attention and final-logit soft-capping — equal central finite differences of
+// the loss, on the float64 reference backend.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
@@ -62,9 +63,22 @@ const batch: ModelBatch = {
   segmentIds: Int32Array.from([0, 0, 0, 1, 1, 0, 0, 0, 0, 0]),
 };
 
-async function build(dropout: number, quantizeHead: boolean): Promise<LlamaModel> {
+/** Mistral/Gemma-style variants: a window shorter than the batch's rows on layer 1 only, soft-caps. */
+const windowed: BuildConfig = {
+  ...config,
+  slidingWindow: 2,
+  slidingLayers: [false, true],
+  attnLogitSoftcap: 1.1,
+  finalLogitSoftcap: 2.5,
+};
+
+async function build(
+  dropout: number,
+  quantizeHead: boolean,
+  c: BuildConfig = config,
+): Promise<LlamaModel> {
   const be = await getBackend('ref');
-  const model = await buildLlama(config, randomSource(7), {
+  const model = await buildLlama(c, randomSource(7), {
     backend: be,
     dtype: 'f64',
     quantization: { quantType: 'nf4', blocksize: 32, doubleQuant: true },
@@ -88,12 +102,19 @@ async function build(dropout: number, quantizeHead: boolean): Promise<LlamaModel
   return model;
 }
 
-for (const [dropout, quantizeHead] of [
-  [0, false],
-  [0.3, true],
+for (const [dropout, quantizeHead, c] of [
+  [0, false, config],
+  [0.3, true, config],
+  [0, false, windowed],
 ] as const) {
-  test(`LoRA gradients through a 4-bit Llama equal finite differences (f64, dropout ${dropout}, ${quantizeHead ? '4-bit' : 'f64'} lm_head and embedding)`, async () => {
-    const model = await build(dropout, quantizeHead);
+  const variant =
+    c === windowed ? ', sliding window on layer 1, soft-capped attention and logits' : '';
+  test(`LoRA gradients through a 4-bit Llama equal finite differences (f64, dropout ${dropout}, ${quantizeHead ? '4-bit' : 'f64'} lm_head and embedding${variant})`, async () => {
+    const model = await build(dropout, quantizeHead, c);
+    assert.deepEqual(
+      [model.layerWindow(0), model.layerWindow(1)],
+      c === windowed ? [null, 2] : [null, null],
+    );
     assert.equal(model.lmHead instanceof Linear4bit, quantizeHead);
     const be = model.backend;
     const arena = be.createArena(1 << 16, 'step');

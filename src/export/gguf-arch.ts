@@ -14,7 +14,7 @@ export function ggufConfigWarnings(c: LlamaConfig): string[] {
   const w: string[] = [];
   if (c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings) {
     w.push(
-      `sliding-window attention (${c.slidingWindow}) is not represented in GGUF "llama"; llama.cpp attends to the full context`,
+      `sliding-window attention (${c.slidingWindow}) is not represented in GGUF "${ggufArchitecture(c)}"; llama.cpp attends to the full context`,
     );
   }
   return w;

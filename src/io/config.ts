@@ -56,14 +56,24 @@ export interface LlamaConfig {
   /** First end-of-sequence id (configs may list several). */
   readonly eosTokenId: number | null;
   readonly eosTokenIds: readonly number[];
-  /** Sliding-window attention span, or null for full attention. */
+  /**
+   * Sliding-window attention span (Mistral; Qwen2 with use_sliding_window), or null for full
+   * attention. A query sees its own key and the window - 1 before it (docs/attention.md § 2).
+   */
   readonly slidingWindow: number | null;
+  /**
+   * Which layers use the window (one entry per layer: Qwen2's layers from max_window_layers on, or
+   * HF `layer_types`), or null when every layer does. Only meaningful with a slidingWindow.
+   */
+  readonly slidingLayers: readonly boolean[] | null;
 }
 
 /** The same type under the name that says what it is now: every family's config. */
 export type ModelConfig = LlamaConfig;
 
 const positiveInt = z.number().int().positive();
+/** Bound on config.json's layer_types before num_hidden_layers is checked (MAX_CONFIG_SIZES.numLayers). */
+const MAX_LAYER_TYPES = 1024;
 const tokenIds = z
   .union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())])
   .nullish();
@@ -101,6 +111,8 @@ const hfConfigSchema = z.object({
   eos_token_id: tokenIds,
   sliding_window: positiveInt.nullish(),
   use_sliding_window: z.boolean().optional(),
+  max_window_layers: z.number().int().nonnegative().optional(),
+  layer_types: z.array(z.string()).max(MAX_LAYER_TYPES).optional(),
 });
 
 function idList(v: number | number[] | null | undefined, fallback: number | null): number[] {
@@ -199,6 +211,8 @@ function validate(
       `num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`,
     );
   if (c.headDim % 2 !== 0) fail(`head_dim ${c.headDim} is odd (RoPE rotates pairs)`);
+  if (c.slidingLayers !== null && c.slidingLayers.length !== c.numLayers)
+    fail(`layer_types lists ${c.slidingLayers.length} layers, expected ${c.numLayers}`);
   for (const id of [c.bosTokenId, ...c.eosTokenIds]) {
     if (id !== null && id >= c.vocabSize)
       fail(`special token id ${id} is outside the vocabulary (${c.vocabSize})`);
@@ -239,13 +253,17 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
   const rope = h.rope_parameters ?? h.rope_scaling;
   const eosTokenIds = idList(h.eos_token_id, d.eosTokenId);
   const bos = idList(h.bos_token_id, d.bosTokenId);
+  const numLayers = h.num_hidden_layers ?? d.numLayers;
+  // Biases and the sliding window are the family's rules (e.g. Qwen2 always has q/k/v biases
+  // and slides only when use_sliding_window is set; Mistral whenever sliding_window is).
+  const flags = f.hf.flags(h);
   return validate(
     {
       architecture: f.name,
       vocabSize: h.vocab_size ?? d.vocabSize,
       hiddenSize,
       intermediateSize: h.intermediate_size ?? d.intermediateSize,
-      numLayers: h.num_hidden_layers ?? d.numLayers,
+      numLayers,
       numHeads,
       numKvHeads: h.num_key_value_heads ?? d.numKvHeads ?? numHeads,
       headDim: headDim ?? hiddenSize / numHeads,
@@ -254,15 +272,44 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
       ropeScaling: parseRopeScaling(rope, fail),
       maxPositionEmbeddings: h.max_position_embeddings ?? d.maxPositionEmbeddings,
       tieWordEmbeddings: h.tie_word_embeddings ?? d.tieWordEmbeddings,
-      // Biases and the sliding window are the family's rules (e.g. Qwen2 always has q/k/v biases
-      // and slides only when use_sliding_window is set; Mistral whenever sliding_window is).
-      ...f.hf.flags(h),
+      ...flags,
       bosTokenId: bos[0] ?? null,
       eosTokenId: eosTokenIds[0] ?? null,
       eosTokenIds,
+      slidingLayers:
+        flags.slidingWindow === null
+          ? null
+          : (flags.slidingLayers ?? hfSlidingLayers(h, f.name, numLayers, fail)),
     },
     fail,
   );
+}
+
+/** transformers' Qwen2Config default for max_window_layers. */
+const QWEN2_MAX_WINDOW_LAYERS = 28;
+
+/**
+ * Which layers of a sliding-window config slide, as transformers decides: `layer_types` when
+ * config.json lists it; else Qwen2's layers i ≥ max_window_layers (default 28); else every layer
+ * (Mistral), returned as null.
+ */
+function hfSlidingLayers(
+  h: z.infer<typeof hfConfigSchema>,
+  a: Architecture,
+  numLayers: number,
+  fail: (m: string) => never,
+): boolean[] | null {
+  if (h.layer_types !== undefined) {
+    return h.layer_types.map((t, i) => {
+      if (t !== 'sliding_attention' && t !== 'full_attention')
+        fail(`layer_types[${i}] is '${t}' (supported: sliding_attention, full_attention)`);
+      return t === 'sliding_attention';
+    });
+  }
+  if (a !== 'qwen2') return null;
+  const first = h.max_window_layers ?? QWEN2_MAX_WINDOW_LAYERS;
+  if (first > numLayers) fail(`max_window_layers ${first} exceeds num_hidden_layers ${numLayers}`);
+  return Array.from({ length: numLayers }, (_, i) => i >= first);
 }
 
 /** Reads and parses a config.json file. */
@@ -369,6 +416,7 @@ export function configFromGguf(
       bosTokenId: intOrNull('tokenizer.ggml.bos_token_id'),
       eosTokenId: eos,
       eosTokenIds: eos === null ? [] : [eos],
+      slidingLayers: null,
     },
     fail,
     {
@@ -408,6 +456,7 @@ export function configFromLlama2c(h: Llama2cHeader, label = 'llama2.c checkpoint
       eosTokenId: 2,
       eosTokenIds: [2],
       slidingWindow: null,
+      slidingLayers: null,
     },
     (m) => {
       throw new FileFormatError(label, m);
@@ -460,5 +509,14 @@ export function configToHf(c: LlamaConfig): Record<string, unknown> {
     eos_token_id: c.eosTokenIds.length > 1 ? [...c.eosTokenIds] : c.eosTokenId,
     ...family.hf.toHf(c),
   };
+  if (c.architecture === 'qwen2' && c.slidingWindow !== null) {
+    // Qwen2Config's rule (layers from max_window_layers on) when the layers fit it; layer_types
+    // always, which transformers prefers when present.
+    const sliding = c.slidingLayers ?? new Array<boolean>(c.numLayers).fill(true);
+    const first = sliding.indexOf(true);
+    out.max_window_layers = first < 0 ? c.numLayers : first;
+  }
+  if (c.slidingWindow !== null && c.slidingLayers !== null)
+    out.layer_types = c.slidingLayers.map((s) => (s ? 'sliding_attention' : 'full_attention'));
   return out;
 }

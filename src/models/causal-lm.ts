@@ -24,8 +24,21 @@ export interface ModelDims {
   readonly numKvHeads: number;
   readonly headDim: number;
   readonly rmsNormEps: number;
-  /** Sliding-window attention span, or null/absent for full attention. */
+  /**
+   * Sliding-window span of the layers that slide (a query sees its own key and the window - 1
+   * before it: docs/attention.md § 2), or null/absent for global attention everywhere.
+   */
   readonly slidingWindow?: number | null;
+  /**
+   * Which layers slide (true) and which attend globally (false), one entry per layer (Qwen2's
+   * max_window_layers, HF layer_types, Gemma's alternating local/global layers); null or absent:
+   * every layer slides when slidingWindow is set. See LlamaModel.layerWindow.
+   */
+  readonly slidingLayers?: readonly boolean[] | null;
+  /** Attention logit soft-cap (Gemma 2 attn_logit_softcapping), or null/absent. */
+  readonly attnLogitSoftcap?: number | null;
+  /** Final logit soft-cap (Gemma 2 final_logit_softcapping), or null/absent. */
+  readonly finalLogitSoftcap?: number | null;
 }
 
 /** A training/eval batch as the model consumes it (see src/data for how batches are built). */

@@ -112,6 +112,11 @@ export interface FamilyFlags {
   readonly mlpBias: boolean;
   /** Sliding-window attention span, or null for full attention. */
   readonly slidingWindow: number | null;
+  /**
+   * Which layers slide, when the family decides it (Gemma's local/global pattern); absent: from
+   * config.json's layer_types or Qwen2's max_window_layers (io/config.ts), else every layer.
+   */
+  readonly slidingLayers?: readonly boolean[] | null;
 }
 
 /** config.json fields a family's flags read (validated by io/config.ts's schema). */

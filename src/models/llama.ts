@@ -135,6 +135,30 @@ export class LlamaModel implements CausalLM {
     readonly lora: LoraConfig | null = null,
   ) {}
 
+  /**
+   * The sliding window of layer `index` (what its attention passes as options.window), or null for
+   * a global layer: the per-layer hook families with local and global layers build on.
+   */
+  layerWindow(index: number): number | null {
+    const w = this.dims.slidingWindow ?? null;
+    if (w === null) return null;
+    const sliding = this.dims.slidingLayers;
+    return !sliding || sliding[index] === true ? w : null;
+  }
+
+  /** The attention options of layer `index` (scale, window, soft-cap) without segment ids. */
+  private attentionOptions(index: number): {
+    scale: number;
+    window: number | null;
+    softcap: number | null;
+  } {
+    return {
+      scale: 1 / Math.sqrt(this.dims.headDim),
+      window: this.layerWindow(index),
+      softcap: this.dims.attnLogitSoftcap ?? null,
+    };
+  }
+
   get tiedEmbeddings(): boolean {
     return (
       (this.lmHead instanceof DenseLinear || this.lmHead instanceof Linear4bit) &&
@@ -269,12 +293,18 @@ export class LlamaModel implements CausalLM {
     be.rope(k4, positions, this.rope.cos, this.rope.sin, this.rope.layout, false, k4);
     tape.attn = arena.alloc([n, qDim], this.dtype);
     tape.lse = arena.alloc([batch, d.numHeads, seq], this.dtype);
-    const scale = 1 / Math.sqrt(d.headDim);
+    const attention = this.attentionOptions(index);
     if (cache) {
+      // Cached keys sit at their absolute positions, so the window applies to them unchanged.
       const { k, v } = cache.append(index, tape.k, tape.v);
-      be.attention(q4, k, v, tape.attn.view([batch, seq, d.numHeads, d.headDim]), tape.lse, {
-        scale,
-      });
+      be.attention(
+        q4,
+        k,
+        v,
+        tape.attn.view([batch, seq, d.numHeads, d.headDim]),
+        tape.lse,
+        attention,
+      );
     } else {
       be.attention(
         q4,
@@ -282,7 +312,7 @@ export class LlamaModel implements CausalLM {
         tape.v.view([batch, seq, d.numKvHeads, d.headDim]),
         tape.attn.view([batch, seq, d.numHeads, d.headDim]),
         tape.lse,
-        { scale, segmentIds },
+        { ...attention, segmentIds },
       );
     }
     tape.x1 = arena.alloc([n, d.hiddenSize], this.dtype);
@@ -356,7 +386,7 @@ export class LlamaModel implements CausalLM {
       q4(dq),
       kv4(dk),
       kv4(dv),
-      { scale: 1 / Math.sqrt(d.headDim), segmentIds },
+      { ...this.attentionOptions(index), segmentIds },
     );
     be.rope(q4(dq), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, q4(dq));
     be.rope(kv4(dk), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, kv4(dk));
@@ -421,16 +451,6 @@ export class LlamaModel implements CausalLM {
     }
     this.ensureRope(batch.positions);
     return { ids, positions, segments, labels };
-  }
-
-  /** Full attention equals sliding-window attention only up to the window: refuse longer spans. */
-  private checkWindow(length: number): void {
-    const w = this.dims.slidingWindow;
-    if (w && length > w) {
-      throw new Error(
-        `sequence of ${length} tokens exceeds this model's sliding attention window (${w}); sliding-window attention is not implemented`,
-      );
-    }
   }
 
   /** Grows the rotary tables when a position exceeds them. */
@@ -504,7 +524,6 @@ export class LlamaModel implements CausalLM {
       mark = now;
       return ms;
     };
-    this.checkWindow(batch.seqLen);
     const { ids, positions, segments, labels } = this.batchTensors(batch, arena);
     let tokens = 0;
     const labelIds = batch.labels;
@@ -556,6 +575,7 @@ export class LlamaModel implements CausalLM {
         losses.rows(r0, r1),
         backward ? logits : null,
         gradScale,
+        { softcap: d.finalLogitSoftcap ?? null },
       );
       if (dhf) this.lmHead.inputGrad(logits, dhf.rows(r0, r1), false);
     }
@@ -622,7 +642,6 @@ export class LlamaModel implements CausalLM {
     const d = this.dims;
     const n = tokens.length;
     if (n === 0) throw new Error('forwardCached: no tokens');
-    this.checkWindow(cache.length + n);
     if (cache.length + n > cache.capacity) {
       throw new Error(
         `context full: ${cache.length} + ${n} tokens exceed the cache capacity ${cache.capacity}`,
@@ -657,6 +676,8 @@ export class LlamaModel implements CausalLM {
     be.rmsnorm(last, this.finalNorm, d.rmsNormEps, h, rstd);
     const logits = arena.alloc([keep, d.vocabSize], this.dtype);
     this.lmHead.forward(h, logits);
+    const cap = d.finalLogitSoftcap ?? null;
+    if (cap !== null) be.softcap(logits, cap, logits);
     return logits;
   }
 
