@@ -19,7 +19,7 @@ import { isBnb4bit, type RawTensorReader, readBnb4bit } from './bnb4bit.js';
 import { dequantize4bit, type Quantized4bit } from '../quant/quantize4bit.js';
 import { configFromGguf, configFromLlama2c, loadHfConfig, type LlamaConfig } from './config.js';
 import { ggufNameIn } from '../models/family.js';
-import { familyOf, interleavedHeadsFor, tensorShapes } from '../models/registry.js';
+import { familyOf, interleavedHeadsFor, tensorShapes, tensorTable } from '../models/registry.js';
 
 export type CheckpointSource = 'hf' | 'gguf' | 'llama2c';
 
@@ -128,6 +128,8 @@ interface Mapping {
   unpermuteHeads: number;
   /** Stored as a bitsandbytes 4-bit weight (HF folders only). */
   bnb?: boolean;
+  /** Added to every value (a Gemma GGUF stores norm weights as w + 1: -1 gives HF's w). */
+  shift?: number;
 }
 
 /** Shared implementation: canonical names → stored names, shape checks, Q/K re-layout. */
@@ -186,6 +188,7 @@ class MappedCheckpoint implements Checkpoint {
     }
     if (m.unpermuteHeads > 0)
       data = unpermuteInterleavedRows(data, m.unpermuteHeads, shape.length === 2 ? shape[1]! : 1);
+    if (m.shift) for (let i = 0; i < data.length; i++) data[i] = data[i]! + m.shift;
     return data;
   }
 
@@ -413,6 +416,13 @@ function openGguf(p: string): Checkpoint {
     );
     const shapes = canonicalShapes(config);
     const mapping = new Map<string, Mapping>();
+    // convert_hf_to_gguf.py stores a (1 + w) RMSNorm's weight as w + 1 (Gemma).
+    const normShift = familyOf(config).norm === 'rms1p';
+    const normNames = new Set(
+      tensorTable(config)
+        .filter((e) => e.role.kind === 'norm' || e.role.kind === 'finalNorm')
+        .map((e) => e.hf),
+    );
     for (const [name, shape] of shapes) {
       const stored = ggufNameFor(name, config);
       const t = names.get(stored) ?? fail(`no tensor '${stored}' (needed for '${name}')`);
@@ -422,7 +432,11 @@ function openGguf(p: string): Checkpoint {
         );
       }
       // llama.cpp permutes Q/K for NORM-rope architectures (llama, mistral), not NEOX ones (qwen2/3).
-      mapping.set(name, { stored, unpermuteHeads: interleavedHeadsFor(config, name) });
+      mapping.set(name, {
+        stored,
+        unpermuteHeads: interleavedHeadsFor(config, name),
+        shift: normShift && normNames.has(name) ? -1 : 0,
+      });
     }
     return new MappedCheckpoint(
       config,

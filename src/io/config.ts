@@ -66,6 +66,14 @@ export interface LlamaConfig {
    * HF `layer_types`), or null when every layer does. Only meaningful with a slidingWindow.
    */
   readonly slidingLayers: readonly boolean[] | null;
+  /** Attention logit soft-cap (Gemma 2 attn_logit_softcapping), or null/absent. */
+  readonly attnLogitSoftcap?: number | null;
+  /** Final logit soft-cap (Gemma 2 final_logit_softcapping), or null/absent. */
+  readonly finalLogitSoftcap?: number | null;
+  /** Queries scaled by queryPreAttnScalar^-1/2 instead of head_dim^-1/2 (Gemma), or null/absent. */
+  readonly queryPreAttnScalar?: number | null;
+  /** Rope base of the sliding layers, unscaled (Gemma 3's rope_local_base_freq), or null/absent. */
+  readonly ropeLocalTheta?: number | null;
 }
 
 /** The same type under the name that says what it is now: every family's config. */
@@ -88,6 +96,13 @@ const ropeParams = z.object({
   original_max_position_embeddings: positiveInt.optional(),
 });
 
+/** transformers v5 writes Gemma 3's rope per layer type. */
+const ropeParameters = ropeParams.extend({
+  sliding_attention: ropeParams.optional(),
+  full_attention: ropeParams.optional(),
+});
+const positiveNumber = z.number().positive();
+
 const hfConfigSchema = z.object({
   model_type: z.string().optional(),
   architectures: z.array(z.string()).nullish(),
@@ -103,7 +118,7 @@ const hfConfigSchema = z.object({
   rms_norm_eps: z.number().positive().optional(),
   rope_theta: z.number().positive().optional(),
   rope_scaling: ropeParams.nullish(),
-  rope_parameters: ropeParams.nullish(),
+  rope_parameters: ropeParameters.nullish(),
   tie_word_embeddings: z.boolean().optional(),
   attention_bias: z.boolean().optional(),
   mlp_bias: z.boolean().optional(),
@@ -113,7 +128,16 @@ const hfConfigSchema = z.object({
   use_sliding_window: z.boolean().optional(),
   max_window_layers: z.number().int().nonnegative().optional(),
   layer_types: z.array(z.string()).max(MAX_LAYER_TYPES).optional(),
+  hidden_activation: z.string().optional(),
+  query_pre_attn_scalar: positiveNumber.nullish(),
+  attn_logit_softcapping: positiveNumber.nullish(),
+  final_logit_softcapping: positiveNumber.nullish(),
+  sliding_window_pattern: positiveInt.optional(),
+  rope_local_base_freq: positiveNumber.optional(),
 });
+
+/** The activation each family's MLP computes, as config.json names it. */
+const HF_ACTIVATIONS = { silu: ['silu'], gelu_tanh: ['gelu_pytorch_tanh'] } as const;
 
 function idList(v: number | number[] | null | undefined, fallback: number | null): number[] {
   if (v === undefined) return fallback === null ? [] : [fallback];
@@ -212,6 +236,16 @@ function validate(
     );
   if (c.headDim % 2 !== 0) fail(`head_dim ${c.headDim} is odd (RoPE rotates pairs)`);
   if (c.slidingLayers !== null && c.slidingLayers.length !== c.numLayers)
+    fail(`layer_types lists ${c.slidingLayers.length} layers, the model has ${c.numLayers}`);
+  for (const [name, v] of [
+    ['attn_logit_softcapping', c.attnLogitSoftcap],
+    ['final_logit_softcapping', c.finalLogitSoftcap],
+    ['query_pre_attn_scalar', c.queryPreAttnScalar],
+    ['rope_local_base_freq', c.ropeLocalTheta],
+  ] as const) {
+    if (v != null && !(Number.isFinite(v) && v > 0)) fail(`${name} ${v} must be a positive number`);
+  }
+  if (c.slidingLayers !== null && c.slidingLayers.length !== c.numLayers)
     fail(`layer_types lists ${c.slidingLayers.length} layers, expected ${c.numLayers}`);
   for (const id of [c.bosTokenId, ...c.eosTokenIds]) {
     if (id !== null && id >= c.vocabSize)
@@ -242,15 +276,22 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
     );
   }
   const f = family!;
-  if (h.hidden_act !== undefined && h.hidden_act !== 'silu')
-    fail(`hidden_act '${h.hidden_act}' is not supported by ${f.name} here (only silu)`);
+  // Gemma names it hidden_activation (hidden_act is a legacy alias there).
+  const act = h.hidden_activation ?? h.hidden_act;
+  const acts: readonly string[] = HF_ACTIVATIONS[f.activation];
+  if (act !== undefined && !acts.includes(act))
+    fail(
+      `${h.hidden_activation !== undefined ? 'hidden_activation' : 'hidden_act'} '${act}' is not supported by ${f.name} here (only ${acts.join(', ')})`,
+    );
   const d = f.hf.defaults;
   const hiddenSize = h.hidden_size ?? d.hiddenSize;
   const numHeads = h.num_attention_heads ?? d.numHeads;
   const headDim = h.head_dim ?? d.headDim;
   if (headDim == null && hiddenSize % numHeads !== 0)
     fail(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
-  const rope = h.rope_parameters ?? h.rope_scaling;
+  // v5 per-layer-type rope (Gemma 3): the global layers' entry is the model's rope.
+  const ropeMain = h.rope_parameters?.full_attention ?? h.rope_parameters;
+  const rope = ropeMain ?? h.rope_scaling;
   const eosTokenIds = idList(h.eos_token_id, d.eosTokenId);
   const bos = idList(h.bos_token_id, d.bosTokenId);
   const numLayers = h.num_hidden_layers ?? d.numLayers;
@@ -268,7 +309,7 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
       numKvHeads: h.num_key_value_heads ?? d.numKvHeads ?? numHeads,
       headDim: headDim ?? hiddenSize / numHeads,
       rmsNormEps: h.rms_norm_eps ?? d.rmsNormEps,
-      ropeTheta: h.rope_parameters?.rope_theta ?? h.rope_theta ?? d.ropeTheta,
+      ropeTheta: ropeMain?.rope_theta ?? h.rope_theta ?? d.ropeTheta,
       ropeScaling: parseRopeScaling(rope, fail),
       maxPositionEmbeddings: h.max_position_embeddings ?? d.maxPositionEmbeddings,
       tieWordEmbeddings: h.tie_word_embeddings ?? d.tieWordEmbeddings,
@@ -382,6 +423,7 @@ export function configFromGguf(
   };
   const eos = intOrNull('tokenizer.ggml.eos_token_id');
   const numLayers = m.number(k('block_count'));
+  const ggufFlags = family!.gguf.flags({ optionalNumber: (key) => m.optionalNumber(k(key)) });
   const intermediateSize = m.number(k('feed_forward_length'));
   const maxPositionEmbeddings = m.number(k('context_length'));
   const sizes = {
@@ -412,11 +454,11 @@ export function configFromGguf(
       ropeScaling,
       maxPositionEmbeddings,
       tieWordEmbeddings: extra.tieWordEmbeddings,
-      ...family!.gguf.flags({ optionalNumber: (key) => m.optionalNumber(k(key)) }),
+      ...ggufFlags,
       bosTokenId: intOrNull('tokenizer.ggml.bos_token_id'),
       eosTokenId: eos,
       eosTokenIds: eos === null ? [] : [eos],
-      slidingLayers: null,
+      slidingLayers: ggufFlags.slidingWindow === null ? null : (ggufFlags.slidingLayers ?? null),
     },
     fail,
     {

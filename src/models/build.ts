@@ -32,6 +32,8 @@ export interface BuildConfig extends LlamaDims {
   readonly attentionOutputBias?: boolean;
   /** gate/up/down carry biases. */
   readonly mlpBias?: boolean;
+  /** Rope base of the sliding layers (Gemma 3), unscaled; null/absent: ropeTheta everywhere. */
+  readonly ropeLocalTheta?: number | null;
 }
 
 /** Whether projection `name` has a bias under config `c` (the family's table says). */
@@ -150,6 +152,20 @@ export async function buildLlama(
     present(name);
     return be.zeros(shape, dtype);
   };
+  // A (1 + w) RMSNorm (Gemma) keeps 1 + w, the factor rmsnorm multiplies by: transformers adds the
+  // 1 in float32 at every call, which gives these same values (norm weights are never trained).
+  const family = familyOf(c);
+  const uploadNorm = async (name: string, size: number): Promise<Tensor> => {
+    if (family.norm !== 'rms1p' || shapesOnly) return upload(name, [size]);
+    const w = await need(name, [size]);
+    const onePlus = new Float32Array(size);
+    for (let i = 0; i < size; i++) onePlus[i] = 1 + w[i]!;
+    return be.fromArray(
+      dtype === 'f64' ? Float64Array.from(w, (v) => 1 + v) : onePlus,
+      [size],
+      dtype,
+    );
+  };
 
   // A backend with a faster host quantizer (cpu: the native one) quantizes with it; same bits.
   const quantizeRaw = quantizerFor(be);
@@ -199,12 +215,11 @@ export async function buildLlama(
       : await upload('model.embed_tokens.weight', embedShape);
   const layers: LlamaLayer[] = [];
   const projShapes = projectionShapes(c);
-  const family = familyOf(c);
   for (let i = 0; i < c.numLayers; i++) {
     const p = `model.layers.${i}`;
     // The family's layer norms (input and post-attention; q/k per head for Qwen3), by role.
     const norms: Partial<Record<LayerNormName, Tensor>> = {};
-    for (const n of family.layerNorms) norms[n.name] = await upload(`${p}.${n.hf}`, [n.size(c)]);
+    for (const n of family.layerNorms) norms[n.name] = await uploadNorm(`${p}.${n.hf}`, n.size(c));
     const proj = {} as Record<ProjectionName, Projection>;
     for (const slot of family.projections) {
       const name = slot.name;
@@ -242,10 +257,12 @@ export async function buildLlama(
       ffnNorm: norms.ffnNorm!,
       qNorm: norms.qNorm,
       kNorm: norms.kNorm,
+      postAttnNorm: norms.postAttnNorm,
+      postFfnNorm: norms.postFfnNorm,
       proj,
     });
   }
-  const finalNorm = await upload('model.norm.weight', [c.hiddenSize]);
+  const finalNorm = await uploadNorm('model.norm.weight', c.hiddenSize);
   const tied = c.tieWordEmbeddings || !source.has('lm_head.weight');
   let lmHead: FrozenLinear;
   if (tied)
@@ -258,19 +275,19 @@ export async function buildLlama(
     options.maxPositions ?? 2048,
     Math.max(c.maxPositionEmbeddings, 1),
   );
-  const makeRope = (positions: number) => {
-    const t = ropeTables(
-      c.headDim,
-      positions,
-      c.ropeTheta,
-      c.ropeScaling,
-      dtype === 'f64' ? 'f64' : 'f32',
-    );
+  const makeTables = (positions: number, theta: number, scaling: RopeScaling | null) => {
+    const t = ropeTables(c.headDim, positions, theta, scaling, dtype === 'f64' ? 'f64' : 'f32');
     return {
       cos: be.fromArray(t.cos, [positions, c.headDim / 2], dtype),
       sin: be.fromArray(t.sin, [positions, c.headDim / 2], dtype),
     };
   };
+  // Sliding layers with a rope base of their own (Gemma 3) use a second, unscaled table.
+  const localTheta = c.ropeLocalTheta ?? null;
+  const makeRope = (positions: number) => ({
+    ...makeTables(positions, c.ropeTheta, c.ropeScaling),
+    local: localTheta === null ? null : makeTables(positions, localTheta, null),
+  });
   const first = makeRope(initialPositions);
   const rope: RopeState = { ...first, layout: 'half', maxPositions: initialPositions };
   const model = new LlamaModel(
@@ -289,8 +306,11 @@ export async function buildLlama(
     const next = makeRope(grown);
     rope.cos.dispose();
     rope.sin.dispose();
+    rope.local?.cos.dispose();
+    rope.local?.sin.dispose();
     rope.cos = next.cos;
     rope.sin = next.sin;
+    rope.local = next.local;
     rope.maxPositions = grown;
   };
   return model;

@@ -39,6 +39,8 @@ export interface ModelDims {
   readonly attnLogitSoftcap?: number | null;
   /** Final logit soft-cap (Gemma 2 final_logit_softcapping), or null/absent. */
   readonly finalLogitSoftcap?: number | null;
+  /** Queries scaled by queryPreAttnScalar^-1/2 instead of head_dim^-1/2 (Gemma), or null/absent. */
+  readonly queryPreAttnScalar?: number | null;
 }
 
 /** A training/eval batch as the model consumes it (see src/data for how batches are built). */

@@ -25,9 +25,11 @@ export type ProjectionName = (typeof PROJECTIONS)[number];
 
 /**
  * The per-layer norm weights a family may hold: before attention and before the MLP (every
- * family), and per-head RMSNorm of q and k over head_dim (Qwen3, Gemma 3).
+ * family), per-head RMSNorm of q and k over head_dim (Qwen3, Gemma 3), and after attention and
+ * after the MLP, on the branch before the residual add (Gemma 2 and 3).
  */
-export type LayerNormName = 'attnNorm' | 'ffnNorm' | 'qNorm' | 'kNorm';
+export type LayerNormName =
+  'attnNorm' | 'ffnNorm' | 'qNorm' | 'kNorm' | 'postAttnNorm' | 'postFfnNorm';
 
 /** The sizes and per-config switches the tables read (a normalized config satisfies it). */
 export interface FamilyDims {
@@ -117,6 +119,22 @@ export interface FamilyFlags {
    * config.json's layer_types or Qwen2's max_window_layers (io/config.ts), else every layer.
    */
   readonly slidingLayers?: readonly boolean[] | null;
+  /** Attention logit soft-cap (Gemma 2), or null/absent. */
+  readonly attnLogitSoftcap?: number | null;
+  /** Final logit soft-cap (Gemma 2), or null/absent. */
+  readonly finalLogitSoftcap?: number | null;
+  /** Queries are scaled by queryPreAttnScalar^-1/2 rather than head_dim^-1/2 (Gemma), or absent. */
+  readonly queryPreAttnScalar?: number | null;
+  /**
+   * Rope base of the sliding layers when they have their own (Gemma 3's rope_local_base_freq;
+   * their rope is then unscaled), or null/absent: every layer uses ropeTheta and ropeScaling.
+   */
+  readonly ropeLocalTheta?: number | null;
+}
+
+/** Rope settings of one layer type in transformers v5's per-type `rope_parameters`. */
+export interface HfRopeFields {
+  readonly rope_theta?: number;
 }
 
 /** config.json fields a family's flags read (validated by io/config.ts's schema). */
@@ -125,6 +143,18 @@ export interface HfFlagFields {
   readonly mlp_bias?: boolean;
   readonly sliding_window?: number | null;
   readonly use_sliding_window?: boolean;
+  readonly num_hidden_layers?: number;
+  readonly head_dim?: number | null;
+  readonly layer_types?: readonly string[];
+  readonly sliding_window_pattern?: number;
+  readonly query_pre_attn_scalar?: number | null;
+  readonly attn_logit_softcapping?: number | null;
+  readonly final_logit_softcapping?: number | null;
+  readonly rope_local_base_freq?: number;
+  readonly rope_parameters?: {
+    readonly sliding_attention?: HfRopeFields;
+    readonly full_attention?: HfRopeFields;
+  } | null;
 }
 
 /** A view of GGUF metadata for a family's flags (keys without the `<arch>.` prefix). */
@@ -159,10 +189,18 @@ export interface ModelFamily {
     readonly rope: 'norm' | 'neox';
     readonly flags: (m: GgufFlagView) => FamilyFlags;
   };
-  /** RMSNorm y = x/rms(x)·w (Gemma's (1 + w) flavour would be another value). */
-  readonly norm: 'rms';
-  /** MLP activation: SwiGLU (silu(gate)·up). */
-  readonly activation: 'silu';
+  /**
+   * RMSNorm flavour: 'rms' y = x/rms(x)·w; 'rms1p' y = x/rms(x)·(1 + w) (Gemma: checkpoints store
+   * w, llama.cpp's GGUF files store w + 1; the model keeps 1 + w, models/build.ts).
+   */
+  readonly norm: 'rms' | 'rms1p';
+  /** MLP activation: SwiGLU (silu(gate)·up) or GeGLU with tanh GELU (gelu_tanh(gate)·up, Gemma). */
+  readonly activation: 'silu' | 'gelu_tanh';
+  /**
+   * The embedding output is multiplied by sqrt(hidden_size), rounded to the model dtype as
+   * transformers does (Gemma's normalizer); absent: unscaled.
+   */
+  readonly embeddingScale?: 'sqrt-hidden';
   readonly attention: {
     /** Per-head RMSNorm of q and k over head_dim before RoPE (layer norms qNorm and kNorm). */
     readonly qkNorm: boolean;

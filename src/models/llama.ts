@@ -10,6 +10,7 @@ import type { Param } from '../nn/param.js';
 import { PROJECTIONS, type ProjectionName } from './family.js';
 import type { CausalLM, LossResult, ModelBatch, ModelDims, StepOptions } from './causal-lm.js';
 import { KvCache } from './kv-cache.js';
+import { familyOf } from './registry.js';
 
 /**
  * The shape facts the forward pass needs (a subset of the normalized config). Mistral-style
@@ -37,6 +38,12 @@ export interface LlamaLayer {
   /** Per-head RMSNorm weights [head_dim] of q and k (families with attention.qkNorm), else absent. */
   readonly qNorm?: Tensor;
   readonly kNorm?: Tensor;
+  /**
+   * RMSNorm weights [d] of the attention output and the MLP output before each residual add
+   * (Gemma 2/3), else absent.
+   */
+  readonly postAttnNorm?: Tensor;
+  readonly postFfnNorm?: Tensor;
   readonly proj: Record<ProjectionName, Projection>;
 }
 
@@ -82,6 +89,11 @@ export interface RopeState {
   readonly layout: RopeLayout;
   /** Rows in the tables; they are rebuilt larger when a longer sequence arrives. */
   maxPositions: number;
+  /**
+   * The sliding layers' own tables (Gemma 3's rope_local_base_freq, unscaled), same size, or
+   * null/absent: every layer rotates with cos/sin.
+   */
+  local?: { cos: Tensor; sin: Tensor } | null;
 }
 
 /** Everything one layer's forward keeps for its backward. */
@@ -100,11 +112,17 @@ export interface LayerTape {
   attn: Tensor;
   lse: Tensor;
   x1: Tensor;
+  /** o_proj's output and the statistics of its post-norm (layers with postAttnNorm). */
+  o?: Tensor;
+  rstdPostAttn?: Tensor;
   b: Tensor;
   rstd2: Tensor;
   g: Tensor;
   u: Tensor;
   m: Tensor;
+  /** down_proj's output and the statistics of its post-norm (layers with postFfnNorm). */
+  down?: Tensor;
+  rstdPostFfn?: Tensor;
   lora: Partial<Record<ProjectionName, LoraSaved>>;
 }
 
@@ -133,7 +151,25 @@ export class LlamaModel implements CausalLM {
      * what the trainer fingerprints and saves with the adapter, so it is never passed twice.
      */
     readonly lora: LoraConfig | null = null,
-  ) {}
+  ) {
+    const family = familyOf(dims);
+    this.geglu = family.activation === 'gelu_tanh';
+    // transformers rounds sqrt(hidden_size) to the model dtype before multiplying (Gemma).
+    const scale = Math.sqrt(dims.hiddenSize);
+    this.embeddingScale =
+      family.embeddingScale === 'sqrt-hidden' ? (dtype === 'f64' ? scale : Math.fround(scale)) : 1;
+  }
+
+  /** The MLP is GeGLU with tanh GELU (Gemma) rather than SwiGLU. */
+  private readonly geglu: boolean;
+  /** What the embedding output is multiplied by (Gemma: sqrt(hidden)), else 1. */
+  readonly embeddingScale: number;
+
+  /** The rotary tables of layer `index`: the sliding layers' own when the model has them. */
+  private ropeOf(index: number): { cos: Tensor; sin: Tensor } {
+    const local = this.rope.local ?? null;
+    return local && this.layerWindow(index) !== null ? local : this.rope;
+  }
 
   /**
    * The sliding window of layer `index` (what its attention passes as options.window), or null for
@@ -153,7 +189,8 @@ export class LlamaModel implements CausalLM {
     softcap: number | null;
   } {
     return {
-      scale: 1 / Math.sqrt(this.dims.headDim),
+      // Gemma scales queries by query_pre_attn_scalar^-1/2.
+      scale: 1 / Math.sqrt(this.dims.queryPreAttnScalar ?? this.dims.headDim),
       window: this.layerWindow(index),
       softcap: this.dims.attnLogitSoftcap ?? null,
     };
@@ -233,6 +270,7 @@ export class LlamaModel implements CausalLM {
     const table = this.embedding;
     if (table instanceof Tensor) this.backend.embedding(ids, table, x);
     else this.backend.embedding4bit(ids, table, x);
+    if (this.embeddingScale !== 1) this.backend.scale(x, this.embeddingScale, x);
     return x;
   }
 
@@ -289,8 +327,9 @@ export class LlamaModel implements CausalLM {
     }
     const q4 = tape.q.view([batch, seq, d.numHeads, d.headDim]);
     const k4 = tape.k.view([batch, seq, d.numKvHeads, d.headDim]);
-    be.rope(q4, positions, this.rope.cos, this.rope.sin, this.rope.layout, false, q4);
-    be.rope(k4, positions, this.rope.cos, this.rope.sin, this.rope.layout, false, k4);
+    const rope = this.ropeOf(index);
+    be.rope(q4, positions, rope.cos, rope.sin, this.rope.layout, false, q4);
+    be.rope(k4, positions, rope.cos, rope.sin, this.rope.layout, false, k4);
     tape.attn = arena.alloc([n, qDim], this.dtype);
     tape.lse = arena.alloc([batch, d.numHeads, seq], this.dtype);
     const attention = this.attentionOptions(index);
@@ -317,6 +356,13 @@ export class LlamaModel implements CausalLM {
     }
     tape.x1 = arena.alloc([n, d.hiddenSize], this.dtype);
     this.project('o_proj', layer.proj.o_proj, tape.attn, tape.x1, arena, training, layerSeed, tape);
+    if (layer.postAttnNorm) {
+      // Gemma: x1 = x + rmsnorm(o_proj(attn)).
+      tape.o = tape.x1;
+      tape.x1 = arena.alloc([n, d.hiddenSize], this.dtype);
+      tape.rstdPostAttn = arena.alloc([n], this.dtype);
+      be.rmsnorm(tape.o, layer.postAttnNorm, d.rmsNormEps, tape.x1, tape.rstdPostAttn);
+    }
     be.add(tape.x1, x, tape.x1);
     tape.b = arena.alloc([n, d.hiddenSize], this.dtype);
     tape.rstd2 = arena.alloc([n], this.dtype);
@@ -335,9 +381,36 @@ export class LlamaModel implements CausalLM {
     );
     this.project('up_proj', layer.proj.up_proj, tape.b, tape.u, arena, training, layerSeed, tape);
     tape.m = arena.alloc([n, d.intermediateSize], this.dtype);
-    be.swiglu(tape.g, tape.u, tape.m);
+    if (this.geglu) be.geglu(tape.g, tape.u, tape.m);
+    else be.swiglu(tape.g, tape.u, tape.m);
     const out = outArena.alloc([n, d.hiddenSize], this.dtype);
-    this.project('down_proj', layer.proj.down_proj, tape.m, out, arena, training, layerSeed, tape);
+    if (layer.postFfnNorm) {
+      // Gemma: out = x1 + rmsnorm(down(m)).
+      tape.down = arena.alloc([n, d.hiddenSize], this.dtype);
+      tape.rstdPostFfn = arena.alloc([n], this.dtype);
+      this.project(
+        'down_proj',
+        layer.proj.down_proj,
+        tape.m,
+        tape.down,
+        arena,
+        training,
+        layerSeed,
+        tape,
+      );
+      be.rmsnorm(tape.down, layer.postFfnNorm, d.rmsNormEps, out, tape.rstdPostFfn);
+    } else {
+      this.project(
+        'down_proj',
+        layer.proj.down_proj,
+        tape.m,
+        out,
+        arena,
+        training,
+        layerSeed,
+        tape,
+      );
+    }
     be.add(out, tape.x1, out);
     return { out, tape };
   }
@@ -356,21 +429,32 @@ export class LlamaModel implements CausalLM {
     const { batch, seq } = shape;
     const qDim = d.numHeads * d.headDim;
     const kvDim = d.numKvHeads * d.headDim;
-    // MLP: out = x1 + down(swiglu(gate(b), up(b))), b = rmsnorm(x1)
+    // MLP: out = x1 + [postnorm](down(act(gate(b)) · up(b))), b = rmsnorm(x1)
+    let dDown = dOut;
+    if (layer.postFfnNorm && tape.down && tape.rstdPostFfn) {
+      dDown = arena.alloc([n, d.hiddenSize], this.dtype);
+      be.rmsnormBackward(dOut, tape.down, layer.postFfnNorm, tape.rstdPostFfn, dDown, null);
+    }
     const dm = arena.alloc([n, d.intermediateSize], this.dtype);
-    this.projectBack('down_proj', layer.proj.down_proj, dOut, dm, false, tape, arena);
+    this.projectBack('down_proj', layer.proj.down_proj, dDown, dm, false, tape, arena);
     const dg = arena.alloc([n, d.intermediateSize], this.dtype);
     const du = arena.alloc([n, d.intermediateSize], this.dtype);
-    be.swigluBackward(dm, tape.g, tape.u, dg, du);
+    if (this.geglu) be.gegluBackward(dm, tape.g, tape.u, dg, du);
+    else be.swigluBackward(dm, tape.g, tape.u, dg, du);
     const db = arena.alloc([n, d.hiddenSize], this.dtype);
     this.projectBack('gate_proj', layer.proj.gate_proj, dg, db, false, tape, arena);
     this.projectBack('up_proj', layer.proj.up_proj, du, db, true, tape, arena);
     const dx1 = arena.alloc([n, d.hiddenSize], this.dtype);
     be.rmsnormBackward(db, tape.x1, layer.ffnNorm, tape.rstd2, dx1, null);
     be.add(dx1, dOut, dx1);
-    // Attention: x1 = x + o(attn(rope(q(a)), rope(k(a)), v(a))), a = rmsnorm(x)
+    // Attention: x1 = x + [postnorm](o(attn(rope(q(a)), rope(k(a)), v(a)))), a = rmsnorm(x)
+    let dO = dx1;
+    if (layer.postAttnNorm && tape.o && tape.rstdPostAttn) {
+      dO = arena.alloc([n, d.hiddenSize], this.dtype);
+      be.rmsnormBackward(dx1, tape.o, layer.postAttnNorm, tape.rstdPostAttn, dO, null);
+    }
     const dattn = arena.alloc([n, qDim], this.dtype);
-    this.projectBack('o_proj', layer.proj.o_proj, dx1, dattn, false, tape, arena);
+    this.projectBack('o_proj', layer.proj.o_proj, dO, dattn, false, tape, arena);
     const dq = arena.alloc([n, qDim], this.dtype);
     const dk = arena.alloc([n, kvDim], this.dtype);
     const dv = arena.alloc([n, kvDim], this.dtype);
@@ -388,8 +472,9 @@ export class LlamaModel implements CausalLM {
       kv4(dv),
       { ...this.attentionOptions(index), segmentIds },
     );
-    be.rope(q4(dq), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, q4(dq));
-    be.rope(kv4(dk), positions, this.rope.cos, this.rope.sin, this.rope.layout, true, kv4(dk));
+    const rope = this.ropeOf(index);
+    be.rope(q4(dq), positions, rope.cos, rope.sin, this.rope.layout, true, q4(dq));
+    be.rope(kv4(dk), positions, rope.cos, rope.sin, this.rope.layout, true, kv4(dk));
     let dqPre = dq;
     let dkPre = dk;
     if (layer.qNorm && layer.kNorm && tape.qPre && tape.kPre && tape.rstdQ && tape.rstdK) {
@@ -692,10 +777,14 @@ export class LlamaModel implements CausalLM {
       layer.ffnNorm.dispose();
       layer.qNorm?.dispose();
       layer.kNorm?.dispose();
+      layer.postAttnNorm?.dispose();
+      layer.postFfnNorm?.dispose();
       for (const name of PROJECTIONS) layer.proj[name].dispose();
     }
     this.rope.cos.dispose();
     this.rope.sin.dispose();
+    this.rope.local?.cos.dispose();
+    this.rope.local?.sin.dispose();
     this.lossScratch?.dispose();
     this.lossScratch = null;
   }

@@ -17,9 +17,10 @@ import { llama } from './families/llama.js';
 import { mistral } from './families/mistral.js';
 import { qwen2 } from './families/qwen2.js';
 import { qwen3 } from './families/qwen3.js';
+import { gemma2, gemma3 } from './families/gemma.js';
 
 /** Every family, in the order config.json / GGUF matching tries them. */
-export const FAMILIES: readonly ModelFamily[] = [llama, mistral, qwen2, qwen3];
+export const FAMILIES: readonly ModelFamily[] = [llama, mistral, qwen2, qwen3, gemma2, gemma3];
 
 const byName = new Map(FAMILIES.map((f) => [f.name, f]));
 
