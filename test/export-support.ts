@@ -15,6 +15,7 @@ import { KvCache, type LlamaModel } from '../src/models/llama.js';
 import { syntheticSource } from '../src/models/synthetic.js';
 import { applyPeftAdapter } from '../src/io/peft.js';
 import { uniformAt } from '../src/tensor/rng.js';
+import type { Backend } from '../src/tensor/backend.js';
 
 export const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 export const STORIES = path.join(FIXTURES, 'stories260K');
@@ -99,15 +100,16 @@ function argmax(row: ArrayLike<number>): number {
   return best;
 }
 
-/** Our model (cpu backend), optionally with a PEFT adapter applied unmerged. */
+/** Our model (cpu backend unless given), optionally with a PEFT adapter applied unmerged. */
 export async function ourNextTokens(
   config: LlamaConfig,
   source: TensorSource,
   adapter: PeftAdapter | null,
   prompt: number[],
   steps: number,
+  backend?: Backend,
 ): Promise<NextTokenResult> {
-  const be = await getBackend('cpu');
+  const be = backend ?? (await getBackend('cpu'));
   const model: LlamaModel = await buildLlama(config, source, {
     backend: be,
     lora: adapter?.lora ?? null,

@@ -6,47 +6,13 @@
 // a window shorter than the sequence, soft-caps (Gemma 2), q/k norms, two rope bases and linear
 // scaling on global layers only (Gemma 3), query_pre_attn_scalar ≠ head_dim (Gemma 2).
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { buildLlama } from '../src/models/build.js';
-import { KvCache, type LlamaModel } from '../src/models/llama.js';
 import type { Backend } from '../src/tensor/backend.js';
 import { backendsUnderTest } from './backends-under-test.js';
-
-const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const GEMMA_FIXTURES = ['gemma2-tiny', 'gemma3-tiny'] as const;
-
-export interface GemmaReference {
-  readonly provenance: Record<string, string>;
-  readonly input_ids: number[];
-  readonly logits: number[][];
-  readonly peft_keys: string[];
-}
-
-export function gemmaFixture(name: string): { dir: string; ref: GemmaReference } {
-  const dir = path.join(root, 'fixtures', 'gemma', name);
-  return {
-    dir,
-    ref: JSON.parse(fs.readFileSync(path.join(dir, 'reference.json'), 'utf8')) as GemmaReference,
-  };
-}
-
-/** Logits [T, V] of every position of `ids`, one prefill through the KV cache. */
-export async function allLogits(model: LlamaModel, ids: readonly number[]): Promise<Float32Array> {
-  const arena = model.backend.createArena();
-  const cache = new KvCache(model, ids.length);
-  try {
-    const out = model.forwardCached(Int32Array.from(ids), cache, arena, ids.length);
-    return Float32Array.from(await out.read());
-  } finally {
-    cache.dispose();
-    arena.dispose();
-  }
-}
+import { allLogits, GEMMA_FIXTURES, gemmaFixture } from './gemma-support.js';
 
 async function backends(): Promise<{ name: string; be: Backend }[]> {
   return [{ name: 'ref', be: await getBackend('ref') }, ...(await backendsUnderTest())];

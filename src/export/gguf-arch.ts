@@ -8,11 +8,22 @@ import type { GgufMetadataEntry } from '../io/gguf-writer.js';
 import type { LlamaConfig } from '../io/config.js';
 import { ggufArchitecture } from '../io/gguf-architecture.js';
 import { llama3Smooth, ropeInverseFrequencies } from '../backends/rope-tables.js';
+import { gemmaGgufProblems } from '../models/families/gemma.js';
+
+/**
+ * Settings a GGUF of this config would misrepresent, so that llama.cpp would compute another model
+ * (Gemma's derived query scale, layer pattern and local rope base): export refuses these.
+ */
+export function ggufConfigErrors(c: LlamaConfig): string[] {
+  return gemmaGgufProblems(c);
+}
 
 /** Things about a config that the GGUF cannot express. */
 export function ggufConfigWarnings(c: LlamaConfig): string[] {
   const w: string[] = [];
-  if (c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings) {
+  // Gemma's arches represent their window (attention.sliding_window with a fixed layer pattern).
+  const gemma = c.architecture === 'gemma2' || c.architecture === 'gemma3';
+  if (!gemma && c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings) {
     w.push(
       `sliding-window attention (${c.slidingWindow}) is not represented in GGUF "${ggufArchitecture(c)}"; llama.cpp attends to the full context`,
     );
@@ -50,6 +61,14 @@ export function hyperparameterMetadata(c: LlamaConfig, name: string): GgufMetada
   ];
   if (c.headDim * c.numHeads !== c.hiddenSize)
     out.push(u32('attention.key_length', c.headDim), u32('attention.value_length', c.headDim));
+  // Gemma: the window of the sliding layers and the soft-caps (llama.cpp's gemma2/gemma3 keys).
+  if (c.architecture === 'gemma2' || c.architecture === 'gemma3') {
+    if (c.slidingWindow !== null) out.push(u32('attention.sliding_window', c.slidingWindow));
+    if (c.attnLogitSoftcap != null) out.push(f32('attn_logit_softcapping', c.attnLogitSoftcap));
+    if (c.finalLogitSoftcap != null) out.push(f32('final_logit_softcapping', c.finalLogitSoftcap));
+    if (c.headDim * c.numHeads === c.hiddenSize)
+      out.push(u32('attention.key_length', c.headDim), u32('attention.value_length', c.headDim));
+  }
   if (c.ropeScaling?.ropeType === 'linear') {
     out.push(
       { key: `${arch}.rope.scaling.type`, type: GgufValueType.STRING, value: 'linear' },

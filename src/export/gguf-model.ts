@@ -16,7 +16,13 @@ import {
 import type { PeftAdapter } from '../io/peft.js';
 import { type Checkpoint, ggufNameFor, permuteToInterleavedRows } from '../io/checkpoint.js';
 import { encodeGgml } from './ggml-encode.js';
-import { ggufConfigWarnings, hyperparameterMetadata, llama3RopeFreqFactors } from './gguf-arch.js';
+import {
+  ggufConfigErrors,
+  ggufConfigWarnings,
+  hyperparameterMetadata,
+  llama3RopeFreqFactors,
+} from './gguf-arch.js';
+import { familyOf, tensorTable } from '../models/registry.js';
 import { interleavedHeads } from '../io/gguf-architecture.js';
 import { checkAdapterAgainst } from '../io/peft-keys.js';
 import type { VocabMetadata } from './gguf-vocab.js';
@@ -77,7 +83,19 @@ export function exportGgufModel(
   options: GgufModelExportOptions,
 ): ExportResult {
   const c = ck.config;
+  const errors = ggufConfigErrors(c);
+  if (errors.length > 0)
+    throw new Error(
+      `cannot export this ${c.architecture} model to GGUF without changing it: ${errors.join('; ')}`,
+    );
   const warnings = [...ggufConfigWarnings(c), ...options.vocab.warnings];
+  // A (1 + w) RMSNorm's weight is stored as w + 1, as convert_hf_to_gguf.py writes Gemma's.
+  const normShift = familyOf(c).norm === 'rms1p';
+  const norms = new Set(
+    tensorTable(c)
+      .filter((e) => e.role.kind === 'norm' || e.role.kind === 'finalNorm')
+      .map((e) => e.hf),
+  );
   if (options.vocab.size !== c.vocabSize) {
     throw new Error(
       `the vocabulary has ${options.vocab.size} tokens but the model's embedding has ${c.vocabSize} rows`,
@@ -114,6 +132,7 @@ export function exportGgufModel(
         let w = merge(hf, ck.loadTensor(hf));
         const heads = qkPermuteHeads(ck, hf);
         if (heads > 0) w = permuteToInterleavedRows(w, heads, shape.length === 2 ? shape[1]! : 1);
+        if (normShift && norms.has(hf)) w = Float32Array.from(w, (v) => v + 1);
         return encodeGgml(type, w);
       },
     });

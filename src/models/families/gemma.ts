@@ -287,3 +287,49 @@ export const gemma3: ModelFamily = {
   attention: { qkNorm: true },
   layerNorms: [...GEMMA_LAYER_NORMS.slice(0, 1), ...QK_NORMS, ...GEMMA_LAYER_NORMS.slice(1)],
 };
+
+/**
+ * What a GGUF of this Gemma config would misrepresent: llama.cpp derives the query scale, the
+ * layer pattern and Gemma 3's local rope base instead of reading them, and a Gemma 2 without
+ * soft-caps would get its defaults (50, 30). Empty when the file means the same model.
+ */
+export function gemmaGgufProblems(c: {
+  readonly architecture?: string;
+  readonly hiddenSize: number;
+  readonly numHeads: number;
+  readonly headDim: number;
+  readonly numLayers: number;
+  readonly slidingWindow: number | null;
+  readonly slidingLayers: readonly boolean[] | null;
+  readonly queryPreAttnScalar?: number | null;
+  readonly attnLogitSoftcap?: number | null;
+  readonly finalLogitSoftcap?: number | null;
+  readonly ropeLocalTheta?: number | null;
+}): string[] {
+  const arch = c.architecture;
+  if (arch !== 'gemma2' && arch !== 'gemma3') return [];
+  const out: string[] = [];
+  const scalar = llamaCppQueryScalar(c, arch === 'gemma2' ? GEMMA2_LAYERS_27B : GEMMA3_LAYERS_27B);
+  if ((c.queryPreAttnScalar ?? c.headDim) !== scalar)
+    out.push(
+      `query_pre_attn_scalar ${c.queryPreAttnScalar} (llama.cpp's ${arch} scales queries by 1/sqrt(${scalar}))`,
+    );
+  const pattern = gemmaSlidingLayers(c.numLayers, GEMMA_GGUF_PATTERN[arch]);
+  const sliding = c.slidingLayers ?? new Array<boolean>(c.numLayers).fill(c.slidingWindow !== null);
+  if (c.slidingWindow === null || sliding.some((s, i) => s !== pattern[i]))
+    out.push(
+      `its sliding/global layer pattern (llama.cpp's ${arch} slides every layer but each ${GEMMA_GGUF_PATTERN[arch]}th)`,
+    );
+  if (arch === 'gemma2' && (c.attnLogitSoftcap == null || c.finalLogitSoftcap == null))
+    out.push('a Gemma 2 without soft-caps (llama.cpp would apply its defaults 50 and 30)');
+  if (arch === 'gemma3' && c.attnLogitSoftcap != null)
+    out.push("attention soft-capping (llama.cpp's gemma3 has none)");
+  if (
+    arch === 'gemma3' &&
+    (c.ropeLocalTheta ?? GEMMA3_GGUF_LOCAL_ROPE_THETA) !== GEMMA3_GGUF_LOCAL_ROPE_THETA
+  )
+    out.push(
+      `rope_local_base_freq ${c.ropeLocalTheta} (llama.cpp's gemma3 uses ${GEMMA3_GGUF_LOCAL_ROPE_THETA})`,
+    );
+  return out;
+}
