@@ -17,7 +17,6 @@ import { vocabFromHfFolder } from '../src/export/gguf-vocab.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { GgufReader } from '../src/io/gguf.js';
 import { buildLlama, type LoraConfig } from '../src/models/build.js';
-import { byteLevelTokenizerJson } from '../src/tokenizer/byte-level-bpe.js';
 import {
   llamaCppNextTokens,
   logProbDiff,
@@ -25,7 +24,7 @@ import {
   writeRandomPeftAdapter,
   type NextTokenResult,
 } from './export-support.js';
-import { allLogits, gemmaFixture, ggmlGeluBackend } from './gemma-support.js';
+import { allLogits, fixtureCopy, gemmaFixture, ggmlGeluBackend } from './gemma-support.js';
 
 const STEPS = 12;
 let llama: Llama;
@@ -40,40 +39,6 @@ after(async () => {
   await llama?.dispose();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
 });
-
-/** GPT-2's byte → printable-character map, so 256 byte tokens make a valid byte-level vocabulary. */
-function byteTokens(): string[] {
-  const printable = (b: number) =>
-    (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-  let extra = 0;
-  return Array.from({ length: 256 }, (_, b) =>
-    String.fromCodePoint(printable(b) ? b : 256 + extra++),
-  );
-}
-
-/** A copy of a Gemma fixture folder with config.json changed by `edit` and a 256-byte vocabulary. */
-function fixtureCopy(name: string, edit: (c: Record<string, unknown>) => void): string {
-  const { dir } = gemmaFixture(name);
-  const out = path.join(tmp, name);
-  fs.mkdirSync(out, { recursive: true });
-  fs.copyFileSync(path.join(dir, 'model.safetensors'), path.join(out, 'model.safetensors'));
-  const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<
-    string,
-    unknown
-  >;
-  edit(config);
-  fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(config, null, 2));
-  const json = byteLevelTokenizerJson({
-    tokens: byteTokens(),
-    merges: [],
-    addedTokens: [],
-    pre: undefined,
-    bosToPrepend: null,
-    eosToAppend: null,
-  });
-  fs.writeFileSync(path.join(out, 'tokenizer.json'), JSON.stringify(json));
-  return out;
-}
 
 function assertSame(
   what: string,
@@ -117,7 +82,7 @@ const CASES = [
 
 for (const [name, edit] of CASES) {
   test(`${name}: HF folder and exported GGUF give the same logits; llama.cpp matches base, base + GGUF LoRA and merged within 1e-4`, async () => {
-    const dir = fixtureCopy(name, edit);
+    const dir = fixtureCopy(tmp, name, edit);
     const ref = gemmaFixture(name).ref;
     const ck = openCheckpoint(dir);
     const basePath = path.join(tmp, `${name}.gguf`);
@@ -208,7 +173,7 @@ for (const [name, edit] of CASES) {
 }
 
 test('a Gemma that llama.cpp would misread is refused on GGUF export, naming the setting', () => {
-  const dir = fixtureCopy('gemma2-tiny', () => {});
+  const dir = fixtureCopy(tmp, 'gemma2-tiny', () => {});
   const ck = openCheckpoint(dir);
   try {
     assert.throws(

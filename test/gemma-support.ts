@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { f16ToF32, f32ToF16 } from '../src/io/half.js';
+import { byteLevelTokenizerJson } from '../src/tokenizer/byte-level-bpe.js';
 import { KvCache, type LlamaModel } from '../src/models/llama.js';
 import type { Backend } from '../src/tensor/backend.js';
 import type { Tensor } from '../src/tensor/tensor.js';
@@ -77,4 +78,45 @@ export function ggmlGeluBackend(cpu: Backend): Backend {
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
+}
+
+/** GPT-2's byte → printable-character map, so 256 byte tokens make a valid byte-level vocabulary. */
+function byteTokens(): string[] {
+  const printable = (b: number) =>
+    (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  let extra = 0;
+  return Array.from({ length: 256 }, (_, b) =>
+    String.fromCodePoint(printable(b) ? b : 256 + extra++),
+  );
+}
+
+/**
+ * A copy of a Gemma fixture folder under `tmp` with config.json changed by `edit` and a byte-level
+ * tokenizer.json whose 256 tokens are the bytes (the fixtures' vocabulary size).
+ */
+export function fixtureCopy(
+  tmp: string,
+  name: string,
+  edit: (c: Record<string, unknown>) => void = () => {},
+): string {
+  const { dir } = gemmaFixture(name);
+  const out = path.join(tmp, name);
+  fs.mkdirSync(out, { recursive: true });
+  fs.copyFileSync(path.join(dir, 'model.safetensors'), path.join(out, 'model.safetensors'));
+  const config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<
+    string,
+    unknown
+  >;
+  edit(config);
+  fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify(config, null, 2));
+  const json = byteLevelTokenizerJson({
+    tokens: byteTokens(),
+    merges: [],
+    addedTokens: [],
+    pre: undefined,
+    bosToPrepend: null,
+    eosToAppend: null,
+  });
+  fs.writeFileSync(path.join(out, 'tokenizer.json'), JSON.stringify(json));
+  return out;
 }

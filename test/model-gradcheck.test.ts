@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
-import { type BuildConfig, buildLlama, expectedTensorNames } from '../src/models/build.js';
+import { type BuildConfig, buildLlama } from '../src/models/build.js';
+import { familyOf, tensorShapes } from '../src/models/registry.js';
 import type { LlamaModel, ModelBatch, StepOptions } from '../src/models/llama.js';
 import { Linear4bit } from '../src/nn/linear.js';
 import { randn } from './util.js';
@@ -26,28 +27,18 @@ const config: BuildConfig = {
   attentionBias: false,
 };
 
-function randomSource(seed: number) {
-  const shapes = new Map<string, number>();
-  const c = config;
-  for (const name of expectedTensorNames(c)) {
-    let size = c.hiddenSize;
-    if (name.includes('embed_tokens') || name.startsWith('lm_head'))
-      size = c.vocabSize * c.hiddenSize;
-    else if (name.includes('q_proj') || name.includes('o_proj'))
-      size = c.numHeads * c.headDim * c.hiddenSize;
-    else if (name.includes('k_proj') || name.includes('v_proj'))
-      size = c.numKvHeads * c.headDim * c.hiddenSize;
-    else if (name.includes('_proj')) size = c.intermediateSize * c.hiddenSize;
-    shapes.set(name, size);
-  }
+function randomSource(seed: number, c: BuildConfig = config) {
+  // A (1 + w) norm (Gemma) stores w near 0; the others store weights near 1.
+  const onePlus = familyOf(c).norm === 'rms1p';
   let k = 0;
   const values = new Map<string, Float32Array>();
-  for (const [name, size] of shapes) {
+  for (const [name, shape] of tensorShapes(c)) {
     const isNorm = name.includes('norm');
+    const size = shape.reduce((a, b) => a * b, 1);
     const v = randn(size, seed + 101 * k++, isNorm ? 0.1 : 0.5);
     values.set(
       name,
-      Float32Array.from(v, (x) => (isNorm ? 1 + x : x)),
+      Float32Array.from(v, (x) => (isNorm && !onePlus ? 1 + x : x)),
     );
   }
   return { has: (n: string) => values.has(n), load: (n: string) => values.get(n)! };
@@ -72,13 +63,38 @@ const windowed: BuildConfig = {
   finalLogitSoftcap: 2.5,
 };
 
+/**
+ * Gemma 2: (1 + w) norms before and after attention and MLP, GeGLU, sqrt(hidden) embedding scale,
+ * query_pre_attn_scalar, a sliding layer then a global one, soft-caps, tied embeddings.
+ */
+const gemma2: BuildConfig = {
+  ...windowed,
+  architecture: 'gemma2',
+  tieWordEmbeddings: true,
+  slidingLayers: [true, false],
+  queryPreAttnScalar: 6,
+};
+
+/** Gemma 3: gemma2's block without soft-caps, with q/k norms and a local rope base of its own. */
+const gemma3: BuildConfig = {
+  ...config,
+  architecture: 'gemma3',
+  tieWordEmbeddings: true,
+  slidingWindow: 2,
+  slidingLayers: [true, false],
+  queryPreAttnScalar: 3,
+  ropeTheta: 1e6,
+  ropeLocalTheta: 100,
+  ropeScaling: { ropeType: 'linear', factor: 4 },
+};
+
 async function build(
   dropout: number,
   quantizeHead: boolean,
   c: BuildConfig = config,
 ): Promise<LlamaModel> {
   const be = await getBackend('ref');
-  const model = await buildLlama(c, randomSource(7), {
+  const model = await buildLlama(c, randomSource(7, c), {
     backend: be,
     dtype: 'f64',
     quantization: { quantType: 'nf4', blocksize: 32, doubleQuant: true },
@@ -106,14 +122,20 @@ for (const [dropout, quantizeHead, c] of [
   [0, false, config],
   [0.3, true, config],
   [0, false, windowed],
+  [0.3, false, gemma2],
+  [0, false, gemma3],
 ] as const) {
   const variant =
-    c === windowed ? ', sliding window on layer 1, soft-capped attention and logits' : '';
+    c === windowed
+      ? ', sliding window on layer 1, soft-capped attention and logits'
+      : c.architecture
+        ? `, ${c.architecture} block`
+        : '';
   test(`LoRA gradients through a 4-bit Llama equal finite differences (f64, dropout ${dropout}, ${quantizeHead ? '4-bit' : 'f64'} lm_head and embedding${variant})`, async () => {
     const model = await build(dropout, quantizeHead, c);
     assert.deepEqual(
       [model.layerWindow(0), model.layerWindow(1)],
-      c === windowed ? [null, 2] : [null, null],
+      c.slidingLayers ? c.slidingLayers.map((s) => (s ? 2 : null)) : [null, null],
     );
     assert.equal(model.lmHead instanceof Linear4bit, quantizeHead);
     const be = model.backend;
