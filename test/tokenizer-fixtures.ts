@@ -18,6 +18,7 @@ export const UPSTREAM_SHA256: Record<string, string> = {
   'llama.cpp-vocab/ggml-vocab-gpt-2.gguf.gz':
     'cedc56ca6e2e89f63e781696d1fd76b4b1d49e6720dee86463e915f6e90016ac',
   'llama3/tokenizer.model.gz': '82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55',
+  'gemma/tokenizer.json.gz': '7da53ca29fb16f6b2489482fc0bc6a394162cdab14d12764a1755ebc583fea79',
 };
 
 export function readTokenizerFixture(rel: string): Buffer {

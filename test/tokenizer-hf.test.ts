@@ -248,3 +248,21 @@ test('phi-2 folder as published: CodeGen whitespace tokens and its own config ap
     dir.cleanup();
   }
 });
+
+test('Gemma folder (Gemma 1/2 tokenizer.json, 256000 tokens): tokenizer_tests.json cases (BOS, spaces, byte fallback) and its special tokens', () => {
+  const dir = materialize({
+    'gemma/tokenizer.json.gz': 'tokenizer.json',
+    'gemma/tokenizer_config.json': 'tokenizer_config.json',
+  });
+  try {
+    const gemma = loadTokenizer(dir.dir);
+    assert.equal(gemma.vocabSize, 256000);
+    assert.deepEqual([gemma.bosId, gemma.eosId], [2, 1]);
+    assert.equal(gemma.addBos, true);
+    checkCases(gemma, 'pcuenq/gemma-tokenizer');
+    // Gemma's chat turns are single tokens.
+    assert.deepEqual(gemma.encode('<start_of_turn>user', { addSpecialTokens: false }), [106, 1645]);
+  } finally {
+    dir.cleanup();
+  }
+});

@@ -32,6 +32,7 @@ export interface SyntheticSource extends TensorSource {
 export function syntheticSource(config: BuildConfig, seed = 1234): SyntheticSource {
   const table = new Map(tensorTable(config).map((e) => [e.hf, e.shape]));
   const names = [...table.keys()];
+  const onePlusNorm = familyOf(config).norm === 'rms1p';
   return {
     names,
     shape: (name: string) => tensorShape(config, name),
@@ -43,7 +44,9 @@ export function syntheticSource(config: BuildConfig, seed = 1234): SyntheticSour
       const s = seedFor(seed, name);
       const out = new Float32Array(n);
       if (name.endsWith('norm.weight')) {
-        for (let i = 0; i < n; i++) out[i] = 1 + 0.1 * (2 * uniformAt(s, i) - 1);
+        // Scales near 1: a (1 + w) norm (Gemma) stores w near 0.
+        const center = onePlusNorm ? 0 : 1;
+        for (let i = 0; i < n; i++) out[i] = center + 0.1 * (2 * uniformAt(s, i) - 1);
         return out;
       }
       const fanIn = shape.length === 2 ? shape[1]! : config.hiddenSize;
