@@ -10,8 +10,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { getBackend } from '../src/backends/index.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
+import { configFromHf, configToHf } from '../src/io/config.js';
 import { buildLlama, LORA_DEFAULTS, type LoraConfig } from '../src/models/build.js';
 import { savePeftAdapter } from '../src/io/peft.js';
 import { SafetensorsFile } from '../src/io/safetensors.js';
@@ -19,6 +21,13 @@ import { train } from '../src/train/run.js';
 import type { Backend } from '../src/tensor/backend.js';
 import { backendsUnderTest } from './backends-under-test.js';
 import { allLogits, fixtureCopy, GEMMA_FIXTURES, gemmaFixture } from './gemma-support.js';
+
+const CONFIGS = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  'fixtures',
+  'configs',
+);
 
 async function backends(): Promise<{ name: string; be: Backend }[]> {
   return [{ name: 'ref', be: await getBackend('ref') }, ...(await backendsUnderTest())];
@@ -118,3 +127,56 @@ for (const name of GEMMA_FIXTURES) {
     }
   });
 }
+
+test("the real configs (gemma-2-2b, gemma-3-1b) and transformers v5's spelling normalize to Gemma's settings", () => {
+  const read = (f: string): Record<string, unknown> =>
+    JSON.parse(fs.readFileSync(path.join(CONFIGS, f), 'utf8')) as Record<string, unknown>;
+  const g2 = configFromHf(read('gemma-2-2b.json'));
+  assert.equal(g2.architecture, 'gemma2');
+  assert.deepEqual(
+    [g2.hiddenSize, g2.numLayers, g2.numHeads, g2.numKvHeads, g2.headDim, g2.vocabSize],
+    [2304, 26, 8, 4, 256, 256000],
+  );
+  assert.deepEqual(
+    g2.slidingLayers,
+    Array.from({ length: 26 }, (_, i) => i % 2 === 0),
+  );
+  assert.deepEqual(
+    [g2.slidingWindow, g2.attnLogitSoftcap, g2.finalLogitSoftcap, g2.queryPreAttnScalar],
+    [4096, 50, 30, 256],
+  );
+  assert.equal(g2.tieWordEmbeddings, true);
+  const g3 = configFromHf(read('gemma-3-1b.json'));
+  assert.equal(g3.architecture, 'gemma3');
+  assert.deepEqual(
+    g3.slidingLayers,
+    Array.from({ length: 26 }, (_, i) => (i + 1) % 6 !== 0),
+  );
+  assert.deepEqual(
+    [g3.slidingWindow, g3.ropeTheta, g3.ropeLocalTheta, g3.attnLogitSoftcap, g3.finalLogitSoftcap],
+    [512, 1e6, 1e4, null, null],
+  );
+  // transformers v5 writes layer_types and per-type rope_parameters instead.
+  const v5 = configFromHf({
+    ...read('gemma-3-1b.json'),
+    num_hidden_layers: 3,
+    rope_theta: undefined,
+    rope_local_base_freq: undefined,
+    sliding_window_pattern: undefined,
+    layer_types: ['sliding_attention', 'full_attention', 'sliding_attention'],
+    rope_parameters: {
+      sliding_attention: { rope_type: 'default', rope_theta: 20000 },
+      full_attention: { rope_type: 'linear', factor: 8, rope_theta: 500000 },
+    },
+  });
+  assert.deepEqual(v5.slidingLayers, [true, false, true]);
+  assert.deepEqual([v5.ropeTheta, v5.ropeLocalTheta], [500000, 20000]);
+  assert.deepEqual(v5.ropeScaling, { ropeType: 'linear', factor: 8 });
+  assert.throws(
+    () => configFromHf({ ...read('gemma-2-2b.json'), hidden_activation: 'gelu' }),
+    /hidden_activation 'gelu' is not supported by gemma2 here \(only gelu_pytorch_tanh\)/,
+  );
+  // Written back, the HF config reads as the same model.
+  assert.deepEqual(configFromHf(configToHf(g3)), g3);
+  assert.deepEqual(configFromHf(configToHf(g2)), g2);
+});

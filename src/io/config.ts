@@ -235,8 +235,6 @@ function validate(
       `num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`,
     );
   if (c.headDim % 2 !== 0) fail(`head_dim ${c.headDim} is odd (RoPE rotates pairs)`);
-  if (c.slidingLayers !== null && c.slidingLayers.length !== c.numLayers)
-    fail(`layer_types lists ${c.slidingLayers.length} layers, the model has ${c.numLayers}`);
   for (const [name, v] of [
     ['attn_logit_softcapping', c.attnLogitSoftcap],
     ['final_logit_softcapping', c.finalLogitSoftcap],
