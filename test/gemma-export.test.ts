@@ -13,6 +13,7 @@ import { getLlama, type Llama } from 'node-llama-cpp';
 import { getBackend } from '../src/backends/index.js';
 import { exportGgufLora } from '../src/export/gguf-lora.js';
 import { exportGgufModel } from '../src/export/gguf-model.js';
+import { writeHfFolder } from '../src/export/hf-writer.js';
 import { vocabFromHfFolder } from '../src/export/gguf-vocab.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { GgufReader } from '../src/io/gguf.js';
@@ -81,7 +82,7 @@ const CASES = [
 ] as const;
 
 for (const [name, edit] of CASES) {
-  test(`${name}: HF folder and exported GGUF give the same logits; llama.cpp matches base, base + GGUF LoRA and merged within 1e-4`, async () => {
+  test(`${name}: HF folder, exported GGUF and the GGUF converted back to HF give the same logits; llama.cpp matches base, base + GGUF LoRA and merged within 1e-4`, async () => {
     const dir = fixtureCopy(tmp, name, edit);
     const ref = gemmaFixture(name).ref;
     const ck = openCheckpoint(dir);
@@ -118,6 +119,24 @@ for (const [name, edit] of CASES) {
           for (let i = 0; i < la.length; i++) worst = Math.max(worst, Math.abs(la[i]! - lb[i]!));
           // f32 w → w + 1 → w may move a norm weight by an ulp of 1 + w.
           assert.ok(worst < 1e-5, `${name}: HF and GGUF logits differ by ${worst}`);
+          // And converted back to an HF folder (qlora convert): config.json and norms as w.
+          const back = path.join(tmp, `${name}-from-gguf`);
+          writeHfFolder(gguf, back, { dtype: 'f32' });
+          const hf2 = openCheckpoint(back);
+          try {
+            assert.equal(hf2.config.architecture, ck.config.architecture);
+            const c = await buildLlama(hf2.config, hf2, { backend: be });
+            try {
+              const lc = await allLogits(c, ref.input_ids);
+              let w2 = 0;
+              for (let i = 0; i < la.length; i++) w2 = Math.max(w2, Math.abs(la[i]! - lc[i]!));
+              assert.ok(w2 < 1e-5, `${name}: HF → GGUF → HF logits differ by ${w2}`);
+            } finally {
+              c.dispose();
+            }
+          } finally {
+            hf2.close();
+          }
         } finally {
           a.dispose();
           b.dispose();
