@@ -8,6 +8,8 @@ import {
   quantize4bit,
 } from '../quant/quantize4bit.js';
 import type { Backend, ComputeDtype } from '../tensor/backend.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { GGML_QUANT_TYPES, type GgmlWeight } from '../quant/ggml-blocks.js';
 
 export type HostQuantize4bit = (
   values: ArrayLike<number>,
@@ -76,4 +78,38 @@ export interface SelfMeasuringBackend extends Backend {
 export function measuresItself(be: Backend): be is SelfMeasuringBackend {
   const c = be as Partial<SelfMeasuringBackend>;
   return typeof c.measureFmaPeak === 'function' && typeof c.buildId === 'string';
+}
+
+/**
+ * A backend that holds frozen weights in a GGUF's own quantized blocks (Q4_0, Q8_0, Q4_K, Q5_K,
+ * Q6_K; `--quant keep`) and multiplies by them, decoding tile by tile (the blocks stay as stored).
+ * The same products the 4-bit base has, in the backend's compute dtype.
+ */
+export interface GgmlBackend extends Backend {
+  /** out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out. */
+  matmulGgml(x: Tensor, w: GgmlWeight, out: Tensor, beta?: number): void;
+  /** dx[n, cols] = dy[n, rows] · dequant(w) + beta·dx (w is frozen: no weight gradient). */
+  matmulGgmlInputGrad(dy: Tensor, w: GgmlWeight, dx: Tensor, beta?: number): void;
+  /** out[rows, cols] = dequant(w), ggml's values. */
+  dequantizeGgml(w: GgmlWeight, out: Tensor): void;
+}
+
+export function hasGgmlKernels(be: Backend): be is GgmlBackend {
+  const g = be as Partial<GgmlBackend>;
+  return (
+    typeof g.matmulGgml === 'function' &&
+    typeof g.matmulGgmlInputGrad === 'function' &&
+    typeof g.dequantizeGgml === 'function'
+  );
+}
+
+/** `be` with its GGUF-block kernels, or an error saying which backends have them. */
+export function ggmlKernelsOf(be: Backend, what = 'GGUF-quantized weights'): GgmlBackend {
+  if (hasGgmlKernels(be)) return be;
+  const types = Object.values(GGML_QUANT_TYPES)
+    .map((g) => g.name)
+    .join(', ');
+  throw new Error(
+    `backend '${be.name}' cannot hold ${what} (${types}) as stored (--quant keep); the cpu and ref backends can, or load with --quant nf4|none`,
+  );
 }

@@ -10,6 +10,7 @@
  * rounded up to 64 bytes, at least 64; arena chunks likewise.
  */
 import { type Arena, type ArenaChunk, ChunkArena, MAX_CHUNK_BYTES } from '../tensor/arena.js';
+import type { GgmlWeight } from '../quant/ggml-blocks.js';
 import type {
   AdamW8bitState,
   AdamWOptions,
@@ -153,6 +154,14 @@ export class CountingBackend implements Backend {
   }
   dequantize4bit(): void {}
   embedding4bit(): void {}
+  /** Capability (capabilities.ts GgmlBackend): GGUF-block weights, planned by shape. */
+  matmulGgml(x: Tensor, w: GgmlWeight, out: Tensor): void {
+    checks.expectShape('matmulGgml', 'out', out, [x.size / w.cols, w.rows]);
+  }
+  matmulGgmlInputGrad(dy: Tensor, w: GgmlWeight, dx: Tensor): void {
+    checks.expectShape('matmulGgmlInputGrad', 'dx', dx, [dy.size / w.rows, w.cols]);
+  }
+  dequantizeGgml(): void {}
   embedding(): void {}
   embeddingBackward(): void {}
   rmsnorm(): void {}

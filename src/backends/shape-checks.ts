@@ -10,6 +10,7 @@ import type {
 } from '../tensor/backend.js';
 import { shapeString } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { GGML_QUANT_TYPES, type GgmlWeight } from '../quant/ggml-blocks.js';
 
 export interface ShapeChecks {
   fail(op: string, message: string): never;
@@ -179,6 +180,25 @@ export function packed4bitDims(c: ShapeChecks, op: string, w: Packed4bitWeight):
   c.expectSize(op, 'w.nested.code', w.nested.code, 256);
   if (!Number.isFinite(offset)) c.fail(op, `nested offset must be finite, got ${offset}`);
   return { rows, cols, blocksize, nblocks, nested: { blocksize: nb, offset } };
+}
+
+/** Checks a GgmlWeight: a known type, whole blocks per row, and the block bytes' size. */
+export function ggmlDims(
+  c: ShapeChecks,
+  op: string,
+  w: GgmlWeight,
+): { rows: number; cols: number } {
+  const g = (GGML_QUANT_TYPES as Record<string, (typeof GGML_QUANT_TYPES)['q4_0'] | undefined>)[
+    w.type
+  ];
+  if (!g) c.fail(op, `unknown GGUF block type '${w.type}'`);
+  const { rows, cols } = w;
+  if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols <= 0)
+    c.fail(op, `invalid weight shape [${rows}, ${cols}]`);
+  if (cols % g.blockElems !== 0)
+    c.fail(op, `${g.name} rows of ${cols} values are not whole ${g.blockElems}-value blocks`);
+  c.expectSize(op, 'w.blocks', w.blocks, rows * (cols / g.blockElems) * g.blockBytes);
+  return { rows, cols };
 }
 
 /** The rows n of a matrix t that must be [n, cols] (the activations of the 4-bit matmuls). */

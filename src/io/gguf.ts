@@ -395,7 +395,7 @@ export class GgufReader {
     const t = this.tensor(name);
     if (!canDequantize(t.type))
       this.file.fail(
-        `tensor '${name}' has type ${t.typeName}, which cannot be loaded (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)`,
+        `tensor '${name}' has type ${t.typeName}, which cannot be loaded (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)`,
       );
     if (t.type === 0) {
       // F32: read straight into the result's memory (no intermediate copy).

@@ -21,7 +21,9 @@ import * as loss from './loss.js';
 import * as optim from './optim.js';
 import { addonBuildId, bf16Available, native } from './native.js';
 import { quantize4bitNative } from './quantize4bit-native.js';
-import type { ComputeDtypeBackend, HostQuantize4bit } from '../capabilities.js';
+import type { ComputeDtypeBackend, GgmlBackend, HostQuantize4bit } from '../capabilities.js';
+import * as ggml from './ggml.js';
+import type { GgmlWeight } from '../../quant/ggml-blocks.js';
 
 const KERNELS = kernelTable([
   elementwise,
@@ -56,7 +58,7 @@ const twins = new Map<ComputeDtype, CpuBackend>();
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging -- the constructor installs the kernel functions on the instance; this merge gives them their types
 export interface CpuBackend extends Kernels {}
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the interface above
-export class CpuBackend extends HostMemory implements Backend, ComputeDtypeBackend {
+export class CpuBackend extends HostMemory implements Backend, ComputeDtypeBackend, GgmlBackend {
   readonly name = 'cpu';
   readonly computeDtype: 'f32' | 'bf16';
 
@@ -87,6 +89,19 @@ export class CpuBackend extends HostMemory implements Backend, ComputeDtypeBacke
 
   /** Capability (capabilities.ts): the threaded native quantizer, bit-identical to the TypeScript one. */
   readonly quantize4bitHost: HostQuantize4bit = quantize4bitNative;
+
+  /** Capability (capabilities.ts): frozen weights in a GGUF's own blocks, in this twin's compute dtype. */
+  matmulGgml(x: Tensor, w: GgmlWeight, out: Tensor, beta = 0): void {
+    ggml.matmulGgml(x, w, out, beta, this.computeDtype === 'bf16');
+  }
+
+  matmulGgmlInputGrad(dy: Tensor, w: GgmlWeight, dx: Tensor, beta = 0): void {
+    ggml.matmulGgmlInputGrad(dy, w, dx, beta, this.computeDtype === 'bf16');
+  }
+
+  dequantizeGgml(w: GgmlWeight, out: Tensor): void {
+    ggml.dequantizeGgml(w, out);
+  }
 
   describe(): string {
     return `native addon (${this.simd}, ${this.threads} threads, compute ${this.computeDtype})`;

@@ -12,6 +12,8 @@ import * as rope from './rope.js';
 import * as attention from './attention.js';
 import * as loss from './loss.js';
 import * as optim from './optim.js';
+import * as ggml from './ggml.js';
+import type { GgmlBackend } from '../capabilities.js';
 
 const KERNELS = kernelTable([
   elementwise,
@@ -34,7 +36,7 @@ const KERNELS = kernelTable([
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging -- the constructor installs the kernel functions on the instance; this merge gives them their types
 export interface RefBackend extends Kernels {}
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the interface above
-export class RefBackend extends HostMemory implements Backend {
+export class RefBackend extends HostMemory implements Backend, GgmlBackend {
   readonly name = 'ref';
   private allocated = 0;
   private peak = 0;
@@ -59,6 +61,11 @@ export class RefBackend extends HostMemory implements Backend {
   }
 
   readonly floatTypes: readonly DType[] = ['f32', 'f64'];
+
+  /** Capability (capabilities.ts): frozen weights in a GGUF's own blocks (ggml's values, f64 sums). */
+  readonly matmulGgml = ggml.matmulGgml;
+  readonly matmulGgmlInputGrad = ggml.matmulGgmlInputGrad;
+  readonly dequantizeGgml = ggml.dequantizeGgml;
 
   describe(): string {
     return 'plain TypeScript reference (f32, f64)';
