@@ -20,7 +20,7 @@ import { choiceOption, intOption } from './options.js';
 import { GGUF_FILE_HELP, isHubModelId, localModelPath } from './hub-args.js';
 import { recipeModelPath } from './recipe.js';
 
-export const QUANT_CHOICES = ['nf4', 'fp4', 'none'] as const;
+export const QUANT_CHOICES = ['nf4', 'fp4', 'none', 'keep'] as const;
 export type QuantChoice = (typeof QUANT_CHOICES)[number];
 
 /** The flags addBaseOptions defines, as commander hands them over. */
@@ -45,7 +45,7 @@ export function addBaseOptions(
   cmd
     .option(
       '--quant <type>',
-      'base weights: nf4, fp4 or none (default: the base the adapter was trained on, else none)',
+      "base weights: nf4, fp4, none, or keep (a GGUF's own quantization as stored) (default: the base the adapter was trained on, else none)",
       choiceOption('--quant', QUANT_CHOICES),
     )
     .option(
@@ -99,27 +99,33 @@ export function chooseBase(
   const recipe = adapterPath ? readAdapterRecipe(adapterPath) : null;
   const explicit = (key: string) => cmd.getOptionValueSource(key) === 'cli';
   const quantFlag = flags.quant ?? flags.quantize ?? flags.baseQuant;
-  const trained = recipe?.quantization ?? null;
-  const quant: QuantChoice = quantFlag ?? (recipe ? (trained?.quantType ?? 'none') : 'none');
+  const recorded = recipe?.quantization ?? null;
+  const quant: QuantChoice = quantFlag ?? (recipe ? (recorded?.quantType ?? 'none') : 'none');
+  const trained = recorded?.quantType === 'keep' ? null : recorded;
   const base: BaseQuantization | null =
     quant === 'none'
       ? null
-      : {
-          quantType: quant,
-          blocksize: explicit('blocksize') ? flags.blocksize! : (trained?.blocksize ?? 64),
-          doubleQuant: explicit('doubleQuant')
-            ? flags.doubleQuant !== false
-            : (trained?.doubleQuant ?? true),
-          quantizeHead: flags.quantizeHead ?? trained?.quantizeHead ?? false,
-          quantizeEmbeddings: flags.quantizeEmbeddings ?? trained?.quantizeEmbeddings ?? false,
-        };
+      : quant === 'keep'
+        ? {
+            quantType: 'keep',
+            tensorTypes: recorded?.quantType === 'keep' ? recorded.tensorTypes : {},
+          }
+        : {
+            quantType: quant,
+            blocksize: explicit('blocksize') ? flags.blocksize! : (trained?.blocksize ?? 64),
+            doubleQuant: explicit('doubleQuant')
+              ? flags.doubleQuant !== false
+              : (trained?.doubleQuant ?? true),
+            quantizeHead: flags.quantizeHead ?? trained?.quantizeHead ?? false,
+            quantizeEmbeddings: flags.quantizeEmbeddings ?? trained?.quantizeEmbeddings ?? false,
+          };
   if (recipe && adapterPath) {
     const where = path.join(adapterPath, RECIPE_FILE);
-    const same = JSON.stringify(base) === JSON.stringify(trained);
+    const same = JSON.stringify(base) === JSON.stringify(recorded);
     log(
       same
         ? `base: ${describeBase(base)}, as the adapter was trained (${where}); --quant ${base ? 'none' : 'nf4'} to change it`
-        : `base: ${describeBase(base)} as asked, but the adapter was trained on ${describeBase(trained)} (${where}): expect different outputs`,
+        : `base: ${describeBase(base)} as asked, but the adapter was trained on ${describeBase(recorded)} (${where}): expect different outputs`,
     );
   } else if (adapterPath && quantFlag === undefined) {
     log(
@@ -134,8 +140,17 @@ export function buildOptionsOf(base: BaseQuantization | null): {
   quantization: Quantize4bitOptions | null;
   quantizeHead: boolean;
   quantizeEmbedding: boolean;
+  keepQuantized: boolean;
 } {
+  if (base?.quantType === 'keep')
+    return {
+      quantization: null,
+      quantizeHead: false,
+      quantizeEmbedding: false,
+      keepQuantized: true,
+    };
   return {
+    keepQuantized: false,
     quantization: base
       ? { quantType: base.quantType, blocksize: base.blocksize, doubleQuant: base.doubleQuant }
       : null,

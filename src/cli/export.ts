@@ -252,7 +252,8 @@ export function registerExportCommands(program: Command): void {
     const ck = openCheckpoint(modelPath);
     try {
       const base =
-        adapter && quant
+        // A GGUF kept as stored (--quant keep) is the file's dequantized values: the checkpoint itself.
+        adapter && quant && quant.quantType !== 'keep'
           ? asQuantizedBase(ck, quant, {
               head: quant.quantizeHead,
               embedding: quant.quantizeEmbeddings,

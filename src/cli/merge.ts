@@ -102,16 +102,18 @@ export function registerMergeCommand(program: Command): void {
     );
     try {
       const adapter = loadLoraAdapter(adapterPath, ck.config);
-      const base = quant
-        ? asQuantizedBase(ck, quant, {
-            head: quant.quantizeHead,
-            embedding: quant.quantizeEmbeddings,
-          })
-        : ck;
+      // A GGUF kept as stored (--quant keep) is the file's dequantized values: the checkpoint itself.
+      const base =
+        quant && quant.quantType !== 'keep'
+          ? asQuantizedBase(ck, quant, {
+              head: quant.quantizeHead,
+              embedding: quant.quantizeEmbeddings,
+            })
+          : ck;
       const r = writeCheckpointAs(base, out, { adapter, dtype: flags.dtype });
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
       process.stderr.write(
-        `merged ${adapter.tensors.size / 2} LoRA layers into ${out} (${flags.dtype}${quant ? `, base through ${quant.quantType}` : ''})\n`,
+        `merged ${adapter.tensors.size / 2} LoRA layers into ${out} (${flags.dtype}${quant ? `, base through ${quant.quantType === 'keep' ? 'the GGUF blocks as stored' : quant.quantType}` : ''})\n`,
       );
     } finally {
       ck.close();

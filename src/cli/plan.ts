@@ -8,7 +8,7 @@ import { type Command, Option } from 'commander';
 import { type AdapterSummary, resolveBackend } from '../backends/index.js';
 import type { Backend } from '../tensor/backend.js';
 import { formatDevicePlan, planOnDevice } from '../train/device-plan.js';
-import { NAMED_SHAPES, printTrainingPlan, resolvePlanModel } from '../train/plan.js';
+import { keptGgufTypes, NAMED_SHAPES, printTrainingPlan, resolvePlanModel } from '../train/plan.js';
 import path from 'node:path';
 import { isHubModelId, localModelPath } from './hub-args.js';
 import { intOption } from './options.js';
@@ -51,15 +51,20 @@ export function registerPlanCommand(program: Command): void {
     const planned = resolvePlanModel(spec);
     const model = planned.config;
     const label = spec === config.model ? planned.label : config.model;
-    // The run's backend: the step's kernels are timed on it (plan-speed.ts).
+// The run's backend: the step's kernels are timed on it (plan-speed.ts).
     const be = await resolveBackend(config.backend, { computeDtype: config.computeDtype });
-    const plan = await printTrainingPlan(
-      model,
-      planOptionsOf(config, typeof lossChunkRows === 'number' ? lossChunkRows : LOSS_CHUNK_ROWS),
-      label,
-      console.log,
-      { backend: be },
+    const options = planOptionsOf(
+      config,
+      typeof lossChunkRows === 'number' ? lossChunkRows : LOSS_CHUNK_ROWS,
     );
+    // --quant keep: a GGUF file's own block types; a named shape or HF config is planned as Q4_K.
+    const keptGguf =
+      config.quant === 'keep' && /\.gguf$/i.test(spec) ? keptGgufTypes(spec) : options.keptGguf;
+    if (config.quant === 'keep' && !/\.gguf$/i.test(spec))
+      console.log('(--quant keep on a shape: every projection planned as Q4_K)');
+    const plan = await printTrainingPlan(model, { ...options, keptGguf }, label, console.log, {
+      backend: be,
+    });
     if (config.backend === 'webgpu' || config.backend === 'auto') {
       // On a GPU, also its buffers against the adapter's limits.
       const gpu = be as Backend & { adapter?: AdapterSummary; sync?(): Promise<void> };

@@ -179,8 +179,8 @@ export function addTrainOptions(cmd: Command): Command {
     )
     .option(
       '--quant <type>',
-      'base weights: nf4 (default), fp4, or none (plain LoRA)',
-      choiceOption('--quant', ['nf4', 'fp4', 'none'] as const),
+      "base weights: nf4 (default), fp4, none (plain LoRA), or keep: a GGUF's own quantization as stored (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K; recommended for a quantized GGUF, which nf4 dequantizes and re-quantizes)",
+      choiceOption('--quant', ['nf4', 'fp4', 'none', 'keep'] as const),
     )
     .option(
       '--blocksize <n>',

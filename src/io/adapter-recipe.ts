@@ -17,14 +17,27 @@ import { writeAll, writeFileAtomic } from './atomic-write.js';
 export const RECIPE_FILE = 'qlora_config.json';
 export const CHAT_TEMPLATE_FILE = 'chat_template.jinja';
 
-/** The 4-bit base an adapter was trained on; null in AdapterRecipe.quantization = a full-precision base. */
-export interface BaseQuantization {
+/** A bitsandbytes-layout 4-bit base (NF4/FP4) quantized at load. */
+export interface Bnb4bitBase {
   readonly quantType: 'nf4' | 'fp4';
   readonly blocksize: number;
   readonly doubleQuant: boolean;
   readonly quantizeHead: boolean;
   readonly quantizeEmbeddings: boolean;
 }
+
+/**
+ * A GGUF base trained on as stored (`--quant keep`): its projections (and an untied lm_head) stay in
+ * the file's own blocks, so the adapter is tuned to the weights llama.cpp serves.
+ */
+export interface GgufKeptBase {
+  readonly quantType: 'keep';
+  /** ggml type name → how many projection / lm_head weights the file stores in it (F16/F32 ones included, full precision). */
+  readonly tensorTypes: Readonly<Record<string, number>>;
+}
+
+/** The base an adapter was trained on; null in AdapterRecipe.quantization = a full-precision base. */
+export type BaseQuantization = Bnb4bitBase | GgufKeptBase;
 
 /** How dataset rows became training text. */
 export interface DataRecipe {
@@ -54,15 +67,23 @@ const fileSchema = z
     base_model_path: z.string().nullable(),
     // Named as transformers' BitsAndBytesConfig names them, plus the two parts bitsandbytes has no key for.
     quantization_config: z
-      .object({
-        quant_method: z.literal('bitsandbytes'),
-        load_in_4bit: z.literal(true),
-        bnb_4bit_quant_type: z.enum(['nf4', 'fp4']),
-        bnb_4bit_use_double_quant: z.boolean(),
-        blocksize: z.number().int().min(2),
-        quantize_lm_head: z.boolean(),
-        quantize_embeddings: z.boolean(),
-      })
+      .discriminatedUnion('quant_method', [
+        z.object({
+          quant_method: z.literal('bitsandbytes'),
+          load_in_4bit: z.literal(true),
+          bnb_4bit_quant_type: z.enum(['nf4', 'fp4']),
+          bnb_4bit_use_double_quant: z.boolean(),
+          blocksize: z.number().int().min(2),
+          quantize_lm_head: z.boolean(),
+          quantize_embeddings: z.boolean(),
+        }),
+        // The GGUF's own quantization, kept as stored (--quant keep).
+        z.object({
+          quant_method: z.literal('gguf'),
+          kept_as_stored: z.literal(true),
+          tensor_types: z.record(z.string(), z.number().int().nonnegative()),
+        }),
+      ])
       .nullable(),
     data: z
       .object({
@@ -83,17 +104,19 @@ function toJson(r: AdapterRecipe): Record<string, unknown> {
   return {
     qlora_ts_version: VERSION,
     base_model_path: r.baseModelPath,
-    quantization_config: q
-      ? {
-          quant_method: 'bitsandbytes',
-          load_in_4bit: true,
-          bnb_4bit_quant_type: q.quantType,
-          bnb_4bit_use_double_quant: q.doubleQuant,
-          blocksize: q.blocksize,
-          quantize_lm_head: q.quantizeHead,
-          quantize_embeddings: q.quantizeEmbeddings,
-        }
-      : null,
+    quantization_config: !q
+      ? null
+      : q.quantType === 'keep'
+        ? { quant_method: 'gguf', kept_as_stored: true, tensor_types: { ...q.tensorTypes } }
+        : {
+            quant_method: 'bitsandbytes',
+            load_in_4bit: true,
+            bnb_4bit_quant_type: q.quantType,
+            bnb_4bit_use_double_quant: q.doubleQuant,
+            blocksize: q.blocksize,
+            quantize_lm_head: q.quantizeHead,
+            quantize_embeddings: q.quantizeEmbeddings,
+          },
     data: d
       ? {
           format: d.format,
@@ -143,15 +166,17 @@ export function readAdapterRecipe(adapterPath: string): AdapterRecipe | null {
   const templateFile = path.join(adapterPath, CHAT_TEMPLATE_FILE);
   return {
     baseModelPath: j.base_model_path,
-    quantization: q
-      ? {
-          quantType: q.bnb_4bit_quant_type,
-          blocksize: q.blocksize,
-          doubleQuant: q.bnb_4bit_use_double_quant,
-          quantizeHead: q.quantize_lm_head,
-          quantizeEmbeddings: q.quantize_embeddings,
-        }
-      : null,
+    quantization: !q
+      ? null
+      : q.quant_method === 'gguf'
+        ? { quantType: 'keep', tensorTypes: q.tensor_types }
+        : {
+            quantType: q.bnb_4bit_quant_type,
+            blocksize: q.blocksize,
+            doubleQuant: q.bnb_4bit_use_double_quant,
+            quantizeHead: q.quantize_lm_head,
+            quantizeEmbeddings: q.quantize_embeddings,
+          },
     data: d
       ? {
           format: d.format,
@@ -169,6 +194,12 @@ export function readAdapterRecipe(adapterPath: string): AdapterRecipe | null {
 /** One line naming a 4-bit base, e.g. "NF4, block 64, double quant, 4-bit lm_head". */
 export function describeBase(q: BaseQuantization | null): string {
   if (!q) return 'full precision (f32)';
+  if (q.quantType === 'keep') {
+    const types = Object.entries(q.tensorTypes)
+      .map(([t, n]) => `${t} ×${n}`)
+      .join(', ');
+    return `the GGUF's own quantization as stored${types ? ` (${types})` : ''}`;
+  }
   const parts = [q.quantType.toUpperCase(), `block ${q.blocksize}`];
   if (q.doubleQuant) parts.push('double quant');
   if (q.quantizeHead) parts.push('4-bit lm_head');

@@ -13,6 +13,7 @@ import { fs, path } from './host.js';
 import { ropeInverseFrequencies, type RopeScaling } from '../backends/rope-tables.js';
 import { FileFormatError, RandomAccessFile } from './binary-reader.js';
 import { GgufReader } from './gguf.js';
+import { type GgmlHostWeight, type GgmlQuantType, ggmlQuantTypeOf } from '../quant/ggml-blocks.js';
 import { Llama2cCheckpoint, looksLikeLlama2cV1 } from './llama2c.js';
 import { SAFETENSORS_INDEX, SafetensorsCollection } from './safetensors.js';
 import { isBnb4bit, type RawTensorReader, readBnb4bit } from './bnb4bit.js';
@@ -38,6 +39,12 @@ export interface Checkpoint {
   load(name: string): Float32Array;
   /** The stored 4-bit form of a projection weight from a bitsandbytes checkpoint, else null. */
   loadQuantized(name: string): Quantized4bit | null;
+  /** GGUF only: the block format a weight is stored in, when the backends can keep it (TensorSource). */
+  ggmlTypeOf?(name: string): GgmlQuantType | null;
+  /** GGUF only: a weight's own blocks, Q/K rows in HF order. */
+  loadGgml?(name: string): GgmlHostWeight | null;
+  /** GGUF only: the ggml type name a tensor is stored in (F32, F16, Q4_K, ...). */
+  storedTypeName?(name: string): string;
   close(): void;
 }
 
@@ -121,6 +128,27 @@ export function permuteToInterleavedRows(
   return interleaveRows('permuteToInterleavedRows', src, nHeads, cols, true);
 }
 
+/** The same HF ↔ interleaved row permutation on whole rows of bytes (a GGUF-quantized weight's blocks). */
+function unpermuteInterleavedByteRows(src: Uint8Array, nHeads: number, rows: number): Uint8Array {
+  const rowBytes = src.length / rows;
+  const hd = rows / nHeads;
+  if (!Number.isInteger(rowBytes) || !Number.isInteger(hd) || hd % 2 !== 0)
+    throw new Error(
+      `unpermuteInterleavedRows: ${rows} rows do not form ${nHeads} heads of even size`,
+    );
+  const out = new Uint8Array(src.length);
+  const half = hd / 2;
+  for (let h = 0; h < nHeads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const from = (h * hd + 2 * i + j) * rowBytes;
+        out.set(src.subarray(from, from + rowBytes), (h * hd + j * half + i) * rowBytes);
+      }
+    }
+  }
+  return out;
+}
+
 /** How one canonical tensor is fetched from the underlying file. */
 interface Mapping {
   stored: string;
@@ -140,7 +168,7 @@ class MappedCheckpoint implements Checkpoint {
     readonly config: LlamaConfig,
     readonly source: CheckpointSource,
     readonly path: string,
-    private readonly label: string,
+    protected readonly label: string,
     private readonly shapes: Map<string, number[]>,
     private readonly mapping: Map<string, Mapping>,
     private readonly readStored: (stored: string) => Float32Array,
@@ -165,7 +193,7 @@ class MappedCheckpoint implements Checkpoint {
   }
 
   /** Where `name` is stored and how; throws naming the tensor when the checkpoint has none. */
-  private mapped(name: string): Mapping {
+  protected mapped(name: string): Mapping {
     const m = this.mapping.get(name);
     if (!m)
       throw new FileFormatError(
@@ -203,6 +231,36 @@ class MappedCheckpoint implements Checkpoint {
 
   close(): void {
     this.closeFile();
+  }
+}
+
+/** A GGUF checkpoint: also hands over its quantized weights' own blocks (`--quant keep`). */
+class GgufCheckpoint extends MappedCheckpoint {
+  constructor(
+    private readonly reader: GgufReader,
+    ...rest: ConstructorParameters<typeof MappedCheckpoint>
+  ) {
+    super(...rest);
+  }
+
+  storedTypeName(name: string): string {
+    return this.reader.tensor(this.mapped(name).stored).typeName;
+  }
+
+  ggmlTypeOf(name: string): GgmlQuantType | null {
+    const t = this.reader.tensor(this.mapped(name).stored);
+    return t.shape.length === 2 ? ggmlQuantTypeOf(t.type) : null;
+  }
+
+  loadGgml(name: string): GgmlHostWeight | null {
+    const m = this.mapped(name);
+    const t = this.reader.tensor(m.stored);
+    const type = t.shape.length === 2 ? ggmlQuantTypeOf(t.type) : null;
+    if (!type) return null;
+    const [rows, cols] = t.shape as [number, number];
+    let blocks = this.reader.readRaw(m.stored);
+    if (m.unpermuteHeads > 0) blocks = unpermuteInterleavedByteRows(blocks, m.unpermuteHeads, rows);
+    return { type, rows, cols, blocks };
   }
 }
 
@@ -438,7 +496,8 @@ function openGguf(p: string): Checkpoint {
         shift: normShift && normNames.has(name) ? -1 : 0,
       });
     }
-    return new MappedCheckpoint(
+    return new GgufCheckpoint(
+      reader,
       config,
       'gguf',
       p,

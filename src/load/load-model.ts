@@ -13,6 +13,7 @@ import { type BuildOptions, buildLlama, LORA_DEFAULTS, type LoraConfig } from '.
 import { type Checkpoint, openCheckpoint } from '../io/checkpoint.js';
 import type { LlamaModel } from '../models/llama.js';
 import { QLORA_DEFAULTS, type Quantize4bitOptions } from '../quant/quantize4bit.js';
+import { GGML_QUANT_TYPES } from '../quant/ggml-blocks.js';
 import { loadTokenizer, tokenizerPathFor } from '../tokenizer/index.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 
@@ -29,6 +30,12 @@ export interface LoadOptions {
   readonly quantizeHead?: boolean;
   /** Also store the embedding table in 4-bit. */
   readonly quantizeEmbedding?: boolean;
+  /**
+   * A GGUF's projections (and untied lm_head) in the file's own quantized blocks, as stored
+   * (`--quant keep`: Q4_0, Q8_0, Q4_K, Q5_K, Q6_K; F16/F32 ones stay full precision). Excludes
+   * `quantization`.
+   */
+  readonly keepQuantized?: boolean;
   /** Fresh LoRA adapters to train; what is left out comes from LORA_DEFAULTS (r 16, alpha 32, …). */
   readonly lora?: Partial<LoraConfig> | null;
   /** A trained adapter to apply (PEFT folder, or a GGUF LoRA file). */
@@ -65,6 +72,7 @@ export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
       quantization: o.quantization ?? null,
       quantizeHead: o.quantizeHead,
       quantizeEmbedding: o.quantizeEmbedding,
+      keepQuantized: o.keepQuantized,
       lora: adapter ? adapter.lora : o.lora ? { ...LORA_DEFAULTS, ...o.lora } : null,
       maxPositions: o.maxPositions,
       onTensor: o.onTensor,
@@ -90,14 +98,28 @@ export async function loadModel(o: LoadOptions): Promise<LoadedModel> {
       tensorNames: ck.tensorNames,
     },
     adapter,
-    quantization: o.quantization
-      ? {
-          quantType: o.quantization.quantType ?? QLORA_DEFAULTS.quantType,
-          blocksize: o.quantization.blocksize ?? QLORA_DEFAULTS.blocksize,
-          doubleQuant: o.quantization.doubleQuant ?? QLORA_DEFAULTS.doubleQuant,
-          quantizeHead: Boolean(o.quantizeHead),
-          quantizeEmbeddings: Boolean(o.quantizeEmbedding),
-        }
-      : null,
+    quantization: o.keepQuantized
+      ? { quantType: 'keep', tensorTypes: keptTensorTypes(ck) }
+      : o.quantization
+        ? {
+            quantType: o.quantization.quantType ?? QLORA_DEFAULTS.quantType,
+            blocksize: o.quantization.blocksize ?? QLORA_DEFAULTS.blocksize,
+            doubleQuant: o.quantization.doubleQuant ?? QLORA_DEFAULTS.doubleQuant,
+            quantizeHead: Boolean(o.quantizeHead),
+            quantizeEmbeddings: Boolean(o.quantizeEmbedding),
+          }
+        : null,
   };
+}
+
+/** ggml type name → how many projection / lm_head weights the GGUF stores in it (what --quant keep kept). */
+export function keptTensorTypes(ck: Checkpoint): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const name of ck.tensorNames) {
+    if (!/_proj\.weight$|^lm_head\.weight$/.test(name)) continue;
+    const t = ck.ggmlTypeOf?.(name) ?? null;
+    const key = t ? GGML_QUANT_TYPES[t].name : (ck.storedTypeName?.(name) ?? 'F32');
+    out[key] = (out[key] ?? 0) + 1;
+  }
+  return out;
 }

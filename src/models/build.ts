@@ -1,13 +1,24 @@
 import type { Backend, Packed4bitWeight } from '../tensor/backend.js';
 import type { DType } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
-import { DenseLinear, type FrozenLinear, Linear4bit } from '../nn/linear.js';
+import { DenseLinear, type FrozenLinear, Linear4bit, LinearGgml } from '../nn/linear.js';
+import {
+  type GgmlHostWeight,
+  type GgmlQuantType,
+  ggmlRowBytes,
+  uploadGgml,
+} from '../quant/ggml-blocks.js';
 import { LoraLinear, type LoraOptions } from '../nn/lora.js';
 import type { Quantized4bit, Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { allocPacked4bit, uploadPacked4bit } from '../quant/upload.js';
 import { ropeTables, type RopeScaling } from '../backends/rope-tables.js';
 import { checkLoraRank, projectionShapes } from './lora-rank.js';
-import { holdsShapesOnly, type HostQuantize4bit, quantizerFor } from '../backends/capabilities.js';
+import {
+  ggmlKernelsOf,
+  holdsShapesOnly,
+  type HostQuantize4bit,
+  quantizerFor,
+} from '../backends/capabilities.js';
 import {
   type LlamaDims,
   type LlamaLayer,
@@ -47,6 +58,13 @@ export interface TensorSource {
   load(name: string): Float32Array | Promise<Float32Array>;
   /** A projection weight already stored in 4-bit (bitsandbytes checkpoints): used as is. */
   loadQuantized?(name: string): Quantized4bit | null;
+  /**
+   * GGUF: the block format a weight is stored in when it is one the backends can keep as stored
+   * (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K), else null (F32, F16, ...). Read from the header: no data.
+   */
+  ggmlTypeOf?(name: string): GgmlQuantType | null;
+  /** GGUF: that weight's own blocks, rows in HF order (Q/K rows un-interleaved whole). */
+  loadGgml?(name: string): GgmlHostWeight | null;
   /** Where the tensors come from (a file or folder), named in errors about them. */
   readonly path?: string;
 }
@@ -91,6 +109,12 @@ export interface BuildOptions {
    * the 4-bit table. With quantizeHead, the whole base is ≈4.13 bits/param.
    */
   readonly quantizeEmbedding?: boolean;
+  /**
+   * Keep every projection weight (and an untied lm_head) that the source stores in a GGUF block
+   * format in that format (`--quant keep`): LoRA trains on the quantization the file is served
+   * with. Weights stored unquantized stay full precision. Excludes `quantization`.
+   */
+  readonly keepQuantized?: boolean;
   /** Rotary table length to start with (grows on demand). */
   readonly maxPositions?: number;
   /** Called as each tensor is loaded (progress). */
@@ -208,6 +232,33 @@ export async function buildLlama(
   // Before anything is allocated: an absurd rank is refused here, not after gigabytes of adapters.
   if (options.lora) checkLoraRank(c, options.lora.r, targets);
 
+  const keep = options.keepQuantized ?? false;
+  if (keep && options.quantization)
+    throw new Error('keepQuantized (--quant keep) and a 4-bit quantization exclude each other');
+  if (keep && typeof source.ggmlTypeOf !== 'function')
+    throw new Error(
+      `--quant keep trains on a GGUF file's own quantization; ${source.path ?? 'this model'} is not a GGUF file`,
+    );
+  const ggmlBe = keep ? ggmlKernelsOf(be) : null;
+  /** The weight in its stored GGUF blocks, or null when it is not stored in one (kept full precision). */
+  const keptTensor = (name: string, shape: readonly [number, number]): LinearGgml | null => {
+    const type = keep ? source.ggmlTypeOf!(name) : null;
+    if (!type) return null;
+    if (shapesOnly) {
+      present(name);
+      const blocks = be.zeros([shape[0] * ggmlRowBytes(type, shape[1])], 'u8');
+      return new LinearGgml({ rows: shape[0], cols: shape[1], type, blocks });
+    }
+    if (!source.has(name)) throw new Error(`checkpoint is missing tensor '${name}'`);
+    options.onTensor?.(name, index++, total);
+    const host = source.loadGgml!(name);
+    if (!host || host.rows !== shape[0] || host.cols !== shape[1])
+      throw new Error(
+        `${where}tensor '${name}': expected its ${type} blocks as [${shape.join(', ')}]`,
+      );
+    return new LinearGgml(uploadGgml(ggmlBe!, host));
+  };
+
   const embedShape = [c.vocabSize, c.hiddenSize] as const;
   const embedding: Tensor | Packed4bitWeight =
     options.quantizeEmbedding && options.quantization
@@ -225,15 +276,18 @@ export async function buildLlama(
       const name = slot.name;
       const key = projectionKey(slot, i);
       const shape = projShapes[name];
+      const kept = keptTensor(`${key}.weight`, shape);
       const stored =
         options.quantization && !shapesOnly
           ? (source.loadQuantized?.(`${key}.weight`) ?? null)
           : null;
-      const w = stored || shapesOnly ? null : await need(`${key}.weight`, shape);
-      if (shapesOnly) present(`${key}.weight`);
+      const w = kept || stored || shapesOnly ? null : await need(`${key}.weight`, shape);
+      if (shapesOnly && !kept) present(`${key}.weight`);
       const bias = projectionHasBias(c, name) ? await upload(`${key}.bias`, [shape[0]]) : null;
       let base: FrozenLinear;
-      if (shapesOnly) {
+      if (kept) {
+        base = bias ? new LinearGgml(kept.weight, bias) : kept;
+      } else if (shapesOnly) {
         base = options.quantization
           ? new Linear4bit(allocPacked4bit(be, shape[0], shape[1], options.quantization), bias)
           : new DenseLinear(be.zeros(shape, dtype), bias);
@@ -269,7 +323,10 @@ export async function buildLlama(
     lmHead = embedding instanceof Tensor ? new DenseLinear(embedding) : new Linear4bit(embedding);
   else if (options.quantizeHead && options.quantization) {
     lmHead = new Linear4bit(await quantizeTensor('lm_head.weight', embedShape));
-  } else lmHead = new DenseLinear(await upload('lm_head.weight', embedShape));
+  } else
+    lmHead =
+      keptTensor('lm_head.weight', embedShape) ??
+      new DenseLinear(await upload('lm_head.weight', embedShape));
 
   const initialPositions = Math.min(
     options.maxPositions ?? 2048,

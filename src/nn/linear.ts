@@ -1,6 +1,8 @@
 import type { Backend, Packed4bitWeight } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { disposePacked4bit, packedWeightBytes } from '../quant/upload.js';
+import type { GgmlWeight } from '../quant/ggml-blocks.js';
+import { type GgmlBackend, ggmlKernelsOf } from '../backends/capabilities.js';
 
 /**
  * A frozen linear map y = x·Wᵀ (+ b), x [n, in] → y [n, out], in full precision or 4-bit.
@@ -145,6 +147,55 @@ export class Linear4bit implements FrozenLinear {
 
   dispose(): void {
     disposePacked4bit(this.weight);
+    this.biasAdder?.dispose();
+  }
+}
+
+/**
+ * A frozen linear layer whose weight stays in a GGUF's own quantized blocks (Q4_0, Q8_0, Q4_K,
+ * Q5_K, Q6_K; `--quant keep`): LoRA trains against exactly the weights llama.cpp serves.
+ */
+export class LinearGgml implements FrozenLinear {
+  private readonly biasAdder: BiasAdder | null;
+  readonly outFeatures: number;
+  readonly inFeatures: number;
+  readonly backend: GgmlBackend;
+
+  constructor(
+    readonly weight: GgmlWeight,
+    bias: Tensor | null = null,
+  ) {
+    this.backend = ggmlKernelsOf(weight.blocks.backend);
+    this.biasAdder = bias ? new BiasAdder(bias) : null;
+    this.outFeatures = weight.rows;
+    this.inFeatures = weight.cols;
+  }
+
+  get bias(): Tensor | null {
+    return this.biasAdder?.bias ?? null;
+  }
+
+  get weightBytes(): number {
+    return this.weight.blocks.size + (this.biasAdder ? this.biasAdder.bias.size * 4 : 0);
+  }
+
+  forward(x: Tensor, y: Tensor): void {
+    this.backend.matmulGgml(x, this.weight, y, 0);
+    this.biasAdder?.apply(y);
+  }
+
+  inputGrad(dy: Tensor, dx: Tensor, accumulate: boolean): void {
+    this.backend.matmulGgmlInputGrad(dy, this.weight, dx, accumulate ? 1 : 0);
+  }
+
+  dequantize(): Tensor {
+    const out = this.backend.zeros([this.outFeatures, this.inFeatures]);
+    this.backend.dequantizeGgml(this.weight, out);
+    return out;
+  }
+
+  dispose(): void {
+    this.weight.blocks.dispose();
     this.biasAdder?.dispose();
   }
 }

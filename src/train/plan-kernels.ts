@@ -47,6 +47,10 @@ export const KERNEL_METHODS = [
   'matmul',
   'matmul4bit',
   'matmul4bitInputGrad',
+  // GGUF blocks kept as stored (--quant keep; capabilities.ts GgmlBackend, absent on some backends).
+  'matmulGgml',
+  'matmulGgmlInputGrad',
+  'dequantizeGgml',
   'dequantize4bit',
   'embedding4bit',
   'embedding',

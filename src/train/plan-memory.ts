@@ -214,21 +214,35 @@ async function measure(m: PlanModel, o: PlanOptions, be: CountingBackend): Promi
     layers: null,
   };
   const training = o.rank > 0;
-  const model = await buildLlama(config, syntheticSource(config), {
-    backend: be,
-    quantization: o.quantization
-      ? {
-          quantType: 'nf4',
-          blocksize: o.quantization.blocksize,
-          doubleQuant: o.quantization.doubleQuant,
-        }
-      : null,
-    lora: training ? lora : null,
-    quantizeHead: o.quantizeHead ?? false,
-    quantizeEmbedding: o.quantizeEmbedding ?? false,
-    // As `qlora train` builds it: rotary tables for the sequence length.
-    maxPositions: o.seqLen,
-  });
+  const kept = o.keptGguf ?? null;
+  const keptType =
+    kept === null
+      ? null
+      : typeof kept === 'function'
+        ? kept
+        : (name: string) => (/_proj\.weight$/.test(name) ? kept : null);
+  const synthetic = syntheticSource(config);
+  const model = await buildLlama(
+    config,
+    keptType ? { ...synthetic, ggmlTypeOf: keptType } : synthetic,
+    {
+      backend: be,
+      keepQuantized: keptType !== null,
+      quantization:
+        o.quantization && !keptType
+          ? {
+              quantType: 'nf4',
+              blocksize: o.quantization.blocksize,
+              doubleQuant: o.quantization.doubleQuant,
+            }
+          : null,
+      lora: training ? lora : null,
+      quantizeHead: o.quantizeHead ?? false,
+      quantizeEmbedding: o.quantizeEmbedding ?? false,
+      // As `qlora train` builds it: rotary tables for the sequence length.
+      maxPositions: o.seqLen,
+    },
+  );
   const allocated = () => be.memoryStats().allocatedBytes;
   const params = model.parameters();
   const adapters = params.reduce((s, p) => s + be.bytesOf(p.value), 0);

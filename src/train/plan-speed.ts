@@ -80,7 +80,10 @@ export interface SpeedOptions {
 }
 
 const KINDS: readonly (readonly [RegExp, string])[] = [
-  [/^(matmul4bit|matmul4bitInputGrad|dequantize4bit|embedding4bit)$/, '4-bit matmuls'],
+  [
+    /^(matmul4bit|matmul4bitInputGrad|dequantize4bit|embedding4bit|matmulGgml|matmulGgmlInputGrad|dequantizeGgml)$/,
+    '4-bit matmuls',
+  ],
   [/^matmul$/, 'matmuls'],
   [/^attention/, 'attention'],
   [/^crossEntropy$/, 'loss'],

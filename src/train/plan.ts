@@ -5,6 +5,8 @@
  * that step's kernels on the run's backend (plan-speed.ts); named shapes and parameter counts live in
  * plan-shapes.ts, the printed report in plan-report.ts.
  */
+import type { GgmlQuantType } from '../quant/ggml-blocks.js';
+import { openCheckpoint } from '../io/checkpoint.js';
 import type { ProjectionName } from '../models/llama.js';
 import { measureTrainingMemory, type MeasuredMemory, type MemoryBreakdown } from './plan-memory.js';
 import { formatBytes, formatPlan } from './plan-report.js';
@@ -66,6 +68,28 @@ export interface PlanOptions {
   readonly quantizeHead?: boolean;
   /** The embedding table stored in 4-bit too (BuildOptions.quantizeEmbedding). */
   readonly quantizeEmbedding?: boolean;
+  /**
+   * A GGUF base kept in its own blocks (`--quant keep`, with `quantization` null): one block type for
+   * every projection (a named shape: Q4_K), or each weight's stored type by HF name (null: stored
+   * unquantized) as the file says.
+   */
+  readonly keptGguf?: GgmlQuantType | ((hfName: string) => GgmlQuantType | null) | null;
+}
+
+/** What `--quant keep` keeps of a GGUF file: each weight's stored block type (nothing is read but the header). */
+export function keptGgufTypes(ggufPath: string): (hfName: string) => GgmlQuantType | null {
+  const ck = openCheckpoint(ggufPath);
+  try {
+    if (!ck.ggmlTypeOf)
+      throw new Error(
+        `--quant keep trains on a GGUF file's own quantization; ${ggufPath} is not a GGUF file`,
+      );
+    const types = new Map<string, GgmlQuantType | null>();
+    for (const name of ck.tensorNames) types.set(name, ck.ggmlTypeOf(name));
+    return (name) => types.get(name) ?? null;
+  } finally {
+    ck.close();
+  }
 }
 
 export const PLAN_DEFAULTS: PlanOptions = {

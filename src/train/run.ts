@@ -19,14 +19,20 @@ import { openCheckpoint } from '../io/checkpoint.js';
 import type { LlamaConfig } from '../io/config.js';
 import { path } from '../io/host.js';
 import { modelName } from '../io/model-name.js';
-import { type LoadedModel, loadModel } from '../load/load-model.js';
+import { describeBase } from '../io/adapter-recipe.js';
+import { keptTensorTypes, type LoadedModel, loadModel } from '../load/load-model.js';
 import { resolveTargets } from '../models/build.js';
 import { formatCount } from '../tensor/units.js';
 import { checkLoraRank } from '../models/lora-rank.js';
 import type { ModelBatch } from '../models/llama.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { prepareOutputDir } from './output-dir.js';
-import { printTrainingPlan, releaseBuildGarbage, type TrainingPlan } from './plan.js';
+import {
+  keptGgufTypes,
+  printTrainingPlan,
+  releaseBuildGarbage,
+  type TrainingPlan,
+} from './plan.js';
 import { warmupSteps } from './schedule.js';
 import {
   loraConfigOf,
@@ -169,6 +175,17 @@ export async function train(options: TrainCallOptions): Promise<TrainResult> {
       for (const w of checkLoraRank(header.config, lora.r, resolveTargets(lora.targets)))
         log(`warning: ${w}`);
       config = header.config;
+      // A quantized GGUF re-quantized to NF4 (the default) or dequantized (none): say so once.
+      if (settings.quant !== 'keep' && header.ggmlTypeOf) {
+        const types = keptTensorTypes(header);
+        const quantized = Object.keys(types).filter(
+          (t) => t !== 'F32' && t !== 'F16' && t !== 'BF16',
+        );
+        if (quantized.length > 0)
+          log(
+            `note: this GGUF stores its projections as ${describeBase({ quantType: 'keep', tensorTypes: types }).replace(/^.*\((.*)\)$/, '$1')}; --quant ${settings.quant} ${settings.quant === 'none' ? 'dequantizes them to f32' : `dequantizes and re-quantizes them to ${settings.quant.toUpperCase()}`}, so the adapter learns other weights than llama.cpp serves: --quant keep trains on them as stored (recommended)`,
+          );
+      }
     } finally {
       header.close();
     }
@@ -177,7 +194,16 @@ export async function train(options: TrainCallOptions): Promise<TrainResult> {
   const backend = loadedArg
     ? loadedArg.model.backend
     : await resolveBackend(settings.backend, { computeDtype: settings.computeDtype });
-  const plan = await printTrainingPlan(config, planOptionsOf(settings), label, log, { backend });
+  // --quant keep plans each weight in the block type the file stores it in.
+  const keptGguf =
+    settings.quant === 'keep' && !loadedArg ? keptGgufTypes(modelArg as string) : undefined;
+  const plan = await printTrainingPlan(
+    config,
+    { ...planOptionsOf(settings), ...(keptGguf ? { keptGguf } : {}) },
+    label,
+    log,
+    { backend },
+  );
   if (!plan.fits) {
     if (!settings.force)
       throw new Error(
@@ -196,8 +222,9 @@ export async function train(options: TrainCallOptions): Promise<TrainResult> {
       tokenizer: settings.tokenizer,
       backend: settings.backend,
       computeDtype: settings.computeDtype,
+      keepQuantized: settings.quant === 'keep',
       quantization:
-        settings.quant === 'none'
+        settings.quant === 'none' || settings.quant === 'keep'
           ? null
           : {
               quantType: settings.quant,
@@ -244,9 +271,9 @@ function settingsOfModel(m: LoadedModel): Partial<TrainSettings> {
     targets: l.targets === 'all-linear' ? 'all-linear' : [...l.targets],
     ...(l.layers ? { layers: [...l.layers] } : {}),
     quant: q ? q.quantType : 'none',
-    ...(q ? { blocksize: q.blocksize, doubleQuant: q.doubleQuant } : {}),
-    quantizeHead: q?.quantizeHead ?? false,
-    quantizeEmbeddings: q?.quantizeEmbeddings ?? false,
+    ...(q && q.quantType !== 'keep' ? { blocksize: q.blocksize, doubleQuant: q.doubleQuant } : {}),
+    quantizeHead: (q?.quantType !== 'keep' && q?.quantizeHead) || false,
+    quantizeEmbeddings: (q?.quantType !== 'keep' && q?.quantizeEmbeddings) || false,
   };
 }
 
@@ -269,7 +296,7 @@ async function runLoaded(
   const trainable = model.parameters().reduce((s, p) => s + p.value.size, 0);
   const q = loaded.quantization;
   log(
-    `model: ${c.architecture} ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} (${checkpoint.source}); base ${q ? `${q.quantType.toUpperCase()}${q.doubleQuant ? ' + double quant' : ''}` : 'f32'}; LoRA r=${lora.r} alpha=${lora.alpha} on ${model.loraLayers().length} projections: ${formatCount(trainable)} trainable parameters (${loadSeconds < 10 ? loadSeconds.toFixed(1) : Math.round(loadSeconds)} s to load)`,
+    `model: ${c.architecture} ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize} (${checkpoint.source}); base ${!q ? 'f32' : q.quantType === 'keep' ? describeBase(q) : `${q.quantType.toUpperCase()}${q.doubleQuant ? ' + double quant' : ''}`}; LoRA r=${lora.r} alpha=${lora.alpha} on ${model.loraLayers().length} projections: ${formatCount(trainable)} trainable parameters (${loadSeconds < 10 ? loadSeconds.toFixed(1) : Math.round(loadSeconds)} s to load)`,
   );
   const be = model.backend;
   log(`backend: ${be.name}${be.describe ? ` (${be.describe()})` : ''}`);

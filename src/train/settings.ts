@@ -54,7 +54,7 @@ export const trainSettingsShape = {
   maxGradNorm: z.number().min(0).default(1),
   // One seed for the adapters' initialisation, dropout and the data order.
   seed: z.number().int().min(0).default(LORA_DEFAULTS.seed),
-  quant: z.enum(['nf4', 'fp4', 'none']).default(QLORA_DEFAULTS.quantType),
+  quant: z.enum(['nf4', 'fp4', 'none', 'keep']).default(QLORA_DEFAULTS.quantType),
   blocksize: z.number().int().default(QLORA_DEFAULTS.blocksize),
   doubleQuant: z.boolean().default(QLORA_DEFAULTS.doubleQuant),
   quantizeHead: z.boolean().default(false),
@@ -136,7 +136,11 @@ export function planOptionsOf(s: TrainSettings, lossChunkRows = LOSS_CHUNK_ROWS)
     optimizer: s.optimizer,
     lossChunkRows,
     quantization:
-      s.quant === 'none' ? null : { blocksize: s.blocksize, doubleQuant: s.doubleQuant },
+      s.quant === 'none' || s.quant === 'keep'
+        ? null
+        : { blocksize: s.blocksize, doubleQuant: s.doubleQuant },
+    // --quant keep: the caller that knows the file replaces this with its stored types.
+    keptGguf: s.quant === 'keep' ? 'q4_k' : null,
     loraDropout: s.dropout,
     gradAccum: s.gradAccum,
     presizedArenas: true,
