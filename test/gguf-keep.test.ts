@@ -333,3 +333,45 @@ for (const type of ['Q4_K', 'Q8_0'] as const) {
     );
   });
 }
+
+test('the memory plan counts kept blocks as stored: Q4_K 4.5 and Q8_0 8.5 bits per projection parameter on a 7B shape; a file by its own types', async () => {
+  const { planTraining, keptGgufTypes } = await import('../src/train/plan.js');
+  const { resolvePlanModel } = await import('../src/train/plan-shapes.js');
+  const m = resolvePlanModel('llama2-7b').config;
+  const opts = { seqLen: 64, batchSize: 1, quantization: null, gradientCheckpointing: true };
+  const q4k = await planTraining(m, { ...opts, keptGguf: 'q4_k' });
+  const q80 = await planTraining(m, { ...opts, keptGguf: 'q8_0' });
+  const nf4 = await planTraining(m, {
+    ...opts,
+    quantization: { blocksize: 64, doubleQuant: true },
+  });
+  assert.equal(q4k.projectionBitsPerParam, 4.5);
+  assert.equal(q80.projectionBitsPerParam, 8.5);
+  assert.ok(Math.abs(nf4.projectionBitsPerParam - 4.127) < 0.01, `${nf4.projectionBitsPerParam}`);
+  assert.ok(!q4k.warnings.some((w) => /full precision/.test(w)));
+  // The mixed file: each projection at its own type's bits, the F16 one as f32 in memory.
+  const ck = openCheckpoint(mixed);
+  const config = ck.config;
+  let bits = 0;
+  let params = 0;
+  const perType: Record<string, number> = {
+    q4_k: 4.5,
+    q4_0: 4.5,
+    q5_k: 5.5,
+    q6_k: 6.5625,
+    q8_0: 8.5,
+  };
+  for (const name of ck.tensorNames) {
+    if (!/_proj\.weight$/.test(name)) continue;
+    const n = ck.shapeOf(name).reduce((a, b) => a * b, 1);
+    const t = ck.ggmlTypeOf!(name);
+    bits += n * (t ? perType[t]! : 32);
+    params += n;
+  }
+  ck.close();
+  const file = await planTraining(config, { ...opts, keptGguf: keptGgufTypes(mixed) });
+  assert.ok(
+    Math.abs(file.projectionBitsPerParam - bits / params) < 1e-9,
+    `${file.projectionBitsPerParam} vs ${bits / params}`,
+  );
+});

@@ -10,7 +10,9 @@ export function formatPlan(plan: TrainingPlan, label = 'model'): string[] {
   const m = plan.memory;
   const q = o.quantization
     ? `4-bit, blocksize ${o.quantization.blocksize}${o.quantization.doubleQuant ? ', double quant' : ''}`
-    : 'f32';
+    : o.keptGguf
+      ? `GGUF blocks as stored${typeof o.keptGguf === 'string' ? ` (${o.keptGguf.toUpperCase()})` : ''}`
+      : 'f32';
   const rows: [string, number, string][] = [
     [
       'base weights',

@@ -177,7 +177,7 @@ export async function planTraining(
       `predicted peak ${formatBytes(peakBytes)} is within 15% of this machine's ${formatBytes(totalMemoryBytes)} of RAM`,
     );
   }
-  if (!o.quantization)
+  if (!o.quantization && !o.keptGguf)
     warnings.push('the base is full precision (f32): 8× the memory of a 4-bit base');
   return {
     options: o,
