@@ -134,6 +134,62 @@ struct GgmlMatrix {
       }
     }
   }
+
+#if defined(__AVX512F__)
+  // decode16 in one zmm: the same arithmetic (each product exact in f32; Q4_K/Q5_K's one rounding is
+  // the fused d1·q − m1, equal to rounding d1·q − m1 after the exact product), so the same values.
+  __m512 decode16v(int64_t r, int64_t k) const {
+    const uint8_t* b = blocks + r * rowBytes + (k / g.elems) * g.bytes;
+    const int w = static_cast<int>(k % g.elems);
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    auto nibbles = [&](const uint8_t* q, int shift) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+      return _mm_and_si128(shift ? _mm_srli_epi16(v, 4) : v, low4);
+    };
+    auto to_ps = [](__m128i u8) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(u8)); };
+    switch (type) {
+      case GType::Q8_0: {
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2 + w));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(half_to_float(b)));
+      }
+      case GType::Q4_0: {
+        const __m512 q = _mm512_sub_ps(to_ps(nibbles(b + 2, w == 0 ? 0 : 4)), _mm512_set1_ps(8.0f));
+        return _mm512_mul_ps(q, _mm512_set1_ps(half_to_float(b)));
+      }
+      case GType::Q4_K:
+      case GType::Q5_K: {
+        const float d = half_to_float(b), dmin = half_to_float(b + 2);
+        const int c = w / 64, hi = (w % 64) / 32, l0 = w % 32;
+        int sc, m;
+        scale_min_k4(2 * c + hi, b + 4, &sc, &m);
+        const __m512 d1 = _mm512_set1_ps(d * static_cast<float>(sc));
+        const __m512 m1 = _mm512_set1_ps(dmin * static_cast<float>(m));
+        __m128i q;
+        if (type == GType::Q4_K) {
+          q = nibbles(b + 16 + 32 * c + l0, hi);
+        } else {
+          const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 16 + l0));
+          // bit (2c + hi) of each qh byte, moved to bit 4: shift right by (2c + hi) then left by 4.
+          const __m128i bit = _mm_and_si128(_mm_srl_epi16(h, _mm_cvtsi32_si128(2 * c + hi)), _mm_set1_epi8(1));
+          q = _mm_or_si128(nibbles(b + 48 + 32 * c + l0, hi), _mm_slli_epi16(bit, 4));
+        }
+        return _mm512_fmsub_ps(d1, to_ps(q), m1);
+      }
+      case GType::Q6_K: {
+        const float d = half_to_float(b + 208);
+        const int h = w / 128, kk = (w % 128) / 32, l0 = w % 32;
+        const int8_t scale = static_cast<int8_t>(b[192 + 8 * h + l0 / 16 + 2 * kk]);
+        const __m128i lo = nibbles(b + 64 * h + l0 + (kk & 1) * 32, kk >= 2);
+        const __m128i qh = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 128 + 32 * h + l0));
+        const __m128i top = _mm_and_si128(_mm_srl_epi16(qh, _mm_cvtsi32_si128(2 * kk)), _mm_set1_epi8(3));
+        const __m128i q = _mm_or_si128(lo, _mm_slli_epi16(top, 4));
+        const __m512 qf = _mm512_sub_ps(to_ps(q), _mm512_set1_ps(32.0f));
+        return _mm512_mul_ps(qf, _mm512_set1_ps(d * static_cast<float>(scale)));
+      }
+    }
+    return _mm512_setzero_ps();
+  }
+#endif
 };
 
 // op(B) = Wᵀ (K = cols, N = rows): the forward y = x·Wᵀ. Panel columns are rows of W.
@@ -146,11 +202,7 @@ class ForwardPanels : public gemm::PanelSource {
     struct Rows {
       const GgmlMatrix& w;
       int64_t n0, k0;
-      __m512 load16(int64_t j, int64_t k) const {
-        alignas(64) float v[16];
-        w.decode16(n0 + j, k0 + k, v);
-        return _mm512_load_ps(v);
-      }
+      __m512 load16(int64_t j, int64_t k) const { return w.decode16v(n0 + j, k0 + k); }
       float at(int64_t j, int64_t k) const {  // unused: kc is a multiple of 16
         alignas(64) float v[16];
         w.decode16(n0 + j, k0 + (k & ~int64_t{15}), v);
@@ -195,7 +247,11 @@ class InputGradPanels : public gemm::PanelSource {
       for (int64_t k = 0; k < kc; k++) {
         float* out = panel + k * NR;
         int64_t h = 0;
+#if defined(__AVX512F__)
+        for (; h < jn; h += 16) _mm512_store_ps(out + h, w_.decode16v(k0 + k, n0 + p * NR + h));
+#else
         for (; h < jn; h += 16) w_.decode16(k0 + k, n0 + p * NR + h, out + h);
+#endif
         for (; h < NR; h++) out[h] = 0.0f;
       }
     }
@@ -214,7 +270,6 @@ class ForwardPanelsBf16 : public gemm::PanelSourceBf16 {
   QLORA_BF16_TARGET void pack(uint32_t* dst, int64_t k0, int64_t kc, int64_t n0, int64_t nc) const override {
     using gemm::NR;
     const int64_t kp = (kc + 1) / 2;
-    alignas(64) float v[32];
     for (int64_t p = 0; p * NR < nc; p++) {
       uint32_t* panel = dst + p * kp * NR;
       const int64_t jn = std::min<int64_t>(NR, nc - p * NR);
@@ -225,9 +280,7 @@ class ForwardPanelsBf16 : public gemm::PanelSourceBf16 {
           for (int j = 0; j < 16; j++) {
             if (j < live) {
               const int64_t r = n0 + p * NR + h + j;
-              w_.decode16(r, k0 + kk, v);
-              w_.decode16(r, k0 + kk + 16, v + 16);
-              t[j] = _mm512_castsi512_ps(gemm::cvt_pairs(_mm512_load_ps(v), _mm512_load_ps(v + 16)));
+              t[j] = _mm512_castsi512_ps(gemm::cvt_pairs(w_.decode16v(r, k0 + kk), w_.decode16v(r, k0 + kk + 16)));
             } else {
               t[j] = _mm512_setzero_ps();
             }
@@ -250,7 +303,6 @@ class InputGradPanelsBf16 : public gemm::PanelSourceBf16 {
   QLORA_BF16_TARGET void pack(uint32_t* dst, int64_t k0, int64_t kc, int64_t n0, int64_t nc) const override {
     using gemm::NR;
     const int64_t kp = (kc + 1) / 2;
-    alignas(64) float a[16], b[16];
     for (int64_t p = 0; p * NR < nc; p++) {
       uint32_t* panel = dst + p * kp * NR;
       const int64_t jn = std::min<int64_t>(NR, nc - p * NR);
@@ -259,13 +311,9 @@ class InputGradPanelsBf16 : public gemm::PanelSourceBf16 {
         uint32_t* out = panel + t * NR;
         int64_t h = 0;
         for (; h < jn; h += 16) {
-          w_.decode16(k0 + e, n0 + p * NR + h, a);
-          if (o < kc) {
-            w_.decode16(k0 + o, n0 + p * NR + h, b);
-          } else {
-            std::fill(b, b + 16, 0.0f);
-          }
-          _mm512_store_si512(out + h, gemm::interleave_pairs(_mm512_load_ps(a), _mm512_load_ps(b)));
+          const __m512 a = w_.decode16v(k0 + e, n0 + p * NR + h);
+          const __m512 b = o < kc ? w_.decode16v(k0 + o, n0 + p * NR + h) : _mm512_setzero_ps();
+          _mm512_store_si512(out + h, gemm::interleave_pairs(a, b));
         }
         for (; h < NR; h++) out[h] = 0u;
       }
@@ -298,7 +346,11 @@ Napi::Value DequantizeGgml(const Napi::CallbackInfo& info) {
   float* out = f32Arg(info, 4, "out", static_cast<size_t>(w.rows * w.cols)).data;
   parallel_for(w.rows, [&](int64_t r0, int64_t r1, int) {
     for (int64_t r = r0; r < r1; r++) {
+#if defined(__AVX512F__)
+      for (int64_t k = 0; k < w.cols; k += 16) _mm512_storeu_ps(out + r * w.cols + k, w.decode16v(r, k));
+#else
       for (int64_t k = 0; k < w.cols; k += 16) w.decode16(r, k, out + r * w.cols + k);
+#endif
     }
   });
   return info.Env().Undefined();
