@@ -302,7 +302,30 @@ for (const type of ['Q4_K', 'Q8_0'] as const) {
       kept_as_stored: true,
       tensor_types: { [type]: 15 },
     });
-    if (type !== 'Q4_K') return;
+    if (type !== 'Q4_K') {
+      // Without --quant keep (NF4, the default) train says in one line what happens to the blocks.
+      const notes: string[] = [];
+      await train({
+        model: file,
+        data: DATA,
+        output: path.join(tmp, `run-${type}-nf4`),
+        maxSteps: 1,
+        seqLen: 32,
+        evalEvery: 0,
+        saveEvery: 0,
+        backend: 'cpu',
+        onLog: (l: string) => notes.push(l),
+      } as Parameters<typeof train>[0]);
+      assert.ok(
+        notes.some((l) =>
+          l.includes(
+            `note: this GGUF stores its projections as ${type} ×15; --quant nf4 dequantizes and re-quantizes them to NF4, so the adapter learns other weights than llama.cpp serves: --quant keep trains on them as stored (recommended)`,
+          ),
+        ),
+        notes.join('\n'),
+      );
+      return;
+    }
     // generate with the adapter builds the same kept base and says so.
     const gen = spawnSync(
       process.execPath,
