@@ -29,7 +29,13 @@ export {
 export { uploadPacked4bit, disposePacked4bit } from './quant/upload.js';
 
 // modules and models
-export { DenseLinear, Linear4bit, type FrozenLinear } from './nn/linear.js';
+export { DenseLinear, Linear4bit, LinearGgml, type FrozenLinear } from './nn/linear.js';
+export {
+  GGML_QUANT_TYPES,
+  type GgmlQuantType,
+  type GgmlWeight,
+  dequantizeGgmlBlocks,
+} from './quant/ggml-blocks.js';
 export { LoraLinear, type LoraOptions } from './nn/lora.js';
 export { Param } from './nn/param.js';
 export {
