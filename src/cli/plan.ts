@@ -51,7 +51,7 @@ export function registerPlanCommand(program: Command): void {
     const planned = resolvePlanModel(spec);
     const model = planned.config;
     const label = spec === config.model ? planned.label : config.model;
-// The run's backend: the step's kernels are timed on it (plan-speed.ts).
+    // The run's backend: the step's kernels are timed on it (plan-speed.ts).
     const be = await resolveBackend(config.backend, { computeDtype: config.computeDtype });
     const options = planOptionsOf(
       config,
