@@ -36,14 +36,16 @@ if (!values.model || !values.ids || !values.out) {
 
 const trained = values.adapter ? (readAdapterRecipe(values.adapter)?.quantization ?? null) : null;
 let base: BaseQuantization | null = trained;
+// A 4-bit recipe's settings (a GGUF kept as stored, --quant keep, has none of them).
+const bnb = trained?.quantType === 'keep' ? null : trained;
 if (values.quant === 'none') base = null;
 else if (values.quant === 'nf4' || values.quant === 'fp4')
   base = {
     quantType: values.quant,
-    blocksize: trained?.blocksize ?? 64,
-    doubleQuant: trained?.doubleQuant ?? true,
-    quantizeHead: trained?.quantizeHead ?? false,
-    quantizeEmbeddings: trained?.quantizeEmbeddings ?? false,
+    blocksize: bnb?.blocksize ?? 64,
+    doubleQuant: bnb?.doubleQuant ?? true,
+    quantizeHead: bnb?.quantizeHead ?? false,
+    quantizeEmbeddings: bnb?.quantizeEmbeddings ?? false,
   };
 else if (values.quant !== undefined) throw new Error(`--quant: ${values.quant}?`);
 
