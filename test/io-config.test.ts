@@ -184,6 +184,18 @@ test('which layers slide: Qwen2 from max_window_layers (default 28), layer_types
   });
   assert.deepEqual(typed.slidingLayers, [false, true, false]);
   assert.equal(configFromHf({ ...qwen2, use_sliding_window: false }).slidingLayers, null);
+  // Qwen3 follows the same rule: transformers 5.18's Qwen3Config(use_sliding_window=True,
+  // sliding_window=64, num_hidden_layers=4, max_window_layers=2).layer_types is
+  // [full, full, sliding, sliding] (printed here, not in CI).
+  const qwen3 = configFromHf({
+    ...qwen2,
+    model_type: 'qwen3',
+    head_dim: 16,
+    num_hidden_layers: 4,
+    max_window_layers: 2,
+  });
+  assert.deepEqual(qwen3.slidingLayers, [false, false, true, true]);
+  assert.equal(configToHf(qwen3)['max_window_layers'], 2);
   for (const [json, pattern] of [
     [
       { ...qwen2, num_hidden_layers: 2, layer_types: ['full_attention'] },

@@ -329,7 +329,7 @@ const QWEN2_MAX_WINDOW_LAYERS = 28;
 
 /**
  * Which layers of a sliding-window config slide, as transformers decides: `layer_types` when
- * config.json lists it; else Qwen2's layers i ≥ max_window_layers (default 28); else every layer
+ * config.json lists it; else Qwen2's and Qwen3's layers i ≥ max_window_layers (default 28); else every layer
  * (Mistral), returned as null.
  */
 function hfSlidingLayers(
@@ -345,7 +345,7 @@ function hfSlidingLayers(
       return t === 'sliding_attention';
     });
   }
-  if (a !== 'qwen2') return null;
+  if (a !== 'qwen2' && a !== 'qwen3') return null;
   const first = h.max_window_layers ?? QWEN2_MAX_WINDOW_LAYERS;
   if (first > numLayers) fail(`max_window_layers ${first} exceeds num_hidden_layers ${numLayers}`);
   return Array.from({ length: numLayers }, (_, i) => i >= first);
@@ -549,8 +549,8 @@ export function configToHf(c: LlamaConfig): Record<string, unknown> {
     eos_token_id: c.eosTokenIds.length > 1 ? [...c.eosTokenIds] : c.eosTokenId,
     ...family.hf.toHf(c),
   };
-  if (c.architecture === 'qwen2' && c.slidingWindow !== null) {
-    // Qwen2Config's rule (layers from max_window_layers on) when the layers fit it; layer_types
+  if ((c.architecture === 'qwen2' || c.architecture === 'qwen3') && c.slidingWindow !== null) {
+    // Qwen2Config's and Qwen3Config's rule (layers from max_window_layers on) when the layers fit it; layer_types
     // always, which transformers prefers when present.
     const sliding = c.slidingLayers ?? new Array<boolean>(c.numLayers).fill(true);
     const first = sliding.indexOf(true);
