@@ -17,6 +17,7 @@ import { writeGguf } from '../src/io/gguf-writer.js';
 import { exportGgufLora } from '../src/export/gguf-lora.js';
 import { loadGgufLoraAdapter } from '../src/io/gguf-lora.js';
 import { exportGgufModel } from '../src/export/gguf-model.js';
+import { initRandomModel } from '../src/export/init-random.js';
 import { vocabFromHfFolder, vocabFromLlama2c } from '../src/export/gguf-vocab.js';
 import type { LoraConfig } from '../src/models/build.js';
 import { type Checkpoint, openCheckpoint } from '../src/io/checkpoint.js';
@@ -116,9 +117,10 @@ async function checkModel(
   const merged = await llama.loadModel({ modelPath: mergedPath });
   try {
     // The exported vocabulary tokenizes the prompt as our tokenizer does.
-    const prompt = [ck.config.bosTokenId!, ...base.tokenize(promptText)];
+    const bos = ck.config.bosTokenId;
+    const prompt = [...(bos !== null ? [bos] : []), ...base.tokenize(promptText)];
     assert.deepEqual(
-      prompt.slice(1),
+      prompt.slice(bos !== null ? 1 : 0),
       encode(promptText),
       `${name}: llama.cpp tokenization of the prompt`,
     );
@@ -256,6 +258,41 @@ test('random GQA Llama from an HF folder (biases, untied head, Llama-3 rope scal
     ck.close();
   }
 });
+
+// The families' real configs shrunk by `qlora init-random --tiny` (same structure: Qwen3's q/k
+// norms and head_dim ≠ hidden/heads, Llama 3.2's tied head and Llama-3 rope scaling, SmolLM2's
+// GQA and rope theta), with the byte-level tokenizer init-random writes.
+for (const shape of ['qwen3-0.6b', 'llama-3.2-1b', 'smollm2-135m']) {
+  test(`${shape} (init-random --tiny): base, base + GGUF LoRA and merged GGUF match our forward in llama.cpp`, async () => {
+    const dir = path.join(tmp, `init-${shape}`);
+    initRandomModel({ config: shape, output: dir, tiny: true, seed: 21 });
+    const ck = openCheckpoint(dir);
+    try {
+      const tok = HfTokenizer.fromDirectory(dir);
+      const lora: LoraConfig = {
+        r: 4,
+        alpha: 8,
+        dropout: 0,
+        useRslora: false,
+        init: 'kaiming',
+        seed: 3,
+        targets: 'all-linear',
+        layers: null,
+      };
+      await checkModel(
+        shape,
+        ck,
+        vocabFromHfFolder(dir, ck.config.vocabSize),
+        lora,
+        0.2,
+        'the cat sat on the mat, and then it ran away!',
+        (t) => tok.encode(t, { addSpecialTokens: false }),
+      );
+    } finally {
+      ck.close();
+    }
+  });
+}
 
 const RANDOM_HF = {
   architectures: ['LlamaForCausalLM'],

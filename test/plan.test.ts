@@ -39,6 +39,40 @@ test('parameter counts of the named shapes match the published model sizes', () 
     parameterCounts(namedShape('llama3-8b')!, { rank: 16, targets: 'all-linear' }).base,
     8_030_261_248,
   );
+  // The shapes of fixtures/model-configs: the parameter counts their Hugging Face pages publish
+  // (exact where the page gives the safetensors total; else the model card's rounded figures:
+  // total / non-embedding for Qwen).
+  const base = (n: string) =>
+    parameterCounts(namedShape(n)!, { rank: 16, targets: 'all-linear' }).base;
+  assert.equal(base('llama-3.2-1b'), 1_235_814_400);
+  assert.equal(base('llama-3.2-3b'), 3_212_749_824);
+  assert.equal(base('llama-3.1-8b'), 8_030_261_248);
+  assert.equal(base('smollm2-135m'), 134_515_008);
+  assert.equal(base('mistral-7b'), 7_241_732_096);
+  assert.equal(base('qwen2.5-0.5b'), 494_032_768, 'q/k/v biases included');
+  // Within the last published digit (model cards round or truncate).
+  const close = (n: string, billions: number, digits = 2) =>
+    assert.ok(Math.abs(base(n) / 1e9 - billions) < 10 ** -digits, `${n}: ${base(n)}`);
+  close('smollm2-360m', 0.36);
+  close('smollm2-1.7b', 1.71);
+  close('qwen3-0.6b', 0.6, 1);
+  close('qwen3-1.7b', 1.7, 1);
+  close('qwen3-4b', 4.0, 1);
+  close('qwen3-8b', 8.2, 1);
+  close('qwen2.5-1.5b', 1.54);
+  close('qwen2.5-3b', 3.09);
+  close('qwen2.5-7b', 7.61);
+  const nonEmbedding = (n: string) => {
+    const k = parameterCounts(namedShape(n)!, { rank: 16, targets: 'all-linear' });
+    return (k.base - k.embedding - k.lmHead) / 1e9;
+  };
+  for (const [n, published] of [
+    ['qwen3-0.6b', 0.44],
+    ['qwen3-8b', 6.95],
+    ['qwen2.5-0.5b', 0.36],
+    ['qwen2.5-7b', 6.53],
+  ] as const)
+    assert.ok(Math.abs(nonEmbedding(n) - published) < 0.01, `${n}: ${nonEmbedding(n)}`);
   // LoRA r on a [out, in] matrix adds r·(in + out): Llama-2-7B all-linear r=16 → 39,976,960 (the PEFT count).
   assert.equal(
     parameterCounts(namedShape('7b')!, { rank: 16, targets: 'all-linear' }).lora,

@@ -6,6 +6,7 @@ import { registerExportCommands } from './export.js';
 import { registerGenerateCommand } from './generate.js';
 import { registerEvalCommand } from './eval.js';
 import { registerInfoCommand } from './info.js';
+import { registerInitRandomCommand } from './init-random.js';
 import { registerMergeCommand } from './merge.js';
 import { registerQuantizeCommand } from './quantize.js';
 import { registerServeCommand } from './serve.js';
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerExportCommands(program);
   registerGenerateCommand(program);
   registerInfoCommand(program);
+  registerInitRandomCommand(program);
   registerEvalCommand(program);
   registerTrainCommand(program);
   registerMergeCommand(program);

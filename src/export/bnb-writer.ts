@@ -13,7 +13,7 @@ import {
 } from '../io/safetensors.js';
 import type { Checkpoint } from '../io/checkpoint.js';
 import { configToHf } from '../io/config.js';
-import { PROJECTIONS } from '../models/llama.js';
+import { tensorTable } from '../models/registry.js';
 import {
   quantize4bit,
   quantizedBytes as quantizedBytesOf,
@@ -25,7 +25,6 @@ import { type HfDtype, writeTokenizerFiles } from './hf-writer.js';
 const SHARD_BYTES = 2 * 1024 ** 3;
 const TORCH_DTYPE = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' } as const;
 const ST_DTYPE = { f32: 'F32', f16: 'F16', bf16: 'BF16' } as const;
-const PROJECTION_WEIGHT = new RegExp(`\\.(${PROJECTIONS.join('|')})\\.weight$`);
 
 export interface BnbFolderOptions {
   readonly quantization: Required<Quantize4bitOptions>;
@@ -71,11 +70,17 @@ export function writeBnb4bitFolder(
       written++;
     }
   };
+  // The projection weights of the family's table are what bitsandbytes stores in 4-bit.
+  const projectionWeights = new Set(
+    tensorTable(ck.config)
+      .filter((e) => e.role.kind === 'weight')
+      .map((e) => e.hf),
+  );
   ck.tensorNames.forEach((name, index) => {
     o.onTensor?.(name, index, ck.tensorNames.length);
     const shape = [...ck.shapeOf(name)];
     let tensors: SafetensorsTensorToWrite[];
-    if (PROJECTION_WEIGHT.test(name)) {
+    if (projectionWeights.has(name)) {
       const q = ck.loadQuantized(name) ?? quantize4bit(ck.loadTensor(name), o.quantization);
       tensors = bnbTensors(name, q, shape, TORCH_DTYPE[o.dtype]);
       quantizedParams += q.length;

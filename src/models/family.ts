@@ -167,6 +167,11 @@ export interface ModelFamily {
   readonly name: string;
   /** One line for messages and docs. */
   readonly description: string;
+  /**
+   * The named shape (train/plan-shapes.ts, fixtures/model-configs/) that stands for the family
+   * where a family name is given instead of a shape (`qlora init-random --config qwen3`).
+   */
+  readonly defaultShape: string;
   readonly hf: {
     /** config.json `model_type` values that select this family. */
     readonly modelTypes: readonly string[];
@@ -176,6 +181,11 @@ export interface ModelFamily {
     readonly flags: (h: HfFlagFields) => FamilyFlags;
     /** Family-specific config.json fields written on export (the common ones are io/config.ts's). */
     readonly toHf: (c: FamilyFlags) => Record<string, unknown>;
+    /**
+     * Shrinks the family's own structural fields for a tiny model (io/tiny-config.ts has already
+     * sized layers, widths, heads and vocabulary): e.g. a local/global layer pattern to `layers`.
+     */
+    readonly tinyHf?: (hf: Record<string, unknown>, layers: number) => Record<string, unknown>;
   };
   readonly gguf: {
     /** `general.architecture` written on export; families may share one (Mistral is written as llama). */

@@ -38,7 +38,7 @@ export function llama3SpecialTokens(): string[] {
 }
 
 /** GPT-2's reversible byte → printable character map (bytes_to_unicode in openai/gpt-2 encoder.py). */
-function bytesToUnicode(): string[] {
+export function bytesToUnicode(): string[] {
   const printable: number[] = [];
   for (let b = 0x21; b <= 0x7e; b++) printable.push(b);
   for (let b = 0xa1; b <= 0xac; b++) printable.push(b);

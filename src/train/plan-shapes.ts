@@ -44,8 +44,10 @@ export interface ParameterCounts {
   /** 0 when tied to the embedding. */
   readonly lmHead: number;
   readonly norms: number;
+  /** Projection biases (Qwen2's q/k/v, attention_bias / mlp_bias). */
+  readonly biases: number;
   readonly lora: number;
-  /** All base parameters (projections + embedding + lm_head + norms). */
+  /** All base parameters (projections + biases + embedding + lm_head + norms). */
   readonly base: number;
 }
 
@@ -75,17 +77,21 @@ export function parameterCounts(
   lora *= m.numLayers;
   const embedding = m.vocabSize * m.hiddenSize;
   const lmHead = m.tieWordEmbeddings ? 0 : embedding;
-  // Every norm weight of the family's table (per-layer norms, q/k norms, the final norm).
+  // Every norm weight and bias of the family's table (per-layer norms, q/k norms, the final norm).
   let norms = 0;
-  for (const e of tensorTable(m))
+  let biases = 0;
+  for (const e of tensorTable(m)) {
     if (e.role.kind === 'norm' || e.role.kind === 'finalNorm') norms += e.shape[0]!;
+    else if (e.role.kind === 'bias') biases += e.shape[0]!;
+  }
   return {
     projections,
     embedding,
     lmHead,
     norms,
+    biases,
     lora,
-    base: projections + embedding + lmHead + norms,
+    base: projections + biases + embedding + lmHead + norms,
   };
 }
 
@@ -94,6 +100,33 @@ const fixturesDir = (): string =>
   nodeBuiltin<typeof import('node:url')>('node:url')!.fileURLToPath(
     new URL('../../fixtures/', import.meta.url),
   );
+
+/** A config.json shipped under fixtures/ (model-configs/NAME.json: see its NOTICE.md). */
+const fixtureConfig = (file: string) => (): Record<string, unknown> =>
+  JSON.parse(fs.readFileSync(path.join(fixturesDir(), file), 'utf8')) as Record<string, unknown>;
+
+/**
+ * The real models' config.json files under fixtures/model-configs/, transcribed from their
+ * Hugging Face repositories (provenance in its NOTICE.md); each is a name `qlora plan` and
+ * `qlora init-random` know.
+ */
+export const MODEL_CONFIG_NAMES = [
+  'qwen3-0.6b',
+  'qwen3-1.7b',
+  'qwen3-4b',
+  'qwen3-8b',
+  'smollm2-135m',
+  'smollm2-360m',
+  'smollm2-1.7b',
+  'llama-3.2-1b',
+  'llama-3.2-3b',
+  'llama-3.1-8b',
+  'mistral-7b',
+  'qwen2.5-0.5b',
+  'qwen2.5-1.5b',
+  'qwen2.5-3b',
+  'qwen2.5-7b',
+] as const;
 
 /** HF config.json fields of the shapes the benchmarks and `qlora plan` know by name. */
 const NAMED_HF_CONFIGS: Record<string, () => Record<string, unknown>> = {
@@ -120,10 +153,7 @@ const NAMED_HF_CONFIGS: Record<string, () => Record<string, unknown>> = {
     rms_norm_eps: 1e-5,
     tie_word_embeddings: true,
   }),
-  tinyllama: () =>
-    JSON.parse(
-      fs.readFileSync(path.join(fixturesDir(), 'tinyllama-config.json'), 'utf8'),
-    ) as Record<string, unknown>,
+  tinyllama: fixtureConfig('tinyllama-config.json'),
   'llama2-7b': () => ({
     model_type: 'llama',
     hidden_size: 4096,
@@ -149,6 +179,9 @@ const NAMED_HF_CONFIGS: Record<string, () => Record<string, unknown>> = {
     rope_theta: 500000,
     tie_word_embeddings: false,
   }),
+  ...Object.fromEntries(
+    MODEL_CONFIG_NAMES.map((n) => [n, fixtureConfig(`model-configs/${n}.json`)]),
+  ),
 };
 
 const ALIASES: Record<string, string> = {
@@ -160,11 +193,22 @@ const ALIASES: Record<string, string> = {
   'llama-2-7b': 'llama2-7b',
   '8b': 'llama3-8b',
   'llama-3-8b': 'llama3-8b',
+  'llama3.2-1b': 'llama-3.2-1b',
+  'llama3.2-3b': 'llama-3.2-3b',
+  'llama3.1-8b': 'llama-3.1-8b',
+  'mistral-7b-v0.1': 'mistral-7b',
 };
 
 export const NAMED_SHAPES: readonly string[] = Object.keys(NAMED_HF_CONFIGS);
 
-/** The config of a named shape (stories15m, stories110m, tinyllama, llama2-7b, llama3-8b, or an alias), or null. */
+/** The config.json object of a named shape (or an alias), or null. */
+export function namedHfConfig(name: string): Record<string, unknown> | null {
+  const key = ALIASES[name.toLowerCase()] ?? name.toLowerCase();
+  const make = NAMED_HF_CONFIGS[key];
+  return make ? make() : null;
+}
+
+/** The config of a named shape (NAMED_SHAPES, or an alias), or null. */
 export function namedShape(name: string): LlamaConfig | null {
   const key = ALIASES[name.toLowerCase()] ?? name.toLowerCase();
   const make = NAMED_HF_CONFIGS[key];

@@ -8,6 +8,7 @@ import { LLAMA_LAYER_NORMS, type ModelFamily, NO_FLAGS, llamaProjections } from 
 export const llama: ModelFamily = {
   name: 'llama',
   description: 'Llama 1/2/3, TinyLlama, SmolLM2, Llama 3.2 (and llama2.c models)',
+  defaultShape: 'llama-3.2-1b',
   hf: {
     modelTypes: ['llama'],
     classes: ['LlamaForCausalLM'],

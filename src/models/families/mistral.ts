@@ -9,6 +9,7 @@ import { LLAMA_LAYER_NORMS, type ModelFamily, llamaProjections } from '../family
 export const mistral: ModelFamily = {
   name: 'mistral',
   description: 'Mistral 7B (sliding-window attention)',
+  defaultShape: 'mistral-7b',
   hf: {
     modelTypes: ['mistral'],
     classes: ['MistralForCausalLM'],

@@ -8,6 +8,7 @@ import { LLAMA_LAYER_NORMS, type ModelFamily, llamaProjections } from '../family
 export const qwen2: ModelFamily = {
   name: 'qwen2',
   description: 'Qwen2 / Qwen2.5 (q/k/v biases)',
+  defaultShape: 'qwen2.5-0.5b',
   hf: {
     modelTypes: ['qwen2'],
     classes: ['Qwen2ForCausalLM'],

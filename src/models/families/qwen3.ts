@@ -10,6 +10,7 @@ import { LLAMA_LAYER_NORMS, type ModelFamily, llamaProjections } from '../family
 export const qwen3: ModelFamily = {
   name: 'qwen3',
   description: 'Qwen3 dense models (q/k RMSNorm per head)',
+  defaultShape: 'qwen3-0.6b',
   hf: {
     modelTypes: ['qwen3'],
     classes: ['Qwen3ForCausalLM'],

@@ -1,0 +1,76 @@
+"""Independent references for a model family, from Hugging Face transformers and PEFT.
+
+Writes, for FAMILY (a name `qlora init-random --config` knows, e.g. qwen3):
+  fixtures/families/FAMILY-tiny.reference.json  logits of transformers' model class on the weights
+                                                 `qlora init-random --config FAMILY --tiny --seed 7`
+                                                 writes (float32, eager attention)
+  fixtures/families/FAMILY-peft-keys.json       the adapter tensor names and target_modules PEFT
+                                                 saves for LoRA on every linear projection
+
+Not part of the test suite (tests need no Python): run it by hand, outside the repository's
+environment, e.g.
+  python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch transformers peft safetensors
+  /tmp/venv/bin/python scripts/family-reference.py qwen3
+"""
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SEED = 7
+INPUT_IDS = [256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 300, 400, 511]
+
+
+def main(family: str) -> None:
+    out_dir = ROOT / "fixtures" / "families"
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = pathlib.Path(tmp) / "model"
+        subprocess.run(
+            ["node", "--import", "tsx", "src/cli/run.ts", "init-random", "--config", family,
+             "--tiny", "--seed", str(SEED), "-o", str(model_dir)],
+            cwd=ROOT, check=True,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, torch_dtype=torch.float32, attn_implementation="eager"
+        )
+        model.eval()
+        with torch.no_grad():
+            logits = model(torch.tensor([INPUT_IDS])).logits[0]
+        reference = {
+            "generated_by": "scripts/family-reference.py",
+            "transformers": __import__("transformers").__version__,
+            "torch": torch.__version__,
+            "model_class": type(model).__name__,
+            "config": family,
+            "seed": SEED,
+            "input_ids": INPUT_IDS,
+            "logits": [[float(f"{x:.7g}") for x in row.tolist()] for row in logits],
+        }
+        (out_dir / f"{family}-tiny.reference.json").write_text(json.dumps(reference) + "\n")
+
+        peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=3, target_modules="all-linear"))
+        adapter_dir = pathlib.Path(tmp) / "adapter"
+        peft_model.save_pretrained(adapter_dir)
+        with safe_open(adapter_dir / "adapter_model.safetensors", "pt") as f:
+            keys = sorted(f.keys())
+        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+        peft_keys = {
+            "generated_by": "scripts/family-reference.py",
+            "peft": __import__("peft").__version__,
+            "model_class": type(model).__name__,
+            "target_modules": sorted(config["target_modules"]),
+            "keys": keys,
+        }
+        (out_dir / f"{family}-peft-keys.json").write_text(json.dumps(peft_keys, indent=1) + "\n")
+        print(f"{family}: {type(model).__name__}, {len(keys)} adapter tensors")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "qwen3")

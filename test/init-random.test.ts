@@ -1,0 +1,155 @@
+// `qlora init-random`: models of real families and shapes with seeded random weights. Every
+// family name and shape resolves; --tiny keeps each family's structure (head_dim ratio, GQA ratio,
+// biases, tied head, rope scaling, q/k norms); the output loads (HF folder and GGUF), its
+// tokenizer encodes and decodes text, the seed decides the weights, the tokenizer's special ids
+// are the config's, and a used output folder is refused without touching it.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { initRandomModel, resolveModelConfig } from '../src/export/init-random.js';
+import { openCheckpoint } from '../src/io/checkpoint.js';
+import { configFromHf } from '../src/io/config.js';
+import { tinyHfConfig } from '../src/io/tiny-config.js';
+import { FAMILIES, familyOf, tensorTable } from '../src/models/registry.js';
+import { NAMED_SHAPES, namedHfConfig } from '../src/train/plan-shapes.js';
+import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+let tmp: string;
+before(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'qlora-init-random-'));
+});
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+test('every family name resolves to its default shape, every shape to its config', () => {
+  for (const f of FAMILIES) {
+    const r = resolveModelConfig(f.name);
+    assert.equal(configFromHf(r.hf).architecture, f.name, f.name);
+  }
+  for (const n of NAMED_SHAPES) assert.ok(configFromHf(namedHfConfig(n)!, n).numLayers > 0, n);
+  assert.throws(() => resolveModelConfig('no-such-model'), /not a config\.json, a known shape/);
+});
+
+test('--tiny keeps every named shape’s structure at 2 layers, hidden ≈ 64, vocabulary 512', () => {
+  for (const n of NAMED_SHAPES) {
+    const big = configFromHf(namedHfConfig(n)!, n);
+    const small = configFromHf(tinyHfConfig(namedHfConfig(n)!), n);
+    const what = `${n}: ${JSON.stringify(small)}`;
+    assert.equal(small.architecture, big.architecture, what);
+    assert.equal(small.numLayers, 2, what);
+    assert.ok(small.hiddenSize >= 32 && small.hiddenSize <= 96, what);
+    assert.equal(small.vocabSize, 512, what);
+    assert.equal(small.numHeads / small.numKvHeads, big.numHeads / big.numKvHeads, what);
+    // head_dim against hidden/heads: equal where the real model's is, else the same ratio up to
+    // rounding to an even size (Qwen3-4B: 128·32/2560 = 1.6 → 26·4/64).
+    const ratio = (c: typeof big) => (c.headDim * c.numHeads) / c.hiddenSize;
+    assert.equal(ratio(small) === 1, ratio(big) === 1, what);
+    assert.ok(Math.abs(ratio(small) - ratio(big)) <= 0.05, what);
+    for (const k of ['tieWordEmbeddings', 'attentionBias', 'ropeTheta', 'ropeScaling'] as const)
+      assert.deepEqual(small[k], big[k], `${what}: ${k}`);
+    // The same kinds of tensors per layer (q/k norms, biases) as the real model.
+    const kinds = (c: typeof big) =>
+      tensorTable(c)
+        .filter((e) => e.hf.startsWith('model.layers.0.'))
+        .map((e) => e.hf);
+    assert.deepEqual(kinds(small), kinds(big), what);
+  }
+});
+
+test('init-random writes a loadable HF folder and GGUF with a working tokenizer; the seed decides the weights', () => {
+  const a = initRandomModel({ config: 'qwen3', output: path.join(tmp, 'a'), tiny: true, seed: 5 });
+  const b = initRandomModel({ config: 'qwen3', output: path.join(tmp, 'b'), tiny: true, seed: 6 });
+  assert.deepEqual(fs.readdirSync(a.model).sort(), [
+    'config.json',
+    'model.safetensors',
+    'tokenizer.json',
+    'tokenizer_config.json',
+  ]);
+  const ca = openCheckpoint(a.model);
+  const cb = openCheckpoint(b.model);
+  const name = 'model.layers.1.self_attn.k_norm.weight';
+  assert.notDeepEqual(ca.loadTensor(name), cb.loadTensor(name));
+  assert.equal(familyOf(ca.config).attention.qkNorm, true);
+  ca.close();
+  cb.close();
+  const tok = HfTokenizer.fromDirectory(a.model);
+  const text = 'the quick brown fox, 日本語 🦙';
+  const ids = tok.encode(text, { addSpecialTokens: false });
+  assert.ok(ids.length < Buffer.byteLength(text), 'merges shorten common text');
+  assert.ok(ids.every((i) => i < 512));
+  assert.equal(tok.decode(ids), text);
+  assert.equal(a.config.eosTokenId, tok.tokenToId('</s>'));
+
+  const g = initRandomModel({
+    config: 'llama-3.2-1b',
+    output: path.join(tmp, 'g'),
+    tiny: true,
+    format: 'gguf',
+    dtype: 'q8_0',
+  });
+  assert.deepEqual(fs.readdirSync(path.join(tmp, 'g')), ['model.gguf']);
+  const cg = openCheckpoint(g.model);
+  assert.equal(cg.config.ropeScaling?.ropeType, 'llama3');
+  assert.equal(cg.config.tieWordEmbeddings, true);
+  assert.equal(cg.config.bosTokenId, 256, 'Llama keeps a BOS');
+  cg.close();
+});
+
+test('init-random refuses a used output folder and leaves it as it was', () => {
+  const dir = path.join(tmp, 'used');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'keep.txt'), 'mine');
+  assert.throws(
+    () => initRandomModel({ config: 'llama', output: dir, tiny: true }),
+    /exists and is not an empty folder/,
+  );
+  assert.deepEqual(fs.readdirSync(dir), ['keep.txt']);
+});
+
+test('qlora init-random (CLI): a config.json file, full size, bf16', () => {
+  const config = path.join(tmp, 'small-config.json');
+  fs.writeFileSync(
+    config,
+    JSON.stringify({
+      model_type: 'qwen3',
+      hidden_size: 32,
+      intermediate_size: 48,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_key_value_heads: 1,
+      head_dim: 24,
+      vocab_size: 300,
+      tie_word_embeddings: false,
+    }),
+  );
+  const out = path.join(tmp, 'cli');
+  const stdout = execFileSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'src/cli/run.ts',
+      'init-random',
+      '--config',
+      config,
+      '-o',
+      out,
+      '--dtype',
+      'bf16',
+    ],
+    { cwd: root, encoding: 'utf8' },
+  );
+  assert.match(stdout, /qwen3 from .*small-config\.json, 1 layers, hidden 32, vocabulary 300/);
+  const ck = openCheckpoint(out);
+  assert.deepEqual(ck.shapeOf('model.layers.0.self_attn.q_norm.weight'), [24]);
+  assert.ok(ck.has('lm_head.weight'));
+  ck.close();
+  assert.equal(
+    JSON.parse(fs.readFileSync(path.join(out, 'config.json'), 'utf8')).torch_dtype,
+    'bfloat16',
+  );
+});
