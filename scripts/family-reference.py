@@ -55,12 +55,23 @@ def main(family: str) -> None:
         }
         (out_dir / f"{family}-tiny.reference.json").write_text(json.dumps(reference) + "\n")
 
-        peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=3, target_modules="all-linear"))
-        adapter_dir = pathlib.Path(tmp) / "adapter"
-        peft_model.save_pretrained(adapter_dir)
-        with safe_open(adapter_dir / "adapter_model.safetensors", "pt") as f:
-            keys = sorted(f.keys())
-        config = json.loads((adapter_dir / "adapter_config.json").read_text())
+        def adapter(targets):
+            peft_model = get_peft_model(
+                AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32),
+                LoraConfig(r=2, lora_alpha=3, target_modules=targets),
+            )
+            adapter_dir = pathlib.Path(tmp) / f"adapter-{len(str(targets))}"
+            peft_model.save_pretrained(adapter_dir)
+            with safe_open(adapter_dir / "adapter_model.safetensors", "pt") as f:
+                keys = sorted(f.keys())
+            return keys, json.loads((adapter_dir / "adapter_config.json").read_text())
+
+        # "all-linear" (every linear layer but the output head) picks the modules; naming them as
+        # PEFT then lists them gives the same tensors and the target_modules users write.
+        all_keys, _ = adapter("all-linear")
+        modules = sorted({k.split(".")[-3] for k in all_keys})
+        keys, config = adapter(modules)
+        assert keys == all_keys, "explicit targets adapt other modules than all-linear"
         peft_keys = {
             "generated_by": "scripts/family-reference.py",
             "peft": __import__("peft").__version__,

@@ -26,7 +26,7 @@ before(() => {
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 test('every family name resolves to its default shape, every shape to its config', () => {
-  for (const f of FAMILIES) {
+  for (const f of FAMILIES.filter((f) => f.defaultShape !== undefined)) {
     const r = resolveModelConfig(f.name);
     assert.equal(configFromHf(r.hf).architecture, f.name, f.name);
   }

@@ -49,9 +49,13 @@ export interface InitRandomResult {
 export function resolveModelConfig(spec: string): { hf: Record<string, unknown>; source: string } {
   const family = FAMILIES.find((f) => f.name === spec.toLowerCase());
   if (family) {
-    const hf = namedHfConfig(family.defaultShape);
-    if (!hf) throw new Error(`family '${family.name}': no shape '${family.defaultShape}'`);
-    return { hf, source: `${family.name} (${family.defaultShape})` };
+    const shape = family.defaultShape;
+    const hf = shape === undefined ? null : namedHfConfig(shape);
+    if (!hf)
+      throw new Error(
+        `family '${family.name}' has no named shape to stand for it: pass its config.json`,
+      );
+    return { hf, source: `${family.name} (${shape})` };
   }
   const named = namedHfConfig(spec);
   if (named) return { hf: named, source: spec.toLowerCase() };

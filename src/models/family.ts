@@ -171,7 +171,7 @@ export interface ModelFamily {
    * The named shape (train/plan-shapes.ts, fixtures/model-configs/) that stands for the family
    * where a family name is given instead of a shape (`qlora init-random --config qwen3`).
    */
-  readonly defaultShape: string;
+  readonly defaultShape?: string;
   readonly hf: {
     /** config.json `model_type` values that select this family. */
     readonly modelTypes: readonly string[];
