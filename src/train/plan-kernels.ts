@@ -9,7 +9,7 @@
  * the kernels' cost does not depend on the values: no data-dependent branches, denormals flushed).
  */
 import type { Backend } from '../tensor/backend.js';
-import type { DType } from '../tensor/dtype.js';
+import { BYTES_PER_ELEMENT, type DType } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** A tensor argument, by shape. */
@@ -94,26 +94,38 @@ function describe(value: unknown, depth = 0): KernelArg {
 
 /**
  * Records the kernel calls `be` receives while `fn` runs (the methods are wrapped for that time
- * only; calls still run). Returns what `fn` returned and the calls, in order.
+ * only; calls still run). Returns what `fn` returned, the calls in order, and the seconds `fn` spent
+ * outside them: the JavaScript between kernels (model and trainer code, arena bookkeeping), which
+ * a real step spends as well. Run on the counting backend, whose kernels do nothing, that is the
+ * step's host time less the kernels' own argument checks (those are in each kernel's timing).
  */
 export async function recordKernels<T>(
   be: Backend,
   fn: () => Promise<T>,
-): Promise<{ result: T; calls: KernelCall[] }> {
+): Promise<{ result: T; calls: KernelCall[]; hostSeconds: number }> {
   const calls: KernelCall[] = [];
   const target = be as unknown as Record<string, unknown>;
   const saved = new Map<string, unknown>();
+  let inKernels = 0;
   for (const op of KERNEL_METHODS) {
     const original = target[op];
     if (typeof original !== 'function') continue;
     saved.set(op, Object.prototype.hasOwnProperty.call(target, op) ? original : undefined);
     target[op] = (...args: unknown[]) => {
+      const start = performance.now();
       calls.push({ op, args: args.map((a) => describe(a)) });
-      return (original as (...a: unknown[]) => unknown).apply(be, args);
+      try {
+        return (original as (...a: unknown[]) => unknown).apply(be, args);
+      } finally {
+        inKernels += performance.now() - start;
+      }
     };
   }
   try {
-    return { result: await fn(), calls };
+    const start = performance.now();
+    const result = await fn();
+    const hostSeconds = Math.max(0, performance.now() - start - inKernels) / 1000;
+    return { result, calls, hostSeconds };
   } finally {
     for (const [op, own] of saved) {
       if (own === undefined) delete target[op];
@@ -149,36 +161,74 @@ function materialize(be: Backend, a: KernelArg, owned: Tensor[]): unknown {
   return a;
 }
 
+/** What the timing of one call holds in argument copies at most, by default (see timeKernel). */
+const ROTATION_BYTES = 64 * 2 ** 20;
+/** Argument copies a timing cycles through (fewer where they would pass the bytes allowed). */
+const ROTATION_COPIES = 8;
+
+export interface TimeKernelOptions {
+  /** Keep repeating a fast call until about this many seconds have passed (default 0.01). */
+  readonly minSeconds?: number;
+  /**
+   * The argument copies may hold this many bytes together (64 MiB at most; one set is always
+   * made). The planner passes half the run's own peak, so timing never raises the peak it predicts.
+   */
+  readonly maxBytes?: number;
+}
+
 /**
- * Seconds one `call` takes on `be`: run once (first use: pipelines, scratch), then repeated until
- * about `minSeconds` have passed, keeping the fastest per-call time; a call slower than that runs
- * once more at most. Backends that queue work (webgpu) are waited for with `sync`.
+ * Seconds one `call` takes on `be`: run once on each argument copy (warming up), then repeated
+ * until about `minSeconds` have passed, keeping the fastest per-call time; a call slower than that
+ * is timed once. Backends that queue work (webgpu) are waited for with `sync`.
+ *
+ * The repetitions cycle through up to eight copies of the arguments (`maxBytes` of them): in a
+ * real step a kernel's weights were last touched a whole step ago and its inputs a few kernels ago,
+ * so timing one set of tensors over and over, all of it hot in the caches, measured the small
+ * kernels (LoRA products, norms, rope) well below what a step spends in them.
  */
 export async function timeKernel(
   be: Backend & { sync?(): Promise<void> },
   call: KernelCall,
-  minSeconds = 0.01,
+  options: TimeKernelOptions = {},
 ): Promise<number> {
+  const minSeconds = options.minSeconds ?? 0.01;
+  const maxBytes = Math.min(ROTATION_BYTES, options.maxBytes ?? ROTATION_BYTES);
   const owned: Tensor[] = [];
   try {
-    const args = call.args.map((a) => materialize(be, a, owned));
     const method = (be as unknown as Record<string, (...a: unknown[]) => void>)[call.op];
     if (typeof method !== 'function')
       throw new Error(`plan: the backend has no kernel '${call.op}'`);
+    const sets = [call.args.map((a) => materialize(be, a, owned))];
+    const setBytes = owned.reduce((sum, t) => sum + t.size * BYTES_PER_ELEMENT[t.dtype], 0);
+    const copies = Math.max(
+      1,
+      Math.min(ROTATION_COPIES, Math.floor(maxBytes / Math.max(1, setBytes))),
+    );
+    while (sets.length < copies) sets.push(call.args.map((a) => materialize(be, a, owned)));
     const settle = async () => {
       if (be.sync) await be.sync();
     };
+    let next = 0;
     const run = async (times: number): Promise<number> => {
       const start = performance.now();
-      for (let i = 0; i < times; i++) method.apply(be, args);
+      for (let i = 0; i < times; i++) {
+        method.apply(be, sets[next]!);
+        next = (next + 1) % sets.length;
+      }
       await settle();
       return (performance.now() - start) / 1000 / times;
     };
+    // Every copy once first: pipelines, scratch, and the first touch of the copies' fresh pages
+    // (zeros from the system cost a page fault each on first use), none of which a step pays.
+    await run(sets.length);
     const first = await run(1);
-    if (first >= minSeconds) return Math.min(first, await run(1));
+    if (first >= minSeconds) return first;
     let best = Infinity;
     let spent = 0;
-    const batch = Math.max(1, Math.min(1000, Math.floor(minSeconds / 4 / Math.max(first, 1e-7))));
+    const batch = Math.max(
+      sets.length,
+      Math.min(1000, Math.floor(minSeconds / 4 / Math.max(first, 1e-7))),
+    );
     for (let i = 0; i < 4 && spent < minSeconds; i++) {
       const t = await run(batch);
       best = Math.min(best, t);
@@ -187,5 +237,8 @@ export async function timeKernel(
     return best;
   } finally {
     for (const t of owned) t.dispose();
+    // The copies go back to the system now: held over (the allocator keeps freed blocks of sizes
+    // the next call does not ask for) they would add up to more than the run's own peak.
+    be.trimMemory?.();
   }
 }

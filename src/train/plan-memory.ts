@@ -72,6 +72,11 @@ export interface MeasuredMemory {
    * by shape (plan-kernels.ts): what the speed plan times. Empty when nothing is trained (rank 0).
    */
   readonly stepKernels: readonly KernelCall[];
+  /**
+   * Seconds that step spent in JavaScript between its kernels (model and trainer code, arena
+   * bookkeeping; recordKernels), measured on this machine: the speed plan adds it to the kernels'.
+   */
+  readonly stepHostSeconds: number;
   /** Tokens that step processes (batch × seq; one sequence when the batch was scaled, see refusal). */
   readonly stepTokens: number;
 }
@@ -266,6 +271,7 @@ async function measure(m: PlanModel, o: PlanOptions, be: CountingBackend): Promi
     const optimizer = training ? grow.createOptimizer() : null;
     const optimizerStates = allocated() - beforeOptimizer;
     let stepKernels: KernelCall[] = [];
+    let stepHostSeconds = 0;
     const steps = async (t: Trainer, count: number, record: boolean) => {
       for (let s = 0; s < (optimizer ? count : 0); s++) {
         const step = async () => {
@@ -274,7 +280,8 @@ async function measure(m: PlanModel, o: PlanOptions, be: CountingBackend): Promi
         };
         // The second step's kernels (steady state: the first also sizes the arenas) are what the
         // speed plan times.
-        if (record && s === 1) stepKernels = (await recordKernels(be, step)).calls;
+        if (record && s === 1)
+          ({ calls: stepKernels, hostSeconds: stepHostSeconds } = await recordKernels(be, step));
         else await step();
       }
       await t.evaluate();
@@ -320,6 +327,7 @@ async function measure(m: PlanModel, o: PlanOptions, be: CountingBackend): Promi
       payloadBytes: basePayload(model),
       refusal: null,
       stepKernels,
+      stepHostSeconds,
       stepTokens: o.batchSize * o.seqLen,
     };
   } finally {

@@ -1,12 +1,11 @@
 /**
  * The speed plan, measured on the machine that runs: the kernel calls of one real training step
  * (recorded by the memory planner, plan-kernels.ts) are each timed on the run's backend at their
- * own shapes, and a step takes their sum. Nothing is a machine constant: no peak, efficiency or
- * bandwidth is assumed. Distinct calls are few (a layer's calls repeat in every layer) and their
- * timings are kept per machine and build (kernel-times.ts), so a plan times a shape once.
- *
- * What a step spends outside kernels (JavaScript between calls, reading the loss back) is not
- * counted: `npm run bench:train` reports how far the plan is from the measured speed per shape.
+ * own shapes, and a step takes their sum plus the JavaScript the recorded step ran between them.
+ * Nothing is a machine constant: no peak, efficiency or bandwidth is assumed. Distinct calls are
+ * few (a layer's calls repeat in every layer) and their timings are kept per machine and build
+ * (kernel-times.ts), so a plan times a shape once. `npm run bench:train` reports how far the plan
+ * is from the measured speed per shape.
  */
 import { computeDtypeOf, measuresItself } from '../backends/capabilities.js';
 import type { Backend } from '../tensor/backend.js';
@@ -52,11 +51,13 @@ export interface SpeedPlan {
   readonly tokensPerSecond: number;
   /** Seconds of one micro-batch step (forward, loss, backward, clipping, optimizer). */
   readonly stepSeconds: number;
+  /** Of those, the JavaScript between kernels (measured when the step was recorded, not cached). */
+  readonly hostSeconds: number;
   readonly flopsPerToken: FlopsPerToken;
   /** Model-FLOP utilisation against the measured f32 FMA peak, where the backend measures it. */
   readonly mfu: number | null;
   readonly peakFlops: number | null;
-  /** Step time by kind of kernel, largest first. */
+  /** Step time by kind of kernel (and 'host (JavaScript)' between kernels), largest first. */
   readonly split: readonly StepSplit[];
   /** Kernel calls per step, distinct ones, and how many were timed now (the rest came from the cache). */
   readonly kernels: {
@@ -77,6 +78,8 @@ export interface SpeedOptions {
   readonly times?: KernelTimes;
   /** Stop timing after this many seconds and report the speed as unmeasured (default 60). */
   readonly budgetSeconds?: number;
+  /** Bytes the argument copies of one timed call may hold (timeKernel's maxBytes). */
+  readonly timingBytes?: number;
 }
 
 const KINDS: readonly (readonly [RegExp, string])[] = [
@@ -89,6 +92,9 @@ const KINDS: readonly (readonly [RegExp, string])[] = [
   [/^crossEntropy$/, 'loss'],
   [/^adamw/, 'optimizer'],
 ];
+
+/** The split's entry for the JavaScript a step runs between kernels. */
+const HOST_KIND = 'host (JavaScript)';
 
 function kindOf(op: string): string {
   return KINDS.find(([re]) => re.test(op))?.[1] ?? 'norms, rope, elementwise';
@@ -106,6 +112,9 @@ function fmaPeak(be: Backend, times: KernelTimes): number | null {
   return peak;
 }
 
+/** Bumped when timeKernel measures differently (5: arguments cycle through up to 64 MiB of copies, each warmed first). */
+const TIMING_METHOD = 5;
+
 /** The timings this machine keeps for `be`. */
 export function kernelTimesFor(be: Backend): KernelTimes {
   return KernelTimes.open({
@@ -113,22 +122,32 @@ export function kernelTimesFor(be: Backend): KernelTimes {
     backend: be.describe?.() ?? be.name,
     computeDtype: computeDtypeOf(be),
     build: measuresItself(be) ? be.buildId : '',
+    // How kernels are timed (timeKernel): timings taken another way are not mixed in.
+    timing: TIMING_METHOD,
   });
 }
 
+/** One recorded training step (measureTrainingMemory): its kernel calls, host time and tokens. */
+export interface RecordedStep {
+  readonly stepKernels: readonly KernelCall[];
+  /** Seconds of JavaScript between the kernels (recordKernels). */
+  readonly stepHostSeconds: number;
+  readonly stepTokens: number;
+}
+
 /**
- * Tokens/s of training `m` with options `o` on `be`: `calls` (one step of `tokens` tokens, from
- * measureTrainingMemory) timed on `be`. Returns why not instead when there is nothing to time or
- * the timing would take longer than the budget.
+ * Tokens/s of training `m` with options `o` on `be`: the recorded `step`'s calls timed on `be`,
+ * plus its host time. Returns why not instead when there is nothing to time or the timing would
+ * take longer than the budget.
  */
 export async function predictSpeed(
   m: PlanModel,
   o: PlanOptions,
-  calls: readonly KernelCall[],
-  tokens: number,
+  step: RecordedStep,
   be: Backend,
   options: SpeedOptions = {},
 ): Promise<SpeedPlan | { readonly unmeasured: string }> {
+  const { stepKernels: calls, stepTokens: tokens } = step;
   if (calls.length === 0) return { unmeasured: 'nothing is trained (rank 0)' };
   const times = options.times ?? kernelTimesFor(be);
   const budget = options.budgetSeconds ?? 60;
@@ -151,7 +170,7 @@ export async function predictSpeed(
           return {
             unmeasured: `timing this step's kernels on ${be.describe?.() ?? be.name} took more than ${budget} s`,
           };
-        seconds = await timeKernel(be, call);
+        seconds = await timeKernel(be, call, { maxBytes: options.timingBytes });
         times.set(sig, seconds);
         timedNow++;
       }
@@ -159,12 +178,17 @@ export async function predictSpeed(
       const kind = kindOf(call.op);
       split.set(kind, (split.get(kind) ?? 0) + seconds * count);
     }
+    if (step.stepHostSeconds > 0) {
+      stepSeconds += step.stepHostSeconds;
+      split.set(HOST_KIND, step.stepHostSeconds);
+    }
     const peakFlops = fmaPeak(be, times);
     const flops = flopsPerToken(m, o);
     const tokensPerSecond = tokens / stepSeconds;
     return {
       tokensPerSecond,
       stepSeconds,
+      hostSeconds: step.stepHostSeconds,
       flopsPerToken: {
         forward: flops.forward,
         backward: flops.backward,
@@ -182,7 +206,5 @@ export async function predictSpeed(
     };
   } finally {
     times.save();
-    // The zero tensors the timings allocated go back to the system before the run loads anything.
-    if (timedNow > 0) be.trimMemory?.();
   }
 }

@@ -8,7 +8,7 @@
 import type { GgmlQuantType } from '../quant/ggml-blocks.js';
 import { openCheckpoint } from '../io/checkpoint.js';
 import type { ProjectionName } from '../models/llama.js';
-import { measureTrainingMemory, type MeasuredMemory, type MemoryBreakdown } from './plan-memory.js';
+import { measureTrainingMemory, type MemoryBreakdown } from './plan-memory.js';
 import { formatBytes, formatPlan } from './plan-report.js';
 import { parameterCounts, type ParameterCounts, type PlanModel } from './plan-shapes.js';
 import type { Backend } from '../tensor/backend.js';
@@ -17,6 +17,7 @@ import {
   type FlopsPerToken,
   flopsPerToken,
   predictSpeed,
+  type RecordedStep,
   type SpeedOptions,
   type SpeedPlan,
 } from './plan-speed.js';
@@ -42,6 +43,7 @@ export {
   flopsPerToken,
   kernelTimesFor,
   predictSpeed,
+  type RecordedStep,
   type SpeedOptions,
   type SpeedPlan,
 } from './plan-speed.js';
@@ -206,16 +208,22 @@ const SPEED_TOKENS = 2048;
 async function timeStep(
   m: PlanModel,
   o: PlanOptions,
-  measured: { stepKernels: MeasuredMemory['stepKernels']; stepTokens: number },
+  measured: RecordedStep & { readonly backendPeakBytes: number },
   backend: Backend,
   options: SpeedOptions,
 ) {
-  let { stepKernels, stepTokens } = measured;
+  let step: RecordedStep = measured;
   const batch = Math.max(1, Math.floor(SPEED_TOKENS / o.seqLen));
-  if (stepTokens > SPEED_TOKENS && batch < o.batchSize) {
-    ({ stepKernels, stepTokens } = await measureTrainingMemory(m, { ...o, batchSize: batch }));
+  if (step.stepTokens > SPEED_TOKENS && batch < o.batchSize) {
+    step = await measureTrainingMemory(m, { ...o, batchSize: batch });
   }
-  return predictSpeed(m, o, stepKernels, stepTokens, backend, options);
+  // Timing allocates its own tensors before the run loads anything: half the run's peak at most, so
+  // the plan never raises the peak it predicts.
+  const timingBytes = Math.min(
+    options.timingBytes ?? Infinity,
+    Math.max(1, Math.floor(measured.backendPeakBytes / 2)),
+  );
+  return predictSpeed(m, o, step, backend, { ...options, timingBytes });
 }
 
 /**
