@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 SEQ = [2, 17, 200, 31, 5, 99, 250, 7, 64, 128, 3, 45, 200, 17, 8, 190, 33, 71, 12, 240, 5, 88]
 
 CONFIGS = {
-    # google/gemma-2-2b's config.json (fixtures/configs/gemma-2-2b.json) at a tiny size. The
+    # google/gemma-2-2b's config.json (fixtures/model-configs/gemma-2-2b.json) at a tiny size. The
     # query_pre_attn_scalar differs from head_dim here so a model that scales by 1/sqrt(head_dim)
     # fails this fixture.
     "gemma2-tiny": {
@@ -57,7 +57,7 @@ CONFIGS = {
         "torch_dtype": "float32",
         "vocab_size": 256,
     },
-    # google/gemma-3-1b-pt's config.json (fixtures/configs/gemma-3-1b.json) at a tiny size, with
+    # google/gemma-3-1b-pt's config.json (fixtures/model-configs/gemma-3-1b.json) at a tiny size, with
     # gemma-3-4b's linear rope scaling (factor 8) so that it is seen to apply to global layers only.
     "gemma3-tiny": {
         "architectures": ["Gemma3ForCausalLM"],

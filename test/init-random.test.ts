@@ -17,6 +17,9 @@ import { tinyHfConfig } from '../src/io/tiny-config.js';
 import { FAMILIES, familyOf, tensorTable } from '../src/models/registry.js';
 import { NAMED_SHAPES, namedHfConfig } from '../src/train/plan-shapes.js';
 import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
+import { loadModel } from '../src/load/load-model.js';
+import { generate } from '../src/generate/generate.js';
+import { train } from '../src/train/run.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 let tmp: string;
@@ -34,13 +37,14 @@ test('every family name resolves to its default shape, every shape to its config
   assert.throws(() => resolveModelConfig('no-such-model'), /not a config\.json, a known shape/);
 });
 
-test('--tiny keeps every named shape’s structure at 2 layers, hidden ≈ 64, vocabulary 512', () => {
+test('--tiny keeps every named shape’s structure at 2 layers (Gemma 3: 6), hidden ≈ 64, vocabulary 512', () => {
   for (const n of NAMED_SHAPES) {
     const big = configFromHf(namedHfConfig(n)!, n);
     const small = configFromHf(tinyHfConfig(namedHfConfig(n)!), n);
     const what = `${n}: ${JSON.stringify(small)}`;
     assert.equal(small.architecture, big.architecture, what);
-    assert.equal(small.numLayers, 2, what);
+    // Gemma 3's local/global pattern is 6 layers long: a tiny one holds one whole pattern.
+    assert.equal(small.numLayers, big.architecture === 'gemma3' ? 6 : 2, what);
     assert.ok(small.hiddenSize >= 32 && small.hiddenSize <= 96, what);
     assert.equal(small.vocabSize, 512, what);
     assert.equal(small.numHeads / small.numKvHeads, big.numHeads / big.numKvHeads, what);
@@ -48,7 +52,11 @@ test('--tiny keeps every named shape’s structure at 2 layers, hidden ≈ 64, v
     // rounding to an even size (Qwen3-4B: 128·32/2560 = 1.6 → 26·4/64).
     const ratio = (c: typeof big) => (c.headDim * c.numHeads) / c.hiddenSize;
     assert.equal(ratio(small) === 1, ratio(big) === 1, what);
-    assert.ok(Math.abs(ratio(small) - ratio(big)) <= 0.05, what);
+    // (Within one head_dim step: Gemma-3-4B's 0.8 → 12·4/64 = 0.75.)
+    assert.ok(
+      Math.abs(ratio(small) - ratio(big)) <= small.numHeads / small.hiddenSize + 1e-9,
+      what,
+    );
     for (const k of ['tieWordEmbeddings', 'attentionBias', 'ropeTheta', 'ropeScaling'] as const)
       assert.deepEqual(small[k], big[k], `${what}: ${k}`);
     // The same kinds of tensors per layer (q/k norms, biases) as the real model.
@@ -57,8 +65,109 @@ test('--tiny keeps every named shape’s structure at 2 layers, hidden ≈ 64, v
         .filter((e) => e.hf.startsWith('model.layers.0.'))
         .map((e) => e.hf);
     assert.deepEqual(kinds(small), kinds(big), what);
+    if (big.architecture === 'gemma2' || big.architecture === 'gemma3') {
+      // The pattern's first period (sliding layers, then one global), a window short enough to
+      // slide on test sequences, the query scale still head_dim's, soft-caps and rope bases kept.
+      assert.deepEqual(small.slidingLayers, big.slidingLayers!.slice(0, small.numLayers), what);
+      assert.ok(small.slidingLayers!.includes(true) && small.slidingLayers!.includes(false), what);
+      assert.equal(small.slidingWindow, 16, what);
+      assert.equal(big.queryPreAttnScalar, big.headDim, n);
+      assert.equal(small.queryPreAttnScalar, small.headDim, what);
+      for (const k of ['attnLogitSoftcap', 'finalLogitSoftcap', 'ropeLocalTheta'] as const)
+        assert.deepEqual(small[k], big[k], `${what}: ${k}`);
+    }
   }
+  const g2 = configFromHf(tinyHfConfig(namedHfConfig('gemma-2-2b')!));
+  assert.deepEqual([g2.attnLogitSoftcap, g2.finalLogitSoftcap], [50, 30]);
+  const g3 = configFromHf(tinyHfConfig(namedHfConfig('gemma-3-4b')!));
+  assert.deepEqual([g3.ropeTheta, g3.ropeLocalTheta], [1e6, 1e4]);
+  assert.deepEqual(g3.ropeScaling, { ropeType: 'linear', factor: 8 });
+  assert.deepEqual(g3.slidingLayers, [true, true, true, true, true, false]);
+  // transformers v5's layer_types: the tiny model keeps its first whole period.
+  const v5 = configFromHf(
+    tinyHfConfig({
+      ...namedHfConfig('gemma-3-1b')!,
+      sliding_window_pattern: undefined,
+      layer_types: Array.from({ length: 26 }, (_, i) =>
+        (i + 1) % 6 === 0 ? 'full_attention' : 'sliding_attention',
+      ),
+    }),
+  );
+  assert.deepEqual(v5.slidingLayers, [true, true, true, true, true, false]);
+  // A 27B-style query scale (hidden/heads, not head_dim) keeps that relation too.
+  const q27 = configFromHf(
+    tinyHfConfig({ ...namedHfConfig('gemma-2-2b')!, query_pre_attn_scalar: 2304 / 8 }),
+  );
+  assert.equal(q27.queryPreAttnScalar, q27.hiddenSize / q27.numHeads);
 });
+
+// A tiny Gemma of each family name (gemma2 → gemma-2-2b, gemma3 → gemma-3-1b) and of a shape
+// (gemma-3-4b: linear rope scaling on its global layers) loads through loadModel (HF folder and GGUF),
+// generates, and trains: a short train() run lowers the eval loss.
+for (const spec of ['gemma2', 'gemma3', 'gemma-3-4b'] as const) {
+  test(`init-random --tiny ${spec}: loads (HF and GGUF), generates and trains`, async () => {
+    const dir = path.join(tmp, `tiny-${spec}`);
+    const r = initRandomModel({ config: spec, output: dir, tiny: true, seed: 7 });
+    const family = spec === 'gemma2' ? 'gemma2' : 'gemma3';
+    assert.equal(r.config.architecture, family);
+    assert.equal(
+      r.source,
+      spec === 'gemma-3-4b' ? 'gemma-3-4b' : `${spec} (${familyOf(spec).defaultShape})`,
+    );
+    const gguf = initRandomModel({
+      config: spec,
+      output: path.join(tmp, `tiny-${spec}-gguf`),
+      tiny: true,
+      seed: 7,
+      format: 'gguf',
+    });
+    const prompt = 'the cat sat on the mat and the dog ran after it';
+    const texts: string[] = [];
+    for (const model of [r.model, gguf.model]) {
+      const loaded = await loadModel({ model, backend: 'cpu', quantization: null, lora: null });
+      const arena = loaded.model.backend.createArena();
+      try {
+        assert.deepEqual(loaded.checkpoint.config.slidingLayers, r.config.slidingLayers);
+        const ids = loaded.tokenizer.encode(prompt);
+        // Longer than the 16-token window: the local layers slide.
+        assert.ok(ids.length + 8 > 16, `${ids.length} prompt tokens`);
+        const g = await generate(loaded.model, loaded.tokenizer, ids, arena, {
+          maxTokens: 8,
+          temperature: 0,
+          stopTokens: [],
+        });
+        assert.equal(g.tokens.length, 8);
+        texts.push(g.tokens.join(','));
+      } finally {
+        arena.dispose();
+        loaded.model.dispose();
+      }
+    }
+    assert.equal(texts[1], texts[0], 'the GGUF generates what the HF folder generates');
+    const rows = Array.from({ length: 16 }, (_, i) => ({
+      text: 'the cat sat on the mat. '.repeat(2 + (i % 3)),
+    }));
+    const evals: number[] = [];
+    await train({
+      model: r.model,
+      data: { train: rows, valid: rows.slice(0, 4) },
+      output: path.join(tmp, `tiny-${spec}-run`),
+      backend: 'cpu',
+      maxSteps: 16,
+      seqLen: 32,
+      batchSize: 2,
+      lr: 1e-2,
+      warmupSteps: 0,
+      evalEvery: 8,
+      evalBatches: 2,
+      saveEvery: 0,
+      onEval: (m) => evals.push(m.evalLoss),
+    });
+    console.log(`# tiny ${spec}: eval loss ${evals.map((e) => e.toFixed(3)).join(' → ')}`);
+    // From ln(512) ≈ 6.24 (random weights, frozen tied head): 6.26 → 5.24 seen here.
+    assert.ok(evals.length >= 2 && evals.at(-1)! < 0.9 * evals[0]!, evals.join(', '));
+  });
+}
 
 test('init-random writes a loadable HF folder and GGUF with a working tokenizer; the seed decides the weights', () => {
   const a = initRandomModel({ config: 'qwen3', output: path.join(tmp, 'a'), tiny: true, seed: 5 });

@@ -26,7 +26,7 @@ const CONFIGS = path.join(
   path.dirname(fileURLToPath(import.meta.url)),
   '..',
   'fixtures',
-  'configs',
+  'model-configs',
 );
 
 async function backends(): Promise<{ name: string; be: Backend }[]> {

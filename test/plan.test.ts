@@ -73,6 +73,19 @@ test('parameter counts of the named shapes match the published model sizes', () 
     ['qwen2.5-7b', 6.53],
   ] as const)
     assert.ok(Math.abs(nonEmbedding(n) - published) < 0.01, `${n}: ${nonEmbedding(n)}`);
+  // Gemma: google/gemma-2-2b's safetensors total 2,614,341,888 and the Gemma 2 report's
+  // non-embedding 2,024,517,888 (its embedding count pads the vocabulary to 256,128); the Gemma 3
+  // report's 1B total 999,885,952 (302M embedding + 698M non-embedding) and the 4B text model's
+  // 3,209M non-embedding (its 4.3B total includes the 417M vision encoder).
+  assert.equal(base('gemma-2-2b'), 2_614_341_888);
+  assert.equal(base('gemma-3-1b'), 999_885_952);
+  const gemmaNonEmbedding = (n: string) => {
+    const k = parameterCounts(namedShape(n)!, { rank: 16, targets: 'all-linear' });
+    return k.base - k.embedding - k.lmHead;
+  };
+  assert.equal(gemmaNonEmbedding('gemma-2-2b'), 2_024_517_888);
+  assert.equal(Math.round(gemmaNonEmbedding('gemma-3-1b') / 1e6), 698);
+  assert.equal(Math.round(gemmaNonEmbedding('gemma-3-4b') / 1e6), 3209);
   // LoRA r on a [out, in] matrix adds r·(in + out): Llama-2-7B all-linear r=16 → 39,976,960 (the PEFT count).
   assert.equal(
     parameterCounts(namedShape('7b')!, { rank: 16, targets: 'all-linear' }).lora,
@@ -82,6 +95,55 @@ test('parameter counts of the named shapes match the published model sizes', () 
     parameterCounts(namedShape('7b')!, { rank: 8, targets: ['q_proj', 'v_proj'] }).lora,
     4_194_304,
   );
+});
+
+// The shapes issue 16 asks `qlora plan` to know by name (Phi's come with the Phi family), plus the
+// four it knew before: each resolves to its family and plans a run on the counting backend.
+const ISSUE_16_SHAPES: readonly [string, string][] = [
+  ['qwen3-0.6b', 'qwen3'],
+  ['qwen3-1.7b', 'qwen3'],
+  ['qwen3-4b', 'qwen3'],
+  ['qwen3-8b', 'qwen3'],
+  ['gemma-2-2b', 'gemma2'],
+  ['gemma-3-1b', 'gemma3'],
+  ['gemma-3-4b', 'gemma3'],
+  ['smollm2-135m', 'llama'],
+  ['smollm2-360m', 'llama'],
+  ['smollm2-1.7b', 'llama'],
+  ['llama-3.2-1b', 'llama'],
+  ['llama-3.2-3b', 'llama'],
+  ['llama-3.1-8b', 'llama'],
+  ['mistral-7b', 'mistral'],
+  ['qwen2.5-0.5b', 'qwen2'],
+  ['qwen2.5-1.5b', 'qwen2'],
+  ['qwen2.5-3b', 'qwen2'],
+  ['qwen2.5-7b', 'qwen2'],
+  ['stories15m', 'llama'],
+  ['stories110m', 'llama'],
+  ['tinyllama', 'llama'],
+  ['llama2-7b', 'llama'],
+];
+
+test('qlora plan knows every shape of issue 16 by name (the Gemma ones planned end to end)', async () => {
+  for (const [name, family] of ISSUE_16_SHAPES) {
+    const shape = namedShape(name);
+    assert.ok(shape, `${name}: not a named shape`);
+    assert.equal(shape.architecture ?? 'llama', family, name);
+    assert.ok(parameterCounts(shape, { rank: 16, targets: 'all-linear' }).base > 0, name);
+  }
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => lines.push(a.join(' '));
+  try {
+    for (const name of ['gemma-2-2b', 'gemma-3-4b'])
+      assert.equal(await main(['plan', '--model', name, '--seq-len', '128']), 0, lines.join('\n'));
+  } finally {
+    console.log = log;
+  }
+  process.exitCode = undefined;
+  const text = lines.join('\n');
+  for (const name of ['gemma-2-2b', 'gemma-3-4b'])
+    assert.match(text, new RegExp(`plan for ${name}: batch`));
 });
 
 test('NF4 + double quant costs 4 + 8/64 + 32/(64·256) bits per projection weight', async () => {

@@ -70,5 +70,5 @@ export function tinyHfConfig(
   out.eos_token_id = inRange(hf.eos_token_id, vocab - 1);
   if (hf.bos_token_id === undefined) delete out.bos_token_id;
   if (hf.eos_token_id === undefined) delete out.eos_token_id;
-  return family.hf.tinyHf ? family.hf.tinyHf(out, layers) : out;
+  return family.hf.tinyHf ? family.hf.tinyHf(out, layers, hf) : out;
 }

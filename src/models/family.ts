@@ -183,9 +183,15 @@ export interface ModelFamily {
     readonly toHf: (c: FamilyFlags) => Record<string, unknown>;
     /**
      * Shrinks the family's own structural fields for a tiny model (io/tiny-config.ts has already
-     * sized layers, widths, heads and vocabulary): e.g. a local/global layer pattern to `layers`.
+     * sized layers, widths, heads and vocabulary in `hf`; `original` is the full-size config.json):
+     * e.g. enough layers for a whole local/global layer pattern, a query scale that keeps its
+     * relation to head_dim.
      */
-    readonly tinyHf?: (hf: Record<string, unknown>, layers: number) => Record<string, unknown>;
+    readonly tinyHf?: (
+      hf: Record<string, unknown>,
+      layers: number,
+      original: Record<string, unknown>,
+    ) => Record<string, unknown>;
   };
   readonly gguf: {
     /** `general.architecture` written on export; families may share one (Mistral is written as llama). */

@@ -126,6 +126,9 @@ export const MODEL_CONFIG_NAMES = [
   'qwen2.5-1.5b',
   'qwen2.5-3b',
   'qwen2.5-7b',
+  'gemma-2-2b',
+  'gemma-3-1b',
+  'gemma-3-4b',
 ] as const;
 
 /** HF config.json fields of the shapes the benchmarks and `qlora plan` know by name. */
@@ -197,6 +200,8 @@ const ALIASES: Record<string, string> = {
   'llama3.2-3b': 'llama-3.2-3b',
   'llama3.1-8b': 'llama-3.1-8b',
   'mistral-7b-v0.1': 'mistral-7b',
+  'gemma-3-1b-pt': 'gemma-3-1b',
+  'gemma-3-4b-pt': 'gemma-3-4b',
 };
 
 export const NAMED_SHAPES: readonly string[] = Object.keys(NAMED_HF_CONFIGS);

@@ -176,6 +176,54 @@ function gemmaToHf(c: FamilyFlags): Record<string, unknown> {
   };
 }
 
+/**
+ * Sliding window of a tiny Gemma (`qlora init-random --tiny`): short enough that the local layers
+ * really slide on the sequences tests and benchmarks use (tens of tokens), as the real window
+ * (512–4096) does on real prompts.
+ */
+export const GEMMA_TINY_WINDOW = 16;
+
+/**
+ * The tiny Gemma of a real config: at least one whole local/global pattern of layers (Gemma 2:
+ * 2, Gemma 3: sliding_window_pattern, 6, or up to the first global layer of layer_types), a window
+ * short enough to slide (GEMMA_TINY_WINDOW), and query_pre_attn_scalar in the same relation to the
+ * tiny head_dim as the real one (head_dim on most sizes, hidden/heads on the 27B ones); soft-caps,
+ * rope bases and scaling stay as they are.
+ */
+function gemmaTinyHf(defaultPeriod: number) {
+  return (
+    hf: Record<string, unknown>,
+    layers: number,
+    original: Record<string, unknown>,
+  ): Record<string, unknown> => {
+    const out = { ...hf };
+    const types = Array.isArray(original.layer_types) ? (original.layer_types as unknown[]) : null;
+    const firstGlobal = types ? types.indexOf('full_attention') : -1;
+    const period =
+      firstGlobal >= 0
+        ? firstGlobal + 1
+        : typeof original.sliding_window_pattern === 'number'
+          ? original.sliding_window_pattern
+          : defaultPeriod;
+    const n = Math.max(layers, period);
+    out.num_hidden_layers = n;
+    if (types) out.layer_types = Array.from({ length: n }, (_, i) => types[i % types.length]);
+    if (typeof out.sliding_window === 'number')
+      out.sliding_window = Math.min(out.sliding_window, GEMMA_TINY_WINDOW);
+    const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
+    const heads = num(original.num_attention_heads) ?? 8;
+    const hidden = num(original.hidden_size) ?? 2304;
+    const headDim = num(original.head_dim) ?? hidden / heads;
+    const scalar = num(original.query_pre_attn_scalar) ?? 256;
+    const tinyHeads = out.num_attention_heads as number;
+    const tinyHidden = out.hidden_size as number;
+    const tinyHeadDim = num(out.head_dim) ?? tinyHidden / tinyHeads;
+    if (scalar === headDim) out.query_pre_attn_scalar = tinyHeadDim;
+    else if (scalar === hidden / heads) out.query_pre_attn_scalar = tinyHidden / tinyHeads;
+    return out;
+  };
+}
+
 const SHARED = {
   norm: 'rms1p',
   activation: 'gelu_tanh',
@@ -192,6 +240,7 @@ export const gemma2: ModelFamily = {
   ...SHARED,
   name: 'gemma2',
   description: 'Gemma 2 (soft-capped attention and logits, alternating local/global layers)',
+  defaultShape: 'gemma-2-2b',
   hf: {
     modelTypes: ['gemma2'],
     classes: ['Gemma2ForCausalLM'],
@@ -212,6 +261,7 @@ export const gemma2: ModelFamily = {
     },
     flags: gemma2Flags,
     toHf: gemmaToHf,
+    tinyHf: gemmaTinyHf(GEMMA_GGUF_PATTERN.gemma2),
   },
   gguf: {
     arch: 'gemma2',
@@ -241,6 +291,7 @@ export const gemma3: ModelFamily = {
   ...SHARED,
   name: 'gemma3',
   description: 'Gemma 3 text (q/k norms, 5 local : 1 global layers, two rope bases)',
+  defaultShape: 'gemma-3-1b',
   hf: {
     modelTypes: ['gemma3_text'],
     classes: ['Gemma3ForCausalLM'],
@@ -264,6 +315,7 @@ export const gemma3: ModelFamily = {
       ...gemmaToHf(c),
       rope_local_base_freq: c.ropeLocalTheta ?? GEMMA3_GGUF_LOCAL_ROPE_THETA,
     }),
+    tinyHf: gemmaTinyHf(GEMMA_GGUF_PATTERN.gemma3),
   },
   gguf: {
     arch: 'gemma3',
