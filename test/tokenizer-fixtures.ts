@@ -7,6 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
+import assert from 'node:assert/strict';
+import type { Tokenizer } from '../src/tokenizer/index.js';
 
 export const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 export const TOKENIZER_FIXTURES = path.join(FIXTURES, 'tokenizers');
@@ -19,6 +21,7 @@ export const UPSTREAM_SHA256: Record<string, string> = {
     'cedc56ca6e2e89f63e781696d1fd76b4b1d49e6720dee86463e915f6e90016ac',
   'llama3/tokenizer.model.gz': '82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55',
   'gemma/tokenizer.json.gz': '7da53ca29fb16f6b2489482fc0bc6a394162cdab14d12764a1755ebc583fea79',
+  'qwen3/tokenizer.json.gz': 'aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4',
 };
 
 export function readTokenizerFixture(rel: string): Buffer {
@@ -65,4 +68,80 @@ export function llamaCppVectors(vocab: string): { text: string; ids: number[] }[
     text,
     ids: lines[i]!.trim() === '' ? [] : lines[i]!.trim().split(/\s+/).map(Number),
   }));
+}
+
+/** swift-transformers' MultilingualConformance baseline: HF Python's output for each input. */
+interface Baseline {
+  transformers_version: string;
+  entries: Record<
+    string,
+    {
+      input_ids: number[];
+      tokens: string[];
+      decoded_with_special: string;
+      decoded_skip_special: string;
+    }
+  >;
+}
+
+/** swift-transformers' tokenizer_tests.json: short encode/decode cases per model id. */
+interface CaseFile {
+  [model: string]: {
+    input: string;
+    encoded: { input_ids: number[] };
+    decoded_with_special: string;
+    decoded_without_special: string;
+  }[];
+}
+
+/**
+ * Checks a tokenizer against a MultilingualConformance baseline (30 multilingual inputs): ids,
+ * token strings, and both decodes equal what transformers produced.
+ */
+export function checkBaseline(tok: Tokenizer, baselineFile: string): void {
+  const inputs = readJsonFixture<{ inputs: { id: string; text: string }[] }>(
+    'swift-transformers/MultilingualConformance/inputs.json',
+  ).inputs;
+  const baseline = readJsonFixture<Baseline>(
+    `swift-transformers/MultilingualConformance/baselines/${baselineFile}`,
+  );
+  assert.equal(inputs.length, 30);
+  for (const { id, text } of inputs) {
+    const want = baseline.entries[id];
+    assert.ok(want, `baseline has entry ${id}`);
+    const ids = tok.encode(text);
+    assert.deepEqual(ids, want.input_ids, `${id}: input_ids`);
+    assert.deepEqual(
+      ids.map((i) => tok.idToToken(i)),
+      want.tokens,
+      `${id}: tokens`,
+    );
+    assert.equal(tok.decode(ids), want.decoded_with_special, `${id}: decoded_with_special`);
+    assert.equal(
+      tok.decode(ids, { skipSpecialTokens: true }),
+      want.decoded_skip_special,
+      `${id}: decoded_skip_special`,
+    );
+  }
+}
+
+/** Checks a tokenizer against tokenizer_tests.json's cases for `model`. */
+export function checkCases(tok: Tokenizer, model: string): void {
+  const cases = readJsonFixture<CaseFile>('swift-transformers/tokenizer_tests.json');
+  const list = cases[model];
+  assert.ok(list && list.length > 0, `tokenizer_tests.json has ${model}`);
+  for (const c of list) {
+    const ids = tok.encode(c.input);
+    assert.deepEqual(ids, c.encoded.input_ids, `${model} ${JSON.stringify(c.input)}: ids`);
+    assert.equal(
+      tok.decode(ids),
+      c.decoded_with_special,
+      `${model} ${JSON.stringify(c.input)}: decoded with special`,
+    );
+    assert.equal(
+      tok.decode(ids, { skipSpecialTokens: true }),
+      c.decoded_without_special,
+      `${model} ${JSON.stringify(c.input)}: decoded without special`,
+    );
+  }
 }

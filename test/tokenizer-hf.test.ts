@@ -3,77 +3,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { HfTokenizer, loadTokenizer, type Tokenizer } from '../src/tokenizer/index.js';
-import { materialize, readJsonFixture } from './tokenizer-fixtures.js';
+import { checkBaseline, checkCases, materialize, readJsonFixture } from './tokenizer-fixtures.js';
 
 type Json = Record<string, unknown>;
-interface Baseline {
-  transformers_version: string;
-  entries: Record<
-    string,
-    {
-      input_ids: number[];
-      tokens: string[];
-      decoded_with_special: string;
-      decoded_skip_special: string;
-    }
-  >;
-}
-interface CaseFile {
-  [model: string]: {
-    input: string;
-    encoded: { input_ids: number[] };
-    decoded_with_special: string;
-    decoded_without_special: string;
-  }[];
-}
-
-const inputs = readJsonFixture<{ inputs: { id: string; text: string }[] }>(
-  'swift-transformers/MultilingualConformance/inputs.json',
-).inputs;
-const cases = readJsonFixture<CaseFile>('swift-transformers/tokenizer_tests.json');
-
-function checkBaseline(tok: Tokenizer, baselineFile: string): void {
-  const baseline = readJsonFixture<Baseline>(
-    `swift-transformers/MultilingualConformance/baselines/${baselineFile}`,
-  );
-  assert.equal(inputs.length, 30);
-  for (const { id, text } of inputs) {
-    const want = baseline.entries[id];
-    assert.ok(want, `baseline has entry ${id}`);
-    const ids = tok.encode(text);
-    assert.deepEqual(ids, want.input_ids, `${id}: input_ids`);
-    assert.deepEqual(
-      ids.map((i) => tok.idToToken(i)),
-      want.tokens,
-      `${id}: tokens`,
-    );
-    assert.equal(tok.decode(ids), want.decoded_with_special, `${id}: decoded_with_special`);
-    assert.equal(
-      tok.decode(ids, { skipSpecialTokens: true }),
-      want.decoded_skip_special,
-      `${id}: decoded_skip_special`,
-    );
-  }
-}
-
-function checkCases(tok: Tokenizer, model: string): void {
-  const list = cases[model];
-  assert.ok(list && list.length > 0, `tokenizer_tests.json has ${model}`);
-  for (const c of list) {
-    const ids = tok.encode(c.input);
-    assert.deepEqual(ids, c.encoded.input_ids, `${model} ${JSON.stringify(c.input)}: ids`);
-    assert.equal(
-      tok.decode(ids),
-      c.decoded_with_special,
-      `${model} ${JSON.stringify(c.input)}: decoded with special`,
-    );
-    assert.equal(
-      tok.decode(ids, { skipSpecialTokens: true }),
-      c.decoded_without_special,
-      `${model} ${JSON.stringify(c.input)}: decoded without special`,
-    );
-  }
-}
 
 // ---- TinyLlama (Llama 2 vocabulary), loaded from a model folder as users would ----
 
