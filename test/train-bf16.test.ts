@@ -27,6 +27,7 @@ import type { Backend } from '../src/tensor/backend.js';
 import { AdamW } from '../src/train/optimizer.js';
 import { namedShape } from '../src/train/plan.js';
 import { Trainer, type TrainOptions } from '../src/train/trainer.js';
+import { compareLossCurves } from './loss-curve.js';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MODEL = path.join(root, 'fixtures', 'stories260K', 'stories260K.bin');
@@ -49,20 +50,10 @@ const lora: LoraConfig = {
 };
 
 function compare(name: string, f32: number[], bf16: number[]): void {
-  assert.equal(bf16.length, f32.length);
-  let worst = 0;
-  for (let i = 0; i < f32.length; i++) {
-    const rel = Math.abs(bf16[i]! - f32[i]!) / Math.abs(f32[i]!);
-    assert.ok(rel <= TOLERANCE, `${name} step ${i + 1}: bf16 loss ${bf16[i]} vs f32 ${f32[i]}`);
-    worst = Math.max(worst, rel);
-  }
-  console.log(
-    `# ${name}: bf16 vs f32 compute, max per-step relative loss difference ${worst.toExponential(2)} over ${f32.length} steps`,
-  );
-  assert.ok(
-    worst > 0,
-    `${name}: the bf16 run equals the f32 run bit for bit: the bf16 path did not run`,
-  );
+  compareLossCurves(`${name}: bf16 vs f32 compute`, f32, bf16, {
+    tolerance: TOLERANCE,
+    mustDiffer: true,
+  });
 }
 
 test(
