@@ -6,9 +6,9 @@
 // rounded operands is x·w·(1+δ₁)(1+δ₂) with |δᵢ| ≤ u, and a bf16×bf16 product is exact in fp32; the
 // K products and beta·c are then summed in fp32, each addition rounding with relative error ≤ 2⁻²⁴.
 // So  |y − y_ref| ≤ (2u + u²)·S + γ_{K+1}·(S + |beta·c|),  γ_n = n·2⁻²⁴ / (1 − n·2⁻²⁴).
-// A second, tighter check isolates the accumulation: against the float64 product of the operands
-// rounded to bf16 here (round to nearest even, denormals to zero, as vcvtne2ps2bf16 does), only the
-// γ term remains.
+// A second, tighter check isolates the accumulation: against the ref backend's bf16 reference (the
+// float64 product of the operands rounded to bf16: round to nearest even, denormals to zero, as
+// vcvtne2ps2bf16 does; src/backends/ref/bf16.ts), only the γ term remains.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -17,6 +17,16 @@ import { fileURLToPath } from 'node:url';
 import { getBackend, resolveBackend, withComputeDtype } from '../src/backends/index.js';
 import type { CpuBackend } from '../src/backends/cpu/index.js';
 import { bf16Available } from '../src/backends/cpu/native.js';
+import { roundBf16 } from '../src/backends/ref/bf16.js';
+import { matmul as refMatmul } from '../src/backends/ref/matmul.js';
+import {
+  matmul4bit as refMatmul4bit,
+  matmul4bitInputGrad as refMatmul4bitInputGrad,
+} from '../src/backends/ref/quant4bit.js';
+import { f32ToBF16 } from '../src/io/half.js';
+import { buildLlama, type BuildConfig } from '../src/models/build.js';
+import { syntheticSource } from '../src/models/synthetic.js';
+import type { Tensor } from '../src/tensor/tensor.js';
 import { disposePacked4bit, quantize4bit, uploadPacked4bit } from '../src/quant/index.js';
 import type { QuantType4bit } from '../src/quant/index.js';
 import { randn } from './util.js';
@@ -31,18 +41,6 @@ const skip = hasBf16
 
 const U = 2 ** -8;
 const gamma = (n: number) => (n * 2 ** -24) / (1 - n * 2 ** -24);
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-/** fp32 → bf16 → fp32, round to nearest even, denormals to signed zero (vcvtne2ps2bf16). */
-function bf16(v: number): number {
-  f32[0] = v;
-  let u = u32[0]!;
-  if ((u & 0x7f800000) === 0) u &= 0x80000000;
-  else if ((u & 0x7fffffff) <= 0x7f800000) u = (u + 0x7fff + ((u >>> 16) & 1)) >>> 0;
-  u32[0] = (u & 0xffff0000) >>> 0;
-  return f32[0];
-}
 
 interface Case {
   rows: number;
@@ -99,12 +97,15 @@ test(
             const out = be.fromArray(init, [n, N]);
             const xr = ref.fromArray(x, [n, K]);
             const outR = ref.fromArray(init, [n, N]);
+            const outRB = ref.fromArray(init, [n, N]); // ref's bf16 reference
             if (inputGrad) {
               be.matmul4bitInputGrad(xt, w, out, beta);
               ref.matmul4bitInputGrad(xr, wRef, outR, beta);
+              refMatmul4bitInputGrad(xr, wRef, outRB, beta, true);
             } else {
               be.matmul4bit(xt, w, out, beta);
               ref.matmul4bit(xr, wRef, outR, beta);
+              refMatmul4bit(xr, wRef, outRB, beta, true);
             }
             const got = out.data;
             const want = outR.data;
@@ -112,15 +113,9 @@ test(
             for (let i = 0; i < n; i++) {
               for (let j = 0; j < N; j++) {
                 let s = 0;
-                let rounded = 0;
-                for (let k = 0; k < K; k++) {
-                  const xv = xf[i * K + k]!;
-                  const wv = wAt(k, j);
-                  s += Math.abs(xv * wv);
-                  rounded += bf16(xv) * bf16(wv);
-                }
+                for (let k = 0; k < K; k++) s += Math.abs(xf[i * K + k]! * wAt(k, j));
                 const cTerm = beta === 0 ? 0 : Math.abs(beta * Math.fround(init[i * N + j]!));
-                if (beta !== 0) rounded += beta * Math.fround(init[i * N + j]!);
+                const rounded = outRB.data[i * N + j]!;
                 const g = got[i * N + j]!;
                 const where = `${inputGrad ? 'inputGrad' : 'matmul4bit'} n=${n} beta=${beta} [${i},${j}] ${JSON.stringify(c)}`;
                 const acc = gamma(K + 1) * (s + cTerm) + 1e-30;
@@ -139,7 +134,7 @@ test(
                 if (s > 0) worstRel = Math.max(worstRel, err / s);
               }
             }
-            for (const t of [xt, out, xr, outR]) t.dispose();
+            for (const t of [xt, out, xr, outR, outRB]) t.dispose();
           }
         }
       }
@@ -178,6 +173,15 @@ test(
           const out = be.fromArray(init, [M, N]);
           be.matmul(at, bt, out, { transB, beta, frozenB: true });
           const got = Float32Array.from(out.data as Float32Array);
+          // ref's bf16 reference (operands rounded to bf16, float64 sums, beta·out added).
+          const want = ref.fromArray(init, [M, N]);
+          refMatmul(
+            ref.fromArray(a, [M, K]),
+            ref.fromArray(b, bShape),
+            want,
+            { transB, beta, frozenB: true },
+            true,
+          );
           // Without frozenB (LoRA factors, attention, activations) the twin is the f32 kernel exactly.
           const plain = be.fromArray(init, [M, N]);
           const plainF32 = cpu.fromArray(init, [M, N]);
@@ -194,21 +198,20 @@ test(
             for (let j = 0; j < N; j++) {
               let s = 0;
               let exact = 0;
-              let rounded = 0;
               for (let k = 0; k < K; k++) {
                 const x = af[i * K + k]!;
                 const w = transB ? bf[j * K + k]! : bf[k * N + j]!;
                 s += Math.abs(x * w);
                 exact += x * w;
-                rounded += bf16(x) * bf16(w);
               }
               const c = beta === 0 ? 0 : beta * Math.fround(init[i * N + j]!);
               const acc = gamma(K + 1) * (s + Math.abs(c)) + 1e-30;
               const g = got[i * N + j]!;
+              const rounded = want.data[i * N + j]!;
               const where = `frozen matmul M=${M} N=${N} K=${K} transB=${transB} beta=${beta} [${i},${j}]`;
               assert.ok(
-                Math.abs(g - (rounded + c)) <= acc,
-                `${where}: ${g} vs bf16-rounded ${rounded + c}`,
+                Math.abs(g - rounded) <= acc,
+                `${where}: ${g} vs ref bf16 reference ${rounded}`,
               );
               assert.ok(
                 Math.abs(g - (exact + c)) <= (2 * U + U * U) * s + acc,
@@ -217,7 +220,7 @@ test(
               if (s > 0) worstRel = Math.max(worstRel, Math.abs(g - (exact + c)) / s);
             }
           }
-          for (const t of [at, bt, out, plain, plainF32]) t.dispose();
+          for (const t of [at, bt, out, plain, plainF32, want]) t.dispose();
         }
       }
     }
@@ -300,3 +303,125 @@ test('without AVX512_BF16 (QLORA_NO_BF16 hides it) auto falls back to f32 and bf
     /bf16=refused: --compute-dtype bf16 needs .*AVX512_BF16.*'cpu'.*computes in f32/,
   );
 });
+
+test('ref bf16 reference: roundBf16 rounds an fp32 value to nearest even, flushes denormals, keeps Inf and NaN', () => {
+  const one = 1;
+  const ulp = 2 ** -7; // bf16 spacing at 1
+  assert.equal(roundBf16(one + ulp / 2), one, 'tie to even (down)');
+  assert.equal(roundBf16(one + (3 * ulp) / 2), one + 2 * ulp, 'tie to even (up)');
+  assert.equal(roundBf16(one + ulp / 2 + 2 ** -20), one + ulp, 'above the tie rounds up');
+  assert.equal(roundBf16(-(one + ulp / 4)), -one);
+  assert.equal(roundBf16(2 ** -140), 0, 'fp32 denormal flushes to zero');
+  assert.ok(Object.is(roundBf16(-(2 ** -140)), -0), '… keeping its sign');
+  assert.equal(roundBf16(Infinity), Infinity);
+  assert.ok(Number.isNaN(roundBf16(NaN)));
+  assert.equal(roundBf16(3.4e38), Infinity, 'rounds past the largest bf16 to Inf');
+  // Normal values agree with the bf16 encoder the file writers use (src/io/half.ts).
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  for (const v of randn(2000, 77, 100)) {
+    u[0] = f32ToBF16(v) << 16;
+    assert.equal(roundBf16(v), f[0], `${v}`);
+  }
+});
+
+/** One tensor's values on the ref backend (the reference reads plain arrays). */
+function onRef(t: Tensor): Tensor {
+  return ref.fromArray(Float64Array.from(t.data as Float32Array), t.shape);
+}
+
+test(
+  'lm_head in bf16: the tied embedding, an untied f32 head and a 4-bit head compute logits and their input gradient as the ref bf16 reference; the f32 model keeps f32',
+  { skip },
+  async () => {
+    const base: BuildConfig = {
+      vocabSize: 203,
+      hiddenSize: 80,
+      intermediateSize: 96,
+      numLayers: 1,
+      numHeads: 4,
+      numKvHeads: 2,
+      headDim: 20,
+      rmsNormEps: 1e-5,
+      ropeTheta: 10000,
+      ropeScaling: null,
+      maxPositionEmbeddings: 64,
+      tieWordEmbeddings: true,
+      attentionBias: false,
+    };
+    const quantization = { quantType: 'nf4' as const, blocksize: 64, doubleQuant: true };
+    const heads = [
+      { name: 'tied embedding', config: base, quantizeHead: false },
+      {
+        name: 'untied f32 head',
+        config: { ...base, tieWordEmbeddings: false },
+        quantizeHead: false,
+      },
+      { name: '4-bit head', config: { ...base, tieWordEmbeddings: false }, quantizeHead: true },
+    ];
+    let seed = 900;
+    for (const h of heads) {
+      for (const dtype of ['bf16', 'f32'] as const) {
+        const be = cpu.withComputeDtype(dtype);
+        const model = await buildLlama(h.config, syntheticSource(h.config, 5), {
+          backend: be,
+          quantization,
+          quantizeHead: h.quantizeHead,
+        });
+        if (h.name === 'tied embedding') assert.ok(model.tiedEmbeddings);
+        const head = model.lmHead;
+        const V = head.outFeatures;
+        const d = head.inFeatures;
+        const W = head.dequantize(); // [V, d], the fp32 values the panels round from
+        const Wr = onRef(W);
+        const n = 37;
+        // The loss chunk's products: logits = x·Wᵀ, then dx (+)= dlogits·W.
+        for (const [what, K, N, bShape, transB, accumulate] of [
+          ['logits', d, V, [V, d], true, false],
+          ['input grad', V, d, [V, d], false, false],
+          ['input grad, accumulated', V, d, [V, d], false, true],
+        ] as const) {
+          const x = be.fromArray(randn(n * K, seed++), [n, K]);
+          const init = accumulate ? randn(n * N, seed++) : new Float64Array(n * N).fill(NaN);
+          const out = be.fromArray(init, [n, N]);
+          if (transB) head.forward(x, out);
+          else head.inputGrad(x, out, accumulate);
+          const beta = accumulate ? 1 : 0;
+          const want = ref.fromArray(init, [n, N]);
+          refMatmul(onRef(x), Wr, want, { transB, beta, frozenB: true }, dtype === 'bf16');
+          const X = Float64Array.from(x.data as Float32Array);
+          const Wd = Float64Array.from(W.data as Float32Array);
+          assert.deepEqual(W.shape, bShape);
+          let worstRel = 0;
+          for (let i = 0; i < n; i++) {
+            for (let j = 0; j < N; j++) {
+              let s = 0;
+              let exact = 0;
+              for (let k = 0; k < K; k++) {
+                const p = X[i * K + k]! * (transB ? Wd[j * d + k]! : Wd[k * d + j]!);
+                s += Math.abs(p);
+                exact += p;
+              }
+              const c = accumulate ? Math.fround(init[i * N + j]!) : 0;
+              const g = out.data[i * N + j]!;
+              const acc = gamma(K + 1) * (s + Math.abs(c)) + 1e-30;
+              assert.ok(
+                Math.abs(g - want.data[i * N + j]!) <= acc,
+                `${h.name} ${dtype} ${what} [${i},${j}]: ${g} vs ref ${dtype} reference ${want.data[i * N + j]}`,
+              );
+              if (s > 0) worstRel = Math.max(worstRel, Math.abs(g - (exact + c)) / s);
+            }
+          }
+          if (dtype === 'bf16') {
+            assert.ok(worstRel > 2 ** -12, `${h.name} ${what}: |err| ≤ ${worstRel}·S: not bf16`);
+          } else {
+            assert.ok(worstRel < 2 ** -16, `${h.name} ${what}: |err| ${worstRel}·S: not f32`);
+          }
+          for (const t of [x, out]) t.dispose();
+        }
+        W.dispose();
+        model.dispose();
+      }
+    }
+  },
+);
