@@ -3,7 +3,8 @@
 // Measures this machine's ceilings (register-only FMA peak in fp32 and, where the CPU has
 // AVX512_BF16, the vdpbf16ps peak; memcpy bandwidth), sgemm and the 4-bit matmul (fp32, and bf16
 // compute where available) at square and training shapes, 4-bit dequantization bandwidth and attention
-// forward+backward, then prints a markdown report and writes bench/results/latest.{json,md}.
+// forward+backward, the vocabulary projection of one loss chunk (a frozen f32 lm_head, fp32 and
+// bf16), then prints a markdown report and writes bench/results/latest.{json,md}.
 // Every number is the median of several timed runs after a warm-up run.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { inferenceBench } from './inference.js';
@@ -15,6 +16,7 @@ import { bf16Available, native } from '../src/backends/cpu/native.js';
 import { getBackend } from '../src/backends/index.js';
 import { NF4_CODE, createDynamicMap } from '../src/quant/index.js';
 import type { Packed4bitWeight } from '../src/tensor/backend.js';
+import { LOSS_CHUNK_ROWS } from '../src/train/settings.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 
 const quick = process.argv.includes('--quick');
@@ -240,6 +242,44 @@ function matmulShape(
   return r;
 }
 
+/** The vocabulary projection of one loss chunk, fp32 and bf16 (null where unavailable). GFLOP/s. */
+interface HeadResult {
+  rows: number;
+  vocab: number;
+  d: number;
+  logits: number;
+  logitsBf16: number | null;
+  inputGrad: number;
+  inputGradBf16: number | null;
+}
+
+const HEAD_VOCAB = 32000;
+
+/**
+ * A frozen f32 lm_head W[V, d] (or the tied embedding) as the Trainer's loss chunks use it:
+ * logits[rows, V] = x[rows, d]·Wᵀ, then dx[rows, d] = dlogits·W (never a weight gradient). The
+ * products carry `frozenB`, so the bf16 twin computes them with vdpbf16ps.
+ */
+function headShape(d: number): HeadResult {
+  const rows = LOSS_CHUNK_ROWS;
+  const flops = 2 * rows * HEAD_VOCAB * d;
+  const w = randomTensor([HEAD_VOCAB, d], d + 11);
+  const x = randomTensor([rows, d], d + 12);
+  const logits = randomTensor([rows, HEAD_VOCAB], d + 13);
+  const rate = (fn: () => void) => flops / time(fn) / 1e9;
+  const r: HeadResult = {
+    rows,
+    vocab: HEAD_VOCAB,
+    d,
+    logits: rate(() => be.matmul(x, w, logits, { transB: true, frozenB: true })),
+    logitsBf16: bf ? rate(() => bf.matmul(x, w, logits, { transB: true, frozenB: true })) : null,
+    inputGrad: rate(() => be.matmul(logits, w, x, { frozenB: true })),
+    inputGradBf16: bf ? rate(() => bf.matmul(logits, w, x, { frozenB: true })) : null,
+  };
+  for (const t of [w, x, logits]) t.dispose();
+  return r;
+}
+
 // Dequantization is measured on a [rows, cols] weight; memcpy copies as many bytes as it writes.
 const DEQUANT_ROWS = quick ? 2048 : 4096;
 const DEQUANT_COLS = quick ? 4096 : 11008;
@@ -342,6 +382,14 @@ for (const K of dims) {
   }
 }
 
+const heads = (quick ? [288, 768] : [288, 768, 2048, 4096]).map((d) => {
+  const r = headShape(d);
+  log(
+    `head V=${r.vocab} d=${d}, ${r.rows} rows: logits ${fmt(r.logits)} (bf16 ${fmt(r.logitsBf16)}), input grad ${fmt(r.inputGrad)} (bf16 ${fmt(r.inputGradBf16)}) GFLOP/s`,
+  );
+  return r;
+});
+
 const dequant = dequantBandwidth();
 log(`dequantize ${fmt(dequant)} GB/s`);
 
@@ -441,6 +489,20 @@ for (const r of training) {
 }
 lines.push(
   '',
+  `## Vocabulary projection (frozen f32 lm_head [${HEAD_VOCAB}, d], one ${LOSS_CHUNK_ROWS}-row loss chunk)`,
+  '',
+  `Logits[${LOSS_CHUNK_ROWS}, ${HEAD_VOCAB}] = x·Wᵀ and input grad dx = dlogits·W, as the loss chunks compute them; "bf16" is the bf16 compute twin (frozenB: both operands rounded to bf16, fp32 accumulation).`,
+  '',
+  '| d | logits fp32 GFLOP/s | logits bf16 | bf16 / fp32 | input grad fp32 | input grad bf16 | bf16 / fp32 |',
+  '|---:|---:|---:|---:|---:|---:|---:|',
+);
+for (const r of heads) {
+  lines.push(
+    `| ${r.d} | ${fmt(r.logits)} | ${fmt(r.logitsBf16)} | ${ratio(r.logitsBf16, r.logits)} | ${fmt(r.inputGrad)} | ${fmt(r.inputGradBf16)} | ${ratio(r.inputGradBf16, r.inputGrad)} |`,
+  );
+}
+lines.push(
+  '',
   '## Attention forward + backward (B=1, H=8, Hkv=8, D=64, causal)',
   '',
   '| T | ms |',
@@ -486,6 +548,7 @@ writeFileSync(
       dequantGBps: dequant,
       squares,
       training,
+      heads,
       attention,
       inference,
       targets,
