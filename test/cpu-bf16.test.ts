@@ -412,10 +412,10 @@ test(
               if (s > 0) worstRel = Math.max(worstRel, Math.abs(g - (exact + c)) / s);
             }
           }
+          // f32: `want` is the exact product, so the bound above already holds it to fp32
+          // accuracy; bf16: the rounding must show, far above fp32's 2⁻²⁴ level.
           if (dtype === 'bf16') {
             assert.ok(worstRel > 2 ** -12, `${h.name} ${what}: |err| ≤ ${worstRel}·S: not bf16`);
-          } else {
-            assert.ok(worstRel < 2 ** -16, `${h.name} ${what}: |err| ${worstRel}·S: not f32`);
           }
           for (const t of [x, out]) t.dispose();
         }
