@@ -54,7 +54,7 @@ interface ShapeRun {
   readonly gradientCheckpointing: boolean;
   readonly warmupSteps: number;
   readonly steps: number;
-  /** PyTorch 1.13 QLoRA tokens/s on this machine (issue 7), where known. */
+  /** PyTorch 1.13 CPU QLoRA tokens/s measured in issue 7 (an earlier 2-core machine), where known. */
   readonly pytorchQlora: number | null;
 }
 
@@ -713,6 +713,7 @@ function writeResults(
       'compute: precision of the frozen-base 4-bit matmuls (bf16: vdpbf16ps with fp32 accumulation; LoRA, norms, attention, loss and optimizer f32 in both). MFU counts the same model FLOPs against each peak.',
       ...speedups(merged).map((l) => `- ${l}`),
       "Rows may come from separate runs (`--only`, `--threads`); each row's time is in train-latest.json (measuredAt), its load average in the table.",
+      "plan tok/s and speed err: `qlora plan`'s prediction (its kernels timed on this machine before the shape is built) and its error against the measured train tok/s. vs PyTorch QLoRA: the PyTorch 1.13 + OpenBLAS CPU QLoRA tokens/s measured in issue 7 on an earlier 2-core machine of this project, not here: a rough scale only.",
       '',
       ...lines,
       '',
