@@ -13,7 +13,8 @@ import {
   shapeSize,
 } from '../../tensor/dtype.js';
 import { type Storage, Tensor } from '../../tensor/tensor.js';
-import type { HostQuantize4bit } from '../capabilities.js';
+import type { GgmlBackend, HostQuantize4bit } from '../capabilities.js';
+import type { GgmlWeight } from '../../quant/ggml-blocks.js';
 import { type Kernels, kernelTable } from '../host-backend.js';
 import { GpuContext } from './context.js';
 import {
@@ -39,6 +40,7 @@ import * as rope from './kernels/rope.js';
 import * as attention from './kernels/attention.js';
 import * as loss from './kernels/loss.js';
 import * as optim from './kernels/optim.js';
+import * as ggml from './kernels/ggml.js';
 
 const KERNELS = kernelTable([
   elementwise,
@@ -67,7 +69,7 @@ export interface WebGpuBackendOptions extends OpenDeviceOptions {
 // eslint-disable-next-line @typescript-eslint/no-empty-object-type, @typescript-eslint/no-unsafe-declaration-merging -- the constructor installs the kernel functions on the instance; this merge gives them their types
 export interface WebGpuBackend extends Kernels {}
 // eslint-disable-next-line @typescript-eslint/no-unsafe-declaration-merging -- see the interface above
-export class WebGpuBackend implements Backend {
+export class WebGpuBackend implements Backend, GgmlBackend {
   readonly name = 'webgpu';
   readonly floatTypes: readonly DType[] = ['f32'];
   readonly ctx: GpuContext;
@@ -102,6 +104,22 @@ export class WebGpuBackend implements Backend {
    * used when it loads — at 7B shapes that is seconds instead of minutes. Absent in browsers.
    */
   quantize4bitHost?: HostQuantize4bit;
+
+  /**
+   * Capability (capabilities.ts): frozen weights in a GGUF's own blocks (`--quant keep`), decoded
+   * inside the GEMM tiles (kernels/ggml.ts), in this backend's compute dtype.
+   */
+  matmulGgml(x: Tensor, w: GgmlWeight, out: Tensor, beta = 0): void {
+    ggml.matmulGgml(x, w, out, beta);
+  }
+
+  matmulGgmlInputGrad(dy: Tensor, w: GgmlWeight, dx: Tensor, beta = 0): void {
+    ggml.matmulGgmlInputGrad(dy, w, dx, beta);
+  }
+
+  dequantizeGgml(w: GgmlWeight, out: Tensor): void {
+    ggml.dequantizeGgml(w, out);
+  }
 
   describe(): string {
     const a = this.adapter;

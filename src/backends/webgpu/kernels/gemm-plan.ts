@@ -24,6 +24,8 @@ export interface GemmShape {
   readonly sC: number;
   /** B is a packed 4-bit weight with rows of `cols` codes; op(B) = Wᵀ (transB) or W. */
   readonly q4cols?: number;
+  /** B is a weight in a GGUF's blocks with rows of this many bytes; op(B) = Wᵀ (transB) or W. */
+  readonly ggmlRowBytes?: number;
 }
 
 /** One dispatch: batches [b0, b1), rows [m0, m1), columns [n0, n1), inner [k0, k1). */
@@ -64,6 +66,9 @@ function windowBytes(
   if (s.q4cols !== undefined) {
     const rows = s.transB ? nc : kc;
     bBytes = Math.ceil((rows * s.q4cols) / 2) + 1;
+  } else if (s.ggmlRowBytes !== undefined) {
+    // Whole rows are bound however many columns a window takes.
+    bBytes = (s.transB ? nc : kc) * s.ggmlRowBytes;
   } else {
     bBytes = 4 * ((bc - 1) * s.sB + (s.transB ? span(nc, s.ldb, kc) : span(kc, s.ldb, nc)));
   }
@@ -90,7 +95,7 @@ export function planWindows(s: GemmShape, tile: TileName, limits: WindowLimits):
       order = s.transA ? ['b', 'k', 'm'] : ['b', 'm', 'k'];
     } else if (w.b > cap) {
       what = `B (${w.b} bytes)`;
-      const batched = s.sB > 0 || s.q4cols !== undefined;
+      const batched = s.sB > 0 || s.q4cols !== undefined || s.ggmlRowBytes !== undefined;
       order = [
         ...(batched ? ['b' as const] : []),
         ...(s.transB ? (['n', 'k'] as const) : (['k', 'n'] as const)),

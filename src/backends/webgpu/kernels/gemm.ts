@@ -12,11 +12,14 @@
  *
  * B comes from an f32 matrix, or from a packed 4-bit weight (bitsandbytes layout: element 2i in the
  * high nibble of byte i, absmax per block of flat elements, optionally 8-bit double-quantized):
- * codes are decoded while the B tile is staged, so only the packed bytes cross memory. With f16
+ * codes are decoded while the B tile is staged, so only the packed bytes cross memory; or from a
+ * weight in a GGUF's own blocks (Q4_0, Q8_0, Q4_K, Q5_K, Q6_K; ggml-decode.ts, one variant for all
+ * five), decoded element by element straight into the staged tile. With f16
  * compute the staged tiles are f16 (half the workgroup memory traffic) and products of f16
  * operands are accumulated in f32.
  */
 import type { KernelBinding, KernelParam, KernelSpec } from '../context.js';
+import { GGML_BINDINGS, GGML_DECODE_WGSL, GGML_PARAMS } from './ggml-decode.js';
 
 export interface Tile {
   readonly BM: number;
@@ -38,7 +41,10 @@ export type TileName = keyof typeof TILES;
  * (transB: matmul4bit, x·Wᵀ) or W (inputGrad); `words` reads aligned u32 words of 8 codes (cols and
  * blocksize multiples of 8, packed 4-byte aligned), else code by code.
  */
-export type BSource = { readonly kind: 'f32' } | { readonly kind: '4bit'; readonly words: boolean };
+export type BSource =
+  | { readonly kind: 'f32' }
+  | { readonly kind: '4bit'; readonly words: boolean }
+  | { readonly kind: 'ggml' };
 
 export interface GemmVariant {
   readonly transA: boolean;
@@ -116,10 +122,14 @@ export function gemmSpec(v: GemmVariant): KernelSpec {
   const t = TILES[v.tile];
   const bindings: KernelBinding[] = [b('matA', 'f32')];
   if (v.b.kind === 'f32') bindings.push(b('matB', 'f32'));
+  else if (v.b.kind === 'ggml') bindings.push(...GGML_BINDINGS);
   else bindings.push(...Q4_BINDINGS);
   bindings.push(b('matC', 'f32', true));
-  const params = v.b.kind === 'f32' ? GEMM_PARAMS : [...GEMM_PARAMS, ...Q4_PARAMS];
-  const bkey = v.b.kind === 'f32' ? 'f32' : `q4${v.b.words ? 'w' : 'e'}`;
+  const params =
+    v.b.kind === 'f32'
+      ? GEMM_PARAMS
+      : [...GEMM_PARAMS, ...(v.b.kind === 'ggml' ? GGML_PARAMS : Q4_PARAMS)];
+  const bkey = v.b.kind === '4bit' ? `q4${v.b.words ? 'w' : 'e'}` : v.b.kind;
   return {
     key: `gemm_${v.transA ? 't' : 'n'}${v.transB ? 't' : 'n'}_${v.tile}_${bkey}_${v.f16 ? 'f16' : 'f32'}`,
     bindings,
@@ -162,7 +172,15 @@ function source(v: GemmVariant, t: Tile): string {
   if (m >= P.M || k >= P.K) { return 0.0; }
   return matA[base + ${v.transA ? 'k * P.lda + m' : 'm * P.lda + k'}];
 }`);
-  if (!q4) {
+  const ggml = v.b.kind === 'ggml';
+  if (ggml) {
+    // W row n, column k (transB: x·Wᵀ) or row k, column n (dy·W).
+    lines.push(GGML_DECODE_WGSL);
+    lines.push(`fn fetchB(base: u32, k: u32, n: u32) -> f32 {
+  if (k >= P.K || n >= P.N) { return 0.0; }
+  return ${v.transB ? 'ggmlAt(n, P.wCol0 + k)' : 'ggmlAt(k, P.wCol0 + n)'};
+}`);
+  } else if (!q4) {
     lines.push(`fn fetchB(base: u32, k: u32, n: u32) -> f32 {
   if (k >= P.K || n >= P.N) { return 0.0; }
   return matB[base + ${v.transB ? 'n * P.ldb + k' : 'k * P.ldb + n'}];
@@ -196,7 +214,16 @@ function source(v: GemmVariant, t: Tile): string {
       `{ let mm = ${mm}; let kk = ${kk}; As[kk * (BM / 4u) + mm / 4u][mm % 4u] = ${S}(ra${r}); }`,
     );
   }
-  if (!words) {
+  if (ggml) {
+    // Decoded straight into the tile, in a loop (not prefetched into registers, nor unrolled): one
+    // copy of the five-format decoder in the shader keeps compiles short on software adapters
+    // (lavapipe took minutes over the prefetched, unrolled form).
+    const [kk, nn] = v.transB ? ['i % BK', 'i / BK'] : ['i / BN', 'i % BN'];
+    stage.push(`for (var r = 0u; r < ${B_PER}u; r++) {
+        let i = li + r * WG; let kk = ${kk}; let nn = ${nn};
+        Bs[kk * (BN / 4u) + nn / 4u][nn % 4u] = ${S}(fetchB(0u, kt + kk, n0 + nn));
+      }`);
+  } else if (!words) {
     for (let r = 0; r < B_PER; r++) {
       const [kk, nn] = v.transB
         ? [`(${aIdx(r)}) % BK`, `(${aIdx(r)}) / BK`]
@@ -237,8 +264,9 @@ function source(v: GemmVariant, t: Tile): string {
   }
   const regs: string[] = [];
   for (let r = 0; r < A_PER; r++) regs.push(`var ra${r}: f32;`);
-  if (!words) for (let r = 0; r < B_PER; r++) regs.push(`var rb${r}: f32;`);
-  else for (let r = 0; r < W_PER; r++) regs.push(`var rw${r}: u32; var rs${r}: f32;`);
+  // (GGUF blocks need no B registers: they are decoded at staging time.)
+  if (!words && !ggml) for (let r = 0; r < B_PER; r++) regs.push(`var rb${r}: f32;`);
+  else if (words) for (let r = 0; r < W_PER; r++) regs.push(`var rw${r}: u32; var rs${r}: f32;`);
 
   // Accumulators: row group i (4 rows) × column group j (a vec4 of columns) × row r in the group.
   const GI = TM / 4;
@@ -290,7 +318,7 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: vec
   // Grid-stride over batches: z holds at most maxComputeWorkgroupsPerDimension.
   for (var bz = wg.z; bz < P.batch; bz += nwg.z) {
     let aBase = P.off_matA + bz * P.sA;
-    let bBase = ${q4 ? '0u' : 'P.off_matB + bz * P.sB'};
+    let bBase = ${v.b.kind === 'f32' ? 'P.off_matB + bz * P.sB' : '0u'};
     let cBase = P.off_matC + bz * P.sC;
     ${acc.join('\n    ')}
     var k0 = 0u;
