@@ -2,7 +2,9 @@
  * Matrix-product throughput of the webgpu backend in GFLOP/s: fp32 matmul on square sizes and on
  * Llama training shapes (M = 512·4 tokens, K, N ∈ {4096, 11008}), and the fused NF4 matmuls
  * (double-quant absmax, blocksize 64) on the same shapes, forward (x·Wᵀ), input gradient (dy·W)
- * and decode (n = 1), in f32 and — when the adapter has shader-f16 — f16 compute.
+ * and decode (n = 1), in f32 and — when the adapter has shader-f16 — f16 compute; and the same
+ * three products on weights kept in a GGUF's own blocks (`--quant keep`; --ggml picks the types,
+ * default q4_k,q8_0; `--ggml none` skips them).
  *
  *   npm run bench:gpu                               # full sweep (a real GPU)
  *   npm run bench:gpu -- --scale 8                  # shapes divided by 8 (a software adapter)
@@ -16,6 +18,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WebGpuBackend } from '../src/backends/webgpu/index.js';
+import {
+  GGML_QUANT_TYPES,
+  type GgmlQuantType,
+  type GgmlWeight,
+  uploadGgml,
+} from '../src/quant/ggml-blocks.js';
 import { quantize4bit } from '../src/quant/quantize4bit.js';
 import { disposePacked4bit, uploadPacked4bit } from '../src/quant/upload.js';
 import type { Packed4bitWeight } from '../src/tensor/backend.js';
@@ -30,7 +38,7 @@ function arg(name: string): string | undefined {
 }
 
 interface Row {
-  readonly group: 'square' | 'train' | 'nf4';
+  readonly group: 'square' | 'train' | 'nf4' | 'ggml';
   readonly op: string;
   readonly M: number;
   readonly N: number;
@@ -38,7 +46,7 @@ interface Row {
   readonly compute: 'f32' | 'f16';
   readonly ms: number;
   readonly gflops: number;
-  /** For NF4 rows: the fp32 matmul of the same [M, N, K] (x·Wᵀ), for the ratio. */
+  /** For NF4 and GGUF-block rows: the fp32 matmul of the same [M, N, K] (x·Wᵀ), for the ratio. */
   fp32Gflops?: number;
 }
 
@@ -152,6 +160,100 @@ async function nf4Rows(
   return rows;
 }
 
+/** Byte offsets of each block's f16 scales (docs/formats.md §5.2). */
+const HALVES: Record<GgmlQuantType, number[]> = {
+  q4_0: [0],
+  q8_0: [0],
+  q4_k: [0, 2],
+  q5_k: [0, 2],
+  q6_k: [208],
+};
+
+/**
+ * W [N, K] in `type`'s blocks: random bytes (every quant pattern is a valid block) with the f16
+ * scales set to 2^-8 so values stay finite. Speed does not depend on the values; encoding real
+ * ones on the host would take longer than the bench.
+ */
+function randomBlocks(type: GgmlQuantType, N: number, K: number): Uint8Array {
+  const g = GGML_QUANT_TYPES[type];
+  const blocks = Uint8Array.from(values(Math.ceil((N * K) / g.blockElems) * g.blockBytes, 7), (v) =>
+    Math.floor((v + 1) * 128),
+  );
+  for (let b = 0; b < blocks.length; b += g.blockBytes) {
+    for (const at of HALVES[type]) {
+      blocks[b + at] = 0x00;
+      blocks[b + at + 1] = 0x1c; // f16 2^-8
+    }
+  }
+  return blocks;
+}
+
+/** The three fused products on a weight kept in GGUF blocks (`--quant keep`), like nf4Rows. */
+async function ggmlRows(
+  be: WebGpuBackend,
+  half: WebGpuBackend | null,
+  type: GgmlQuantType,
+  M: number,
+  N: number,
+  K: number,
+  minMs: number,
+  fp32: number,
+): Promise<Row[]> {
+  const name = GGML_QUANT_TYPES[type].name;
+  if (K % GGML_QUANT_TYPES[type].blockElems !== 0) {
+    process.stderr.write(`  (${name} skipped at K = ${K}: not whole blocks)\n`);
+    return [];
+  }
+  const host = { type, rows: N, cols: K, blocks: randomBlocks(type, N, K) };
+  const rows: Row[] = [];
+  for (const b of half ? [be, half] : [be]) {
+    const w: GgmlWeight = uploadGgml(b, host);
+    const compute = b.computeDtype;
+    const run = async (
+      op: string,
+      n: number,
+      make: () => [Tensor, Tensor],
+      f: (x: Tensor, y: Tensor) => void,
+    ) => {
+      const [x, y] = make();
+      const ms = await time(b, () => f(x, y), minMs);
+      x.dispose();
+      y.dispose();
+      rows.push({
+        group: 'ggml',
+        op,
+        M: n,
+        N,
+        K,
+        compute,
+        ms,
+        gflops: (2 * n * N * K) / ms / 1e6,
+        ...(n === M ? { fp32Gflops: fp32 } : {}),
+      });
+    };
+    await run(
+      `matmulGgml ${name} x·Wᵀ`,
+      M,
+      () => [b.fromArray(values(M * K, 4), [M, K]), b.zeros([M, N])],
+      (x, y) => b.matmulGgml(x, w, y),
+    );
+    await run(
+      `matmulGgmlInputGrad ${name} dy·W`,
+      M,
+      () => [b.fromArray(values(M * N, 5), [M, N]), b.zeros([M, K])],
+      (x, y) => b.matmulGgmlInputGrad(x, w, y),
+    );
+    await run(
+      `matmulGgml ${name} decode`,
+      1,
+      () => [b.fromArray(values(K, 6), [1, K]), b.zeros([1, N])],
+      (x, y) => b.matmulGgml(x, w, y),
+    );
+    w.blocks.dispose();
+  }
+  return rows;
+}
+
 /** GFLOP/s with three significant digits (a software adapter does well under 1). */
 function fmt(g: number): string {
   return g >= 100 ? g.toFixed(0) : g.toPrecision(3);
@@ -170,6 +272,11 @@ async function main(): Promise<void> {
   const minMs = Number(arg('--min-ms') ?? 200);
   const peak = arg('--peak-tflops') ? Number(arg('--peak-tflops')) : null;
   const torchFile = arg('--torch');
+  const ggmlArg = arg('--ggml') ?? 'q4_k,q8_0';
+  const ggmlTypes = (ggmlArg === 'none' ? [] : ggmlArg.split(',')) as GgmlQuantType[];
+  for (const t of ggmlTypes)
+    if (!(t in GGML_QUANT_TYPES))
+      throw new Error(`--ggml: unknown type '${t}' (${Object.keys(GGML_QUANT_TYPES).join(', ')})`);
   const torch: TorchRow[] =
     torchFile && fs.existsSync(torchFile)
       ? (JSON.parse(fs.readFileSync(torchFile, 'utf8')) as { rows: TorchRow[] }).rows
@@ -206,6 +313,12 @@ async function main(): Promise<void> {
     for (const r of await nf4Rows(be, half, M, s(N), s(K), minMs, dense.gflops)) {
       log(r);
       rows.push(r);
+    }
+    for (const t of ggmlTypes) {
+      for (const r of await ggmlRows(be, half, t, M, s(N), s(K), minMs, dense.gflops)) {
+        log(r);
+        rows.push(r);
+      }
     }
   }
   const torchFor = (r: Row) =>

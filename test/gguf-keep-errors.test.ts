@@ -50,7 +50,7 @@ test('a backend without GGUF-block kernels, and keep together with NF4, are refu
   assert.equal(hasGgmlKernels(bare), false);
   assert.throws(
     () => ggmlKernelsOf(bare),
-    /backend 'bare' cannot hold GGUF-quantized weights \(Q4_0, Q8_0, Q4_K, Q5_K, Q6_K\) as stored \(--quant keep\); the cpu and ref backends can, or load with --quant nf4\|none/,
+    /backend 'bare' cannot hold GGUF-quantized weights \(Q4_0, Q8_0, Q4_K, Q5_K, Q6_K\) as stored \(--quant keep\); the cpu, webgpu and ref backends can, or load with --quant nf4\|none/,
   );
   // stories260K.gguf stores its projections as F32: keep is allowed (they stay full precision), but
   // not together with a 4-bit quantization.

@@ -110,6 +110,6 @@ export function ggmlKernelsOf(be: Backend, what = 'GGUF-quantized weights'): Ggm
     .map((g) => g.name)
     .join(', ');
   throw new Error(
-    `backend '${be.name}' cannot hold ${what} (${types}) as stored (--quant keep); the cpu and ref backends can, or load with --quant nf4|none`,
+    `backend '${be.name}' cannot hold ${what} (${types}) as stored (--quant keep); the cpu, webgpu and ref backends can, or load with --quant nf4|none`,
   );
 }
