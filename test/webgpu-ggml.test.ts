@@ -2,8 +2,9 @@
 // dequant-GEMM kernels (forward y = x·Wᵀ, input gradient dx = dy·W; blocks decoded while the B
 // tiles are staged) against the reference backend on random blocks of every format, odd M and N, K
 // a whole number of 32- or 256-value blocks, n = 1 (decode) and more than one tile; dequantizeGgml
-// bit for bit; weights split into binding windows (rows, and K windows that accumulate); f16 tiles
-// within the f16 bound; bad weights refused by name. Skips without an adapter (as every webgpu suite).
+// bit for bit; weights split into binding windows (rows, and K windows that accumulate); both tile
+// shapes; f16 tiles within the f16 bound; bad weights refused by name. Skips without an adapter (as
+// every webgpu suite).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getBackend } from '../src/backends/index.js';
@@ -154,6 +155,22 @@ test(
         assert.deepEqual(Float64Array.from(await dense.read()), await denseRef.read());
         for (const t of [dense, denseRef, w.blocks, wRef.blocks]) t.dispose();
       }
+    } finally {
+      Object.assign(gemmTuning, saved);
+    }
+  },
+);
+
+test(
+  'webgpu GGUF-block products on the 128×128 tile (big products) match ref too',
+  { skip: !gpu },
+  async () => {
+    const be = ggmlKernelsOf(gpu!);
+    const saved = { ...gemmTuning };
+    gemmTuning.tile = 'large';
+    try {
+      await checkProducts(be, { type: 'q5_k', rows: 131, cols: 256, ns: [9] }, 91);
+      await checkProducts(be, { type: 'q4_0', rows: 29, cols: 160, ns: [130] }, 92);
     } finally {
       Object.assign(gemmTuning, saved);
     }

@@ -92,7 +92,7 @@ export const Q4_BINDINGS: readonly KernelBinding[] = [
   b('ncode', 'f32'),
 ];
 
-/** Parameters every variant takes, in this order (see gemmParams in matmul.ts / quant4bit.ts). */
+/** Parameters every variant takes, in this order (see matmul.ts: matmul and gemmParams). */
 export const GEMM_PARAMS: readonly KernelParam[] = [
   u('M'),
   u('N'),

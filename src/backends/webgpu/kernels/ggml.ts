@@ -14,10 +14,19 @@ import { ggmlDims, matrixRows } from '../../shape-checks.js';
 import { checks, ctxOf, expectShape, f32, fail, noAlias, u8 } from '../checks.js';
 import { strideGroups } from '../grid.js';
 import { spanOf } from '../memory.js';
-import type { GemmShape, GemmWindow } from './gemm-plan.js';
-import { GEMM_PARAMS, gemmSpec } from './gemm.js';
+import type { GemmShape } from './gemm-plan.js';
+import { gemmSpec } from './gemm.js';
 import { GGML_BINDINGS, GGML_DECODE_WGSL, GGML_PARAMS } from './ggml-decode.js';
-import { chooseTile, plan, subSpan, windowGroups, windowLimits, windowRange } from './matmul.js';
+import {
+  chooseTile,
+  computeF16,
+  gemmParams,
+  plan,
+  subSpan,
+  windowGroups,
+  windowLimits,
+  windowRange,
+} from './matmul.js';
 
 /** A checked weight: its dims, bytes per row and the blocks' span. */
 interface Weight {
@@ -46,11 +55,6 @@ function rowSpan(W: Weight, r0: number, r1: number): GpuSpan {
 /** The trailing GGML_PARAMS: block type, row bytes, first column. */
 function ggmlParams(W: Weight, col0: number): number[] {
   return [GGML_QUANT_TYPES[W.w.type].id, W.rowBytes, col0];
-}
-
-/** Whether the backend computes frozen-base matmuls in f16 (WebGpuBackend's computeDtype). */
-function computeF16(t: Tensor): boolean {
-  return (t.backend as unknown as { computeDtype?: string }).computeDtype === 'f16';
 }
 
 /**
@@ -107,25 +111,6 @@ function gemmGgml(
       windowGroups(ctx, tile, win),
     );
   }
-}
-
-function gemmParams(win: GemmWindow, s: GemmShape, beta: number): number[] {
-  const p = [
-    win.m1 - win.m0,
-    win.n1 - win.n0,
-    win.k1 - win.k0,
-    s.lda,
-    s.ldb,
-    s.ldc,
-    s.sA,
-    s.sB,
-    s.sC,
-    win.b1 - win.b0,
-    1,
-    beta,
-  ];
-  if (p.length !== GEMM_PARAMS.length) throw new Error('gemm parameter list out of date');
-  return p;
 }
 
 /** out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out. */

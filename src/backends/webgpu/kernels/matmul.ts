@@ -8,7 +8,7 @@ import type { Tensor } from '../../../tensor/tensor.js';
 import type { GpuContext, GpuSpan } from '../context.js';
 import { matmulDims } from '../../shape-checks.js';
 import { checks, ctxOf, expectFinite, f32, fail, noAlias } from '../checks.js';
-import { type GemmVariant, TILES, type TileName, gemmSpec } from './gemm.js';
+import { GEMM_PARAMS, type GemmVariant, TILES, type TileName, gemmSpec } from './gemm.js';
 import { type GemmShape, type GemmWindow, planWindows } from './gemm-plan.js';
 
 /**
@@ -93,6 +93,31 @@ export function plan(
   } catch (err) {
     return fail(op, `${(err as Error).message}: ${what}`);
   }
+}
+
+/** GEMM_PARAMS of a window of a fused frozen-weight product (2-D, alpha 1; 4-bit and GGUF blocks). */
+export function gemmParams(win: GemmWindow, s: GemmShape, beta: number): number[] {
+  const p = [
+    win.m1 - win.m0,
+    win.n1 - win.n0,
+    win.k1 - win.k0,
+    s.lda,
+    s.ldb,
+    s.ldc,
+    s.sA,
+    s.sB,
+    s.sC,
+    win.b1 - win.b0,
+    1,
+    beta,
+  ];
+  if (p.length !== GEMM_PARAMS.length) throw new Error('gemm parameter list out of date');
+  return p;
+}
+
+/** Whether the backend computes frozen-base matmuls in f16 (WebGpuBackend's computeDtype). */
+export function computeF16(t: Tensor): boolean {
+  return (t.backend as unknown as { computeDtype?: string }).computeDtype === 'f16';
 }
 
 /** out[..., M, N] = alpha·op(a)·op(b) + beta·out (contract: Backend.matmul). */

@@ -13,9 +13,18 @@ import { matrixRows, packed4bitDims } from '../../shape-checks.js';
 import { checks, ctxOf, expectShape, f32, fail, i32, noAlias, u8 } from '../checks.js';
 import { strideGroups } from '../grid.js';
 import { spanOf } from '../memory.js';
-import { type GemmShape, type GemmWindow } from './gemm-plan.js';
-import { ABSMAX_WGSL, GEMM_PARAMS, NIBBLE_WGSL, Q4_BINDINGS, Q4_PARAMS, gemmSpec } from './gemm.js';
-import { chooseTile, plan, subSpan, windowGroups, windowLimits, windowRange } from './matmul.js';
+import { type GemmShape } from './gemm-plan.js';
+import { ABSMAX_WGSL, NIBBLE_WGSL, Q4_BINDINGS, Q4_PARAMS, gemmSpec } from './gemm.js';
+import {
+  chooseTile,
+  computeF16,
+  gemmParams,
+  plan,
+  subSpan,
+  windowGroups,
+  windowLimits,
+  windowRange,
+} from './matmul.js';
 
 /** A checked weight: its spans and the parameters the kernels take. */
 interface Weight {
@@ -78,11 +87,6 @@ function q4Params(w: Weight, r0: number, byte0: number): number[] {
   ];
 }
 
-/** Whether the backend computes frozen-base matmuls in f16 (WebGpuBackend's computeDtype). */
-function computeF16(t: Tensor): boolean {
-  return (t.backend as unknown as { computeDtype?: string }).computeDtype === 'f16';
-}
-
 /**
  * The fused product with B = Wᵀ (transB, matmul4bit: out = x·Wᵀ) or B = W (inputGrad: dx = dy·W),
  * C = op(A)·B + beta·C, in windows of whole W rows when the packed codes exceed one binding.
@@ -139,25 +143,6 @@ function gemm4bit(
       windowGroups(ctx, tile, win),
     );
   }
-}
-
-function gemmParams(win: GemmWindow, s: GemmShape, beta: number): number[] {
-  const p = [
-    win.m1 - win.m0,
-    win.n1 - win.n0,
-    win.k1 - win.k0,
-    s.lda,
-    s.ldb,
-    s.ldc,
-    s.sA,
-    s.sB,
-    s.sC,
-    win.b1 - win.b0,
-    1,
-    beta,
-  ];
-  if (p.length !== GEMM_PARAMS.length) throw new Error('gemm parameter list out of date');
-  return p;
 }
 
 /** out[n, rows] = x[n, cols] · dequant(w)ᵀ + beta·out. */
