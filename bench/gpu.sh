@@ -2,10 +2,11 @@
 # One-shot WebGPU check and benchmark on a rented NVIDIA GPU machine (H100/H200; offline, root,
 # CUDA + PyTorch image, maybe no Node and no Vulkan loader). Sets up what is missing from .gpu/
 # (bench/gpu-prepare.sh makes it on the dev machine), then:
-#   1. the webgpu op tests on the real adapter (webgpu only: the cpu addon is built for the dev CPU),
+#   1. the webgpu op tests on the real adapter (webgpu only: the cpu addon is built for the dev CPU;
+#      the GGUF-block kernels' suite too),
 #   2. PyTorch fp32 (TF32 off) and bf16 matmul on the bench's shapes (bench/torch_matmul.py),
-#   3. bench/gpu.ts: fp32 matmul and NF4 matmul GFLOP/s, % of the FP32 peak (SMs × 128 lanes × 2
-#      × max SM clock, read from the machine), PyTorch alongside,
+#   3. bench/gpu.ts: fp32 matmul, NF4 and GGUF-block (Q4_K, Q8_0) matmul GFLOP/s, % of the FP32
+#      peak (SMs × 128 lanes × 2 × max SM clock, read from the machine), PyTorch alongside,
 #   4. with --train: QLoRA training tok/s (bench/gpu-train.ts) and PyTorch + PEFT (bench/torch_lora.py).
 # Everything lands in $OUT (the device tool's folder; bench/results/gpu-run otherwise).
 #
@@ -51,7 +52,7 @@ node --import tsx --input-type=module -e "
 " || exit 1
 
 step 'webgpu op tests on the GPU'
-QLORA_REQUIRE_WEBGPU=1 QLORA_TEST_BACKENDS=webgpu timeout 240 node --import tsx --test test/ops-*.test.ts >"$OUT/ops-tests.log" 2>&1
+QLORA_REQUIRE_WEBGPU=1 QLORA_TEST_BACKENDS=webgpu timeout 240 node --import tsx --test test/ops-*.test.ts test/webgpu-ggml.test.ts >"$OUT/ops-tests.log" 2>&1
 echo "op tests exit $?: $(grep -E '^# (pass|fail)' "$OUT/ops-tests.log" | tr '\n' ' ')"
 grep -E '^not ok' "$OUT/ops-tests.log" | head -20
 
