@@ -710,7 +710,7 @@ function writeResults(
       '',
       `NF4 + double quant base, LoRA r=16 on all linear layers, AdamW, loss chunk ${LOSS_CHUNK_ROWS} rows; random weights of real shapes.`,
       `${meta.cpus} CPUs (${meta.cpu}), ${meta.simd}; FMA peak ${peak.gflops.toFixed(1)} GFLOP/s (${peak.source})${bf16Peak ? `; bf16 (vdpbf16ps) peak ${bf16Peak.gflops.toFixed(1)} GFLOP/s (${bf16Peak.source})` : ''}.`,
-      'compute: precision of the frozen-base 4-bit matmuls (bf16: vdpbf16ps with fp32 accumulation; LoRA, norms, attention, loss and optimizer f32 in both). MFU counts the same model FLOPs against each peak.',
+      'compute: precision of the frozen-base products, the 4-bit projections and the frozen head (bf16: vdpbf16ps with fp32 accumulation; LoRA, norms, attention, softmax/loss and optimizer f32 in both). MFU counts the same model FLOPs against each peak.',
       ...speedups(merged).map((l) => `- ${l}`),
       "Rows may come from separate runs (`--only`, `--threads`); each row's time is in train-latest.json (measuredAt), its load average in the table.",
       "plan tok/s and speed err: `qlora plan`'s prediction (its kernels timed on this machine before the shape is built) and its error against the measured train tok/s. vs PyTorch QLoRA: the PyTorch 1.13 + OpenBLAS CPU QLoRA tokens/s measured in issue 7 on an earlier 2-core machine of this project, not here: a rough scale only.",
