@@ -1,4 +1,5 @@
 import type { Arena } from '../tensor/arena.js';
+import type { Tensor } from '../tensor/tensor.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import type { CausalLM } from '../models/causal-lm.js';
 import { KvCache } from '../models/kv-cache.js';
@@ -8,6 +9,9 @@ import {
   sampleToken,
   validateSampling,
 } from './sampler.js';
+
+/** The most prompt tokens one forward takes (longer prompts are prefilled in chunks). */
+export const PREFILL_CHUNK = 512;
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
   readonly maxTokens?: number;
@@ -55,7 +59,11 @@ export async function generate(
   const capacity = options.contextLength ?? promptIds.length + maxTokens;
   const stopTokens = new Set(options.stopTokens ?? tokenizer.eosIds);
   const stopStrings = options.stopStrings ?? [];
-  const cache = new KvCache(model, Math.max(capacity, promptIds.length + 1));
+  // Prompts are prefilled in chunks, so the sliding-window layers' caches hold a bounded number of
+  // positions however long the prompt and the generation (KvCache maxAppend).
+  const cache = new KvCache(model, Math.max(capacity, promptIds.length + 1), {
+    maxAppend: PREFILL_CHUNK,
+  });
   const out: number[] = [];
   let finishReason: GenerationResult['finishReason'] = 'max-tokens';
   let emitted = '';
@@ -70,9 +78,12 @@ export async function generate(
         break;
       }
       const t0 = performance.now();
-      arena.reset();
-      const logits = model.forwardCached(next, cache, arena, 1);
-      const row = await logits.read();
+      let logits: Tensor | null = null;
+      for (let at = 0; at < next.length; at += PREFILL_CHUNK) {
+        arena.reset();
+        logits = model.forwardCached(next.subarray(at, at + PREFILL_CHUNK), cache, arena, 1);
+      }
+      const row = await logits!.read();
       const elapsed = (performance.now() - t0) / 1000;
       if (step === 0) prefillSeconds += elapsed;
       else decodeSeconds += elapsed;

@@ -43,6 +43,17 @@ export interface ModelDims {
   readonly queryPreAttnScalar?: number | null;
 }
 
+/**
+ * The sliding window of layer `index` (what its attention passes as options.window), or null for a
+ * global layer.
+ */
+export function layerWindowOf(dims: ModelDims, index: number): number | null {
+  const w = dims.slidingWindow ?? null;
+  if (w === null) return null;
+  const sliding = dims.slidingLayers;
+  return !sliding || sliding[index] === true ? w : null;
+}
+
 /** A training/eval batch as the model consumes it (see src/data for how batches are built). */
 export interface ModelBatch {
   readonly batchSize: number;

@@ -8,7 +8,14 @@ import { LoraLinear, type LoraSaved } from '../nn/lora.js';
 import type { LoraConfig } from './build.js';
 import type { Param } from '../nn/param.js';
 import { PROJECTIONS, type ProjectionName } from './family.js';
-import type { CausalLM, LossResult, ModelBatch, ModelDims, StepOptions } from './causal-lm.js';
+import {
+  type CausalLM,
+  layerWindowOf,
+  type LossResult,
+  type ModelBatch,
+  type ModelDims,
+  type StepOptions,
+} from './causal-lm.js';
 import { KvCache } from './kv-cache.js';
 import { familyOf } from './registry.js';
 
@@ -176,10 +183,7 @@ export class LlamaModel implements CausalLM {
    * a global layer: the per-layer hook families with local and global layers build on.
    */
   layerWindow(index: number): number | null {
-    const w = this.dims.slidingWindow ?? null;
-    if (w === null) return null;
-    const sliding = this.dims.slidingLayers;
-    return !sliding || sliding[index] === true ? w : null;
+    return layerWindowOf(this.dims, index);
   }
 
   /** The attention options of layer `index` (scale, window, soft-cap) without segment ids. */
@@ -334,7 +338,9 @@ export class LlamaModel implements CausalLM {
     tape.lse = arena.alloc([batch, d.numHeads, seq], this.dtype);
     const attention = this.attentionOptions(index);
     if (cache) {
-      // Cached keys sit at their absolute positions, so the window applies to them unchanged.
+      // The cached keys end at this call's last position (a sliding layer's cache may have dropped
+      // keys older than its window from the front), and attention places queries at the end of the
+      // keys, so the window applies to them unchanged.
       const { k, v } = cache.append(index, tape.k, tape.v);
       be.attention(
         q4,
