@@ -191,6 +191,44 @@ for (const { name, be } of await backendsUnderTest()) {
     }
   });
 
+  test(`${name}: copyColumns splits and joins column blocks like ref (fused qkv / gate_up), bounds checked`, async () => {
+    const P = new Pairs(be, ref, 700);
+    try {
+      // [rows, src cols, dst cols, srcCol, dstCol, width]: a fused qkv split (GQA widths), the join
+      // back, a single column, odd sizes, a view of rows.
+      for (const [n, a, b, sc, dc, w] of [
+        [5, 24, 8, 16, 0, 8],
+        [3, 7, 11, 0, 4, 7],
+        [1, 1, 1, 0, 0, 1],
+        [17, 130, 65, 65, 0, 65],
+        [4, 9, 9, 2, 3, 5],
+      ] as const) {
+        const src = P.random([n, a]);
+        const dst = P.random([n, b]);
+        be.copyColumns(src.t, sc, dst.t, dc, w);
+        ref.copyColumns(src.r, sc, dst.r, dc, w);
+        await P.close(dst, `copyColumns [${n}, ${a}] → [${n}, ${b}] at ${sc} → ${dc} × ${w}`, {
+          atol: 0,
+          rtol: 0,
+        });
+      }
+      const big = P.random([6, 10]);
+      const rows = P.random([3, 4]);
+      be.copyColumns(big.t.rows(2, 5), 6, rows.t, 0, 4);
+      ref.copyColumns(big.r.rows(2, 5), 6, rows.r, 0, 4);
+      await P.close(rows, 'copyColumns from a row view', { atol: 0, rtol: 0 });
+      const x = P.zeros([2, 4]).t;
+      assert.throws(
+        () => be.copyColumns(x, 2, P.zeros([2, 4]).t, 0, 3),
+        new RegExp(`${name}\\.copyColumns: columns 2\\.\\.5 exceed src's 4`),
+      );
+      assert.throws(() => be.copyColumns(x, 0, P.zeros([3, 4]).t, 0, 1), /dst has 3 rows, src 2/);
+      assert.throws(() => be.copyColumns(x, 0, x, 2, 2), /src and dst/);
+    } finally {
+      P.free();
+    }
+  });
+
   test(`${name}: elementwise ops reject mismatched sizes and partial aliasing with the op name`, () => {
     const a = be.zeros([8]);
     const b = be.zeros([9]);

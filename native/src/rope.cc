@@ -1,5 +1,6 @@
 // Rotary position embedding of x [B·T, H, D] with per-row positions and cos/sin tables
-// [maxPos, D/2]. Each vector is loaded before its rotated values are stored, so out may alias x.
+// [maxPos, R/2], R ≤ D: the first R dims of each head rotate, dims R..D pass through (partial
+// rotary). Each vector is loaded before its rotated values are stored, so out may alias x.
 #include <string>
 
 #include "args.h"
@@ -57,7 +58,7 @@ void rotate_interleaved(const float* x, float* o, const float* c, const float* s
   }
 }
 
-// rope(x, positions, cos, sin, out, rows, heads, D, maxPos, interleaved, inverse)
+// rope(x, positions, cos, sin, out, rows, heads, D, maxPos, interleaved, inverse, R/2)
 Napi::Value Rope(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const int64_t rows = intArg(info, 5, "rows");
@@ -66,8 +67,9 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   const int64_t maxPos = intArg(info, 8, "maxPos");
   const bool interleaved = boolArg(info, 9);
   const bool inverse = boolArg(info, 10);
+  const int64_t half = intArg(info, 11, "half");
   require(dim % 2 == 0, env, "rope: head dim must be even");
-  const int64_t half = dim / 2;
+  require(half >= 1 && half <= dim / 2, env, "rope: table width must be in 1..D/2");
   Span<float> x = f32Arg(info, 0, "x", rows * heads * dim);
   Span<int32_t> positions = i32Arg(info, 1, "positions", rows);
   Span<float> cosT = f32Arg(info, 2, "cos", maxPos * half);
@@ -94,6 +96,9 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
           rotate_interleaved(x.data + off, out.data + off, c, s, half, sign);
         } else {
           rotate_half(x.data + off, out.data + off, c, s, half, sign);
+        }
+        if (out.data != x.data) {
+          for (int64_t i = 2 * half; i < dim; i++) out.data[off + i] = x.data[off + i];
         }
       }
     }

@@ -29,7 +29,7 @@ import {
   shapeSize,
 } from '../tensor/dtype.js';
 import { type DeviceStorage, type Storage, Tensor } from '../tensor/tensor.js';
-import { attentionDims, matmulDims, shapeChecks } from './shape-checks.js';
+import { attentionDims, copyColumnsArgs, matmulDims, shapeChecks } from './shape-checks.js';
 
 const BLOCK = 64;
 
@@ -137,6 +137,16 @@ export class CountingBackend implements Backend {
   fill(): void {}
   copy(src: Tensor, dst: Tensor): void {
     checks.expectSize('copy', 'dst', dst, src.size);
+  }
+  copyColumns(src: Tensor, srcCol: number, dst: Tensor, dstCol: number, width: number): void {
+    copyColumnsArgs(
+      { ...checks, noAlias: () => {}, sameOrDisjoint: () => {} },
+      src,
+      srcCol,
+      dst,
+      dstCol,
+      width,
+    );
   }
   add(): void {}
   scale(): void {}

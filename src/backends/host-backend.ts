@@ -85,6 +85,7 @@ export abstract class HostMemory {
 export const KERNEL_NAMES = [
   'fill',
   'copy',
+  'copyColumns',
   'add',
   'scale',
   'axpy',

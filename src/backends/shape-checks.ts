@@ -291,7 +291,11 @@ export function rmsnormBackwardArgs(
   return [n, d];
 }
 
-/** The argument rules of Backend.rope: x [B, T, H, D] (D even), positions [B·T], tables [maxPos, D/2]. */
+/**
+ * The argument rules of Backend.rope: x [B, T, H, D] (D even), positions [B·T], tables
+ * [maxPos, R/2] with R ≤ D the rotated dimensions (partial rotary: the first R of each head rotate,
+ * the rest pass through). Returns R/2 as `half`.
+ */
 export function ropeArgs(
   c: ArgChecks,
   x: Tensor,
@@ -300,7 +304,7 @@ export function ropeArgs(
   sin: Tensor,
   layout: string,
   out: Tensor,
-): { B: number; T: number; H: number; D: number; maxPos: number } {
+): { B: number; T: number; H: number; D: number; maxPos: number; half: number } {
   const op = 'rope';
   if (layout !== 'half' && layout !== 'interleaved') c.fail(op, `unknown layout '${layout}'`);
   c.expectRank(op, 'x', x, 4);
@@ -309,8 +313,9 @@ export function ropeArgs(
   c.expectSize(op, 'positions', positions, B * T);
   c.expectRank(op, 'cos', cos, 2);
   const maxPos = cos.shape[0]!;
-  c.expectShape(op, 'cos', cos, [maxPos, D / 2]);
-  c.expectShape(op, 'sin', sin, [maxPos, D / 2]);
+  const half = cos.shape[1]!;
+  if (!(half >= 1 && half <= D / 2)) c.expectShape(op, 'cos', cos, [maxPos, D / 2]);
+  c.expectShape(op, 'sin', sin, [maxPos, half]);
   c.expectShape(op, 'out', out, x.shape);
   c.sameOrDisjoint(op, 'out and x', out, x);
   for (const [name, t] of [
@@ -319,7 +324,7 @@ export function ropeArgs(
     ['sin', sin],
   ] as const)
     c.noAlias(op, `out and ${name}`, out, t);
-  return { B, T, H, D, maxPos };
+  return { B, T, H, D, maxPos, half };
 }
 
 /** The argument rules of Backend.adamw: finite hyper-parameters, a 1-based step, four disjoint tensors of one size. */
@@ -448,4 +453,36 @@ export function elementwiseArgs(
     for (const [other, u] of outputs.slice(0, i)) c.noAlias(op, `${name} and ${other}`, t, u);
   });
   return n;
+}
+
+/**
+ * The argument rules of Backend.copyColumns: src [n, a] and dst [n, b] (rank 2, same rows),
+ * integer column ranges inside both, disjoint tensors. Returns [n, a, b].
+ */
+export function copyColumnsArgs(
+  c: ArgChecks,
+  src: Tensor,
+  srcCol: number,
+  dst: Tensor,
+  dstCol: number,
+  width: number,
+): [number, number, number] {
+  const op = 'copyColumns';
+  if (src.dtype !== dst.dtype) c.fail(op, `src is ${src.dtype} but dst is ${dst.dtype}`);
+  c.expectRank(op, 'src', src, 2);
+  c.expectRank(op, 'dst', dst, 2);
+  const [n, a] = src.shape as [number, number];
+  const b = dst.shape[1]!;
+  if (dst.shape[0] !== n) c.fail(op, `dst has ${dst.shape[0]} rows, src ${n}`);
+  for (const [name, v] of [
+    ['srcCol', srcCol],
+    ['dstCol', dstCol],
+    ['width', width],
+  ] as const)
+    if (!Number.isSafeInteger(v) || v < 0)
+      c.fail(op, `${name} must be a non-negative integer, got ${v}`);
+  if (srcCol + width > a) c.fail(op, `columns ${srcCol}..${srcCol + width} exceed src's ${a}`);
+  if (dstCol + width > b) c.fail(op, `columns ${dstCol}..${dstCol + width} exceed dst's ${b}`);
+  c.noAlias(op, 'src and dst', src, dst);
+  return [n, a, b];
 }

@@ -10,7 +10,11 @@
  * permuted.
  */
 import { fs, path } from './host.js';
-import { ropeInverseFrequencies, type RopeScaling } from '../backends/rope-tables.js';
+import {
+  longropeAttentionFactor,
+  ropeInverseFrequencies,
+  type RopeScaling,
+} from '../backends/rope-tables.js';
 import { FileFormatError, RandomAccessFile } from './binary-reader.js';
 import { GgufReader } from './gguf.js';
 import { type GgmlHostWeight, type GgmlQuantType, ggmlQuantTypeOf } from '../quant/ggml-blocks.js';
@@ -18,7 +22,13 @@ import { Llama2cCheckpoint, looksLikeLlama2cV1 } from './llama2c.js';
 import { SAFETENSORS_INDEX, SafetensorsCollection } from './safetensors.js';
 import { isBnb4bit, type RawTensorReader, readBnb4bit } from './bnb4bit.js';
 import { dequantize4bit, type Quantized4bit } from '../quant/quantize4bit.js';
-import { configFromGguf, configFromLlama2c, loadHfConfig, type LlamaConfig } from './config.js';
+import {
+  configFromGguf,
+  configFromLlama2c,
+  loadHfConfig,
+  type LlamaConfig,
+  shortestF32,
+} from './config.js';
 import { ggufNameIn } from '../models/family.js';
 import { familyOf, interleavedHeadsFor, tensorShapes, tensorTable } from '../models/registry.js';
 
@@ -441,6 +451,53 @@ function ropeScalingFromFreqFactors(
   );
 }
 
+/**
+ * LongRoPE from a llama.cpp Phi-3 GGUF: the per-frequency factors as `rope_factors_short.weight`
+ * and `rope_factors_long.weight` (f32 [rotary dims / 2]), the original context as
+ * `<arch>.rope.scaling.original_context_length`, the cos/sin scale as
+ * `<arch>.rope.scaling.attn_factor` (convert_hf_to_gguf's Phi3MiniModel).
+ */
+function longropeFromGguf(
+  reader: GgufReader,
+  config: LlamaConfig,
+  fail: (m: string) => never,
+): RopeScaling {
+  const names = reader.gguf.tensorsByName;
+  for (const n of ['rope_factors_short.weight', 'rope_factors_long.weight'])
+    if (!names.has(n)) fail(`'${n}' is missing (LongRoPE needs both factor tensors)`);
+  const short = Array.from(reader.readF32('rope_factors_short.weight'));
+  const long = Array.from(reader.readF32('rope_factors_long.weight'));
+  const half = (config.rotaryDim ?? config.headDim) / 2;
+  for (const [n, v] of [
+    ['rope_factors_short.weight', short],
+    ['rope_factors_long.weight', long],
+  ] as const) {
+    if (v.length !== half)
+      fail(`'${n}' has ${v.length} values, expected ${half} (rotary dims / 2)`);
+    const bad = v.findIndex((x) => !(Number.isFinite(x) && x > 0));
+    if (bad >= 0) fail(`'${n}'[${bad}] = ${v[bad]} must be a positive number`);
+  }
+  const m = reader.gguf.metadata;
+  const num = (key: string): number | undefined => {
+    const v = m.get(`${String(m.get('general.architecture'))}.${key}`);
+    return typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : undefined;
+  };
+  const original = num('rope.scaling.original_context_length') ?? config.maxPositionEmbeddings;
+  if (!(Number.isSafeInteger(original) && original > 0))
+    fail(`rope.scaling.original_context_length ${original} must be a positive integer`);
+  const factor = config.maxPositionEmbeddings / original;
+  const att = num('rope.scaling.attn_factor');
+  return {
+    ropeType: 'longrope',
+    factor,
+    shortFactor: short,
+    longFactor: long,
+    originalMaxPositionEmbeddings: original,
+    attentionFactor:
+      att !== undefined ? shortestF32(att) : longropeAttentionFactor(factor, original),
+  };
+}
+
 function openGguf(p: string): Checkpoint {
   const reader = GgufReader.open(p);
   const label = reader.label;
@@ -460,6 +517,12 @@ function openGguf(p: string): Checkpoint {
       { tieWordEmbeddings: tied, embeddingRows: embed.shape[0] },
       label,
     );
+    if (names.has('rope_factors_long.weight') || names.has('rope_factors_short.weight')) {
+      config = {
+        ...config,
+        ropeScaling: longropeFromGguf(reader, config, fail),
+      };
+    }
     if (names.has('rope_freqs.weight')) {
       config = {
         ...config,

@@ -7,7 +7,7 @@
  */
 import { fs, path } from './host.js';
 import { z } from 'zod';
-import type { RopeScaling } from '../backends/rope-tables.js';
+import { longropeAttentionFactor, type RopeScaling } from '../backends/rope-tables.js';
 import { FileFormatError } from './binary-reader.js';
 import { GgufMetadataView, type GgufFile } from './gguf.js';
 import type { Llama2cHeader } from './llama2c.js';
@@ -44,6 +44,11 @@ export interface LlamaConfig {
   readonly rmsNormEps: number;
   readonly ropeTheta: number;
   readonly ropeScaling: RopeScaling | null;
+  /**
+   * Rotated dimensions of each head when fewer than headDim (partial rotary: Phi-4-mini's
+   * partial_rotary_factor 0.75 rotates 96 of 128; the rest pass through), or null/absent: all.
+   */
+  readonly rotaryDim?: number | null;
   readonly maxPositionEmbeddings: number;
   readonly tieWordEmbeddings: boolean;
   /** q/k/v projections carry a bias (Qwen2 always; Llama when attention_bias). */
@@ -94,6 +99,17 @@ const ropeParams = z.object({
   low_freq_factor: z.number().positive().optional(),
   high_freq_factor: z.number().positive().optional(),
   original_max_position_embeddings: positiveInt.optional(),
+  // LongRoPE (Phi-3): per-frequency factors, bounded like head_dim / 2.
+  short_factor: z
+    .array(z.number())
+    .max(1 << 15)
+    .optional(),
+  long_factor: z
+    .array(z.number())
+    .max(1 << 15)
+    .optional(),
+  attention_factor: z.number().positive().optional(),
+  partial_rotary_factor: z.number().positive().max(1).optional(),
 });
 
 /** transformers v5 writes Gemma 3's rope per layer type. */
@@ -115,6 +131,8 @@ const hfConfigSchema = z.object({
   head_dim: positiveInt.nullish(),
   hidden_act: z.string().optional(),
   max_position_embeddings: positiveInt.optional(),
+  original_max_position_embeddings: positiveInt.optional(),
+  partial_rotary_factor: z.number().positive().max(1).optional(),
   rms_norm_eps: z.number().positive().optional(),
   rope_theta: z.number().positive().optional(),
   rope_scaling: ropeParams.nullish(),
@@ -145,14 +163,52 @@ function idList(v: number | number[] | null | undefined, fallback: number | null
   return Array.isArray(v) ? v : [v];
 }
 
+/** What LongRoPE's parameters depend on outside the rope object. */
+interface RopeContext {
+  readonly maxPositionEmbeddings: number;
+  /** Top-level original_max_position_embeddings (Phi-3 writes it there). */
+  readonly originalMax: number | undefined;
+  readonly rotaryDim: number;
+}
+
 /** HF rope settings (`rope_scaling` or v5 `rope_parameters`) → normalized scaling, or null. */
 function parseRopeScaling(
   p: z.infer<typeof ropeParams> | null | undefined,
   fail: (m: string) => never,
+  ctx: RopeContext,
 ): RopeScaling | null {
   if (!p) return null;
   const kind = p.rope_type ?? p.type ?? 'default';
   switch (kind) {
+    case 'longrope':
+    case 'su': {
+      // transformers' _compute_longrope_parameters (Phi3Config reads "su" as "longrope").
+      const short = p.short_factor;
+      const long = p.long_factor;
+      if (!short || !long) fail(`rope scaling "${kind}" needs short_factor and long_factor`);
+      for (const [name, v] of [
+        ['short_factor', short!],
+        ['long_factor', long!],
+      ] as const) {
+        if (v.length !== ctx.rotaryDim / 2)
+          fail(
+            `rope scaling ${name} has ${v.length} values, expected ${ctx.rotaryDim / 2} (rotary dims / 2)`,
+          );
+        const bad = v.findIndex((x) => !(Number.isFinite(x) && x > 0));
+        if (bad >= 0) fail(`rope scaling ${name}[${bad}] = ${v[bad]} must be a positive number`);
+      }
+      const original =
+        p.original_max_position_embeddings ?? ctx.originalMax ?? ctx.maxPositionEmbeddings;
+      const factor = p.factor ?? ctx.maxPositionEmbeddings / original;
+      return {
+        ropeType: 'longrope',
+        factor,
+        shortFactor: short!,
+        longFactor: long!,
+        originalMaxPositionEmbeddings: original,
+        attentionFactor: p.attention_factor ?? longropeAttentionFactor(factor, original),
+      };
+    }
     case 'default':
       return null;
     case 'linear':
@@ -177,7 +233,9 @@ function parseRopeScaling(
         originalMaxPositionEmbeddings: p.original_max_position_embeddings,
       };
     default:
-      return fail(`unsupported rope scaling type '${kind}' (supported: default, linear, llama3)`);
+      return fail(
+        `unsupported rope scaling type '${kind}' (supported: default, linear, llama3, longrope/su)`,
+      );
   }
 }
 
@@ -235,6 +293,16 @@ function validate(
       `num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`,
     );
   if (c.headDim % 2 !== 0) fail(`head_dim ${c.headDim} is odd (RoPE rotates pairs)`);
+  if (
+    c.rotaryDim != null &&
+    !(
+      Number.isInteger(c.rotaryDim) &&
+      c.rotaryDim >= 2 &&
+      c.rotaryDim <= c.headDim &&
+      c.rotaryDim % 2 === 0
+    )
+  )
+    fail(`rotary dims ${c.rotaryDim} must be an even number in 2..head_dim (${c.headDim})`);
   for (const [name, v] of [
     ['attn_logit_softcapping', c.attnLogitSoftcap],
     ['final_logit_softcapping', c.finalLogitSoftcap],
@@ -293,6 +361,11 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
   const eosTokenIds = idList(h.eos_token_id, d.eosTokenId);
   const bos = idList(h.bos_token_id, d.bosTokenId);
   const numLayers = h.num_hidden_layers ?? d.numLayers;
+  const maxPositionEmbeddings = h.max_position_embeddings ?? d.maxPositionEmbeddings;
+  const fullHeadDim = headDim ?? hiddenSize / numHeads;
+  // transformers: int(head_dim · partial_rotary_factor) dims rotate (top level, or v5 rope_parameters).
+  const partial = h.partial_rotary_factor ?? ropeMain?.partial_rotary_factor ?? 1;
+  const rotaryDim = Math.floor(fullHeadDim * partial);
   // Biases and the sliding window are the family's rules (e.g. Qwen2 always has q/k/v biases
   // and slides only when use_sliding_window is set; Mistral whenever sliding_window is).
   const flags = f.hf.flags(h);
@@ -305,11 +378,16 @@ export function configFromHf(json: unknown, label = 'config.json'): LlamaConfig 
       numLayers,
       numHeads,
       numKvHeads: h.num_key_value_heads ?? d.numKvHeads ?? numHeads,
-      headDim: headDim ?? hiddenSize / numHeads,
+      headDim: fullHeadDim,
       rmsNormEps: h.rms_norm_eps ?? d.rmsNormEps,
       ropeTheta: ropeMain?.rope_theta ?? h.rope_theta ?? d.ropeTheta,
-      ropeScaling: parseRopeScaling(rope, fail),
-      maxPositionEmbeddings: h.max_position_embeddings ?? d.maxPositionEmbeddings,
+      ropeScaling: parseRopeScaling(rope, fail, {
+        maxPositionEmbeddings,
+        originalMax: h.original_max_position_embeddings,
+        rotaryDim,
+      }),
+      ...(rotaryDim !== fullHeadDim ? { rotaryDim } : {}),
+      maxPositionEmbeddings,
       tieWordEmbeddings: h.tie_word_embeddings ?? d.tieWordEmbeddings,
       ...flags,
       bosTokenId: bos[0] ?? null,
@@ -398,10 +476,14 @@ export function configFromGguf(
   const hiddenSize = m.number(k('embedding_length'));
   const numHeads = m.number(k('attention.head_count'));
   const numKvHeads = m.number(k('attention.head_count_kv'), numHeads);
+  const ropeDims = m.optionalNumber(k('rope.dimension_count'));
+  // llama.cpp: head dim = key_length, else hidden / heads; rope.dimension_count is the rotated
+  // part (partial rotary when smaller, Phi-4-mini).
+  const keyLength = m.optionalNumber(k('attention.key_length'));
   const headDim =
-    m.optionalNumber(k('attention.key_length')) ??
-    m.optionalNumber(k('rope.dimension_count')) ??
-    hiddenSize / numHeads;
+    keyLength ??
+    (hiddenSize % numHeads === 0 ? hiddenSize / numHeads : (ropeDims ?? hiddenSize / numHeads));
+  const rotaryDim = ropeDims !== undefined && ropeDims < headDim ? ropeDims : null;
   const tokens = m.stringArray('tokenizer.ggml.tokens');
   const vocabSize =
     m.optionalNumber(k('vocab_size')) ??
@@ -450,6 +532,7 @@ export function configFromGguf(
       rmsNormEps: shortestF32(m.number(k('attention.layer_norm_rms_epsilon'))),
       ropeTheta: shortestF32(m.number(k('rope.freq_base'), 10000)),
       ropeScaling,
+      ...(rotaryDim !== null ? { rotaryDim } : {}),
       maxPositionEmbeddings,
       tieWordEmbeddings: extra.tieWordEmbeddings,
       ...ggufFlags,
@@ -517,18 +600,33 @@ export function configFromLlama2c(h: Llama2cHeader, label = 'llama2.c checkpoint
 /** The config as a transformers config.json object (for exporting merged models). */
 export function configToHf(c: LlamaConfig): Record<string, unknown> {
   const family = familyOf(c);
+  const s = c.ropeScaling;
   const rope =
-    c.ropeScaling === null
+    s === null
       ? null
-      : c.ropeScaling.ropeType === 'linear'
-        ? { rope_type: 'linear', factor: c.ropeScaling.factor }
-        : {
-            rope_type: 'llama3',
-            factor: c.ropeScaling.factor,
-            low_freq_factor: c.ropeScaling.lowFreqFactor,
-            high_freq_factor: c.ropeScaling.highFreqFactor,
-            original_max_position_embeddings: c.ropeScaling.originalMaxPositionEmbeddings,
-          };
+      : s.ropeType === 'linear'
+        ? { rope_type: 'linear', factor: s.factor }
+        : s.ropeType === 'longrope'
+          ? {
+              rope_type: 'longrope',
+              short_factor: [...s.shortFactor],
+              long_factor: [...s.longFactor],
+              original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+              ...(s.factor !== c.maxPositionEmbeddings / s.originalMaxPositionEmbeddings
+                ? { factor: s.factor }
+                : {}),
+              ...(s.attentionFactor !==
+              longropeAttentionFactor(s.factor, s.originalMaxPositionEmbeddings)
+                ? { attention_factor: s.attentionFactor }
+                : {}),
+            }
+          : {
+              rope_type: 'llama3',
+              factor: s.factor,
+              low_freq_factor: s.lowFreqFactor,
+              high_freq_factor: s.highFreqFactor,
+              original_max_position_embeddings: s.originalMaxPositionEmbeddings,
+            };
   const out: Record<string, unknown> = {
     architectures: [family.hf.classes[0]],
     model_type: family.hf.modelTypes[0],
@@ -544,6 +642,12 @@ export function configToHf(c: LlamaConfig): Record<string, unknown> {
     rms_norm_eps: c.rmsNormEps,
     rope_theta: c.ropeTheta,
     rope_scaling: rope,
+    ...(c.rotaryDim != null && c.rotaryDim !== c.headDim
+      ? { partial_rotary_factor: c.rotaryDim / c.headDim }
+      : {}),
+    ...(s?.ropeType === 'longrope'
+      ? { original_max_position_embeddings: s.originalMaxPositionEmbeddings }
+      : {}),
     tie_word_embeddings: c.tieWordEmbeddings,
     bos_token_id: c.bosTokenId,
     eos_token_id: c.eosTokenIds.length > 1 ? [...c.eosTokenIds] : c.eosTokenId,

@@ -161,6 +161,12 @@ export interface Backend {
   fill(out: Tensor, value: number): void;
   /** dst = src (same size) */
   copy(src: Tensor, dst: Tensor): void;
+  /**
+   * dst[r, dstCol + j] = src[r, srcCol + j] for every row r and j < width: a block of columns of
+   * src [n, a] into dst [n, b] (both float, same dtype, disjoint). Splits a fused projection's
+   * output into its parts (Phi-3's qkv_proj, gate_up_proj) and joins their gradients back.
+   */
+  copyColumns(src: Tensor, srcCol: number, dst: Tensor, dstCol: number, width: number): void;
   /** out = a + b (same size; out may alias a or b) */
   add(a: Tensor, b: Tensor, out: Tensor): void;
   /** out = alpha·x (out may alias x) */

@@ -1,6 +1,15 @@
 import type { Tensor } from '../../tensor/tensor.js';
-import { softcapOption } from '../shape-checks.js';
-import { checks, expectFinite, expectSize, f32, fail, noAlias, sameOrDisjoint } from './checks.js';
+import { copyColumnsArgs, softcapOption } from '../shape-checks.js';
+import {
+  args,
+  checks,
+  expectFinite,
+  expectSize,
+  f32,
+  fail,
+  noAlias,
+  sameOrDisjoint,
+} from './checks.js';
 import { kernel } from './native.js';
 
 type Fill = (out: Float32Array, n: number, value: number) => void;
@@ -74,6 +83,24 @@ export function fill(out: Tensor, value: number): void {
 }
 
 /** dst = src (same dtype and element count; the shapes may differ, like a view). */
+/**
+ * dst[:, dstCol .. dstCol+width) = src[:, srcCol .. srcCol+width): one TypedArray copy (a memcpy)
+ * per row of the addon's host-visible memory; a few rows of a projection output per step.
+ */
+export function copyColumns(
+  src: Tensor,
+  srcCol: number,
+  dst: Tensor,
+  dstCol: number,
+  width: number,
+): void {
+  const [n, a, b] = copyColumnsArgs(args, src, srcCol, dst, dstCol, width);
+  const S = f32('copyColumns', 'src', src);
+  const D = f32('copyColumns', 'dst', dst);
+  for (let r = 0; r < n; r++)
+    D.set(S.subarray(r * a + srcCol, r * a + srcCol + width), r * b + dstCol);
+}
+
 export function copy(src: Tensor, dst: Tensor): void {
   if (src.dtype !== dst.dtype) fail('copy', `src is ${src.dtype} but dst is ${dst.dtype}`);
   expectSize('copy', 'dst', dst, src.size);

@@ -16,6 +16,7 @@ type Rope = (
   maxPos: number,
   interleaved: boolean,
   inverse: boolean,
+  half: number,
 ) => void;
 
 const ropeF32 = kernel<Rope>('ropeF32');
@@ -31,7 +32,7 @@ export function rope(
   out: Tensor,
 ): void {
   const op = 'rope';
-  const { B, T, H, D, maxPos } = ropeArgs(args, x, positions, cos, sin, layout, out);
+  const { B, T, H, D, maxPos, half } = ropeArgs(args, x, positions, cos, sin, layout, out);
   callNative(op, () =>
     ropeF32(
       f32(op, 'x', x),
@@ -45,6 +46,7 @@ export function rope(
       maxPos,
       layout === 'interleaved',
       inverse,
+      half,
     ),
   );
 }

@@ -1,7 +1,7 @@
 import { uniformAt } from '../../tensor/rng.js';
 import type { Tensor } from '../../tensor/tensor.js';
-import { softcapOption } from '../shape-checks.js';
-import { checks, expectSize, fail, floats, noAlias, sameFloatType } from './check.js';
+import { copyColumnsArgs, softcapOption } from '../shape-checks.js';
+import { args, checks, expectSize, fail, floats, noAlias, sameFloatType } from './check.js';
 
 /** out[i] = value (any dtype; integer tensors must receive an integer). */
 export function fill(out: Tensor, value: number): void {
@@ -21,6 +21,21 @@ export function copy(src: Tensor, dst: Tensor): void {
   if (s === d) return;
   // TypedArray.set handles overlapping ranges of one buffer like memmove.
   (d as Float64Array).set(s as Float64Array);
+}
+
+/** dst[:, dstCol .. dstCol+width) = src[:, srcCol .. srcCol+width). */
+export function copyColumns(
+  src: Tensor,
+  srcCol: number,
+  dst: Tensor,
+  dstCol: number,
+  width: number,
+): void {
+  const [n, a, b] = copyColumnsArgs(args, src, srcCol, dst, dstCol, width);
+  const S = floats('copyColumns', 'src', src);
+  const D = floats('copyColumns', 'dst', dst);
+  for (let r = 0; r < n; r++)
+    for (let j = 0; j < width; j++) D[r * b + dstCol + j] = S[r * a + srcCol + j]!;
 }
 
 /** out = a + b (out may alias a or b). */

@@ -3,10 +3,12 @@ import type { Tensor } from '../../tensor/tensor.js';
 import { expectRank, expectShape, fail, floats, ints, sameFloatType } from './check.js';
 
 /**
- * Rotary embedding of x [B, T, H, D]: pair p (frequency index p < D/2) is rotated by the angle whose
- * cos/sin are cos[pos, p], sin[pos, p]. 'half' pairs elements (p, p + D/2) (HF rotate_half);
- * 'interleaved' pairs (2p, 2p+1). inverse rotates by -angle, which is the backward pass (the
- * rotation is orthogonal). out may alias x: each pair is read fully before it is written.
+ * Rotary embedding of x [B, T, H, D] with tables [maxPos, R/2], R ≤ D: pair p (frequency index
+ * p < R/2) is rotated by the angle whose cos/sin are cos[pos, p], sin[pos, p]. 'half' pairs
+ * elements (p, p + R/2) (HF rotate_half over the first R dims); 'interleaved' pairs (2p, 2p+1).
+ * Dimensions R..D pass through unchanged (partial rotary, Phi-4-mini's partial_rotary_factor).
+ * inverse rotates by -angle, which is the backward pass (the rotation is orthogonal). out may
+ * alias x: each pair is read fully before it is written.
  */
 export function rope(
   x: Tensor,
@@ -25,12 +27,12 @@ export function rope(
   expectRank(op, 'x', x, 4);
   const [B, T, H, D] = x.shape as [number, number, number, number];
   if (D % 2 !== 0) fail(op, `head dim ${D} must be even`);
-  const half = D / 2;
   expectShape(op, 'out', out, x.shape);
   expectShape(op, 'positions', positions, [B * T]);
   expectRank(op, 'cos', cos, 2);
   const maxPos = cos.shape[0]!;
-  expectShape(op, 'cos', cos, [maxPos, half]);
+  const half = cos.shape[1]!;
+  if (!(half >= 1 && half <= D / 2)) expectShape(op, 'cos', cos, [maxPos, D / 2]);
   expectShape(op, 'sin', sin, [maxPos, half]);
   if (layout !== 'half' && layout !== 'interleaved') fail(op, `unknown layout '${String(layout)}'`);
   const X = x.data;
@@ -52,6 +54,7 @@ export function rope(
         O[i0] = a * c - b * s;
         O[i1] = b * c + a * s;
       }
+      if (O !== X) for (let i = 2 * half; i < D; i++) O[base + i] = X[base + i]!;
     }
   }
 }

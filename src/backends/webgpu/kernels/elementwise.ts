@@ -7,8 +7,9 @@
 import { mix32 } from '../../../tensor/rng.js';
 import type { Tensor } from '../../../tensor/tensor.js';
 import type { KernelSpec } from '../context.js';
-import { softcapOption } from '../../shape-checks.js';
+import { copyColumnsArgs, softcapOption } from '../../shape-checks.js';
 import {
+  args,
   checks,
   ctxOf,
   expectFinite,
@@ -75,6 +76,22 @@ const COPY_WORDS: KernelSpec = {
   bindings: [b('src', 'u32'), b('dst', 'u32', true)],
   params: [{ name: 'n', type: 'u32' }],
   source: LOOP('dst[P.off_dst / 4u + i] = src[P.off_src / 4u + i];'),
+};
+
+const COPY_COLUMNS: KernelSpec = {
+  key: 'copy_columns',
+  bindings: [b('src', 'f32'), b('dst', 'f32', true)],
+  params: [
+    { name: 'n', type: 'u32' },
+    { name: 'width', type: 'u32' },
+    { name: 'srcStride', type: 'u32' },
+    { name: 'srcCol', type: 'u32' },
+    { name: 'dstStride', type: 'u32' },
+    { name: 'dstCol', type: 'u32' },
+  ],
+  source: LOOP(`let r = i / P.width;
+    let j = i - r * P.width;
+    dst[P.off_dst + r * P.dstStride + P.dstCol + j] = src[P.off_src + r * P.srcStride + P.srcCol + j];`),
 };
 
 const COPY_BYTES: KernelSpec = {
@@ -336,6 +353,28 @@ export function copy(src: Tensor, dst: Tensor): void {
   }
   const words = wordsCovering(d.byteOffset, src.size);
   ctx.dispatch(COPY_BYTES, [s, d], [src.size, words], [strideGroups(ctx, words, WG)]);
+}
+
+/** dst[:, dstCol .. dstCol+width) = src[:, srcCol .. srcCol+width): one invocation per element. */
+export function copyColumns(
+  src: Tensor,
+  srcCol: number,
+  dst: Tensor,
+  dstCol: number,
+  width: number,
+): void {
+  const [n, a, bCols] = copyColumnsArgs(args, src, srcCol, dst, dstCol, width);
+  const s = f32('copyColumns', 'src', src);
+  const d = f32('copyColumns', 'dst', dst);
+  const total = n * width;
+  if (total === 0) return;
+  const ctx = ctxOf(dst);
+  ctx.dispatch(
+    COPY_COLUMNS,
+    [s, d],
+    [total, width, a, srcCol, bCols, dstCol],
+    [strideGroups(ctx, total, WG)],
+  );
 }
 
 export function add(a: Tensor, bb: Tensor, out: Tensor): void {

@@ -1,6 +1,7 @@
 /**
  * Rotary embedding on WebGPU: one invocation per rotated pair (grid-stride), which reads both
- * elements before writing them, so out may be x. Positions outside the cos/sin tables raise a fault
+ * elements before writing them, so out may be x; with tables narrower than D/2 (partial rotary)
+ * one more per passed-through element, which copies it. Positions outside the cos/sin tables raise a fault
  * (thrown at the next read) and leave their pairs unwritten.
  */
 import type { RopeLayout } from '../../../tensor/backend.js';
@@ -26,6 +27,7 @@ const ROPE: KernelSpec = {
     { name: 'pairs', type: 'u32' },
     { name: 'heads', type: 'u32' },
     { name: 'half', type: 'u32' },
+    { name: 'dim', type: 'u32' },
     { name: 'maxPos', type: 'i32' },
     { name: 'interleaved', type: 'u32' },
     { name: 'sign', type: 'f32' },
@@ -36,12 +38,20 @@ ${FAULT_WGSL}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let step = nwg.x * WG;
-  let perRow = P.heads * P.half;
+  // Per head: half pairs, then dim - 2·half passed-through elements.
+  let perHead = P.dim - P.half;
+  let perRow = P.heads * perHead;
   for (var i = gid.x; i < P.pairs; i += step) {
     let bt = i / perRow;
     let rem = i - bt * perRow;
-    let h = rem / P.half;
-    let p = rem - h * P.half;
+    let h = rem / perHead;
+    let p = rem - h * perHead;
+    let base = (bt * P.heads + h) * P.dim;
+    if (p >= P.half) {
+      let j = base + P.half + p;
+      out[P.off_out + j] = x[P.off_x + j];
+      continue;
+    }
     let pos = positions[P.off_positions + bt];
     if (pos < 0 || pos >= P.maxPos) {
       raise(P.code, pos, i32(bt));
@@ -49,7 +59,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
     }
     let c = cosT[P.off_cosT + u32(pos) * P.half + p];
     let s = P.sign * sinT[P.off_sinT + u32(pos) * P.half + p];
-    let base = (bt * P.heads + h) * 2u * P.half;
     let i0 = select(base + p, base + 2u * p, P.interleaved != 0u);
     let i1 = select(base + p + P.half, base + 2u * p + 1u, P.interleaved != 0u);
     let a = x[P.off_x + i0];
@@ -71,7 +80,7 @@ export function rope(
   out: Tensor,
 ): void {
   const op = 'rope';
-  const { H, D, maxPos } = ropeArgs(args, x, positions, cos, sin, layout, out);
+  const { H, D, maxPos, half } = ropeArgs(args, x, positions, cos, sin, layout, out);
   const spans = [
     f32(op, 'x', x),
     i32(op, 'positions', positions),
@@ -79,7 +88,8 @@ export function rope(
     f32(op, 'sin', sin),
     f32(op, 'out', out),
   ];
-  const pairs = (x.size / 2) | 0;
+  // Work items: the rotated pairs and the passed-through elements of every head.
+  const pairs = (x.size / D) * (D - half);
   if (pairs === 0) return;
   if (maxPos > 2 ** 31 - 1) fail(op, `cos/sin tables of ${maxPos} positions are too long`);
   const ctx = ctxOf(out);
@@ -89,7 +99,7 @@ export function rope(
   ctx.dispatch(
     ROPE,
     [...spans, ctx.faultSpan()],
-    [pairs, H, D / 2, maxPos, layout === 'interleaved' ? 1 : 0, inverse ? -1 : 1, code],
+    [pairs, H, half, D, maxPos, layout === 'interleaved' ? 1 : 0, inverse ? -1 : 1, code],
     [strideGroups(ctx, pairs, WG)],
   );
 }
