@@ -212,6 +212,7 @@ function baseWeightBytes(model: LlamaModel): {
     params += layer.attnNorm.size + layer.ffnNorm.size;
     for (const name of PROJECTIONS) {
       const p = layer.proj[name];
+      if (!p) continue;
       const base = p instanceof LoraLinear ? p.base : p;
       projections += base.weightBytes;
       projectionParams += base.inFeatures * base.outFeatures;

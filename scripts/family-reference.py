@@ -1,6 +1,7 @@
 """Independent references for a model family, from Hugging Face transformers and PEFT.
 
-Writes, for FAMILY (a name `qlora init-random --config` knows, e.g. qwen3):
+Writes, for FAMILY (a name `qlora init-random --config` knows: a family such as qwen3, or a shape
+such as phi-3.5-mini):
   fixtures/families/FAMILY-tiny.reference.json  logits of transformers' model class on the weights
                                                  `qlora init-random --config FAMILY --tiny --seed 7`
                                                  writes (float32, eager attention)
@@ -43,6 +44,9 @@ def main(family: str) -> None:
         model.eval()
         with torch.no_grad():
             logits = model(torch.tensor([INPUT_IDS])).logits[0]
+            # The first 8 tokens alone: a LongRoPE model (tiny original context 8) then uses its
+            # short factors, the whole input its long ones.
+            prefix = model(torch.tensor([INPUT_IDS[:8]])).logits[0]
         reference = {
             "generated_by": "scripts/family-reference.py",
             "transformers": __import__("transformers").__version__,
@@ -52,6 +56,7 @@ def main(family: str) -> None:
             "seed": SEED,
             "input_ids": INPUT_IDS,
             "logits": [[float(f"{x:.7g}") for x in row.tolist()] for row in logits],
+            "prefix_logits": [[float(f"{x:.7g}") for x in row.tolist()] for row in prefix],
         }
         (out_dir / f"{family}-tiny.reference.json").write_text(json.dumps(reference) + "\n")
 
@@ -64,6 +69,8 @@ def main(family: str) -> None:
             peft_model.save_pretrained(adapter_dir)
             with safe_open(adapter_dir / "adapter_model.safetensors", "pt") as f:
                 keys = sorted(f.keys())
+                shapes = {k: list(f.get_slice(k).get_shape()) for k in keys}
+            adapter.shapes = shapes
             return keys, json.loads((adapter_dir / "adapter_config.json").read_text())
 
         # "all-linear" (every linear layer but the output head) picks the modules; naming them as
@@ -78,6 +85,7 @@ def main(family: str) -> None:
             "model_class": type(model).__name__,
             "target_modules": sorted(config["target_modules"]),
             "keys": keys,
+            "shapes": adapter.shapes,
         }
         (out_dir / f"{family}-peft-keys.json").write_text(json.dumps(peft_keys, indent=1) + "\n")
         print(f"{family}: {type(model).__name__}, {len(keys)} adapter tensors")

@@ -57,8 +57,21 @@ test('--tiny keeps every named shape’s structure at 2 layers (Gemma 3: 6), hid
       Math.abs(ratio(small) - ratio(big)) <= small.numHeads / small.hiddenSize + 1e-9,
       what,
     );
-    for (const k of ['tieWordEmbeddings', 'attentionBias', 'ropeTheta', 'ropeScaling'] as const)
+    for (const k of ['tieWordEmbeddings', 'attentionBias', 'ropeTheta'] as const)
       assert.deepEqual(small[k], big[k], `${what}: ${k}`);
+    const s = small.ropeScaling;
+    const b = big.ropeScaling;
+    if (s?.ropeType === 'longrope' && b?.ropeType === 'longrope') {
+      // LongRoPE (Phi-3): the same context extension; factor curves resampled to the tiny rotary
+      // width (first and last kept); an original context a test sequence passes.
+      assert.equal(s.factor, b.factor, what);
+      assert.equal(s.originalMaxPositionEmbeddings, 8, what);
+      assert.equal(s.shortFactor.length, (small.rotaryDim ?? small.headDim) / 2, what);
+      assert.equal(s.longFactor.at(-1), b.longFactor.at(-1), what);
+      assert.equal(s.longFactor[0], b.longFactor[0], what);
+    } else assert.deepEqual(s, b, `${what}: ropeScaling`);
+    // Partial rotary (Phi-4-mini) stays partial.
+    assert.equal(small.rotaryDim == null, big.rotaryDim == null, what);
     // The same kinds of tensors per layer (q/k norms, biases) as the real model.
     const kinds = (c: typeof big) =>
       tensorTable(c)

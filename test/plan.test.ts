@@ -86,6 +86,16 @@ test('parameter counts of the named shapes match the published model sizes', () 
   assert.equal(gemmaNonEmbedding('gemma-2-2b'), 2_024_517_888);
   assert.equal(Math.round(gemmaNonEmbedding('gemma-3-1b') / 1e6), 698);
   assert.equal(Math.round(gemmaNonEmbedding('gemma-3-4b') / 1e6), 3209);
+  // Phi-3 (fused qkv_proj and gate_up_proj): Phi-4-mini-instruct's safetensors total 3,836,021,760
+  // (tied, GQA 24/8); Phi-3-mini-4k and Phi-3.5-mini: 3.82B on their pages. PEFT's "trainable
+  // params" for all-linear r=16 on Phi-3-mini: 25,165,824 (one adapter per fused module).
+  assert.equal(base('phi-4-mini'), 3_836_021_760);
+  close('phi-3-mini', 3.82);
+  close('phi-3.5-mini', 3.82);
+  assert.equal(
+    parameterCounts(namedShape('phi-3-mini')!, { rank: 16, targets: 'all-linear' }).lora,
+    25_165_824,
+  );
   // LoRA r on a [out, in] matrix adds r·(in + out): Llama-2-7B all-linear r=16 → 39,976,960 (the PEFT count).
   assert.equal(
     parameterCounts(namedShape('7b')!, { rank: 16, targets: 'all-linear' }).lora,

@@ -17,6 +17,8 @@ export const TOKENIZER_FIXTURES = path.join(FIXTURES, 'tokenizers');
 export const UPSTREAM_SHA256: Record<string, string> = {
   'tinyllama/tokenizer.json.gz': 'bcd04f0eadf90287bd26e1a183ac487d8a141b09b06aecb7725bbdd343640f2e',
   'phi-2/tokenizer.json.gz': '337da36be7a71a6e88aa9148967a7bc8736f4b47c7de8e19ba92b89e80734cfc',
+  'phi-3-mini/tokenizer.json.gz':
+    '9e2ae3d66819f163cdcfedba5078f3a3af8118c2712491ed60912f77886bda6f',
   'llama.cpp-vocab/ggml-vocab-gpt-2.gguf.gz':
     'cedc56ca6e2e89f63e781696d1fd76b4b1d49e6720dee86463e915f6e90016ac',
   'llama3/tokenizer.model.gz': '82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55',

@@ -156,7 +156,8 @@ export function registerInfoCommand(program: Command): void {
           let params = 0;
           for (const layer of model.layers) {
             for (const name of PROJECTIONS) {
-              const p = layer.proj[name] as Linear4bit;
+              const p = layer.proj[name] as Linear4bit | undefined;
+              if (!p) continue;
               bytes += p.weightBytes - (p.bias ? p.bias.size * 4 : 0);
               tables +=
                 p.weight.code.size * 4 + (p.weight.nested ? p.weight.nested.code.size * 4 : 0);

@@ -23,7 +23,12 @@ export function ggufConfigWarnings(c: LlamaConfig): string[] {
   const w: string[] = [];
   // Gemma's arches represent their window (attention.sliding_window with a fixed layer pattern).
   const gemma = c.architecture === 'gemma2' || c.architecture === 'gemma3';
-  if (!gemma && c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings) {
+  if (c.architecture === 'phi3' && c.slidingWindow !== null) {
+    if (c.slidingWindow < c.maxPositionEmbeddings)
+      w.push(
+        `sliding-window attention (${c.slidingWindow}) is written as phi3.attention.sliding_window, but llama.cpp's phi3 ignores it and attends to the full context`,
+      );
+  } else if (!gemma && c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings) {
     w.push(
       `sliding-window attention (${c.slidingWindow}) is not represented in GGUF "${ggufArchitecture(c)}"; llama.cpp attends to the full context`,
     );
@@ -57,7 +62,8 @@ export function hyperparameterMetadata(c: LlamaConfig, name: string): GgufMetada
     u32('attention.head_count_kv', c.numKvHeads),
     f32('rope.freq_base', c.ropeTheta),
     f32('attention.layer_norm_rms_epsilon', c.rmsNormEps),
-    u32('rope.dimension_count', c.headDim),
+    // The rotated dims: head_dim, or fewer with a partial rotary factor (Phi-4-mini).
+    u32('rope.dimension_count', c.rotaryDim ?? c.headDim),
   ];
   if (c.headDim * c.numHeads !== c.hiddenSize)
     out.push(u32('attention.key_length', c.headDim), u32('attention.value_length', c.headDim));
@@ -68,6 +74,18 @@ export function hyperparameterMetadata(c: LlamaConfig, name: string): GgufMetada
     if (c.finalLogitSoftcap != null) out.push(f32('final_logit_softcapping', c.finalLogitSoftcap));
     if (c.headDim * c.numHeads === c.hiddenSize)
       out.push(u32('attention.key_length', c.headDim), u32('attention.value_length', c.headDim));
+  }
+  if (c.architecture === 'phi3') {
+    // convert_hf_to_gguf's Phi3MiniModel: the window (0 for none; llama.cpp ignores it, see
+    // families/phi3.ts) and, with LongRoPE, the original context and the cos/sin scale.
+    out.push(u32('attention.sliding_window', c.slidingWindow ?? 0));
+    const s = c.ropeScaling;
+    if (s?.ropeType === 'longrope') {
+      out.push(
+        u32('rope.scaling.original_context_length', s.originalMaxPositionEmbeddings),
+        f32('rope.scaling.attn_factor', s.attentionFactor),
+      );
+    }
   }
   if (c.ropeScaling?.ropeType === 'linear') {
     out.push(

@@ -116,6 +116,21 @@ export function exportGgufModel(
       type: GgmlType.F32,
       data: () => encodeGgml(GgmlType.F32, ropeFactors),
     });
+  // LongRoPE (Phi-3): the short and long factors as llama.cpp's tensors, before the layers as
+  // convert_hf_to_gguf writes them.
+  const s = c.ropeScaling;
+  if (s?.ropeType === 'longrope') {
+    for (const [tensor, values] of [
+      ['rope_factors_long.weight', s.longFactor],
+      ['rope_factors_short.weight', s.shortFactor],
+    ] as const)
+      plans.push({
+        name: tensor,
+        shape: [values.length],
+        type: GgmlType.F32,
+        data: () => encodeGgml(GgmlType.F32, Float32Array.from(values)),
+      });
+  }
   let quantized = false;
   const total = ck.tensorNames.length;
   ck.tensorNames.forEach((hf, index) => {

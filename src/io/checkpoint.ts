@@ -58,9 +58,6 @@ export interface Checkpoint {
   close(): void;
 }
 
-/** The fewest tensors one decoder layer stores (norms 2, q/k/v/o 4, gate/up/down 3). */
-const MIN_TENSORS_PER_LAYER = 9;
-
 /**
  * A config's layer count, checked against the tensors the file really holds before anything is
  * sized from it: a corrupt `num_hidden_layers` / `block_count` must not make us build a name table
@@ -74,10 +71,14 @@ export function checkLayerCount(
 ): void {
   // Counted loosely (layers only), so a file missing a tensor or two still gets the precise
   // "lacks tensor" message from the shape check.
-  const needed = c.numLayers * MIN_TENSORS_PER_LAYER;
+  // The fewest tensors one decoder layer of the family stores: its norms and projections
+  // (9 for the Llama block; 6 for Phi-3's fused qkv and gate_up).
+  const f = familyOf(c);
+  const perLayer = f.layerNorms.length + f.projections.length;
+  const needed = c.numLayers * perLayer;
   if (needed > tensorCount) {
     fail(
-      `${field} = ${c.numLayers} needs at least ${needed} tensors (${MIN_TENSORS_PER_LAYER} per layer) but the weights hold ${tensorCount}`,
+      `${field} = ${c.numLayers} needs at least ${needed} tensors (${perLayer} per layer) but the weights hold ${tensorCount}`,
     );
   }
 }
@@ -465,8 +466,10 @@ function longropeFromGguf(
   const names = reader.gguf.tensorsByName;
   for (const n of ['rope_factors_short.weight', 'rope_factors_long.weight'])
     if (!names.has(n)) fail(`'${n}' is missing (LongRoPE needs both factor tensors)`);
-  const short = Array.from(reader.readF32('rope_factors_short.weight'));
-  const long = Array.from(reader.readF32('rope_factors_long.weight'));
+  // f32 in the file: the shortest decimals that round to them (config.json's own spelling when
+  // that has at most float32's precision).
+  const short = Array.from(reader.readF32('rope_factors_short.weight'), shortestF32);
+  const long = Array.from(reader.readF32('rope_factors_long.weight'), shortestF32);
   const half = (config.rotaryDim ?? config.headDim) / 2;
   for (const [n, v] of [
     ['rope_factors_short.weight', short],
@@ -487,14 +490,17 @@ function longropeFromGguf(
     fail(`rope.scaling.original_context_length ${original} must be a positive integer`);
   const factor = config.maxPositionEmbeddings / original;
   const att = num('rope.scaling.attn_factor');
+  // Stored as f32: transformers' default when it rounds to the stored value (the usual case).
+  const standard = longropeAttentionFactor(factor, original);
+  const attentionFactor =
+    att === undefined || Math.fround(standard) === Math.fround(att) ? standard : shortestF32(att);
   return {
     ropeType: 'longrope',
     factor,
     shortFactor: short,
     longFactor: long,
     originalMaxPositionEmbeddings: original,
-    attentionFactor:
-      att !== undefined ? shortestF32(att) : longropeAttentionFactor(factor, original),
+    attentionFactor,
   };
 }
 

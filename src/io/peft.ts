@@ -7,8 +7,8 @@ import { fs, path } from './host.js';
 import { z } from 'zod';
 import type { LoraConfig } from '../models/build.js';
 import type { CausalLM } from '../models/causal-lm.js';
-import { PROJECTIONS, type ProjectionName } from '../models/family.js';
-import { FAMILIES, familyOf } from '../models/registry.js';
+import type { ProjectionName } from '../models/family.js';
+import { FAMILIES, familyOf, familyTargets } from '../models/registry.js';
 import { type AdapterRecipe, writeAdapterRecipe } from './adapter-recipe.js';
 import { writeAll, writeFileAtomic } from './atomic-write.js';
 import { SafetensorsFile, writeSafetensors } from './safetensors.js';
@@ -61,10 +61,11 @@ export function adapterConfigJson(
   architecture = 'llama',
 ): Record<string, unknown> {
   // target_modules are the HF module names of the family (models/families/), as PEFT lists them.
-  const roles = lora.targets === 'all-linear' ? [...PROJECTIONS] : [...lora.targets];
+  // Roles a family fuses name its fused module (q_proj → qkv_proj on Phi-3).
   const family = familyOf(architecture);
+  const roles = familyTargets(architecture, lora.targets);
   const targets = [
-    ...new Set(roles.map((r) => family.projections.find((p) => p.name === r)?.peft ?? r)),
+    ...new Set([...roles].map((r) => family.projections.find((p) => p.name === r)?.peft ?? r)),
   ];
   const config: Record<string, unknown> = {
     alpha_pattern: {},

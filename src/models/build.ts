@@ -11,7 +11,7 @@ import {
 import { LoraLinear, type LoraOptions } from '../nn/lora.js';
 import type { Quantized4bit, Quantize4bitOptions } from '../quant/quantize4bit.js';
 import { allocPacked4bit, uploadPacked4bit } from '../quant/upload.js';
-import { ropeTables, type RopeScaling } from '../backends/rope-tables.js';
+import { ropeTables, type RopeScaling, type RopeVariant } from '../backends/rope-tables.js';
 import { checkLoraRank, projectionShapes } from './lora-rank.js';
 import {
   ggmlKernelsOf,
@@ -27,7 +27,12 @@ import {
   type RopeState,
 } from './llama.js';
 import { type LayerNormName, PROJECTIONS, type ProjectionName, projectionKey } from './family.js';
-import { familyOf, projectionHasBias as familyBias, tensorTable } from './registry.js';
+import {
+  familyOf,
+  familyTargets,
+  projectionHasBias as familyBias,
+  tensorTable,
+} from './registry.js';
 
 /** What the builder needs to know about a model (LlamaConfig satisfies it). */
 export interface BuildConfig extends LlamaDims {
@@ -35,6 +40,8 @@ export interface BuildConfig extends LlamaDims {
   readonly architecture?: string;
   readonly ropeTheta: number;
   readonly ropeScaling: RopeScaling | null;
+  /** Rotated dims per head when partial (Phi-4-mini), else null/absent. */
+  readonly rotaryDim?: number | null;
   readonly maxPositionEmbeddings: number;
   readonly tieWordEmbeddings: boolean;
   /** q/k/v projections carry a bias (Qwen2). */
@@ -121,18 +128,23 @@ export interface BuildOptions {
   readonly onTensor?: (name: string, index: number, total: number) => void;
 }
 
-export function resolveTargets(targets: LoraConfig['targets']): Set<ProjectionName> {
-  if (targets === 'all-linear') return new Set(PROJECTIONS);
-  const out = new Set<ProjectionName>();
-  for (const t of targets) {
-    if (!(PROJECTIONS as readonly string[]).includes(t)) {
-      throw new Error(
-        `unknown LoRA target '${t}' (choose from ${PROJECTIONS.join(', ')} or all-linear)`,
-      );
+/**
+ * The projections of `c`'s family that LoRA targets select (registry.ts familyTargets: fused
+ * families map a role they fuse to the fused projection, e.g. q_proj → qkv_proj on Phi-3).
+ */
+export function resolveTargets(
+  targets: LoraConfig['targets'],
+  c: { readonly architecture?: string } = {},
+): Set<ProjectionName> {
+  if (targets !== 'all-linear') {
+    for (const t of targets) {
+      if (!(PROJECTIONS as readonly string[]).includes(t))
+        throw new Error(
+          `unknown LoRA target '${t}' (choose from ${PROJECTIONS.join(', ')} or all-linear)`,
+        );
     }
-    out.add(t);
   }
-  return out;
+  return familyTargets(c, targets);
 }
 
 /**
@@ -223,7 +235,9 @@ export async function buildLlama(
     return uploadPacked4bit(be, quantize(values, options.quantization!), shape[0], shape[1]);
   };
 
-  const targets = options.lora ? resolveTargets(options.lora.targets) : new Set<ProjectionName>();
+  const targets = options.lora
+    ? resolveTargets(options.lora.targets, c)
+    : new Set<ProjectionName>();
   const loraLayers = options.lora?.layers ? new Set(options.lora.layers) : null;
   for (const l of loraLayers ?? []) {
     if (!Number.isInteger(l) || l < 0 || l >= c.numLayers)
@@ -275,7 +289,7 @@ export async function buildLlama(
     for (const slot of family.projections) {
       const name = slot.name;
       const key = projectionKey(slot, i);
-      const shape = projShapes[name];
+      const shape = projShapes[name]!;
       const kept = keptTensor(`${key}.weight`, shape);
       const stored =
         options.quantization && !shapesOnly
@@ -332,21 +346,36 @@ export async function buildLlama(
     options.maxPositions ?? 2048,
     Math.max(c.maxPositionEmbeddings, 1),
   );
-  const makeTables = (positions: number, theta: number, scaling: RopeScaling | null) => {
-    const t = ropeTables(c.headDim, positions, theta, scaling, dtype === 'f64' ? 'f64' : 'f32');
+  // Partial rotary (Phi-4-mini): tables for the rotated dims only; the rest pass through.
+  const rotary = c.rotaryDim ?? c.headDim;
+  const makeTables = (
+    positions: number,
+    theta: number,
+    scaling: RopeScaling | null,
+    variant: RopeVariant = 'short',
+  ) => {
+    const precision = dtype === 'f64' ? 'f64' : 'f32';
+    const t = ropeTables(rotary, positions, theta, scaling, precision, variant);
     return {
-      cos: be.fromArray(t.cos, [positions, c.headDim / 2], dtype),
-      sin: be.fromArray(t.sin, [positions, c.headDim / 2], dtype),
+      cos: be.fromArray(t.cos, [positions, rotary / 2], dtype),
+      sin: be.fromArray(t.sin, [positions, rotary / 2], dtype),
     };
   };
   // Sliding layers with a rope base of their own (Gemma 3) use a second, unscaled table.
   const localTheta = c.ropeLocalTheta ?? null;
+  // LongRoPE: the long factors' tables, needed once the tables reach past the original context.
+  const longFrom =
+    c.ropeScaling?.ropeType === 'longrope' ? c.ropeScaling.originalMaxPositionEmbeddings : null;
   const makeRope = (positions: number) => ({
     ...makeTables(positions, c.ropeTheta, c.ropeScaling),
     local: localTheta === null ? null : makeTables(positions, localTheta, null),
+    long:
+      longFrom !== null && positions > longFrom
+        ? makeTables(positions, c.ropeTheta, c.ropeScaling, 'long')
+        : null,
   });
   const first = makeRope(initialPositions);
-  const rope: RopeState = { ...first, layout: 'half', maxPositions: initialPositions };
+  const rope: RopeState = { ...first, layout: 'half', maxPositions: initialPositions, longFrom };
   const model = new LlamaModel(
     c,
     be,
@@ -365,9 +394,12 @@ export async function buildLlama(
     rope.sin.dispose();
     rope.local?.cos.dispose();
     rope.local?.sin.dispose();
+    rope.long?.cos.dispose();
+    rope.long?.sin.dispose();
     rope.cos = next.cos;
     rope.sin = next.sin;
     rope.local = next.local;
+    rope.long = next.long;
     rope.maxPositions = grown;
   };
   return model;

@@ -11,14 +11,18 @@
 /**
  * The linear projections of a decoder layer, by role. A family names each role's HF module
  * (`ProjectionSlot.module`/`peft`) and GGUF tensor; the roles are what the model computes with.
+ * `qkv_proj` and `gate_up_proj` are fused projections (Phi-3): one weight whose output rows are
+ * q, k, v (gate, up) in that order, one LoRA adapter over the whole output, as HF and PEFT have it.
  */
 export const PROJECTIONS = [
   'q_proj',
   'k_proj',
   'v_proj',
+  'qkv_proj',
   'o_proj',
   'gate_proj',
   'up_proj',
+  'gate_up_proj',
   'down_proj',
 ] as const;
 export type ProjectionName = (typeof PROJECTIONS)[number];
@@ -86,6 +90,11 @@ export interface ProjectionSlot {
    * undefined.
    */
   readonly ropeHeads?: (c: FamilyDims) => number;
+  /**
+   * A fused projection: the roles whose outputs its rows hold, in order (qkv_proj: q, k, v;
+   * gate_up_proj: gate, up). A LoRA target naming one of them selects this slot.
+   */
+  readonly parts?: readonly ProjectionName[];
 }
 
 /** Defaults of transformers' configuration_<family>.py for fields config.json may omit. */

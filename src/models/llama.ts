@@ -51,7 +51,11 @@ export interface LlamaLayer {
    */
   readonly postAttnNorm?: Tensor;
   readonly postFfnNorm?: Tensor;
-  readonly proj: Record<ProjectionName, Projection>;
+  /**
+   * The family's projections by role: q/k/v/o/gate/up/down, or for fused families (Phi-3)
+   * qkv_proj, o_proj, gate_up_proj, down_proj.
+   */
+  readonly proj: Partial<Record<ProjectionName, Projection>>;
 }
 
 /** The inputs of one layer's forward (LlamaModel.layerForward). */
@@ -101,6 +105,13 @@ export interface RopeState {
    * null/absent: every layer rotates with cos/sin.
    */
   local?: { cos: Tensor; sin: Tensor } | null;
+  /**
+   * LongRoPE (Phi-3): tables with the long factors, used by a call whose positions reach beyond
+   * `longFrom` (original_max_position_embeddings), as transformers switches by the call's
+   * max(position) + 1; null/absent: cos/sin always.
+   */
+  long?: { cos: Tensor; sin: Tensor } | null;
+  longFrom?: number | null;
 }
 
 /** Everything one layer's forward keeps for its backward. */
@@ -172,10 +183,22 @@ export class LlamaModel implements CausalLM {
   /** What the embedding output is multiplied by (Gemma: sqrt(hidden)), else 1. */
   readonly embeddingScale: number;
 
+  /** Whether this call's positions select LongRoPE's long tables (set by ensureRope). */
+  private ropeLong = false;
+
   /** The rotary tables of layer `index`: the sliding layers' own when the model has them. */
   private ropeOf(index: number): { cos: Tensor; sin: Tensor } {
     const local = this.rope.local ?? null;
-    return local && this.layerWindow(index) !== null ? local : this.rope;
+    if (local && this.layerWindow(index) !== null) return local;
+    const long = this.rope.long ?? null;
+    return long && this.ropeLong ? long : this.rope;
+  }
+
+  /** A projection of the layer by role; the family's table decides which exist. */
+  private projOf(layer: LlamaLayer, name: ProjectionName): Projection {
+    const p = layer.proj[name];
+    if (!p) throw new Error(`this ${this.dims.architecture ?? 'llama'} model has no ${name}`);
+    return p;
   }
 
   /**
@@ -301,9 +324,22 @@ export class LlamaModel implements CausalLM {
     tape.q = arena.alloc([n, qDim], this.dtype);
     tape.k = arena.alloc([n, kvDim], this.dtype);
     tape.v = arena.alloc([n, kvDim], this.dtype);
-    this.project('q_proj', layer.proj.q_proj, tape.a, tape.q, arena, training, layerSeed, tape);
-    this.project('k_proj', layer.proj.k_proj, tape.a, tape.k, arena, training, layerSeed, tape);
-    this.project('v_proj', layer.proj.v_proj, tape.a, tape.v, arena, training, layerSeed, tape);
+    const qkv = layer.proj.qkv_proj;
+    if (qkv) {
+      // Phi-3: one fused product (one LoRA over its whole output), split into q | k | v columns.
+      const fused = arena.alloc([n, qDim + 2 * kvDim], this.dtype);
+      this.project('qkv_proj', qkv, tape.a, fused, arena, training, layerSeed, tape);
+      be.copyColumns(fused, 0, tape.q, 0, qDim);
+      be.copyColumns(fused, qDim, tape.k, 0, kvDim);
+      be.copyColumns(fused, qDim + kvDim, tape.v, 0, kvDim);
+    } else {
+      for (const [name, y] of [
+        ['q_proj', tape.q],
+        ['k_proj', tape.k],
+        ['v_proj', tape.v],
+      ] as const)
+        this.project(name, this.projOf(layer, name), tape.a, y, arena, training, layerSeed, tape);
+    }
     // Per-head RMSNorm of q and k over head_dim (Qwen3): the rmsnorm kernel on [n·heads, head_dim]
     // rows is exactly that, forward and backward.
     if (layer.qNorm && layer.kNorm) {
@@ -361,7 +397,8 @@ export class LlamaModel implements CausalLM {
       );
     }
     tape.x1 = arena.alloc([n, d.hiddenSize], this.dtype);
-    this.project('o_proj', layer.proj.o_proj, tape.attn, tape.x1, arena, training, layerSeed, tape);
+    const oProj = this.projOf(layer, 'o_proj');
+    this.project('o_proj', oProj, tape.attn, tape.x1, arena, training, layerSeed, tape);
     if (layer.postAttnNorm) {
       // Gemma: x1 = x + rmsnorm(o_proj(attn)).
       tape.o = tape.x1;
@@ -375,17 +412,22 @@ export class LlamaModel implements CausalLM {
     be.rmsnorm(tape.x1, layer.ffnNorm, d.rmsNormEps, tape.b, tape.rstd2);
     tape.g = arena.alloc([n, d.intermediateSize], this.dtype);
     tape.u = arena.alloc([n, d.intermediateSize], this.dtype);
-    this.project(
-      'gate_proj',
-      layer.proj.gate_proj,
-      tape.b,
-      tape.g,
-      arena,
-      training,
-      layerSeed,
-      tape,
-    );
-    this.project('up_proj', layer.proj.up_proj, tape.b, tape.u, arena, training, layerSeed, tape);
+    const gateUp = layer.proj.gate_up_proj;
+    if (gateUp) {
+      // Phi-3: one fused product, split into gate | up columns.
+      const I = d.intermediateSize;
+      const fused = arena.alloc([n, 2 * I], this.dtype);
+      this.project('gate_up_proj', gateUp, tape.b, fused, arena, training, layerSeed, tape);
+      be.copyColumns(fused, 0, tape.g, 0, I);
+      be.copyColumns(fused, I, tape.u, 0, I);
+    } else {
+      for (const [name, y] of [
+        ['gate_proj', tape.g],
+        ['up_proj', tape.u],
+      ] as const)
+        this.project(name, this.projOf(layer, name), tape.b, y, arena, training, layerSeed, tape);
+    }
+    const downProj = this.projOf(layer, 'down_proj');
     tape.m = arena.alloc([n, d.intermediateSize], this.dtype);
     if (this.geglu) be.geglu(tape.g, tape.u, tape.m);
     else be.swiglu(tape.g, tape.u, tape.m);
@@ -394,28 +436,10 @@ export class LlamaModel implements CausalLM {
       // Gemma: out = x1 + rmsnorm(down(m)).
       tape.down = arena.alloc([n, d.hiddenSize], this.dtype);
       tape.rstdPostFfn = arena.alloc([n], this.dtype);
-      this.project(
-        'down_proj',
-        layer.proj.down_proj,
-        tape.m,
-        tape.down,
-        arena,
-        training,
-        layerSeed,
-        tape,
-      );
+      this.project('down_proj', downProj, tape.m, tape.down, arena, training, layerSeed, tape);
       be.rmsnorm(tape.down, layer.postFfnNorm, d.rmsNormEps, out, tape.rstdPostFfn);
     } else {
-      this.project(
-        'down_proj',
-        layer.proj.down_proj,
-        tape.m,
-        out,
-        arena,
-        training,
-        layerSeed,
-        tape,
-      );
+      this.project('down_proj', downProj, tape.m, out, arena, training, layerSeed, tape);
     }
     be.add(out, tape.x1, out);
     return { out, tape };
@@ -442,14 +466,24 @@ export class LlamaModel implements CausalLM {
       be.rmsnormBackward(dOut, tape.down, layer.postFfnNorm, tape.rstdPostFfn, dDown, null);
     }
     const dm = arena.alloc([n, d.intermediateSize], this.dtype);
-    this.projectBack('down_proj', layer.proj.down_proj, dDown, dm, false, tape, arena);
+    this.projectBack('down_proj', this.projOf(layer, 'down_proj'), dDown, dm, false, tape, arena);
     const dg = arena.alloc([n, d.intermediateSize], this.dtype);
     const du = arena.alloc([n, d.intermediateSize], this.dtype);
     if (this.geglu) be.gegluBackward(dm, tape.g, tape.u, dg, du);
     else be.swigluBackward(dm, tape.g, tape.u, dg, du);
     const db = arena.alloc([n, d.hiddenSize], this.dtype);
-    this.projectBack('gate_proj', layer.proj.gate_proj, dg, db, false, tape, arena);
-    this.projectBack('up_proj', layer.proj.up_proj, du, db, true, tape, arena);
+    const gateUp = layer.proj.gate_up_proj;
+    if (gateUp) {
+      // The fused product's output gradient: dgate | dup columns.
+      const I = d.intermediateSize;
+      const dFused = arena.alloc([n, 2 * I], this.dtype);
+      be.copyColumns(dg, 0, dFused, 0, I);
+      be.copyColumns(du, 0, dFused, I, I);
+      this.projectBack('gate_up_proj', gateUp, dFused, db, false, tape, arena);
+    } else {
+      this.projectBack('gate_proj', this.projOf(layer, 'gate_proj'), dg, db, false, tape, arena);
+      this.projectBack('up_proj', this.projOf(layer, 'up_proj'), du, db, true, tape, arena);
+    }
     const dx1 = arena.alloc([n, d.hiddenSize], this.dtype);
     be.rmsnormBackward(db, tape.x1, layer.ffnNorm, tape.rstd2, dx1, null);
     be.add(dx1, dOut, dx1);
@@ -460,7 +494,7 @@ export class LlamaModel implements CausalLM {
       be.rmsnormBackward(dx1, tape.o, layer.postAttnNorm, tape.rstdPostAttn, dO, null);
     }
     const dattn = arena.alloc([n, qDim], this.dtype);
-    this.projectBack('o_proj', layer.proj.o_proj, dO, dattn, false, tape, arena);
+    this.projectBack('o_proj', this.projOf(layer, 'o_proj'), dO, dattn, false, tape, arena);
     const dq = arena.alloc([n, qDim], this.dtype);
     const dk = arena.alloc([n, kvDim], this.dtype);
     const dv = arena.alloc([n, kvDim], this.dtype);
@@ -506,9 +540,18 @@ export class LlamaModel implements CausalLM {
       );
     }
     const da = dx ? arena.alloc([n, d.hiddenSize], this.dtype) : null;
-    this.projectBack('q_proj', layer.proj.q_proj, dqPre, da, false, tape, arena);
-    this.projectBack('k_proj', layer.proj.k_proj, dkPre, da, true, tape, arena);
-    this.projectBack('v_proj', layer.proj.v_proj, dv, da, true, tape, arena);
+    const qkv = layer.proj.qkv_proj;
+    if (qkv) {
+      const dFused = arena.alloc([n, qDim + 2 * kvDim], this.dtype);
+      be.copyColumns(dqPre, 0, dFused, 0, qDim);
+      be.copyColumns(dkPre, 0, dFused, qDim, kvDim);
+      be.copyColumns(dv, 0, dFused, qDim + kvDim, kvDim);
+      this.projectBack('qkv_proj', qkv, dFused, da, false, tape, arena);
+    } else {
+      this.projectBack('q_proj', this.projOf(layer, 'q_proj'), dqPre, da, false, tape, arena);
+      this.projectBack('k_proj', this.projOf(layer, 'k_proj'), dkPre, da, true, tape, arena);
+      this.projectBack('v_proj', this.projOf(layer, 'v_proj'), dv, da, true, tape, arena);
+    }
     if (!da || !dx) return;
     be.rmsnormBackward(da, tape.x, layer.attnNorm, tape.rstd1, dx, null);
     be.add(dx, dx1, dx);
@@ -549,6 +592,8 @@ export class LlamaModel implements CausalLM {
     let max = 0;
     for (let i = 0; i < positions.length; i++) max = Math.max(max, positions[i]!);
     if (max >= this.rope.maxPositions) this.onRopeOverflow(max + 1);
+    const longFrom = this.rope.longFrom ?? null;
+    this.ropeLong = longFrom !== null && max + 1 > longFrom;
   }
 
   /** Replaced by the builder with a function that rebuilds the tables for at least `positions`. */
@@ -785,12 +830,14 @@ export class LlamaModel implements CausalLM {
       layer.kNorm?.dispose();
       layer.postAttnNorm?.dispose();
       layer.postFfnNorm?.dispose();
-      for (const name of PROJECTIONS) layer.proj[name].dispose();
+      for (const name of PROJECTIONS) layer.proj[name]?.dispose();
     }
     this.rope.cos.dispose();
     this.rope.sin.dispose();
     this.rope.local?.cos.dispose();
     this.rope.local?.sin.dispose();
+    this.rope.long?.cos.dispose();
+    this.rope.long?.sin.dispose();
     this.lossScratch?.dispose();
     this.lossScratch = null;
   }

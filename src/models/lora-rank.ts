@@ -8,7 +8,9 @@ export interface ProjectionDims extends ShapeDims {
 }
 
 /** [out, in] of each projection's weight (from the family's table). */
-export function projectionShapes(c: ProjectionDims): Record<ProjectionName, [number, number]> {
+export function projectionShapes(
+  c: ProjectionDims,
+): Partial<Record<ProjectionName, [number, number]>> {
   return projectionShapesOf(c);
 }
 
@@ -29,19 +31,21 @@ export function checkLoraRank(
   if (!Number.isInteger(r) || r < 1)
     throw new Error(`LoRA rank must be a positive integer, got ${r}`);
   const shapes = projectionShapes(c);
-  const targeted = PROJECTIONS.filter((name) => targets.has(name));
+  // Only the family's projections (a target set may name roles of other families).
+  const targeted = PROJECTIONS.filter((name) => targets.has(name) && shapes[name]);
+  const shapeOf = (name: ProjectionName): [number, number] => shapes[name]!;
   if (targeted.length === 0) return [];
-  const largest = Math.max(...targeted.map((name) => Math.max(...shapes[name])));
-  const usable = Math.max(...targeted.map((name) => Math.min(...shapes[name])));
+  const largest = Math.max(...targeted.map((name) => Math.max(...shapeOf(name))));
+  const usable = Math.max(...targeted.map((name) => Math.min(...shapeOf(name))));
   if (r > largest) {
     throw new Error(
       `LoRA rank ${r} is larger than every dimension of the projections it adapts (the largest is ${largest}): ` +
         `each adapter would be bigger than its weight and add nothing; use a rank ≤ ${usable} (min(in, out) of the widest target)`,
     );
   }
-  const over = targeted.filter((name) => r > Math.min(...shapes[name]));
+  const over = targeted.filter((name) => r > Math.min(...shapeOf(name)));
   if (over.length === 0) return [];
-  const list = over.map((name) => `${name} [${shapes[name][0]}×${shapes[name][1]}]`).join(', ');
+  const list = over.map((name) => `${name} [${shapeOf(name)[0]}×${shapeOf(name)[1]}]`).join(', ');
   return [
     `LoRA rank ${r} exceeds min(in, out) of ${list}: an update of those projections has rank at most min(in, out), ` +
       `so the extra rank only costs memory and time`,

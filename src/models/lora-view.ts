@@ -29,7 +29,7 @@ export class LoraView extends LlamaModel {
 export function loraView(base: LlamaModel, lora: LoraConfig): LoraView {
   if (base.loraLayers().length > 0)
     throw new Error('loraView: the base model already carries LoRA layers');
-  const targets = resolveTargets(lora.targets);
+  const targets = resolveTargets(lora.targets, base.dims);
   const layerSet = lora.layers ? new Set(lora.layers) : null;
   for (const l of layerSet ?? []) {
     if (!Number.isInteger(l) || l < 0 || l >= base.layers.length)

@@ -18,9 +18,18 @@ import { mistral } from './families/mistral.js';
 import { qwen2 } from './families/qwen2.js';
 import { qwen3 } from './families/qwen3.js';
 import { gemma2, gemma3 } from './families/gemma.js';
+import { phi3 } from './families/phi3.js';
 
 /** Every family, in the order config.json / GGUF matching tries them. */
-export const FAMILIES: readonly ModelFamily[] = [llama, mistral, qwen2, qwen3, gemma2, gemma3];
+export const FAMILIES: readonly ModelFamily[] = [
+  llama,
+  mistral,
+  qwen2,
+  qwen3,
+  gemma2,
+  gemma3,
+  phi3,
+];
 
 const byName = new Map(FAMILIES.map((f) => [f.name, f]));
 
@@ -61,6 +70,32 @@ export function ggufArchitectures(): string[] {
   return FAMILIES.flatMap((f) => f.gguf.reads);
 }
 
+/**
+ * The projections of `c`'s family that LoRA targets select: every one for 'all-linear'; a name the
+ * family has; or, for a role the family fuses (q_proj on Phi-3), the fused projection holding it
+ * (qkv_proj), since its one adapter is what PEFT trains there. Throws for a name of no projection
+ * of the family.
+ */
+export function familyTargets(
+  c: { readonly architecture?: string } | string,
+  targets: readonly string[] | 'all-linear',
+): Set<ProjectionName> {
+  const f = familyOf(c);
+  if (targets === 'all-linear') return new Set(f.projections.map((p) => p.name));
+  const out = new Set<ProjectionName>();
+  for (const t of targets) {
+    const slot =
+      f.projections.find((p) => p.name === t || p.peft === t) ??
+      f.projections.find((p) => (p.parts as readonly string[] | undefined)?.includes(t));
+    if (!slot)
+      throw new Error(
+        `unknown LoRA target '${t}' for ${f.name} (choose from ${f.projections.map((p) => p.name).join(', ')} or all-linear)`,
+      );
+    out.add(slot.name);
+  }
+  return out;
+}
+
 /** Whether projection `name` has a bias under config `c`. */
 export function projectionHasBias(c: FamilyDims, name: ProjectionName): boolean {
   return projectionSlot(familyOf(c), name).bias(c);
@@ -69,8 +104,8 @@ export function projectionHasBias(c: FamilyDims, name: ProjectionName): boolean 
 /** [out, in] of each projection's weight under `c`. */
 export function projectionShapesOf(
   c: ShapeDims & { readonly architecture?: string },
-): Record<ProjectionName, [number, number]> {
-  const out = {} as Record<ProjectionName, [number, number]>;
+): Partial<Record<ProjectionName, [number, number]>> {
+  const out: Partial<Record<ProjectionName, [number, number]>> = {};
   for (const p of familyOf(c).projections) out[p.name] = p.shape(c);
   return out;
 }

@@ -145,6 +145,7 @@ function basePayload(model: LlamaModel): { base: number; projections: number } {
   for (const layer of model.layers) {
     for (const name of PROJECTIONS) {
       const p = layer.proj[name];
+      if (!p) continue;
       const base = p instanceof LoraLinear ? p.base : p;
       projections += base instanceof Linear4bit ? payload4bit(base.weight) : base.weightBytes;
     }

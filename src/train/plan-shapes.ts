@@ -8,7 +8,7 @@ import { configFromHf, type LlamaConfig, loadHfConfig } from '../io/config.js';
 import type { BuildConfig } from '../models/build.js';
 import { projectionShapes } from '../models/lora-rank.js';
 import { PROJECTIONS, type ProjectionName } from '../models/family.js';
-import { tensorTable } from '../models/registry.js';
+import { familyTargets, tensorTable } from '../models/registry.js';
 
 /** The shape facts the planner needs (BuildConfig without rope details; those default). */
 export type PlanModel = Pick<
@@ -55,9 +55,10 @@ export interface ParameterCounts {
 export function targetSet(
   targets: readonly ProjectionName[] | 'all-linear',
   rank: number,
+  c: { readonly architecture?: string } = {},
 ): Set<ProjectionName> {
   if (rank <= 0) return new Set();
-  return new Set(targets === 'all-linear' ? PROJECTIONS : targets);
+  return familyTargets(c, targets);
 }
 
 export function parameterCounts(
@@ -65,11 +66,13 @@ export function parameterCounts(
   o: { readonly rank: number; readonly targets: readonly ProjectionName[] | 'all-linear' },
 ): ParameterCounts {
   const shapes = projectionShapes(m);
-  const targets = targetSet(o.targets, o.rank);
+  const targets = targetSet(o.targets, o.rank, m);
   let projections = 0;
   let lora = 0;
   for (const name of PROJECTIONS) {
-    const [rows, cols] = shapes[name];
+    const shape = shapes[name];
+    if (!shape) continue; // not a projection of this family
+    const [rows, cols] = shape;
     projections += rows * cols;
     if (targets.has(name)) lora += o.rank * (rows + cols);
   }
@@ -129,6 +132,9 @@ export const MODEL_CONFIG_NAMES = [
   'gemma-2-2b',
   'gemma-3-1b',
   'gemma-3-4b',
+  'phi-3-mini',
+  'phi-3.5-mini',
+  'phi-4-mini',
 ] as const;
 
 /** HF config.json fields of the shapes the benchmarks and `qlora plan` know by name. */
@@ -202,6 +208,10 @@ const ALIASES: Record<string, string> = {
   'mistral-7b-v0.1': 'mistral-7b',
   'gemma-3-1b-pt': 'gemma-3-1b',
   'gemma-3-4b-pt': 'gemma-3-4b',
+  'phi-3-mini-4k': 'phi-3-mini',
+  'phi3-mini': 'phi-3-mini',
+  'phi3.5-mini': 'phi-3.5-mini',
+  'phi4-mini': 'phi-4-mini',
 };
 
 export const NAMED_SHAPES: readonly string[] = Object.keys(NAMED_HF_CONFIGS);

@@ -172,7 +172,11 @@ export async function train(options: TrainCallOptions): Promise<TrainResult> {
     try {
       // The rank against the model's projections first: a typo like --rank 100000 stops here, before
       // the plan or any allocation; a rank above min(in, out) only wastes memory, so it is a warning.
-      for (const w of checkLoraRank(header.config, lora.r, resolveTargets(lora.targets)))
+      for (const w of checkLoraRank(
+        header.config,
+        lora.r,
+        resolveTargets(lora.targets, header.config),
+      ))
         log(`warning: ${w}`);
       config = header.config;
       // A quantized GGUF re-quantized to NF4 (the default) or dequantized (none): say so once.
