@@ -261,10 +261,22 @@ test('random GQA Llama from an HF folder (biases, untied head, Llama-3 rope scal
 
 // The families' real configs shrunk by `qlora init-random --tiny` (same structure: Qwen3's q/k
 // norms and head_dim ≠ hidden/heads, Llama 3.2's tied head and Llama-3 rope scaling, SmolLM2's
-// GQA and rope theta), with the byte-level tokenizer init-random writes.
-for (const shape of ['qwen3-0.6b', 'llama-3.2-1b', 'smollm2-135m']) {
+// GQA and rope theta; Phi-3's fused attn_qkv / ffn_up and their fused LoRA, LongRoPE's factor
+// tensors and attn_factor (the prompt passes the tiny original context of 8, and llama.cpp's
+// context of 256 does too: both take the long factors), Phi-4-mini's partial rotary, GQA and tied
+// head), with the byte-level tokenizer init-random writes.
+for (const shape of [
+  'qwen3-0.6b',
+  'llama-3.2-1b',
+  'smollm2-135m',
+  'phi-3-mini',
+  'phi-3.5-mini',
+  'phi-4-mini',
+]) {
   test(`${shape} (init-random --tiny): base, base + GGUF LoRA and merged GGUF match our forward in llama.cpp`, async () => {
-    const dir = path.join(tmp, `init-${shape}`);
+    // Not named "phi-3…": llama.cpp would apply its name-keyed Phi-3 token fix-up, which needs
+    // <unk> and <|endoftext|> in the vocabulary (the export warns; docs/formats.md § 5.4).
+    const dir = path.join(tmp, `init-${shape.replace(/^phi-3/, 'p3')}`);
     initRandomModel({ config: shape, output: dir, tiny: true, seed: 21 });
     const ck = openCheckpoint(dir);
     try {

@@ -71,7 +71,7 @@ test('Phi-3 config.json files: fused projections, plain rope / LongRoPE / partia
   // transformers: sqrt(1 + ln(32) / ln(4096)).
   assert.ok(Math.abs(s.attentionFactor - 1.1902380714238083) < 1e-12, `${s.attentionFactor}`);
   assert.equal(s.shortFactor.length, 48);
-  assert.equal(s.longFactor[47], 64.83999633789062);
+  assert.ok(Math.abs(s.longFactor[47]! - 64.84) < 1e-4, 'the last long factor');
 
   const p4 = loadHfConfig(CONFIG('phi-4-mini'));
   assert.equal(p4.headDim, 128);

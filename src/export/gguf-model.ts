@@ -105,6 +105,7 @@ export function exportGgufModel(
   if (adapter) checkAdapterAgainst(adapter, (hf) => (ck.has(hf) ? ck.shapeOf(hf) : undefined));
   const merge = merger(adapter);
   const name = options.name ?? path.basename(ck.path).replace(/\.(gguf|bin)$/, '');
+  warnings.push(...llamaCppPhi3NameProblems(name, options.vocab));
   const info = DTYPE_INFO[options.dtype];
 
   const plans: GgufTensorPlan[] = [];
@@ -162,4 +163,22 @@ export function exportGgufModel(
   metadata.push(...options.vocab.entries);
   writeGgufStreaming(out, metadata, plans);
   return { out, tensors: plans.length, warnings };
+}
+
+/**
+ * llama.cpp's vocabulary loader treats a model whose general.name contains "phi-3" or "phi3" as
+ * Phi-3 and sets attributes on its `<unk>`, `<s>`, `</s>` and `<|endoftext|>` tokens by name, failing
+ * to load ("_Map_base::at") a vocabulary without them (a tiny or byte-level one): said here.
+ */
+function llamaCppPhi3NameProblems(name: string, vocab: VocabMetadata): string[] {
+  if (!/phi-3|phi3/.test(name.toLowerCase())) return [];
+  const tokens = vocab.entries.find((e) => e.key === 'tokenizer.ggml.tokens')?.value;
+  if (!Array.isArray(tokens)) return [];
+  const have = new Set(tokens as unknown[]);
+  const missing = ['<unk>', '<s>', '</s>', '<|endoftext|>'].filter((t) => !have.has(t));
+  return missing.length === 0
+    ? []
+    : [
+        `general.name '${name}' makes llama.cpp apply its Phi-3 token fix-up, which fails on a vocabulary without ${missing.join(', ')}: pick another name`,
+      ];
 }
