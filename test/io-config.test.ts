@@ -434,12 +434,12 @@ test('GGUF with an unsupported architecture names it', () => {
     const f = path.join(dir, 'phi.gguf');
     writeGguf(
       f,
-      [{ key: 'general.architecture', type: T.STRING, value: 'phi3' }],
+      [{ key: 'general.architecture', type: T.STRING, value: 'phi2' }],
       [{ name: 'token_embd.weight', shape: [2, 8], type: GgmlType.F32, data: new Uint8Array(64) }],
     );
     assert.throws(
       () => openCheckpoint(f),
-      /^FileFormatError: phi\.gguf: unsupported general\.architecture 'phi3'/,
+      /^FileFormatError: phi\.gguf: unsupported general\.architecture 'phi2'/,
     );
     const v = here('../fixtures/gguf-vocab/ggml-vocab-llama-spm.gguf');
     assert.throws(

@@ -1,7 +1,7 @@
 /**
  * Phi-3 / Phi-3.5 / Phi-4-mini (transformers' Phi3ForCausalLM, model_type "phi3"): the Llama block
  * with fused projections and Phi's rope variants (docs/architecture.md § Model families,
- * docs/formats.md § Phi-3):
+ * docs/formats.md §4.4 and §5.4):
  * - `self_attn.qkv_proj` is one [q + 2·kv, hidden] weight whose output rows are q, then k, then v,
  *   and `mlp.gate_up_proj` one [2·intermediate, hidden] weight whose rows are gate, then up. PEFT
  *   targets these fused modules (target_modules qkv_proj, o_proj, gate_up_proj, down_proj) with
