@@ -11,8 +11,8 @@
 //   up to ~1e-3 relative per element): for Gemma our side is also run with that rounding
 //   (test/gemma-support.ts ggmlGeluBackend), and both numbers are shown;
 // - PEFT names: the adapter keys we save equal those HF PEFT wrote for the family (the fixture's
-//   keys with layer indices folded: fixtures/families/FAMILY-peft-keys.json or
-//   fixtures/gemma/FAMILY-tiny/reference.json), or "no fixture";
+//   keys with layer indices folded: fixtures/families/FAMILY-peft-keys.json, or
+//   DEFAULT-SHAPE-peft-keys.json, or fixtures/gemma/FAMILY-tiny/reference.json), or "no fixture";
 // - gradcheck: LoRA gradients of the whole model (ref backend, float64, random LoRA B) against
 //   central finite differences at 3 coordinates of every LoRA tensor: the largest relative error;
 // - trains: eval loss before → after 30 QLoRA steps (NF4 base, LoRA r 8 on every projection).
@@ -159,6 +159,10 @@ async function peftNames(f: ModelFamily, ck: Checkpoint, dir: string): Promise<s
     [...new Set(keys.map((k) => k.replace(/\.layers\.\d+\./, '.layers.N.')))].sort();
   const candidates = [
     path.join(root, 'fixtures', 'families', `${f.name}-peft-keys.json`),
+    // Phi-3's fixtures are named by shape (one per variant): the family's default shape's.
+    ...(f.defaultShape
+      ? [path.join(root, 'fixtures', 'families', `${f.defaultShape}-peft-keys.json`)]
+      : []),
     path.join(root, 'fixtures', 'gemma', `${f.name}-tiny`, 'reference.json'),
   ];
   const file = candidates.find((c) => fs.existsSync(c));
