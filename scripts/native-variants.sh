@@ -13,7 +13,8 @@ ROOT=$PWD
 OUT=$ROOT/.tmp/native-variants
 OP_TESTS=(test/cpu-ops.test.ts test/cpu-matmul.test.ts test/cpu-quant4bit.test.ts test/embedding4bit.test.ts
   test/quantize-native.test.ts test/tensor.test.ts test/native-memory-limits.test.ts test/ops-gelu.test.ts
-  test/ops-attention.test.ts test/ops-loss.test.ts test/ops-elementwise.test.ts test/ggml-kernels.test.ts)
+  test/ops-attention.test.ts test/ops-loss.test.ts test/ops-elementwise.test.ts test/ops-norm-rope.test.ts
+  test/ggml-kernels.test.ts)
 # The parameterized op suites (ops-*.test.ts) run on the cpu backend only here: the variant is the addon.
 export QLORA_TEST_BACKENDS=cpu
 

@@ -29,11 +29,17 @@ export function registerPlanCommand(program: Command): void {
         .hideHelp()
         .argParser(intOption('--loss-chunk-rows', 1)),
     )
+    .addOption(
+      new Option(
+        '--no-speed',
+        "memory only: time no kernels (this machine's speed says nothing of another's)",
+      ),
+    )
     // plan's earlier names for train's --gradient-checkpointing.
     .addOption(new Option('--grad-checkpointing').hideHelp())
     .addOption(new Option('--no-grad-checkpointing').hideHelp());
   cmd.action(async (flags: Record<string, unknown>) => {
-    const { lossChunkRows, gradCheckpointing, ...trainFlags } = flags;
+    const { lossChunkRows, gradCheckpointing, speed, ...trainFlags } = flags;
     const { values, fileKeys, source } = trainSettings(cmd, trainFlags);
     if (cmd.getOptionValueSource('gradCheckpointing') === 'cli')
       values.gradientCheckpointing = gradCheckpointing;
@@ -64,6 +70,7 @@ export function registerPlanCommand(program: Command): void {
       console.log('(--quant keep on a shape: every projection planned as Q4_K)');
     const plan = await printTrainingPlan(model, { ...options, keptGguf }, label, console.log, {
       backend: be,
+      ...(speed === false ? { noSpeed: 'not timed (--no-speed)' } : {}),
     });
     if (config.backend === 'webgpu' || config.backend === 'auto') {
       // On a GPU, also its buffers against the adapter's limits.

@@ -133,6 +133,8 @@ export interface PlanOn extends SpeedOptions {
   readonly backend?: Backend | null;
   /** The RAM to plan against (default: this machine's). */
   readonly totalMemoryBytes?: number;
+  /** Time no kernels, and say this instead of a speed (e.g. planning for another machine). */
+  readonly noSpeed?: string;
 }
 
 /**
@@ -160,11 +162,13 @@ export async function planTraining(
   const { peakBytes } = measured;
   const totalMemoryBytes = on.totalMemoryBytes ?? hostProcess.totalMemoryBytes();
   const fitsMemory = peakBytes <= totalMemoryBytes && !measured.refusal;
-  const speed = !on.backend
-    ? { unmeasured: 'no backend to time the kernels on' }
-    : !fitsMemory
-      ? { unmeasured: 'the run does not fit, so its kernels were not timed' }
-      : await timeStep(m, o, measured, on.backend, on);
+  const speed = on.noSpeed
+    ? { unmeasured: on.noSpeed }
+    : !on.backend
+      ? { unmeasured: 'no backend to time the kernels on' }
+      : !fitsMemory
+        ? { unmeasured: 'the run does not fit, so its kernels were not timed' }
+        : await timeStep(m, o, measured, on.backend, on);
 
   const warnings: string[] = [];
   const fits = fitsMemory;
