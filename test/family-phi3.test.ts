@@ -21,17 +21,13 @@ import { configFromHf, configToHf, type LlamaConfig, loadHfConfig } from '../src
 import { adapterConfigJson, loadPeftAdapter, savePeftAdapter } from '../src/io/peft.js';
 import { tinyHfConfig } from '../src/io/tiny-config.js';
 import { type BuildConfig, buildLlama, type LoraConfig } from '../src/models/build.js';
-import {
-  KvCache,
-  type LlamaModel,
-  type ModelBatch,
-  type StepOptions,
-} from '../src/models/llama.js';
+import { type LlamaModel, type ModelBatch, type StepOptions } from '../src/models/llama.js';
 import { familyTargets, tensorTable } from '../src/models/registry.js';
 import { syntheticSource } from '../src/models/synthetic.js';
 import { train } from '../src/train/run.js';
 import { HfTokenizer } from '../src/tokenizer/hf-tokenizer.js';
 import { materialize } from './tokenizer-fixtures.js';
+import { logitsOf, maxDiff } from './family-support.js';
 import { randn } from './util.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
@@ -285,38 +281,6 @@ test('Phi-3 on the cpu backend: loss and every LoRA gradient match the ref backe
   ref.dispose();
   cpu.dispose();
 });
-
-/** Logits at every position of `ids` (cpu backend, f32) for a checkpoint path. */
-async function logitsOf(modelPath: string, ids: number[]): Promise<Float32Array> {
-  const ck = openCheckpoint(modelPath);
-  const be = await getBackend('cpu');
-  const model = await buildLlama(ck.config, ck, { backend: be });
-  ck.close();
-  const arena = be.createArena(1 << 20);
-  const cache = new KvCache(model, ids.length);
-  try {
-    return Float32Array.from(
-      await model.forwardCached(Int32Array.from(ids), cache, arena, ids.length).read(),
-    );
-  } finally {
-    cache.dispose();
-    arena.dispose();
-    model.dispose();
-  }
-}
-
-function maxDiff(ours: Float32Array, rows: number[][]): { max: number; scale: number } {
-  const V = rows[0]!.length;
-  let max = 0;
-  let scale = 0;
-  rows.forEach((row, t) =>
-    row.forEach((x, v) => {
-      max = Math.max(max, Math.abs(ours[t * V + v]! - x));
-      scale = Math.max(scale, Math.abs(x));
-    }),
-  );
-  return { max, scale };
-}
 
 for (const shape of SHAPES) {
   test(`${shape} forward equals transformers Phi3ForCausalLM on the same random weights (init-random --tiny, seed 7), long and short rope`, async () => {

@@ -19,15 +19,11 @@ import { configFromHf, loadHfConfig } from '../src/io/config.js';
 import { loadPeftAdapter, savePeftAdapter } from '../src/io/peft.js';
 import { tinyHfConfig } from '../src/io/tiny-config.js';
 import { type BuildConfig, buildLlama, type LoraConfig } from '../src/models/build.js';
-import {
-  KvCache,
-  type LlamaModel,
-  type ModelBatch,
-  type StepOptions,
-} from '../src/models/llama.js';
+import { type LlamaModel, type ModelBatch, type StepOptions } from '../src/models/llama.js';
 import { tensorTable } from '../src/models/registry.js';
 import { syntheticSource } from '../src/models/synthetic.js';
 import { train } from '../src/train/run.js';
+import { logitsOf, maxDiff } from './family-support.js';
 import { randn } from './util.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
@@ -218,24 +214,6 @@ test('Qwen3 on the cpu backend: loss and every LoRA gradient match the ref backe
 });
 
 /** Logits at every position of `ids` (cpu backend, f32) for a checkpoint path. */
-async function logitsOf(modelPath: string, ids: number[]): Promise<Float32Array> {
-  const ck = openCheckpoint(modelPath);
-  const be = await getBackend('cpu');
-  const model = await buildLlama(ck.config, ck, { backend: be });
-  ck.close();
-  const arena = be.createArena(1 << 20);
-  const cache = new KvCache(model, ids.length);
-  try {
-    return Float32Array.from(
-      await model.forwardCached(Int32Array.from(ids), cache, arena, ids.length).read(),
-    );
-  } finally {
-    cache.dispose();
-    arena.dispose();
-    model.dispose();
-  }
-}
-
 const REFERENCE = here('../fixtures/families/qwen3-tiny.reference.json');
 
 test('Qwen3 forward equals transformers Qwen3ForCausalLM on the same random weights (init-random --tiny, seed 7)', async () => {
@@ -247,16 +225,7 @@ test('Qwen3 forward equals transformers Qwen3ForCausalLM on the same random weig
   };
   const dir = path.join(tmp, 'reference');
   initRandomModel({ config: ref.config, output: dir, tiny: true, seed: ref.seed });
-  const ours = await logitsOf(dir, ref.input_ids);
-  const V = ref.logits[0]!.length;
-  let max = 0;
-  let scale = 0;
-  ref.logits.forEach((row, t) =>
-    row.forEach((x, v) => {
-      max = Math.max(max, Math.abs(ours[t * V + v]! - x));
-      scale = Math.max(scale, Math.abs(x));
-    }),
-  );
+  const { max, scale } = maxDiff(await logitsOf(dir, ref.input_ids), ref.logits);
   assert.ok(scale > 0.1, 'reference logits are not all ~0');
   assert.ok(max <= 1e-4, `logits differ from transformers by ${max}`);
   console.log(`# qwen3 tiny vs transformers: max |Δ logit| ${max.toExponential(2)}`);

@@ -14,7 +14,7 @@ import { initRandomModel } from '../src/export/init-random.js';
 import { openCheckpoint } from '../src/io/checkpoint.js';
 import { loadPeftAdapter, savePeftAdapter } from '../src/io/peft.js';
 import { buildLlama, type LoraConfig } from '../src/models/build.js';
-import { KvCache } from '../src/models/llama.js';
+import { logitsOf, maxDiff } from './family-support.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 let tmp: string;
@@ -53,38 +53,15 @@ for (const family of ['llama', 'mistral', 'qwen2']) {
   test(`${family}: forward equals transformers ${reference.model_class}; the PEFT adapter has PEFT's names`, async () => {
     const dir = path.join(tmp, family);
     initRandomModel({ config: reference.config, output: dir, tiny: true, seed: reference.seed });
-    const be = await getBackend('cpu');
-    const ck = openCheckpoint(dir);
-    const model = await buildLlama(ck.config, ck, { backend: be });
-    ck.close();
-    const ids = reference.input_ids;
-    const arena = be.createArena(1 << 20);
-    const cache = new KvCache(model, ids.length);
-    let ours: Float32Array;
-    try {
-      ours = Float32Array.from(
-        await model.forwardCached(Int32Array.from(ids), cache, arena, ids.length).read(),
-      );
-    } finally {
-      cache.dispose();
-      arena.dispose();
-      model.dispose();
-    }
-    const V = reference.logits[0]!.length;
-    assert.equal(ours.length, ids.length * V);
-    let max = 0;
-    let scale = 0;
-    reference.logits.forEach((row, t) =>
-      row.forEach((x, v) => {
-        max = Math.max(max, Math.abs(ours[t * V + v]! - x));
-        scale = Math.max(scale, Math.abs(x));
-      }),
-    );
+    const ours = await logitsOf(dir, reference.input_ids);
+    assert.equal(ours.length, reference.input_ids.length * reference.logits[0]!.length);
+    const { max, scale } = maxDiff(ours, reference.logits);
     assert.ok(scale > 0.1, 'reference logits are not all ~0');
     assert.ok(max <= 1e-4, `${family}: logits differ from transformers by ${max}`);
     console.log(`# ${family} tiny vs transformers: max |Δ logit| ${max.toExponential(2)}`);
 
     // The adapter: LoRA on every linear projection of the same tiny model.
+    const be = await getBackend('cpu');
     const ck2 = openCheckpoint(dir);
     const withLora = await buildLlama(ck2.config, ck2, { backend: be, lora: LORA });
     ck2.close();
